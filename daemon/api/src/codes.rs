@@ -1,0 +1,121 @@
+//! The table of JSON-RPC error codes, defined once.
+//!
+//! Every error a client can see has a code here with a meaning and what to do about it; the
+//! daemon maps its errors onto these in one place, and `docs/errors.md` is generated from this
+//! table (a test fails when the committed copy is stale).
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $code:literal, $http:literal, $action:literal;)*) => {
+        /// A JSON-RPC error code of cardd's API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+        pub enum ErrorCode { $($(#[doc = $doc])* $name,)* }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            /// The numeric JSON-RPC code.
+            pub fn code(self) -> i32 {
+                match self { $(ErrorCode::$name => $code,)* }
+            }
+
+            /// The HTTP status used when the error is answered before JSON-RPC dispatch.
+            pub fn http_status(self) -> u16 {
+                match self { $(ErrorCode::$name => $http,)* }
+            }
+
+            /// What the client should do next.
+            pub fn action(self) -> &'static str {
+                match self { $(ErrorCode::$name => $action,)* }
+            }
+
+            /// The meaning of the code (its doc comment).
+            pub fn meaning(self) -> &'static str {
+                match self { $(ErrorCode::$name => concat!($($doc),*).trim_ascii(),)* }
+            }
+
+            /// The code's symbolic name.
+            pub fn name(self) -> &'static str {
+                match self { $(ErrorCode::$name => stringify!($name),)* }
+            }
+
+            /// Looks a numeric code up.
+            pub fn from_code(code: i32) -> Option<ErrorCode> {
+                ErrorCode::ALL.iter().copied().find(|c| c.code() == code)
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not valid JSON.
+    ParseError = -32700, 400, "Send a well-formed JSON-RPC 2.0 request.";
+    /// The JSON is not a valid JSON-RPC 2.0 request (batches are not accepted).
+    InvalidRequest = -32600, 400, "Send one request object per call; batches are disabled.";
+    /// No such method.
+    MethodNotFound = -32601, 404, "Call rpc.discover for the list of methods.";
+    /// The parameters are missing, of the wrong type, or out of range.
+    InvalidParams = -32602, 400, "Correct the parameters named in the message and retry.";
+    /// A bug or an unexpected failure inside cardd.
+    Internal = -32603, 500, "Retry once; if it persists, send the daemon log to support.";
+    /// No valid session token was presented, or the session expired after inactivity.
+    Unauthenticated = -32001, 401, "Log in again (auth.login) and send the new token.";
+    /// The operator's role does not allow this method.
+    Forbidden = -32002, 403, "Ask an operator with the required role to do it.";
+    /// Login failed: the user name or the password is wrong (cardd does not say which).
+    InvalidCredentials = -32003, 401, "Check the user name and password and try again.";
+    /// Too many failed logins; the account or address is locked for a while.
+    TooManyAttempts = -32004, 429, "Wait until the lock-out ends, then log in again.";
+    /// The request's Host or Origin is not on the allow-list.
+    OriginNotAllowed = -32005, 403, "Open the page from an allowed origin, or add the origin to server.allowed_origins.";
+    /// The client sends requests faster than its connection's limit.
+    RateLimited = -32006, 429, "Slow down and retry after a second.";
+    /// The request is larger than the configured limit.
+    RequestTooLarge = -32007, 413, "Send a smaller request.";
+    /// The password change was refused (wrong old password, confirmation mismatch, or too weak).
+    PasswordRejected = -32008, 400, "Follow the message: re-type the confirmation or choose another password.";
+    /// No reader with that id.
+    ReaderNotFound = -32010, 404, "Call readers.list for the attached readers.";
+    /// The reader is leased by another client.
+    ReaderBusy = -32011, 409, "Wait for the holder shown in the message to finish, or until its lease expires.";
+    /// The reader has no card.
+    NoCard = -32012, 409, "Insert the card and retry.";
+    /// The card was removed during a command; its outcome is unknown.
+    CardRemoved = -32013, 409, "Put the card back; cardd checks its state before anything else happens.";
+    /// The card or reader did not answer in time.
+    ReaderTimeout = -32014, 504, "Check the card is seated and retry.";
+    /// The reader is gone (unplugged or its driver stopped).
+    ReaderGone = -32015, 503, "Reconnect the reader; it is picked up again automatically.";
+    /// The card answered with an error status word.
+    CardError = -32016, 422, "Read the message: it says what the card refused and why.";
+    /// The card is of a kind this method does not handle.
+    UnsupportedCard = -32017, 422, "Use a card of the kind the method names.";
+    /// No such lease, or it expired.
+    LeaseNotFound = -32018, 404, "Take a new lease with readers.lease.";
+    /// The reader lacks a capability the method needs.
+    Unsupported = -32019, 422, "Use a reader with the capability named in the message.";
+    /// No such operator.
+    OperatorNotFound = -32020, 404, "Check the user name.";
+    /// The operator already exists.
+    OperatorExists = -32021, 409, "Choose another user name.";
+    /// The daemon refuses money methods because an integrity check failed.
+    FailedClosed = -32030, 503, "Do not retry; an administrator must inspect the journal (see the log).";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_documented() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.code()), "duplicate code {}", code.code());
+            assert!(!code.meaning().is_empty() && !code.action().is_empty(), "{code:?}");
+            assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Operators, password hashing, sessions with idle timeout, and login throttling.

@@ -1,0 +1,1 @@
+//! The one place where daemon errors become JSON-RPC errors.

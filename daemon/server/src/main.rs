@@ -1,0 +1,3 @@
+//! The `cardd` binary: parses the command line, sets up logging and runs the daemon.
+
+fn main() {}

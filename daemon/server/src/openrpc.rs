@@ -1,0 +1,1 @@
+//! The OpenRPC document, generated from the method catalogue.

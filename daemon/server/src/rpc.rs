@@ -1,0 +1,1 @@
+//! The JSON-RPC methods: registration, role checks, audit.

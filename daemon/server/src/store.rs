@@ -1,0 +1,1 @@
+//! The daemon's sled database and the durable flush that closes sled's fsync gap.

@@ -1,0 +1,1 @@
+//! End-to-end tests of cardd live in `tests/tests/`.

@@ -1,0 +1,47 @@
+//! Installing the system packages the test suite needs, idempotently.
+//!
+//! A fresh Debian machine has only the Rust toolchain. Each package here is installed with
+//! `apt-get` only when `dpkg` says it is missing, so a second run does nothing. When the
+//! machine cannot install (not root, no apt), the error names the missing packages so the
+//! operator can install them by hand: nothing is skipped silently.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the suite needs, with why.
+pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[];
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn install_system_packages() -> Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES.iter().map(|(p, _)| *p).filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing system packages: {}", missing.join(" "));
+    let apt = |args: &[&str]| -> Result<bool> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .status()
+            .context("running apt-get (is this Debian, and are you root?)")?;
+        Ok(status.success())
+    };
+    if !apt(&["update", "-qq"])? {
+        bail!("apt-get update failed; install these packages by hand: {}", missing.join(" "));
+    }
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    if !apt(&args)? {
+        bail!("apt-get install failed; install these packages by hand: {}", missing.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Tidy: the project's rules that a compiler does not check, run by `cargo xtask tidy` and as a
+//! test in `cargo test`.
+//!
+//! * every workspace crate inherits the workspace lints;
+//! * every Rust source file opens with a `//!` doc saying why it exists;
+//! * no stubs (`todo!`, `unimplemented!`) and no `dbg!` outside tests;
+//! * no ignored or should-panic tests: a test runs and asserts;
+//! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Crates allowed to depend on `anyhow` (binaries and harnesses).
+const ANYHOW_ALLOWED: &[&str] = &["xtask", "cardd-tests", "cardd", "cardctl"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "target" | ".git" | "node_modules" | "fuzz") {
+                rust_files(&path, out)?;
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn manifests(root: &Path) -> Result<Vec<PathBuf>> {
+    let text = fs::read_to_string(root.join("Cargo.toml"))?;
+    let mut out = Vec::new();
+    let mut in_members = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("members") {
+            in_members = true;
+            continue;
+        }
+        if in_members {
+            if line.starts_with(']') {
+                break;
+            }
+            let member = line.trim_matches(|c| c == '"' || c == ',' || c == ' ');
+            if !member.is_empty() {
+                out.push(root.join(member).join("Cargo.toml"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_test_path(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
+}
+
+/// Returns one line per problem found.
+pub fn check(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for manifest in manifests(root)? {
+        let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let rel = manifest.strip_prefix(root).unwrap_or(&manifest).display().to_string();
+        if !text.contains("[lints]\nworkspace = true") {
+            problems.push(format!("{rel}: add `[lints]\\nworkspace = true` so the crate keeps the workspace lints"));
+        }
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .map(|n| n.trim_end_matches('"').to_owned())
+            .unwrap_or_default();
+        if text.contains("\nanyhow") && !ANYHOW_ALLOWED.contains(&name.as_str()) {
+            problems.push(format!("{rel}: library crate {name} depends on anyhow; use thiserror in libraries"));
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["daemon", "drivers", "clients", "tests", "xtask"] {
+        let d = root.join(dir);
+        if d.is_dir() {
+            rust_files(&d, &mut files)?;
+        }
+    }
+    let stub_todo = concat!("todo", "!(");
+    let stub_unimpl = concat!("unimplemented", "!(");
+    let dbg = concat!("dbg", "!(");
+    let ignore = concat!("#[", "ignore");
+    let should_panic = concat!("#[", "should_panic");
+    for file in files {
+        let text = fs::read_to_string(&file)?;
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        if !first.starts_with("//!") {
+            problems.push(format!("{rel}: start the file with a `//!` doc saying why it exists"));
+        }
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        if !is_test_path(&file) {
+            for needle in [stub_todo, stub_unimpl, dbg] {
+                if code.contains(needle) {
+                    problems.push(format!("{rel}: `{needle}` left in non-test code"));
+                }
+            }
+        }
+        for needle in [ignore, should_panic] {
+            if text.contains(needle) {
+                problems.push(format!("{rel}: `{needle}]` test; tests run and assert instead"));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tree_is_tidy() {
+        let problems = super::check(&crate::project_root()).unwrap();
+        assert!(problems.is_empty(), "tidy problems:\n{}", problems.join("\n"));
+    }
+}
