@@ -1,1 +1,1288 @@
 //! Operators, password hashing, sessions with idle timeout, and login throttling.
+//!
+//! Every money method is done by a named operator with a role, so cardd must know who is at
+//! the keyboard. Operators live in the sled tree `"operators"` (key: the user name) with an
+//! argon2id PHC hash of their password that never leaves this module. A login gives an
+//! in-memory [`Session`] token that ends after [`AuthConfig::session_idle_timeout`] without
+//! use, so a teller who walks away is logged out (the seeds' "一段时间未操作" case); sessions do
+//! not survive a restart.
+//!
+//! Login failures say only 用户和密码错误 (as the seeds do), whether the user name or the
+//! password was wrong, an unknown user costs the same argon2 verification as a known one, and
+//! repeated failures per user name or per client lock further attempts out for a while.
+//!
+//! Time is passed in as `now: Instant` so tests can move it. Hashing and verifying block for
+//! tens of milliseconds: call [`Auth::login`], [`Auth::change_password`],
+//! [`Auth::create_operator`] and [`Auth::reset_password`] from a blocking task.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use cardd_api::{ErrorCode, Role};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::utc_now_rfc3339;
+use crate::store::{Store, StoreError};
+
+/// The sled tree holding operators.
+pub const OPERATORS_TREE: &str = "operators";
+
+/// Longest password accepted, in characters. The seeds allow any length; this bound keeps
+/// hashing cost and request size in check.
+pub const PASSWORD_CHARS_MAX: usize = 256;
+
+/// Longest user name, in characters (`[A-Za-z0-9_.-]`, at least one).
+pub const USERNAME_CHARS_MAX: usize = 32;
+
+/// Longest display name, in characters.
+pub const DISPLAY_NAME_CHARS_MAX: usize = 64;
+
+/// Longest group id of a group operator, in characters.
+pub const GROUP_ID_CHARS_MAX: usize = 64;
+
+/// Most operators the database holds.
+pub const OPERATORS_MAX: usize = 4096;
+
+/// Most user names and clients whose login failures are tracked at once; when full, stale
+/// entries go first, then the one whose last failure is oldest.
+pub const LOGIN_TRACKED_KEYS_MAX: usize = 4096;
+
+/// Longest user name or client address kept as a throttling key, in characters; longer ones
+/// are cut (an over-long user name cannot log in anyway).
+pub const THROTTLE_KEY_CHARS_MAX: usize = 64;
+
+/// Random bytes in a session token (shown as twice as many hex digits).
+pub const SESSION_TOKEN_BYTES: usize = 32;
+
+/// Random bytes in a password salt.
+const SALT_BYTES: usize = 16;
+
+/// The password and salt of the hash that unknown users are verified against.
+const DUMMY_PASSWORD: &[u8] = b"cardd: no such operator";
+const DUMMY_SALT: &[u8] = b"cardd-dummy-salt";
+
+/// Limits of operators, sessions and logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// A session unused for longer than this ends.
+    pub session_idle_timeout: Duration,
+    /// Consecutive failed logins per user name or per client before a lock-out (zero counts as one).
+    pub login_failures_max: u32,
+    /// How long a lock-out lasts; failures older than this are forgotten.
+    pub login_lockout: Duration,
+    /// Shortest password accepted when one is set, in characters.
+    pub password_chars_min: usize,
+    /// Most sessions kept; the least recently used ends first (zero counts as one).
+    pub sessions_max: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            session_idle_timeout: Duration::from_secs(15 * 60),
+            login_failures_max: 5,
+            login_lockout: Duration::from_secs(5 * 60),
+            password_chars_min: 6,
+            sessions_max: 1024,
+        }
+    }
+}
+
+/// An operator as the API shows it (the password hash stays inside this module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Operator {
+    /// Login name: 1 to 32 of `[A-Za-z0-9_.-]`.
+    pub username: String,
+    /// Name shown to people, at most 64 characters.
+    pub display_name: String,
+    /// What the operator may do.
+    pub role: Role,
+    /// The group a group operator acts for; `None` for every other role.
+    pub group_id: Option<String>,
+    /// A disabled operator cannot log in.
+    pub disabled: bool,
+    /// When the operator was created, RFC 3339 UTC.
+    pub created_at: String,
+    /// When the password was last set, RFC 3339 UTC.
+    pub password_changed_at: String,
+}
+
+/// The stored form: the operator plus the argon2 PHC hash.
+#[derive(Serialize, Deserialize)]
+struct StoredOperator {
+    operator: Operator,
+    password_hash: String,
+}
+
+/// What an administrator supplies to create an operator. Serialising it leaves the password
+/// out, so it can go into the audit log as it is.
+#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOperator {
+    /// See [`Operator::username`].
+    pub username: String,
+    /// See [`Operator::display_name`].
+    pub display_name: String,
+    /// See [`Operator::role`].
+    pub role: Role,
+    /// See [`Operator::group_id`].
+    pub group_id: Option<String>,
+    /// The initial password (never serialised).
+    #[serde(skip_serializing)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for NewOperator {
+    /// Leaves the password out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewOperator")
+            .field("username", &self.username)
+            .field("display_name", &self.display_name)
+            .field("role", &self.role)
+            .field("group_id", &self.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A logged-in operator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Bearer token: 32 random bytes in hex.
+    pub token: String,
+    /// See [`Operator::username`].
+    pub username: String,
+    /// See [`Operator::display_name`].
+    pub display_name: String,
+    /// The operator's role at login.
+    pub role: Role,
+    /// See [`Operator::group_id`].
+    pub group_id: Option<String>,
+    /// When the session began.
+    pub created_at: Instant,
+    /// When the session was last used.
+    pub last_seen: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    /// Leaves the token out, so sessions can be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("group_id", &self.group_id)
+            .field("created_at", &self.created_at)
+            .field("last_seen", &self.last_seen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an operator or session action failed. Messages are shown to operators as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong user name or password, or a disabled operator; deliberately not saying which.
+    #[error("用户和密码错误")]
+    InvalidCredentials,
+    /// Too many failed logins for this user name or client.
+    #[error("登录失败次数过多，请 {retry_after_s} 秒后再试")]
+    TooManyAttempts {
+        /// Seconds until the lock-out ends.
+        retry_after_s: u64,
+    },
+    /// No session for the token, or it expired after inactivity.
+    #[error("未登录或登录已超时，请重新登录")]
+    Unauthenticated,
+    /// A new password was refused; the message says why.
+    #[error("{0}")]
+    PasswordRejected(String),
+    /// No operator with this user name.
+    #[error("操作员 {0} 不存在，请检查用户名")]
+    OperatorNotFound(String),
+    /// An operator with this user name already exists.
+    #[error("操作员 {0} 已存在，请换一个用户名")]
+    OperatorExists(String),
+    /// The operator's fields are invalid; the message says which and how.
+    #[error("{0}")]
+    InvalidOperator(String),
+    /// The database failed.
+    #[error("操作员数据读写失败，请重试一次；仍然失败请联系管理员查看日志（{0}）")]
+    Store(#[from] StoreError),
+    /// A stored record or hash is unreadable, or the system random source failed.
+    #[error("内部错误，请重试一次；仍然失败请联系管理员查看日志（{0}）")]
+    Internal(String),
+}
+
+impl From<sled::Error> for AuthError {
+    fn from(error: sled::Error) -> AuthError {
+        AuthError::Store(StoreError::from(error))
+    }
+}
+
+impl AuthError {
+    /// The API error code this error is reported with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            AuthError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            AuthError::Unauthenticated => ErrorCode::Unauthenticated,
+            AuthError::PasswordRejected(_) => ErrorCode::PasswordRejected,
+            AuthError::OperatorNotFound(_) => ErrorCode::OperatorNotFound,
+            AuthError::OperatorExists(_) => ErrorCode::OperatorExists,
+            AuthError::InvalidOperator(_) => ErrorCode::InvalidParams,
+            AuthError::Store(_) | AuthError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Operators, sessions and login throttling. Share it behind an `Arc`.
+pub struct Auth {
+    store: Store,
+    tree: sled::Tree,
+    config: AuthConfig,
+    /// PHC hash that logins of unknown users are verified against, for equal timing.
+    dummy_hash: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    throttle: Mutex<Throttle>,
+    /// Serialises read-modify-write of operator records.
+    writes: Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    /// Shows the configuration only; sled's `Debug` would dump the password hashes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Opens the operator tree in `store`.
+    pub fn open(store: &Store, config: AuthConfig) -> Result<Auth, AuthError> {
+        let config = AuthConfig {
+            login_failures_max: config.login_failures_max.max(1),
+            sessions_max: config.sessions_max.max(1),
+            ..config
+        };
+        let dummy_salt = SaltString::encode_b64(DUMMY_SALT).map_err(internal)?;
+        let dummy_hash = Argon2::default()
+            .hash_password(DUMMY_PASSWORD, &dummy_salt)
+            .map_err(internal)?;
+        Ok(Auth {
+            store: store.clone(),
+            tree: store.tree(OPERATORS_TREE)?,
+            throttle: Mutex::new(Throttle::new(
+                config.login_failures_max,
+                config.login_lockout,
+            )),
+            config,
+            dummy_hash: dummy_hash.to_string(),
+            sessions: Mutex::new(HashMap::new()),
+            writes: Mutex::new(()),
+        })
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Creates an operator, durably.
+    pub fn create_operator(&self, new: NewOperator) -> Result<Operator, AuthError> {
+        validate_operator(&new)?;
+        self.check_password_length(&new.password, "密码")?;
+        if self.tree.contains_key(&new.username)? {
+            return Err(AuthError::OperatorExists(new.username));
+        }
+        let password_hash = hash_password(&new.password)?;
+        let now = utc_now_rfc3339();
+        let operator = Operator {
+            username: new.username,
+            display_name: new.display_name,
+            role: new.role,
+            group_id: new.group_id,
+            disabled: false,
+            created_at: now.clone(),
+            password_changed_at: now,
+        };
+        self.insert_new(StoredOperator {
+            operator: operator.clone(),
+            password_hash,
+        })?;
+        Ok(operator)
+    }
+
+    /// Creates the operator unless one with that user name exists (which is left unchanged).
+    /// Returns whether it was created. For seeding demo operators.
+    pub fn ensure_operator(&self, new: NewOperator) -> Result<bool, AuthError> {
+        if self.tree.contains_key(&new.username)? {
+            return Ok(false);
+        }
+        let username = new.username.clone();
+        match self.create_operator(new) {
+            Ok(_) => {
+                tracing::info!(username = %username, "created operator");
+                Ok(true)
+            }
+            Err(AuthError::OperatorExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The operator called `username`.
+    pub fn get_operator(&self, username: &str) -> Result<Operator, AuthError> {
+        Ok(self.load(username)?.operator)
+    }
+
+    /// Every operator, ordered by user name.
+    pub fn list_operators(&self) -> Result<Vec<Operator>, AuthError> {
+        let mut operators = Vec::new();
+        for item in self.tree.iter().take(OPERATORS_MAX) {
+            let (key, value) = item?;
+            operators.push(decode(&String::from_utf8_lossy(&key), &value)?.operator);
+        }
+        Ok(operators)
+    }
+
+    /// Enables or disables an operator; disabling ends their sessions.
+    pub fn set_disabled(&self, username: &str, disabled: bool) -> Result<Operator, AuthError> {
+        let operator = self.modify(username, |stored| stored.operator.disabled = disabled)?;
+        if disabled {
+            self.end_sessions(username, None);
+        }
+        Ok(operator)
+    }
+
+    /// Sets a new password for an operator (an administrator's action) and ends their sessions.
+    pub fn reset_password(&self, username: &str, new_password: &str) -> Result<(), AuthError> {
+        self.check_password_length(new_password, "新密码")?;
+        self.load(username)?;
+        let password_hash = hash_password(new_password)?;
+        self.modify(username, |stored| set_password(stored, password_hash))?;
+        self.end_sessions(username, None);
+        Ok(())
+    }
+
+    /// Checks the credentials and opens a session.
+    ///
+    /// `peer` identifies the client (its address) for throttling. Every failure, whatever its
+    /// cause, is [`AuthError::InvalidCredentials`]; while the user name or the peer is locked
+    /// out, every attempt is [`AuthError::TooManyAttempts`].
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        peer: &str,
+        now: Instant,
+    ) -> Result<Session, AuthError> {
+        let keys = [ThrottleKey::user(username), ThrottleKey::peer(peer)];
+        lock(&self.throttle).check(&keys, now)?;
+        let Some(operator) = self.verify_credentials(username, password)? else {
+            lock(&self.throttle).record_failure(&keys, now);
+            return Err(AuthError::InvalidCredentials);
+        };
+        lock(&self.throttle).clear(&keys[0]);
+        self.open_session(operator, now)
+    }
+
+    /// The session for `token`, refreshed; fails if it is unknown or idle for too long.
+    pub fn authenticate(&self, token: &str, now: Instant) -> Result<Session, AuthError> {
+        let mut sessions = lock(&self.sessions);
+        let Some(session) = sessions.get_mut(token) else {
+            return Err(AuthError::Unauthenticated);
+        };
+        if now.saturating_duration_since(session.last_seen) > self.config.session_idle_timeout {
+            sessions.remove(token);
+            return Err(AuthError::Unauthenticated);
+        }
+        session.last_seen = session.last_seen.max(now);
+        Ok(session.clone())
+    }
+
+    /// Ends the session; returns whether there was one.
+    pub fn logout(&self, token: &str) -> bool {
+        lock(&self.sessions).remove(token).is_some()
+    }
+
+    /// Changes the session's operator's password and ends their other sessions.
+    ///
+    /// `confirm` is the re-typed new password. Wrong old passwords count as login failures of
+    /// the user name, so a left-open session cannot be used to guess the password.
+    pub fn change_password(
+        &self,
+        token: &str,
+        old: &str,
+        new: &str,
+        confirm: &str,
+        now: Instant,
+    ) -> Result<(), AuthError> {
+        let session = self.authenticate(token, now)?;
+        if new != confirm {
+            return Err(AuthError::PasswordRejected("两次输入的新密码不一致".into()));
+        }
+        self.check_password_length(new, "新密码")?;
+        if new == old {
+            return Err(AuthError::PasswordRejected("新密码不能与原密码相同".into()));
+        }
+        let key = [ThrottleKey::user(&session.username)];
+        lock(&self.throttle).check(&key, now)?;
+        if !verify_password(old, &self.load(&session.username)?.password_hash)? {
+            lock(&self.throttle).record_failure(&key, now);
+            return Err(AuthError::PasswordRejected("原密码错误，请重新输入".into()));
+        }
+        let password_hash = hash_password(new)?;
+        self.modify(&session.username, |stored| {
+            set_password(stored, password_hash)
+        })?;
+        self.end_sessions(&session.username, Some(token));
+        Ok(())
+    }
+
+    /// The operator if `username` and `password` match an enabled one. Always runs exactly one
+    /// argon2 verification, against a dummy hash when there is no such operator.
+    fn verify_credentials(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Operator>, AuthError> {
+        let stored = if valid_username(username) {
+            self.find(username)?
+        } else {
+            None
+        };
+        let hash = stored
+            .as_ref()
+            .map_or(self.dummy_hash.as_str(), |s| s.password_hash.as_str());
+        let within_bounds = password.chars().count() <= PASSWORD_CHARS_MAX;
+        let matches = verify_password(if within_bounds { password } else { "" }, hash)?;
+        Ok(stored
+            .filter(|s| within_bounds && matches && !s.operator.disabled)
+            .map(|s| s.operator))
+    }
+
+    /// Starts a session, ending the least recently used one when full.
+    fn open_session(&self, operator: Operator, now: Instant) -> Result<Session, AuthError> {
+        let session = Session {
+            token: random_token()?,
+            username: operator.username,
+            display_name: operator.display_name,
+            role: operator.role,
+            group_id: operator.group_id,
+            created_at: now,
+            last_seen: now,
+        };
+        let mut sessions = lock(&self.sessions);
+        let idle_timeout = self.config.session_idle_timeout;
+        sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) <= idle_timeout);
+        while sessions.len() >= self.config.sessions_max {
+            let Some(oldest) = sessions
+                .values()
+                .min_by_key(|s| s.last_seen)
+                .map(|s| s.token.clone())
+            else {
+                break;
+            };
+            sessions.remove(&oldest);
+        }
+        sessions.insert(session.token.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Ends every session of `username` except `keep`.
+    fn end_sessions(&self, username: &str, keep: Option<&str>) {
+        lock(&self.sessions)
+            .retain(|token, s| s.username != username || Some(token.as_str()) == keep);
+    }
+
+    /// Fails with [`AuthError::PasswordRejected`] unless `password` has an allowed length.
+    fn check_password_length(&self, password: &str, what: &str) -> Result<(), AuthError> {
+        let chars = password.chars().count();
+        let min = self.config.password_chars_min;
+        if chars < min {
+            return Err(AuthError::PasswordRejected(format!(
+                "{what}至少需要 {min} 个字符"
+            )));
+        }
+        if chars > PASSWORD_CHARS_MAX {
+            return Err(AuthError::PasswordRejected(format!(
+                "{what}不能超过 {PASSWORD_CHARS_MAX} 个字符"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stored operator, if any.
+    fn find(&self, username: &str) -> Result<Option<StoredOperator>, AuthError> {
+        self.tree
+            .get(username)?
+            .map(|value| decode(username, &value))
+            .transpose()
+    }
+
+    /// The stored operator, or [`AuthError::OperatorNotFound`].
+    fn load(&self, username: &str) -> Result<StoredOperator, AuthError> {
+        self.find(username)?
+            .ok_or_else(|| AuthError::OperatorNotFound(username.to_owned()))
+    }
+
+    /// Writes a new operator durably, unless the name is taken or the table is full.
+    fn insert_new(&self, stored: StoredOperator) -> Result<(), AuthError> {
+        let _writes = lock(&self.writes);
+        if self.tree.len() >= OPERATORS_MAX {
+            return Err(AuthError::InvalidOperator(format!(
+                "操作员数量已达上限（{OPERATORS_MAX} 个），无法再新建"
+            )));
+        }
+        let username = stored.operator.username.clone();
+        let bytes = encode(&stored)?;
+        if self
+            .tree
+            .compare_and_swap(&username, None::<&[u8]>, Some(bytes))?
+            .is_err()
+        {
+            return Err(AuthError::OperatorExists(username));
+        }
+        self.store.durable_flush()?;
+        Ok(())
+    }
+
+    /// Applies `change` to a stored operator and writes it back durably.
+    fn modify(
+        &self,
+        username: &str,
+        change: impl FnOnce(&mut StoredOperator),
+    ) -> Result<Operator, AuthError> {
+        let _writes = lock(&self.writes);
+        let mut stored = self.load(username)?;
+        change(&mut stored);
+        self.tree.insert(username, encode(&stored)?)?;
+        self.store.durable_flush()?;
+        Ok(stored.operator)
+    }
+}
+
+/// Replaces the password hash and stamps the change.
+fn set_password(stored: &mut StoredOperator, password_hash: String) {
+    stored.password_hash = password_hash;
+    stored.operator.password_changed_at = utc_now_rfc3339();
+}
+
+/// Whether `username` is 1 to [`USERNAME_CHARS_MAX`] of `[A-Za-z0-9_.-]`.
+fn valid_username(username: &str) -> bool {
+    (1..=USERNAME_CHARS_MAX).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `text` has 1 to `chars_max` characters and no control characters.
+fn valid_name(text: &str, chars_max: usize) -> bool {
+    (1..=chars_max).contains(&text.chars().count()) && !text.chars().any(char::is_control)
+}
+
+/// Checks a new operator's user name, display name and group.
+fn validate_operator(new: &NewOperator) -> Result<(), AuthError> {
+    let invalid = |message: String| Err(AuthError::InvalidOperator(message));
+    if !valid_username(&new.username) {
+        return invalid(format!(
+            "用户名须为 1 到 {USERNAME_CHARS_MAX} 个字符，只能包含字母、数字、下划线、点和连字符"
+        ));
+    }
+    if !valid_name(&new.display_name, DISPLAY_NAME_CHARS_MAX) {
+        return invalid(format!(
+            "显示名称须为 1 到 {DISPLAY_NAME_CHARS_MAX} 个字符，且不能包含控制字符"
+        ));
+    }
+    match (&new.group_id, new.role) {
+        (None, Role::GroupOperator) => invalid("集团操作员必须指定所属集团（group_id）".into()),
+        (Some(_), role) if role != Role::GroupOperator => invalid(format!(
+            "只有集团操作员可以指定所属集团（group_id），{}不可以",
+            role.label_zh()
+        )),
+        (Some(group_id), _) if !valid_name(group_id, GROUP_ID_CHARS_MAX) => invalid(format!(
+            "集团编号须为 1 到 {GROUP_ID_CHARS_MAX} 个字符，且不能包含控制字符"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Hashes a password with argon2id (default parameters) and a random salt.
+fn hash_password(password: &str) -> Result<String, AuthError> {
+    let mut salt = [0u8; SALT_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut salt)
+        .map_err(internal)?;
+    let salt = SaltString::encode_b64(&salt).map_err(internal)?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(internal)?
+        .to_string())
+}
+
+/// Whether `password` matches the PHC `hash`.
+fn verify_password(password: &str, hash: &str) -> Result<bool, AuthError> {
+    let parsed = PasswordHash::new(hash).map_err(internal)?;
+    Ok(Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}
+
+/// A fresh session token.
+fn random_token() -> Result<String, AuthError> {
+    let mut token = [0u8; SESSION_TOKEN_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut token)
+        .map_err(internal)?;
+    Ok(hex::encode(token))
+}
+
+fn encode(stored: &StoredOperator) -> Result<Vec<u8>, AuthError> {
+    serde_json::to_vec(stored).map_err(internal)
+}
+
+fn decode(username: &str, value: &[u8]) -> Result<StoredOperator, AuthError> {
+    serde_json::from_slice(value)
+        .map_err(|e| AuthError::Internal(format!("操作员 {username} 的记录已损坏：{e}")))
+}
+
+fn internal(error: impl std::fmt::Display) -> AuthError {
+    AuthError::Internal(error.to_string())
+}
+
+/// Locks `mutex`, carrying on after a panic elsewhere: every critical section here leaves its
+/// data consistent at each step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What login failures are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    User(String),
+    Peer(String),
+}
+
+impl ThrottleKey {
+    fn user(username: &str) -> ThrottleKey {
+        ThrottleKey::User(username.chars().take(THROTTLE_KEY_CHARS_MAX).collect())
+    }
+
+    fn peer(peer: &str) -> ThrottleKey {
+        ThrottleKey::Peer(peer.chars().take(THROTTLE_KEY_CHARS_MAX).collect())
+    }
+}
+
+/// Consecutive failures of one key.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last_failure: Instant,
+    locked_at: Option<Instant>,
+}
+
+/// Failed-login counters per user name and per client, bounded by [`LOGIN_TRACKED_KEYS_MAX`].
+#[derive(Debug)]
+struct Throttle {
+    failures_max: u32,
+    lockout: Duration,
+    entries: HashMap<ThrottleKey, Failures>,
+}
+
+impl Throttle {
+    fn new(failures_max: u32, lockout: Duration) -> Throttle {
+        Throttle {
+            failures_max,
+            lockout,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Fails with [`AuthError::TooManyAttempts`] while any of `keys` is locked out.
+    fn check(&self, keys: &[ThrottleKey], now: Instant) -> Result<(), AuthError> {
+        let wait = keys
+            .iter()
+            .filter_map(|key| self.entries.get(key))
+            .map(|f| self.remaining(f, now))
+            .max();
+        match wait {
+            Some(wait) if !wait.is_zero() => {
+                let retry_after_s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Err(AuthError::TooManyAttempts { retry_after_s })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure against each key, locking out those that reach the maximum.
+    fn record_failure(&mut self, keys: &[ThrottleKey], now: Instant) {
+        for key in keys {
+            if !self.entries.contains_key(key) {
+                self.make_room(now);
+            }
+            let fresh = Failures {
+                count: 0,
+                last_failure: now,
+                locked_at: None,
+            };
+            let stale = self.entries.get(key).is_some_and(|f| self.is_stale(f, now));
+            let failures = self.entries.entry(key.clone()).or_insert(fresh);
+            if stale {
+                *failures = fresh;
+            }
+            failures.count = failures.count.saturating_add(1);
+            failures.last_failure = now;
+            if failures.count >= self.failures_max && failures.locked_at.is_none() {
+                failures.locked_at = Some(now);
+            }
+        }
+    }
+
+    /// Forgets the failures of `key` (after a successful login).
+    fn clear(&mut self, key: &ThrottleKey) {
+        self.entries.remove(key);
+    }
+
+    /// How long `failures` still locks its key out.
+    fn remaining(&self, failures: &Failures, now: Instant) -> Duration {
+        failures.locked_at.map_or(Duration::ZERO, |at| {
+            self.lockout
+                .saturating_sub(now.saturating_duration_since(at))
+        })
+    }
+
+    /// Whether `failures` no longer matters: its lock-out ran out, or, unlocked, its last
+    /// failure is older than the lock-out period.
+    fn is_stale(&self, failures: &Failures, now: Instant) -> bool {
+        let since = failures.locked_at.unwrap_or(failures.last_failure);
+        now.saturating_duration_since(since) >= self.lockout
+    }
+
+    /// Makes room for one more key: drops stale entries, then the oldest one.
+    fn make_room(&mut self, now: Instant) {
+        if self.entries.len() < LOGIN_TRACKED_KEYS_MAX {
+            return;
+        }
+        let lockout = self.lockout;
+        self.entries.retain(|_, f| {
+            now.saturating_duration_since(f.locked_at.unwrap_or(f.last_failure)) < lockout
+        });
+        while self.entries.len() >= LOGIN_TRACKED_KEYS_MAX {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, f)| f.last_failure)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "127.0.0.1:50000";
+
+    fn new_op(username: &str, role: Role, group_id: Option<&str>, password: &str) -> NewOperator {
+        NewOperator {
+            username: username.into(),
+            display_name: format!("{username} 的名字"),
+            role,
+            group_id: group_id.map(String::from),
+            password: password.into(),
+        }
+    }
+
+    fn teller(username: &str, password: &str) -> NewOperator {
+        new_op(username, Role::Teller, None, password)
+    }
+
+    fn auth_with(config: AuthConfig) -> (Store, Auth) {
+        let store = Store::temporary().expect("store");
+        let auth = Auth::open(&store, config).expect("auth");
+        (store, auth)
+    }
+
+    fn auth() -> (Store, Auth) {
+        auth_with(AuthConfig::default())
+    }
+
+    #[test]
+    fn create_login_authenticate_logout() {
+        let (_store, auth) = auth();
+        let op = auth
+            .create_operator(new_op(
+                "group.op-1",
+                Role::GroupOperator,
+                Some("G001"),
+                "secret1",
+            ))
+            .expect("create");
+        assert_eq!(
+            (op.role, op.group_id.as_deref(), op.disabled),
+            (Role::GroupOperator, Some("G001"), false)
+        );
+        assert_eq!(auth.get_operator("group.op-1").expect("get"), op);
+        let t0 = Instant::now();
+        let session = auth
+            .login("group.op-1", "secret1", PEER, t0)
+            .expect("login");
+        assert_eq!(session.token.len(), SESSION_TOKEN_BYTES * 2);
+        assert!(session.token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            (session.username.as_str(), session.role),
+            ("group.op-1", Role::GroupOperator)
+        );
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            auth.authenticate(&session.token, later)
+                .expect("authenticate")
+                .last_seen,
+            later
+        );
+        assert!(
+            !format!("{session:?}").contains(&session.token),
+            "Debug must not print the token"
+        );
+        assert!(auth.logout(&session.token));
+        assert!(!auth.logout(&session.token));
+        assert!(matches!(
+            auth.authenticate(&session.token, later),
+            Err(AuthError::Unauthenticated)
+        ));
+    }
+
+    #[test]
+    fn wrong_password_unknown_user_and_disabled_operator_look_the_same() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        auth.create_operator(teller("bob", "secret2"))
+            .expect("create");
+        auth.set_disabled("bob", true).expect("disable");
+        let now = Instant::now();
+        let long = "x".repeat(PASSWORD_CHARS_MAX + 1);
+        let attempts = [
+            ("alice", "wrong!!"),
+            ("nobody", "secret1"),
+            ("bob", "secret2"),
+            ("", "secret1"),
+            ("alice", long.as_str()),
+        ];
+        for (i, (user, password)) in attempts.iter().enumerate() {
+            let err = auth
+                .login(user, password, &format!("peer{i}"), now)
+                .unwrap_err();
+            assert!(
+                matches!(err, AuthError::InvalidCredentials),
+                "{user}: {err:?}"
+            );
+            assert_eq!(err.to_string(), "用户和密码错误");
+            assert_eq!(err.code(), ErrorCode::InvalidCredentials);
+        }
+        auth.set_disabled("bob", false).expect("enable");
+        auth.login("bob", "secret2", PEER, now)
+            .expect("enabled again");
+    }
+
+    #[test]
+    fn lockout_after_max_failures_per_user_then_release() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let err = auth
+                .login("alice", "wrong", &format!("peer{i}"), t0)
+                .unwrap_err();
+            assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
+        }
+        let err = auth
+            .login(
+                "alice",
+                "secret1",
+                "other-peer",
+                t0 + Duration::from_millis(500),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::TooManyAttempts { retry_after_s: 300 }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "登录失败次数过多，请 300 秒后再试");
+        assert_eq!(err.code(), ErrorCode::TooManyAttempts);
+        let almost = t0 + Duration::from_secs(299);
+        assert!(matches!(
+            auth.login("alice", "secret1", "p", almost),
+            Err(AuthError::TooManyAttempts { retry_after_s: 1 })
+        ));
+        auth.login("alice", "secret1", "p", t0 + Duration::from_secs(300))
+            .expect("released");
+    }
+
+    #[test]
+    fn success_resets_the_user_counter_and_old_failures_expire() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let t0 = Instant::now();
+        let fail = |at: Instant, peer: &str| auth.login("alice", "wrong", peer, at).unwrap_err();
+        for i in 0..4 {
+            fail(t0, &format!("a{i}"));
+        }
+        auth.login("alice", "secret1", "a9", t0).expect("success");
+        for i in 0..4 {
+            fail(t0, &format!("b{i}"));
+        }
+        // Five minutes after the last failure the count starts again.
+        let t1 = t0 + Duration::from_secs(300);
+        assert!(matches!(fail(t1, "c0"), AuthError::InvalidCredentials));
+        auth.login("alice", "secret1", "c1", t1)
+            .expect("not locked");
+    }
+
+    #[test]
+    fn lockout_per_peer_across_user_names() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let now = Instant::now();
+        for i in 0..5 {
+            let err = auth
+                .login(&format!("guess{i}"), "pw", "10.0.0.9", now)
+                .unwrap_err();
+            assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
+        }
+        let err = auth.login("alice", "secret1", "10.0.0.9", now).unwrap_err();
+        assert!(matches!(err, AuthError::TooManyAttempts { .. }), "{err:?}");
+        auth.login("alice", "secret1", "10.0.0.10", now)
+            .expect("other peer unaffected");
+    }
+
+    #[test]
+    fn the_failure_map_is_bounded() {
+        let mut throttle = Throttle::new(5, Duration::from_secs(300));
+        let t0 = Instant::now();
+        throttle.record_failure(&[ThrottleKey::user("first")], t0);
+        for i in 0..LOGIN_TRACKED_KEYS_MAX + 10 {
+            throttle.record_failure(
+                &[ThrottleKey::peer(&format!("p{i}"))],
+                t0 + Duration::from_millis(1),
+            );
+        }
+        assert_eq!(throttle.entries.len(), LOGIN_TRACKED_KEYS_MAX);
+        assert!(
+            !throttle.entries.contains_key(&ThrottleKey::user("first")),
+            "the oldest goes first"
+        );
+        let long = "u".repeat(10_000);
+        throttle.record_failure(&[ThrottleKey::user(&long)], t0);
+        assert!(throttle.entries.keys().all(|k| match k {
+            ThrottleKey::User(s) | ThrottleKey::Peer(s) =>
+                s.chars().count() <= THROTTLE_KEY_CHARS_MAX,
+        }));
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_are_removed() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let t0 = Instant::now();
+        let token = auth
+            .login("alice", "secret1", PEER, t0)
+            .expect("login")
+            .token;
+        let idle = AuthConfig::default().session_idle_timeout;
+        auth.authenticate(&token, t0 + idle)
+            .expect("exactly at the timeout is still fine");
+        let late = t0 + idle + idle + Duration::from_secs(1);
+        let err = auth.authenticate(&token, late).unwrap_err();
+        assert!(matches!(err, AuthError::Unauthenticated));
+        assert_eq!(err.to_string(), "未登录或登录已超时，请重新登录");
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
+        assert!(!auth.logout(&token), "the expired session was removed");
+        assert!(matches!(
+            auth.authenticate("not-a-token", t0),
+            Err(AuthError::Unauthenticated)
+        ));
+    }
+
+    #[test]
+    fn change_password_checks_then_ends_other_sessions() {
+        let (_store, auth) = auth();
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let now = Instant::now();
+        let current = auth
+            .login("alice", "secret1", PEER, now)
+            .expect("login")
+            .token;
+        let other = auth
+            .login("alice", "secret1", PEER, now)
+            .expect("login")
+            .token;
+        let rejected = |old: &str, new: &str, confirm: &str| match auth
+            .change_password(&current, old, new, confirm, now)
+        {
+            Err(AuthError::PasswordRejected(reason)) => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(
+            rejected("secret1", "newpass1", "newpass2"),
+            "两次输入的新密码不一致"
+        );
+        assert_eq!(
+            rejected("wrong", "newpass1", "newpass1"),
+            "原密码错误，请重新输入"
+        );
+        assert_eq!(
+            rejected("secret1", "short", "short"),
+            "新密码至少需要 6 个字符"
+        );
+        let long = "x".repeat(PASSWORD_CHARS_MAX + 1);
+        assert_eq!(
+            rejected("secret1", &long, &long),
+            format!("新密码不能超过 {PASSWORD_CHARS_MAX} 个字符")
+        );
+        assert_eq!(
+            rejected("secret1", "secret1", "secret1"),
+            "新密码不能与原密码相同"
+        );
+        assert!(
+            auth.authenticate(&other, now).is_ok(),
+            "rejections change nothing"
+        );
+
+        auth.change_password(&current, "secret1", "新的密码abc", "新的密码abc", now)
+            .expect("change");
+        auth.authenticate(&current, now)
+            .expect("the current session stays");
+        assert!(matches!(
+            auth.authenticate(&other, now),
+            Err(AuthError::Unauthenticated)
+        ));
+        assert!(matches!(
+            auth.login("alice", "secret1", PEER, now),
+            Err(AuthError::InvalidCredentials)
+        ));
+        auth.login("alice", "新的密码abc", PEER, now)
+            .expect("new password works");
+        let err = auth
+            .change_password("bogus", "a", "b", "b", now)
+            .unwrap_err();
+        assert!(matches!(err, AuthError::Unauthenticated));
+    }
+
+    #[test]
+    fn operators_are_validated() {
+        let (_store, auth) = auth();
+        let long_name = "a".repeat(USERNAME_CHARS_MAX + 1);
+        let invalid = [
+            teller("", "secret1"),
+            teller(&long_name, "secret1"),
+            teller("has space", "secret1"),
+            teller("中文", "secret1"),
+            teller("semi;colon", "secret1"),
+            NewOperator {
+                display_name: String::new(),
+                ..teller("okname", "secret1")
+            },
+            NewOperator {
+                display_name: "x".repeat(DISPLAY_NAME_CHARS_MAX + 1),
+                ..teller("okname", "secret1")
+            },
+            NewOperator {
+                display_name: "tab\there".into(),
+                ..teller("okname", "secret1")
+            },
+            new_op("grp", Role::GroupOperator, None, "secret1"),
+            new_op("grp", Role::GroupOperator, Some(""), "secret1"),
+            new_op("tel", Role::Teller, Some("G001"), "secret1"),
+        ];
+        for new in invalid {
+            let err = auth.create_operator(new.clone()).unwrap_err();
+            assert!(
+                matches!(err, AuthError::InvalidOperator(_)),
+                "{new:?}: {err:?}"
+            );
+            assert_eq!(err.code(), ErrorCode::InvalidParams);
+        }
+        let err = auth.create_operator(teller("okname", "12345")).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::PasswordRejected(r) if r == "密码至少需要 6 个字符"),
+            "{err:?}"
+        );
+        let max_name = "Az0_.-".repeat(5) + "ab";
+        assert_eq!(max_name.len(), USERNAME_CHARS_MAX);
+        auth.create_operator(teller(&max_name, "secret1"))
+            .expect("32 characters of the allowed set");
+        let err = auth
+            .create_operator(teller(&max_name, "secret1"))
+            .unwrap_err();
+        assert!(matches!(err, AuthError::OperatorExists(_)), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::OperatorExists);
+        assert!(matches!(
+            auth.get_operator("ghost"),
+            Err(AuthError::OperatorNotFound(_))
+        ));
+        assert!(matches!(
+            auth.set_disabled("ghost", true),
+            Err(AuthError::OperatorNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn sessions_are_bounded_least_recently_used_first() {
+        let (_store, auth) = auth_with(AuthConfig {
+            sessions_max: 2,
+            ..AuthConfig::default()
+        });
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let first = auth
+            .login("alice", "secret1", PEER, at(0))
+            .expect("login")
+            .token;
+        let second = auth
+            .login("alice", "secret1", PEER, at(1))
+            .expect("login")
+            .token;
+        auth.authenticate(&first, at(2)).expect("touch the first");
+        let third = auth
+            .login("alice", "secret1", PEER, at(3))
+            .expect("login")
+            .token;
+        assert!(matches!(
+            auth.authenticate(&second, at(4)),
+            Err(AuthError::Unauthenticated)
+        ));
+        auth.authenticate(&first, at(4))
+            .expect("recently used stays");
+        auth.authenticate(&third, at(4)).expect("newest stays");
+        assert_eq!(lock(&auth.sessions).len(), 2);
+    }
+
+    #[test]
+    fn admin_actions_end_sessions_and_ensure_is_idempotent() {
+        let (_store, auth) = auth();
+        assert!(auth
+            .ensure_operator(teller("alice", "secret1"))
+            .expect("ensure"));
+        assert!(!auth
+            .ensure_operator(teller("alice", "different"))
+            .expect("ensure again"));
+        let now = Instant::now();
+        let token = auth
+            .login("alice", "secret1", PEER, now)
+            .expect("the first password stays")
+            .token;
+        auth.reset_password("alice", "reset-pw").expect("reset");
+        assert!(matches!(
+            auth.authenticate(&token, now),
+            Err(AuthError::Unauthenticated)
+        ));
+        let token = auth
+            .login("alice", "reset-pw", PEER, now)
+            .expect("login")
+            .token;
+        assert!(auth.set_disabled("alice", true).expect("disable").disabled);
+        assert!(matches!(
+            auth.authenticate(&token, now),
+            Err(AuthError::Unauthenticated)
+        ));
+        assert!(matches!(
+            auth.reset_password("alice", "x"),
+            Err(AuthError::PasswordRejected(_))
+        ));
+        assert!(matches!(
+            auth.reset_password("ghost", "secret1"),
+            Err(AuthError::OperatorNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn operators_persist_across_reopen_without_exposing_hashes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let auth = Auth::open(&store, AuthConfig::default()).expect("auth");
+            auth.create_operator(teller("alice", "secret1"))
+                .expect("create");
+            auth.create_operator(new_op("root", Role::Admin, None, "admin-pw"))
+                .expect("create");
+            auth.set_disabled("root", true).expect("disable");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let auth = Auth::open(&store, AuthConfig::default()).expect("auth");
+        let operators = auth.list_operators().expect("list");
+        assert_eq!(
+            operators
+                .iter()
+                .map(|o| o.username.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "root"]
+        );
+        assert!(operators[1].disabled);
+        let json = serde_json::to_string(&operators).expect("json");
+        assert!(
+            !json.contains("argon2") && !json.contains("password_hash"),
+            "{json}"
+        );
+        assert!(!format!("{auth:?} {store:?}").contains("argon2"));
+        auth.login("alice", "secret1", PEER, Instant::now())
+            .expect("login after reopen");
+    }
+
+    #[test]
+    fn a_new_operator_serialises_without_its_password() {
+        let json = serde_json::to_value(teller("alice", "secret1")).expect("json");
+        assert_eq!(json["username"], "alice");
+        assert!(json.get("password").is_none(), "{json}");
+        let parsed: NewOperator = serde_json::from_value(serde_json::json!({
+            "username": "bob", "display_name": "Bob", "role": "teller", "group_id": null, "password": "pw1234",
+        }))
+        .expect("parse");
+        assert_eq!(parsed.password, "pw1234");
+    }
+
+    #[test]
+    fn every_error_has_its_code() {
+        let cases = [
+            (AuthError::InvalidCredentials, ErrorCode::InvalidCredentials),
+            (
+                AuthError::TooManyAttempts { retry_after_s: 1 },
+                ErrorCode::TooManyAttempts,
+            ),
+            (AuthError::Unauthenticated, ErrorCode::Unauthenticated),
+            (
+                AuthError::PasswordRejected(String::new()),
+                ErrorCode::PasswordRejected,
+            ),
+            (
+                AuthError::OperatorNotFound(String::new()),
+                ErrorCode::OperatorNotFound,
+            ),
+            (
+                AuthError::OperatorExists(String::new()),
+                ErrorCode::OperatorExists,
+            ),
+            (
+                AuthError::InvalidOperator(String::new()),
+                ErrorCode::InvalidParams,
+            ),
+            (AuthError::Internal(String::new()), ErrorCode::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+        }
+    }
+}

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemars::JsonSchema;
+
+use crate::guard::{default_origins as loopback_origins, loopback_hosts};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused: the file, the key and the reason.
@@ -233,6 +235,7 @@ pub struct ReaderSection {
     pub driver: String,
     /// The driver's own options (see docs/driver-guide.md for each driver's keys).
     #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub options: toml::Table,
 }
 
@@ -376,16 +379,6 @@ impl Config {
 
 fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
-}
-
-/// `127.0.0.1:P`, `localhost:P`, `[::1]:P`.
-pub fn loopback_hosts(port: u16) -> Vec<String> {
-    vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")]
-}
-
-/// The daemon's own origins: its web console is served from them.
-pub fn loopback_origins(port: u16) -> Vec<String> {
-    loopback_hosts(port).into_iter().map(|h| format!("http://{h}")).collect()
 }
 
 fn is_loopback_host_entry(h: &str) -> bool {

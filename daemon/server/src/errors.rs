@@ -1,1 +1,115 @@
 //! The one place where daemon errors become JSON-RPC errors.
+//!
+//! Every method returns `Result<_, ApiError>`. An [`ApiError`] carries a code from the table in
+//! `cardd_api::codes` and a message saying what went wrong; the JSON-RPC `data` member repeats the
+//! code's name and what to do next, so a client can show both. Other modules never build
+//! JSON-RPC error objects themselves.
+
+use cardd_api::{ErrorCode, MoneyError};
+use cardd_reader::ReaderError;
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::json;
+
+use crate::auth::AuthError;
+
+/// An error as a client sees it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), detail: None }
+    }
+
+    /// Adds machine-readable detail (kept under `data.detail`).
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::InvalidParams, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+}
+
+impl From<ApiError> for ErrorObjectOwned {
+    fn from(e: ApiError) -> Self {
+        let mut data = json!({ "error": e.code.name(), "action": e.code.action() });
+        if let Some(detail) = e.detail {
+            data["detail"] = detail;
+        }
+        ErrorObjectOwned::owned(e.code.code(), e.message, Some(data))
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<MoneyError> for ApiError {
+    fn from(e: MoneyError) -> Self {
+        ApiError::new(ErrorCode::InvalidParams, e.to_string())
+    }
+}
+
+impl From<ReaderError> for ApiError {
+    fn from(e: ReaderError) -> Self {
+        let code = match &e {
+            ReaderError::NoCard { .. } => ErrorCode::NoCard,
+            ReaderError::CardRemoved { .. } => ErrorCode::CardRemoved,
+            ReaderError::Timeout { .. } => ErrorCode::ReaderTimeout,
+            ReaderError::ReaderGone { .. } => ErrorCode::ReaderGone,
+            ReaderError::NotFound { .. } => ErrorCode::ReaderNotFound,
+            ReaderError::Busy { .. } => ErrorCode::ReaderBusy,
+            ReaderError::Unsupported { .. } => ErrorCode::Unsupported,
+            ReaderError::Apdu { .. } => ErrorCode::InvalidParams,
+            ReaderError::Protocol { .. } | ReaderError::Config { .. } | ReaderError::Driver { .. } => {
+                ErrorCode::CardError
+            }
+            _ => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<cardd_purse::PurseError> for ApiError {
+    fn from(e: cardd_purse::PurseError) -> Self {
+        match e {
+            cardd_purse::PurseError::Reader(reader) => reader.into(),
+            other => ApiError::new(ErrorCode::CardError, other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_errors_keep_their_meaning() {
+        let e: ApiError = ReaderError::CardRemoved { reader: "sim:etc".into() }.into();
+        assert_eq!(e.code, ErrorCode::CardRemoved);
+        let obj: ErrorObjectOwned = e.into();
+        assert_eq!(obj.code(), -32013);
+        let data: serde_json::Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
+        assert_eq!(data["error"], "CardRemoved");
+        assert!(data["action"].as_str().unwrap().contains("Put the card back"));
+    }
+
+    #[test]
+    fn money_errors_are_invalid_params() {
+        let e: ApiError = MoneyError::Negative.into();
+        assert_eq!(e.code, ErrorCode::InvalidParams);
+    }
+}

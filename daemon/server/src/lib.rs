@@ -13,3 +13,4 @@ pub mod errors;
 pub mod rpc;
 pub mod openrpc;
 pub mod server;
+pub mod summary;

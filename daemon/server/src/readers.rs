@@ -1,1 +1,545 @@
-//! The reader manager: drivers from configuration, one worker thread per reader, leases, card summaries.
+//! The reader manager: drivers from configuration, one worker thread per reader, leases.
+//!
+//! Drivers are blocking (see `cardd_reader::reader`), so each reader gets:
+//! * a **worker thread** that owns the open session and runs jobs from a bounded queue, one at a
+//!   time, in order (a flow's APDUs never interleave with another client's);
+//! * a **monitor thread** on a second session that waits on the driver's card events (no busy
+//!   polling) and publishes card inserted/removed events;
+//! * per driver instance, a **hotplug thread** when the driver reports readers coming and going.
+//!
+//! **Leases**: a client may hold a reader for a flow, for a bounded time. While a lease is held,
+//! jobs from any other session are refused with the holder's name; an expired lease is released
+//! (and announced) by a timer, and checked again lazily on every access.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cardd_api::ErrorCode;
+use cardd_reader::{
+    CardEvent, CardPresence, Capabilities, DriverOptions, DriverRegistry, HotplugEvent, Reader, ReaderFactory,
+    ReaderInfo, ReaderSelector,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::{LimitsSection, ReaderInstance};
+use crate::errors::ApiError;
+use crate::events::{EventBus, EventKind, LeaseEnd};
+
+/// How long a monitor thread waits for a card event before checking whether to stop.
+const MONITOR_WAIT: Duration = Duration::from_secs(5);
+/// How long a hotplug thread waits for a reader event before checking whether to stop.
+const HOTPLUG_WAIT: Duration = Duration::from_secs(5);
+
+/// Who is asking: the operator and the session (a lease belongs to a session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub operator: String,
+    pub session: String,
+}
+
+/// A lease as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseInfo {
+    pub lease_id: String,
+    pub reader_id: String,
+    /// The operator holding the reader.
+    pub holder: String,
+    pub purpose: String,
+    /// Milliseconds until the lease ends unless renewed.
+    pub expires_in_ms: u64,
+}
+
+/// A reader as `readers.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReaderStatus {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub capabilities: CapabilitiesView,
+    pub card_present: bool,
+    /// Hex ATR of the card, when known.
+    pub atr: Option<String>,
+    pub lease: Option<LeaseInfo>,
+}
+
+/// [`Capabilities`] for the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CapabilitiesView {
+    pub contact: bool,
+    pub contactless: bool,
+    pub psam_slots: u8,
+    pub obu_channel: bool,
+    pub events: bool,
+    pub exclusive: bool,
+}
+
+impl From<Capabilities> for CapabilitiesView {
+    fn from(c: Capabilities) -> Self {
+        CapabilitiesView {
+            contact: c.contact,
+            contactless: c.contactless,
+            psam_slots: c.psam_slots,
+            obu_channel: c.obu_channel,
+            events: c.events,
+            exclusive: c.exclusive,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Reader) + Send>;
+
+struct Lease {
+    id: String,
+    holder: Holder,
+    purpose: String,
+    expires: Instant,
+}
+
+struct Slot {
+    info: ReaderInfo,
+    jobs: mpsc::SyncSender<Job>,
+    presence: Arc<Mutex<Option<String>>>,
+    lease: Option<Lease>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The manager. Cheap to share behind an `Arc`.
+pub struct ReaderManager {
+    slots: Mutex<HashMap<String, Slot>>,
+    factories: Vec<Arc<dyn ReaderFactory>>,
+    events: Arc<EventBus>,
+    limits: LimitsSection,
+    stop: Arc<AtomicBool>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ReaderManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderManager").field("factories", &self.factories.len()).finish()
+    }
+}
+
+impl ReaderManager {
+    /// Instantiates every configured driver and starts a worker for each reader it lists.
+    pub fn start(
+        instances: &[ReaderInstance],
+        registry: &DriverRegistry,
+        limits: &LimitsSection,
+        events: Arc<EventBus>,
+    ) -> Result<Arc<ReaderManager>, ApiError> {
+        let mut factories = Vec::new();
+        for (i, instance) in instances.iter().enumerate() {
+            let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
+            let factory = registry.instantiate(&instance.driver, &options).map_err(|e| {
+                ApiError::new(ErrorCode::Internal, format!("readers[{i}] ({}): {e}", instance.driver))
+            })?;
+            factories.push(factory);
+        }
+        let manager = Arc::new(ReaderManager {
+            slots: Mutex::new(HashMap::new()),
+            factories,
+            events,
+            limits: limits.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            background: Mutex::new(Vec::new()),
+        });
+        for factory in &manager.factories {
+            let readers = factory.list().map_err(ApiError::from)?;
+            for info in readers {
+                manager.attach(factory.clone(), info)?;
+            }
+            if let Some(watch) = factory.hotplug() {
+                let weak = Arc::downgrade(&manager);
+                let factory = factory.clone();
+                let stop = manager.stop.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("hotplug-{}", factory.driver()))
+                    .spawn(move || hotplug_loop(watch, factory, weak, stop))
+                    .map_err(|e| ApiError::internal(format!("cannot start a hotplug thread: {e}")))?;
+                lock(&manager.background).push(handle);
+            }
+        }
+        Ok(manager)
+    }
+
+    /// Opens a reader and starts its worker and monitor.
+    fn attach(&self, factory: Arc<dyn ReaderFactory>, info: ReaderInfo) -> Result<(), ApiError> {
+        let selector = ReaderSelector::Id(info.id.clone());
+        let session = factory.open(&selector).map_err(ApiError::from)?;
+        let mut reader = Reader::new(session, Duration::from_millis(self.limits.apdu_timeout_ms));
+        let atr = match reader.session().presence() {
+            Ok(CardPresence::Powered { atr }) => Some(atr.to_string()),
+            Ok(CardPresence::Present) => reader.session().power_on().ok().map(|a| a.to_string()),
+            _ => None,
+        };
+        let presence = Arc::new(Mutex::new(atr));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::sync_channel::<Job>(self.limits.reader_queue_max);
+        let mut threads = Vec::new();
+        let worker = std::thread::Builder::new()
+            .name(format!("reader-{}", info.id))
+            .spawn(move || {
+                // Runs jobs until every sender is gone (the slot was dropped).
+                while let Ok(job) = rx.recv() {
+                    job(&mut reader);
+                }
+                let _ = reader.session().power_off();
+            })
+            .map_err(|e| ApiError::internal(format!("cannot start a reader thread: {e}")))?;
+        threads.push(worker);
+        if info.capabilities.events {
+            if let Ok(mut monitor) = factory.open(&selector) {
+                let (events, presence, stop, id) = (self.events.clone(), presence.clone(), stop.clone(), info.id.clone());
+                let global_stop = self.stop.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("monitor-{}", info.id))
+                    .spawn(move || loop {
+                        if stop.load(Ordering::Relaxed) || global_stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Some(ev) = monitor.events() else { break };
+                        match ev.wait_for_change(MONITOR_WAIT) {
+                            Ok(Some(CardEvent::Inserted { atr })) => {
+                                *lock(&presence) = Some(atr.to_string());
+                                events.publish(EventKind::CardInserted { reader_id: id.clone(), atr: atr.to_string() });
+                            }
+                            Ok(Some(CardEvent::Removed)) => {
+                                *lock(&presence) = None;
+                                events.publish(EventKind::CardRemoved { reader_id: id.clone() });
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(reader = %id, error = %e, "card monitor stopped");
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| ApiError::internal(format!("cannot start a monitor thread: {e}")))?;
+                threads.push(handle);
+            }
+        }
+        tracing::info!(reader = %info.id, driver = %info.driver, name = %info.name, "reader attached");
+        self.events.publish(EventKind::ReaderAdded {
+            reader_id: info.id.clone(),
+            name: info.name.clone(),
+            driver: info.driver.clone(),
+        });
+        lock(&self.slots).insert(info.id.clone(), Slot { info, jobs: tx, presence, lease: None, stop, threads });
+        Ok(())
+    }
+
+    /// Stops a reader's threads and forgets it.
+    fn detach(&self, reader_id: &str) {
+        let slot = lock(&self.slots).remove(reader_id);
+        if let Some(slot) = slot {
+            slot.stop.store(true, Ordering::Relaxed);
+            if let Some(lease) = &slot.lease {
+                self.events.publish(EventKind::LeaseReleased {
+                    reader_id: reader_id.to_owned(),
+                    lease_id: lease.id.clone(),
+                    reason: LeaseEnd::ReaderGone,
+                });
+            }
+            drop(slot.jobs);
+            self.events.publish(EventKind::ReaderRemoved { reader_id: reader_id.to_owned() });
+            tracing::info!(reader = %reader_id, "reader detached");
+        }
+    }
+
+    /// Every reader with its card presence and lease.
+    pub fn list(&self) -> Vec<ReaderStatus> {
+        let now = Instant::now();
+        let mut slots = lock(&self.slots);
+        let mut out: Vec<ReaderStatus> = slots
+            .values_mut()
+            .map(|slot| {
+                self.expire(slot, now);
+                let atr = lock(&slot.presence).clone();
+                ReaderStatus {
+                    id: slot.info.id.clone(),
+                    name: slot.info.name.clone(),
+                    driver: slot.info.driver.clone(),
+                    capabilities: slot.info.capabilities.into(),
+                    card_present: atr.is_some(),
+                    atr,
+                    lease: slot.lease.as_ref().map(|l| lease_info(&slot.info.id, l, now)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Runs `job` on the reader's worker thread, after checking the lease and the queue bound.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        reader_id: &str,
+        holder: &Holder,
+        job: impl FnOnce(&mut Reader) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let now = Instant::now();
+            let mut slots = lock(&self.slots);
+            let slot = slots.get_mut(reader_id).ok_or_else(|| not_found(reader_id))?;
+            self.expire(slot, now);
+            if let Some(lease) = &slot.lease {
+                if lease.holder.session != holder.session {
+                    return Err(busy(reader_id, &lease.holder.operator, &lease.purpose));
+                }
+            }
+            let presence = slot.presence.clone();
+            let wrapped: Job = Box::new(move |reader: &mut Reader| {
+                let result = job(reader);
+                // Keep the cached presence honest when no event monitor runs.
+                if let Ok(p) = reader.session().presence() {
+                    let mut cached = lock(&presence);
+                    match p {
+                        CardPresence::Absent => *cached = None,
+                        CardPresence::Powered { atr } => *cached = Some(atr.to_string()),
+                        CardPresence::Present => {}
+                    }
+                }
+                let _ = tx.send(result);
+            });
+            slot.jobs.try_send(wrapped).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => ApiError::new(
+                    ErrorCode::ReaderBusy,
+                    format!("reader {reader_id} has {} commands queued already; retry shortly", self.limits.reader_queue_max),
+                ),
+                mpsc::TrySendError::Disconnected(_) => {
+                    ApiError::new(ErrorCode::ReaderGone, format!("reader {reader_id} has stopped"))
+                }
+            })?;
+        }
+        rx.await.map_err(|_| ApiError::new(ErrorCode::ReaderGone, format!("reader {reader_id} stopped during the command")))
+    }
+
+    /// Takes a lease on a reader for `holder`.
+    pub fn lease(
+        self: &Arc<Self>,
+        reader_id: &str,
+        holder: Holder,
+        duration: Option<Duration>,
+        purpose: &str,
+    ) -> Result<LeaseInfo, ApiError> {
+        let duration = self.lease_duration(duration)?;
+        let now = Instant::now();
+        let info = {
+            let mut slots = lock(&self.slots);
+            let slot = slots.get_mut(reader_id).ok_or_else(|| not_found(reader_id))?;
+            self.expire(slot, now);
+            if let Some(existing) = &slot.lease {
+                if existing.holder.session != holder.session {
+                    return Err(busy(reader_id, &existing.holder.operator, &existing.purpose));
+                }
+            }
+            let lease = Lease {
+                id: new_id(),
+                holder,
+                purpose: purpose.chars().take(64).collect(),
+                expires: now + duration,
+            };
+            let info = lease_info(reader_id, &lease, now);
+            slot.lease = Some(lease);
+            info
+        };
+        self.events.publish(EventKind::LeaseTaken {
+            reader_id: reader_id.to_owned(),
+            lease_id: info.lease_id.clone(),
+            holder: info.holder.clone(),
+            expires_in_ms: info.expires_in_ms,
+        });
+        self.schedule_expiry(reader_id, &info.lease_id, duration);
+        Ok(info)
+    }
+
+    /// Extends a lease held by `holder`.
+    pub fn renew(
+        self: &Arc<Self>,
+        lease_id: &str,
+        holder: &Holder,
+        duration: Option<Duration>,
+    ) -> Result<LeaseInfo, ApiError> {
+        let duration = self.lease_duration(duration)?;
+        let now = Instant::now();
+        let (reader_id, info) = {
+            let mut slots = lock(&self.slots);
+            let slot = self.slot_of_lease(&mut slots, lease_id, holder, now)?;
+            let lease = slot.lease.as_mut().ok_or_else(|| lease_not_found(lease_id))?;
+            lease.expires = now + duration;
+            let reader_id = slot.info.id.clone();
+            let info = lease_info(&reader_id, lease, now);
+            (reader_id, info)
+        };
+        self.schedule_expiry(&reader_id, lease_id, duration);
+        Ok(info)
+    }
+
+    /// Releases a lease held by `holder`.
+    pub fn release(&self, lease_id: &str, holder: &Holder) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let reader_id = {
+            let mut slots = lock(&self.slots);
+            let slot = self.slot_of_lease(&mut slots, lease_id, holder, now)?;
+            slot.lease = None;
+            slot.info.id.clone()
+        };
+        self.events.publish(EventKind::LeaseReleased {
+            reader_id,
+            lease_id: lease_id.to_owned(),
+            reason: LeaseEnd::Released,
+        });
+        Ok(())
+    }
+
+    /// Stops every thread; waits for the workers to finish their current job.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let slots: Vec<Slot> = lock(&self.slots).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            slot.stop.store(true, Ordering::Relaxed);
+            drop(slot.jobs);
+            // The worker ends once its queue is empty; monitors end within MONITOR_WAIT and are
+            // not waited for.
+            if let Some(worker) = slot.threads.into_iter().next() {
+                let _ = worker.join();
+            }
+        }
+    }
+
+    fn lease_duration(&self, requested: Option<Duration>) -> Result<Duration, ApiError> {
+        let max = Duration::from_millis(self.limits.lease_ms_max);
+        let d = requested.unwrap_or(Duration::from_millis(self.limits.lease_ms_default));
+        if d.is_zero() || d > max {
+            return Err(ApiError::invalid_params(format!(
+                "a lease lasts between 1 ms and {} ms (limits.lease_ms_max)",
+                self.limits.lease_ms_max
+            )));
+        }
+        Ok(d)
+    }
+
+    fn slot_of_lease<'a>(
+        &self,
+        slots: &'a mut HashMap<String, Slot>,
+        lease_id: &str,
+        holder: &Holder,
+        now: Instant,
+    ) -> Result<&'a mut Slot, ApiError> {
+        let slot = slots
+            .values_mut()
+            .find(|s| s.lease.as_ref().is_some_and(|l| l.id == lease_id))
+            .ok_or_else(|| lease_not_found(lease_id))?;
+        self.expire(slot, now);
+        match &slot.lease {
+            Some(l) if l.holder.session == holder.session => Ok(slot),
+            Some(l) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("lease {lease_id} belongs to {}; only its holder may renew or release it", l.holder.operator),
+            )),
+            None => Err(lease_not_found(lease_id)),
+        }
+    }
+
+    /// Ends the slot's lease if it has expired, announcing it.
+    fn expire(&self, slot: &mut Slot, now: Instant) {
+        if slot.lease.as_ref().is_some_and(|l| l.expires <= now) {
+            if let Some(l) = slot.lease.take() {
+                self.events.publish(EventKind::LeaseReleased {
+                    reader_id: slot.info.id.clone(),
+                    lease_id: l.id,
+                    reason: LeaseEnd::Expired,
+                });
+            }
+        }
+    }
+
+    /// Releases the lease when it expires, so its end is announced even if nobody asks.
+    fn schedule_expiry(self: &Arc<Self>, reader_id: &str, lease_id: &str, after: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let weak = Arc::downgrade(self);
+        let (reader_id, lease_id) = (reader_id.to_owned(), lease_id.to_owned());
+        runtime.spawn(async move {
+            tokio::time::sleep(after + Duration::from_millis(1)).await;
+            if let Some(manager) = weak.upgrade() {
+                let mut slots = lock(&manager.slots);
+                if let Some(slot) = slots.get_mut(&reader_id) {
+                    if slot.lease.as_ref().is_some_and(|l| l.id == lease_id) {
+                        manager.expire(slot, Instant::now());
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn hotplug_loop(
+    mut watch: Box<dyn cardd_reader::HotplugWatch>,
+    factory: Arc<dyn ReaderFactory>,
+    manager: std::sync::Weak<ReaderManager>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let event = match watch.wait(HOTPLUG_WAIT) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(driver = factory.driver(), error = %e, "hotplug watch stopped");
+                return;
+            }
+        };
+        let Some(manager) = manager.upgrade() else { return };
+        match event {
+            HotplugEvent::Added { reader } => {
+                if let Err(e) = manager.attach(factory.clone(), reader) {
+                    tracing::warn!(error = %e, "could not attach a new reader");
+                }
+            }
+            HotplugEvent::Removed { reader_id } => manager.detach(&reader_id),
+        }
+    }
+}
+
+fn lease_info(reader_id: &str, lease: &Lease, now: Instant) -> LeaseInfo {
+    LeaseInfo {
+        lease_id: lease.id.clone(),
+        reader_id: reader_id.to_owned(),
+        holder: lease.holder.operator.clone(),
+        purpose: lease.purpose.clone(),
+        expires_in_ms: lease.expires.saturating_duration_since(now).as_millis() as u64,
+    }
+}
+
+fn not_found(reader_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::ReaderNotFound, format!("no reader {reader_id:?}; call readers.list for the attached readers"))
+}
+
+fn lease_not_found(lease_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::LeaseNotFound, format!("no lease {lease_id:?} (it may have expired)"))
+}
+
+fn busy(reader_id: &str, operator: &str, purpose: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ReaderBusy,
+        format!("reader {reader_id} is leased by {operator} ({purpose}); wait for it to be released or to expire"),
+    )
+    .with_detail(serde_json::json!({ "holder": operator, "purpose": purpose }))
+}
+
+fn new_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

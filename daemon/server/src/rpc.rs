@@ -1,1 +1,664 @@
-//! The JSON-RPC methods: registration, role checks, audit.
+//! The JSON-RPC methods: registration, access checks, audit.
+//!
+//! Every method is declared once with [`Methods::add`]: its name, a one-line summary, who may
+//! call it ([`Access`]), whether it changes state (then it is audited), its parameter and result
+//! types (their JSON Schemas feed the OpenRPC document) and its handler. The helper resolves the
+//! caller's session from the bearer token, checks the role, parses and validates parameters,
+//! runs the handler, appends the audit record and maps errors through [`crate::errors`].
+//! Parameters are always named (a JSON object); unknown parameter names are refused.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cardd_api::{ErrorCode, Role};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::{Extensions, PendingSubscriptionSink, RpcModule, SubscriptionMessage};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::audit::AuditEntry;
+use crate::auth::{NewOperator, Operator, Session};
+use crate::errors::ApiError;
+use crate::events::{Event, PollResult};
+use crate::guard::BearerToken;
+use crate::readers::{Holder, LeaseInfo, ReaderStatus};
+use crate::server::Daemon;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who passed the HTTP guard (Host and Origin checks).
+    Public,
+    /// Any logged-in operator.
+    Operator,
+    /// Logged-in operators with one of these roles.
+    Roles(&'static [Role]),
+}
+
+impl Access {
+    /// Who may call, in words (for the OpenRPC document).
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "public".into(),
+            Access::Operator => "any logged-in operator".into(),
+            Access::Roles(roles) => roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// A method as the OpenRPC document describes it.
+#[derive(Debug, Clone)]
+pub struct MethodSpec {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    pub mutates: bool,
+    pub params: Value,
+    pub result: Value,
+    pub subscription: bool,
+}
+
+/// What a handler knows about its caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session: Option<Session>,
+    /// Who the client says it is, for throttling and audit (the Origin, or `local`).
+    pub peer: String,
+}
+
+impl Caller {
+    /// The session, for handlers of non-public methods (the helper guarantees it is there).
+    pub fn session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "未登录或登录已超时，请重新登录"))
+    }
+
+    pub fn holder(&self) -> Result<Holder, ApiError> {
+        let s = self.session()?;
+        Ok(Holder { operator: s.username.clone(), session: s.token.clone() })
+    }
+}
+
+/// What the audit log keeps of a method's parameters (never secrets).
+pub trait AuditDetail {
+    /// What the audit log keeps of these parameters.
+    fn audit_detail(&self) -> Value;
+    /// What the action was done to, for the audit record.
+    fn audit_target(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The method registry being built.
+pub struct Methods {
+    module: RpcModule<Arc<Daemon>>,
+    specs: Vec<MethodSpec>,
+}
+
+impl std::fmt::Debug for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Methods").field("count", &self.specs.len()).finish()
+    }
+}
+
+fn schema_of<T: JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
+}
+
+/// Parses named parameters; absent parameters are an empty object.
+fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P, ApiError> {
+    let value: Value = match params.as_str() {
+        None => json!({}),
+        Some(text) => serde_json::from_str(text).map_err(|e| ApiError::invalid_params(e.to_string()))?,
+    };
+    if !value.is_object() {
+        return Err(ApiError::invalid_params("parameters must be a JSON object of named parameters"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_params(format!("invalid parameters: {e}")))
+}
+
+fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller, ApiError> {
+    let peer = ext.get::<crate::guard::ClientOrigin>().map(|o| o.0.clone()).unwrap_or_else(|| "local".into());
+    let token = ext.get::<BearerToken>().map(|t| t.0.clone());
+    let session = match (&token, access) {
+        (_, Access::Public) => token.as_deref().and_then(|t| daemon.auth.authenticate(t, Instant::now()).ok()),
+        (None, _) => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "未登录：请先登录（auth.login），并在 Authorization: Bearer 头中带上令牌",
+            ))
+        }
+        (Some(t), _) => Some(daemon.auth.authenticate(t, Instant::now())?),
+    };
+    if let (Access::Roles(roles), Some(s)) = (access, &session) {
+        if !roles.contains(&s.role) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{}（{}）无权执行此操作；需要以下角色之一：{}",
+                    s.username,
+                    s.role.label_zh(),
+                    roles.iter().map(|r| r.label_zh()).collect::<Vec<_>>().join("、")
+                ),
+            ));
+        }
+    }
+    Ok(Caller { session, peer })
+}
+
+impl Methods {
+    fn new(daemon: Arc<Daemon>) -> Self {
+        Methods { module: RpcModule::new(daemon), specs: Vec::new() }
+    }
+
+    /// Declares and registers one method.
+    pub fn add<P, R, F, Fut>(&mut self, name: &'static str, summary: &'static str, access: Access, mutates: bool, handler: F)
+    where
+        P: DeserializeOwned + JsonSchema + AuditDetail + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
+        F: Fn(Arc<Daemon>, Caller, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+    {
+        self.specs.push(MethodSpec {
+            name,
+            summary,
+            access,
+            mutates,
+            params: schema_of::<P>(),
+            result: schema_of::<R>(),
+            subscription: false,
+        });
+        let registered = self.module.register_async_method(name, move |params, daemon, ext| {
+            let handler = handler.clone();
+            async move {
+                let result = call(&daemon, &params, &ext, name, access, mutates, handler).await;
+                result.map_err(ErrorObjectOwned::from)
+            }
+        });
+        if let Err(e) = registered {
+            panic!("method {name} registered twice: {e}");
+        }
+    }
+
+    /// The specs, for the OpenRPC document.
+    pub fn specs(&self) -> &[MethodSpec] {
+        &self.specs
+    }
+}
+
+async fn call<P, R, F, Fut>(
+    daemon: &Arc<Daemon>,
+    params: &Params<'static>,
+    ext: &Extensions,
+    name: &'static str,
+    access: Access,
+    mutates: bool,
+    handler: F,
+) -> Result<Value, ApiError>
+where
+    P: DeserializeOwned + AuditDetail,
+    R: Serialize,
+    F: Fn(Arc<Daemon>, Caller, P) -> Fut,
+    Fut: Future<Output = Result<R, ApiError>>,
+{
+    if daemon.failed_closed() && mutates && name != "auth.login" && name != "auth.logout" {
+        return Err(ApiError::new(ErrorCode::FailedClosed, "cardd has stopped state-changing methods after an integrity check failed; see the daemon log"));
+    }
+    let caller = caller_of(daemon, ext, access)?;
+    let parsed: P = parse_params(params)?;
+    let (detail, target) = (parsed.audit_detail(), parsed.audit_target());
+    let session = caller.session.clone();
+    let result = handler(daemon.clone(), caller, parsed).await;
+    if mutates {
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code.name().to_owned(),
+        };
+        let entry = AuditEntry {
+            operator: session.as_ref().map(|s| s.username.clone()),
+            role: session.as_ref().map(|s| s.role),
+            action: name.to_owned(),
+            target,
+            detail,
+            outcome,
+        };
+        daemon.audit.append(entry).map_err(|e| ApiError::internal(format!("could not write the audit log: {e}")))?;
+    }
+    let value = result?;
+    serde_json::to_value(value).map_err(|e| ApiError::internal(format!("could not encode the result: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameter and result types.
+
+/// Implements [`AuditDetail`] by keeping the parameters as they are (types without secrets).
+macro_rules! audit_as_json {
+    ($t:ty $(, $target:ident)?) => {
+        impl AuditDetail for $t {
+            fn audit_detail(&self) -> Value {
+                serde_json::to_value(self).unwrap_or(Value::Null)
+            }
+            $(fn audit_target(&self) -> Option<String> {
+                Some(self.$target.clone())
+            })?
+        }
+    };
+}
+
+/// No parameters.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+audit_as_json!(NoParams);
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Version {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub api_version: &'static str,
+}
+
+/// `auth.login`
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginParams {
+    pub username: String,
+    pub password: String,
+}
+/// Leaves secrets out of debug output.
+macro_rules! redacted_debug {
+    ($t:ty, $name:literal) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!($name, "(..)"))
+            }
+        }
+    };
+}
+redacted_debug!(LoginParams, "LoginParams");
+redacted_debug!(ChangePasswordParams, "ChangePasswordParams");
+redacted_debug!(ResetPasswordParams, "ResetPasswordParams");
+
+impl AuditDetail for LoginParams {
+    fn audit_detail(&self) -> Value {
+        Value::Null
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.chars().take(64).collect())
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LoginResult {
+    /// Send as `Authorization: Bearer <token>` (or `?token=` on a WebSocket upgrade).
+    pub token: String,
+    pub operator: SessionView,
+    /// The session ends after this many seconds without a request.
+    pub idle_timeout_s: u64,
+}
+
+/// The logged-in operator.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionView {
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    /// The role's zh-CN name.
+    pub role_label: String,
+    pub group_id: Option<String>,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        SessionView {
+            username: s.username.clone(),
+            display_name: s.display_name.clone(),
+            role: s.role,
+            role_label: s.role.label_zh().into(),
+            group_id: s.group_id.clone(),
+        }
+    }
+}
+
+/// `auth.change_password`: the seed's 原密码 / 新密码 / 确认密码.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordParams {
+    pub old_password: String,
+    pub new_password: String,
+    pub confirm_password: String,
+}
+impl AuditDetail for ChangePasswordParams {
+    fn audit_detail(&self) -> Value {
+        Value::Null
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Done {
+    pub ok: bool,
+    /// A message to show the operator.
+    pub message: String,
+}
+
+impl AuditDetail for NewOperator {
+    fn audit_detail(&self) -> Value {
+        json!({ "username": self.username, "display_name": self.display_name, "role": self.role, "group_id": self.group_id })
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+}
+
+/// `operators.set_disabled`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetDisabledParams {
+    pub username: String,
+    pub disabled: bool,
+}
+audit_as_json!(SetDisabledParams, username);
+
+/// `operators.reset_password`
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordParams {
+    pub username: String,
+    pub new_password: String,
+}
+impl AuditDetail for ResetPasswordParams {
+    fn audit_detail(&self) -> Value {
+        json!({ "username": self.username })
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+}
+
+/// `audit.list`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditListParams {
+    /// Return records after this sequence number (oldest first).
+    pub after_seq: Option<u64>,
+    /// At most this many records (default 100, at most 500).
+    pub limit: Option<usize>,
+}
+audit_as_json!(AuditListParams);
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AuditVerifyResult {
+    pub records: u64,
+    pub chain_ok: bool,
+}
+
+/// A reader id.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderParams {
+    pub reader_id: String,
+}
+audit_as_json!(ReaderParams, reader_id);
+
+/// `readers.lease`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseParams {
+    pub reader_id: String,
+    /// How long to hold the reader (default `limits.lease_ms_default`, at most `limits.lease_ms_max`).
+    pub duration_ms: Option<u64>,
+    /// What the reader is held for, shown to others who find it busy.
+    pub purpose: Option<String>,
+}
+audit_as_json!(LeaseParams, reader_id);
+
+/// `readers.renew`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewParams {
+    pub lease_id: String,
+    pub duration_ms: Option<u64>,
+}
+audit_as_json!(RenewParams);
+
+/// `readers.release`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseParams {
+    pub lease_id: String,
+}
+audit_as_json!(ReleaseParams);
+
+/// `reader.transmit`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransmitParams {
+    pub reader_id: String,
+    /// The command APDU in hex, e.g. `805C000204`.
+    pub apdu: String,
+}
+audit_as_json!(TransmitParams, reader_id);
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TransmitResult {
+    /// Response data in hex (without the status word).
+    pub data: String,
+    /// Status word, 4 hex digits.
+    pub sw: String,
+    /// What the status word means.
+    pub sw_meaning: String,
+}
+
+/// `events.poll`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollParams {
+    /// The `next_since` of the previous poll (0 for the start).
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many events (default 100, at most 256).
+    pub limit: Option<usize>,
+    /// Wait up to this long for the first event (default 0, at most 25000).
+    pub wait_ms: Option<u64>,
+}
+audit_as_json!(PollParams);
+
+// ---------------------------------------------------------------------------------------------
+// The methods.
+
+const ALL_OPERATORS: Access = Access::Operator;
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+const AUDIT_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Supervisor]);
+
+/// Builds the module with every method; returns it with the specs for OpenRPC.
+pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
+    let mut m = Methods::new(daemon);
+
+    m.add("system.version", "The daemon's name and version.", Access::Public, false, |_, _, _: NoParams| async {
+        Ok(Version { name: "cardd", version: env!("CARGO_PKG_VERSION"), api_version: crate::openrpc::API_VERSION })
+    });
+
+    m.add("auth.login", "Log in with user name and password; returns a bearer token.", Access::Public, true, |d, c, p: LoginParams| async move {
+        let session = d.auth.login(&p.username, &p.password, &c.peer, Instant::now())?;
+        tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
+        Ok(LoginResult {
+            token: session.token.clone(),
+            operator: SessionView::from(&session),
+            idle_timeout_s: d.config.auth.session_idle_timeout_s,
+        })
+    });
+
+    m.add("auth.logout", "End the current session.", ALL_OPERATORS, true, |d, c, _: NoParams| async move {
+        d.auth.logout(&c.session()?.token);
+        Ok(Done { ok: true, message: "已退出登录".into() })
+    });
+
+    m.add("auth.whoami", "The logged-in operator.", ALL_OPERATORS, false, |_, c, _: NoParams| async move {
+        Ok(SessionView::from(c.session()?))
+    });
+
+    m.add(
+        "auth.change_password",
+        "Change the logged-in operator's password (原密码, 新密码, 确认密码); other sessions end.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: ChangePasswordParams| async move {
+            d.auth.change_password(&c.session()?.token, &p.old_password, &p.new_password, &p.confirm_password, Instant::now())?;
+            Ok(Done { ok: true, message: "密码已修改".into() })
+        },
+    );
+
+    m.add("operators.list", "All operators.", ADMIN, false, |d, _, _: NoParams| async move {
+        Ok::<Vec<Operator>, ApiError>(d.auth.list_operators()?)
+    });
+
+    m.add("operators.create", "Create an operator with a role (and a group for group operators).", ADMIN, true, |d, _, p: NewOperator| async move {
+        Ok(d.auth.create_operator(p)?)
+    });
+
+    m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
+        Ok(d.auth.set_disabled(&p.username, p.disabled)?)
+    });
+
+    m.add("operators.reset_password", "Set an operator's password (their sessions end).", ADMIN, true, |d, _, p: ResetPasswordParams| async move {
+        d.auth.reset_password(&p.username, &p.new_password)?;
+        Ok(Done { ok: true, message: "密码已重置".into() })
+    });
+
+    m.add("audit.list", "Audit records, oldest first, after a sequence number.", AUDIT_READERS, false, |d, _, p: AuditListParams| async move {
+        d.audit
+            .list(p.after_seq, p.limit.unwrap_or(100))
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))
+    });
+
+    m.add("audit.verify", "Verify the audit log's hash chain.", AUDIT_READERS, false, |d, _, _: NoParams| async move {
+        let records = d.audit.verify_chain().map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        Ok(AuditVerifyResult { records, chain_ok: true })
+    });
+
+    m.add("readers.list", "Readers with driver, capabilities, card presence and lease.", ALL_OPERATORS, false, |d, _, _: NoParams| async move {
+        Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list())
+    });
+
+    m.add("readers.lease", "Hold a reader for a flow, for a bounded time; others find it busy.", ALL_OPERATORS, true, |d, c, p: LeaseParams| async move {
+        let holder = c.holder()?;
+        let purpose = p.purpose.unwrap_or_else(|| "业务办理".into());
+        d.readers.lease(&p.reader_id, holder, p.duration_ms.map(Duration::from_millis), &purpose)
+    });
+
+    m.add("readers.renew", "Extend a lease you hold.", ALL_OPERATORS, true, |d, c, p: RenewParams| async move {
+        Ok::<LeaseInfo, ApiError>(d.readers.renew(&p.lease_id, &c.holder()?, p.duration_ms.map(Duration::from_millis))?)
+    });
+
+    m.add("readers.release", "Release a lease you hold.", ALL_OPERATORS, true, |d, c, p: ReleaseParams| async move {
+        d.readers.release(&p.lease_id, &c.holder()?)?;
+        Ok(Done { ok: true, message: "读卡器已释放".into() })
+    });
+
+    m.add(
+        "card.summary",
+        "Read the card in a reader: type, card number, plate, balance, counters, validity.",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: ReaderParams| async move {
+            let holder = c.holder()?;
+            let pin = d.config.etc_pin.clone();
+            let terminal = d.config.terminal_id;
+            d.readers.run(&p.reader_id, &holder, move |reader| crate::summary::read(reader, &pin, terminal)).await?
+        },
+    );
+
+    m.add("reader.transmit", "Send one raw APDU (administrators only; audited).", ADMIN, true, |d, c, p: TransmitParams| async move {
+        let bytes = hex::decode(p.apdu.trim()).map_err(|_| ApiError::invalid_params("apdu must be hexadecimal"))?;
+        let command = cardd_reader::CommandApdu::parse(&bytes).map_err(|e| ApiError::invalid_params(e.to_string()))?;
+        let response = d
+            .readers
+            .run(&p.reader_id, &c.holder()?, move |reader| {
+                use cardd_reader::CardChannel;
+                reader.transmit(&command)
+            })
+            .await??;
+        Ok(TransmitResult {
+            data: hex::encode_upper(&response.data),
+            sw: format!("{:04X}", response.sw.0),
+            sw_meaning: response.sw.description().into(),
+        })
+    });
+
+    m.add(
+        "events.poll",
+        "Reader, card and lease events after `since`, waiting up to `wait_ms` for the first one (for HTTP-only clients).",
+        ALL_OPERATORS,
+        false,
+        |d, _, p: PollParams| async move {
+            Ok::<PollResult, ApiError>(
+                d.events.poll(p.since, p.limit.unwrap_or(100), Duration::from_millis(p.wait_ms.unwrap_or(0))).await,
+            )
+        },
+    );
+
+    add_event_subscription(&mut m);
+
+    m.specs.push(MethodSpec {
+        name: "rpc.discover",
+        summary: "This API's OpenRPC document.",
+        access: Access::Public,
+        mutates: false,
+        params: schema_of::<NoParams>(),
+        result: json!({ "type": "object", "description": "OpenRPC 1.2 document" }),
+        subscription: false,
+    });
+    let specs = m.specs.clone();
+    let document = crate::openrpc::document(&specs);
+    if let Err(e) = m.module.register_method("rpc.discover", move |_, _, _| document.clone()) {
+        panic!("rpc.discover registered twice: {e}");
+    }
+    (m.module, specs)
+}
+
+fn add_event_subscription(m: &mut Methods) {
+    m.specs.push(MethodSpec {
+        name: "events.subscribe",
+        summary: "WebSocket only: receive reader, card and lease events as `events.event` notifications; end with `events.unsubscribe`.",
+        access: Access::Operator,
+        mutates: false,
+        params: schema_of::<NoParams>(),
+        result: schema_of::<Event>(),
+        subscription: true,
+    });
+    let registered = m.module.register_subscription(
+        "events.subscribe",
+        "events.event",
+        "events.unsubscribe",
+        |_params, pending: PendingSubscriptionSink, daemon, ext| async move {
+            if let Err(e) = caller_of(&daemon, &ext, Access::Operator) {
+                pending.reject(ErrorObjectOwned::from(e)).await;
+                return Ok(());
+            }
+            let mut rx = daemon.events.subscribe();
+            let sink = pending.accept().await?;
+            loop {
+                tokio::select! {
+                    _ = sink.closed() => return Ok(()),
+                    received = rx.recv() => match received {
+                        Ok(event) => {
+                            let message = SubscriptionMessage::from(serde_json::value::to_raw_value(&event)?);
+                            if sink.send(message).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "a subscriber fell behind; it should re-sync with events.poll");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                }
+            }
+        },
+    );
+    if let Err(e) = registered {
+        panic!("events.subscribe registered twice: {e}");
+    }
+}

@@ -1,1 +1,254 @@
-//! `run(config, listener, shutdown)`: the daemon's entry point, bounded everywhere, with graceful drain.
+//! `run(config, listener, shutdown)`: the daemon's entry point, bounded everywhere, with
+//! graceful drain.
+//!
+//! Modelled on mini-redis: no globals; the caller owns the listener (tests bind `127.0.0.1:0`)
+//! and the shutdown future. Start-up opens the database, verifies the audit chain (a broken
+//! chain makes the daemon *fail closed*: it keeps serving reads but refuses state-changing
+//! methods), loads the key material, starts the readers and serves JSON-RPC behind the
+//! [`crate::guard`]. Shutdown stops accepting, lets in-flight calls finish, stops the reader
+//! threads after their current command and flushes the database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cardd_api::Role;
+use cardd_purse::{SamConfig, SecurityModule, SoftSam};
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
+use serde_json::json;
+
+use crate::audit::AuditLog;
+use crate::auth::{Auth, AuthConfig, NewOperator};
+use crate::config::{Config, KeySource};
+use crate::events::EventBus;
+use crate::guard::{GuardConfig, GuardLayer, RateLimitLayer};
+use crate::readers::ReaderManager;
+use crate::store::Store;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data directory {dir}: {reason}; check it exists and is writable by the daemon's user")]
+    Store { dir: String, reason: String },
+    #[error("cannot load the key material: {0}")]
+    Keys(String),
+    #[error("cannot start the readers: {0}")]
+    Readers(String),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("cannot seed the demo data: {0}")]
+    Seed(String),
+}
+
+/// Everything a method handler can reach.
+pub struct Daemon {
+    pub config: Config,
+    pub store: Store,
+    pub auth: Auth,
+    pub audit: AuditLog,
+    pub events: Arc<EventBus>,
+    pub readers: Arc<ReaderManager>,
+    pub sam: Arc<dyn SecurityModule>,
+    started: Instant,
+    failed_closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("source", &self.config.source).finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// True when an integrity check failed: state-changing methods are refused.
+    pub fn failed_closed(&self) -> bool {
+        self.failed_closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops state-changing methods (an invariant broke); logged loudly.
+    pub fn fail_closed(&self, why: &str) {
+        tracing::error!(reason = why, "failing closed: state-changing methods are refused until an administrator intervenes");
+        self.failed_closed.store(true, Ordering::Relaxed);
+    }
+
+    fn health(&self) -> serde_json::Value {
+        json!({
+            "status": if self.failed_closed() { "failed_closed" } else { "ok" },
+            "name": "cardd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "readers": self.readers.list().len(),
+            "demo": self.config.demo,
+        })
+    }
+}
+
+/// A started daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub daemon: Arc<Daemon>,
+    handle: ServerHandle,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight calls, stops the readers and flushes the database.
+    pub async fn stop(self) {
+        let _ = self.handle.stop();
+        self.handle.stopped().await;
+        let daemon = self.daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || daemon.readers.shutdown()).await;
+        if let Err(e) = self.daemon.store.durable_flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes.
+pub async fn run(config: Config, listener: std::net::TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let running = start(config, listener).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// Starts the daemon on `listener` and returns once it is ready.
+pub async fn start(mut config: Config, listener: std::net::TcpListener) -> Result<Running, ServerError> {
+    let addr = listener.local_addr()?;
+    let extra_origins: Vec<String> =
+        config.allowed_origins.iter().filter(|o| !o.contains("127.0.0.1") && !o.contains("localhost") && !o.contains("[::1]")).cloned().collect();
+    config.bind_port(addr.port(), &extra_origins);
+    let daemon = Arc::new(open(config)?);
+    let limits = daemon.config.limits.clone();
+    let (module, specs) = crate::rpc::build(daemon.clone());
+    tracing::debug!(methods = specs.len(), "methods registered");
+
+    let health_daemon = Arc::downgrade(&daemon);
+    let guard = GuardConfig {
+        allowed_hosts: daemon.config.allowed_hosts.clone(),
+        allowed_origins: daemon.config.allowed_origins.clone(),
+        health: Arc::new(move || health_daemon.upgrade().map(|d| d.health()).unwrap_or_else(|| json!({"status": "stopping"}))),
+    };
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(limits.request_body_bytes_max)
+        .max_response_body_size(limits.response_body_bytes_max)
+        .max_connections(limits.connections_max)
+        .max_subscriptions_per_connection(limits.subscriptions_per_connection_max)
+        .set_batch_request_config(BatchRequestConfig::Disabled)
+        .set_message_buffer_capacity(64)
+        .enable_ws_ping(PingConfig::new())
+        .build();
+    let server = Server::builder()
+        .set_config(server_config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(GuardLayer::new(Arc::new(guard))))
+        .set_rpc_middleware(RpcServiceBuilder::new().layer(RateLimitLayer::new(
+            limits.requests_per_second_per_connection,
+            limits.request_burst_per_connection,
+        )))
+        .build_from_tcp(listener)?;
+    let handle = server.start(module);
+    tracing::info!(
+        addr = %addr,
+        config = %daemon.config.source,
+        readers = daemon.readers.list().len(),
+        demo = daemon.config.demo,
+        "cardd ready: JSON-RPC over HTTP and WebSocket at http://{addr}/"
+    );
+    Ok(Running { addr, daemon, handle })
+}
+
+fn open(config: Config) -> Result<Daemon, ServerError> {
+    let store = Store::open(&config.data_dir)
+        .map_err(|e| ServerError::Store { dir: config.data_dir.display().to_string(), reason: e.to_string() })?;
+    let auth_config = AuthConfig {
+        session_idle_timeout: std::time::Duration::from_secs(config.auth.session_idle_timeout_s),
+        login_failures_max: config.auth.login_failures_max,
+        login_lockout: std::time::Duration::from_secs(config.auth.login_lockout_s),
+        password_chars_min: config.auth.password_chars_min,
+        sessions_max: config.auth.sessions_max,
+    };
+    let store_error = |e: &dyn std::fmt::Display| ServerError::Store { dir: config.data_dir.display().to_string(), reason: e.to_string() };
+    let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
+    let audit = AuditLog::open(&store).map_err(|e| store_error(&e))?;
+    let sam = load_keys(&config)?;
+    let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
+    let registry = cardd_drivers::registry();
+    let readers = ReaderManager::start(&config.readers, &registry, &config.limits, events.clone())
+        .map_err(|e| ServerError::Readers(e.to_string()))?;
+    let daemon = Daemon {
+        config,
+        store,
+        auth,
+        audit,
+        events,
+        readers,
+        sam,
+        started: Instant::now(),
+        failed_closed: AtomicBool::new(false),
+    };
+    match daemon.audit.verify_chain() {
+        Ok(records) => tracing::info!(records, "audit chain verified"),
+        Err(e) => daemon.fail_closed(&e.to_string()),
+    }
+    if daemon.config.demo {
+        seed_demo(&daemon)?;
+    }
+    Ok(daemon)
+}
+
+fn load_keys(config: &Config) -> Result<Arc<dyn SecurityModule>, ServerError> {
+    let sam_config = match (config.keys.source, &config.keys.file) {
+        (KeySource::Demo, _) => {
+            if !config.demo {
+                tracing::warn!("keys.source = \"demo\": the public demo keys only work with simulated cards");
+            }
+            SamConfig::demo()
+        }
+        (KeySource::File, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ServerError::Keys(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|e| ServerError::Keys(format!("{}: {}", path.display(), e.message())))?
+        }
+        (KeySource::File, None) => return Err(ServerError::Keys("keys.file is not set".into())),
+    };
+    let sam = SoftSam::new(&sam_config).map_err(|e| ServerError::Keys(e.to_string()))?;
+    Ok(Arc::new(sam))
+}
+
+/// The embedded default's operators (documented in the README).
+pub const DEMO_OPERATORS: &[(&str, &str, Role, Option<&str>, &str)] = &[
+    ("admin", "系统管理员", Role::Admin, None, "admin123"),
+    ("teller", "柜员小王", Role::Teller, None, "teller123"),
+    ("supervisor", "主管老李", Role::Supervisor, None, "super123"),
+    ("auditor", "审核员小陈", Role::Auditor, None, "audit123"),
+    ("kiosk", "自助终端01", Role::Kiosk, None, "kiosk123"),
+    ("group1", "集团操作员张三", Role::GroupOperator, Some("G001"), "group123"),
+];
+
+fn seed_demo(daemon: &Daemon) -> Result<(), ServerError> {
+    for (username, display_name, role, group, password) in DEMO_OPERATORS {
+        let created = daemon
+            .auth
+            .ensure_operator(NewOperator {
+                username: (*username).into(),
+                display_name: (*display_name).into(),
+                role: *role,
+                group_id: group.map(str::to_owned),
+                password: (*password).into(),
+            })
+            .map_err(|e| ServerError::Seed(e.to_string()))?;
+        if created {
+            tracing::info!(username, role = role.as_str(), "demo operator created");
+        }
+    }
+    Ok(())
+}

@@ -115,14 +115,16 @@ impl PurseError {
     pub fn status_word(&self) -> Option<StatusWord> {
         match self {
             PurseError::Status { sw, .. } => Some(*sw),
-            PurseError::WrongPin { tries_left } => Some(StatusWord(0x63C0 | u16::from(*tries_left & 0x0F))),
+            PurseError::WrongPin { tries_left } => {
+                Some(StatusWord(0x63C0 | u16::from(*tries_left & 0x0F)))
+            }
             _ => None,
         }
     }
 }
 
 /// What a status word means for `command` and what to do about it.
-pub fn status_advice(command: &str, sw: &StatusWord) -> &'static str {
+pub fn status_advice(command: &str, sw: StatusWord) -> &'static str {
     match (command, sw.0) {
         ("CREDIT FOR LOAD", 0x9302) => {
             "the card rejected MAC2, so nothing was loaded and the load session is spent; check that the security module holds this card's load key (scheme, algorithm, one- or two-level diversification), then start again with a new INITIALIZE FOR LOAD"
@@ -166,16 +168,34 @@ mod tests {
 
     #[test]
     fn status_errors_say_what_to_do() {
-        let e = PurseError::Status { command: "CREDIT FOR LOAD", sw: StatusWord(0x9302) };
+        let e = PurseError::Status {
+            command: "CREDIT FOR LOAD",
+            sw: StatusWord(0x9302),
+        };
         let text = e.to_string();
-        assert!(text.contains("9302") && text.contains("rejected MAC2"), "{text}");
-        let e = PurseError::Status { command: "INITIALIZE FOR PURCHASE", sw: StatusWord(0x9401) };
+        assert!(
+            text.contains("9302") && text.contains("rejected MAC2"),
+            "{text}"
+        );
+        let e = PurseError::Status {
+            command: "INITIALIZE FOR PURCHASE",
+            sw: StatusWord(0x9401),
+        };
         assert!(e.to_string().contains("balance is lower"), "{e}");
-        let e = PurseError::Status { command: "GET BALANCE", sw: StatusWord(0x6985) };
+        let e = PurseError::Status {
+            command: "GET BALANCE",
+            sw: StatusWord(0x6985),
+        };
         assert!(e.to_string().contains("select the ADF"), "{e}");
-        let e = PurseError::Status { command: "READ BINARY", sw: StatusWord(0x6F00) };
+        let e = PurseError::Status {
+            command: "READ BINARY",
+            sw: StatusWord(0x6F00),
+        };
         assert!(e.to_string().contains("unknown card error"), "{e}");
-        assert_eq!(PurseError::WrongPin { tries_left: 2 }.status_word(), Some(StatusWord(0x63C2)));
+        assert_eq!(
+            PurseError::WrongPin { tries_left: 2 }.status_word(),
+            Some(StatusWord(0x63C2))
+        );
     }
 
     #[test]

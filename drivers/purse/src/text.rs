@@ -99,14 +99,21 @@ pub fn plate_text(bytes: &[u8]) -> String {
     let mut rest = &bytes[..end];
     while let Some((&first, tail)) = rest.split_first() {
         if first < 0x80 {
-            text.push(if first.is_ascii_graphic() || first == b' ' { char::from(first) } else { '?' });
+            text.push(if first.is_ascii_graphic() || first == b' ' {
+                char::from(first)
+            } else {
+                '?'
+            });
             rest = tail;
         } else if first == 0xFF {
             rest = tail;
         } else {
             match tail.split_first() {
                 Some((&second, after)) => {
-                    let c = PLATE_CHARS.iter().find(|(code, _)| *code == [first, second]).map_or('?', |(_, c)| *c);
+                    let c = PLATE_CHARS
+                        .iter()
+                        .find(|(code, _)| *code == [first, second])
+                        .map_or('?', |(_, c)| *c);
                     text.push(c);
                     rest = after;
                 }
@@ -122,7 +129,10 @@ pub fn plate_text(bytes: &[u8]) -> String {
 
 /// The province name for the 4 GBK bytes of an issuer identifier, when known.
 pub fn province_name(bytes: &[u8; 4]) -> Option<&'static str> {
-    PROVINCES.iter().find(|(code, _)| code == bytes).map(|(_, name)| *name)
+    PROVINCES
+        .iter()
+        .find(|(code, _)| code == bytes)
+        .map(|(_, name)| *name)
 }
 
 /// ASCII text of a fixed-width field: stops at the first `00`, trims spaces and `FF`
@@ -132,7 +142,13 @@ pub fn ascii_text(bytes: &[u8]) -> String {
     bytes[..end]
         .iter()
         .filter(|&&b| b != 0xFF)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '?' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
         .collect::<String>()
         .trim()
         .to_owned()
@@ -144,9 +160,18 @@ mod tests {
 
     #[test]
     fn plates_decode_best_effort() {
-        assert_eq!(plate_text(&hex::decode("C9C2414F4B31313200000000").unwrap()), "陕AOK112");
-        assert_eq!(plate_text(&hex::decode("BEA94131323334B5D8000000").unwrap()), "京A1234?");
-        assert_eq!(plate_text(&hex::decode("D4C1423132333435D1A7").unwrap()), "粤B12345学");
+        assert_eq!(
+            plate_text(&hex::decode("C9C2414F4B31313200000000").unwrap()),
+            "陕AOK112"
+        );
+        assert_eq!(
+            plate_text(&hex::decode("BEA94131323334B5D8000000").unwrap()),
+            "京A1234?"
+        );
+        assert_eq!(
+            plate_text(&hex::decode("D4C1423132333435D1A7").unwrap()),
+            "粤B12345学"
+        );
         assert_eq!(plate_text(&[0xC9]), "?");
         assert_eq!(plate_text(&[0x01, 0x41]), "?A");
         assert_eq!(plate_text(&[0; 12]), "");

@@ -1,0 +1,168 @@
+//! A card's summary in one call: what `card.summary` shows a teller before anything else.
+//!
+//! It reads, never writes: SELECT, READ BINARY, GET BALANCE, and for ETC cards a VERIFY PIN and
+//! a probing INITIALIZE FOR LOAD of 1 fen (harmless: it changes nothing on the card and the next
+//! command cancels it) to learn the online counter. A wrong configured PIN is reported and never
+//! retried, so a summary cannot lock a card.
+
+use cardd_api::types::plate_colour_zh;
+use cardd_crypto::Algorithm;
+use cardd_purse::{EtcCardType, EtcIssueInfo, Pin, Purse, PurseError, Sfi};
+use cardd_reader::{CardChannel, ObuTarget, Reader};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::errors::ApiError;
+
+/// The kind of card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CardKind {
+    /// ETC 用户卡.
+    Etc,
+    /// 城市一卡通.
+    City,
+    /// An OBU (on-board unit) on a programmer.
+    Obu,
+}
+
+impl CardKind {
+    fn label_zh(self) -> &'static str {
+        match self {
+            CardKind::Etc => "ETC用户卡",
+            CardKind::City => "城市一卡通",
+            CardKind::Obu => "OBU车载单元",
+        }
+    }
+}
+
+/// What `card.summary` returns.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct CardSummary {
+    pub kind: Option<CardKind>,
+    /// zh-CN name of the kind.
+    pub kind_label: String,
+    /// The displayed card number (20 digits), or the OBU number.
+    pub card_number: String,
+    /// Balance in yuan as a decimal string.
+    pub balance: Option<String>,
+    /// Balance in fen.
+    pub balance_fen: Option<i64>,
+    /// Online (load) transaction counter.
+    pub online_atc: Option<u16>,
+    /// Plate number as printed (ETC cards and OBUs).
+    pub plate: Option<String>,
+    /// Plate colour code (0 blue, 1 yellow, …).
+    pub plate_colour: Option<u16>,
+    /// Plate colour in zh-CN (蓝色 …).
+    pub plate_colour_label: Option<String>,
+    /// 储值卡 / 记账卡 for ETC cards.
+    pub card_type: Option<String>,
+    /// YYYY-MM-DD.
+    pub start_date: Option<String>,
+    /// YYYY-MM-DD.
+    pub expiry_date: Option<String>,
+    /// `tdes` or `sm4`.
+    pub algorithm: Option<String>,
+    /// OBU only: activated (tamper flag set).
+    pub obu_activated: Option<bool>,
+    /// Why some fields are missing (for example the PIN was refused).
+    pub notes: Vec<String>,
+}
+
+fn date(d: Option<(u16, u8, u8)>) -> Option<String> {
+    d.map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))
+}
+
+fn algorithm_name(a: Algorithm) -> String {
+    a.as_str().to_owned()
+}
+
+fn set_balance(summary: &mut CardSummary, fen: u32) {
+    summary.balance_fen = Some(i64::from(fen));
+    summary.balance = Some(cardd_api::Fen(i64::from(fen)).to_yuan_string());
+}
+
+/// Reads the summary of the card in `reader`.
+pub fn read(reader: &mut Reader, etc_pin: &str, terminal: [u8; 6]) -> Result<CardSummary, ApiError> {
+    if reader.session().obu().is_some() {
+        return read_obu(reader);
+    }
+    let mut purse = Purse::new(reader);
+    purse.select_etc_adf()?;
+    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
+    match raw.len() {
+        30 => read_city(&mut purse, &raw),
+        43 | 50 => read_etc(&mut purse, &raw, etc_pin, &terminal),
+        n => Err(ApiError::new(
+            cardd_api::ErrorCode::UnsupportedCard,
+            format!("the card's 0015 file is {n} bytes; cardd knows ETC (43/50) and city one-card (30) cards"),
+        )),
+    }
+}
+
+fn read_etc(purse: &mut Purse<'_>, raw: &[u8], pin: &str, terminal: &[u8; 6]) -> Result<CardSummary, ApiError> {
+    let info = EtcIssueInfo::parse(raw).map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
+    let mut s = CardSummary {
+        kind: Some(CardKind::Etc),
+        kind_label: CardKind::Etc.label_zh().into(),
+        card_number: info.card_number(),
+        plate: Some(info.plate_text()),
+        plate_colour: Some(info.plate_colour.code()),
+        plate_colour_label: Some(plate_colour_zh(info.plate_colour.code()).into()),
+        card_type: Some(match info.card_type {
+            EtcCardType::StoredValue => "储值卡".into(),
+            EtcCardType::Account => "记账卡".into(),
+            EtcCardType::Other(code) => format!("其他卡类型（{code:#04X}）"),
+        }),
+        start_date: date(info.start_date()),
+        expiry_date: date(info.expiry_date()),
+        algorithm: Some(algorithm_name(info.algorithm())),
+        ..CardSummary::default()
+    };
+    set_balance(&mut s, purse.balance()?);
+    let pin = Pin::ascii(pin).map_err(|e| ApiError::invalid_params(e.to_string()))?;
+    match purse.verify_pin(&pin) {
+        Ok(()) => {
+            let counters = purse.probe_online_atc(info.key_index(), terminal)?;
+            s.online_atc = Some(counters.online_atc);
+        }
+        Err(PurseError::WrongPin { tries_left }) => s.notes.push(format!(
+            "卡片拒绝了配置的 PIN（剩余 {tries_left} 次），未读取联机交易序号；请管理员检查 cards.etc_pin"
+        )),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(s)
+}
+
+fn read_city(purse: &mut Purse<'_>, raw: &[u8]) -> Result<CardSummary, ApiError> {
+    let info = cardd_purse::CityIssueInfo::parse(raw)
+        .map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
+    let mut s = CardSummary {
+        kind: Some(CardKind::City),
+        kind_label: CardKind::City.label_zh().into(),
+        card_number: info.card_number(),
+        start_date: date(info.start_date()),
+        expiry_date: date(info.expiry_date()),
+        ..CardSummary::default()
+    };
+    set_balance(&mut s, purse.balance()?);
+    Ok(s)
+}
+
+fn read_obu(reader: &mut Reader) -> Result<CardSummary, ApiError> {
+    let mut esam = reader.obu(ObuTarget::Esam)?;
+    let channel: &mut dyn CardChannel = &mut esam;
+    let mut purse = Purse::new(channel);
+    purse.select_mf()?;
+    let info = purse.read_obu_system_info()?;
+    Ok(CardSummary {
+        kind: Some(CardKind::Obu),
+        kind_label: CardKind::Obu.label_zh().into(),
+        card_number: info.obu_number(),
+        expiry_date: date(info.expiry_date()),
+        algorithm: Some(algorithm_name(info.algorithm())),
+        obu_activated: Some(info.is_activated()),
+        ..CardSummary::default()
+    })
+}
