@@ -49,7 +49,10 @@ fn run(args: &[String]) -> Result<()> {
 /// The workspace root (xtask lives one level below it).
 pub fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(std::path::Path::to_path_buf).unwrap_or(manifest)
+    manifest
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(manifest)
 }
 
 fn test(extra: &[String]) -> Result<()> {

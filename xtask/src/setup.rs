@@ -21,7 +21,11 @@ fn is_installed(package: &str) -> bool {
 }
 
 pub fn install_system_packages() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES.iter().map(|(p, _)| *p).filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !is_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -36,12 +40,18 @@ pub fn install_system_packages() -> Result<()> {
         Ok(status.success())
     };
     if !apt(&["update", "-qq"])? {
-        bail!("apt-get update failed; install these packages by hand: {}", missing.join(" "));
+        bail!(
+            "apt-get update failed; install these packages by hand: {}",
+            missing.join(" ")
+        );
     }
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(missing.iter().copied());
     if !apt(&args)? {
-        bail!("apt-get install failed; install these packages by hand: {}", missing.join(" "));
+        bail!(
+            "apt-get install failed; install these packages by hand: {}",
+            missing.join(" ")
+        );
     }
     Ok(())
 }

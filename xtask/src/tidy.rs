@@ -54,17 +54,25 @@ fn manifests(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn is_test_path(path: &Path) -> bool {
-    path.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
+    path.components()
+        .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
 }
 
 /// Returns one line per problem found.
 pub fn check(root: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for manifest in manifests(root)? {
-        let text = fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-        let rel = manifest.strip_prefix(root).unwrap_or(&manifest).display().to_string();
+        let text = fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        let rel = manifest
+            .strip_prefix(root)
+            .unwrap_or(&manifest)
+            .display()
+            .to_string();
         if !text.contains("[lints]\nworkspace = true") {
-            problems.push(format!("{rel}: add `[lints]\\nworkspace = true` so the crate keeps the workspace lints"));
+            problems.push(format!(
+                "{rel}: add `[lints]\\nworkspace = true` so the crate keeps the workspace lints"
+            ));
         }
         let name = text
             .lines()
@@ -72,7 +80,9 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
             .map(|n| n.trim_end_matches('"').to_owned())
             .unwrap_or_default();
         if text.contains("\nanyhow") && !ANYHOW_ALLOWED.contains(&name.as_str()) {
-            problems.push(format!("{rel}: library crate {name} depends on anyhow; use thiserror in libraries"));
+            problems.push(format!(
+                "{rel}: library crate {name} depends on anyhow; use thiserror in libraries"
+            ));
         }
     }
     let mut files = Vec::new();
@@ -89,10 +99,16 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
     let should_panic = concat!("#[", "should_panic");
     for file in files {
         let text = fs::read_to_string(&file)?;
-        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let rel = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         if !first.starts_with("//!") {
-            problems.push(format!("{rel}: start the file with a `//!` doc saying why it exists"));
+            problems.push(format!(
+                "{rel}: start the file with a `//!` doc saying why it exists"
+            ));
         }
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         if !is_test_path(&file) {
@@ -104,7 +120,9 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         }
         for needle in [ignore, should_panic] {
             if text.contains(needle) {
-                problems.push(format!("{rel}: `{needle}]` test; tests run and assert instead"));
+                problems.push(format!(
+                    "{rel}: `{needle}]` test; tests run and assert instead"
+                ));
             }
         }
     }
@@ -116,6 +134,10 @@ mod tests {
     #[test]
     fn the_tree_is_tidy() {
         let problems = super::check(&crate::project_root()).unwrap();
-        assert!(problems.is_empty(), "tidy problems:\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "tidy problems:\n{}",
+            problems.join("\n")
+        );
     }
 }

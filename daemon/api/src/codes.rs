@@ -114,7 +114,10 @@ mod tests {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.code()), "duplicate code {}", code.code());
-            assert!(!code.meaning().is_empty() && !code.action().is_empty(), "{code:?}");
+            assert!(
+                !code.meaning().is_empty() && !code.action().is_empty(),
+                "{code:?}"
+            );
             assert_eq!(ErrorCode::from_code(code.code()), Some(*code));
         }
     }

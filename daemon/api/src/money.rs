@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const AMOUNT_FEN_MAX: i64 = 1_000_000_000;
 
 /// An amount of money in fen (0.01 yuan).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Fen(pub i64);
 
@@ -40,7 +42,8 @@ impl Fen {
     pub fn parse_yuan(text: &str) -> Result<Fen, MoneyError> {
         let t = text.trim();
         let well_formed = !t.is_empty()
-            && t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
+            && t.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
             && t.chars().filter(|c| *c == '.').count() <= 1
             && !t.ends_with('.')
             && !t.starts_with('.')
@@ -103,13 +106,21 @@ mod tests {
 
     #[test]
     fn refuses_everything_else() {
-        for bad in ["", "abc", "1e3", "NaN", "1.", ".5", "+1", "1,000", "１０", "0x10", "1.2.3", "--1"] {
-            assert!(matches!(Fen::parse_yuan(bad), Err(MoneyError::NotANumber(_))), "{bad}");
+        for bad in [
+            "", "abc", "1e3", "NaN", "1.", ".5", "+1", "1,000", "１０", "0x10", "1.2.3", "--1",
+        ] {
+            assert!(
+                matches!(Fen::parse_yuan(bad), Err(MoneyError::NotANumber(_))),
+                "{bad}"
+            );
         }
         assert_eq!(Fen::parse_yuan("-10"), Err(MoneyError::Negative));
         assert_eq!(Fen::parse_yuan("10.001"), Err(MoneyError::TooPrecise));
         assert_eq!(Fen::parse_yuan("10000000.01"), Err(MoneyError::TooLarge));
-        assert_eq!(Fen::parse_yuan("99999999999999999999999999"), Err(MoneyError::TooLarge));
+        assert_eq!(
+            Fen::parse_yuan("99999999999999999999999999"),
+            Err(MoneyError::TooLarge)
+        );
         assert_eq!(Fen::parse_positive_yuan("0.00"), Err(MoneyError::Zero));
     }
 }

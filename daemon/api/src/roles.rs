@@ -9,7 +9,19 @@
 use serde::{Deserialize, Serialize};
 
 /// An operator's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// 柜员: bank or service-point teller.
@@ -27,8 +39,14 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: &'static [Role] =
-        &[Role::Teller, Role::Supervisor, Role::GroupOperator, Role::Auditor, Role::Kiosk, Role::Admin];
+    pub const ALL: &'static [Role] = &[
+        Role::Teller,
+        Role::Supervisor,
+        Role::GroupOperator,
+        Role::Auditor,
+        Role::Kiosk,
+        Role::Admin,
+    ];
 
     /// The zh-CN name shown to tellers.
     pub fn label_zh(self) -> &'static str {

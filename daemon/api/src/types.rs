@@ -15,7 +15,11 @@ pub const PLATE_COLOURS: &[(u16, &str)] = &[
 
 /// The zh-CN name of a plate colour code, `其他` when unknown.
 pub fn plate_colour_zh(code: u16) -> &'static str {
-    PLATE_COLOURS.iter().find(|(c, _)| *c == code).map(|(_, name)| *name).unwrap_or("其他")
+    PLATE_COLOURS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, name)| *name)
+        .unwrap_or("其他")
 }
 
 #[cfg(test)]

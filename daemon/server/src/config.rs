@@ -188,7 +188,9 @@ pub struct DataSection {
 
 impl Default for DataSection {
     fn default() -> Self {
-        DataSection { dir: default_data_dir() }
+        DataSection {
+            dir: default_data_dir(),
+        }
     }
 }
 
@@ -223,7 +225,10 @@ pub struct CardsSection {
 
 impl Default for CardsSection {
     fn default() -> Self {
-        CardsSection { terminal_id: "112233445566".into(), etc_pin: "123456".into() }
+        CardsSection {
+            terminal_id: "112233445566".into(),
+            etc_pin: "123456".into(),
+        }
     }
 }
 
@@ -283,7 +288,10 @@ impl Config {
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_owned(),
-            key: e.span().map(|s| key_at(text, s.start)).unwrap_or_else(|| "-".into()),
+            key: e
+                .span()
+                .map(|s| key_at(text, s.start))
+                .unwrap_or_else(|| "-".into()),
             reason: e.message().to_owned(),
         })?;
         Config::validate(raw, file, false)
@@ -294,7 +302,10 @@ impl Config {
     pub fn demo(data_dir: PathBuf) -> Config {
         let raw = RawConfig {
             data: DataSection { dir: data_dir },
-            readers: vec![ReaderSection { driver: "sim".into(), options: toml::Table::new() }],
+            readers: vec![ReaderSection {
+                driver: "sim".into(),
+                options: toml::Table::new(),
+            }],
             ..RawConfig::default()
         };
         // The embedded default is valid by construction; a failure here is a bug in this file.
@@ -306,12 +317,20 @@ impl Config {
 
     /// Stage two: checks every value and derives what the daemon needs.
     pub fn validate(raw: RawConfig, file: &str, demo: bool) -> Result<Config, ConfigError> {
-        let err = |key: &str, reason: String| ConfigError { file: file.to_owned(), key: key.to_owned(), reason };
-        let listen: SocketAddr = raw
-            .server
-            .listen
-            .parse()
-            .map_err(|_| err("server.listen", format!("{:?} is not an address:port such as 127.0.0.1:7420", raw.server.listen)))?;
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            err(
+                "server.listen",
+                format!(
+                    "{:?} is not an address:port such as 127.0.0.1:7420",
+                    raw.server.listen
+                ),
+            )
+        })?;
         if !is_loopback(listen.ip()) && !raw.server.allow_non_loopback {
             return Err(err(
                 "server.listen",
@@ -324,24 +343,45 @@ impl Config {
         let limits = raw.limits;
         check_limits(&limits).map_err(|(key, reason)| err(&format!("limits.{key}"), reason))?;
         let auth = raw.auth;
-        if auth.session_idle_timeout_s == 0 || auth.login_failures_max == 0 || auth.login_lockout_s == 0 || auth.sessions_max == 0 {
+        if auth.session_idle_timeout_s == 0
+            || auth.login_failures_max == 0
+            || auth.login_lockout_s == 0
+            || auth.sessions_max == 0
+        {
             return Err(err("auth", "session_idle_timeout_s, login_failures_max, login_lockout_s and sessions_max must all be above zero".into()));
         }
         if !(1..=256).contains(&auth.password_chars_min) {
-            return Err(err("auth.password_chars_min", "must be between 1 and 256".into()));
+            return Err(err(
+                "auth.password_chars_min",
+                "must be between 1 and 256".into(),
+            ));
         }
         if raw.keys.source == KeySource::File && raw.keys.file.is_none() {
-            return Err(err("keys.file", "keys.source = \"file\" needs keys.file = \"/path/to/keys.toml\"".into()));
+            return Err(err(
+                "keys.file",
+                "keys.source = \"file\" needs keys.file = \"/path/to/keys.toml\"".into(),
+            ));
         }
         let terminal_id = parse_terminal_id(&raw.cards.terminal_id).ok_or_else(|| {
-            err("cards.terminal_id", format!("{:?} is not 12 hexadecimal digits", raw.cards.terminal_id))
+            err(
+                "cards.terminal_id",
+                format!("{:?} is not 12 hexadecimal digits", raw.cards.terminal_id),
+            )
         })?;
-        if raw.cards.etc_pin.is_empty() || raw.cards.etc_pin.len() > 12 || !raw.cards.etc_pin.bytes().all(|b| b.is_ascii_digit()) {
+        if raw.cards.etc_pin.is_empty()
+            || raw.cards.etc_pin.len() > 12
+            || !raw.cards.etc_pin.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(err("cards.etc_pin", "must be 1 to 12 ASCII digits".into()));
         }
         let readers = validate_readers(&raw.readers).map_err(|(key, reason)| err(&key, reason))?;
         let mut allowed_origins = loopback_origins(listen.port());
-        allowed_origins.extend(raw.server.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()));
+        allowed_origins.extend(
+            raw.server
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_owned()),
+        );
         let mut allowed_hosts = loopback_hosts(listen.port());
         allowed_hosts.extend(raw.server.allowed_hosts.iter().cloned());
         Ok(Config {
@@ -369,7 +409,8 @@ impl Config {
         self.allowed_hosts.extend(loopback_hosts(port));
         self.allowed_origins.retain(|o| !is_loopback_origin(o));
         self.allowed_origins.extend(loopback_origins(port));
-        self.allowed_origins.extend(raw_extra_origins.iter().cloned());
+        self.allowed_origins
+            .extend(raw_extra_origins.iter().cloned());
     }
 
     pub fn apdu_timeout(&self) -> Duration {
@@ -386,7 +427,8 @@ fn is_loopback_host_entry(h: &str) -> bool {
 }
 
 fn is_loopback_origin(o: &str) -> bool {
-    o.strip_prefix("http://").is_some_and(is_loopback_host_entry)
+    o.strip_prefix("http://")
+        .is_some_and(is_loopback_host_entry)
 }
 
 fn check_origin(origin: &str) -> Result<(), String> {
@@ -396,7 +438,9 @@ fn check_origin(origin: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{origin:?} must start with http:// or https://"))?;
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains('*') || rest.contains(' ') {
-        return Err(format!("{origin:?} must be scheme://host[:port] with no path and no wildcard"));
+        return Err(format!(
+            "{origin:?} must be scheme://host[:port] with no path and no wildcard"
+        ));
     }
     Ok(())
 }
@@ -409,16 +453,51 @@ fn check_limits(l: &LimitsSection) -> Result<(), (&'static str, String)> {
             Err((key, format!("{value} is outside {min}..={max}")))
         }
     };
-    range("request_body_bytes_max", l.request_body_bytes_max.into(), 1024, 16 * 1024 * 1024)?;
-    range("response_body_bytes_max", l.response_body_bytes_max.into(), 1024, 64 * 1024 * 1024)?;
+    range(
+        "request_body_bytes_max",
+        l.request_body_bytes_max.into(),
+        1024,
+        16 * 1024 * 1024,
+    )?;
+    range(
+        "response_body_bytes_max",
+        l.response_body_bytes_max.into(),
+        1024,
+        64 * 1024 * 1024,
+    )?;
     range("connections_max", l.connections_max.into(), 1, 10_000)?;
-    range("subscriptions_per_connection_max", l.subscriptions_per_connection_max.into(), 1, 1024)?;
-    range("requests_per_second_per_connection", l.requests_per_second_per_connection.into(), 1, 100_000)?;
-    range("request_burst_per_connection", l.request_burst_per_connection.into(), 1, 100_000)?;
+    range(
+        "subscriptions_per_connection_max",
+        l.subscriptions_per_connection_max.into(),
+        1,
+        1024,
+    )?;
+    range(
+        "requests_per_second_per_connection",
+        l.requests_per_second_per_connection.into(),
+        1,
+        100_000,
+    )?;
+    range(
+        "request_burst_per_connection",
+        l.request_burst_per_connection.into(),
+        1,
+        100_000,
+    )?;
     range("apdu_timeout_ms", l.apdu_timeout_ms, 10, 120_000)?;
     range("lease_ms_max", l.lease_ms_max, 1_000, 24 * 3600 * 1000)?;
-    range("lease_ms_default", l.lease_ms_default, 1_000, l.lease_ms_max)?;
-    range("events_buffered_max", l.events_buffered_max as u64, 16, 1_000_000)?;
+    range(
+        "lease_ms_default",
+        l.lease_ms_default,
+        1_000,
+        l.lease_ms_max,
+    )?;
+    range(
+        "events_buffered_max",
+        l.events_buffered_max as u64,
+        16,
+        1_000_000,
+    )?;
     range("reader_queue_max", l.reader_queue_max as u64, 1, 1024)?;
     Ok(())
 }
@@ -435,12 +514,19 @@ fn validate_readers(readers: &[ReaderSection]) -> Result<Vec<ReaderInstance>, (S
         if registry.get(&section.driver).is_none() {
             return Err((
                 format!("readers[{i}].driver"),
-                format!("no driver named {:?}; compiled-in drivers: {}", section.driver, registry.names().join(", ")),
+                format!(
+                    "no driver named {:?}; compiled-in drivers: {}",
+                    section.driver,
+                    registry.names().join(", ")
+                ),
             ));
         }
         let options = serde_json::to_value(&section.options)
             .map_err(|e| (format!("readers[{i}].options"), e.to_string()))?;
-        out.push(ReaderInstance { driver: section.driver.clone(), options });
+        out.push(ReaderInstance {
+            driver: section.driver.clone(),
+            options,
+        });
     }
     Ok(out)
 }
@@ -460,7 +546,11 @@ fn key_at(text: &str, offset: usize) -> String {
             section = t.trim_matches(|c| c == '[' || c == ']').to_owned();
         }
     }
-    let line = text.lines().nth(line_no.saturating_sub(1)).unwrap_or("").trim();
+    let line = text
+        .lines()
+        .nth(line_no.saturating_sub(1))
+        .unwrap_or("")
+        .trim();
     let key = line.split('=').next().unwrap_or("").trim();
     let dotted = if line.starts_with('[') || key.is_empty() {
         section
@@ -484,10 +574,17 @@ pub fn reference_markdown() -> String {
          the file, the key and the reason. Every key is optional; the default is shown.\n",
     );
     let defs = schema.get("$defs").cloned().unwrap_or_default();
-    let props = schema.get("properties").and_then(|p| p.as_object()).cloned().unwrap_or_default();
+    let props = schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .cloned()
+        .unwrap_or_default();
     let mut seen = BTreeSet::new();
     for (section, prop) in &props {
-        let description = prop.get("description").and_then(|d| d.as_str()).unwrap_or("");
+        let description = prop
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or("");
         let reference = prop
             .get("$ref")
             .or_else(|| prop.pointer("/items/$ref"))
@@ -495,9 +592,18 @@ pub fn reference_markdown() -> String {
             .and_then(|r| r.rsplit('/').next())
             .unwrap_or("");
         let is_array = prop.get("type").and_then(|t| t.as_str()) == Some("array");
-        let header = if is_array { format!("[[{section}]]") } else { format!("[{section}]") };
-        out.push_str(&format!("\n## `{header}`\n\n{description}\n\n| key | default | meaning |\n|---|---|---|\n"));
-        let Some(fields) = defs.pointer(&format!("/{reference}/properties")).and_then(|f| f.as_object()) else {
+        let header = if is_array {
+            format!("[[{section}]]")
+        } else {
+            format!("[{section}]")
+        };
+        out.push_str(&format!(
+            "\n## `{header}`\n\n{description}\n\n| key | default | meaning |\n|---|---|---|\n"
+        ));
+        let Some(fields) = defs
+            .pointer(&format!("/{reference}/properties"))
+            .and_then(|f| f.as_object())
+        else {
             continue;
         };
         for (key, field) in fields {
@@ -512,7 +618,11 @@ pub fn reference_markdown() -> String {
                     other => format!("`{other}`"),
                 })
                 .unwrap_or_else(|| "(required)".into());
-            let meaning = field.get("description").and_then(|d| d.as_str()).unwrap_or("").replace('\n', " ");
+            let meaning = field
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or("")
+                .replace('\n', " ");
             out.push_str(&format!("| `{key}` | {default} | {meaning} |\n"));
         }
     }
@@ -527,7 +637,9 @@ mod tests {
     fn empty_file_is_the_secure_default() {
         let c = Config::from_toml("", "empty.toml").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7420");
-        assert!(c.allowed_origins.contains(&"http://127.0.0.1:7420".to_owned()));
+        assert!(c
+            .allowed_origins
+            .contains(&"http://127.0.0.1:7420".to_owned()));
         assert!(c.allowed_hosts.contains(&"localhost:7420".to_owned()));
         assert!(c.readers.is_empty());
     }
@@ -542,7 +654,11 @@ mod tests {
         let e = Config::from_toml("[server]\nlisten = \"0.0.0.0:7420\"\n", "b.toml").unwrap_err();
         assert_eq!(e.key, "server.listen");
         assert!(e.reason.contains("loopback"), "{e}");
-        assert!(Config::from_toml("[server]\nlisten = \"0.0.0.0:7420\"\nallow_non_loopback = true\n", "b").is_ok());
+        assert!(Config::from_toml(
+            "[server]\nlisten = \"0.0.0.0:7420\"\nallow_non_loopback = true\n",
+            "b"
+        )
+        .is_ok());
 
         let e = Config::from_toml("[limits]\napdu_timeout_ms = 0\n", "c.toml").unwrap_err();
         assert_eq!(e.key, "limits.apdu_timeout_ms");
@@ -566,7 +682,11 @@ mod tests {
 
     #[test]
     fn readers_carry_driver_options() {
-        let c = Config::from_toml("[[readers]]\ndriver = \"sim\"\n[readers.options]\nstate_dir = \"/tmp/x\"\n", "r").unwrap();
+        let c = Config::from_toml(
+            "[[readers]]\ndriver = \"sim\"\n[readers.options]\nstate_dir = \"/tmp/x\"\n",
+            "r",
+        )
+        .unwrap();
         assert_eq!(c.readers[0].driver, "sim");
         assert_eq!(c.readers[0].options["state_dir"], "/tmp/x");
     }
@@ -582,13 +702,22 @@ mod tests {
     fn generated_reference_is_current() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
         let fresh = reference_markdown();
-        for key in ["listen", "apdu_timeout_ms", "session_idle_timeout_s", "terminal_id", "driver"] {
+        for key in [
+            "listen",
+            "apdu_timeout_ms",
+            "session_idle_timeout_s",
+            "terminal_id",
+            "driver",
+        ] {
             assert!(fresh.contains(&format!("`{key}`")), "reference lacks {key}");
         }
         if std::env::var_os("UPDATE_DOCS").is_some() {
             std::fs::write(&path, &fresh).unwrap();
         }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == fresh, "docs/config.md is stale: run UPDATE_DOCS=1 cargo test -p cardd config");
+        assert!(
+            committed == fresh,
+            "docs/config.md is stale: run UPDATE_DOCS=1 cargo test -p cardd config"
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), detail: None }
+        ApiError {
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// Adds machine-readable detail (kept under `data.detail`).
@@ -74,9 +78,9 @@ impl From<ReaderError> for ApiError {
             ReaderError::Busy { .. } => ErrorCode::ReaderBusy,
             ReaderError::Unsupported { .. } => ErrorCode::Unsupported,
             ReaderError::Apdu { .. } => ErrorCode::InvalidParams,
-            ReaderError::Protocol { .. } | ReaderError::Config { .. } | ReaderError::Driver { .. } => {
-                ErrorCode::CardError
-            }
+            ReaderError::Protocol { .. }
+            | ReaderError::Config { .. }
+            | ReaderError::Driver { .. } => ErrorCode::CardError,
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -98,13 +102,19 @@ mod tests {
 
     #[test]
     fn reader_errors_keep_their_meaning() {
-        let e: ApiError = ReaderError::CardRemoved { reader: "sim:etc".into() }.into();
+        let e: ApiError = ReaderError::CardRemoved {
+            reader: "sim:etc".into(),
+        }
+        .into();
         assert_eq!(e.code, ErrorCode::CardRemoved);
         let obj: ErrorObjectOwned = e.into();
         assert_eq!(obj.code(), -32013);
         let data: serde_json::Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
         assert_eq!(data["error"], "CardRemoved");
-        assert!(data["action"].as_str().unwrap().contains("Put the card back"));
+        assert!(data["action"]
+            .as_str()
+            .unwrap()
+            .contains("Put the card back"));
     }
 
     #[test]

@@ -25,12 +25,32 @@ pub const SUBSCRIBER_QUEUE_MAX: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    ReaderAdded { reader_id: String, name: String, driver: String },
-    ReaderRemoved { reader_id: String },
-    CardInserted { reader_id: String, atr: String },
-    CardRemoved { reader_id: String },
-    LeaseTaken { reader_id: String, lease_id: String, holder: String, expires_in_ms: u64 },
-    LeaseReleased { reader_id: String, lease_id: String, reason: LeaseEnd },
+    ReaderAdded {
+        reader_id: String,
+        name: String,
+        driver: String,
+    },
+    ReaderRemoved {
+        reader_id: String,
+    },
+    CardInserted {
+        reader_id: String,
+        atr: String,
+    },
+    CardRemoved {
+        reader_id: String,
+    },
+    LeaseTaken {
+        reader_id: String,
+        lease_id: String,
+        holder: String,
+        expires_in_ms: u64,
+    },
+    LeaseReleased {
+        reader_id: String,
+        lease_id: String,
+        reason: LeaseEnd,
+    },
 }
 
 /// Why a lease ended.
@@ -80,7 +100,12 @@ struct Buffer {
 impl EventBus {
     pub fn new(buffered_max: usize) -> Self {
         let (live, _) = broadcast::channel(SUBSCRIBER_QUEUE_MAX);
-        EventBus { live, state: Mutex::new(Buffer::default()), changed: Notify::new(), buffered_max: buffered_max.max(1) }
+        EventBus {
+            live,
+            state: Mutex::new(Buffer::default()),
+            changed: Notify::new(),
+            buffered_max: buffered_max.max(1),
+        }
     }
 
     /// Records and broadcasts an event; returns its sequence number.
@@ -88,7 +113,11 @@ impl EventBus {
         let event = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             state.last_seq += 1;
-            let event = Event { seq: state.last_seq, at: crate::audit::utc_now_rfc3339(), kind };
+            let event = Event {
+                seq: state.last_seq,
+                at: crate::audit::utc_now_rfc3339(),
+                kind,
+            };
             if state.events.len() >= self.buffered_max {
                 state.events.pop_front();
             }
@@ -116,11 +145,25 @@ impl EventBus {
         // start over and say there is a gap.
         let restarted = since > state.last_seq;
         let since = if restarted { 0 } else { since };
-        let events: Vec<Event> = state.events.iter().filter(|e| e.seq > since).take(limit).cloned().collect();
-        let first_kept = state.events.front().map(|e| e.seq).unwrap_or(state.last_seq + 1);
+        let events: Vec<Event> = state
+            .events
+            .iter()
+            .filter(|e| e.seq > since)
+            .take(limit)
+            .cloned()
+            .collect();
+        let first_kept = state
+            .events
+            .front()
+            .map(|e| e.seq)
+            .unwrap_or(state.last_seq + 1);
         let gap = restarted || (since + 1 < first_kept && since < state.last_seq);
         let next_since = events.last().map(|e| e.seq).unwrap_or(since);
-        PollResult { events, next_since, gap }
+        PollResult {
+            events,
+            next_since,
+            gap,
+        }
     }
 
     /// Like [`EventBus::poll_now`], but waits up to `wait` (capped at [`POLL_WAIT_MS_MAX`]) for
@@ -144,7 +187,10 @@ impl EventBus {
 
     /// The sequence number of the newest event.
     pub fn last_seq(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_seq
     }
 }
 
@@ -153,7 +199,9 @@ mod tests {
     use super::*;
 
     fn removed(id: &str) -> EventKind {
-        EventKind::CardRemoved { reader_id: id.into() }
+        EventKind::CardRemoved {
+            reader_id: id.into(),
+        }
     }
 
     #[test]
@@ -163,7 +211,10 @@ mod tests {
             bus.publish(removed(&format!("r{i}")));
         }
         let all = bus.poll_now(0, 10);
-        assert_eq!(all.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            all.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
         assert!(all.gap, "events 1 and 2 were dropped");
         let tail = bus.poll_now(4, 10);
         assert_eq!(tail.events.len(), 1);

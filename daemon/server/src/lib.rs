@@ -2,15 +2,15 @@
 //! `127.0.0.1:0` and the `cardd` binary stays a thin wrapper.
 #![forbid(unsafe_code)]
 
-pub mod config;
-pub mod store;
-pub mod auth;
 pub mod audit;
-pub mod guard;
-pub mod events;
-pub mod readers;
+pub mod auth;
+pub mod config;
 pub mod errors;
-pub mod rpc;
+pub mod events;
+pub mod guard;
 pub mod openrpc;
+pub mod readers;
+pub mod rpc;
 pub mod server;
+pub mod store;
 pub mod summary;

@@ -17,7 +17,12 @@ struct Cli {
     #[arg(long)]
     demo: bool,
     /// With --demo: where to keep the demo database.
-    #[arg(long, value_name = "DIR", default_value = ".cardd-data", requires = "demo")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".cardd-data",
+        requires = "demo"
+    )]
     data_dir: PathBuf,
     /// Override the listening address (loopback only unless the configuration allows otherwise).
     #[arg(long, value_name = "ADDR")]
@@ -53,7 +58,9 @@ fn real_main() -> Result<()> {
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
         (None, true) => Config::demo(cli.data_dir.clone()),
-        (None, false) => anyhow::bail!("give --config FILE, or --demo for the embedded default (see README.md)"),
+        (None, false) => {
+            anyhow::bail!("give --config FILE, or --demo for the embedded default (see README.md)")
+        }
     };
     if let Some(format) = &cli.log_format {
         config.log_format = match format.as_str() {
@@ -63,7 +70,9 @@ fn real_main() -> Result<()> {
         };
     }
     if let Some(listen) = &cli.listen {
-        let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("--listen {listen:?} is not address:port"))?;
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .with_context(|| format!("--listen {listen:?} is not address:port"))?;
         anyhow::ensure!(
             addr.ip().is_loopback() || config.source != "--demo",
             "--listen {addr}: the demo listens on loopback only"
@@ -71,10 +80,17 @@ fn real_main() -> Result<()> {
         config.listen = addr;
     }
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("cannot listen on {} (is another cardd running?)", config.listen))?;
+        let listener = std::net::TcpListener::bind(config.listen).with_context(|| {
+            format!(
+                "cannot listen on {} (is another cardd running?)",
+                config.listen
+            )
+        })?;
         listener.set_nonblocking(true)?;
         cardd::server::run(config, listener, shutdown_signal()).await?;
         Ok(())
@@ -84,7 +100,9 @@ fn real_main() -> Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

@@ -63,7 +63,8 @@ fn method(spec: &MethodSpec) -> Value {
         m["x-param-definitions"] = defs.clone();
     }
     if spec.subscription {
-        m["x-subscription"] = json!({ "notification": "events.event", "unsubscribe": "events.unsubscribe" });
+        m["x-subscription"] =
+            json!({ "notification": "events.event", "unsubscribe": "events.unsubscribe" });
     }
     m
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use cardd_api::ErrorCode;
 use cardd_reader::{
-    CardEvent, CardPresence, Capabilities, DriverOptions, DriverRegistry, HotplugEvent, Reader, ReaderFactory,
-    ReaderInfo, ReaderSelector,
+    Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
+    ReaderFactory, ReaderInfo, ReaderSelector,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -121,7 +121,9 @@ pub struct ReaderManager {
 
 impl std::fmt::Debug for ReaderManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReaderManager").field("factories", &self.factories.len()).finish()
+        f.debug_struct("ReaderManager")
+            .field("factories", &self.factories.len())
+            .finish()
     }
 }
 
@@ -136,9 +138,14 @@ impl ReaderManager {
         let mut factories = Vec::new();
         for (i, instance) in instances.iter().enumerate() {
             let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
-            let factory = registry.instantiate(&instance.driver, &options).map_err(|e| {
-                ApiError::new(ErrorCode::Internal, format!("readers[{i}] ({}): {e}", instance.driver))
-            })?;
+            let factory = registry
+                .instantiate(&instance.driver, &options)
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("readers[{i}] ({}): {e}", instance.driver),
+                    )
+                })?;
             factories.push(factory);
         }
         let manager = Arc::new(ReaderManager {
@@ -161,7 +168,9 @@ impl ReaderManager {
                 let handle = std::thread::Builder::new()
                     .name(format!("hotplug-{}", factory.driver()))
                     .spawn(move || hotplug_loop(watch, factory, weak, stop))
-                    .map_err(|e| ApiError::internal(format!("cannot start a hotplug thread: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::internal(format!("cannot start a hotplug thread: {e}"))
+                    })?;
                 lock(&manager.background).push(handle);
             }
         }
@@ -195,7 +204,12 @@ impl ReaderManager {
         threads.push(worker);
         if info.capabilities.events {
             if let Ok(mut monitor) = factory.open(&selector) {
-                let (events, presence, stop, id) = (self.events.clone(), presence.clone(), stop.clone(), info.id.clone());
+                let (events, presence, stop, id) = (
+                    self.events.clone(),
+                    presence.clone(),
+                    stop.clone(),
+                    info.id.clone(),
+                );
                 let global_stop = self.stop.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("monitor-{}", info.id))
@@ -207,11 +221,16 @@ impl ReaderManager {
                         match ev.wait_for_change(MONITOR_WAIT) {
                             Ok(Some(CardEvent::Inserted { atr })) => {
                                 *lock(&presence) = Some(atr.to_string());
-                                events.publish(EventKind::CardInserted { reader_id: id.clone(), atr: atr.to_string() });
+                                events.publish(EventKind::CardInserted {
+                                    reader_id: id.clone(),
+                                    atr: atr.to_string(),
+                                });
                             }
                             Ok(Some(CardEvent::Removed)) => {
                                 *lock(&presence) = None;
-                                events.publish(EventKind::CardRemoved { reader_id: id.clone() });
+                                events.publish(EventKind::CardRemoved {
+                                    reader_id: id.clone(),
+                                });
                             }
                             Ok(None) => {}
                             Err(e) => {
@@ -220,7 +239,9 @@ impl ReaderManager {
                             }
                         }
                     })
-                    .map_err(|e| ApiError::internal(format!("cannot start a monitor thread: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::internal(format!("cannot start a monitor thread: {e}"))
+                    })?;
                 threads.push(handle);
             }
         }
@@ -230,7 +251,17 @@ impl ReaderManager {
             name: info.name.clone(),
             driver: info.driver.clone(),
         });
-        lock(&self.slots).insert(info.id.clone(), Slot { info, jobs: tx, presence, lease: None, stop, threads });
+        lock(&self.slots).insert(
+            info.id.clone(),
+            Slot {
+                info,
+                jobs: tx,
+                presence,
+                lease: None,
+                stop,
+                threads,
+            },
+        );
         Ok(())
     }
 
@@ -247,7 +278,9 @@ impl ReaderManager {
                 });
             }
             drop(slot.jobs);
-            self.events.publish(EventKind::ReaderRemoved { reader_id: reader_id.to_owned() });
+            self.events.publish(EventKind::ReaderRemoved {
+                reader_id: reader_id.to_owned(),
+            });
             tracing::info!(reader = %reader_id, "reader detached");
         }
     }
@@ -268,7 +301,10 @@ impl ReaderManager {
                     capabilities: slot.info.capabilities.into(),
                     card_present: atr.is_some(),
                     atr,
-                    lease: slot.lease.as_ref().map(|l| lease_info(&slot.info.id, l, now)),
+                    lease: slot
+                        .lease
+                        .as_ref()
+                        .map(|l| lease_info(&slot.info.id, l, now)),
                 }
             })
             .collect();
@@ -287,7 +323,9 @@ impl ReaderManager {
         {
             let now = Instant::now();
             let mut slots = lock(&self.slots);
-            let slot = slots.get_mut(reader_id).ok_or_else(|| not_found(reader_id))?;
+            let slot = slots
+                .get_mut(reader_id)
+                .ok_or_else(|| not_found(reader_id))?;
             self.expire(slot, now);
             if let Some(lease) = &slot.lease {
                 if lease.holder.session != holder.session {
@@ -311,14 +349,23 @@ impl ReaderManager {
             slot.jobs.try_send(wrapped).map_err(|e| match e {
                 mpsc::TrySendError::Full(_) => ApiError::new(
                     ErrorCode::ReaderBusy,
-                    format!("reader {reader_id} has {} commands queued already; retry shortly", self.limits.reader_queue_max),
+                    format!(
+                        "reader {reader_id} has {} commands queued already; retry shortly",
+                        self.limits.reader_queue_max
+                    ),
                 ),
-                mpsc::TrySendError::Disconnected(_) => {
-                    ApiError::new(ErrorCode::ReaderGone, format!("reader {reader_id} has stopped"))
-                }
+                mpsc::TrySendError::Disconnected(_) => ApiError::new(
+                    ErrorCode::ReaderGone,
+                    format!("reader {reader_id} has stopped"),
+                ),
             })?;
         }
-        rx.await.map_err(|_| ApiError::new(ErrorCode::ReaderGone, format!("reader {reader_id} stopped during the command")))
+        rx.await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::ReaderGone,
+                format!("reader {reader_id} stopped during the command"),
+            )
+        })
     }
 
     /// Takes a lease on a reader for `holder`.
@@ -333,11 +380,17 @@ impl ReaderManager {
         let now = Instant::now();
         let info = {
             let mut slots = lock(&self.slots);
-            let slot = slots.get_mut(reader_id).ok_or_else(|| not_found(reader_id))?;
+            let slot = slots
+                .get_mut(reader_id)
+                .ok_or_else(|| not_found(reader_id))?;
             self.expire(slot, now);
             if let Some(existing) = &slot.lease {
                 if existing.holder.session != holder.session {
-                    return Err(busy(reader_id, &existing.holder.operator, &existing.purpose));
+                    return Err(busy(
+                        reader_id,
+                        &existing.holder.operator,
+                        &existing.purpose,
+                    ));
                 }
             }
             let lease = Lease {
@@ -372,7 +425,10 @@ impl ReaderManager {
         let (reader_id, info) = {
             let mut slots = lock(&self.slots);
             let slot = self.slot_of_lease(&mut slots, lease_id, holder, now)?;
-            let lease = slot.lease.as_mut().ok_or_else(|| lease_not_found(lease_id))?;
+            let lease = slot
+                .lease
+                .as_mut()
+                .ok_or_else(|| lease_not_found(lease_id))?;
             lease.expires = now + duration;
             let reader_id = slot.info.id.clone();
             let info = lease_info(&reader_id, lease, now);
@@ -442,7 +498,10 @@ impl ReaderManager {
             Some(l) if l.holder.session == holder.session => Ok(slot),
             Some(l) => Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("lease {lease_id} belongs to {}; only its holder may renew or release it", l.holder.operator),
+                format!(
+                    "lease {lease_id} belongs to {}; only its holder may renew or release it",
+                    l.holder.operator
+                ),
             )),
             None => Err(lease_not_found(lease_id)),
         }
@@ -463,7 +522,9 @@ impl ReaderManager {
 
     /// Releases the lease when it expires, so its end is announced even if nobody asks.
     fn schedule_expiry(self: &Arc<Self>, reader_id: &str, lease_id: &str, after: Duration) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let weak = Arc::downgrade(self);
         let (reader_id, lease_id) = (reader_id.to_owned(), lease_id.to_owned());
         runtime.spawn(async move {
@@ -495,7 +556,9 @@ fn hotplug_loop(
                 return;
             }
         };
-        let Some(manager) = manager.upgrade() else { return };
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
         match event {
             HotplugEvent::Added { reader } => {
                 if let Err(e) = manager.attach(factory.clone(), reader) {
@@ -518,11 +581,17 @@ fn lease_info(reader_id: &str, lease: &Lease, now: Instant) -> LeaseInfo {
 }
 
 fn not_found(reader_id: &str) -> ApiError {
-    ApiError::new(ErrorCode::ReaderNotFound, format!("no reader {reader_id:?}; call readers.list for the attached readers"))
+    ApiError::new(
+        ErrorCode::ReaderNotFound,
+        format!("no reader {reader_id:?}; call readers.list for the attached readers"),
+    )
 }
 
 fn lease_not_found(lease_id: &str) -> ApiError {
-    ApiError::new(ErrorCode::LeaseNotFound, format!("no lease {lease_id:?} (it may have expired)"))
+    ApiError::new(
+        ErrorCode::LeaseNotFound,
+        format!("no lease {lease_id:?} (it may have expired)"),
+    )
 }
 
 fn busy(reader_id: &str, operator: &str, purpose: &str) -> ApiError {

@@ -44,7 +44,11 @@ impl Access {
         match self {
             Access::Public => "public".into(),
             Access::Operator => "any logged-in operator".into(),
-            Access::Roles(roles) => roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            Access::Roles(roles) => roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 }
@@ -72,12 +76,17 @@ pub struct Caller {
 impl Caller {
     /// The session, for handlers of non-public methods (the helper guarantees it is there).
     pub fn session(&self) -> Result<&Session, ApiError> {
-        self.session.as_ref().ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "未登录或登录已超时，请重新登录"))
+        self.session.as_ref().ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthenticated, "未登录或登录已超时，请重新登录")
+        })
     }
 
     pub fn holder(&self) -> Result<Holder, ApiError> {
         let s = self.session()?;
-        Ok(Holder { operator: s.username.clone(), session: s.token.clone() })
+        Ok(Holder {
+            operator: s.username.clone(),
+            session: s.token.clone(),
+        })
     }
 }
 
@@ -99,7 +108,9 @@ pub struct Methods {
 
 impl std::fmt::Debug for Methods {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Methods").field("count", &self.specs.len()).finish()
+        f.debug_struct("Methods")
+            .field("count", &self.specs.len())
+            .finish()
     }
 }
 
@@ -111,19 +122,29 @@ fn schema_of<T: JsonSchema>() -> Value {
 fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P, ApiError> {
     let value: Value = match params.as_str() {
         None => json!({}),
-        Some(text) => serde_json::from_str(text).map_err(|e| ApiError::invalid_params(e.to_string()))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| ApiError::invalid_params(e.to_string()))?
+        }
     };
     if !value.is_object() {
-        return Err(ApiError::invalid_params("parameters must be a JSON object of named parameters"));
+        return Err(ApiError::invalid_params(
+            "parameters must be a JSON object of named parameters",
+        ));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::invalid_params(format!("invalid parameters: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid_params(format!("invalid parameters: {e}")))
 }
 
 fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller, ApiError> {
-    let peer = ext.get::<crate::guard::ClientOrigin>().map(|o| o.0.clone()).unwrap_or_else(|| "local".into());
+    let peer = ext
+        .get::<crate::guard::ClientOrigin>()
+        .map(|o| o.0.clone())
+        .unwrap_or_else(|| "local".into());
     let token = ext.get::<BearerToken>().map(|t| t.0.clone());
     let session = match (&token, access) {
-        (_, Access::Public) => token.as_deref().and_then(|t| daemon.auth.authenticate(t, Instant::now()).ok()),
+        (_, Access::Public) => token
+            .as_deref()
+            .and_then(|t| daemon.auth.authenticate(t, Instant::now()).ok()),
         (None, _) => {
             return Err(ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -140,7 +161,11 @@ fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller
                     "{}（{}）无权执行此操作；需要以下角色之一：{}",
                     s.username,
                     s.role.label_zh(),
-                    roles.iter().map(|r| r.label_zh()).collect::<Vec<_>>().join("、")
+                    roles
+                        .iter()
+                        .map(|r| r.label_zh())
+                        .collect::<Vec<_>>()
+                        .join("、")
                 ),
             ));
         }
@@ -150,12 +175,21 @@ fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller
 
 impl Methods {
     fn new(daemon: Arc<Daemon>) -> Self {
-        Methods { module: RpcModule::new(daemon), specs: Vec::new() }
+        Methods {
+            module: RpcModule::new(daemon),
+            specs: Vec::new(),
+        }
     }
 
     /// Declares and registers one method.
-    pub fn add<P, R, F, Fut>(&mut self, name: &'static str, summary: &'static str, access: Access, mutates: bool, handler: F)
-    where
+    pub fn add<P, R, F, Fut>(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        access: Access,
+        mutates: bool,
+        handler: F,
+    ) where
         P: DeserializeOwned + JsonSchema + AuditDetail + Send + 'static,
         R: Serialize + JsonSchema + Send + 'static,
         F: Fn(Arc<Daemon>, Caller, P) -> Fut + Clone + Send + Sync + 'static,
@@ -170,13 +204,15 @@ impl Methods {
             result: schema_of::<R>(),
             subscription: false,
         });
-        let registered = self.module.register_async_method(name, move |params, daemon, ext| {
-            let handler = handler.clone();
-            async move {
-                let result = call(&daemon, &params, &ext, name, access, mutates, handler).await;
-                result.map_err(ErrorObjectOwned::from)
-            }
-        });
+        let registered = self
+            .module
+            .register_async_method(name, move |params, daemon, ext| {
+                let handler = handler.clone();
+                async move {
+                    let result = call(&daemon, &params, &ext, name, access, mutates, handler).await;
+                    result.map_err(ErrorObjectOwned::from)
+                }
+            });
         if let Err(e) = registered {
             panic!("method {name} registered twice: {e}");
         }
@@ -224,10 +260,14 @@ where
             detail,
             outcome,
         };
-        daemon.audit.append(entry).map_err(|e| ApiError::internal(format!("could not write the audit log: {e}")))?;
+        daemon
+            .audit
+            .append(entry)
+            .map_err(|e| ApiError::internal(format!("could not write the audit log: {e}")))?;
     }
     let value = result?;
-    serde_json::to_value(value).map_err(|e| ApiError::internal(format!("could not encode the result: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| ApiError::internal(format!("could not encode the result: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,28 +516,59 @@ const AUDIT_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::
 pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     let mut m = Methods::new(daemon);
 
-    m.add("system.version", "The daemon's name and version.", Access::Public, false, |_, _, _: NoParams| async {
-        Ok(Version { name: "cardd", version: env!("CARGO_PKG_VERSION"), api_version: crate::openrpc::API_VERSION })
-    });
+    m.add(
+        "system.version",
+        "The daemon's name and version.",
+        Access::Public,
+        false,
+        |_, _, _: NoParams| async {
+            Ok(Version {
+                name: "cardd",
+                version: env!("CARGO_PKG_VERSION"),
+                api_version: crate::openrpc::API_VERSION,
+            })
+        },
+    );
 
-    m.add("auth.login", "Log in with user name and password; returns a bearer token.", Access::Public, true, |d, c, p: LoginParams| async move {
-        let session = d.auth.login(&p.username, &p.password, &c.peer, Instant::now())?;
-        tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
-        Ok(LoginResult {
-            token: session.token.clone(),
-            operator: SessionView::from(&session),
-            idle_timeout_s: d.config.auth.session_idle_timeout_s,
-        })
-    });
+    m.add(
+        "auth.login",
+        "Log in with user name and password; returns a bearer token.",
+        Access::Public,
+        true,
+        |d, c, p: LoginParams| async move {
+            let session = d
+                .auth
+                .login(&p.username, &p.password, &c.peer, Instant::now())?;
+            tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
+            Ok(LoginResult {
+                token: session.token.clone(),
+                operator: SessionView::from(&session),
+                idle_timeout_s: d.config.auth.session_idle_timeout_s,
+            })
+        },
+    );
 
-    m.add("auth.logout", "End the current session.", ALL_OPERATORS, true, |d, c, _: NoParams| async move {
-        d.auth.logout(&c.session()?.token);
-        Ok(Done { ok: true, message: "已退出登录".into() })
-    });
+    m.add(
+        "auth.logout",
+        "End the current session.",
+        ALL_OPERATORS,
+        true,
+        |d, c, _: NoParams| async move {
+            d.auth.logout(&c.session()?.token);
+            Ok(Done {
+                ok: true,
+                message: "已退出登录".into(),
+            })
+        },
+    );
 
-    m.add("auth.whoami", "The logged-in operator.", ALL_OPERATORS, false, |_, c, _: NoParams| async move {
-        Ok(SessionView::from(c.session()?))
-    });
+    m.add(
+        "auth.whoami",
+        "The logged-in operator.",
+        ALL_OPERATORS,
+        false,
+        |_, c, _: NoParams| async move { Ok(SessionView::from(c.session()?)) },
+    );
 
     m.add(
         "auth.change_password",
@@ -505,57 +576,135 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         ALL_OPERATORS,
         true,
         |d, c, p: ChangePasswordParams| async move {
-            d.auth.change_password(&c.session()?.token, &p.old_password, &p.new_password, &p.confirm_password, Instant::now())?;
-            Ok(Done { ok: true, message: "密码已修改".into() })
+            d.auth.change_password(
+                &c.session()?.token,
+                &p.old_password,
+                &p.new_password,
+                &p.confirm_password,
+                Instant::now(),
+            )?;
+            Ok(Done {
+                ok: true,
+                message: "密码已修改".into(),
+            })
         },
     );
 
-    m.add("operators.list", "All operators.", ADMIN, false, |d, _, _: NoParams| async move {
-        Ok::<Vec<Operator>, ApiError>(d.auth.list_operators()?)
-    });
+    m.add(
+        "operators.list",
+        "All operators.",
+        ADMIN,
+        false,
+        |d, _, _: NoParams| async move { Ok::<Vec<Operator>, ApiError>(d.auth.list_operators()?) },
+    );
 
-    m.add("operators.create", "Create an operator with a role (and a group for group operators).", ADMIN, true, |d, _, p: NewOperator| async move {
-        Ok(d.auth.create_operator(p)?)
-    });
+    m.add(
+        "operators.create",
+        "Create an operator with a role (and a group for group operators).",
+        ADMIN,
+        true,
+        |d, _, p: NewOperator| async move { Ok(d.auth.create_operator(p)?) },
+    );
 
     m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
         Ok(d.auth.set_disabled(&p.username, p.disabled)?)
     });
 
-    m.add("operators.reset_password", "Set an operator's password (their sessions end).", ADMIN, true, |d, _, p: ResetPasswordParams| async move {
-        d.auth.reset_password(&p.username, &p.new_password)?;
-        Ok(Done { ok: true, message: "密码已重置".into() })
-    });
+    m.add(
+        "operators.reset_password",
+        "Set an operator's password (their sessions end).",
+        ADMIN,
+        true,
+        |d, _, p: ResetPasswordParams| async move {
+            d.auth.reset_password(&p.username, &p.new_password)?;
+            Ok(Done {
+                ok: true,
+                message: "密码已重置".into(),
+            })
+        },
+    );
 
-    m.add("audit.list", "Audit records, oldest first, after a sequence number.", AUDIT_READERS, false, |d, _, p: AuditListParams| async move {
-        d.audit
-            .list(p.after_seq, p.limit.unwrap_or(100))
-            .map_err(|e| ApiError::new(e.code(), e.to_string()))
-    });
+    m.add(
+        "audit.list",
+        "Audit records, oldest first, after a sequence number.",
+        AUDIT_READERS,
+        false,
+        |d, _, p: AuditListParams| async move {
+            d.audit
+                .list(p.after_seq, p.limit.unwrap_or(100))
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))
+        },
+    );
 
-    m.add("audit.verify", "Verify the audit log's hash chain.", AUDIT_READERS, false, |d, _, _: NoParams| async move {
-        let records = d.audit.verify_chain().map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-        Ok(AuditVerifyResult { records, chain_ok: true })
-    });
+    m.add(
+        "audit.verify",
+        "Verify the audit log's hash chain.",
+        AUDIT_READERS,
+        false,
+        |d, _, _: NoParams| async move {
+            let records = d
+                .audit
+                .verify_chain()
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            Ok(AuditVerifyResult {
+                records,
+                chain_ok: true,
+            })
+        },
+    );
 
-    m.add("readers.list", "Readers with driver, capabilities, card presence and lease.", ALL_OPERATORS, false, |d, _, _: NoParams| async move {
-        Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list())
-    });
+    m.add(
+        "readers.list",
+        "Readers with driver, capabilities, card presence and lease.",
+        ALL_OPERATORS,
+        false,
+        |d, _, _: NoParams| async move { Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list()) },
+    );
 
-    m.add("readers.lease", "Hold a reader for a flow, for a bounded time; others find it busy.", ALL_OPERATORS, true, |d, c, p: LeaseParams| async move {
-        let holder = c.holder()?;
-        let purpose = p.purpose.unwrap_or_else(|| "业务办理".into());
-        d.readers.lease(&p.reader_id, holder, p.duration_ms.map(Duration::from_millis), &purpose)
-    });
+    m.add(
+        "readers.lease",
+        "Hold a reader for a flow, for a bounded time; others find it busy.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: LeaseParams| async move {
+            let holder = c.holder()?;
+            let purpose = p.purpose.unwrap_or_else(|| "业务办理".into());
+            d.readers.lease(
+                &p.reader_id,
+                holder,
+                p.duration_ms.map(Duration::from_millis),
+                &purpose,
+            )
+        },
+    );
 
-    m.add("readers.renew", "Extend a lease you hold.", ALL_OPERATORS, true, |d, c, p: RenewParams| async move {
-        Ok::<LeaseInfo, ApiError>(d.readers.renew(&p.lease_id, &c.holder()?, p.duration_ms.map(Duration::from_millis))?)
-    });
+    m.add(
+        "readers.renew",
+        "Extend a lease you hold.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: RenewParams| async move {
+            Ok::<LeaseInfo, ApiError>(d.readers.renew(
+                &p.lease_id,
+                &c.holder()?,
+                p.duration_ms.map(Duration::from_millis),
+            )?)
+        },
+    );
 
-    m.add("readers.release", "Release a lease you hold.", ALL_OPERATORS, true, |d, c, p: ReleaseParams| async move {
-        d.readers.release(&p.lease_id, &c.holder()?)?;
-        Ok(Done { ok: true, message: "读卡器已释放".into() })
-    });
+    m.add(
+        "readers.release",
+        "Release a lease you hold.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: ReleaseParams| async move {
+            d.readers.release(&p.lease_id, &c.holder()?)?;
+            Ok(Done {
+                ok: true,
+                message: "读卡器已释放".into(),
+            })
+        },
+    );
 
     m.add(
         "card.summary",
@@ -566,26 +715,38 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
             let holder = c.holder()?;
             let pin = d.config.etc_pin.clone();
             let terminal = d.config.terminal_id;
-            d.readers.run(&p.reader_id, &holder, move |reader| crate::summary::read(reader, &pin, terminal)).await?
+            d.readers
+                .run(&p.reader_id, &holder, move |reader| {
+                    crate::summary::read(reader, &pin, terminal)
+                })
+                .await?
         },
     );
 
-    m.add("reader.transmit", "Send one raw APDU (administrators only; audited).", ADMIN, true, |d, c, p: TransmitParams| async move {
-        let bytes = hex::decode(p.apdu.trim()).map_err(|_| ApiError::invalid_params("apdu must be hexadecimal"))?;
-        let command = cardd_reader::CommandApdu::parse(&bytes).map_err(|e| ApiError::invalid_params(e.to_string()))?;
-        let response = d
-            .readers
-            .run(&p.reader_id, &c.holder()?, move |reader| {
-                use cardd_reader::CardChannel;
-                reader.transmit(&command)
+    m.add(
+        "reader.transmit",
+        "Send one raw APDU (administrators only; audited).",
+        ADMIN,
+        true,
+        |d, c, p: TransmitParams| async move {
+            let bytes = hex::decode(p.apdu.trim())
+                .map_err(|_| ApiError::invalid_params("apdu must be hexadecimal"))?;
+            let command = cardd_reader::CommandApdu::parse(&bytes)
+                .map_err(|e| ApiError::invalid_params(e.to_string()))?;
+            let response = d
+                .readers
+                .run(&p.reader_id, &c.holder()?, move |reader| {
+                    use cardd_reader::CardChannel;
+                    reader.transmit(&command)
+                })
+                .await??;
+            Ok(TransmitResult {
+                data: hex::encode_upper(&response.data),
+                sw: format!("{:04X}", response.sw.0),
+                sw_meaning: response.sw.description().into(),
             })
-            .await??;
-        Ok(TransmitResult {
-            data: hex::encode_upper(&response.data),
-            sw: format!("{:04X}", response.sw.0),
-            sw_meaning: response.sw.description().into(),
-        })
-    });
+        },
+    );
 
     m.add(
         "events.poll",
@@ -612,7 +773,10 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     });
     let specs = m.specs.clone();
     let document = crate::openrpc::document(&specs);
-    if let Err(e) = m.module.register_method("rpc.discover", move |_, _, _| document.clone()) {
+    if let Err(e) = m
+        .module
+        .register_method("rpc.discover", move |_, _, _| document.clone())
+    {
         panic!("rpc.discover registered twice: {e}");
     }
     (m.module, specs)

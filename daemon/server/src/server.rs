@@ -58,7 +58,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("source", &self.config.source).finish_non_exhaustive()
+        f.debug_struct("Daemon")
+            .field("source", &self.config.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,10 @@ impl Daemon {
 
     /// Stops state-changing methods (an invariant broke); logged loudly.
     pub fn fail_closed(&self, why: &str) {
-        tracing::error!(reason = why, "failing closed: state-changing methods are refused until an administrator intervenes");
+        tracing::error!(
+            reason = why,
+            "failing closed: state-changing methods are refused until an administrator intervenes"
+        );
         self.failed_closed.store(true, Ordering::Relaxed);
     }
 
@@ -95,7 +100,9 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +121,11 @@ impl Running {
 }
 
 /// Runs the daemon on `listener` until `shutdown` completes.
-pub async fn run(config: Config, listener: std::net::TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let running = start(config, listener).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -123,10 +134,17 @@ pub async fn run(config: Config, listener: std::net::TcpListener, shutdown: impl
 }
 
 /// Starts the daemon on `listener` and returns once it is ready.
-pub async fn start(mut config: Config, listener: std::net::TcpListener) -> Result<Running, ServerError> {
+pub async fn start(
+    mut config: Config,
+    listener: std::net::TcpListener,
+) -> Result<Running, ServerError> {
     let addr = listener.local_addr()?;
-    let extra_origins: Vec<String> =
-        config.allowed_origins.iter().filter(|o| !o.contains("127.0.0.1") && !o.contains("localhost") && !o.contains("[::1]")).cloned().collect();
+    let extra_origins: Vec<String> = config
+        .allowed_origins
+        .iter()
+        .filter(|o| !o.contains("127.0.0.1") && !o.contains("localhost") && !o.contains("[::1]"))
+        .cloned()
+        .collect();
     config.bind_port(addr.port(), &extra_origins);
     let daemon = Arc::new(open(config)?);
     let limits = daemon.config.limits.clone();
@@ -137,7 +155,12 @@ pub async fn start(mut config: Config, listener: std::net::TcpListener) -> Resul
     let guard = GuardConfig {
         allowed_hosts: daemon.config.allowed_hosts.clone(),
         allowed_origins: daemon.config.allowed_origins.clone(),
-        health: Arc::new(move || health_daemon.upgrade().map(|d| d.health()).unwrap_or_else(|| json!({"status": "stopping"}))),
+        health: Arc::new(move || {
+            health_daemon
+                .upgrade()
+                .map(|d| d.health())
+                .unwrap_or_else(|| json!({"status": "stopping"}))
+        }),
     };
     let server_config = ServerConfig::builder()
         .max_request_body_size(limits.request_body_bytes_max)
@@ -164,12 +187,18 @@ pub async fn start(mut config: Config, listener: std::net::TcpListener) -> Resul
         demo = daemon.config.demo,
         "cardd ready: JSON-RPC over HTTP and WebSocket at http://{addr}/"
     );
-    Ok(Running { addr, daemon, handle })
+    Ok(Running {
+        addr,
+        daemon,
+        handle,
+    })
 }
 
 fn open(config: Config) -> Result<Daemon, ServerError> {
-    let store = Store::open(&config.data_dir)
-        .map_err(|e| ServerError::Store { dir: config.data_dir.display().to_string(), reason: e.to_string() })?;
+    let store = Store::open(&config.data_dir).map_err(|e| ServerError::Store {
+        dir: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let auth_config = AuthConfig {
         session_idle_timeout: std::time::Duration::from_secs(config.auth.session_idle_timeout_s),
         login_failures_max: config.auth.login_failures_max,
@@ -177,7 +206,10 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         password_chars_min: config.auth.password_chars_min,
         sessions_max: config.auth.sessions_max,
     };
-    let store_error = |e: &dyn std::fmt::Display| ServerError::Store { dir: config.data_dir.display().to_string(), reason: e.to_string() };
+    let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
+        dir: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    };
     let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
     let audit = AuditLog::open(&store).map_err(|e| store_error(&e))?;
     let sam = load_keys(&config)?;
@@ -210,13 +242,17 @@ fn load_keys(config: &Config) -> Result<Arc<dyn SecurityModule>, ServerError> {
     let sam_config = match (config.keys.source, &config.keys.file) {
         (KeySource::Demo, _) => {
             if !config.demo {
-                tracing::warn!("keys.source = \"demo\": the public demo keys only work with simulated cards");
+                tracing::warn!(
+                    "keys.source = \"demo\": the public demo keys only work with simulated cards"
+                );
             }
             SamConfig::demo()
         }
         (KeySource::File, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| ServerError::Keys(format!("{}: {e}", path.display())))?;
-            toml::from_str(&text).map_err(|e| ServerError::Keys(format!("{}: {}", path.display(), e.message())))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ServerError::Keys(format!("{}: {e}", path.display())))?;
+            toml::from_str(&text)
+                .map_err(|e| ServerError::Keys(format!("{}: {}", path.display(), e.message())))?
         }
         (KeySource::File, None) => return Err(ServerError::Keys("keys.file is not set".into())),
     };
@@ -231,7 +267,13 @@ pub const DEMO_OPERATORS: &[(&str, &str, Role, Option<&str>, &str)] = &[
     ("supervisor", "主管老李", Role::Supervisor, None, "super123"),
     ("auditor", "审核员小陈", Role::Auditor, None, "audit123"),
     ("kiosk", "自助终端01", Role::Kiosk, None, "kiosk123"),
-    ("group1", "集团操作员张三", Role::GroupOperator, Some("G001"), "group123"),
+    (
+        "group1",
+        "集团操作员张三",
+        Role::GroupOperator,
+        Some("G001"),
+        "group123",
+    ),
 ];
 
 fn seed_demo(daemon: &Daemon) -> Result<(), ServerError> {

@@ -84,7 +84,11 @@ fn set_balance(summary: &mut CardSummary, fen: u32) {
 }
 
 /// Reads the summary of the card in `reader`.
-pub fn read(reader: &mut Reader, etc_pin: &str, terminal: [u8; 6]) -> Result<CardSummary, ApiError> {
+pub fn read(
+    reader: &mut Reader,
+    etc_pin: &str,
+    terminal: [u8; 6],
+) -> Result<CardSummary, ApiError> {
     if reader.session().obu().is_some() {
         return read_obu(reader);
     }
@@ -101,8 +105,14 @@ pub fn read(reader: &mut Reader, etc_pin: &str, terminal: [u8; 6]) -> Result<Car
     }
 }
 
-fn read_etc(purse: &mut Purse<'_>, raw: &[u8], pin: &str, terminal: &[u8; 6]) -> Result<CardSummary, ApiError> {
-    let info = EtcIssueInfo::parse(raw).map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
+fn read_etc(
+    purse: &mut Purse<'_>,
+    raw: &[u8],
+    pin: &str,
+    terminal: &[u8; 6],
+) -> Result<CardSummary, ApiError> {
+    let info = EtcIssueInfo::parse(raw)
+        .map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
     let mut s = CardSummary {
         kind: Some(CardKind::Etc),
         kind_label: CardKind::Etc.label_zh().into(),

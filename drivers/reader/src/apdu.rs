@@ -68,7 +68,14 @@ pub struct CommandApdu {
 impl CommandApdu {
     /// A case 1 command (header only).
     pub fn new(cla: u8, ins: u8, p1: u8, p2: u8) -> Self {
-        CommandApdu { cla, ins, p1, p2, data: Vec::new(), le: None }
+        CommandApdu {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: Vec::new(),
+            le: None,
+        }
     }
 
     /// Adds command data (case 3, or case 4 with [`CommandApdu::with_le`]).
@@ -100,7 +107,9 @@ impl CommandApdu {
     /// Checks the lengths without encoding.
     pub fn validate(&self) -> Result<(), ApduError> {
         if self.data.len() > COMMAND_DATA_BYTES_MAX {
-            return Err(ApduError::DataTooLong { len: self.data.len() });
+            return Err(ApduError::DataTooLong {
+                len: self.data.len(),
+            });
         }
         if let Some(le) = self.le {
             if le == 0 || le > RESPONSE_DATA_BYTES_MAX {
@@ -211,7 +220,11 @@ fn extended_le(le: Option<u32>) -> [u8; 2] {
 
 impl fmt::Debug for CommandApdu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CommandApdu({:02X} {:02X} {:02X} {:02X}", self.cla, self.ins, self.p1, self.p2)?;
+        write!(
+            f,
+            "CommandApdu({:02X} {:02X} {:02X} {:02X}",
+            self.cla, self.ins, self.p1, self.p2
+        )?;
         if !self.data.is_empty() {
             write!(f, " data={}", hex::encode_upper(&self.data))?;
         }
@@ -268,11 +281,23 @@ impl StatusWord {
     }
     /// `61xx`: more response bytes are waiting (T=0); fetch with GET RESPONSE.
     pub fn bytes_available(self) -> Option<u32> {
-        (self.sw1() == 0x61).then(|| if self.sw2() == 0 { 256 } else { u32::from(self.sw2()) })
+        (self.sw1() == 0x61).then(|| {
+            if self.sw2() == 0 {
+                256
+            } else {
+                u32::from(self.sw2())
+            }
+        })
     }
     /// `6Cxx`: wrong Le; re-send with `Le = xx`.
     pub fn exact_length(self) -> Option<u32> {
-        (self.sw1() == 0x6C).then(|| if self.sw2() == 0 { 256 } else { u32::from(self.sw2()) })
+        (self.sw1() == 0x6C).then(|| {
+            if self.sw2() == 0 {
+                256
+            } else {
+                u32::from(self.sw2())
+            }
+        })
     }
     /// `63Cx`: verification failed, `x` tries left.
     pub fn tries_left(self) -> Option<u8> {
@@ -333,13 +358,18 @@ pub struct ResponseApdu {
 
 impl ResponseApdu {
     pub fn new(data: impl Into<Vec<u8>>, sw: StatusWord) -> Self {
-        ResponseApdu { data: data.into(), sw }
+        ResponseApdu {
+            data: data.into(),
+            sw,
+        }
     }
 
     /// Parses `data || SW1 SW2`. Never panics.
     pub fn parse(bytes: &[u8]) -> Result<Self, ApduError> {
         match bytes {
-            [data @ .., sw1, sw2] => Ok(ResponseApdu::new(data, StatusWord::from_bytes(*sw1, *sw2))),
+            [data @ .., sw1, sw2] => {
+                Ok(ResponseApdu::new(data, StatusWord::from_bytes(*sw1, *sw2)))
+            }
             _ => Err(ApduError::ResponseTooShort { len: bytes.len() }),
         }
     }
@@ -359,7 +389,12 @@ impl ResponseApdu {
 
 impl fmt::Debug for ResponseApdu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ResponseApdu({} {:04X})", hex::encode_upper(&self.data), self.sw.0)
+        write!(
+            f,
+            "ResponseApdu({} {:04X})",
+            hex::encode_upper(&self.data),
+            self.sw.0
+        )
     }
 }
 
@@ -372,7 +407,10 @@ mod tests {
     fn cases_encode_as_iso_7816_says() {
         let select = CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x3F, 0x00]);
         assert_eq!(select.case(), ApduCase::Case3Short);
-        assert_eq!(select.to_bytes().unwrap(), [0x00, 0xA4, 0x00, 0x00, 0x02, 0x3F, 0x00]);
+        assert_eq!(
+            select.to_bytes().unwrap(),
+            [0x00, 0xA4, 0x00, 0x00, 0x02, 0x3F, 0x00]
+        );
 
         let balance = CommandApdu::new(0x80, 0x5C, 0x00, 0x02).with_le(4);
         assert_eq!(balance.case(), ApduCase::Case2Short);
@@ -381,14 +419,18 @@ mod tests {
         let read256 = CommandApdu::new(0x00, 0xB0, 0x95, 0x00).with_le(256);
         assert_eq!(read256.to_bytes().unwrap(), [0x00, 0xB0, 0x95, 0x00, 0x00]);
 
-        let init = CommandApdu::new(0x80, 0x50, 0x00, 0x02).with_data([1u8; 11]).with_le(0x10);
+        let init = CommandApdu::new(0x80, 0x50, 0x00, 0x02)
+            .with_data([1u8; 11])
+            .with_le(0x10);
         assert_eq!(init.case(), ApduCase::Case4Short);
         let bytes = init.to_bytes().unwrap();
         assert_eq!(bytes.len(), 4 + 1 + 11 + 1);
         assert_eq!(bytes[4], 0x0B);
         assert_eq!(bytes[16], 0x10);
 
-        let ext = CommandApdu::new(0x00, 0xD6, 0x00, 0x00).with_data(vec![0xAA; 300]).with_le(65_536);
+        let ext = CommandApdu::new(0x00, 0xD6, 0x00, 0x00)
+            .with_data(vec![0xAA; 300])
+            .with_le(65_536);
         assert_eq!(ext.case(), ApduCase::Case4Extended);
         let bytes = ext.to_bytes().unwrap();
         assert_eq!(&bytes[4..7], &[0x00, 0x01, 0x2C]);
@@ -407,14 +449,29 @@ mod tests {
 
     #[test]
     fn malformed_lengths_are_errors() {
-        assert_eq!(CommandApdu::parse(&[0, 1, 2]), Err(ApduError::TooShort { len: 3 }));
+        assert_eq!(
+            CommandApdu::parse(&[0, 1, 2]),
+            Err(ApduError::TooShort { len: 3 })
+        );
         // Lc says 3 but 2 bytes follow.
-        assert!(matches!(CommandApdu::parse(&[0, 0xA4, 0, 0, 3, 1, 2]), Err(ApduError::LengthMismatch { .. })));
+        assert!(matches!(
+            CommandApdu::parse(&[0, 0xA4, 0, 0, 3, 1, 2]),
+            Err(ApduError::LengthMismatch { .. })
+        ));
         // Extended Lc of zero is not allowed.
         assert!(CommandApdu::parse(&[0, 0xA4, 0, 0, 0, 0, 0, 1]).is_err());
-        assert_eq!(CommandApdu::new(0, 0, 0, 0).with_le(0).to_bytes(), Err(ApduError::LeOutOfRange { le: 0 }));
-        assert!(CommandApdu::new(0, 0, 0, 0).with_data(vec![0; 65_536]).to_bytes().is_err());
-        assert_eq!(ResponseApdu::parse(&[0x90]), Err(ApduError::ResponseTooShort { len: 1 }));
+        assert_eq!(
+            CommandApdu::new(0, 0, 0, 0).with_le(0).to_bytes(),
+            Err(ApduError::LeOutOfRange { le: 0 })
+        );
+        assert!(CommandApdu::new(0, 0, 0, 0)
+            .with_data(vec![0; 65_536])
+            .to_bytes()
+            .is_err());
+        assert_eq!(
+            ResponseApdu::parse(&[0x90]),
+            Err(ApduError::ResponseTooShort { len: 1 })
+        );
     }
 
     #[test]
@@ -425,16 +482,29 @@ mod tests {
         assert_eq!(StatusWord(0x6C04).exact_length(), Some(4));
         assert_eq!(StatusWord(0x63C2).tries_left(), Some(2));
         assert_eq!(StatusWord::MAC_INVALID.to_string(), "9302 (MAC invalid)");
-        assert_eq!(ResponseApdu::parse(&[1, 2, 0x90, 0]).unwrap(), ResponseApdu::new([1, 2], StatusWord::OK));
+        assert_eq!(
+            ResponseApdu::parse(&[1, 2, 0x90, 0]).unwrap(),
+            ResponseApdu::new([1, 2], StatusWord::OK)
+        );
     }
 
     fn arb_command() -> impl Strategy<Value = CommandApdu> {
         (
             any::<[u8; 4]>(),
-            prop_oneof![Just(Vec::new()), proptest::collection::vec(any::<u8>(), 1..300)],
+            prop_oneof![
+                Just(Vec::new()),
+                proptest::collection::vec(any::<u8>(), 1..300)
+            ],
             prop_oneof![Just(None), (1u32..=65_536).prop_map(Some)],
         )
-            .prop_map(|(h, data, le)| CommandApdu { cla: h[0], ins: h[1], p1: h[2], p2: h[3], data, le })
+            .prop_map(|(h, data, le)| CommandApdu {
+                cla: h[0],
+                ins: h[1],
+                p1: h[2],
+                p2: h[3],
+                data,
+                le,
+            })
     }
 
     proptest! {

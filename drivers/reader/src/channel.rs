@@ -36,13 +36,17 @@ pub fn transmit_chained(
     command: &CommandApdu,
     timeout: Duration,
 ) -> Result<ResponseApdu, ReaderError> {
-    let protocol_error = |detail: String| ReaderError::Protocol { reader: reader_id.to_owned(), detail };
+    let protocol_error = |detail: String| ReaderError::Protocol {
+        reader: reader_id.to_owned(),
+        detail,
+    };
     let mut current = command.clone();
     let mut collected: Vec<u8> = Vec::new();
     for _ in 0..CHAIN_STEPS_MAX {
-        let bytes = current
-            .to_bytes()
-            .map_err(|source| ReaderError::Apdu { reader: reader_id.to_owned(), source })?;
+        let bytes = current.to_bytes().map_err(|source| ReaderError::Apdu {
+            reader: reader_id.to_owned(),
+            source,
+        })?;
         let raw = transport.transmit_raw(&bytes, timeout)?;
         let response = ResponseApdu::parse(&raw).map_err(|e| protocol_error(e.to_string()))?;
         if let Some(le) = response.sw.exact_length() {
@@ -81,7 +85,11 @@ impl Reader {
     /// Wraps a driver's session with the reader's APDU timeout.
     pub fn new(inner: Box<dyn CardReader>, apdu_timeout: Duration) -> Self {
         let id = inner.info().id.clone();
-        Reader { inner, apdu_timeout, id }
+        Reader {
+            inner,
+            apdu_timeout,
+            id,
+        }
     }
 
     /// The per-APDU timeout of this reader.
@@ -108,8 +116,16 @@ impl Reader {
         let timeout = self.apdu_timeout;
         let reader_id = self.id.clone();
         match self.inner.obu() {
-            Some(channel) => Ok(ObuTransport { channel, target, timeout, reader_id }),
-            None => Err(ReaderError::Unsupported { reader: reader_id, what: "an OBU channel" }),
+            Some(channel) => Ok(ObuTransport {
+                channel,
+                target,
+                timeout,
+                reader_id,
+            }),
+            None => Err(ReaderError::Unsupported {
+                reader: reader_id,
+                what: "an OBU channel",
+            }),
         }
     }
 }
@@ -134,7 +150,10 @@ pub struct ObuTransport<'a> {
 
 impl std::fmt::Debug for ObuTransport<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObuTransport").field("target", &self.target).field("reader", &self.reader_id).finish()
+        f.debug_struct("ObuTransport")
+            .field("target", &self.target)
+            .field("reader", &self.reader_id)
+            .finish()
     }
 }
 
@@ -172,14 +191,26 @@ mod tests {
 
     impl Script {
         fn new(replies: Vec<&str>) -> Self {
-            Script { replies: replies.into_iter().map(|h| Ok(hex::decode(h).unwrap())).collect(), sent: Vec::new() }
+            Script {
+                replies: replies
+                    .into_iter()
+                    .map(|h| Ok(hex::decode(h).unwrap()))
+                    .collect(),
+                sent: Vec::new(),
+            }
         }
     }
 
     impl ApduTransport for Script {
-        fn transmit_raw(&mut self, command: &[u8], _timeout: Duration) -> Result<Vec<u8>, ReaderError> {
+        fn transmit_raw(
+            &mut self,
+            command: &[u8],
+            _timeout: Duration,
+        ) -> Result<Vec<u8>, ReaderError> {
             self.sent.push(command.to_vec());
-            self.replies.pop_front().unwrap_or_else(|| Ok(vec![0x6F, 0x00]))
+            self.replies
+                .pop_front()
+                .unwrap_or_else(|| Ok(vec![0x6F, 0x00]))
         }
         fn protocol(&self) -> Protocol {
             Protocol::T0
@@ -192,12 +223,22 @@ mod tests {
 
     #[test]
     fn get_response_collects_all_parts() {
-        let mut t = Script::new(vec!["6110", "00112233445566778899AABBCCDDEEFF6102", "AABB9000"]);
+        let mut t = Script::new(vec![
+            "6110",
+            "00112233445566778899AABBCCDDEEFF6102",
+            "AABB9000",
+        ]);
         let cmd = CommandApdu::new(0x80, 0x50, 0x00, 0x02).with_data([0u8; 11]);
         let r = transmit_chained(&mut t, "test", &cmd, Duration::from_millis(10)).unwrap();
         assert!(r.is_ok());
-        assert_eq!(hex::encode_upper(&r.data), "00112233445566778899AABBCCDDEEFFAABB");
-        assert_eq!(sent_hex(&t)[1..], ["00C0000010".to_string(), "00C0000002".to_string()]);
+        assert_eq!(
+            hex::encode_upper(&r.data),
+            "00112233445566778899AABBCCDDEEFFAABB"
+        );
+        assert_eq!(
+            sent_hex(&t)[1..],
+            ["00C0000010".to_string(), "00C0000002".to_string()]
+        );
     }
 
     #[test]
@@ -220,7 +261,10 @@ mod tests {
 
     #[test]
     fn transport_errors_pass_through_and_short_responses_are_protocol_errors() {
-        let mut t = Script { replies: VecDeque::from([Err(ReaderError::CardRemoved { reader: "r".into() })]), sent: vec![] };
+        let mut t = Script {
+            replies: VecDeque::from([Err(ReaderError::CardRemoved { reader: "r".into() })]),
+            sent: vec![],
+        };
         let cmd = CommandApdu::new(0x00, 0x84, 0x00, 0x00).with_le(4);
         let err = transmit_chained(&mut t, "r", &cmd, Duration::from_millis(10)).unwrap_err();
         assert!(err.outcome_unknown());

@@ -44,7 +44,9 @@ pub enum ReaderError {
     NotFound { selector: String },
 
     /// Another client holds the reader.
-    #[error("reader {reader} is in use by {holder}; wait for it to finish or ask an administrator")]
+    #[error(
+        "reader {reader} is in use by {holder}; wait for it to finish or ask an administrator"
+    )]
     Busy { reader: String, holder: String },
 
     /// The reader lacks a capability (a PSAM slot, an OBU channel, events...).
@@ -76,12 +78,18 @@ impl ReaderError {
     /// True when a command may have reached the card without its answer reaching us: the
     /// card's state must be read before the command's effect is assumed either way.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, ReaderError::CardRemoved { .. } | ReaderError::Timeout { .. })
+        matches!(
+            self,
+            ReaderError::CardRemoved { .. } | ReaderError::Timeout { .. }
+        )
     }
 
     /// True when the card (not the reader) is missing or went away.
     pub fn is_card_absent(&self) -> bool {
-        matches!(self, ReaderError::NoCard { .. } | ReaderError::CardRemoved { .. })
+        matches!(
+            self,
+            ReaderError::NoCard { .. } | ReaderError::CardRemoved { .. }
+        )
     }
 
     /// The reader the error concerns, when there is one.
@@ -102,6 +110,9 @@ impl ReaderError {
 
     /// Wraps a driver-specific error.
     pub fn driver(reader: impl Into<String>, source: impl Into<DriverError>) -> Self {
-        ReaderError::Driver { reader: reader.into(), source: source.into() }
+        ReaderError::Driver {
+            reader: reader.into(),
+            source: source.into(),
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use apdu::{ApduCase, ApduError, CommandApdu, ResponseApdu, StatusWord};
 pub use channel::{transmit_chained, CardChannel, ObuTransport, Reader, CHAIN_STEPS_MAX};
 pub use error::{DriverError, ReaderError};
 pub use reader::{
-    ApduTransport, Atr, CardEvent, CardEvents, CardPresence, CardReader, Capabilities,
+    ApduTransport, Atr, Capabilities, CardEvent, CardEvents, CardPresence, CardReader,
     ExclusiveAccess, HotplugEvent, HotplugWatch, ObuChannel, ObuTarget, Protocol, PsamSlots,
     ReaderFactory, ReaderInfo, ReaderSelector,
 };

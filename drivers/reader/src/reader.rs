@@ -92,7 +92,9 @@ impl ReaderSelector {
     pub fn pick<'a>(&self, readers: &'a [ReaderInfo]) -> Option<&'a ReaderInfo> {
         match self {
             ReaderSelector::Id(id) => readers.iter().find(|r| &r.id == id),
-            ReaderSelector::NameContains(text) => readers.iter().find(|r| r.name.contains(text.as_str())),
+            ReaderSelector::NameContains(text) => {
+                readers.iter().find(|r| r.name.contains(text.as_str()))
+            }
             ReaderSelector::Index(i) => readers.get(*i),
         }
     }
@@ -116,7 +118,9 @@ pub enum CardPresence {
     /// Present but not powered.
     Present,
     /// Present and powered, with its ATR.
-    Powered { atr: Atr },
+    Powered {
+        atr: Atr,
+    },
 }
 
 impl CardPresence {
@@ -194,7 +198,12 @@ pub trait PsamSlots {
     /// Resets the PSAM in `slot` and returns its ATR.
     fn psam_reset(&mut self, slot: u8) -> Result<Atr, ReaderError>;
     /// Sends one raw command to the PSAM in `slot`.
-    fn psam_transmit(&mut self, slot: u8, command: &[u8], timeout: Duration) -> Result<Vec<u8>, ReaderError>;
+    fn psam_transmit(
+        &mut self,
+        slot: u8,
+        command: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReaderError>;
 }
 
 /// Which chip inside an OBU a command goes to.
@@ -210,7 +219,12 @@ pub enum ObuTarget {
 /// A transparent APDU channel into an OBU.
 pub trait ObuChannel {
     /// Sends one raw command to `target` inside the OBU.
-    fn obu_transmit(&mut self, target: ObuTarget, command: &[u8], timeout: Duration) -> Result<Vec<u8>, ReaderError>;
+    fn obu_transmit(
+        &mut self,
+        target: ObuTarget,
+        command: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReaderError>;
 }
 
 /// A card insertion or removal.

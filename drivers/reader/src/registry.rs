@@ -24,7 +24,10 @@ pub struct DriverOptions {
 impl DriverOptions {
     /// Options for `driver` from a JSON value (the daemon converts its TOML table).
     pub fn new(driver: impl Into<String>, value: serde_json::Value) -> Self {
-        DriverOptions { driver: driver.into(), value }
+        DriverOptions {
+            driver: driver.into(),
+            value,
+        }
     }
 
     /// Empty options for `driver`.
@@ -39,9 +42,15 @@ impl DriverOptions {
     /// Deserializes the options into the driver's own typed configuration. Drivers should use
     /// `#[serde(deny_unknown_fields)]` so that a typo is an error, not a silent default.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ReaderError> {
-        let value = if self.value.is_null() { serde_json::Value::Object(Default::default()) } else { self.value.clone() };
-        serde_json::from_value(value)
-            .map_err(|e| ReaderError::Config { driver: self.driver.clone(), detail: e.to_string() })
+        let value = if self.value.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            self.value.clone()
+        };
+        serde_json::from_value(value).map_err(|e| ReaderError::Config {
+            driver: self.driver.clone(),
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -90,7 +99,11 @@ impl DriverRegistry {
     }
 
     /// Instantiates the driver `name` with `options`.
-    pub fn instantiate(&self, name: &str, options: &DriverOptions) -> Result<Arc<dyn ReaderFactory>, ReaderError> {
+    pub fn instantiate(
+        &self,
+        name: &str,
+        options: &DriverOptions,
+    ) -> Result<Arc<dyn ReaderFactory>, ReaderError> {
         match self.get(name) {
             Some(driver) => driver.instantiate(options),
             None => Err(ReaderError::Config {
@@ -116,7 +129,9 @@ mod tests {
             Ok(vec![])
         }
         fn open(&self, selector: &ReaderSelector) -> Result<Box<dyn CardReader>, ReaderError> {
-            Err(ReaderError::NotFound { selector: selector.to_string() })
+            Err(ReaderError::NotFound {
+                selector: selector.to_string(),
+            })
         }
     }
 
@@ -135,7 +150,10 @@ mod tests {
         fn summary(&self) -> &'static str {
             "a driver with no readers"
         }
-        fn instantiate(&self, options: &DriverOptions) -> Result<Arc<dyn ReaderFactory>, ReaderError> {
+        fn instantiate(
+            &self,
+            options: &DriverOptions,
+        ) -> Result<Arc<dyn ReaderFactory>, ReaderError> {
             let _: EmptyOptions = options.parse()?;
             Ok(Arc::new(Empty))
         }
@@ -147,9 +165,13 @@ mod tests {
         let mut reg = DriverRegistry::new();
         reg.register(&EMPTY);
         assert_eq!(reg.names(), ["empty"]);
-        let f = reg.instantiate("empty", &DriverOptions::empty("empty")).unwrap();
+        let f = reg
+            .instantiate("empty", &DriverOptions::empty("empty"))
+            .unwrap();
         assert!(f.list().unwrap().is_empty());
-        let err = reg.instantiate("nope", &DriverOptions::empty("nope")).unwrap_err();
+        let err = reg
+            .instantiate("nope", &DriverOptions::empty("nope"))
+            .unwrap_err();
         assert!(err.to_string().contains("known drivers: empty"), "{err}");
         let bad = DriverOptions::new("empty", serde_json::json!({"verbos": true}));
         let err = reg.instantiate("empty", &bad).unwrap_err();

@@ -611,12 +611,13 @@ impl SimWorld {
         self.lock().reader_mut(reader)?.slot(slot)?.card.clone()
     }
 
-    /// Runs `f` on the card in the main slot (then saves it).
+    /// Runs `f` on the card in the main slot (then saves it); see [`SimWorld::with_card_mut_in`].
     pub fn with_card_mut<R>(&self, reader: &str, f: impl FnOnce(&mut SimCard) -> R) -> Option<R> {
         self.with_card_mut_in(reader, SimSlot::Main, f)
     }
 
-    /// Runs `f` on the card in `slot` (then saves it).
+    /// Runs `f` on the card in `slot` (then saves it). `f` runs under the world's lock: it
+    /// must not call back into the world.
     pub fn with_card_mut_in<R>(
         &self,
         reader: &str,

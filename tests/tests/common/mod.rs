@@ -1,0 +1,223 @@
+//! Test harness: starts the daemon in-process on `127.0.0.1:0` and talks to it with raw HTTP,
+//! so tests can forge any header.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use cardd::config::Config;
+use cardd::server::Running;
+use serde_json::{json, Value};
+
+/// A daemon on the embedded default, with its own data directory.
+pub struct TestDaemon {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::demo(dir.path().join("data"));
+        adjust(&mut config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let running = cardd::server::start(config, listener)
+            .await
+            .expect("daemon starts");
+        let addr = running.addr;
+        TestDaemon {
+            running: Some(running),
+            addr,
+            dir,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn daemon(&self) -> &std::sync::Arc<cardd::server::Daemon> {
+        &self.running.as_ref().expect("running").daemon
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    /// A raw HTTP exchange; returns status, headers (lower-case names) and body.
+    pub async fn raw(&self, request: String) -> HttpReply {
+        let addr = self.addr;
+        tokio::task::spawn_blocking(move || raw_http(addr, &request))
+            .await
+            .expect("join")
+    }
+
+    /// POSTs a JSON-RPC body with the given extra headers.
+    pub async fn post(&self, body: &str, headers: &[(&str, &str)]) -> HttpReply {
+        let mut req = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.host(),
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        self.raw(req).await
+    }
+
+    /// Calls a method with named params and an optional token; returns the JSON-RPC reply.
+    pub async fn call(&self, method: &str, params: Value, token: Option<&str>) -> Value {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let reply = self.post(&body, &headers).await;
+        assert_eq!(
+            reply.status, 200,
+            "HTTP status for {method}: {}",
+            reply.body
+        );
+        serde_json::from_str(&reply.body).expect("JSON reply")
+    }
+
+    /// Calls and expects a result.
+    pub async fn ok(&self, method: &str, params: Value, token: Option<&str>) -> Value {
+        let reply = self.call(method, params, token).await;
+        match reply.get("result") {
+            Some(r) => r.clone(),
+            None => panic!("{method} failed: {reply}"),
+        }
+    }
+
+    /// Calls and expects an error; returns its code.
+    pub async fn err(&self, method: &str, params: Value, token: Option<&str>) -> (i64, String) {
+        let reply = self.call(method, params, token).await;
+        let e = reply
+            .get("error")
+            .unwrap_or_else(|| panic!("{method} unexpectedly succeeded: {reply}"));
+        (
+            e["code"].as_i64().unwrap_or(0),
+            e["message"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let r = self
+            .ok(
+                "auth.login",
+                json!({"username": user, "password": password}),
+                None,
+            )
+            .await;
+        r["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Number of audit records (as the administrator sees them).
+    pub async fn audit_count(&self) -> u64 {
+        self.daemon().audit.verify_chain().expect("chain")
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+fn raw_http(addr: SocketAddr, request: &str) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                // A 101 upgrade keeps the socket open: stop after the head.
+                if bytes.starts_with(b"HTTP/1.1 101") && bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    let body = if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
