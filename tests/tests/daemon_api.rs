@@ -9,14 +9,19 @@ use std::time::Duration;
 use common::TestDaemon;
 use serde_json::{json, Value};
 
-const CODE_UNAUTHENTICATED: i64 = -32001;
-const CODE_FORBIDDEN: i64 = -32002;
-const CODE_INVALID_CREDENTIALS: i64 = -32003;
-const CODE_TOO_MANY_ATTEMPTS: i64 = -32004;
-const CODE_ORIGIN_NOT_ALLOWED: i64 = -32005;
-const CODE_PASSWORD_REJECTED: i64 = -32008;
-const CODE_READER_BUSY: i64 = -32011;
-const CODE_INVALID_PARAMS: i64 = -32602;
+use cardd_api::ErrorCode;
+
+const CODE_UNAUTHENTICATED: i64 = ErrorCode::Unauthenticated.code() as i64;
+const CODE_FORBIDDEN: i64 = ErrorCode::Forbidden.code() as i64;
+const CODE_INVALID_CREDENTIALS: i64 = ErrorCode::InvalidCredentials.code() as i64;
+const CODE_TOO_MANY_ATTEMPTS: i64 = ErrorCode::TooManyAttempts.code() as i64;
+const CODE_ORIGIN_NOT_ALLOWED: i64 = ErrorCode::OriginNotAllowed.code() as i64;
+const CODE_PASSWORD_REJECTED: i64 = ErrorCode::PasswordRejected.code() as i64;
+const CODE_READER_BUSY: i64 = ErrorCode::ReaderBusy.code() as i64;
+const CODE_READER_NOT_FOUND: i64 = ErrorCode::ReaderNotFound.code() as i64;
+const CODE_INVALID_PARAMS: i64 = ErrorCode::InvalidParams.code() as i64;
+const CODE_BATCHES_NOT_SUPPORTED: i64 = ErrorCode::BatchesNotSupported.code() as i64;
+const CODE_PARSE_ERROR: i64 = ErrorCode::ParseError.code() as i64;
 
 fn docs(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -359,7 +364,7 @@ async fn readers_card_summaries_and_raw_apdus() {
         )
         .await
         .0,
-        -32010
+        CODE_READER_NOT_FOUND
     );
     assert_eq!(
         d.err("card.summary", json!({"reader": "sim:etc"}), Some(&teller))
@@ -698,14 +703,18 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
     );
     let batch = format!("[{},{}]", create("evil5"), create("evil6"));
     let reply = d.post(&batch, &[("Authorization", &bearer)]).await;
-    assert!(reply.body.contains("error"), "batch refused: {reply:?}");
+    assert_eq!(
+        reply.json()["error"]["code"],
+        CODE_BATCHES_NOT_SUPPORTED,
+        "batch refused: {reply:?}"
+    );
     let reply = d
         .post(
             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":",
             &[("Authorization", &bearer)],
         )
         .await;
-    assert_eq!(reply.json()["error"]["code"], -32700);
+    assert_eq!(reply.json()["error"]["code"], CODE_PARSE_ERROR);
     let text_plain = create("evil7");
     let reply = d
         .raw(format!("POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nAuthorization: {bearer}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text_plain}", d.host(), text_plain.len()))
@@ -724,5 +733,64 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
         );
     }
     assert_eq!(d.audit_count().await, before);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_insertion_and_removal_are_events_and_a_missing_card_is_explained() {
+    let world_name = format!("daemon-api-{}", std::process::id());
+    let name = world_name.clone();
+    let d = TestDaemon::start_with(move |c| c.readers[0].options = json!({ "world": name })).await;
+    let world = cardd_sim::named_world(&world_name).expect("the daemon's simulated world");
+    let teller = d.login("teller", "teller123").await;
+    let since = d.ok("events.poll", json!({}), Some(&teller)).await["next_since"]
+        .as_u64()
+        .unwrap();
+
+    let card = world.remove_card("sim:etc").expect("the demo ETC card");
+    let removed = d
+        .ok(
+            "events.poll",
+            json!({"since": since, "wait_ms": 5000}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(removed["events"][0]["type"], "card_removed", "{removed}");
+    assert_eq!(removed["events"][0]["reader_id"], "sim:etc");
+    let listed = d.ok("readers.list", json!({}), Some(&teller)).await;
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "sim:etc" && r["card_present"] == false));
+    let (code, message) = d
+        .err(
+            "card.summary",
+            json!({"reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(code, ErrorCode::NoCard.code() as i64);
+    assert!(message.contains("insert a card"), "{message}");
+
+    world.insert_card("sim:etc", card).unwrap();
+    let next = removed["next_since"].as_u64().unwrap();
+    let inserted = d
+        .ok(
+            "events.poll",
+            json!({"since": next, "wait_ms": 5000}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(inserted["events"][0]["type"], "card_inserted", "{inserted}");
+    assert!(inserted["events"][0]["atr"]
+        .as_str()
+        .is_some_and(|a| !a.is_empty()));
+    d.ok(
+        "card.summary",
+        json!({"reader_id": "sim:etc"}),
+        Some(&teller),
+    )
+    .await;
     d.stop().await;
 }

@@ -3,6 +3,9 @@
 //! Every error a client can see has a code here with a meaning and what to do about it; the
 //! daemon maps its errors onto these in one place, and `docs/errors.md` is generated from this
 //! table (a test fails when the committed copy is stale).
+//!
+//! The codes -32005 to -32009 are the JSON-RPC server's own (batches, subscriptions, sizes,
+//! connections) and keep jsonrpsee's numbers; cardd's own codes start at -32040, clear of them.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +20,7 @@ macro_rules! error_codes {
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
 
             /// The numeric JSON-RPC code.
-            pub fn code(self) -> i32 {
+            pub const fn code(self) -> i32 {
                 match self { $(ErrorCode::$name => $code,)* }
             }
 
@@ -52,56 +55,64 @@ macro_rules! error_codes {
 error_codes! {
     /// The body is not valid JSON.
     ParseError = -32700, 400, "Send a well-formed JSON-RPC 2.0 request.";
-    /// The JSON is not a valid JSON-RPC 2.0 request (batches are not accepted).
-    InvalidRequest = -32600, 400, "Send one request object per call; batches are disabled.";
+    /// The JSON is not a valid JSON-RPC 2.0 request.
+    InvalidRequest = -32600, 400, "Send one JSON-RPC 2.0 request object per call.";
     /// No such method.
     MethodNotFound = -32601, 404, "Call rpc.discover for the list of methods.";
     /// The parameters are missing, of the wrong type, or out of range.
     InvalidParams = -32602, 400, "Correct the parameters named in the message and retry.";
     /// A bug or an unexpected failure inside cardd.
     Internal = -32603, 500, "Retry once; if it persists, send the daemon log to support.";
+    /// A batch (a JSON array of requests) was sent; cardd accepts one request per call.
+    BatchesNotSupported = -32005, 400, "Send the requests one at a time.";
+    /// The WebSocket connection already holds the most subscriptions allowed.
+    TooManySubscriptions = -32006, 429, "Unsubscribe from something first (limits.subscriptions_per_connection_max).";
+    /// The request is larger than the configured limit (on HTTP the answer is status 413).
+    RequestTooLarge = -32007, 413, "Send a smaller request (limits.request_body_bytes_max).";
+    /// The response would be larger than the configured limit.
+    ResponseTooLarge = -32008, 500, "Ask for less (a smaller page or limit).";
+    /// The daemon has as many connections as it allows.
+    ServerBusy = -32009, 503, "Close idle connections or retry shortly (limits.connections_max).";
     /// No valid session token was presented, or the session expired after inactivity.
-    Unauthenticated = -32001, 401, "Log in again (auth.login) and send the new token.";
+    Unauthenticated = -32040, 401, "Log in again (auth.login) and send the new token.";
     /// The operator's role does not allow this method.
-    Forbidden = -32002, 403, "Ask an operator with the required role to do it.";
+    Forbidden = -32041, 403, "Ask an operator with the required role to do it.";
     /// Login failed: the user name or the password is wrong (cardd does not say which).
-    InvalidCredentials = -32003, 401, "Check the user name and password and try again.";
+    InvalidCredentials = -32042, 401, "Check the user name and password and try again.";
     /// Too many failed logins; the account or address is locked for a while.
-    TooManyAttempts = -32004, 429, "Wait until the lock-out ends, then log in again.";
+    TooManyAttempts = -32043, 429, "Wait until the lock-out ends, then log in again.";
     /// The request's Host or Origin is not on the allow-list.
-    OriginNotAllowed = -32005, 403, "Open the page from an allowed origin, or add the origin to server.allowed_origins.";
+    OriginNotAllowed = -32044, 403, "Open the page from an allowed origin, or add the origin to server.allowed_origins.";
     /// The client sends requests faster than its connection's limit.
-    RateLimited = -32006, 429, "Slow down and retry after a second.";
-    /// The request is larger than the configured limit.
-    RequestTooLarge = -32007, 413, "Send a smaller request.";
-    /// The password change was refused (wrong old password, confirmation mismatch, or too weak).
-    PasswordRejected = -32008, 400, "Follow the message: re-type the confirmation or choose another password.";
+    RateLimited = -32045, 429, "Slow down and retry after a second.";
+    /// The password change was refused (wrong old password, confirmation mismatch, or too short).
+    PasswordRejected = -32046, 400, "Follow the message: re-type the confirmation or choose another password.";
     /// No reader with that id.
-    ReaderNotFound = -32010, 404, "Call readers.list for the attached readers.";
-    /// The reader is leased by another client.
-    ReaderBusy = -32011, 409, "Wait for the holder shown in the message to finish, or until its lease expires.";
+    ReaderNotFound = -32050, 404, "Call readers.list for the attached readers.";
+    /// The reader is leased by another client, or its queue is full.
+    ReaderBusy = -32051, 409, "Wait for the holder shown in the message to finish, or until its lease expires.";
     /// The reader has no card.
-    NoCard = -32012, 409, "Insert the card and retry.";
+    NoCard = -32052, 409, "Insert the card and retry.";
     /// The card was removed during a command; its outcome is unknown.
-    CardRemoved = -32013, 409, "Put the card back; cardd checks its state before anything else happens.";
+    CardRemoved = -32053, 409, "Put the card back; cardd checks its state before anything else happens.";
     /// The card or reader did not answer in time.
-    ReaderTimeout = -32014, 504, "Check the card is seated and retry.";
+    ReaderTimeout = -32054, 504, "Check the card is seated and retry.";
     /// The reader is gone (unplugged or its driver stopped).
-    ReaderGone = -32015, 503, "Reconnect the reader; it is picked up again automatically.";
+    ReaderGone = -32055, 503, "Reconnect the reader; it is picked up again automatically.";
     /// The card answered with an error status word.
-    CardError = -32016, 422, "Read the message: it says what the card refused and why.";
+    CardError = -32056, 422, "Read the message: it says what the card refused and why.";
     /// The card is of a kind this method does not handle.
-    UnsupportedCard = -32017, 422, "Use a card of the kind the method names.";
+    UnsupportedCard = -32057, 422, "Use a card of the kind the method names.";
     /// No such lease, or it expired.
-    LeaseNotFound = -32018, 404, "Take a new lease with readers.lease.";
+    LeaseNotFound = -32058, 404, "Take a new lease with readers.lease.";
     /// The reader lacks a capability the method needs.
-    Unsupported = -32019, 422, "Use a reader with the capability named in the message.";
+    Unsupported = -32059, 422, "Use a reader with the capability named in the message.";
     /// No such operator.
-    OperatorNotFound = -32020, 404, "Check the user name.";
+    OperatorNotFound = -32060, 404, "Check the user name.";
     /// The operator already exists.
-    OperatorExists = -32021, 409, "Choose another user name.";
-    /// The daemon refuses money methods because an integrity check failed.
-    FailedClosed = -32030, 503, "Do not retry; an administrator must inspect the journal (see the log).";
+    OperatorExists = -32061, 409, "Choose another user name.";
+    /// The daemon refuses state-changing methods because an integrity check failed.
+    FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
 }
 
 #[cfg(test)]

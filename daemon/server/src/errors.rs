@@ -108,7 +108,7 @@ mod tests {
         .into();
         assert_eq!(e.code, ErrorCode::CardRemoved);
         let obj: ErrorObjectOwned = e.into();
-        assert_eq!(obj.code(), -32013);
+        assert_eq!(obj.code(), ErrorCode::CardRemoved.code());
         let data: serde_json::Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
         assert_eq!(data["error"], "CardRemoved");
         assert!(data["action"]

@@ -24,7 +24,7 @@ use crate::auth::{NewOperator, Operator, Session};
 use crate::errors::ApiError;
 use crate::events::{Event, PollResult};
 use crate::guard::BearerToken;
-use crate::readers::{Holder, LeaseInfo, ReaderStatus};
+use crate::readers::{Holder, ReaderStatus};
 use crate::server::Daemon;
 
 /// Who may call a method.
@@ -684,11 +684,11 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         ALL_OPERATORS,
         true,
         |d, c, p: RenewParams| async move {
-            Ok::<LeaseInfo, ApiError>(d.readers.renew(
+            d.readers.renew(
                 &p.lease_id,
                 &c.holder()?,
                 p.duration_ms.map(Duration::from_millis),
-            )?)
+            )
         },
     );
 

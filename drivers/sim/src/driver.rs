@@ -49,6 +49,29 @@ pub struct SimOptions {
     /// Where each slot's card is saved after every change and restored from at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// Publishes the world under this name in the process ([`named_world`]), so a test harness
+    /// or a demo control can insert and remove cards in a running daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
+}
+
+/// Most worlds published by name in one process.
+pub const NAMED_WORLDS_MAX: usize = 64;
+
+fn named_worlds() -> &'static std::sync::Mutex<std::collections::HashMap<String, SimWorld>> {
+    static WORLDS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, SimWorld>>,
+    > = std::sync::OnceLock::new();
+    WORLDS.get_or_init(Default::default)
+}
+
+/// The world a `sim` driver instance published with `world = "name"`, if any.
+pub fn named_world(name: &str) -> Option<SimWorld> {
+    named_worlds()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
 }
 
 /// One configured reader.
@@ -167,6 +190,15 @@ impl SimOptions {
             world
                 .add_reader(reader.to_config()?)
                 .map_err(|e| config_error(e.to_string()))?;
+        }
+        if let Some(name) = &self.world {
+            let mut worlds = named_worlds().lock().unwrap_or_else(|p| p.into_inner());
+            if worlds.len() >= NAMED_WORLDS_MAX && !worlds.contains_key(name) {
+                return Err(config_error(format!(
+                    "at most {NAMED_WORLDS_MAX} named worlds per process"
+                )));
+            }
+            worlds.insert(name.clone(), world.clone());
         }
         Ok(SimFactory::new(world))
     }
