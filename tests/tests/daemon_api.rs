@@ -792,5 +792,32 @@ async fn card_insertion_and_removal_are_events_and_a_missing_card_is_explained()
         Some(&teller),
     )
     .await;
+
+    // A reader unplugged is an event too, and leaves the listing.
+    let next = inserted["next_since"].as_u64().unwrap();
+    world.remove_reader("sim:city").unwrap();
+    let gone = d
+        .ok(
+            "events.poll",
+            json!({"since": next, "wait_ms": 10000}),
+            Some(&teller),
+        )
+        .await;
+    let types: Vec<&str> = gone["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"reader_removed"), "{gone}");
+    let listed = d.ok("readers.list", json!({}), Some(&teller)).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["id"] != "sim:city"),
+        "{listed}"
+    );
     d.stop().await;
 }
