@@ -574,11 +574,7 @@ impl SecurityModule for SoftSam {
             &key,
             &mac_input::load_mac1(init.old_balance, terms.amount, EP_LOAD, &terms.terminal),
         );
-        if crypto::mac_eq(&mac, &init.mac1) {
-            Ok(())
-        } else {
-            Err(SamError::Mac1Invalid)
-        }
+        check_mac(&mac, &init.mac1, SamError::Mac1Invalid)
     }
 
     fn load_mac2(
@@ -619,11 +615,7 @@ impl SecurityModule for SoftSam {
             &terms.time,
         );
         let expected = self.tac(card, &data)?;
-        if crypto::mac_eq(&expected, &tac) {
-            Ok(())
-        } else {
-            Err(SamError::TacInvalid)
-        }
+        check_mac(&expected, &tac, SamError::TacInvalid)
     }
 
     fn purchase_mac1(
@@ -652,11 +644,7 @@ impl SecurityModule for SoftSam {
     ) -> Result<(), SamError> {
         let key = self.purchase_session(card, init, terms)?;
         let expected = crypto::purse_mac(&key, &mac_input::purchase_mac2(terms.amount));
-        if crypto::mac_eq(&expected, &mac2) {
-            Ok(())
-        } else {
-            Err(SamError::Mac2Invalid)
-        }
+        check_mac(&expected, &mac2, SamError::Mac2Invalid)
     }
 
     fn verify_purchase_tac(
@@ -674,11 +662,7 @@ impl SecurityModule for SoftSam {
             &terms.time,
         );
         let expected = self.tac(card, &data)?;
-        if crypto::mac_eq(&expected, &tac) {
-            Ok(())
-        } else {
-            Err(SamError::TacInvalid)
-        }
+        check_mac(&expected, &tac, SamError::TacInvalid)
     }
 
     fn secure_messaging_mac(
@@ -763,6 +747,15 @@ pub fn wrap_encrypted_file(alg: Algorithm, random: &[u8; 8], file: &[u8]) -> Vec
     let padded = out.len().div_ceil(block) * block;
     out.resize(padded, 0);
     out
+}
+
+/// `Ok` when `expected` equals `got` (compared in constant time), else `error`.
+fn check_mac(expected: &[u8; 4], got: &[u8; 4], error: SamError) -> Result<(), SamError> {
+    if crypto::mac_eq(expected, got) {
+        Ok(())
+    } else {
+        Err(error)
+    }
 }
 
 #[cfg(test)]
