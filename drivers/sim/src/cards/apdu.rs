@@ -61,16 +61,17 @@ pub(crate) fn respond(result: CardResult) -> Vec<u8> {
     }
 }
 
-/// A parsed short command APDU.
+/// A parsed short command APDU: the reader layer's [`CommandApdu`], limited to what the
+/// simulated cards accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Apdu {
-    pub cla: u8,
-    pub ins: u8,
-    pub p1: u8,
-    pub p2: u8,
-    pub data: Vec<u8>,
-    /// `Ne`: `Some(256)` for a short `Le = 00`, `None` when absent.
-    pub le: Option<u32>,
+pub(crate) struct Apdu(CommandApdu);
+
+impl std::ops::Deref for Apdu {
+    type Target = CommandApdu;
+
+    fn deref(&self) -> &CommandApdu {
+        &self.0
+    }
 }
 
 impl Apdu {
@@ -80,14 +81,7 @@ impl Apdu {
         if cmd.data.len() > COMMAND_DATA_BYTES_MAX || cmd.le.is_some_and(|le| le > 256) {
             return Err(Sw::WRONG_LENGTH);
         }
-        Ok(Apdu {
-            cla: cmd.cla,
-            ins: cmd.ins,
-            p1: cmd.p1,
-            p2: cmd.p2,
-            data: cmd.data,
-            le: cmd.le,
-        })
+        Ok(Apdu(cmd))
     }
 
     /// Fails with `6A86` unless P1 P2 are exactly as given.
