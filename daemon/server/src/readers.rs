@@ -194,9 +194,15 @@ impl ReaderManager {
         let worker = std::thread::Builder::new()
             .name(format!("reader-{}", info.id))
             .spawn(move || {
-                // Runs jobs until every sender is gone (the slot was dropped).
+                // Runs jobs until every sender is gone (the slot was dropped). A job that panics
+                // loses its answer (the caller sees the reader stop during the command) but not
+                // the worker: the reader keeps serving.
                 while let Ok(job) = rx.recv() {
-                    job(&mut reader);
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut reader)));
+                    if outcome.is_err() {
+                        tracing::error!("a reader job panicked; the reader goes on");
+                    }
                 }
                 let _ = reader.session().power_off();
             })
@@ -611,4 +617,68 @@ fn new_id() -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> Arc<ReaderManager> {
+        let instance = ReaderInstance {
+            driver: "sim".into(),
+            options: serde_json::json!({}),
+        };
+        ReaderManager::start(
+            &[instance],
+            &cardd_drivers::registry(),
+            &LimitsSection::default(),
+            Arc::new(EventBus::new(64)),
+        )
+        .expect("sim readers start")
+    }
+
+    fn holder(session: &str) -> Holder {
+        Holder {
+            operator: session.into(),
+            session: session.into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_does_not_take_the_reader_down() {
+        let m = manager();
+        let h = holder("a");
+        let lost = m
+            .run("sim:etc", &h, |_reader| -> u8 { panic!("a bug in a job") })
+            .await;
+        assert_eq!(lost.unwrap_err().code, ErrorCode::ReaderGone);
+        let alive = m
+            .run("sim:etc", &h, |reader| reader.session().info().id.clone())
+            .await;
+        assert_eq!(alive.unwrap(), "sim:etc");
+        m.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_belongs_to_its_session() {
+        let m = manager();
+        let lease = m
+            .lease(
+                "sim:city",
+                holder("a"),
+                Some(Duration::from_secs(60)),
+                "test",
+            )
+            .unwrap();
+        let busy = m.run("sim:city", &holder("b"), |_| ()).await.unwrap_err();
+        assert_eq!(busy.code, ErrorCode::ReaderBusy);
+        m.run("sim:city", &holder("a"), |_| ()).await.unwrap();
+        assert_eq!(
+            m.release(&lease.lease_id, &holder("b")).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        m.release(&lease.lease_id, &holder("a")).unwrap();
+        m.run("sim:city", &holder("b"), |_| ()).await.unwrap();
+        m.shutdown();
+    }
 }
