@@ -1,0 +1,86 @@
+//! The simulated driver passes the conformance kit, in plain and T=0 modes.
+
+use std::sync::Arc;
+
+use cardd_conformance::{run, Harness};
+use cardd_reader::ReaderFactory;
+use cardd_sim::{FaultKind, FaultPlan, SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
+
+struct SimHarness {
+    world: SimWorld,
+    factory: Arc<SimFactory>,
+    card: Option<cardd_sim::SimCard>,
+}
+
+impl SimHarness {
+    fn new(t0: bool) -> Self {
+        let world = SimWorld::new();
+        world
+            .add_reader(
+                SimReaderConfig::new("c", SimReaderKind::Contact)
+                    .with_card(cardd_sim::demo::demo_etc_card())
+                    .with_t0(t0),
+            )
+            .unwrap();
+        let factory = Arc::new(SimFactory::new(world.clone()));
+        SimHarness {
+            world,
+            factory,
+            card: None,
+        }
+    }
+
+    fn next_apdu(&self) -> u64 {
+        self.world.apdu_count("sim:c") + 1
+    }
+}
+
+impl Harness for SimHarness {
+    fn name(&self) -> String {
+        "sim".into()
+    }
+    fn factory(&self) -> Arc<dyn ReaderFactory> {
+        self.factory.clone()
+    }
+    fn reader_id(&self) -> String {
+        "sim:c".into()
+    }
+    fn remove_card(&mut self) {
+        self.card = self.world.remove_card("sim:c");
+    }
+    fn insert_card(&mut self) {
+        let card = self
+            .card
+            .take()
+            .or_else(|| self.world.take_pocket("sim:c"))
+            .expect("a card to insert");
+        self.world.insert_card("sim:c", card).unwrap();
+    }
+    fn remove_during_next_command(&mut self) -> bool {
+        self.world
+            .set_fault_plan(
+                "sim:c",
+                FaultPlan::new().at(self.next_apdu(), FaultKind::RemoveBeforeExec),
+            )
+            .unwrap();
+        true
+    }
+    fn silence_next_command(&mut self) -> bool {
+        self.world
+            .set_fault_plan(
+                "sim:c",
+                FaultPlan::new().at(self.next_apdu(), FaultKind::Timeout { executed: false }),
+            )
+            .unwrap();
+        true
+    }
+}
+
+#[test]
+fn the_simulated_driver_conforms() {
+    for t0 in [false, true] {
+        let report = run(&mut SimHarness::new(t0)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.skipped.is_empty(), "{report:?}");
+        assert_eq!(report.passed.len(), 8, "{report:?}");
+    }
+}
