@@ -537,19 +537,27 @@ pub enum LoadOutcome {
     Unknown,
 }
 
-/// Decides an interrupted load from the card's state (reference section 3):
-/// online ATC = original + 1, balance = old + amount and a proof whose MAC is our MAC2 →
-/// [`LoadOutcome::Landed`]; online ATC and balance unchanged → [`LoadOutcome::NotLanded`];
-/// anything else → [`LoadOutcome::Unknown`]. Pure; see [`decide_interrupted_load_verified`]
-/// to also require the proof's TAC to verify.
+/// Decides an interrupted load from the card's state (reference section 3).
+///
+/// Only CREDIT FOR LOAD moves the online counter, so:
+/// * online ATC unchanged → [`LoadOutcome::NotLanded`] (whatever the balance: purchases move
+///   only the offline counter and may have lowered it since);
+/// * online ATC = original + 1 and the card's proof for that counter carries our MAC2 →
+///   [`LoadOutcome::Landed`] (the balance is not required to equal old + amount, for the same
+///   reason);
+/// * anything else → [`LoadOutcome::Unknown`] (manual reconciliation).
+///
+/// Pure; see [`decide_interrupted_load_verified`] to also require the proof's TAC to verify.
 pub fn decide_interrupted_load(record: &LoadSession, now: CardObservation) -> LoadOutcome {
-    if now.online_atc == record.init.online_atc && now.balance == record.init.old_balance {
+    if now.online_atc == record.init.online_atc {
         return LoadOutcome::NotLanded;
     }
-    let credited = record.atc_after() == Some(now.online_atc)
-        && record.expected_balance() == Some(now.balance);
     match now.proof {
-        Some(proof) if credited && mac_eq(&proof.mac, &record.mac2) => LoadOutcome::Landed,
+        Some(proof)
+            if record.atc_after() == Some(now.online_atc) && mac_eq(&proof.mac, &record.mac2) =>
+        {
+            LoadOutcome::Landed
+        }
         _ => LoadOutcome::Unknown,
     }
 }

@@ -432,11 +432,13 @@ fn interrupted_load_decision_covers_every_branch() {
             ),
             LoadOutcome::Unknown,
         ),
-        // Our proof but the state moved on (another load, or a purchase since).
+        // Our proof but the counter moved on (another load since).
         (obs(21_000, 7, Some(ours)), LoadOutcome::Unknown),
-        (obs(10_900, 6, Some(ours)), LoadOutcome::Unknown),
-        // Counter unchanged but balance changed, or the reverse.
-        (obs(900, 5, None), LoadOutcome::Unknown),
+        // Our load landed and a purchase lowered the balance since: still landed.
+        (obs(10_900, 6, Some(ours)), LoadOutcome::Landed),
+        // Counter unchanged but a purchase lowered the balance: our credit did not land.
+        (obs(900, 5, None), LoadOutcome::NotLanded),
+        // Counter moved without our proof.
         (obs(1000, 6, None), LoadOutcome::Unknown),
     ];
     for (now, expected) in cases {

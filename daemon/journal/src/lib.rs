@@ -1,0 +1,22 @@
+//! cardd's money journal: every card credit is exactly-once across crashes and card removal.
+//!
+//! * [`store`]: the sled database and the durable flush (sled's own `flush()` is not an fsync).
+//! * [`journal`]: load transactions. An **intent** is written and made durable before CREDIT
+//!   FOR LOAD reaches the card; the **outcome** is made durable before the client is answered.
+//!   Every record carries a checksum verified on every read; a card with an unresolved intent
+//!   gets no new load until the intent is resolved.
+//! * [`load`]: the journaled load, the only way cardd credits a card, and recovery: reading the
+//!   card (online counter, balance, GET TRANSACTION PROVE) to decide whether an interrupted
+//!   load landed; it never credits twice.
+//! * [`crash`]: named crash points compiled in only with the `crashpoints` feature, for the
+//!   kill-at-every-step test matrix.
+#![forbid(unsafe_code)]
+
+pub mod crash;
+pub mod journal;
+pub mod load;
+pub mod store;
+
+pub use journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
+pub use load::{load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome};
+pub use store::{Store, StoreError};

@@ -1,0 +1,355 @@
+//! The journaled load: the only way cardd credits a card, and recovery from the card.
+//!
+//! [`load_card`] runs, in this order: identify the card (SELECT, READ 0015), resolve any open
+//! transaction of this card first ([`recover_card`]), verify the PIN (ETC), INITIALIZE FOR LOAD,
+//! verify MAC1 and compute MAC2 (security module), **record the intent durably**, send CREDIT
+//! FOR LOAD, verify the TAC, **record the outcome durably**, and only then return. If CREDIT
+//! gets no answer (card pulled, timeout), the intent stays open and the caller is told the
+//! outcome is unknown; the next time that card is presented, [`recover_card`] reads its online
+//! counter, balance and transaction proof and decides (reference §3): landed → committed,
+//! counter unchanged → not applied, anything else → needs reconciliation. Nothing here ever
+//! sends a second CREDIT for a transaction whose outcome is not known.
+
+use cardd_crypto::Algorithm;
+use cardd_purse::{
+    decide_interrupted_load_verified, CardKeyContext, CityIssueInfo, EtcIssueInfo, LoadOutcome,
+    LoadPlan, LoadSession, Pin, Purse, PurseError, SamError, SecurityModule, Sfi,
+};
+use cardd_reader::ReaderError;
+use serde::{Deserialize, Serialize};
+
+use crate::crash::crash_point;
+use crate::journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
+
+/// What to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRequest {
+    /// Unique id of this attempt (idempotent: the same id never loads twice).
+    pub txn_id: String,
+    pub amount_fen: u32,
+    pub terminal: [u8; 6],
+    /// Host date and time (BCD) sent in CREDIT FOR LOAD.
+    pub date: [u8; 4],
+    pub time: [u8; 3],
+    /// The ETC card's PIN (ASCII digits); city cards need none.
+    pub etc_pin: String,
+    /// When set, the card in the reader must have this number.
+    pub expected_card: Option<String>,
+    /// The algorithm of city cards (they do not declare it).
+    pub city_algorithm: Algorithm,
+}
+
+/// A completed load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReceipt {
+    pub txn_id: String,
+    pub card_number: String,
+    pub amount_fen: u32,
+    pub balance_before_fen: u32,
+    pub balance_after_fen: u32,
+    /// The online counter before the load.
+    pub online_atc_before: u16,
+    /// The card's TAC, verified, in hex.
+    pub tac: String,
+    /// True when this receipt comes from an earlier attempt with the same id (a retry).
+    pub replayed: bool,
+}
+
+/// What recovery decided about a card's open transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RecoveryOutcome {
+    /// The load had landed: recorded as committed (never load it again).
+    Landed { txn: LoadTxn },
+    /// The load had not landed: recorded as not applied (the money was not put on the card).
+    NotLanded { txn: LoadTxn },
+    /// Nothing could be proven: a person must reconcile.
+    NeedsReconciliation { txn: LoadTxn },
+}
+
+/// Why a load did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The card or reader refused before CREDIT; nothing was recorded and nothing changed.
+    #[error("{0}")]
+    Card(#[from] PurseError),
+    /// The security module refused (MAC1 invalid: not a genuine card or wrong keys); nothing changed.
+    #[error("the card's MAC1 did not verify ({0}); the card is not one of ours or the keys are wrong; nothing was loaded")]
+    Mac1(SamError),
+    /// The card is not the one the request names.
+    #[error("this is card {found}, not {expected}: insert the right card")]
+    WrongCard { expected: String, found: String },
+    /// The card is neither an ETC nor a city card.
+    #[error("the card's 0015 file is {0} bytes: not an ETC (43/50) or city one-card (30)")]
+    UnknownCard(usize),
+    /// The card has an open transaction that recovery could not resolve.
+    #[error("card {card} has an unresolved load ({txn_id}) that needs reconciliation by a supervisor; no new load until it is resolved")]
+    Unresolved { card: String, txn_id: String },
+    /// CREDIT was sent and no answer came back: the intent stays open.
+    #[error("the card did not answer the credit ({source}); whether the money landed is unknown: put the card back so cardd can check it; do not load it again")]
+    OutcomeUnknown {
+        txn_id: String,
+        #[source]
+        source: ReaderError,
+    },
+    /// The card answered CREDIT but its TAC did not verify: recorded for reconciliation.
+    #[error("the card's TAC for {txn_id} did not verify; the load is recorded for reconciliation")]
+    TacInvalid { txn_id: String },
+    /// An earlier attempt with this id is known not to have landed.
+    #[error("load attempt {0} did not land; start a new load with a new id")]
+    AttemptNotApplied(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// The card in the reader, identified.
+struct Identity {
+    card_number: String,
+    context: CardKeyContext,
+    etc: bool,
+}
+
+fn identify(purse: &mut Purse<'_>, city_algorithm: Algorithm) -> Result<Identity, LoadError> {
+    purse.select_etc_adf()?;
+    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
+    match raw.len() {
+        43 | 50 => {
+            let info = EtcIssueInfo::parse(&raw).map_err(|source| PurseError::Parse {
+                command: "READ BINARY",
+                source,
+            })?;
+            Ok(Identity {
+                card_number: info.card_number(),
+                context: CardKeyContext::etc(&info),
+                etc: true,
+            })
+        }
+        30 => {
+            let info = CityIssueInfo::parse(&raw).map_err(|source| PurseError::Parse {
+                command: "READ BINARY",
+                source,
+            })?;
+            Ok(Identity {
+                card_number: info.card_number(),
+                context: CardKeyContext::city(&info, city_algorithm),
+                etc: false,
+            })
+        }
+        n => Err(LoadError::UnknownCard(n)),
+    }
+}
+
+fn verify_pin(purse: &mut Purse<'_>, etc: bool, pin: &str) -> Result<(), LoadError> {
+    if etc {
+        let pin = Pin::ascii(pin).map_err(PurseError::Command)?;
+        purse.verify_pin(&pin)?;
+    }
+    Ok(())
+}
+
+fn receipt(txn: &LoadTxn, tac: &str, replayed: bool) -> LoadReceipt {
+    let init = &txn.session.init;
+    LoadReceipt {
+        txn_id: txn.txn_id.clone(),
+        card_number: txn.card_number.clone(),
+        amount_fen: txn.amount_fen(),
+        balance_before_fen: init.old_balance,
+        balance_after_fen: init.old_balance.saturating_add(txn.amount_fen()),
+        online_atc_before: init.online_atc,
+        tac: tac.to_owned(),
+        replayed,
+    }
+}
+
+/// Loads `request.amount_fen` onto the card in `purse`'s reader, exactly once.
+pub fn load_card(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    journal: &Journal,
+    reader_id: &str,
+    request: &LoadRequest,
+) -> Result<LoadReceipt, LoadError> {
+    let id = identify(purse, request.city_algorithm)?;
+    if let Some(expected) = &request.expected_card {
+        if expected != &id.card_number {
+            return Err(LoadError::WrongCard {
+                expected: expected.clone(),
+                found: id.card_number,
+            });
+        }
+    }
+    // A retry of an attempt we know about: answer from the journal, never load twice.
+    if let Some(earlier) = journal.get(&request.txn_id)? {
+        if earlier.state == TxnState::Intent {
+            recover_card(
+                purse,
+                sam,
+                journal,
+                &request.etc_pin,
+                request.city_algorithm,
+            )?;
+        }
+        return replay(journal, &request.txn_id);
+    }
+    if journal.open_for_card(&id.card_number)?.is_some() {
+        recover_card(
+            purse,
+            sam,
+            journal,
+            &request.etc_pin,
+            request.city_algorithm,
+        )?;
+        if let Some(open) = journal.open_for_card(&id.card_number)? {
+            return Err(LoadError::Unresolved {
+                card: id.card_number,
+                txn_id: open.txn_id,
+            });
+        }
+        purse.select_etc_adf()?;
+    }
+    verify_pin(purse, id.etc, &request.etc_pin)?;
+    let plan = LoadPlan::new(
+        id.context,
+        request.amount_fen,
+        request.terminal,
+        request.date,
+        request.time,
+    );
+    let init = purse.init_load_for(&plan)?;
+    let session = LoadSession::start(plan, init, sam).map_err(LoadError::Mac1)?;
+    let txn = LoadTxn::intent(&request.txn_id, &id.card_number, reader_id, session);
+    crash_point("load.before_intent");
+    journal.record_intent(&txn)?;
+    crash_point("load.before_credit");
+    let credited = purse.credit_for(&session);
+    crash_point("load.after_credit");
+    match credited {
+        Ok(tac) => {
+            let tac_hex = hex::encode_upper(tac);
+            if session.verify_tac(sam, tac).is_err() {
+                journal.resolve(
+                    &txn.txn_id,
+                    TxnState::NeedsReconciliation {
+                        reason: format!("CREDIT answered TAC {tac_hex}, which did not verify"),
+                    },
+                )?;
+                return Err(LoadError::TacInvalid { txn_id: txn.txn_id });
+            }
+            let done = journal.resolve(
+                &txn.txn_id,
+                TxnState::Committed {
+                    tac: tac_hex.clone(),
+                    resolution: Resolution::CardResponse,
+                },
+            )?;
+            Ok(receipt(&done, &tac_hex, false))
+        }
+        // Whatever went wrong (no answer, a status word that may be garbled, a broken
+        // frame), the card's own state decides: read it now if it is still there.
+        Err(failure) => match recover_card(
+            purse,
+            sam,
+            journal,
+            &request.etc_pin,
+            request.city_algorithm,
+        ) {
+            Ok(Some(RecoveryOutcome::Landed { txn })) => {
+                let tac = match &txn.state {
+                    TxnState::Committed { tac, .. } => tac.clone(),
+                    _ => String::new(),
+                };
+                Ok(receipt(&txn, &tac, false))
+            }
+            Ok(Some(RecoveryOutcome::NotLanded { .. })) => Err(LoadError::Card(failure)),
+            Ok(Some(RecoveryOutcome::NeedsReconciliation { txn })) => Err(LoadError::Unresolved {
+                card: txn.card_number,
+                txn_id: txn.txn_id,
+            }),
+            Ok(None) | Err(_) => Err(LoadError::OutcomeUnknown {
+                txn_id: txn.txn_id,
+                source: match failure {
+                    PurseError::Reader(source) => source,
+                    other => ReaderError::Protocol {
+                        reader: reader_id.to_owned(),
+                        detail: other.to_string(),
+                    },
+                },
+            }),
+        },
+    }
+}
+
+fn replay(journal: &Journal, txn_id: &str) -> Result<LoadReceipt, LoadError> {
+    let txn = journal
+        .get(txn_id)?
+        .ok_or_else(|| JournalError::NotFound(txn_id.to_owned()))?;
+    match &txn.state {
+        TxnState::Committed { tac, .. } => Ok(receipt(&txn, tac, true)),
+        TxnState::NotApplied { .. } => Err(LoadError::AttemptNotApplied(txn_id.to_owned())),
+        TxnState::Intent | TxnState::NeedsReconciliation { .. } => Err(LoadError::Unresolved {
+            card: txn.card_number.clone(),
+            txn_id: txn_id.to_owned(),
+        }),
+    }
+}
+
+/// Resolves the open transaction of the card in the reader, if any, from the card's state.
+/// Returns `None` when the card has no open transaction.
+pub fn recover_card(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    journal: &Journal,
+    etc_pin: &str,
+    city_algorithm: Algorithm,
+) -> Result<Option<RecoveryOutcome>, LoadError> {
+    let id = identify(purse, city_algorithm)?;
+    let Some(open) = journal.open_for_card(&id.card_number)? else {
+        return Ok(None);
+    };
+    if open.state != TxnState::Intent {
+        return Ok(Some(RecoveryOutcome::NeedsReconciliation { txn: open }));
+    }
+    verify_pin(purse, id.etc, etc_pin)?;
+    let seen = purse.observe_load(&open.session)?;
+    let decision = decide_interrupted_load_verified(&open.session, seen, sam);
+    tracing::info!(txn = %open.txn_id, card = %open.card_number, ?decision, balance = seen.balance, online_atc = seen.online_atc, "recovered an interrupted load from the card");
+    crash_point("recovery.before_outcome");
+    let outcome = match decision {
+        LoadOutcome::Landed => {
+            let tac = seen
+                .proof
+                .map(|p| hex::encode_upper(p.tac))
+                .unwrap_or_default();
+            let txn = journal.resolve(
+                &open.txn_id,
+                TxnState::Committed {
+                    tac,
+                    resolution: Resolution::Recovery,
+                },
+            )?;
+            RecoveryOutcome::Landed { txn }
+        }
+        LoadOutcome::NotLanded => {
+            let txn = journal.resolve(
+                &open.txn_id,
+                TxnState::NotApplied {
+                    resolution: Resolution::Recovery,
+                },
+            )?;
+            RecoveryOutcome::NotLanded { txn }
+        }
+        LoadOutcome::Unknown => {
+            let reason = format!(
+                "card shows online counter {} and balance {} fen; the load expected counter {:?} and balance {:?}; proof {}",
+                seen.online_atc,
+                seen.balance,
+                open.session.atc_after(),
+                open.session.expected_balance(),
+                if seen.proof.is_some() { "present but not ours" } else { "absent" }
+            );
+            let txn = journal.resolve(&open.txn_id, TxnState::NeedsReconciliation { reason })?;
+            RecoveryOutcome::NeedsReconciliation { txn }
+        }
+    };
+    Ok(Some(outcome))
+}

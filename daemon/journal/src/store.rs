@@ -1,0 +1,294 @@
+//! The daemon's sled database and the durable flush that closes sled's fsync gap.
+//!
+//! The money journal, operators and the audit log live in one sled 0.34
+//! database in the configured data directory; each module opens its own tree through
+//! [`Store::tree`].
+//!
+//! **Why [`Store::durable_flush`] exists.** sled 0.34's `flush()` is not a full fsync on Linux:
+//! without io_uring, `pagecache/iobuf.rs` calls `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`,
+//! which pushes the pages out but neither the file's metadata nor the drive's write cache, and
+//! only falls back to `sync_all` on `ENOSYS` (sled issue #1452, "Data is not written durably",
+//! still open). So a write that was merely flushed can be lost on power failure. Every write
+//! that cardd acknowledges therefore goes through `durable_flush`: sled's own `flush()` first
+//! (so the log is complete in the page cache), then `File::sync_all` (fsync) on every regular
+//! file in the database directory, recursively, and finally on each directory, so that newly
+//! created files (segments, snapshots, blobs) are reachable after a crash as well.
+//!
+//! **Known gap.** sled 0.34 is beta software and has open corruption reports after kills
+//! (#1533, #1527, #1509); the fsync here closes the durability gap, not those. Callers that
+//! need integrity on top (the audit log) keep their own hash chain.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+/// How deep [`Store::durable_flush`] descends below the database directory. sled 0.34 uses
+/// one level (`blobs/`); the margin is for files sled may add, and the bound keeps a stray
+/// symlink loop or a deep tree from making the flush unbounded.
+pub const STORE_DIR_DEPTH_MAX: usize = 4;
+
+/// How many directory entries [`Store::durable_flush`] visits at most, in total. A sled
+/// database has a handful of files plus one per large value; far beyond that, something
+/// other than cardd writes into the directory and the flush stops with an error.
+pub const STORE_DIR_ENTRIES_MAX: usize = 100_000;
+
+/// Random bytes in the name of a [`Store::temporary`] directory.
+const TEMPORARY_NAME_BYTES: usize = 8;
+
+/// A failure of the database or of syncing it to disk.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error(
+        "could not open the database in {path}: {source}; check that the directory is writable \
+         and that no other cardd process is using it"
+    )]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// What sled or the file system reported.
+        source: sled::Error,
+    },
+    /// A read or write inside sled failed.
+    #[error(
+        "database error: {0}; retry once, and if it persists stop cardd and check the data \
+         directory and the disk"
+    )]
+    Sled(#[from] sled::Error),
+    /// Syncing a file or directory to disk failed, so the last write may not be durable.
+    #[error(
+        "could not sync {path} to disk: {source}; the last change may not survive a power \
+         failure, check that the disk is not full or failing"
+    )]
+    Sync {
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// What the file system reported.
+        source: io::Error,
+    },
+    /// The database directory holds more entries than [`STORE_DIR_ENTRIES_MAX`].
+    #[error(
+        "the database directory {path} holds more than {STORE_DIR_ENTRIES_MAX} entries; remove \
+         files that cardd did not create there"
+    )]
+    TooManyEntries {
+        /// The database directory.
+        path: PathBuf,
+    },
+}
+
+/// The daemon's database: a sled `Db` in one directory. Cloning is cheap and shares the `Db`.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    /// Shows the directory only: sled's own `Debug` dumps every tree, password hashes included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            source: sled::Error::Io(e),
+        })?;
+        let config = sled::Config::new().path(dir);
+        Store::from_config(config, dir.to_path_buf())
+    }
+
+    /// Opens a fresh database in a new directory under the system temporary directory; sled
+    /// deletes the directory when the last clone is dropped. For tests.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let mut name = [0u8; TEMPORARY_NAME_BYTES];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut name)
+            .map_err(|e| StoreError::Open {
+                path: std::env::temp_dir(),
+                source: sled::Error::Io(io::Error::other(e.to_string())),
+            })?;
+        let dir = std::env::temp_dir().join(format!("cardd-store-{}", hex::encode(name)));
+        let config = sled::Config::new().path(&dir).temporary(true);
+        Store::from_config(config, dir)
+    }
+
+    fn from_config(config: sled::Config, dir: PathBuf) -> Result<Store, StoreError> {
+        let db = config.open().map_err(|source| StoreError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = Store { db, dir };
+        // The directory itself may be new: make its entry in the parent durable too.
+        if let Some(parent) = store.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_directory(parent)?;
+        }
+        Ok(store)
+    }
+
+    /// The directory the database lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens (creating if missing) the tree called `name`.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Makes every write so far durable: sled's `flush()`, then fsync of every file in the
+    /// database directory and of the directories themselves (see the module doc for why).
+    pub fn durable_flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let mut entries_left = STORE_DIR_ENTRIES_MAX;
+        sync_dir_recursive(&self.dir, STORE_DIR_DEPTH_MAX, &mut entries_left)
+            .map_err(|e| e.with_root(&self.dir))
+    }
+}
+
+impl StoreError {
+    /// Reports an exhausted entry budget against the database directory rather than a subfolder.
+    fn with_root(self, root: &Path) -> StoreError {
+        match self {
+            StoreError::TooManyEntries { .. } => StoreError::TooManyEntries {
+                path: root.to_path_buf(),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Fsyncs the regular files in `dir` (descending `depth_left` more levels), then `dir` itself.
+fn sync_dir_recursive(
+    dir: &Path,
+    depth_left: usize,
+    entries_left: &mut usize,
+) -> Result<(), StoreError> {
+    let sync_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Sync { path, source }
+    };
+    for entry in fs::read_dir(dir).map_err(sync_err(dir))? {
+        let entry = entry.map_err(sync_err(dir))?;
+        *entries_left = entries_left
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::TooManyEntries {
+                path: dir.to_path_buf(),
+            })?;
+        let path = entry.path();
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(sync_err(&path)(e)),
+        };
+        if file_type.is_file() {
+            sync_file(&path)?;
+        } else if file_type.is_dir() && depth_left > 0 {
+            sync_dir_recursive(&path, depth_left - 1, entries_left)?;
+        }
+    }
+    sync_directory(dir)
+}
+
+/// Fsyncs one regular file. A file that vanished meanwhile (sled removes old snapshots and
+/// blobs on its own) needs no syncing.
+fn sync_file(path: &Path) -> Result<(), StoreError> {
+    let result = File::open(path).and_then(|file| file.sync_all());
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|source| StoreError::Sync {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Fsyncs a directory so that file creations, renames and deletions in it are durable.
+#[cfg(unix)]
+fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| StoreError::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Windows cannot open a directory as a file without extra flags, and NTFS journals
+/// directory entries itself, so there is nothing to do.
+#[cfg(not(unix))]
+fn sync_directory(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_flush_then_reopen_keeps_the_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_dir = dir.path().join("db");
+        {
+            let store = Store::open(&db_dir).expect("open");
+            let tree = store.tree("t").expect("tree");
+            tree.insert(b"key", b"value".as_slice()).expect("insert");
+            store.durable_flush().expect("durable flush");
+        }
+        let store = Store::open(&db_dir).expect("reopen");
+        let tree = store.tree("t").expect("tree");
+        assert_eq!(
+            tree.get(b"key").expect("get").as_deref(),
+            Some(b"value".as_slice())
+        );
+        store.durable_flush().expect("durable flush after reopen");
+    }
+
+    #[test]
+    fn temporary_store_works_and_is_removed_on_drop() {
+        let store = Store::temporary().expect("temporary");
+        let dir = store.dir().to_path_buf();
+        store
+            .tree("t")
+            .expect("tree")
+            .insert(b"k", b"v".as_slice())
+            .expect("insert");
+        store.durable_flush().expect("durable flush");
+        assert!(dir.is_dir());
+        drop(store);
+        assert!(!dir.exists(), "sled removes a temporary database on drop");
+    }
+
+    #[test]
+    fn sync_descends_into_subdirectories_within_the_depth_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("a").join("b");
+        fs::create_dir_all(&nested).expect("mkdir");
+        fs::write(nested.join("f"), b"x").expect("write");
+        let mut entries_left = STORE_DIR_ENTRIES_MAX;
+        sync_dir_recursive(dir.path(), STORE_DIR_DEPTH_MAX, &mut entries_left).expect("sync");
+        assert_eq!(entries_left, STORE_DIR_ENTRIES_MAX - 3);
+    }
+
+    #[test]
+    fn sync_reports_the_entry_bound_and_missing_directories_as_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("f"), b"x").expect("write");
+        let mut entries_left = 0;
+        let err =
+            sync_dir_recursive(dir.path(), STORE_DIR_DEPTH_MAX, &mut entries_left).unwrap_err();
+        assert!(matches!(err, StoreError::TooManyEntries { .. }), "{err}");
+        let mut entries_left = STORE_DIR_ENTRIES_MAX;
+        let err =
+            sync_dir_recursive(&dir.path().join("missing"), 1, &mut entries_left).unwrap_err();
+        assert!(matches!(err, StoreError::Sync { .. }), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! The journaled load on simulated cards: exactly once through retries, card removal at every
+//! APDU (before and after the command executes), timeouts, garbled status words, and journal
+//! corruption.
+
+use std::time::Duration;
+
+use cardd_crypto::{bcd, Algorithm};
+use cardd_journal::{
+    load_card, recover_card, Journal, JournalError, LoadError, LoadRequest, Store, TxnState,
+};
+use cardd_purse::{Purse, SoftSam};
+use cardd_reader::{Reader, ReaderFactory, ReaderSelector};
+use cardd_sim::{
+    FaultKind, FaultPlan, SimCard, SimFactory, SimReaderConfig, SimReaderKind, SimWorld,
+};
+
+const READER: &str = "sim:r";
+
+struct Rig {
+    world: SimWorld,
+    reader: Reader,
+    store: Store,
+    journal: Journal,
+    sam: SoftSam,
+}
+
+impl Rig {
+    fn new(card: SimCard) -> Rig {
+        let world = SimWorld::new();
+        world
+            .add_reader(SimReaderConfig::new("r", SimReaderKind::Contact).with_card(card))
+            .unwrap();
+        let session = SimFactory::new(world.clone())
+            .open(&ReaderSelector::Id(READER.into()))
+            .unwrap();
+        let store = Store::temporary().unwrap();
+        let journal = Journal::open(&store).unwrap();
+        Rig {
+            world,
+            reader: Reader::new(session, Duration::from_secs(5)),
+            store,
+            journal,
+            sam: SoftSam::demo(),
+        }
+    }
+
+    fn request(&self, txn_id: &str, amount_fen: u32) -> LoadRequest {
+        LoadRequest {
+            txn_id: txn_id.into(),
+            amount_fen,
+            terminal: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
+            date: bcd::date(2026, 11, 22),
+            time: bcd::time(10, 0, 0),
+            etc_pin: "123456".into(),
+            expected_card: None,
+            city_algorithm: Algorithm::Tdes,
+        }
+    }
+
+    fn load(
+        &mut self,
+        txn_id: &str,
+        amount_fen: u32,
+    ) -> Result<cardd_journal::LoadReceipt, LoadError> {
+        let request = self.request(txn_id, amount_fen);
+        load_card(
+            &mut Purse::new(&mut self.reader),
+            &self.sam,
+            &self.journal,
+            READER,
+            &request,
+        )
+    }
+
+    fn recover(&mut self) -> Result<Option<cardd_journal::RecoveryOutcome>, LoadError> {
+        recover_card(
+            &mut Purse::new(&mut self.reader),
+            &self.sam,
+            &self.journal,
+            "123456",
+            Algorithm::Tdes,
+        )
+    }
+
+    fn balance(&self) -> u32 {
+        self.world
+            .card(READER)
+            .or_else(|| self.world.take_pocket(READER))
+            .and_then(|c| c.balance())
+            .unwrap()
+    }
+
+    /// Puts a card pulled by a fault back into the reader.
+    fn reinsert(&self) {
+        if self.world.card(READER).is_none() {
+            if let Some(card) = self.world.take_pocket(READER) {
+                self.world.insert_card(READER, card).unwrap();
+            }
+        }
+    }
+
+    /// Σ amounts of committed transactions of the card.
+    fn committed_fen(&self, card: &str) -> u32 {
+        self.journal
+            .for_card(card)
+            .unwrap()
+            .iter()
+            .filter(|t| matches!(t.state, TxnState::Committed { .. }))
+            .map(|t| t.amount_fen())
+            .sum()
+    }
+}
+
+const ETC: &str = cardd_sim::demo::DEMO_ETC_CARD_NUMBER;
+/// A load's APDUs: SELECT, READ BINARY 0015, VERIFY, INITIALIZE FOR LOAD, CREDIT FOR LOAD.
+const LOAD_APDUS: u64 = 5;
+const CREDIT_APDU: u64 = 5;
+
+#[test]
+fn a_load_commits_once_and_a_retry_replays_it() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    let receipt = rig.load("t1", 5_000).unwrap();
+    assert_eq!(
+        (receipt.balance_before_fen, receipt.balance_after_fen),
+        (10_000, 15_000)
+    );
+    assert!(!receipt.replayed);
+    assert_eq!(rig.balance(), 15_000);
+    let again = rig.load("t1", 5_000).unwrap();
+    assert!(again.replayed, "the same id answers from the journal");
+    assert_eq!(again.tac, receipt.tac);
+    assert_eq!(rig.balance(), 15_000, "a retry never loads twice");
+    assert!(matches!(
+        rig.journal.get("t1").unwrap().unwrap().state,
+        TxnState::Committed { .. }
+    ));
+}
+
+#[test]
+fn city_cards_load_too() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_city_card());
+    rig.load("c1", 1_000).unwrap();
+    assert_eq!(rig.balance(), 6_000);
+}
+
+#[test]
+fn the_wrong_card_is_refused_and_nothing_is_recorded() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_city_card());
+    let mut request = rig.request("w1", 1_000);
+    request.expected_card = Some(ETC.into());
+    let err = load_card(
+        &mut Purse::new(&mut rig.reader),
+        &rig.sam,
+        &rig.journal,
+        READER,
+        &request,
+    )
+    .unwrap_err();
+    assert!(matches!(err, LoadError::WrongCard { .. }), "{err}");
+    assert!(rig.journal.get("w1").unwrap().is_none());
+    assert_eq!(rig.balance(), 5_000);
+}
+
+/// Card removal at every APDU of a load, before and after the card executes it, plus timeouts
+/// and garbled status words: after re-presenting the card and recovery, the card's balance
+/// change equals the committed loads, nothing is loaded twice, and no intent stays open.
+#[test]
+fn faults_at_every_apdu_never_lose_or_duplicate_money() {
+    // Count the APDUs of a clean load.
+    let mut clean = Rig::new(cardd_sim::demo::demo_etc_card());
+    let before = clean.world.apdu_count(READER);
+    clean.load("count", 100).unwrap();
+    let apdus = clean.world.apdu_count(READER) - before;
+    assert_eq!(apdus, LOAD_APDUS, "a load takes {apdus} APDUs");
+
+    let kinds = [
+        FaultKind::RemoveBeforeExec,
+        FaultKind::RemoveAfterExec,
+        FaultKind::Timeout { executed: false },
+        FaultKind::Timeout { executed: true },
+        FaultKind::GarbledSw,
+    ];
+    let mut cases = 0;
+    for n in 1..=apdus {
+        for kind in &kinds {
+            let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+            let start = rig.balance();
+            let at = rig.world.apdu_count(READER) + n;
+            rig.world
+                .set_fault_plan(READER, FaultPlan::new().at(at, kind.clone()))
+                .unwrap();
+            let first = rig.load("m1", 2_000);
+            rig.reinsert();
+            // The client retries with the same id after re-presenting the card.
+            let retry = rig.load("m1", 2_000);
+            rig.reinsert();
+            let _ = rig.recover();
+            let end = rig.balance();
+            let committed = rig.committed_fen(ETC);
+            assert_eq!(
+                end - start,
+                committed,
+                "n={n} {kind:?}: first={first:?} retry={retry:?}"
+            );
+            assert!(
+                committed == 0 || committed == 2_000,
+                "n={n} {kind:?}: loaded twice"
+            );
+            assert!(
+                rig.journal.list_open().unwrap().is_empty(),
+                "n={n} {kind:?}: an intent stayed open"
+            );
+            if let Ok(r) = &retry {
+                assert_eq!(
+                    r.balance_after_fen, end,
+                    "n={n} {kind:?}: the receipt matches the card"
+                );
+            }
+            cases += 1;
+        }
+    }
+    println!(
+        "fault matrix: {apdus} APDUs x {} fault kinds = {cases} cases",
+        kinds.len()
+    );
+}
+
+#[test]
+fn a_lost_credit_is_resolved_when_the_card_comes_back() {
+    for (kind, landed) in [
+        (FaultKind::RemoveAfterExec, true),
+        (FaultKind::RemoveBeforeExec, false),
+    ] {
+        let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+        // Fail the CREDIT and every APDU after it until the card is back (the card leaves the reader).
+        let count = rig.world.apdu_count(READER);
+        rig.world
+            .set_fault_plan(
+                READER,
+                FaultPlan::new().at(count + CREDIT_APDU, kind.clone()),
+            )
+            .unwrap();
+        let err = rig.load("lost", 3_000).unwrap_err();
+        assert!(
+            matches!(err, LoadError::OutcomeUnknown { .. }),
+            "{kind:?}: {err}"
+        );
+        assert_eq!(
+            rig.journal.open_for_card(ETC).unwrap().unwrap().txn_id,
+            "lost",
+            "the intent stays open"
+        );
+        // While the intent is open, the card gets no new load without recovery: recovery runs first.
+        rig.reinsert();
+        let next = rig.load("next", 1_000).unwrap();
+        let lost = rig.journal.get("lost").unwrap().unwrap();
+        if landed {
+            assert!(matches!(lost.state, TxnState::Committed { .. }), "{lost:?}");
+            assert_eq!(rig.balance(), 10_000 + 3_000 + 1_000);
+        } else {
+            assert!(
+                matches!(lost.state, TxnState::NotApplied { .. }),
+                "{lost:?}"
+            );
+            assert_eq!(rig.balance(), 10_000 + 1_000);
+        }
+        assert_eq!(next.balance_after_fen, rig.balance());
+    }
+}
+
+#[test]
+fn an_unprovable_card_state_blocks_new_loads_until_reconciled() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    let count = rig.world.apdu_count(READER);
+    rig.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().at(count + CREDIT_APDU, FaultKind::RemoveBeforeExec),
+        )
+        .unwrap();
+    assert!(rig.load("odd", 3_000).is_err());
+    // Someone else loads the card elsewhere meanwhile: its counter moved without our proof.
+    let mut card = rig.world.take_pocket(READER).unwrap();
+    if let SimCard::Etc(etc) = &mut card {
+        let atc = etc.online_atc();
+        etc.purse_mut().set_online_atc(atc + 1);
+    }
+    rig.world.insert_card(READER, card).unwrap();
+    let err = rig.load("after", 1_000).unwrap_err();
+    assert!(matches!(err, LoadError::Unresolved { .. }), "{err}");
+    assert!(matches!(
+        rig.journal.get("odd").unwrap().unwrap().state,
+        TxnState::NeedsReconciliation { .. }
+    ));
+    assert_eq!(rig.balance(), 10_000, "nothing was loaded");
+}
+
+#[test]
+fn intents_are_durable_and_corruption_fails_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    {
+        let store = Store::open(&dir).unwrap();
+        let journal = Journal::open(&store).unwrap();
+        let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+        rig.journal = journal;
+        rig.store = store;
+        let count = rig.world.apdu_count(READER);
+        rig.world
+            .set_fault_plan(
+                READER,
+                FaultPlan::new().at(count + CREDIT_APDU, FaultKind::RemoveBeforeExec),
+            )
+            .unwrap();
+        assert!(rig.load("durable", 1_000).is_err());
+    }
+    let store = Store::open(&dir).unwrap();
+    let journal = Journal::open(&store).unwrap();
+    assert_eq!(
+        journal.open_for_card(ETC).unwrap().unwrap().txn_id,
+        "durable",
+        "the intent survived the restart"
+    );
+    journal.corrupt_for_test("durable").unwrap();
+    drop(journal);
+    match Journal::open(&store) {
+        Err(JournalError::Corrupt { .. }) => {}
+        other => panic!("a corrupt record must fail the journal closed: {other:?}"),
+    }
+}
