@@ -51,6 +51,14 @@ pub enum EventKind {
         lease_id: String,
         reason: LeaseEnd,
     },
+    /// An interrupted load was decided from its card: `landed`, `not_landed` or
+    /// `needs_reconciliation`.
+    LoadResolved {
+        reader_id: String,
+        txn_id: String,
+        card_number: String,
+        outcome: String,
+    },
 }
 
 /// Why a lease ended.

@@ -10,6 +10,7 @@ pub mod events;
 pub mod guard;
 pub mod openrpc;
 pub mod readers;
+pub mod recovery;
 pub mod rpc;
 pub mod server;
 pub mod store;

@@ -27,6 +27,7 @@ use crate::events::EventBus;
 use crate::guard::{GuardConfig, GuardLayer, RateLimitLayer};
 use crate::readers::ReaderManager;
 use crate::store::Store;
+use cardd_journal::Journal;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub struct Daemon {
     pub store: Store,
     pub auth: Auth,
     pub audit: AuditLog,
+    /// The money journal; `None` when it failed verification (the daemon then fails closed).
+    pub journal: Option<Journal>,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     pub sam: Arc<dyn SecurityModule>,
@@ -180,6 +183,7 @@ pub async fn start(
         )))
         .build_from_tcp(listener)?;
     let handle = server.start(module);
+    crate::recovery::spawn(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -212,6 +216,10 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     };
     let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
     let audit = AuditLog::open(&store).map_err(|e| store_error(&e))?;
+    let (journal, journal_failure) = match Journal::open(&store) {
+        Ok(journal) => (Some(journal), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let sam = load_keys(&config)?;
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
@@ -222,6 +230,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         store,
         auth,
         audit,
+        journal,
         events,
         readers,
         sam,
@@ -231,6 +240,20 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     match daemon.audit.verify_chain() {
         Ok(records) => tracing::info!(records, "audit chain verified"),
         Err(e) => daemon.fail_closed(&e.to_string()),
+    }
+    if let Some(reason) = journal_failure {
+        daemon.fail_closed(&reason);
+    }
+    if let Some(journal) = &daemon.journal {
+        match journal.list_open() {
+            Ok(open) if !open.is_empty() => {
+                for txn in &open {
+                    tracing::warn!(txn = %txn.txn_id, card = %txn.card_number, state = ?txn.state, "unresolved load: it is checked when its card is presented");
+                }
+            }
+            Ok(_) => tracing::info!("journal verified: no unresolved loads"),
+            Err(e) => daemon.fail_closed(&e.to_string()),
+        }
     }
     if daemon.config.demo {
         seed_demo(&daemon)?;

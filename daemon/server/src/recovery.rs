@@ -1,0 +1,92 @@
+//! Recovery of interrupted loads whenever their card is presented.
+//!
+//! At start-up, and on every card-inserted event, the card in that reader is checked against
+//! the journal: if it has an unresolved load, its counters and transaction proof decide the
+//! outcome (`cardd_journal::recover_card`), and the decision is announced as an event. A reader
+//! leased by someone is left alone: the holder's next load on that card recovers it first.
+
+use std::sync::{Arc, Weak};
+
+use cardd_journal::{recover_card, RecoveryOutcome};
+use cardd_purse::Purse;
+
+use crate::events::EventKind;
+use crate::readers::Holder;
+use crate::server::Daemon;
+
+/// The holder recovery jobs run as.
+fn system() -> Holder {
+    Holder {
+        operator: "cardd".into(),
+        session: "cardd-recovery".into(),
+    }
+}
+
+/// Starts the recovery task; it ends when the daemon is dropped.
+pub fn spawn(daemon: &Arc<Daemon>) {
+    let weak = Arc::downgrade(daemon);
+    let mut rx = daemon.events.subscribe();
+    tokio::spawn(async move {
+        let present: Vec<String> = match weak.upgrade() {
+            Some(d) => d
+                .readers
+                .list()
+                .into_iter()
+                .filter(|r| r.card_present)
+                .map(|r| r.id)
+                .collect(),
+            None => return,
+        };
+        for reader in present {
+            check(&weak, reader).await;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    if let EventKind::CardInserted { reader_id, .. } = event.kind {
+                        check(&weak, reader_id).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+async fn check(weak: &Weak<Daemon>, reader_id: String) {
+    let Some(daemon) = weak.upgrade() else { return };
+    if daemon.journal.is_none() {
+        return;
+    }
+    let job_daemon = daemon.clone();
+    let result = daemon
+        .readers
+        .run(&reader_id, &system(), move |reader| {
+            let journal = job_daemon.journal.as_ref()?;
+            let mut purse = Purse::new(reader);
+            let city = cardd_crypto::Algorithm::Tdes;
+            recover_card(
+                &mut purse,
+                job_daemon.sam.as_ref(),
+                journal,
+                &job_daemon.config.etc_pin,
+                city,
+            )
+            .ok()
+            .flatten()
+        })
+        .await;
+    let Ok(Some(outcome)) = result else { return };
+    let (txn, name) = match &outcome {
+        RecoveryOutcome::Landed { txn } => (txn, "landed"),
+        RecoveryOutcome::NotLanded { txn } => (txn, "not_landed"),
+        RecoveryOutcome::NeedsReconciliation { txn } => (txn, "needs_reconciliation"),
+    };
+    daemon.events.publish(EventKind::LoadResolved {
+        reader_id,
+        txn_id: txn.txn_id.clone(),
+        card_number: txn.card_number.clone(),
+        outcome: name.into(),
+    });
+}
