@@ -295,7 +295,7 @@ impl Journal {
     }
 
     /// Records an intent, durably, before CREDIT is sent. Refused when the card has an open
-    /// transaction or the id exists.
+    /// transaction, or the id exists and its earlier attempt is not proven not applied.
     pub fn record_intent(&self, txn: &LoadTxn) -> Result<(), JournalError> {
         if txn.txn_id.is_empty() || txn.txn_id.chars().count() > TXN_ID_CHARS_MAX {
             return Err(JournalError::Invalid(format!(
@@ -313,9 +313,25 @@ impl Journal {
                 txn_id: open.txn_id,
             });
         }
-        if self.tree.contains_key(txn_key(&txn.txn_id))? {
-            return Err(JournalError::Exists(txn.txn_id.clone()));
+        // An id may be attempted again only when its earlier attempt is proven not applied
+        // (the card showed the money is not there); the history keeps every attempt.
+        let mut txn = txn.clone();
+        if let Some(earlier) = self.get(&txn.txn_id)? {
+            if !matches!(earlier.state, TxnState::NotApplied { .. }) {
+                return Err(JournalError::Exists(txn.txn_id.clone()));
+            }
+            let mut history = earlier.history;
+            history.push(StateChange {
+                at: now(),
+                state: "retry".into(),
+            });
+            history.extend(txn.history);
+            while history.len() > HISTORY_ENTRIES_MAX {
+                history.remove(1);
+            }
+            txn.history = history;
         }
+        let txn = &txn;
         let value = encode(txn)?;
         let mut batch = sled::Batch::default();
         batch.insert(txn_key(&txn.txn_id), value);

@@ -95,9 +95,6 @@ pub enum LoadError {
     /// The card answered CREDIT but its TAC did not verify: recorded for reconciliation.
     #[error("the card's TAC for {txn_id} did not verify; the load is recorded for reconciliation")]
     TacInvalid { txn_id: String },
-    /// An earlier attempt with this id is known not to have landed.
-    #[error("load attempt {0} did not land; start a new load with a new id")]
-    AttemptNotApplied(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -178,7 +175,8 @@ pub fn load_card(
             });
         }
     }
-    // A retry of an attempt we know about: answer from the journal, never load twice.
+    // A retry of an id we know: a committed load answers from the journal (never twice); an
+    // attempt the card proved not applied is attempted again; anything open is recovered first.
     if let Some(earlier) = journal.get(&request.txn_id)? {
         if earlier.state == TxnState::Intent {
             recover_card(
@@ -188,8 +186,21 @@ pub fn load_card(
                 &request.etc_pin,
                 request.city_algorithm,
             )?;
+            purse.select_etc_adf()?;
         }
-        return replay(journal, &request.txn_id);
+        let now = journal
+            .get(&request.txn_id)?
+            .ok_or_else(|| JournalError::NotFound(request.txn_id.clone()))?;
+        match &now.state {
+            TxnState::Committed { tac, .. } => return Ok(receipt(&now, tac, true)),
+            TxnState::NotApplied { .. } => {}
+            TxnState::Intent | TxnState::NeedsReconciliation { .. } => {
+                return Err(LoadError::Unresolved {
+                    card: now.card_number.clone(),
+                    txn_id: now.txn_id.clone(),
+                })
+            }
+        }
     }
     if journal.open_for_card(&id.card_number)?.is_some() {
         recover_card(
@@ -276,20 +287,6 @@ pub fn load_card(
                 },
             }),
         },
-    }
-}
-
-fn replay(journal: &Journal, txn_id: &str) -> Result<LoadReceipt, LoadError> {
-    let txn = journal
-        .get(txn_id)?
-        .ok_or_else(|| JournalError::NotFound(txn_id.to_owned()))?;
-    match &txn.state {
-        TxnState::Committed { tac, .. } => Ok(receipt(&txn, tac, true)),
-        TxnState::NotApplied { .. } => Err(LoadError::AttemptNotApplied(txn_id.to_owned())),
-        TxnState::Intent | TxnState::NeedsReconciliation { .. } => Err(LoadError::Unresolved {
-            card: txn.card_number.clone(),
-            txn_id: txn_id.to_owned(),
-        }),
     }
 }
 
