@@ -1,10 +1,15 @@
 //! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test` is the README's test command: it installs the system packages the
-//!   suite needs (idempotently), then runs every test in the workspace.
+//!   suite needs (idempotently), starts pcscd when none runs (the PC/SC tests talk to a real
+//!   one), runs every test in the workspace with `CARDD_PCSCD=1`, and stops the pcscd it
+//!   started, whether the tests pass or not.
 //! * `cargo xtask setup` only installs the system packages.
+//! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
+//!   embedded default (`cargo run -p cardd -- --demo`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
 
+mod pcscd;
 mod setup;
 mod tidy;
 
@@ -27,6 +32,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("setup") => setup::install_system_packages(),
+        Some("demo") => demo(&args[1..]),
         Some("tidy") => {
             let problems = tidy::check(&project_root())?;
             if problems.is_empty() {
@@ -40,7 +46,9 @@ fn run(args: &[String]) -> Result<()> {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <test [-- cargo test args] | setup | tidy>");
+            eprintln!(
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | tidy>"
+            );
             bail!("unknown or missing subcommand")
         }
     }
@@ -55,17 +63,47 @@ pub fn project_root() -> std::path::PathBuf {
         .unwrap_or(manifest)
 }
 
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The directory cargo builds into (where xtask keeps pcscd's log).
+fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
 fn test(extra: &[String]) -> Result<()> {
     setup::install_system_packages()?;
     let root = project_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    // Stops the pcscd it started when dropped: after the tests, and on any error below.
+    let pcscd = pcscd::ensure_running(&target_dir(&root))?;
+    let status = cargo()
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(extra)
+        .env("CARDD_PCSCD", "1")
+        .stdin(std::process::Stdio::null())
         .status()
         .context("running cargo test")?;
+    drop(pcscd);
     if !status.success() {
         bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+fn demo(extra: &[String]) -> Result<()> {
+    setup::install_system_packages()?;
+    let status = cargo()
+        .current_dir(project_root())
+        .args(["run", "-p", "cardd", "--", "--demo"])
+        .args(extra.iter().skip_while(|a| a.as_str() == "--"))
+        .status()
+        .context("running cargo run -p cardd")?;
+    if !status.success() {
+        bail!("cardd exited with {status}");
     }
     Ok(())
 }

@@ -10,7 +10,20 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the suite needs, with why.
-pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[];
+pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[
+    (
+        "pcscd",
+        "the PC/SC daemon the pcsc driver's end-to-end tests talk to (started by `cargo xtask test`)",
+    ),
+    (
+        "libpcsclite-dev",
+        "libpcsclite.so to link the `pcsc` crate: cardd and its tests link the pcsc driver",
+    ),
+    (
+        "vsmartcard-vpcd",
+        "vpcd, pcscd's virtual reader `Virtual PCD 00 00` that the tests' simulated card plugs into",
+    ),
+];
 
 fn is_installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -36,7 +49,12 @@ pub fn install_system_packages() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(std::process::Stdio::null())
             .status()
-            .context("running apt-get (is this Debian, and are you root?)")?;
+            .with_context(|| {
+                format!(
+                    "running apt-get (is this Debian, and are you root?); install these packages by hand: {}",
+                    missing.join(" ")
+                )
+            })?;
         Ok(status.success())
     };
     if !apt(&["update", "-qq"])? {
@@ -51,6 +69,13 @@ pub fn install_system_packages() -> Result<()> {
         bail!(
             "apt-get install failed; install these packages by hand: {}",
             missing.join(" ")
+        );
+    }
+    let still: Vec<&str> = missing.into_iter().filter(|p| !is_installed(p)).collect();
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but these packages are still missing; install them by hand: {}",
+            still.join(" ")
         );
     }
     Ok(())

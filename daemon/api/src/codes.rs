@@ -111,6 +111,14 @@ error_codes! {
     OperatorNotFound = -32060, 404, "Check the user name.";
     /// The operator already exists.
     OperatorExists = -32061, 409, "Choose another user name.";
+    /// No flow with that name (or no flows are configured).
+    FlowNotFound = -32070, 404, "Call flows.list for the flows you may start.";
+    /// No run with that id.
+    RunNotFound = -32071, 404, "Check the run id returned by flows.start.";
+    /// The idempotency key was already used for a run with other parameters.
+    IdempotencyConflict = -32072, 409, "Use a new idempotency key for a new operation; reuse a key only to retry the same start.";
+    /// The run is not waiting for that answer.
+    NoPendingPrompt = -32073, 409, "Fetch the run (flows.get) and answer its current prompt, if any.";
     /// The daemon refuses state-changing methods because an integrity check failed.
     FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
 }

@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub keys: KeysSection,
     /// Settings of the card applications.
     pub cards: CardsSection,
+    /// Business flows (Lua).
+    pub flows: FlowsSection,
     /// Reader driver instances, one table per driver (`[[readers]]`).
     pub readers: Vec<ReaderSection>,
 }
@@ -232,6 +234,34 @@ impl Default for CardsSection {
     }
 }
 
+/// `[flows]`
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsSection {
+    /// Directory of the flow files (`*.lua`); changed files are reloaded, running flows keep their version. Default: the `scripts/` directory of the source tree.
+    pub dir: Option<PathBuf>,
+    /// Longest a run may take, including the time it waits for the client, in seconds.
+    pub run_s_max: u64,
+    /// Lua instructions one run may execute (stops runaway scripts within milliseconds).
+    pub instructions_max: u64,
+    /// Lua memory of one run, in bytes.
+    pub memory_bytes_max: usize,
+    /// How long a flow waits for the client to answer a question before it is cancelled, in seconds.
+    pub prompt_timeout_s: u64,
+}
+
+impl Default for FlowsSection {
+    fn default() -> Self {
+        FlowsSection {
+            dir: None,
+            run_s_max: 15 * 60,
+            instructions_max: 10_000_000,
+            memory_bytes_max: 8 * 1024 * 1024,
+            prompt_timeout_s: 5 * 60,
+        }
+    }
+}
+
 /// One `[[readers]]` table: a driver instance.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +291,7 @@ pub struct Config {
     pub terminal_id: [u8; 6],
     pub etc_pin: String,
     pub readers: Vec<ReaderInstance>,
+    pub flows: FlowsSection,
     /// The embedded default: seed demo operators and host data.
     pub demo: bool,
 }
@@ -375,6 +406,14 @@ impl Config {
             return Err(err("cards.etc_pin", "must be 1 to 12 ASCII digits".into()));
         }
         let readers = validate_readers(&raw.readers).map_err(|(key, reason)| err(&key, reason))?;
+        let flows = raw.flows;
+        if !(1..=24 * 3600).contains(&flows.run_s_max)
+            || !(1_000..=10_000_000_000).contains(&flows.instructions_max)
+            || !(64 * 1024..=1024 * 1024 * 1024).contains(&flows.memory_bytes_max)
+            || !(1..=24 * 3600).contains(&flows.prompt_timeout_s)
+        {
+            return Err(err("flows", "run_s_max and prompt_timeout_s must be 1..=86400, instructions_max 1000..=1e10, memory_bytes_max 64 KiB..=1 GiB".into()));
+        }
         let mut allowed_origins = loopback_origins(listen.port());
         allowed_origins.extend(
             raw.server
@@ -398,6 +437,7 @@ impl Config {
             terminal_id,
             etc_pin: raw.cards.etc_pin,
             readers,
+            flows,
             demo,
         })
     }

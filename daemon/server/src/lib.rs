@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod events;
+pub mod flows;
 pub mod guard;
 pub mod openrpc;
 pub mod readers;

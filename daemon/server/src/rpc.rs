@@ -760,6 +760,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         },
     );
 
+    add_flow_methods(&mut m);
     add_event_subscription(&mut m);
 
     m.specs.push(MethodSpec {
@@ -780,6 +781,157 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         panic!("rpc.discover registered twice: {e}");
     }
     (m.module, specs)
+}
+
+/// `flows.*` parameters naming a run.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunParams {
+    pub run_id: String,
+}
+audit_as_json!(RunParams, run_id);
+
+/// `flows.events`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunEventsParams {
+    pub run_id: String,
+    /// Return events with a larger sequence number (0 for all).
+    #[serde(default)]
+    pub since: u64,
+    /// Wait up to this long for something new when there is nothing yet (at most 25000).
+    pub wait_ms: Option<u64>,
+}
+audit_as_json!(RunEventsParams, run_id);
+
+/// `flows.answer`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerParams {
+    pub run_id: String,
+    pub prompt_id: u32,
+    /// `true`/`false` for a confirmation, one of the choices for a choice.
+    pub answer: crate::flows::Answer,
+}
+audit_as_json!(AnswerParams, run_id);
+
+impl AuditDetail for crate::flows::StartParams {
+    fn audit_detail(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.flow.clone())
+    }
+}
+
+/// What `flows.events` returns.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunEvents {
+    pub state: crate::flows::RunState,
+    pub prompt: Option<crate::flows::Prompt>,
+    pub events: Vec<crate::flows::RunEvent>,
+    pub next_since: u64,
+}
+
+/// The run, if the caller may see it (its operator, a supervisor or an administrator).
+fn visible_run(d: &Daemon, c: &Caller, run_id: &str) -> Result<crate::flows::RunRecord, ApiError> {
+    let engine = d
+        .flows
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorCode::FlowNotFound, "no flows are configured"))?;
+    let run = engine.get(run_id)?;
+    let s = c.session()?;
+    if run.operator != s.username && !matches!(s.role, Role::Admin | Role::Supervisor) {
+        return Err(ApiError::new(
+            ErrorCode::RunNotFound,
+            format!("no run {run_id:?} of yours"),
+        ));
+    }
+    Ok(run)
+}
+
+fn add_flow_methods(m: &mut Methods) {
+    m.add(
+        "flows.list",
+        "The flows you may start, with their parameter schemas.",
+        ALL_OPERATORS,
+        false,
+        |d, c, _: NoParams| async move {
+            let role = c.session()?.role;
+            let flows = d.flows.as_ref().map(|f| f.list()).unwrap_or_default();
+            Ok::<Vec<crate::flows::FlowInfo>, ApiError>(
+                flows
+                    .into_iter()
+                    .filter(|f| f.roles.contains(&role))
+                    .collect(),
+            )
+        },
+    );
+    m.add(
+        "flows.start",
+        "Start a flow with a client-chosen idempotency key; re-sending the same start returns the same run.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: crate::flows::StartParams| async move {
+            let session = c.session()?.clone();
+            crate::flows::start(&d, &session, p)
+        },
+    );
+    m.add(
+        "flows.get",
+        "A run: state, pending question, result or failure, events.",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: RunParams| async move { visible_run(&d, &c, &p.run_id) },
+    );
+    m.add(
+        "flows.events",
+        "A run's events after `since`, waiting up to `wait_ms` for news (HTTP-only clients follow runs with it).",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: RunEventsParams| async move {
+            let mut run = visible_run(&d, &c, &p.run_id)?;
+            let fresh = |r: &crate::flows::RunRecord| r.events.iter().any(|e| e.seq > p.since) || r.state.is_finished();
+            if !fresh(&run) {
+                if let Some(engine) = d.flows.as_ref() {
+                    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0).min(crate::events::POLL_WAIT_MS_MAX));
+                    engine.wait_change(&p.run_id, wait).await;
+                    run = engine.get(&p.run_id)?;
+                }
+            }
+            let events: Vec<_> = run.events.into_iter().filter(|e| e.seq > p.since).collect();
+            let next_since = events.last().map_or(p.since, |e| e.seq);
+            Ok(RunEvents { state: run.state, prompt: run.prompt, events, next_since })
+        },
+    );
+    m.add(
+        "flows.answer",
+        "Answer the run's pending question (confirm or choose).",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: AnswerParams| async move {
+            visible_run(&d, &c, &p.run_id)?;
+            let engine = d
+                .flows
+                .as_ref()
+                .ok_or_else(|| ApiError::new(ErrorCode::FlowNotFound, "no flows"))?;
+            engine.answer(&p.run_id, p.prompt_id, p.answer)
+        },
+    );
+    m.add(
+        "flows.cancel",
+        "Cancel a run in progress (a load already sent to the card is settled by the journal).",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: RunParams| async move {
+            visible_run(&d, &c, &p.run_id)?;
+            let engine = d
+                .flows
+                .as_ref()
+                .ok_or_else(|| ApiError::new(ErrorCode::FlowNotFound, "no flows"))?;
+            engine.cancel(&p.run_id)
+        },
+    );
 }
 
 fn add_event_subscription(m: &mut Methods) {

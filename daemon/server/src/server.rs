@@ -52,6 +52,8 @@ pub struct Daemon {
     pub audit: AuditLog,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
     pub journal: Option<Journal>,
+    /// The flow engine; `None` when the flows directory could not be read (logged).
+    pub flows: Option<crate::flows::FlowEngine>,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     pub sam: Arc<dyn SecurityModule>,
@@ -221,6 +223,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Err(e) => (None, Some(e.to_string())),
     };
     let sam = load_keys(&config)?;
+    let flows = open_flows(&config, &store);
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let readers = ReaderManager::start(&config.readers, &registry, &config.limits, events.clone())
@@ -231,6 +234,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         auth,
         audit,
         journal,
+        flows,
         events,
         readers,
         sam,
@@ -259,6 +263,31 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         seed_demo(&daemon)?;
     }
     Ok(daemon)
+}
+
+fn open_flows(config: &Config, store: &Store) -> Option<crate::flows::FlowEngine> {
+    let dir = config
+        .flows
+        .dir
+        .clone()
+        .unwrap_or_else(crate::flows::default_dir);
+    let limits = cardd_script::Limits {
+        wall_ms_max: config.flows.run_s_max.saturating_mul(1000),
+        instructions_max: config.flows.instructions_max,
+        memory_bytes_max: config.flows.memory_bytes_max,
+        ..cardd_script::Limits::default()
+    };
+    let prompt_timeout = std::time::Duration::from_secs(config.flows.prompt_timeout_s);
+    match crate::flows::FlowEngine::open(&dir, store, limits, prompt_timeout) {
+        Ok(engine) => {
+            tracing::info!(dir = %dir.display(), flows = engine.list().len(), "flows loaded");
+            Some(engine)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no flows: the flows directory could not be read");
+            None
+        }
+    }
 }
 
 fn load_keys(config: &Config) -> Result<Arc<dyn SecurityModule>, ServerError> {

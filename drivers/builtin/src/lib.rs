@@ -10,6 +10,9 @@ use cardd_reader::DriverRegistry;
 pub fn registry() -> DriverRegistry {
     let mut registry = DriverRegistry::new();
     registry.register(&cardd_sim::SIM_DRIVER);
+    registry.register(&cardd_pcsc::PCSC_DRIVER);
+    registry.register(&cardd_serial::SERIAL_DRIVER);
+    registry.register(&cardd_plugin::PLUGIN_DRIVER);
     registry
 }
 
@@ -18,7 +21,7 @@ mod tests {
     #[test]
     fn the_simulated_driver_is_registered() {
         let registry = super::registry();
-        assert!(registry.names().contains(&"sim"));
+        assert_eq!(registry.names(), ["pcsc", "plugin", "serial", "sim"]);
         assert!(registry.get("sim").is_some_and(|d| !d.summary().is_empty()));
     }
 }

@@ -1,0 +1,1001 @@
+//! A fresh, limited Lua state per run, and the thread and watchdog that run it.
+//!
+//! Why this exists: `mlua::Lua::new()` is not a sandbox (it loads `io`, `os` and `package`), Lua
+//! bytecode escapes the VM, `pcall` catches mlua's limit errors, and instruction hooks do not run
+//! inside C functions (`string.rep`, pattern matching, `table.move`). The recipe, checked in
+//! mlua 0.11's source and in style-and-reliability.md §B6:
+//!
+//! - **Libraries.** Only `table`, `string`, `math`, `utf8` and `coroutine` plus an allow-list of
+//!   base functions. Reading a removed name (`os`, `io`, `load`, `require`, `debug`, `print`,
+//!   `collectgarbage`, `string.dump`, …) raises a [`SandboxRefusal`], so the error says why.
+//!   Chunks are loaded in text mode only; a binary chunk is refused before Lua sees it.
+//! - **Determinism.** `math.random` is seeded from the run's seed ([`crate::RunContext::seed`])
+//!   and `math.randomseed` is removed, so a replayed run draws the same numbers. There is no
+//!   clock in the sandbox; the run's start time is `ctx.started_at_ms`.
+//! - **Budgets a script cannot escape.** One global count hook fires every
+//!   [`HOOK_INTERVAL_INSTRUCTIONS`] instructions in every coroutine (Lua copies the hook into
+//!   threads it creates) and checks, in order: a stop already recorded, the instruction budget,
+//!   the wall-clock deadline and the call depth. The first stop reason is recorded in a shared
+//!   flag and every later tick raises it again (sticky). `pcall`, `xpcall`, `coroutine.resume`,
+//!   `coroutine.wrap` and `coroutine.close` are wrapped: if a stop is recorded, or the caught
+//!   error is Lua's out-of-memory error, the error is raised again instead of being returned.
+//! - **Lua code that runs without hooks is not allowed to exist.** Lua disables hooks while it
+//!   runs `__gc` finalizers and while it runs an `xpcall` message handler for an error raised by
+//!   a hook. `setmetatable` refuses metatables with `__gc`, and the `xpcall` wrapper skips the
+//!   script's handler once a stop is recorded.
+//! - **C functions are bounded by their inputs.** `string.rep` refuses results over
+//!   `string_bytes_max` (and counts over `c_loop_items_max`); `find`/`match`/`gmatch`/`gsub`
+//!   refuse subjects over `pattern_subject_bytes_max`, patterns over `pattern_bytes_max`, and
+//!   pattern/subject pairs whose worst-case backtracking estimate exceeds `pattern_steps_max`;
+//!   `table.move` refuses ranges over `c_loop_items_max`; the table functions that loop up to
+//!   `#t` refuse tables with a `__len` metamethod (which could claim 2^62 elements).
+//! - **Watchdog.** [`Sandbox::run`] runs on a dedicated thread. If the wall deadline (+ grace)
+//!   passes and the thread has not answered (stuck in C or in a blocking API call), the caller
+//!   gets [`ScriptError::Watchdog`], the run's stop flag is set so its later API calls are
+//!   refused, and the thread is left to finish on its own.
+//!
+//! Known gaps, by Lua's design: a `__close` handler that raises its own error during unwinding
+//! replaces an out-of-memory error, so that one catch is not detected (the memory limit itself
+//! still holds for every allocation, and budgets stay sticky); an API function written in Rust
+//! that calls back into Lua and swallows the error would swallow a stop too, which is why the
+//! final result is decided by the stop flag, not by what the script returned.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+
+use crate::error::{LimitFigures, ScriptError};
+use crate::module::RunContext;
+
+/// The count hook fires every this many VM instructions. At roughly 100–300 M instructions per
+/// second this checks the deadline every few microseconds, far inside the 100 ms allowed.
+pub const HOOK_INTERVAL_INSTRUCTIONS: u32 = 1000;
+
+/// Stack size of a flow thread, in bytes. Lua limits C recursion to 200 levels
+/// (`LUAI_MAXCCALLS`); each level through mlua callbacks costs a few KiB of Rust stack.
+pub const FLOW_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often the caller re-checks cancellation while waiting for the flow thread, in ms.
+const WAIT_POLL_MS: u64 = 10;
+
+/// Every bound of one run. Units are in the names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Lua heap of the whole state (every table, string, closure and coroutine), in bytes.
+    /// Default 8 MiB.
+    pub memory_bytes_max: usize,
+    /// VM instructions for the whole run, counted in steps of [`HOOK_INTERVAL_INSTRUCTIONS`].
+    /// Default 50 M (well under a second of pure Lua; a flow mostly waits in API calls).
+    pub instructions_max: u64,
+    /// Wall-clock time of the whole run including blocking API calls, in ms. Default 30 s.
+    /// Lua code is stopped by the hook within microseconds of the deadline.
+    pub wall_ms_max: u64,
+    /// How long after the deadline the caller waits for a thread stuck outside Lua before
+    /// returning [`ScriptError::Watchdog`], in ms. Default 50 ms.
+    pub watchdog_grace_ms: u64,
+    /// Longest string `string.rep` may build and any string may have when it crosses into Rust
+    /// (API arguments, results), in bytes. Default 1 MiB.
+    pub string_bytes_max: usize,
+    /// Longest subject `string.find`/`match`/`gmatch`/`gsub` accept, in bytes. Default 64 KiB.
+    pub pattern_subject_bytes_max: usize,
+    /// Longest pattern those functions accept, in bytes. Default 256.
+    pub pattern_bytes_max: usize,
+    /// Largest worst-case backtracking estimate (matcher steps) allowed for one pattern call,
+    /// see [`pattern_steps_estimate`]. Default 50 M (well under a second in the worst case).
+    pub pattern_steps_max: u64,
+    /// Most items one C library call may loop over: the count of `string.rep`, the range of
+    /// `table.move`. Default 1 M.
+    pub c_loop_items_max: u64,
+    /// Deepest call stack (Lua and C frames of one coroutine), in frames, checked at every hook
+    /// tick (so it may be overshot by up to one tick's worth of calls). Default 200.
+    pub call_depth_max: u32,
+    /// Largest result a flow may return, as JSON, in bytes. Default 64 KiB.
+    pub result_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes_max: 8 * 1024 * 1024,
+            instructions_max: 50_000_000,
+            wall_ms_max: 30_000,
+            watchdog_grace_ms: 50,
+            string_bytes_max: 1024 * 1024,
+            pattern_subject_bytes_max: 64 * 1024,
+            pattern_bytes_max: 256,
+            pattern_steps_max: 50_000_000,
+            c_loop_items_max: 1_000_000,
+            call_depth_max: 200,
+            result_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The small budget used to evaluate a flow file for its metadata: 2 MiB, 1 M instructions,
+    /// 1 s.
+    pub fn for_definition() -> Limits {
+        Limits {
+            memory_bytes_max: 2 * 1024 * 1024,
+            instructions_max: 1_000_000,
+            wall_ms_max: 1000,
+            ..Limits::default()
+        }
+    }
+
+    pub(crate) fn figures(&self) -> LimitFigures {
+        LimitFigures {
+            instructions_max: self.instructions_max,
+            memory_bytes_max: self.memory_bytes_max,
+            call_depth_max: self.call_depth_max,
+            wall_ms_max: self.wall_ms_max,
+        }
+    }
+}
+
+/// Why a run was stopped. The first reason recorded wins and stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    Instructions = 1,
+    WallTime = 2,
+    Memory = 3,
+    CallDepth = 4,
+    Cancelled = 5,
+    Watchdog = 6,
+    /// The run returned; nothing may execute for it any more (finalizers, late API calls).
+    Finished = 7,
+}
+
+impl StopReason {
+    fn from_u8(value: u8) -> Option<StopReason> {
+        Some(match value {
+            1 => StopReason::Instructions,
+            2 => StopReason::WallTime,
+            3 => StopReason::Memory,
+            4 => StopReason::CallDepth,
+            5 => StopReason::Cancelled,
+            6 => StopReason::Watchdog,
+            7 => StopReason::Finished,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Instructions => "instruction budget exhausted",
+            StopReason::WallTime => "wall-clock limit reached",
+            StopReason::Memory => "memory limit reached",
+            StopReason::CallDepth => "call depth limit exceeded",
+            StopReason::Cancelled => "run cancelled",
+            StopReason::Watchdog => "watchdog fired; run failed closed",
+            StopReason::Finished => "run already finished",
+        })
+    }
+}
+
+/// The shared, sticky stop flag of one run.
+#[derive(Debug, Default)]
+pub(crate) struct StopFlag(AtomicU8);
+
+impl StopFlag {
+    pub(crate) fn get(&self) -> Option<StopReason> {
+        StopReason::from_u8(self.0.load(Ordering::Acquire))
+    }
+
+    /// Records `reason` unless a reason is already recorded; returns the recorded one.
+    pub(crate) fn trip(&self, reason: StopReason) -> StopReason {
+        match self.try_trip(reason) {
+            Ok(()) => reason,
+            Err(existing) => existing,
+        }
+    }
+
+    /// Records `reason` if no reason is recorded yet; otherwise returns the recorded one.
+    pub(crate) fn try_trip(&self, reason: StopReason) -> Result<(), StopReason> {
+        match self
+            .0
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(existing) => Err(StopReason::from_u8(existing).unwrap_or(reason)),
+        }
+    }
+
+    fn error(&self, reason: StopReason) -> mlua::Error {
+        mlua::Error::external(Stopped {
+            reason: self.trip(reason),
+        })
+    }
+}
+
+/// The error raised inside Lua when a run is stopped; scripts cannot catch it for good.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct Stopped {
+    pub reason: StopReason,
+}
+
+/// The sandbox refused an operation outright.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct SandboxRefusal {
+    pub what: String,
+    pub why: String,
+}
+
+impl SandboxRefusal {
+    pub(crate) fn new(what: impl Into<String>, why: impl Into<String>) -> SandboxRefusal {
+        SandboxRefusal {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn into_lua(self) -> mlua::Error {
+        mlua::Error::external(self)
+    }
+}
+
+/// A value a flow returned that cannot be its result (raised by the conversion code).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadReturnError(pub String);
+
+/// Base functions a flow keeps; everything else in `_G` is removed.
+pub(crate) const GLOBALS_KEPT: &[&str] = &[
+    "assert",
+    "error",
+    "getmetatable",
+    "ipairs",
+    "next",
+    "pairs",
+    "pcall",
+    "rawequal",
+    "rawget",
+    "rawlen",
+    "rawset",
+    "select",
+    "setmetatable",
+    "tonumber",
+    "tostring",
+    "type",
+    "xpcall",
+    "_G",
+    "_VERSION",
+    "coroutine",
+    "math",
+    "string",
+    "table",
+    "utf8",
+];
+
+/// Names whose reading is refused with a reason, rather than quietly being `nil`.
+pub(crate) const GLOBALS_REFUSED: &[(&str, &str)] = &[
+    ("os", "no host access from flows"),
+    ("io", "no file access from flows"),
+    ("package", "no module loading from flows"),
+    ("require", "no module loading from flows"),
+    ("debug", "the debug library is not available"),
+    ("load", "flows cannot compile code at run time"),
+    ("loadstring", "flows cannot compile code at run time"),
+    ("dofile", "no file access from flows"),
+    ("loadfile", "no file access from flows"),
+    (
+        "collectgarbage",
+        "the garbage collector is not under script control",
+    ),
+    ("print", "use log.info(...)"),
+    ("warn", "use log.warn(...)"),
+    ("getfenv", "not available"),
+    ("setfenv", "not available"),
+    ("module", "no module loading from flows"),
+    ("newproxy", "not available"),
+    ("ffi", "not available"),
+    ("jit", "not available"),
+];
+
+/// The Lua side of the sandbox: wrappers that keep stops uncatchable and bound C functions.
+/// Runs once per state, before any flow code; captures the originals as upvalues.
+const PRELUDE: &str = r#"
+local guard, stopped, refuse_gc, check_rep, check_match, check_table, check_move = ...
+local error, type, rawget = error, type, rawget
+local raw_pcall, raw_xpcall, raw_setmetatable = pcall, xpcall, setmetatable
+local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
+
+local function pass(ok, ...)
+  guard(ok, (...))
+  return ok, ...
+end
+pcall = function(f, ...) return pass(raw_pcall(f, ...)) end
+-- Lua calls the message handler with hooks disabled when the error was raised by a hook, so
+-- the handler is skipped once the run is stopped.
+xpcall = function(f, handler, ...)
+  local function h(e)
+    if stopped() then return e end
+    return handler(e)
+  end
+  return pass(raw_xpcall(f, h, ...))
+end
+-- Lua runs __gc finalizers with hooks disabled (lgc.c GCTM), so no budget could stop one.
+-- An object is marked for finalization only if its metatable has __gc when it is set.
+setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then refuse_gc() end
+  return raw_setmetatable(t, mt)
+end
+coroutine.resume = function(co, ...) return pass(co_resume(co, ...)) end
+coroutine.close = function(co) return pass(co_close(co)) end
+local function wrap_pass(co, ok, ...)
+  guard(ok, (...))
+  if not ok then
+    local err = (...)
+    pass(co_close(co))
+    error(err, 0)
+  end
+  return ...
+end
+coroutine.wrap = function(f)
+  local co = co_create(f)
+  return function(...) return wrap_pass(co, co_resume(co, ...)) end
+end
+
+local s_rep, s_find, s_match, s_gmatch, s_gsub =
+  string.rep, string.find, string.match, string.gmatch, string.gsub
+string.rep = function(s, n, sep) check_rep(s, n, sep) return s_rep(s, n, sep) end
+string.find = function(s, p, init, plain)
+  check_match("string.find", s, p, plain) return s_find(s, p, init, plain)
+end
+string.match = function(s, p, init) check_match("string.match", s, p) return s_match(s, p, init) end
+string.gmatch = function(s, p, init)
+  check_match("string.gmatch", s, p) return s_gmatch(s, p, init)
+end
+string.gsub = function(s, p, repl, n) check_match("string.gsub", s, p) return s_gsub(s, p, repl, n) end
+
+local t_insert, t_remove, t_concat, t_unpack, t_sort, t_move =
+  table.insert, table.remove, table.concat, table.unpack, table.sort, table.move
+table.insert = function(t, ...) check_table("table.insert", t) return t_insert(t, ...) end
+table.remove = function(t, ...) check_table("table.remove", t) return t_remove(t, ...) end
+table.concat = function(t, ...) check_table("table.concat", t) return t_concat(t, ...) end
+table.unpack = function(t, ...) check_table("table.unpack", t) return t_unpack(t, ...) end
+table.sort = function(t, ...) check_table("table.sort", t) return t_sort(t, ...) end
+table.move = function(a1, f, e, t, a2) check_move(f, e) return t_move(a1, f, e, t, a2) end
+"#;
+
+/// A fresh Lua state with the sandbox applied, not yet running.
+pub struct Sandbox {
+    lua: Lua,
+    limits: Limits,
+    ctx: RunContext,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .field("run_id", &self.ctx.run_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds a fresh state for one run. The state shares the run's stop flag with `ctx`, and
+    /// `ctx` and `limits` are stored as app data for API helpers
+    /// ([`crate::module::str_arg`] and friends).
+    pub fn new(limits: &Limits, ctx: &RunContext) -> Result<Sandbox, ScriptError> {
+        let internal = |e: mlua::Error| ScriptError::Internal {
+            reason: format!("cannot build the sandbox: {e}"),
+        };
+        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+        let lua =
+            Lua::new_with(libs, LuaOptions::new().catch_rust_panics(false)).map_err(internal)?;
+        setup(&lua, limits, ctx).map_err(internal)?;
+        lua.set_app_data(limits.clone());
+        lua.set_app_data(ctx.clone());
+        lua.set_memory_limit(limits.memory_bytes_max)
+            .map_err(internal)?;
+        Ok(Sandbox {
+            lua,
+            limits: limits.clone(),
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// The state, for registering API modules before [`Sandbox::run`].
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles text source. A binary chunk (`\x1bLua…`) is refused before Lua sees it, and the
+    /// chunk is loaded in text mode regardless. Nothing runs.
+    pub fn load(&self, chunk_name: &str, source: &str) -> Result<Function, ScriptError> {
+        if source.as_bytes().first() == Some(&0x1b) {
+            return Err(ScriptError::Refused {
+                reason: format!(
+                    "{chunk_name}: binary (precompiled) Lua chunks are not accepted; load source text"
+                ),
+            });
+        }
+        self.lua
+            .load(source)
+            .set_name(format!("={chunk_name}"))
+            .set_mode(ChunkMode::Text)
+            .into_function()
+            .map_err(|e| self.limits.figures().classify(chunk_name, &e))
+    }
+
+    /// Runs `f` on a dedicated thread under the instruction/wall/depth hook, and waits for it
+    /// at most until the wall deadline plus grace (the watchdog). However `f` ends, a stop
+    /// recorded for the run decides the outcome.
+    pub fn run<T, F>(self, f: F) -> Result<T, ScriptError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Lua) -> mlua::Result<T> + Send + 'static,
+    {
+        let Sandbox { lua, limits, ctx } = self;
+        let figures = limits.figures();
+        let stop = ctx.stop_flag();
+        if let Some(reason) = stop.get() {
+            return Err(figures.stop_error(reason));
+        }
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(limits.wall_ms_max);
+        ctx.set_deadline(deadline);
+        install_hook(&lua, &limits, stop.clone(), deadline).map_err(|e| ScriptError::Internal {
+            reason: format!("cannot install the hook: {e}"),
+        })?;
+
+        let (sender, receiver) = mpsc::sync_channel::<Result<T, ScriptError>>(1);
+        let thread_stop = stop.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("cardd-flow-{}", ctx.run_id()))
+            .stack_size(FLOW_THREAD_STACK_BYTES)
+            .spawn(move || {
+                let outcome = catch_unwind(AssertUnwindSafe(|| f(&lua)));
+                let result = match outcome {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(figures.classify("", &e)),
+                    Err(panic) => Err(ScriptError::Internal {
+                        reason: format!("the flow thread panicked: {}", panic_text(&panic)),
+                    }),
+                };
+                let result = match thread_stop.get() {
+                    Some(reason) if reason != StopReason::Finished => {
+                        Err(figures.stop_error(reason))
+                    }
+                    _ => result,
+                };
+                thread_stop.trip(StopReason::Finished);
+                // The caller may have gone (watchdog); then nobody wants the result.
+                let _ = sender.send(result);
+                // Dropping the state runs finalizers; the hook refuses them (Finished).
+                drop(lua);
+            });
+        if let Err(e) = spawned {
+            stop.trip(StopReason::Finished);
+            return Err(ScriptError::Internal {
+                reason: format!("cannot start the flow thread: {e}"),
+            });
+        }
+        wait(&receiver, &stop, &figures, deadline, &limits)
+    }
+}
+
+/// The caller's side: wait for the result, the watchdog deadline, or a cancellation.
+fn wait<T>(
+    receiver: &mpsc::Receiver<Result<T, ScriptError>>,
+    stop: &StopFlag,
+    figures: &LimitFigures,
+    deadline: Instant,
+    limits: &Limits,
+) -> Result<T, ScriptError> {
+    let grace = Duration::from_millis(limits.watchdog_grace_ms);
+    let hard_deadline = deadline + grace;
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let mut give_up_at = hard_deadline;
+        if let Some(at) = cancelled_at {
+            give_up_at = give_up_at.min(at + grace);
+        }
+        if now >= give_up_at {
+            let reason = if cancelled_at.is_some() && now < hard_deadline {
+                StopReason::Cancelled
+            } else {
+                StopReason::Watchdog
+            };
+            let recorded = stop.trip(reason);
+            // A run that tripped its own limit but never came back is still abandoned.
+            return Err(match recorded {
+                StopReason::Cancelled => ScriptError::Cancelled,
+                _ => figures.stop_error(StopReason::Watchdog),
+            });
+        }
+        let slice = (give_up_at - now).min(Duration::from_millis(WAIT_POLL_MS));
+        match receiver.recv_timeout(slice) {
+            Ok(result) => return result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if cancelled_at.is_none() && stop.get() == Some(StopReason::Cancelled) {
+                    cancelled_at = Some(Instant::now());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(ScriptError::Internal {
+                    reason: "the flow thread ended without a result".to_owned(),
+                })
+            }
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic".to_owned()
+    }
+}
+
+/// The one global hook: sticky stop, instructions, deadline, call depth.
+fn install_hook(
+    lua: &Lua,
+    limits: &Limits,
+    stop: Arc<StopFlag>,
+    deadline: Instant,
+) -> mlua::Result<()> {
+    let instructions_max = limits.instructions_max;
+    let depth_level = usize::try_from(limits.call_depth_max).unwrap_or(usize::MAX);
+    let used = AtomicU64::new(0);
+    let triggers = HookTriggers::new().every_nth_instruction(HOOK_INTERVAL_INSTRUCTIONS);
+    lua.set_global_hook(triggers, move |lua, _debug| {
+        if let Some(reason) = stop.get() {
+            return Err(stop.error(reason));
+        }
+        let total = used.fetch_add(u64::from(HOOK_INTERVAL_INSTRUCTIONS), Ordering::Relaxed)
+            + u64::from(HOOK_INTERVAL_INSTRUCTIONS);
+        if total > instructions_max {
+            return Err(stop.error(StopReason::Instructions));
+        }
+        if Instant::now() >= deadline {
+            return Err(stop.error(StopReason::WallTime));
+        }
+        // lua_getstack walks at most `depth_level` frames, and stops early on shallow stacks.
+        if lua.inspect_stack(depth_level, |_| ()).is_some() {
+            return Err(stop.error(StopReason::CallDepth));
+        }
+        Ok(VmState::Continue)
+    })
+}
+
+/// Strips the globals, installs refusals, seeds the RNG and runs the prelude.
+fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
+    let globals = lua.globals();
+    let mut remove = Vec::new();
+    for pair in globals.pairs::<Value, Value>() {
+        let (key, _) = pair?;
+        let keep = match &key {
+            Value::String(s) => GLOBALS_KEPT.iter().any(|k| s.as_bytes() == k.as_bytes()),
+            _ => false,
+        };
+        if !keep {
+            remove.push(key);
+        }
+    }
+    for key in remove {
+        globals.raw_set(key, Value::Nil)?;
+    }
+
+    // Deterministic random numbers, then no way to reseed.
+    let math: Table = globals.raw_get("math")?;
+    let randomseed: Function = math.raw_get("randomseed")?;
+    // Two halves so the whole 64-bit seed is used; `as` keeps the bits on purpose.
+    randomseed.call::<()>(((ctx.seed() >> 32) as i64, (ctx.seed() & 0xffff_ffff) as i64))?;
+    math.raw_set("randomseed", Value::Nil)?;
+
+    refuse_names(lua, &globals, "", GLOBALS_REFUSED)?;
+    let string: Table = globals.raw_get("string")?;
+    string.raw_set("dump", Value::Nil)?;
+    refuse_names(
+        lua,
+        &string,
+        "string.",
+        &[("dump", "bytecode is not available to flows")],
+    )?;
+    refuse_names(
+        lua,
+        &math,
+        "math.",
+        &[(
+            "randomseed",
+            "math.random is seeded per run so runs are reproducible",
+        )],
+    )?;
+
+    let prelude = lua
+        .load(PRELUDE)
+        .set_name("=sandbox-prelude")
+        .set_mode(ChunkMode::Text)
+        .into_function()?;
+    prelude.call::<()>((
+        guard_fn(lua, ctx)?,
+        stopped_fn(lua, ctx)?,
+        lua.create_function(|_, ()| -> mlua::Result<()> {
+            Err(SandboxRefusal::new(
+                "setmetatable",
+                "__gc finalizers are not available to flows (Lua runs them without hooks, so no \
+                 budget could stop one)",
+            )
+            .into_lua())
+        })?,
+        check_rep_fn(lua, limits)?,
+        check_match_fn(lua, limits)?,
+        check_table_fn(lua)?,
+        check_move_fn(lua, limits)?,
+    ))?;
+    Ok(())
+}
+
+/// Gives `table` a metatable whose `__index` refuses the listed names with their reason.
+fn refuse_names(
+    lua: &Lua,
+    table: &Table,
+    prefix: &'static str,
+    names: &'static [(&'static str, &'static str)],
+) -> mlua::Result<()> {
+    let index = lua.create_function(move |_, (_t, key): (Value, Value)| {
+        if let Value::String(k) = &key {
+            let bytes = k.as_bytes();
+            if let Some((name, why)) = names.iter().find(|(n, _)| n.as_bytes() == &bytes[..]) {
+                return Err(SandboxRefusal::new(format!("{prefix}{name}"), *why).into_lua());
+            }
+        }
+        Ok(Value::Nil)
+    })?;
+    let meta = lua.create_table()?;
+    meta.raw_set("__index", index)?;
+    table.set_metatable(Some(meta))
+}
+
+/// `guard(ok, err)`: re-raises a recorded stop, and turns a caught out-of-memory error into a
+/// recorded (sticky) memory stop.
+fn guard_fn(lua: &Lua, ctx: &RunContext) -> mlua::Result<Function> {
+    let stop = ctx.stop_flag();
+    lua.create_function(move |_, (ok, err): (bool, Value)| {
+        if let Some(reason) = stop.get() {
+            return Err(stop.error(reason));
+        }
+        if !ok && value_is_memory_error(&err) {
+            return Err(stop.error(StopReason::Memory));
+        }
+        Ok(())
+    })
+}
+
+/// `stopped()`: whether a stop is recorded for the run.
+fn stopped_fn(lua: &Lua, ctx: &RunContext) -> mlua::Result<Function> {
+    let stop = ctx.stop_flag();
+    lua.create_function(move |_, ()| Ok(stop.get().is_some()))
+}
+
+/// Lua's own out-of-memory message (`MEMERRMSG`), which is what `pcall` returns for it.
+const LUA_MEMORY_ERROR: &[u8] = b"not enough memory";
+
+fn value_is_memory_error(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.as_bytes() == LUA_MEMORY_ERROR,
+        Value::Error(e) => error_is_memory(e),
+        _ => false,
+    }
+}
+
+fn error_is_memory(err: &mlua::Error) -> bool {
+    let mut current = err;
+    loop {
+        match current {
+            mlua::Error::MemoryError(_) => return true,
+            mlua::Error::CallbackError { cause, .. }
+            | mlua::Error::WithContext { cause, .. }
+            | mlua::Error::BadArgument { cause, .. } => current = cause,
+            other => {
+                return other
+                    .downcast_ref::<Stopped>()
+                    .is_some_and(|s| s.reason == StopReason::Memory)
+            }
+        }
+    }
+}
+
+/// Length a value has once Lua coerces it to a string, when it is a string or a number.
+fn coerced_len(value: &Value) -> Option<usize> {
+    match value {
+        Value::String(s) => Some(s.as_bytes().len()),
+        // "%.14g" of a float or an i64 in decimal: at most 24 bytes.
+        Value::Integer(_) | Value::Number(_) => Some(24),
+        _ => None,
+    }
+}
+
+fn as_count(value: &Value) -> Option<f64> {
+    match value {
+        // `as` on purpose: only compared with a bound.
+        Value::Integer(n) => Some(*n as f64),
+        Value::Number(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// `check_rep(s, n, sep)`: the result must fit `string_bytes_max`, the count
+/// `c_loop_items_max` (an empty string repeated 2^62 times is a C loop the hook never sees).
+fn check_rep_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
+    let string_bytes_max = limits.string_bytes_max;
+    let items_max = limits.c_loop_items_max;
+    lua.create_function(move |_, (s, n, sep): (Value, Value, Value)| {
+        let (Some(len), Some(count)) = (coerced_len(&s), as_count(&n)) else {
+            return Ok(()); // string.rep raises its own type error
+        };
+        if count <= 0.0 {
+            return Ok(());
+        }
+        let sep_len = coerced_len(&sep).unwrap_or(0);
+        // f64: exact enough for a bound and cannot overflow.
+        let total = len as f64 * count + sep_len as f64 * (count - 1.0);
+        if count > items_max as f64 {
+            return Err(SandboxRefusal::new(
+                "string.rep",
+                format!("count {count} is over the limit of {items_max}"),
+            )
+            .into_lua());
+        }
+        if total > string_bytes_max as f64 {
+            return Err(SandboxRefusal::new(
+                "string.rep",
+                format!("result of {total} bytes is over the limit of {string_bytes_max} bytes"),
+            )
+            .into_lua());
+        }
+        Ok(())
+    })
+}
+
+/// `check_match(name, s, p, plain)`: subject, pattern and worst-case cost bounds.
+fn check_match_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
+    let subject_max = limits.pattern_subject_bytes_max;
+    let pattern_max = limits.pattern_bytes_max;
+    let steps_max = limits.pattern_steps_max;
+    lua.create_function(
+        move |_, (name, s, p, plain): (String, Value, Value, Value)| {
+            let (Some(subject_len), Some(pattern_len)) = (coerced_len(&s), coerced_len(&p)) else {
+                return Ok(()); // the string function raises its own type error
+            };
+            if subject_len > subject_max {
+                return Err(SandboxRefusal::new(
+                    name,
+                    format!(
+                        "subject of {subject_len} bytes is over the limit of {subject_max} bytes"
+                    ),
+                )
+                .into_lua());
+            }
+            if pattern_len > pattern_max {
+                return Err(SandboxRefusal::new(
+                    name,
+                    format!(
+                        "pattern of {pattern_len} bytes is over the limit of {pattern_max} bytes"
+                    ),
+                )
+                .into_lua());
+            }
+            let plain = !matches!(plain, Value::Nil | Value::Boolean(false));
+            let Value::String(pattern) = &p else {
+                return Ok(()); // a number pattern has no special characters
+            };
+            if plain {
+                return Ok(());
+            }
+            let anchor_allowed = name != "string.gmatch";
+            let steps = pattern_steps_estimate(subject_len, &pattern.as_bytes(), anchor_allowed);
+            if steps > steps_max as f64 {
+                return Err(SandboxRefusal::new(
+                    name,
+                    format!(
+                        "pattern {:?} on a {subject_len}-byte subject may backtrack for ~{steps:.0e} \
+                         steps (limit {steps_max}); anchor it with ^, use fewer repetitions \
+                         (* + -), or shorten the subject",
+                        pattern.to_string_lossy()
+                    ),
+                )
+                .into_lua());
+            }
+            Ok(())
+        },
+    )
+}
+
+/// `check_table(name, t)`: refuses tables with a `__len` metamethod (raw metatable, so a
+/// `__metatable` field cannot hide it); a lying `__len` turns the library's loops into C loops
+/// of any length.
+fn check_table_fn(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|_, (name, t): (String, Value)| {
+        if let Value::Table(t) = t {
+            if let Some(meta) = t.metatable() {
+                if !matches!(meta.raw_get::<Value>("__len")?, Value::Nil) {
+                    return Err(SandboxRefusal::new(
+                        name,
+                        "tables with a __len metamethod are not accepted by the table library",
+                    )
+                    .into_lua());
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `check_move(f, e)`: the range `table.move` walks must fit `c_loop_items_max`.
+fn check_move_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
+    let items_max = limits.c_loop_items_max;
+    lua.create_function(move |_, (f, e): (Value, Value)| {
+        if let (Some(first), Some(last)) = (as_count(&f), as_count(&e)) {
+            if last >= first && last - first + 1.0 > items_max as f64 {
+                return Err(SandboxRefusal::new(
+                    "table.move",
+                    format!(
+                        "range of {} items is over the limit of {items_max}",
+                        last - first + 1.0
+                    ),
+                )
+                .into_lua());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// An upper bound on the matcher steps Lua's backtracking pattern matcher may take for
+/// `pattern` on a subject of `subject_len` bytes.
+///
+/// Lua's matcher (`lstrlib.c`) backtracks: each repetition item (`*`, `+`, `-`) may be tried at
+/// every length, so `k` repetitions over a subject of `S` bytes can be tried in about
+/// C(S + k, k) combinations, times S + 1 start positions unless the pattern is anchored. `?`
+/// doubles the work, `%b` and back-references `%1`–`%9` scan up to S bytes per attempt, and
+/// each attempt walks the pattern (P bytes). The estimate multiplies these; it is pessimistic
+/// for patterns that succeed early, exact in shape for adversarial subjects such as
+/// `("a"):rep(n):find(".-.-.-.-b")`.
+pub fn pattern_steps_estimate(subject_len: usize, pattern: &[u8], anchor_allowed: bool) -> f64 {
+    let s = subject_len as f64;
+    let mut repetitions: u32 = 0;
+    let mut optionals: u32 = 0;
+    let mut scans: u32 = 0;
+    let mut i = 0;
+    let anchored = anchor_allowed && pattern.first() == Some(&b'^');
+    if anchored {
+        i = 1;
+    }
+    while i < pattern.len() {
+        let single_item = match pattern[i] {
+            b'(' | b')' => {
+                i += 1;
+                false
+            }
+            b'%' => match pattern.get(i + 1) {
+                Some(b'b') => {
+                    scans += 1;
+                    i += 4;
+                    false
+                }
+                Some(b'f') => {
+                    i = skip_set(pattern, i + 2);
+                    false
+                }
+                Some(d) if d.is_ascii_digit() => {
+                    scans += 1;
+                    i += 2;
+                    false
+                }
+                _ => {
+                    i += 2;
+                    true
+                }
+            },
+            b'[' => {
+                i = skip_set(pattern, i);
+                true
+            }
+            _ => {
+                i += 1;
+                true
+            }
+        };
+        if single_item {
+            match pattern.get(i) {
+                Some(b'*' | b'+' | b'-') => {
+                    repetitions += 1;
+                    i += 1;
+                }
+                Some(b'?') => {
+                    optionals += 1;
+                    i += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    let m = repetitions + u32::from(!anchored);
+    let mut combinations = 1.0_f64;
+    for j in 1..=m {
+        combinations *= (s + f64::from(j)) / f64::from(j);
+    }
+    let per_attempt = (pattern.len() as f64 + 1.0) * f64::from(repetitions + 1);
+    combinations
+        * per_attempt
+        * 2.0_f64.powi(i32::try_from(optionals).unwrap_or(i32::MAX))
+        * (s + 1.0).powi(i32::try_from(scans).unwrap_or(i32::MAX))
+}
+
+/// Index just past a `[...]` set starting at `start` (lenient on malformed sets: Lua reports
+/// those itself).
+fn skip_set(pattern: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    if pattern.get(i) == Some(&b'^') {
+        i += 1;
+    }
+    // A ']' right after '[' or '[^' is a literal.
+    if pattern.get(i) == Some(&b']') {
+        i += 1;
+    }
+    while i < pattern.len() {
+        match pattern[i] {
+            b'%' => i += 2,
+            b']' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_estimates_grow_with_repetitions() {
+        let plain = pattern_steps_estimate(1000, b"abc", true);
+        let one = pattern_steps_estimate(1000, b"a.-b", true);
+        let four = pattern_steps_estimate(1000, b".-.-.-.-b", true);
+        let anchored = pattern_steps_estimate(1000, b"^.-.-.-.-b", true);
+        assert!(plain < one && one < four);
+        assert!(anchored < four);
+        assert!(four > Limits::default().pattern_steps_max as f64);
+        // Typical flow patterns on short inputs are cheap.
+        assert!(pattern_steps_estimate(64, b"^(%d+)%.(%d%d)$", true) < 1e5);
+        assert!(pattern_steps_estimate(4096, b"%s+", true) < 1e9);
+    }
+
+    #[test]
+    fn sets_are_skipped_whole() {
+        assert_eq!(skip_set(b"[]a]x", 0), 4);
+        assert_eq!(skip_set(b"[^%]]x", 0), 5);
+        assert_eq!(skip_set(b"[abc", 0), 4);
+    }
+
+    #[test]
+    fn stop_flag_keeps_the_first_reason() {
+        let flag = StopFlag::default();
+        assert_eq!(flag.get(), None);
+        assert_eq!(flag.trip(StopReason::WallTime), StopReason::WallTime);
+        assert_eq!(flag.trip(StopReason::Cancelled), StopReason::WallTime);
+        assert_eq!(flag.get(), Some(StopReason::WallTime));
+    }
+}

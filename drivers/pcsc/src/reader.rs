@@ -1,0 +1,514 @@
+//! [`PcscReader`]: one session on one PC/SC reader, the `CardReader` the daemon holds.
+//!
+//! Why it is shaped this way: every call here hands its PC/SC work to the session's worker
+//! thread ([`crate::worker`]) and waits with a deadline, so nothing blocks past its bound even
+//! when pcsc-lite would wait forever. The session connects lazily (it exists without a card;
+//! the first command or `power_on` connects), keeps no card state of its own beyond a mirror
+//! of the handle's ATR and protocol, and rebuilds its context and handle after anything that
+//! leaves them in doubt: a call that overran, pcscd restarting (`SCARD_E_NO_SERVICE`, reported
+//! as `ReaderGone` until pcscd is back), or a card that was pulled or reset.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cardd_reader::{
+    ApduTransport, Atr, CardEvent, CardEvents, CardPresence, CardReader, ExclusiveAccess, Protocol,
+    ReaderError, ReaderInfo,
+};
+
+use crate::error::{context_lost, driver, map, PcscError};
+use crate::options::PcscOptions;
+use crate::session::{
+    lock_mirror, snapshot, wait_change, ConnInfo, ConnectParams, Mirror, Session, Snapshot,
+    Transmitted,
+};
+use crate::worker::{CallError, Worker};
+
+/// Bound on quick calls to pcscd (status, disconnect, list).
+pub const CONTROL_CALL_TIMEOUT_MS: u64 = 3_000;
+/// Extra time granted to calls that carry their own timeout (event waits), for the round trip.
+pub const CALL_GRACE_MS: u64 = 500;
+/// After a failed command, how long to wait for pcscd to notice a removal (vpcd and many
+/// readers are polled every 400 ms).
+pub const REMOVAL_CONFIRM_MS: u64 = 1_000;
+/// Most card events queued in a session between two waits.
+pub const PENDING_EVENTS_MAX: usize = 8;
+
+/// A session on one PC/SC reader.
+pub struct PcscReader {
+    info: ReaderInfo,
+    params: ConnectParams,
+    options: Arc<PcscOptions>,
+    worker: Option<Worker<Session>>,
+    mirror: Mirror,
+    /// Shared with the worker's session: how it lets the card go when it ends.
+    reset_on_exit: Arc<AtomicBool>,
+    last_protocol: Option<pcsc::Protocol>,
+    /// The reader state the next event wait compares against (flags + event counter).
+    baseline: Option<Snapshot>,
+    pending: VecDeque<CardEvent>,
+}
+
+impl std::fmt::Debug for PcscReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcscReader")
+            .field("id", &self.info.id)
+            .field("connected", &lock_mirror(&self.mirror).is_some())
+            .field("in_transaction", &self.in_transaction())
+            .finish()
+    }
+}
+
+impl PcscReader {
+    pub(crate) fn new(
+        info: ReaderInfo,
+        reader: CString,
+        options: Arc<PcscOptions>,
+        baseline: Option<Snapshot>,
+    ) -> PcscReader {
+        PcscReader {
+            params: ConnectParams {
+                reader,
+                share_mode: options.share_mode.to_pcsc(),
+                protocols: options.pcsc_protocols(),
+            },
+            info,
+            options,
+            worker: None,
+            mirror: Arc::new(Mutex::new(None)),
+            reset_on_exit: Arc::new(AtomicBool::new(true)),
+            last_protocol: None,
+            baseline,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    /// The session's worker, started (with a fresh context) when there is none.
+    fn worker(&mut self) -> Result<&Worker<Session>, ReaderError> {
+        if self.worker.is_none() {
+            let params = self.params.clone();
+            let mirror: Mirror = Arc::new(Mutex::new(None));
+            self.mirror = mirror.clone();
+            let reset_on_exit = Arc::new(AtomicBool::new(true));
+            self.reset_on_exit = reset_on_exit.clone();
+            let worker = Worker::spawn(&self.info.name, move |context| {
+                Session::new(context, params, mirror, reset_on_exit)
+            })
+            .map_err(|e| self.call_error("SCardEstablishContext", e, None))?;
+            self.worker = Some(worker);
+        }
+        match &self.worker {
+            Some(w) => Ok(w),
+            None => Err(ReaderError::ReaderGone {
+                reader: self.info.id.clone(),
+            }),
+        }
+    }
+
+    /// Forgets the worker (its thread ends once its current call returns). A worker abandoned
+    /// while waiting for another holder (connect, transaction) leaves the card alone when its
+    /// call finally returns; one abandoned mid-command resets the card.
+    fn drop_worker(&mut self, abandon: bool) {
+        if let Some(w) = self.worker.take() {
+            if abandon {
+                w.abandon();
+            }
+        }
+        *lock_mirror(&self.mirror) = None;
+    }
+
+    fn call_error(
+        &self,
+        operation: &'static str,
+        e: CallError,
+        timeout: Option<Duration>,
+    ) -> ReaderError {
+        match e {
+            CallError::Stuck => match timeout {
+                Some(t) => ReaderError::Timeout {
+                    reader: self.id().to_owned(),
+                    timeout_ms: t.as_millis() as u64,
+                },
+                None => ReaderError::ReaderGone {
+                    reader: self.id().to_owned(),
+                },
+            },
+            CallError::Failed(e) => driver(self.id(), e),
+            CallError::Establish(e) => map(self.id(), operation, e),
+        }
+    }
+
+    /// Runs `f` on the worker, waiting at most `timeout`. An overrun abandons the worker and
+    /// is `Timeout`; a lost context drops the worker and is `ReaderGone`.
+    fn run<R: Send + 'static>(
+        &mut self,
+        operation: &'static str,
+        timeout: Duration,
+        f: impl FnOnce(&mut Session) -> Result<R, pcsc::Error> + Send + 'static,
+    ) -> Result<R, ReaderError> {
+        let result = self.worker()?.call(operation, timeout, f);
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                if context_lost(e) {
+                    tracing::info!(reader = %self.info.id, error = %e, "PC/SC context lost; re-establishing on the next call");
+                    self.drop_worker(false);
+                }
+                Err(map(self.id(), operation, e))
+            }
+            Err(CallError::Stuck) => {
+                tracing::warn!(reader = %self.info.id, operation, timeout_ms = timeout.as_millis() as u64, "PC/SC call overran; abandoning the session's context");
+                // Only a command in flight leaves the card in doubt; a wait for another holder
+                // must not reset the card under it when it finally returns.
+                self.reset_on_exit
+                    .store(operation == "SCardTransmit", Ordering::SeqCst);
+                self.drop_worker(true);
+                Err(self.call_error(operation, CallError::Stuck, Some(timeout)))
+            }
+            Err(e) => {
+                self.drop_worker(false);
+                Err(self.call_error(operation, e, Some(timeout)))
+            }
+        }
+    }
+
+    fn connected(&self) -> Option<ConnInfo> {
+        lock_mirror(&self.mirror).clone()
+    }
+
+    /// Whether this session's handle holds the PC/SC transaction lock (a lost handle lost it).
+    fn in_transaction(&self) -> bool {
+        self.connected().is_some_and(|c| c.locked)
+    }
+
+    fn note_connection(&mut self, info: &ConnInfo) -> Atr {
+        self.last_protocol = info.protocol;
+        Atr(info.atr.clone())
+    }
+
+    fn ensure_connected(&mut self) -> Result<ConnInfo, ReaderError> {
+        if self.worker.is_some() {
+            if let Some(info) = self.connected() {
+                return Ok(info);
+            }
+        }
+        let info = self.run(
+            "SCardConnect",
+            self.options.connect_timeout(),
+            Session::ensure_connected,
+        )?;
+        self.note_connection(&info);
+        Ok(info)
+    }
+
+    fn reinitialise(&mut self, init: pcsc::Disposition) -> Result<Atr, ReaderError> {
+        let info = self.run("SCardReconnect", self.options.connect_timeout(), move |s| {
+            s.reinitialise(init)
+        })?;
+        Ok(self.note_connection(&info))
+    }
+
+    fn snapshot_now(&mut self) -> Result<Snapshot, ReaderError> {
+        let snap = self.run(
+            "SCardGetStatusChange",
+            Duration::from_millis(CONTROL_CALL_TIMEOUT_MS),
+            |s| snapshot(&s.context, &s.params.reader),
+        )?;
+        if snap.reader_missing() {
+            self.drop_worker(false);
+            return Err(ReaderError::ReaderGone {
+                reader: self.id().to_owned(),
+            });
+        }
+        Ok(snap)
+    }
+
+    /// After a failed command: `CardRemoved` when the card left, else `failure`.
+    fn removal_or(&mut self, known_count: u32, failure: ReaderError) -> ReaderError {
+        let wait = Duration::from_millis(REMOVAL_CONFIRM_MS);
+        let confirm = self.run(
+            "SCardGetStatusChange",
+            wait + Duration::from_millis(CONTROL_CALL_TIMEOUT_MS),
+            move |s| s.confirm_removal(known_count, wait),
+        );
+        match confirm {
+            Ok(true) => ReaderError::CardRemoved {
+                reader: self.id().to_owned(),
+            },
+            Ok(false) => failure,
+            Err(e) => e,
+        }
+    }
+}
+
+impl ApduTransport for PcscReader {
+    fn transmit_raw(&mut self, command: &[u8], timeout: Duration) -> Result<Vec<u8>, ReaderError> {
+        if command.len() > pcsc::MAX_BUFFER_SIZE_EXTENDED {
+            return Err(ReaderError::Protocol {
+                reader: self.id().to_owned(),
+                detail: format!(
+                    "a command of {} bytes exceeds PC/SC's {} bytes",
+                    command.len(),
+                    pcsc::MAX_BUFFER_SIZE_EXTENDED
+                ),
+            });
+        }
+        let info = self.ensure_connected()?;
+        let bytes = command.to_vec();
+        let outcome = self.run("SCardTransmit", timeout, move |s| s.transmit(&bytes))?;
+        match outcome {
+            Transmitted::Response(response) => Ok(response),
+            Transmitted::CardLost(e) => Err(map(self.id(), "SCardTransmit", e)),
+            Transmitted::Failed(Some(e), _) => {
+                let failure = map(self.id(), "SCardTransmit", e);
+                Err(self.removal_or(info.event_count, failure))
+            }
+            Transmitted::Failed(None, len) => {
+                let failure = driver(self.id(), PcscError::ShortResponse { len });
+                Err(self.removal_or(info.event_count, failure))
+            }
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        let negotiated = self
+            .connected()
+            .and_then(|c| c.protocol)
+            .or(self.last_protocol);
+        match negotiated {
+            Some(pcsc::Protocol::T0) => Protocol::T0,
+            Some(pcsc::Protocol::RAW) => Protocol::Other,
+            Some(pcsc::Protocol::T1) | None if self.info.capabilities.contactless => {
+                Protocol::Contactless
+            }
+            Some(pcsc::Protocol::T1) | None => Protocol::T1,
+        }
+    }
+}
+
+impl CardReader for PcscReader {
+    fn info(&self) -> &ReaderInfo {
+        &self.info
+    }
+
+    /// Cold reset: reconnects with `SCARD_UNPOWER_CARD` (or connects, when not connected).
+    fn power_on(&mut self) -> Result<Atr, ReaderError> {
+        if self.connected().is_none() || self.worker.is_none() {
+            let info = self.ensure_connected()?;
+            return Ok(Atr(info.atr));
+        }
+        self.reinitialise(pcsc::Disposition::UnpowerCard)
+    }
+
+    /// Disconnects with `SCARD_UNPOWER_CARD`; harmless without a card or a connection.
+    fn power_off(&mut self) -> Result<(), ReaderError> {
+        if self.worker.is_none() || self.connected().is_none() {
+            return Ok(());
+        }
+        self.run("SCardDisconnect", self.options.connect_timeout(), |s| {
+            s.disconnect(pcsc::Disposition::UnpowerCard);
+            Ok(())
+        })
+    }
+
+    /// Warm reset: reconnects with `SCARD_RESET_CARD`.
+    fn reset(&mut self) -> Result<Atr, ReaderError> {
+        if self.connected().is_none() || self.worker.is_none() {
+            let info = self.ensure_connected()?;
+            return Ok(Atr(info.atr));
+        }
+        self.reinitialise(pcsc::Disposition::ResetCard)
+    }
+
+    fn atr(&self) -> Option<Atr> {
+        self.connected().map(|c| Atr(c.atr))
+    }
+
+    fn presence(&mut self) -> Result<CardPresence, ReaderError> {
+        let snap = self.snapshot_now()?;
+        if !snap.present() {
+            return Ok(CardPresence::Absent);
+        }
+        match self.connected() {
+            Some(c) if c.event_count == snap.count && !c.atr.is_empty() => {
+                Ok(CardPresence::Powered { atr: Atr(c.atr) })
+            }
+            _ => Ok(CardPresence::Present),
+        }
+    }
+
+    fn events(&mut self) -> Option<&mut dyn CardEvents> {
+        Some(self)
+    }
+
+    fn exclusive(&mut self) -> Option<&mut dyn ExclusiveAccess> {
+        Some(self)
+    }
+}
+
+/// The events between two reader states: a presence flip, or (same presence, counter moved)
+/// a card swapped between two waits. A card that came and went between two waits leaves no
+/// event (the reader is empty either way).
+pub(crate) fn events_between(before: &Snapshot, after: &Snapshot) -> Vec<CardEvent> {
+    let inserted = || CardEvent::Inserted {
+        atr: Atr(after.atr.clone()),
+    };
+    match (before.present(), after.present()) {
+        (true, false) => vec![CardEvent::Removed],
+        (false, true) => vec![inserted()],
+        (true, true) if after.count != before.count => vec![CardEvent::Removed, inserted()],
+        _ => Vec::new(),
+    }
+}
+
+impl CardEvents for PcscReader {
+    fn wait_for_change(&mut self, timeout: Duration) -> Result<Option<CardEvent>, ReaderError> {
+        if let Some(event) = self.pending.pop_front() {
+            return Ok(Some(event));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut baseline = match self.baseline.clone() {
+            Some(b) => b,
+            None => {
+                let now = self.snapshot_now()?;
+                self.baseline = Some(now.clone());
+                now
+            }
+        };
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+            let current = baseline.as_current();
+            let changed = self.run(
+                "SCardGetStatusChange",
+                remaining + Duration::from_millis(CALL_GRACE_MS),
+                move |s| wait_change(&s.context, &s.params.reader, current, remaining),
+            )?;
+            let Some(after) = changed else {
+                return Ok(None);
+            };
+            if after.reader_missing() {
+                self.drop_worker(false);
+                return Err(ReaderError::ReaderGone {
+                    reader: self.id().to_owned(),
+                });
+            }
+            let events = events_between(&baseline, &after);
+            self.baseline = Some(after.clone());
+            baseline = after;
+            // Other flags (in use, exclusive, mute) also wake the wait: go on waiting.
+            self.pending
+                .extend(events.into_iter().take(PENDING_EVENTS_MAX));
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+        }
+    }
+}
+
+impl ExclusiveAccess for PcscReader {
+    /// `SCardBeginTransaction`, bounded: pcsc-lite retries every 100 ms for as long as another
+    /// application holds the card, so a wait past `timeout` abandons the attempt and reports
+    /// `Busy`.
+    fn begin(&mut self, timeout: Duration) -> Result<(), ReaderError> {
+        if self.in_transaction() {
+            return Ok(());
+        }
+        // Connecting is inside the bound: pcsc-lite's SCardConnect also waits for the holder.
+        let result = self.run("SCardBeginTransaction", timeout, |s| {
+            s.begin_transaction()?;
+            s.ensure_connected()
+        });
+        if let Ok(info) = &result {
+            self.note_connection(info);
+        }
+        match result.map(|_| ()) {
+            Ok(()) => Ok(()),
+            Err(ReaderError::Timeout { timeout_ms, .. }) => Err(ReaderError::Busy {
+                reader: self.id().to_owned(),
+                holder: format!(
+                    "another PC/SC application (its transaction outlasted {timeout_ms} ms)"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases the lock by disconnecting with `SCARD_LEAVE_CARD` (the card keeps its state;
+    /// the next command reconnects). Harmless when not held.
+    fn end(&mut self) -> Result<(), ReaderError> {
+        if !self.in_transaction() {
+            return Ok(());
+        }
+        self.run("SCardDisconnect", self.options.connect_timeout(), |s| {
+            s.end_transaction();
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(present: bool, count: u32) -> Snapshot {
+        Snapshot {
+            state: if present {
+                pcsc::State::PRESENT
+            } else {
+                pcsc::State::EMPTY
+            },
+            count,
+            atr: if present { vec![0x3B, 0x00] } else { vec![] },
+        }
+    }
+
+    #[test]
+    fn presence_flips_and_swaps_become_events_in_order() {
+        assert_eq!(
+            events_between(&snap(true, 1), &snap(false, 2)),
+            [CardEvent::Removed]
+        );
+        assert_eq!(
+            events_between(&snap(false, 2), &snap(true, 3)),
+            [CardEvent::Inserted {
+                atr: Atr(vec![0x3B, 0x00])
+            }]
+        );
+        assert_eq!(
+            events_between(&snap(true, 3), &snap(true, 5)),
+            [
+                CardEvent::Removed,
+                CardEvent::Inserted {
+                    atr: Atr(vec![0x3B, 0x00])
+                }
+            ]
+        );
+        assert!(events_between(&snap(true, 3), &snap(true, 3)).is_empty());
+        assert!(events_between(&snap(false, 3), &snap(false, 5)).is_empty());
+    }
+
+    #[test]
+    fn the_current_state_carries_the_event_counter() {
+        let s = Snapshot {
+            state: pcsc::State::PRESENT | pcsc::State::INUSE,
+            count: 7,
+            atr: vec![],
+        };
+        let raw = s.as_current().bits();
+        assert_eq!(raw >> 16, 7);
+        assert_eq!(
+            raw & 0xFFFF,
+            (pcsc::State::PRESENT | pcsc::State::INUSE).bits()
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Flow lifecycle over JSON-RPC: list, start with an idempotency key, follow, answer, cancel,
+//! outcome; parameters validated before anything runs; one credit per run whatever the retries;
+//! runaway scripts stopped; flows reloaded while a running flow keeps its version.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cardd_api::ErrorCode;
+use common::TestDaemon;
+use serde_json::{json, Value};
+
+const LOAD_FLOW: &str = include_str!("../../scripts/card_load.lua");
+
+fn flows_dir(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("card_load.lua"), LOAD_FLOW).unwrap();
+    for (name, source) in extra {
+        std::fs::write(dir.path().join(name), source).unwrap();
+    }
+    dir
+}
+
+async fn start_with_flows(
+    dir: &Path,
+    world: &str,
+    adjust: impl FnOnce(&mut cardd::config::Config) + Send + 'static,
+) -> TestDaemon {
+    let (dir, world) = (dir.to_path_buf(), world.to_owned());
+    TestDaemon::start_with(move |c| {
+        c.flows.dir = Some(dir);
+        c.readers[0].options = json!({ "world": world });
+        adjust(c);
+    })
+    .await
+}
+
+async fn wait_for(
+    d: &TestDaemon,
+    token: &str,
+    run_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut since = 0;
+    for _ in 0..50 {
+        let polled = d
+            .ok(
+                "flows.events",
+                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                Some(token),
+            )
+            .await;
+        since = polled["next_since"].as_u64().unwrap();
+        if done(&polled) {
+            return d
+                .ok("flows.get", json!({"run_id": run_id}), Some(token))
+                .await;
+        }
+    }
+    panic!("run {run_id} did not reach the expected state");
+}
+
+fn balance(world: &str) -> u32 {
+    cardd_sim::named_world(world)
+        .unwrap()
+        .card("sim:etc")
+        .unwrap()
+        .balance()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_flow_asks_loads_once_and_replays_retries() {
+    let dir = flows_dir(&[]);
+    let world = format!("flows-load-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
+    assert_eq!(listed[0]["name"], "card.load");
+    assert_eq!(listed[0]["params"]["required"][0], "amount");
+    let auditor = d.login("auditor", "audit123").await;
+    assert_eq!(
+        d.ok("flows.list", json!({}), Some(&auditor)).await,
+        json!([]),
+        "auditors may not start loads"
+    );
+
+    let start = json!({"flow": "card.load", "params": {"amount": "20.00"}, "idempotency_key": "teller-0001", "reader_id": "sim:etc"});
+    let run = d.ok("flows.start", start.clone(), Some(&teller)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_for(&d, &teller, &run_id, |p| p["state"] == "waiting").await;
+    assert_eq!(
+        waiting["prompt"]["message"],
+        "卡内余额：100.00元。圈存金额：20.00元。是否圈存？"
+    );
+    assert_eq!(
+        balance(&world),
+        10_000,
+        "nothing loaded before the confirmation"
+    );
+
+    // A retry of the start while waiting returns the same run.
+    assert_eq!(
+        d.ok("flows.start", start.clone(), Some(&teller)).await["run_id"],
+        run_id
+    );
+    let prompt_id = waiting["prompt"]["prompt_id"].as_u64().unwrap();
+    d.ok(
+        "flows.answer",
+        json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
+        Some(&teller),
+    )
+    .await;
+    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "succeeded").await;
+    assert_eq!(done["result"]["message"], "圈存成功！");
+    assert_eq!(done["result"]["balance_after"], "120.00");
+    assert_eq!(balance(&world), 12_000);
+
+    // Re-sending the start after it finished: the same run, never a second credit.
+    let again = d.ok("flows.start", start, Some(&teller)).await;
+    assert_eq!(again["run_id"], run_id);
+    assert_eq!(again["state"], "succeeded");
+    assert_eq!(balance(&world), 12_000);
+    // The same key with other parameters is refused.
+    let other = json!({"flow": "card.load", "params": {"amount": "30.00"}, "idempotency_key": "teller-0001", "reader_id": "sim:etc"});
+    assert_eq!(
+        d.err("flows.start", other, Some(&teller)).await.0,
+        ErrorCode::IdempotencyConflict.code() as i64
+    );
+    // A stale answer is refused.
+    let (code, _) = d
+        .err(
+            "flows.answer",
+            json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(code, ErrorCode::NoPendingPrompt.code() as i64);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_and_roles_are_checked_before_anything_runs() {
+    let dir = flows_dir(&[]);
+    let world = format!("flows-params-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    for (i, bad) in [
+        json!("10.001"),
+        json!("-5"),
+        json!("abc"),
+        json!(10.5),
+        json!("0"),
+        json!("10000.01"),
+        json!(null),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let start = json!({"flow": "card.load", "params": {"amount": bad}, "idempotency_key": format!("bad-{i}"), "reader_id": "sim:etc"});
+        let (code, message) = d.err("flows.start", start, Some(&teller)).await;
+        assert_eq!(
+            code,
+            ErrorCode::InvalidParams.code() as i64,
+            "{bad}: {message}"
+        );
+        assert!(message.contains("参数错误"), "{bad}: {message}");
+    }
+    let unknown = json!({"flow": "card.load", "params": {"amount": "1.00", "amont": "2"}, "idempotency_key": "bad-x", "reader_id": "sim:etc"});
+    assert_eq!(
+        d.err("flows.start", unknown, Some(&teller)).await.0,
+        ErrorCode::InvalidParams.code() as i64
+    );
+    let auditor = d.login("auditor", "audit123").await;
+    let start = json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "a-1", "reader_id": "sim:etc"});
+    assert_eq!(
+        d.err("flows.start", start, Some(&auditor)).await.0,
+        ErrorCode::Forbidden.code() as i64
+    );
+    let nope = json!({"flow": "no.such", "params": {}, "idempotency_key": "n-1"});
+    assert_eq!(
+        d.err("flows.start", nope, Some(&teller)).await.0,
+        ErrorCode::FlowNotFound.code() as i64
+    );
+    assert_eq!(balance(&world), 10_000);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declining_cancelling_and_timing_out_load_nothing() {
+    let dir = flows_dir(&[]);
+    let world = format!("flows-cancel-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |c| c.flows.prompt_timeout_s = 1).await;
+    let teller = d.login("teller", "teller123").await;
+    let start = |key: &str| json!({"flow": "card.load", "params": {"amount": "5.00"}, "idempotency_key": key, "reader_id": "sim:etc"});
+
+    let run = d.ok("flows.start", start("no"), Some(&teller)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = wait_for(&d, &teller, &run, |p| p["state"] == "waiting").await;
+    let prompt_id = waiting["prompt"]["prompt_id"].clone();
+    d.ok(
+        "flows.answer",
+        json!({"run_id": run, "prompt_id": prompt_id, "answer": false}),
+        Some(&teller),
+    )
+    .await;
+    let done = wait_for(&d, &teller, &run, |p| p["state"] == "succeeded").await;
+    assert_eq!(done["result"]["status"], "cancelled");
+
+    let run = d.ok("flows.start", start("cancel"), Some(&teller)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(&d, &teller, &run, |p| p["state"] == "waiting").await;
+    d.ok("flows.cancel", json!({"run_id": run}), Some(&teller))
+        .await;
+    let done = wait_for(&d, &teller, &run, |p| {
+        p["state"] == "cancelled" || p["state"] == "failed"
+    })
+    .await;
+    assert!(
+        done["state"] == "cancelled"
+            || done["failure"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("取消"),
+        "{done}"
+    );
+
+    let run = d.ok("flows.start", start("timeout"), Some(&teller)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_for(&d, &teller, &run, |p| p["state"] == "failed").await;
+    assert!(
+        done["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("超时"),
+        "{done}"
+    );
+    assert_eq!(balance(&world), 10_000, "no money moved");
+
+    // Another operator cannot see or steer these runs.
+    let other = d.login("kiosk", "kiosk123").await;
+    assert_eq!(
+        d.err("flows.get", json!({"run_id": run}), Some(&other))
+            .await
+            .0,
+        ErrorCode::RunNotFound.code() as i64
+    );
+    d.stop().await;
+}
+
+const RUNAWAY: &str = r#"
+return {
+  name = "test.runaway", version = "1.0.0", title = "runaway", role = { "teller" }, params = {},
+  run = function(ctx, params)
+    while true do pcall(function() while true do end end) end
+  end,
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_ones() {
+    let dir = flows_dir(&[("runaway.lua", RUNAWAY)]);
+    let world = format!("flows-runaway-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    let started = Instant::now();
+    let run = d
+        .ok(
+            "flows.start",
+            json!({"flow": "test.runaway", "params": {}, "idempotency_key": "r1"}),
+            Some(&teller),
+        )
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "failed").await;
+    assert_eq!(done["failure"]["kind"], "limit", "{done}");
+    println!(
+        "runaway flow stopped after {:?} (including the RPC round trips)",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A running load flow keeps its version when the file changes.
+    let run = d
+        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "v1", "reader_id": "sim:etc"}), Some(&teller))
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_for(&d, &teller, &run_id, |p| p["state"] == "waiting").await;
+    std::fs::write(
+        dir.path().join("card_load.lua"),
+        LOAD_FLOW.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
+    )
+    .unwrap();
+    d.daemon().flows.as_ref().unwrap().reload();
+    let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
+    let load = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "card.load")
+        .unwrap()
+        .clone();
+    assert_eq!(load["version"], "1.1.0");
+    d.ok(
+        "flows.answer",
+        json!({"run_id": run_id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),
+        Some(&teller),
+    )
+    .await;
+    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "succeeded").await;
+    assert_eq!(
+        done["version"], "1.0.0",
+        "the run finished on the version it started with"
+    );
+    d.stop().await;
+}

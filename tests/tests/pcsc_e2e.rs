@@ -1,0 +1,481 @@
+//! The PC/SC driver end to end against the REAL stack: pcscd (pcsc-lite) with vsmartcard's vpcd
+//! reader, and a simulated card connected to vpcd by `cardd_pcsc::vpcd::VpcdBridge`.
+//!
+//! Why: a mock of PC/SC would only repeat what the driver's author believes pcsc-lite does.
+//! These tests load money onto a card through pcscd, pull the card in the middle of CREDIT FOR
+//! LOAD and let the card's own state decide whether the load landed, run the driver
+//! conformance kit, and read the card through the daemon's JSON-RPC API with
+//! `[[readers]] driver = "pcsc"`. The bridge's copy of the card is the ground truth.
+//!
+//! They need pcscd running with vpcd configured (`cargo xtask test` installs the packages and
+//! starts pcscd); without it they fail and say so, they never skip. The one vpcd slot
+//! (`Virtual PCD 00 00`) is shared, so every test holds [`RIG`] for its whole run.
+
+mod common;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cardd_conformance::Harness;
+use cardd_crypto::bcd;
+use cardd_pcsc::vpcd::{ApduMatch, BridgeFault, VpcdBridge};
+use cardd_pcsc::{PcscFactory, PcscOptions};
+use cardd_purse::{
+    decide_interrupted_load, CardKeyContext, LoadOutcome, LoadPlan, LoadSession, Pin, Purse,
+    PurseError, SoftSam, TransactionType,
+};
+use cardd_reader::{
+    CardChannel, CardEvent, CommandApdu, Protocol, Reader, ReaderError, ReaderFactory,
+    ReaderSelector, StatusWord,
+};
+use cardd_sim::SimCard;
+use serde_json::json;
+
+/// The vpcd slot the bridge connects to (TCP port 35963).
+const READER: &str = "Virtual PCD 00 00";
+const READER_ID: &str = "pcsc:Virtual PCD 00 00";
+const PCSCD_MISSING: &str = "pcscd with vsmartcard-vpcd is not running: run `cargo xtask test`";
+/// How long pcscd may take to notice a card coming or going (it polls vpcd every 400 ms).
+const SEEN_WAIT: Duration = Duration::from_secs(5);
+const APDU_TIMEOUT: Duration = Duration::from_secs(5);
+const TERMINAL: [u8; 6] = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66];
+/// CREDIT FOR LOAD's instruction byte.
+const INS_CREDIT: u8 = 0x52;
+/// GET BALANCE round trips timed for the latency figure.
+const LATENCY_SAMPLES: usize = 500;
+
+/// Serialises the tests: they share one vpcd slot.
+static RIG: Mutex<()> = Mutex::new(());
+
+/// The failure message when the rig is not there: these tests never skip.
+fn missing(detail: impl std::fmt::Display) -> String {
+    let hint = if std::env::var_os("CARDD_PCSCD").is_some() {
+        " (CARDD_PCSCD is set, so xtask started pcscd, yet it does not serve vpcd's reader)"
+    } else {
+        ""
+    };
+    format!("{PCSCD_MISSING}{hint}: {detail}")
+}
+
+/// Takes the rig and checks that pcscd serves the vpcd reader with no card in it.
+fn rig() -> (MutexGuard<'static, ()>, Arc<PcscFactory>) {
+    let guard = RIG.lock().unwrap_or_else(|p| p.into_inner());
+    let factory = PcscFactory::new(PcscOptions {
+        readers: vec![READER.into()],
+        ..PcscOptions::default()
+    })
+    .expect("valid options");
+    match factory.all_reader_names() {
+        Ok(names) if names.iter().any(|n| n == READER) => {}
+        Ok(names) => panic!(
+            "{}",
+            missing(format!("pcscd lists {names:?}, not {READER:?}"))
+        ),
+        Err(e) => panic!("{}", missing(e)),
+    }
+    let empty = factory
+        .wait_for_card(READER_ID, false, SEEN_WAIT)
+        .expect("reader state");
+    assert!(
+        empty,
+        "a card is already in {READER} (is a cardd-vpcd-bridge running?); stop it first"
+    );
+    (guard, Arc::new(factory))
+}
+
+fn insert(bridge: &mut VpcdBridge, factory: &PcscFactory) {
+    bridge.insert().unwrap_or_else(|e| panic!("{}", missing(e)));
+    assert!(
+        factory
+            .wait_for_card(READER_ID, true, SEEN_WAIT)
+            .expect("reader state"),
+        "pcscd did not see the card inserted in {READER}"
+    );
+}
+
+fn remove(bridge: &mut VpcdBridge, factory: &PcscFactory) {
+    bridge.remove();
+    assert!(
+        factory
+            .wait_for_card(READER_ID, false, SEEN_WAIT)
+            .expect("reader state"),
+        "pcscd did not see the card leave {READER}"
+    );
+}
+
+fn open(factory: &PcscFactory) -> Reader {
+    let session = factory
+        .open(&ReaderSelector::Id(READER_ID.into()))
+        .expect("open the vpcd reader");
+    Reader::new(session, APDU_TIMEOUT)
+}
+
+/// Selects, verifies the PIN and prepares a load of `amount` (MAC1 checked, MAC2 computed).
+fn prepare_load(purse: &mut Purse<'_>, sam: &SoftSam, amount: u32) -> LoadSession {
+    purse.select_etc_adf().expect("select the ETC application");
+    let info = purse.read_etc_issue_info().expect("read 0015");
+    purse
+        .verify_pin(&Pin::ascii("123456").expect("pin"))
+        .expect("verify PIN");
+    let plan = LoadPlan::new(
+        CardKeyContext::etc(&info),
+        amount,
+        TERMINAL,
+        bcd::date(2026, 11, 22),
+        bcd::time(10, 0, 0),
+    );
+    let init = purse.init_load_for(&plan).expect("INITIALIZE FOR LOAD");
+    LoadSession::start(plan, init, sam).expect("MAC1 verifies")
+}
+
+#[test]
+fn pcscd_lists_the_virtual_reader() {
+    let (_rig, factory) = rig();
+    let listed = factory.list().expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, READER_ID);
+    assert_eq!(listed[0].name, READER);
+    assert_eq!(listed[0].driver, "pcsc");
+    assert!(listed[0].capabilities.events && listed[0].capabilities.exclusive);
+    let unfiltered = PcscFactory::new(PcscOptions::default())
+        .expect("options")
+        .list()
+        .expect("list");
+    assert!(
+        unfiltered.iter().any(|r| r.id == "pcsc:Virtual PCD 00 01"),
+        "{unfiltered:?}"
+    );
+    // vpcd's readers are static: a hotplug wait ends empty, within its bound.
+    let mut watch = factory
+        .hotplug()
+        .expect("the pcsc driver watches for readers");
+    let started = Instant::now();
+    assert_eq!(watch.wait(Duration::from_millis(300)).expect("wait"), None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // No card: the session exists, commands say NoCard.
+    let mut reader = open(&factory);
+    let err = reader
+        .transmit(&CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x10, 0x01]))
+        .unwrap_err();
+    assert!(matches!(err, ReaderError::NoCard { .. }), "{err:?}");
+}
+
+#[test]
+fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
+    let (_rig, factory) = rig();
+    let sam = SoftSam::demo();
+    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
+    insert(&mut bridge, &factory);
+    let mut reader = open(&factory);
+    let atr = reader.session().power_on().expect("power on");
+    assert_eq!(atr.0, cardd_sim::cards::ETC_ATR);
+    // The simulated ETC card's ATR offers only T=0; the driver reports what pcscd negotiated.
+    assert_eq!(reader.session().protocol(), Protocol::T0);
+
+    let mut purse = Purse::new(&mut reader);
+    let load = prepare_load(&mut purse, &sam, 12_345);
+    let tac = purse.credit_for(&load).expect("CREDIT FOR LOAD");
+    load.verify_tac(&sam, tac).expect("TAC verifies");
+    assert_eq!(purse.balance().expect("balance"), 10_000 + 12_345);
+    let proof = purse
+        .prove(TransactionType::EpLoad, load.atc_after().expect("atc"))
+        .expect("GET TRANSACTION PROOF")
+        .expect("a proof");
+    assert_eq!((proof.mac, proof.tac), (load.mac2, tac));
+
+    let card = bridge.card();
+    assert_eq!(card.balance(), Some(10_000 + 12_345));
+    assert_eq!(card.online_atc(), Some(1));
+    assert_eq!(card.log().len(), 1, "one load in the card's log");
+
+    // Round-trip time of GET BALANCE through PC/SC -> pcscd -> vpcd -> bridge -> card.
+    let get_balance = CommandApdu::new(0x80, 0x5C, 0x00, 0x02).with_le(4);
+    let apdus_before = bridge.stats().apdus;
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        let started = Instant::now();
+        let r = reader.transmit(&get_balance).expect("GET BALANCE");
+        samples.push(started.elapsed());
+        assert_eq!(r.sw, StatusWord::OK);
+    }
+    assert_eq!(
+        bridge.stats().apdus - apdus_before,
+        LATENCY_SAMPLES as u64,
+        "every GET BALANCE reached the card"
+    );
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / LATENCY_SAMPLES as u32;
+    println!(
+        "GET BALANCE round trip through PC/SC over {LATENCY_SAMPLES} runs: min {:?}, median {:?}, mean {mean:?}, p99 {:?}, max {:?}",
+        samples[0],
+        samples[LATENCY_SAMPLES / 2],
+        samples[LATENCY_SAMPLES * 99 / 100],
+        samples[LATENCY_SAMPLES - 1],
+    );
+    remove(&mut bridge, &factory);
+}
+
+#[test]
+fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
+    let (_rig, factory) = rig();
+    let sam = SoftSam::demo();
+    for (fault, expected, balance) in [
+        (
+            BridgeFault::RemoveAfterExec,
+            LoadOutcome::Landed,
+            10_000 + 2_000,
+        ),
+        (
+            BridgeFault::RemoveBeforeExec,
+            LoadOutcome::NotLanded,
+            10_000,
+        ),
+    ] {
+        let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
+        insert(&mut bridge, &factory);
+        let mut reader = open(&factory);
+        let load = {
+            let mut purse = Purse::new(&mut reader);
+            prepare_load(&mut purse, &sam, 2_000)
+        };
+        // The card leaves when CREDIT FOR LOAD reaches it.
+        bridge.fault_on(ApduMatch::Ins(INS_CREDIT), fault);
+        let err = Purse::new(&mut reader).credit_for(&load).unwrap_err();
+        assert!(
+            matches!(err, PurseError::Reader(ReaderError::CardRemoved { .. })),
+            "{fault:?}: {err:?}"
+        );
+        assert!(err.outcome_unknown(), "{err}");
+        assert!(!bridge.fault_pending(), "the fault fired on CREDIT");
+        assert!(
+            factory
+                .wait_for_card(READER_ID, false, SEEN_WAIT)
+                .expect("state"),
+            "pcscd sees the card gone"
+        );
+
+        // The teller puts the card back; the card's own state decides.
+        insert(&mut bridge, &factory);
+        reader
+            .session()
+            .power_on()
+            .expect("power on after re-insertion");
+        let mut purse = Purse::new(&mut reader);
+        purse.select_etc_adf().expect("select");
+        purse
+            .verify_pin(&Pin::ascii("123456").expect("pin"))
+            .expect("verify PIN");
+        let seen = purse.observe_load(&load).expect("read the card's counters");
+        assert_eq!(decide_interrupted_load(&load, seen), expected, "{fault:?}");
+        assert_eq!(bridge.card().balance(), Some(balance), "{fault:?}");
+        assert_eq!(purse.balance().expect("balance"), balance, "{fault:?}");
+        remove(&mut bridge, &factory);
+    }
+}
+
+#[test]
+fn card_events_and_exclusive_access_through_pcscd() {
+    let (_rig, factory) = rig();
+    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
+    let mut watcher = factory
+        .open(&ReaderSelector::Id(READER_ID.into()))
+        .expect("open");
+    let mut next = |timeout: Duration| {
+        watcher
+            .events()
+            .expect("the pcsc driver reports card events")
+            .wait_for_change(timeout)
+            .expect("wait for a card event")
+    };
+    insert(&mut bridge, &factory);
+    assert_eq!(
+        next(SEEN_WAIT),
+        Some(CardEvent::Inserted {
+            atr: cardd_reader::Atr(cardd_sim::cards::ETC_ATR.to_vec())
+        })
+    );
+    let started = Instant::now();
+    assert_eq!(
+        next(Duration::from_millis(300)),
+        None,
+        "no event without a change"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded wait");
+
+    // Two sessions: a PC/SC transaction keeps the second out, within its bound.
+    let mut first = open(&factory);
+    let mut second = open(&factory);
+    first
+        .session()
+        .exclusive()
+        .expect("exclusive access")
+        .begin(Duration::from_secs(2))
+        .expect("begin");
+    let started = Instant::now();
+    let busy = second
+        .session()
+        .exclusive()
+        .expect("exclusive access")
+        .begin(Duration::from_millis(300));
+    assert!(matches!(busy, Err(ReaderError::Busy { .. })), "{busy:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let select = CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x10, 0x01]);
+    assert_eq!(
+        first.transmit(&select).expect("holder works").sw,
+        StatusWord::OK
+    );
+    first.session().exclusive().expect("ea").end().expect("end");
+    second
+        .session()
+        .exclusive()
+        .expect("ea")
+        .begin(Duration::from_secs(2))
+        .expect("free after the holder ended");
+    assert_eq!(second.transmit(&select).expect("select").sw, StatusWord::OK);
+    second
+        .session()
+        .exclusive()
+        .expect("ea")
+        .end()
+        .expect("end");
+    drop((first, second));
+
+    remove(&mut bridge, &factory);
+    assert_eq!(next(SEEN_WAIT), Some(CardEvent::Removed));
+}
+
+/// The conformance kit's view of the vpcd rig.
+struct VpcdHarness {
+    bridge: VpcdBridge,
+    factory: Arc<PcscFactory>,
+}
+
+impl Harness for VpcdHarness {
+    fn name(&self) -> String {
+        "pcsc (pcscd + vpcd)".into()
+    }
+    fn factory(&self) -> Arc<dyn ReaderFactory> {
+        self.factory.clone()
+    }
+    fn reader_id(&self) -> String {
+        READER_ID.into()
+    }
+    fn remove_card(&mut self) {
+        remove(&mut self.bridge, &self.factory);
+    }
+    fn insert_card(&mut self) {
+        insert(&mut self.bridge, &self.factory);
+    }
+    fn remove_during_next_command(&mut self) -> bool {
+        self.bridge
+            .fault_on(ApduMatch::Next, BridgeFault::RemoveBeforeExec);
+        true
+    }
+    fn silence_next_command(&mut self) -> bool {
+        self.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
+        true
+    }
+    fn recover_after_silence(&mut self) {
+        // vpcd waits for the held answer with no timeout; pulling the card ends that wait.
+        self.remove_card();
+        self.insert_card();
+    }
+}
+
+#[test]
+fn the_pcsc_driver_passes_the_conformance_kit() {
+    let (_rig, factory) = rig();
+    let mut harness = VpcdHarness {
+        bridge: VpcdBridge::new(cardd_sim::demo::demo_etc_card()),
+        factory,
+    };
+    harness.insert_card();
+    let report = cardd_conformance::run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "conformance: passed {:?}, skipped {:?}",
+        report.passed, report.skipped
+    );
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(report.passed.len(), 8, "{report:?}");
+    assert_eq!(
+        cardd_pcsc::worker::stuck_workers(),
+        0,
+        "no PC/SC call is left blocked once the silent card was pulled"
+    );
+    harness.remove_card();
+}
+
+#[test]
+fn the_daemon_serves_the_vpcd_reader_over_json_rpc() {
+    let (_rig, factory) = rig();
+    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
+    insert(&mut bridge, &factory);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = format!(
+        r#"
+[data]
+dir = {data:?}
+
+[[readers]]
+driver = "pcsc"
+[readers.options]
+readers = ["{READER}"]
+"#,
+        data = dir.path().join("data").display().to_string()
+    );
+    let mut config = cardd::config::Config::from_toml(&toml, "pcsc_e2e.toml").expect("config");
+    // The demo operators (teller/teller123) are seeded only for the embedded default.
+    config.demo = true;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let running = cardd::server::start(config, listener)
+            .await
+            .expect("the daemon starts with a pcsc reader");
+        let d = common::TestDaemon {
+            addr: running.addr,
+            running: Some(running),
+            dir,
+        };
+        let teller = d.login("teller", "teller123").await;
+        let readers = d.ok("readers.list", json!({}), Some(&teller)).await;
+        let listed = readers.as_array().expect("a list");
+        let vpcd = listed
+            .iter()
+            .find(|r| r["id"] == READER_ID)
+            .unwrap_or_else(|| panic!("{READER_ID} not in readers.list: {readers}"));
+        assert_eq!(vpcd["driver"], "pcsc");
+        assert_eq!(vpcd["card_present"], true, "{vpcd}");
+        let summary = d
+            .ok(
+                "card.summary",
+                json!({"reader_id": READER_ID}),
+                Some(&teller),
+            )
+            .await;
+        assert_eq!(summary["kind"], "etc", "{summary}");
+        assert_eq!(
+            summary["card_number"],
+            cardd_sim::demo::DEMO_ETC_CARD_NUMBER
+        );
+        assert_eq!(summary["plate"], cardd_sim::demo::DEMO_ETC_PLATE);
+        assert_eq!(summary["balance"], "100.00");
+        d.stop().await;
+    });
+    let card: SimCard = bridge.card();
+    assert_eq!(card.balance(), Some(10_000), "reading changes no money");
+    remove(&mut bridge, &factory);
+}
