@@ -321,3 +321,56 @@ async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_one
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_can_be_followed_over_a_websocket_subscription() {
+    use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+    use jsonrpsee::ws_client::WsClientBuilder;
+
+    let dir = flows_dir(&[]);
+    let world = format!("flows-ws-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    let run = d
+        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "3.00"}, "idempotency_key": "ws-1", "reader_id": "sim:etc"}), Some(&teller))
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let client = WsClientBuilder::default()
+        .build(format!("ws://{}/?token={teller}", d.host()))
+        .await
+        .unwrap();
+    let mut params = jsonrpsee::core::params::ObjectParams::new();
+    params.insert("run_id", &run_id).unwrap();
+    let mut sub: Subscription<Value> = client
+        .subscribe("flows.subscribe", params, "flows.unsubscribe")
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event in time");
+        let Some(Ok(event)) = event else { break };
+        kinds.push(event["kind"].as_str().unwrap().to_owned());
+        if event["kind"] == "prompt" {
+            let prompt_id = event["data"]["prompt_id"].clone();
+            d.ok(
+                "flows.answer",
+                json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
+                Some(&teller),
+            )
+            .await;
+        }
+        if event["kind"] == "state" && event["message"] == "succeeded" {
+            break;
+        }
+    }
+    for expected in ["state", "progress", "prompt", "answer", "load"] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "{expected} missing from {kinds:?}"
+        );
+    }
+    assert_eq!(balance(&world), 10_300);
+    d.stop().await;
+}

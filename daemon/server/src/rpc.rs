@@ -761,6 +761,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     );
 
     add_flow_methods(&mut m);
+    add_run_subscription(&mut m);
     add_event_subscription(&mut m);
 
     m.specs.push(MethodSpec {
@@ -932,6 +933,63 @@ fn add_flow_methods(m: &mut Methods) {
             engine.cancel(&p.run_id)
         },
     );
+}
+
+fn add_run_subscription(m: &mut Methods) {
+    m.specs.push(MethodSpec {
+        name: "flows.subscribe",
+        summary: "WebSocket only: receive a run's events as `flows.event` notifications until it finishes; end with `flows.unsubscribe`.",
+        access: Access::Operator,
+        mutates: false,
+        params: schema_of::<RunParams>(),
+        result: schema_of::<crate::flows::RunEvent>(),
+        subscription: true,
+    });
+    let registered = m.module.register_subscription(
+        "flows.subscribe",
+        "flows.event",
+        "flows.unsubscribe",
+        |params, pending: PendingSubscriptionSink, daemon, ext| async move {
+            let checked = caller_of(&daemon, &ext, Access::Operator)
+                .and_then(|c| parse_params::<RunParams>(&params).map(|p| (c, p)))
+                .and_then(|(c, p)| visible_run(&daemon, &c, &p.run_id).map(|_| p.run_id));
+            let run_id = match checked {
+                Ok(run_id) => run_id,
+                Err(e) => {
+                    pending.reject(ErrorObjectOwned::from(e)).await;
+                    return Ok(());
+                }
+            };
+            let Some(engine) = daemon.flows.as_ref() else {
+                return Ok(());
+            };
+            let sink = pending.accept().await?;
+            let mut since = 0;
+            loop {
+                let run = engine.get(&run_id).map_err(|e| e.message)?;
+                let fresh: Vec<&crate::flows::RunEvent> =
+                    run.events.iter().filter(|e| e.seq > since).collect();
+                for event in fresh {
+                    let message =
+                        SubscriptionMessage::from(serde_json::value::to_raw_value(event)?);
+                    if sink.send(message).await.is_err() {
+                        return Ok(());
+                    }
+                    since = event.seq;
+                }
+                if run.state.is_finished() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = sink.closed() => return Ok(()),
+                    _ = engine.wait_change(&run_id, Duration::from_secs(5)) => {}
+                }
+            }
+        },
+    );
+    if let Err(e) = registered {
+        panic!("flows.subscribe registered twice: {e}");
+    }
 }
 
 fn add_event_subscription(m: &mut Methods) {

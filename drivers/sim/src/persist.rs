@@ -76,3 +76,11 @@ pub(crate) fn load(path: &Path) -> Result<Option<Option<SimCard>>, SimError> {
     })?;
     Ok(Some(card))
 }
+
+/// The file of the card a reader's pocket holds first (a card pulled by a fault, "in the
+/// person's hand"), so a crash of the process does not make the card vanish.
+pub(crate) fn pocket_file(dir: &Path, id: &str) -> PathBuf {
+    let mut name = slot_file(dir, id, SimSlot::Main).into_os_string();
+    name.push(".pocket");
+    PathBuf::from(name)
+}

@@ -382,6 +382,12 @@ impl WorldState {
             return Ok(());
         };
         let file = persist::slot_file(&dir, &reader.id, slot);
+        if slot == SimSlot::Main {
+            persist::save(
+                &persist::pocket_file(&dir, &reader.id),
+                reader.pocket.front(),
+            )?;
+        }
         match reader.slot(slot) {
             Some(s) => persist::save(&file, s.card.as_ref()),
             None => Ok(()),
@@ -477,6 +483,12 @@ impl SimWorld {
         } else {
             None
         };
+        let mut pocket = VecDeque::new();
+        if let Some(dir) = &state.state_dir {
+            if let Some(Some(card)) = persist::load(&persist::pocket_file(dir, &config.id))? {
+                pocket.push_back(card);
+            }
+        }
         let reader = ReaderState {
             id: config.id,
             name: config.name,
@@ -487,7 +499,7 @@ impl SimWorld {
             icc: icc.map(Slot::with),
             faults: FaultPlan::new(),
             apdu_count: 0,
-            pocket: VecDeque::new(),
+            pocket,
             events: EventLog::new(),
         };
         let info = reader.info();
@@ -655,7 +667,10 @@ impl SimWorld {
 
     /// The oldest card a fault took out of the reader, to present it again.
     pub fn take_pocket(&self, reader: &str) -> Option<SimCard> {
-        self.lock().reader_mut(reader)?.pocket.pop_front()
+        let mut state = self.lock();
+        let card = state.reader_mut(reader)?.pocket.pop_front();
+        let _ = state.persist(reader, SimSlot::Main);
+        card
     }
 
     // ---- session side -------------------------------------------------------------------
