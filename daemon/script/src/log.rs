@@ -106,7 +106,12 @@ impl LuaModule for LogModule {
             let f = lua.create_function(move |lua, (message, fields): (Value, Value)| {
                 ctx.check_active("log")?;
                 let message = match &message {
-                    Value::String(s) => bounded(&s.to_string_lossy(), LOG_MESSAGE_BYTES_MAX),
+                    Value::String(s) => {
+                        // Cut before converting: the string may be megabytes.
+                        let bytes = s.as_bytes();
+                        let head = &bytes[..bytes.len().min(LOG_MESSAGE_BYTES_MAX + 1)];
+                        bounded(&String::from_utf8_lossy(head), LOG_MESSAGE_BYTES_MAX)
+                    }
                     other => {
                         return Err(mlua::Error::external(ArgError::WrongType {
                             what: format!("log.{} message", level.name()),

@@ -34,11 +34,18 @@
 //!   gets [`ScriptError::Watchdog`], the run's stop flag is set so its later API calls are
 //!   refused, and the thread is left to finish on its own.
 //!
-//! Known gaps, by Lua's design: a `__close` handler that raises its own error during unwinding
-//! replaces an out-of-memory error, so that one catch is not detected (the memory limit itself
-//! still holds for every allocation, and budgets stay sticky); an API function written in Rust
-//! that calls back into Lua and swallows the error would swallow a stop too, which is why the
-//! final result is decided by the stop flag, not by what the script returned.
+//! Known gaps, by Lua's design:
+//!
+//! - Lua's count hook counts per coroutine and starts afresh in each new one, so code run in
+//!   short-lived coroutines (under [`HOOK_INTERVAL_INSTRUCTIONS`] each) is counted only through
+//!   the thread that creates them: the instruction budget is then a lower bound, while the
+//!   wall-clock limit, the memory limit and the call depth still hold.
+//! - A `__close` handler that raises its own error during unwinding replaces an out-of-memory
+//!   error, so that one catch is not detected (the memory limit still holds for every
+//!   allocation, and every other stop is sticky).
+//! - An API function written in Rust that calls back into Lua and swallows the error would
+//!   swallow a stop too; that is why the outcome of a run is decided by the stop flag, not by
+//!   what the script returned, and why API functions start with `ctx.enter(...)`.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -362,8 +369,10 @@ local t_insert, t_remove, t_concat, t_unpack, t_sort, t_move =
   table.insert, table.remove, table.concat, table.unpack, table.sort, table.move
 table.insert = function(t, ...) check_table("table.insert", t) return t_insert(t, ...) end
 table.remove = function(t, ...) check_table("table.remove", t) return t_remove(t, ...) end
-table.concat = function(t, ...) check_table("table.concat", t) return t_concat(t, ...) end
-table.unpack = function(t, ...) check_table("table.unpack", t) return t_unpack(t, ...) end
+table.concat = function(t, sep, i, j)
+  check_table("table.concat", t, i, j) return t_concat(t, sep, i, j)
+end
+table.unpack = function(t, i, j) check_table("table.unpack", t, i, j) return t_unpack(t, i, j) end
 table.sort = function(t, ...) check_table("table.sort", t) return t_sort(t, ...) end
 table.move = function(a1, f, e, t, a2) check_move(f, e) return t_move(a1, f, e, t, a2) end
 "#;
@@ -641,7 +650,7 @@ fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
         })?,
         check_rep_fn(lua, limits)?,
         check_match_fn(lua, limits)?,
-        check_table_fn(lua)?,
+        check_table_fn(lua, limits)?,
         check_move_fn(lua, limits)?,
     ))?;
     Ok(())
@@ -727,11 +736,14 @@ fn coerced_len(value: &Value) -> Option<usize> {
     }
 }
 
-fn as_count(value: &Value) -> Option<f64> {
+/// A count argument as Lua's `luaL_checkinteger` would read it: numbers, and strings that
+/// convert to numbers (`"1e15"`, `"0x10"`).
+fn as_count(lua: &Lua, value: &Value) -> Option<f64> {
     match value {
         // `as` on purpose: only compared with a bound.
         Value::Integer(n) => Some(*n as f64),
         Value::Number(n) => Some(*n),
+        Value::String(_) => lua.coerce_number(value.clone()).ok().flatten(),
         _ => None,
     }
 }
@@ -741,8 +753,8 @@ fn as_count(value: &Value) -> Option<f64> {
 fn check_rep_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
     let string_bytes_max = limits.string_bytes_max;
     let items_max = limits.c_loop_items_max;
-    lua.create_function(move |_, (s, n, sep): (Value, Value, Value)| {
-        let (Some(len), Some(count)) = (coerced_len(&s), as_count(&n)) else {
+    lua.create_function(move |lua, (s, n, sep): (Value, Value, Value)| {
+        let (Some(len), Some(count)) = (coerced_len(&s), as_count(lua, &n)) else {
             return Ok(()); // string.rep raises its own type error
         };
         if count <= 0.0 {
@@ -823,11 +835,26 @@ fn check_match_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
     )
 }
 
-/// `check_table(name, t)`: refuses tables with a `__len` metamethod (raw metatable, so a
-/// `__metatable` field cannot hide it); a lying `__len` turns the library's loops into C loops
-/// of any length.
-fn check_table_fn(lua: &Lua) -> mlua::Result<Function> {
-    lua.create_function(|_, (name, t): (String, Value)| {
+/// `check_table(name, t, i, j)`: refuses tables with a `__len` metamethod (raw metatable, so a
+/// `__metatable` field cannot hide it), because a lying `__len` turns the library's loops into
+/// C loops of any length; and refuses explicit `i..j` ranges (`concat`, `unpack`) over
+/// `c_loop_items_max`.
+fn check_table_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
+    let items_max = limits.c_loop_items_max;
+    lua.create_function(move |lua, (name, t, i, j): (String, Value, Value, Value)| {
+        if let Some(last) = as_count(lua, &j) {
+            let first = as_count(lua, &i).unwrap_or(1.0);
+            if last >= first && last - first + 1.0 > items_max as f64 {
+                return Err(SandboxRefusal::new(
+                    name,
+                    format!(
+                        "range of {} items is over the limit of {items_max}",
+                        last - first + 1.0
+                    ),
+                )
+                .into_lua());
+            }
+        }
         if let Value::Table(t) = t {
             if let Some(meta) = t.metatable() {
                 if !matches!(meta.raw_get::<Value>("__len")?, Value::Nil) {
@@ -846,8 +873,8 @@ fn check_table_fn(lua: &Lua) -> mlua::Result<Function> {
 /// `check_move(f, e)`: the range `table.move` walks must fit `c_loop_items_max`.
 fn check_move_fn(lua: &Lua, limits: &Limits) -> mlua::Result<Function> {
     let items_max = limits.c_loop_items_max;
-    lua.create_function(move |_, (f, e): (Value, Value)| {
-        if let (Some(first), Some(last)) = (as_count(&f), as_count(&e)) {
+    lua.create_function(move |lua, (f, e): (Value, Value)| {
+        if let (Some(first), Some(last)) = (as_count(lua, &f), as_count(lua, &e)) {
             if last >= first && last - first + 1.0 > items_max as f64 {
                 return Err(SandboxRefusal::new(
                     "table.move",

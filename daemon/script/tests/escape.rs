@@ -90,6 +90,10 @@ const ATTEMPTS: &[(&str, &str, Class, &str)] = &[
     ("(\"a\"):rep(1e6):find(\".-.-.-.-b\")", "return { (\"a\"):rep(1e6):find(\".-.-.-.-b\") }", Class::Refused, "subject"),
     ("(\"a\"):rep(60000):find(\".-.-.-.-b\")", "return { (\"a\"):rep(60000):find(\".-.-.-.-b\") }", Class::Refused, "backtrack"),
     ("gsub with backtracking pattern", "return { (\"a\"):rep(5000):gsub(\"a-a-a-b\", \"\") }", Class::Refused, "backtrack"),
+    ("string.rep(\"\", \"1e15\") (count as a string)", "return string.rep(\"\", \"1e15\")", Class::Refused, "count"),
+    ("table.move({}, \"1\", \"1e15\", 2)", "table.move({}, \"1\", \"1e15\", 2) return {}", Class::Refused, "table.move"),
+    ("table.concat with a C __index over 1e15 items", "return { table.concat(setmetatable({}, {__index = tostring}), \"\", 1, 1e15) }", Class::Refused, "table.concat"),
+    ("table.unpack({}, 1, 1e7)", "return { table.unpack({}, 1, 1e7) }", Class::Refused, "table.unpack"),
     ("table.move over 1e15 items", "table.move({}, 1, 1e15, 2) return {}", Class::Refused, "table.move"),
     ("table.insert with a lying __len", "table.insert(setmetatable({}, {__len = function() return 2^50 end}), 1, 1) return {}", Class::Refused, "__len"),
     ("__len hidden behind __metatable", "table.remove(setmetatable({}, {__len = function() return 2^50 end, __metatable = false}), 1) return {}", Class::Refused, "__len"),
@@ -233,8 +237,16 @@ fn the_watchdog_fails_a_stuck_run_closed() {
         elapsed < Duration::from_millis(400),
         "watchdog took {elapsed:?}"
     );
-    // Let the stuck thread wake up and try its credit.
-    std::thread::sleep(Duration::from_millis(800));
+    // Let the stuck thread wake up and try its credit: refused, through the shared flag.
+    let refused = card.wait_for_refusal(Duration::from_secs(10));
+    assert!(
+        refused.iter().any(|r| r.contains("watchdog")),
+        "{refused:?}"
+    );
+    assert!(
+        card.credits().is_empty(),
+        "a failed-closed run reached the card"
+    );
     assert!(
         card.credits().is_empty(),
         "a failed-closed run reached the card"
@@ -253,7 +265,7 @@ fn the_watchdog_stops_waiting_for_slow_c_code() {
     };
     let started = Instant::now();
     let result = run_body_with(
-        "local s = (\"a\"):rep(400) local r = { s:find(\".-.-.-b\") } card.credit(1) return r",
+        "local s = (\"a\"):rep(300) local r = { s:find(\".-.-.-b\") } card.credit(1) return r",
         &TestCard::default(),
         limits,
         RunContext::new("slow-c"),
@@ -298,6 +310,13 @@ fn cancellation_stops_lua_and_blocked_calls() {
             started.elapsed()
         );
         assert!(canceller.join().unwrap());
+        if body.contains("credit") {
+            let refused = card.wait_for_refusal(Duration::from_secs(10));
+            assert!(
+                refused.iter().any(|r| r.contains("cancelled")),
+                "{refused:?}"
+            );
+        }
         assert!(card.credits().is_empty());
     }
 }

@@ -183,7 +183,11 @@ fn every_kind_of_bad_metadata_is_reported() {
             "{\"teller\", \"cashier\"}",
             "unknown role \"cashier\"",
         ),
-        ("{\"teller\", \"kiosk\"}", "{}", "`role` must be a non-empty list"),
+        (
+            "{\"teller\", \"kiosk\"}",
+            "{}",
+            "`role` must be a non-empty list",
+        ),
         (
             "{\"teller\", \"kiosk\"}",
             "{\"teller\", \"teller\"}",
@@ -201,7 +205,11 @@ fn every_kind_of_bad_metadata_is_reported() {
         ),
         ("run = function", "walk = function", "`run` is missing"),
         ("run = function", "walk = function", "unknown key `walk`"),
-        ("run = function(ctx, params)", "run = 42, x = function(ctx, params)", "`run` must be a function, not a integer"),
+        (
+            "run = function(ctx, params)",
+            "run = 42, x = function(ctx, params)",
+            "`run` must be a function, not a integer",
+        ),
         (
             "max_len = 64",
             "max_length = 64",
@@ -258,7 +266,7 @@ fn every_kind_of_bad_metadata_is_reported() {
         (
             "flag = { type = \"boolean\" },",
             "\"not a spec\",",
-            "number key",
+            "parameter name \"1\"",
         ),
     ];
     for (from, to, needle) in cases {
@@ -292,8 +300,14 @@ fn bad_files_report_their_script_errors() {
             "return { name = \"a\", amount = 0.01 }",
             "non-integer number 0.01",
         ),
-        ("return { name = function() end }", "`name` must not be a function"),
-        ("return { params = { x = { type = function() end } } }", "cannot be converted"),
+        (
+            "return { name = function() end }",
+            "`name` must not be a function",
+        ),
+        (
+            "return { params = { x = { type = function() end } } }",
+            "cannot be converted",
+        ),
     ];
     for (source, needle) in cases {
         let err = FlowDefinition::from_source("bad.lua", source).unwrap_err();

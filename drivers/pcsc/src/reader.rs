@@ -265,7 +265,14 @@ impl ApduTransport for PcscReader {
         let outcome = self.run("SCardTransmit", timeout, move |s| s.transmit(&bytes))?;
         match outcome {
             Transmitted::Response(response) => Ok(response),
-            Transmitted::CardLost(e) => Err(map(self.id(), "SCardTransmit", e)),
+            // The handle had a card: whatever the code (removed, reset, unpowered, no card),
+            // that card's session ended around this command, so its outcome is unknown.
+            Transmitted::CardLost(e) => {
+                tracing::debug!(reader = %self.info.id, error = %e, "card lost during a command");
+                Err(ReaderError::CardRemoved {
+                    reader: self.id().to_owned(),
+                })
+            }
             Transmitted::Failed(Some(e), _) => {
                 let failure = map(self.id(), "SCardTransmit", e);
                 Err(self.removal_or(info.event_count, failure))

@@ -22,11 +22,12 @@
 //! cost about 40 ms per APDU; with both, a round trip through pcscd costs well under a
 //! millisecond.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub const REMOVE_WAIT_MS: u64 = 2_000;
 /// leave by pcscd's event thread, and after a removal during a command (which pcscd records
 /// directly as "absent") pcscd would then keep the reader empty for good. No hand is faster.
 pub const OUT_MS_MIN: u64 = 1_000;
+/// Most vpcd slots whose last removal time is remembered.
+const SLOTS_TRACKED_MAX: usize = 64;
 
 const CTRL_POWER_OFF: u8 = 0x00;
 const CTRL_POWER_ON: u8 = 0x01;
@@ -129,8 +132,6 @@ struct State {
     stats: BridgeStats,
     state_file: Option<PathBuf>,
     save_error: Option<String>,
-    /// When the card last left vpcd (a removal, a fault, vpcd closing).
-    out_since: Option<Instant>,
 }
 
 struct Shared {
@@ -178,7 +179,6 @@ impl VpcdBridge {
                     stats: BridgeStats::default(),
                     state_file: None,
                     save_error: None,
-                    out_since: None,
                 }),
                 changed: Condvar::new(),
             }),
@@ -212,8 +212,7 @@ impl VpcdBridge {
         if self.connection.is_some() {
             return Ok(());
         }
-        let out_since = self.shared.lock().out_since;
-        if let Some(since) = out_since {
+        if let Some(since) = left_at(self.addr) {
             let out_min = Duration::from_millis(OUT_MS_MIN);
             std::thread::sleep(out_min.saturating_sub(since.elapsed()));
         }
@@ -234,9 +233,10 @@ impl VpcdBridge {
             state.stats.atr_requests
         };
         let shared = self.shared.clone();
+        let addr = self.addr;
         let thread = std::thread::Builder::new()
             .name("vpcd-bridge".into())
-            .spawn(move || serve(reader, &shared))?;
+            .spawn(move || serve(reader, addr, &shared))?;
         self.connection = Some(Connection { stream, thread });
         let seen = self.wait_for(Duration::from_millis(INSERT_WAIT_MS), |s| {
             s.stats.atr_requests > atr_requests_before || !s.stats.connected
@@ -271,7 +271,7 @@ impl VpcdBridge {
         }
         let mut state = self.shared.lock();
         if state.stats.connected {
-            state.out_since = Some(Instant::now());
+            note_left(self.addr);
         }
         state.stats.connected = false;
         state.stats.holding = false;
@@ -372,18 +372,41 @@ impl Drop for VpcdBridge {
     }
 }
 
+/// When a card last left each vpcd slot, process-wide: the slot, not one bridge, is what
+/// pcscd polls, so a new bridge on a slot waits for [`OUT_MS_MIN`] after the previous one's
+/// card left too.
+fn slots_left() -> MutexGuard<'static, BTreeMap<SocketAddr, Instant>> {
+    static LEFT: OnceLock<Mutex<BTreeMap<SocketAddr, Instant>>> = OnceLock::new();
+    LEFT.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn note_left(addr: SocketAddr) {
+    let mut left = slots_left();
+    // One entry per slot used; a process uses a handful, but keep the map bounded anyway.
+    if left.len() >= SLOTS_TRACKED_MAX && !left.contains_key(&addr) {
+        left.clear();
+    }
+    left.insert(addr, Instant::now());
+}
+
+fn left_at(addr: SocketAddr) -> Option<Instant> {
+    slots_left().get(&addr).copied()
+}
+
 /// Serves one connection until it ends; records why.
-fn serve(stream: TcpStream, shared: &Shared) {
+fn serve(stream: TcpStream, addr: SocketAddr, shared: &Shared) {
     let end = match serve_messages(&stream, shared) {
         Ok(reason) => reason,
         Err(e) => format!("connection error: {e}"),
     };
     let _ = stream.shutdown(Shutdown::Both);
+    note_left(addr);
     let mut state = shared.lock();
     state.stats.connected = false;
     state.stats.holding = false;
     state.stats.last_end = Some(end);
-    state.out_since = Some(Instant::now());
     shared.changed.notify_all();
 }
 

@@ -23,12 +23,26 @@ pub struct Gate {
 #[derive(Debug, Clone, Default)]
 pub struct TestCard {
     pub credits: Arc<Mutex<Vec<i64>>>,
+    /// Calls to `credit` refused by `RunContext::enter` (stopped or re-entrant run).
+    pub refused: Arc<Mutex<Vec<String>>>,
     pub gate: Option<Arc<Gate>>,
 }
 
 impl TestCard {
     pub fn credits(&self) -> Vec<i64> {
         self.credits.lock().unwrap().clone()
+    }
+
+    /// Waits until `credit` has been refused at least once (a late call from an abandoned run).
+    pub fn wait_for_refusal(&self, timeout: Duration) -> Vec<String> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            let refused = self.refused.lock().unwrap().clone();
+            if !refused.is_empty() || std::time::Instant::now() >= until {
+                return refused;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -39,11 +53,13 @@ impl LuaModule for TestCard {
 
     fn register(&self, lua: &Lua, ctx: &RunContext) -> cardd_script::mlua::Result<()> {
         let table = lua.create_table()?;
-        let (c, credits) = (ctx.clone(), self.credits.clone());
+        let (c, credits, refused) = (ctx.clone(), self.credits.clone(), self.refused.clone());
         table.raw_set(
             "credit",
             lua.create_function(move |_, amount: Value| {
-                let _call = c.enter("card")?;
+                let _call = c.enter("card").inspect_err(|e| {
+                    refused.lock().unwrap().push(e.to_string());
+                })?;
                 let fen = fen_arg(amount)?;
                 credits.lock().unwrap().push(fen);
                 Ok(fen)
