@@ -298,16 +298,24 @@ async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_one
         LOAD_FLOW.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
     )
     .unwrap();
-    d.daemon().flows.as_ref().unwrap().reload();
-    let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
-    let load = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "card.load")
-        .unwrap()
-        .clone();
-    assert_eq!(load["version"], "1.1.0");
+    // The daemon notices the change by itself within a few seconds.
+    let mut version = String::new();
+    for _ in 0..40 {
+        let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
+        let load = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "card.load")
+            .unwrap()
+            .clone();
+        version = load["version"].as_str().unwrap().to_owned();
+        if version == "1.1.0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(version, "1.1.0", "the changed flow file was reloaded");
     d.ok(
         "flows.answer",
         json!({"run_id": run_id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),

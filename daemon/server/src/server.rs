@@ -186,6 +186,7 @@ pub async fn start(
         .build_from_tcp(listener)?;
     let handle = server.start(module);
     crate::recovery::spawn(&daemon);
+    spawn_flow_reload(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -263,6 +264,31 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         seed_demo(&daemon)?;
     }
     Ok(daemon)
+}
+
+/// How often the flows directory is checked for changed files.
+const FLOWS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reloads changed flow files (a cheap modification-time check); ends with the daemon.
+fn spawn_flow_reload(daemon: &Arc<Daemon>) {
+    if daemon.flows.is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(FLOWS_RELOAD_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(daemon) = weak.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(flows) = daemon.flows.as_ref() {
+                    flows.reload();
+                }
+            })
+            .await;
+        }
+    });
 }
 
 fn open_flows(config: &Config, store: &Store) -> Option<crate::flows::FlowEngine> {
