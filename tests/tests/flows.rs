@@ -494,3 +494,98 @@ async fn card_removal_at_every_apdu_of_the_flow() {
     println!("flow removal matrix: {apdus} APDUs x 2 = {cases} cases");
     d.stop().await;
 }
+
+const HOST_FLOW: &str = r##"
+return {
+  name = "test.host", version = "1.0.0", title = "host", role = { "teller" },
+  params = { plate = { type = "string", required = true }, colour = { type = "integer", min = 0, max = 12 } },
+  run = function(ctx, params)
+    local vehicle = host.vehicle(params.plate, params.colour)
+    local page = host.records({ plate = params.plate, colour = params.colour, page = 1, page_size = 10 })
+    local pending = host.records_for_card(vehicle.card_numbers[#vehicle.card_numbers], "not_loaded")
+    local record = host.record(pending[1].record_id)
+    local loading = host.begin_load(record.record_id, ctx.run_id .. "#1")
+    local aborted = host.abort_load(record.record_id, "test")
+    return { owner = vehicle.owner_name, total = page.total, pending = #pending, newest = page.records[1].record_id,
+             loading = loading.status, aborted = aborted.status }
+  end,
+}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_call_the_issuer_host() {
+    let dir = flows_dir(&[("host.lua", HOST_FLOW)]);
+    let world = format!("flows-host-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    let run = d.ok("flows.start", json!({"flow": "test.host", "params": {"plate": "陕A12345", "colour": 0}, "idempotency_key": "h1"}), Some(&teller)).await;
+    let done = wait_for(&d, &teller, run["run_id"].as_str().unwrap(), |p| {
+        p["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["owner"], "张三");
+    assert_eq!(r["total"], 3);
+    assert_eq!(r["pending"], 2);
+    assert_eq!(r["loading"], "loading");
+    assert_eq!(r["aborted"], "not_loaded");
+    // The host recorded who did it.
+    let record = d
+        .daemon()
+        .host
+        .as_ref()
+        .unwrap()
+        .record(r["newest"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.history.iter().any(|h| h.operator == "teller"),
+        "{record:?}"
+    );
+    d.stop().await;
+}
+
+const CARD_FLOW: &str = r##"
+return {
+  name = "test.card", version = "1.0.0", title = "card", role = { "teller" }, params = {},
+  run = function(ctx, params)
+    local info = card.info()
+    local log = card.read_log(5)
+    local proof = card.prove_load(info.online_atc)
+    local missing = card.prove_load(info.online_atc + 7)
+    return { balance = card.balance(), log = #log, last = log[1].amount_fen, mac = proof.mac, missing = missing == nil }
+  end,
+}
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_read_balance_log_and_transaction_proof() {
+    let dir = flows_dir(&[("card.lua", CARD_FLOW)]);
+    let world = format!("flows-card-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    // One load first, so the card has a log record and a proof.
+    let id = d.ok("flows.start", json!({"flow": "card.load", "params": {"amount": "7.00"}, "idempotency_key": "c0", "reader_id": "sim:etc"}), Some(&teller)).await["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_for(&d, &teller, &id, |p| p["state"] == "waiting").await;
+    d.ok(
+        "flows.answer",
+        json!({"run_id": id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),
+        Some(&teller),
+    )
+    .await;
+    wait_for(&d, &teller, &id, |p| p["state"] == "succeeded").await;
+    let run = d.ok("flows.start", json!({"flow": "test.card", "params": {}, "idempotency_key": "c1", "reader_id": "sim:etc"}), Some(&teller)).await;
+    let done = wait_for(&d, &teller, run["run_id"].as_str().unwrap(), |p| {
+        p["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["balance"], 10_700);
+    assert_eq!(r["log"], 1);
+    assert_eq!(r["last"], 700);
+    assert_eq!(r["mac"].as_str().unwrap().len(), 8);
+    assert_eq!(r["missing"], true);
+    d.stop().await;
+}

@@ -549,6 +549,13 @@ fn execute(
         runtime,
         loads: Arc::new(AtomicU32::new(0)),
     };
+    let host = daemon
+        .host
+        .clone()
+        .map(|host| crate::host_module::HostModule {
+            host,
+            operator: card.holder.operator.clone(),
+        });
     let ui = UiModule {
         daemon: weak.clone(),
         run_id: run_id.clone(),
@@ -568,7 +575,11 @@ fn execute(
             }
         }
     });
-    let outcome = run_flow(def, params, &[&card, &ui, &log], engine.limits.clone(), ctx);
+    let mut modules: Vec<&dyn LuaModule> = vec![&card, &ui, &log];
+    if let Some(host) = &host {
+        modules.push(host);
+    }
+    let outcome = run_flow(def, params, &modules, engine.limits.clone(), ctx);
     let (state, result, failure) = match outcome {
         Ok(value) => (RunState::Succeeded, Some(value), None),
         Err(ScriptError::Cancelled) => (
@@ -716,6 +727,72 @@ impl LuaModule for CardModule {
                     let receipt = me.load(amount, expected)?;
                     let value =
                         serde_json::to_value(receipt).map_err(|e| lua_error(e.to_string()))?;
+                    json_value(lua, &value)
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "balance",
+                lua.create_function(move |_, ()| {
+                    let _call = ctx.enter("card")?;
+                    let fen = me
+                        .on_reader(|reader| {
+                            let mut purse = Purse::new(reader);
+                            purse.select_etc_adf()?;
+                            purse.balance()
+                        })?
+                        .map_err(|e| lua_error(e.to_string()))?;
+                    Ok(i64::from(fen))
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "read_log",
+                lua.create_function(move |lua, max: Option<i64>| {
+                    let _call = ctx.enter("card")?;
+                    let max = u8::try_from(max.unwrap_or(10).clamp(1, 50)).unwrap_or(10);
+                    let records = me
+                        .on_reader(move |reader| {
+                            let mut purse = Purse::new(reader);
+                            purse.select_etc_adf()?;
+                            purse.read_log(max)
+                        })?
+                        .map_err(|e| lua_error(e.to_string()))?;
+                    let rows: Vec<serde_json::Value> = records
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "atc": r.atc, "amount_fen": r.amount, "tx_type": r.tx_type,
+                                "terminal": hex::encode_upper(r.terminal),
+                                "date": hex::encode(r.date_bcd), "time": hex::encode(r.time_bcd),
+                            })
+                        })
+                        .collect();
+                    json_value(lua, &serde_json::Value::Array(rows))
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "prove_load",
+                lua.create_function(move |lua, atc: i64| {
+                    let _call = ctx.enter("card")?;
+                    let atc = u16::try_from(atc).map_err(|_| lua_error("atc must be 0..=65535"))?;
+                    let proof = me
+                        .on_reader(move |reader| {
+                            let mut purse = Purse::new(reader);
+                            purse.select_etc_adf()?;
+                            purse.prove(cardd_purse::TransactionType::EpLoad, atc)
+                        })?
+                        .map_err(|e| lua_error(e.to_string()))?;
+                    let value = proof
+                        .map(|p| json!({ "mac": hex::encode_upper(p.mac), "tac": hex::encode_upper(p.tac) }))
+                        .unwrap_or(serde_json::Value::Null);
                     json_value(lua, &value)
                 })?,
             )?;

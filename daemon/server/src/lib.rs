@@ -9,6 +9,7 @@ pub mod errors;
 pub mod events;
 pub mod flows;
 pub mod guard;
+pub mod host_module;
 pub mod openrpc;
 pub mod readers;
 pub mod recovery;

@@ -52,6 +52,9 @@ pub struct Daemon {
     pub audit: AuditLog,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
     pub journal: Option<Journal>,
+    /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
+    /// (the daemon then fails closed).
+    pub host: Option<Arc<dyn cardd_host::IssuerHost>>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
     pub events: Arc<EventBus>,
@@ -225,6 +228,17 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     };
     let sam = load_keys(&config)?;
     let flows = open_flows(&config, &store);
+    let (host, host_failure): (Option<Arc<dyn cardd_host::IssuerHost>>, Option<String>) =
+        match cardd_host::EmbeddedHost::open(&store) {
+            Ok(host) => {
+                if config.demo {
+                    host.seed_demo()
+                        .map_err(|e| ServerError::Seed(e.to_string()))?;
+                }
+                (Some(Arc::new(host)), None)
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let readers = ReaderManager::start(&config.readers, &registry, &config.limits, events.clone())
@@ -235,6 +249,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         auth,
         audit,
         journal,
+        host,
         flows,
         events,
         readers,
@@ -247,6 +262,9 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Err(e) => daemon.fail_closed(&e.to_string()),
     }
     if let Some(reason) = journal_failure {
+        daemon.fail_closed(&reason);
+    }
+    if let Some(reason) = host_failure {
         daemon.fail_closed(&reason);
     }
     if let Some(journal) = &daemon.journal {

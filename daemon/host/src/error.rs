@@ -1,0 +1,272 @@
+//! Why the issuer host refused or failed, in words a teller can act on.
+//!
+//! Tellers read these messages on the counter screen, so every refusal is zh-CN, names what is
+//! wrong (the plate, the colour, the record's current 圈存 status) and, where there is one, what
+//! to do next. Storage failures keep the store's own message: an administrator reads those.
+
+use cardd_api::money::Fen;
+use cardd_journal::StoreError;
+
+use crate::model::{
+    RecordAction, RecordStatus, CARD_NUMBER_DIGITS, CARD_RECORDS_MAX, OBU_CONTRACT_SERIAL_DIGITS,
+    PAGE_SIZE_MAX, RECHARGE_FEN_MAX, RECORD_SEQ_PER_DAY_MAX,
+};
+
+/// A failure of the issuer host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The plate number is not a plate.
+    #[error("车牌号“{plate}”不正确：{reason}")]
+    InvalidPlate {
+        /// What was entered.
+        plate: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The colour code is not one of the standard plate colours.
+    #[error(
+        "车牌颜色代码 {0} 不是标准车牌颜色（0 蓝色、1 黄色、2 黑色、3 白色、4 渐变绿色、\
+         5 黄绿双拼色、6 蓝白渐变色、11 绿色、12 红色）"
+    )]
+    InvalidPlateColour(u16),
+    /// The card number is not an ETC user card number.
+    #[error("用户卡卡号“{0}”不正确：应为 {CARD_NUMBER_DIGITS} 位数字")]
+    InvalidCardNumber(String),
+    /// The OBU contract serial is malformed.
+    #[error("OBU 合同序列号“{0}”不正确：应为 {OBU_CONTRACT_SERIAL_DIGITS} 位数字或十六进制字符")]
+    InvalidObuSerial(String),
+    /// The vehicle class is not one of the toll classes.
+    #[error("车型代码 {0} 不正确：客车为 1 至 4，货车为 11 至 16，专项作业车为 21 至 26")]
+    InvalidVehicleClass(u8),
+    /// A vehicle lists the same card twice, or too many cards.
+    #[error("车辆的用户卡列表不正确：{0}")]
+    InvalidCardList(String),
+    /// A free-text field (owner, operator, channel, reason, transaction id) is unusable.
+    #[error("{field}不正确：{reason}")]
+    InvalidField {
+        /// The field's zh-CN name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A recharge of zero or less.
+    #[error("充值金额必须大于 0 元")]
+    AmountNotPositive {
+        /// The amount given, in fen.
+        amount_fen: i64,
+    },
+    /// A recharge above [`RECHARGE_FEN_MAX`].
+    #[error(
+        "充值金额 {} 元超过单笔上限 {} 元，请分笔充值",
+        yuan(*.amount_fen),
+        yuan(RECHARGE_FEN_MAX)
+    )]
+    AmountTooLarge {
+        /// The amount given, in fen.
+        amount_fen: i64,
+    },
+    /// A card balance outside what a card can hold.
+    #[error("卡内余额 {} 元不正确：应在 0 元到卡片上限之间", yuan(*.balance_fen))]
+    InvalidBalance {
+        /// The balance given, in fen.
+        balance_fen: i64,
+    },
+    /// The balances reported for a finished load do not add up.
+    #[error(
+        "圈存后的金额 {} 元不等于圈存前的金额 {} 元加充值金额 {} 元；请核对卡内余额，并将该记录标记为待核对",
+        yuan(*.after_fen),
+        yuan(*.before_fen),
+        yuan(*.amount_fen)
+    )]
+    BalanceMismatch {
+        /// The record.
+        record_id: String,
+        /// 充值前的金额, as reported.
+        before_fen: i64,
+        /// 充值金额 of the record.
+        amount_fen: i64,
+        /// 充值后的金额, as reported.
+        after_fen: i64,
+    },
+    /// No vehicle account with this plate and colour.
+    #[error("未找到车辆 {plate}（{colour}），请核对车牌号和车牌颜色")]
+    VehicleNotFound {
+        /// The normalised plate.
+        plate: String,
+        /// The colour's zh-CN name.
+        colour: &'static str,
+    },
+    /// The vehicle has no card to credit.
+    #[error("车辆 {plate}（{colour}）没有绑定用户卡，不能充值")]
+    NoCard {
+        /// The normalised plate.
+        plate: String,
+        /// The colour's zh-CN name.
+        colour: &'static str,
+    },
+    /// The card is already issued to another vehicle.
+    #[error("用户卡 {card_number} 已绑定车辆 {plate}（{colour}），不能再绑定到其他车辆")]
+    CardBoundElsewhere {
+        /// The card.
+        card_number: String,
+        /// The vehicle holding it.
+        plate: String,
+        /// That vehicle's colour, zh-CN.
+        colour: String,
+    },
+    /// No recharge record with this id.
+    #[error("未找到充值记录 {0}")]
+    RecordNotFound(String),
+    /// The record's status does not allow the requested change.
+    #[error("{}", refusal(*.current, *.action))]
+    BadTransition {
+        /// The record.
+        record_id: String,
+        /// Its status now.
+        current: RecordStatus,
+        /// What was asked.
+        action: RecordAction,
+    },
+    /// Another record of the same card is being loaded or awaits reconciliation.
+    #[error("用户卡 {card_number} 还有{status}的充值记录 {other_record_id}，请先处理该记录再圈存")]
+    CardBusy {
+        /// The card.
+        card_number: String,
+        /// The record that blocks it.
+        other_record_id: String,
+        /// That record's status, zh-CN.
+        status: &'static str,
+    },
+    /// The load transaction id already belongs to another record.
+    #[error("圈存交易号 {txn_id} 已用于充值记录 {other_record_id}，请使用新的交易号")]
+    TxnIdInUse {
+        /// The transaction id.
+        txn_id: String,
+        /// The record it belongs to.
+        other_record_id: String,
+    },
+    /// The query's time range is reversed.
+    #[error("充值开始时间 {from} 晚于结束时间 {to}，请重新选择时间")]
+    TimeRangeReversed {
+        /// The start, RFC 3339.
+        from: String,
+        /// The end, RFC 3339.
+        to: String,
+    },
+    /// Pages count from 1.
+    #[error("页码应从 1 开始")]
+    PageOutOfRange,
+    /// The page size is zero or above [`PAGE_SIZE_MAX`].
+    #[error("每页条数应为 1 到 {PAGE_SIZE_MAX} 条，收到 {0}")]
+    PageSizeOutOfRange(u32),
+    /// A card has more matching records than one answer may hold.
+    #[error("用户卡 {card_number} 的充值记录超过 {CARD_RECORDS_MAX} 条，请按车牌号和时间分页查询")]
+    TooManyRecords {
+        /// The card.
+        card_number: String,
+    },
+    /// A day's record numbers are used up.
+    #[error("{date} 的充值记录编号已用完（每天最多 {RECORD_SEQ_PER_DAY_MAX} 笔），请联系管理员")]
+    SequenceExhausted {
+        /// The day, `YYYYMMDD`.
+        date: String,
+    },
+    /// A value could not be encoded for storage (a time outside years 0–9999, a value larger
+    /// than [`crate::model::STORED_VALUE_BYTES_MAX`]); nothing was stored.
+    #[error("无法保存充值数据 {key}：{reason}")]
+    Encode {
+        /// The sled key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A stored value failed its checksum or does not decode: fail closed.
+    #[error("充值数据 {key} 已损坏（{reason}）；请停止办理充值和圈存，并联系管理员恢复数据目录")]
+    Corrupt {
+        /// The sled key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for HostError {
+    fn from(e: sled::Error) -> Self {
+        HostError::Store(StoreError::from(e))
+    }
+}
+
+impl HostError {
+    /// Whether the request itself was wrong (bad input or a refused state change) rather than the
+    /// store failing; the daemon maps the former to an invalid-parameter or conflict code.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            HostError::Corrupt { .. }
+                | HostError::Store(_)
+                | HostError::SequenceExhausted { .. }
+                | HostError::Encode { .. }
+        )
+    }
+}
+
+/// `12.30` from 1230 fen.
+fn yuan(fen: i64) -> String {
+    Fen(fen).to_yuan_string()
+}
+
+/// The refusal a teller reads when `action` is not allowed in status `current`.
+fn refusal(current: RecordStatus, action: RecordAction) -> String {
+    let label = current.label();
+    match (action, current) {
+        (RecordAction::BeginLoad, RecordStatus::Loaded) => {
+            format!("该充值记录状态为{label}，不能再次圈存")
+        }
+        (RecordAction::BeginLoad, RecordStatus::Loading) => {
+            format!("该充值记录状态为{label}，不能再次圈存，请等待本次圈存结束")
+        }
+        (RecordAction::BeginLoad, RecordStatus::NeedsReconciliation) => {
+            format!("该充值记录状态为{label}，不能圈存，请先核对卡内余额")
+        }
+        (RecordAction::MarkNotLoaded, RecordStatus::Loading) => {
+            format!("该充值记录状态为{label}，不能改为未圈存，请等待本次圈存结束")
+        }
+        _ => format!("该充值记录状态为{label}，不能{}", action.refused_verb()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_current_status() {
+        let err = HostError::BadTransition {
+            record_id: "R1".into(),
+            current: RecordStatus::Loaded,
+            action: RecordAction::BeginLoad,
+        };
+        assert_eq!(err.to_string(), "该充值记录状态为已圈存，不能再次圈存");
+        let err = HostError::BadTransition {
+            record_id: "R1".into(),
+            current: RecordStatus::NotLoaded,
+            action: RecordAction::FinishLoad,
+        };
+        assert_eq!(err.to_string(), "该充值记录状态为未圈存，不能完成圈存");
+        assert!(err.is_refusal());
+    }
+
+    #[test]
+    fn money_in_messages_is_yuan() {
+        let err = HostError::AmountTooLarge {
+            amount_fen: 5_000_001,
+        };
+        assert_eq!(
+            err.to_string(),
+            "充值金额 50000.01 元超过单笔上限 50000.00 元，请分笔充值"
+        );
+    }
+}
