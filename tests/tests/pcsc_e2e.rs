@@ -57,9 +57,22 @@ fn missing(detail: impl std::fmt::Display) -> String {
     format!("{PCSCD_MISSING}{hint}: {detail}")
 }
 
+/// The vpcd slot and the card a test inserts and removes. Every change waits until pcscd's
+/// event thread has counted it: a failed command can mark the reader empty before that thread
+/// polls, and a card put back before the thread saw it leave is never seen to come back.
+struct Rig {
+    _serial: MutexGuard<'static, ()>,
+    factory: Arc<PcscFactory>,
+    bridge: VpcdBridge,
+    /// pcscd's card event counter at the last change it registered.
+    events: u32,
+    /// Whether that change was the card coming in.
+    counted_in: bool,
+}
+
 /// Takes the rig and checks that pcscd serves the vpcd reader with no card in it.
-fn rig() -> (MutexGuard<'static, ()>, Arc<PcscFactory>) {
-    let guard = RIG.lock().unwrap_or_else(|p| p.into_inner());
+fn rig(card: SimCard) -> Rig {
+    let serial = RIG.lock().unwrap_or_else(|p| p.into_inner());
     let factory = PcscFactory::new(PcscOptions {
         readers: vec![READER.into()],
         ..PcscOptions::default()
@@ -73,34 +86,62 @@ fn rig() -> (MutexGuard<'static, ()>, Arc<PcscFactory>) {
         ),
         Err(e) => panic!("{}", missing(e)),
     }
-    let empty = factory
-        .wait_for_card(READER_ID, false, SEEN_WAIT)
-        .expect("reader state");
-    assert!(
-        empty,
-        "a card is already in {READER} (is a cardd-vpcd-bridge running?); stop it first"
-    );
-    (guard, Arc::new(factory))
+    let state = factory
+        .wait_for_card(READER_ID, false, None, SEEN_WAIT)
+        .expect("reader state")
+        .unwrap_or_else(|| {
+            panic!("a card is already in {READER} (is a cardd-vpcd-bridge running?); stop it first")
+        });
+    Rig {
+        _serial: serial,
+        factory: Arc::new(factory),
+        bridge: VpcdBridge::new(card),
+        events: state.events,
+        counted_in: false,
+    }
 }
 
-fn insert(bridge: &mut VpcdBridge, factory: &PcscFactory) {
-    bridge.insert().unwrap_or_else(|e| panic!("{}", missing(e)));
-    assert!(
-        factory
-            .wait_for_card(READER_ID, true, SEEN_WAIT)
-            .expect("reader state"),
-        "pcscd did not see the card inserted in {READER}"
-    );
-}
+impl Rig {
+    /// Puts the card in; returns once pcscd has registered it. A card that a fault pulled
+    /// out is first waited out until pcscd has counted it gone.
+    fn insert(&mut self) {
+        if self.counted_in {
+            self.seen(false, "leave");
+        }
+        self.bridge
+            .insert()
+            .unwrap_or_else(|e| panic!("{}", missing(e)));
+        self.seen(true, "come into");
+    }
 
-fn remove(bridge: &mut VpcdBridge, factory: &PcscFactory) {
-    bridge.remove();
-    assert!(
-        factory
-            .wait_for_card(READER_ID, false, SEEN_WAIT)
-            .expect("reader state"),
-        "pcscd did not see the card leave {READER}"
-    );
+    /// Pulls the card out; returns once pcscd has registered it.
+    fn remove(&mut self) {
+        self.bridge.remove();
+        if self.counted_in {
+            self.seen(false, "leave");
+        }
+    }
+
+    /// Waits until pcscd has counted the card as `present` (an event after the last one).
+    fn seen(&mut self, present: bool, what: &str) {
+        let state = self
+            .factory
+            .wait_for_card(READER_ID, present, Some(self.events), SEEN_WAIT)
+            .expect("reader state")
+            .unwrap_or_else(|| {
+                panic!(
+                    "pcscd did not see the card {what} {READER} (event counter still {}, now {:?})",
+                    self.events,
+                    self.factory.card_state(READER_ID)
+                )
+            });
+        self.events = state.events;
+        self.counted_in = present;
+    }
+
+    fn open(&self) -> Reader {
+        open(&self.factory)
+    }
 }
 
 fn open(factory: &PcscFactory) -> Reader {
@@ -128,10 +169,14 @@ fn prepare_load(purse: &mut Purse<'_>, sam: &SoftSam, amount: u32) -> LoadSessio
     LoadSession::start(plan, init, sam).expect("MAC1 verifies")
 }
 
+fn select_adf() -> CommandApdu {
+    CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x10, 0x01])
+}
+
 #[test]
 fn pcscd_lists_the_virtual_reader() {
-    let (_rig, factory) = rig();
-    let listed = factory.list().expect("list");
+    let rig = rig(cardd_sim::demo::demo_etc_card());
+    let listed = rig.factory.list().expect("list");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].id, READER_ID);
     assert_eq!(listed[0].name, READER);
@@ -146,7 +191,8 @@ fn pcscd_lists_the_virtual_reader() {
         "{unfiltered:?}"
     );
     // vpcd's readers are static: a hotplug wait ends empty, within its bound.
-    let mut watch = factory
+    let mut watch = rig
+        .factory
         .hotplug()
         .expect("the pcsc driver watches for readers");
     let started = Instant::now();
@@ -157,20 +203,17 @@ fn pcscd_lists_the_virtual_reader() {
         started.elapsed()
     );
     // No card: the session exists, commands say NoCard.
-    let mut reader = open(&factory);
-    let err = reader
-        .transmit(&CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x10, 0x01]))
-        .unwrap_err();
+    let mut reader = rig.open();
+    let err = reader.transmit(&select_adf()).unwrap_err();
     assert!(matches!(err, ReaderError::NoCard { .. }), "{err:?}");
 }
 
 #[test]
 fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
-    let (_rig, factory) = rig();
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
     let sam = SoftSam::demo();
-    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
-    insert(&mut bridge, &factory);
-    let mut reader = open(&factory);
+    rig.insert();
+    let mut reader = rig.open();
     let atr = reader.session().power_on().expect("power on");
     assert_eq!(atr.0, cardd_sim::cards::ETC_ATR);
     // The simulated ETC card's ATR offers only T=0; the driver reports what pcscd negotiated.
@@ -187,14 +230,14 @@ fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
         .expect("a proof");
     assert_eq!((proof.mac, proof.tac), (load.mac2, tac));
 
-    let card = bridge.card();
+    let card = rig.bridge.card();
     assert_eq!(card.balance(), Some(10_000 + 12_345));
     assert_eq!(card.online_atc(), Some(1));
     assert_eq!(card.log().len(), 1, "one load in the card's log");
 
     // Round-trip time of GET BALANCE through PC/SC -> pcscd -> vpcd -> bridge -> card.
     let get_balance = CommandApdu::new(0x80, 0x5C, 0x00, 0x02).with_le(4);
-    let apdus_before = bridge.stats().apdus;
+    let apdus_before = rig.bridge.stats().apdus;
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for _ in 0..LATENCY_SAMPLES {
         let started = Instant::now();
@@ -203,7 +246,7 @@ fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
         assert_eq!(r.sw, StatusWord::OK);
     }
     assert_eq!(
-        bridge.stats().apdus - apdus_before,
+        rig.bridge.stats().apdus - apdus_before,
         LATENCY_SAMPLES as u64,
         "every GET BALANCE reached the card"
     );
@@ -216,12 +259,12 @@ fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
         samples[LATENCY_SAMPLES * 99 / 100],
         samples[LATENCY_SAMPLES - 1],
     );
-    remove(&mut bridge, &factory);
+    rig.remove();
 }
 
 #[test]
 fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
-    let (_rig, factory) = rig();
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
     let sam = SoftSam::demo();
     for (fault, expected, balance) in [
         (
@@ -235,31 +278,26 @@ fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
             10_000,
         ),
     ] {
-        let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
-        insert(&mut bridge, &factory);
-        let mut reader = open(&factory);
+        rig.bridge.set_card(cardd_sim::demo::demo_etc_card());
+        rig.insert();
+        let mut reader = rig.open();
         let load = {
             let mut purse = Purse::new(&mut reader);
             prepare_load(&mut purse, &sam, 2_000)
         };
         // The card leaves when CREDIT FOR LOAD reaches it.
-        bridge.fault_on(ApduMatch::Ins(INS_CREDIT), fault);
+        rig.bridge.fault_on(ApduMatch::Ins(INS_CREDIT), fault);
         let err = Purse::new(&mut reader).credit_for(&load).unwrap_err();
         assert!(
             matches!(err, PurseError::Reader(ReaderError::CardRemoved { .. })),
             "{fault:?}: {err:?}"
         );
         assert!(err.outcome_unknown(), "{err}");
-        assert!(!bridge.fault_pending(), "the fault fired on CREDIT");
-        assert!(
-            factory
-                .wait_for_card(READER_ID, false, SEEN_WAIT)
-                .expect("state"),
-            "pcscd sees the card gone"
-        );
+        assert!(!rig.bridge.fault_pending(), "the fault fired on CREDIT");
+        rig.seen(false, "leave");
 
         // The teller puts the card back; the card's own state decides.
-        insert(&mut bridge, &factory);
+        rig.insert();
         reader
             .session()
             .power_on()
@@ -271,17 +309,17 @@ fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
             .expect("verify PIN");
         let seen = purse.observe_load(&load).expect("read the card's counters");
         assert_eq!(decide_interrupted_load(&load, seen), expected, "{fault:?}");
-        assert_eq!(bridge.card().balance(), Some(balance), "{fault:?}");
+        assert_eq!(rig.bridge.card().balance(), Some(balance), "{fault:?}");
         assert_eq!(purse.balance().expect("balance"), balance, "{fault:?}");
-        remove(&mut bridge, &factory);
+        rig.remove();
     }
 }
 
 #[test]
 fn card_events_and_exclusive_access_through_pcscd() {
-    let (_rig, factory) = rig();
-    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
-    let mut watcher = factory
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    let mut watcher = rig
+        .factory
         .open(&ReaderSelector::Id(READER_ID.into()))
         .expect("open");
     let mut next = |timeout: Duration| {
@@ -291,7 +329,7 @@ fn card_events_and_exclusive_access_through_pcscd() {
             .wait_for_change(timeout)
             .expect("wait for a card event")
     };
-    insert(&mut bridge, &factory);
+    rig.insert();
     assert_eq!(
         next(SEEN_WAIT),
         Some(CardEvent::Inserted {
@@ -307,8 +345,8 @@ fn card_events_and_exclusive_access_through_pcscd() {
     assert!(started.elapsed() < Duration::from_secs(2), "bounded wait");
 
     // Two sessions: a PC/SC transaction keeps the second out, within its bound.
-    let mut first = open(&factory);
-    let mut second = open(&factory);
+    let mut first = rig.open();
+    let mut second = rig.open();
     first
         .session()
         .exclusive()
@@ -327,9 +365,8 @@ fn card_events_and_exclusive_access_through_pcscd() {
         "{:?}",
         started.elapsed()
     );
-    let select = CommandApdu::new(0x00, 0xA4, 0x00, 0x00).with_data([0x10, 0x01]);
     assert_eq!(
-        first.transmit(&select).expect("holder works").sw,
+        first.transmit(&select_adf()).expect("holder works").sw,
         StatusWord::OK
     );
     first.session().exclusive().expect("ea").end().expect("end");
@@ -339,7 +376,10 @@ fn card_events_and_exclusive_access_through_pcscd() {
         .expect("ea")
         .begin(Duration::from_secs(2))
         .expect("free after the holder ended");
-    assert_eq!(second.transmit(&select).expect("select").sw, StatusWord::OK);
+    assert_eq!(
+        second.transmit(&select_adf()).expect("select").sw,
+        StatusWord::OK
+    );
     second
         .session()
         .exclusive()
@@ -348,14 +388,13 @@ fn card_events_and_exclusive_access_through_pcscd() {
         .expect("end");
     drop((first, second));
 
-    remove(&mut bridge, &factory);
+    rig.remove();
     assert_eq!(next(SEEN_WAIT), Some(CardEvent::Removed));
 }
 
 /// The conformance kit's view of the vpcd rig.
 struct VpcdHarness {
-    bridge: VpcdBridge,
-    factory: Arc<PcscFactory>,
+    rig: Rig,
 }
 
 impl Harness for VpcdHarness {
@@ -363,24 +402,25 @@ impl Harness for VpcdHarness {
         "pcsc (pcscd + vpcd)".into()
     }
     fn factory(&self) -> Arc<dyn ReaderFactory> {
-        self.factory.clone()
+        self.rig.factory.clone()
     }
     fn reader_id(&self) -> String {
         READER_ID.into()
     }
     fn remove_card(&mut self) {
-        remove(&mut self.bridge, &self.factory);
+        self.rig.remove();
     }
     fn insert_card(&mut self) {
-        insert(&mut self.bridge, &self.factory);
+        self.rig.insert();
     }
     fn remove_during_next_command(&mut self) -> bool {
-        self.bridge
+        self.rig
+            .bridge
             .fault_on(ApduMatch::Next, BridgeFault::RemoveBeforeExec);
         true
     }
     fn silence_next_command(&mut self) -> bool {
-        self.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
+        self.rig.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
         true
     }
     fn recover_after_silence(&mut self) {
@@ -392,12 +432,10 @@ impl Harness for VpcdHarness {
 
 #[test]
 fn the_pcsc_driver_passes_the_conformance_kit() {
-    let (_rig, factory) = rig();
     let mut harness = VpcdHarness {
-        bridge: VpcdBridge::new(cardd_sim::demo::demo_etc_card()),
-        factory,
+        rig: rig(cardd_sim::demo::demo_etc_card()),
     };
-    harness.insert_card();
+    harness.rig.insert();
     let report = cardd_conformance::run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "conformance: passed {:?}, skipped {:?}",
@@ -410,14 +448,13 @@ fn the_pcsc_driver_passes_the_conformance_kit() {
         0,
         "no PC/SC call is left blocked once the silent card was pulled"
     );
-    harness.remove_card();
+    harness.rig.remove();
 }
 
 #[test]
 fn the_daemon_serves_the_vpcd_reader_over_json_rpc() {
-    let (_rig, factory) = rig();
-    let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card());
-    insert(&mut bridge, &factory);
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    rig.insert();
     let dir = tempfile::tempdir().expect("temp dir");
     let toml = format!(
         r#"
@@ -475,7 +512,10 @@ readers = ["{READER}"]
         assert_eq!(summary["balance"], "100.00");
         d.stop().await;
     });
-    let card: SimCard = bridge.card();
-    assert_eq!(card.balance(), Some(10_000), "reading changes no money");
-    remove(&mut bridge, &factory);
+    assert_eq!(
+        rig.bridge.card().balance(),
+        Some(10_000),
+        "reading changes no money"
+    );
+    rig.remove();
 }

@@ -147,19 +147,40 @@ impl PcscFactory {
         )
     }
 
-    /// Waits at most `timeout` (plus a bounded grace) until the reader `reader_id` holds a
-    /// card (`present`) or is empty (`!present`), on pcscd's own notification; returns whether
-    /// it got there. For test harnesses and tools that must know pcscd has seen a change before
-    /// going on. Runs on a context of its own, so it does not hold up `list` or `open`.
+    /// The card state of `reader_id` as pcscd reports it now.
+    pub fn card_state(&self, reader_id: &str) -> Result<CardState, ReaderError> {
+        let name = reader_cname(reader_id)?;
+        let snap = self.run(
+            "SCardGetStatusChange",
+            Duration::from_millis(CONTROL_CALL_TIMEOUT_MS),
+            move |context| snapshot(context, &name),
+        )?;
+        if snap.reader_missing() {
+            return Err(ReaderError::ReaderGone {
+                reader: reader_id.to_owned(),
+            });
+        }
+        Ok(CardState::of(&snap))
+    }
+
+    /// Waits at most `timeout` (plus a bounded grace) until the reader `reader_id` holds a card
+    /// (`present`) or is empty (`!present`) and, with `newer_than`, its event counter has moved
+    /// past that value; returns the state reached, or `None` when the time ran out. It waits on
+    /// pcscd's own notification, on a context of its own (it does not hold up `list` or
+    /// `open`).
+    ///
+    /// For test harnesses and tools that must know pcscd has seen a change before going on.
+    /// The counter matters: pcscd's event thread is what counts insertions and removals, while
+    /// a failed command can mark the reader empty before that thread has polled; a card put
+    /// back before the thread noticed it leave is never seen to come back.
     pub fn wait_for_card(
         &self,
         reader_id: &str,
         present: bool,
+        newer_than: Option<u32>,
         timeout: Duration,
-    ) -> Result<bool, ReaderError> {
-        let name = reader_id.strip_prefix(ID_PREFIX).unwrap_or(reader_id);
-        let name = CString::new(name)
-            .map_err(|_| driver(reader_id, PcscError::BadReaderName(name.to_owned())))?;
+    ) -> Result<Option<CardState>, ReaderError> {
+        let name = reader_cname(reader_id)?;
         let worker = Worker::spawn("wait", |context| context)
             .map_err(|e| service_error("SCardEstablishContext", e))?;
         let deadline = Instant::now() + timeout;
@@ -183,20 +204,25 @@ impl PcscFactory {
                 }
                 Err(e) => return Err(service_error("SCardGetStatusChange", e)),
             };
-            match seen {
-                Some(s) if s.reader_missing() => {
-                    return Err(ReaderError::ReaderGone {
-                        reader: reader_id.to_owned(),
-                    })
-                }
-                Some(s) if s.present() == present && !s.state.contains(pcsc::State::MUTE) => {
-                    return Ok(true)
-                }
-                Some(s) => current = s.as_current(),
-                None => return Ok(false),
+            let Some(s) = seen else {
+                return Ok(None);
+            };
+            if s.reader_missing() {
+                return Err(ReaderError::ReaderGone {
+                    reader: reader_id.to_owned(),
+                });
             }
+            let state = CardState::of(&s);
+            let counted = match newer_than {
+                Some(n) => state.events != n,
+                None => true,
+            };
+            if state.present == present && counted && !s.state.contains(pcsc::State::MUTE) {
+                return Ok(Some(state));
+            }
+            current = s.as_current();
             if remaining.is_zero() {
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
@@ -210,6 +236,30 @@ impl PcscFactory {
         )
         .ok()
     }
+}
+
+/// A reader's card state as pcscd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardState {
+    /// A card is in the reader.
+    pub present: bool,
+    /// pcscd's count of card insertions and removals in this reader (16 bits, wraps).
+    pub events: u32,
+}
+
+impl CardState {
+    fn of(s: &Snapshot) -> CardState {
+        CardState {
+            present: s.present(),
+            events: s.count,
+        }
+    }
+}
+
+/// The PC/SC name of `reader_id` (`pcsc:` prefix optional).
+fn reader_cname(reader_id: &str) -> Result<CString, ReaderError> {
+    let name = reader_id.strip_prefix(ID_PREFIX).unwrap_or(reader_id);
+    CString::new(name).map_err(|_| driver(reader_id, PcscError::BadReaderName(name.to_owned())))
 }
 
 fn service_error(operation: &'static str, e: CallError) -> ReaderError {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use cardd_reader::{Driver, DriverOptions, ReaderError, ReaderFactory};
 
 pub use error::PcscError;
-pub use factory::{reader_info, PcscFactory, PcscHotplug};
+pub use factory::{reader_info, CardState, PcscFactory, PcscHotplug};
 pub use options::{PcscOptions, ProtocolOption, ShareMode};
 pub use reader::PcscReader;
 

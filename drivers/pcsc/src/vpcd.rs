@@ -203,10 +203,11 @@ impl VpcdBridge {
         self.addr
     }
 
-    /// Inserts the card: connects to vpcd and returns once vpcd has asked for the ATR (so
-    /// pcscd's presence poll has seen the card; pcscd publishes the new reader state right
-    /// after). A card removed less than [`OUT_MS_MIN`] ago is first kept out for the rest of
-    /// that time. A card already inserted is left as it is.
+    /// Inserts the card: connects to vpcd and returns once vpcd has asked for the ATR (vpcd
+    /// accepted the card at pcscd's presence poll; pcscd's event thread registers it right
+    /// after: `PcscFactory::wait_for_card` with the event counter tells when). A card removed
+    /// from this slot less than [`OUT_MS_MIN`] ago is first kept out for the rest of that time.
+    /// A card already inserted is left as it is.
     pub fn insert(&mut self) -> Result<(), VpcdError> {
         self.reap_ended();
         if self.connection.is_some() {
