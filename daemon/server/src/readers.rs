@@ -32,6 +32,8 @@ use crate::events::{EventBus, EventKind, LeaseEnd};
 
 /// How long a monitor thread waits for a card event before checking whether to stop.
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
+/// How long a card monitor waits before watching again after its reader failed.
+const MONITOR_RETRY: Duration = Duration::from_secs(1);
 /// How long a hotplug thread waits for a reader event before checking whether to stop.
 const HOTPLUG_WAIT: Duration = Duration::from_secs(5);
 
@@ -157,9 +159,19 @@ impl ReaderManager {
             background: Mutex::new(Vec::new()),
         });
         for factory in &manager.factories {
-            let readers = factory.list().map_err(ApiError::from)?;
+            // A driver whose service is down (pcscd not running yet) does not stop the daemon:
+            // its readers arrive through hotplug when the service comes up.
+            let readers = match factory.list() {
+                Ok(readers) => readers,
+                Err(e) => {
+                    tracing::warn!(driver = factory.driver(), error = %e, "the driver lists no readers for now");
+                    Vec::new()
+                }
+            };
             for info in readers {
-                manager.attach(factory.clone(), info)?;
+                if let Err(e) = manager.attach(factory.clone(), info.clone()) {
+                    tracing::warn!(reader = %info.id, error = %e, "could not open a reader; it is retried when it reappears");
+                }
             }
             if let Some(watch) = factory.hotplug() {
                 let weak = Arc::downgrade(&manager);
@@ -239,9 +251,11 @@ impl ReaderManager {
                                 });
                             }
                             Ok(None) => {}
+                            // The transport failed (the reader's service restarted): keep
+                            // watching, after a pause, until the reader is detached.
                             Err(e) => {
-                                tracing::warn!(reader = %id, error = %e, "card monitor stopped");
-                                break;
+                                tracing::warn!(reader = %id, error = %e, "card monitor: waiting for the reader to come back");
+                                std::thread::sleep(MONITOR_RETRY);
                             }
                         }
                     })
@@ -558,8 +572,9 @@ fn hotplug_loop(
             Ok(Some(event)) => event,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(driver = factory.driver(), error = %e, "hotplug watch stopped");
-                return;
+                tracing::warn!(driver = factory.driver(), error = %e, "hotplug watch failed; watching again shortly");
+                std::thread::sleep(MONITOR_RETRY);
+                continue;
             }
         };
         let Some(manager) = manager.upgrade() else {
