@@ -5,7 +5,7 @@
 //! three loads on a simulated ETC card whose state (and the card a fault pulled out, "in the
 //! teller's hand") is saved to disk after every APDU: a plain one, one whose CREDIT executes but
 //! whose answer is lost (recovered on the spot from the card), and another plain one; after each
-//! acknowledged load it prints `ACK <txn>`. `CARDD_CRASH_AT=point:n` makes it abort at the n-th
+//! acknowledged load it prints `ACK <txn>`. `CARDD_CRASH_AT=point:n` makes it SIGKILL itself at the n-th
 //! pass of a named crash point (no destructor, no flush, like `kill -9`). The parent then
 //! restarts on the same data directory, with the card as it was on disk, re-presents it,
 //! retries every load with the same ids (as a client that saved its ids would) and checks:

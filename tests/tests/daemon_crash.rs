@@ -4,13 +4,14 @@
 //! The child (this binary with `CARDD_DAEMON_CRASH_DIR` set) starts the daemon on its embedded
 //! default with the simulated card saved to disk after every APDU, logs in as a teller, starts
 //! the `card.load` flow with an idempotency key, confirms, and prints `ACK` when the run
-//! succeeded. `CARDD_CRASH_AT` aborts the process at a crash point. The parent then starts the
+//! succeeded. `CARDD_CRASH_AT` SIGKILLs the process at a crash point. The parent then starts the
 //! daemon again on the same directories, re-presents the card (start-up recovery runs), re-sends
 //! the same `flows.start`, and checks: the card's balance changed by exactly the committed
 //! loads, at most once; an acknowledged load is committed; no intent is left open.
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -101,7 +102,11 @@ async fn daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load() {
         let acked = String::from_utf8_lossy(&output.stdout)
             .lines()
             .any(|l| l == "ACK");
-        crashed += usize::from(!output.status.success());
+        if !output.status.success() {
+            // Killed by the crash point's SIGKILL, not by a panic or an abort.
+            assert_eq!(output.status.signal(), Some(9), "{point}: {:?}", output.status);
+            crashed += 1;
+        }
         check_after_restart(tmp.path(), acked, point).await;
     }
     println!(

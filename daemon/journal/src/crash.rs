@@ -2,9 +2,10 @@
 //!
 //! `crash_point("journal.intent.after_flush")` does nothing unless the crate is built with the
 //! `crashpoints` feature *and* the environment variable `CARDD_CRASH_AT` names this point
-//! (optionally `name:n` for its n-th hit). Then the process aborts on the spot: no destructor,
-//! no flush, no reply, as a power cut or `kill -9` would leave it. [`CRASH_POINTS`] lists every
-//! point so the test matrix can iterate over them.
+//! (optionally `name:n` for its n-th hit). Then the process sends itself SIGKILL on the spot: no
+//! destructor, no flush, no reply, exactly what `kill -9` leaves (if `kill` cannot be run, it
+//! aborts instead, which leaves the same). [`CRASH_POINTS`] lists every point so the test
+//! matrix can iterate over them.
 
 /// Every crash point, in the order a load passes them.
 pub const CRASH_POINTS: &[&str] = &[
@@ -18,7 +19,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "recovery.before_outcome",
 ];
 
-/// Aborts the process if `CARDD_CRASH_AT` names `point` (feature `crashpoints` only).
+/// Kills the process if `CARDD_CRASH_AT` names `point` (feature `crashpoints` only).
 #[inline]
 pub fn crash_point(point: &'static str) {
     #[cfg(feature = "crashpoints")]
@@ -39,7 +40,13 @@ fn hit(point: &'static str) {
         None => (target.clone(), 1),
     };
     if name == point && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
-        eprintln!("cardd: crash point {point} reached: aborting (CARDD_CRASH_AT)");
+        eprintln!("cardd: crash point {point} reached: SIGKILL (CARDD_CRASH_AT)");
+        // `kill -KILL` from a child: the workspace forbids `unsafe`, so no direct `libc::kill`.
+        // The signal is delivered while this thread waits; abort is only the fallback.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(std::time::Duration::from_secs(2));
         std::process::abort();
     }
 }
