@@ -24,6 +24,7 @@ use crate::embedded::{
 use crate::error::HostError;
 use crate::model::{
     PlateColour, RechargeRecord, RecordAction, RecordChange, RecordStatus, SeedReport, Vehicle,
+    VehicleDetails,
 };
 
 /// The demo ETC card (3DES).
@@ -67,6 +68,7 @@ pub fn demo_vehicles() -> Vec<Vehicle> {
         owner_name: owner.to_owned(),
         vehicle_class: 1,
         obu_contract_serial: obu.map(str::to_owned),
+        details: obu.map(|_| demo_obu_vehicle_details()),
         created_at: DEMO_OPENED_AT,
         updated_at: DEMO_OPENED_AT,
         updated_by: DEMO_OPERATOR.to_owned(),
@@ -81,6 +83,23 @@ pub fn demo_vehicles() -> Vec<Vehicle> {
         ),
         vehicle(DEMO_SM4_PLATE, DEMO_SM4_COLOUR, DEMO_SM4_CARD, "李四", None),
     ]
+}
+
+/// The details of 陕A12345, the vehicle of the demo OBU: the values the simulator's demo OBU
+/// already carries, so issuing it writes the same vehicle file.
+pub fn demo_obu_vehicle_details() -> VehicleDetails {
+    VehicleDetails {
+        user_type: 0,
+        length_mm: 4800,
+        width_mm: 1800,
+        height_mm: 1500,
+        wheels: 4,
+        axles: 2,
+        wheelbase_mm: 2800,
+        load_kg_or_seats: 5,
+        description: "小型轿车".to_owned(),
+        engine_number: "ENG0000000001".to_owned(),
+    }
 }
 
 fn change(

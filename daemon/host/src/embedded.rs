@@ -709,6 +709,11 @@ impl IssuerHost for EmbeddedHost {
             .as_deref()
             .map(validate::obu_contract_serial)
             .transpose()?;
+        let details = input
+            .details
+            .as_ref()
+            .map(validate::vehicle_details)
+            .transpose()?;
         if input.card_numbers.len() > CARDS_PER_VEHICLE_MAX {
             return Err(HostError::InvalidCardList(format!(
                 "一辆车最多 {CARDS_PER_VEHICLE_MAX} 张用户卡"
@@ -749,6 +754,7 @@ impl IssuerHost for EmbeddedHost {
                 owner_name: owner_name.clone(),
                 vehicle_class,
                 obu_contract_serial: obu_contract_serial.clone(),
+                details: details.clone(),
                 created_at: existing.as_ref().map_or(now, |v| v.created_at),
                 updated_at: now,
                 updated_by: operator.clone(),

@@ -119,6 +119,10 @@ pub struct Vehicle {
     pub vehicle_class: u8,
     /// The OBU's contract serial, if an OBU was issued.
     pub obu_contract_serial: Option<String>,
+    /// What an OBU's vehicle file needs beyond plate, colour and class (absent in accounts
+    /// stored before it existed).
+    #[serde(default)]
+    pub details: Option<VehicleDetails>,
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
@@ -161,6 +165,70 @@ pub struct VehicleInput {
     /// The OBU's contract serial, if any.
     #[serde(default)]
     pub obu_contract_serial: Option<String>,
+    /// Vehicle details for the OBU's vehicle file, if known.
+    #[serde(default)]
+    pub details: Option<VehicleDetails>,
+}
+
+/// 车辆用户类型 codes with their zh-CN names, as ETC cards and OBU vehicle files store them.
+pub const VEHICLE_USER_TYPES: &[(u8, &str)] = &[
+    (0, "普通车辆"),
+    (6, "公务车辆"),
+    (8, "军警车辆"),
+    (10, "紧急车辆"),
+    (12, "免费车辆"),
+    (14, "车队车辆"),
+];
+/// Largest length, width, height or wheelbase, in millimetres (a two-byte field on the OBU;
+/// oversize transport stays below it).
+pub const VEHICLE_DIMENSION_MM_MAX: u16 = 30_000;
+/// Most wheels of one vehicle.
+pub const VEHICLE_WHEELS_MAX: u8 = 64;
+/// Most axles of one vehicle.
+pub const VEHICLE_AXLES_MAX: u8 = 16;
+/// Largest rated load in kg or seat count: the OBU field has three bytes.
+pub const VEHICLE_LOAD_KG_OR_SEATS_MAX: u32 = 0xFF_FFFF;
+/// Longest vehicle description, in GBK bytes (a Chinese character counts 2, ASCII 1): the OBU
+/// field has 16 bytes.
+pub const VEHICLE_DESCRIPTION_GBK_BYTES_MAX: usize = 16;
+/// Longest engine number, in ASCII characters: the OBU field has 14 bytes.
+pub const ENGINE_NUMBER_CHARS_MAX: usize = 14;
+
+/// The zh-CN name of a 车辆用户类型, `None` when the code is not a known one.
+pub fn vehicle_user_type_zh(code: u8) -> Option<&'static str> {
+    VEHICLE_USER_TYPES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, name)| *name)
+}
+
+/// What an OBU's vehicle information file (ESAM DF01 EF01) holds besides plate, plate colour
+/// and vehicle class; see `docs/card-protocol.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleDetails {
+    /// 车辆用户类型 ([`VEHICLE_USER_TYPES`]).
+    pub user_type: u8,
+    /// 车长, millimetres.
+    pub length_mm: u16,
+    /// 车宽, millimetres.
+    pub width_mm: u16,
+    /// 车高, millimetres.
+    pub height_mm: u16,
+    /// 车轮数.
+    pub wheels: u8,
+    /// 车轴数.
+    pub axles: u8,
+    /// 轴距, millimetres.
+    pub wheelbase_mm: u16,
+    /// 核定载质量 in kg (trucks) or 核定载人数 (passenger vehicles).
+    pub load_kg_or_seats: u32,
+    /// 车辆描述 (make and model), at most [`VEHICLE_DESCRIPTION_GBK_BYTES_MAX`] GBK bytes.
+    #[serde(default)]
+    pub description: String,
+    /// 发动机号, ASCII letters, digits and `-`, at most [`ENGINE_NUMBER_CHARS_MAX`].
+    #[serde(default)]
+    pub engine_number: String,
 }
 
 /// 圈存状态 of a recharge record.

@@ -13,6 +13,11 @@ use crate::model::{
     vehicle_class_zh, PlateColour, BALANCE_FEN_MAX, CARD_NUMBER_DIGITS, OBU_CONTRACT_SERIAL_DIGITS,
     PLATE_CHARS_MAX, RECHARGE_FEN_MAX,
 };
+use crate::model::{
+    vehicle_user_type_zh, VehicleDetails, ENGINE_NUMBER_CHARS_MAX, VEHICLE_AXLES_MAX,
+    VEHICLE_DESCRIPTION_GBK_BYTES_MAX, VEHICLE_DIMENSION_MM_MAX, VEHICLE_LOAD_KG_OR_SEATS_MAX,
+    VEHICLE_USER_TYPES, VEHICLE_WHEELS_MAX,
+};
 
 /// Province (and municipality, autonomous region) abbreviations that open a civil plate.
 pub const PLATE_PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
@@ -124,6 +129,86 @@ pub fn vehicle_class(code: u8) -> Result<u8, HostError> {
     vehicle_class_zh(code)
         .map(|_| code)
         .ok_or(HostError::InvalidVehicleClass(code))
+}
+
+/// Vehicle details for an OBU's vehicle file: a known 车辆用户类型, dimensions from 1 mm to
+/// [`VEHICLE_DIMENSION_MM_MAX`] with the wheelbase shorter than the vehicle, 2 to
+/// [`VEHICLE_WHEELS_MAX`] wheels on 1 to [`VEHICLE_AXLES_MAX`] axles, a load or seat count that
+/// fits three bytes, a description of at most 16 GBK bytes and an engine number of ASCII
+/// letters, digits and `-`. Texts are trimmed (engine numbers upper-cased); either may be empty.
+pub fn vehicle_details(input: &VehicleDetails) -> Result<VehicleDetails, HostError> {
+    let bad = |field, reason: String| HostError::InvalidField { field, reason };
+    if vehicle_user_type_zh(input.user_type).is_none() {
+        let known: Vec<String> = VEHICLE_USER_TYPES
+            .iter()
+            .map(|(code, name)| format!("{code} {name}"))
+            .collect();
+        return Err(bad("车辆用户类型", format!("应为 {}", known.join("、"))));
+    }
+    for (field, mm) in [
+        ("车长", input.length_mm),
+        ("车宽", input.width_mm),
+        ("车高", input.height_mm),
+        ("轴距", input.wheelbase_mm),
+    ] {
+        if !(1..=VEHICLE_DIMENSION_MM_MAX).contains(&mm) {
+            return Err(bad(
+                field,
+                format!("应在 1 到 {VEHICLE_DIMENSION_MM_MAX} 毫米之间"),
+            ));
+        }
+    }
+    if input.wheelbase_mm >= input.length_mm {
+        return Err(bad("轴距", "应小于车长".into()));
+    }
+    if !(2..=VEHICLE_WHEELS_MAX).contains(&input.wheels) {
+        return Err(bad(
+            "车轮数",
+            format!("应在 2 到 {VEHICLE_WHEELS_MAX} 之间"),
+        ));
+    }
+    if !(1..=VEHICLE_AXLES_MAX).contains(&input.axles) || input.axles > input.wheels {
+        return Err(bad(
+            "车轴数",
+            format!("应在 1 到 {VEHICLE_AXLES_MAX} 之间且不多于车轮数"),
+        ));
+    }
+    if input.load_kg_or_seats > VEHICLE_LOAD_KG_OR_SEATS_MAX {
+        return Err(bad(
+            "核定载质量/座位数",
+            format!("最大 {VEHICLE_LOAD_KG_OR_SEATS_MAX}"),
+        ));
+    }
+    let description = input.description.trim();
+    if description.chars().any(char::is_control) {
+        return Err(bad("车辆描述", "不能含有控制字符".into()));
+    }
+    let gbk_bytes: usize = description
+        .chars()
+        .map(|c| if c.is_ascii() { 1 } else { 2 })
+        .sum();
+    if gbk_bytes > VEHICLE_DESCRIPTION_GBK_BYTES_MAX {
+        return Err(bad(
+            "车辆描述",
+            format!("最多 {VEHICLE_DESCRIPTION_GBK_BYTES_MAX} 字节（8 个汉字）"),
+        ));
+    }
+    let engine_number = input.engine_number.trim().to_ascii_uppercase();
+    if engine_number.len() > ENGINE_NUMBER_CHARS_MAX
+        || !engine_number
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(bad(
+            "发动机号",
+            format!("最多 {ENGINE_NUMBER_CHARS_MAX} 个字母、数字或“-”"),
+        ));
+    }
+    Ok(VehicleDetails {
+        description: description.to_owned(),
+        engine_number,
+        ..input.clone()
+    })
 }
 
 /// A required free-text field: trimmed, 1 to `chars_max` characters, no control characters.

@@ -35,6 +35,7 @@ fn vehicle_input(plate: &str, colour: u16, cards: &[&str]) -> VehicleInput {
         owner_name: "张三".into(),
         vehicle_class: 1,
         obu_contract_serial: None,
+        details: None,
     }
 }
 

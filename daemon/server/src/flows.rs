@@ -575,7 +575,13 @@ fn execute(
             }
         }
     });
-    let mut modules: Vec<&dyn LuaModule> = vec![&card, &ui, &log];
+    let obu = crate::obu::ObuModule::new(
+        weak.clone(),
+        card.holder.clone(),
+        card.reader_id.clone(),
+        card.runtime.clone(),
+    );
+    let mut modules: Vec<&dyn LuaModule> = vec![&card, &ui, &log, &obu];
     if let Some(host) = &host {
         modules.push(host);
     }
