@@ -53,9 +53,12 @@ fn world_files(world: &SimWorld) -> (Vec<u8>, Vec<u8>, bool) {
     esam_files(&world.card(SIM_OBU).expect("an OBU in sim:obu"))
 }
 
+/// Swaps the OBU on `sim:obu` in place: no insertion event, so no start-up or insertion
+/// recovery job sends APDUs to it while a test counts them.
 fn put_obu(world: &SimWorld, card: SimCard) {
-    world.remove_card(SIM_OBU);
-    world.insert_card(SIM_OBU, card).expect("insert the OBU");
+    world
+        .with_card_mut(SIM_OBU, |slot| *slot = card)
+        .expect("an OBU on sim:obu");
 }
 
 /// The vehicle file the demo account of 陕A12345 gives: the demo OBU's own.
@@ -80,6 +83,15 @@ async fn daemon(world: &str) -> (TestDaemon, SimWorld) {
     let name = world.to_owned();
     let d = TestDaemon::start_with(move |c| c.readers[0].options = json!({ "world": name })).await;
     let world = cardd_sim::named_world(world).expect("the daemon's simulated world");
+    // Start-up recovery reads every card present once; let it be done with the OBU.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while world.apdu_count(SIM_OBU) == 0 {
+        assert!(
+            Instant::now() < give_up,
+            "start-up recovery never reached sim:obu"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     (d, world)
 }
 
@@ -266,6 +278,10 @@ async fn refusals_leave_the_obu_untouched() {
             "{expected}: the OBU is untouched"
         );
     }
+
+    // Not an OBU: the flow started on the ETC card reader.
+    let run = begin(&d, &teller, "refuse-etc", "sim:etc", demo_params()).await;
+    assert!(failure(&run).contains("读卡器上不是OBU"), "{run}");
 
     // The teller says no.
     put_obu(&world, factory_obu(DEMO_OBU_CONTRACT_SERIAL));

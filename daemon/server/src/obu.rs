@@ -30,7 +30,7 @@ use cardd_purse::{
     CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour, Purse, PurseError,
     SamError, SecurityModule, Sfi,
 };
-use cardd_reader::{CardChannel, ObuTarget, Reader};
+use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
 use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
 use serde::Serialize;
@@ -95,6 +95,8 @@ pub enum IssueError {
     HostUnavailable,
     #[error("未检测到OBU，或读取OBU时OBU被移开、无响应；未写入任何数据，请放好OBU后重试")]
     NotPresent,
+    #[error("读卡器上不是OBU（没有OBU系统信息文件）；请在OBU发行器上放好OBU后重试")]
+    NotAnObu,
     #[error("写入过程中OBU被移开或无响应，OBU发行未完成；请放好OBU后重新发行，系统会重写全部信息并逐字节核对")]
     Interrupted,
     #[error("安全模块无法处理该OBU（{0}）；请联系管理员检查OBU密钥配置")]
@@ -353,6 +355,15 @@ fn random8() -> [u8; 8] {
     random
 }
 
+/// SELECT MF and READ BINARY of the system information; a card without it is not an OBU.
+fn read_system(purse: &mut Purse<'_>) -> Result<ObuSystemInfo, IssueError> {
+    purse.select_mf()?;
+    purse.read_obu_system_info().map_err(|e| match e {
+        PurseError::Status { sw, .. } if sw == StatusWord::FILE_NOT_FOUND => IssueError::NotAnObu,
+        other => other.into(),
+    })
+}
+
 /// SELECT DF01 and READ ENCRYPTED of the vehicle file, decrypted by `sam`.
 fn read_vehicle(
     purse: &mut Purse<'_>,
@@ -375,8 +386,7 @@ pub fn read_info(
     today: (u16, u8, u8),
 ) -> Result<ObuInfo, IssueError> {
     with_esam(reader, |purse| {
-        purse.select_mf()?;
-        let system = purse.read_obu_system_info()?;
+        let system = read_system(purse)?;
         let card = CardKeyContext::obu(&system);
         let mut notes = Vec::new();
         let vehicle = match read_vehicle(purse, sam, &card) {
@@ -485,8 +495,7 @@ fn issue_esam(
     order: &IssueOrder,
     wrote: &mut bool,
 ) -> Result<EsamOutcome, IssueError> {
-    purse.select_mf()?;
-    let system = purse.read_obu_system_info()?;
+    let system = read_system(purse)?;
     let card = CardKeyContext::obu(&system);
     let current = system
         .is_activated()
