@@ -99,12 +99,18 @@ pub enum IssueError {
     NotAnObu,
     #[error("写入过程中OBU被移开或无响应，OBU发行未完成；请放好OBU后重新发行，系统会重写全部信息并逐字节核对")]
     Interrupted,
-    #[error("安全模块无法处理该OBU（{0}）；请联系管理员检查OBU密钥配置")]
+    #[error("安全模块无法处理该OBU（{}）；请联系管理员检查OBU密钥配置", detail(.0))]
     Sam(SamError),
-    #[error("OBU操作失败（{0}）；请检查OBU和发行器后重试，如仍失败请联系管理员")]
+    #[error("OBU操作失败（{}）；请检查OBU和发行器后重试，如仍失败请联系管理员", detail(.0))]
     Card(PurseError),
     #[error("写入后读回核对不一致：{file}第 {offset} 字节与写入的不同，OBU发行未完成；请重新发行，如仍不一致请更换OBU")]
     VerifyMismatch { file: &'static str, offset: usize },
+}
+
+/// A lower layer's message inside a zh-CN one: its `: ` separators become `：`, so the flow
+/// engine, which keeps what follows the last `: ` of an error, shows the whole message.
+fn detail(e: &impl std::fmt::Display) -> String {
+    e.to_string().replace(": ", "：")
 }
 
 impl From<PurseError> for IssueError {
@@ -396,7 +402,7 @@ pub fn read_info(
             }),
             Err(PurseError::Reader(e)) => return Err(IssueError::Card(e.into())),
             Err(e) => {
-                notes.push(format!("无法读取OBU车辆信息：{e}"));
+                notes.push(format!("无法读取OBU车辆信息：{}", detail(&e)));
                 None
             }
         };
@@ -452,9 +458,7 @@ fn check(
             })
         }
         Some(Err(PurseError::Reader(e))) => Err(IssueError::Card(e.into())),
-        Some(Err(e)) => Err(IssueError::ActivatedUnreadable {
-            detail: e.to_string(),
-        }),
+        Some(Err(e)) => Err(IssueError::ActivatedUnreadable { detail: detail(&e) }),
     }
 }
 
