@@ -462,11 +462,21 @@ async fn issuance_through_the_serial_driver() {
     let esam = || programmer.with_esam(|e| esam_files(e.expect("an OBU on the programmer")));
 
     // A refusal first: a vehicle whose account names another OBU.
-    let host = d.daemon().host.clone().expect("issuer host");
+    // The account is opened over JSON-RPC, vehicle details included.
     let details = cardd_host::demo::demo_obu_vehicle_details();
-    let other = account("陕D44444", 0, 1, "6101180100000044", Some(details));
-    host.upsert_vehicle(&other, "admin")
-        .expect("vehicle account");
+    let other = account("陕D44444", 0, 1, "6101180100000044", Some(details.clone()));
+    let supervisor = d.login("supervisor", "super123").await;
+    let saved = d
+        .ok(
+            "etc.vehicles.upsert",
+            json!({ "vehicle": other }),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(saved["details"], json!(details));
+    let got = json!({ "plate": "陕D44444", "plate_colour": 0 });
+    let got = d.ok("etc.vehicles.get", got, Some(&supervisor)).await;
+    assert_eq!(got["details"]["engine_number"], "ENG0000000001");
     let before = esam();
     let run = begin(
         &d,

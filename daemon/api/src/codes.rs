@@ -119,6 +119,18 @@ error_codes! {
     IdempotencyConflict = -32072, 409, "Use a new idempotency key for a new operation; reuse a key only to retry the same start.";
     /// The run is not waiting for that answer.
     NoPendingPrompt = -32073, 409, "Fetch the run (flows.get) and answer its current prompt, if any.";
+    /// The issuer host has no such vehicle or recharge record.
+    HostNotFound = -32100, 404, "Check the plate number, the plate colour or the record id.";
+    /// The recharge record's 圈存 status does not allow this change.
+    RecordStateConflict = -32101, 409, "Read the message: it names the record's status and what to do next.";
+    /// The card (or the journal's verified TAC) proves the load landed: the record is not set back to 未圈存.
+    LoadLanded = -32102, 409, "Do not load again: the money is on the card and the record now says 已圈存.";
+    /// Nothing proves whether the load landed and the caller may not decide without proof.
+    CardEvidenceRequired = -32103, 409, "Put the record's card on a reader and retry, or ask a supervisor to decide with a reason.";
+    /// The card cannot take this load: another vehicle's card, expired or not yet valid, or over its maximum balance.
+    CardNotEligible = -32104, 422, "Use the vehicle's own valid card; for the maximum balance, load a smaller amount or spend first.";
+    /// The card did not answer the credit: whether the money landed is unknown until the card is read again.
+    LoadOutcomeUnknown = -32105, 409, "Put the same card back on the reader: cardd reads it and settles the load; do not load it again.";
     /// The daemon refuses state-changing methods because an integrity check failed.
     FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
 }

@@ -938,6 +938,38 @@ impl IssuerHost for EmbeddedHost {
         self.get_record(Self::record_id(record_id)?)
     }
 
+    fn record_for_txn(&self, txn_id: &str) -> Result<Option<RechargeRecord>, HostError> {
+        let txn_id = validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?;
+        let Some(owner) = self.tree.get(keys::txn(&txn_id))? else {
+            return Ok(None);
+        };
+        let record_id = String::from_utf8_lossy(&owner).into_owned();
+        match self.get_record(&record_id)? {
+            Some(record) => Ok(Some(record)),
+            None => Err(corrupt(
+                keys::txn(&txn_id).as_bytes(),
+                "the transaction index points to a missing record",
+            )),
+        }
+    }
+
+    fn open_records(&self) -> Result<Vec<RechargeRecord>, HostError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"open/") {
+            let (key, ids) = item?;
+            for record_id in decode_open(&key, &ids)? {
+                if out.len() >= CARD_RECORDS_MAX {
+                    return Ok(out);
+                }
+                match self.get_record(&record_id)? {
+                    Some(record) => out.push(record),
+                    None => return Err(corrupt(&key, "the open index points to a missing record")),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn begin_load(
         &self,
         record_id: &str,

@@ -76,6 +76,13 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
     /// A record by id.
     fn record(&self, record_id: &str) -> Result<Option<RechargeRecord>, HostError>;
 
+    /// The record whose load (current or earlier) used journal transaction `txn_id`, if any.
+    fn record_for_txn(&self, txn_id: &str) -> Result<Option<RechargeRecord>, HostError>;
+
+    /// Records that block their card (圈存中 or 待核对), oldest card first; at most
+    /// [`model::CARD_RECORDS_MAX`]. The daemon settles 圈存中 ones from the journal at start-up.
+    fn open_records(&self) -> Result<Vec<RechargeRecord>, HostError>;
+
     /// 未圈存 → 圈存中, for the journal transaction `txn_id`. Refused while another record of
     /// the card is 圈存中 or 待核对, and when `txn_id` belongs to another record.
     fn begin_load(

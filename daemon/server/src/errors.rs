@@ -69,7 +69,13 @@ impl From<MoneyError> for ApiError {
 
 impl From<ReaderError> for ApiError {
     fn from(e: ReaderError) -> Self {
-        let code = match &e {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&ReaderError> for ApiError {
+    fn from(e: &ReaderError) -> Self {
+        let code = match e {
             ReaderError::NoCard { .. } => ErrorCode::NoCard,
             ReaderError::CardRemoved { .. } => ErrorCode::CardRemoved,
             ReaderError::Timeout { .. } => ErrorCode::ReaderTimeout,
@@ -93,6 +99,23 @@ impl From<cardd_purse::PurseError> for ApiError {
             cardd_purse::PurseError::Reader(reader) => reader.into(),
             other => ApiError::new(ErrorCode::CardError, other.to_string()),
         }
+    }
+}
+
+impl From<cardd_host::HostError> for ApiError {
+    fn from(e: cardd_host::HostError) -> Self {
+        use cardd_host::HostError as H;
+        let code = match &e {
+            H::VehicleNotFound { .. } | H::RecordNotFound(_) => ErrorCode::HostNotFound,
+            H::BadTransition { .. } | H::CardBusy { .. } | H::TxnIdInUse { .. } => {
+                ErrorCode::RecordStateConflict
+            }
+            H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
+            H::Corrupt { .. } => ErrorCode::FailedClosed,
+            H::Store(_) | H::Encode { .. } | H::SequenceExhausted { .. } => ErrorCode::Internal,
+            _ => ErrorCode::InvalidParams,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

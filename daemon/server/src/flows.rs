@@ -740,6 +740,33 @@ impl LuaModule for CardModule {
         {
             let (me, ctx) = (me.clone(), ctx.clone());
             table.raw_set(
+                "check_record",
+                lua.create_function(move |lua, record_id: Value| {
+                    let _call = ctx.enter("card")?;
+                    let record_id = str_arg(lua, "record_id", record_id, 32)?;
+                    let daemon = me.daemon()?;
+                    me.on_reader(move |reader| {
+                        crate::etc::check_card_for_record(&daemon, reader, &record_id)
+                    })?
+                    .map_err(|e| lua_error(e.message))
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "load_record",
+                lua.create_function(move |lua, record_id: Value| {
+                    let _call = ctx.enter("card")?;
+                    let record_id = str_arg(lua, "record_id", record_id, 32)?;
+                    let value = me.load_record(record_id)?;
+                    json_value(lua, &value)
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
                 "balance",
                 lua.create_function(move |_, ()| {
                     let _call = ctx.enter("card")?;
@@ -870,6 +897,54 @@ impl CardModule {
             }
             Err(failure) => Err(lua_error(failure.message_zh())),
         }
+    }
+}
+
+impl CardModule {
+    /// `card.load_record(record_id)`: the recharge record's money onto the card, exactly once
+    /// (see `crate::etc::load_record`), under the run's next transaction id.
+    fn load_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
+        let daemon = self.daemon()?;
+        let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
+        let txn_id = format!("{}#{n}", self.run_id);
+        let reader_id = self.reader()?;
+        let operator = self.holder.operator.clone();
+        let job_daemon = daemon.clone();
+        let outcome = self
+            .on_reader(move |reader| {
+                crate::etc::load_record(
+                    &job_daemon,
+                    reader,
+                    &reader_id,
+                    &record_id,
+                    &operator,
+                    &txn_id,
+                )
+            })?
+            .map_err(|e| lua_error(e.message))?;
+        let receipt = outcome.receipt.as_ref().map(|r| {
+            json!({
+                "txn_id": r.txn_id, "tac": r.tac, "online_atc_before": r.online_atc_before,
+                "balance_before": cardd_api::Fen(i64::from(r.balance_before_fen)).to_yuan_string(),
+                "amount": cardd_api::Fen(i64::from(r.amount_fen)).to_yuan_string(),
+                "balance_after": cardd_api::Fen(i64::from(r.balance_after_fen)).to_yuan_string(),
+            })
+        });
+        let record = crate::etc_rpc::RecordView::from(&outcome.record);
+        let value = json!({
+            "record": record,
+            "receipt": receipt,
+            "already_on_card": outcome.already_on_card,
+        });
+        if let Some(engine) = daemon.flows.as_ref() {
+            let message = if outcome.already_on_card {
+                "该笔充值已在卡内"
+            } else {
+                "圈存成功"
+            };
+            engine.push_event(&self.run_id, "load", message, value.clone());
+        }
+        Ok(value)
     }
 }
 

@@ -1,9 +1,9 @@
 //! `host`: the issuer host as flows see it (flow API v1).
 //!
-//! Flows read vehicle accounts and recharge records and move a record through its load states;
-//! the operator recorded in each change is the one who started the run. Every call goes to the
-//! `cardd_host::IssuerHost` of the daemon (the embedded one by default), which checks each
-//! transition and refuses the others with a message a teller can read.
+//! Flows read vehicle accounts and recharge records. They cannot change a record's 圈存 status:
+//! a record moves only with the money, through `card.load_record` (the journaled load, in
+//! Rust), or through the daemon's evidence-checked methods (`etc.records.*`). A flow that could
+//! set 已圈存 or 未圈存 by itself could load the same money twice.
 
 use std::sync::Arc;
 
@@ -89,38 +89,6 @@ impl LuaModule for HostModule {
             let id = str_arg(lua, "record_id", id, ARG_BYTES_MAX)?;
             to_lua(lua, &host.record(&id).map_err(lua_error)?)
         });
-        function!("begin_load", |lua, host, op, args: (Value, Value)| {
-            let id = str_arg(lua, "record_id", args.0, ARG_BYTES_MAX)?;
-            let txn = str_arg(lua, "txn_id", args.1, ARG_BYTES_MAX)?;
-            to_lua(lua, &host.begin_load(&id, op, &txn).map_err(lua_error)?)
-        });
-        function!("finish_load", |lua, host, op, args: (Value, i64, i64)| {
-            let id = str_arg(lua, "record_id", args.0, ARG_BYTES_MAX)?;
-            to_lua(
-                lua,
-                &host
-                    .finish_load(&id, op, args.1, args.2)
-                    .map_err(lua_error)?,
-            )
-        });
-        function!("abort_load", |lua, host, op, args: (Value, Value)| {
-            let id = str_arg(lua, "record_id", args.0, ARG_BYTES_MAX)?;
-            let reason = str_arg(lua, "reason", args.1, ARG_BYTES_MAX)?;
-            to_lua(lua, &host.abort_load(&id, op, &reason).map_err(lua_error)?)
-        });
-        function!(
-            "flag_reconciliation",
-            |lua, host, op, args: (Value, Value)| {
-                let id = str_arg(lua, "record_id", args.0, ARG_BYTES_MAX)?;
-                let reason = str_arg(lua, "reason", args.1, ARG_BYTES_MAX)?;
-                to_lua(
-                    lua,
-                    &host
-                        .flag_reconciliation(&id, op, &reason)
-                        .map_err(lua_error)?,
-                )
-            }
-        );
         install_module(lua, "host", table)
     }
 }

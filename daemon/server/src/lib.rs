@@ -6,6 +6,8 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod etc;
+pub mod etc_rpc;
 pub mod events;
 pub mod flows;
 pub mod guard;

@@ -66,7 +66,7 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
             let journal = job_daemon.journal.as_ref()?;
             let mut purse = Purse::new(reader);
             let city = cardd_crypto::Algorithm::Tdes;
-            recover_card(
+            let outcome = recover_card(
                 &mut purse,
                 job_daemon.sam.as_ref(),
                 journal,
@@ -74,7 +74,14 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
                 city,
             )
             .ok()
-            .flatten()
+            .flatten();
+            // The card's recharge records follow what the journal now knows.
+            if let Some(card) = crate::summary::card_number(&mut purse) {
+                for record in crate::etc::settle_card(&job_daemon, &card) {
+                    tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled after the card was presented");
+                }
+            }
+            outcome
         })
         .await;
     let Ok(Some(outcome)) = result else { return };

@@ -287,6 +287,8 @@ macro_rules! audit_as_json {
     };
 }
 
+pub(crate) use audit_as_json;
+
 /// No parameters.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -761,6 +763,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     );
 
     add_flow_methods(&mut m);
+    crate::etc_rpc::add_methods(&mut m);
     add_run_subscription(&mut m);
     add_event_subscription(&mut m);
 

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub host: Option<Arc<dyn cardd_host::IssuerHost>>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
+    /// The ETC service's run-time state (records being loaded right now).
+    pub etc: crate::etc::EtcState,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     pub sam: Arc<dyn SecurityModule>,
@@ -251,6 +253,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         journal,
         host,
         flows,
+        etc: crate::etc::EtcState::default(),
         events,
         readers,
         sam,
@@ -277,6 +280,9 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             Ok(_) => tracing::info!("journal verified: no unresolved loads"),
             Err(e) => daemon.fail_closed(&e.to_string()),
         }
+    }
+    for record in crate::etc::settle_at_start(&daemon) {
+        tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled from the journal");
     }
     if daemon.config.demo {
         seed_demo(&daemon)?;

@@ -1,0 +1,1015 @@
+//! ETC service at the counter and the kiosk: loads tied to recharge records, the card's
+//! evidence about a record, and a 修改圈存状态 that cannot load the same money twice.
+//!
+//! The seed's app lets staff set a record back to 未圈存 on their word alone; if the "failed"
+//! write had in fact reached the card, the 二次圈存 that follows loads the money twice. Here a
+//! record's money moves only with proof, and the proof comes from the card:
+//!
+//! * [`load_record`] runs in one reader job: identify the card (number, vehicle, validity), settle
+//!   what the card says about the record's earlier loads, mark the record 圈存中 under a fresh
+//!   journal transaction, run the journaled load (`cardd_journal::load_card`: intent durable
+//!   before CREDIT, outcome durable before the answer), and record the outcome on the record.
+//! * [`evidence`] reads the card (and the journal) about one record and decides: landed, not
+//!   landed, or unknown. A record whose status the evidence contradicts is corrected on the spot
+//!   (a 圈存中 record whose load is on the card becomes 已圈存; one whose load the card proves
+//!   absent goes back to 未圈存).
+//! * [`mark_not_loaded`] is the seed's 修改圈存状态: with the card, allowed only when the card
+//!   proves the load did not land, refused with the evidence when it did; without the card, only
+//!   a supervisor with a reason, and never against a journal that saw the card's TAC.
+//! * [`settle_card`] and [`settle_at_start`] keep records and journal in step after recovery
+//!   (card presented again, daemon restarted).
+//!
+//! **Invariant:** a record goes from 未圈存 to 圈存中 only inside the reader job that then sends
+//! the credit; so a 圈存中 record whose transaction is not in the journal never reached CREDIT
+//! (the intent is durable before CREDIT) and may safely go back to 未圈存, unless a load of it is
+//! running right now ([`EtcState`] knows).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use cardd_api::{ErrorCode, Fen};
+use cardd_host::{IssuerHost, RechargeRecord, RecordStatus};
+use cardd_journal::{
+    load_card, recover_card, Journal, LoadError, LoadReceipt, LoadRequest, LoadTxn, Resolution,
+    TxnState,
+};
+use cardd_purse::{EtcIssueInfo, LogRecord, Purse, PurseError, Sfi, TransactionType};
+use cardd_reader::Reader;
+use schemars::JsonSchema;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::errors::ApiError;
+use crate::server::Daemon;
+
+/// Longest reason written on a record for a failed load, in characters (within the host's
+/// `REASON_CHARS_MAX`).
+const REASON_CHARS_KEPT: usize = 120;
+
+/// How many log records of the card [`evidence`] reads (the card keeps 10).
+const LOG_RECORDS_READ: u8 = 10;
+
+/// Records being loaded right now, so that nothing settles them from under the load.
+#[derive(Debug, Default, Clone)]
+pub struct EtcState {
+    loading: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Holds a record in [`EtcState`] while it is loaded.
+struct LoadingGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    record_id: String,
+}
+
+impl Drop for LoadingGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.record_id);
+    }
+}
+
+impl EtcState {
+    fn claim(&self, record_id: &str) -> Result<LoadingGuard, ApiError> {
+        let mut set = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(record_id.to_owned()) {
+            return Err(ApiError::new(
+                ErrorCode::RecordStateConflict,
+                format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
+            ));
+        }
+        Ok(LoadingGuard {
+            set: self.loading.clone(),
+            record_id: record_id.to_owned(),
+        })
+    }
+
+    fn is_loading(&self, record_id: &str) -> bool {
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(record_id)
+    }
+}
+
+/// What the card and the journal say about a record's money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The money is on the card.
+    Landed,
+    /// The card proves the money is not on it.
+    NotLanded,
+    /// Nothing proves either.
+    Unknown,
+}
+
+/// One load transaction of the record, as the journal knows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LoadEvidence {
+    pub txn_id: String,
+    /// `intent`, `committed`, `not_applied` or `needs_reconciliation`.
+    pub state: String,
+    /// The card's online counter before this load.
+    pub online_atc_before: u16,
+    /// 圈存前的金额 the card reported for this load, yuan.
+    pub balance_before: String,
+    /// The load's amount, yuan.
+    pub amount: String,
+    /// The card's TAC (verified), for committed loads.
+    pub tac: Option<String>,
+    /// How the outcome was established (`card_response`, `recovery`, `manual`).
+    pub decided_by: Option<String>,
+}
+
+/// A load found in the card's own transaction log (0018).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CardLogEvidence {
+    /// The online counter before the load.
+    pub atc: u16,
+    /// Amount, yuan.
+    pub amount: String,
+    /// Date and time as the card keeps them (`YYYYMMDD`, `HHMMSS`).
+    pub date: String,
+    pub time: String,
+    /// Terminal number, hex.
+    pub terminal: String,
+}
+
+/// The evidence about one record.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Evidence {
+    pub record_id: String,
+    pub verdict: Verdict,
+    /// What the evidence means, for the teller (zh-CN).
+    pub explanation: String,
+    /// Whether the card itself was read for this answer.
+    pub card_checked: bool,
+    /// The card's balance now, yuan (when read).
+    pub card_balance: Option<String>,
+    /// The record's load transactions in the journal, oldest first.
+    pub loads: Vec<LoadEvidence>,
+    /// The matching load in the card's log, if any.
+    pub card_log: Option<CardLogEvidence>,
+}
+
+/// What [`load_record`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordLoad {
+    pub record: RechargeRecord,
+    /// The load, when this call credited the card.
+    pub receipt: Option<LoadReceipt>,
+    /// True when the money turned out to be on the card already (an earlier load that had
+    /// landed): nothing was credited and the record now says 已圈存.
+    pub already_on_card: bool,
+}
+
+fn yuan(fen: impl Into<i64>) -> String {
+    Fen(fen.into()).to_yuan_string()
+}
+
+fn host(daemon: &Daemon) -> Result<&dyn IssuerHost, ApiError> {
+    daemon.host.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::FailedClosed,
+            "充值数据未通过完整性检查，已停止圈存业务；请联系管理员",
+        )
+    })
+}
+
+fn journal(daemon: &Daemon) -> Result<&Journal, ApiError> {
+    daemon.journal.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::FailedClosed,
+            "圈存日志未通过完整性检查，已停止写卡；请联系管理员",
+        )
+    })
+}
+
+fn journal_error(e: cardd_journal::JournalError) -> ApiError {
+    match e {
+        cardd_journal::JournalError::Corrupt { .. } => {
+            ApiError::new(ErrorCode::FailedClosed, format!("圈存日志损坏：{e}"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn record_of(host: &dyn IssuerHost, record_id: &str) -> Result<RechargeRecord, ApiError> {
+    host.record(record_id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::HostNotFound,
+            format!("未找到充值记录 {record_id}"),
+        )
+    })
+}
+
+/// Every journal transaction the record's loads used, oldest first.
+fn linked_txn_ids(record: &RechargeRecord) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let all = record
+        .history
+        .iter()
+        .filter_map(|c| c.txn_id.clone())
+        .chain(record.load_txn_id.clone());
+    for id in all {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn linked_txns(journal: &Journal, record: &RechargeRecord) -> Result<Vec<LoadTxn>, ApiError> {
+    let mut out = Vec::new();
+    for id in linked_txn_ids(record) {
+        if let Some(txn) = journal.get(&id).map_err(journal_error)? {
+            out.push(txn);
+        }
+    }
+    Ok(out)
+}
+
+fn state_name(state: &TxnState) -> &'static str {
+    match state {
+        TxnState::Intent => "intent",
+        TxnState::Committed { .. } => "committed",
+        TxnState::NotApplied { .. } => "not_applied",
+        TxnState::NeedsReconciliation { .. } => "needs_reconciliation",
+    }
+}
+
+fn decided_by(resolution: &Resolution) -> &'static str {
+    match resolution {
+        Resolution::CardResponse => "card_response",
+        Resolution::Recovery => "recovery",
+        Resolution::Manual { .. } => "manual",
+    }
+}
+
+fn load_evidence(txn: &LoadTxn) -> LoadEvidence {
+    let (tac, by) = match &txn.state {
+        TxnState::Committed { tac, resolution } => {
+            (Some(tac.clone()), Some(decided_by(resolution)))
+        }
+        TxnState::NotApplied { resolution } => (None, Some(decided_by(resolution))),
+        _ => (None, None),
+    };
+    LoadEvidence {
+        txn_id: txn.txn_id.clone(),
+        state: state_name(&txn.state).into(),
+        online_atc_before: txn.session.init.online_atc,
+        balance_before: yuan(txn.session.init.old_balance),
+        amount: yuan(txn.amount_fen()),
+        tac,
+        decided_by: by.map(str::to_owned),
+    }
+}
+
+fn committed(txns: &[LoadTxn]) -> Option<&LoadTxn> {
+    txns.iter()
+        .find(|t| matches!(t.state, TxnState::Committed { .. }))
+}
+
+fn bcd_hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+/// The card in the reader, read for evidence.
+struct CardView {
+    balance_fen: u32,
+    log: Vec<LogRecord>,
+}
+
+/// Selects the ETC application and reads 0015: the card number, vehicle and validity.
+fn read_issue(purse: &mut Purse<'_>) -> Result<EtcIssueInfo, ApiError> {
+    purse.select_etc_adf()?;
+    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
+    EtcIssueInfo::parse(&raw).map_err(|_| {
+        ApiError::new(
+            ErrorCode::UnsupportedCard,
+            "读卡器上不是 ETC 用户卡：请插入该车辆的 ETC 用户卡",
+        )
+    })
+}
+
+fn read_card(purse: &mut Purse<'_>) -> Result<CardView, ApiError> {
+    purse.select_etc_adf()?;
+    let balance_fen = purse.balance()?;
+    let log = purse.read_log(LOG_RECORDS_READ)?;
+    Ok(CardView { balance_fen, log })
+}
+
+/// Refuses a card that is not the record's.
+fn check_card_is_records(info: &EtcIssueInfo, record: &RechargeRecord) -> Result<(), ApiError> {
+    let found = info.card_number();
+    if found != record.card_number {
+        return Err(ApiError::new(
+            ErrorCode::CardNotEligible,
+            format!(
+                "卡号不符：读卡器上是 {found}，充值记录 {} 的用户卡是 {}；请插入正确的卡",
+                record.record_id, record.card_number
+            ),
+        ));
+    }
+    let plate = info.plate_text();
+    let colour = info.plate_colour.code();
+    let plate_differs = !plate.contains('?') && plate != record.plate;
+    if plate_differs || colour != record.plate_colour.code {
+        return Err(ApiError::new(
+            ErrorCode::CardNotEligible,
+            format!(
+                "该卡登记的车辆是 {plate}（{}），与充值记录的车辆 {}（{}）不符；请核对车辆信息",
+                cardd_api::types::plate_colour_zh(colour),
+                record.plate,
+                record.plate_colour.label
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a card outside its validity dates (China date).
+fn check_validity(info: &EtcIssueInfo, now: OffsetDateTime) -> Result<(), ApiError> {
+    let today = now.to_offset(cardd_host::model::CHINA_OFFSET);
+    let today = (today.year() as u16, u8::from(today.month()), today.day());
+    let show = |(y, m, d): (u16, u8, u8)| format!("{y:04}-{m:02}-{d:02}");
+    if let Some(expiry) = info.expiry_date() {
+        if expiry < today {
+            return Err(ApiError::new(
+                ErrorCode::CardNotEligible,
+                format!(
+                    "卡片已过期（有效期至 {}），不能圈存；请为该车辆办理换卡，充值记录保持未圈存",
+                    show(expiry)
+                ),
+            ));
+        }
+    }
+    if let Some(start) = info.start_date() {
+        if start > today {
+            return Err(ApiError::new(
+                ErrorCode::CardNotEligible,
+                format!("卡片尚未启用（启用日期 {}），不能圈存", show(start)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the card's open journal transaction, if any, from the card (reference §3).
+fn recover(daemon: &Daemon, purse: &mut Purse<'_>) -> Result<(), ApiError> {
+    let journal = journal(daemon)?;
+    recover_card(
+        purse,
+        daemon.sam.as_ref(),
+        journal,
+        &daemon.config.etc_pin,
+        cardd_crypto::Algorithm::Tdes,
+    )
+    .map(drop)
+    .map_err(|e| load_error(&e))
+}
+
+/// Decides what the evidence says, without changing anything.
+fn decide(
+    record: &RechargeRecord,
+    txns: &[LoadTxn],
+    card: Option<&CardView>,
+) -> (Verdict, String, Option<CardLogEvidence>) {
+    let log_entry = |atc: Option<u16>| {
+        card.and_then(|c| {
+            c.log.iter().find(|l| {
+                l.tx_type == TransactionType::EpLoad.code()
+                    && i64::from(l.amount) == record.amount_fen
+                    && !matches!(atc, Some(a) if a != l.atc)
+            })
+        })
+        .map(|l| CardLogEvidence {
+            atc: l.atc,
+            amount: yuan(l.amount),
+            date: bcd_hex(&l.date_bcd),
+            time: bcd_hex(&l.time_bcd),
+            terminal: hex::encode_upper(l.terminal),
+        })
+    };
+    if let Some(txn) = committed(txns) {
+        let atc = txn.session.init.online_atc;
+        let before = txn.session.init.old_balance;
+        let tac = match &txn.state {
+            TxnState::Committed { tac, .. } => tac.clone(),
+            _ => String::new(),
+        };
+        return (
+            Verdict::Landed,
+            format!(
+                "卡片证实该笔圈存已写入卡内：联机交易序号 {}，圈存前余额 {} 元，圈存金额 {} 元，圈存后余额 {} 元，交易验证码 TAC {} 校验通过；不能改为未圈存，请勿重复圈存",
+                u32::from(atc) + 1,
+                yuan(before),
+                yuan(txn.amount_fen()),
+                yuan(i64::from(before) + i64::from(txn.amount_fen())),
+                tac
+            ),
+            log_entry(Some(atc)),
+        );
+    }
+    if let Some(open) = txns.iter().find(|t| t.state.is_open()) {
+        let why = match &card {
+            Some(_) => "卡片的交易计数器和交易证明不能证明该笔圈存是否写入",
+            None => "未读取卡片，无法确认该笔圈存是否写入",
+        };
+        return (
+            Verdict::Unknown,
+            format!(
+                "圈存交易 {} 的结果未确认：{why}；请插入该卡核对，或由主管核对后处理",
+                open.txn_id
+            ),
+            None,
+        );
+    }
+    let ids = linked_txn_ids(record);
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !txns.iter().any(|t| &t.txn_id == *id))
+        .collect();
+    // A 圈存中 record's current transaction that the journal never saw never reached CREDIT:
+    // the intent is durable before CREDIT is sent.
+    let only_current_missing = record.status == RecordStatus::Loading
+        && missing
+            .iter()
+            .all(|id| Some(*id) == record.load_txn_id.as_ref());
+    if !ids.is_empty() && (missing.is_empty() || only_current_missing) {
+        let explanation = match txns.last() {
+            Some(txn) => format!(
+                "卡片证实该笔圈存未写入卡内：交易 {} 发出后，卡片联机交易序号仍为 {}，余额未增加；可以改为未圈存后重新圈存",
+                txn.txn_id, txn.session.init.online_atc
+            ),
+            None => "该笔圈存在写卡之前已中断，卡片未被写入；可以重新圈存".into(),
+        };
+        return (Verdict::NotLanded, explanation, None);
+    }
+    // No load through cardd (recorded before cardd): only the card's log can speak.
+    if let Some(entry) = log_entry(None) {
+        return (
+            Verdict::Landed,
+            format!(
+                "卡片交易记录中有一笔 {} 元的圈存（联机交易序号 {}，日期 {}）；该笔充值已写入卡内，不能改为未圈存",
+                entry.amount, entry.atc, entry.date
+            ),
+            Some(entry),
+        );
+    }
+    let why = if card.is_some() {
+        "本系统没有该记录的写卡证明，卡片交易记录中也没有相符的圈存"
+    } else {
+        "本系统没有该记录的写卡证明，且未读取卡片"
+    };
+    (
+        Verdict::Unknown,
+        format!(
+            "无法证明该笔充值是否已写入卡内：{why}；如需修改，请由主管核对卡片余额后填写原因办理"
+        ),
+        None,
+    )
+}
+
+/// Brings the record in line with a verdict the journal or the card proved. Returns the record
+/// as it is now.
+fn apply_verdict(
+    host: &dyn IssuerHost,
+    record: RechargeRecord,
+    verdict: Verdict,
+    txns: &[LoadTxn],
+    operator: &str,
+) -> Result<RechargeRecord, ApiError> {
+    match (verdict, record.status) {
+        (Verdict::Landed, status) if status != RecordStatus::Loaded => {
+            let Some(txn) = committed(txns) else {
+                return Ok(record);
+            };
+            let before = i64::from(txn.session.init.old_balance);
+            let after = before + i64::from(txn.amount_fen());
+            let id = record.record_id.as_str();
+            match status {
+                RecordStatus::NotLoaded => {
+                    host.begin_load(id, operator, &txn.txn_id)?;
+                    Ok(host.finish_load(id, operator, before, after)?)
+                }
+                RecordStatus::Loading => Ok(host.finish_load(id, operator, before, after)?),
+                _ => Ok(host.resolve_reconciliation(
+                    id,
+                    operator,
+                    true,
+                    &format!("卡片证实圈存交易 {} 已写入卡内", txn.txn_id),
+                )?),
+            }
+        }
+        (Verdict::NotLanded, RecordStatus::Loading) => {
+            Ok(host.abort_load(&record.record_id, operator, "卡片证实该笔圈存未写入卡内")?)
+        }
+        (Verdict::Unknown, RecordStatus::Loading)
+            if txns
+                .iter()
+                .any(|t| matches!(t.state, TxnState::NeedsReconciliation { .. })) =>
+        {
+            Ok(host.flag_reconciliation(
+                &record.record_id,
+                operator,
+                "卡片不能证明圈存是否写入，需主管核对",
+            )?)
+        }
+        _ => Ok(record),
+    }
+}
+
+/// Reads the record's card (when `purse` is given) and the journal, settles the card's open
+/// load from the card, decides, and corrects the record where the proof contradicts it. Runs
+/// inside a reader job when the card is read.
+fn examine(
+    daemon: &Daemon,
+    purse: Option<&mut Purse<'_>>,
+    record_id: &str,
+    operator: &str,
+) -> Result<(Evidence, RechargeRecord), ApiError> {
+    let host = host(daemon)?;
+    let journal = journal(daemon)?;
+    let record = record_of(host, record_id)?;
+    let card = match purse {
+        Some(purse) => {
+            let info = read_issue(purse)?;
+            check_card_is_records(&info, &record)?;
+            if journal
+                .open_for_card(&record.card_number)
+                .map_err(journal_error)?
+                .is_some()
+            {
+                recover(daemon, purse)?;
+            }
+            Some(read_card(purse)?)
+        }
+        None => None,
+    };
+    let txns = linked_txns(journal, &record)?;
+    let (verdict, explanation, card_log) = decide(&record, &txns, card.as_ref());
+    let record = if daemon.etc.is_loading(record_id) {
+        record
+    } else {
+        apply_verdict(host, record, verdict, &txns, operator)?
+    };
+    let evidence = Evidence {
+        record_id: record.record_id.clone(),
+        verdict,
+        explanation,
+        card_checked: card.is_some(),
+        card_balance: card.as_ref().map(|c| yuan(c.balance_fen)),
+        loads: txns.iter().map(load_evidence).collect(),
+        card_log,
+    };
+    Ok((evidence, record))
+}
+
+/// The evidence about a record, reading its card when a reader holding it is given. May
+/// correct the record where the proof contradicts its status.
+pub fn evidence(
+    daemon: &Daemon,
+    reader: Option<&mut Reader>,
+    record_id: &str,
+    operator: &str,
+) -> Result<(Evidence, RechargeRecord), ApiError> {
+    match reader {
+        Some(reader) => {
+            let mut purse = Purse::new(reader);
+            examine(daemon, Some(&mut purse), record_id, operator)
+        }
+        None => examine(daemon, None, record_id, operator),
+    }
+}
+
+/// What a teller reads when a journaled load fails, with the matching code.
+pub fn load_error(e: &LoadError) -> ApiError {
+    match e {
+        LoadError::WrongCard { expected, found } => ApiError::new(
+            ErrorCode::CardNotEligible,
+            format!("卡号不符：读卡器上是 {found}，应为 {expected}；请插入正确的卡"),
+        ),
+        LoadError::OutcomeUnknown { .. } => ApiError::new(
+            ErrorCode::LoadOutcomeUnknown,
+            "写卡过程中卡片被拔出或无响应，圈存结果未知：请重新插入该卡，系统会根据卡片确认结果，切勿重复圈存",
+        ),
+        LoadError::Unresolved { txn_id, .. } => ApiError::new(
+            ErrorCode::CardEvidenceRequired,
+            format!("该卡有一笔未确认的圈存（{txn_id}），需主管核对后处理；在此之前不能再次圈存"),
+        ),
+        LoadError::TacInvalid { txn_id } => ApiError::new(
+            ErrorCode::CardEvidenceRequired,
+            format!("卡片返回的交易验证码（TAC）校验失败，圈存交易 {txn_id} 已标记为待核对；请主管核对卡片余额"),
+        ),
+        LoadError::Card(PurseError::Status { command, sw })
+            if *command == "INITIALIZE FOR LOAD" && sw.0 == 0x6985 =>
+        {
+            ApiError::new(
+                ErrorCode::CardNotEligible,
+                "圈存后卡内余额将超过卡片的余额上限，卡片拒绝圈存；请先消费或减少圈存金额，充值记录保持未圈存",
+            )
+        }
+        LoadError::Card(PurseError::WrongPin { tries_left }) => ApiError::new(
+            ErrorCode::CardError,
+            format!("卡片 PIN 校验失败（剩余 {tries_left} 次），未圈存；请联系发行方核对 PIN"),
+        ),
+        LoadError::Card(PurseError::Reader(r)) => ApiError::from(r),
+        LoadError::Journal(j) => ApiError::internal(format!("圈存日志写入失败：{j}")),
+        other => ApiError::new(ErrorCode::CardError, format!("圈存失败：{other}")),
+    }
+}
+
+/// Checks, before anything is asked or loaded, that the card in `reader` is the record's card
+/// (number and vehicle) and within its validity dates. Runs inside a reader job.
+pub fn check_card_for_record(
+    daemon: &Daemon,
+    reader: &mut Reader,
+    record_id: &str,
+) -> Result<(), ApiError> {
+    let record = record_of(host(daemon)?, record_id)?;
+    let mut purse = Purse::new(reader);
+    let info = read_issue(&mut purse)?;
+    check_card_is_records(&info, &record)?;
+    check_validity(&info, OffsetDateTime::now_utc())
+}
+
+/// Loads a 未圈存 record onto the card in `reader`, exactly once. Runs inside a reader job.
+pub fn load_record(
+    daemon: &Daemon,
+    reader: &mut Reader,
+    reader_id: &str,
+    record_id: &str,
+    operator: &str,
+    txn_id: &str,
+) -> Result<RecordLoad, ApiError> {
+    let host = host(daemon)?;
+    let journal = journal(daemon)?;
+    let _guard = daemon.etc.claim(record_id)?;
+    let before_settle = record_of(host, record_id)?;
+    if before_settle.status == RecordStatus::Loaded {
+        return Err(ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!(
+                "充值记录 {record_id} 已圈存（圈存前 {} 元，圈存后 {} 元），不能重复圈存",
+                before_settle.balance_before_yuan().unwrap_or_default(),
+                before_settle.balance_after_yuan().unwrap_or_default()
+            ),
+        ));
+    }
+    let mut purse = Purse::new(reader);
+    let info = read_issue(&mut purse)?;
+    check_card_is_records(&info, &before_settle)?;
+    check_validity(&info, OffsetDateTime::now_utc())?;
+    // What the card says about this record's earlier loads comes first.
+    if journal
+        .open_for_card(&before_settle.card_number)
+        .map_err(journal_error)?
+        .is_some()
+    {
+        recover(daemon, &mut purse)?;
+    }
+    let txns = linked_txns(journal, &before_settle)?;
+    let (verdict, _, _) = decide(&before_settle, &txns, None);
+    let record = apply_verdict(host, before_settle, verdict, &txns, operator)?;
+    match record.status {
+        RecordStatus::Loaded => {
+            return Ok(RecordLoad {
+                record,
+                receipt: None,
+                already_on_card: true,
+            })
+        }
+        RecordStatus::NotLoaded => {}
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::CardEvidenceRequired,
+                format!(
+                    "充值记录 {record_id} 为{}：上一次圈存的结果尚未确认，请主管核对后再圈存",
+                    record.status.label()
+                ),
+            ))
+        }
+    }
+    let amount_fen = u32::try_from(record.amount_fen)
+        .map_err(|_| ApiError::invalid_params("充值金额超出卡片可表示的范围"))?;
+    let today = OffsetDateTime::now_utc().to_offset(cardd_host::model::CHINA_OFFSET);
+    let request = LoadRequest {
+        txn_id: txn_id.to_owned(),
+        amount_fen,
+        terminal: daemon.config.terminal_id,
+        date: cardd_crypto::bcd::date(today.year() as u16, u8::from(today.month()), today.day()),
+        time: cardd_crypto::bcd::time(today.hour(), today.minute(), today.second()),
+        etc_pin: daemon.config.etc_pin.clone(),
+        expected_card: Some(record.card_number.clone()),
+        city_algorithm: cardd_crypto::Algorithm::Tdes,
+    };
+    host.begin_load(record_id, operator, txn_id)?;
+    match load_card(
+        &mut purse,
+        daemon.sam.as_ref(),
+        journal,
+        reader_id,
+        &request,
+    ) {
+        Ok(receipt) => {
+            let record = host.finish_load(
+                record_id,
+                operator,
+                i64::from(receipt.balance_before_fen),
+                i64::from(receipt.balance_after_fen),
+            )?;
+            Ok(RecordLoad {
+                record,
+                receipt: Some(receipt),
+                already_on_card: false,
+            })
+        }
+        Err(e) => {
+            settle_failed_load(host, journal, record_id, operator, txn_id, &e);
+            Err(load_error(&e))
+        }
+    }
+}
+
+/// Records what a failed load means for its record. Failures before CREDIT changed nothing
+/// on the card: the record goes back to 未圈存. An unknown outcome leaves it 圈存中 (the
+/// journal settles it when the card is presented again); a TAC that did not verify makes it
+/// 待核对.
+fn settle_failed_load(
+    host: &dyn IssuerHost,
+    journal: &Journal,
+    record_id: &str,
+    operator: &str,
+    txn_id: &str,
+    e: &LoadError,
+) {
+    // The record keeps a short reason (the host bounds reasons); the log keeps the whole error.
+    let reason: String = format!("写卡前失败，卡片未被写入：{}", load_error(e).message)
+        .chars()
+        .take(REASON_CHARS_KEPT)
+        .collect();
+    let outcome = match e {
+        LoadError::OutcomeUnknown { .. } => return,
+        LoadError::TacInvalid { .. } => {
+            host.flag_reconciliation(record_id, operator, "卡片返回的 TAC 校验失败")
+        }
+        LoadError::Journal(_) => match journal.get(txn_id) {
+            // The intent may be durable: leave the record 圈存中 for the journal to settle.
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => host.abort_load(record_id, operator, &reason),
+        },
+        _ => host.abort_load(record_id, operator, &reason),
+    };
+    tracing::warn!(record = record_id, txn = txn_id, error = %e, "load of a recharge record failed");
+    if let Err(err) = outcome {
+        tracing::error!(record = record_id, error = %err, "could not record a failed load on its record");
+    }
+}
+
+/// The result of [`mark_not_loaded`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkOutcome {
+    pub record: RechargeRecord,
+    pub evidence: Evidence,
+    pub message: String,
+}
+
+/// 修改圈存状态: sets a record back to 未圈存 for 二次圈存, only when that is safe (see the
+/// module documentation). With `reader`, runs inside a reader job.
+pub fn mark_not_loaded(
+    daemon: &Daemon,
+    reader: Option<&mut Reader>,
+    record_id: &str,
+    operator: &str,
+    supervisor: bool,
+    reason: Option<&str>,
+) -> Result<MarkOutcome, ApiError> {
+    let host = host(daemon)?;
+    let current = record_of(host, record_id)?;
+    if current.status == RecordStatus::NotLoaded {
+        return Err(ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("充值记录 {record_id} 已是未圈存，可以直接圈存"),
+        ));
+    }
+    if daemon.etc.is_loading(record_id) {
+        return Err(ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
+        ));
+    }
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let with_card = reader.is_some();
+    if !with_card && !supervisor {
+        return Err(ApiError::new(
+            ErrorCode::CardEvidenceRequired,
+            "请将该记录的用户卡插入读卡器，由系统核对卡片后再修改；没有卡片时只有主管可以填写原因后修改",
+        ));
+    }
+    let (evidence, record) = evidence(daemon, reader, record_id, operator)?;
+    match evidence.verdict {
+        Verdict::Landed => {
+            let explanation = evidence.explanation.clone();
+            let detail = serde_json::json!({ "evidence": evidence, "record": record });
+            return Err(ApiError::new(
+                ErrorCode::LoadLanded,
+                format!(
+                    "不能改为未圈存：{explanation}。记录状态为{}",
+                    record.status.label()
+                ),
+            )
+            .with_detail(detail));
+        }
+        Verdict::Unknown if !supervisor => {
+            return Err(ApiError::new(
+                ErrorCode::CardEvidenceRequired,
+                format!("{}（需主管办理）", evidence.explanation),
+            )
+            .with_detail(serde_json::json!({ "evidence": evidence })));
+        }
+        Verdict::Unknown if reason.is_none() => {
+            return Err(ApiError::invalid_params(
+                "卡片不能证明该笔圈存未写入，主管修改圈存状态必须填写原因",
+            ))
+        }
+        _ => {}
+    }
+    let why = match (evidence.verdict, reason) {
+        (Verdict::NotLanded, Some(r)) => format!("卡片证实未写入；{r}"),
+        (Verdict::NotLanded, None) => "卡片证实该笔圈存未写入卡内".to_owned(),
+        (_, Some(r)) => format!("主管无卡片证明修改：{r}"),
+        (_, None) => "主管修改".to_owned(),
+    };
+    if evidence.verdict == Verdict::Unknown {
+        // A person decided: the journal's transactions awaiting reconciliation follow.
+        resolve_journal(daemon, &record, false, operator, &why)?;
+    }
+    let record = match record.status {
+        RecordStatus::NotLoaded => record,
+        RecordStatus::Loading => host.abort_load(record_id, operator, &why)?,
+        RecordStatus::Loaded => host.mark_not_loaded(record_id, operator, &why)?,
+        RecordStatus::NeedsReconciliation => {
+            host.resolve_reconciliation(record_id, operator, false, &why)?
+        }
+    };
+    Ok(MarkOutcome {
+        record,
+        evidence,
+        message: cardd_host::model::MARK_NOT_LOADED_DONE_ZH.into(),
+    })
+}
+
+/// Settles the record's journal transactions that await reconciliation as a person decided.
+/// Transactions still in `intent` are left for the card to decide when it is presented.
+fn resolve_journal(
+    daemon: &Daemon,
+    record: &RechargeRecord,
+    loaded: bool,
+    operator: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let journal = journal(daemon)?;
+    for txn in linked_txns(journal, record)? {
+        if !matches!(txn.state, TxnState::NeedsReconciliation { .. }) {
+            continue;
+        }
+        let resolution = Resolution::Manual {
+            operator: operator.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let state = if loaded {
+            TxnState::Committed {
+                tac: String::new(),
+                resolution,
+            }
+        } else {
+            TxnState::NotApplied { resolution }
+        };
+        journal.resolve(&txn.txn_id, state).map_err(journal_error)?;
+    }
+    Ok(())
+}
+
+/// A supervisor settles a 待核对 record: `loaded` is the person's verdict, `reason` why. With
+/// the card, its evidence must not contradict the verdict. Runs inside a reader job when the
+/// card is read.
+pub fn resolve_record(
+    daemon: &Daemon,
+    reader: Option<&mut Reader>,
+    record_id: &str,
+    operator: &str,
+    loaded: bool,
+    reason: &str,
+) -> Result<RechargeRecord, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::invalid_params("核对结论必须填写原因"));
+    }
+    if daemon.etc.is_loading(record_id) {
+        return Err(ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
+        ));
+    }
+    let (evidence, record) = evidence(daemon, reader, record_id, operator)?;
+    match (evidence.verdict, loaded) {
+        (Verdict::Landed, false) => {
+            return Err(ApiError::new(
+                ErrorCode::LoadLanded,
+                format!("不能核对为未圈存：{}", evidence.explanation),
+            )
+            .with_detail(serde_json::json!({ "evidence": evidence })))
+        }
+        (Verdict::NotLanded, true) => {
+            return Err(ApiError::new(
+                ErrorCode::CardEvidenceRequired,
+                format!("不能核对为已圈存：{}", evidence.explanation),
+            )
+            .with_detail(serde_json::json!({ "evidence": evidence })))
+        }
+        _ => {}
+    }
+    if record.status != RecordStatus::NeedsReconciliation {
+        let matches = (record.status == RecordStatus::Loaded) == loaded;
+        if matches {
+            return Ok(record);
+        }
+        return Err(ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!(
+                "充值记录 {record_id} 为{}，不是待核对；{}",
+                record.status.label(),
+                evidence.explanation
+            ),
+        ));
+    }
+    resolve_journal(daemon, &record, loaded, operator, reason)?;
+    Ok(host(daemon)?.resolve_reconciliation(record_id, operator, loaded, reason)?)
+}
+
+/// Settles, from the journal alone, the 圈存中 records of `card_number` whose load is decided
+/// (after recovery read the card). Returns the records changed.
+pub fn settle_card(daemon: &Daemon, card_number: &str) -> Vec<RechargeRecord> {
+    let (Ok(host), Ok(journal)) = (host(daemon), journal(daemon)) else {
+        return Vec::new();
+    };
+    let records = match host.records_for_card(card_number, Some(RecordStatus::Loading)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(card = card_number, error = %e, "could not list the card's records");
+            return Vec::new();
+        }
+    };
+    settle_records(daemon, host, journal, records)
+}
+
+/// At start-up: settles every 圈存中 record whose load the journal has decided, or whose load
+/// never reached the journal (so never reached the card).
+pub fn settle_at_start(daemon: &Daemon) -> Vec<RechargeRecord> {
+    let (Ok(host), Ok(journal)) = (host(daemon), journal(daemon)) else {
+        return Vec::new();
+    };
+    match host.open_records() {
+        Ok(records) => {
+            let loading = records
+                .into_iter()
+                .filter(|r| r.status == RecordStatus::Loading)
+                .collect();
+            settle_records(daemon, host, journal, loading)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not list the open recharge records");
+            Vec::new()
+        }
+    }
+}
+
+fn settle_records(
+    daemon: &Daemon,
+    host: &dyn IssuerHost,
+    journal: &Journal,
+    records: Vec<RechargeRecord>,
+) -> Vec<RechargeRecord> {
+    let mut changed = Vec::new();
+    for record in records {
+        if daemon.etc.is_loading(&record.record_id) {
+            continue;
+        }
+        let id = record.record_id.clone();
+        let result = linked_txns(journal, &record).and_then(|txns| {
+            let (verdict, _, _) = decide(&record, &txns, None);
+            apply_verdict(host, record.clone(), verdict, &txns, "cardd")
+        });
+        match result {
+            Ok(now) if now.status != record.status => changed.push(now),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(record = %id, error = %e.message, "could not settle a record")
+            }
+        }
+    }
+    changed
+}

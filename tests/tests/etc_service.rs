@@ -1,0 +1,884 @@
+//! The ETC service over JSON-RPC on the embedded default: recharge records and their query,
+//! 圈存 of a record, the refusals (a second load, a wrong, expired or full card), a safe
+//! 修改圈存状态 decided by the card, 二次圈存 that never credits twice, and the kiosk.
+//!
+//! The seed scenario is `a_lost_response_is_found_on_the_card_instead_of_loading_twice`: the
+//! card is pulled right after it executed CREDIT (the response is lost), staff ask to set the
+//! record back to 未圈存, and cardd finds the load on the card and resolves the record as 已圈存.
+
+mod common;
+
+use std::time::Duration;
+
+use cardd_api::ErrorCode;
+use cardd_sim::{FaultKind, FaultPlan, SimCard};
+use common::TestDaemon;
+use serde_json::{json, Value};
+
+const PLATE: &str = "陕A12345";
+/// The demo's 未圈存 records of card …0001: 50.00 yuan (newest) and 200.00 yuan.
+const R50: &str = "R20240620000001";
+const R200: &str = "R20240615000001";
+/// The demo's 已圈存 record, loaded before cardd.
+const R_OLD: &str = "R20240601000001";
+const CARD: &str = cardd_sim::demo::DEMO_ETC_CARD_NUMBER;
+
+async fn start(world: &str) -> TestDaemon {
+    let world = world.to_owned();
+    TestDaemon::start_with(move |c| {
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": world });
+    })
+    .await
+}
+
+fn world(name: &str) -> cardd_sim::SimWorld {
+    cardd_sim::named_world(name).unwrap()
+}
+
+fn balance(world_name: &str) -> u32 {
+    world(world_name)
+        .card("sim:etc")
+        .and_then(|c| c.balance())
+        .unwrap()
+}
+
+/// True when the journal has no undecided load.
+fn no_open_loads(d: &TestDaemon) -> bool {
+    let journal = d.daemon().journal.as_ref().unwrap();
+    journal.list_open().unwrap().is_empty()
+}
+
+/// A daemon on its own simulated world, and a teller's token.
+async fn start_teller(prefix: &str) -> (TestDaemon, String, String) {
+    let w = format!("{prefix}-{}", std::process::id());
+    let d = start(&w).await;
+    let teller = d.login("teller", "teller123").await;
+    (d, w, teller)
+}
+
+/// The sum of the committed loads of the demo card, in fen.
+fn committed_fen(d: &TestDaemon) -> u32 {
+    d.daemon()
+        .journal
+        .as_ref()
+        .unwrap()
+        .for_card(CARD)
+        .unwrap()
+        .iter()
+        .filter(|t| matches!(t.state, cardd_journal::TxnState::Committed { .. }))
+        .map(|t| t.amount_fen())
+        .sum()
+}
+
+async fn record(d: &TestDaemon, token: &str, id: &str) -> Value {
+    d.ok("etc.records.get", json!({ "record_id": id }), Some(token))
+        .await
+}
+
+/// What happened in a run: its final state and the prompts it asked.
+struct Run {
+    done: Value,
+    prompts: Vec<Value>,
+}
+
+/// Starts a flow and drives it to the end, answering each prompt with `answer` (which may
+/// also arm a fault on the reader before the answer goes out).
+async fn run_flow(
+    d: &TestDaemon,
+    token: &str,
+    flow: &str,
+    params: Value,
+    key: &str,
+    mut answer: impl FnMut(&Value) -> Value,
+) -> Run {
+    let start =
+        json!({"flow": flow, "params": params, "idempotency_key": key, "reader_id": "sim:etc"});
+    let run_id = d.ok("flows.start", start, Some(token)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut since = 0;
+    let mut prompts = Vec::new();
+    for _ in 0..100 {
+        let polled = d
+            .ok(
+                "flows.events",
+                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                Some(token),
+            )
+            .await;
+        since = polled["next_since"].as_u64().unwrap();
+        if polled["state"] == "waiting" {
+            let prompt = polled["prompt"].clone();
+            let reply = answer(&prompt);
+            prompts.push(prompt.clone());
+            d.ok(
+                "flows.answer",
+                json!({"run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": reply}),
+                Some(token),
+            )
+            .await;
+        }
+        if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
+            let done = d
+                .ok("flows.get", json!({ "run_id": run_id }), Some(token))
+                .await;
+            return Run { done, prompts };
+        }
+    }
+    panic!("run {run_id} did not finish");
+}
+
+/// Runs `etc.load` on a record, confirming.
+async fn load(d: &TestDaemon, token: &str, record_id: &str, key: &str) -> Run {
+    run_flow(
+        d,
+        token,
+        "etc.load",
+        json!({ "record_id": record_id }),
+        key,
+        |_| json!(true),
+    )
+    .await
+}
+
+/// Runs `etc.load` on a record and, once the teller confirms, pulls the card at CREDIT
+/// (`credit_offset` APDUs after the confirmation) with `kind`.
+async fn load_losing_credit(
+    d: &TestDaemon,
+    token: &str,
+    world_name: &str,
+    record_id: &str,
+    key: &str,
+    credit_offset: u64,
+    kind: FaultKind,
+) -> Run {
+    run_flow(
+        d,
+        token,
+        "etc.load",
+        json!({ "record_id": record_id }),
+        key,
+        |_| {
+            let w = world(world_name);
+            let at = w.apdu_count("sim:etc") + credit_offset;
+            w.set_fault_plan("sim:etc", FaultPlan::new().at(at, kind.clone()))
+                .unwrap();
+            json!(true)
+        },
+    )
+    .await
+}
+
+/// Takes the card the fault pulled out of the reader into the teller's hand.
+fn card_in_hand(world_name: &str) -> SimCard {
+    world(world_name)
+        .take_pocket("sim:etc")
+        .expect("the pulled card")
+}
+
+/// How many APDUs a clean `etc.load` sends after the confirmation: the last one is CREDIT.
+async fn apdus_after_confirm(
+    d: &TestDaemon,
+    token: &str,
+    world_name: &str,
+    record_id: &str,
+) -> u64 {
+    let w = world(world_name);
+    let mut at_confirm = 0;
+    let run = run_flow(
+        d,
+        token,
+        "etc.load",
+        json!({ "record_id": record_id }),
+        "measure",
+        |_| {
+            at_confirm = w.apdu_count("sim:etc");
+            json!(true)
+        },
+    )
+    .await;
+    assert_eq!(run.done["state"], "succeeded", "{}", run.done);
+    w.apdu_count("sim:etc") - at_confirm
+}
+
+fn expect_code(e: (i64, String), code: ErrorCode, contains: &str) -> String {
+    assert_eq!(e.0, i64::from(code.code()), "{e:?}");
+    assert!(e.1.contains(contains), "{e:?} should say {contains}");
+    e.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recharges_and_the_record_query_show_every_field() {
+    let d = start(&format!("etc-query-{}", std::process::id())).await;
+    let teller = d.login("teller", "teller123").await;
+    let q = |extra: Value| {
+        let mut p = json!({ "plate": PLATE, "plate_colour": 0 });
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let page = d.ok("etc.records.query", q(json!({})), Some(&teller)).await;
+    assert_eq!(page["total"], 3);
+    let ids: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [R50, R200, R_OLD], "newest first");
+    let newest = &page["records"][0];
+    for (field, value) in [
+        ("card_number", json!(CARD)),
+        ("plate", json!(PLATE)),
+        ("plate_colour_label", json!("蓝色")),
+        ("amount", json!("50.00")),
+        ("balance_before", Value::Null),
+        ("balance_after", Value::Null),
+        ("status_label", json!("未圈存")),
+    ] {
+        assert_eq!(newest[field], value, "{field}: {newest}");
+    }
+    assert!(newest["recharged_at"].as_str().unwrap().ends_with("+08:00"));
+    let old = &page["records"][2];
+    assert_eq!(
+        (
+            old["balance_before"].clone(),
+            old["amount"].clone(),
+            old["balance_after"].clone(),
+            old["status_label"].clone()
+        ),
+        (
+            json!("0.00"),
+            json!("100.00"),
+            json!("100.00"),
+            json!("已圈存")
+        )
+    );
+    // A time range (whole China days) and paging.
+    let ranged = d
+        .ok(
+            "etc.records.query",
+            q(json!({"from": "2024-06-10", "to": "2024-06-15"})),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(ranged["total"], 1);
+    assert_eq!(ranged["records"][0]["record_id"], R200);
+    let second = d
+        .ok(
+            "etc.records.query",
+            q(json!({"page": 2, "page_size": 1})),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(second["records"][0]["record_id"], R200);
+    assert_eq!(second["total"], 3);
+
+    // Bad queries change nothing and say what is wrong.
+    expect_code(
+        d.err(
+            "etc.records.query",
+            q(json!({"from": "2024-06-20", "to": "2024-06-01"})),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::InvalidParams,
+        "晚于",
+    );
+    expect_code(
+        d.err(
+            "etc.records.query",
+            q(json!({"from": "15/06/2024"})),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::InvalidParams,
+        "格式不正确",
+    );
+    expect_code(
+        d.err(
+            "etc.records.query",
+            json!({"plate": PLATE, "plate_colour": 7}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::InvalidParams,
+        "车牌颜色",
+    );
+    expect_code(
+        d.err(
+            "etc.records.query",
+            json!({"plate": "京B99999", "plate_colour": 0}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::HostNotFound,
+        "未找到车辆",
+    );
+
+    // A recharge creates a 未圈存 record; bad amounts are refused and create nothing.
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "30.00"}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(made["status"], "not_loaded");
+    assert_eq!(made["amount"], "30.00");
+    assert_eq!(made["channel"], "银行柜台");
+    assert_eq!(made["history"][0]["operator"], "teller");
+    for bad in [
+        json!("-5"),
+        json!("0"),
+        json!("abc"),
+        json!("1.234"),
+        json!(10.5),
+        json!("1e3"),
+    ] {
+        let (code, _) = d
+            .err(
+                "etc.recharge",
+                json!({"plate": PLATE, "plate_colour": 0, "amount": bad}),
+                Some(&teller),
+            )
+            .await;
+        assert_eq!(code, i64::from(ErrorCode::InvalidParams.code()), "{bad}");
+    }
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    expect_code(
+        d.err(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "30.00"}),
+            Some(&kiosk),
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "",
+    );
+    let page = d.ok("etc.records.query", q(json!({})), Some(&teller)).await;
+    assert_eq!(page["total"], 4, "only the good recharge was recorded");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_response_is_found_on_the_card_instead_of_loading_twice() {
+    let (d, w, teller) = start_teller("etc-seed").await;
+
+    // 圈存 of the 50.00 record, as the app does it: the question, then 圈存成功.
+    let first = load(&d, &teller, R50, "seed-1").await;
+    assert_eq!(first.done["state"], "succeeded", "{}", first.done);
+    assert_eq!(
+        first.prompts[0]["message"],
+        "卡内余额：100.00元。圈存金额：50.00元。是否圈存？"
+    );
+    assert_eq!(first.done["result"]["message"], "圈存成功！");
+    assert_eq!(first.done["result"]["balance_after"], "150.00");
+    let r = record(&d, &teller, R50).await;
+    assert_eq!(
+        (
+            r["status_label"].clone(),
+            r["balance_before"].clone(),
+            r["balance_after"].clone()
+        ),
+        (json!("已圈存"), json!("100.00"), json!("150.00"))
+    );
+    assert_eq!(balance(&w), 15_000);
+
+    // A second load of the same record is refused and changes nothing.
+    let again = load(&d, &teller, R50, "seed-2").await;
+    assert_eq!(again.done["state"], "failed");
+    assert!(
+        again.done["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("已圈存"),
+        "{}",
+        again.done
+    );
+    assert!(
+        again.prompts.is_empty(),
+        "nothing is asked for a loaded record"
+    );
+    assert_eq!(balance(&w), 15_000);
+
+    // Measure where CREDIT is, on a fresh recharge (the last APDU of the load).
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+            Some(&teller),
+        )
+        .await;
+    let credit_offset =
+        apdus_after_confirm(&d, &teller, &w, made["record_id"].as_str().unwrap()).await;
+    assert_eq!(balance(&w), 15_100);
+
+    // The 200.00 record: the card is pulled right after it executed CREDIT.
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        R200,
+        "seed-3",
+        credit_offset,
+        FaultKind::RemoveAfterExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed", "{}", lost.done);
+    assert!(
+        lost.done["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("圈存结果未知"),
+        "{}",
+        lost.done
+    );
+    let in_hand = card_in_hand(&w);
+    assert_eq!(
+        in_hand.balance(),
+        Some(35_100),
+        "the card did take the credit"
+    );
+    assert_eq!(record(&d, &teller, R200).await["status_label"], "圈存中");
+
+    // Staff ask for 修改圈存状态 without the card: a teller may not decide without proof.
+    expect_code(
+        d.err(
+            "etc.records.mark_not_loaded",
+            json!({"record_id": R200}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::CardEvidenceRequired,
+        "插入读卡器",
+    );
+    // With the card on the reader, cardd finds the load on the card and refuses.
+    world(&w).insert_card("sim:etc", in_hand).unwrap();
+    let refusal = d
+        .call(
+            "etc.records.mark_not_loaded",
+            json!({"record_id": R200, "reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await;
+    let error = &refusal["error"];
+    assert_eq!(error["code"], ErrorCode::LoadLanded.code(), "{refusal}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("卡片证实该笔圈存已写入卡内"), "{message}");
+    assert!(message.contains("请勿重复圈存"), "{message}");
+    let evidence = &error["data"]["detail"]["evidence"];
+    assert_eq!(evidence["verdict"], "landed");
+    assert_eq!(evidence["loads"][0]["state"], "committed");
+    assert_eq!(evidence["card_log"]["amount"], "200.00");
+    // The record is resolved as 已圈存 with the card's balances; the money is on the card once.
+    let r = record(&d, &teller, R200).await;
+    assert_eq!(
+        (
+            r["status_label"].clone(),
+            r["balance_before"].clone(),
+            r["balance_after"].clone()
+        ),
+        (json!("已圈存"), json!("151.00"), json!("351.00"))
+    );
+    assert_eq!(balance(&w), 35_100);
+    assert_eq!(committed_fen(&d), 5_000 + 100 + 20_000);
+    // And 二次圈存 of it is refused.
+    let twice = load(&d, &teller, R200, "seed-4").await;
+    assert_eq!(twice.done["state"], "failed");
+    assert_eq!(balance(&w), 35_100);
+    // The refusal is in the audit log, with who asked.
+    let admin = d.login("admin", "admin123").await;
+    let audit = d
+        .ok("audit.list", json!({"limit": 500}), Some(&admin))
+        .await;
+    let asked: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "etc.records.mark_not_loaded")
+        .collect();
+    assert_eq!(asked.len(), 2, "{audit}");
+    assert!(asked.iter().all(|a| a["operator"] == "teller"));
+    assert_eq!(asked[1]["outcome"], "LoadLanded");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_expired_and_full_cards_are_refused_and_change_nothing() {
+    let (d, w, teller) = start_teller("etc-refusals").await;
+    let masters = cardd_sim::demo::demo_masters();
+    let demo_card = |adjust: fn(&mut cardd_sim::cards::EtcCardSpec)| -> SimCard {
+        let mut spec = cardd_sim::demo::demo_etc_spec();
+        adjust(&mut spec);
+        cardd_sim::cards::EtcCard::issue(&spec, &masters)
+            .unwrap()
+            .into()
+    };
+    // (card on the reader, what the teller reads, whether the question was asked first)
+    let cases: [(&str, SimCard, &str, bool); 3] = [
+        (
+            "another vehicle's card",
+            cardd_sim::demo::demo_etc_card_sm4(),
+            "卡号不符",
+            false,
+        ),
+        (
+            "expired",
+            demo_card(|s| s.expiry_date = [0x20, 0x20, 0x01, 0x01]),
+            "卡片已过期（有效期至 2020-01-01）",
+            false,
+        ),
+        (
+            "200.00 more would exceed its maximum of 150.00",
+            demo_card(|s| s.max_balance_fen = 15_000),
+            "余额上限",
+            true,
+        ),
+    ];
+    for (case, card, says, asked) in cases {
+        world(&w).remove_card("sim:etc");
+        world(&w).insert_card("sim:etc", card).unwrap();
+        let run = load(&d, &teller, R200, case).await;
+        assert_eq!(run.done["state"], "failed", "{case}");
+        let message = run.done["failure"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{case}: {message}");
+        assert_eq!(!run.prompts.is_empty(), asked, "{case}");
+        let on_card = world(&w).card("sim:etc").and_then(|c| c.balance());
+        assert_eq!(on_card, Some(10_000), "{case}: the card is unchanged");
+    }
+
+    for id in [R200, R50] {
+        let r = record(&d, &teller, id).await;
+        assert_eq!(r["status_label"], "未圈存", "{r}");
+    }
+    assert_eq!(committed_fen(&d), 0);
+    assert!(no_open_loads(&d), "no load is left undecided");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_card_only_a_supervisor_may_and_the_reload_checks_the_card_first() {
+    let (d, w, teller) = start_teller("etc-supervisor").await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let credit_offset = apdus_after_confirm(&d, &teller, &w, R50).await;
+    let start_balance = balance(&w);
+
+    for (kind, landed) in [
+        (FaultKind::RemoveAfterExec, true),
+        (FaultKind::RemoveBeforeExec, false),
+    ] {
+        let made = d
+            .ok(
+                "etc.recharge",
+                json!({"plate": PLATE, "plate_colour": 0, "amount": "10.00"}),
+                Some(&teller),
+            )
+            .await;
+        let id = made["record_id"].as_str().unwrap().to_owned();
+        let before = world(&w).card("sim:etc").unwrap().balance().unwrap();
+        let lost = load_losing_credit(
+            &d,
+            &teller,
+            &w,
+            &id,
+            &format!("lost-{landed}"),
+            credit_offset,
+            kind.clone(),
+        )
+        .await;
+        assert_eq!(lost.done["state"], "failed");
+        // The customer leaves with the card.
+        let in_hand = card_in_hand(&w);
+
+        expect_code(
+            d.err(
+                "etc.records.mark_not_loaded",
+                json!({"record_id": id}),
+                Some(&teller),
+            )
+            .await,
+            ErrorCode::CardEvidenceRequired,
+            "只有主管",
+        );
+        expect_code(
+            d.err(
+                "etc.records.mark_not_loaded",
+                json!({"record_id": id, "reason": "  "}),
+                Some(&supervisor),
+            )
+            .await,
+            ErrorCode::InvalidParams,
+            "必须填写原因",
+        );
+        let marked = d
+            .ok(
+                "etc.records.mark_not_loaded",
+                json!({"record_id": id, "reason": "客户称写卡失败"}),
+                Some(&supervisor),
+            )
+            .await;
+        assert_eq!(marked["message"], "修改圈存状态成功！请进行圈存操作");
+        assert_eq!(marked["record"]["status_label"], "未圈存");
+        assert_eq!(marked["evidence"]["verdict"], "unknown");
+
+        // 二次圈存 when the customer is back: the card is read first.
+        world(&w).insert_card("sim:etc", in_hand).unwrap();
+        let reload = load(&d, &teller, &id, &format!("reload-{landed}")).await;
+        assert_eq!(reload.done["state"], "succeeded", "{}", reload.done);
+        assert_eq!(
+            reload.done["result"]["already_on_card"]
+                .as_bool()
+                .unwrap_or(false),
+            landed,
+            "{}",
+            reload.done
+        );
+        assert_eq!(
+            balance(&w),
+            before + 1_000,
+            "landed={landed}: the money is on the card exactly once"
+        );
+        let r = record(&d, &teller, &id).await;
+        assert_eq!(r["status_label"], "已圈存");
+        assert_eq!(
+            r["balance_after"],
+            cardd_api::Fen(i64::from(before) + 1_000).to_yuan_string()
+        );
+    }
+    assert_eq!(balance(&w) - start_balance, 2_000);
+    assert!(no_open_loads(&d), "no load is left undecided");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_proving_a_load_did_not_land_allows_the_change() {
+    let (d, w, teller) = start_teller("etc-notlanded").await;
+    let credit_offset = apdus_after_confirm(&d, &teller, &w, R50).await;
+    // The card leaves before CREDIT reaches it; the customer keeps it.
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        R200,
+        "lost",
+        credit_offset,
+        FaultKind::RemoveBeforeExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed");
+    let in_hand = card_in_hand(&w);
+    // Elsewhere, someone settled the record as 已圈存 on their word alone.
+    let host = d.daemon().host.as_ref().unwrap();
+    host.flag_reconciliation(R200, "other-system", "test")
+        .unwrap();
+    host.resolve_reconciliation(R200, "other-system", true, "以为已写卡")
+        .unwrap();
+    assert_eq!(record(&d, &teller, R200).await["status_label"], "已圈存");
+
+    // With the card, the evidence proves the load did not land: the change is allowed.
+    world(&w).insert_card("sim:etc", in_hand).unwrap();
+    let before = balance(&w);
+    let mut marked = Value::Null;
+    for _ in 0..20 {
+        let reply = d
+            .call(
+                "etc.records.mark_not_loaded",
+                json!({"record_id": R200, "reader_id": "sim:etc"}),
+                Some(&teller),
+            )
+            .await;
+        if let Some(result) = reply.get("result") {
+            marked = result.clone();
+            break;
+        }
+        // The reader may still be busy with the insertion's own recovery.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        marked["message"], "修改圈存状态成功！请进行圈存操作",
+        "{marked}"
+    );
+    assert_eq!(marked["evidence"]["verdict"], "not_landed");
+    assert!(marked["evidence"]["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("未写入卡内"));
+    assert_eq!(marked["record"]["status_label"], "未圈存");
+    let history = &marked["record"]["history"];
+    let last = &history[history.as_array().unwrap().len() - 1];
+    assert_eq!(
+        (last["action_label"].clone(), last["operator"].clone()),
+        (json!("修改圈存状态"), json!("teller"))
+    );
+
+    let reload = load(&d, &teller, R200, "reload").await;
+    assert_eq!(reload.done["state"], "succeeded", "{}", reload.done);
+    assert_eq!(balance(&w), before + 20_000);
+    // Once: a second change is refused now that the card shows the money.
+    expect_code(
+        d.err(
+            "etc.records.mark_not_loaded",
+            json!({"record_id": R200, "reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::LoadLanded,
+        "卡片证实",
+    );
+
+    // The demo's old record (loaded before cardd): no proof either way, so not a teller's call.
+    expect_code(
+        d.err(
+            "etc.records.mark_not_loaded",
+            json!({"record_id": R_OLD, "reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::CardEvidenceRequired,
+        "需主管办理",
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_customer_loads_a_pending_recharge_without_an_operator() {
+    let w = format!("etc-kiosk-{}", std::process::id());
+    let d = start(&w).await;
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    let listed = d.ok("flows.list", json!({}), Some(&kiosk)).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"etc.kiosk_load"), "{names:?}");
+    assert!(
+        !names.contains(&"etc.load"),
+        "the counter flow is not the kiosk's"
+    );
+
+    // Two pending recharges: the customer picks the 200.00 one, then confirms.
+    let run = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k1", |prompt| {
+        if prompt["kind"] == "choose" {
+            let choice = prompt["choices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c.as_str().unwrap().contains("200.00元"))
+                .unwrap()
+                .clone();
+            return choice;
+        }
+        json!(true)
+    })
+    .await;
+    assert_eq!(run.done["state"], "succeeded", "{}", run.done);
+    assert_eq!(run.prompts.len(), 2);
+    assert_eq!(run.prompts[0]["choices"].as_array().unwrap().len(), 2);
+    assert!(run.prompts[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2 笔待圈存"));
+    assert_eq!(
+        run.prompts[1]["message"],
+        "卡内余额：100.00元。圈存金额：200.00元。是否圈存？"
+    );
+    assert_eq!(run.done["result"]["message"], "圈存成功！请取回卡片");
+    assert_eq!(balance(&w), 30_000);
+
+    // One left: straight to the question. Declining loads nothing.
+    let declined = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k2", |_| {
+        json!(false)
+    })
+    .await;
+    assert_eq!(declined.prompts.len(), 1);
+    assert_eq!(declined.done["result"]["status"], "cancelled");
+    assert_eq!(balance(&w), 30_000);
+    let second = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k3", |_| {
+        json!(true)
+    })
+    .await;
+    assert_eq!(second.done["result"]["balance_after"], "350.00");
+    // None left.
+    let none = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k4", |_| {
+        json!(true)
+    })
+    .await;
+    assert_eq!(none.done["result"]["status"], "none");
+    assert_eq!(none.done["result"]["message"], "该卡没有待圈存的充值记录");
+    assert_eq!(balance(&w), 35_000);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_settles_a_record_awaiting_reconciliation_within_the_evidence() {
+    let (d, w, teller) = start_teller("etc-resolve").await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let first = load(&d, &teller, R50, "r1").await;
+    assert_eq!(first.done["state"], "succeeded");
+    let host = d.daemon().host.as_ref().unwrap();
+    host.flag_reconciliation(R50, "other-system", "test")
+        .unwrap();
+    host.flag_reconciliation(R200, "other-system", "test")
+        .unwrap();
+
+    // Tellers may not; a reason is required; the card's evidence bounds the verdict.
+    expect_code(
+        d.err(
+            "etc.records.resolve",
+            json!({"record_id": R50, "loaded": false, "reason": "x"}),
+            Some(&teller),
+        )
+        .await,
+        ErrorCode::Forbidden,
+        "",
+    );
+    expect_code(
+        d.err(
+            "etc.records.resolve",
+            json!({"record_id": R50, "loaded": false, "reason": ""}),
+            Some(&supervisor),
+        )
+        .await,
+        ErrorCode::InvalidParams,
+        "原因",
+    );
+    expect_code(
+        d.err("etc.records.resolve", json!({"record_id": R50, "loaded": false, "reason": "客户称未到账", "reader_id": "sim:etc"}), Some(&supervisor)).await,
+        ErrorCode::LoadLanded,
+        "卡片证实",
+    );
+    // The evidence check itself put the record right: its load is on the card.
+    let r = record(&d, &teller, R50).await;
+    assert_eq!(r["status_label"], "已圈存");
+    assert_eq!(r["balance_after"], "150.00");
+
+    // R200 never reached the card and nothing proves either way: the supervisor decides.
+    let evidence = d
+        .ok(
+            "etc.records.evidence",
+            json!({"record_id": R200, "reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(evidence["evidence"]["verdict"], "unknown");
+    assert_eq!(evidence["evidence"]["card_checked"], true);
+    assert_eq!(evidence["evidence"]["card_balance"], "150.00");
+    let resolved = d
+        .ok(
+            "etc.records.resolve",
+            json!({"record_id": R200, "loaded": false, "reason": "核对卡内余额，未写入"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(resolved["status_label"], "未圈存");
+    let again = load(&d, &teller, R200, "r2").await;
+    assert_eq!(again.done["state"], "succeeded", "{}", again.done);
+    assert_eq!(balance(&w), 35_000);
+    d.stop().await;
+}
