@@ -633,14 +633,58 @@ fn execute(
     live.changed.notify_waiters();
 }
 
-/// The message of a flow's own `error(...)` without Lua's location prefix.
+/// The message of a flow's own `error(...)` without Lua's location prefixes
+/// (`runtime error: [string "x.lua"]:12: `), keeping any `: ` inside the message itself.
 fn flow_message(e: &ScriptError) -> String {
     match e {
-        ScriptError::Runtime { message, .. } => {
-            let trimmed = message.rsplit_once(": ").map(|(_, m)| m).unwrap_or(message);
-            trimmed.to_owned()
-        }
+        ScriptError::Runtime { message, .. } => strip_location(message).to_owned(),
         other => other.to_string(),
+    }
+}
+
+fn strip_location(message: &str) -> &str {
+    let mut rest = message.strip_prefix("runtime error: ").unwrap_or(message);
+    while let Some(colon) = rest.find(':') {
+        let (chunk, tail) = rest.split_at(colon);
+        if chunk.is_empty() || (chunk.contains(' ') && !chunk.starts_with("[string \"")) {
+            break;
+        }
+        let tail = &tail[1..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        match tail[digits..].strip_prefix(": ") {
+            Some(after) if digits > 0 => rest = after,
+            _ => break,
+        }
+    }
+    rest
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::strip_location;
+
+    #[test]
+    fn only_lua_locations_are_stripped() {
+        for (raw, shown) in [
+            (
+                "runtime error: [string \"etc_load.lua\"]:27: 卡号不符",
+                "卡号不符",
+            ),
+            (
+                "[string \"a.lua\"]:3: [string \"a.lua\"]:9: 圈存失败：PIN: wrong",
+                "圈存失败：PIN: wrong",
+            ),
+            (
+                "flow.lua:12: the card answered 6985: too full",
+                "the card answered 6985: too full",
+            ),
+            (
+                "圈存失败：INITIALIZE FOR LOAD: the card answered 6985",
+                "圈存失败：INITIALIZE FOR LOAD: the card answered 6985",
+            ),
+        ] {
+            assert_eq!(strip_location(raw), shown, "{raw}");
+        }
     }
 }
 
