@@ -438,12 +438,15 @@ pub struct BatchItemInput {
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// 最近7天: today and the six days before.
+    #[serde(rename = "last_7_days")]
     Last7Days,
     /// 最近一个月: from the same day one month ago to today.
     LastMonth,
     /// 最近三个月.
+    #[serde(rename = "last_3_months")]
     Last3Months,
     /// 最近半年.
+    #[serde(rename = "last_6_months")]
     Last6Months,
 }
 

@@ -8,6 +8,8 @@ pub mod config;
 pub mod errors;
 pub mod events;
 pub mod flows;
+pub mod group_module;
+pub mod group_rpc;
 pub mod guard;
 pub mod host_module;
 pub mod openrpc;
