@@ -869,3 +869,59 @@ async fn wait_verdict(d: &TestDaemon, auditor: &str, order_id: &str, verdict: &s
     }
     panic!("order {order_id} never reached {verdict}");
 }
+
+/// The card pulled at every APDU of the `group.recharge` flow, before and after the command
+/// executes: the journal settles the load from the card, the order follows it, the auditor
+/// refunds exactly what did not land, and quota, ledger, orders and card agree after each case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_removal_at_every_apdu_of_a_group_recharge_reconciles() {
+    let world = format!("group-removal-{}", std::process::id());
+    let (cases, refunds, resolutions) =
+        common::matrix::removal_matrix(&common::matrix::GROUP_RECHARGE, &world).await;
+    assert!(cases >= 16, "{cases}");
+    assert!(
+        refunds > 0 && resolutions > 0,
+        "both audit decisions were exercised"
+    );
+}
+
+/// The seed's 修改密码 and 超时 for group operators: 原密码/新密码/确认密码, 密码已修改, the old
+/// password then fails with 用户和密码错误; a session idle past the timeout must log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_operators_change_password_and_log_in_again_after_a_timeout() {
+    let world = format!("group-auth-{}", std::process::id());
+    let d = start_group_daemon(&world, |c| c.auth.session_idle_timeout_s = 1).await;
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let (c, m) = d
+        .err("auth.change_password", json!({"old_password": "wrong", "new_password": "abc123", "confirm_password": "abc123"}), Some(&op))
+        .await;
+    assert_eq!(c, code(ErrorCode::PasswordRejected), "{m}");
+    let (c, m) = d
+        .err("auth.change_password", json!({"old_password": "group123", "new_password": "abc123", "confirm_password": "abc124"}), Some(&op))
+        .await;
+    assert_eq!(c, code(ErrorCode::PasswordRejected), "{m}");
+    let changed = d
+        .ok("auth.change_password", json!({"old_password": "group123", "new_password": "新密码abc123", "confirm_password": "新密码abc123"}), Some(&op))
+        .await;
+    assert_eq!(changed["message"], "密码已修改");
+    let (c, m) = d
+        .err(
+            "group.login",
+            json!({"group_id": "G001", "username": "group1", "password": "group123"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (c, m.as_str()),
+        (code(ErrorCode::InvalidCredentials), "用户和密码错误")
+    );
+    let op = group_login(&d, "G001", "group1", "新密码abc123").await;
+    d.ok("group.info", json!({}), Some(&op)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (c, m) = d.err("group.info", json!({}), Some(&op)).await;
+    assert_eq!(c, code(ErrorCode::Unauthenticated));
+    assert!(m.contains("重新登录"), "{m}");
+    let op = group_login(&d, "G001", "group1", "新密码abc123").await;
+    assert_eq!(quota(&d, &op).await, "500.00");
+    d.stop().await;
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod group;
+pub mod matrix;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
