@@ -241,7 +241,7 @@ fn queries_honour_their_period_newest_first() {
     );
     assert_eq!(
         ids(Period::new(date!(2024 - 06 - 16), date!(2024 - 06 - 20)).unwrap()),
-        [second.order_id.clone()]
+        vec![second.order_id.clone()]
     );
     let preset = Period::preset(Preset::Last7Days, datetime!(2024-06-21 12:00 +8));
     assert_eq!(

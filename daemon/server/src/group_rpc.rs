@@ -38,6 +38,10 @@ use crate::errors::ApiError;
 use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams, SessionView};
 use crate::server::Daemon;
 
+/// Longest wait for the bank's answer to a transfer; past it the top-up is 支付结果未知 and the
+/// bank is asked again later (`group.topup_status`).
+pub const PAYMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The group services of the daemon.
 pub struct GroupServices {
     /// Groups, quota ledger, orders, top-ups, batches.
@@ -1095,10 +1099,11 @@ pub fn add_group_methods(m: &mut Methods) {
         Access::Public,
         true,
         |d, c, p: GroupLoginParams| async move {
+            let svc = services(&d)?;
             let session = d
                 .auth
                 .login(&p.username, &p.password, &c.peer, Instant::now())?;
-            let group = services(&d)?
+            let group = svc
                 .host
                 .group(p.group_id.trim())
                 .ok()
@@ -1196,9 +1201,11 @@ pub fn add_group_methods(m: &mut Methods) {
                 payer: group.name.clone(),
                 remark: topup.remark.clone(),
             };
-            let paid = tokio::task::spawn_blocking(move || bank.pay(&request))
-                .await
-                .unwrap_or_else(|e| Err(PaymentError::Gateway(e.to_string())));
+            let paying = tokio::task::spawn_blocking(move || bank.pay(&request));
+            let paid = match tokio::time::timeout(PAYMENT_WAIT, paying).await {
+                Ok(joined) => joined.unwrap_or_else(|e| Err(PaymentError::Gateway(e.to_string()))),
+                Err(_) => Err(PaymentError::NoAnswer(format!("{} 秒内无应答", PAYMENT_WAIT.as_secs()))),
+            };
             let outcome = match &paid {
                 Ok(receipt) => PaymentOutcome::Paid { bank_serial: receipt.bank_serial.clone() },
                 Err(PaymentError::Declined(m)) => PaymentOutcome::Declined { message: m.clone() },
