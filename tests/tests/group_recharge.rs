@@ -768,7 +768,7 @@ async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
     // First run: the second card, then pause.
     let run = d.ok("flows.start", start("batch-1"), Some(&op)).await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let prompt = wait_prompt(&d, &op, &run_id).await;
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
     assert!(
         prompt["message"].as_str().unwrap().contains(cards[0]),
         "{prompt}"
@@ -777,7 +777,8 @@ async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
         .insert_card("sim:city", city_card(cards[1], 0))
         .unwrap();
     answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
-    let prompt = wait_prompt(&d, &op, &run_id).await;
+    let after = prompt["prompt_id"].as_u64().unwrap();
+    let prompt = wait_prompt(&d, &op, &run_id, after).await;
     answer(&d, &op, &run_id, &prompt, json!("暂停")).await;
     let done = wait_run(&d, &op, &run_id).await;
     assert_eq!(done["result"]["status"], "paused", "{done}");
@@ -792,8 +793,10 @@ async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
     // Second run resumes: the first card, then the third (990 + 20.00 already = over 1000).
     let run = d.ok("flows.start", start("batch-2"), Some(&op)).await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let mut last = 0;
     for (card, balance) in [(cards[0], 0), (cards[2], 2_000)] {
-        let prompt = wait_prompt(&d, &op, &run_id).await;
+        let prompt = wait_prompt(&d, &op, &run_id, last).await;
+        last = prompt["prompt_id"].as_u64().unwrap();
         assert!(
             prompt["message"].as_str().unwrap().contains(card),
             "{prompt}"

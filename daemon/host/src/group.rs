@@ -718,26 +718,60 @@ impl EmbeddedGroupHost {
         Ok(out)
     }
 
-    /// Applies `change` to an order (checked inside), durably.
+    /// Moves an order `from → to` (refused from any other status), after `extra` (more checks
+    /// and changes in the same transaction), durably.
+    #[allow(clippy::too_many_arguments)]
     fn change_order(
         &self,
         order_id: &str,
-        change: impl Fn(&TransactionalTree, &mut RechargeOrder, OffsetDateTime) -> Tx<()>,
+        from: OrderStatus,
+        to: OrderStatus,
+        action: &'static str,
+        operator: &str,
+        reason: Option<String>,
+        extra: impl Fn(&TransactionalTree, &mut RechargeOrder, OffsetDateTime) -> Tx<()>,
     ) -> Result<RechargeOrder, GroupError> {
         let order_id = bounded_id(order_id)?;
         let at = self.now();
         let order = run(&self.tree, |tx| {
             let mut order = tx_order(tx, order_id)?;
-            let old = order.status;
-            change(tx, &mut order, at)?;
+            if order.status != from {
+                return abort(bad_state(
+                    "充值订单",
+                    &order.order_id,
+                    order.status.label(),
+                    action,
+                ));
+            }
+            extra(tx, &mut order, at)?;
+            order.status = to;
             order.updated_at = at;
-            tx_put_order(tx, &order, Some(old))?;
+            push_history(
+                &mut order.history,
+                change(at, operator, from, to, reason.clone()),
+            );
+            tx_put_order(tx, &order, Some(from))?;
             Ok(order)
         })?;
         self.flush()?;
         tracing::info!(order = %order.order_id, status = order.status.code(), "group order changed");
         Ok(order)
     }
+}
+
+/// Records a load's balances on an order, refused unless `after = before + amount`.
+fn set_balances(order: &mut RechargeOrder, before: i64, after: i64) -> Tx<()> {
+    if before.checked_add(order.amount_fen) != Some(after) {
+        return abort(GroupError::BalanceMismatch {
+            order_id: order.order_id.clone(),
+            before_fen: before,
+            amount_fen: order.amount_fen,
+            after_fen: after,
+        });
+    }
+    order.balance_before_fen = Some(before);
+    order.balance_after_fen = Some(after);
+    Ok(())
 }
 
 fn datetime_demo() -> OffsetDateTime {
@@ -928,61 +962,33 @@ impl GroupHost for EmbeddedGroupHost {
         after: i64,
     ) -> Result<RechargeOrder, GroupError> {
         let op = self::operator(operator)?;
-        self.change_order(order_id, |_, order, at| {
-            if order.status != OrderStatus::Reserved {
-                return abort(bad_state(
-                    "充值订单",
-                    &order.order_id,
-                    order.status.label(),
-                    "确认充值成功",
-                ));
-            }
-            if before.checked_add(order.amount_fen) != Some(after) {
-                return abort(GroupError::BalanceMismatch {
-                    order_id: order.order_id.clone(),
-                    before_fen: before,
-                    amount_fen: order.amount_fen,
-                    after_fen: after,
-                });
-            }
-            order.balance_before_fen = Some(before);
-            order.balance_after_fen = Some(after);
-            order.status = OrderStatus::Succeeded;
-            push_history(
-                &mut order.history,
-                change(at, &op, OrderStatus::Reserved, OrderStatus::Succeeded, None),
-            );
-            Ok(())
-        })
+        self.change_order(
+            order_id,
+            OrderStatus::Reserved,
+            OrderStatus::Succeeded,
+            "确认充值成功",
+            &op,
+            None,
+            |_, order, _| set_balances(order, before, after),
+        )
     }
 
     fn fail(&self, order_id: &str, operator: &str, why: &str) -> Result<RechargeOrder, GroupError> {
         let op = self::operator(operator)?;
         let why: String = why.chars().take(FAILURE_CHARS_MAX).collect();
         let why = reason_or(&why);
-        self.change_order(order_id, |_, order, at| {
-            if order.status != OrderStatus::Reserved {
-                return abort(bad_state(
-                    "充值订单",
-                    &order.order_id,
-                    order.status.label(),
-                    "标记为充值失败",
-                ));
-            }
-            order.status = OrderStatus::Failed;
-            order.failure = Some(why.clone());
-            push_history(
-                &mut order.history,
-                change(
-                    at,
-                    &op,
-                    OrderStatus::Reserved,
-                    OrderStatus::Failed,
-                    Some(why.clone()),
-                ),
-            );
-            Ok(())
-        })
+        self.change_order(
+            order_id,
+            OrderStatus::Reserved,
+            OrderStatus::Failed,
+            "标记为充值失败",
+            &op,
+            Some(why.clone()),
+            |_, order, _| {
+                order.failure = Some(why.clone());
+                Ok(())
+            },
+        )
     }
 
     fn refund(
@@ -993,38 +999,27 @@ impl GroupHost for EmbeddedGroupHost {
     ) -> Result<RechargeOrder, GroupError> {
         let op = operator(auditor)?;
         let why = reason(why)?;
-        self.change_order(order_id, |tx, order, at| {
-            if order.status != OrderStatus::Failed {
-                return abort(bad_state(
-                    "充值订单",
+        self.change_order(
+            order_id,
+            OrderStatus::Failed,
+            OrderStatus::Refunded,
+            "退款",
+            &op,
+            Some(why),
+            |tx, order, at| {
+                let mut group = tx_group(tx, &order.group_id)?;
+                tx_move_quota(
+                    tx,
+                    &mut group,
+                    LedgerKind::Refund,
+                    order.amount_fen,
                     &order.order_id,
-                    order.status.label(),
-                    "退款",
-                ));
-            }
-            let mut group = tx_group(tx, &order.group_id)?;
-            tx_move_quota(
-                tx,
-                &mut group,
-                LedgerKind::Refund,
-                order.amount_fen,
-                &order.order_id,
-                &op,
-                at,
-            )?;
-            order.status = OrderStatus::Refunded;
-            push_history(
-                &mut order.history,
-                change(
-                    at,
                     &op,
-                    OrderStatus::Failed,
-                    OrderStatus::Refunded,
-                    Some(why.clone()),
-                ),
-            );
-            Ok(())
-        })
+                    at,
+                )?;
+                Ok(())
+            },
+        )
     }
 
     fn resolve_succeeded(
@@ -1036,40 +1031,18 @@ impl GroupHost for EmbeddedGroupHost {
     ) -> Result<RechargeOrder, GroupError> {
         let op = operator(auditor)?;
         let why = reason(why)?;
-        self.change_order(order_id, |_, order, at| {
-            if order.status != OrderStatus::Failed {
-                return abort(bad_state(
-                    "充值订单",
-                    &order.order_id,
-                    order.status.label(),
-                    "改为充值成功",
-                ));
-            }
-            if let Some((before, after)) = balances {
-                if before.checked_add(order.amount_fen) != Some(after) {
-                    return abort(GroupError::BalanceMismatch {
-                        order_id: order.order_id.clone(),
-                        before_fen: before,
-                        amount_fen: order.amount_fen,
-                        after_fen: after,
-                    });
-                }
-                order.balance_before_fen = Some(before);
-                order.balance_after_fen = Some(after);
-            }
-            order.status = OrderStatus::Succeeded;
-            push_history(
-                &mut order.history,
-                change(
-                    at,
-                    &op,
-                    OrderStatus::Failed,
-                    OrderStatus::Succeeded,
-                    Some(why.clone()),
-                ),
-            );
-            Ok(())
-        })
+        self.change_order(
+            order_id,
+            OrderStatus::Failed,
+            OrderStatus::Succeeded,
+            "改为充值成功",
+            &op,
+            Some(why),
+            |_, order, _| match balances {
+                Some((before, after)) => set_balances(order, before, after),
+                None => Ok(()),
+            },
+        )
     }
 
     fn order(&self, order_id: &str) -> Result<Option<RechargeOrder>, GroupError> {

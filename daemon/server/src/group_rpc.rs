@@ -619,6 +619,18 @@ pub struct ExportParams {
     pub format: ExportFormat,
 }
 
+impl ExportParams {
+    /// The query whose rows are exported.
+    fn query(&self) -> QueryParams {
+        QueryParams {
+            group_id: self.group_id.clone(),
+            preset: self.preset,
+            start_date: self.start_date.clone(),
+            end_date: self.end_date.clone(),
+        }
+    }
+}
+
 /// The period a query covered.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct PeriodView {
@@ -630,27 +642,22 @@ pub struct PeriodView {
     pub label: String,
 }
 
-/// `group.orders` (充值查询).
+/// A query page: 充值查询 ([`OrdersResult`]) or 额度充值查询 ([`TopUpsResult`]).
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct OrdersResult {
+pub struct QueryResult<R, S> {
     pub group_id: String,
     pub group_name: String,
     pub period: PeriodView,
     /// Newest first.
-    pub rows: Vec<OrderRow>,
-    pub stats: OrderStats,
+    pub rows: Vec<R>,
+    pub stats: S,
 }
 
+/// `group.orders` (充值查询).
+pub type OrdersResult = QueryResult<OrderRow, OrderStats>;
+
 /// `group.topups` (额度充值查询).
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct TopUpsResult {
-    pub group_id: String,
-    pub group_name: String,
-    pub period: PeriodView,
-    /// Newest first.
-    pub rows: Vec<TopUpRow>,
-    pub stats: TopUpStats,
-}
+pub type TopUpsResult = QueryResult<TopUpRow, TopUpStats>;
 
 /// An exported file.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -865,47 +872,52 @@ fn period_view(period: &Period, label: String) -> PeriodView {
     }
 }
 
-fn query_orders(d: &Daemon, c: &Caller, q: &QueryParams) -> Result<OrdersResult, ApiError> {
+/// One query page: the caller's (or the named) group, the period, rows of `T` newest first.
+fn query<T, R, S>(
+    d: &Daemon,
+    c: &Caller,
+    q: &QueryParams,
+    fetch: impl Fn(&GroupServices, &str, &Period) -> Result<Vec<T>, cardd_host::GroupError>,
+    stats: impl Fn(&[T]) -> S,
+) -> Result<QueryResult<R, S>, ApiError>
+where
+    R: for<'a> From<&'a T>,
+{
     let svc = services(d)?;
     let group_id = scope(c, q.group_id.as_deref())?;
     let group = the_group(svc, c.session.as_ref(), &group_id)?;
     let (period, label) = period_of(q.preset, q.start_date.as_deref(), q.end_date.as_deref())?;
     reconcile(d)?;
-    let orders = svc.host.orders(&group_id, &period)?;
-    Ok(OrdersResult {
+    let records = fetch(svc, &group_id, &period)?;
+    Ok(QueryResult {
         group_id,
         group_name: group.name,
         period: period_view(&period, label),
-        rows: orders.iter().map(OrderRow::from).collect(),
-        stats: OrderStats::of(&orders),
+        rows: records.iter().map(R::from).collect(),
+        stats: stats(&records),
     })
+}
+
+fn query_orders(d: &Daemon, c: &Caller, q: &QueryParams) -> Result<OrdersResult, ApiError> {
+    query(d, c, q, |svc, g, p| svc.host.orders(g, p), OrderStats::of)
 }
 
 fn query_topups(d: &Daemon, c: &Caller, q: &QueryParams) -> Result<TopUpsResult, ApiError> {
-    let svc = services(d)?;
-    let group_id = scope(c, q.group_id.as_deref())?;
-    let group = the_group(svc, c.session.as_ref(), &group_id)?;
-    let (period, label) = period_of(q.preset, q.start_date.as_deref(), q.end_date.as_deref())?;
-    let topups = svc.host.topups(&group_id, &period)?;
-    Ok(TopUpsResult {
-        group_id,
-        group_name: group.name,
-        period: period_view(&period, label),
-        rows: topups.iter().map(TopUpRow::from).collect(),
-        stats: TopUpStats::of(&topups),
-    })
+    query(d, c, q, |svc, g, p| svc.host.topups(g, p), TopUpStats::of)
 }
 
-fn export(
+/// The file of exactly the rows of `result`.
+fn export<R, S>(
     d: &Daemon,
     title: &str,
-    group_id: &str,
-    period: &PeriodView,
+    result: &QueryResult<R, S>,
     format: ExportFormat,
     headers: &[&str],
-    rows: Vec<Vec<String>>,
+    cells: fn(&R) -> Vec<String>,
 ) -> Result<ExportResult, ApiError> {
     use base64::Engine;
+    let (group_id, period) = (&result.group_id, &result.period);
+    let rows: Vec<Vec<String>> = result.rows.iter().map(cells).collect();
     let (bytes, extension, content_type) = match format {
         ExportFormat::Csv => (
             group_export::to_csv(headers, &rows),
@@ -1161,22 +1173,14 @@ pub fn add_group_methods(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: ExportParams| async move {
-            let q = QueryParams {
-                group_id: p.group_id,
-                preset: p.preset,
-                start_date: p.start_date,
-                end_date: p.end_date,
-            };
-            let result = query_orders(&d, &c, &q)?;
-            let rows = result.rows.iter().map(OrderRow::cells).collect();
+            let result = query_orders(&d, &c, &p.query())?;
             export(
                 &d,
                 "充值查询",
-                &result.group_id,
-                &result.period,
+                &result,
                 p.format,
                 &group_export::ORDER_HEADERS,
-                rows,
+                OrderRow::cells,
             )
         },
     );
@@ -1247,22 +1251,14 @@ pub fn add_group_methods(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: ExportParams| async move {
-            let q = QueryParams {
-                group_id: p.group_id,
-                preset: p.preset,
-                start_date: p.start_date,
-                end_date: p.end_date,
-            };
-            let result = query_topups(&d, &c, &q)?;
-            let rows = result.rows.iter().map(TopUpRow::cells).collect();
+            let result = query_topups(&d, &c, &p.query())?;
             export(
                 &d,
                 "额度充值查询",
-                &result.group_id,
-                &result.period,
+                &result,
                 p.format,
                 &group_export::TOPUP_HEADERS,
-                rows,
+                TopUpRow::cells,
             )
         },
     );

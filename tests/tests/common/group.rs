@@ -38,23 +38,21 @@ pub async fn quota(d: &TestDaemon, token: &str) -> String {
         .to_owned()
 }
 
-/// Waits until the run asks something; returns the prompt.
-pub async fn wait_prompt(d: &TestDaemon, token: &str, run_id: &str) -> Value {
-    for _ in 0..100 {
-        let polled = d
-            .ok(
-                "flows.events",
-                json!({"run_id": run_id, "since": 0, "wait_ms": 200}),
-                Some(token),
-            )
+/// Waits until the run asks a question newer than prompt `after` (0 for any); returns it.
+pub async fn wait_prompt(d: &TestDaemon, token: &str, run_id: &str, after: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let run = d
+            .ok("flows.get", json!({"run_id": run_id}), Some(token))
             .await;
-        if polled["state"] == "waiting" {
-            return polled["prompt"].clone();
+        if run["state"] == "waiting" && run["prompt"]["prompt_id"].as_u64() > Some(after) {
+            return run["prompt"].clone();
         }
         assert!(
-            matches!(polled["state"].as_str(), Some("running")),
-            "run {run_id} ended without asking: {polled}"
+            matches!(run["state"].as_str(), Some("running") | Some("waiting")),
+            "run {run_id} ended without asking: {run}"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("run {run_id} never asked");
 }
@@ -71,7 +69,7 @@ pub async fn answer(d: &TestDaemon, token: &str, run_id: &str, prompt: &Value, a
 
 /// Follows a run to its end, confirming every question with `true`; returns the run.
 pub async fn run_to_end(d: &TestDaemon, token: &str, run_id: &str) -> Value {
-    let mut since = 0;
+    let (mut since, mut answered) = (0, 0);
     loop {
         let polled = d
             .ok(
@@ -81,8 +79,10 @@ pub async fn run_to_end(d: &TestDaemon, token: &str, run_id: &str) -> Value {
             )
             .await;
         since = polled["next_since"].as_u64().expect("next_since");
-        if polled["state"] == "waiting" && polled["prompt"]["kind"] == "confirm" {
-            let prompt = polled["prompt"].clone();
+        let prompt = polled["prompt"].clone();
+        let prompt_id = prompt["prompt_id"].as_u64().unwrap_or(0);
+        if polled["state"] == "waiting" && prompt["kind"] == "confirm" && prompt_id > answered {
+            answered = prompt_id;
             answer(d, token, run_id, &prompt, json!(true)).await;
         }
         if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
