@@ -135,15 +135,22 @@ fn scope(c: &Caller, requested: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-/// A record of `group_id`, if the caller may see it; a group operator gets the same refusal for
-/// another group's record and for one that does not exist.
-fn check_owner(c: &Caller, group_id: Option<&str>, what: &str, id: &str) -> Result<(), ApiError> {
+/// `record`, if the caller may see it; a group operator gets the same refusal for another
+/// group's record and for one that does not exist.
+fn owned<T>(
+    c: &Caller,
+    record: Option<T>,
+    group_of: impl Fn(&T) -> &str,
+    what: &str,
+    id: &str,
+) -> Result<T, ApiError> {
     let s = c.session()?;
-    match (s.role, group_id) {
-        (Role::GroupOperator, Some(g)) if s.group_id.as_deref() == Some(g) => Ok(()),
-        (Role::GroupOperator, _) => Err(denied(s)),
-        (_, Some(_)) => Ok(()),
-        (_, None) => Err(ApiError::new(
+    match record {
+        Some(r) if s.role != Role::GroupOperator || s.group_id.as_deref() == Some(group_of(&r)) => {
+            Ok(r)
+        }
+        _ if s.role == Role::GroupOperator => Err(denied(s)),
+        _ => Err(ApiError::new(
             ErrorCode::GroupRecordNotFound,
             format!("未找到{what} {id}"),
         )),
@@ -959,27 +966,13 @@ fn auditor(c: &Caller) -> Result<String, ApiError> {
 }
 
 fn visible_order(d: &Daemon, c: &Caller, order_id: &str) -> Result<RechargeOrder, ApiError> {
-    let svc = services(d)?;
-    let order = svc.host.order(order_id).ok().flatten();
-    check_owner(
-        c,
-        order.as_ref().map(|o| o.group_id.as_str()),
-        "充值订单",
-        order_id,
-    )?;
-    order.ok_or_else(|| ApiError::new(ErrorCode::GroupRecordNotFound, "未找到充值订单"))
+    let order = services(d)?.host.order(order_id).ok().flatten();
+    owned(c, order, |o| &o.group_id, "充值订单", order_id)
 }
 
 fn visible_topup(d: &Daemon, c: &Caller, topup_id: &str) -> Result<TopUp, ApiError> {
-    let svc = services(d)?;
-    let topup = svc.host.topup(topup_id).ok().flatten();
-    check_owner(
-        c,
-        topup.as_ref().map(|t| t.group_id.as_str()),
-        "额度充值订单",
-        topup_id,
-    )?;
-    topup.ok_or_else(|| ApiError::new(ErrorCode::GroupRecordNotFound, "未找到额度充值订单"))
+    let topup = services(d)?.host.topup(topup_id).ok().flatten();
+    owned(c, topup, |t| &t.group_id, "额度充值订单", topup_id)
 }
 
 /// The per-card report of a batch.
@@ -1309,13 +1302,7 @@ pub fn add_group_methods(m: &mut Methods) {
             let svc = services(&d)?;
             reconcile(&d)?;
             let report = batch_report(svc, &p.batch_id).ok().flatten();
-            check_owner(
-                &c,
-                report.as_ref().map(|r| r.group_id.as_str()),
-                "批量充值",
-                &p.batch_id,
-            )?;
-            report.ok_or_else(|| ApiError::new(ErrorCode::GroupRecordNotFound, "未找到批量充值"))
+            owned(&c, report, |r| &r.group_id, "批量充值", &p.batch_id)
         },
     );
 
