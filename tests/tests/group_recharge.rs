@@ -417,6 +417,19 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
             .sum()
     };
     let available = fen(&quota(&d, &op).await);
+    // The ledger's decimal yuan and its fen agree, and its last running balance is the quota.
+    for e in ledger {
+        let text = e["amount"].as_str().unwrap();
+        let signed = match text.strip_prefix('-') {
+            Some(t) => -fen(t),
+            None => fen(text),
+        };
+        assert_eq!(signed, e["amount_fen"].as_i64().unwrap());
+    }
+    assert_eq!(
+        fen(ledger.last().unwrap()["balance_after"].as_str().unwrap()),
+        available
+    );
     assert_eq!(
         ledger
             .iter()
@@ -926,5 +939,76 @@ async fn group_operators_change_password_and_log_in_again_after_a_timeout() {
     assert!(m.contains("重新登录"), "{m}");
     let op = group_login(&d, "G001", "group1", "新密码abc123").await;
     assert_eq!(quota(&d, &op).await, "500.00");
+    d.stop().await;
+}
+
+/// One batch worked on two readers at once: each run recharges the card on its own reader, no
+/// card is recharged twice, and the report has both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_on_two_readers_at_once() {
+    let world_name = format!("group-two-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |c| {
+        c.readers[0].options["readers"] = json!([
+            {"id": "city", "kind": "contactless", "card": "none"},
+            {"id": "city2", "kind": "contactless", "card": "none"},
+        ]);
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let cards = ["61010000000000000021", "61010000000000000022"];
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [
+                {"card_number": cards[0], "amount": "30"},
+                {"card_number": cards[1], "amount": "40"},
+            ]}),
+            Some(&op),
+        )
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let mut runs = Vec::new();
+    for (reader, card) in [("sim:city", cards[0]), ("sim:city2", cards[1])] {
+        world.insert_card(reader, city_card(card, 0)).unwrap();
+        let start = json!({"flow": "group.batch_recharge", "params": {"batch_id": batch_id}, "idempotency_key": format!("two-{reader}"), "reader_id": reader});
+        let run = d.ok("flows.start", start, Some(&op)).await;
+        runs.push(run["run_id"].as_str().unwrap().to_owned());
+    }
+    // Both runs ask; both cards are on their readers.
+    let prompts = [
+        wait_prompt(&d, &op, &runs[0], 0).await,
+        wait_prompt(&d, &op, &runs[1], 0).await,
+    ];
+    for (run_id, prompt) in runs.iter().zip(&prompts) {
+        answer(&d, &op, run_id, prompt, json!("已放好")).await;
+    }
+    // Whichever run is left asking for a card the other one did is told to pause.
+    for (run_id, prompt) in runs.iter().zip(&prompts) {
+        let after = prompt["prompt_id"].as_u64().unwrap();
+        loop {
+            let run = d
+                .ok("flows.get", json!({"run_id": run_id}), Some(&op))
+                .await;
+            if !matches!(run["state"].as_str(), Some("running") | Some("waiting")) {
+                break;
+            }
+            if run["state"] == "waiting" && run["prompt"]["prompt_id"].as_u64() > Some(after) {
+                answer(&d, &op, run_id, &run["prompt"], json!("暂停")).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let report = d
+        .ok("group.batch.get", json!({"batch_id": batch_id}), Some(&op))
+        .await;
+    assert_eq!(
+        (report["succeeded"].as_u64(), report["pending"].as_u64()),
+        (Some(2), Some(0)),
+        "{report}"
+    );
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 3_000);
+    assert_eq!(world.card("sim:city2").unwrap().balance().unwrap(), 4_000);
+    assert_eq!(quota(&d, &op).await, "430.00");
     d.stop().await;
 }

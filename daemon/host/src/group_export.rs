@@ -9,7 +9,9 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::group_model::{yuan, OrderStatus, RechargeOrder, TopUp, TopUpStatus};
+use crate::group_model::{
+    yuan, LedgerEntry, LedgerKind, OrderStatus, RechargeOrder, TopUp, TopUpStatus,
+};
 
 /// zh-CN headers of a recharge (充值查询) row, in column order.
 pub const ORDER_HEADERS: [&str; 11] = [
@@ -166,6 +168,45 @@ impl TopUpRow {
             self.auditor.clone(),
             self.created_at.clone(),
         ]
+    }
+}
+
+/// One entry of the quota ledger, with its amounts in exact decimal yuan (and fen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LedgerRow {
+    /// 1, 2, 3, … per group.
+    pub seq: u64,
+    /// When, RFC 3339 +08:00.
+    pub at: String,
+    /// `top_up`, `reserve`, `refund`.
+    pub kind: LedgerKind,
+    /// 额度充值, 充值扣减, 退款.
+    pub kind_label: String,
+    /// The change, yuan (`"-20.00"` for a reservation).
+    pub amount: String,
+    /// The same in fen.
+    pub amount_fen: i64,
+    /// The available quota after it, yuan.
+    pub balance_after: String,
+    /// The order or top-up it belongs to.
+    pub reference: String,
+    /// Who caused it.
+    pub operator: String,
+}
+
+impl From<&LedgerEntry> for LedgerRow {
+    fn from(e: &LedgerEntry) -> Self {
+        LedgerRow {
+            seq: e.seq,
+            at: rfc3339(e.at),
+            kind: e.kind,
+            kind_label: e.kind.label().into(),
+            amount: yuan(e.amount_fen),
+            amount_fen: e.amount_fen,
+            balance_after: yuan(e.balance_after_fen),
+            reference: e.reference.clone(),
+            operator: e.operator.clone(),
+        }
     }
 }
 

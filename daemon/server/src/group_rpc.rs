@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cardd_api::{ErrorCode, Fen, Role};
-use cardd_host::group_export::{self, OrderRow, OrderStats, TopUpRow, TopUpStats};
+use cardd_host::group_export::{self, LedgerRow, OrderRow, OrderStats, TopUpRow, TopUpStats};
 use cardd_host::group_model::{
-    yuan, BatchItemInput, BatchRef, Group, GroupInput, LedgerEntry, OrderStatus, PaymentOutcome,
-    Period, Preset, RechargeOrder, ReserveRequest, TopUp, TopUpStatus,
+    yuan, BatchItemInput, BatchRef, Group, GroupInput, OrderStatus, PaymentOutcome, Period, Preset,
+    RechargeOrder, ReserveRequest, TopUp, TopUpStatus,
 };
 use cardd_host::{
     EmbeddedGroupHost, GroupHost, PaymentError, PaymentGateway, PaymentRequest, SandboxBank,
@@ -1266,7 +1266,8 @@ pub fn add_group_methods(m: &mut Methods) {
             let group_id = scope(&c, p.group_id.as_deref())?;
             the_group(svc, c.session.as_ref(), &group_id)?;
             let limit = p.limit.unwrap_or(1000).min(1000);
-            Ok::<Vec<LedgerEntry>, ApiError>(svc.host.ledger(&group_id, p.after_seq, limit)?)
+            let entries = svc.host.ledger(&group_id, p.after_seq, limit)?;
+            Ok::<Vec<LedgerRow>, ApiError>(entries.iter().map(LedgerRow::from).collect())
         },
     );
 
