@@ -1012,3 +1012,103 @@ async fn a_batch_runs_on_two_readers_at_once() {
     assert_eq!(quota(&d, &op).await, "430.00");
     d.stop().await;
 }
+
+/// The amount picked from the page's buttons (10元 … 100元) instead of typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_amount_can_be_picked_from_the_presets() {
+    let world_name = format!("group-pick-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let start = json!({"flow": "group.recharge", "params": {}, "idempotency_key": "pick-1", "reader_id": "sim:city"});
+    let run = d.ok("flows.start", start, Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    assert_eq!(prompt["message"], "请选择充值金额");
+    assert_eq!(
+        prompt["choices"],
+        json!(["10元", "20元", "30元", "50元", "100元"])
+    );
+    answer(&d, &op, &run_id, &prompt, json!("50元")).await;
+    let done = run_to_end(&d, &op, &run_id).await;
+    assert_eq!(done["result"]["amount"], "50.00", "{done}");
+    assert_eq!(done["result"]["balance_after"], "100.00");
+    d.stop().await;
+}
+
+/// A batch left in the middle by a daemon that stopped goes on where it stopped when the flow
+/// is started again on the restarted daemon: the card already recharged is not asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resumes_after_the_daemon_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world_name = format!("group-restart-{}", std::process::id());
+    let config = {
+        let (dir, world) = (tmp.path().to_path_buf(), world_name.clone());
+        move |c: &mut cardd::config::Config| {
+            c.data_dir = dir.join("data");
+            c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
+        }
+    };
+    let cards = ["61010000000000000031", "61010000000000000032"];
+    let d = TestDaemon::start_with(config.clone()).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [
+                {"card_number": cards[0], "amount": "10"},
+                {"card_number": cards[1], "amount": "20"},
+            ]}),
+            Some(&op),
+        )
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let start = |key: &str| json!({"flow": "group.batch_recharge", "params": {"batch_id": batch_id}, "idempotency_key": key, "reader_id": "sim:city"});
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card(cards[0], 0))
+        .unwrap();
+    let run = d.ok("flows.start", start("r-1"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    let next = wait_prompt(&d, &op, &run_id, prompt["prompt_id"].as_u64().unwrap()).await;
+    assert!(
+        next["message"].as_str().unwrap().contains(cards[1]),
+        "{next}"
+    );
+    // The operator walks away; the daemon is stopped and started again.
+    d.ok("flows.cancel", json!({"run_id": run_id}), Some(&op))
+        .await;
+    let ended = run_to_end(&d, &op, &run_id).await;
+    assert_ne!(ended["state"], "succeeded");
+    d.stop().await;
+
+    let d = TestDaemon::start_with(config).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let report = d
+        .ok("group.batch.get", json!({"batch_id": batch_id}), Some(&op))
+        .await;
+    assert_eq!(
+        (report["succeeded"].as_u64(), report["pending"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let run = d.ok("flows.start", start("r-2"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    assert!(
+        prompt["message"].as_str().unwrap().contains(cards[1]),
+        "{prompt}"
+    );
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card(cards[1], 0))
+        .unwrap();
+    answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    let done = run_to_end(&d, &op, &run_id).await;
+    assert_eq!(done["result"]["status"], "done", "{done}");
+    assert_eq!(done["result"]["report"]["succeeded"], 2);
+    assert_eq!(quota(&d, &op).await, "470.00");
+    d.stop().await;
+}
