@@ -90,6 +90,14 @@ fn xlsx_rows(bytes: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A statistic's count and amount (`<name>_count`, `<name>_amount`).
+fn stat(stats: &Value, name: &str) -> (u64, String) {
+    (
+        stats[format!("{name}_count")].as_u64().unwrap(),
+        stats[format!("{name}_amount")].as_str().unwrap().to_owned(),
+    )
+}
+
 fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
     assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "CSV starts with a BOM");
     let mut reader = csv::ReaderBuilder::new()
@@ -442,20 +450,8 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
         .await;
     assert_eq!(q["period"]["label"], "最近7天");
     let stats = &q["stats"];
-    assert_eq!(
-        (
-            stats["success_count"].as_u64(),
-            stats["success_amount"].as_str()
-        ),
-        (Some(5), Some("170.00"))
-    );
-    assert_eq!(
-        (
-            stats["failure_count"].as_u64(),
-            stats["failure_amount"].as_str()
-        ),
-        (Some(1), Some("40.00"))
-    );
+    assert_eq!(stat(stats, "success"), (5, "170.00".to_owned()));
+    assert_eq!(stat(stats, "failure"), (1, "40.00".to_owned()));
     assert_eq!(stats["refunded_amount"], "40.00");
     assert_eq!(
         -sum("reserve"),
@@ -503,20 +499,8 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
         .ok("group.topups", json!({"preset": "last_month"}), Some(&op))
         .await;
     let tstats = &t["stats"];
-    assert_eq!(
-        (
-            tstats["transfer_success_count"].as_u64(),
-            tstats["transfer_success_amount"].as_str()
-        ),
-        (Some(2), Some("1200.00"))
-    );
-    assert_eq!(
-        (
-            tstats["audited_count"].as_u64(),
-            tstats["audited_amount"].as_str()
-        ),
-        (Some(1), Some("1000.00"))
-    );
+    assert_eq!(stat(tstats, "transfer_success"), (2, "1200.00".to_owned()));
+    assert_eq!(stat(tstats, "audited"), (1, "1000.00".to_owned()));
     assert_eq!(
         fen(tstats["audited_amount"].as_str().unwrap()) + fen("500.00"),
         sum("top_up"),
