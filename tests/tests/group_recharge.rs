@@ -207,22 +207,33 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
         "500.00",
         "the quota grows only after the audit"
     );
+    // The bank declines, or does not answer: errors that name the top-up to ask about again.
     let declined = d
-        .ok(
+        .call(
             "group.topup",
             json!({"amount": "300", "remark": "SANDBOX-FAIL"}),
             Some(&op),
         )
         .await;
-    assert_eq!(declined["status"], "failed");
+    assert_eq!(
+        declined["error"]["code"],
+        code(ErrorCode::PaymentDeclined),
+        "{declined}"
+    );
+    assert_eq!(declined["error"]["data"]["detail"]["status"], "failed");
     let late = d
-        .ok(
+        .call(
             "group.topup",
             json!({"amount": "200", "remark": "SANDBOX-LATE"}),
             Some(&op),
         )
         .await;
-    assert_eq!(late["status"], "unknown", "{late}");
+    assert_eq!(
+        late["error"]["code"],
+        code(ErrorCode::PaymentUnknown),
+        "{late}"
+    );
+    let late = &late["error"]["data"]["detail"];
     let late = d
         .ok(
             "group.topup_status",

@@ -119,6 +119,8 @@ error_codes! {
     IdempotencyConflict = -32072, 409, "Use a new idempotency key for a new operation; reuse a key only to retry the same start.";
     /// The run is not waiting for that answer.
     NoPendingPrompt = -32073, 409, "Fetch the run (flows.get) and answer its current prompt, if any.";
+    /// The daemon refuses state-changing methods because an integrity check failed.
+    FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
     /// 用户和密码错误: the operator does not belong to that group (a group operator sees and acts on their own group only), or the record is not theirs.
     GroupAccessDenied = -32110, 403, "Log in as an operator of that group (group.login); a group operator sees only their own group's data.";
     /// The recharge breaks the group recharge rules: a multiple of 10 yuan, at least 10 yuan, at most 1000 yuan on the card afterwards.
@@ -137,8 +139,6 @@ error_codes! {
     EvidenceConflict = -32117, 409, "Read the evidence (group.audit.evidence); present the card if the load is unsettled, then decide by what it shows.";
     /// A query or export covers too long a period or too many rows.
     QueryTooLarge = -32118, 413, "Choose a shorter period.";
-    /// The daemon refuses state-changing methods because an integrity check failed.
-    FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
 }
 
 #[cfg(test)]

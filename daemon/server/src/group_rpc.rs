@@ -1180,7 +1180,7 @@ pub fn add_group_methods(m: &mut Methods) {
 
     m.add(
         "group.topup",
-        "额度充值: transfer a whole number of yuan to the card company through the payment gateway; the quota grows after an auditor approves.",
+        "额度充值: transfer a whole number of yuan to the card company through the payment gateway; the quota grows after an auditor approves. A declined transfer is PaymentDeclined, an unanswered one PaymentUnknown (data.detail.topup_id to ask again).",
         GROUP_OPS,
         true,
         |d, c, p: TopUpParams| async move {
@@ -1212,7 +1212,20 @@ pub fn add_group_methods(m: &mut Methods) {
             lock(&svc.paying).remove(&topup.topup_id);
             let topup = recorded?;
             tracing::info!(topup = %topup.topup_id, group = %group_id, status = topup.status.code(), "quota top-up");
-            Ok(topup_result(&topup, &group, topup_message(&topup)))
+            let detail = json!({ "topup_id": topup.topup_id, "status": topup.status });
+            match topup.status {
+                TopUpStatus::Failed => Err(ApiError::new(
+                    ErrorCode::PaymentDeclined,
+                    format!("订单 {}：{}", topup.topup_id, topup_message(&topup)),
+                )
+                .with_detail(detail)),
+                TopUpStatus::Unknown | TopUpStatus::Pending => Err(ApiError::new(
+                    ErrorCode::PaymentUnknown,
+                    format!("订单 {}：{}", topup.topup_id, topup_message(&topup)),
+                )
+                .with_detail(detail)),
+                _ => Ok(topup_result(&topup, &group, topup_message(&topup))),
+            }
         },
     );
 
