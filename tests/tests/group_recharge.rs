@@ -380,6 +380,38 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
     world.insert_card("sim:city", card).unwrap();
     let ev = wait_verdict(&d, &auditor, &order_id, "not_landed").await;
     assert_eq!(ev["journal_state"], "not_applied");
+    // The card itself, read on the reader: no proof of the failed load, a proof of the last
+    // successful one.
+    let on_card = |order_id: Value| {
+        let d = &d;
+        let auditor = auditor.clone();
+        async move {
+            d.ok(
+                "group.audit.evidence",
+                json!({"order_id": order_id, "reader_id": "sim:city"}),
+                Some(&auditor),
+            )
+            .await["card"]
+                .clone()
+        }
+    };
+    let card = on_card(json!(order_id)).await;
+    assert_eq!(card["proof_of_this_load"], false, "{card}");
+    assert_eq!(card["card_number"], card_d);
+    let card = on_card(probe["result"]["order_id"].clone()).await;
+    assert_eq!(card["proof_of_this_load"], true, "{card}");
+    let (c, _) = d
+        .err(
+            "group.audit.evidence",
+            json!({"order_id": orders[0]["order_id"], "reader_id": "sim:city"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::InvalidParams),
+        "another card on the reader"
+    );
     let (c, _) = d
         .err(
             "group.audit.resolve",

@@ -444,6 +444,78 @@ pub struct Evidence {
     pub card_balance_after: Option<String>,
     /// The card's online counter before the load, when a load started.
     pub online_atc_before: Option<u16>,
+    /// What the card itself shows, when the auditor asked with the card on a reader.
+    pub card: Option<CardCheck>,
+}
+
+/// The order's card read on a reader: does it hold the proof of this order's load?
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CardCheck {
+    pub reader_id: String,
+    pub card_number: String,
+    /// The card's balance now, yuan.
+    pub balance: Option<String>,
+    /// The card answered GET TRANSACTION PROVE for the load's counter with our MAC2 and a TAC
+    /// that verifies: the card was credited with this load.
+    pub proof_of_this_load: bool,
+    /// What the card shows, in words (zh-CN).
+    pub message: String,
+}
+
+/// Reads the order's card on `reader_id`: its number must be the order's; GET TRANSACTION
+/// PROVE for the load's counter tells whether the card holds this load.
+async fn card_check(
+    d: &Arc<Daemon>,
+    c: &Caller,
+    order: &RechargeOrder,
+    reader_id: &str,
+) -> Result<CardCheck, ApiError> {
+    let txn = d
+        .journal
+        .as_ref()
+        .and_then(|j| j.get(&order.txn_id).ok().flatten());
+    let (pin, terminal) = (d.config.etc_pin.clone(), d.config.terminal_id);
+    let sam = d.sam.clone();
+    let session = txn.map(|t| t.session);
+    let (summary, proof) = d
+        .readers
+        .run(reader_id, &c.holder()?, move |reader| {
+            let summary = crate::summary::read(reader, &pin, terminal)?;
+            let proof = match session.as_ref().and_then(|s| s.atc_after().map(|a| (s, a))) {
+                Some((session, atc)) => {
+                    let mut purse = cardd_purse::Purse::new(reader);
+                    purse.select_etc_adf()?;
+                    purse
+                        .prove(cardd_purse::TransactionType::EpLoad, atc)?
+                        .map(|p| {
+                            p.mac == session.mac2 && session.verify_tac(sam.as_ref(), p.tac).is_ok()
+                        })
+                }
+                None => None,
+            };
+            Ok::<_, ApiError>((summary, proof))
+        })
+        .await??;
+    if summary.card_number != order.card_number {
+        return Err(ApiError::invalid_params(format!(
+            "读卡器上是卡号 {}，不是该订单的卡号 {}；请放置该订单的卡片",
+            summary.card_number, order.card_number
+        )));
+    }
+    let found = proof == Some(true);
+    let message = match proof {
+        Some(true) => "卡片存有该笔圈存的交易证明：金额已进入卡内".to_owned(),
+        Some(false) => "卡片该序号的交易证明不是该笔圈存的".to_owned(),
+        None if session.is_none() => "该订单未写卡：卡片上没有该笔圈存".to_owned(),
+        None => "卡片没有该笔圈存的交易证明".to_owned(),
+    };
+    Ok(CardCheck {
+        reader_id: reader_id.to_owned(),
+        card_number: summary.card_number,
+        balance: summary.balance,
+        proof_of_this_load: found,
+        message,
+    })
 }
 
 /// The evidence for `order`.
@@ -511,6 +583,7 @@ pub fn evidence(daemon: &Daemon, order: &RechargeOrder) -> Result<Evidence, ApiE
             .then(|| before.map(|b| yuan(b + order.amount_fen)))
             .flatten(),
         online_atc_before: txn.as_ref().map(|t| t.session.init.online_atc),
+        card: None,
     })
 }
 
@@ -726,11 +799,13 @@ pub struct AuditTopUpParams {
     pub reason: String,
 }
 
-/// An order id.
+/// `group.audit.evidence`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct OrderIdParams {
+pub struct EvidenceParams {
     pub order_id: String,
+    /// A reader holding the order's card: the card is read too (its proof of the load).
+    pub reader_id: Option<String>,
 }
 
 /// `group.audit.refund`, `group.audit.resolve`.
@@ -838,7 +913,7 @@ group_audit! {
     TopUpParams => |_: &TopUpParams| None;
     TopUpIdParams => |p: &TopUpIdParams| Some(p.topup_id.clone());
     AuditTopUpParams => |p: &AuditTopUpParams| Some(p.topup_id.clone());
-    OrderIdParams => |p: &OrderIdParams| Some(p.order_id.clone());
+    EvidenceParams => |p: &EvidenceParams| Some(p.order_id.clone());
     OrderDecisionParams => |p: &OrderDecisionParams| Some(p.order_id.clone());
     BatchCreateParams => |_: &BatchCreateParams| None;
     BatchIdParams => |p: &BatchIdParams| Some(p.batch_id.clone());
@@ -1361,13 +1436,17 @@ pub fn add_group_methods(m: &mut Methods) {
 
     m.add(
         "group.audit.evidence",
-        "The card evidence of an order: did its load land (from the journal, decided from the card)?",
+        "The card evidence of an order: did its load land (from the journal, decided from the card)? With reader_id, the card on that reader is read too.",
         AUDIT_READERS,
         false,
-        |d, c, p: OrderIdParams| async move {
+        |d, c, p: EvidenceParams| async move {
             reconcile(&d)?;
             let order = visible_order(&d, &c, &p.order_id)?;
-            evidence(&d, &order)
+            let mut ev = evidence(&d, &order)?;
+            if let Some(reader_id) = &p.reader_id {
+                ev.card = Some(card_check(&d, &c, &order, reader_id).await?);
+            }
+            Ok(ev)
         },
     );
 
