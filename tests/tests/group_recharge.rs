@@ -331,13 +331,18 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
     world.insert_card("sim:city", city_card(card_d, 0)).unwrap();
     // Two clean recharges of this card first: the second tells how many exchanges one takes
     // (CREDIT FOR LOAD is the last of them).
+    // (The daemon's own check of a newly inserted card may add exchanges to one of them: the
+    // smaller count is the recharge's.)
     settle_apdus(&world).await;
-    let warm = run_recharge(&d, &op, json!({"amount": "10.00"}), "e2e-warm").await;
-    assert_eq!(warm["state"], "succeeded");
-    let apdus_before = world.apdu_count("sim:city");
-    let probe = run_recharge(&d, &op, json!({"amount": "10.00"}), "e2e-probe").await;
-    assert_eq!(probe["state"], "succeeded");
-    let apdus_per_recharge = world.apdu_count("sim:city") - apdus_before;
+    let mut counts = Vec::new();
+    let mut probe = Value::Null;
+    for key in ["e2e-warm", "e2e-probe"] {
+        let before = world.apdu_count("sim:city");
+        probe = run_recharge(&d, &op, json!({"amount": "10.00"}), key).await;
+        assert_eq!(probe["state"], "succeeded");
+        counts.push(world.apdu_count("sim:city") - before);
+    }
+    let apdus_per_recharge = counts.into_iter().min().unwrap();
     let at = world.apdu_count("sim:city") + apdus_per_recharge;
     world
         .set_fault_plan(
