@@ -1114,7 +1114,16 @@ async fn a_batch_resumes_after_the_daemon_restarts() {
         .await;
     let ended = run_to_end(&d, &op, &run_id).await;
     assert_ne!(ended["state"], "succeeded");
+    let gone = std::sync::Arc::downgrade(d.daemon());
     d.stop().await;
+    // The database is free once the last holder of the daemon (the ending flow thread) let go.
+    for _ in 0..250 {
+        if gone.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone.upgrade().is_none(), "the stopped daemon is released");
 
     let d = TestDaemon::start_with(config).await;
     let world = cardd_sim::named_world(&world_name).unwrap();
