@@ -386,113 +386,11 @@ async fn a_run_can_be_followed_over_a_websocket_subscription() {
 /// Card removal at every APDU of the `card.load` flow, before the card executes the command
 /// and after it executed with the answer lost: after the card is re-presented (the daemon
 /// recovers by itself), the card's balance changed by exactly the committed loads, at most
-/// once, and no intent is left open.
+/// once, and no intent is left open (`common::matrix`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn card_removal_at_every_apdu_of_the_flow() {
-    use cardd_sim::{FaultKind, FaultPlan};
-    let dir = flows_dir(&[]);
-    let world_name = format!("flows-removal-{}", std::process::id());
-    let d = start_with_flows(dir.path(), &world_name, |_| {}).await;
-    let world = cardd_sim::named_world(&world_name).unwrap();
-    let teller = d.login("teller", "teller123").await;
-    let journal = d.daemon().journal.as_ref().unwrap();
-    let card_number = cardd_sim::demo::DEMO_ETC_CARD_NUMBER;
-    let committed = || -> u32 {
-        journal
-            .for_card(card_number)
-            .unwrap()
-            .iter()
-            .filter(|t| matches!(t.state, cardd_journal::TxnState::Committed { .. }))
-            .map(|t| t.amount_fen())
-            .sum()
-    };
-    let run = |key: String| json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": key, "reader_id": "sim:etc"});
-    // A clean run tells how many APDUs the flow sends.
-    let before = world.apdu_count("sim:etc");
-    let id = d
-        .ok("flows.start", run("clean".into()), Some(&teller))
-        .await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let waiting = wait_for(&d, &teller, &id, |p| p["state"] == "waiting").await;
-    d.ok(
-        "flows.answer",
-        json!({"run_id": id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),
-        Some(&teller),
-    )
-    .await;
-    wait_for(&d, &teller, &id, |p| p["state"] == "succeeded").await;
-    let apdus = world.apdu_count("sim:etc") - before;
-    assert!(apdus >= 8, "the flow sends {apdus} APDUs");
-
-    let mut cases = 0;
-    for n in 1..=apdus {
-        for kind in [FaultKind::RemoveBeforeExec, FaultKind::RemoveAfterExec] {
-            let start_balance = world.card("sim:etc").unwrap().balance().unwrap();
-            let start_committed = committed();
-            let at = world.apdu_count("sim:etc") + n;
-            world
-                .set_fault_plan("sim:etc", FaultPlan::new().at(at, kind.clone()))
-                .unwrap();
-            let id = d
-                .ok(
-                    "flows.start",
-                    run(format!("rm-{n}-{kind:?}")),
-                    Some(&teller),
-                )
-                .await["run_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let mut since = 0;
-            loop {
-                let polled = d
-                    .ok(
-                        "flows.events",
-                        json!({"run_id": id, "since": since, "wait_ms": 2000}),
-                        Some(&teller),
-                    )
-                    .await;
-                since = polled["next_since"].as_u64().unwrap();
-                if polled["state"] == "waiting" {
-                    d.ok("flows.answer", json!({"run_id": id, "prompt_id": polled["prompt"]["prompt_id"], "answer": true}), Some(&teller)).await;
-                }
-                if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
-                    break;
-                }
-            }
-            // The teller puts the card back; the daemon settles any open load by itself.
-            if world.card("sim:etc").is_none() {
-                if let Some(card) = world.take_pocket("sim:etc") {
-                    world.insert_card("sim:etc", card).unwrap();
-                }
-            }
-            for _ in 0..50 {
-                if journal.list_open().unwrap().is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(
-                journal.list_open().unwrap().is_empty(),
-                "n={n} {kind:?}: an intent stayed open"
-            );
-            let gained = world.card("sim:etc").unwrap().balance().unwrap() - start_balance;
-            let booked = committed() - start_committed;
-            assert_eq!(
-                gained, booked,
-                "n={n} {kind:?}: balance change = committed loads"
-            );
-            assert!(
-                booked == 0 || booked == 100,
-                "n={n} {kind:?}: at most one load"
-            );
-            cases += 1;
-        }
-    }
-    println!("flow removal matrix: {apdus} APDUs x 2 = {cases} cases");
-    d.stop().await;
+    let world = format!("flows-removal-{}", std::process::id());
+    common::matrix::removal_matrix(&common::matrix::CARD_LOAD, &world).await;
 }
 
 const HOST_FLOW: &str = r##"

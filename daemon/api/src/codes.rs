@@ -133,6 +133,24 @@ error_codes! {
     LoadOutcomeUnknown = -32105, 409, "Put the same card back on the reader: cardd reads it and settles the load; do not load it again.";
     /// The daemon refuses state-changing methods because an integrity check failed.
     FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
+    /// 用户和密码错误: the operator does not belong to that group (a group operator sees and acts on their own group only), or the record is not theirs.
+    GroupAccessDenied = -32110, 403, "Log in as an operator of that group (group.login); a group operator sees only their own group's data.";
+    /// The recharge breaks the group recharge rules: a multiple of 10 yuan, at least 10 yuan, at most 1000 yuan on the card afterwards.
+    RechargeRefused = -32111, 422, "Choose another amount as the message says.";
+    /// The group's available quota does not cover the recharge.
+    QuotaInsufficient = -32112, 409, "Recharge less, or top up the quota (group.topup) and wait for the audit.";
+    /// No such group, order, top-up or batch.
+    GroupRecordNotFound = -32113, 404, "Check the id; the group queries list the records.";
+    /// The order, top-up or card is not in a state that allows this (already refunded, not paid yet, a recharge still in progress).
+    GroupStateConflict = -32114, 409, "Fetch the record again and act on its current status.";
+    /// The bank declined the transfer; no money moved.
+    PaymentDeclined = -32115, 402, "Check the account and send the transfer again.";
+    /// The bank did not answer in time: whether the transfer was paid is unknown.
+    PaymentUnknown = -32116, 504, "Do not pay again: ask again with group.topup_status until the bank's answer is known.";
+    /// What the card and the journal show does not allow this audit decision (the load landed, or is not settled yet).
+    EvidenceConflict = -32117, 409, "Read the evidence (group.audit.evidence); present the card if the load is unsettled, then decide by what it shows.";
+    /// A query or export covers too long a period or too many rows.
+    QueryTooLarge = -32118, 413, "Choose a shorter period.";
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct RawConfig {
     pub cards: CardsSection,
     /// Business flows (Lua).
     pub flows: FlowsSection,
+    /// Group recharge (集团充值): the payment gateway of quota top-ups.
+    pub group: GroupSection,
     /// Reader driver instances, one table per driver (`[[readers]]`).
     pub readers: Vec<ReaderSection>,
 }
@@ -262,6 +264,14 @@ impl Default for FlowsSection {
     }
 }
 
+/// `[group]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSection {
+    /// How the embedded sandbox bank (the payment gateway of quota top-ups) answers: `approve`, `decline` or `timeout` (no answer, nothing paid). Words in a transfer's remark make single transfers fail too (README, group recharge).
+    pub sandbox_mode: cardd_host::SandboxMode,
+}
+
 /// One `[[readers]]` table: a driver instance.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +302,7 @@ pub struct Config {
     pub etc_pin: String,
     pub readers: Vec<ReaderInstance>,
     pub flows: FlowsSection,
+    pub group: GroupSection,
     /// The embedded default: seed demo operators and host data.
     pub demo: bool,
 }
@@ -438,6 +449,7 @@ impl Config {
             etc_pin: raw.cards.etc_pin,
             readers,
             flows,
+            group: raw.group,
             demo,
         })
     }

@@ -119,6 +119,40 @@ impl From<cardd_host::HostError> for ApiError {
     }
 }
 
+impl From<cardd_host::GroupError> for ApiError {
+    fn from(e: cardd_host::GroupError) -> Self {
+        use cardd_host::GroupError as G;
+        let code = match &e {
+            G::Host(h) if h.is_refusal() => ErrorCode::InvalidParams,
+            G::Host(_) | G::IdsExhausted(_) => ErrorCode::Internal,
+            G::GroupNotFound(_) | G::NotFound { .. } => ErrorCode::GroupRecordNotFound,
+            G::AmountNotStep { .. } | G::AmountTooSmall { .. } | G::CardBalanceOver { .. } => {
+                ErrorCode::RechargeRefused
+            }
+            G::QuotaInsufficient { .. } => ErrorCode::QuotaInsufficient,
+            G::TopUpAmount(_) | G::Batch(_) | G::Period(_) => ErrorCode::InvalidParams,
+            G::QuotaOverflow
+            | G::CardBusy { .. }
+            | G::TxnInUse(_)
+            | G::BadState { .. }
+            | G::BalanceMismatch { .. } => ErrorCode::GroupStateConflict,
+            G::TooManyRows => ErrorCode::QueryTooLarge,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<cardd_host::PaymentError> for ApiError {
+    fn from(e: cardd_host::PaymentError) -> Self {
+        let code = match &e {
+            cardd_host::PaymentError::Declined(_) => ErrorCode::PaymentDeclined,
+            cardd_host::PaymentError::NoAnswer(_) => ErrorCode::PaymentUnknown,
+            cardd_host::PaymentError::Gateway(_) => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -581,9 +581,13 @@ fn execute(
         card.reader_id.clone(),
         card.runtime.clone(),
     );
+    let group = crate::group_module::GroupModule::for_run(&daemon, &card);
     let mut modules: Vec<&dyn LuaModule> = vec![&card, &ui, &log, &obu];
     if let Some(host) = &host {
         modules.push(host);
+    }
+    if let Some(group) = &group {
+        modules.push(group);
     }
     let outcome = run_flow(def, params, &modules, engine.limits.clone(), ctx);
     let (state, result, failure) = match outcome {
@@ -689,7 +693,8 @@ mod message_tests {
 }
 
 /// `card`: the reader the run was started on.
-struct CardModule {
+#[derive(Clone)]
+pub(crate) struct CardModule {
     daemon: Weak<Daemon>,
     holder: Holder,
     reader_id: Option<String>,
@@ -716,7 +721,7 @@ impl CardModule {
     }
 
     /// Runs a job on the run's reader and waits for it (the flow thread may block).
-    fn on_reader<R: Send + 'static>(
+    pub(crate) fn on_reader<R: Send + 'static>(
         &self,
         job: impl FnOnce(&mut cardd_reader::Reader) -> R + Send + 'static,
     ) -> mlua::Result<R> {
@@ -894,9 +899,28 @@ impl CardModule {
         amount_fen: u32,
         expected_card: Option<String>,
     ) -> mlua::Result<cardd_journal::LoadReceipt> {
-        let daemon = self.daemon()?;
+        self.load_as(self.next_txn_id(), amount_fen, expected_card)
+    }
+
+    /// The transaction id of the run's next load (`<run_id>#<n>`), taken.
+    pub(crate) fn next_txn_id(&self) -> String {
         let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
-        let txn_id = format!("{}#{n}", self.run_id);
+        format!("{}#{n}", self.run_id)
+    }
+
+    /// The operator who started the run.
+    pub(crate) fn operator(&self) -> &str {
+        &self.holder.operator
+    }
+
+    /// The journaled load under `txn_id` (from [`CardModule::next_txn_id`]).
+    pub(crate) fn load_as(
+        &self,
+        txn_id: String,
+        amount_fen: u32,
+        expected_card: Option<String>,
+    ) -> mlua::Result<cardd_journal::LoadReceipt> {
+        let daemon = self.daemon()?;
         let today = time::OffsetDateTime::now_utc()
             .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC));
         let request = LoadRequest {
@@ -949,10 +973,9 @@ impl CardModule {
     /// (see `crate::etc::load_record`), under the run's next transaction id.
     fn load_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
         let daemon = self.daemon()?;
-        let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
-        let txn_id = format!("{}#{n}", self.run_id);
+        let txn_id = self.next_txn_id();
         let reader_id = self.reader()?;
-        let operator = self.holder.operator.clone();
+        let operator = self.operator().to_owned();
         let job_daemon = daemon.clone();
         let outcome = self
             .on_reader(move |reader| {

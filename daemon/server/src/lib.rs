@@ -10,6 +10,8 @@ pub mod etc;
 pub mod etc_rpc;
 pub mod events;
 pub mod flows;
+pub mod group_module;
+pub mod group_rpc;
 pub mod guard;
 pub mod host_module;
 pub mod obu;

@@ -55,6 +55,9 @@ pub struct Daemon {
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
     /// (the daemon then fails closed).
     pub host: Option<Arc<dyn cardd_host::IssuerHost>>,
+    /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
+    /// data failed verification (the daemon then fails closed).
+    pub group: Option<crate::group_rpc::GroupServices>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
     /// The ETC service's run-time state (records being loaded right now).
@@ -191,6 +194,7 @@ pub async fn start(
         .build_from_tcp(listener)?;
     let handle = server.start(module);
     crate::recovery::spawn(&daemon);
+    crate::group_rpc::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
     tracing::info!(
         addr = %addr,
@@ -241,6 +245,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             }
             Err(e) => (None, Some(e.to_string())),
         };
+    let (group, group_failure) = crate::group_rpc::open(&config, &store);
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let readers = ReaderManager::start(&config.readers, &registry, &config.limits, events.clone())
@@ -252,6 +257,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         audit,
         journal,
         host,
+        group,
         flows,
         etc: crate::etc::EtcState::default(),
         events,
@@ -268,6 +274,9 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         daemon.fail_closed(&reason);
     }
     if let Some(reason) = host_failure {
+        daemon.fail_closed(&reason);
+    }
+    if let Some(reason) = group_failure {
         daemon.fail_closed(&reason);
     }
     if let Some(journal) = &daemon.journal {

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod group;
+pub mod matrix;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

@@ -1,0 +1,366 @@
+//! The rows of the group query pages (充值查询, 额度充值查询), their statistics, and their export
+//! to CSV and XLSX with zh-CN headers.
+//!
+//! A query returns rows; an export writes exactly those rows, one line per row in the same order,
+//! under the same headers, and nothing else (statistics stay on the page). Amounts are written
+//! as the same decimal yuan text the page shows (`"20.00"`), so the file matches the ledger to
+//! the fen; spreadsheets can still sum them after a "convert to number".
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::group_model::{
+    yuan, LedgerEntry, LedgerKind, OrderStatus, RechargeOrder, TopUp, TopUpStatus,
+};
+
+/// zh-CN headers of a recharge (充值查询) row, in column order.
+pub const ORDER_HEADERS: [&str; 11] = [
+    "订单编号",
+    "卡号",
+    "充值前余额",
+    "充值金额",
+    "现余额",
+    "充值前集团额度",
+    "充值后集团额度",
+    "状态",
+    "操作员",
+    "充值时间",
+    "备注",
+];
+
+/// zh-CN headers of a top-up (额度充值查询) row, in column order.
+pub const TOPUP_HEADERS: [&str; 8] = [
+    "订单编号",
+    "转账金额",
+    "银行返回流水号",
+    "备注",
+    "状态",
+    "操作员",
+    "审核员",
+    "转账时间",
+];
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn opt_yuan(fen: Option<i64>) -> String {
+    fen.map(yuan).unwrap_or_default()
+}
+
+/// One row of the recharge query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderRow {
+    /// 订单编号.
+    pub order_id: String,
+    /// 卡号.
+    pub card_number: String,
+    /// 充值前余额, yuan (empty until known).
+    pub balance_before: String,
+    /// 充值金额, yuan.
+    pub amount: String,
+    /// 现余额, yuan (empty until known).
+    pub balance_after: String,
+    /// 充值前集团额度, yuan.
+    pub quota_before: String,
+    /// 充值后集团额度, yuan.
+    pub quota_after: String,
+    /// `reserved`, `succeeded`, `failed`, `refunded`.
+    pub status: OrderStatus,
+    /// 状态, zh-CN.
+    pub status_label: String,
+    /// 操作员.
+    pub operator: String,
+    /// 充值时间, RFC 3339 +08:00.
+    pub created_at: String,
+    /// 备注: why it failed, if it did.
+    pub remark: String,
+}
+
+impl From<&RechargeOrder> for OrderRow {
+    fn from(o: &RechargeOrder) -> Self {
+        OrderRow {
+            order_id: o.order_id.clone(),
+            card_number: o.card_number.clone(),
+            balance_before: opt_yuan(o.balance_before_fen),
+            amount: yuan(o.amount_fen),
+            balance_after: opt_yuan(o.balance_after_fen),
+            quota_before: yuan(o.quota_before_fen),
+            quota_after: yuan(o.quota_after_fen),
+            status: o.status,
+            status_label: o.status.label().into(),
+            operator: o.operator.clone(),
+            created_at: rfc3339(o.created_at),
+            remark: o.failure.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl OrderRow {
+    /// The cells under [`ORDER_HEADERS`].
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.order_id.clone(),
+            self.card_number.clone(),
+            self.balance_before.clone(),
+            self.amount.clone(),
+            self.balance_after.clone(),
+            self.quota_before.clone(),
+            self.quota_after.clone(),
+            self.status_label.clone(),
+            self.operator.clone(),
+            self.created_at.clone(),
+            self.remark.clone(),
+        ]
+    }
+}
+
+/// One row of the top-up query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TopUpRow {
+    /// 订单编号.
+    pub topup_id: String,
+    /// 转账金额, yuan.
+    pub amount: String,
+    /// 银行返回流水号 (empty until paid).
+    pub bank_serial: String,
+    /// 备注.
+    pub remark: String,
+    /// `pending`, `unknown`, `failed`, `paid`, `approved`, `rejected`.
+    pub status: TopUpStatus,
+    /// 状态, zh-CN.
+    pub status_label: String,
+    /// 操作员.
+    pub operator: String,
+    /// 审核员 (empty until audited).
+    pub auditor: String,
+    /// 转账时间, RFC 3339 +08:00.
+    pub created_at: String,
+}
+
+impl From<&TopUp> for TopUpRow {
+    fn from(t: &TopUp) -> Self {
+        TopUpRow {
+            topup_id: t.topup_id.clone(),
+            amount: yuan(t.amount_fen),
+            bank_serial: t.bank_serial.clone().unwrap_or_default(),
+            remark: t.remark.clone(),
+            status: t.status,
+            status_label: t.status.label().into(),
+            operator: t.operator.clone(),
+            auditor: t.auditor.clone().unwrap_or_default(),
+            created_at: rfc3339(t.created_at),
+        }
+    }
+}
+
+impl TopUpRow {
+    /// The cells under [`TOPUP_HEADERS`].
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.topup_id.clone(),
+            self.amount.clone(),
+            self.bank_serial.clone(),
+            self.remark.clone(),
+            self.status_label.clone(),
+            self.operator.clone(),
+            self.auditor.clone(),
+            self.created_at.clone(),
+        ]
+    }
+}
+
+/// One entry of the quota ledger, with its amounts in exact decimal yuan (and fen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LedgerRow {
+    /// 1, 2, 3, … per group.
+    pub seq: u64,
+    /// When, RFC 3339 +08:00.
+    pub at: String,
+    /// `top_up`, `reserve`, `refund`.
+    pub kind: LedgerKind,
+    /// 额度充值, 充值扣减, 退款.
+    pub kind_label: String,
+    /// The change, yuan (`"-20.00"` for a reservation).
+    pub amount: String,
+    /// The same in fen.
+    pub amount_fen: i64,
+    /// The available quota after it, yuan.
+    pub balance_after: String,
+    /// The order or top-up it belongs to.
+    pub reference: String,
+    /// Who caused it.
+    pub operator: String,
+}
+
+impl From<&LedgerEntry> for LedgerRow {
+    fn from(e: &LedgerEntry) -> Self {
+        LedgerRow {
+            seq: e.seq,
+            at: rfc3339(e.at),
+            kind: e.kind,
+            kind_label: e.kind.label().into(),
+            amount: yuan(e.amount_fen),
+            amount_fen: e.amount_fen,
+            balance_after: yuan(e.balance_after_fen),
+            reference: e.reference.clone(),
+            operator: e.operator.clone(),
+        }
+    }
+}
+
+/// 充值查询's statistics: 充值成功笔数和金额, 充值失败笔数和金额 (failed, refunded or not), and
+/// those still in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderStats {
+    /// 成功笔数.
+    pub success_count: u64,
+    /// 成功金额, yuan.
+    pub success_amount: String,
+    /// 失败笔数 (待退款 and 已退款).
+    pub failure_count: u64,
+    /// 失败金额, yuan.
+    pub failure_amount: String,
+    /// Of the failures, 已退款 count.
+    pub refunded_count: u64,
+    /// Of the failures, 已退款 amount, yuan.
+    pub refunded_amount: String,
+    /// 充值中 count.
+    pub in_progress_count: u64,
+    /// 充值中 amount, yuan.
+    pub in_progress_amount: String,
+}
+
+impl OrderStats {
+    /// The statistics of these orders.
+    pub fn of(orders: &[RechargeOrder]) -> OrderStats {
+        let sum = |f: &dyn Fn(OrderStatus) -> bool| -> (u64, i64) {
+            orders
+                .iter()
+                .filter(|o| f(o.status))
+                .fold((0, 0), |(n, a), o| (n + 1, a + o.amount_fen))
+        };
+        let ok = sum(&|s| s == OrderStatus::Succeeded);
+        let failed = sum(&|s| matches!(s, OrderStatus::Failed | OrderStatus::Refunded));
+        let refunded = sum(&|s| s == OrderStatus::Refunded);
+        let open = sum(&|s| s == OrderStatus::Reserved);
+        OrderStats {
+            success_count: ok.0,
+            success_amount: yuan(ok.1),
+            failure_count: failed.0,
+            failure_amount: yuan(failed.1),
+            refunded_count: refunded.0,
+            refunded_amount: yuan(refunded.1),
+            in_progress_count: open.0,
+            in_progress_amount: yuan(open.1),
+        }
+    }
+}
+
+/// 额度充值查询's statistics: 转账成功笔数和金额, 审核笔数和金额 (approved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TopUpStats {
+    /// 转账成功笔数 (the bank paid, whatever the audit).
+    pub transfer_success_count: u64,
+    /// 转账成功金额, yuan.
+    pub transfer_success_amount: String,
+    /// 审核笔数 (approved: the quota grew).
+    pub audited_count: u64,
+    /// 审核金额, yuan.
+    pub audited_amount: String,
+}
+
+impl TopUpStats {
+    /// The statistics of these top-ups.
+    pub fn of(topups: &[TopUp]) -> TopUpStats {
+        let sum = |f: &dyn Fn(TopUpStatus) -> bool| -> (u64, i64) {
+            topups
+                .iter()
+                .filter(|t| f(t.status))
+                .fold((0, 0), |(n, a), t| (n + 1, a + t.amount_fen))
+        };
+        let paid = sum(&|s| s.transferred());
+        let audited = sum(&|s| s == TopUpStatus::Approved);
+        TopUpStats {
+            transfer_success_count: paid.0,
+            transfer_success_amount: yuan(paid.1),
+            audited_count: audited.0,
+            audited_amount: yuan(audited.1),
+        }
+    }
+}
+
+/// Why an export could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("导出失败：{0}")]
+pub struct ExportError(String);
+
+/// The UTF-8 byte order mark, so that spreadsheet programs read the zh-CN headers right.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// CSV (RFC 4180, UTF-8 with a byte order mark): the headers, then one line per row.
+pub fn to_csv(headers: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, ExportError> {
+    let mut writer = csv::Writer::from_writer(UTF8_BOM.to_vec());
+    writer
+        .write_record(headers)
+        .map_err(|e| ExportError(e.to_string()))?;
+    for row in rows {
+        writer
+            .write_record(row)
+            .map_err(|e| ExportError(e.to_string()))?;
+    }
+    writer.into_inner().map_err(|e| ExportError(e.to_string()))
+}
+
+/// XLSX: one sheet named `sheet`, bold headers in row 1, one row per row, every cell text.
+pub fn to_xlsx(
+    sheet: &str,
+    headers: &[&str],
+    rows: &[Vec<String>],
+) -> Result<Vec<u8>, ExportError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let err = |e: rust_xlsxwriter::XlsxError| ExportError(e.to_string());
+    let mut workbook = Workbook::new();
+    let bold = Format::new().set_bold();
+    let worksheet = workbook.add_worksheet();
+    worksheet.set_name(sheet).map_err(err)?;
+    for (col, header) in headers.iter().enumerate() {
+        let col = u16::try_from(col).map_err(|_| ExportError("列数过多".into()))?;
+        worksheet
+            .write_string_with_format(0, col, *header, &bold)
+            .map_err(err)?;
+        worksheet.set_column_width(col, 20).map_err(err)?;
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let r = u32::try_from(r + 1).map_err(|_| ExportError("行数过多".into()))?;
+        for (col, cell) in row.iter().enumerate() {
+            let col = u16::try_from(col).map_err(|_| ExportError("列数过多".into()))?;
+            worksheet.write_string(r, col, cell).map_err(err)?;
+        }
+    }
+    workbook.save_to_buffer().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_has_a_bom_the_headers_and_exactly_the_rows() {
+        let rows = vec![
+            vec!["a".to_owned(), "1,5".to_owned()],
+            vec!["b".to_owned(), "\"q\"".to_owned()],
+        ];
+        let bytes = to_csv(&["订单编号", "金额"], &rows).unwrap();
+        assert!(bytes.starts_with(UTF8_BOM));
+        let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+        assert_eq!(text, "订单编号,金额\na,\"1,5\"\nb,\"\"\"q\"\"\"\n");
+    }
+
+    #[test]
+    fn xlsx_is_a_zip_workbook() {
+        let bytes = to_xlsx("充值查询", &["订单编号"], &[vec!["GO1".into()]]).unwrap();
+        assert!(bytes.starts_with(b"PK"), "an xlsx file is a zip archive");
+    }
+}

@@ -1,0 +1,179 @@
+//! `group`: group recharge (集团充值) as flows see it (flow API v1).
+//!
+//! Offered to runs started by a group operator. The flow shows the group and the card, asks
+//! for the amount and the confirmation, and calls `group.recharge`, which does the money part
+//! in Rust: it reads the card again, checks the seed's rules against the group's quota,
+//! reserves the quota durably, credits the card through the journal (exactly once) and settles
+//! or fails the order. The flow can neither skip the reservation nor forget the settlement.
+
+use std::sync::{Arc, Weak};
+
+use cardd_host::group_model::{
+    yuan, BatchRef, CARD_BALANCE_AFTER_FEN_MAX, RECHARGE_MIN_FEN, RECHARGE_PRESETS_FEN,
+    RECHARGE_STEP_FEN,
+};
+use cardd_script::mlua::{self, Lua, Table, Value};
+use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
+use serde_json::json;
+
+use crate::flows::CardModule;
+use crate::server::Daemon;
+
+/// Longest card number or batch id argument, in bytes.
+const ARG_BYTES_MAX: usize = 64;
+
+/// The module for one run.
+pub(crate) struct GroupModule {
+    daemon: Weak<Daemon>,
+    card: CardModule,
+    group_id: String,
+    operator_name: String,
+}
+
+impl GroupModule {
+    /// The module for a run, when its operator is a group operator and the group services are
+    /// open.
+    pub(crate) fn for_run(daemon: &Arc<Daemon>, card: &CardModule) -> Option<GroupModule> {
+        daemon.group.as_ref()?;
+        let operator = daemon.auth.get_operator(card.operator()).ok()?;
+        Some(GroupModule {
+            daemon: Arc::downgrade(daemon),
+            card: card.clone(),
+            group_id: operator.group_id?,
+            operator_name: operator.display_name,
+        })
+    }
+
+    fn daemon(&self) -> mlua::Result<Arc<Daemon>> {
+        self.daemon
+            .upgrade()
+            .ok_or_else(|| lua_error("cardd 正在停止"))
+    }
+}
+
+fn lua_error(message: impl ToString) -> mlua::Error {
+    mlua::Error::RuntimeError(message.to_string())
+}
+
+impl LuaModule for GroupModule {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+
+    fn register(&self, lua: &Lua, ctx: &RunContext) -> mlua::Result<()> {
+        let table = lua.create_table()?;
+        let me = Arc::new(GroupModule {
+            daemon: self.daemon.clone(),
+            card: self.card.clone(),
+            group_id: self.group_id.clone(),
+            operator_name: self.operator_name.clone(),
+        });
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "info",
+                lua.create_function(move |lua, ()| {
+                    let _call = ctx.enter("group")?;
+                    let daemon = me.daemon()?;
+                    let svc = daemon
+                        .group
+                        .as_ref()
+                        .ok_or_else(|| lua_error("集团充值未开放"))?;
+                    let group = svc
+                        .host
+                        .group(&me.group_id)
+                        .map_err(lua_error)?
+                        .ok_or_else(|| lua_error("用户和密码错误：集团不存在"))?;
+                    json_value(
+                        lua,
+                        &json!({
+                            "group_id": group.group_id,
+                            "group_name": group.name,
+                            "terminal_no": group.terminal_no,
+                            "available_quota": yuan(group.available_fen),
+                            "available_quota_fen": group.available_fen,
+                            "operator": me.card.operator(),
+                            "operator_name": me.operator_name,
+                        }),
+                    )
+                })?,
+            )?;
+        }
+        {
+            let ctx = ctx.clone();
+            table.raw_set(
+                "rules",
+                lua.create_function(move |lua, ()| {
+                    let _call = ctx.enter("group")?;
+                    json_value(
+                        lua,
+                        &json!({
+                            "step_fen": RECHARGE_STEP_FEN,
+                            "min_fen": RECHARGE_MIN_FEN,
+                            "card_balance_max_fen": CARD_BALANCE_AFTER_FEN_MAX,
+                            "presets": RECHARGE_PRESETS_FEN.iter().map(|f| format!("{}元", f / 100)).collect::<Vec<_>>(),
+                        }),
+                    )
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "recharge",
+                lua.create_function(move |lua, args: Table| {
+                    let _call = ctx.enter("group")?;
+                    let amount = positive_fen_arg(args.raw_get::<Value>("amount")?)?;
+                    let expected = match args.raw_get::<Value>("card_number")? {
+                        Value::Nil => None,
+                        v => Some(str_arg(lua, "card_number", v, ARG_BYTES_MAX)?),
+                    };
+                    let batch = match args.raw_get::<Value>("batch_id")? {
+                        Value::Nil => None,
+                        v => {
+                            let batch_id = str_arg(lua, "batch_id", v, ARG_BYTES_MAX)?;
+                            let index: i64 = args.raw_get("item")?;
+                            let index = usize::try_from(index)
+                                .map_err(|_| lua_error("item 应为批次中卡片的序号（从 0 开始）"))?;
+                            Some(BatchRef { batch_id, index })
+                        }
+                    };
+                    let daemon = me.daemon()?;
+                    let done = crate::group_rpc::recharge(
+                        &daemon,
+                        &me.card,
+                        expected.as_deref(),
+                        amount,
+                        batch,
+                    )
+                    .map_err(lua_error)?;
+                    let value = serde_json::to_value(done).map_err(lua_error)?;
+                    json_value(lua, &value)
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
+                "batch",
+                lua.create_function(move |lua, batch_id: Value| {
+                    let _call = ctx.enter("group")?;
+                    let batch_id = str_arg(lua, "batch_id", batch_id, ARG_BYTES_MAX)?;
+                    let daemon = me.daemon()?;
+                    let svc = daemon
+                        .group
+                        .as_ref()
+                        .ok_or_else(|| lua_error("集团充值未开放"))?;
+                    crate::group_rpc::reconcile(&daemon).map_err(|e| lua_error(e.message))?;
+                    let report = crate::group_rpc::batch_report(svc, &batch_id)
+                        .map_err(|e| lua_error(e.message))?
+                        .filter(|r| r.group_id == me.group_id)
+                        .ok_or_else(|| lua_error(format!("未找到本集团的批量充值 {batch_id}")))?;
+                    let value = serde_json::to_value(report).map_err(lua_error)?;
+                    json_value(lua, &value)
+                })?,
+            )?;
+        }
+        install_module(lua, "group", table)
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers of the group recharge tests: a daemon on the embedded default with its simulated
+//! world published by name, group login, and driving the group flows over JSON-RPC.
+
+use serde_json::{json, Value};
+
+use super::TestDaemon;
+
+/// A daemon on the embedded default whose simulated readers are published as `world`.
+pub async fn start_group_daemon(
+    world: &str,
+    adjust: impl FnOnce(&mut cardd::config::Config) + Send + 'static,
+) -> TestDaemon {
+    let world = world.to_owned();
+    TestDaemon::start_with(move |c| {
+        c.readers[0].options = json!({ "world": world });
+        adjust(c);
+    })
+    .await
+}
+
+/// `group.login`; returns the token.
+pub async fn group_login(d: &TestDaemon, group: &str, user: &str, password: &str) -> String {
+    let r = d
+        .ok(
+            "group.login",
+            json!({"group_id": group, "username": user, "password": password}),
+            None,
+        )
+        .await;
+    r["token"].as_str().expect("token").to_owned()
+}
+
+/// The group's available quota, as `group.info` shows it.
+pub async fn quota(d: &TestDaemon, token: &str) -> String {
+    d.ok("group.info", json!({}), Some(token)).await["available_quota"]
+        .as_str()
+        .expect("quota")
+        .to_owned()
+}
+
+/// Waits until the run asks a question newer than prompt `after` (0 for any); returns it.
+pub async fn wait_prompt(d: &TestDaemon, token: &str, run_id: &str, after: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let run = d
+            .ok("flows.get", json!({"run_id": run_id}), Some(token))
+            .await;
+        if run["state"] == "waiting" && run["prompt"]["prompt_id"].as_u64() > Some(after) {
+            return run["prompt"].clone();
+        }
+        assert!(
+            matches!(run["state"].as_str(), Some("running") | Some("waiting")),
+            "run {run_id} ended without asking: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("run {run_id} never asked");
+}
+
+/// Answers a prompt.
+pub async fn answer(d: &TestDaemon, token: &str, run_id: &str, prompt: &Value, answer: Value) {
+    d.ok(
+        "flows.answer",
+        json!({"run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": answer}),
+        Some(token),
+    )
+    .await;
+}
+
+/// Follows a run to its end, confirming every question with `true`; returns the run.
+pub async fn run_to_end(d: &TestDaemon, token: &str, run_id: &str) -> Value {
+    let (mut since, mut answered) = (0, 0);
+    loop {
+        let polled = d
+            .ok(
+                "flows.events",
+                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                Some(token),
+            )
+            .await;
+        since = polled["next_since"].as_u64().expect("next_since");
+        let prompt = polled["prompt"].clone();
+        let prompt_id = prompt["prompt_id"].as_u64().unwrap_or(0);
+        if polled["state"] == "waiting" && prompt["kind"] == "confirm" && prompt_id > answered {
+            answered = prompt_id;
+            answer(d, token, run_id, &prompt, json!(true)).await;
+        }
+        if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
+            return d
+                .ok("flows.get", json!({"run_id": run_id}), Some(token))
+                .await;
+        }
+    }
+}
+
+/// Follows a run that asks nothing to its end.
+pub async fn wait_run(d: &TestDaemon, token: &str, run_id: &str) -> Value {
+    run_to_end(d, token, run_id).await
+}
+
+/// Starts `group.recharge` on `sim:city` with `params`, confirms, returns the finished run.
+pub async fn run_recharge(d: &TestDaemon, token: &str, params: Value, key: &str) -> Value {
+    let start = json!({"flow": "group.recharge", "params": params, "idempotency_key": key, "reader_id": "sim:city"});
+    let run = d.ok("flows.start", start, Some(token)).await;
+    run_to_end(d, token, run["run_id"].as_str().expect("run_id")).await
+}

@@ -1,0 +1,1155 @@
+//! Group recharge (集团充值) end to end over JSON-RPC on the embedded default: group login,
+//! quota top-up through the sandbox bank and its audit, recharges of city one-cards by the
+//! `group.recharge` flow, a failed load and its refund audit, the queries' statistics and both
+//! exports against the ledger; every bad input refused with nothing changed; another group's
+//! data refused with the seed's 用户和密码错误; batch recharge card by card.
+
+mod common;
+
+use std::io::Read;
+
+use cardd_api::ErrorCode;
+use cardd_sim::cards::{CityCard, CityCardSpec, SimCard};
+use common::group::*;
+use common::TestDaemon;
+use serde_json::{json, Value};
+
+fn code(c: ErrorCode) -> i64 {
+    i64::from(c.code())
+}
+
+fn city_card(serial: &str, balance_fen: u32) -> SimCard {
+    CityCard::issue(
+        &CityCardSpec {
+            app_serial: serial.into(),
+            balance_fen,
+            ..cardd_sim::demo::demo_city_spec()
+        },
+        &cardd_sim::demo::demo_masters(),
+    )
+    .unwrap()
+    .into()
+}
+
+fn fen(yuan: &str) -> i64 {
+    cardd_api::Fen::parse_yuan(yuan).unwrap().0
+}
+
+/// Sums an export's amount column (yuan text) in fen.
+fn column_fen(rows: &[Vec<String>], col: usize) -> i64 {
+    rows.iter().map(|r| fen(&r[col])).sum()
+}
+
+/// The cells of the first sheet of an XLSX file (shared strings resolved), row by row.
+fn xlsx_rows(bytes: &[u8]) -> Vec<Vec<String>> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut read = |name: &str| {
+        let mut text = String::new();
+        zip.by_name(name)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    let shared = read("xl/sharedStrings.xml");
+    let sheet = read("xl/worksheets/sheet1.xml");
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    };
+    let strings: Vec<String> = shared
+        .split("<si>")
+        .skip(1)
+        .map(|si| {
+            let t = si.split_once("<t").unwrap().1;
+            let t = t.split_once('>').unwrap().1;
+            unescape(t.split_once("</t>").unwrap().0)
+        })
+        .collect();
+    sheet
+        .split("<row ")
+        .skip(1)
+        .map(|row| {
+            // Empty cells are not written: place each cell by its column letters.
+            let mut cells = Vec::new();
+            for c in row.split("<c ").skip(1) {
+                let reference = c.split_once("r=\"").unwrap().1;
+                let col = reference
+                    .bytes()
+                    .take_while(u8::is_ascii_uppercase)
+                    .fold(0usize, |n, b| n * 26 + usize::from(b - b'A' + 1))
+                    - 1;
+                let v = c.split_once("<v>").unwrap().1.split_once("</v>").unwrap().0;
+                cells.resize(col + 1, String::new());
+                cells[col] = strings[v.parse::<usize>().unwrap()].clone();
+            }
+            cells
+        })
+        .collect()
+}
+
+/// A statistic's count and amount (`<name>_count`, `<name>_amount`).
+fn stat(stats: &Value, name: &str) -> (u64, String) {
+    (
+        stats[format!("{name}_count")].as_u64().unwrap(),
+        stats[format!("{name}_amount")].as_str().unwrap().to_owned(),
+    )
+}
+
+fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "CSV starts with a BOM");
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&bytes[3..]);
+    reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+async fn export(d: &TestDaemon, method: &str, token: &str, format: &str) -> Vec<Vec<String>> {
+    use base64::Engine;
+    let r = d
+        .ok(
+            method,
+            json!({"preset": "last_7_days", "format": format}),
+            Some(token),
+        )
+        .await;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r["data_base64"].as_str().unwrap())
+        .unwrap();
+    let rows = if format == "csv" {
+        csv_rows(&bytes)
+    } else {
+        xlsx_rows(&bytes)
+    };
+    assert_eq!(r["rows"].as_u64().unwrap() as usize, rows.len() - 1);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
+    let world_name = format!("group-e2e-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+
+    // 集团充值登录: an operator of another group gets the seed's message.
+    let (c, message) = d
+        .err(
+            "group.login",
+            json!({"group_id": "G002", "username": "group1", "password": "group123"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (c, message.as_str()),
+        (code(ErrorCode::InvalidCredentials), "用户和密码错误")
+    );
+    let (c, _) = d
+        .err(
+            "group.login",
+            json!({"group_id": "G001", "username": "teller", "password": "teller123"}),
+            None,
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::InvalidCredentials));
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let auditor = d.login("auditor", "audit123").await;
+    let info = d.ok("group.info", json!({}), Some(&op)).await;
+    assert_eq!(info["group_name"], "郑州示例科技有限公司");
+    assert_eq!(info["terminal_no"], "ZZ0001");
+    assert_eq!(info["available_quota"], "500.00");
+    assert_eq!(info["operator_name"], "集团操作员张三");
+
+    // 额度充值: bad amounts change nothing.
+    for bad in ["10.5", "0", "-10", "abc", "1.001"] {
+        let (c, m) = d
+            .err(
+                "group.topup",
+                json!({"amount": bad, "remark": "x"}),
+                Some(&op),
+            )
+            .await;
+        assert_eq!(c, code(ErrorCode::InvalidParams), "{bad}: {m}");
+    }
+    let topups = d.ok("group.topups", json!({}), Some(&op)).await;
+    assert_eq!(
+        topups["rows"].as_array().unwrap().len(),
+        0,
+        "no top-up was recorded"
+    );
+    let paid = d
+        .ok(
+            "group.topup",
+            json!({"amount": "1000", "remark": "六月员工卡额度"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert!(paid["bank_serial"].as_str().unwrap().starts_with("SB"));
+    assert_eq!(
+        (
+            paid["amount"].as_str(),
+            paid["group_name"].as_str(),
+            paid["operator"].as_str()
+        ),
+        (
+            Some("1000.00"),
+            Some("郑州示例科技有限公司"),
+            Some("group1")
+        )
+    );
+    assert_eq!(
+        quota(&d, &op).await,
+        "500.00",
+        "the quota grows only after the audit"
+    );
+    // The bank declines, or does not answer: errors that name the top-up to ask about again.
+    let declined = d
+        .call(
+            "group.topup",
+            json!({"amount": "300", "remark": "SANDBOX-FAIL"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(
+        declined["error"]["code"],
+        code(ErrorCode::PaymentDeclined),
+        "{declined}"
+    );
+    assert_eq!(declined["error"]["data"]["detail"]["status"], "failed");
+    let late = d
+        .call(
+            "group.topup",
+            json!({"amount": "200", "remark": "SANDBOX-LATE"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(
+        late["error"]["code"],
+        code(ErrorCode::PaymentUnknown),
+        "{late}"
+    );
+    let late = &late["error"]["data"]["detail"];
+    let late = d
+        .ok(
+            "group.topup_status",
+            json!({"topup_id": late["topup_id"]}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(
+        late["status"], "paid",
+        "asking the bank again finds the payment"
+    );
+    // The group operator cannot audit; the auditor approves once.
+    let (c, _) = d
+        .err(
+            "group.audit.topup",
+            json!({"topup_id": paid["topup_id"], "approve": true, "reason": "到账"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::Forbidden));
+    let pending = d.ok("group.audit.pending", json!({}), Some(&auditor)).await;
+    assert_eq!(pending["topups"].as_array().unwrap().len(), 2);
+    d.ok(
+        "group.audit.topup",
+        json!({"topup_id": paid["topup_id"], "approve": true, "reason": "已到账"}),
+        Some(&auditor),
+    )
+    .await;
+    d.ok(
+        "group.audit.topup",
+        json!({"topup_id": late["topup_id"], "approve": false, "reason": "款项退回"}),
+        Some(&auditor),
+    )
+    .await;
+    let (c, _) = d
+        .err(
+            "group.audit.topup",
+            json!({"topup_id": paid["topup_id"], "approve": true, "reason": "again"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::GroupStateConflict),
+        "a transfer is approved once"
+    );
+    assert_eq!(quota(&d, &op).await, "1500.00");
+
+    // Three cards recharged by the flow (the demo card holds 50.00).
+    let cards = [
+        "61010000000000000001",
+        "61010000000000000002",
+        "61010000000000000003",
+    ];
+    let amounts = ["100.00", "20.00", "30.00"];
+    let mut orders = Vec::new();
+    for (i, (card, amount)) in cards.iter().zip(amounts).enumerate() {
+        if i > 0 {
+            world.remove_card("sim:city");
+            world
+                .insert_card("sim:city", city_card(card, 10_000 * i as u32))
+                .unwrap();
+        }
+        let done = run_recharge(&d, &op, json!({"amount": amount}), &format!("e2e-{i}")).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let r = &done["result"];
+        assert_eq!(
+            (r["card_number"].as_str(), r["amount"].as_str()),
+            (Some(*card), Some(amount))
+        );
+        orders.push(r.clone());
+    }
+    let first = &orders[0];
+    assert_eq!(
+        (
+            first["balance_before"].as_str(),
+            first["balance_after"].as_str(),
+            first["quota_before"].as_str(),
+            first["quota_after"].as_str()
+        ),
+        (
+            Some("50.00"),
+            Some("150.00"),
+            Some("1500.00"),
+            Some("1400.00")
+        )
+    );
+    assert!(first["order_id"].as_str().unwrap().starts_with("GO"));
+    assert_eq!(quota(&d, &op).await, "1350.00");
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 23_000);
+
+    // A failed load: the card leaves the reader just before CREDIT FOR LOAD.
+    let card_d = "61010000000000000004";
+    world.remove_card("sim:city");
+    world.insert_card("sim:city", city_card(card_d, 0)).unwrap();
+    // Two clean recharges of this card first: the second tells how many exchanges one takes
+    // (CREDIT FOR LOAD is the last of them).
+    // (The daemon's own check of a newly inserted card may add exchanges to one of them: the
+    // smaller count is the recharge's.)
+    settle_apdus(&world).await;
+    let mut counts = Vec::new();
+    let mut probe = Value::Null;
+    for key in ["e2e-warm", "e2e-probe"] {
+        let before = world.apdu_count("sim:city");
+        probe = run_recharge(&d, &op, json!({"amount": "10.00"}), key).await;
+        assert_eq!(probe["state"], "succeeded");
+        counts.push(world.apdu_count("sim:city") - before);
+    }
+    let apdus_per_recharge = counts.into_iter().min().unwrap();
+    let at = world.apdu_count("sim:city") + apdus_per_recharge;
+    world
+        .set_fault_plan(
+            "sim:city",
+            cardd_sim::FaultPlan::new().at(at, cardd_sim::FaultKind::RemoveBeforeExec),
+        )
+        .unwrap();
+    let failed = run_recharge(&d, &op, json!({"amount": "40.00"}), "e2e-fail").await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let message = failed["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("充值失败") && message.contains("审核后退回"),
+        "{message}"
+    );
+    assert_eq!(
+        quota(&d, &op).await,
+        "1290.00",
+        "the reservation stays until the refund"
+    );
+    let failed_order = single_failed_order(&d, &auditor).await;
+    assert_eq!(failed_order["verdict"], "unknown", "{failed_order}");
+    let order_id = failed_order["order"]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (c, m) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "未到卡"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::EvidenceConflict),
+        "no refund while the card is unsettled: {m}"
+    );
+    // The card comes back: the journal settles the load from the card (it did not land).
+    let card = world.take_pocket("sim:city").unwrap();
+    world.insert_card("sim:city", card).unwrap();
+    let ev = wait_verdict(&d, &auditor, &order_id, "not_landed").await;
+    assert_eq!(ev["journal_state"], "not_applied");
+    // The card itself, read on the reader: no proof of the failed load, a proof of the last
+    // successful one.
+    let on_card = |order_id: Value| {
+        let d = &d;
+        let auditor = auditor.clone();
+        async move {
+            d.ok(
+                "group.audit.evidence",
+                json!({"order_id": order_id, "reader_id": "sim:city"}),
+                Some(&auditor),
+            )
+            .await["card"]
+                .clone()
+        }
+    };
+    let card = on_card(json!(order_id)).await;
+    assert_eq!(card["proof_of_this_load"], false, "{card}");
+    assert_eq!(card["card_number"], card_d);
+    let card = on_card(probe["result"]["order_id"].clone()).await;
+    assert_eq!(card["proof_of_this_load"], true, "{card}");
+    let (c, _) = d
+        .err(
+            "group.audit.evidence",
+            json!({"order_id": orders[0]["order_id"], "reader_id": "sim:city"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::InvalidParams),
+        "another card on the reader"
+    );
+    let (c, _) = d
+        .err(
+            "group.audit.resolve",
+            json!({"order_id": order_id, "reason": "x"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::EvidenceConflict),
+        "a load that did not land is not a success"
+    );
+    let (c, _) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "x"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::Forbidden),
+        "group operators do not audit"
+    );
+    d.ok(
+        "group.audit.refund",
+        json!({"order_id": order_id, "reason": "卡片证明未圈存"}),
+        Some(&auditor),
+    )
+    .await;
+    let (c, _) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "again"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(
+        c,
+        code(ErrorCode::GroupStateConflict),
+        "never refunded twice"
+    );
+    assert_eq!(quota(&d, &op).await, "1330.00");
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 2_000);
+
+    // 充值查询 and 额度充值查询: statistics and both exports match the ledger exactly.
+    let ledger = d.ok("group.ledger", json!({}), Some(&op)).await;
+    let ledger = ledger.as_array().unwrap();
+    let sum = |kind: &str| -> i64 {
+        ledger
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["amount_fen"].as_i64().unwrap())
+            .sum()
+    };
+    let available = fen(&quota(&d, &op).await);
+    // The ledger's decimal yuan and its fen agree, and its last running balance is the quota.
+    for e in ledger {
+        let text = e["amount"].as_str().unwrap();
+        let signed = match text.strip_prefix('-') {
+            Some(t) => -fen(t),
+            None => fen(text),
+        };
+        assert_eq!(signed, e["amount_fen"].as_i64().unwrap());
+    }
+    assert_eq!(
+        fen(ledger.last().unwrap()["balance_after"].as_str().unwrap()),
+        available
+    );
+    assert_eq!(
+        ledger
+            .iter()
+            .map(|e| e["amount_fen"].as_i64().unwrap())
+            .sum::<i64>(),
+        available
+    );
+    let q = d
+        .ok("group.orders", json!({"preset": "last_7_days"}), Some(&op))
+        .await;
+    assert_eq!(q["period"]["label"], "最近7天");
+    let stats = &q["stats"];
+    assert_eq!(stat(stats, "success"), (5, "170.00".to_owned()));
+    assert_eq!(stat(stats, "failure"), (1, "40.00".to_owned()));
+    assert_eq!(stats["refunded_amount"], "40.00");
+    assert_eq!(
+        -sum("reserve"),
+        fen("210.00"),
+        "every order reserved its amount once"
+    );
+    assert_eq!(sum("refund"), fen("40.00"));
+    let rows = q["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for format in ["csv", "xlsx"] {
+        let file = export(&d, "group.orders.export", &op, format).await;
+        assert_eq!(file[0][0], "订单编号");
+        assert_eq!(file[0][3], "充值金额");
+        assert_eq!(
+            file.len(),
+            rows.len() + 1,
+            "{format}: exactly the rows queried"
+        );
+        let header_len = file[0].len();
+        for (line, row) in file[1..].iter().zip(rows) {
+            assert_eq!(
+                line[0],
+                row["order_id"].as_str().unwrap(),
+                "{format}: same rows, same order"
+            );
+            assert_eq!(line[7], row["status_label"].as_str().unwrap());
+            assert!(line.len() <= header_len);
+        }
+        assert_eq!(
+            column_fen(&file[1..], 3),
+            -sum("reserve"),
+            "{format}: amounts = ledger reservations"
+        );
+        let ok_rows: Vec<Vec<String>> = file[1..]
+            .iter()
+            .filter(|r| r[7] == "充值成功")
+            .cloned()
+            .collect();
+        assert_eq!(
+            column_fen(&ok_rows, 3),
+            fen(stats["success_amount"].as_str().unwrap())
+        );
+    }
+    let t = d
+        .ok("group.topups", json!({"preset": "last_month"}), Some(&op))
+        .await;
+    let tstats = &t["stats"];
+    assert_eq!(stat(tstats, "transfer_success"), (2, "1200.00".to_owned()));
+    assert_eq!(stat(tstats, "audited"), (1, "1000.00".to_owned()));
+    assert_eq!(
+        fen(tstats["audited_amount"].as_str().unwrap()) + fen("500.00"),
+        sum("top_up"),
+        "approved top-ups = ledger (plus the demo opening quota)"
+    );
+    for format in ["csv", "xlsx"] {
+        let file = export(&d, "group.topups.export", &op, format).await;
+        assert_eq!(file[0][..3], ["订单编号", "转账金额", "银行返回流水号"]);
+        assert_eq!(file.len(), 4, "{format}: three transfers this week");
+        let approved: Vec<Vec<String>> = file[1..]
+            .iter()
+            .filter(|r| r[4] == "审核通过")
+            .cloned()
+            .collect();
+        assert_eq!(column_fen(&approved, 1), fen("1000.00"));
+    }
+    // Presets and dates.
+    for preset in ["last_month", "last_3_months", "last_6_months"] {
+        let q = d
+            .ok("group.orders", json!({"preset": preset}), Some(&op))
+            .await;
+        assert_eq!(q["rows"].as_array().unwrap().len(), 6, "{preset}");
+    }
+    let old = d
+        .ok(
+            "group.orders",
+            json!({"start_date": "2024-01-01", "end_date": "2024-06-30"}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(old["rows"], json!([]));
+    for bad in [
+        json!({"start_date": "2024-06-30", "end_date": "2024-06-01"}),
+        json!({"start_date": "2024/06/01", "end_date": "2024-06-30"}),
+        json!({"start_date": "2024-06-01"}),
+        json!({"preset": "last_7_days", "start_date": "2024-06-01", "end_date": "2024-06-02"}),
+        json!({"preset": "yesterday"}),
+    ] {
+        assert_eq!(
+            d.err("group.orders", bad.clone(), Some(&op)).await.0,
+            code(ErrorCode::InvalidParams),
+            "{bad}"
+        );
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_amounts_and_another_groups_data_are_refused_with_nothing_changed() {
+    let world_name = format!("group-bad-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let admin = d.login("admin", "admin123").await;
+    d.ok("operators.create", json!({"username": "group2", "display_name": "集团操作员李四", "role": "group_operator", "group_id": "G002", "password": "group456"}), Some(&admin))
+        .await;
+    let other = group_login(&d, "G002", "group2", "group456").await;
+    let snapshot = |d: &TestDaemon| {
+        let svc = d.daemon().group.as_ref().unwrap();
+        (
+            svc.host.groups().unwrap(),
+            svc.host.ledger("G001", 0, 100).unwrap().len(),
+        )
+    };
+    let before = snapshot(&d);
+    let balance = || world.card("sim:city").unwrap().balance().unwrap();
+
+    // Refused before any Lua runs.
+    for (i, bad) in [
+        json!("-10"),
+        json!("0"),
+        json!(10.5),
+        json!("abc"),
+        json!("10.001"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let start = json!({"flow": "group.recharge", "params": {"amount": bad}, "idempotency_key": format!("bad-p{i}"), "reader_id": "sim:city"});
+        let (c, m) = d.err("flows.start", start, Some(&op)).await;
+        assert_eq!(c, code(ErrorCode::InvalidParams), "{bad}: {m}");
+    }
+    // Refused by the flow's rules (the card holds 50.00; the quota is 500.00).
+    for (amount, expected) in [
+        ("9", "充值金额不能小于10元"),
+        ("15", "充值金额必须是10元的整数倍"),
+        ("960", "充值后卡内金额不能超过1000元"),
+    ] {
+        let done = run_recharge(&d, &op, json!({"amount": amount}), &format!("bad-{amount}")).await;
+        assert_eq!(done["state"], "failed", "{done}");
+        let m = done["failure"]["message"].as_str().unwrap();
+        assert!(m.contains(expected), "{amount}: {m}");
+    }
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card("61010000000000000009", 0))
+        .unwrap();
+    let done = run_recharge(&d, &op, json!({"amount": "510"}), "bad-quota").await;
+    assert!(
+        done["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("集团可用额度不足"),
+        "{done}"
+    );
+    // Again in Rust, for a flow that skips the checks.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("raw.lua"), RAW_FLOW).unwrap();
+    let d2_world = format!("group-raw-{}", std::process::id());
+    let d2 = start_group_daemon(&d2_world, {
+        let dir = dir.path().to_path_buf();
+        move |c| c.flows.dir = Some(dir)
+    })
+    .await;
+    let op2 = group_login(&d2, "G001", "group1", "group123").await;
+    for (amount, expected) in [
+        (900, "不能小于10元"),
+        (1_500, "10元的整数倍"),
+        (96_000, "不能超过1000元"),
+        (60_000, "额度不足"),
+    ] {
+        let run = d2.ok("flows.start", json!({"flow": "test.raw_group", "params": {"amount": amount}, "idempotency_key": format!("raw-{amount}"), "reader_id": "sim:city"}), Some(&op2)).await;
+        let done = wait_run(&d2, &op2, run["run_id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "failed");
+        assert!(
+            done["failure"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{amount}: {done}"
+        );
+    }
+    let svc2 = d2.daemon().group.as_ref().unwrap();
+    assert_eq!(
+        svc2.host.group("G001").unwrap().unwrap().available_fen,
+        50_000
+    );
+    assert_eq!(
+        cardd_sim::named_world(&d2_world)
+            .unwrap()
+            .card("sim:city")
+            .unwrap()
+            .balance()
+            .unwrap(),
+        5_000
+    );
+    d2.stop().await;
+
+    // Another group's data: 用户和密码错误-style refusals.
+    let denied = code(ErrorCode::GroupAccessDenied);
+    for (method, params) in [
+        ("group.info", json!({"group_id": "G002"})),
+        ("group.orders", json!({"group_id": "G002"})),
+        (
+            "group.topups",
+            json!({"group_id": "G002", "preset": "last_month"}),
+        ),
+        ("group.ledger", json!({"group_id": "G002"})),
+        (
+            "group.orders.export",
+            json!({"group_id": "G002", "format": "csv"}),
+        ),
+        (
+            "group.topup_status",
+            json!({"topup_id": "GT20240601000002"}),
+        ),
+        (
+            "group.topup_status",
+            json!({"topup_id": "GT20991231000001"}),
+        ),
+        ("group.batch.get", json!({"batch_id": "GB20991231000001"})),
+    ] {
+        let (c, m) = d.err(method, params.clone(), Some(&op)).await;
+        assert_eq!(c, denied, "{method} {params}: {m}");
+        assert!(m.starts_with("用户和密码错误"), "{m}");
+    }
+    // G002's operator sees only G002, and the other way round.
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [{"card_number": "61010000000000000001", "amount": "10"}]}),
+            Some(&op),
+        )
+        .await;
+    let (c, _) = d
+        .err(
+            "group.batch.get",
+            json!({"batch_id": batch["batch_id"]}),
+            Some(&other),
+        )
+        .await;
+    assert_eq!(c, denied);
+    let start = json!({"flow": "group.batch_recharge", "params": {"batch_id": batch["batch_id"]}, "idempotency_key": "steal-1", "reader_id": "sim:city"});
+    let run = d.ok("flows.start", start, Some(&other)).await;
+    let done = wait_run(&d, &other, run["run_id"].as_str().unwrap()).await;
+    assert_eq!(
+        done["state"], "failed",
+        "another group's batch cannot be run: {done}"
+    );
+    assert_eq!(
+        d.ok("group.info", json!({}), Some(&other)).await["group_id"],
+        "G002"
+    );
+    // Bad batch items.
+    for items in [
+        json!([]),
+        json!([{"card_number": "61010000000000000001", "amount": "15"}]),
+        json!([{"card_number": "123", "amount": "10"}]),
+    ] {
+        assert_eq!(
+            d.err("group.batch.create", json!({"items": items}), Some(&op))
+                .await
+                .0,
+            code(ErrorCode::InvalidParams)
+        );
+    }
+    let mut after = snapshot(&d);
+    after
+        .0
+        .iter_mut()
+        .zip(&before.0)
+        .for_each(|(a, b)| a.updated_at = b.updated_at);
+    assert_eq!(after, before, "no quota moved, no ledger entry");
+    assert_eq!(balance(), 0, "no card was loaded");
+    d.stop().await;
+}
+
+const RAW_FLOW: &str = r#"
+return {
+  name = "test.raw_group", version = "1.0.0", title = "raw", role = { "group_operator" },
+  params = { amount = { type = "integer", min = 1, max = 1000000 } },
+  run = function(ctx, params) return group.recharge({ amount = params.amount }) end,
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
+    let world_name = format!("group-batch-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let cards = [
+        "61010000000000000011",
+        "61010000000000000012",
+        "61010000000000000013",
+    ];
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [
+                {"card_number": cards[0], "amount": "10"},
+                {"card_number": cards[1], "amount": "20"},
+                {"card_number": cards[2], "amount": "990"},
+            ]}),
+            Some(&op),
+        )
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(batch["pending"], 3);
+    world.remove_card("sim:city");
+    let start = |key: &str| json!({"flow": "group.batch_recharge", "params": {"batch_id": batch_id}, "idempotency_key": key, "reader_id": "sim:city"});
+    // First run: the second card, then pause.
+    let run = d.ok("flows.start", start("batch-1"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    assert!(
+        prompt["message"].as_str().unwrap().contains(cards[0]),
+        "{prompt}"
+    );
+    world
+        .insert_card("sim:city", city_card(cards[1], 0))
+        .unwrap();
+    answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    let after = prompt["prompt_id"].as_u64().unwrap();
+    let prompt = wait_prompt(&d, &op, &run_id, after).await;
+    answer(&d, &op, &run_id, &prompt, json!("暂停")).await;
+    let done = wait_run(&d, &op, &run_id).await;
+    assert_eq!(done["result"]["status"], "paused", "{done}");
+    let events = d
+        .ok("flows.events", json!({"run_id": run_id}), Some(&op))
+        .await;
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "progress" && e["message"].as_str().unwrap().contains("充值成功")));
+    // Second run resumes: the first card, then the third (990 + 20.00 already = over 1000).
+    let run = d.ok("flows.start", start("batch-2"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let mut last = 0;
+    for (card, balance) in [(cards[0], 0), (cards[2], 2_000)] {
+        let prompt = wait_prompt(&d, &op, &run_id, last).await;
+        last = prompt["prompt_id"].as_u64().unwrap();
+        assert!(
+            prompt["message"].as_str().unwrap().contains(card),
+            "{prompt}"
+        );
+        world.remove_card("sim:city");
+        world
+            .insert_card("sim:city", city_card(card, balance))
+            .unwrap();
+        answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    }
+    // The third card is refused by the rules and is not offered again.
+    let done = wait_run(&d, &op, &run_id).await;
+    let report = &done["result"]["report"];
+    assert_eq!(done["result"]["status"], "paused", "{done}");
+    let statuses: Vec<&str> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "succeeded", "pending"], "{report}");
+    let refused = done["result"]["refused"][0]["message"].as_str().unwrap();
+    assert!(
+        refused.starts_with("充值后卡内金额不能超过1000元"),
+        "{refused}"
+    );
+    assert_eq!(report["items"][1]["balance_after"], "20.00");
+    let got = d
+        .ok("group.batch.get", json!({"batch_id": batch_id}), Some(&op))
+        .await;
+    assert_eq!(
+        (got["succeeded"].as_u64(), got["pending"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(quota(&d, &op).await, "470.00");
+    d.stop().await;
+}
+
+/// Waits until the reader is quiet (the daemon's check of a newly inserted card is over).
+async fn settle_apdus(world: &cardd_sim::SimWorld) {
+    let mut last = world.apdu_count("sim:city");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let now = world.apdu_count("sim:city");
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// The single failed order waiting for the auditor, with its evidence.
+async fn single_failed_order(d: &TestDaemon, auditor: &str) -> Value {
+    let pending = d.ok("group.audit.pending", json!({}), Some(auditor)).await;
+    let orders = pending["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{pending}");
+    orders[0].clone()
+}
+
+async fn wait_verdict(d: &TestDaemon, auditor: &str, order_id: &str, verdict: &str) -> Value {
+    for _ in 0..50 {
+        let ev = d
+            .ok(
+                "group.audit.evidence",
+                json!({"order_id": order_id}),
+                Some(auditor),
+            )
+            .await;
+        if ev["verdict"] == verdict {
+            return ev;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("order {order_id} never reached {verdict}");
+}
+
+/// The card pulled at every APDU of the `group.recharge` flow, before and after the command
+/// executes: the journal settles the load from the card, the order follows it, the auditor
+/// refunds exactly what did not land, and quota, ledger, orders and card agree after each case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_removal_at_every_apdu_of_a_group_recharge_reconciles() {
+    let world = format!("group-removal-{}", std::process::id());
+    let (cases, refunds, resolutions) =
+        common::matrix::removal_matrix(&common::matrix::GROUP_RECHARGE, &world).await;
+    assert!(cases >= 16, "{cases}");
+    assert!(
+        refunds > 0 && resolutions > 0,
+        "both audit decisions were exercised"
+    );
+}
+
+/// The seed's 修改密码 and 超时 for group operators: 原密码/新密码/确认密码, 密码已修改, the old
+/// password then fails with 用户和密码错误; a session idle past the timeout must log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_operators_change_password_and_log_in_again_after_a_timeout() {
+    let world = format!("group-auth-{}", std::process::id());
+    let d = start_group_daemon(&world, |c| c.auth.session_idle_timeout_s = 1).await;
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let (c, m) = d
+        .err("auth.change_password", json!({"old_password": "wrong", "new_password": "abc123", "confirm_password": "abc123"}), Some(&op))
+        .await;
+    assert_eq!(c, code(ErrorCode::PasswordRejected), "{m}");
+    let (c, m) = d
+        .err("auth.change_password", json!({"old_password": "group123", "new_password": "abc123", "confirm_password": "abc124"}), Some(&op))
+        .await;
+    assert_eq!(c, code(ErrorCode::PasswordRejected), "{m}");
+    let changed = d
+        .ok("auth.change_password", json!({"old_password": "group123", "new_password": "新密码abc123", "confirm_password": "新密码abc123"}), Some(&op))
+        .await;
+    assert_eq!(changed["message"], "密码已修改");
+    let (c, m) = d
+        .err(
+            "group.login",
+            json!({"group_id": "G001", "username": "group1", "password": "group123"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (c, m.as_str()),
+        (code(ErrorCode::InvalidCredentials), "用户和密码错误")
+    );
+    let op = group_login(&d, "G001", "group1", "新密码abc123").await;
+    d.ok("group.info", json!({}), Some(&op)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (c, m) = d.err("group.info", json!({}), Some(&op)).await;
+    assert_eq!(c, code(ErrorCode::Unauthenticated));
+    assert!(m.contains("重新登录"), "{m}");
+    let op = group_login(&d, "G001", "group1", "新密码abc123").await;
+    assert_eq!(quota(&d, &op).await, "500.00");
+    d.stop().await;
+}
+
+/// One batch worked on two readers at once: each run recharges the card on its own reader, no
+/// card is recharged twice, and the report has both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_on_two_readers_at_once() {
+    let world_name = format!("group-two-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |c| {
+        c.readers[0].options["readers"] = json!([
+            {"id": "city", "kind": "contactless", "card": "none"},
+            {"id": "city2", "kind": "contactless", "card": "none"},
+        ]);
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let cards = ["61010000000000000021", "61010000000000000022"];
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [
+                {"card_number": cards[0], "amount": "30"},
+                {"card_number": cards[1], "amount": "40"},
+            ]}),
+            Some(&op),
+        )
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let mut runs = Vec::new();
+    for (reader, card) in [("sim:city", cards[0]), ("sim:city2", cards[1])] {
+        world.insert_card(reader, city_card(card, 0)).unwrap();
+        let start = json!({"flow": "group.batch_recharge", "params": {"batch_id": batch_id}, "idempotency_key": format!("two-{reader}"), "reader_id": reader});
+        let run = d.ok("flows.start", start, Some(&op)).await;
+        runs.push(run["run_id"].as_str().unwrap().to_owned());
+    }
+    // Both runs ask; both cards are on their readers.
+    let prompts = [
+        wait_prompt(&d, &op, &runs[0], 0).await,
+        wait_prompt(&d, &op, &runs[1], 0).await,
+    ];
+    for (run_id, prompt) in runs.iter().zip(&prompts) {
+        answer(&d, &op, run_id, prompt, json!("已放好")).await;
+    }
+    // Whichever run is left asking for a card the other one did is told to pause.
+    for (run_id, prompt) in runs.iter().zip(&prompts) {
+        let after = prompt["prompt_id"].as_u64().unwrap();
+        loop {
+            let run = d
+                .ok("flows.get", json!({"run_id": run_id}), Some(&op))
+                .await;
+            if !matches!(run["state"].as_str(), Some("running") | Some("waiting")) {
+                break;
+            }
+            if run["state"] == "waiting" && run["prompt"]["prompt_id"].as_u64() > Some(after) {
+                answer(&d, &op, run_id, &run["prompt"], json!("暂停")).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let report = d
+        .ok("group.batch.get", json!({"batch_id": batch_id}), Some(&op))
+        .await;
+    assert_eq!(
+        (report["succeeded"].as_u64(), report["pending"].as_u64()),
+        (Some(2), Some(0)),
+        "{report}"
+    );
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 3_000);
+    assert_eq!(world.card("sim:city2").unwrap().balance().unwrap(), 4_000);
+    assert_eq!(quota(&d, &op).await, "430.00");
+    d.stop().await;
+}
+
+/// The amount picked from the page's buttons (10元 … 100元) instead of typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_amount_can_be_picked_from_the_presets() {
+    let world_name = format!("group-pick-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let start = json!({"flow": "group.recharge", "params": {}, "idempotency_key": "pick-1", "reader_id": "sim:city"});
+    let run = d.ok("flows.start", start, Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    assert_eq!(prompt["message"], "请选择充值金额");
+    assert_eq!(
+        prompt["choices"],
+        json!(["10元", "20元", "30元", "50元", "100元"])
+    );
+    answer(&d, &op, &run_id, &prompt, json!("50元")).await;
+    let done = run_to_end(&d, &op, &run_id).await;
+    assert_eq!(done["result"]["amount"], "50.00", "{done}");
+    assert_eq!(done["result"]["balance_after"], "100.00");
+    d.stop().await;
+}
+
+/// A batch left in the middle by a daemon that stopped goes on where it stopped when the flow
+/// is started again on the restarted daemon: the card already recharged is not asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resumes_after_the_daemon_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world_name = format!("group-restart-{}", std::process::id());
+    let config = {
+        let (dir, world) = (tmp.path().to_path_buf(), world_name.clone());
+        move |c: &mut cardd::config::Config| {
+            c.data_dir = dir.join("data");
+            c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
+        }
+    };
+    let cards = ["61010000000000000031", "61010000000000000032"];
+    let d = TestDaemon::start_with(config.clone()).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let batch = d
+        .ok(
+            "group.batch.create",
+            json!({"items": [
+                {"card_number": cards[0], "amount": "10"},
+                {"card_number": cards[1], "amount": "20"},
+            ]}),
+            Some(&op),
+        )
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let start = |key: &str| json!({"flow": "group.batch_recharge", "params": {"batch_id": batch_id}, "idempotency_key": key, "reader_id": "sim:city"});
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card(cards[0], 0))
+        .unwrap();
+    let run = d.ok("flows.start", start("r-1"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    let next = wait_prompt(&d, &op, &run_id, prompt["prompt_id"].as_u64().unwrap()).await;
+    assert!(
+        next["message"].as_str().unwrap().contains(cards[1]),
+        "{next}"
+    );
+    // The operator walks away; the daemon is stopped and started again.
+    d.ok("flows.cancel", json!({"run_id": run_id}), Some(&op))
+        .await;
+    let ended = run_to_end(&d, &op, &run_id).await;
+    assert_ne!(ended["state"], "succeeded");
+    let gone = std::sync::Arc::downgrade(d.daemon());
+    d.stop().await;
+    // The database is free once the last holder of the daemon (the ending flow thread) let go.
+    for _ in 0..250 {
+        if gone.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone.upgrade().is_none(), "the stopped daemon is released");
+
+    let d = TestDaemon::start_with(config).await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let report = d
+        .ok("group.batch.get", json!({"batch_id": batch_id}), Some(&op))
+        .await;
+    assert_eq!(
+        (report["succeeded"].as_u64(), report["pending"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let run = d.ok("flows.start", start("r-2"), Some(&op)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+    assert!(
+        prompt["message"].as_str().unwrap().contains(cards[1]),
+        "{prompt}"
+    );
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card(cards[1], 0))
+        .unwrap();
+    answer(&d, &op, &run_id, &prompt, json!("已放好")).await;
+    let done = run_to_end(&d, &op, &run_id).await;
+    assert_eq!(done["result"]["status"], "done", "{done}");
+    assert_eq!(done["result"]["report"]["succeeded"], 2);
+    assert_eq!(quota(&d, &op).await, "470.00");
+    d.stop().await;
+}
