@@ -19,3 +19,4 @@ pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod summary;
+pub mod web;
