@@ -20,6 +20,10 @@ pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[
         "libpcsclite.so to link the `pcsc` crate: cardd and its tests link the pcsc driver",
     ),
     (
+        "python3",
+        "the example plugin and the legacy-teller example client are Python (standard library only); their tests run them",
+    ),
+    (
         "vsmartcard-vpcd",
         "vpcd, pcscd's virtual reader `Virtual PCD 00 00` that the tests' simulated card plugs into",
     ),
