@@ -317,7 +317,7 @@
     const form = el('form', { class: 'toolbar', id: 'rec-form', onsubmit: (e) => { e.preventDefault(); page = 1; details.replaceChildren(); search(); } },
       field('车牌号', plate), field('车牌颜色', colour), field('充值开始日期', from), field('充值结束日期', to),
       el('button', { type: 'submit', id: 'rec-query', text: '查询' }));
-    main.append(form, el('div', { class: 'toolbar' }, field('圈存读卡器', reader)), results, details);
+    main.append(form, el('div', { class: 'toolbar' }, field('读卡器（圈存、核对卡片）', reader)), results, details);
 
     function recordsTable(r, goto) {
       const rows = r.records || [];

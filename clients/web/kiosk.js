@@ -257,14 +257,15 @@
     }
     const r = done.result || {};
     show('result');
-    const ok = r.status === 'ok';
+    const ok = r.status === 'ok' || (r.status === 'none' && resolvedNote === RESOLVED.landed);
     $('result-icon').className = 'icon ' + (ok ? 'ok' : 'warn');
     $('result-message').textContent = r.message || (ok ? '圈存成功！' : '');
     const pairs = [['卡号', r.card_number], ['圈存前余额', r.balance_before], ['圈存金额', r.amount], ['圈存后余额', r.balance_after], ['卡内余额', r.status === 'none' ? r.balance : undefined]]
       .filter(([, v]) => v !== undefined && v !== null)
       .map(([k, v]) => [k, k === '卡号' ? v : v + ' 元']);
     $('result-fields').replaceChildren(...pairs.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
-    $('result-hint').textContent = resolvedNote + (cardPresent ? '请取回卡片' : '');
+    const takeCard = cardPresent && !(r.message || '').includes('取回卡片') ? '请取回卡片' : '';
+    $('result-hint').textContent = resolvedNote + takeCard;
     resolvedNote = '';
     later(RESULT_IDLE_MS, idle);
   }

@@ -302,7 +302,7 @@ fn kiosk_from_insert_to_result(
 ) -> Result<()> {
     let w = format!("browser-kiosk-{}", std::process::id());
     let d = daemon(rt, &w);
-    browser.set_window(1024, 768)?;
+    browser.set_viewport(1024, 768)?;
     let card = world(&w).remove_card(ETC).expect("the demo card");
 
     // Set up once with the kiosk account, then idle: 请插入卡片.
@@ -382,7 +382,7 @@ fn kiosk_from_insert_to_result(
     browser.wait_text("#result-message", "没有待圈存")?;
     shots.take(browser, "kiosk-card-back")?;
     ensure!(balance_fen(&w) == 35_000, "nothing loaded twice");
-    browser.set_window(1280, 860)?;
+    browser.reset_viewport()?;
     rt.block_on(d.stop());
     Ok(())
 }

@@ -227,6 +227,27 @@ impl Browser {
         Ok(())
     }
 
+    /// Makes the page's viewport exactly `width` × `height` CSS pixels (a kiosk's screen).
+    pub fn set_viewport(&self, width: u32, height: u32) -> Result<()> {
+        self.command(
+            "POST",
+            "/chromium/send_command",
+            json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                   "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}}),
+        )?;
+        Ok(())
+    }
+
+    /// Back to the window's own viewport.
+    pub fn reset_viewport(&self) -> Result<()> {
+        self.command(
+            "POST",
+            "/chromium/send_command",
+            json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}}),
+        )?;
+        Ok(())
+    }
+
     /// Saves a PNG of the viewport to `path`.
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let data = self.command("GET", "/screenshot", Value::Null)?;
