@@ -14,7 +14,7 @@
   const PLATE_COLOURS = [
     [0, '蓝色'], [1, '黄色'], [2, '黑色'], [3, '白色'], [4, '渐变绿色'], [5, '黄绿双拼色'], [6, '蓝白渐变色'], [11, '绿色'], [12, '红色'],
   ];
-  const PRESETS = [['last7_days', '最近7天'], ['last_month', '最近一个月'], ['last3_months', '最近三个月'], ['last6_months', '最近半年']];
+  const PRESETS = [['last_7_days', '最近7天'], ['last_month', '最近一个月'], ['last_3_months', '最近三个月'], ['last_6_months', '最近半年']];
   const GROUP_RULES = [
     '充值金额为10元的整数倍，不能小于10元。',
     '充值后卡内金额不能超过1000元。',
@@ -527,8 +527,17 @@
     main.append(flowForm(flow, (r) => r.capabilities && r.capabilities.obu_channel, async (run) => {
       if (run.state !== 'succeeded') { showRunOutcome(run, 'OBU发行'); return; }
       const r = run.result || {};
-      out.replaceChildren(el('section', { class: 'panel' }, el('h2', { text: r.message || 'OBU发行成功' }),
-        fields(Object.entries(r).filter(([k, v]) => k !== 'message' && typeof v !== 'object').map(([k, v]) => [k, v]))));
+      if (r.status !== 'ok') { alertBox(r.message || '已取消OBU发行', 'OBU发行'); return; }
+      const plan = r.plan || {};
+      const vehicle = plan.vehicle || {};
+      const colour = vehicle.plate_colour && typeof vehicle.plate_colour === 'object' ? vehicle.plate_colour.label : vehicle.plate_colour_label;
+      const list = (v) => (Array.isArray(v) ? v.join('、') : v);
+      out.replaceChildren(el('section', { class: 'panel success', id: 'obu-success' }, el('h2', { text: r.message || 'OBU发行成功！' }),
+        fields([
+          ['OBU号', plan.obu_number], ['车牌号', vehicle.plate ? vehicle.plate + (colour ? '（' + colour + '）' : '') : null],
+          ['签约日期', r.signed_date], ['有效期至', r.expiry_date], ['已写入', list(r.written_labels)],
+          ['读回核对', list(r.verified)], ['激活状态', r.activated === undefined ? null : (r.activated ? '已激活' : '未激活')],
+        ], 'obu-fields')));
     }), out);
   }
 
@@ -624,6 +633,7 @@
       form.hidden = true;
       groupHeader(head);
       readCard();
+      refreshCard(reader.value);
     });
   }
 
@@ -644,8 +654,8 @@
     const start = el('input', { id: 'gq-start', type: 'date' });
     const end = el('input', { id: 'gq-end', type: 'date' });
     const out = el('div', { id: 'gq-result' });
-    let preset = 'last7_days';
-    const period = () => (start.value && end.value && !preset ? { start_date: start.value, end_date: end.value } : { preset: preset || 'last7_days' });
+    let preset = 'last_7_days';
+    const period = () => (start.value && end.value && !preset ? { start_date: start.value, end_date: end.value } : { preset: preset || 'last_7_days' });
     const presets = el('div', { class: 'presets' }, PRESETS.map(([code, label]) => el('button', {
       type: 'button', class: 'secondary', 'data-preset': code, text: label,
       onclick: (e) => { preset = code; start.value = ''; end.value = ''; markPreset(e.target); query(); },
@@ -754,7 +764,7 @@
       out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待审核的额度充值。' }) : table([
         ['集团编号', (t) => t.group_id], ['订单编号', (t) => t.topup_id], ['转账金额', (t) => yuan(t.amount)], ['银行返回流水号', (t) => t.bank_serial],
         ['备注', (t) => t.remark], ['操作员', (t) => t.operator], ['转账时间', (t) => when(t.created_at)],
-        ['操作', (t) => el('span', { class: 'row-actions' }, el('button', { type: 'button', text: '通过', onclick: decide(t, true) }), el('button', { type: 'button', class: 'warn', text: '驳回', onclick: decide(t, false) }))],
+        ['操作', (t) => el('span', { class: 'row-actions' }, el('button', { type: 'button', text: '通过', 'data-decision': 'approve', onclick: decide(t, true) }), el('button', { type: 'button', class: 'warn', text: '驳回', 'data-decision': 'reject', onclick: decide(t, false) }))],
       ], rows, 'at-table'));
     };
     load();

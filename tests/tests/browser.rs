@@ -90,6 +90,37 @@ fn teller_console_and_kiosk_in_chromium() -> Result<()> {
     kiosk_from_insert_to_result(&rt, &browser, &shots).context("kiosk")?;
     println!("browser: kiosk idle → insert → choose → confirm → result, card pulled mid-load: ok");
     group_recharge_and_export(&rt, &browser, &shots).context("group recharge")?;
+    obu_issuance(&rt, &browser, &shots).context("OBU issuance")?;
+    Ok(())
+}
+
+/// OBU发行 from the console, when the daemon has the `obu.issue` flow: the demo vehicle's OBU on
+/// the simulated programmer is written, activated and read back.
+fn obu_issuance(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shots) -> Result<()> {
+    let w = format!("browser-obu-{}", std::process::id());
+    let d = daemon(rt, &w);
+    let teller = rt.block_on(d.login("teller", "teller123"));
+    let flows = rt.block_on(d.ok("flows.list", json!({}), Some(&teller)));
+    let has_obu = flows
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["name"] == "obu.issue"));
+    if !has_obu {
+        println!("browser: OBU issuance SKIPPED: this daemon has no obu.issue flow (flows.list)");
+        rt.block_on(d.stop());
+        return Ok(());
+    }
+    login(browser, &format!("{}/", d.origin()), "teller", "teller123")?;
+    browser.click("#nav-obu-issue")?;
+    browser.type_into("#flow-plate", "陕A12345")?;
+    browser.click("#flow-start")?;
+    browser.wait_text("#dialog-message", "是否发行？")?;
+    shots.take(browser, "obu-confirm")?;
+    answer(browser, "true")?;
+    let done = browser.wait_text("#obu-success", "OBU发行成功")?;
+    ensure!(done.contains("已激活"), "the OBU page: {done}");
+    shots.take(browser, "obu-issued")?;
+    println!("browser: OBU issuance: ok");
+    rt.block_on(d.stop());
     Ok(())
 }
 
@@ -286,6 +317,13 @@ fn serve_once(listener: &std::net::TcpListener, page: &str) -> Result<()> {
     Ok(())
 }
 
+/// Yuan with two decimals (`"5450.00"`) in fen.
+fn fen(yuan: &str) -> Result<i64> {
+    let (whole, cents) = yuan.split_once('.').context("two decimals")?;
+    ensure!(cents.len() == 2, "two decimals: {yuan}");
+    Ok(whole.parse::<i64>()? * 100 + cents.parse::<i64>()?)
+}
+
 fn screen(browser: &Browser, name: &str) -> Result<()> {
     browser.wait(
         &format!("the kiosk's {name} screen"),
@@ -442,6 +480,83 @@ fn group_recharge_and_export(
         "the export: {csv}"
     );
     println!("browser: group recharge, 充值查询 and CSV export: ok");
+
+    // 额度充值 through the sandbox bank, 额度充值查询, then the auditor approves the transfer.
+    let group1 = rt.block_on(d.login("group1", "group123"));
+    let quota = |token: &str| -> Result<String> {
+        let info = rt.block_on(d.ok("group.info", json!({}), Some(token)));
+        Ok(info["available_quota"]
+            .as_str()
+            .context("quota")?
+            .to_owned())
+    };
+    let before = quota(&group1)?;
+    browser.click("#nav-group-topup")?;
+    browser.wait_text("#group-info", "集团名称")?;
+    browser.type_into("#gt-amount", "5000")?;
+    browser.type_into("#gt-remark", "额度充值测试")?;
+    browser.click("#gt-submit")?;
+    browser.wait_text("#dialog-message", "转账金额：5000元")?;
+    answer(browser, "true")?;
+    let paid = browser.wait_text("#gt-success", "银行返回流水号")?;
+    ensure!(paid.contains("5000.00 元"), "the transfer page: {paid}");
+    shots.take(browser, "group-topup")?;
+    browser.click("#nav-group-topups")?;
+    browser.wait_text("#gq-stats", "转账成功笔数")?;
+    browser.wait_text("#gq-table", "5000.00 元")?;
+    ensure!(quota(&group1)? == before, "the quota waits for the audit");
+
+    browser.click("#logout")?;
+    login(browser, &base, "auditor", "audit123")?;
+    browser.click("#nav-audit-topups")?;
+    browser.wait_text("#at-table", "5000.00 元")?;
+    shots.take(browser, "audit-topups")?;
+    browser.click("#at-table button[data-decision=\"approve\"]")?;
+    browser.type_into("#dialog-input", "到账核对无误")?;
+    browser.click("#dialog-buttons button:last-child")?;
+    browser.wait_text("#dialog-message", "审核通过")?;
+    answer(browser, "true")?;
+    let after = quota(&group1)?;
+    ensure!(
+        fen(&after)? == fen(&before)? + 500_000,
+        "the approved quota: {after}, before {before}"
+    );
+    println!("browser: 额度充值 through the sandbox bank, 额度充值查询, auditor approval: ok");
     rt.block_on(d.stop());
     Ok(())
+}
+
+/// The pages go through the same guard as the API: another Host (DNS rebinding) or a foreign
+/// Origin gets a refusal, not the console; the daemon's own Host gets the page with its policy.
+#[tokio::test]
+async fn pages_are_served_only_under_the_daemons_own_host_and_origin() {
+    let d = TestDaemon::start().await;
+    let get = |host: &str, origin: Option<&str>, path: &str| {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n")
+    };
+    for path in ["/", "/kiosk", "/web/console.js"] {
+        let page = d.raw(get(&d.host(), None, path)).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let policy = page.header("content-security-policy").unwrap_or_default();
+        assert!(
+            policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(page.header("x-frame-options"), Some("DENY"), "{path}");
+
+        let rebound = d.raw(get("evil.example:7420", None, path)).await;
+        assert_eq!(rebound.status, 403, "{path} under another Host");
+        assert!(!rebound.body.contains("<html"), "{path}");
+        let foreign = d
+            .raw(get(&d.host(), Some("http://evil.example"), path))
+            .await;
+        assert_eq!(foreign.status, 403, "{path} for a foreign Origin");
+        assert!(!foreign.body.contains("<html"), "{path}");
+    }
+    let missing = d.raw(get(&d.host(), None, "/web/missing.js")).await;
+    assert_eq!(missing.status, 404);
+    d.stop().await;
 }
