@@ -491,13 +491,18 @@
     form.appendChild(el('p', { class: 'hint', text: flow.description || '' }));
     const reader = readerSelect('flow-reader', readerPrefer);
     form.appendChild(field('读卡器', reader));
-    for (const [name, p] of Object.entries(props)) {
+    // Required parameters first (JSON Schema keeps no order); the optional ones folded away.
+    const optional = el('div', { class: 'grid2' });
+    for (const name of Object.keys(props)) {
+      const p = props[name];
       let input;
       if (name === 'plate_colour') input = colourSelect('flow-' + name);
       else input = el('input', { id: 'flow-' + name, name, required: required.has(name), inputmode: p.type === 'integer' ? 'numeric' : null });
       inputs[name] = [input, p];
-      form.appendChild(field((p.title || name) + (required.has(name) ? '' : '（选填）'), input));
+      if (required.has(name)) form.appendChild(field(p.title || name, input));
+      else optional.appendChild(field(p.title || name, input));
     }
+    if (optional.children.length) form.appendChild(el('details', { id: 'flow-optional' }, el('summary', { text: '更多信息（选填）' }), optional));
     form.appendChild(el('button', { type: 'submit', id: 'flow-start', text: '开始' + flow.title }));
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
@@ -516,7 +521,12 @@
       } catch (err) { await errorBox(err, flow.title + '未完成'); return; }
       Cardd.forgetFlow(slot);
       refreshCard(reader.value);
-      if (done) done(run); else showRunOutcome(run, flow.title);
+      if (done) {
+        closeDialog(null);
+        done(run);
+      } else {
+        showRunOutcome(run, flow.title);
+      }
     });
     return form;
   }
@@ -528,16 +538,18 @@
       if (run.state !== 'succeeded') { showRunOutcome(run, 'OBU发行'); return; }
       const r = run.result || {};
       if (r.status !== 'ok') { alertBox(r.message || '已取消OBU发行', 'OBU发行'); return; }
-      const plan = r.plan || {};
-      const vehicle = plan.vehicle || {};
+      const plan = r.plan || r;
+      const vehicle = plan.vehicle || plan;
       const colour = vehicle.plate_colour && typeof vehicle.plate_colour === 'object' ? vehicle.plate_colour.label : vehicle.plate_colour_label;
       const list = (v) => (Array.isArray(v) ? v.join('、') : v);
       out.replaceChildren(el('section', { class: 'panel success', id: 'obu-success' }, el('h2', { text: r.message || 'OBU发行成功！' }),
         fields([
           ['OBU号', plan.obu_number], ['车牌号', vehicle.plate ? vehicle.plate + (colour ? '（' + colour + '）' : '') : null],
+          ['车型', vehicle.vehicle_class_label],
           ['签约日期', r.signed_date], ['有效期至', r.expiry_date], ['已写入', list(r.written_labels)],
-          ['读回核对', list(r.verified)], ['激活状态', r.activated === undefined ? null : (r.activated ? '已激活' : '未激活')],
+          ['读回核对', list((r.verified || []).map((v) => ({ system_info: '系统信息', vehicle_info: '车辆信息' }[v] || v))) + '（逐字节一致）'], ['激活状态', r.activated === undefined ? null : (r.activated ? '已激活' : '未激活')],
         ], 'obu-fields')));
+      out.scrollIntoView();
     }), out);
   }
 

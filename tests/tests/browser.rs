@@ -117,7 +117,10 @@ fn obu_issuance(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shots) 
     shots.take(browser, "obu-confirm")?;
     answer(browser, "true")?;
     let done = browser.wait_text("#obu-success", "OBU发行成功")?;
-    ensure!(done.contains("已激活"), "the OBU page: {done}");
+    ensure!(
+        done.contains("已激活") && done.contains("陕A12345"),
+        "the OBU page: {done}"
+    );
     shots.take(browser, "obu-issued")?;
     println!("browser: OBU issuance: ok");
     rt.block_on(d.stop());

@@ -17,53 +17,33 @@ struct Asset {
     body: &'static str,
 }
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+/// An [`Asset`] served at `path` from `clients/web/<file>`, compiled in.
+macro_rules! asset {
+    ($path:literal, $content_type:expr, $file:literal) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_str!(concat!("../../../clients/web/", $file)),
+        }
+    };
+}
+
 /// The files, by the path they are served at.
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../../../clients/web/index.html"),
-    },
-    Asset {
-        path: "/kiosk",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../../../clients/web/kiosk.html"),
-    },
-    Asset {
-        path: "/web/api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../clients/web/api.js"),
-    },
-    Asset {
-        path: "/web/console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../clients/web/console.js"),
-    },
-    Asset {
-        path: "/web/kiosk.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../clients/web/kiosk.js"),
-    },
-    Asset {
-        path: "/web/console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../../clients/web/console.css"),
-    },
-    Asset {
-        path: "/web/kiosk.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../../clients/web/kiosk.css"),
-    },
-    Asset {
-        path: "/web/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_str!("../../../clients/web/icon.svg"),
-    },
-    Asset {
-        path: "/favicon.ico",
-        content_type: "image/svg+xml",
-        body: include_str!("../../../clients/web/icon.svg"),
-    },
+    asset!("/", HTML, "index.html"),
+    asset!("/kiosk", HTML, "kiosk.html"),
+    asset!("/web/api.js", JS, "api.js"),
+    asset!("/web/console.js", JS, "console.js"),
+    asset!("/web/kiosk.js", JS, "kiosk.js"),
+    asset!("/web/console.css", CSS, "console.css"),
+    asset!("/web/kiosk.css", CSS, "kiosk.css"),
+    asset!("/web/icon.svg", SVG, "icon.svg"),
+    asset!("/favicon.ico", SVG, "icon.svg"),
 ];
 
 /// Longest `Host` value copied into the policy's `connect-src`.
