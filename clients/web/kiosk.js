@@ -184,6 +184,8 @@
       Cardd.forgetFlow(SLOT);
       if (cancelled) { idle(); return; }
       if (wasLoading && !cardPresent) { pulledMidLoad(); return; }
+      // The session ended: the handler logs in again and starts over with the card in place.
+      if (err.name === 'Unauthenticated' && account) return;
       const tries = busyRetries || 0;
       if (err.name === 'ReaderBusy' && cardPresent && tries < BUSY_RETRIES_MAX) {
         setTimeout(() => { if (!run && cardPresent) begin(tries + 1); }, BUSY_RETRY_MS);
