@@ -1313,7 +1313,7 @@ mod tests {
         let daemon = Daemon::unlimited().await;
         for (method, target, status, code) in [
             ("GET", "/nope", 404, ErrorCode::MethodNotFound),
-            ("GET", "/", 404, ErrorCode::MethodNotFound),
+            ("GET", "/web/nope.js", 404, ErrorCode::MethodNotFound),
             ("POST", "/nope", 404, ErrorCode::MethodNotFound),
             ("PUT", "/", 405, ErrorCode::InvalidRequest),
             ("DELETE", "/health", 405, ErrorCode::InvalidRequest),
