@@ -27,6 +27,18 @@ pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[
         "vsmartcard-vpcd",
         "vpcd, pcscd's virtual reader `Virtual PCD 00 00` that the tests' simulated card plugs into",
     ),
+    (
+        "chromium",
+        "the real browser the browser tests drive headless (teller console, kiosk screen)",
+    ),
+    (
+        "chromium-driver",
+        "chromedriver, the WebDriver server the browser tests talk to",
+    ),
+    (
+        "fonts-wqy-microhei",
+        "a CJK font, so the browser tests' screenshots show the zh-CN pages and not empty boxes",
+    ),
 ];
 
 fn is_installed(package: &str) -> bool {

@@ -12,7 +12,8 @@
 //!   the origin, never `*`.
 //!
 //! It also lifts the session token out of the request into [`BearerToken`], so methods find it in
-//! their `Extensions` whatever the transport, and answers `GET /health`. Every refusal is a
+//! their `Extensions` whatever the transport, answers `GET /health` and serves the web UI's files
+//! ([`crate::web`]) to requests that passed the Host and Origin checks. Every refusal is a
 //! JSON-RPC error object with a code from [`ErrorCode`], and a `warn` log line naming the header.
 //!
 //! [`RateLimitLayer`] is jsonrpsee RPC middleware: a token bucket per connection that counts every
@@ -341,7 +342,13 @@ fn route<B>(
     } else {
         match *method {
             Method::GET if path == "/health" => return Some(health(config)),
-            Method::GET => return Some(static_route(path).unwrap_or_else(|| not_found(path))),
+            Method::GET => {
+                let host = request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                return Some(crate::web::asset(path, host).unwrap_or_else(|| not_found(path)));
+            }
             Method::POST if path == "/" => {}
             Method::POST => return Some(not_found(path)),
             _ => return Some(method_not_allowed(method)),
@@ -365,18 +372,14 @@ fn route<B>(
     None
 }
 
-/// The web UI's files, once cardd serves them: the answer to `GET path`, or `None` for 404.
-fn static_route(_path: &str) -> Option<HttpResponse> {
-    None
-}
-
 fn health(config: &GuardConfig) -> HttpResponse {
     json_response(StatusCode::OK, &(config.health)())
 }
 
 fn not_found(path: &str) -> HttpResponse {
     let message = format!(
-        "Nothing is served at {:?}; JSON-RPC is POST / or a WebSocket at /, health is GET /health.",
+        "Nothing is served at {:?}; JSON-RPC is POST / or a WebSocket at /, health is GET /health, \
+         the teller console GET / and the kiosk screen GET /kiosk.",
         truncated(path.as_bytes())
     );
     Refusal::new(ErrorCode::MethodNotFound, message, "path", path.as_bytes()).into_response()
@@ -1310,7 +1313,7 @@ mod tests {
         let daemon = Daemon::unlimited().await;
         for (method, target, status, code) in [
             ("GET", "/nope", 404, ErrorCode::MethodNotFound),
-            ("GET", "/", 404, ErrorCode::MethodNotFound),
+            ("GET", "/web/nope.js", 404, ErrorCode::MethodNotFound),
             ("POST", "/nope", 404, ErrorCode::MethodNotFound),
             ("PUT", "/", 405, ErrorCode::InvalidRequest),
             ("DELETE", "/health", 405, ErrorCode::InvalidRequest),

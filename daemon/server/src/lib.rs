@@ -22,3 +22,4 @@ pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod summary;
+pub mod web;

@@ -1,0 +1,235 @@
+// cardd's JSON-RPC client for the teller console and the kiosk screen: calls over HTTP POST /,
+// events over the WebSocket at /, flows started with an idempotency key that is kept in
+// sessionStorage before the request is sent (so a retry after a lost answer reuses it and never
+// starts a second load), and error codes turned into words a teller understands.
+'use strict';
+
+const Cardd = (() => {
+  const TOKEN_KEY = 'cardd.token';
+  const FLOW_KEY_PREFIX = 'cardd.flow.';
+  /// How long one flows.events call waits for news, in milliseconds.
+  const FLOW_WAIT_MS = 10000;
+  /// Delay before the event WebSocket reconnects, in milliseconds.
+  const RECONNECT_MS = 2000;
+  const FINISHED = ['succeeded', 'failed', 'cancelled', 'interrupted'];
+
+  // What to do next, in zh-CN, by the error name cardd sends in `data.error`. The daemon's own
+  // `data.action` (English, for integrators) is the fallback.
+  const ACTIONS = {
+    Unauthenticated: '登录已超时，请重新登录。',
+    Forbidden: '当前操作员无权办理此业务，请由有权限的操作员办理。',
+    InvalidCredentials: '请核对用户名和密码后重新登录。',
+    TooManyAttempts: '登录失败次数过多，账号已暂时锁定，请稍后再试。',
+    OriginNotAllowed: '请从 cardd 自己的地址（127.0.0.1）打开本页面。',
+    RateLimited: '操作过于频繁，请稍候再试。',
+    PasswordRejected: '请按提示重新输入密码。',
+    ReaderNotFound: '未找到读卡器，请检查读卡器连接。',
+    ReaderBusy: '读卡器正被其他业务占用，请等待其完成后再试。',
+    NoCard: '请在读卡器上放置卡片后重试。',
+    CardRemoved: '请将同一张卡片放回读卡器，系统会先核对卡片状态，不会重复圈存。',
+    ReaderTimeout: '请检查卡片是否放好后重试。',
+    ReaderGone: '请重新连接读卡器，连接后会自动识别。',
+    CardError: '请按提示处理卡片问题。',
+    UnsupportedCard: '请使用本业务所需类型的卡片。',
+    FlowNotFound: '本机未提供该业务，请联系管理员。',
+    RunNotFound: '请重新发起本次业务。',
+    IdempotencyConflict: '请重新发起本次业务。',
+    NoPendingPrompt: '请刷新业务状态后再操作。',
+    OperatorNotFound: '请核对用户名。',
+    OperatorExists: '该用户名已存在，请换一个用户名。',
+    HostNotFound: '请核对车牌号、车牌颜色或记录编号后重新查询。',
+    RecordStateConflict: '请按提示中的记录状态办理。',
+    LoadLanded: '该笔充值已在卡内，请勿重复圈存；记录已更正为已圈存。',
+    CardEvidenceRequired: '请将该记录的卡片放在读卡器上重试，或请主管核对后填写原因办理。',
+    CardNotEligible: '请使用该车辆本人的有效卡片；超过余额上限时请减少金额。',
+    LoadOutcomeUnknown: '请将同一张卡片放回读卡器，系统会读卡确认结果；请勿重复圈存。',
+    GroupAccessDenied: '请使用本集团的操作员登录。',
+    RechargeRefused: '请按提示更换充值金额。',
+    QuotaInsufficient: '请减少充值金额，或先进行额度充值并等待审核。',
+    GroupRecordNotFound: '请核对编号后重新查询。',
+    GroupStateConflict: '请重新查询该记录，按其当前状态办理。',
+    PaymentDeclined: '请核对付款账户后重新转账。',
+    PaymentUnknown: '请勿重复转账；稍后在额度充值查询中查看银行结果。',
+    EvidenceConflict: '请先查看卡片证据；结果未确定时请出示卡片后再审核。',
+    QueryTooLarge: '请缩短查询时间段。',
+    InvalidParams: '请按提示修改输入内容后重试。',
+    Internal: '请重试一次；如仍失败，请联系技术支持并提供 cardd 日志。',
+    FailedClosed: '请勿重试，请联系管理员检查 cardd 数据目录。',
+    ServerBusy: '请稍后重试。',
+    Network: '请确认 cardd 服务已启动、网络正常，然后重试。',
+  };
+
+  class ApiError extends Error {
+    constructor(code, message, data) {
+      super(message);
+      this.code = code;
+      this.data = data || {};
+      this.name = this.data.error || 'Error';
+    }
+  }
+
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  let unauthenticated = null;
+  let nextId = 1;
+
+  function setToken(value) {
+    token = value;
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  }
+
+  async function call(method, params) {
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    const body = JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params: params || {} });
+    let response;
+    try {
+      response = await fetch('/', { method: 'POST', headers, body, cache: 'no-store' });
+    } catch (e) {
+      throw new ApiError(0, '无法连接 cardd 服务', { error: 'Network' });
+    }
+    let reply;
+    try {
+      reply = await response.json();
+    } catch (e) {
+      throw new ApiError(response.status, 'cardd 的应答无法识别（HTTP ' + response.status + '）', { error: 'Internal' });
+    }
+    if (reply.error) {
+      const data = reply.error.data || {};
+      if (!data.error && reply.error.code === -32040) data.error = 'Unauthenticated';
+      const err = new ApiError(reply.error.code, reply.error.message, data);
+      if (err.name === 'Unauthenticated' && unauthenticated) unauthenticated(err);
+      throw err;
+    }
+    return reply.result;
+  }
+
+  // { message, action }: what went wrong and what to do next.
+  function describe(err) {
+    if (!(err instanceof ApiError)) return { message: String(err && err.message || err), action: ACTIONS.Internal };
+    return { message: err.message, action: ACTIONS[err.name] || err.data.action || '' };
+  }
+
+  function uuid() {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+
+  // Starts `flow` for the operation named `slot`. The idempotency key is saved before the
+  // request goes out; the same operation (same flow, params and reader) retried reuses it, so
+  // cardd answers with the same run instead of starting a second one.
+  async function startFlow(slot, flow, params, readerId) {
+    const storeKey = FLOW_KEY_PREFIX + slot;
+    const wanted = JSON.stringify({ flow, params, reader_id: readerId || null });
+    let saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem(storeKey) || 'null'); } catch (e) { saved = null; }
+    if (!saved || saved.op !== wanted) {
+      saved = { op: wanted, key: uuid() };
+      sessionStorage.setItem(storeKey, JSON.stringify(saved));
+    }
+    const start = { flow, params, idempotency_key: saved.key };
+    if (readerId) start.reader_id = readerId;
+    return call('flows.start', start);
+  }
+
+  // The operation is over (the run finished): the next one gets a new key.
+  function forgetFlow(slot) {
+    sessionStorage.removeItem(FLOW_KEY_PREFIX + slot);
+  }
+
+  // Follows a run to its end with flows.events: `on.progress(message)` for progress,
+  // `await on.prompt(prompt)` for each question (its value is the answer). Returns flows.get.
+  async function followRun(runId, on) {
+    let since = 0;
+    for (;;) {
+      const polled = await call('flows.events', { run_id: runId, since, wait_ms: FLOW_WAIT_MS });
+      since = polled.next_since;
+      for (const ev of polled.events || []) {
+        if (ev.kind === 'progress' && on.progress) on.progress(ev.message, ev);
+      }
+      if (polled.state === 'waiting' && polled.prompt) {
+        const answer = await on.prompt(polled.prompt);
+        await call('flows.answer', { run_id: runId, prompt_id: polled.prompt.prompt_id, answer });
+        continue;
+      }
+      if (FINISHED.includes(polled.state)) return call('flows.get', { run_id: runId });
+    }
+  }
+
+  // Reader and card events from events.subscribe, reconnecting after a drop. `onEvent(event)`
+  // for each event, `onState(open)` when the connection opens or closes. Returns a stop function.
+  function subscribeEvents(onEvent, onState) {
+    let socket = null;
+    let stopped = false;
+    let timer = null;
+    const connect = () => {
+      if (stopped || !token) return;
+      const url = 'ws://' + location.host + '/?token=' + encodeURIComponent(token);
+      socket = new WebSocket(url);
+      socket.onopen = () => {
+        socket.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'events.subscribe', params: {} }));
+        if (onState) onState(true);
+      };
+      socket.onmessage = (m) => {
+        let msg;
+        try { msg = JSON.parse(m.data); } catch (e) { return; }
+        if (msg.method === 'events.event' && msg.params) onEvent(msg.params.result);
+      };
+      socket.onclose = () => {
+        if (onState) onState(false);
+        if (!stopped) timer = setTimeout(connect, RECONNECT_MS);
+      };
+    };
+    connect();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+      if (socket) socket.close();
+    };
+  }
+
+  function onUnauthenticated(handler) {
+    unauthenticated = handler;
+  }
+
+  // Saves `base64` as a file named `filename` (an export download).
+  function download(filename, contentType, base64) {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const url = URL.createObjectURL(new Blob([bytes], { type: contentType }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = filename;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // A DOM element: el('div', {class: 'x', text: '…'}, child, …). No HTML strings anywhere, so
+  // nothing from the API is ever parsed as markup.
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'text') node.textContent = v;
+      else if (k === 'class') node.className = v;
+      else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+      else if (k === 'value') node.value = v;
+      else node.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      node.appendChild(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
+    }
+    return node;
+  }
+
+  return {
+    ApiError, call, describe, setToken, token: () => token, startFlow, forgetFlow, followRun,
+    subscribeEvents, onUnauthenticated, download, el, uuid, FINISHED,
+  };
+})();

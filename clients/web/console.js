@@ -1,0 +1,862 @@
+// The teller console: login, role-aware navigation, live reader and card status, the ETC pages
+// (充值记录, 圈存, 修改圈存状态, 充值, OBU发行), the group pages (充值, 充值查询, 额度充值,
+// 额度充值查询), the auditor's pages, operator administration and 修改密码. Everything the
+// operator reads is zh-CN; every action is a JSON-RPC call (see api.js).
+'use strict';
+
+(() => {
+  const { el, call, describe } = Cardd;
+  const $ = (id) => document.getElementById(id);
+
+  const ROLE_LABELS = {
+    admin: '管理员', teller: '柜员', supervisor: '主管', auditor: '审核员', kiosk: '自助终端', group_operator: '集团操作员',
+  };
+  const PLATE_COLOURS = [
+    [0, '蓝色'], [1, '黄色'], [2, '黑色'], [3, '白色'], [4, '渐变绿色'], [5, '黄绿双拼色'], [6, '蓝白渐变色'], [11, '绿色'], [12, '红色'],
+  ];
+  const PRESETS = [['last_7_days', '最近7天'], ['last_month', '最近一个月'], ['last_3_months', '最近三个月'], ['last_6_months', '最近半年']];
+  const GROUP_RULES = [
+    '充值金额为10元的整数倍，不能小于10元。',
+    '充值后卡内金额不能超过1000元。',
+    '充值扣除集团可用额度；额度不足时请先进行额度充值并等待审核。',
+    '特别说明：充值失败的订单，系统审核后会在1-3个工作日内将金额退回到额度中。',
+  ];
+
+  const state = { me: null, flows: [], methods: new Set(), readers: new Map(), stopEvents: null };
+
+  // ---- dialogs -------------------------------------------------------------------------------
+
+  let dialogResolve = null;
+
+  // Shows the modal: { title, message, body (element), buttons: [[label, value, class]] }.
+  // Resolves with the value of the button pressed; a form in the body submits with the first.
+  function dialog(opts) {
+    if (dialogResolve) dialogResolve(null);
+    $('dialog-title').textContent = opts.title || '';
+    $('dialog-message').textContent = opts.message || '';
+    const body = $('dialog-body');
+    body.replaceChildren();
+    if (opts.body) body.appendChild(opts.body);
+    const buttons = $('dialog-buttons');
+    buttons.replaceChildren();
+    $('dialog').hidden = false;
+    return new Promise((resolve) => {
+      dialogResolve = resolve;
+      for (const [label, value, cls] of opts.buttons || []) {
+        buttons.appendChild(el('button', {
+          type: 'button', class: cls || '', text: label, 'data-answer': String(value),
+          onclick: () => closeDialog(typeof value === 'function' ? value() : value),
+        }));
+      }
+      const first = buttons.querySelector('button:last-child');
+      if (first) first.focus();
+    });
+  }
+
+  function closeDialog(value) {
+    $('dialog').hidden = true;
+    const resolve = dialogResolve;
+    dialogResolve = null;
+    if (resolve) resolve(value);
+  }
+
+  const confirmBox = (message, title) => dialog({ title: title || '请确认', message, buttons: [['取消', false, 'secondary'], ['确定', true]] });
+  const alertBox = (message, title, body) => dialog({ title: title || '提示', message, body, buttons: [['确定', true]] });
+  function progressBox(message) {
+    dialog({ title: '请稍候', message, body: el('div', { class: 'spinner' }), buttons: [] });
+  }
+
+  // An error in a teller's words: what happened and what to do next.
+  function errorBox(err, title, extra, messageOverride) {
+    const described = describe(err);
+    const message = messageOverride || described.message;
+    const action = described.action;
+    const body = el('div', {}, extra || null, action ? el('p', { class: 'action', text: '处理方法：' + action }) : null);
+    return dialog({ title: title || '操作未完成', message, body, buttons: [['确定', true]] });
+  }
+
+  // Asks for a line of text (a reason); null when cancelled or empty.
+  async function askText(message, label) {
+    const input = el('input', { id: 'dialog-input', maxlength: '200' });
+    const value = await dialog({
+      title: '请填写', message, body: el('label', { class: 'field' }, label, input),
+      buttons: [['取消', null, 'secondary'], ['确定', () => input.value.trim()]],
+    });
+    return value ? value : null;
+  }
+
+  // ---- small builders ------------------------------------------------------------------------
+
+  const yuan = (v) => (v === null || v === undefined || v === '' ? '—' : v + ' 元');
+  const when = (v) => (v ? String(v).replace('T', ' ').replace(/(\.\d+)?(Z|[+-]\d\d:\d\d)$/, '') : '—');
+
+  function table(columns, rows, id) {
+    const head = el('tr', {}, columns.map((c) => el('th', { text: c[0] })));
+    const body = rows.map((r) => el('tr', {}, columns.map((c) => {
+      const v = c[1](r);
+      return el('td', {}, v instanceof Node ? v : String(v === null || v === undefined ? '—' : v));
+    })));
+    return el('table', { class: 'grid', id }, el('thead', {}, head), el('tbody', {}, body));
+  }
+
+  function fields(pairs, id) {
+    return el('dl', { class: 'fields', id }, pairs.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v === null || v === undefined || v === '' ? '—' : String(v) })]));
+  }
+
+  function field(label, input) {
+    return el('label', { class: 'field' }, el('span', { text: label }), input);
+  }
+
+  function colourSelect(id) {
+    return el('select', { id }, PLATE_COLOURS.map(([code, name]) => el('option', { value: String(code), text: name })));
+  }
+
+  function readerSelect(id, prefer) {
+    const readers = [...state.readers.values()];
+    const chosen = readers.find(prefer) || readers[0];
+    return el('select', { id }, readers.map((r) => el('option', { value: r.id, text: r.name + '（' + r.id + '）', selected: r === chosen })));
+  }
+
+  const hasFlow = (name) => state.flows.some((f) => f.name === name);
+  const hasMethod = (name) => state.methods.has(name);
+  const role = () => (state.me ? state.me.role : '');
+
+  // ---- login, session ------------------------------------------------------------------------
+
+  function showLogin(message) {
+    if (state.stopEvents) state.stopEvents();
+    state.stopEvents = null;
+    state.me = null;
+    $('app-view').hidden = true;
+    $('login-view').hidden = false;
+    $('login-error').textContent = message || '';
+    $('login-password').value = '';
+    $('login-user').focus();
+  }
+
+  Cardd.onUnauthenticated(() => {
+    Cardd.setToken(null);
+    closeDialog(null);
+    showLogin('登录已超时，请重新登录。');
+  });
+
+  $('login-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    $('login-error').textContent = '';
+    try {
+      const r = await call('auth.login', { username: $('login-user').value.trim(), password: $('login-password').value });
+      Cardd.setToken(r.token);
+      await boot();
+    } catch (err) {
+      const { message, action } = describe(err);
+      $('login-error').textContent = message + (err.name === 'InvalidCredentials' ? '' : ' ' + action);
+    }
+  });
+
+  $('logout').addEventListener('click', async () => {
+    try { await call('auth.logout', {}); } catch (e) { /* the session may be over already */ }
+    Cardd.setToken(null);
+    showLogin('已退出登录。');
+  });
+
+  async function boot() {
+    if (!Cardd.token()) return showLogin();
+    try {
+      state.me = await call('auth.whoami', {});
+    } catch (err) {
+      Cardd.setToken(null);
+      return showLogin();
+    }
+    if (state.me.role === 'kiosk') {
+      location.href = '/kiosk';
+      return undefined;
+    }
+    const [flows, discover] = await Promise.all([
+      call('flows.list', {}).catch(() => []),
+      call('rpc.discover', {}).catch(() => ({ methods: [] })),
+    ]);
+    state.flows = flows;
+    state.methods = new Set((discover.methods || []).map((m) => m.name));
+    $('login-view').hidden = true;
+    $('app-view').hidden = false;
+    $('operator').textContent = (state.me.display_name || state.me.username) + '（' + (ROLE_LABELS[state.me.role] || state.me.role) + '）';
+    await loadReaders();
+    state.stopEvents = Cardd.subscribeEvents(onEvent, (open) => $('readers').classList.toggle('offline', !open));
+    buildNav();
+    route();
+    return undefined;
+  }
+
+  // ---- readers and cards, live ---------------------------------------------------------------
+
+  async function loadReaders() {
+    let list = [];
+    try { list = await call('readers.list', {}); } catch (e) { list = []; }
+    state.readers = new Map(list.map((r) => [r.id, r]));
+    for (const r of list) if (r.card_present) await refreshCard(r.id, false);
+    renderReaders();
+  }
+
+  async function refreshCard(readerId, render) {
+    const r = state.readers.get(readerId);
+    if (!r) return;
+    r.card = null;
+    if (r.card_present) {
+      try { r.card = await call('card.summary', { reader_id: readerId }); } catch (e) { r.card = null; }
+    }
+    if (render !== false) renderReaders();
+  }
+
+  function renderReaders() {
+    const box = $('readers');
+    box.replaceChildren(...[...state.readers.values()].map((r) => {
+      let text = r.id + '：' + (r.card_present ? '有卡' : '无卡');
+      if (r.card_present && r.card) {
+        text += ' · ' + (r.card.kind_label || '') + ' ' + r.card.card_number;
+        if (r.card.balance !== null && r.card.balance !== undefined) text += ' · 余额 ' + r.card.balance + ' 元';
+      }
+      return el('span', { class: 'reader ' + (r.card_present ? 'present' : 'absent'), 'data-reader': r.id, title: r.name, text });
+    }));
+  }
+
+  function onEvent(ev) {
+    const r = state.readers.get(ev.reader_id);
+    switch (ev.type) {
+      case 'card_inserted':
+        if (r) { r.card_present = true; refreshCard(ev.reader_id); }
+        break;
+      case 'card_removed':
+        if (r) { r.card_present = false; r.card = null; renderReaders(); }
+        break;
+      case 'reader_added':
+      case 'reader_removed':
+        loadReaders();
+        break;
+      case 'load_resolved':
+        if (r) refreshCard(ev.reader_id);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- navigation ----------------------------------------------------------------------------
+
+  const ALL = ['admin', 'teller', 'supervisor', 'auditor', 'group_operator'];
+  const PAGES = [
+    { id: 'etc-records', section: 'ETC业务', title: '充值记录', roles: ['teller', 'supervisor', 'auditor', 'admin'], render: pageRecords },
+    { id: 'etc-recharge', section: 'ETC业务', title: '充值', roles: ['teller', 'supervisor'], render: pageEtcRecharge },
+    { id: 'obu-issue', section: 'ETC业务', title: 'OBU发行', roles: ['teller', 'supervisor'], when: () => hasFlow('obu.issue'), render: pageObu },
+    { id: 'card', section: '卡片', title: '读卡', roles: ['teller', 'supervisor', 'auditor', 'admin'], render: pageCard },
+    { id: 'flows', section: '卡片', title: '其他业务', roles: ['teller', 'supervisor', 'admin'], when: () => state.flows.length > 0, render: pageFlows },
+    { id: 'group-recharge', section: '集团充值', title: '充值', roles: ['group_operator'], when: () => hasMethod('group.info'), render: pageGroupRecharge },
+    { id: 'group-orders', section: '集团充值', title: '充值查询', roles: ['group_operator'], when: () => hasMethod('group.orders'), render: (p) => pageGroupQuery(p, 'orders') },
+    { id: 'group-topup', section: '集团充值', title: '额度充值', roles: ['group_operator'], when: () => hasMethod('group.topup'), render: pageGroupTopUp },
+    { id: 'group-topups', section: '集团充值', title: '额度充值查询', roles: ['group_operator'], when: () => hasMethod('group.topups'), render: (p) => pageGroupQuery(p, 'topups') },
+    { id: 'audit-topups', section: '审核', title: '额度充值审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditTopUps },
+    { id: 'audit-refunds', section: '审核', title: '退款审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditRefunds },
+    { id: 'operators', section: '系统', title: '操作员管理', roles: ['admin'], render: pageOperators },
+    { id: 'password', section: '系统', title: '修改密码', roles: ALL, render: pagePassword },
+  ];
+
+  const visiblePages = () => PAGES.filter((p) => p.roles.includes(role()) && (!p.when || p.when()));
+
+  function buildNav() {
+    const nav = $('nav');
+    nav.replaceChildren();
+    let section = null;
+    for (const p of visiblePages()) {
+      if (p.section !== section) {
+        section = p.section;
+        nav.appendChild(el('div', { class: 'section', text: section }));
+      }
+      nav.appendChild(el('a', { href: '#/' + p.id, id: 'nav-' + p.id, text: p.title }));
+    }
+  }
+
+  function route() {
+    if (!state.me) return;
+    const pages = visiblePages();
+    const id = location.hash.replace(/^#\//, '');
+    const page = pages.find((p) => p.id === id) || pages[0];
+    for (const a of $('nav').querySelectorAll('a')) a.classList.toggle('active', a.id === 'nav-' + page.id);
+    const main = $('page');
+    main.replaceChildren(el('h1', { text: page.title }));
+    main.dataset.page = page.id;
+    page.render(main);
+  }
+
+  window.addEventListener('hashchange', route);
+
+  // ---- ETC: 充值记录, details, 圈存, 修改圈存状态 -----------------------------------------------
+
+  const mayLoad = () => ['teller', 'supervisor'].includes(role());
+
+  function pageRecords(main) {
+    const plate = el('input', { id: 'rec-plate', maxlength: '16', placeholder: '如 陕A12345', required: true });
+    const colour = colourSelect('rec-colour');
+    const from = el('input', { id: 'rec-from', type: 'date' });
+    const to = el('input', { id: 'rec-to', type: 'date' });
+    const reader = readerSelect('rec-reader', (r) => r.id.includes('etc') || /ETC/.test(r.name));
+    const results = el('div', { id: 'rec-results' });
+    const details = el('div', { id: 'rec-details' });
+    let page = 1;
+    const search = async () => {
+      if (!plate.value.trim()) { plate.focus(); return; }
+      const params = { plate: plate.value.trim(), plate_colour: Number(colour.value), page, page_size: 20 };
+      if (from.value) params.from = from.value;
+      if (to.value) params.to = to.value;
+      try {
+        const r = await call('etc.records.query', params);
+        results.replaceChildren(recordsTable(r, (n) => { page = n; search(); }));
+      } catch (err) {
+        results.replaceChildren();
+        errorBox(err, '查询失败');
+      }
+    };
+    const form = el('form', { class: 'toolbar', id: 'rec-form', onsubmit: (e) => { e.preventDefault(); page = 1; details.replaceChildren(); search(); } },
+      field('车牌号', plate), field('车牌颜色', colour), field('充值开始日期', from), field('充值结束日期', to),
+      el('button', { type: 'submit', id: 'rec-query', text: '查询' }));
+    main.append(form, el('div', { class: 'toolbar' }, field('读卡器（圈存、核对卡片）', reader)), results, details);
+
+    function recordsTable(r, goto) {
+      const rows = r.records || [];
+      if (rows.length === 0) return el('p', { class: 'empty', text: '没有符合条件的充值记录。' });
+      const actions = (rec) => el('span', { class: 'row-actions' },
+        el('button', { type: 'button', class: 'link', text: '详情', 'data-action': 'details', onclick: () => showDetails(rec.record_id) }),
+        rec.status === 'not_loaded' && mayLoad() ? el('button', { type: 'button', text: '圈存', 'data-action': 'load', onclick: () => doLoad(rec.record_id) }) : null);
+      const grid = table([
+        ['记录编号', (x) => x.record_id], ['用户卡卡号', (x) => x.card_number], ['车牌号', (x) => x.plate], ['车牌颜色', (x) => x.plate_colour_label],
+        ['充值前金额', (x) => yuan(x.balance_before)], ['充值金额', (x) => yuan(x.amount)], ['充值后金额', (x) => yuan(x.balance_after)],
+        ['充值时间', (x) => when(x.recharged_at)], ['充值渠道', (x) => x.channel],
+        ['充值状态', (x) => el('span', { class: 'status ' + x.status, text: x.status_label })], ['操作', actions],
+      ], rows, 'rec-table');
+      for (const [i, tr] of [...grid.tBodies[0].rows].entries()) tr.dataset.record = rows[i].record_id;
+      const pages = Math.max(1, Math.ceil(r.total / r.page_size));
+      const pager = el('div', { class: 'pager' }, '共 ' + r.total + ' 条，第 ' + r.page + '/' + pages + ' 页 ',
+        r.page > 1 ? el('button', { type: 'button', class: 'secondary', text: '上一页', onclick: () => goto(r.page - 1) }) : null,
+        r.page < pages ? el('button', { type: 'button', class: 'secondary', text: '下一页', onclick: () => goto(r.page + 1) }) : null);
+      return el('div', {}, grid, pager);
+    }
+
+    async function showDetails(recordId) {
+      let rec;
+      try { rec = await call('etc.records.get', { record_id: recordId }); } catch (err) { errorBox(err, '无法读取充值记录'); return; }
+      const history = table([
+        ['时间', (h) => when(h.at)], ['操作', (h) => h.action_label], ['原状态', (h) => h.from_label], ['新状态', (h) => h.to_label],
+        ['操作员', (h) => h.operator], ['原因', (h) => h.reason], ['交易编号', (h) => h.txn_id],
+      ], rec.history || [], 'rec-history');
+      const buttons = el('div', { class: 'buttons-left' },
+        rec.status === 'not_loaded' && mayLoad() ? el('button', { type: 'button', id: 'det-load', text: '圈存', onclick: () => doLoad(rec.record_id) }) : null,
+        rec.status !== 'not_loaded' && mayLoad() ? el('button', { type: 'button', id: 'det-unload', class: 'warn', text: '未圈存', onclick: () => markNotLoaded(rec) }) : null,
+        el('button', { type: 'button', id: 'det-evidence', class: 'secondary', text: '卡片证据', onclick: () => showEvidence(rec) }));
+      details.replaceChildren(el('section', { class: 'panel', id: 'record-panel', 'data-record': rec.record_id },
+        el('h2', { text: '充值记录详情' }),
+        el('p', { class: 'hint', text: '请仔细核对车辆信息、卡上的余额以及充值后的金额和圈存状态。' }),
+        fields([
+          ['记录编号', rec.record_id], ['用户卡卡号', rec.card_number], ['车牌号', rec.plate], ['车牌颜色', rec.plate_colour_label],
+          ['充值前的金额', yuan(rec.balance_before)], ['充值金额', yuan(rec.amount)], ['充值后的金额', yuan(rec.balance_after)],
+          ['充值时间', when(rec.recharged_at)], ['充值渠道', rec.channel], ['充值状态', rec.status_label], ['圈存时间', when(rec.loaded_at)],
+        ], 'rec-fields'),
+        buttons, el('h3', { text: '处理记录' }), history));
+      details.scrollIntoView();
+    }
+
+    async function doLoad(recordId) {
+      const readerId = reader.value;
+      const slot = 'etc.load:' + recordId;
+      progressBox('正在查询充值记录……');
+      let run;
+      try {
+        run = await Cardd.startFlow(slot, 'etc.load', { record_id: recordId }, readerId);
+        run = await Cardd.followRun(run.run_id, {
+          progress: (m) => progressBox(m),
+          prompt: async (p) => {
+            const answer = await promptAnswer(p);
+            progressBox('正在处理……');
+            return answer;
+          },
+        });
+      } catch (err) {
+        await errorBox(err, '圈存未完成');
+        return;
+      }
+      Cardd.forgetFlow(slot);
+      await showRunOutcome(run, '圈存');
+      refreshCard(readerId);
+      search();
+      showDetails(recordId);
+    }
+
+    async function markNotLoaded(rec) {
+      const sure = await confirmBox('确定将充值记录改为【未圈存】的状态吗？');
+      if (!sure) return;
+      const params = { record_id: rec.record_id, reader_id: reader.value };
+      try {
+        await call('etc.records.mark_not_loaded', params);
+        await alertBox('修改圈存状态成功！请进行圈存操作', '修改圈存状态');
+      } catch (err) {
+        if (err.name === 'CardEvidenceRequired' && role() === 'supervisor') {
+          const reason = await askText(err.message + ' 主管可在核对卡片余额后填写原因办理。', '原因');
+          if (reason) {
+            try {
+              await call('etc.records.mark_not_loaded', { record_id: rec.record_id, reason });
+              await alertBox('修改圈存状态成功！请进行圈存操作', '修改圈存状态');
+            } catch (err2) { await errorBox(err2, '不能修改圈存状态'); }
+          }
+        } else {
+          const evidence = err.data && err.data.detail && err.data.detail.evidence;
+          const extra = evidence ? el('div', { class: 'evidence', id: 'evidence' }, el('h3', { text: 'cardd 读卡核对结果' }), el('p', { text: evidence.explanation })) : null;
+          await errorBox(err, '不能修改圈存状态', extra, evidence ? '不能改为未圈存：cardd 读取了卡片，结果如下。' : null);
+        }
+      }
+      search();
+      showDetails(rec.record_id);
+    }
+
+    async function showEvidence(rec) {
+      try {
+        const r = await call('etc.records.evidence', { record_id: rec.record_id, reader_id: reader.value });
+        const ev = r.evidence;
+        const verdict = { landed: '已写入卡内', not_landed: '未写入卡内', unknown: '无法确定' }[ev.verdict] || ev.verdict;
+        await alertBox(ev.explanation, '卡片证据：' + verdict, fields([['卡内余额', yuan(ev.card_balance)], ['已读卡核对', ev.card_checked ? '是' : '否']]));
+      } catch (err) { await errorBox(err, '无法读取卡片证据'); }
+    }
+  }
+
+  // A flow's question as a dialog: confirm → true/false; choose → one of the choices.
+  async function promptAnswer(p) {
+    if (p.kind === 'choose') {
+      const list = el('div', { class: 'choices' });
+      const value = dialog({ title: '请选择', message: p.message, body: list, buttons: [['取消', null, 'secondary']] });
+      for (const c of p.choices) list.appendChild(el('button', { type: 'button', class: 'choice', text: c, onclick: () => closeDialog(c) }));
+      const chosen = await value;
+      if (chosen === null) throw new Cardd.ApiError(0, '已取消', { error: 'Cancelled' });
+      return chosen;
+    }
+    return confirmBox(p.message, '请确认');
+  }
+
+  // The end of a run: the flow's message with its figures, or its failure with what to do.
+  async function showRunOutcome(run, what) {
+    if (run.state === 'succeeded') {
+      const r = run.result || {};
+      const pairs = [
+        ['订单编号', r.order_id], ['卡号', r.card_number], ['车牌号', r.plate],
+        ['圈存前余额', r.balance_before !== undefined && what === '圈存' ? yuan(r.balance_before) : undefined],
+        ['圈存金额', r.amount !== undefined && what === '圈存' ? yuan(r.amount) : undefined],
+        ['圈存后余额', r.balance_after !== undefined && what === '圈存' ? yuan(r.balance_after) : undefined],
+        ['交易验证码', r.tac],
+      ].filter(([, v]) => v !== undefined && v !== null);
+      return alertBox(r.message || what + '成功！', what + '结果', pairs.length ? fields(pairs, 'run-result') : null);
+    }
+    const failure = run.failure || { message: '业务未完成' };
+    const action = run.state === 'interrupted'
+      ? '服务曾中断：请将同一张卡片放回读卡器后重新查询记录，系统会按卡片核对结果，不会重复圈存。'
+      : '请按提示处理后重新办理；如卡片在办理中被移开，请将同一张卡片放回读卡器，系统会先核对卡片，不会重复圈存。';
+    return dialog({ title: what + '未完成', message: failure.message, body: el('p', { class: 'action', text: '处理方法：' + action }), buttons: [['确定', true]] });
+  }
+
+  // ---- ETC: 充值 (a payment into a vehicle account) ----------------------------------------
+
+  function pageEtcRecharge(main) {
+    const plate = el('input', { id: 'rc-plate', maxlength: '16', required: true });
+    const colour = colourSelect('rc-colour');
+    const amount = el('input', { id: 'rc-amount', inputmode: 'decimal', required: true, placeholder: '如 200.00' });
+    const channel = el('select', { id: 'rc-channel' }, ['银行柜台', '网上银行', '手机银行'].map((c) => el('option', { value: c, text: c })));
+    const out = el('div', { id: 'rc-result' });
+    main.append(el('p', { class: 'hint', text: '用户付款后在此登记充值，生成一条【未圈存】的充值记录；用户卡到读卡器上后在【充值记录】中圈存。' }),
+      el('form', { class: 'form', onsubmit: async (e) => {
+        e.preventDefault();
+        if (!/^\d+(\.\d{1,2})?$/.test(amount.value.trim())) { alertBox('充值金额应为元，最多两位小数，例如 200.00。', '金额格式不对'); return; }
+        const sure = await confirmBox('车牌号：' + plate.value.trim() + '（' + colour.selectedOptions[0].text + '）。充值金额：' + amount.value.trim() + '元。确认充值？');
+        if (!sure) return;
+        try {
+          const r = await call('etc.recharge', { plate: plate.value.trim(), plate_colour: Number(colour.value), amount: amount.value.trim(), channel: channel.value });
+          out.replaceChildren(el('section', { class: 'panel' }, el('h2', { text: '充值成功' }),
+            fields([['记录编号', r.record_id], ['用户卡卡号', r.card_number], ['充值金额', yuan(r.amount)], ['充值状态', r.status_label]])));
+        } catch (err) { errorBox(err, '充值未完成'); }
+      } }, field('车牌号', plate), field('车牌颜色', colour), field('充值金额（元）', amount), field('充值渠道', channel),
+      el('button', { type: 'submit', text: '确认充值' })), out);
+  }
+
+  // ---- flows by their parameter schema (OBU发行, other flows) --------------------------------
+
+  function flowForm(flow, readerPrefer, done) {
+    const schema = flow.params || {};
+    const props = schema.properties || {};
+    const required = new Set(schema.required || []);
+    const inputs = {};
+    const form = el('form', { class: 'form', id: 'flow-form' });
+    form.appendChild(el('p', { class: 'hint', text: flow.description || '' }));
+    const reader = readerSelect('flow-reader', readerPrefer);
+    form.appendChild(field('读卡器', reader));
+    // Required parameters first (JSON Schema keeps no order); the optional ones folded away.
+    const optional = el('div', { class: 'grid2' });
+    for (const name of Object.keys(props)) {
+      const p = props[name];
+      let input;
+      if (name === 'plate_colour') input = colourSelect('flow-' + name);
+      else input = el('input', { id: 'flow-' + name, name, required: required.has(name), inputmode: p.type === 'integer' ? 'numeric' : null });
+      inputs[name] = [input, p];
+      if (required.has(name)) form.appendChild(field(p.title || name, input));
+      else optional.appendChild(field(p.title || name, input));
+    }
+    if (optional.children.length) form.appendChild(el('details', { id: 'flow-optional' }, el('summary', { text: '更多信息（选填）' }), optional));
+    form.appendChild(el('button', { type: 'submit', id: 'flow-start', text: '开始' + flow.title }));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const params = {};
+      for (const [name, [input, p]] of Object.entries(inputs)) {
+        const v = input.value.trim();
+        if (v === '') continue;
+        params[name] = p.type === 'integer' ? Number(v) : v;
+      }
+      const slot = flow.name + ':' + JSON.stringify(params);
+      progressBox('正在' + flow.title + '……');
+      let run;
+      try {
+        run = await Cardd.startFlow(slot, flow.name, params, reader.value);
+        run = await Cardd.followRun(run.run_id, { progress: (m) => progressBox(m), prompt: async (p) => { const a = await promptAnswer(p); progressBox('正在处理……'); return a; } });
+      } catch (err) { await errorBox(err, flow.title + '未完成'); return; }
+      Cardd.forgetFlow(slot);
+      refreshCard(reader.value);
+      if (done) {
+        closeDialog(null);
+        done(run);
+      } else {
+        showRunOutcome(run, flow.title);
+      }
+    });
+    return form;
+  }
+
+  function pageObu(main) {
+    const flow = state.flows.find((f) => f.name === 'obu.issue');
+    const out = el('div', { id: 'obu-result' });
+    main.append(flowForm(flow, (r) => r.capabilities && r.capabilities.obu_channel, async (run) => {
+      if (run.state !== 'succeeded') { showRunOutcome(run, 'OBU发行'); return; }
+      const r = run.result || {};
+      if (r.status !== 'ok') { alertBox(r.message || '已取消OBU发行', 'OBU发行'); return; }
+      const plan = r.plan || r;
+      const vehicle = plan.vehicle || plan;
+      const colour = vehicle.plate_colour && typeof vehicle.plate_colour === 'object' ? vehicle.plate_colour.label : vehicle.plate_colour_label;
+      const list = (v) => (Array.isArray(v) ? v.join('、') : v);
+      out.replaceChildren(el('section', { class: 'panel success', id: 'obu-success' }, el('h2', { text: r.message || 'OBU发行成功！' }),
+        fields([
+          ['OBU号', plan.obu_number], ['车牌号', vehicle.plate ? vehicle.plate + (colour ? '（' + colour + '）' : '') : null],
+          ['车型', vehicle.vehicle_class_label],
+          ['签约日期', r.signed_date], ['有效期至', r.expiry_date], ['已写入', list(r.written_labels)],
+          ['读回核对', list((r.verified || []).map((v) => ({ system_info: '系统信息', vehicle_info: '车辆信息' }[v] || v))) + '（逐字节一致）'], ['激活状态', r.activated === undefined ? null : (r.activated ? '已激活' : '未激活')],
+        ], 'obu-fields')));
+      out.scrollIntoView();
+    }), out);
+  }
+
+  function pageFlows(main) {
+    const list = el('div', { class: 'cards' });
+    const host = el('div', { id: 'flow-host' });
+    for (const f of state.flows) {
+      list.appendChild(el('button', { type: 'button', class: 'secondary', text: f.title + '（' + f.name + '）', onclick: () => host.replaceChildren(el('h2', { text: f.title }), flowForm(f, () => false)) }));
+    }
+    main.append(list, host);
+  }
+
+  // ---- 读卡 ----------------------------------------------------------------------------------
+
+  function pageCard(main) {
+    const reader = readerSelect('card-reader', (r) => r.card_present);
+    const out = el('div', { id: 'card-result' });
+    const read = async () => {
+      try {
+        const c = await call('card.summary', { reader_id: reader.value });
+        out.replaceChildren(fields([
+          ['卡片类型', c.kind_label], ['卡种', c.card_type], ['卡号', c.card_number], ['车牌号', c.plate], ['车牌颜色', c.plate_colour_label],
+          ['卡内余额', yuan(c.balance)], ['联机交易序号', c.online_atc], ['启用日期', c.start_date], ['有效期至', c.expiry_date],
+          ['说明', (c.notes || []).join('；')],
+        ], 'card-fields'));
+      } catch (err) { out.replaceChildren(); errorBox(err, '读卡失败'); }
+    };
+    main.append(el('div', { class: 'toolbar' }, field('读卡器', reader), el('button', { type: 'button', id: 'card-read', text: '读卡', onclick: read })), out);
+  }
+
+  // ---- group pages ---------------------------------------------------------------------------
+
+  async function groupHeader(box) {
+    try {
+      const g = await call('group.info', {});
+      box.replaceChildren(fields([['集团名称', g.group_name], ['集团操作员', g.operator_name || g.operator], ['终端编号', g.terminal_no], ['集团可用额度', yuan(g.available_quota)]], 'group-info'));
+      return g;
+    } catch (err) { errorBox(err, '无法读取集团信息'); return null; }
+  }
+
+  function pageGroupRecharge(main) {
+    const head = el('div', { id: 'group-head' });
+    const reader = readerSelect('gr-reader', (r) => r.id.includes('city') || /城市|city/i.test(r.name));
+    const cardBox = el('div', { id: 'gr-card' });
+    const amount = el('input', { id: 'gr-amount', inputmode: 'numeric', placeholder: '10 的整数倍' });
+    const quick = el('div', { class: 'quick', id: 'gr-quick' });
+    const out = el('div', { id: 'gr-result' });
+    const form = el('form', { class: 'form', id: 'gr-form' });
+    main.append(head, el('h2', { text: '待充值卡片' }), el('div', { class: 'toolbar' }, field('读卡器', reader), el('button', { type: 'button', class: 'secondary', text: '读卡', onclick: () => readCard() })), cardBox, form, out);
+    let info = null;
+    let card = null;
+    const readCard = async () => {
+      try {
+        card = await call('card.summary', { reader_id: reader.value });
+        cardBox.replaceChildren(fields([['卡号', card.card_number], ['卡片类型', card.kind_label], ['卡内余额', yuan(card.balance)]], 'gr-card-fields'));
+      } catch (err) { card = null; cardBox.replaceChildren(el('p', { class: 'error', text: describe(err).message + ' ' + describe(err).action })); }
+    };
+    groupHeader(head).then((g) => {
+      info = g;
+      for (const p of (g && g.amount_presets) || ['10.00', '20.00', '30.00', '50.00', '100.00']) {
+        const whole = String(Number(p));
+        quick.appendChild(el('button', { type: 'button', class: 'secondary', 'data-amount': whole, text: whole + '元', onclick: () => { amount.value = whole; } }));
+      }
+    });
+    readCard();
+    form.append(field('充值金额（元）', amount), quick,
+      el('div', { class: 'rules', id: 'gr-rules' }, el('h3', { text: '充值规则' }), el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))),
+      el('button', { type: 'submit', id: 'gr-submit', text: '确认充值' }));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const text = amount.value.trim();
+      const problem = groupAmountProblem(text, card, info);
+      if (problem) { alertBox(problem, '请修改充值金额', el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))); return; }
+      const slot = 'group.recharge:' + (card ? card.card_number : '') + ':' + text;
+      progressBox('正在读取卡片……');
+      let run;
+      try {
+        run = await Cardd.startFlow(slot, 'group.recharge', { amount: text + '.00', card_number: card ? card.card_number : undefined }, reader.value);
+        run = await Cardd.followRun(run.run_id, { progress: (m) => progressBox(m), prompt: async (p) => { const a = await promptAnswer(p); progressBox('正在充值……'); return a; } });
+      } catch (err) { await errorBox(err, '充值未完成'); return; }
+      Cardd.forgetFlow(slot);
+      closeDialog(null);
+      if (run.state !== 'succeeded' || (run.result && run.result.status !== 'ok')) {
+        if (run.state === 'succeeded') alertBox(run.result.message, '充值');
+        else showRunOutcome(run, '充值');
+        return;
+      }
+      const r = run.result;
+      out.replaceChildren(el('section', { class: 'panel success', id: 'gr-success' }, el('h2', { text: r.message || '充值成功！' }),
+        fields([['订单编号', r.order_id], ['卡号', r.card_number], ['充值前余额', yuan(r.balance_before)], ['充值金额', yuan(r.amount)],
+          ['现余额', yuan(r.balance_after)], ['充值前集团额度', yuan(r.quota_before)], ['充值后集团额度', yuan(r.quota_after)]], 'gr-success-fields'),
+        el('p', { class: 'hint', text: GROUP_RULES[3] })));
+      form.hidden = true;
+      groupHeader(head);
+      readCard();
+      refreshCard(reader.value);
+    });
+  }
+
+  // Why an amount breaks the seed's rules (checked again by cardd), or null.
+  function groupAmountProblem(text, card, info) {
+    if (!/^\d+$/.test(text)) return '充值金额应为整数元，例如 50。';
+    const fen = Number(text) * 100;
+    if (fen < 1000) return '充值金额不能小于10元。';
+    if (fen % 1000 !== 0) return '充值金额必须是10元的整数倍，' + text + ' 元不是。';
+    if (card && card.balance_fen + fen > 100000) return '充值后卡内金额不能超过1000元：卡内余额 ' + card.balance + ' 元，充值 ' + text + ' 元后为 ' + ((card.balance_fen + fen) / 100).toFixed(2) + ' 元。';
+    if (info && fen > info.available_quota_fen) return '集团可用额度不足：可用额度 ' + info.available_quota + ' 元。';
+    return null;
+  }
+
+  // 充值查询 (orders) and 额度充值查询 (topups): a period by dates or preset, statistics, export.
+  function pageGroupQuery(main, kind) {
+    const method = kind === 'orders' ? 'group.orders' : 'group.topups';
+    const start = el('input', { id: 'gq-start', type: 'date' });
+    const end = el('input', { id: 'gq-end', type: 'date' });
+    const out = el('div', { id: 'gq-result' });
+    let preset = 'last_7_days';
+    const period = () => (start.value && end.value && !preset ? { start_date: start.value, end_date: end.value } : { preset: preset || 'last_7_days' });
+    const presets = el('div', { class: 'presets' }, PRESETS.map(([code, label]) => el('button', {
+      type: 'button', class: 'secondary', 'data-preset': code, text: label,
+      onclick: (e) => { preset = code; start.value = ''; end.value = ''; markPreset(e.target); query(); },
+    })));
+    const markPreset = (b) => { for (const x of presets.children) x.classList.toggle('active', x === b); };
+    for (const i of [start, end]) i.addEventListener('change', () => { preset = null; markPreset(null); });
+    const query = async () => {
+      try {
+        const r = await call(method, period());
+        out.replaceChildren(kind === 'orders' ? ordersView(r) : topupsView(r));
+      } catch (err) { out.replaceChildren(); errorBox(err, '查询失败'); }
+    };
+    const exporter = (format) => async () => {
+      try {
+        const r = await call(method + '.export', { ...period(), format });
+        Cardd.download(r.filename, r.content_type, r.data_base64);
+        $('gq-exported').textContent = '已导出 ' + r.rows + ' 条记录：' + r.filename;
+      } catch (err) { errorBox(err, '导出失败'); }
+    };
+    main.append(el('form', { class: 'toolbar', onsubmit: (e) => { e.preventDefault(); query(); } },
+      field('开始日期', start), field('结束日期', end), el('button', { type: 'submit', id: 'gq-query', text: '查询' }), presets),
+    el('div', { class: 'toolbar' },
+      el('button', { type: 'button', id: 'gq-export-csv', class: 'secondary', text: '导出 CSV', onclick: exporter('csv') }),
+      el('button', { type: 'button', id: 'gq-export-xlsx', class: 'secondary', text: '导出 Excel', onclick: exporter('xlsx') }),
+      el('span', { id: 'gq-exported', class: 'hint' })), out);
+    markPreset(presets.children[0]);
+    query();
+  }
+
+  function periodLine(r) {
+    return el('p', { class: 'hint', text: (r.group_name || '') + '　查询期间：' + r.period.start_date + ' 至 ' + r.period.end_date });
+  }
+
+  function ordersView(r) {
+    const s = r.stats || {};
+    return el('div', {}, periodLine(r),
+      fields([['充值成功笔数', s.success_count], ['充值成功金额', yuan(s.success_amount)], ['充值失败笔数', s.failure_count], ['充值失败金额', yuan(s.failure_amount)],
+        ['已退款笔数', s.refunded_count], ['已退款金额', yuan(s.refunded_amount)], ['充值中笔数', s.in_progress_count]], 'gq-stats'),
+      (r.rows || []).length === 0 ? el('p', { class: 'empty', text: '该期间没有充值记录。' }) : table([
+        ['订单编号', (x) => x.order_id], ['卡号', (x) => x.card_number], ['充值前余额', (x) => yuan(x.balance_before)], ['充值金额', (x) => yuan(x.amount)],
+        ['现余额', (x) => yuan(x.balance_after)], ['充值前集团额度', (x) => yuan(x.quota_before)], ['充值后集团额度', (x) => yuan(x.quota_after)],
+        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator], ['充值时间', (x) => when(x.created_at)], ['备注', (x) => x.remark],
+      ], r.rows, 'gq-table'));
+  }
+
+  function topupsView(r) {
+    const s = r.stats || {};
+    return el('div', {}, periodLine(r),
+      fields([['转账成功笔数', s.transfer_success_count], ['转账成功金额', yuan(s.transfer_success_amount)], ['审核笔数', s.audited_count], ['审核金额', yuan(s.audited_amount)]], 'gq-stats'),
+      (r.rows || []).length === 0 ? el('p', { class: 'empty', text: '该期间没有额度充值记录。' }) : table([
+        ['订单编号', (x) => x.topup_id], ['转账金额', (x) => yuan(x.amount)], ['银行返回流水号', (x) => x.bank_serial], ['备注', (x) => x.remark],
+        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator], ['审核员', (x) => x.auditor], ['转账时间', (x) => when(x.created_at)],
+      ], r.rows, 'gq-table'));
+  }
+
+  function pageGroupTopUp(main) {
+    const head = el('div', { id: 'group-head' });
+    const amount = el('input', { id: 'gt-amount', inputmode: 'numeric', placeholder: '整数元' });
+    const remark = el('input', { id: 'gt-remark', maxlength: '100' });
+    const out = el('div', { id: 'gt-result' });
+    groupHeader(head);
+    const form = el('form', { class: 'form', id: 'gt-form' }, field('转账金额（元）', amount), field('备注', remark),
+      el('p', { class: 'hint', text: '转账金额不能小于0或带小数点。转账通过网上银行（本机为沙盒银行）支付，一卡通审核通过后集团额度增加。' }),
+      el('button', { type: 'submit', id: 'gt-submit', text: '确认转账' }));
+    main.append(head, form, out);
+    const show = (r) => {
+      out.replaceChildren(el('section', { class: 'panel ' + (r.status === 'paid' || r.status === 'approved' ? 'success' : ''), id: 'gt-success' },
+        el('h2', { text: r.message || r.status_label }),
+        fields([['订单编号', r.topup_id], ['充值转账金额', yuan(r.amount)], ['银行返回流水号', r.bank_serial], ['集团名称', r.group_name], ['操作员', r.operator], ['状态', r.status_label]], 'gt-fields'),
+        el('p', { class: 'hint', text: '特别说明：转账成功后，一卡通操作员会进行后续审核工作。' }),
+        r.status === 'unknown' || r.status === 'pending' ? el('button', { type: 'button', class: 'secondary', text: '查询银行结果', onclick: async () => {
+          try { show(await call('group.topup_status', { topup_id: r.topup_id })); } catch (err) { errorBox(err, '查询失败'); }
+        } }) : null));
+    };
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const text = amount.value.trim();
+      if (!/^[1-9]\d*$/.test(text)) { alertBox('转账金额应为大于0的整数元，不能带小数点。', '请修改转账金额'); return; }
+      const sure = await confirmBox('转账金额：' + text + '元。备注：' + (remark.value.trim() || '无') + '。确认转账？');
+      if (!sure) return;
+      progressBox('正在跳转网上支付（沙盒银行）……请勿关闭页面');
+      try {
+        const r = await call('group.topup', { amount: text, remark: remark.value.trim() });
+        closeDialog(null);
+        form.hidden = true;
+        show(r);
+      } catch (err) { await errorBox(err, '转账未完成'); }
+    });
+  }
+
+  // ---- auditor pages -------------------------------------------------------------------------
+
+  function pageAuditTopUps(main) {
+    const out = el('div', { id: 'at-result' });
+    main.append(el('p', { class: 'hint', text: '银行已付款的额度充值，审核通过后集团额度增加；每笔只能审核一次。' }), out);
+    const load = async () => {
+      let p;
+      try { p = await call('group.audit.pending', {}); } catch (err) { errorBox(err, '查询失败'); return; }
+      const rows = p.topups || [];
+      const decide = (t, approve) => async () => {
+        const reason = await askText((approve ? '通过' : '驳回') + '额度充值 ' + t.topup_id + '（' + t.amount + ' 元）', '审核意见');
+        if (!reason) return;
+        try { await call('group.audit.topup', { topup_id: t.topup_id, approve, reason }); await alertBox(approve ? '审核通过，集团额度已增加。' : '已驳回。', '额度充值审核'); } catch (err) { await errorBox(err, '审核未完成'); }
+        load();
+      };
+      out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待审核的额度充值。' }) : table([
+        ['集团编号', (t) => t.group_id], ['订单编号', (t) => t.topup_id], ['转账金额', (t) => yuan(t.amount)], ['银行返回流水号', (t) => t.bank_serial],
+        ['备注', (t) => t.remark], ['操作员', (t) => t.operator], ['转账时间', (t) => when(t.created_at)],
+        ['操作', (t) => el('span', { class: 'row-actions' }, el('button', { type: 'button', text: '通过', 'data-decision': 'approve', onclick: decide(t, true) }), el('button', { type: 'button', class: 'warn', text: '驳回', 'data-decision': 'reject', onclick: decide(t, false) }))],
+      ], rows, 'at-table'));
+    };
+    load();
+  }
+
+  function pageAuditRefunds(main) {
+    const out = el('div', { id: 'ar-result' });
+    main.append(el('p', { class: 'hint', text: '充值失败的订单：按卡片证据决定退回额度（卡内未到账）或改为充值成功（卡内已到账）；结果未确定时请出示卡片。' }), out);
+    const load = async () => {
+      let p;
+      try { p = await call('group.audit.pending', {}); } catch (err) { errorBox(err, '查询失败'); return; }
+      const rows = p.orders || [];
+      const decide = (ev, method, label) => async () => {
+        const reason = await askText(label + '：订单 ' + ev.order.order_id + '（' + ev.order.amount + ' 元）。' + ev.message, '审核意见');
+        if (!reason) return;
+        try { await call(method, { order_id: ev.order.order_id, reason }); await alertBox(label + '已完成。', '退款审核'); } catch (err) { await errorBox(err, label + '未完成'); }
+        load();
+      };
+      out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待审核的失败订单。' }) : table([
+        ['订单编号', (e) => e.order.order_id], ['卡号', (e) => e.order.card_number], ['充值金额', (e) => yuan(e.order.amount)], ['操作员', (e) => e.order.operator],
+        ['充值时间', (e) => when(e.order.created_at)], ['卡片证据', (e) => e.message],
+        ['操作', (e) => el('span', { class: 'row-actions' },
+          e.verdict === 'not_landed' ? el('button', { type: 'button', text: '退款', onclick: decide(e, 'group.audit.refund', '退回额度') }) : null,
+          e.verdict === 'landed' ? el('button', { type: 'button', text: '改为充值成功', onclick: decide(e, 'group.audit.resolve', '改为充值成功') }) : null)],
+      ], rows, 'ar-table'));
+    };
+    load();
+  }
+
+  // ---- administration, password --------------------------------------------------------------
+
+  function pageOperators(main) {
+    const out = el('div', { id: 'op-result' });
+    const username = el('input', { id: 'op-user', maxlength: '64', required: true });
+    const name = el('input', { id: 'op-name', maxlength: '64' });
+    const password = el('input', { id: 'op-password', type: 'password', required: true });
+    const roleSel = el('select', { id: 'op-role' }, Object.entries(ROLE_LABELS).map(([k, v]) => el('option', { value: k, text: v })));
+    const group = el('input', { id: 'op-group', maxlength: '32', placeholder: '集团操作员必填' });
+    const load = async () => {
+      let ops;
+      try { ops = await call('operators.list', {}); } catch (err) { errorBox(err, '查询失败'); return; }
+      out.replaceChildren(table([
+        ['用户名', (o) => o.username], ['姓名', (o) => o.display_name], ['角色', (o) => ROLE_LABELS[o.role] || o.role], ['集团', (o) => o.group_id],
+        ['状态', (o) => (o.disabled ? '已停用' : '正常')],
+        ['操作', (o) => el('span', { class: 'row-actions' },
+          el('button', { type: 'button', class: 'secondary', text: o.disabled ? '启用' : '停用', onclick: async () => {
+            try { await call('operators.set_disabled', { username: o.username, disabled: !o.disabled }); } catch (err) { await errorBox(err); }
+            load();
+          } }),
+          el('button', { type: 'button', class: 'secondary', text: '重置密码', onclick: async () => {
+            const pw = await askText('为 ' + o.username + ' 设置新密码（其登录将结束）', '新密码');
+            if (!pw) return;
+            try { await call('operators.reset_password', { username: o.username, new_password: pw }); await alertBox('密码已重置。'); } catch (err) { await errorBox(err); }
+          } }))],
+      ], ops, 'op-table'));
+    };
+    main.append(el('form', { class: 'toolbar', onsubmit: async (e) => {
+      e.preventDefault();
+      const params = { username: username.value.trim(), password: password.value, role: roleSel.value, display_name: name.value.trim() || username.value.trim() };
+      if (group.value.trim()) params.group_id = group.value.trim();
+      try { await call('operators.create', params); await alertBox('操作员已创建。'); } catch (err) { await errorBox(err, '创建失败'); }
+      load();
+    } }, field('用户名', username), field('姓名', name), field('初始密码', password), field('角色', roleSel), field('集团编号', group),
+    el('button', { type: 'submit', text: '新建操作员' })), out);
+    load();
+  }
+
+  function pagePassword(main) {
+    const oldPw = el('input', { id: 'pw-old', type: 'password', autocomplete: 'current-password', required: true });
+    const newPw = el('input', { id: 'pw-new', type: 'password', autocomplete: 'new-password', required: true });
+    const confirmPw = el('input', { id: 'pw-confirm', type: 'password', autocomplete: 'new-password', required: true });
+    main.append(el('form', { class: 'form', id: 'pw-form', onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        await call('auth.change_password', { old_password: oldPw.value, new_password: newPw.value, confirm_password: confirmPw.value });
+        oldPw.value = ''; newPw.value = ''; confirmPw.value = '';
+        await alertBox('密码已修改', '修改密码');
+      } catch (err) { await errorBox(err, '密码未修改'); }
+    } }, field('原密码', oldPw), field('新密码', newPw), field('确认密码', confirmPw), el('button', { type: 'submit', id: 'pw-submit', text: '修改密码' })));
+  }
+
+  boot();
+})();

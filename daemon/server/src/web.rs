@@ -1,0 +1,150 @@
+//! The web teller console and the kiosk screen, compiled into the binary and served by the
+//! guard on `GET` (after its Host and Origin checks): nothing is loaded from anywhere else, so
+//! both work on a kiosk network with no internet.
+//!
+//! Every page and asset carries a strict Content-Security-Policy (scripts and styles from cardd
+//! only, no inline code, connections only back to cardd), `X-Frame-Options: DENY` and
+//! `frame-ancestors 'none'` (no framing, so no click-jacking), `nosniff` and no referrer.
+
+use http::header::{self, HeaderValue};
+use http::StatusCode;
+use jsonrpsee::server::{HttpBody, HttpResponse};
+
+/// One file of the web UI.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+/// An [`Asset`] served at `path` from `clients/web/<file>`, compiled in.
+macro_rules! asset {
+    ($path:literal, $content_type:expr, $file:literal) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_str!(concat!("../../../clients/web/", $file)),
+        }
+    };
+}
+
+/// The files, by the path they are served at.
+const ASSETS: &[Asset] = &[
+    asset!("/", HTML, "index.html"),
+    asset!("/kiosk", HTML, "kiosk.html"),
+    asset!("/web/api.js", JS, "api.js"),
+    asset!("/web/console.js", JS, "console.js"),
+    asset!("/web/kiosk.js", JS, "kiosk.js"),
+    asset!("/web/console.css", CSS, "console.css"),
+    asset!("/web/kiosk.css", CSS, "kiosk.css"),
+    asset!("/web/icon.svg", SVG, "icon.svg"),
+    asset!("/favicon.ico", SVG, "icon.svg"),
+];
+
+/// Longest `Host` value copied into the policy's `connect-src`.
+const HOST_CHARS_MAX: usize = 64;
+
+/// The answer to `GET path` when `path` is a file of the web UI, `None` otherwise. `host` is the
+/// request's `Host`, already checked against the allow-list by the guard: the page may open a
+/// WebSocket back to it (and nowhere else).
+pub fn asset(path: &str, host: Option<&str>) -> Option<HttpResponse> {
+    let path = match path {
+        "/index.html" => "/",
+        "/kiosk/" | "/kiosk.html" => "/kiosk",
+        other => other,
+    };
+    let asset = ASSETS.iter().find(|a| a.path == path)?;
+    let mut response = HttpResponse::new(HttpBody::from(asset.body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    if let Ok(policy) = HeaderValue::from_str(&content_security_policy(host)) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    let fixed = [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    Some(response)
+}
+
+/// Scripts, styles and connections from cardd only; no inline code, no plugins, no framing, no
+/// form posts elsewhere. `'self'` covers `ws:` to the same host in current browsers; the host is
+/// named as well for older ones.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let websocket = host
+        .filter(|h| h.len() <= HOST_CHARS_MAX && h.bytes().all(is_host_byte))
+        .map(|h| format!(" ws://{h}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{websocket}; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'[' | b']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_assets_are_served_with_the_policy() {
+        for path in [
+            "/",
+            "/index.html",
+            "/kiosk",
+            "/web/api.js",
+            "/web/console.css",
+        ] {
+            let response = asset(path, Some("127.0.0.1:7420")).expect(path);
+            let headers = response.headers();
+            let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(policy.contains("script-src 'self'"), "{policy}");
+            assert!(!policy.contains("unsafe-inline"), "{policy}");
+            assert!(policy.contains("ws://127.0.0.1:7420"), "{policy}");
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        }
+        assert!(asset("/web/../Cargo.toml", None).is_none());
+        assert!(asset("/nothing", None).is_none());
+    }
+
+    #[test]
+    fn a_strange_host_is_left_out_of_the_policy() {
+        let policy = content_security_policy(Some("evil.example; script-src *"));
+        assert!(!policy.contains("evil"), "{policy}");
+    }
+
+    #[test]
+    fn pages_have_no_inline_scripts_or_styles() {
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.content_type.starts_with("text/html"))
+        {
+            assert!(!a.body.contains("<script>"), "{}: inline script", a.path);
+            assert!(!a.body.contains(" style="), "{}: inline style", a.path);
+            assert!(!a.body.contains(" onclick="), "{}: inline handler", a.path);
+            assert!(
+                !a.body.contains("http://") && !a.body.contains("https://"),
+                "{}",
+                a.path
+            );
+        }
+    }
+}
