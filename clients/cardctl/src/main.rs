@@ -84,8 +84,17 @@ enum Command {
     /// Operator administration (administrators).
     #[command(subcommand)]
     Operators(OperatorsCommand),
+    /// City one-card group recharge (集团充值): queries, exports, quota top-ups, batches.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Groups (administrators): list, create or rename.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// What waits for an auditor: top-ups to approve, failed recharges to refund.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Any method, with its named parameters as a JSON object; `--out FILE` writes a file the
-    /// answer carries (`content_base64`) or the JSON answer itself.
+    /// answer carries (`data_base64`) or the JSON answer itself.
     Call {
         method: String,
         #[arg(default_value = "{}")]
@@ -184,6 +193,91 @@ enum OperatorsCommand {
     /// Set a new password (read from the terminal or standard input).
     ResetPassword {
         username: String,
+    },
+}
+
+/// A query period: a preset or dates.
+#[derive(Debug, clap::Args)]
+struct Period {
+    /// last_7_days (最近7天), last_month (最近一个月), last_3_months, last_6_months.
+    #[arg(long)]
+    preset: Option<String>,
+    /// From this day (YYYY-MM-DD).
+    #[arg(long)]
+    from: Option<String>,
+    /// To this day (YYYY-MM-DD).
+    #[arg(long)]
+    to: Option<String>,
+    /// Export exactly the rows queried to this file (.csv or .xlsx by its extension).
+    #[arg(long)]
+    export: Option<PathBuf>,
+}
+
+impl Period {
+    fn params(&self) -> Value {
+        json!({ "preset": self.preset, "start_date": self.from, "end_date": self.to })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// The group, its terminal number and available quota.
+    Info,
+    /// 充值查询: the group's card recharges with statistics (optionally exported).
+    Orders(Period),
+    /// 额度充值查询: the group's quota top-ups with statistics (optionally exported).
+    Topups(Period),
+    /// 额度充值: transfer a whole number of yuan through the payment gateway.
+    Topup {
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "")]
+        remark: String,
+    },
+    /// Create a batch from a CSV file of `card_number,amount` lines.
+    BatchCreate { file: PathBuf },
+    /// Recharge a batch card by card on a reader, with a progress bar.
+    BatchRun {
+        batch_id: String,
+        #[arg(long)]
+        reader: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// A batch's per-card report.
+    Batch { batch_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsCommand {
+    List,
+    /// Create a group (no quota) or change its name or terminal number.
+    Upsert {
+        group_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        terminal: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Paid transfers to approve and failed recharges with their card evidence.
+    Pending,
+    /// Approve (or with --reject, reject) a paid transfer.
+    Topup {
+        topup_id: String,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Return a failed order's quota (refused when the card shows the load landed).
+    Refund {
+        order_id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -293,6 +387,23 @@ fn run(cli: Cli) -> Result<()> {
             out.fields(&r)
         }
         Command::Operators(o) => operators(&mut c, &out, o),
+        Command::Group(g) => group(&mut c, &out, g),
+        Command::Groups(GroupsCommand::List) => {
+            let r = c.call("groups.list", json!({}))?;
+            out.table(&r, &["group_id", "name", "terminal_no", "quota"])
+        }
+        Command::Groups(GroupsCommand::Upsert {
+            group_id,
+            name,
+            terminal,
+        }) => {
+            let r = c.call(
+                "groups.upsert",
+                json!({ "group_id": group_id, "name": name, "terminal_no": terminal }),
+            )?;
+            out.fields(&r)
+        }
+        Command::Audit(a) => audit(&mut c, &out, a),
         Command::Call {
             method,
             params,
@@ -351,6 +462,7 @@ fn flows(c: &mut Client, out: &Output, f: FlowsCommand) -> Result<()> {
 /// Follows a run to its end, answering its questions; progress goes to standard error.
 fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
     let spinner = indicatif::ProgressBar::new_spinner();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut since = 0u64;
     loop {
         let polled = c.call(
@@ -360,8 +472,16 @@ fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
         since = polled["next_since"].as_u64().unwrap_or(since);
         for event in polled["events"].as_array().into_iter().flatten() {
             if event["kind"] == "progress" {
-                spinner.set_message(event["message"].as_str().unwrap_or("").to_owned());
-                spinner.tick();
+                let message = event["message"].as_str().unwrap_or("");
+                // Batch work reports "…进度：N/M": a progress bar.
+                if let Some((done, total)) = fraction(message) {
+                    let b = bar.get_or_insert_with(|| indicatif::ProgressBar::new(total));
+                    b.set_length(total);
+                    b.set_position(done);
+                } else {
+                    spinner.set_message(message.to_owned());
+                    spinner.tick();
+                }
             }
         }
         match polled["state"].as_str() {
@@ -379,10 +499,20 @@ fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
             Some("running") => {}
             _ => {
                 spinner.finish_and_clear();
+                if let Some(b) = bar {
+                    b.finish();
+                }
                 return c.call("flows.get", json!({ "run_id": run_id }));
             }
         }
     }
+}
+
+/// `N/M` at the end of a progress message.
+fn fraction(message: &str) -> Option<(u64, u64)> {
+    let tail = message.rsplit(['：', ' ']).next()?;
+    let (done, total) = tail.split_once('/')?;
+    Some((done.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
 /// Asks a flow's question on the terminal.
@@ -450,6 +580,120 @@ fn secret(prompt: &str, from_stdin: bool) -> Result<String> {
         rpassword::prompt_password(prompt).context("reading the password from the terminal")?
     };
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
+    match g {
+        GroupCommand::Info => {
+            let r = c.call("group.info", json!({}))?;
+            out.fields(&r)
+        }
+        GroupCommand::Orders(period) => query(c, out, "group.orders", &period),
+        GroupCommand::Topups(period) => query(c, out, "group.topups", &period),
+        GroupCommand::Topup { amount, remark } => {
+            let r = c.call("group.topup", json!({ "amount": amount, "remark": remark }))?;
+            out.fields(&r)
+        }
+        GroupCommand::BatchCreate { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let items: Vec<Value> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| match l.split_once(',') {
+                    Some((card, amount)) => {
+                        Ok(json!({ "card_number": card.trim(), "amount": amount.trim() }))
+                    }
+                    None => bail!("{}: expected card_number,amount, got {l:?}", file.display()),
+                })
+                .collect::<Result<_>>()?;
+            let r = c.call("group.batch.create", json!({ "items": items }))?;
+            out.fields(&r)
+        }
+        GroupCommand::BatchRun {
+            batch_id,
+            reader,
+            key,
+        } => flows(
+            c,
+            out,
+            FlowsCommand::Run {
+                flow: "group.batch_recharge".into(),
+                reader: Some(reader),
+                params: vec![("batch_id".into(), batch_id)],
+                key,
+                yes: false,
+            },
+        ),
+        GroupCommand::Batch { batch_id } => {
+            let r = c.call("group.batch.get", json!({ "batch_id": batch_id }))?;
+            if out.json {
+                return out.print_json(&r);
+            }
+            out.table(
+                &r["items"],
+                &[
+                    "index",
+                    "card_number",
+                    "amount",
+                    "status_label",
+                    "order_id",
+                    "balance_after",
+                    "failure",
+                ],
+            )
+        }
+    }
+}
+
+/// A group query, printed or exported to a file whose extension picks the format.
+fn query(c: &mut Client, out: &Output, method: &str, period: &Period) -> Result<()> {
+    if let Some(path) = &period.export {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("xlsx") => "xlsx",
+            Some("csv") => "csv",
+            _ => bail!("export to a .csv or .xlsx file"),
+        };
+        let mut params = period.params();
+        params["format"] = json!(format);
+        let r = c.call(&format!("{method}.export"), params)?;
+        return write_file(path, &r);
+    }
+    let r = c.call(method, period.params())?;
+    if out.json {
+        return out.print_json(&r);
+    }
+    let rows = &r["rows"];
+    let columns: Vec<String> = rows[0]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    out.table(rows, &columns)?;
+    for (k, v) in r["stats"].as_object().into_iter().flatten() {
+        println!("{k}: {}", plain(v));
+    }
+    Ok(())
+}
+
+fn audit(c: &mut Client, out: &Output, a: AuditCommand) -> Result<()> {
+    let r = match a {
+        AuditCommand::Pending => c.call("group.audit.pending", json!({}))?,
+        AuditCommand::Topup {
+            topup_id,
+            reject,
+            reason,
+        } => c.call(
+            "group.audit.topup",
+            json!({ "topup_id": topup_id, "approve": !reject, "reason": reason }),
+        )?,
+        AuditCommand::Refund { order_id, reason } => c.call(
+            "group.audit.refund",
+            json!({ "order_id": order_id, "reason": reason }),
+        )?,
+    };
+    out.print_json(&r)
 }
 
 fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
@@ -599,15 +843,15 @@ fn describe_run(run: &Value) -> String {
     }
 }
 
-/// Writes what an answer carries to a file: `content_base64` decoded when present, else the
+/// Writes what an answer carries to a file: `data_base64` decoded when present, else the
 /// JSON answer.
 fn write_file(path: &std::path::Path, answer: &Value) -> Result<()> {
-    let bytes = match answer["content_base64"].as_str() {
+    let bytes = match answer["data_base64"].as_str() {
         Some(b64) => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
-                .context("the answer's content_base64 is not base64")?
+                .context("the answer's data_base64 is not base64")?
         }
         None => serde_json::to_vec_pretty(answer)?,
     };

@@ -14,9 +14,9 @@ struct Daemon {
     world: String,
 }
 
-async fn start() -> Daemon {
+async fn start(name: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let world = format!("cardctl-{}", std::process::id());
+    let world = format!("cardctl-{name}-{}", std::process::id());
     let mut config = cardd::config::Config::demo(dir.path().join("data"));
     config.flows.dir = Some(cardd::flows::default_dir());
     config.readers[0].options = json!({ "world": world });
@@ -93,7 +93,7 @@ fn session(dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cardctl_drives_the_daemon_end_to_end() {
-    let d = start().await;
+    let d = start("etc").await;
 
     // Not logged in: the refusal says what to do.
     let out = d.cardctl(&["readers"], "").await;
@@ -243,6 +243,80 @@ async fn cardctl_drives_the_daemon_end_to_end() {
     assert!(completions.contains("cardctl"));
     d.ok(&["logout"], "").await;
     assert!(!session(d.dir.path()).exists());
+    if let Some(r) = d.running {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cardctl_runs_group_work_with_exports_and_batches() {
+    let d = start("group").await;
+    d.ok(
+        &["login", "--user", "group1", "--password-stdin"],
+        "group123\n",
+    )
+    .await;
+    let info = d.json(&["group", "info"]).await;
+    assert_eq!(info["group_id"], "G001", "{info}");
+
+    // A batch of one city card, run on the city card reader with a progress bar.
+    let batch_file = d.dir.path().join("batch.csv");
+    std::fs::write(
+        &batch_file,
+        "# card_number,amount\n61010000000000000001,10.00\n",
+    )
+    .unwrap();
+    let batch = d
+        .json(&["group", "batch-create", batch_file.to_str().unwrap()])
+        .await;
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let out = d
+        .cardctl(
+            &["group", "batch-run", &batch_id, "--reader", "sim:city"],
+            "1\ny\n",
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = d.json(&["group", "batch", &batch_id]).await;
+    assert_eq!(report["succeeded"], 1, "{report}");
+    let city = cardd_sim::named_world(&d.world)
+        .unwrap()
+        .card("sim:city")
+        .unwrap()
+        .balance()
+        .unwrap();
+    assert_eq!(city, 6_000);
+
+    // 充值查询 with a preset, and exactly its rows exported.
+    let orders = d
+        .json(&["group", "orders", "--preset", "last_7_days"])
+        .await;
+    assert_eq!(orders["rows"].as_array().unwrap().len(), 1, "{orders}");
+    let csv = d.dir.path().join("orders.csv");
+    d.ok(
+        &[
+            "group",
+            "orders",
+            "--preset",
+            "last_7_days",
+            "--export",
+            csv.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.contains("卡号"), "{text}");
+    assert_eq!(text.lines().count(), 2, "headers and one row: {text}");
+    let out = d
+        .cardctl(&["group", "orders", "--export", "orders.pdf"], "")
+        .await;
+    assert!(!out.status.success());
     if let Some(r) = d.running {
         r.stop().await;
     }
