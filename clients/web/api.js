@@ -56,6 +56,15 @@ const Cardd = (() => {
     Internal: '请重试一次；如仍失败，请联系技术支持并提供 cardd 日志。',
     FailedClosed: '请勿重试，请联系管理员检查 cardd 数据目录。',
     ServerBusy: '请稍后重试。',
+    LeaseNotFound: '读卡器占用已失效，请重新办理。',
+    Unsupported: '该读卡器不支持此业务，请换用提示中的读卡器。',
+    ParseError: '页面发送的请求有误，请刷新页面后重试；如仍失败，请联系技术支持。',
+    InvalidRequest: '页面发送的请求有误，请刷新页面后重试；如仍失败，请联系技术支持。',
+    MethodNotFound: '本机 cardd 版本不支持此功能，请联系管理员升级。',
+    BatchesNotSupported: '请刷新页面后重试。',
+    TooManySubscriptions: '打开的页面过多，请关闭其他页面后重试。',
+    RequestTooLarge: '输入内容过长，请减少后重试。',
+    ResponseTooLarge: '查询结果过多，请缩短时间段或减少每页条数。',
     Network: '请确认 cardd 服务已启动、网络正常，然后重试。',
   };
 

@@ -126,6 +126,24 @@ mod tests {
     }
 
     #[test]
+    fn every_error_code_tells_the_teller_what_to_do_in_chinese() {
+        let api = ASSETS
+            .iter()
+            .find(|a| a.path == "/web/api.js")
+            .expect("api.js")
+            .body;
+        let missing: Vec<&str> = cardd_api::ErrorCode::ALL
+            .iter()
+            .map(|c| c.name())
+            .filter(|name| !api.contains(&format!("{name}:")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "clients/web/api.js has no zh-CN advice for {missing:?}"
+        );
+    }
+
+    #[test]
     fn a_strange_host_is_left_out_of_the_policy() {
         let policy = content_security_policy(Some("evil.example; script-src *"));
         assert!(!policy.contains("evil"), "{policy}");
