@@ -8,6 +8,9 @@
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
+//! * `cargo xtask bench` builds cardd and its benchmarks in release mode, starts pcscd when none
+//!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
+//!   it started. Not part of the test suite (see docs/performance.md).
 
 mod pcscd;
 mod setup;
@@ -33,6 +36,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("setup") => setup::install_system_packages(),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("tidy") => {
             let problems = tidy::check(&project_root())?;
             if problems.is_empty() {
@@ -47,7 +51,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | tidy>"
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -90,6 +94,34 @@ fn test(extra: &[String]) -> Result<()> {
     drop(pcscd);
     if !status.success() {
         bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    setup::install_system_packages()?;
+    let root = project_root();
+    let status = cargo()
+        .current_dir(&root)
+        .args(["build", "--release", "--locked", "-p", "cardd", "-p", "cardd-bench"])
+        .status()
+        .context("building cardd and cardd-bench")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    let target = target_dir(&root);
+    let pcscd = pcscd::ensure_running(&target)?;
+    let status = Command::new(target.join("release").join("cardd-bench"))
+        .current_dir(&root)
+        .arg("--cardd")
+        .arg(target.join("release").join("cardd"))
+        .args(extra.iter().skip_while(|a| a.as_str() == "--"))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .context("running cardd-bench")?;
+    drop(pcscd);
+    if !status.success() {
+        bail!("cardd-bench failed ({status})");
     }
     Ok(())
 }

@@ -21,6 +21,8 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
@@ -84,6 +86,39 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    flushes: Arc<Flushes>,
+}
+
+/// Counters of [`Store::durable_flush`], for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Calls of `durable_flush` that returned `Ok`.
+    pub requests: u64,
+    /// Flush rounds run (sled flush plus fsyncs); with concurrent callers one round serves many.
+    pub rounds: u64,
+    /// Time spent in flush rounds.
+    pub busy: Duration,
+}
+
+impl FlushStats {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &FlushStats) -> FlushStats {
+        FlushStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            rounds: self.rounds.saturating_sub(earlier.rounds),
+            busy: self.busy.saturating_sub(earlier.busy),
+        }
+    }
+}
+
+/// A callback told the duration of every flush round (the daemon's metrics).
+pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// Shared by the clones of one [`Store`]: flush counters and the round observer.
+#[derive(Default)]
+struct Flushes {
+    stats: Mutex<FlushStats>,
+    observer: OnceLock<FlushObserver>,
 }
 
 impl std::fmt::Debug for Store {
@@ -126,7 +161,11 @@ impl Store {
             path: dir.clone(),
             source,
         })?;
-        let store = Store { db, dir };
+        let store = Store {
+            db,
+            dir,
+            flushes: Arc::new(Flushes::default()),
+        };
         // The directory itself may be new: make its entry in the parent durable too.
         if let Some(parent) = store.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_directory(parent)?;
@@ -147,11 +186,42 @@ impl Store {
     /// Makes every write so far durable: sled's `flush()`, then fsync of every file in the
     /// database directory and of the directories themselves (see the module doc for why).
     pub fn durable_flush(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.flush_round();
+        let took = started.elapsed();
+        if let Some(observe) = self.flushes.observer.get() {
+            observe(took);
+        }
+        let mut stats = lock(&self.flushes.stats);
+        stats.rounds += 1;
+        stats.busy += took;
+        if result.is_ok() {
+            stats.requests += 1;
+        }
+        result
+    }
+
+    /// One flush round: sled's flush, then fsync of every file and directory.
+    fn flush_round(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         let mut entries_left = STORE_DIR_ENTRIES_MAX;
         sync_dir_recursive(&self.dir, STORE_DIR_DEPTH_MAX, &mut entries_left)
             .map_err(|e| e.with_root(&self.dir))
     }
+
+    /// Counters of durable flushes since the database was opened.
+    pub fn flush_stats(&self) -> FlushStats {
+        *lock(&self.flushes.stats)
+    }
+
+    /// Sets the callback told each flush round's duration (once; later calls are ignored).
+    pub fn observe_flushes(&self, observer: FlushObserver) {
+        let _ = self.flushes.observer.set(observer);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl StoreError {

@@ -724,6 +724,18 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     );
 
     m.add(
+        "card.balance",
+        "Read the purse balance of the card in a reader (one GET BALANCE while the application is selected).",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: ReaderParams| async move {
+            d.readers
+                .run(&p.reader_id, &c.holder()?, crate::summary::balance)
+                .await?
+        },
+    );
+
+    m.add(
         "reader.transmit",
         "Send one raw APDU (administrators only; audited).",
         ADMIN,

@@ -1,0 +1,189 @@
+//! The flow engine: the 圈存 flow in Lua against the same sequence hand-written in Rust.
+//!
+//! Both run on the same daemon, reader, simulated card and journal. The Lua side is a run of
+//! the flow engine: the run record made durable before the flow starts, a fresh sandboxed Lua
+//! state, `card.info()` (SELECT, READ 0015, GET BALANCE, VERIFY PIN, a probing INITIALIZE),
+//! progress events, `card.load()` (the journaled load: identify, PIN, INITIALIZE, MAC1,
+//! intent durable, CREDIT, TAC, outcome durable) and the run's end made durable. It is
+//! `scripts/card_load.lua` without the operator's confirmation (a person's think time is not
+//! the engine's). The Rust side is the same card work on the reader's worker: `summary::read`
+//! then `load_card` through the same journal, which is what a service written without a flow
+//! engine would do.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cardd::flows::{RunState, StartParams};
+use cardd::readers::Holder;
+use cardd_journal::{load_card, LoadRequest};
+use cardd_purse::Purse;
+use cardd_script::{Limits, RunContext, Sandbox};
+use serde_json::json;
+
+use crate::client::BenchDaemon;
+use crate::report::{self, Samples};
+
+const READER_ID: &str = "sim:etc";
+/// Interleaved rounds of each side.
+const ROUNDS: usize = 5;
+
+/// `scripts/card_load.lua` minus `ui.confirm`.
+const BENCH_FLOW: &str = r#"
+return {
+  name = "bench.load",
+  version = "1.0.0",
+  title = "圈存（基准）",
+  role = { "teller" },
+  params = {
+    amount = { type = "amount", required = true, min = "0.01", max = "10000.00", label = "圈存金额" },
+  },
+  run = function(ctx, params)
+    ui.progress("正在读取卡片……")
+    local info = card.info()
+    ui.progress("正在圈存……")
+    local receipt = card.load({ amount = params.amount, expected_card = info.card_number })
+    return {
+      status = "ok",
+      message = "圈存成功！",
+      card_number = receipt.card_number,
+      balance_before = card.fen_to_yuan(receipt.balance_before_fen),
+      amount = card.fen_to_yuan(receipt.amount_fen),
+      balance_after = card.fen_to_yuan(receipt.balance_after_fen),
+      tac = receipt.tac,
+    }
+  end,
+}
+"#;
+
+pub fn run(runtime: &tokio::runtime::Runtime, samples: usize) -> Result<()> {
+    lua_state_cost(samples * 5)?;
+    runtime.block_on(measure(samples))
+}
+
+/// What a fresh sandboxed Lua state costs (every run gets one).
+fn lua_state_cost(n: usize) -> Result<()> {
+    let limits = Limits::default();
+    let mut s = Samples::default();
+    for i in 0..n {
+        let ctx = RunContext::new(format!("bench-{i}"));
+        let started = Instant::now();
+        let sandbox = Sandbox::new(&limits, &ctx).context("sandbox")?;
+        s.push(started.elapsed());
+        drop(sandbox);
+    }
+    s.print("flow.lua_state_create");
+    Ok(())
+}
+
+async fn measure(samples: usize) -> Result<()> {
+    let d = BenchDaemon::start(|config, dir| {
+        let flows = dir.join("flows");
+        let _ = std::fs::create_dir_all(&flows);
+        let _ = std::fs::write(flows.join("bench_load.lua"), BENCH_FLOW);
+        config.flows.dir = Some(flows);
+    })
+    .await?;
+    let token = d.login("teller", "teller123").await?;
+    let daemon = d.daemon().clone();
+    let session = daemon
+        .auth
+        .authenticate(&token, Instant::now())
+        .context("session")?;
+    let holder = Holder {
+        operator: session.username.clone(),
+        session: token.clone(),
+    };
+    let engine = daemon.flows.as_ref().context("flow engine")?;
+    let mut key = 0u64;
+    let lua = |key: &mut u64| {
+        *key += 1;
+        let params = StartParams {
+            flow: "bench.load".into(),
+            params: json!({ "amount": "0.01" }),
+            idempotency_key: format!("bench-{key}"),
+            reader_id: Some(READER_ID.into()),
+        };
+        let daemon = daemon.clone();
+        let session = session.clone();
+        async move {
+            let record = cardd::flows::start(&daemon, &session, params)
+                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
+            let engine = daemon.flows.as_ref().context("flow engine")?;
+            let done = engine
+                .wait_finished(&record.run_id, Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("flows.get: {}", e.message))?;
+            if done.state != RunState::Succeeded {
+                bail!("the flow ended {:?}: {:?}", done.state, done.failure);
+            }
+            Ok(())
+        }
+    };
+    let mut txn = 0u64;
+    let rust = |txn: &mut u64| {
+        *txn += 1;
+        let daemon = daemon.clone();
+        let holder = holder.clone();
+        let txn_id = format!("rust-{txn}");
+        async move {
+            let job_daemon = daemon.clone();
+            let receipt = daemon
+                .readers
+                .run(READER_ID, &holder, move |reader| {
+                    let d = &job_daemon;
+                    let info = cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
+                        .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
+                    let journal = d.journal.as_ref().context("journal")?;
+                    let request = LoadRequest {
+                        txn_id,
+                        amount_fen: 1,
+                        terminal: d.config.terminal_id,
+                        date: cardd_crypto::bcd::date(2026, 12, 5),
+                        time: cardd_crypto::bcd::time(12, 0, 0),
+                        etc_pin: d.config.etc_pin.clone(),
+                        expected_card: Some(info.card_number),
+                        city_algorithm: cardd_crypto::Algorithm::Tdes,
+                    };
+                    let mut purse = Purse::new(reader);
+                    load_card(&mut purse, d.sam.as_ref(), journal, READER_ID, &request)
+                        .map_err(anyhow::Error::from)
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("reader: {}", e.message))??;
+            anyhow::ensure!(receipt.amount_fen == 1, "loaded {}", receipt.amount_fen);
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    for _ in 0..5 {
+        lua(&mut key).await?;
+        rust(&mut txn).await?;
+    }
+    let per_round = (samples / ROUNDS).max(1);
+    let mut s_lua = Samples::default();
+    let mut s_rust = Samples::default();
+    for _ in 0..ROUNDS {
+        for _ in 0..per_round {
+            let started = Instant::now();
+            lua(&mut key).await?;
+            s_lua.push(started.elapsed());
+        }
+        for _ in 0..per_round {
+            let started = Instant::now();
+            rust(&mut txn).await?;
+            s_rust.push(started.elapsed());
+        }
+    }
+    report::figure("flow.samples_per_side", s_lua.len() as f64, "loads");
+    s_lua.print("flow.lua_card_load");
+    s_rust.print("flow.rust_card_load");
+    report::ratio("flow.lua_vs_rust.p50", s_lua.median(), s_rust.median());
+    report::ratio("flow.lua_vs_rust.mean", s_lua.mean(), s_rust.mean());
+    report::figure(
+        "flow.lua_overhead.p50",
+        s_lua.median() - s_rust.median(),
+        "us",
+    );
+    let _ = engine;
+    d.stop().await;
+    Ok(())
+}
