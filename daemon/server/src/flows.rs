@@ -563,6 +563,8 @@ fn execute(
         return;
     };
     let run_id = ctx.run_id().to_owned();
+    let started = std::time::Instant::now();
+    let flow_name = def.name().to_owned();
     let card = CardModule {
         daemon: weak.clone(),
         holder,
@@ -624,6 +626,10 @@ fn execute(
             )
         }
     };
+    let outcome = format!("{state:?}").to_lowercase();
+    daemon
+        .metrics
+        .flow_finished(&flow_name, &outcome, started.elapsed());
     let finished = engine.update(&run_id, true, |r| {
         r.state = state;
         r.prompt = None;

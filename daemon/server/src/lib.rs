@@ -10,6 +10,7 @@ pub mod events;
 pub mod flows;
 pub mod guard;
 pub mod host_module;
+pub mod metrics;
 pub mod openrpc;
 pub mod readers;
 pub mod recovery;

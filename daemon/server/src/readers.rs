@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use crate::config::{LimitsSection, ReaderInstance};
 use crate::errors::ApiError;
 use crate::events::{EventBus, EventKind, LeaseEnd};
+use crate::metrics::{MeteredReader, Metrics};
 
 /// How long a monitor thread waits for a card event before checking whether to stop.
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
@@ -109,6 +110,8 @@ struct Slot {
     lease: Option<Lease>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// A monitor thread keeps `presence` current from the driver's card events.
+    monitored: bool,
 }
 
 /// The manager. Cheap to share behind an `Arc`.
@@ -119,6 +122,7 @@ pub struct ReaderManager {
     limits: LimitsSection,
     stop: Arc<AtomicBool>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ReaderManager {
@@ -136,6 +140,19 @@ impl ReaderManager {
         registry: &DriverRegistry,
         limits: &LimitsSection,
         events: Arc<EventBus>,
+    ) -> Result<Arc<ReaderManager>, ApiError> {
+        let metrics = Arc::new(Metrics::new());
+        ReaderManager::start_metered(instances, registry, limits, events, metrics)
+    }
+
+    /// [`ReaderManager::start`], reporting APDU latencies, failures and card removals to
+    /// `metrics`.
+    pub fn start_metered(
+        instances: &[ReaderInstance],
+        registry: &DriverRegistry,
+        limits: &LimitsSection,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<ReaderManager>, ApiError> {
         let mut factories = Vec::new();
         for (i, instance) in instances.iter().enumerate() {
@@ -157,6 +174,7 @@ impl ReaderManager {
             limits: limits.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             background: Mutex::new(Vec::new()),
+            metrics,
         });
         for factory in &manager.factories {
             // A driver whose service is down (pcscd not running yet) does not stop the daemon:
@@ -193,6 +211,7 @@ impl ReaderManager {
     fn attach(&self, factory: Arc<dyn ReaderFactory>, info: ReaderInfo) -> Result<(), ApiError> {
         let selector = ReaderSelector::Id(info.id.clone());
         let session = factory.open(&selector).map_err(ApiError::from)?;
+        let session = MeteredReader::wrap(session, self.metrics.clone());
         let mut reader = Reader::new(session, Duration::from_millis(self.limits.apdu_timeout_ms));
         let atr = match reader.session().presence() {
             Ok(CardPresence::Powered { atr }) => Some(atr.to_string()),
@@ -229,6 +248,7 @@ impl ReaderManager {
                     info.id.clone(),
                 );
                 let global_stop = self.stop.clone();
+                let metrics = self.metrics.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("monitor-{}", info.id))
                     .spawn(move || loop {
@@ -246,6 +266,7 @@ impl ReaderManager {
                             }
                             Ok(Some(CardEvent::Removed)) => {
                                 *lock(&presence) = None;
+                                metrics.card_removed(&id);
                                 events.publish(EventKind::CardRemoved {
                                     reader_id: id.clone(),
                                 });
@@ -265,6 +286,7 @@ impl ReaderManager {
                 threads.push(handle);
             }
         }
+        let monitored = threads.len() > 1;
         tracing::info!(reader = %info.id, driver = %info.driver, name = %info.name, "reader attached");
         self.events.publish(EventKind::ReaderAdded {
             reader_id: info.id.clone(),
@@ -280,6 +302,7 @@ impl ReaderManager {
                 lease: None,
                 stop,
                 threads,
+                monitored,
             },
         );
         Ok(())
@@ -353,9 +376,15 @@ impl ReaderManager {
                 }
             }
             let presence = slot.presence.clone();
+            let monitored = slot.monitored;
             let wrapped: Job = Box::new(move |reader: &mut Reader| {
                 let result = job(reader);
-                // Keep the cached presence honest when no event monitor runs.
+                // Keep the cached presence honest when no event monitor runs (with one, the
+                // monitor does, and the job saves a round trip to the reader).
+                if monitored {
+                    let _ = tx.send(result);
+                    return;
+                }
                 if let Ok(p) = reader.session().presence() {
                     let mut cached = lock(&presence);
                     match p {

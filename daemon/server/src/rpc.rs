@@ -209,7 +209,13 @@ impl Methods {
             .register_async_method(name, move |params, daemon, ext| {
                 let handler = handler.clone();
                 async move {
+                    let started = Instant::now();
                     let result = call(&daemon, &params, &ext, name, access, mutates, handler).await;
+                    let outcome = match &result {
+                        Ok(_) => "ok",
+                        Err(e) => e.code.name(),
+                    };
+                    daemon.metrics.rpc(name, outcome, started.elapsed());
                     result.map_err(ErrorObjectOwned::from)
                 }
             });
