@@ -7,7 +7,9 @@
 //! vendor's native teller program does). cardd's path is `card.balance` over HTTP and over
 //! WebSocket with an operator's token; the in-process reader worker without JSON-RPC is
 //! measured too, so the overhead can be split between the RPC layer and the reader layer.
-//! The three paths run in interleaved rounds so that a busy machine slows each alike.
+//! The three paths run in interleaved rounds so that a busy machine slows each alike. A plain
+//! TCP round trip on loopback (5 bytes out, 6 back, Nagle off) is measured alongside: it is the
+//! floor under any local service's overhead, whatever its protocol.
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -79,6 +81,7 @@ async fn measure(samples: usize) -> Result<()> {
         session: token.clone(),
     };
     let mut direct = Direct::connect()?;
+    let mut echo = Echo::start()?;
     // Warm up every path (and let cardd select the application once).
     for _ in 0..20 {
         direct.balance()?;
@@ -94,8 +97,10 @@ async fn measure(samples: usize) -> Result<()> {
     let mut s_worker = Samples::default();
     let mut s_http = Samples::default();
     let mut s_ws = Samples::default();
+    let mut s_tcp = Samples::default();
     for _ in 0..ROUNDS {
         time_n(&mut s_direct, per_round, || direct.balance().map(|_| ()))?;
+        time_n(&mut s_tcp, per_round, || echo.round_trip())?;
         for _ in 0..per_round {
             let started = Instant::now();
             let daemon = d.daemon().clone();
@@ -122,6 +127,7 @@ async fn measure(samples: usize) -> Result<()> {
     }
     report::figure("apdu.samples_per_path", s_direct.len() as f64, "round trips");
     s_direct.print("apdu.direct_pcsc");
+    s_tcp.print("apdu.loopback_tcp_round_trip");
     s_worker.print("apdu.cardd_reader_worker");
     s_http.print("apdu.cardd_http");
     s_ws.print("apdu.cardd_ws");
@@ -142,6 +148,11 @@ async fn measure(samples: usize) -> Result<()> {
         "apdu.worker_overhead_per_apdu.p50",
         s_worker.median() - s_direct.median(),
         "us",
+    );
+    report::ratio(
+        "apdu.floor_vs_direct.p50",
+        s_direct.median() + s_tcp.median(),
+        s_direct.median(),
     );
     drop(direct);
     d.stop().await;
@@ -195,5 +206,41 @@ impl Direct {
             [a, b, c, e, 0x90, 0x00] => Ok(u32::from_be_bytes([*a, *b, *c, *e])),
             other => bail!("GET BALANCE answered {}", hex::encode(other)),
         }
+    }
+}
+
+/// A TCP echo on loopback: the cheapest possible local service (5 bytes in, 6 out).
+struct Echo {
+    stream: std::net::TcpStream,
+}
+
+impl Echo {
+    fn start() -> Result<Echo> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            let mut buf = [0u8; 5];
+            while s.read_exact(&mut buf).is_ok() {
+                if s.write_all(&[0, 0, 0x27, 0x10, 0x90, 0x00]).is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Echo { stream })
+    }
+
+    fn round_trip(&mut self) -> Result<()> {
+        use std::io::{Read, Write};
+        self.stream.write_all(&GET_BALANCE)?;
+        let mut buf = [0u8; 6];
+        self.stream.read_exact(&mut buf)?;
+        Ok(())
     }
 }

@@ -23,7 +23,15 @@ impl BenchDaemon {
     /// Starts the embedded default, adjusted. The per-connection rate limit is raised so the
     /// figures measure cardd's work, not its throttle.
     pub async fn start(adjust: impl FnOnce(&mut Config, &std::path::Path)) -> Result<BenchDaemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
+        BenchDaemon::start_in(&std::env::temp_dir(), adjust).await
+    }
+
+    /// [`BenchDaemon::start`] with the data directory under `base` (e.g. a tmpfs).
+    pub async fn start_in(
+        base: &std::path::Path,
+        adjust: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> Result<BenchDaemon> {
+        let dir = tempfile::tempdir_in(base).context("temp dir")?;
         let mut config = Config::demo(dir.path().join("data"));
         config.limits.requests_per_second_per_connection = 100_000;
         config.limits.request_burst_per_connection = 100_000;
