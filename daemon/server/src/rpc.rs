@@ -250,10 +250,14 @@ where
     }
     let caller = caller_of(daemon, ext, access)?;
     let parsed: P = parse_params(params)?;
-    let (detail, target) = (parsed.audit_detail(), parsed.audit_target());
-    let session = caller.session.clone();
+    // What the audit record keeps, taken before the handler consumes the parameters; read-only
+    // methods are not audited and skip the copy.
+    let audited = mutates.then(|| {
+        let session = caller.session.clone();
+        (parsed.audit_detail(), parsed.audit_target(), session)
+    });
     let result = handler(daemon.clone(), caller, parsed).await;
-    if mutates {
+    if let Some((detail, target, session)) = audited {
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code.name().to_owned(),
