@@ -53,7 +53,9 @@ pub fn run(runtime: &tokio::runtime::Runtime, samples: usize) -> Result<()> {
     }
     let mut bridge = VpcdBridge::new(cardd_sim::demo::demo_etc_card())
         .with_addr(std::net::SocketAddr::from(([127, 0, 0, 1], VPCD_PORT)));
-    bridge.insert().context("plugging the simulated card into vpcd")?;
+    bridge
+        .insert()
+        .context("plugging the simulated card into vpcd")?;
     let seen = factory.wait_for_card(READER_ID, true, None, SEEN_WAIT)?;
     if seen.is_none() {
         bridge.remove();
@@ -125,15 +127,27 @@ async fn measure(samples: usize) -> Result<()> {
             s_ws.push(started.elapsed());
         }
     }
-    report::figure("apdu.samples_per_path", s_direct.len() as f64, "round trips");
+    report::figure(
+        "apdu.samples_per_path",
+        s_direct.len() as f64,
+        "round trips",
+    );
     s_direct.print("apdu.direct_pcsc");
     s_tcp.print("apdu.loopback_tcp_round_trip");
     s_worker.print("apdu.cardd_reader_worker");
     s_http.print("apdu.cardd_http");
     s_ws.print("apdu.cardd_ws");
     report::ratio("apdu.ws_vs_direct.p50", s_ws.median(), s_direct.median());
-    report::ratio("apdu.http_vs_direct.p50", s_http.median(), s_direct.median());
-    report::ratio("apdu.worker_vs_direct.p50", s_worker.median(), s_direct.median());
+    report::ratio(
+        "apdu.http_vs_direct.p50",
+        s_http.median(),
+        s_direct.median(),
+    );
+    report::ratio(
+        "apdu.worker_vs_direct.p50",
+        s_worker.median(),
+        s_direct.median(),
+    );
     report::figure(
         "apdu.ws_overhead_per_apdu.p50",
         s_ws.median() - s_direct.median(),

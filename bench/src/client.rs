@@ -42,10 +42,7 @@ impl BenchDaemon {
         let running = cardd::server::start(config, listener)
             .await
             .context("the daemon starts")?;
-        Ok(BenchDaemon {
-            running,
-            _dir: dir,
-        })
+        Ok(BenchDaemon { running, _dir: dir })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -151,8 +151,9 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                 .readers
                 .run(READER_ID, &holder, move |reader| {
                     let d = &job_daemon;
-                    let info = cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
-                        .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
+                    let info =
+                        cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
+                            .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
                     let journal = d.journal.as_ref().context("journal")?;
                     let request = LoadRequest {
                         txn_id,
@@ -206,12 +207,24 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         }
     }
     let p = format!("flow.{place}");
-    report::figure(&format!("{p}.samples_per_side"), s_lua.len() as f64, "loads");
+    report::figure(
+        &format!("{p}.samples_per_side"),
+        s_lua.len() as f64,
+        "loads",
+    );
     s_lua.print(&format!("{p}.lua_card_load"));
     s_rust.print(&format!("{p}.rust_card_load"));
     s_rust_run.print(&format!("{p}.rust_card_load_with_run_record"));
-    report::ratio(&format!("{p}.lua_vs_rust.p50"), s_lua.median(), s_rust.median());
-    report::ratio(&format!("{p}.lua_vs_rust.mean"), s_lua.mean(), s_rust.mean());
+    report::ratio(
+        &format!("{p}.lua_vs_rust.p50"),
+        s_lua.median(),
+        s_rust.median(),
+    );
+    report::ratio(
+        &format!("{p}.lua_vs_rust.mean"),
+        s_lua.mean(),
+        s_rust.mean(),
+    );
     report::ratio(
         &format!("{p}.lua_vs_rust_with_run_record.p50"),
         s_lua.median(),

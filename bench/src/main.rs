@@ -81,9 +81,11 @@ fn main() -> Result<()> {
             "flow" => flow::run(&runtime, 200 / scale),
             "loads" => loads::run(if args.quick { 1.0 } else { 3.0 }),
             "service" => service::run(&runtime, if args.quick { 1.0 } else { 3.0 }),
-            "footprint" => {
-                footprint::run(&runtime, args.cardd.as_deref(), if args.quick { 3 } else { 10 })
-            }
+            "footprint" => footprint::run(
+                &runtime,
+                args.cardd.as_deref(),
+                if args.quick { 3 } else { 10 },
+            ),
             _ => Ok(()),
         };
         if let Err(e) = outcome {

@@ -86,7 +86,12 @@ pub fn cpu_from_stat(stat: &str) -> Duration {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
@@ -110,7 +115,11 @@ pub fn machine() {
     figure("machine.memory", mem_gib, "GiB");
     note(
         "machine.loadavg_at_start",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ").as_str(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .as_str(),
     );
     note(
         "machine.build",

@@ -109,7 +109,11 @@ async fn events(d: &BenchDaemon, token: &str, duration: Duration) -> Result<()> 
     for _ in 0..SUBSCRIBERS {
         let ws = client::ws(d.addr(), token).await?;
         let mut sub: Subscription<Value> = ws
-            .subscribe("events.subscribe", ObjectParams::new(), "events.unsubscribe")
+            .subscribe(
+                "events.subscribe",
+                ObjectParams::new(),
+                "events.unsubscribe",
+            )
             .await?;
         let (received, arrived) = (received.clone(), arrived.clone());
         tokio::spawn(async move {
@@ -150,7 +154,11 @@ async fn events(d: &BenchDaemon, token: &str, duration: Duration) -> Result<()> 
     }
     let wall = started.elapsed().as_secs_f64();
     let delivered = received.load(Ordering::Relaxed) as f64;
-    report::figure("service.events.subscribers", SUBSCRIBERS as f64, "WebSocket clients");
+    report::figure(
+        "service.events.subscribers",
+        SUBSCRIBERS as f64,
+        "WebSocket clients",
+    );
     report::figure("service.events.delivered", delivered / wall, "events/s");
     report::figure(
         "service.events.published",
@@ -158,7 +166,10 @@ async fn events(d: &BenchDaemon, token: &str, duration: Duration) -> Result<()> 
         "events/s (each to every subscriber)",
     );
     if lost {
-        report::note("service.events.warning", "some events did not arrive within 10 s");
+        report::note(
+            "service.events.warning",
+            "some events did not arrive within 10 s",
+        );
     }
     drop(clients);
     Ok(())

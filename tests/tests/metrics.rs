@@ -55,7 +55,11 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
 
     for _ in 0..2 {
         let b = d
-            .ok("card.balance", json!({"reader_id": "sim:etc"}), Some(&teller))
+            .ok(
+                "card.balance",
+                json!({"reader_id": "sim:etc"}),
+                Some(&teller),
+            )
             .await;
         assert_eq!(b["balance"], "100.00", "{b}");
     }
@@ -88,7 +92,11 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
         .await;
     assert_eq!(polled["events"][0]["type"], "card_removed", "{polled}");
     let (code, _) = d
-        .err("card.balance", json!({"reader_id": "sim:etc"}), Some(&teller))
+        .err(
+            "card.balance",
+            json!({"reader_id": "sim:etc"}),
+            Some(&teller),
+        )
         .await;
     let refused = cardd_api::ErrorCode::ALL
         .iter()
@@ -128,7 +136,10 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
         1.0
     );
     assert_eq!(
-        value(&all, r#"cardd_rpc_duration_seconds_count{method="card.balance"}"#),
+        value(
+            &all,
+            r#"cardd_rpc_duration_seconds_count{method="card.balance"}"#
+        ),
         3.0
     );
     assert_eq!(
@@ -139,7 +150,12 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
         1.0
     );
     // The reads and the successful flow reached the card: APDUs were timed on its reader.
-    assert!(value(&all, r#"cardd_apdu_duration_seconds_count{reader="sim:etc"}"#) >= 3.0);
+    assert!(
+        value(
+            &all,
+            r#"cardd_apdu_duration_seconds_count{reader="sim:etc"}"#
+        ) >= 3.0
+    );
     assert_eq!(
         value(
             &all,
@@ -155,7 +171,10 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
         1.0
     );
     assert_eq!(
-        value(&all, r#"cardd_flow_duration_seconds_count{flow="probe.fail"}"#),
+        value(
+            &all,
+            r#"cardd_flow_duration_seconds_count{flow="probe.fail"}"#
+        ),
         1.0
     );
     assert_eq!(

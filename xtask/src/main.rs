@@ -103,7 +103,15 @@ fn bench(extra: &[String]) -> Result<()> {
     let root = project_root();
     let status = cargo()
         .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "cardd", "-p", "cardd-bench"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "cardd",
+            "-p",
+            "cardd-bench",
+        ])
         .status()
         .context("building cardd and cardd-bench")?;
     if !status.success() {

@@ -244,10 +244,7 @@ impl Store {
                 }
                 return result;
             }
-            group = flushes
-                .done
-                .wait(group)
-                .unwrap_or_else(|p| p.into_inner());
+            group = flushes.done.wait(group).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -386,7 +383,8 @@ mod tests {
                         let tree = store.tree("t").expect("tree");
                         for round in 0..4 {
                             let key = format!("{i}-{round}");
-                            tree.insert(key.as_bytes(), b"v".as_slice()).expect("insert");
+                            tree.insert(key.as_bytes(), b"v".as_slice())
+                                .expect("insert");
                             store.durable_flush().expect("durable flush");
                         }
                     })
@@ -396,8 +394,15 @@ mod tests {
                 t.join().expect("writer");
             }
             let stats = store.flush_stats();
-            assert_eq!(stats.requests, (WRITERS * 4) as u64, "every call is answered");
-            assert!(stats.rounds >= 1 && stats.rounds <= stats.requests, "{stats:?}");
+            assert_eq!(
+                stats.requests,
+                (WRITERS * 4) as u64,
+                "every call is answered"
+            );
+            assert!(
+                stats.rounds >= 1 && stats.rounds <= stats.requests,
+                "{stats:?}"
+            );
         }
         let store = Store::open(&db_dir).expect("reopen");
         let tree = store.tree("t").expect("tree");

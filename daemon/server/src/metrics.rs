@@ -194,7 +194,10 @@ impl Metrics {
     /// A JSON-RPC call of `method` answered with `outcome` (`ok` or an error code's name).
     pub fn rpc(&self, method: &str, outcome: &str, took: Duration) {
         self.rpc_requests
-            .get_or_create(&[("method", method.to_owned()), ("outcome", outcome.to_owned())])
+            .get_or_create(&[
+                ("method", method.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
             .inc();
         self.rpc_seconds
             .get_or_create(&[("method", method.to_owned())])
