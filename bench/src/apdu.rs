@@ -85,15 +85,12 @@ async fn measure(samples: usize) -> Result<()> {
     let mut direct = Direct::connect()?;
     let mut echo = Echo::start()?;
     // Warm up every path (and let cardd select the application once).
+    let mut warm_up = Samples::default();
     for _ in 0..20 {
         direct.balance()?;
-        let _: Value = http
-            .request("card.balance", client::reader_params(READER_ID))
-            .await?;
-        let _: Value = ws
-            .request("card.balance", client::reader_params(READER_ID))
-            .await?;
     }
+    time_rpc(&http, 20, &mut warm_up).await?;
+    time_rpc(&ws, 20, &mut warm_up).await?;
     let per_round = (samples / ROUNDS).max(1);
     let mut s_direct = Samples::default();
     let mut s_worker = Samples::default();
@@ -112,20 +109,8 @@ async fn measure(samples: usize) -> Result<()> {
                 .await??;
             s_worker.push(started.elapsed());
         }
-        for _ in 0..per_round {
-            let started = Instant::now();
-            let _: Value = http
-                .request("card.balance", client::reader_params(READER_ID))
-                .await?;
-            s_http.push(started.elapsed());
-        }
-        for _ in 0..per_round {
-            let started = Instant::now();
-            let _: Value = ws
-                .request("card.balance", client::reader_params(READER_ID))
-                .await?;
-            s_ws.push(started.elapsed());
-        }
+        time_rpc(&http, per_round, &mut s_http).await?;
+        time_rpc(&ws, per_round, &mut s_ws).await?;
     }
     report::figure(
         "apdu.samples_per_path",
@@ -170,6 +155,18 @@ async fn measure(samples: usize) -> Result<()> {
     );
     drop(direct);
     d.stop().await;
+    Ok(())
+}
+
+/// `n` calls of `card.balance`, each timed.
+async fn time_rpc(rpc: &impl ClientT, n: usize, samples: &mut Samples) -> Result<()> {
+    for _ in 0..n {
+        let started = Instant::now();
+        let _: Value = rpc
+            .request("card.balance", client::reader_params(READER_ID))
+            .await?;
+        samples.push(started.elapsed());
+    }
     Ok(())
 }
 

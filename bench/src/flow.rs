@@ -33,33 +33,19 @@ const READER_ID: &str = "sim:etc";
 /// Interleaved rounds of each side.
 const ROUNDS: usize = 5;
 
-/// `scripts/card_load.lua` minus `ui.confirm`.
-const BENCH_FLOW: &str = r#"
-return {
-  name = "bench.load",
-  version = "1.0.0",
-  title = "圈存（基准）",
-  role = { "teller" },
-  params = {
-    amount = { type = "amount", required = true, min = "0.01", max = "10000.00", label = "圈存金额" },
-  },
-  run = function(ctx, params)
-    ui.progress("正在读取卡片……")
-    local info = card.info()
-    ui.progress("正在圈存……")
-    local receipt = card.load({ amount = params.amount, expected_card = info.card_number })
-    return {
-      status = "ok",
-      message = "圈存成功！",
-      card_number = receipt.card_number,
-      balance_before = card.fen_to_yuan(receipt.balance_before_fen),
-      amount = card.fen_to_yuan(receipt.amount_fen),
-      balance_after = card.fen_to_yuan(receipt.balance_after_fen),
-      tac = receipt.tac,
-    }
-  end,
+/// The shipped 圈存 flow.
+const CARD_LOAD: &str = include_str!("../../scripts/card_load.lua");
+/// Where it asks the operator to confirm; the benchmark's copy answers yes without asking.
+const CONFIRM: &str = "ui.confirm(message)";
+
+/// `scripts/card_load.lua` with the confirmation answered.
+fn bench_flow() -> Result<String> {
+    anyhow::ensure!(
+        CARD_LOAD.matches(CONFIRM).count() == 1,
+        "scripts/card_load.lua no longer asks `{CONFIRM}` once; update the flow benchmark"
+    );
+    Ok(CARD_LOAD.replace(CONFIRM, "true"))
 }
-"#;
 
 /// A tmpfs, where fsync costs nothing.
 const TMPFS: &str = "/dev/shm";
@@ -89,10 +75,11 @@ fn lua_state_cost(n: usize) -> Result<()> {
 }
 
 async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<()> {
+    let source = bench_flow()?;
     let d = BenchDaemon::start_in(base, |config, dir| {
         let flows = dir.join("flows");
         let _ = std::fs::create_dir_all(&flows);
-        let _ = std::fs::write(flows.join("bench_load.lua"), BENCH_FLOW);
+        let _ = std::fs::write(flows.join("card_load.lua"), source);
         config.flows.dir = Some(flows);
     })
     .await?;
@@ -111,7 +98,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     let lua = |key: &mut u64| {
         *key += 1;
         let params = StartParams {
-            flow: "bench.load".into(),
+            flow: "card.load".into(),
             params: json!({ "amount": "0.01" }),
             idempotency_key: format!("bench-{key}"),
             reader_id: Some(READER_ID.into()),

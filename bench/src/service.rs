@@ -33,71 +33,58 @@ async fn measure(seconds: f64) -> Result<()> {
     let token = d.login("teller", "teller123").await?;
     let duration = Duration::from_secs_f64(seconds);
 
-    // HTTP: one connection per client.
-    let mut tasks = Vec::new();
+    // One connection per client.
+    let mut http = Vec::new();
+    let mut ws = Vec::new();
     for _ in 0..CONCURRENCY {
-        let http = client::http(d.addr(), &token)?;
-        tasks.push(tokio::spawn(async move {
-            let mut s = Samples::default();
-            let end = Instant::now() + duration;
-            while Instant::now() < end {
-                let started = Instant::now();
-                let r: Result<Value, _> = http.request("readers.list", ObjectParams::new()).await;
-                if r.is_err() {
-                    break;
-                }
-                s.push(started.elapsed());
-            }
-            s
-        }));
+        http.push(client::http(d.addr(), &token)?);
+        ws.push(client::ws(d.addr(), &token).await?);
     }
-    let started = Instant::now();
-    let mut http_samples = Samples::default();
-    for t in tasks {
-        http_samples.extend(&t.await?);
+    for (transport, (rate, samples)) in [
+        ("http", hammer(http, duration).await?),
+        ("ws", hammer(ws, duration).await?),
+    ] {
+        let name = format!("service.{transport}.c{CONCURRENCY}");
+        report::figure(&format!("{name}.readers_list"), rate, "req/s");
+        samples.print(&format!("{name}.latency"));
     }
-    let http_rate = http_samples.len() as f64 / started.elapsed().as_secs_f64();
-    report::figure(
-        &format!("service.http.c{CONCURRENCY}.readers_list"),
-        http_rate,
-        "req/s",
-    );
-    http_samples.print(&format!("service.http.c{CONCURRENCY}.latency"));
-
-    // WebSocket: one connection per client.
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let ws = client::ws(d.addr(), &token).await?;
-        tasks.push(tokio::spawn(async move {
-            let mut s = Samples::default();
-            let end = Instant::now() + duration;
-            while Instant::now() < end {
-                let started = Instant::now();
-                let r: Result<Value, _> = ws.request("readers.list", ObjectParams::new()).await;
-                if r.is_err() {
-                    break;
-                }
-                s.push(started.elapsed());
-            }
-            s
-        }));
-    }
-    let started = Instant::now();
-    let mut ws_samples = Samples::default();
-    for t in tasks {
-        ws_samples.extend(&t.await?);
-    }
-    let ws_rate = ws_samples.len() as f64 / started.elapsed().as_secs_f64();
-    report::figure(
-        &format!("service.ws.c{CONCURRENCY}.readers_list"),
-        ws_rate,
-        "req/s",
-    );
-    ws_samples.print(&format!("service.ws.c{CONCURRENCY}.latency"));
 
     events(&d, &token, duration).await?;
     d.stop().await;
     Ok(())
+}
+
+/// Each client calls `readers.list` in a loop for `duration`; returns the rate and latencies.
+async fn hammer<C>(clients: Vec<C>, duration: Duration) -> Result<(f64, Samples)>
+where
+    C: ClientT + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            tokio::spawn(async move {
+                let mut s = Samples::default();
+                let end = Instant::now() + duration;
+                while Instant::now() < end {
+                    let call = Instant::now();
+                    let r: Result<Value, _> =
+                        client.request("readers.list", ObjectParams::new()).await;
+                    if r.is_err() {
+                        break;
+                    }
+                    s.push(call.elapsed());
+                }
+                s
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for t in tasks {
+        all.extend(&t.await?);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, all))
 }
 
 /// Publishes events in bursts no larger than a subscriber's queue and waits until every

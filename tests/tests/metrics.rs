@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cardd::events::EventKind;
 use common::TestDaemon;
 use serde_json::json;
 
@@ -79,18 +80,19 @@ async fn metrics_count_reads_flows_removals_and_flushes() {
         assert_eq!(format!("{:?}", done.state).to_lowercase(), expected);
     }
 
-    let since = d.ok("events.poll", json!({}), Some(&teller)).await["next_since"]
-        .as_u64()
-        .unwrap();
+    // The monitor has counted the removal once the bus carries it.
+    let mut bus = d.daemon().events.subscribe();
     world.remove_card("sim:etc").expect("the demo ETC card");
-    let polled = d
-        .ok(
-            "events.poll",
-            json!({"since": since, "wait_ms": 5000}),
-            Some(&teller),
-        )
-        .await;
-    assert_eq!(polled["events"][0]["type"], "card_removed", "{polled}");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(event) = bus.recv().await {
+            if matches!(event.kind, EventKind::CardRemoved { .. }) {
+                return;
+            }
+        }
+        panic!("the event bus closed");
+    })
+    .await
+    .expect("the removal is announced");
     let (code, _) = d
         .err(
             "card.balance",

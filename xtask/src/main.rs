@@ -83,53 +83,54 @@ fn test(extra: &[String]) -> Result<()> {
     let root = project_root();
     // Stops the pcscd it started when dropped: after the tests, and on any error below.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
-    let status = cargo()
+    let mut command = cargo();
+    command
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(extra)
         .env("CARDD_PCSCD", "1")
-        .stdin(std::process::Stdio::null())
-        .status()
-        .context("running cargo test")?;
+        .stdin(std::process::Stdio::null());
+    let result = run_checked(command, "cargo test");
     drop(pcscd);
-    if !status.success() {
-        bail!("cargo test failed ({status})");
-    }
-    Ok(())
+    result
 }
 
 fn bench(extra: &[String]) -> Result<()> {
     setup::install_system_packages()?;
     let root = project_root();
-    let status = cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "cardd",
-            "-p",
-            "cardd-bench",
-        ])
-        .status()
-        .context("building cardd and cardd-bench")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    let target = target_dir(&root);
-    let pcscd = pcscd::ensure_running(&target)?;
-    let status = Command::new(target.join("release").join("cardd-bench"))
+    let mut build = cargo();
+    build.current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "cardd",
+        "-p",
+        "cardd-bench",
+    ]);
+    run_checked(build, "cargo build --release")?;
+    let release = target_dir(&root).join("release");
+    // Stops the pcscd it started when dropped, after the benchmarks or on an error.
+    let pcscd = pcscd::ensure_running(&target_dir(&root))?;
+    let mut command = Command::new(release.join("cardd-bench"));
+    command
         .current_dir(&root)
         .arg("--cardd")
-        .arg(target.join("release").join("cardd"))
+        .arg(release.join("cardd"))
         .args(extra.iter().skip_while(|a| a.as_str() == "--"))
-        .stdin(std::process::Stdio::null())
-        .status()
-        .context("running cardd-bench")?;
+        .stdin(std::process::Stdio::null());
+    let result = run_checked(command, "cardd-bench");
     drop(pcscd);
+    result
+}
+
+/// Runs `command` and turns a failure into an error naming `what`.
+fn run_checked(mut command: Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {what}"))?;
     if !status.success() {
-        bail!("cardd-bench failed ({status})");
+        bail!("{what} failed ({status})");
     }
     Ok(())
 }

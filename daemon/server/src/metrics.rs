@@ -81,64 +81,45 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let apdu_seconds = HistogramFamily::<Labels1>::new_with_constructor(apdu_buckets as _);
-        registry.register(
-            "cardd_apdu_duration_seconds",
-            "Time from sending a command APDU to its response, per reader (driver round trip, T=0 chaining steps counted one by one)",
-            apdu_seconds.clone(),
-        );
-        let apdu_failures = Family::<Labels2, Counter>::default();
-        registry.register(
-            "cardd_apdu_failures",
-            "Command APDUs that got no response, per reader and kind (timeout, card_removed, reader_gone, other)",
-            apdu_failures.clone(),
-        );
-        let card_removals = Family::<Labels1, Counter>::default();
-        registry.register(
-            "cardd_card_removals",
-            "Cards taken out of a reader (card events from the reader's monitor)",
-            card_removals.clone(),
-        );
-        let flow_runs = Family::<Labels2, Counter>::default();
-        registry.register(
-            "cardd_flow_runs",
-            "Flow runs that ended, per flow and outcome (succeeded, failed, cancelled)",
-            flow_runs.clone(),
-        );
-        let flow_seconds = HistogramFamily::<Labels1>::new_with_constructor(flow_buckets as _);
-        registry.register(
-            "cardd_flow_duration_seconds",
-            "Time from a run's start to its end, per flow (prompts waiting for a person included)",
-            flow_seconds.clone(),
-        );
-        let journal_flush_seconds = flush_buckets();
-        registry.register(
-            "cardd_journal_flush_duration_seconds",
-            "One durable flush round of the database (sled flush plus fsync); concurrent writers share rounds",
-            journal_flush_seconds.clone(),
-        );
-        let rpc_requests = Family::<Labels2, Counter>::default();
-        registry.register(
-            "cardd_rpc_requests",
-            "JSON-RPC calls answered, per method and outcome (ok, or the error code's name)",
-            rpc_requests.clone(),
-        );
-        let rpc_seconds = HistogramFamily::<Labels1>::new_with_constructor(rpc_buckets as _);
-        registry.register(
-            "cardd_rpc_duration_seconds",
-            "Time to answer a JSON-RPC call, per method (session check, work, audit)",
-            rpc_seconds.clone(),
-        );
+        let mut r = Register(&mut registry);
         Metrics {
+            apdu_seconds: r.histograms(
+                "cardd_apdu_duration_seconds",
+                "Time from sending a command APDU to its response, per reader (driver round trip, T=0 chaining steps counted one by one)",
+                apdu_buckets,
+            ),
+            apdu_failures: r.counters(
+                "cardd_apdu_failures",
+                "Command APDUs that got no response, per reader and kind (timeout, card_removed, no_card, reader_gone, other)",
+            ),
+            card_removals: r.counters(
+                "cardd_card_removals",
+                "Cards taken out of a reader (card events from the reader's monitor)",
+            ),
+            flow_runs: r.counters(
+                "cardd_flow_runs",
+                "Flow runs that ended, per flow and outcome (succeeded, failed, cancelled)",
+            ),
+            flow_seconds: r.histograms(
+                "cardd_flow_duration_seconds",
+                "Time from a run's start to its end, per flow (prompts waiting for a person included)",
+                flow_buckets,
+            ),
+            journal_flush_seconds: r.histogram(
+                "cardd_journal_flush_duration_seconds",
+                "One durable flush round of the database (sled flush plus fsync); concurrent writers share rounds",
+                flush_buckets(),
+            ),
+            rpc_requests: r.counters(
+                "cardd_rpc_requests",
+                "JSON-RPC calls answered, per method and outcome (ok, or the error code's name)",
+            ),
+            rpc_seconds: r.histograms(
+                "cardd_rpc_duration_seconds",
+                "Time to answer a JSON-RPC call, per method (session check, work, audit)",
+                rpc_buckets,
+            ),
             registry,
-            apdu_seconds,
-            apdu_failures,
-            card_removals,
-            flow_runs,
-            flow_seconds,
-            journal_flush_seconds,
-            rpc_requests,
-            rpc_seconds,
         }
     }
 
@@ -202,6 +183,37 @@ impl Metrics {
         self.rpc_seconds
             .get_or_create(&[("method", method.to_owned())])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// Registers series (each once, by name) while [`Metrics::new`] builds them.
+struct Register<'a>(&'a mut Registry);
+
+impl Register<'_> {
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: fn() -> Histogram,
+    ) -> HistogramFamily<Labels1> {
+        let family = HistogramFamily::<Labels1>::new_with_constructor(buckets);
+        self.0.register(name, help, family.clone());
+        family
+    }
+
+    fn counters<const N: usize>(
+        &mut self,
+        name: &str,
+        help: &str,
+    ) -> Family<[(&'static str, String); N], Counter> {
+        let family = Family::<[(&'static str, String); N], Counter>::default();
+        self.0.register(name, help, family.clone());
+        family
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, histogram: Histogram) -> Histogram {
+        self.0.register(name, help, histogram.clone());
+        histogram
     }
 }
 

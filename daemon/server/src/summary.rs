@@ -194,7 +194,10 @@ pub fn balance(reader: &mut Reader) -> Result<CardBalance, ApiError> {
     let mut purse = Purse::new(reader);
     let fen = match purse.balance() {
         Ok(fen) => fen,
-        Err(PurseError::Status { sw, .. }) if sw == StatusWord(0x6985) => {
+        Err(PurseError::Status {
+            sw: StatusWord(0x6985),
+            ..
+        }) => {
             purse.select_etc_adf()?;
             purse.balance()?
         }
