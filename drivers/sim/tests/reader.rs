@@ -752,3 +752,40 @@ fn a_purchase_through_a_session_then_the_card_moves_readers() {
         resp[..4]
     );
 }
+
+#[test]
+fn a_stopper_ends_long_event_and_hotplug_waits_and_every_later_one() {
+    /// Far longer than the bound below: only the stopper can end these waits in time.
+    const LONG: Duration = Duration::from_secs(3_600);
+    let (_world, factory) = world_with_etc(false);
+    let mut monitor = open(&factory, "sim:etc");
+    let card_stopper = monitor
+        .events()
+        .unwrap()
+        .stopper()
+        .expect("sim waits can be stopped");
+    let mut watch = factory.hotplug().unwrap();
+    let hotplug_stopper = watch.stopper().expect("sim hotplug waits can be stopped");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let card_done = done_tx.clone();
+    let card_wait = thread::spawn(move || {
+        let first = monitor.events().unwrap().wait_for_change(LONG);
+        let later = monitor.events().unwrap().wait_for_change(LONG);
+        card_done.send(()).unwrap();
+        (first.unwrap(), later.unwrap())
+    });
+    let hotplug_wait = thread::spawn(move || {
+        let first = watch.wait(LONG);
+        done_tx.send(()).unwrap();
+        first.unwrap()
+    });
+    card_stopper.stop();
+    hotplug_stopper.stop();
+    for _ in 0..2 {
+        done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a stopped wait returns");
+    }
+    assert_eq!(card_wait.join().unwrap(), (None, None));
+    assert_eq!(hotplug_wait.join().unwrap(), None);
+}
