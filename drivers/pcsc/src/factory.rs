@@ -542,6 +542,7 @@ mod tests {
             pnp: None,
             known: Some(["Virtual PCD 00 00".to_string()].into()),
             pending: VecDeque::new(),
+            wait_stop: WaitStop::default(),
         };
         watch.update(vec![
             "Virtual PCD 00 01".into(),
