@@ -521,43 +521,12 @@ readers = ["{READER}"]
 }
 
 #[test]
-fn a_stopper_ends_long_pcscd_waits() {
-    /// Far longer than the bound below: only SCardCancel can end these waits in time.
-    const LONG: Duration = Duration::from_secs(3_600);
+fn the_pcsc_driver_stops_its_waits_on_request() {
     let rig = rig(cardd_sim::demo::demo_etc_card());
-    let mut monitor = rig
+    let session = rig
         .factory
         .open(&ReaderSelector::Id(READER_ID.into()))
         .expect("open the vpcd reader");
-    let card_stopper = monitor
-        .events()
-        .expect("pcsc reports card events")
-        .stopper()
-        .expect("pcsc waits can be stopped");
-    let mut watch = rig.factory.hotplug().expect("pcsc watches for readers");
-    let hotplug_stopper = watch.stopper().expect("pcsc hotplug waits can be stopped");
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let card_done = done_tx.clone();
-    let card_wait = std::thread::spawn(move || {
-        let first = monitor.events().expect("events").wait_for_change(LONG);
-        card_done.send(()).expect("send");
-        first.expect("a stopped wait is not an error")
-    });
-    let hotplug_wait = std::thread::spawn(move || {
-        let first = watch.wait(LONG);
-        done_tx.send(()).expect("send");
-        first.expect("a stopped wait is not an error")
-    });
-    // Let both waits reach pcscd, so the stop has to cancel them (a stop before a wait is
-    // covered too: the wait then returns at once).
-    std::thread::sleep(Duration::from_millis(300));
-    card_stopper.stop();
-    hotplug_stopper.stop();
-    for _ in 0..2 {
-        done_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a stopped wait returns");
-    }
-    assert_eq!(card_wait.join().expect("card wait"), None);
-    assert_eq!(hotplug_wait.join().expect("hotplug wait"), None);
+    let watch = rig.factory.hotplug().expect("pcsc watches for readers");
+    cardd_conformance::stopped_waits_end("pcsc", session, watch).unwrap_or_else(|e| panic!("{e}"));
 }
