@@ -104,12 +104,7 @@ async fn daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load() {
             .any(|l| l == "ACK");
         if !output.status.success() {
             // Killed by the crash point's SIGKILL, not by a panic or an abort.
-            assert_eq!(
-                output.status.signal(),
-                Some(9),
-                "{point}: {:?}",
-                output.status
-            );
+            assert_eq!(output.status.signal(), Some(9), "{point}: {:?}", output.status);
             crashed += 1;
         }
         check_after_restart(tmp.path(), acked, point).await;

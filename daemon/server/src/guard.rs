@@ -342,10 +342,10 @@ fn route<B>(
         }
     } else {
         match *method {
-            Method::GET if path == "/health" => return Some(health(config)),
             Method::GET if path == "/metrics" && config.metrics.is_some() => {
                 return Some(metrics(config))
             }
+            Method::GET if path == "/health" => return Some(health(config)),
             Method::GET => return Some(static_route(path).unwrap_or_else(|| not_found(path))),
             Method::POST if path == "/" => {}
             Method::POST => return Some(not_found(path)),
