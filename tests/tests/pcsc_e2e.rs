@@ -519,3 +519,14 @@ readers = ["{READER}"]
     );
     rig.remove();
 }
+
+#[test]
+fn the_pcsc_driver_stops_its_waits_on_request() {
+    let rig = rig(cardd_sim::demo::demo_etc_card());
+    let session = rig
+        .factory
+        .open(&ReaderSelector::Id(READER_ID.into()))
+        .expect("open the vpcd reader");
+    let watch = rig.factory.hotplug().expect("pcsc watches for readers");
+    cardd_conformance::stopped_waits_end("pcsc", session, watch).unwrap_or_else(|e| panic!("{e}"));
+}

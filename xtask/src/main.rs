@@ -8,6 +8,9 @@
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
+//! * `cargo xtask bench` builds cardd and its benchmarks in release mode, starts pcscd when none
+//!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
+//!   it started. Not part of the test suite (see docs/performance.md).
 
 mod pcscd;
 mod setup;
@@ -33,6 +36,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("setup") => setup::install_system_packages(),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("tidy") => {
             let problems = tidy::check(&project_root())?;
             if problems.is_empty() {
@@ -47,7 +51,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | tidy>"
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -79,17 +83,54 @@ fn test(extra: &[String]) -> Result<()> {
     let root = project_root();
     // Stops the pcscd it started when dropped: after the tests, and on any error below.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
-    let status = cargo()
+    let mut command = cargo();
+    command
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(extra)
         .env("CARDD_PCSCD", "1")
-        .stdin(std::process::Stdio::null())
-        .status()
-        .context("running cargo test")?;
+        .stdin(std::process::Stdio::null());
+    let result = run_checked(command, "cargo test");
     drop(pcscd);
+    result
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    setup::install_system_packages()?;
+    let root = project_root();
+    let mut build = cargo();
+    build.current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "cardd",
+        "-p",
+        "cardd-bench",
+    ]);
+    run_checked(build, "cargo build --release")?;
+    let release = target_dir(&root).join("release");
+    // Stops the pcscd it started when dropped, after the benchmarks or on an error.
+    let pcscd = pcscd::ensure_running(&target_dir(&root))?;
+    let mut command = Command::new(release.join("cardd-bench"));
+    command
+        .current_dir(&root)
+        .arg("--cardd")
+        .arg(release.join("cardd"))
+        .args(extra.iter().skip_while(|a| a.as_str() == "--"))
+        .stdin(std::process::Stdio::null());
+    let result = run_checked(command, "cardd-bench");
+    drop(pcscd);
+    result
+}
+
+/// Runs `command` and turns a failure into an error naming `what`.
+fn run_checked(mut command: Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {what}"))?;
     if !status.success() {
-        bail!("cargo test failed ({status})");
+        bail!("{what} failed ({status})");
     }
     Ok(())
 }

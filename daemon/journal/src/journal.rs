@@ -306,7 +306,7 @@ impl Journal {
             txn.state == TxnState::Intent,
             "record_intent takes an intent"
         );
-        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = self.open_for_card(&txn.card_number)? {
             return Err(JournalError::UnresolvedIntent {
                 card: txn.card_number.clone(),
@@ -337,6 +337,9 @@ impl Journal {
         batch.insert(txn_key(&txn.txn_id), value);
         batch.insert(open_key(&txn.card_number), txn.txn_id.as_bytes());
         self.tree.apply_batch(batch)?;
+        // The checks above and the write are one step for other writers; the flush is not:
+        // concurrent flows share flush rounds (group commit) instead of queueing behind this one.
+        drop(guard);
         crash_point("journal.intent.before_flush");
         self.store.durable_flush()?;
         crash_point("journal.intent.after_flush");
@@ -347,7 +350,7 @@ impl Journal {
 
     /// Moves a transaction to `state`, durably, and returns the updated record.
     pub fn resolve(&self, txn_id: &str, state: TxnState) -> Result<LoadTxn, JournalError> {
-        let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut txn = self
             .get(txn_id)?
             .ok_or_else(|| JournalError::NotFound(txn_id.to_owned()))?;
@@ -389,6 +392,7 @@ impl Journal {
             batch.remove(open_key(&txn.card_number));
         }
         self.tree.apply_batch(batch)?;
+        drop(guard);
         crash_point("journal.outcome.before_flush");
         self.store.durable_flush()?;
         crash_point("journal.outcome.after_flush");

@@ -19,4 +19,4 @@ pub mod store;
 
 pub use journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome};
-pub use store::{Store, StoreError};
+pub use store::{FlushStats, Store, StoreError};

@@ -21,6 +21,8 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
@@ -84,6 +86,53 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    flushes: Arc<Flushes>,
+}
+
+/// Counters of [`Store::durable_flush`], for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Calls of `durable_flush` that returned `Ok`.
+    pub requests: u64,
+    /// Flush rounds run (sled flush plus fsyncs); with concurrent callers one round serves many.
+    pub rounds: u64,
+    /// Time spent in flush rounds.
+    pub busy: Duration,
+}
+
+impl FlushStats {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &FlushStats) -> FlushStats {
+        FlushStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            rounds: self.rounds.saturating_sub(earlier.rounds),
+            busy: self.busy.saturating_sub(earlier.busy),
+        }
+    }
+}
+
+/// A callback told the duration of every flush round (the daemon's metrics).
+pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// Shared by the clones of one [`Store`]: the group commit, flush counters, the round observer.
+#[derive(Default)]
+struct Flushes {
+    group: Mutex<Group>,
+    /// Signalled when a round ends.
+    done: Condvar,
+    stats: Mutex<FlushStats>,
+    observer: OnceLock<FlushObserver>,
+}
+
+/// The group commit's state.
+#[derive(Debug, Default)]
+struct Group {
+    /// The next ticket to hand out; a caller's writes precede its ticket.
+    next_ticket: u64,
+    /// Every ticket below this one is durable.
+    durable_below: u64,
+    /// A round is running.
+    flushing: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -126,7 +175,11 @@ impl Store {
             path: dir.clone(),
             source,
         })?;
-        let store = Store { db, dir };
+        let store = Store {
+            db,
+            dir,
+            flushes: Arc::new(Flushes::default()),
+        };
         // The directory itself may be new: make its entry in the parent durable too.
         if let Some(parent) = store.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_directory(parent)?;
@@ -146,12 +199,76 @@ impl Store {
 
     /// Makes every write so far durable: sled's `flush()`, then fsync of every file in the
     /// database directory and of the directories themselves (see the module doc for why).
+    ///
+    /// **Group commit.** Concurrent callers share flush rounds: a caller that arrives while a
+    /// round runs waits for it to end, then one of the callers that arrived meanwhile runs the
+    /// next round for all of them. A caller returns `Ok` only after a round that *started after
+    /// it called* completed without error, so everything it wrote before calling is durable;
+    /// after a failed round the callers it covered run a round of their own (each gets its own
+    /// result). Sequential callers each get their own round, as before.
     pub fn durable_flush(&self) -> Result<(), StoreError> {
+        let flushes = &self.flushes;
+        let mut group = lock(&flushes.group);
+        // Whatever this caller wrote happened before it took its ticket (under the lock).
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        loop {
+            if group.durable_below > ticket {
+                drop(group);
+                lock(&flushes.stats).requests += 1;
+                return Ok(());
+            }
+            if !group.flushing {
+                group.flushing = true;
+                // The round covers every ticket taken so far: their writes are all done.
+                let covers = group.next_ticket;
+                drop(group);
+                let started = Instant::now();
+                let result = self.flush_round();
+                let took = started.elapsed();
+                let mut group = lock(&flushes.group);
+                group.flushing = false;
+                if result.is_ok() {
+                    group.durable_below = group.durable_below.max(covers);
+                }
+                drop(group);
+                flushes.done.notify_all();
+                if let Some(observe) = flushes.observer.get() {
+                    observe(took);
+                }
+                let mut stats = lock(&flushes.stats);
+                stats.rounds += 1;
+                stats.busy += took;
+                if result.is_ok() {
+                    stats.requests += 1;
+                }
+                return result;
+            }
+            group = flushes.done.wait(group).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// One flush round: sled's flush, then fsync of every file and directory.
+    fn flush_round(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         let mut entries_left = STORE_DIR_ENTRIES_MAX;
         sync_dir_recursive(&self.dir, STORE_DIR_DEPTH_MAX, &mut entries_left)
             .map_err(|e| e.with_root(&self.dir))
     }
+
+    /// Counters of durable flushes since the database was opened.
+    pub fn flush_stats(&self) -> FlushStats {
+        *lock(&self.flushes.stats)
+    }
+
+    /// Sets the callback told each flush round's duration (once; later calls are ignored).
+    pub fn observe_flushes(&self, observer: FlushObserver) {
+        let _ = self.flushes.observer.set(observer);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl StoreError {
@@ -250,6 +367,70 @@ mod tests {
             Some(b"value".as_slice())
         );
         store.durable_flush().expect("durable flush after reopen");
+    }
+
+    #[test]
+    fn concurrent_durable_flushes_share_rounds_and_all_writes_survive() {
+        const WRITERS: usize = 16;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_dir = dir.path().join("db");
+        {
+            let store = Store::open(&db_dir).expect("open");
+            let threads: Vec<_> = (0..WRITERS)
+                .map(|i| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        let tree = store.tree("t").expect("tree");
+                        for round in 0..4 {
+                            let key = format!("{i}-{round}");
+                            tree.insert(key.as_bytes(), b"v".as_slice())
+                                .expect("insert");
+                            store.durable_flush().expect("durable flush");
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("writer");
+            }
+            let stats = store.flush_stats();
+            assert_eq!(
+                stats.requests,
+                (WRITERS * 4) as u64,
+                "every call is answered"
+            );
+            assert!(
+                stats.rounds >= 1 && stats.rounds <= stats.requests,
+                "{stats:?}"
+            );
+        }
+        let store = Store::open(&db_dir).expect("reopen");
+        let tree = store.tree("t").expect("tree");
+        assert_eq!(tree.len(), WRITERS * 4, "every acknowledged write is there");
+    }
+
+    #[test]
+    fn a_failed_round_fails_every_caller_it_covered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_dir = dir.path().join("db");
+        let store = Store::open(&db_dir).expect("open");
+        store
+            .tree("t")
+            .expect("tree")
+            .insert(b"k", b"v".as_slice())
+            .expect("insert");
+        fs::remove_dir_all(&db_dir).expect("remove the directory under sled");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.durable_flush())
+            })
+            .collect();
+        for t in threads {
+            let result = t.join().expect("caller");
+            assert!(result.is_err(), "a flush that cannot sync is never Ok");
+        }
+        assert_eq!(store.flush_stats().requests, 0);
     }
 
     #[test]

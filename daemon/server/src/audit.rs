@@ -241,6 +241,9 @@ impl AuditLog {
             seq,
             hash: record.hash.clone(),
         };
+        // The chain's next link is settled; concurrent appends share flush rounds (group commit)
+        // instead of queueing behind this one's.
+        drop(head);
         self.store.durable_flush()?;
         Ok(record)
     }

@@ -335,6 +335,28 @@ impl FlowEngine {
         }
     }
 
+    /// Waits (at most `wait`) until the run has finished and returns its record; a run still
+    /// going when the time is up is returned as it stands. No change can slip between the check
+    /// and the wait: the waiter is registered before the record is read.
+    pub async fn wait_finished(&self, run_id: &str, wait: Duration) -> Result<RunRecord, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Some(live) = self.live_run(run_id) else {
+                return self.get(run_id);
+            };
+            let notified = live.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let record = self.get(run_id)?;
+            if record.state.is_finished() {
+                return Ok(record);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get(run_id);
+            }
+        }
+    }
+
     /// Answers the run's pending prompt.
     pub fn answer(
         &self,
@@ -541,6 +563,8 @@ fn execute(
         return;
     };
     let run_id = ctx.run_id().to_owned();
+    let started = std::time::Instant::now();
+    let flow_name = def.name().to_owned();
     let card = CardModule {
         daemon: weak.clone(),
         holder,
@@ -612,6 +636,10 @@ fn execute(
             )
         }
     };
+    let outcome = format!("{state:?}").to_lowercase();
+    daemon
+        .metrics
+        .flow_finished(&flow_name, &outcome, started.elapsed());
     let finished = engine.update(&run_id, true, |r| {
         r.state = state;
         r.prompt = None;

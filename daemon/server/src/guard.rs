@@ -95,6 +95,8 @@ pub struct GuardConfig {
     pub allowed_origins: Vec<String>,
     /// Builds the body of `GET /health`.
     pub health: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// Builds the body of `GET /metrics` (OpenMetrics text); `None`: not served.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl fmt::Debug for GuardConfig {
@@ -341,6 +343,9 @@ fn route<B>(
         }
     } else {
         match *method {
+            Method::GET if path == "/metrics" && config.metrics.is_some() => {
+                return Some(metrics(config))
+            }
             Method::GET if path == "/health" => return Some(health(config)),
             Method::GET => {
                 let host = request
@@ -374,6 +379,16 @@ fn route<B>(
 
 fn health(config: &GuardConfig) -> HttpResponse {
     json_response(StatusCode::OK, &(config.health)())
+}
+
+fn metrics(config: &GuardConfig) -> HttpResponse {
+    let body = config.metrics.as_ref().map(|m| m()).unwrap_or_default();
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 fn not_found(path: &str) -> HttpResponse {
@@ -821,6 +836,7 @@ mod tests {
                 allowed_hosts: loopback_hosts(addr.port()),
                 allowed_origins: default_origins(addr.port()),
                 health: Arc::new(|| serde_json::json!({ "status": "ok", "readers": 0 })),
+                metrics: None,
             };
             let server = Server::builder()
                 .set_http_middleware(

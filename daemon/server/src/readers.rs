@@ -7,6 +7,10 @@
 //!   polling) and publishes card inserted/removed events;
 //! * per driver instance, a **hotplug thread** when the driver reports readers coming and going.
 //!
+//! Monitor and hotplug threads wake only for events: when the driver can end a wait from
+//! another thread (`WaitStopper`: the simulator, PC/SC), they wait long and are stopped when
+//! their reader is detached or the daemon stops; otherwise they wake every few seconds to check.
+//!
 //! **Leases**: a client may hold a reader for a flow, for a bounded time. While a lease is held,
 //! jobs from any other session are refused with the holder's name; an expired lease is released
 //! (and announced) by a timer, and checked again lazily on every access.
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use cardd_api::ErrorCode;
 use cardd_reader::{
     Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
-    ReaderFactory, ReaderInfo, ReaderSelector,
+    ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,6 +33,7 @@ use tokio::sync::oneshot;
 use crate::config::{LimitsSection, ReaderInstance};
 use crate::errors::ApiError;
 use crate::events::{EventBus, EventKind, LeaseEnd};
+use crate::metrics::{MeteredReader, Metrics};
 
 /// How long a monitor thread waits for a card event before checking whether to stop.
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
@@ -36,6 +41,10 @@ const MONITOR_WAIT: Duration = Duration::from_secs(5);
 const MONITOR_RETRY: Duration = Duration::from_secs(1);
 /// How long a hotplug thread waits for a reader event before checking whether to stop.
 const HOTPLUG_WAIT: Duration = Duration::from_secs(5);
+/// How long a monitor or hotplug thread waits in one go when its driver can end the wait from
+/// another thread (a [`WaitStopper`]): it is woken when it must stop, so this only bounds a
+/// stop that a driver's wait could miss, and idle readers cost no periodic wake-ups.
+const STOPPABLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Who is asking: the operator and the session (a lease belongs to a session).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +118,10 @@ struct Slot {
     lease: Option<Lease>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// A monitor thread keeps `presence` current from the driver's card events.
+    monitored: bool,
+    /// Ends the monitor's wait when the reader is detached or the daemon stops.
+    stoppers: Vec<WaitStopper>,
 }
 
 /// The manager. Cheap to share behind an `Arc`.
@@ -119,6 +132,9 @@ pub struct ReaderManager {
     limits: LimitsSection,
     stop: Arc<AtomicBool>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// Ends the hotplug threads' waits when the daemon stops.
+    hotplug_stoppers: Mutex<Vec<WaitStopper>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ReaderManager {
@@ -136,6 +152,19 @@ impl ReaderManager {
         registry: &DriverRegistry,
         limits: &LimitsSection,
         events: Arc<EventBus>,
+    ) -> Result<Arc<ReaderManager>, ApiError> {
+        let metrics = Arc::new(Metrics::new());
+        ReaderManager::start_metered(instances, registry, limits, events, metrics)
+    }
+
+    /// [`ReaderManager::start`], reporting APDU latencies, failures and card removals to
+    /// `metrics`.
+    pub fn start_metered(
+        instances: &[ReaderInstance],
+        registry: &DriverRegistry,
+        limits: &LimitsSection,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<ReaderManager>, ApiError> {
         let mut factories = Vec::new();
         for (i, instance) in instances.iter().enumerate() {
@@ -157,6 +186,8 @@ impl ReaderManager {
             limits: limits.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             background: Mutex::new(Vec::new()),
+            hotplug_stoppers: Mutex::new(Vec::new()),
+            metrics,
         });
         for factory in &manager.factories {
             // A driver whose service is down (pcscd not running yet) does not stop the daemon:
@@ -173,13 +204,20 @@ impl ReaderManager {
                     tracing::warn!(reader = %info.id, error = %e, "could not open a reader; it is retried when it reappears");
                 }
             }
-            if let Some(watch) = factory.hotplug() {
+            if let Some(mut watch) = factory.hotplug() {
+                let wait = match watch.stopper() {
+                    Some(stopper) => {
+                        lock(&manager.hotplug_stoppers).push(stopper);
+                        STOPPABLE_WAIT
+                    }
+                    None => HOTPLUG_WAIT,
+                };
                 let weak = Arc::downgrade(&manager);
                 let factory = factory.clone();
                 let stop = manager.stop.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("hotplug-{}", factory.driver()))
-                    .spawn(move || hotplug_loop(watch, factory, weak, stop))
+                    .spawn(move || hotplug_loop(watch, factory, weak, stop, wait))
                     .map_err(|e| {
                         ApiError::internal(format!("cannot start a hotplug thread: {e}"))
                     })?;
@@ -193,6 +231,7 @@ impl ReaderManager {
     fn attach(&self, factory: Arc<dyn ReaderFactory>, info: ReaderInfo) -> Result<(), ApiError> {
         let selector = ReaderSelector::Id(info.id.clone());
         let session = factory.open(&selector).map_err(ApiError::from)?;
+        let session = MeteredReader::wrap(session, self.metrics.clone());
         let mut reader = Reader::new(session, Duration::from_millis(self.limits.apdu_timeout_ms));
         let atr = match reader.session().presence() {
             Ok(CardPresence::Powered { atr }) => Some(atr.to_string()),
@@ -203,6 +242,7 @@ impl ReaderManager {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<Job>(self.limits.reader_queue_max);
         let mut threads = Vec::new();
+        let mut stoppers = Vec::new();
         let worker = std::thread::Builder::new()
             .name(format!("reader-{}", info.id))
             .spawn(move || {
@@ -222,6 +262,13 @@ impl ReaderManager {
         threads.push(worker);
         if info.capabilities.events {
             if let Ok(mut monitor) = factory.open(&selector) {
+                let stopper = monitor.events().and_then(|e| e.stopper());
+                let wait = if stopper.is_some() {
+                    STOPPABLE_WAIT
+                } else {
+                    MONITOR_WAIT
+                };
+                stoppers.extend(stopper);
                 let (events, presence, stop, id) = (
                     self.events.clone(),
                     presence.clone(),
@@ -229,6 +276,7 @@ impl ReaderManager {
                     info.id.clone(),
                 );
                 let global_stop = self.stop.clone();
+                let metrics = self.metrics.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("monitor-{}", info.id))
                     .spawn(move || loop {
@@ -236,7 +284,7 @@ impl ReaderManager {
                             break;
                         }
                         let Some(ev) = monitor.events() else { break };
-                        match ev.wait_for_change(MONITOR_WAIT) {
+                        match ev.wait_for_change(wait) {
                             Ok(Some(CardEvent::Inserted { atr })) => {
                                 *lock(&presence) = Some(atr.to_string());
                                 events.publish(EventKind::CardInserted {
@@ -246,6 +294,7 @@ impl ReaderManager {
                             }
                             Ok(Some(CardEvent::Removed)) => {
                                 *lock(&presence) = None;
+                                metrics.card_removed(&id);
                                 events.publish(EventKind::CardRemoved {
                                     reader_id: id.clone(),
                                 });
@@ -265,6 +314,7 @@ impl ReaderManager {
                 threads.push(handle);
             }
         }
+        let monitored = threads.len() > 1;
         tracing::info!(reader = %info.id, driver = %info.driver, name = %info.name, "reader attached");
         self.events.publish(EventKind::ReaderAdded {
             reader_id: info.id.clone(),
@@ -280,6 +330,8 @@ impl ReaderManager {
                 lease: None,
                 stop,
                 threads,
+                monitored,
+                stoppers,
             },
         );
         Ok(())
@@ -290,6 +342,9 @@ impl ReaderManager {
         let slot = lock(&self.slots).remove(reader_id);
         if let Some(slot) = slot {
             slot.stop.store(true, Ordering::Relaxed);
+            for stopper in &slot.stoppers {
+                stopper.stop();
+            }
             if let Some(lease) = &slot.lease {
                 self.events.publish(EventKind::LeaseReleased {
                     reader_id: reader_id.to_owned(),
@@ -353,9 +408,15 @@ impl ReaderManager {
                 }
             }
             let presence = slot.presence.clone();
+            let monitored = slot.monitored;
             let wrapped: Job = Box::new(move |reader: &mut Reader| {
                 let result = job(reader);
-                // Keep the cached presence honest when no event monitor runs.
+                // Keep the cached presence honest when no event monitor runs (with one, the
+                // monitor does, and the job saves a round trip to the reader).
+                if monitored {
+                    let _ = tx.send(result);
+                    return;
+                }
                 if let Ok(p) = reader.session().presence() {
                     let mut cached = lock(&presence);
                     match p {
@@ -478,12 +539,18 @@ impl ReaderManager {
     /// Stops every thread; waits for the workers to finish their current job.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        for stopper in lock(&self.hotplug_stoppers).iter() {
+            stopper.stop();
+        }
         let slots: Vec<Slot> = lock(&self.slots).drain().map(|(_, s)| s).collect();
         for slot in slots {
             slot.stop.store(true, Ordering::Relaxed);
+            for stopper in &slot.stoppers {
+                stopper.stop();
+            }
             drop(slot.jobs);
-            // The worker ends once its queue is empty; monitors end within MONITOR_WAIT and are
-            // not waited for.
+            // The worker ends once its queue is empty; monitors are woken by their stoppers (or
+            // end within MONITOR_WAIT when their driver has none) and are not waited for.
             if let Some(worker) = slot.threads.into_iter().next() {
                 let _ = worker.join();
             }
@@ -566,9 +633,10 @@ fn hotplug_loop(
     factory: Arc<dyn ReaderFactory>,
     manager: std::sync::Weak<ReaderManager>,
     stop: Arc<AtomicBool>,
+    wait: Duration,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let event = match watch.wait(HOTPLUG_WAIT) {
+        let event = match watch.wait(wait) {
             Ok(Some(event)) => event,
             Ok(None) => continue,
             Err(e) => {

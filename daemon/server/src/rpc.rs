@@ -209,7 +209,13 @@ impl Methods {
             .register_async_method(name, move |params, daemon, ext| {
                 let handler = handler.clone();
                 async move {
+                    let started = Instant::now();
                     let result = call(&daemon, &params, &ext, name, access, mutates, handler).await;
+                    let outcome = match &result {
+                        Ok(_) => "ok",
+                        Err(e) => e.code.name(),
+                    };
+                    daemon.metrics.rpc(name, outcome, started.elapsed());
                     result.map_err(ErrorObjectOwned::from)
                 }
             });
@@ -244,10 +250,14 @@ where
     }
     let caller = caller_of(daemon, ext, access)?;
     let parsed: P = parse_params(params)?;
-    let (detail, target) = (parsed.audit_detail(), parsed.audit_target());
-    let session = caller.session.clone();
+    // What the audit record keeps, taken before the handler consumes the parameters; read-only
+    // methods are not audited and skip the copy.
+    let audited = mutates.then(|| {
+        let session = caller.session.clone();
+        (parsed.audit_detail(), parsed.audit_target(), session)
+    });
     let result = handler(daemon.clone(), caller, parsed).await;
-    if mutates {
+    if let Some((detail, target, session)) = audited {
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code.name().to_owned(),
@@ -721,6 +731,18 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
                 .run(&p.reader_id, &holder, move |reader| {
                     crate::summary::read(reader, &pin, terminal)
                 })
+                .await?
+        },
+    );
+
+    m.add(
+        "card.balance",
+        "Read the purse balance of the card in a reader (one GET BALANCE while the application is selected).",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: ReaderParams| async move {
+            d.readers
+                .run(&p.reader_id, &c.holder()?, crate::summary::balance)
                 .await?
         },
     );

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     pub sam: Arc<dyn SecurityModule>,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     started: Instant,
     failed_closed: AtomicBool,
 }
@@ -165,6 +167,7 @@ pub async fn start(
     tracing::debug!(methods = specs.len(), "methods registered");
 
     let health_daemon = Arc::downgrade(&daemon);
+    let metrics = daemon.metrics.clone();
     let guard = GuardConfig {
         allowed_hosts: daemon.config.allowed_hosts.clone(),
         allowed_origins: daemon.config.allowed_origins.clone(),
@@ -174,6 +177,7 @@ pub async fn start(
                 .map(|d| d.health())
                 .unwrap_or_else(|| json!({"status": "stopping"}))
         }),
+        metrics: Some(Arc::new(move || metrics.render())),
     };
     let server_config = ServerConfig::builder()
         .max_request_body_size(limits.request_body_bytes_max)
@@ -248,8 +252,19 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     let (group, group_failure) = crate::group_rpc::open(&config, &store);
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
-    let readers = ReaderManager::start(&config.readers, &registry, &config.limits, events.clone())
-        .map_err(|e| ServerError::Readers(e.to_string()))?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    {
+        let metrics = metrics.clone();
+        store.observe_flushes(Box::new(move |took| metrics.journal_flush(took)));
+    }
+    let readers = ReaderManager::start_metered(
+        &config.readers,
+        &registry,
+        &config.limits,
+        events.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| ServerError::Readers(e.to_string()))?;
     let daemon = Daemon {
         config,
         store,
@@ -263,6 +278,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         events,
         readers,
         sam,
+        metrics,
         started: Instant::now(),
         failed_closed: AtomicBool::new(false),
     };

@@ -8,7 +8,7 @@
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::Algorithm;
 use cardd_purse::{EtcCardType, EtcIssueInfo, Pin, Purse, PurseError, Sfi};
-use cardd_reader::{CardChannel, ObuTarget, Reader};
+use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -184,5 +184,38 @@ fn read_obu(reader: &mut Reader) -> Result<CardSummary, ApiError> {
         algorithm: Some(algorithm_name(info.algorithm())),
         obu_activated: Some(info.is_activated()),
         ..CardSummary::default()
+    })
+}
+
+/// What `card.balance` returns.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CardBalance {
+    /// Balance in yuan as a decimal string.
+    pub balance: String,
+    /// Balance in fen.
+    pub balance_fen: i64,
+}
+
+/// The purse balance with as few APDUs as the card allows: GET BALANCE alone while the payment
+/// application is selected (one round trip, the common case on a teller's desk); when the card
+/// answers `6985` (no application selected, e.g. a card just inserted) the application is
+/// selected and GET BALANCE sent again. Reads only.
+pub fn balance(reader: &mut Reader) -> Result<CardBalance, ApiError> {
+    let mut purse = Purse::new(reader);
+    let fen = match purse.balance() {
+        Ok(fen) => fen,
+        Err(PurseError::Status {
+            sw: StatusWord(0x6985),
+            ..
+        }) => {
+            purse.select_etc_adf()?;
+            purse.balance()?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let fen = i64::from(fen);
+    Ok(CardBalance {
+        balance: cardd_api::Fen(fen).to_yuan_string(),
+        balance_fen: fen,
     })
 }

@@ -19,6 +19,9 @@
 //!    can arrange it, and the reader works again afterwards;
 //! 8. drivers with card events report removal then insertion, in that order, without polling.
 //!
+//! [`stopped_waits_end`] is a separate check for drivers that can end their event waits from
+//! another thread (`WaitStopper`): the waits a stopper ends return `Ok(None)`, promptly.
+//!
 //! The conformance card answers like the ETC user card of `docs/card-protocol.md` for these
 //! commands: `00 A4 00 00 02 10 01` (select the ADF) → `9000`; `00 B0 95 00 00` (read 0015) →
 //! 43 or 50 bytes and `9000`; instruction `0xEE` → `6D00`.
@@ -27,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardd_reader::{
-    CardChannel, CardEvent, CardPresence, CommandApdu, Reader, ReaderError, ReaderFactory,
-    ReaderSelector, StatusWord,
+    CardChannel, CardEvent, CardPresence, CardReader, CommandApdu, HotplugWatch, Reader,
+    ReaderError, ReaderFactory, ReaderSelector, StatusWord,
 };
 
 /// How long a driver may overrun a timeout before the kit calls it unbounded.
@@ -39,6 +42,9 @@ pub const APDU_TIMEOUT_MS: u64 = 5_000;
 pub const SILENT_TIMEOUT_MS: u64 = 500;
 /// How long the kit waits for a card event.
 pub const EVENT_WAIT_MS: u64 = 5_000;
+/// How long a stopped wait may take to return in [`stopped_waits_end`] (the waits themselves
+/// are an hour long).
+pub const STOPPED_WAIT_RETURN_MS: u64 = 30_000;
 
 /// What a driver's test provides.
 pub trait Harness {
@@ -373,5 +379,57 @@ fn events(kit: &mut Kit<'_>) -> Result<(), Failure> {
         }
     }
     kit.report.passed.push(CHECK);
+    Ok(())
+}
+
+/// Checks that the driver's stoppers end a card-event wait on `session` and a hotplug wait on
+/// `watch`, each an hour long, and that both waits return `Ok(None)`. Not part of [`run`]:
+/// drivers whose waits end only at their timeout have no stoppers.
+pub fn stopped_waits_end(
+    driver: &str,
+    mut session: Box<dyn CardReader>,
+    mut watch: Box<dyn HotplugWatch>,
+) -> Result<(), Failure> {
+    const CHECK: &str = "stopped waits end";
+    const LONG: Duration = Duration::from_secs(3_600);
+    let fail = |detail: String| Failure {
+        driver: driver.to_owned(),
+        check: CHECK,
+        detail,
+    };
+    let card_stopper = session
+        .events()
+        .and_then(|e| e.stopper())
+        .ok_or_else(|| fail("the session's card events have no stopper".into()))?;
+    let hotplug_stopper = watch
+        .stopper()
+        .ok_or_else(|| fail("the hotplug watch has no stopper".into()))?;
+    let (done, results) = std::sync::mpsc::channel::<(&str, String)>();
+    let card_done = done.clone();
+    std::thread::spawn(move || {
+        let outcome = session.events().map(|e| e.wait_for_change(LONG));
+        let _ = card_done.send(("card event wait", format!("{outcome:?}")));
+    });
+    std::thread::spawn(move || {
+        let outcome = watch.wait(LONG);
+        let _ = done.send(("hotplug wait", format!("{:?}", Some(outcome))));
+    });
+    // Give both waits time to block in the driver, so the stop has to end them (a stop that
+    // comes first is covered too: the wait then returns at once).
+    std::thread::sleep(Duration::from_millis(200));
+    card_stopper.stop();
+    hotplug_stopper.stop();
+    for _ in 0..2 {
+        let (which, outcome) = results
+            .recv_timeout(Duration::from_millis(STOPPED_WAIT_RETURN_MS))
+            .map_err(|_| {
+                fail(format!(
+                    "a stopped wait did not return within {STOPPED_WAIT_RETURN_MS} ms"
+                ))
+            })?;
+        if outcome != "Some(Ok(None))" {
+            return Err(fail(format!("the stopped {which} returned {outcome}")));
+        }
+    }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use cardd_conformance::{run, Harness};
-use cardd_reader::ReaderFactory;
+use cardd_conformance::{run, stopped_waits_end, Harness};
+use cardd_reader::{ReaderFactory, ReaderSelector};
 use cardd_sim::{FaultKind, FaultPlan, SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
 
 struct SimHarness {
@@ -83,4 +83,18 @@ fn the_simulated_driver_conforms() {
         assert!(report.skipped.is_empty(), "{report:?}");
         assert_eq!(report.passed.len(), 8, "{report:?}");
     }
+}
+
+#[test]
+fn the_sim_driver_stops_its_waits_on_request() {
+    let harness = SimHarness::new(false);
+    let session = harness
+        .factory
+        .open(&ReaderSelector::Id("sim:c".into()))
+        .expect("open");
+    let watch = harness
+        .factory
+        .hotplug()
+        .expect("the sim driver watches for readers");
+    stopped_waits_end("sim", session, watch).unwrap_or_else(|e| panic!("{e}"));
 }

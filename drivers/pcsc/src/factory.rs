@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use cardd_reader::{
     Capabilities, CardReader, HotplugEvent, HotplugWatch, ReaderError, ReaderFactory, ReaderInfo,
-    ReaderSelector,
+    ReaderSelector, WaitStopper,
 };
 
 use crate::error::{context_lost, driver, map, PcscError};
 use crate::options::PcscOptions;
 use crate::reader::{PcscReader, CALL_GRACE_MS, CONTROL_CALL_TIMEOUT_MS};
 use crate::session::{snapshot, wait_change, Snapshot};
+use crate::stop::WaitStop;
 use crate::worker::{CallError, Worker};
 use crate::{DRIVER_NAME, ID_PREFIX};
 
@@ -331,6 +332,7 @@ impl ReaderFactory for PcscFactory {
             pnp: None,
             known,
             pending: VecDeque::new(),
+            wait_stop: WaitStop::default(),
         }))
     }
 }
@@ -345,6 +347,8 @@ pub struct PcscHotplug {
     /// The served readers last seen; `None` until one listing succeeded.
     known: Option<BTreeSet<String>>,
     pending: VecDeque<HotplugEvent>,
+    /// Ends waits from another thread ([`HotplugWatch::stopper`]).
+    wait_stop: WaitStop,
 }
 
 impl std::fmt::Debug for PcscHotplug {
@@ -399,6 +403,10 @@ impl PcscHotplug {
 }
 
 impl HotplugWatch for PcscHotplug {
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        Some(self.wait_stop.stopper())
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<Option<HotplugEvent>, ReaderError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -406,7 +414,7 @@ impl HotplugWatch for PcscHotplug {
                 return Ok(Some(event));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if remaining.is_zero() || self.wait_stop.stopped() {
                 return Ok(None);
             }
             if self.worker.is_none() {
@@ -427,12 +435,19 @@ impl HotplugWatch for PcscHotplug {
             let Some(worker) = &self.worker else {
                 continue;
             };
+            if self.wait_stop.arm(worker.context()) {
+                return Ok(None);
+            }
             let pnp = self.pnp;
             let seen = worker.call(
                 "SCardGetStatusChange",
                 remaining + Duration::from_millis(CONTROL_CALL_TIMEOUT_MS),
                 move |context| pnp_wait(context, pnp, remaining),
             );
+            // A stopped wait ends quietly, whatever SCardCancel made the call return.
+            if self.wait_stop.stopped() {
+                return Ok(None);
+            }
             match seen {
                 Ok(Ok(seen)) => {
                     self.pnp = Some(seen.state);
@@ -527,6 +542,7 @@ mod tests {
             pnp: None,
             known: Some(["Virtual PCD 00 00".to_string()].into()),
             pending: VecDeque::new(),
+            wait_stop: WaitStop::default(),
         };
         watch.update(vec![
             "Virtual PCD 00 01".into(),

@@ -33,6 +33,7 @@ pub mod factory;
 pub mod options;
 pub mod reader;
 mod session;
+mod stop;
 pub mod vpcd;
 pub mod worker;
 

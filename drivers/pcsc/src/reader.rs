@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cardd_reader::{
     ApduTransport, Atr, CardEvent, CardEvents, CardPresence, CardReader, ExclusiveAccess, Protocol,
-    ReaderError, ReaderInfo,
+    ReaderError, ReaderInfo, WaitStopper,
 };
 
 use crate::error::{context_lost, driver, map, PcscError};
@@ -25,6 +25,7 @@ use crate::session::{
     lock_mirror, snapshot, wait_change, ConnInfo, ConnectParams, Mirror, Session, Snapshot,
     Transmitted,
 };
+use crate::stop::WaitStop;
 use crate::worker::{CallError, Worker};
 
 /// Bound on quick calls to pcscd (status, disconnect, list).
@@ -50,6 +51,8 @@ pub struct PcscReader {
     /// The reader state the next event wait compares against (flags + event counter).
     baseline: Option<Snapshot>,
     pending: VecDeque<CardEvent>,
+    /// Ends event waits from another thread ([`CardEvents::stopper`]).
+    wait_stop: WaitStop,
 }
 
 impl std::fmt::Debug for PcscReader {
@@ -83,6 +86,7 @@ impl PcscReader {
             last_protocol: None,
             baseline,
             pending: VecDeque::new(),
+            wait_stop: WaitStop::default(),
         }
     }
 
@@ -376,6 +380,10 @@ pub(crate) fn events_between(before: &Snapshot, after: &Snapshot) -> Vec<CardEve
 }
 
 impl CardEvents for PcscReader {
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        Some(self.wait_stop.stopper())
+    }
+
     fn wait_for_change(&mut self, timeout: Duration) -> Result<Option<CardEvent>, ReaderError> {
         if let Some(event) = self.pending.pop_front() {
             return Ok(Some(event));
@@ -394,12 +402,21 @@ impl CardEvents for PcscReader {
             if remaining.is_zero() {
                 return Ok(None);
             }
+            let context = self.worker()?.context();
+            if self.wait_stop.arm(context) {
+                return Ok(None);
+            }
             let current = baseline.as_current();
             let changed = self.run(
                 "SCardGetStatusChange",
                 remaining + Duration::from_millis(CALL_GRACE_MS),
                 move |s| wait_change(&s.context, &s.params.reader, current, remaining),
-            )?;
+            );
+            // A stopped wait ends quietly, whatever SCardCancel made the call return.
+            if self.wait_stop.stopped() {
+                return Ok(None);
+            }
+            let changed = changed?;
             let Some(after) = changed else {
                 return Ok(None);
             };

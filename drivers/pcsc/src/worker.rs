@@ -148,6 +148,11 @@ impl<S: 'static> Worker<S> {
         }
     }
 
+    /// The worker's context (a clone: SCardCancel on it ends the call in progress).
+    pub(crate) fn context(&self) -> pcsc::Context {
+        self.context.clone()
+    }
+
     /// Gives up on a worker whose call overran: asks pcscd to cancel what can be cancelled and
     /// lets the thread end on its own when pcscd answers.
     pub(crate) fn abandon(self) {

@@ -25,6 +25,6 @@ pub use error::{DriverError, ReaderError};
 pub use reader::{
     ApduTransport, Atr, Capabilities, CardEvent, CardEvents, CardPresence, CardReader,
     ExclusiveAccess, HotplugEvent, HotplugWatch, ObuChannel, ObuTarget, Protocol, PsamSlots,
-    ReaderFactory, ReaderInfo, ReaderSelector,
+    ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
 };
 pub use registry::{Driver, DriverOptions, DriverRegistry};

@@ -10,6 +10,7 @@
 //! right than cancellation. The daemon runs each reader session on its own thread.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -240,6 +241,37 @@ pub trait CardEvents {
     /// Blocks until the card state changes or `timeout` passes (`Ok(None)`). Drivers wait on the
     /// transport's own notification (no busy polling).
     fn wait_for_change(&mut self, timeout: Duration) -> Result<Option<CardEvent>, ReaderError>;
+
+    /// A handle that ends this session's waits from another thread: after
+    /// [`WaitStopper::stop`], the wait in progress and every later one return `Ok(None)`. With
+    /// one, a watcher can wait long and still stop at once; `None` (the default): waits end
+    /// only at their timeout.
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        None
+    }
+}
+
+/// Ends a driver's blocking waits ([`CardEvents::stopper`], [`HotplugWatch::stopper`]) from
+/// another thread, without blocking the caller.
+#[derive(Clone)]
+pub struct WaitStopper(Arc<dyn Fn() + Send + Sync>);
+
+impl WaitStopper {
+    /// A stopper that runs `stop` (which must not block) when asked.
+    pub fn new(stop: impl Fn() + Send + Sync + 'static) -> WaitStopper {
+        WaitStopper(Arc::new(stop))
+    }
+
+    /// Ends the wait in progress and every later one.
+    pub fn stop(&self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for WaitStopper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitStopper")
+    }
 }
 
 /// Exclusive use of a shared reader for a sequence of commands.
@@ -262,6 +294,11 @@ pub enum HotplugEvent {
 pub trait HotplugWatch: Send + fmt::Debug {
     /// Blocks until a reader is added or removed, or `timeout` passes (`Ok(None)`).
     fn wait(&mut self, timeout: Duration) -> Result<Option<HotplugEvent>, ReaderError>;
+
+    /// See [`CardEvents::stopper`].
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        None
+    }
 }
 
 /// A configured driver instance: lists its readers and opens sessions. Holds no session state.

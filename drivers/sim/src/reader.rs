@@ -5,12 +5,14 @@
 //! simulated cards. Sessions hold no card state of their own; everything lives in the world,
 //! which is what lets a test pull a card out from under a session.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cardd_reader::{
     ApduTransport, Atr, CardEvent, CardEvents, CardPresence, CardReader, HotplugEvent,
     HotplugWatch, ObuChannel, ObuTarget, Protocol, ReaderError, ReaderFactory, ReaderInfo,
-    ReaderSelector,
+    ReaderSelector, WaitStopper,
 };
 
 use crate::world::{SimReaderKind, SimSlot, SimWorld};
@@ -65,6 +67,8 @@ pub struct SimReader {
     info: ReaderInfo,
     protocol: Protocol,
     event_cursor: u64,
+    /// Set by this session's [`WaitStopper`]: its event waits end.
+    stopped: Arc<AtomicBool>,
 }
 
 impl SimReader {
@@ -76,6 +80,7 @@ impl SimReader {
             info,
             protocol,
             event_cursor,
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -156,8 +161,16 @@ impl ObuChannel for SimReader {
 
 impl CardEvents for SimReader {
     fn wait_for_change(&mut self, timeout: Duration) -> Result<Option<CardEvent>, ReaderError> {
-        self.world
-            .wait_card_event(&self.info.id, &mut self.event_cursor, timeout)
+        self.world.wait_card_event(
+            &self.info.id,
+            &mut self.event_cursor,
+            timeout,
+            &self.stopped,
+        )
+    }
+
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        Some(self.world.stopper(self.stopped.clone()))
     }
 }
 
@@ -166,18 +179,28 @@ impl CardEvents for SimReader {
 pub struct SimHotplug {
     world: SimWorld,
     cursor: u64,
+    stopped: Arc<AtomicBool>,
 }
 
 impl SimHotplug {
     /// A watch reporting changes from now on.
     pub fn new(world: SimWorld) -> Self {
         let cursor = world.hotplug_cursor();
-        SimHotplug { world, cursor }
+        SimHotplug {
+            world,
+            cursor,
+            stopped: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
 impl HotplugWatch for SimHotplug {
     fn wait(&mut self, timeout: Duration) -> Result<Option<HotplugEvent>, ReaderError> {
-        self.world.wait_hotplug(&mut self.cursor, timeout)
+        self.world
+            .wait_hotplug(&mut self.cursor, timeout, &self.stopped)
+    }
+
+    fn stopper(&mut self) -> Option<WaitStopper> {
+        Some(self.world.stopper(self.stopped.clone()))
     }
 }

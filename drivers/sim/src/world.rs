@@ -8,11 +8,12 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cardd_reader::{
-    Atr, Capabilities, CardEvent, CardPresence, HotplugEvent, ReaderError, ReaderInfo,
+    Atr, Capabilities, CardEvent, CardPresence, HotplugEvent, ReaderError, ReaderInfo, WaitStopper,
 };
 use serde::{Deserialize, Serialize};
 
@@ -459,6 +460,18 @@ impl SimWorld {
         self.shared.changed.notify_all();
     }
 
+    /// A stopper for waits that watch `stopped`: sets it, then wakes the waiters under the lock
+    /// (a waiter checks the flag under the lock, so the wake-up cannot slip between its check
+    /// and its wait).
+    pub(crate) fn stopper(&self, stopped: Arc<AtomicBool>) -> WaitStopper {
+        let world = self.clone();
+        WaitStopper::new(move || {
+            stopped.store(true, Ordering::SeqCst);
+            let _state = world.lock();
+            world.notify();
+        })
+    }
+
     /// Adds a reader (plugged in). With a state directory, saved slots replace the configured cards.
     pub fn add_reader(&self, config: SimReaderConfig) -> Result<(), SimError> {
         if config.id.is_empty() || config.id.chars().count() > READER_ID_CHARS_MAX {
@@ -784,8 +797,9 @@ impl SimWorld {
         reader: &str,
         cursor: &mut u64,
         timeout: Duration,
+        stopped: &AtomicBool,
     ) -> Result<Option<CardEvent>, ReaderError> {
-        self.wait_for(timeout, |state| {
+        self.wait_for(timeout, stopped, |state| {
             let r = match state.live_reader_mut(reader) {
                 Ok(r) => r,
                 Err(e) => return Some(Err(e)),
@@ -801,23 +815,29 @@ impl SimWorld {
         &self,
         cursor: &mut u64,
         timeout: Duration,
+        stopped: &AtomicBool,
     ) -> Result<Option<HotplugEvent>, ReaderError> {
-        self.wait_for(timeout, |state| {
+        self.wait_for(timeout, stopped, |state| {
             let (seq, event) = state.hotplug.next_from(*cursor)?;
             *cursor = seq + 1;
             Some(Ok(event))
         })
     }
 
-    /// Waits on the condition variable until `check` yields or `timeout` passes.
+    /// Waits on the condition variable until `check` yields, `timeout` passes or `stopped` is
+    /// set ([`SimWorld::stopper`]).
     fn wait_for<T>(
         &self,
         timeout: Duration,
+        stopped: &AtomicBool,
         mut check: impl FnMut(&mut WorldState) -> Option<Result<T, ReaderError>>,
     ) -> Result<Option<T>, ReaderError> {
         let deadline = Instant::now() + timeout.min(WAIT_MAX);
         let mut state = self.lock();
         loop {
+            if stopped.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
             if let Some(result) = check(&mut state) {
                 return result.map(Some);
             }
