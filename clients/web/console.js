@@ -255,6 +255,7 @@
     { id: 'group-topups', section: '集团充值', title: '额度充值查询', roles: ['group_operator'], when: () => hasMethod('group.topups'), render: (p) => pageGroupQuery(p, 'topups') },
     { id: 'audit-topups', section: '审核', title: '额度充值审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditTopUps },
     { id: 'audit-refunds', section: '审核', title: '退款审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditRefunds },
+    { id: 'journal-open', section: '审核', title: '待核对圈存', roles: ['supervisor', 'auditor'], when: () => hasMethod('journal.open'), render: pageJournalOpen },
     { id: 'operators', section: '系统', title: '操作员管理', roles: ['admin'], render: pageOperators },
     { id: 'password', section: '系统', title: '修改密码', roles: ALL, render: pagePassword },
   ];
@@ -802,6 +803,33 @@
           e.verdict === 'not_landed' ? el('button', { type: 'button', text: '退款', onclick: decide(e, 'group.audit.refund', '退回额度') }) : null,
           e.verdict === 'landed' ? el('button', { type: 'button', text: '改为充值成功', onclick: decide(e, 'group.audit.resolve', '改为充值成功') }) : null)],
       ], rows, 'ar-table'));
+    };
+    load();
+  }
+
+  function pageJournalOpen(main) {
+    const out = el('div', { id: 'jo-result' });
+    main.append(el('p', { class: 'hint', text: '卡片无法证明结果的圈存：请核对卡内余额和交易记录（或客户凭证）后判定是否已到账，并填写原因；结果为“待确认”的交易请将卡片放到读卡器上，由系统读卡确认。' }), out);
+    const load = async () => {
+      let rows;
+      try { rows = await call('journal.open', {}); } catch (err) { errorBox(err, '查询失败'); return; }
+      const decide = (t, landed) => async () => {
+        const label = landed ? '判定已到账' : '判定未到账';
+        const reason = await askText(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。请写明核对依据。', '核对原因');
+        if (!reason) return;
+        try {
+          await call('journal.resolve', { txn_id: t.txn_id, landed, reason });
+          await alertBox(label + '已记录，相关充值记录和订单已按此更新。', '待核对圈存');
+        } catch (err) { await errorBox(err, label + '未完成'); }
+        load();
+      };
+      out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待核对的圈存。' }) : table([
+        ['交易编号', (t) => t.txn_id], ['卡号', (t) => t.card_number], ['金额', (t) => yuan(t.amount)], ['圈存前余额', (t) => yuan(t.balance_before)],
+        ['状态', (t) => (t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片')],
+        ['操作', (t) => (t.state === 'needs_reconciliation' ? el('span', { class: 'row-actions' },
+          el('button', { type: 'button', text: '已到账', onclick: decide(t, true) }),
+          el('button', { type: 'button', class: 'secondary', text: '未到账', onclick: decide(t, false) })) : null)],
+      ], rows, 'jo-table'));
     };
     load();
   }

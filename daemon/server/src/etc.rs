@@ -507,6 +507,13 @@ fn apply_verdict(
         (Verdict::NotLanded, RecordStatus::Loading) => {
             Ok(host.abort_load(&record.record_id, operator, "卡片证实该笔圈存未写入卡内")?)
         }
+        (Verdict::NotLanded, RecordStatus::NeedsReconciliation) if !txns.is_empty() => Ok(host
+            .resolve_reconciliation(
+                &record.record_id,
+                operator,
+                false,
+                "圈存日志证实该笔圈存未写入卡内",
+            )?),
         (Verdict::Unknown, RecordStatus::Loading)
             if txns
                 .iter()
@@ -950,14 +957,15 @@ pub fn resolve_record(
     Ok(host(daemon)?.resolve_reconciliation(record_id, operator, loaded, reason)?)
 }
 
-/// Settles, from the journal alone, the 圈存中 records of `card_number` whose load is decided
-/// (after recovery read the card). Returns the records changed.
+/// Settles, from the journal alone, the 圈存中 and 待核对 records of `card_number` whose load is
+/// decided (after recovery read the card, or a person's verdict in the journal). Returns the
+/// records changed.
 pub fn settle_card(daemon: &Daemon, card_number: &str) -> Vec<RechargeRecord> {
     let (Ok(host), Ok(journal)) = (host(daemon), journal(daemon)) else {
         return Vec::new();
     };
-    let records = match host.records_for_card(card_number, Some(RecordStatus::Loading)) {
-        Ok(r) => r,
+    let records = match host.records_for_card(card_number, None) {
+        Ok(r) => r.into_iter().filter(|r| r.status.is_open()).collect(),
         Err(e) => {
             tracing::error!(card = card_number, error = %e, "could not list the card's records");
             return Vec::new();

@@ -556,7 +556,7 @@ pub fn evidence(daemon: &Daemon, order: &RechargeOrder) -> Result<Evidence, ApiE
             "needs_reconciliation",
             None,
             Verdict::Unknown,
-            "卡片无法证明圈存是否成功，需主管核对卡片后处理，之后再审核".to_owned(),
+            "卡片无法证明圈存是否成功：请主管或审核员在“待核对圈存”中核对卡片后判定（journal.resolve），之后再审核".to_owned(),
         ),
         None if inflight => (
             "none",

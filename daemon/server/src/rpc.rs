@@ -786,6 +786,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
 
     add_flow_methods(&mut m);
     crate::etc_rpc::add_methods(&mut m);
+    crate::journal_rpc::add_methods(&mut m);
     crate::group_rpc::add_group_methods(&mut m);
     add_run_subscription(&mut m);
     add_event_subscription(&mut m);

@@ -1,0 +1,198 @@
+//! Loads nobody could decide from the card, and a person's verdict: `journal.open` lists them,
+//! `journal.resolve` records the verdict of a supervisor or auditor with a reason, and the group
+//! order and the ETC recharge record hanging on the load follow it at once. A load still in
+//! `intent` is refused: presenting its card decides it.
+
+mod common;
+
+use cardd_api::ErrorCode;
+use cardd_journal::TxnState;
+use cardd_sim::{FaultKind, FaultPlan};
+use common::TestDaemon;
+use serde_json::{json, Value};
+
+/// Starts `flow` and answers every question yes; `arm` runs just before each answer.
+async fn run(d: &TestDaemon, token: &str, start: Value, mut arm: impl FnMut()) -> Value {
+    let run_id = d.ok("flows.start", start, Some(token)).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut since = 0;
+    for _ in 0..100 {
+        let polled = d
+            .ok(
+                "flows.events",
+                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                Some(token),
+            )
+            .await;
+        since = polled["next_since"].as_u64().unwrap();
+        if polled["state"] == "waiting" {
+            arm();
+            d.ok("flows.answer", json!({"run_id": run_id, "prompt_id": polled["prompt"]["prompt_id"], "answer": true}), Some(token)).await;
+        } else if polled["state"] != "running" {
+            return d
+                .ok("flows.get", json!({"run_id": run_id}), Some(token))
+                .await;
+        }
+    }
+    panic!("run {run_id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
+    let world_name = format!("reconcile-{}", std::process::id());
+    let w = world_name.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": w });
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let group = d.login("group1", "group123").await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let auditor = d.login("auditor", "audit123").await;
+    let teller = d.login("teller", "teller123").await;
+    let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
+
+    // Where CREDIT is: the last APDU after the confirmation of a clean recharge.
+    let mut at_confirm = 0;
+    let clean = run(&d, &group, start("clean"), || {
+        at_confirm = world.apdu_count("sim:city")
+    })
+    .await;
+    assert_eq!(clean["state"], "succeeded", "{clean}");
+    let credit_offset = world.apdu_count("sim:city") - at_confirm;
+
+    // The card is pulled right after CREDIT; the customer keeps it.
+    let lost = run(&d, &group, start("lost"), || {
+        let at = world.apdu_count("sim:city") + credit_offset;
+        world
+            .set_fault_plan(
+                "sim:city",
+                FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
+            )
+            .unwrap();
+    })
+    .await;
+    assert_eq!(lost["state"], "failed", "{lost}");
+    let journal = d.daemon().journal.as_ref().unwrap();
+    let open = journal.list_open().unwrap();
+    assert_eq!(open.len(), 1);
+    let txn_id = open[0].txn_id.clone();
+
+    // Still `intent`: the card decides, not a person.
+    let (code, message) = d
+        .err(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": true, "reason": "客户称已到账"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(
+        code,
+        i64::from(ErrorCode::CardEvidenceRequired.code()),
+        "{message}"
+    );
+    assert!(message.contains("放到读卡器上"), "{message}");
+
+    // Say the card, when it came back, could prove nothing (its counter had moved on).
+    journal
+        .resolve(
+            &txn_id,
+            TxnState::NeedsReconciliation {
+                reason: "联机交易序号已变化，交易证明不存在".into(),
+            },
+        )
+        .unwrap();
+    let listed = d.ok("journal.open", json!({}), Some(&auditor)).await;
+    assert_eq!(listed[0]["txn_id"], txn_id);
+    assert_eq!(listed[0]["state"], "needs_reconciliation");
+    assert_eq!(listed[0]["amount"], "10.00");
+
+    // Tellers may not decide; a reason is required.
+    let (code, _) = d
+        .err(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": true, "reason": "x"}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(code, i64::from(ErrorCode::Forbidden.code()));
+    let (code, _) = d
+        .err(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": true, "reason": " "}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(code, i64::from(ErrorCode::InvalidParams.code()));
+
+    // The card in hand shows 70.00 (50.00 + two loads): the load did land.
+    let in_hand = world.take_pocket("sim:city").unwrap();
+    assert_eq!(in_hand.balance(), Some(7_000));
+    let resolved = d
+        .ok("journal.resolve", json!({"txn_id": txn_id, "landed": true, "reason": "卡内余额 70.00 元，与两笔充值相符"}), Some(&auditor))
+        .await;
+    assert_eq!(resolved["state"], "committed");
+    assert!(journal.list_open().unwrap().is_empty());
+    // Decided once.
+    let (code, _) = d
+        .err(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": false, "reason": "改判"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(code, i64::from(ErrorCode::RecordStateConflict.code()));
+
+    // The failed order's evidence now says the load landed: the auditor resolves it as
+    // succeeded (a refund is refused), and the quota paid for both loads once.
+    let orders = d
+        .ok(
+            "group.orders",
+            json!({"preset": "last_7_days"}),
+            Some(&group),
+        )
+        .await;
+    let failed = orders["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .expect("the interrupted recharge is a failed order")["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": failed, "reason": "退款"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_ne!(code, 0, "no refund for a load that landed");
+    d.ok(
+        "group.audit.resolve",
+        json!({"order_id": failed, "reason": "主管核对：已到账"}),
+        Some(&auditor),
+    )
+    .await;
+    let orders = d
+        .ok(
+            "group.orders",
+            json!({"preset": "last_7_days"}),
+            Some(&group),
+        )
+        .await;
+    let statuses: Vec<&str> = orders["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "succeeded"], "{orders}");
+    let info = d.ok("group.info", json!({}), Some(&group)).await;
+    assert_eq!(info["available_quota"], "480.00", "{info}");
+    d.stop().await;
+}
