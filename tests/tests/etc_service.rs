@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use cardd_api::ErrorCode;
 use cardd_sim::{FaultKind, FaultPlan, SimCard};
-use common::TestDaemon;
+use common::{Run, TestDaemon};
 use serde_json::{json, Value};
 
 const PLATE: &str = "陕A12345";
@@ -76,58 +74,18 @@ async fn record(d: &TestDaemon, token: &str, id: &str) -> Value {
         .await
 }
 
-/// What happened in a run: its final state and the prompts it asked.
-struct Run {
-    done: Value,
-    prompts: Vec<Value>,
-}
-
-/// Starts a flow and drives it to the end, answering each prompt with `answer` (which may
-/// also arm a fault on the reader before the answer goes out).
+/// Starts a flow on `sim:etc` and drives it to the end, answering each prompt with `answer`.
 async fn run_flow(
     d: &TestDaemon,
     token: &str,
     flow: &str,
     params: Value,
     key: &str,
-    mut answer: impl FnMut(&Value) -> Value,
+    answer: impl FnMut(&Value) -> Value,
 ) -> Run {
     let start =
         json!({"flow": flow, "params": params, "idempotency_key": key, "reader_id": "sim:etc"});
-    let run_id = d.ok("flows.start", start, Some(token)).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut since = 0;
-    let mut prompts = Vec::new();
-    for _ in 0..100 {
-        let polled = d
-            .ok(
-                "flows.events",
-                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
-                Some(token),
-            )
-            .await;
-        since = polled["next_since"].as_u64().unwrap();
-        if polled["state"] == "waiting" {
-            let prompt = polled["prompt"].clone();
-            let reply = answer(&prompt);
-            prompts.push(prompt.clone());
-            d.ok(
-                "flows.answer",
-                json!({"run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": reply}),
-                Some(token),
-            )
-            .await;
-        }
-        if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
-            let done = d
-                .ok("flows.get", json!({ "run_id": run_id }), Some(token))
-                .await;
-            return Run { done, prompts };
-        }
-    }
-    panic!("run {run_id} did not finish");
+    d.drive(token, start, answer).await
 }
 
 /// Runs `etc.load` on a record, confirming.
@@ -682,22 +640,13 @@ async fn the_card_proving_a_load_did_not_land_allows_the_change() {
     // With the card, the evidence proves the load did not land: the change is allowed.
     world(&w).insert_card("sim:etc", in_hand).unwrap();
     let before = balance(&w);
-    let mut marked = Value::Null;
-    for _ in 0..20 {
-        let reply = d
-            .call(
-                "etc.records.mark_not_loaded",
-                json!({"record_id": R200, "reader_id": "sim:etc"}),
-                Some(&teller),
-            )
-            .await;
-        if let Some(result) = reply.get("result") {
-            marked = result.clone();
-            break;
-        }
-        // The reader may still be busy with the insertion's own recovery.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let marked = d
+        .ok(
+            "etc.records.mark_not_loaded",
+            json!({"record_id": R200, "reader_id": "sim:etc"}),
+            Some(&teller),
+        )
+        .await;
     assert_eq!(
         marked["message"], "修改圈存状态成功！请进行圈存操作",
         "{marked}"

@@ -9,35 +9,7 @@ use cardd_api::ErrorCode;
 use cardd_journal::TxnState;
 use cardd_sim::{FaultKind, FaultPlan};
 use common::TestDaemon;
-use serde_json::{json, Value};
-
-/// Starts `flow` and answers every question yes; `arm` runs just before each answer.
-async fn run(d: &TestDaemon, token: &str, start: Value, mut arm: impl FnMut()) -> Value {
-    let run_id = d.ok("flows.start", start, Some(token)).await["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut since = 0;
-    for _ in 0..100 {
-        let polled = d
-            .ok(
-                "flows.events",
-                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
-                Some(token),
-            )
-            .await;
-        since = polled["next_since"].as_u64().unwrap();
-        if polled["state"] == "waiting" {
-            arm();
-            d.ok("flows.answer", json!({"run_id": run_id, "prompt_id": polled["prompt"]["prompt_id"], "answer": true}), Some(token)).await;
-        } else if polled["state"] != "running" {
-            return d
-                .ok("flows.get", json!({"run_id": run_id}), Some(token))
-                .await;
-        }
-    }
-    panic!("run {run_id} did not finish");
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
@@ -57,24 +29,30 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
 
     // Where CREDIT is: the last APDU after the confirmation of a clean recharge.
     let mut at_confirm = 0;
-    let clean = run(&d, &group, start("clean"), || {
-        at_confirm = world.apdu_count("sim:city")
-    })
-    .await;
+    let clean = d
+        .drive(&group, start("clean"), |_| {
+            at_confirm = world.apdu_count("sim:city");
+            json!(true)
+        })
+        .await
+        .done;
     assert_eq!(clean["state"], "succeeded", "{clean}");
     let credit_offset = world.apdu_count("sim:city") - at_confirm;
 
     // The card is pulled right after CREDIT; the customer keeps it.
-    let lost = run(&d, &group, start("lost"), || {
-        let at = world.apdu_count("sim:city") + credit_offset;
-        world
-            .set_fault_plan(
-                "sim:city",
-                FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
-            )
-            .unwrap();
-    })
-    .await;
+    let lost = d
+        .drive(&group, start("lost"), |_| {
+            let at = world.apdu_count("sim:city") + credit_offset;
+            world
+                .set_fault_plan(
+                    "sim:city",
+                    FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
+                )
+                .unwrap();
+            json!(true)
+        })
+        .await
+        .done;
     assert_eq!(lost["state"], "failed", "{lost}");
     let journal = d.daemon().journal.as_ref().unwrap();
     let open = journal.list_open().unwrap();

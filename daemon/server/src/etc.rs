@@ -22,10 +22,7 @@
 //! **Invariant:** a record goes from 未圈存 to 圈存中 only inside the reader job that then sends
 //! the credit; so a 圈存中 record whose transaction is not in the journal never reached CREDIT
 //! (the intent is durable before CREDIT) and may safely go back to 未圈存, unless a load of it is
-//! running right now ([`EtcState`] knows).
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+//! running right now (`Daemon::records_loading` knows).
 
 use cardd_api::{ErrorCode, Fen};
 use cardd_host::{IssuerHost, RechargeRecord, RecordStatus};
@@ -49,59 +46,15 @@ const REASON_CHARS_KEPT: usize = 120;
 /// How many log records of the card [`evidence`] reads (the card keeps 10).
 const LOG_RECORDS_READ: u8 = 10;
 
-/// Records being loaded right now, so that nothing settles them from under the load.
-#[derive(Debug, Default, Clone)]
-pub struct EtcState {
-    loading: Arc<Mutex<HashSet<String>>>,
-}
-
-/// Holds a record in [`EtcState`] while it is loaded.
-struct LoadingGuard {
-    set: Arc<Mutex<HashSet<String>>>,
-    record_id: String,
-}
-
-impl Drop for LoadingGuard {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.record_id);
-    }
-}
-
-impl EtcState {
-    fn claim(&self, record_id: &str) -> Result<LoadingGuard, ApiError> {
-        let mut set = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(record_id.to_owned()) {
-            return Err(ApiError::new(
-                ErrorCode::RecordStateConflict,
-                format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
-            ));
-        }
-        Ok(LoadingGuard {
-            set: self.loading.clone(),
-            record_id: record_id.to_owned(),
-        })
-    }
-
-    fn is_loading(&self, record_id: &str) -> bool {
-        self.loading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(record_id)
-    }
-}
-
-/// What the card and the journal say about a record's money.
+/// Did a load land: what the card and the journal (decided from the card) say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The money is on the card.
     Landed,
-    /// The card proves the money is not on it.
+    /// The card proves the money is not on it (or the load never reached it).
     NotLanded,
-    /// Nothing proves either.
+    /// Nothing proves either yet: the card must be presented, or a person must reconcile.
     Unknown,
 }
 
@@ -169,7 +122,8 @@ fn yuan(fen: impl Into<i64>) -> String {
     Fen(fen.into()).to_yuan_string()
 }
 
-fn host(daemon: &Daemon) -> Result<&dyn IssuerHost, ApiError> {
+/// The issuer host, or the fail-closed refusal when it did not verify.
+pub(crate) fn host(daemon: &Daemon) -> Result<&dyn IssuerHost, ApiError> {
     daemon.host.as_deref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::FailedClosed,
@@ -178,7 +132,8 @@ fn host(daemon: &Daemon) -> Result<&dyn IssuerHost, ApiError> {
     })
 }
 
-fn journal(daemon: &Daemon) -> Result<&Journal, ApiError> {
+/// The journal, or the fail-closed refusal when it did not verify.
+pub(crate) fn journal(daemon: &Daemon) -> Result<&Journal, ApiError> {
     daemon.journal.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::FailedClosed,
@@ -187,7 +142,8 @@ fn journal(daemon: &Daemon) -> Result<&Journal, ApiError> {
     })
 }
 
-fn journal_error(e: cardd_journal::JournalError) -> ApiError {
+/// A journal failure: corruption fails closed, the rest is internal.
+pub(crate) fn journal_error(e: cardd_journal::JournalError) -> ApiError {
     match e {
         cardd_journal::JournalError::Corrupt { .. } => {
             ApiError::new(ErrorCode::FailedClosed, format!("圈存日志损坏：{e}"))
@@ -558,7 +514,7 @@ fn examine(
     };
     let txns = linked_txns(journal, &record)?;
     let (verdict, explanation, card_log) = decide(&record, &txns, card.as_ref());
-    let record = if daemon.etc.is_loading(record_id) {
+    let record = if daemon.records_loading.contains(record_id) {
         record
     } else {
         apply_verdict(host, record, verdict, &txns, operator)?
@@ -654,7 +610,12 @@ pub fn load_record(
 ) -> Result<RecordLoad, ApiError> {
     let host = host(daemon)?;
     let journal = journal(daemon)?;
-    let _guard = daemon.etc.claim(record_id)?;
+    let _guard = daemon.records_loading.claim(record_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
+        )
+    })?;
     let before_settle = record_of(host, record_id)?;
     if before_settle.status == RecordStatus::Loaded {
         return Err(ApiError::new(
@@ -802,7 +763,7 @@ pub fn mark_not_loaded(
             format!("充值记录 {record_id} 已是未圈存，可以直接圈存"),
         ));
     }
-    if daemon.etc.is_loading(record_id) {
+    if daemon.records_loading.contains(record_id) {
         return Err(ApiError::new(
             ErrorCode::RecordStateConflict,
             format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
@@ -915,7 +876,7 @@ pub fn resolve_record(
     if reason.is_empty() {
         return Err(ApiError::invalid_params("核对结论必须填写原因"));
     }
-    if daemon.etc.is_loading(record_id) {
+    if daemon.records_loading.contains(record_id) {
         return Err(ApiError::new(
             ErrorCode::RecordStateConflict,
             format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
@@ -1003,14 +964,17 @@ fn settle_records(
 ) -> Vec<RechargeRecord> {
     let mut changed = Vec::new();
     for record in records {
-        if daemon.etc.is_loading(&record.record_id) {
-            continue;
-        }
         let id = record.record_id.clone();
-        let result = linked_txns(journal, &record).and_then(|txns| {
-            let (verdict, _, _) = decide(&record, &txns, None);
-            apply_verdict(host, record.clone(), verdict, &txns, "cardd")
+        // Settled under the in-flight lock, so no load of this record can start meanwhile.
+        let settled = daemon.records_loading.unless_in_flight(&id, || {
+            linked_txns(journal, &record).and_then(|txns| {
+                let (verdict, _, _) = decide(&record, &txns, None);
+                apply_verdict(host, record.clone(), verdict, &txns, "cardd")
+            })
         });
+        let Some(result) = settled else {
+            continue;
+        };
         match result {
             Ok(now) if now.status != record.status => changed.push(now),
             Ok(_) => {}

@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::errors::ApiError;
-use crate::etc::Evidence;
+use crate::etc::{host, Evidence};
 use crate::rpc::{audit_as_json, Access, AuditDetail, Caller, Methods};
 use crate::server::Daemon;
 
@@ -314,15 +314,6 @@ fn parse_bound(text: &str, end_of_day: bool) -> Result<OffsetDateTime, ApiError>
             .assume_offset(cardd_host::model::CHINA_OFFSET));
     }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| bad())
-}
-
-fn host(d: &Daemon) -> Result<&dyn cardd_host::IssuerHost, ApiError> {
-    d.host.as_deref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::FailedClosed,
-            "充值数据未通过完整性检查，已停止圈存业务；请联系管理员",
-        )
-    })
 }
 
 /// Runs `job` on `reader_id` for the caller, or without a card when no reader is named.

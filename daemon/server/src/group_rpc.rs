@@ -35,6 +35,8 @@ use serde_json::{json, Value};
 
 use crate::auth::Session;
 use crate::errors::ApiError;
+/// Did an order's load land: the same verdict as a recharge record's.
+pub use crate::etc::Verdict;
 use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams, SessionView};
 use crate::server::Daemon;
 
@@ -51,7 +53,7 @@ pub struct GroupServices {
     /// Orders reserved by a recharge running in this process and not yet settled or failed:
     /// [`reconcile`] leaves them to their run. Held while reserving, so that a reconciliation
     /// never sees a fresh reservation without its run.
-    inflight: Mutex<HashSet<String>>,
+    inflight: crate::inflight::InFlight,
     /// Top-ups whose payment call is running.
     paying: Mutex<HashSet<String>>,
 }
@@ -91,7 +93,7 @@ pub fn open(
     let services = GroupServices {
         host: Arc::new(host),
         bank: Arc::new(bank),
-        inflight: Mutex::new(HashSet::new()),
+        inflight: crate::inflight::InFlight::default(),
         paying: Mutex::new(HashSet::new()),
     };
     (Some(services), None)
@@ -216,18 +218,6 @@ pub struct RechargeDone {
     pub quota_after: String,
 }
 
-/// Removes an order from the in-flight set when the recharge ends, however it ends.
-struct InFlight<'a> {
-    svc: &'a GroupServices,
-    order_id: String,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        lock(&self.svc.inflight).remove(&self.order_id);
-    }
-}
-
 /// One card recharge from the group's quota on the run's reader: reads the card, checks the
 /// rules, reserves the quota (durable), loads the card through the journal, settles or fails
 /// the order. Errors are messages for the operator.
@@ -267,27 +257,23 @@ pub(crate) fn recharge(
     let balance_fen = summary.balance_fen.unwrap_or(0);
     let amount = u32::try_from(amount_fen).map_err(|_| "充值金额不正确".to_owned())?;
     let txn_id = card.next_txn_id();
-    let order = {
-        let mut inflight = lock(&svc.inflight);
-        let order = svc
-            .host
-            .reserve(&ReserveRequest {
-                group_id: group_id.clone(),
-                operator: operator.clone(),
-                card_number: summary.card_number.clone(),
-                card_balance_fen: balance_fen,
-                amount_fen,
-                txn_id: txn_id.clone(),
-                batch,
-            })
-            .map_err(|e| e.to_string())?;
-        inflight.insert(order.order_id.clone());
-        order
-    };
-    let _flight = InFlight {
-        svc,
-        order_id: order.order_id.clone(),
-    };
+    // Reserved and marked in flight at once: reconciliation never takes it for a leftover.
+    let (order, _flight) = svc.inflight.start(
+        || {
+            svc.host
+                .reserve(&ReserveRequest {
+                    group_id: group_id.clone(),
+                    operator: operator.clone(),
+                    card_number: summary.card_number.clone(),
+                    card_balance_fen: balance_fen,
+                    amount_fen,
+                    txn_id: txn_id.clone(),
+                    batch,
+                })
+                .map_err(|e| e.to_string())
+        },
+        |order| order.order_id.clone(),
+    )?;
     match card.load_as(txn_id, amount, Some(summary.card_number.clone())) {
         Ok(receipt) => {
             let before = i64::from(receipt.balance_before_fen);
@@ -334,32 +320,40 @@ pub fn reconcile(daemon: &Daemon) -> Result<usize, ApiError> {
     };
     let mut changed = 0;
     for order in svc.host.orders_in(OrderStatus::Reserved)? {
-        let inflight = lock(&svc.inflight);
-        if inflight.contains(&order.order_id) {
+        // Settled under the in-flight lock, so no recharge of this order can start meanwhile.
+        let settled = svc.inflight.unless_in_flight(&order.order_id, || {
+            let txn = journal
+                .get(&order.txn_id)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok::<_, ApiError>(match txn.as_ref().map(|t| &t.state) {
+                Some(TxnState::Committed { .. }) => {
+                    let before = txn
+                        .as_ref()
+                        .map_or(0, |t| i64::from(t.session.init.old_balance));
+                    Some(svc.host.settle(
+                        &order.order_id,
+                        "cardd",
+                        before,
+                        before + order.amount_fen,
+                    ))
+                }
+                Some(TxnState::NotApplied { .. }) => Some(svc.host.fail(
+                    &order.order_id,
+                    "cardd",
+                    "卡片证明圈存未成功（业务中断后由卡片确认）",
+                )),
+                None => Some(svc.host.fail(
+                    &order.order_id,
+                    "cardd",
+                    "业务在写卡前中断，卡片未充值",
+                )),
+                Some(_) => None,
+            })
+        });
+        // In flight, or still open in the journal: left for later.
+        let Some(result) = settled.transpose()?.flatten() else {
             continue;
-        }
-        let txn = journal
-            .get(&order.txn_id)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let result = match txn.as_ref().map(|t| &t.state) {
-            Some(TxnState::Committed { .. }) => {
-                let before = txn
-                    .as_ref()
-                    .map_or(0, |t| i64::from(t.session.init.old_balance));
-                svc.host
-                    .settle(&order.order_id, "cardd", before, before + order.amount_fen)
-            }
-            Some(TxnState::NotApplied { .. }) => svc.host.fail(
-                &order.order_id,
-                "cardd",
-                "卡片证明圈存未成功（业务中断后由卡片确认）",
-            ),
-            None => svc
-                .host
-                .fail(&order.order_id, "cardd", "业务在写卡前中断，卡片未充值"),
-            Some(_) => continue,
         };
-        drop(inflight);
         match result {
             Ok(o) => {
                 tracing::warn!(order = %o.order_id, status = o.status.code(), "group order settled from the journal");
@@ -409,18 +403,6 @@ pub fn spawn_reconciler(daemon: &Arc<Daemon>) {
             }
         }
     });
-}
-
-/// Did the order's load land? What the journal (decided from the card) says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The card was credited with this order's load.
-    Landed,
-    /// The card was not credited (proved by the card, or the load never reached it).
-    NotLanded,
-    /// Not known yet: the card must be presented (or a supervisor must reconcile).
-    Unknown,
 }
 
 /// The card evidence an auditor sees for an order.
@@ -528,7 +510,7 @@ pub fn evidence(daemon: &Daemon, order: &RechargeOrder) -> Result<Evidence, ApiE
     let txn = journal
         .get(&order.txn_id)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let inflight = lock(&svc.inflight).contains(&order.order_id);
+    let inflight = svc.inflight.contains(&order.order_id);
     let before = txn.as_ref().map(|t| i64::from(t.session.init.old_balance));
     let (state, decided_by, verdict, message) = match txn.as_ref().map(|t| &t.state) {
         Some(TxnState::Committed { resolution, .. }) => (

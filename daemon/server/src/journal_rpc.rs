@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ApiError;
+use crate::etc::{journal, journal_error};
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use serde_json::Value;
 
@@ -86,10 +87,6 @@ pub struct Resolved {
     pub orders_settled: usize,
 }
 
-fn journal_error(e: cardd_journal::JournalError) -> ApiError {
-    ApiError::internal(format!("圈存日志操作失败：{e}"))
-}
-
 /// Declares the journal's methods.
 pub fn add_methods(m: &mut Methods) {
     m.add(
@@ -98,9 +95,7 @@ pub fn add_methods(m: &mut Methods) {
         DECIDERS,
         false,
         |d, _, _: NoParams| async move {
-            let journal = d.journal.as_ref().ok_or_else(|| {
-                ApiError::new(ErrorCode::FailedClosed, "圈存日志未通过完整性检查，请联系管理员")
-            })?;
+            let journal = journal(&d)?;
             let open = journal.list_open().map_err(journal_error)?;
             Ok::<Vec<OpenLoad>, ApiError>(open.iter().map(OpenLoad::from).collect())
         },
@@ -116,9 +111,7 @@ pub fn add_methods(m: &mut Methods) {
             if reason.is_empty() {
                 return Err(ApiError::invalid_params("核对结论必须填写原因"));
             }
-            let journal = d.journal.as_ref().ok_or_else(|| {
-                ApiError::new(ErrorCode::FailedClosed, "圈存日志未通过完整性检查，请联系管理员")
-            })?;
+            let journal = journal(&d)?;
             let txn = journal
                 .get(&p.txn_id)
                 .map_err(journal_error)?

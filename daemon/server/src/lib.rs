@@ -14,6 +14,7 @@ pub mod group_module;
 pub mod group_rpc;
 pub mod guard;
 pub mod host_module;
+pub mod inflight;
 pub mod journal_rpc;
 pub mod metrics;
 pub mod obu;

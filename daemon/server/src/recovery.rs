@@ -75,8 +75,14 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
             )
             .ok()
             .flatten();
-            // The card's recharge records follow what the journal now knows.
-            if let Some(card) = crate::summary::card_number(&mut purse) {
+            // The card's recharge records follow what the journal now knows (records whose load
+            // never reached the journal are settled at start-up).
+            let decided = outcome.as_ref().map(|o| match o {
+                RecoveryOutcome::Landed { txn }
+                | RecoveryOutcome::NotLanded { txn }
+                | RecoveryOutcome::NeedsReconciliation { txn } => txn.card_number.clone(),
+            });
+            if let Some(card) = decided {
                 for record in crate::etc::settle_card(&job_daemon, &card) {
                     tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled after the card was presented");
                 }

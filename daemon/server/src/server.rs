@@ -60,8 +60,8 @@ pub struct Daemon {
     pub group: Option<crate::group_rpc::GroupServices>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
-    /// The ETC service's run-time state (records being loaded right now).
-    pub etc: crate::etc::EtcState,
+    /// Recharge records being loaded right now (`etc`).
+    pub records_loading: crate::inflight::InFlight,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     pub sam: Arc<dyn SecurityModule>,
@@ -274,7 +274,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         host,
         group,
         flows,
-        etc: crate::etc::EtcState::default(),
+        records_loading: crate::inflight::InFlight::default(),
         events,
         readers,
         sam,

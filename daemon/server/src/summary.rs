@@ -83,16 +83,6 @@ fn set_balance(summary: &mut CardSummary, fen: u32) {
     summary.balance = Some(cardd_api::Fen(i64::from(fen)).to_yuan_string());
 }
 
-/// The number of the ETC user card in the reader, or `None` when there is none (or it is
-/// another kind of card, or does not answer).
-pub fn card_number(purse: &mut Purse<'_>) -> Option<String> {
-    purse.select_etc_adf().ok()?;
-    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0).ok()?;
-    EtcIssueInfo::parse(&raw)
-        .ok()
-        .map(|info| info.card_number())
-}
-
 /// Reads the summary of the card in `reader`.
 pub fn read(
     reader: &mut Reader,

@@ -69,28 +69,7 @@ pub async fn answer(d: &TestDaemon, token: &str, run_id: &str, prompt: &Value, a
 
 /// Follows a run to its end, confirming every question with `true`; returns the run.
 pub async fn run_to_end(d: &TestDaemon, token: &str, run_id: &str) -> Value {
-    let (mut since, mut answered) = (0, 0);
-    loop {
-        let polled = d
-            .ok(
-                "flows.events",
-                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
-                Some(token),
-            )
-            .await;
-        since = polled["next_since"].as_u64().expect("next_since");
-        let prompt = polled["prompt"].clone();
-        let prompt_id = prompt["prompt_id"].as_u64().unwrap_or(0);
-        if polled["state"] == "waiting" && prompt["kind"] == "confirm" && prompt_id > answered {
-            answered = prompt_id;
-            answer(d, token, run_id, &prompt, json!(true)).await;
-        }
-        if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
-            return d
-                .ok("flows.get", json!({"run_id": run_id}), Some(token))
-                .await;
-        }
-    }
+    d.follow(token, run_id, |_| json!(true)).await.done
 }
 
 /// Follows a run that asks nothing to its end.

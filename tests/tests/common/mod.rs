@@ -14,6 +14,15 @@ use cardd::config::Config;
 use cardd::server::Running;
 use serde_json::{json, Value};
 
+/// Most polls [`TestDaemon::follow`] makes before it gives up on a run.
+const FOLLOW_POLLS_MAX: usize = 200;
+
+/// What happened in a run: its final state and the questions it asked.
+pub struct Run {
+    pub done: Value,
+    pub prompts: Vec<Value>,
+}
+
 /// A daemon on the embedded default, with its own data directory.
 pub struct TestDaemon {
     pub running: Option<Running>,
@@ -121,6 +130,62 @@ impl TestDaemon {
             e["code"].as_i64().unwrap_or(0),
             e["message"].as_str().unwrap_or("").to_owned(),
         )
+    }
+
+    /// Starts a flow (`start` is the `flows.start` parameters) and follows it to its end; see
+    /// [`TestDaemon::follow`].
+    pub async fn drive(
+        &self,
+        token: &str,
+        start: Value,
+        answer: impl FnMut(&Value) -> Value,
+    ) -> Run {
+        let run = self.ok("flows.start", start, Some(token)).await;
+        self.follow(token, run["run_id"].as_str().expect("run_id"), answer)
+            .await
+    }
+
+    /// Follows a run to its end, answering each new question with `answer(prompt)` (which may
+    /// also arm a fault before the answer goes out). A question is answered once, however many
+    /// polls still see it while the flow takes the answer.
+    pub async fn follow(
+        &self,
+        token: &str,
+        run_id: &str,
+        mut answer: impl FnMut(&Value) -> Value,
+    ) -> Run {
+        let (mut since, mut answered) = (0, 0);
+        let mut prompts = Vec::new();
+        for _ in 0..FOLLOW_POLLS_MAX {
+            let polled = self
+                .ok(
+                    "flows.events",
+                    json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                    Some(token),
+                )
+                .await;
+            since = polled["next_since"].as_u64().expect("next_since");
+            let prompt = &polled["prompt"];
+            let prompt_id = prompt["prompt_id"].as_u64().unwrap_or(0);
+            if polled["state"] == "waiting" && prompt_id > answered {
+                answered = prompt_id;
+                let reply = answer(prompt);
+                prompts.push(prompt.clone());
+                self.ok(
+                    "flows.answer",
+                    json!({"run_id": run_id, "prompt_id": prompt_id, "answer": reply}),
+                    Some(token),
+                )
+                .await;
+            }
+            if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
+                let done = self
+                    .ok("flows.get", json!({ "run_id": run_id }), Some(token))
+                    .await;
+                return Run { done, prompts };
+            }
+        }
+        panic!("run {run_id} did not finish");
     }
 
     pub async fn login(&self, user: &str, password: &str) -> String {
