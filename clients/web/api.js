@@ -43,6 +43,7 @@ const Cardd = (() => {
     CardEvidenceRequired: '请将该记录的卡片放在读卡器上重试，或请主管核对后填写原因办理。',
     CardNotEligible: '请使用该车辆本人的有效卡片；超过余额上限时请减少金额。',
     LoadOutcomeUnknown: '请将同一张卡片放回读卡器，系统会读卡确认结果；请勿重复圈存。',
+    CardIntentPending: '请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值。',
     GroupAccessDenied: '请使用本集团的操作员登录。',
     RechargeRefused: '请按提示更换充值金额。',
     QuotaInsufficient: '请减少充值金额，或先进行额度充值并等待审核。',

@@ -131,6 +131,8 @@ error_codes! {
     CardNotEligible = -32104, 422, "Use the vehicle's own valid card; for the maximum balance, load a smaller amount or spend first.";
     /// The card did not answer the credit: whether the money landed is unknown until the card is read again.
     LoadOutcomeUnknown = -32105, 409, "Put the same card back on the reader: cardd reads it and settles the load; do not load it again.";
+    /// The card has a load whose outcome is not settled yet (结果待确认 / 圈存中 / 待核对): no new credit to that card, for any record or group, until it is settled.
+    CardIntentPending = -32106, 409, "Put the card back on a reader: cardd settles the pending load named in the message from the card first; do not recharge it again.";
     /// The daemon refuses state-changing methods because an integrity check failed.
     FailedClosed = -32090, 503, "Do not retry; an administrator must inspect the data directory (see the log).";
     /// 用户和密码错误: the operator does not belong to that group (a group operator sees and acts on their own group only), or the record is not theirs.

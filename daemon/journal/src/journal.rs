@@ -426,3 +426,34 @@ impl Journal {
         Ok(())
     }
 }
+
+/// What is known about one load intent's money, from the journal: the three outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentOutcome {
+    /// The card was credited with this load.
+    Credited(LoadTxn),
+    /// The card was not credited with this load: no intent was ever recorded (nothing was sent
+    /// to the card), or the card proved the load did not land, or a person decided so.
+    NotCredited(Option<LoadTxn>),
+    /// The card may or may not hold the money: the intent is open (or the journal could not
+    /// be read). Never shown or stored as failed; the card is blocked until it is settled.
+    Unknown(Option<LoadTxn>),
+}
+
+impl IntentOutcome {
+    /// Classifies `txn_id` by its journal state. A journal that cannot be read says nothing:
+    /// the outcome is unknown.
+    pub fn of(journal: &Journal, txn_id: &str) -> IntentOutcome {
+        match journal.get(txn_id) {
+            Ok(None) => IntentOutcome::NotCredited(None),
+            Ok(Some(txn)) => match txn.state {
+                TxnState::Committed { .. } => IntentOutcome::Credited(txn),
+                TxnState::NotApplied { .. } => IntentOutcome::NotCredited(Some(txn)),
+                TxnState::Intent | TxnState::NeedsReconciliation { .. } => {
+                    IntentOutcome::Unknown(Some(txn))
+                }
+            },
+            Err(_) => IntentOutcome::Unknown(None),
+        }
+    }
+}

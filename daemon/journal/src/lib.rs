@@ -17,6 +17,6 @@ pub mod journal;
 pub mod load;
 pub mod store;
 
-pub use journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
+pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome};
 pub use store::{FlushStats, Store, StoreError};

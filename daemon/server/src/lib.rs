@@ -15,6 +15,7 @@ pub mod group_rpc;
 pub mod guard;
 pub mod host_module;
 pub mod inflight;
+pub mod intent;
 pub mod journal_rpc;
 pub mod metrics;
 pub mod obu;

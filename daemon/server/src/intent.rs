@@ -1,0 +1,50 @@
+//! Exactly-once per customer intent: a card whose load is not settled takes no new credit.
+//!
+//! The journal is exactly-once per transaction id. A customer's intent (an ETC recharge record,
+//! a group order, a batch item) may be tried under several transaction ids, by a teller who
+//! retries with a new idempotency key. So before any new credit, the card itself is checked:
+//! while any load to it is open in the journal (its outcome unknown, or waiting for a person),
+//! every new recharge or 圈存 to that card, for every record and every group, is refused with
+//! a message naming the pending order or record and what to do.
+
+use cardd_api::{ErrorCode, Fen};
+use cardd_host::group_model::OrderStatus;
+
+use crate::errors::ApiError;
+use crate::server::Daemon;
+
+/// What to tell an operator about a pending load: the business record it belongs to.
+fn owner_of(daemon: &Daemon, txn_id: &str) -> String {
+    if let Some(host) = daemon.host.as_deref() {
+        if let Ok(Some(record)) = host.record_for_txn(txn_id) {
+            return format!("充值记录 {}", record.record_id);
+        }
+    }
+    if let Some(svc) = daemon.group.as_ref() {
+        if let Ok(orders) = svc.host.orders_in(OrderStatus::Reserved) {
+            if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
+                return format!("集团充值订单 {}", order.order_id);
+            }
+        }
+    }
+    format!("圈存交易 {txn_id}")
+}
+
+/// Refuses a new credit to `card_number` while a load to it is unsettled.
+pub fn refuse_if_card_blocked(daemon: &Daemon, card_number: &str) -> Result<(), ApiError> {
+    let journal = crate::etc::journal(daemon)?;
+    let open = journal
+        .open_for_card(card_number)
+        .map_err(crate::etc::journal_error)?;
+    match open {
+        None => Ok(()),
+        Some(txn) => Err(ApiError::new(
+            ErrorCode::CardIntentPending,
+            format!(
+                "卡号 {card_number} 有一笔结果待确认的充值（{}，{} 元）：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
+                owner_of(daemon, &txn.txn_id),
+                Fen(i64::from(txn.amount_fen())).to_yuan_string()
+            ),
+        )),
+    }
+}
