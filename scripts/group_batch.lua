@@ -40,7 +40,11 @@ return {
       local finished = report.succeeded + report.failed + report.in_progress
       if next_item == nil then
         if report.pending == 0 then
-          return { status = "done", message = "批量充值完成：成功 " .. report.succeeded .. " 张，失败 " .. report.failed .. " 张",
+          local waiting = ""
+          if report.in_progress > 0 then
+            waiting = "，结果待确认 " .. report.in_progress .. " 张（请将这些卡片重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值）"
+          end
+          return { status = "done", message = "批量充值完成：成功 " .. report.succeeded .. " 张，失败 " .. report.failed .. " 张" .. waiting,
                    report = report, refused = refused }
         end
         return { status = "paused", message = "批量充值已暂停：还有 " .. report.pending .. " 张卡待充值", report = report, refused = refused }
@@ -77,7 +81,9 @@ return {
             -- Tried once per run: a refused card (over 1000 yuan, quota short) is not offered
             -- again until the batch is started again.
             skipped[target.index] = true
-            if done then
+            if done and result.status == "unknown" then
+              ui.progress("卡号 " .. target.card_number .. "：" .. result.message)
+            elseif done then
               ui.progress("卡号 " .. target.card_number .. " 充值成功，现余额 " .. result.balance_after .. " 元")
             else
               table.insert(refused, { card_number = target.card_number, message = reason(result) })

@@ -63,6 +63,10 @@ return {
     end
     ui.progress("正在充值……")
     local done = group.recharge({ amount = amount, card_number = info.card_number })
+    if done.status == "unknown" then
+      -- CREDIT was sent and the card's answer is missing: 结果待确认, never 充值失败.
+      return { status = "unknown", message = done.message, order_id = done.order_id, card_number = info.card_number }
+    end
     return {
       status = "ok",
       message = "充值成功！",

@@ -634,7 +634,7 @@
       Cardd.forgetFlow(slot);
       closeDialog(null);
       if (run.state !== 'succeeded' || (run.result && run.result.status !== 'ok')) {
-        if (run.state === 'succeeded') alertBox(run.result.message, '充值');
+        if (run.state === 'succeeded') alertBox(run.result.message, run.result.status === 'unknown' ? '充值结果待确认' : '充值');
         else showRunOutcome(run, '充值');
         return;
       }
@@ -706,7 +706,7 @@
     const s = r.stats || {};
     return el('div', {}, periodLine(r),
       fields([['充值成功笔数', s.success_count], ['充值成功金额', yuan(s.success_amount)], ['充值失败笔数', s.failure_count], ['充值失败金额', yuan(s.failure_amount)],
-        ['已退款笔数', s.refunded_count], ['已退款金额', yuan(s.refunded_amount)], ['充值中笔数', s.in_progress_count]], 'gq-stats'),
+        ['已退款笔数', s.refunded_count], ['已退款金额', yuan(s.refunded_amount)], ['充值中笔数', s.in_progress_count], ['结果待确认笔数', s.pending_count], ['结果待确认金额', yuan(s.pending_amount)]], 'gq-stats'),
       (r.rows || []).length === 0 ? el('p', { class: 'empty', text: '该期间没有充值记录。' }) : table([
         ['订单编号', (x) => x.order_id], ['卡号', (x) => x.card_number], ['充值前余额', (x) => yuan(x.balance_before)], ['充值金额', (x) => yuan(x.amount)],
         ['现余额', (x) => yuan(x.balance_after)], ['充值前集团额度', (x) => yuan(x.quota_before)], ['充值后集团额度', (x) => yuan(x.quota_after)],

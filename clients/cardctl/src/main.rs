@@ -443,8 +443,11 @@ fn flows(c: &mut Client, out: &Output, f: FlowsCommand) -> Result<()> {
             let run_id = run["run_id"].as_str().context("no run id")?.to_owned();
             let done = follow(c, &run_id, yes)?;
             out.show(&done, describe_run)?;
-            match done["state"].as_str() {
-                Some("succeeded") => Ok(()),
+            match (done["state"].as_str(), done["result"]["status"].as_str()) {
+                (Some("succeeded"), Some("unknown")) => bail!(
+                    "the outcome is unknown (结果待确认): put the card back on a reader so cardd settles it from the card; do not recharge again"
+                ),
+                (Some("succeeded"), _) => Ok(()),
                 _ => bail!("the run did not succeed"),
             }
         }

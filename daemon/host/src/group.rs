@@ -90,7 +90,7 @@ pub enum GroupError {
     #[error("集团额度将超过上限 {} 元，请联系管理员", yuan(QUOTA_FEN_MAX))]
     QuotaOverflow,
     /// The card has a recharge whose outcome is not settled yet.
-    #[error("卡号 {card_number} 还有充值中的订单 {order_id}，请等待该订单结果确认后再充值")]
+    #[error("卡号 {card_number} 有一笔结果未确认的充值订单 {order_id}：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值")]
     CardBusy {
         /// The card.
         card_number: String,
@@ -181,7 +181,14 @@ pub trait GroupHost: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<LedgerEntry>, GroupError>;
     /// Checks the seed's rules and reserves the quota: a new [`OrderStatus::Reserved`] order.
     fn reserve(&self, req: &ReserveRequest) -> Result<RechargeOrder, GroupError>;
-    /// `Reserved → Succeeded` with the card's balances (`after = before + amount`).
+    /// `Reserved → Pending` (结果待确认): CREDIT was sent and its outcome is unknown.
+    fn mark_pending(
+        &self,
+        order_id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RechargeOrder, GroupError>;
+    /// `Reserved|Pending → Succeeded` with the card's balances (`after = before + amount`).
     fn settle(
         &self,
         order_id: &str,
@@ -189,7 +196,8 @@ pub trait GroupHost: Send + Sync + std::fmt::Debug {
         balance_before_fen: i64,
         balance_after_fen: i64,
     ) -> Result<RechargeOrder, GroupError>;
-    /// `Reserved → Failed`: refund pending.
+    /// `Reserved|Pending → Failed`: refund pending. Only when nothing was sent to the card or
+    /// the card proved the load did not land.
     fn fail(
         &self,
         order_id: &str,
@@ -413,7 +421,7 @@ fn tx_put_order(tx: &TransactionalTree, order: &RechargeOrder, old: Option<Order
         Vec::new(),
     )?;
     let cord = format!("cord/{}", order.card_number);
-    if order.status == OrderStatus::Reserved {
+    if order.status.is_unsettled() {
         tx.insert(cord.as_bytes(), order.order_id.as_bytes())?;
     } else if tx.get(&cord)?.as_deref() == Some(order.order_id.as_bytes()) {
         tx.remove(cord.as_bytes())?;
@@ -718,6 +726,17 @@ impl EmbeddedGroupHost {
         Ok(out)
     }
 
+    /// The order's status when it is unsettled (充值中 or 结果待确认); otherwise 充值中, so
+    /// that the change is refused with the order's real status.
+    fn unsettled_status(&self, order_id: &str) -> Result<OrderStatus, GroupError> {
+        let order_id = bounded_id(order_id)?;
+        Ok(self
+            .get::<RechargeOrder>(&format!("ord/{order_id}"))?
+            .map(|o| o.status)
+            .filter(|s| s.is_unsettled())
+            .unwrap_or(OrderStatus::Reserved))
+    }
+
     /// Moves an order `from → to` (refused from any other status), after `extra` (more checks
     /// and changes in the same transaction), durably.
     #[allow(clippy::too_many_arguments)]
@@ -962,9 +981,10 @@ impl GroupHost for EmbeddedGroupHost {
         after: i64,
     ) -> Result<RechargeOrder, GroupError> {
         let op = self::operator(operator)?;
+        let from = self.unsettled_status(order_id)?;
         self.change_order(
             order_id,
-            OrderStatus::Reserved,
+            from,
             OrderStatus::Succeeded,
             "确认充值成功",
             &op,
@@ -973,13 +993,34 @@ impl GroupHost for EmbeddedGroupHost {
         )
     }
 
-    fn fail(&self, order_id: &str, operator: &str, why: &str) -> Result<RechargeOrder, GroupError> {
+    fn mark_pending(
+        &self,
+        order_id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RechargeOrder, GroupError> {
         let op = self::operator(operator)?;
-        let why: String = why.chars().take(FAILURE_CHARS_MAX).collect();
+        let why: String = reason.chars().take(FAILURE_CHARS_MAX).collect();
         let why = reason_or(&why);
         self.change_order(
             order_id,
             OrderStatus::Reserved,
+            OrderStatus::Pending,
+            "标记为结果待确认",
+            &op,
+            Some(why),
+            |_, _, _| Ok(()),
+        )
+    }
+
+    fn fail(&self, order_id: &str, operator: &str, why: &str) -> Result<RechargeOrder, GroupError> {
+        let op = self::operator(operator)?;
+        let why: String = why.chars().take(FAILURE_CHARS_MAX).collect();
+        let why = reason_or(&why);
+        let from = self.unsettled_status(order_id)?;
+        self.change_order(
+            order_id,
+            from,
             OrderStatus::Failed,
             "标记为充值失败",
             &op,

@@ -230,6 +230,10 @@ pub struct OrderStats {
     pub in_progress_count: u64,
     /// 充值中 amount, yuan.
     pub in_progress_amount: String,
+    /// 结果待确认 count: the card may hold the money; counted apart from successes and failures.
+    pub pending_count: u64,
+    /// 结果待确认 amount, yuan.
+    pub pending_amount: String,
 }
 
 impl OrderStats {
@@ -245,6 +249,7 @@ impl OrderStats {
         let failed = sum(&|s| matches!(s, OrderStatus::Failed | OrderStatus::Refunded));
         let refunded = sum(&|s| s == OrderStatus::Refunded);
         let open = sum(&|s| s == OrderStatus::Reserved);
+        let pending = sum(&|s| s == OrderStatus::Pending);
         OrderStats {
             success_count: ok.0,
             success_amount: yuan(ok.1),
@@ -254,6 +259,8 @@ impl OrderStats {
             refunded_amount: yuan(refunded.1),
             in_progress_count: open.0,
             in_progress_amount: yuan(open.1),
+            pending_count: pending.0,
+            pending_amount: yuan(pending.1),
         }
     }
 }

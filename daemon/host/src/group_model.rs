@@ -151,6 +151,10 @@ pub enum OrderStatus {
     /// 充值中: the quota is reserved, the card load is in progress or its outcome is not yet
     /// known.
     Reserved,
+    /// 结果待确认: CREDIT may have reached the card and nothing proves whether it landed. Not
+    /// failed and not refundable: settled from the journal when the card is presented again
+    /// (→ 充值成功, or → 充值失败（待退款） only when the card proves the load did not land).
+    Pending,
     /// 充值成功: the card was credited; the reservation is settled.
     Succeeded,
     /// 充值失败（待退款）: the load did not complete; the reservation waits for the auditor.
@@ -161,8 +165,9 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     /// Every status.
-    pub const ALL: [OrderStatus; 4] = [
+    pub const ALL: [OrderStatus; 5] = [
         OrderStatus::Reserved,
+        OrderStatus::Pending,
         OrderStatus::Succeeded,
         OrderStatus::Failed,
         OrderStatus::Refunded,
@@ -172,6 +177,7 @@ impl OrderStatus {
     pub fn label(self) -> &'static str {
         match self {
             OrderStatus::Reserved => "充值中",
+            OrderStatus::Pending => "结果待确认",
             OrderStatus::Succeeded => "充值成功",
             OrderStatus::Failed => "充值失败（待退款）",
             OrderStatus::Refunded => "充值失败（已退款）",
@@ -182,10 +188,19 @@ impl OrderStatus {
     pub fn code(self) -> &'static str {
         match self {
             OrderStatus::Reserved => "reserved",
+            OrderStatus::Pending => "pending",
             OrderStatus::Succeeded => "succeeded",
             OrderStatus::Failed => "failed",
             OrderStatus::Refunded => "refunded",
         }
+    }
+}
+
+impl OrderStatus {
+    /// Whether the order's money may still be on its way to the card: its card takes no other
+    /// recharge, and it is neither failed nor refundable.
+    pub fn is_unsettled(self) -> bool {
+        matches!(self, OrderStatus::Reserved | OrderStatus::Pending)
     }
 }
 

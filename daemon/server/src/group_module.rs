@@ -139,15 +139,26 @@ impl LuaModule for GroupModule {
                         }
                     };
                     let daemon = me.daemon()?;
-                    let done = crate::group_rpc::recharge(
+                    let value = match crate::group_rpc::recharge(
                         &daemon,
                         &me.card,
                         expected.as_deref(),
                         amount,
                         batch,
-                    )
-                    .map_err(lua_error)?;
-                    let value = serde_json::to_value(done).map_err(lua_error)?;
+                    ) {
+                        Ok(done) => serde_json::to_value(done).map_err(lua_error)?,
+                        // The outcome is unknown: not an error (never "failed"), a result the
+                        // flow shows as 结果待确认.
+                        Err(crate::group_rpc::RechargeStop {
+                            message,
+                            pending_order: Some(order_id),
+                        }) => serde_json::json!({
+                            "status": "unknown",
+                            "order_id": order_id,
+                            "message": message,
+                        }),
+                        Err(stop) => return Err(lua_error(stop.message)),
+                    };
                     json_value(lua, &value)
                 })?,
             )?;

@@ -28,7 +28,7 @@ use cardd_host::group_model::{
 use cardd_host::{
     EmbeddedGroupHost, GroupHost, PaymentError, PaymentGateway, PaymentRequest, SandboxBank,
 };
-use cardd_journal::TxnState;
+use cardd_journal::{IntentOutcome, TxnState};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -56,6 +56,9 @@ pub struct GroupServices {
     inflight: crate::inflight::InFlight,
     /// Top-ups whose payment call is running.
     paying: Mutex<HashSet<String>>,
+    /// Orders settled from the card after 结果待确认 whose result a new recharge of the card
+    /// has already reported (see `settle_card_first`).
+    told: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for GroupServices {
@@ -95,6 +98,7 @@ pub fn open(
         bank: Arc::new(bank),
         inflight: crate::inflight::InFlight::default(),
         paying: Mutex::new(HashSet::new()),
+        told: Mutex::new(HashSet::new()),
     };
     (Some(services), None)
 }
@@ -218,6 +222,31 @@ pub struct RechargeDone {
     pub quota_after: String,
 }
 
+/// Why a recharge did not end in 充值成功: a refusal or failure (nothing on the card), or an
+/// order left 结果待确认 (`pending_order`: the card may hold the money).
+#[derive(Debug, Clone)]
+pub(crate) struct RechargeStop {
+    /// What the operator reads (zh-CN), with what to do.
+    pub message: String,
+    /// The order whose outcome waits for the card, when the outcome is unknown.
+    pub pending_order: Option<String>,
+}
+
+impl From<String> for RechargeStop {
+    fn from(message: String) -> Self {
+        RechargeStop {
+            message,
+            pending_order: None,
+        }
+    }
+}
+
+impl From<&str> for RechargeStop {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
 /// One card recharge from the group's quota on the run's reader: reads the card, checks the
 /// rules, reserves the quota (durable), loads the card through the journal, settles or fails
 /// the order. Errors are messages for the operator.
@@ -227,7 +256,7 @@ pub(crate) fn recharge(
     expected_card: Option<&str>,
     amount_fen: i64,
     batch: Option<BatchRef>,
-) -> Result<RechargeDone, String> {
+) -> Result<RechargeDone, RechargeStop> {
     let svc = services(daemon).map_err(|e| e.message)?;
     let operator = card.operator().to_owned();
     let who = daemon
@@ -236,7 +265,7 @@ pub(crate) fn recharge(
         .map_err(|e| e.to_string())?;
     let group_id = match (who.role, who.group_id) {
         (Role::GroupOperator, Some(g)) => g,
-        _ => return Err(format!("用户和密码错误：操作员 {operator} 不是集团操作员")),
+        _ => return Err(format!("用户和密码错误：操作员 {operator} 不是集团操作员").into()),
     };
     let (pin, terminal) = (daemon.config.etc_pin.clone(), daemon.config.terminal_id);
     let summary = card
@@ -251,9 +280,11 @@ pub(crate) fn recharge(
             return Err(format!(
                 "卡号不符：读卡器上是 {}，应为 {expected}；请放置正确的卡片",
                 summary.card_number
-            ));
+            )
+            .into());
         }
     }
+    settle_card_first(daemon, card, svc, &group_id, &summary.card_number)?;
     let balance_fen = summary.balance_fen.unwrap_or(0);
     let amount = u32::try_from(amount_fen).map_err(|_| "充值金额不正确".to_owned())?;
     let txn_id = card.next_txn_id();
@@ -297,16 +328,191 @@ pub(crate) fn recharge(
                 quota_after: yuan(settled.quota_after_fen),
             })
         }
-        Err(e) => {
-            let why = e.to_string();
-            let why = why.rsplit_once(": ").map_or(why.as_str(), |(_, m)| m);
-            if let Err(fail) = svc.host.fail(&order.order_id, &operator, why) {
+        Err(e) => Err(settle_failed_recharge(
+            svc,
+            journal_of(daemon),
+            &order,
+            &operator,
+            &e,
+        )),
+    }
+}
+
+/// Before a new recharge: the card on the reader settles what is pending on it first. An
+/// unsettled order of this card that the card now proves credited ends this call (the
+/// operator's retry is the same intent: it is not paid twice); one still unknown refuses it.
+fn settle_card_first(
+    daemon: &Arc<Daemon>,
+    card: &crate::flows::CardModule,
+    svc: &GroupServices,
+    group_id: &str,
+    card_number: &str,
+) -> Result<(), String> {
+    let Some(journal) = daemon.journal.as_ref() else {
+        return Err(crate::etc::journal(daemon)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default());
+    };
+    let open = journal
+        .open_for_card(card_number)
+        .map_err(|e| crate::etc::journal_error(e).message)?;
+    let mut unsettled = svc
+        .host
+        .orders_in(OrderStatus::Reserved)
+        .map_err(|e| e.to_string())?;
+    unsettled.extend(
+        svc.host
+            .orders_in(OrderStatus::Pending)
+            .map_err(|e| e.to_string())?,
+    );
+    unsettled.retain(|o| o.card_number == card_number);
+    if open.is_none() && unsettled.is_empty() {
+        return tell_settled_once(svc, group_id, card_number);
+    }
+    if open.is_some() {
+        let d = daemon.clone();
+        let recovered = card.on_reader(move |reader| {
+            let journal = d.journal.as_ref()?;
+            let mut purse = cardd_purse::Purse::new(reader);
+            cardd_journal::recover_card(
+                &mut purse,
+                d.sam.as_ref(),
+                journal,
+                &d.config.etc_pin,
+                cardd_crypto::Algorithm::Tdes,
+            )
+            .map_err(|e| tracing::warn!(error = %e, "could not settle the card's pending load before a recharge"))
+            .ok()
+            .flatten()
+        });
+        if let Ok(Some(outcome)) = recovered {
+            tracing::info!(
+                ?outcome,
+                "pending load settled from the card before a recharge"
+            );
+        }
+    }
+    reconcile(daemon).map_err(|e| e.message)?;
+    for earlier in &unsettled {
+        if let Ok(Some(now)) = svc.host.order(&earlier.order_id) {
+            if now.status == OrderStatus::Succeeded {
+                svc.told
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(now.order_id.clone());
+                return Err(format!(
+                    "卡片已确认：订单 {} 已充值成功（{} 元），本次未再充值；请勿重复充值",
+                    now.order_id,
+                    yuan(now.amount_fen)
+                ));
+            }
+        }
+    }
+    crate::intent::refuse_if_card_blocked(daemon, card_number).map_err(|e| e.message)?;
+    tell_settled_once(svc, group_id, card_number)
+}
+
+/// An order of this card that was 结果待确认 and has since been settled as 充值成功 from the
+/// card: the operator who was told "unknown" may not know yet, and a new recharge is likely
+/// the same intent tried again. The first new recharge after such a settlement is refused with
+/// the order's result; a later one goes ahead.
+fn tell_settled_once(svc: &GroupServices, group_id: &str, card_number: &str) -> Result<(), String> {
+    let period = Period::preset(Preset::Last7Days, time::OffsetDateTime::now_utc());
+    let orders = svc
+        .host
+        .orders(group_id, &period)
+        .map_err(|e| e.to_string())?;
+    let mut told = svc.told.lock().unwrap_or_else(|p| p.into_inner());
+    for order in orders.iter().filter(|o| {
+        o.card_number == card_number
+            && o.status == OrderStatus::Succeeded
+            && o.history
+                .iter()
+                .any(|h| h.from.as_deref() == Some(OrderStatus::Pending.code()))
+    }) {
+        if told.insert(order.order_id.clone()) {
+            return Err(format!(
+                "卡片已确认：此前结果待确认的订单 {} 已充值成功（{} 元），本次未再充值，请勿重复充值；如确需再次充值，请重新办理",
+                order.order_id,
+                yuan(order.amount_fen)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn journal_of(daemon: &Daemon) -> Option<&cardd_journal::Journal> {
+    daemon.journal.as_ref()
+}
+
+/// What a recharge that did not end in a receipt means for its order, decided by the journal
+/// (never by the error's wording): credited → 充值成功; provably not credited → 充值失败（待退款）;
+/// anything else → 结果待确认, settled when the card is presented again. Returns the operator's
+/// message.
+fn settle_failed_recharge(
+    svc: &GroupServices,
+    journal: Option<&cardd_journal::Journal>,
+    order: &RechargeOrder,
+    operator: &str,
+    e: &dyn std::fmt::Display,
+) -> RechargeStop {
+    let why = e.to_string();
+    let why = why
+        .rsplit_once(": ")
+        .map_or(why.as_str(), |(_, m)| m)
+        .to_owned();
+    let outcome = match journal {
+        Some(j) => IntentOutcome::of(j, &order.txn_id),
+        None => IntentOutcome::Unknown(None),
+    };
+    tracing::warn!(order = %order.order_id, txn = %order.txn_id, error = %why, ?outcome, "group recharge did not complete");
+    match outcome {
+        IntentOutcome::Credited(txn) => {
+            let before = i64::from(txn.session.init.old_balance);
+            match svc
+                .host
+                .settle(&order.order_id, operator, before, before + order.amount_fen)
+            {
+                Ok(o) => format!(
+                    "卡片已确认充值成功：订单 {} 已记为充值成功（{} 元），请勿重复充值",
+                    o.order_id,
+                    yuan(o.amount_fen)
+                )
+                .into(),
+                Err(err) => {
+                    tracing::error!(order = %order.order_id, error = %err, "could not settle a credited group order; reconciliation will");
+                    format!(
+                        "卡片已充值成功，但订单 {} 未能记为成功（{err}）；系统会根据圈存记录自动补记，切勿重复充值",
+                        order.order_id
+                    )
+                    .into()
+                }
+            }
+        }
+        IntentOutcome::NotCredited(_) => {
+            if let Err(fail) = svc.host.fail(&order.order_id, operator, &why) {
                 tracing::error!(order = %order.order_id, error = %fail, "could not mark a group order failed; reconciliation will");
             }
-            Err(format!(
-                "充值失败：{why}。订单 {} 已记为充值失败，扣减的额度经审核后退回（1-3个工作日）",
+            format!(
+                "充值失败：{why}。卡片未被写入，订单 {} 已记为充值失败（待退款），扣减的额度经审核后退回（1-3个工作日）",
                 order.order_id
-            ))
+            )
+            .into()
+        }
+        IntentOutcome::Unknown(_) => {
+            if let Err(err) = svc.host.mark_pending(&order.order_id, operator, &why) {
+                tracing::error!(order = %order.order_id, error = %err, "could not mark a group order pending; reconciliation will");
+            }
+            RechargeStop {
+                message: format!(
+                    "充值结果待确认：订单 {}（卡号 {}，{} 元）已发送写卡指令，但未收到卡片的确认。请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
+                    order.order_id,
+                    order.card_number,
+                    yuan(order.amount_fen)
+                ),
+                pending_order: Some(order.order_id.clone()),
+            }
         }
     }
 }
@@ -319,7 +525,9 @@ pub fn reconcile(daemon: &Daemon) -> Result<usize, ApiError> {
         return Ok(0);
     };
     let mut changed = 0;
-    for order in svc.host.orders_in(OrderStatus::Reserved)? {
+    let mut unsettled = svc.host.orders_in(OrderStatus::Reserved)?;
+    unsettled.extend(svc.host.orders_in(OrderStatus::Pending)?);
+    for order in unsettled {
         // Settled under the in-flight lock, so no recharge of this order can start meanwhile.
         let settled = svc.inflight.unless_in_flight(&order.order_id, || {
             let txn = journal
@@ -346,6 +554,12 @@ pub fn reconcile(daemon: &Daemon) -> Result<usize, ApiError> {
                     &order.order_id,
                     "cardd",
                     "业务在写卡前中断，卡片未充值",
+                )),
+                // CREDIT may have reached the card: 结果待确认 until the card is presented.
+                Some(_) if order.status == OrderStatus::Reserved => Some(svc.host.mark_pending(
+                    &order.order_id,
+                    "cardd",
+                    "业务中断，写卡结果未知，待卡片确认",
                 )),
                 Some(_) => None,
             })
@@ -1053,7 +1267,8 @@ pub fn batch_report(svc: &GroupServices, batch_id: &str) -> Result<Option<BatchR
                 match o.status {
                     OrderStatus::Succeeded => succeeded += 1,
                     OrderStatus::Failed | OrderStatus::Refunded => failed += 1,
-                    OrderStatus::Reserved => in_progress += 1,
+                    // 结果待确认 is neither a success nor a failure: still in progress.
+                    OrderStatus::Reserved | OrderStatus::Pending => in_progress += 1,
                 }
                 (o.status.code().to_owned(), o.status.label().to_owned())
             }

@@ -21,9 +21,11 @@ fn owner_of(daemon: &Daemon, txn_id: &str) -> String {
         }
     }
     if let Some(svc) = daemon.group.as_ref() {
-        if let Ok(orders) = svc.host.orders_in(OrderStatus::Reserved) {
-            if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
-                return format!("集团充值订单 {}", order.order_id);
+        for status in [OrderStatus::Pending, OrderStatus::Reserved] {
+            if let Ok(orders) = svc.host.orders_in(status) {
+                if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
+                    return format!("集团充值订单 {}", order.order_id);
+                }
             }
         }
     }

@@ -124,6 +124,14 @@ pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize
         .orders_in(cardd_host::group_model::OrderStatus::Reserved)
         .unwrap();
     assert!(open.is_empty(), "{what}: orders left reserved: {open:?}");
+    let pending = svc
+        .host
+        .orders_in(cardd_host::group_model::OrderStatus::Pending)
+        .unwrap();
+    assert!(
+        pending.is_empty(),
+        "{what}: orders left 结果待确认 after the card was presented: {pending:?}"
+    );
     let auditor = d.login("auditor", "audit123").await;
     let pending = d.ok("group.audit.pending", json!({}), Some(&auditor)).await;
     let mut decisions = (0, 0);
