@@ -248,19 +248,58 @@ where
     if daemon.failed_closed() && mutates && name != "auth.login" && name != "auth.logout" {
         return Err(ApiError::new(ErrorCode::FailedClosed, "cardd has stopped state-changing methods after an integrity check failed; see the daemon log"));
     }
-    let caller = caller_of(daemon, ext, access)?;
-    let parsed: P = parse_params(params)?;
-    // What the audit record keeps, taken before the handler consumes the parameters; read-only
-    // methods are not audited and skip the copy.
-    let audited = mutates.then(|| {
+    // A state-changing call is audited before it acts and again with its result; one refused
+    // before it could act (no session, wrong role, bad parameters) is audited as refused.
+    let refused = |e: ApiError| -> ApiError {
+        if mutates {
+            let entry = AuditEntry {
+                operator: None,
+                role: None,
+                action: name.to_owned(),
+                target: None,
+                detail: bounded_detail(json!({ "refused": e.message })),
+                outcome: e.code.name().to_owned(),
+            };
+            if let Err(audit) = daemon.audit.append(entry) {
+                tracing::error!(method = name, error = %audit, "could not audit a refused call");
+            }
+        }
+        e
+    };
+    let caller = caller_of(daemon, ext, access).map_err(refused)?;
+    let parsed: P = parse_params(params).map_err(refused)?;
+    let audited = if mutates {
         let session = caller.session.clone();
-        (parsed.audit_detail(), parsed.audit_target(), session)
-    });
+        let target = parsed
+            .audit_target()
+            .map(|t| t.chars().take(AUDIT_TARGET_CHARS_MAX).collect::<String>());
+        let entry = AuditEntry {
+            operator: session.as_ref().map(|s| s.username.clone()),
+            role: session.as_ref().map(|s| s.role),
+            action: name.to_owned(),
+            target: target.clone(),
+            detail: bounded_detail(parsed.audit_detail()),
+            outcome: AUDIT_STARTED.to_owned(),
+        };
+        // No audit record, no action.
+        let started = daemon.audit.append(entry).map_err(|e| {
+            ApiError::internal(format!(
+                "could not write the audit log, nothing was done: {e}"
+            ))
+        })?;
+        Some((started.seq, target, session))
+    } else {
+        None
+    };
     let result = handler(daemon.clone(), caller, parsed).await;
-    if let Some((detail, target, session)) = audited {
+    if let Some((started_seq, target, session)) = audited {
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.code.name().to_owned(),
+        };
+        let detail = match &result {
+            Ok(_) => json!({ "started_seq": started_seq }),
+            Err(e) => bounded_detail(json!({ "started_seq": started_seq, "error": e.message })),
         };
         let entry = AuditEntry {
             operator: session.as_ref().map(|s| s.username.clone()),
@@ -278,6 +317,42 @@ where
     let value = result?;
     serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("could not encode the result: {e}")))
+}
+
+/// The outcome of the record written before a state-changing method acts.
+pub const AUDIT_STARTED: &str = "started";
+
+/// Largest `detail` kept as it is, in bytes of JSON; a larger one is truncated (never a reason
+/// to act without an audit record).
+pub const AUDIT_DETAIL_BYTES_MAX: usize = 8 * 1024;
+
+/// What of an oversized detail is kept, in characters of its JSON.
+pub const AUDIT_DETAIL_HEAD_CHARS: usize = 1024;
+
+/// Longest audit target kept, in characters.
+pub const AUDIT_TARGET_CHARS_MAX: usize = 256;
+
+/// `detail` as the audit log keeps it: as it is when small and shallow enough, else a marked
+/// prefix of its JSON with its full size.
+pub fn bounded_detail(detail: Value) -> Value {
+    let text = detail.to_string();
+    let deep = depth_of(&detail) > crate::audit::AUDIT_DETAIL_DEPTH_MAX;
+    if text.len() <= AUDIT_DETAIL_BYTES_MAX && !deep {
+        return detail;
+    }
+    json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "head": text.chars().take(AUDIT_DETAIL_HEAD_CHARS).collect::<String>(),
+    })
+}
+
+fn depth_of(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
