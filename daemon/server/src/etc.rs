@@ -641,7 +641,11 @@ pub fn load_record(
         .map_err(journal_error)?
         .is_some()
     {
-        recover(daemon, &mut purse)?;
+        if let Err(e) = recover(daemon, &mut purse) {
+            // The card could not settle its open load: the load is still pending; say which.
+            crate::intent::refuse_if_card_blocked(daemon, &before_settle.card_number)?;
+            return Err(e);
+        }
     }
     let txns = linked_txns(journal, &before_settle)?;
     let (verdict, _, _) = decide(&before_settle, &txns, None);
