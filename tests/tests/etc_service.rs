@@ -938,3 +938,61 @@ async fn a_lost_credit_answer_is_unknown_and_a_retry_with_a_new_key_credits_noth
     assert!(no_open_loads(&d));
     d.stop().await;
 }
+
+/// A load the card cannot decide goes to 待核对 (never back to 未圈存), and while it is open no
+/// other record of the card is loaded: the refusal names the pending record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecidable_load_awaits_reconciliation_and_blocks_the_cards_other_records() {
+    let (d, w, teller) = start_teller("etc-undecided").await;
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+            Some(&teller),
+        )
+        .await;
+    let credit_offset =
+        apdus_after_confirm(&d, &teller, &w, made["record_id"].as_str().unwrap()).await;
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        R50,
+        "undecided-1",
+        credit_offset,
+        FaultKind::RemoveBeforeExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed", "{}", lost.done);
+    assert_eq!(record(&d, &teller, R50).await["status_label"], "圈存中");
+    // Meanwhile the card's online counter moved without our proof: nothing can be proven.
+    let mut card = card_in_hand(&w);
+    if let SimCard::Etc(etc) = &mut card {
+        let atc = etc.online_atc();
+        etc.purse_mut().set_online_atc(atc + 1);
+    }
+    let since = d
+        .ok(
+            "events.poll",
+            json!({"since": 0, "wait_ms": 0}),
+            Some(&teller),
+        )
+        .await["next_since"]
+        .as_u64()
+        .unwrap();
+    world(&w).insert_card("sim:etc", card).unwrap();
+    let resolved = wait_load_resolved(&d, &teller, since).await;
+    assert_eq!(resolved["outcome"], "needs_reconciliation", "{resolved}");
+    assert_eq!(record(&d, &teller, R50).await["status_label"], "待核对");
+
+    // The card's other pending record is refused, naming R50; nothing is credited.
+    let other = load(&d, &teller, R200, "undecided-2").await;
+    assert_eq!(other.done["state"], "failed", "{}", other.done);
+    let message = other.done["failure"]["message"].as_str().unwrap();
+    assert!(message.contains(R50), "{message}");
+    assert!(message.contains("切勿重复充值"), "{message}");
+    assert_eq!(record(&d, &teller, R200).await["status_label"], "未圈存");
+    assert_eq!(balance(&w), 10_100);
+    assert_eq!(committed_fen(&d), 100);
+    d.stop().await;
+}
