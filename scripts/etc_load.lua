@@ -23,6 +23,10 @@ return {
     if record == nil then
       error("未找到充值记录 " .. params.record_id .. "，请重新查询充值记录")
     end
+    if record.status == "loading" then
+      error("充值记录 " .. record.record_id .. " 的上一次圈存结果待确认：请将该卡重新放到读卡器上，"
+        .. "系统将根据卡片确认结果；切勿重复充值")
+    end
     if record.status ~= "not_loaded" then
       error("充值记录 " .. record.record_id .. " 为" .. (STATUS[record.status] or record.status)
         .. "，只有未圈存的记录可以圈存")

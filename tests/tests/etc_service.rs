@@ -831,3 +831,168 @@ async fn a_supervisor_settles_a_record_awaiting_reconciliation_within_the_eviden
     assert_eq!(balance(&w), 35_000);
     d.stop().await;
 }
+
+/// Waits (bounded) for the daemon to settle a load once its card is presented again.
+async fn wait_load_resolved(d: &TestDaemon, token: &str, since: u64) -> Value {
+    let mut cursor = since;
+    for _ in 0..10 {
+        let polled = d
+            .ok(
+                "events.poll",
+                json!({"since": cursor, "wait_ms": 2000}),
+                Some(token),
+            )
+            .await;
+        cursor = polled["next_since"].as_u64().unwrap();
+        if let Some(e) = polled["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "load_resolved")
+        {
+            return e.clone();
+        }
+    }
+    panic!("no load_resolved event");
+}
+
+/// A teller whose CREDIT answer was lost retries with a new idempotency key, as tellers do:
+/// the first answer says the outcome is unknown and what to do, the retry is refused without a
+/// second CREDIT, and once the card is back the record reads 已圈存 with the money on the
+/// card once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_credit_answer_is_unknown_and_a_retry_with_a_new_key_credits_nothing() {
+    let (d, w, teller) = start_teller("etc-intent").await;
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+            Some(&teller),
+        )
+        .await;
+    let credit_offset =
+        apdus_after_confirm(&d, &teller, &w, made["record_id"].as_str().unwrap()).await;
+    assert_eq!(balance(&w), 10_100);
+
+    // The card executes CREDIT for R50 and the answer is lost.
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        R50,
+        "intent-1",
+        credit_offset,
+        FaultKind::RemoveAfterExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed", "{}", lost.done);
+    let message = lost.done["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("圈存结果未知"), "{message}");
+    assert!(message.contains("切勿重复"), "{message}");
+    assert!(!message.contains("失败"), "{message}");
+    let r = record(&d, &teller, R50).await;
+    assert_eq!(r["status_label"], "圈存中", "never back to 未圈存: {r}");
+    let in_hand = card_in_hand(&w);
+    assert_eq!(
+        in_hand.balance(),
+        Some(15_100),
+        "the card did take the credit"
+    );
+
+    // The teller retries at once with a new key: refused, naming the record; nothing is sent.
+    let retry = load(&d, &teller, R50, "intent-2").await;
+    assert_eq!(retry.done["state"], "failed", "{}", retry.done);
+    let message = retry.done["failure"]["message"].as_str().unwrap();
+    assert!(message.contains(R50), "{message}");
+    assert!(message.contains("切勿重复充值"), "{message}");
+    assert!(retry.prompts.is_empty(), "nothing is asked");
+    assert_eq!(committed_fen(&d), 100);
+
+    // The card is back: the daemon settles the load from the card.
+    let since = d
+        .ok(
+            "events.poll",
+            json!({"since": 0, "wait_ms": 0}),
+            Some(&teller),
+        )
+        .await["next_since"]
+        .as_u64()
+        .unwrap();
+    world(&w).insert_card("sim:etc", in_hand).unwrap();
+    let resolved = wait_load_resolved(&d, &teller, since).await;
+    assert_eq!(resolved["outcome"], "landed", "{resolved}");
+    let r = record(&d, &teller, R50).await;
+    assert_eq!(
+        (
+            r["status_label"].clone(),
+            r["balance_before"].clone(),
+            r["balance_after"].clone()
+        ),
+        (json!("已圈存"), json!("101.00"), json!("151.00"))
+    );
+    // Another retry credits nothing: the money is on the card once.
+    let again = load(&d, &teller, R50, "intent-3").await;
+    assert_eq!(again.done["state"], "failed", "{}", again.done);
+    assert_eq!(balance(&w), 15_100);
+    assert_eq!(committed_fen(&d), 5_000 + 100);
+    assert!(no_open_loads(&d));
+    d.stop().await;
+}
+
+/// A load the card cannot decide goes to 待核对 (never back to 未圈存), and while it is open no
+/// other record of the card is loaded: the refusal names the pending record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecidable_load_awaits_reconciliation_and_blocks_the_cards_other_records() {
+    let (d, w, teller) = start_teller("etc-undecided").await;
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+            Some(&teller),
+        )
+        .await;
+    let credit_offset =
+        apdus_after_confirm(&d, &teller, &w, made["record_id"].as_str().unwrap()).await;
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        R50,
+        "undecided-1",
+        credit_offset,
+        FaultKind::RemoveBeforeExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed", "{}", lost.done);
+    assert_eq!(record(&d, &teller, R50).await["status_label"], "圈存中");
+    // Meanwhile the card's online counter moved without our proof: nothing can be proven.
+    let mut card = card_in_hand(&w);
+    if let SimCard::Etc(etc) = &mut card {
+        let atc = etc.online_atc();
+        etc.purse_mut().set_online_atc(atc + 1);
+    }
+    let since = d
+        .ok(
+            "events.poll",
+            json!({"since": 0, "wait_ms": 0}),
+            Some(&teller),
+        )
+        .await["next_since"]
+        .as_u64()
+        .unwrap();
+    world(&w).insert_card("sim:etc", card).unwrap();
+    let resolved = wait_load_resolved(&d, &teller, since).await;
+    assert_eq!(resolved["outcome"], "needs_reconciliation", "{resolved}");
+    assert_eq!(record(&d, &teller, R50).await["status_label"], "待核对");
+
+    // The card's other pending record is refused, naming R50; nothing is credited.
+    let other = load(&d, &teller, R200, "undecided-2").await;
+    assert_eq!(other.done["state"], "failed", "{}", other.done);
+    let message = other.done["failure"]["message"].as_str().unwrap();
+    assert!(message.contains(R50), "{message}");
+    assert!(message.contains("切勿重复充值"), "{message}");
+    assert_eq!(record(&d, &teller, R200).await["status_label"], "未圈存");
+    assert_eq!(balance(&w), 10_100);
+    assert_eq!(committed_fen(&d), 100);
+    d.stop().await;
+}

@@ -378,6 +378,7 @@ impl Journal {
                 to: state.name(),
             });
         }
+        let previous = encode(&txn)?;
         txn.history.push(StateChange {
             at: now(),
             state: state.name().into(),
@@ -386,15 +387,33 @@ impl Journal {
             txn.history.remove(1);
         }
         txn.state = state;
+        let written = encode(&txn)?;
         let mut batch = sled::Batch::default();
-        batch.insert(txn_key(txn_id), encode(&txn)?);
+        batch.insert(txn_key(txn_id), written.clone());
         if !txn.state.is_open() {
             batch.remove(open_key(&txn.card_number));
         }
         self.tree.apply_batch(batch)?;
         drop(guard);
         crash_point("journal.outcome.before_flush");
-        self.store.durable_flush()?;
+        if let Err(e) = self.store.durable_flush() {
+            // The outcome is not known to be durable: put the open record back, so the card
+            // stays blocked until its outcome is settled again from the card or by a person.
+            let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+            let current = self.tree.get(txn_key(txn_id)).ok().flatten();
+            let indexed = self.tree.get(open_key(&txn.card_number)).ok().flatten();
+            let card_free = indexed.is_none() || indexed.as_deref() == Some(txn_id.as_bytes());
+            if current.as_deref() != Some(written.as_slice()) || !card_free {
+                return Err(e.into());
+            }
+            let mut undo = sled::Batch::default();
+            undo.insert(txn_key(txn_id), previous);
+            undo.insert(open_key(&txn.card_number), txn_id.as_bytes());
+            if let Err(undo_err) = self.tree.apply_batch(undo) {
+                tracing::error!(txn = txn_id, error = %undo_err, "could not reopen a load whose outcome failed to flush");
+            }
+            return Err(e.into());
+        }
         crash_point("journal.outcome.after_flush");
         Ok(txn)
     }

@@ -95,8 +95,21 @@ pub enum LoadError {
     /// The card answered CREDIT but its TAC did not verify: recorded for reconciliation.
     #[error("the card's TAC for {txn_id} did not verify; the load is recorded for reconciliation")]
     TacInvalid { txn_id: String },
+    /// The card answered CREDIT (or recovery read the card after it), but recording the outcome
+    /// failed (a journal write or flush): the outcome is unknown to cardd and the intent stays
+    /// open, so the card takes no new load until it is settled from the card.
+    #[error("the card answered the credit for {txn_id}, but its outcome could not be recorded ({detail}); whether the money landed is unknown: put the card back so cardd can check it; do not load it again")]
+    AfterCredit { txn_id: String, detail: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+/// A failure to record the outcome of `txn_id` after CREDIT was sent: unknown, never failed.
+fn after_credit(txn_id: &str) -> impl FnOnce(JournalError) -> LoadError + '_ {
+    move |e| LoadError::AfterCredit {
+        txn_id: txn_id.to_owned(),
+        detail: e.to_string(),
+    }
 }
 
 /// The card in the reader, identified.
@@ -238,21 +251,25 @@ pub fn load_card(
         Ok(tac) => {
             let tac_hex = hex::encode_upper(tac);
             if session.verify_tac(sam, tac).is_err() {
-                journal.resolve(
-                    &txn.txn_id,
-                    TxnState::NeedsReconciliation {
-                        reason: format!("CREDIT answered TAC {tac_hex}, which did not verify"),
-                    },
-                )?;
+                journal
+                    .resolve(
+                        &txn.txn_id,
+                        TxnState::NeedsReconciliation {
+                            reason: format!("CREDIT answered TAC {tac_hex}, which did not verify"),
+                        },
+                    )
+                    .map_err(after_credit(&txn.txn_id))?;
                 return Err(LoadError::TacInvalid { txn_id: txn.txn_id });
             }
-            let done = journal.resolve(
-                &txn.txn_id,
-                TxnState::Committed {
-                    tac: tac_hex.clone(),
-                    resolution: Resolution::CardResponse,
-                },
-            )?;
+            let done = journal
+                .resolve(
+                    &txn.txn_id,
+                    TxnState::Committed {
+                        tac: tac_hex.clone(),
+                        resolution: Resolution::CardResponse,
+                    },
+                )
+                .map_err(after_credit(&txn.txn_id))?;
             Ok(receipt(&done, &tac_hex, false))
         }
         // Whatever went wrong (no answer, a status word that may be garbled, a broken
@@ -276,6 +293,7 @@ pub fn load_card(
                 card: txn.card_number,
                 txn_id: txn.txn_id,
             }),
+            Err(e @ LoadError::AfterCredit { .. }) => Err(e),
             Ok(None) | Err(_) => Err(LoadError::OutcomeUnknown {
                 txn_id: txn.txn_id,
                 source: match failure {
@@ -317,22 +335,26 @@ pub fn recover_card(
                 .proof
                 .map(|p| hex::encode_upper(p.tac))
                 .unwrap_or_default();
-            let txn = journal.resolve(
-                &open.txn_id,
-                TxnState::Committed {
-                    tac,
-                    resolution: Resolution::Recovery,
-                },
-            )?;
+            let txn = journal
+                .resolve(
+                    &open.txn_id,
+                    TxnState::Committed {
+                        tac,
+                        resolution: Resolution::Recovery,
+                    },
+                )
+                .map_err(after_credit(&open.txn_id))?;
             RecoveryOutcome::Landed { txn }
         }
         LoadOutcome::NotLanded => {
-            let txn = journal.resolve(
-                &open.txn_id,
-                TxnState::NotApplied {
-                    resolution: Resolution::Recovery,
-                },
-            )?;
+            let txn = journal
+                .resolve(
+                    &open.txn_id,
+                    TxnState::NotApplied {
+                        resolution: Resolution::Recovery,
+                    },
+                )
+                .map_err(after_credit(&open.txn_id))?;
             RecoveryOutcome::NotLanded { txn }
         }
         LoadOutcome::Unknown => {
@@ -344,7 +366,9 @@ pub fn recover_card(
                 open.session.expected_balance(),
                 if seen.proof.is_some() { "present but not ours" } else { "absent" }
             );
-            let txn = journal.resolve(&open.txn_id, TxnState::NeedsReconciliation { reason })?;
+            let txn = journal
+                .resolve(&open.txn_id, TxnState::NeedsReconciliation { reason })
+                .map_err(after_credit(&open.txn_id))?;
             RecoveryOutcome::NeedsReconciliation { txn }
         }
     };

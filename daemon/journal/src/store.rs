@@ -122,6 +122,9 @@ struct Flushes {
     done: Condvar,
     stats: Mutex<FlushStats>,
     observer: OnceLock<FlushObserver>,
+    /// Test support (fault injection): of the next `durable_flush` calls, how many succeed
+    /// first and how many then fail.
+    failing: Mutex<(u32, u32)>,
 }
 
 /// The group commit's state.
@@ -208,6 +211,26 @@ impl Store {
     /// result). Sequential callers each get their own round, as before.
     pub fn durable_flush(&self) -> Result<(), StoreError> {
         let flushes = &self.flushes;
+        let injected = {
+            let mut failing = lock(&flushes.failing);
+            match *failing {
+                (0, 0) => false,
+                (0, fail) => {
+                    failing.1 = fail - 1;
+                    true
+                }
+                (skip, _) => {
+                    failing.0 = skip - 1;
+                    false
+                }
+            }
+        };
+        if injected {
+            return Err(StoreError::Sync {
+                path: self.dir.clone(),
+                source: io::Error::other("injected flush failure"),
+            });
+        }
         let mut group = lock(&flushes.group);
         // Whatever this caller wrote happened before it took its ticket (under the lock).
         let ticket = group.next_ticket;
@@ -259,6 +282,14 @@ impl Store {
     /// Counters of durable flushes since the database was opened.
     pub fn flush_stats(&self) -> FlushStats {
         *lock(&self.flushes.stats)
+    }
+
+    /// Test support: after `skip` more calls of [`Store::durable_flush`] succeed, makes the
+    /// following `fail` calls fail as a failed fsync would (the writes before them stay in
+    /// sled's memory, not known to be durable).
+    #[doc(hidden)]
+    pub fn fail_flushes_for_test(&self, skip: u32, fail: u32) {
+        *lock(&self.flushes.failing) = (skip, fail);
     }
 
     /// Sets the callback told each flush round's duration (once; later calls are ignored).

@@ -328,3 +328,95 @@ fn intents_are_durable_and_corruption_fails_closed() {
         other => panic!("a corrupt record must fail the journal closed: {other:?}"),
     }
 }
+
+/// The card answered CREDIT (or recovery read it), and then the journal could not record the
+/// outcome: the answer is unknown, never a failure, and the card stays blocked until the card
+/// itself settles the load.
+#[test]
+fn a_journal_failure_after_credit_is_unknown_and_the_card_settles_it_once() {
+    for (name, credit_fault) in [
+        ("answered", None),
+        ("recovered", Some(FaultKind::Timeout { executed: true })),
+    ] {
+        let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+        if let Some(kind) = credit_fault {
+            let count = rig.world.apdu_count(READER);
+            rig.world
+                .set_fault_plan(READER, FaultPlan::once(count + CREDIT_APDU, kind))
+                .unwrap();
+        }
+        // The intent's flush succeeds; the flush of the outcome (after CREDIT) fails.
+        rig.store.fail_flushes_for_test(1, 1);
+        let err = rig.load("t", 3_000).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::AfterCredit { txn_id, .. } if txn_id == "t"),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("unknown"), "{name}: {err}");
+        assert_eq!(rig.balance(), 13_000, "{name}: the card did credit");
+        let open = rig.journal.open_for_card(ETC).unwrap();
+        assert_eq!(
+            open.map(|t| t.txn_id).as_deref(),
+            Some("t"),
+            "{name}: the intent stays open for the card"
+        );
+        assert_eq!(
+            rig.journal.get("t").unwrap().unwrap().state,
+            TxnState::Intent
+        );
+        rig.journal.verify().unwrap();
+        // While it is open no new intent can be recorded for the card; recovery settles it.
+        match rig.recover().unwrap() {
+            Some(cardd_journal::RecoveryOutcome::Landed { txn }) => assert_eq!(txn.txn_id, "t"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(rig.journal.open_for_card(ETC).unwrap().is_none());
+        assert_eq!(rig.committed_fen(ETC), 3_000, "{name}");
+        // A retry of the same id answers from the journal; a new id loads new money only.
+        assert!(rig.load("t", 3_000).unwrap().replayed, "{name}");
+        assert_eq!(
+            rig.balance(),
+            13_000,
+            "{name}: the money is on the card once"
+        );
+        rig.load("next", 1_000).unwrap();
+        assert_eq!(rig.balance(), 14_000, "{name}");
+        assert_eq!(rig.committed_fen(ETC), 4_000, "{name}");
+    }
+}
+
+/// Recovery of an earlier load whose outcome cannot be recorded blocks every new load.
+#[test]
+fn a_journal_failure_in_recovery_keeps_the_card_blocked() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    let count = rig.world.apdu_count(READER);
+    rig.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().at(count + CREDIT_APDU, FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    let err = rig.load("lost", 3_000).unwrap_err();
+    assert!(matches!(err, LoadError::OutcomeUnknown { .. }), "{err}");
+    rig.reinsert();
+    // The next load recovers "lost" first; recording that outcome fails.
+    rig.store.fail_flushes_for_test(0, 1);
+    let err = rig.load("next", 1_000).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::AfterCredit { txn_id, .. } if txn_id == "lost"),
+        "{err}"
+    );
+    assert_eq!(
+        rig.journal
+            .open_for_card(ETC)
+            .unwrap()
+            .map(|t| t.txn_id)
+            .as_deref(),
+        Some("lost")
+    );
+    assert!(rig.journal.get("next").unwrap().is_none(), "no new intent");
+    assert_eq!(rig.balance(), 13_000);
+    rig.load("next", 1_000).unwrap();
+    assert_eq!(rig.balance(), 14_000);
+    assert_eq!(rig.committed_fen(ETC), 4_000);
+}

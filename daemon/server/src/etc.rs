@@ -27,8 +27,8 @@
 use cardd_api::{ErrorCode, Fen};
 use cardd_host::{IssuerHost, RechargeRecord, RecordStatus};
 use cardd_journal::{
-    load_card, recover_card, Journal, LoadError, LoadReceipt, LoadRequest, LoadTxn, Resolution,
-    TxnState,
+    load_card, recover_card, IntentOutcome, Journal, LoadError, LoadReceipt, LoadRequest, LoadTxn,
+    Resolution, TxnState,
 };
 use cardd_purse::{EtcIssueInfo, LogRecord, Purse, PurseError, Sfi, TransactionType};
 use cardd_reader::Reader;
@@ -557,7 +557,11 @@ pub fn load_error(e: &LoadError) -> ApiError {
         ),
         LoadError::OutcomeUnknown { .. } => ApiError::new(
             ErrorCode::LoadOutcomeUnknown,
-            "写卡过程中卡片被拔出或无响应，圈存结果未知：请重新插入该卡，系统会根据卡片确认结果，切勿重复圈存",
+            "写卡过程中卡片被拔出或无响应，圈存结果未知：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
+        ),
+        LoadError::AfterCredit { .. } => ApiError::new(
+            ErrorCode::LoadOutcomeUnknown,
+            "卡片已响应圈存，但结果未能记录，圈存结果未知：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
         ),
         LoadError::Unresolved { txn_id, .. } => ApiError::new(
             ErrorCode::CardEvidenceRequired,
@@ -637,7 +641,11 @@ pub fn load_record(
         .map_err(journal_error)?
         .is_some()
     {
-        recover(daemon, &mut purse)?;
+        if let Err(e) = recover(daemon, &mut purse) {
+            // The card could not settle its open load: the load is still pending; say which.
+            crate::intent::refuse_if_card_blocked(daemon, &before_settle.card_number)?;
+            return Err(e);
+        }
     }
     let txns = linked_txns(journal, &before_settle)?;
     let (verdict, _, _) = decide(&before_settle, &txns, None);
@@ -661,6 +669,9 @@ pub fn load_record(
             ))
         }
     }
+    // The card's own load is settled above; any other load to it still open (for another
+    // record or a group order) blocks this credit until the card settles it.
+    crate::intent::refuse_if_card_blocked(daemon, &record.card_number)?;
     let amount_fen = u32::try_from(record.amount_fen)
         .map_err(|_| ApiError::invalid_params("充值金额超出卡片可表示的范围"))?;
     let today = OffsetDateTime::now_utc().to_offset(cardd_host::model::CHINA_OFFSET);
@@ -702,10 +713,11 @@ pub fn load_record(
     }
 }
 
-/// Records what a failed load means for its record. Failures before CREDIT changed nothing
-/// on the card: the record goes back to 未圈存. An unknown outcome leaves it 圈存中 (the
-/// journal settles it when the card is presented again); a TAC that did not verify makes it
-/// 待核对.
+/// Records what a failed load means for its record, from the journal's state of its
+/// transaction, never from the error alone: only a load the journal proves not credited
+/// (nothing was sent, or the card showed the money is not there) takes the record back to
+/// 未圈存; a credited one becomes 已圈存; one that a person must decide becomes 待核对; an
+/// open intent leaves the record 圈存中 for the journal to settle when the card is presented.
 fn settle_failed_load(
     host: &dyn IssuerHost,
     journal: &Journal,
@@ -714,24 +726,38 @@ fn settle_failed_load(
     txn_id: &str,
     e: &LoadError,
 ) {
-    // The record keeps a short reason (the host bounds reasons); the log keeps the whole error.
-    let reason: String = format!("写卡前失败，卡片未被写入：{}", load_error(e).message)
-        .chars()
-        .take(REASON_CHARS_KEPT)
-        .collect();
-    let outcome = match e {
-        LoadError::OutcomeUnknown { .. } => return,
-        LoadError::TacInvalid { .. } => {
-            host.flag_reconciliation(record_id, operator, "卡片返回的 TAC 校验失败")
-        }
-        LoadError::Journal(_) => match journal.get(txn_id) {
-            // The intent may be durable: leave the record 圈存中 for the journal to settle.
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) => host.abort_load(record_id, operator, &reason),
-        },
-        _ => host.abort_load(record_id, operator, &reason),
-    };
     tracing::warn!(record = record_id, txn = txn_id, error = %e, "load of a recharge record failed");
+    let outcome = match IntentOutcome::of(journal, txn_id) {
+        IntentOutcome::NotCredited(_) => {
+            // The record keeps a short reason (the host bounds reasons); the log keeps the whole error.
+            let reason: String = format!("卡片未被写入：{}", load_error(e).message)
+                .chars()
+                .take(REASON_CHARS_KEPT)
+                .collect();
+            host.abort_load(record_id, operator, &reason)
+        }
+        IntentOutcome::Credited(txn) => {
+            let before = i64::from(txn.session.init.old_balance);
+            host.finish_load(
+                record_id,
+                operator,
+                before,
+                before + i64::from(txn.amount_fen()),
+            )
+        }
+        IntentOutcome::Unknown(Some(txn))
+            if matches!(txn.state, TxnState::NeedsReconciliation { .. })
+                || matches!(e, LoadError::TacInvalid { .. }) =>
+        {
+            let reason = match e {
+                LoadError::TacInvalid { .. } => "卡片返回的 TAC 校验失败",
+                _ => "卡片状态无法证明圈存是否成功，需主管核对",
+            };
+            host.flag_reconciliation(record_id, operator, reason)
+        }
+        // The intent is open (or the journal could not be read): the card decides later.
+        IntentOutcome::Unknown(_) => return,
+    };
     if let Err(err) = outcome {
         tracing::error!(record = record_id, error = %err, "could not record a failed load on its record");
     }

@@ -1056,7 +1056,7 @@ impl LoadFailure {
             LoadFailure::Load(LoadError::WrongCard { expected, found }) => {
                 format!("卡号不符：读卡器上是 {found}，应为 {expected}；请插入正确的卡")
             }
-            LoadFailure::Load(LoadError::OutcomeUnknown { .. }) => {
+            LoadFailure::Load(LoadError::OutcomeUnknown { .. } | LoadError::AfterCredit { .. }) => {
                 "写卡过程中卡片被拔出或无响应，圈存结果未知：请重新插入该卡，系统会根据卡片确认结果，切勿重复圈存".into()
             }
             LoadFailure::Load(LoadError::Unresolved { .. }) => {
