@@ -221,8 +221,8 @@ async fn operator_administration_and_roles() {
     );
     assert_eq!(
         d.audit_count().await,
-        before,
-        "a refused call is not even audited as done"
+        before + 1,
+        "a refused call is audited once, as refused, and nothing else"
     );
 
     let created = d.ok("operators.create", new_op, Some(&admin)).await;
@@ -721,7 +721,9 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
         .await;
     assert_eq!(reply.status, 415);
 
-    // Nothing changed: no operator was created and nothing was audited.
+    // Nothing changed: no operator was created. What the transport refused (Host, Origin,
+    // size, batch, JSON, content type) never reached a method and is not audited; the two calls
+    // that reached `operators.create` without a valid session are audited as refused.
     let list = d
         .ok("operators.list", json!({}), Some(&admin))
         .await
@@ -732,7 +734,7 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
             "evil{n} must not exist"
         );
     }
-    assert_eq!(d.audit_count().await, before);
+    assert_eq!(d.audit_count().await, before + 2);
     d.stop().await;
 }
 
@@ -819,5 +821,75 @@ async fn card_insertion_and_removal_are_events_and_a_missing_card_is_explained()
             .all(|r| r["id"] != "sim:city"),
         "{listed}"
     );
+    d.stop().await;
+}
+
+/// Audit before action: a state-changing call is recorded (bounded) before it acts and again
+/// with its result; a detail over the limit is truncated and the call still goes through with
+/// both records; a refused call is audited as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_are_audited_before_and_after_with_bounded_details() {
+    let d = TestDaemon::start().await;
+    let admin = d.login("admin", "admin123").await;
+    let long_name = "长".repeat(20_000);
+    let create = json!({"username": "clerk9", "display_name": long_name, "role": "teller", "group_id": null, "password": "clerk9pw"});
+    let _ = d.call("operators.create", create, Some(&admin)).await;
+    let auditor = d.login("auditor", "audit123").await;
+    let records = d
+        .ok("audit.list", json!({"limit": 500}), Some(&auditor))
+        .await;
+    let mine: Vec<&Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "operators.create")
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine[0]["outcome"], "started");
+    assert_ne!(mine[1]["outcome"], "started");
+    assert_eq!(mine[1]["detail"]["started_seq"], mine[0]["seq"]);
+    assert!(mine[0]["seq"].as_u64() < mine[1]["seq"].as_u64());
+    if mine[0]["detail"]["truncated"] == true {
+        assert!(mine[0]["detail"]["bytes"].as_u64().unwrap() > 8 * 1024);
+    } else {
+        assert!(
+            mine[0]["detail"].to_string().len() <= 8 * 1024,
+            "{}",
+            mine[0]["detail"]
+        );
+    }
+    assert!(
+        !records.to_string().contains("clerk9pw"),
+        "no password in the audit log"
+    );
+    // A detail over the limit: truncated, never a reason to skip the record.
+    let big = cardd::rpc::bounded_detail(json!({ "x": "a".repeat(100_000) }));
+    assert_eq!(big["truncated"], true);
+    assert_eq!(big["bytes"], 100_000 + 8);
+    assert!(big.to_string().len() < 2 * 1024);
+    // A refused call (wrong role) is audited as refused.
+    let teller = d.login("teller", "teller123").await;
+    let (code, _) = d
+        .err(
+            "operators.set_disabled",
+            json!({"username": "admin", "disabled": true}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(code, CODE_FORBIDDEN);
+    let records = d
+        .ok("audit.list", json!({"limit": 500}), Some(&auditor))
+        .await;
+    let refused = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["action"] == "operators.set_disabled")
+        .cloned()
+        .expect("the refused call is audited");
+    assert_eq!(refused["outcome"], "Forbidden", "{refused}");
+    let verified = d.ok("audit.verify", json!({}), Some(&auditor)).await;
+    assert_eq!(verified["chain_ok"], true);
     d.stop().await;
 }
