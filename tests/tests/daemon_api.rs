@@ -893,3 +893,33 @@ async fn state_changes_are_audited_before_and_after_with_bounded_details() {
     assert_eq!(verified["chain_ok"], true);
     d.stop().await;
 }
+
+/// A failed sync to disk fails the daemon closed: the call whose write could not be made
+/// durable fails, and every state-changing method after it is refused with FailedClosed
+/// (never retried and called durable); reads still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_fails_the_daemon_closed() {
+    let d = TestDaemon::start().await;
+    let admin = d.login("admin", "admin123").await;
+    d.daemon().store.fail_flushes_for_test(0, 1);
+    let first = d
+        .call(
+            "operators.create",
+            json!({"username": "clerk7", "display_name": "x", "role": "teller", "group_id": null, "password": "clerk7pw"}),
+            Some(&admin),
+        )
+        .await;
+    assert!(first.get("error").is_some(), "{first}");
+    assert!(d.daemon().failed_closed());
+    for method in ["operators.create", "etc.recharge", "flows.start"] {
+        let (code, message) = d.err(method, json!({}), Some(&admin)).await;
+        assert_eq!(
+            code,
+            i64::from(ErrorCode::FailedClosed.code()),
+            "{method}: {message}"
+        );
+    }
+    // Reads still answer.
+    d.ok("operators.list", json!({}), Some(&admin)).await;
+    d.stop().await;
+}

@@ -70,6 +70,16 @@ pub enum StoreError {
         /// What the file system reported.
         source: io::Error,
     },
+    /// An earlier sync to disk failed: the store refuses every durable write from then on.
+    #[error(
+        "an earlier sync of {path} to disk failed ({first}); cardd never retries a failed sync          (the kernel reports a writeback error once and may drop the unwritten pages), so it has          stopped money operations: stop cardd, check the disk, and start it again (open loads          are then settled from their cards)"
+    )]
+    FailedClosed {
+        /// The database directory.
+        path: PathBuf,
+        /// The first failure.
+        first: String,
+    },
     /// The database directory holds more entries than [`STORE_DIR_ENTRIES_MAX`].
     #[error(
         "the database directory {path} holds more than {STORE_DIR_ENTRIES_MAX} entries; remove \
@@ -125,6 +135,8 @@ struct Flushes {
     /// Test support (fault injection): of the next `durable_flush` calls, how many succeed
     /// first and how many then fail.
     failing: Mutex<(u32, u32)>,
+    /// The first sync failure: once set, every later `durable_flush` fails without syncing.
+    failed: OnceLock<String>,
 }
 
 /// The group commit's state.
@@ -200,6 +212,21 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// The first sync failure, once one happened: the store is failed closed.
+    pub fn failed_closed(&self) -> Option<&str> {
+        self.flushes.failed.get().map(String::as_str)
+    }
+
+    fn refuse_if_failed(&self) -> Option<StoreError> {
+        self.flushes
+            .failed
+            .get()
+            .map(|first| StoreError::FailedClosed {
+                path: self.dir.clone(),
+                first: first.clone(),
+            })
+    }
+
     /// Makes every write so far durable: sled's `flush()`, then fsync of every file in the
     /// database directory and of the directories themselves (see the module doc for why).
     ///
@@ -207,8 +234,12 @@ impl Store {
     /// round runs waits for it to end, then one of the callers that arrived meanwhile runs the
     /// next round for all of them. A caller returns `Ok` only after a round that *started after
     /// it called* completed without error, so everything it wrote before calling is durable;
-    /// after a failed round the callers it covered run a round of their own (each gets its own
-    /// result). Sequential callers each get their own round, as before.
+    /// a failed round fails every caller it covered.
+    ///
+    /// **Fail closed.** A failed sync is never retried and never called durable: Linux reports
+    /// a writeback error once and may drop the dirty pages, so a later "successful" fsync would
+    /// prove nothing. After the first failure every call fails with
+    /// [`StoreError::FailedClosed`] until the process is restarted.
     pub fn durable_flush(&self) -> Result<(), StoreError> {
         let flushes = &self.flushes;
         let injected = {
@@ -225,7 +256,11 @@ impl Store {
                 }
             }
         };
+        if let Some(refused) = self.refuse_if_failed() {
+            return Err(refused);
+        }
         if injected {
+            let _ = flushes.failed.set("injected flush failure".into());
             return Err(StoreError::Sync {
                 path: self.dir.clone(),
                 source: io::Error::other("injected flush failure"),
@@ -242,6 +277,10 @@ impl Store {
                 return Ok(());
             }
             if !group.flushing {
+                // A failed round is never retried: the pages it could not write may be gone.
+                if let Some(refused) = self.refuse_if_failed() {
+                    return Err(refused);
+                }
                 group.flushing = true;
                 // The round covers every ticket taken so far: their writes are all done.
                 let covers = group.next_ticket;
@@ -251,8 +290,13 @@ impl Store {
                 let took = started.elapsed();
                 let mut group = lock(&flushes.group);
                 group.flushing = false;
-                if result.is_ok() {
-                    group.durable_below = group.durable_below.max(covers);
+                match &result {
+                    Ok(()) => group.durable_below = group.durable_below.max(covers),
+                    Err(e) => {
+                        if flushes.failed.set(e.to_string()).is_ok() {
+                            tracing::error!(error = %e, dir = %self.dir.display(), "a sync to disk failed: the store refuses durable writes from now on (fail closed)");
+                        }
+                    }
                 }
                 drop(group);
                 flushes.done.notify_all();
@@ -462,6 +506,31 @@ mod tests {
             assert!(result.is_err(), "a flush that cannot sync is never Ok");
         }
         assert_eq!(store.flush_stats().requests, 0);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_the_store_closed_and_is_never_retried() {
+        let store = Store::temporary().expect("temporary");
+        let tree = store.tree("t").expect("tree");
+        tree.insert(b"k", b"v".as_slice()).expect("insert");
+        store.durable_flush().expect("a healthy flush");
+        store.fail_flushes_for_test(0, 1);
+        assert!(matches!(
+            store.durable_flush(),
+            Err(StoreError::Sync { .. })
+        ));
+        assert!(store.failed_closed().is_some());
+        let rounds = store.flush_stats().rounds;
+        for _ in 0..3 {
+            let err = store.durable_flush().expect_err("never durable again");
+            assert!(matches!(err, StoreError::FailedClosed { .. }), "{err}");
+            assert!(err.to_string().contains("never retries"), "{err}");
+        }
+        assert_eq!(
+            store.flush_stats().rounds,
+            rounds,
+            "no sync was tried again"
+        );
     }
 
     #[test]

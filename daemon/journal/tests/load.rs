@@ -22,6 +22,8 @@ struct Rig {
     store: Store,
     journal: Journal,
     sam: SoftSam,
+    /// The database directory (kept for restarts).
+    _dir: tempfile::TempDir,
 }
 
 impl Rig {
@@ -33,7 +35,8 @@ impl Rig {
         let session = SimFactory::new(world.clone())
             .open(&ReaderSelector::Id(READER.into()))
             .unwrap();
-        let store = Store::temporary().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
         let journal = Journal::open(&store).unwrap();
         Rig {
             world,
@@ -41,7 +44,20 @@ impl Rig {
             store,
             journal,
             sam: SoftSam::demo(),
+            _dir: dir,
         }
+    }
+
+    /// The process restarts on the same data directory (a failed-closed store is only left
+    /// by a restart).
+    fn restart(&mut self) {
+        let dir = self.store.dir().to_path_buf();
+        let placeholder = Store::temporary().unwrap();
+        let placeholder_journal = Journal::open(&placeholder).unwrap();
+        drop(std::mem::replace(&mut self.journal, placeholder_journal));
+        drop(std::mem::replace(&mut self.store, placeholder));
+        self.store = Store::open(&dir).unwrap();
+        self.journal = Journal::open(&self.store).unwrap();
     }
 
     fn request(&self, txn_id: &str, amount_fen: u32) -> LoadRequest {
@@ -365,6 +381,10 @@ fn a_journal_failure_after_credit_is_unknown_and_the_card_settles_it_once() {
             TxnState::Intent
         );
         rig.journal.verify().unwrap();
+        // The store failed closed: nothing is durable any more until a restart.
+        assert!(rig.store.failed_closed().is_some(), "{name}");
+        assert!(rig.load("next", 1_000).is_err(), "{name}: no new load");
+        rig.restart();
         // While it is open no new intent can be recorded for the card; recovery settles it.
         match rig.recover().unwrap() {
             Some(cardd_journal::RecoveryOutcome::Landed { txn }) => assert_eq!(txn.txn_id, "t"),
@@ -416,6 +436,10 @@ fn a_journal_failure_in_recovery_keeps_the_card_blocked() {
     );
     assert!(rig.journal.get("next").unwrap().is_none(), "no new intent");
     assert_eq!(rig.balance(), 13_000);
+    // Failed closed: even a retry cannot record anything until the restart.
+    assert!(rig.load("next", 1_000).is_err());
+    assert_eq!(rig.balance(), 13_000);
+    rig.restart();
     rig.load("next", 1_000).unwrap();
     assert_eq!(rig.balance(), 14_000);
     assert_eq!(rig.committed_fen(ETC), 4_000);

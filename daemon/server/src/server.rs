@@ -82,7 +82,7 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// True when an integrity check failed: state-changing methods are refused.
     pub fn failed_closed(&self) -> bool {
-        self.failed_closed.load(Ordering::Relaxed)
+        self.failed_closed.load(Ordering::Relaxed) || self.store.failed_closed().is_some()
     }
 
     /// Stops state-changing methods (an invariant broke); logged loudly.
