@@ -595,6 +595,32 @@ async fn without_the_card_only_a_supervisor_may_and_the_reload_checks_the_card_f
             "{}",
             reload.done
         );
+        if landed {
+            // The card settles the record before anything is asked: no 是否圈存？ with a
+            // balance that already holds the money.
+            assert!(
+                reload.prompts.is_empty(),
+                "nothing is asked when the money is on the card: {:?}",
+                reload.prompts
+            );
+            assert!(
+                reload.done["result"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("该笔充值已在卡内"),
+                "{}",
+                reload.done
+            );
+        } else {
+            assert_eq!(reload.prompts.len(), 1, "{:?}", reload.prompts);
+            assert_eq!(
+                reload.prompts[0]["message"],
+                format!(
+                    "卡内余额：{}元。圈存金额：10.00元。是否圈存？",
+                    cardd_api::Fen(i64::from(before)).to_yuan_string()
+                )
+            );
+        }
         assert_eq!(
             balance(&w),
             before + 1_000,
