@@ -161,13 +161,17 @@ fn record_of(host: &dyn IssuerHost, record_id: &str) -> Result<RechargeRecord, A
     })
 }
 
-/// Every journal transaction the record's loads used, oldest first.
+/// Every journal transaction the record's loads used, oldest first: the record's own list of
+/// them, after the ones only the history names (records written before that list existed).
 fn linked_txn_ids(record: &RechargeRecord) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
-    let all = record
+    let legacy = record
         .history
         .iter()
         .filter_map(|c| c.txn_id.clone())
+        .filter(|id| !record.txn_ids.contains(id));
+    let all = legacy
+        .chain(record.txn_ids.iter().cloned())
         .chain(record.load_txn_id.clone());
     for id in all {
         if !ids.contains(&id) {
@@ -1058,4 +1062,28 @@ fn settle_records(
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_come_from_the_records_own_list_and_the_history_of_older_records() {
+        let mut record = cardd_host::demo::demo_records().remove(0);
+        let legacy = record.load_txn_id.clone().expect("demo load");
+        // Written before the list existed: the history names the load.
+        record.txn_ids.clear();
+        assert_eq!(linked_txn_ids(&record), vec![legacy.clone()]);
+        // Loaded many times since: every attempt is linked, oldest first, though the capped
+        // history no longer names the early ones.
+        let attempts: Vec<String> = (0..cardd_host::model::HISTORY_ENTRIES_MAX * 2)
+            .map(|n| format!("T-{n}"))
+            .collect();
+        record.txn_ids = attempts.clone();
+        record.load_txn_id = attempts.last().cloned();
+        let mut expected = vec![legacy];
+        expected.extend(attempts);
+        assert_eq!(linked_txn_ids(&record), expected);
+    }
 }
