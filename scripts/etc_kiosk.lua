@@ -1,7 +1,9 @@
 -- 自助圈存 at a kiosk: the customer inserts an ETC card, picks one of the card's 未圈存
 -- recharges, confirms, and the kiosk loads it with no operator. The same journaled load as at
 -- the counter (card.load_record): a card pulled mid-load is settled from the card the next
--- time it is inserted, and nothing is loaded twice.
+-- time it is inserted, and nothing is loaded twice. card.settle_record settles the chosen
+-- record from the card before the customer is asked: money already on the card is reported,
+-- never asked for again.
 
 local CHOICES_MAX = 32
 
@@ -39,7 +41,17 @@ return {
       end
       chosen = by_label[ui.choose("该卡有 " .. #pending .. " 笔待圈存的充值，请选择", labels)]
     end
-    card.check_record(chosen.record_id)
+    -- What the card says about the record's earlier loads comes before the question: money
+    -- already on the card is reported, never asked for again.
+    local settled = card.settle_record(chosen.record_id)
+    if settled.already_on_card then
+      return {
+        status = "ok",
+        already_on_card = true,
+        message = "该笔充值已在卡内，无需再次圈存；请取回卡片",
+        record = settled.record,
+      }
+    end
     local message = "卡内余额：" .. info.balance .. "元。圈存金额：" .. card.fen_to_yuan(chosen.amount_fen) .. "元。是否圈存？"
     if not ui.confirm(message) then
       return { status = "cancelled", message = "已取消圈存，请取回卡片" }

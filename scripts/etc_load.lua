@@ -1,10 +1,11 @@
 -- 圈存 of a recharge record (充值记录), and 二次圈存 after 修改圈存状态: the same flow.
 --
--- The flow orchestrates: it finds the record, checks the card on the reader is the record's
--- card and valid, asks the teller with the app's own words, and calls card.load_record, the
--- journaled load in Rust. card.load_record first settles what the card says about the
--- record's earlier loads: if an earlier "failed" load is on the card after all, it credits
--- nothing and the record becomes 已圈存. It never credits the same record twice.
+-- The flow orchestrates: it finds the record, and card.settle_record checks the card on the
+-- reader is the record's card and valid and settles what the card says about the record's
+-- earlier loads before anything is asked: if an earlier "failed" load is on the card after
+-- all, the record becomes 已圈存 and the flow says so without asking. Otherwise it asks the
+-- teller with the app's own words and calls card.load_record, the journaled load in Rust,
+-- which settles again under the same rules. It never credits the same record twice.
 
 local STATUS = { not_loaded = "未圈存", loading = "圈存中", loaded = "已圈存", needs_reconciliation = "待核对" }
 
@@ -33,7 +34,17 @@ return {
     end
     ui.progress("正在读取卡片……")
     local info = card.info()
-    card.check_record(record.record_id)
+    -- What the card says about the record's earlier loads comes before the question: money
+    -- already on the card is reported, never asked for again.
+    local settled = card.settle_record(record.record_id)
+    if settled.already_on_card then
+      return {
+        status = "ok",
+        already_on_card = true,
+        message = "该笔充值已在卡内（卡片交易记录证实），记录已更正为已圈存，未重复圈存",
+        record = settled.record,
+      }
+    end
     local message = "卡内余额：" .. info.balance .. "元。圈存金额：" .. card.fen_to_yuan(record.amount_fen) .. "元。是否圈存？"
     if not ui.confirm(message) then
       return { status = "cancelled", message = "已取消圈存，充值记录仍为未圈存" }

@@ -595,6 +595,32 @@ async fn without_the_card_only_a_supervisor_may_and_the_reload_checks_the_card_f
             "{}",
             reload.done
         );
+        if landed {
+            // The card settles the record before anything is asked: no 是否圈存？ with a
+            // balance that already holds the money.
+            assert!(
+                reload.prompts.is_empty(),
+                "nothing is asked when the money is on the card: {:?}",
+                reload.prompts
+            );
+            assert!(
+                reload.done["result"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("该笔充值已在卡内"),
+                "{}",
+                reload.done
+            );
+        } else {
+            assert_eq!(reload.prompts.len(), 1, "{:?}", reload.prompts);
+            assert_eq!(
+                reload.prompts[0]["message"],
+                format!(
+                    "卡内余额：{}元。圈存金额：10.00元。是否圈存？",
+                    cardd_api::Fen(i64::from(before)).to_yuan_string()
+                )
+            );
+        }
         assert_eq!(
             balance(&w),
             before + 1_000,
@@ -761,6 +787,91 @@ async fn a_kiosk_customer_loads_a_pending_recharge_without_an_operator() {
     assert_eq!(none.done["result"]["status"], "none");
     assert_eq!(none.done["result"]["message"], "该卡没有待圈存的充值记录");
     assert_eq!(balance(&w), 35_000);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_reload_whose_money_is_on_the_card_says_so_without_asking() {
+    let (d, w, teller) = start_teller("etc-kiosk-reload").await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    let credit_offset = apdus_after_confirm(&d, &teller, &w, R50).await;
+    let made = d
+        .ok(
+            "etc.recharge",
+            json!({"plate": PLATE, "plate_colour": 0, "amount": "10.00"}),
+            Some(&teller),
+        )
+        .await;
+    let id = made["record_id"].as_str().unwrap().to_owned();
+    // The card executes CREDIT but the answer is lost; the customer leaves with the card and
+    // staff set the record back to 未圈存.
+    let lost = load_losing_credit(
+        &d,
+        &teller,
+        &w,
+        &id,
+        "lost",
+        credit_offset,
+        FaultKind::RemoveAfterExec,
+    )
+    .await;
+    assert_eq!(lost.done["state"], "failed");
+    let in_hand = card_in_hand(&w);
+    let on_card = in_hand.balance().unwrap();
+    d.ok(
+        "etc.records.mark_not_loaded",
+        json!({"record_id": id, "reason": "客户称写卡失败"}),
+        Some(&supervisor),
+    )
+    .await;
+    world(&w).insert_card("sim:etc", in_hand).unwrap();
+
+    // At the kiosk the customer picks that recharge: the card settles it before any question.
+    let run = run_flow(
+        &d,
+        &kiosk,
+        "etc.kiosk_load",
+        json!({}),
+        "k-reload",
+        |prompt| {
+            if prompt["kind"] == "choose" {
+                return prompt["choices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c.as_str().unwrap().contains(id.as_str()))
+                    .unwrap()
+                    .clone();
+            }
+            json!(true)
+        },
+    )
+    .await;
+    assert_eq!(run.done["state"], "succeeded", "{}", run.done);
+    assert!(
+        run.prompts.iter().all(|p| p["kind"] == "choose"),
+        "是否圈存？ is never asked for money already on the card: {:?}",
+        run.prompts
+    );
+    assert_eq!(run.done["result"]["already_on_card"], true, "{}", run.done);
+    assert_eq!(
+        run.done["result"]["message"],
+        "该笔充值已在卡内，无需再次圈存；请取回卡片"
+    );
+    assert_eq!(balance(&w), on_card, "the card is credited nothing");
+    assert_eq!(record(&d, &teller, &id).await["status_label"], "已圈存");
+    // The other pending recharge is still offered, with its question.
+    let next = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k-next", |_| {
+        json!(false)
+    })
+    .await;
+    assert_eq!(next.prompts.len(), 1, "{:?}", next.prompts);
+    assert!(next.prompts[0]["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("圈存金额：200.00元。是否圈存？"));
+    assert!(no_open_loads(&d));
     d.stop().await;
 }
 

@@ -135,6 +135,7 @@ fn not_loaded(id: &str, at: OffsetDateTime, amount_fen: i64, channel: &str) -> R
         status: RecordStatus::NotLoaded,
         load_txn_id: None,
         loaded_at: None,
+        txn_ids: Vec::new(),
         history: vec![change(
             at,
             RecordAction::Recharge,
@@ -155,6 +156,7 @@ pub fn demo_records() -> Vec<RechargeRecord> {
     loaded.balance_before_fen = Some(0);
     loaded.balance_after_fen = Some(10_000);
     loaded.load_txn_id = Some(txn_id.clone());
+    loaded.txn_ids = vec![txn_id.clone()];
     loaded.loaded_at = Some(loaded_at);
     let mut begin = change(
         begun,

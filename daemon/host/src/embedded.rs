@@ -49,7 +49,8 @@ use crate::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX, HISTORY_ENTRIES_MAX,
     LOAD_TXN_ID_CHARS_MAX, OPERATOR_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX,
-    REASON_CHARS_MAX, RECORD_ID_CHARS_MAX, RECORD_SEQ_PER_DAY_MAX, STORED_VALUE_BYTES_MAX,
+    REASON_CHARS_MAX, RECORD_ID_CHARS_MAX, RECORD_LOAD_ATTEMPTS_MAX, RECORD_SEQ_PER_DAY_MAX,
+    STORED_VALUE_BYTES_MAX,
 };
 use crate::validate;
 use crate::IssuerHost;
@@ -570,6 +571,15 @@ impl EmbeddedHost {
                             status: other.status.label(),
                         });
                     }
+                    if !record.txn_ids.contains(&txn_id) {
+                        if record.txn_ids.len() >= RECORD_LOAD_ATTEMPTS_MAX {
+                            return abort(HostError::LoadAttemptsExhausted {
+                                record_id: record_id.to_owned(),
+                                attempts: record.txn_ids.len(),
+                            });
+                        }
+                        record.txn_ids.push(txn_id.clone());
+                    }
                     tx.insert(keys::txn(&txn_id).as_bytes(), record_id.as_bytes())?;
                     record.load_txn_id = Some(txn_id.clone());
                     change.txn_id = Some(txn_id);
@@ -813,6 +823,7 @@ impl IssuerHost for EmbeddedHost {
                 status: RecordStatus::NotLoaded,
                 load_txn_id: None,
                 loaded_at: None,
+                txn_ids: Vec::new(),
                 history: vec![RecordChange {
                     at: now,
                     operator: operator.clone(),

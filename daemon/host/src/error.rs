@@ -137,6 +137,16 @@ pub enum HostError {
         /// That record's status, zh-CN.
         status: &'static str,
     },
+    /// The record has had as many load attempts as one record may have.
+    #[error(
+        "充值记录 {record_id} 已圈存 {attempts} 次仍未完成，已达到上限，不能再次圈存；请主管核对卡片余额后处理该记录"
+    )]
+    LoadAttemptsExhausted {
+        /// The record.
+        record_id: String,
+        /// Its load attempts so far ([`crate::model::RECORD_LOAD_ATTEMPTS_MAX`]).
+        attempts: usize,
+    },
     /// The load transaction id already belongs to another record.
     #[error("圈存交易号 {txn_id} 已用于充值记录 {other_record_id}，请使用新的交易号")]
     TxnIdInUse {

@@ -51,6 +51,10 @@ pub const PAGE_SIZE_DEFAULT: u32 = 20;
 /// Most state changes kept in one record's history; past this the oldest change after the
 /// creation is dropped (the daemon's audit log keeps every call in full).
 pub const HISTORY_ENTRIES_MAX: usize = 32;
+/// Most load attempts (journal transactions) one record may have. Every one stays linked in
+/// [`RechargeRecord::txn_ids`], apart from the capped history; past this a new load of the
+/// record is refused, never a link dropped.
+pub const RECORD_LOAD_ATTEMPTS_MAX: usize = 128;
 /// Most records [`crate::IssuerHost::records_for_card`] returns in one answer; beyond that the
 /// caller must page by plate and time.
 pub const CARD_RECORDS_MAX: usize = 1_000;
@@ -436,6 +440,12 @@ pub struct RechargeRecord {
     pub loaded_at: Option<OffsetDateTime>,
     /// Every change, oldest first (at most [`HISTORY_ENTRIES_MAX`]).
     pub history: Vec<RecordChange>,
+    /// Every journal transaction the record was ever loaded under, oldest first (at most
+    /// [`RECORD_LOAD_ATTEMPTS_MAX`]); kept apart from the capped history so that no number of
+    /// attempts drops a link. Empty in records written before it existed: their links are in
+    /// the history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub txn_ids: Vec<String>,
 }
 
 impl RechargeRecord {

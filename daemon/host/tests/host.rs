@@ -847,3 +847,62 @@ fn concurrent_recharges_get_distinct_record_ids() {
     assert_eq!(sorted.last().map(String::as_str), Some("R20250301000008"));
     host.verify().expect("indexes agree");
 }
+
+#[test]
+fn every_load_attempt_stays_linked_past_the_history_cap_and_the_limit_refuses() {
+    use cardd_host::model::{HISTORY_ENTRIES_MAX, RECORD_LOAD_ATTEMPTS_MAX};
+    let (store, host, _clock) = host_with_vehicle();
+    let id = host
+        .recharge(PLATE, 0, 20_000, "teller", "银行柜台")
+        .expect("recharge")
+        .record_id;
+    // Each attempt writes two history entries (begin, abort): well past the cap.
+    let attempts = HISTORY_ENTRIES_MAX + 5;
+    let txn = |n: usize| format!("T-{n:04}");
+    for n in 0..attempts {
+        host.begin_load(&id, "teller", &txn(n)).expect("begin");
+        host.abort_load(&id, "teller", "卡片证明未圈存")
+            .expect("abort");
+    }
+    let expected: Vec<String> = (0..attempts).map(txn).collect();
+    let record = host.record(&id).expect("read").expect("record");
+    assert_eq!(record.history.len(), HISTORY_ENTRIES_MAX);
+    assert!(
+        !record
+            .history
+            .iter()
+            .any(|c| c.txn_id.as_deref() == Some(&txn(0))),
+        "the capped history has dropped the first attempt"
+    );
+    assert_eq!(record.txn_ids, expected, "every attempt is still linked");
+    // Durable: a reopened host links them all too.
+    drop(host);
+    let (host, _clock) = host_on(&store);
+    let record = host.record(&id).expect("read").expect("record");
+    assert_eq!(record.txn_ids, expected);
+
+    // Up to the limit, then a clear refusal that changes nothing rather than a dropped link.
+    for n in attempts..RECORD_LOAD_ATTEMPTS_MAX {
+        host.begin_load(&id, "teller", &txn(n)).expect("begin");
+        host.abort_load(&id, "teller", "卡片证明未圈存")
+            .expect("abort");
+    }
+    let before = dump(&store);
+    let err = host
+        .begin_load(&id, "teller", &txn(RECORD_LOAD_ATTEMPTS_MAX))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            HostError::LoadAttemptsExhausted { record_id, attempts }
+                if *record_id == id && *attempts == RECORD_LOAD_ATTEMPTS_MAX
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("请主管核对"), "{err}");
+    assert_eq!(dump(&store), before, "the refusal changed nothing");
+    let record = host.record(&id).expect("read").expect("record");
+    assert_eq!(record.status, RecordStatus::NotLoaded);
+    assert_eq!(record.txn_ids.len(), RECORD_LOAD_ATTEMPTS_MAX);
+    assert_eq!(record.txn_ids[0], txn(0));
+}

@@ -107,9 +107,10 @@ impl From<cardd_host::HostError> for ApiError {
         use cardd_host::HostError as H;
         let code = match &e {
             H::VehicleNotFound { .. } | H::RecordNotFound(_) => ErrorCode::HostNotFound,
-            H::BadTransition { .. } | H::CardBusy { .. } | H::TxnIdInUse { .. } => {
-                ErrorCode::RecordStateConflict
-            }
+            H::BadTransition { .. }
+            | H::CardBusy { .. }
+            | H::TxnIdInUse { .. }
+            | H::LoadAttemptsExhausted { .. } => ErrorCode::RecordStateConflict,
             H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
             H::Corrupt { .. } => ErrorCode::FailedClosed,
             H::Store(_) | H::Encode { .. } | H::SequenceExhausted { .. } => ErrorCode::Internal,

@@ -161,13 +161,17 @@ fn record_of(host: &dyn IssuerHost, record_id: &str) -> Result<RechargeRecord, A
     })
 }
 
-/// Every journal transaction the record's loads used, oldest first.
+/// Every journal transaction the record's loads used, oldest first: the record's own list of
+/// them, after the ones only the history names (records written before that list existed).
 fn linked_txn_ids(record: &RechargeRecord) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
-    let all = record
+    let legacy = record
         .history
         .iter()
         .filter_map(|c| c.txn_id.clone())
+        .filter(|id| !record.txn_ids.contains(id));
+    let all = legacy
+        .chain(record.txn_ids.iter().cloned())
         .chain(record.load_txn_id.clone());
     for id in all {
         if !ids.contains(&id) {
@@ -603,23 +607,19 @@ pub fn check_card_for_record(
     check_validity(&info, OffsetDateTime::now_utc())
 }
 
-/// Loads a 未圈存 record onto the card in `reader`, exactly once. Runs inside a reader job.
-pub fn load_record(
+/// The first half of a load, without loading: refuses a record already 已圈存, checks the card
+/// in `purse` is the record's and valid, settles the card's open load from the card, and
+/// decides the record from its linked transactions. Returns the record as it is now: 已圈存
+/// when its money is on the card already, 未圈存 when it may be loaded; any other state is
+/// refused. The caller holds the record's loading claim.
+fn settle_from_card(
     daemon: &Daemon,
-    reader: &mut Reader,
-    reader_id: &str,
+    purse: &mut Purse<'_>,
     record_id: &str,
     operator: &str,
-    txn_id: &str,
-) -> Result<RecordLoad, ApiError> {
+) -> Result<RechargeRecord, ApiError> {
     let host = host(daemon)?;
     let journal = journal(daemon)?;
-    let _guard = daemon.records_loading.claim(record_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::RecordStateConflict,
-            format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
-        )
-    })?;
     let before_settle = record_of(host, record_id)?;
     if before_settle.status == RecordStatus::Loaded {
         return Err(ApiError::new(
@@ -631,8 +631,7 @@ pub fn load_record(
             ),
         ));
     }
-    let mut purse = Purse::new(reader);
-    let info = read_issue(&mut purse)?;
+    let info = read_issue(purse)?;
     check_card_is_records(&info, &before_settle)?;
     check_validity(&info, OffsetDateTime::now_utc())?;
     // What the card says about this record's earlier loads comes first.
@@ -641,7 +640,7 @@ pub fn load_record(
         .map_err(journal_error)?
         .is_some()
     {
-        if let Err(e) = recover(daemon, &mut purse) {
+        if let Err(e) = recover(daemon, purse) {
             // The card could not settle its open load: the load is still pending; say which.
             crate::intent::refuse_if_card_blocked(daemon, &before_settle.card_number)?;
             return Err(e);
@@ -651,23 +650,76 @@ pub fn load_record(
     let (verdict, _, _) = decide(&before_settle, &txns, None);
     let record = apply_verdict(host, before_settle, verdict, &txns, operator)?;
     match record.status {
-        RecordStatus::Loaded => {
-            return Ok(RecordLoad {
-                record,
-                receipt: None,
-                already_on_card: true,
-            })
-        }
-        RecordStatus::NotLoaded => {}
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::CardEvidenceRequired,
-                format!(
-                    "充值记录 {record_id} 为{}：上一次圈存的结果尚未确认，请主管核对后再圈存",
-                    record.status.label()
-                ),
-            ))
-        }
+        RecordStatus::Loaded | RecordStatus::NotLoaded => Ok(record),
+        _ => Err(ApiError::new(
+            ErrorCode::CardEvidenceRequired,
+            format!(
+                "充值记录 {record_id} 为{}：上一次圈存的结果尚未确认，请主管核对后再圈存",
+                record.status.label()
+            ),
+        )),
+    }
+}
+
+/// Marks the record as being loaded or settled, refusing while another run holds it.
+fn claim_record(
+    daemon: &Daemon,
+    record_id: &str,
+) -> Result<crate::inflight::InFlightGuard, ApiError> {
+    daemon.records_loading.claim(record_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("充值记录 {record_id} 正在圈存，请等待本次圈存结束"),
+        )
+    })
+}
+
+/// Settles a record from the card in `reader` before anyone is asked to load it, without
+/// loading: `already_on_card` when the card proves the record's money is there already (the
+/// record is then 已圈存), otherwise the record stays 未圈存 and may be loaded. A record whose
+/// earlier load the card cannot decide, or a card with another open load, is refused. Runs
+/// inside a reader job.
+pub fn settle_record(
+    daemon: &Daemon,
+    reader: &mut Reader,
+    record_id: &str,
+    operator: &str,
+) -> Result<RecordLoad, ApiError> {
+    let _guard = claim_record(daemon, record_id)?;
+    let mut purse = Purse::new(reader);
+    let record = settle_from_card(daemon, &mut purse, record_id, operator)?;
+    let already_on_card = record.status == RecordStatus::Loaded;
+    if !already_on_card {
+        // Asking makes no sense while another load to this card is still open.
+        crate::intent::refuse_if_card_blocked(daemon, &record.card_number)?;
+    }
+    Ok(RecordLoad {
+        record,
+        receipt: None,
+        already_on_card,
+    })
+}
+
+/// Loads a 未圈存 record onto the card in `reader`, exactly once. Runs inside a reader job.
+pub fn load_record(
+    daemon: &Daemon,
+    reader: &mut Reader,
+    reader_id: &str,
+    record_id: &str,
+    operator: &str,
+    txn_id: &str,
+) -> Result<RecordLoad, ApiError> {
+    let host = host(daemon)?;
+    let journal = journal(daemon)?;
+    let _guard = claim_record(daemon, record_id)?;
+    let mut purse = Purse::new(reader);
+    let record = settle_from_card(daemon, &mut purse, record_id, operator)?;
+    if record.status == RecordStatus::Loaded {
+        return Ok(RecordLoad {
+            record,
+            receipt: None,
+            already_on_card: true,
+        });
     }
     // The card's own load is settled above; any other load to it still open (for another
     // record or a group order) blocks this credit until the card settles it.
@@ -1010,4 +1062,28 @@ fn settle_records(
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_come_from_the_records_own_list_and_the_history_of_older_records() {
+        let mut record = cardd_host::demo::demo_records().remove(0);
+        let legacy = record.load_txn_id.clone().expect("demo load");
+        // Written before the list existed: the history names the load.
+        record.txn_ids.clear();
+        assert_eq!(linked_txn_ids(&record), vec![legacy.clone()]);
+        // Loaded many times since: every attempt is linked, oldest first, though the capped
+        // history no longer names the early ones.
+        let attempts: Vec<String> = (0..cardd_host::model::HISTORY_ENTRIES_MAX * 2)
+            .map(|n| format!("T-{n}"))
+            .collect();
+        record.txn_ids = attempts.clone();
+        record.load_txn_id = attempts.last().cloned();
+        let mut expected = vec![legacy];
+        expected.extend(attempts);
+        assert_eq!(linked_txn_ids(&record), expected);
+    }
 }

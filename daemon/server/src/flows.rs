@@ -832,6 +832,18 @@ impl LuaModule for CardModule {
         {
             let (me, ctx) = (me.clone(), ctx.clone());
             table.raw_set(
+                "settle_record",
+                lua.create_function(move |lua, record_id: Value| {
+                    let _call = ctx.enter("card")?;
+                    let record_id = str_arg(lua, "record_id", record_id, 32)?;
+                    let value = me.settle_record(record_id)?;
+                    json_value(lua, &value)
+                })?,
+            )?;
+        }
+        {
+            let (me, ctx) = (me.clone(), ctx.clone());
+            table.raw_set(
                 "load_record",
                 lua.create_function(move |lua, record_id: Value| {
                     let _call = ctx.enter("card")?;
@@ -997,6 +1009,30 @@ impl CardModule {
 }
 
 impl CardModule {
+    /// `card.settle_record(record_id)`: before anyone is asked, what the card on the reader
+    /// says about the record's earlier loads (see `crate::etc::settle_record`), without
+    /// loading: `{record, already_on_card}`.
+    fn settle_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
+        let daemon = self.daemon()?;
+        let operator = self.operator().to_owned();
+        let job_daemon = daemon.clone();
+        let outcome = self
+            .on_reader(move |reader| {
+                crate::etc::settle_record(&job_daemon, reader, &record_id, &operator)
+            })?
+            .map_err(|e| lua_error(e.message))?;
+        let value = json!({
+            "record": crate::etc_rpc::RecordView::from(&outcome.record),
+            "already_on_card": outcome.already_on_card,
+        });
+        if outcome.already_on_card {
+            if let Some(engine) = daemon.flows.as_ref() {
+                engine.push_event(&self.run_id, "load", "该笔充值已在卡内", value.clone());
+            }
+        }
+        Ok(value)
+    }
+
     /// `card.load_record(record_id)`: the recharge record's money onto the card, exactly once
     /// (see `crate::etc::load_record`), under the run's next transaction id.
     fn load_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
