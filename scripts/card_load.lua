@@ -9,7 +9,9 @@ return {
   version = "1.0.0",
   title = "圈存",
   description = "读取读卡器上的卡片，确认后将金额圈存到卡内电子钱包。",
-  role = { "teller", "supervisor", "kiosk" },
+  -- Not the kiosk: its password is typed in at a public kiosk, and a kiosk loads only paid
+  -- recharge records (etc.kiosk_load).
+  role = { "teller", "supervisor" },
   params = {
     amount = { type = "amount", required = true, min = "0.01", max = "10000.00", label = "圈存金额" },
     card_number = { type = "string", max_len = 20, label = "卡号" },

@@ -474,3 +474,22 @@ async fn flows_read_balance_log_and_transaction_proof() {
     assert_eq!(r["missing"], true);
     d.stop().await;
 }
+
+/// The kiosk account (its password is typed in at a public kiosk) cannot start the unfunded
+/// `card.load` flow: a kiosk loads only paid recharge records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kiosk_cannot_start_an_unfunded_load() {
+    let d = TestDaemon::start().await;
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    let (code, message) = d
+        .err(
+            "flows.start",
+            json!({"flow": "card.load", "params": {"amount": "100.00"}, "idempotency_key": "kiosk-mint", "reader_id": "sim:etc"}),
+            Some(&kiosk),
+        )
+        .await;
+    assert_eq!(code, ErrorCode::Forbidden.code() as i64, "{message}");
+    let listed = d.ok("flows.list", json!({}), Some(&kiosk)).await;
+    assert!(!listed.to_string().contains("\"card.load\""), "{listed}");
+    d.stop().await;
+}
