@@ -157,3 +157,88 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
     assert_eq!(info["available_quota"], "480.00", "{info}");
     d.stop().await;
 }
+
+/// For a group order, the person who declares a load "not landed" cannot also approve its
+/// refund: two different people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declarer_of_not_landed_cannot_approve_the_refund() {
+    let world_name = format!("reconcile-two-{}", std::process::id());
+    let w = world_name.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": w });
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let group = d.login("group1", "group123").await;
+    let auditor = d.login("auditor", "audit123").await;
+    let admin = d.login("admin", "admin123").await;
+    d.ok(
+        "operators.create",
+        json!({"username": "auditor2", "display_name": "审核员二", "role": "auditor", "group_id": null, "password": "audit2pw"}),
+        Some(&admin),
+    )
+    .await;
+    let auditor2 = d.login("auditor2", "audit2pw").await;
+    let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
+    let mut at_confirm = 0;
+    let clean = d
+        .drive(&group, start("clean"), |_| {
+            at_confirm = world.apdu_count("sim:city");
+            json!(true)
+        })
+        .await
+        .done;
+    assert_eq!(clean["state"], "succeeded", "{clean}");
+    let credit_offset = world.apdu_count("sim:city") - at_confirm;
+    // The card leaves before CREDIT reaches it; it never comes back (nothing can prove it).
+    let lost = d
+        .drive(&group, start("lost"), |_| {
+            let at = world.apdu_count("sim:city") + credit_offset;
+            world
+                .set_fault_plan(
+                    "sim:city",
+                    FaultPlan::new().at(at, FaultKind::RemoveBeforeExec),
+                )
+                .unwrap();
+            json!(true)
+        })
+        .await
+        .done;
+    assert_eq!(lost["result"]["status"], "unknown", "{lost}");
+    let order_id = lost["result"]["order_id"].as_str().unwrap().to_owned();
+    let journal = d.daemon().journal.as_ref().unwrap();
+    let txn_id = journal.list_open().unwrap()[0].txn_id.clone();
+    journal
+        .resolve(
+            &txn_id,
+            TxnState::NeedsReconciliation {
+                reason: "卡片已遗失".into(),
+            },
+        )
+        .unwrap();
+    d.ok(
+        "journal.resolve",
+        json!({"txn_id": txn_id, "landed": false, "reason": "发卡方核对：未到卡"}),
+        Some(&auditor),
+    )
+    .await;
+    let (code, message) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "退款"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(code, i64::from(ErrorCode::Forbidden.code()), "{message}");
+    assert!(message.contains("另一位"), "{message}");
+    let refunded = d
+        .ok(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "复核后退款"}),
+            Some(&auditor2),
+        )
+        .await;
+    assert_eq!(refunded["status"], "refunded", "{refunded}");
+    d.stop().await;
+}

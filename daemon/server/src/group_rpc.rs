@@ -517,6 +517,17 @@ fn settle_failed_recharge(
     }
 }
 
+/// Who declared by hand that `order`'s load did not land (`journal.resolve`), if a person did.
+fn manual_not_landed_by(daemon: &Daemon, order: &RechargeOrder) -> Option<String> {
+    let txn = daemon.journal.as_ref()?.get(&order.txn_id).ok()??;
+    match txn.state {
+        TxnState::NotApplied {
+            resolution: cardd_journal::Resolution::Manual { operator, .. },
+        } => Some(operator),
+        _ => None,
+    }
+}
+
 /// Settles reserved orders whose run is gone, from the journal: committed → succeeded;
 /// proven not applied, or no load ever recorded → failed (refund pending); still open → left
 /// reserved until the card is presented. Returns how many orders changed.
@@ -1660,7 +1671,20 @@ pub fn add_group_methods(m: &mut Methods) {
             if ev.verdict != Verdict::NotLanded && order.status == OrderStatus::Failed {
                 return Err(ApiError::new(ErrorCode::EvidenceConflict, format!("不能退款：{}", ev.message)));
             }
-            let order = svc.host.refund(&p.order_id, &auditor(&c)?, &p.reason)?;
+            let approver = auditor(&c)?;
+            // Two people: whoever declared the load "not landed" does not also approve its refund.
+            if let Some(declarer) = manual_not_landed_by(&d, &order) {
+                if declarer == approver {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "不能退款：订单 {} 的“未到卡”由 {declarer} 判定，退款须由另一位审核人员办理",
+                            order.order_id
+                        ),
+                    ));
+                }
+            }
+            let order = svc.host.refund(&p.order_id, &approver, &p.reason)?;
             Ok(OrderRow::from(&order))
         },
     );
