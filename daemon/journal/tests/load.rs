@@ -444,3 +444,39 @@ fn a_journal_failure_in_recovery_keeps_the_card_blocked() {
     assert_eq!(rig.balance(), 14_000);
     assert_eq!(rig.committed_fen(ETC), 4_000);
 }
+
+/// A card the interrupted load filled to its maximum balance refuses even a 1-fen INITIALIZE
+/// FOR LOAD: the load is decided from its proof (MAC2 echo, TAC) and GET BALANCE, without the
+/// probe, and the card is not left blocked.
+#[test]
+fn a_card_at_its_maximum_balance_is_decided_from_its_proof() {
+    let card: SimCard = cardd_sim::cards::EtcCard::issue(
+        &cardd_sim::cards::EtcCardSpec {
+            max_balance_fen: 13_000,
+            ..cardd_sim::demo::demo_etc_spec()
+        },
+        &cardd_sim::demo::demo_masters(),
+    )
+    .unwrap()
+    .into();
+    let mut rig = Rig::new(card);
+    let count = rig.world.apdu_count(READER);
+    rig.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().at(count + CREDIT_APDU, FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    let err = rig.load("full", 3_000).unwrap_err();
+    assert!(matches!(err, LoadError::OutcomeUnknown { .. }), "{err}");
+    rig.reinsert();
+    assert_eq!(rig.balance(), 13_000, "at its maximum");
+    match rig.recover().unwrap() {
+        Some(cardd_journal::RecoveryOutcome::Landed { txn }) => assert_eq!(txn.txn_id, "full"),
+        other => panic!("decided from the proof: {other:?}"),
+    }
+    assert!(rig.journal.open_for_card(ETC).unwrap().is_none());
+    assert_eq!(rig.committed_fen(ETC), 3_000);
+    assert!(rig.load("full", 3_000).unwrap().replayed);
+    assert_eq!(rig.balance(), 13_000, "once");
+}

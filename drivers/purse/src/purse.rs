@@ -421,8 +421,25 @@ impl<'a> Purse<'a> {
             Some(atc) => self.prove(TransactionType::EpLoad, atc)?,
             None => None,
         };
-        let counters =
-            self.probe_online_atc(session.plan.key_index, &session.plan.terms.terminal)?;
+        let counters = match self
+            .probe_online_atc(session.plan.key_index, &session.plan.terms.terminal)
+        {
+            Ok(counters) => counters,
+            // A card at its maximum balance refuses even a 1-fen INITIALIZE (6985). When
+            // it holds the proof of this load (our MAC2 echoed, its TAC checked by the
+            // caller), the proof fixes the counter the load produced and GET BALANCE gives
+            // the balance: decided without the probe.
+            Err(PurseError::Status { command, sw }) if command == INIT_LOAD && sw.0 == 0x6985 => {
+                match (proof, session.atc_after()) {
+                    (Some(_), Some(atc)) => OnlineCounters {
+                        balance: self.balance()?,
+                        online_atc: atc,
+                    },
+                    _ => return Err(status_error(INIT_LOAD, sw)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         Ok(CardObservation {
             balance: counters.balance,
             online_atc: counters.online_atc,
