@@ -255,11 +255,33 @@ pub async fn removal_matrix(s: &Scenario, world_name: &str) -> (usize, usize, us
                     Some(&token),
                 )
                 .await;
-            run_to_end(&d, &token, run["run_id"].as_str().unwrap()).await;
+            let first = run_to_end(&d, &token, run["run_id"].as_str().unwrap()).await;
             // The operator puts the card back; the daemon settles any open load by itself.
             if world.card(s.reader).is_none() {
                 if let Some(card) = world.take_pocket(s.reader) {
                     world.insert_card(s.reader, card).unwrap();
+                }
+            }
+            // A group operator, told anything but success, retries at once with a new
+            // idempotency key (as tellers do): the customer's one intent is paid once.
+            let retried = s.group && first["result"]["status"] != "ok";
+            if retried {
+                let run = d
+                    .ok(
+                        "flows.start",
+                        s.start(&format!("rm-{n}-{kind:?}-retry")),
+                        Some(&token),
+                    )
+                    .await;
+                let again = run_to_end(&d, &token, run["run_id"].as_str().unwrap()).await;
+                if again["result"]["status"] != "ok" {
+                    // Refused because the first attempt is pending or was just settled from
+                    // the card: the answer names the order and warns against paying twice.
+                    let message = again["failure"]["message"].to_string();
+                    assert!(
+                        message.contains("GO"),
+                        "{what}: the retry names the order: {again}"
+                    );
                 }
             }
             journal_settles(&d, &what).await;
@@ -270,6 +292,13 @@ pub async fn removal_matrix(s: &Scenario, world_name: &str) -> (usize, usize, us
                 booked == 0 || booked == s.amount_fen,
                 "{what}: at most one load"
             );
+            if retried {
+                // Per intent: the first attempt or the retry put the money on the card, once.
+                assert_eq!(
+                    booked, s.amount_fen,
+                    "{what}: the customer's intent is paid exactly once"
+                );
+            }
             if s.group {
                 let (refunds, resolutions) = reconcile_group(&d, s, &what).await;
                 decisions = (decisions.0 + refunds, decisions.1 + resolutions);
