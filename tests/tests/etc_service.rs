@@ -1107,3 +1107,71 @@ async fn an_undecidable_load_awaits_reconciliation_and_blocks_the_cards_other_re
     assert_eq!(committed_fen(&d), 100);
     d.stop().await;
 }
+
+/// The card pulled at every APDU after the teller's confirmation of `etc.load`, before the
+/// command executes and after it executed with the answer lost; the teller, told anything but
+/// success, retries at once with a new idempotency key. Per intent (one paid record): the money
+/// on the card equals the record's amount if and only if the record reads 已圈存, at most once,
+/// and a record the card proves not loaded is 未圈存 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_removal_with_new_key_retries_pays_each_record_at_most_once() {
+    let (d, w, teller) = start_teller("etc-intent-matrix").await;
+    let offset = apdus_after_confirm(&d, &teller, &w, R50).await;
+    let mut cases = 0;
+    for k in 1..=offset {
+        for kind in [FaultKind::RemoveBeforeExec, FaultKind::RemoveAfterExec] {
+            let what = format!("n={k} {kind:?}");
+            let made = d
+                .ok(
+                    "etc.recharge",
+                    json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+                    Some(&teller),
+                )
+                .await;
+            let record_id = made["record_id"].as_str().unwrap().to_owned();
+            let before = balance(&w);
+            let first = load_losing_credit(
+                &d,
+                &teller,
+                &w,
+                &record_id,
+                &format!("m-{k}-{kind:?}"),
+                k,
+                kind.clone(),
+            )
+            .await;
+            let wd = world(&w);
+            if wd.card("sim:etc").is_none() {
+                if let Some(card) = wd.take_pocket("sim:etc") {
+                    wd.insert_card("sim:etc", card).unwrap();
+                }
+            }
+            if first.done["result"]["status"] != "ok" {
+                load(&d, &teller, &record_id, &format!("m-{k}-{kind:?}-retry")).await;
+            }
+            for _ in 0..100 {
+                if no_open_loads(&d) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(no_open_loads(&d), "{what}: the card settled every load");
+            // Records follow the journal once the card has settled it.
+            let rec = record(&d, &teller, &record_id).await;
+            let gained = balance(&w) - before;
+            match rec["status"].as_str() {
+                Some("loaded") => assert_eq!(
+                    gained, 100,
+                    "{what}: 已圈存 = the money on the card once: {rec}"
+                ),
+                Some("not_loaded") => {
+                    assert_eq!(gained, 0, "{what}: 未圈存 = nothing on the card: {rec}")
+                }
+                other => panic!("{what}: the record is {other:?} after the card settled: {rec}"),
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 4, "{cases}");
+    d.stop().await;
+}
