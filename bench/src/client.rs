@@ -33,6 +33,8 @@ impl BenchDaemon {
     ) -> Result<BenchDaemon> {
         let dir = tempfile::tempdir_in(base).context("temp dir")?;
         let mut config = Config::demo(dir.path().join("data"));
+        // The load benchmarks drive the journaled load through the demo-keys test flow.
+        config.flows.unfunded_test_loads = true;
         config.limits.requests_per_second_per_connection = 100_000;
         config.limits.request_burst_per_connection = 100_000;
         config.limits.connections_max = 1_000;

@@ -493,3 +493,48 @@ async fn the_kiosk_cannot_start_an_unfunded_load() {
     assert!(!listed.to_string().contains("\"card.load\""), "{listed}");
     d.stop().await;
 }
+
+/// No credit without funds: by default (`flows.unfunded_test_loads` off) the `card.load` flow
+/// credits nothing, whoever starts it; the test mode is refused with anything but the demo
+/// keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfunded_loads_are_refused_unless_in_the_demo_test_mode() {
+    let world = format!("unfunded-{}", std::process::id());
+    let w = world.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.flows.unfunded_test_loads = false;
+        c.readers[0].options = json!({ "world": w });
+    })
+    .await;
+    let sim = cardd_sim::named_world(&world).unwrap();
+    let before = sim.card("sim:etc").and_then(|c| c.balance()).unwrap();
+    for (user, password) in [("teller", "teller123"), ("supervisor", "super123")] {
+        let token = d.login(user, password).await;
+        let start = json!({"flow": "card.load", "params": {"amount": "100.00"}, "idempotency_key": format!("mint-{user}"), "reader_id": "sim:etc"});
+        let done = d.drive(&token, start, |_| json!(true)).await.done;
+        assert_eq!(done["state"], "failed", "{user}: {done}");
+        assert!(
+            done["failure"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("无资金来源"),
+            "{done}"
+        );
+    }
+    assert_eq!(
+        sim.card("sim:etc").and_then(|c| c.balance()).unwrap(),
+        before
+    );
+    assert!(d
+        .daemon()
+        .journal
+        .as_ref()
+        .unwrap()
+        .for_card(cardd_sim::demo::DEMO_ETC_CARD_NUMBER)
+        .unwrap()
+        .is_empty());
+    d.stop().await;
+    let toml = "[keys]\nsource = \"file\"\nfile = \"/nonexistent/keys.toml\"\n[flows]\nunfunded_test_loads = true\n";
+    let e = cardd::config::Config::from_toml(toml, "t.toml").unwrap_err();
+    assert_eq!(e.key, "flows.unfunded_test_loads", "{e:?}");
+}

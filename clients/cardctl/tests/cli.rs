@@ -18,6 +18,7 @@ async fn start(name: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let world = format!("cardctl-{name}-{}", std::process::id());
     let mut config = cardd::config::Config::demo(dir.path().join("data"));
+    config.flows.unfunded_test_loads = true;
     config.flows.dir = Some(cardd::flows::default_dir());
     config.readers[0].options = json!({ "world": world });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

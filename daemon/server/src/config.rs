@@ -250,6 +250,8 @@ pub struct FlowsSection {
     pub memory_bytes_max: usize,
     /// How long a flow waits for the client to answer a question before it is cancelled, in seconds.
     pub prompt_timeout_s: u64,
+    /// Test mode: lets `card.load` credit a card with no funded record behind it (no ETC recharge record, no group order). Off by default; refused unless `keys.source = "demo"`. Never on a real issuer's terminal.
+    pub unfunded_test_loads: bool,
 }
 
 impl Default for FlowsSection {
@@ -260,6 +262,7 @@ impl Default for FlowsSection {
             instructions_max: 10_000_000,
             memory_bytes_max: 8 * 1024 * 1024,
             prompt_timeout_s: 5 * 60,
+            unfunded_test_loads: false,
         }
     }
 }
@@ -424,6 +427,12 @@ impl Config {
             || !(1..=24 * 3600).contains(&flows.prompt_timeout_s)
         {
             return Err(err("flows", "run_s_max and prompt_timeout_s must be 1..=86400, instructions_max 1000..=1e10, memory_bytes_max 64 KiB..=1 GiB".into()));
+        }
+        if flows.unfunded_test_loads && raw.keys.source != KeySource::Demo {
+            return Err(err(
+                "flows.unfunded_test_loads",
+                "is a test mode for the demo keys only: with real keys every credit must be backed by a funded record; remove it".into(),
+            ));
         }
         let mut allowed_origins = loopback_origins(listen.port());
         allowed_origins.extend(

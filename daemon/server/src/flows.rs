@@ -939,6 +939,16 @@ impl CardModule {
         amount_fen: u32,
         expected_card: Option<String>,
     ) -> mlua::Result<cardd_journal::LoadReceipt> {
+        // No credit without funds: a load that names no funded record (ETC recharge record,
+        // group order) exists only in the demo-keys test mode.
+        let daemon = self.daemon()?;
+        if !daemon.config.flows.unfunded_test_loads
+            || daemon.config.keys.source != crate::config::KeySource::Demo
+        {
+            return Err(lua_error(
+                "无资金来源的圈存未开放：每笔圈存必须对应已付款的充值记录或集团订单；请在【充值记录】中选择记录圈存",
+            ));
+        }
         self.load_as(self.next_txn_id(), amount_fen, expected_card)
     }
 

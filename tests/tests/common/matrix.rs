@@ -316,6 +316,7 @@ pub async fn removal_matrix(s: &Scenario, world_name: &str) -> (usize, usize, us
 
 fn crash_config(dir: &Path) -> Config {
     let mut config = Config::demo(dir.join("data"));
+    config.flows.unfunded_test_loads = true;
     config.readers[0].options =
         json!({ "state_dir": dir.join("cards"), "world": format!("crash-{}", dir.display()) });
     config.flows.dir = Some(cardd::flows::default_dir());

@@ -38,6 +38,8 @@ impl TestDaemon {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::demo(dir.path().join("data"));
+        // The suite drives the journaled load through the demo-keys test flow `card.load`.
+        config.flows.unfunded_test_loads = true;
         adjust(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
