@@ -17,6 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use cardd::flows::{attach_load_outcomes, FlowEngine, RunState, UNKNOWN_OUTCOME_ZH};
+use cardd_journal::crash::CRASH_POINTS;
+use cardd_journal::IntentOutcome;
 use common::matrix::{crash_matrix, start_crash_daemon, CARD_LOAD, GROUP_RECHARGE};
 use serde_json::json;
 
@@ -166,4 +168,104 @@ async fn a_run_killed_after_credit_shows_its_load_outcome_after_a_restart() {
         assert!(!message.contains("失败"), "{message}");
     }
     d.stop().await;
+}
+
+/// At every crash point of a load (card load and group recharge), the run read after the
+/// restart names exactly the loads the journal holds for it, with the journal's outcome, and
+/// once the card settled them the credited ones are exactly the money the card gained. An
+/// interrupted run is never shown without what happened to its money, and never as "failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_every_crash_point_an_interrupted_run_shows_what_its_loads_did() {
+    const NAME: &str = "at_every_crash_point_an_interrupted_run_shows_what_its_loads_did";
+    if let Ok(which) = std::env::var("CARDD_CRASH_SCENARIO") {
+        let s = if which == "group" {
+            &GROUP_RECHARGE
+        } else {
+            &CARD_LOAD
+        };
+        crash_matrix(s, NAME).await;
+        return;
+    }
+    for (which, s) in [("card", &CARD_LOAD), ("group", &GROUP_RECHARGE)] {
+        let mut crashed = 0;
+        for point in CRASH_POINTS.iter().filter(|p| !p.starts_with("recovery")) {
+            let what = format!("{} at {point}", s.flow);
+            let tmp = tempfile::tempdir().unwrap();
+            let output = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture"])
+                .env("CARDD_DAEMON_CRASH_DIR", tmp.path())
+                .env("CARDD_CRASH_SCENARIO", which)
+                .env("CARDD_CRASH_AT", format!("{point}:1"))
+                .output()
+                .unwrap();
+            if output.status.success() {
+                continue; // the point was not reached: the run finished normally
+            }
+            assert_eq!(output.status.signal(), Some(9), "{what}: {output:?}");
+            crashed += 1;
+            let d = start_crash_daemon(tmp.path()).await;
+            let world = cardd_sim::named_world(&format!("crash-{}", tmp.path().display())).unwrap();
+            let journal = d.daemon().journal.as_ref().expect("journal");
+            for _ in 0..50 {
+                if journal.list_open().unwrap().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(journal.list_open().unwrap().is_empty(), "{what}: settled");
+            let token = d.login(s.user, s.password).await;
+            let run = d
+                .ok(
+                    "flows.start",
+                    json!({"flow": s.flow, "params": {"amount": s.amount}, "idempotency_key": "crash-k1", "reader_id": s.reader}),
+                    Some(&token),
+                )
+                .await;
+            let run = d
+                .ok("flows.get", json!({"run_id": run["run_id"]}), Some(&token))
+                .await;
+            assert_eq!(run["state"], "interrupted", "{what}: {run}");
+            let run_id = run["run_id"].as_str().unwrap();
+            let txns = journal
+                .with_id_prefix(&format!("{run_id}#"), cardd::flows::RUN_LOADS_MAX)
+                .unwrap();
+            let loads = run["loads"].as_array().cloned().unwrap_or_default();
+            assert_eq!(loads.len(), txns.len(), "{what}: every load shown: {run}");
+            let mut credited = 0;
+            for txn in &txns {
+                let load = loads
+                    .iter()
+                    .find(|l| l["txn_id"] == txn.txn_id.as_str())
+                    .unwrap_or_else(|| panic!("{what}: {} not shown: {run}", txn.txn_id));
+                let expected = match IntentOutcome::of(journal, &txn.txn_id) {
+                    IntentOutcome::Credited(_) => {
+                        credited += txn.amount_fen();
+                        "credited"
+                    }
+                    IntentOutcome::NotCredited(_) => "not_credited",
+                    IntentOutcome::Unknown(_) => "unknown",
+                };
+                assert_eq!(load["outcome"], expected, "{what}: {run}");
+            }
+            let balance = world.card(s.reader).unwrap().balance().unwrap();
+            assert_eq!(
+                balance - s.opening_fen,
+                credited,
+                "{what}: the loads shown as credited are the money the card gained"
+            );
+            let message = run["failure"]["message"].as_str().unwrap();
+            assert!(!message.contains("失败"), "{what}: {message}");
+            if credited > 0 {
+                assert!(message.contains("圈存已写入卡内"), "{what}: {message}");
+            } else if txns.is_empty() {
+                assert!(message.contains("卡内金额未变"), "{what}: {message}");
+            }
+            d.stop().await;
+        }
+        assert!(
+            crashed >= 6,
+            "{}: the crash points must be reached ({crashed})",
+            s.flow
+        );
+    }
 }

@@ -12,7 +12,9 @@
 //!   (confirmations and choices that pause the flow until the client answers or the prompt
 //!   times out; progress messages) and `log`. Keys never reach Lua; amounts are integer fen.
 //! * Runs that were in progress when the daemon stopped are marked `interrupted` at start-up;
-//!   their money, if any, is settled by journal recovery when the card is presented.
+//!   their money, if any, is settled by journal recovery when the card is presented. Reading
+//!   such a run shows each of its loads with the journal's outcome at that moment (credited,
+//!   not credited, or unknown with what to do), never "interrupted" alone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
