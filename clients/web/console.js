@@ -452,10 +452,23 @@
       return alertBox(r.message || what + '成功！', what + '结果', pairs.length ? fields(pairs, 'run-result') : null);
     }
     const failure = run.failure || { message: '业务未完成' };
-    const action = run.state === 'interrupted'
-      ? '服务曾中断：请将同一张卡片放回读卡器后重新查询记录，系统会按卡片核对结果，不会重复圈存。'
-      : '请按提示处理后重新办理；如卡片在办理中被移开，请将同一张卡片放回读卡器，系统会先核对卡片，不会重复圈存。';
-    return dialog({ title: what + '未完成', message: failure.message, body: el('p', { class: 'action', text: '处理方法：' + action }), buttons: [['确定', true]] });
+    const loads = run.state === 'interrupted' && Array.isArray(run.loads) ? run.loads : [];
+    const outcomeZh = { credited: '已写入卡内', not_credited: '未写入卡内', unknown: '结果待确认' };
+    const unknown = loads.some((l) => l.outcome === 'unknown');
+    const action = run.state !== 'interrupted'
+      ? '请按提示处理后重新办理；如卡片在办理中被移开，请将同一张卡片放回读卡器，系统会先核对卡片，不会重复圈存。'
+      : unknown
+        ? '请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值。'
+        : loads.some((l) => l.outcome === 'credited')
+          ? '服务曾中断，但圈存已写入卡内，请勿重复充值。'
+          : '服务曾中断：请将同一张卡片放回读卡器后重新查询记录，系统会按卡片核对结果，不会重复圈存。';
+    const body = [el('p', { class: 'action', text: '处理方法：' + action })];
+    loads.forEach((l, i) => body.push(fields([
+      ['圈存交易', l.txn_id], ['卡号', l.card_number], ['圈存金额', yuan(l.amount)],
+      ['圈存结果', outcomeZh[l.outcome] || l.outcome],
+      ['圈存后余额', l.balance_after ? yuan(l.balance_after) : undefined], ['交易验证码', l.tac],
+    ].filter(([, v]) => v !== undefined && v !== null), 'run-load-' + (i + 1))));
+    return dialog({ title: what + '未完成', message: failure.message, body: el('div', {}, body), buttons: [['确定', true]] });
   }
 
   // ---- ETC: 充值 (a payment into a vehicle account) ----------------------------------------

@@ -432,6 +432,17 @@ impl Journal {
         Ok(out)
     }
 
+    /// The transactions whose id starts with `prefix` (e.g. a flow run's `<run_id>#`), in id
+    /// order, at most `max` of them. Read-only.
+    pub fn with_id_prefix(&self, prefix: &str, max: usize) -> Result<Vec<LoadTxn>, JournalError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(txn_key(prefix)).take(max) {
+            let (key, value) = item?;
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
     /// Test support: overwrites a stored record's bytes (to prove corruption is detected).
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, txn_id: &str) -> Result<(), JournalError> {

@@ -12,7 +12,9 @@
 //!   (confirmations and choices that pause the flow until the client answers or the prompt
 //!   times out; progress messages) and `log`. Keys never reach Lua; amounts are integer fen.
 //! * Runs that were in progress when the daemon stopped are marked `interrupted` at start-up;
-//!   their money, if any, is settled by journal recovery when the card is presented.
+//!   their money, if any, is settled by journal recovery when the card is presented. Reading
+//!   such a run shows each of its loads with the journal's outcome at that moment (credited,
+//!   not credited, or unknown with what to do), never "interrupted" alone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cardd_api::{ErrorCode, Role};
-use cardd_journal::{load_card, LoadError, LoadRequest, Store};
+use cardd_journal::{load_card, Journal, LoadError, LoadRequest, LoadTxn, Store, TxnState};
 use cardd_purse::Purse;
 use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{
@@ -99,6 +101,26 @@ pub struct RunFailure {
     pub message: String,
 }
 
+/// What is known about one load of a run whose answer was lost, read from the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunLoad {
+    pub txn_id: String,
+    pub card_number: String,
+    /// The load's amount, yuan.
+    pub amount: String,
+    /// `credited` (the money is on the card), `not_credited` (it is not), or `unknown` (the
+    /// card must be presented again; never to be read as failed).
+    pub outcome: String,
+    /// The journal state: `intent`, `committed`, `not_applied` or `needs_reconciliation`.
+    pub state: String,
+    /// The card's balance after the load, yuan, for a credited load.
+    pub balance_after: Option<String>,
+    /// The card's verified TAC, for a credited load.
+    pub tac: Option<String>,
+    /// What it means and what to do next (zh-CN).
+    pub message: String,
+}
+
 /// A run, as stored and as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunRecord {
@@ -113,6 +135,10 @@ pub struct RunRecord {
     pub prompt: Option<Prompt>,
     pub result: Option<serde_json::Value>,
     pub failure: Option<RunFailure>,
+    /// For a run interrupted by a restart: each load it started, with its outcome as the
+    /// journal knows it when the run is read (a later settlement from the card shows here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loads: Vec<RunLoad>,
     pub events: Vec<RunEvent>,
     pub created_at: String,
     pub updated_at: String,
@@ -128,6 +154,117 @@ pub struct FlowInfo {
     pub roles: Vec<Role>,
     /// JSON Schema of the parameters.
     pub params: serde_json::Value,
+}
+
+/// Most loads of one run shown with an interrupted run.
+pub const RUN_LOADS_MAX: usize = 64;
+
+/// What to tell whoever reads an unknown outcome (zh-CN): never "failed".
+pub const UNKNOWN_OUTCOME_ZH: &str =
+    "请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值";
+
+const INTERRUPTED_ZH: &str = "cardd 重启时该业务尚未完成";
+
+fn yuan(fen: impl Into<i64>) -> String {
+    cardd_api::Fen(fen.into()).to_yuan_string()
+}
+
+fn run_load(txn: &LoadTxn) -> RunLoad {
+    let amount = yuan(txn.amount_fen());
+    let (outcome, state, balance_after, tac, message) = match &txn.state {
+        TxnState::Committed { tac, .. } => {
+            let after = yuan(i64::from(txn.session.init.old_balance) + i64::from(txn.amount_fen()));
+            let message = format!(
+                "圈存已写入卡内：卡号 {}，金额 {amount} 元，圈存后余额 {after} 元（交易 {}）；请勿重复充值",
+                txn.card_number, txn.txn_id
+            );
+            (
+                "credited",
+                "committed",
+                Some(after),
+                Some(tac.clone()),
+                message,
+            )
+        }
+        TxnState::NotApplied { .. } => (
+            "not_credited",
+            "not_applied",
+            None,
+            None,
+            format!(
+                "该笔圈存未写入卡内：卡号 {}，金额 {amount} 元（交易 {}），卡内金额未变",
+                txn.card_number, txn.txn_id
+            ),
+        ),
+        TxnState::Intent | TxnState::NeedsReconciliation { .. } => (
+            "unknown",
+            if txn.state == TxnState::Intent {
+                "intent"
+            } else {
+                "needs_reconciliation"
+            },
+            None,
+            None,
+            format!(
+                "圈存结果未知：卡号 {}，金额 {amount} 元（交易 {}）。{UNKNOWN_OUTCOME_ZH}",
+                txn.card_number, txn.txn_id
+            ),
+        ),
+    };
+    RunLoad {
+        txn_id: txn.txn_id.clone(),
+        card_number: txn.card_number.clone(),
+        amount,
+        outcome: outcome.into(),
+        state: state.into(),
+        balance_after,
+        tac,
+        message,
+    }
+}
+
+/// The number after `#` in a run's transaction id, for ordering loads as the run made them.
+fn load_seq(txn_id: &str) -> u64 {
+    txn_id
+        .rsplit_once('#')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Gives a run interrupted by a restart its money outcome from the journal, read now: each
+/// load the run started (transaction ids `<run_id>#<n>`) with its state, and a failure message
+/// that says what happened to the money. Other runs are left as they are.
+pub fn attach_load_outcomes(run: &mut RunRecord, journal: Option<&Journal>) {
+    if run.state != RunState::Interrupted {
+        return;
+    }
+    let found = match journal {
+        Some(journal) => journal
+            .with_id_prefix(&format!("{}#", run.run_id), RUN_LOADS_MAX)
+            .map_err(|e| e.to_string()),
+        None => Err("the journal did not verify".to_owned()),
+    };
+    let message = match found {
+        Ok(mut txns) => {
+            txns.sort_by_key(|t| load_seq(&t.txn_id));
+            run.loads = txns.iter().map(run_load).collect();
+            if run.loads.is_empty() {
+                format!("{INTERRUPTED_ZH}；该业务没有向卡片发出圈存，卡内金额未变，可重新办理")
+            } else {
+                let each: Vec<&str> = run.loads.iter().map(|l| l.message.as_str()).collect();
+                format!("{INTERRUPTED_ZH}。{}", each.join("；"))
+            }
+        }
+        Err(e) => {
+            tracing::warn!(run = %run.run_id, error = %e, "the loads of an interrupted run could not be read");
+            run.loads.clear();
+            format!("{INTERRUPTED_ZH}；暂时无法读取圈存记录，圈存结果未知。{UNKNOWN_OUTCOME_ZH}")
+        }
+    };
+    run.failure = Some(RunFailure {
+        kind: "interrupted".into(),
+        message,
+    });
 }
 
 /// An answer to a prompt.
@@ -470,6 +607,8 @@ pub fn start(
                 format!("idempotency key {key:?} was used for run {run_id} with other parameters; use a new key for a new operation"),
             ));
         }
+        let mut record = record;
+        attach_load_outcomes(&mut record, daemon.journal.as_ref());
         return Ok(record);
     }
     let active = engine.live.lock().unwrap_or_else(|g| g.into_inner()).len();
@@ -493,6 +632,7 @@ pub fn start(
         prompt: None,
         result: None,
         failure: None,
+        loads: Vec::new(),
         events: vec![RunEvent {
             seq: 1,
             at: at.clone(),

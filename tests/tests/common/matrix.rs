@@ -323,7 +323,7 @@ fn crash_config(dir: &Path) -> Config {
     config
 }
 
-async fn start_crash_daemon(dir: &Path) -> TestDaemon {
+pub async fn start_crash_daemon(dir: &Path) -> TestDaemon {
     let dir = dir.to_path_buf();
     TestDaemon::start_with(move |c| *c = crash_config(&dir)).await
 }
