@@ -154,6 +154,16 @@ impl From<cardd_host::PaymentError> for ApiError {
     }
 }
 
+/// A journal failure: corruption fails closed, the rest is internal.
+pub fn journal_error(e: cardd_journal::JournalError) -> ApiError {
+    match e {
+        cardd_journal::JournalError::Corrupt { .. } => {
+            ApiError::new(ErrorCode::FailedClosed, format!("圈存日志损坏：{e}"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

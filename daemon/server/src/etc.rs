@@ -142,14 +142,16 @@ pub(crate) fn journal(daemon: &Daemon) -> Result<&Journal, ApiError> {
     })
 }
 
-/// A journal failure: corruption fails closed, the rest is internal.
-pub(crate) fn journal_error(e: cardd_journal::JournalError) -> ApiError {
-    match e {
-        cardd_journal::JournalError::Corrupt { .. } => {
-            ApiError::new(ErrorCode::FailedClosed, format!("圈存日志损坏：{e}"))
-        }
-        other => ApiError::internal(other.to_string()),
-    }
+pub(crate) use crate::errors::journal_error;
+
+/// Refuses a new credit to `card_number` while a load to it is unsettled (see `crate::intent`).
+pub(crate) fn refuse_if_card_blocked(daemon: &Daemon, card_number: &str) -> Result<(), ApiError> {
+    crate::intent::refuse_if_card_blocked(
+        journal(daemon)?,
+        daemon.host.as_deref(),
+        daemon.group.as_ref().map(|g| g.host.as_ref()),
+        card_number,
+    )
 }
 
 fn record_of(host: &dyn IssuerHost, record_id: &str) -> Result<RechargeRecord, ApiError> {
@@ -642,7 +644,7 @@ fn settle_from_card(
     {
         if let Err(e) = recover(daemon, purse) {
             // The card could not settle its open load: the load is still pending; say which.
-            crate::intent::refuse_if_card_blocked(daemon, &before_settle.card_number)?;
+            refuse_if_card_blocked(daemon, &before_settle.card_number)?;
             return Err(e);
         }
     }
@@ -691,7 +693,7 @@ pub fn settle_record(
     let already_on_card = record.status == RecordStatus::Loaded;
     if !already_on_card {
         // Asking makes no sense while another load to this card is still open.
-        crate::intent::refuse_if_card_blocked(daemon, &record.card_number)?;
+        refuse_if_card_blocked(daemon, &record.card_number)?;
     }
     Ok(RecordLoad {
         record,
@@ -723,7 +725,7 @@ pub fn load_record(
     }
     // The card's own load is settled above; any other load to it still open (for another
     // record or a group order) blocks this credit until the card settles it.
-    crate::intent::refuse_if_card_blocked(daemon, &record.card_number)?;
+    refuse_if_card_blocked(daemon, &record.card_number)?;
     let amount_fen = u32::try_from(record.amount_fen)
         .map_err(|_| ApiError::invalid_params("充值金额超出卡片可表示的范围"))?;
     let today = OffsetDateTime::now_utc().to_offset(cardd_host::model::CHINA_OFFSET);

@@ -409,7 +409,7 @@ fn settle_card_first(
             }
         }
     }
-    crate::intent::refuse_if_card_blocked(daemon, card_number).map_err(|e| e.message)?;
+    crate::etc::refuse_if_card_blocked(daemon, card_number).map_err(|e| e.message)?;
     tell_settled_once(svc, group_id, card_number)
 }
 

@@ -8,21 +8,23 @@
 //! a message naming the pending order or record and what to do.
 
 use cardd_api::{ErrorCode, Fen};
+use cardd_host::group::GroupHost;
 use cardd_host::group_model::OrderStatus;
+use cardd_host::IssuerHost;
+use cardd_journal::Journal;
 
-use crate::errors::ApiError;
-use crate::server::Daemon;
+use crate::errors::{journal_error, ApiError};
 
 /// What to tell an operator about a pending load: the business record it belongs to.
-fn owner_of(daemon: &Daemon, txn_id: &str) -> String {
-    if let Some(host) = daemon.host.as_deref() {
+fn owner_of(host: Option<&dyn IssuerHost>, group: Option<&dyn GroupHost>, txn_id: &str) -> String {
+    if let Some(host) = host {
         if let Ok(Some(record)) = host.record_for_txn(txn_id) {
             return format!("充值记录 {}", record.record_id);
         }
     }
-    if let Some(svc) = daemon.group.as_ref() {
+    if let Some(group) = group {
         for status in [OrderStatus::Pending, OrderStatus::Reserved] {
-            if let Ok(orders) = svc.host.orders_in(status) {
+            if let Ok(orders) = group.orders_in(status) {
                 if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
                     return format!("集团充值订单 {}", order.order_id);
                 }
@@ -33,18 +35,20 @@ fn owner_of(daemon: &Daemon, txn_id: &str) -> String {
 }
 
 /// Refuses a new credit to `card_number` while a load to it is unsettled.
-pub fn refuse_if_card_blocked(daemon: &Daemon, card_number: &str) -> Result<(), ApiError> {
-    let journal = crate::etc::journal(daemon)?;
-    let open = journal
-        .open_for_card(card_number)
-        .map_err(crate::etc::journal_error)?;
+pub fn refuse_if_card_blocked(
+    journal: &Journal,
+    host: Option<&dyn IssuerHost>,
+    group: Option<&dyn GroupHost>,
+    card_number: &str,
+) -> Result<(), ApiError> {
+    let open = journal.open_for_card(card_number).map_err(journal_error)?;
     match open {
         None => Ok(()),
         Some(txn) => Err(ApiError::new(
             ErrorCode::CardIntentPending,
             format!(
                 "卡号 {card_number} 有一笔结果待确认的充值（{}，{} 元）：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
-                owner_of(daemon, &txn.txn_id),
+                owner_of(host, group, &txn.txn_id),
                 Fen(i64::from(txn.amount_fen())).to_yuan_string()
             ),
         )),
