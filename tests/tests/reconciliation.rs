@@ -242,3 +242,83 @@ async fn the_declarer_of_not_landed_cannot_approve_the_refund() {
     assert_eq!(refunded["status"], "refunded", "{refunded}");
     d.stop().await;
 }
+
+/// With the card on a reader, a person's verdict that contradicts the card is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_the_card_on_a_reader_contradicts_is_refused() {
+    let world_name = format!("reconcile-card-{}", std::process::id());
+    let w = world_name.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": w });
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let group = d.login("group1", "group123").await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
+    let mut at_confirm = 0;
+    let clean = d
+        .drive(&group, start("clean"), |_| {
+            at_confirm = world.apdu_count("sim:city");
+            json!(true)
+        })
+        .await
+        .done;
+    assert_eq!(clean["state"], "succeeded", "{clean}");
+    let credit_offset = world.apdu_count("sim:city") - at_confirm;
+    // CREDIT executes, the answer is lost with the card.
+    let lost = d
+        .drive(&group, start("lost"), |_| {
+            let at = world.apdu_count("sim:city") + credit_offset;
+            world
+                .set_fault_plan(
+                    "sim:city",
+                    FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
+                )
+                .unwrap();
+            json!(true)
+        })
+        .await
+        .done;
+    assert_eq!(lost["result"]["status"], "unknown", "{lost}");
+    let journal = d.daemon().journal.as_ref().unwrap();
+    let txn_id = journal.list_open().unwrap()[0].txn_id.clone();
+    journal
+        .resolve(
+            &txn_id,
+            TxnState::NeedsReconciliation {
+                reason: "待人工核对".into(),
+            },
+        )
+        .unwrap();
+    // The card is back on the reader: it shows the load landed.
+    let card = world.take_pocket("sim:city").unwrap();
+    world.insert_card("sim:city", card).unwrap();
+    let (code, message) = d
+        .err(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": false, "reason": "客户称未到账"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(
+        code,
+        i64::from(ErrorCode::EvidenceConflict.code()),
+        "{message}"
+    );
+    assert!(message.contains("已写入卡内"), "{message}");
+    assert!(
+        journal.get(&txn_id).unwrap().unwrap().state.is_open(),
+        "nothing decided"
+    );
+    let resolved = d
+        .ok(
+            "journal.resolve",
+            json!({"txn_id": txn_id, "landed": true, "reason": "卡片显示已写入"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(resolved["state"], "committed");
+    d.stop().await;
+}

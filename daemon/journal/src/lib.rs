@@ -18,5 +18,7 @@ pub mod load;
 pub mod store;
 
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
-pub use load::{load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome};
+pub use load::{
+    card_view_of, load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome,
+};
 pub use store::{FlushStats, Store, StoreError};

@@ -308,6 +308,28 @@ pub fn load_card(
     }
 }
 
+/// What the card in the reader shows about `txn`, read only (nothing is recorded): `None` when
+/// it is another card. Used to bound a person's verdict by the card.
+pub fn card_view_of(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    txn: &LoadTxn,
+    etc_pin: &str,
+    city_algorithm: Algorithm,
+) -> Result<Option<LoadOutcome>, LoadError> {
+    let id = identify(purse, city_algorithm)?;
+    if id.card_number != txn.card_number {
+        return Ok(None);
+    }
+    verify_pin(purse, id.etc, etc_pin)?;
+    let seen = purse.observe_load(&txn.session)?;
+    Ok(Some(decide_interrupted_load_verified(
+        &txn.session,
+        seen,
+        sam,
+    )))
+}
+
 /// Resolves the open transaction of the card in the reader, if any, from the card's state.
 /// Returns `None` when the card has no open transaction.
 pub fn recover_card(

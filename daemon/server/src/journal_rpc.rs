@@ -136,6 +136,29 @@ pub fn add_methods(m: &mut Methods) {
                     ))
                 }
             }
+            // With the card on a reader, the card bounds the verdict: one it contradicts is
+            // refused.
+            if let Some(shown) = card_on_a_reader(&d, &txn, &operator).await {
+                let contradicts = matches!(
+                    (shown, p.landed),
+                    (cardd_purse::LoadOutcome::Landed, false)
+                        | (cardd_purse::LoadOutcome::NotLanded, true)
+                );
+                if contradicts {
+                    let what = if p.landed { "已到卡" } else { "未到卡" };
+                    let card = match shown {
+                        cardd_purse::LoadOutcome::Landed => "该笔圈存已写入卡内",
+                        _ => "该笔圈存未写入卡内",
+                    };
+                    return Err(ApiError::new(
+                        ErrorCode::EvidenceConflict,
+                        format!(
+                            "不能判定为{what}：读卡器上的卡片 {} 显示{card}；请按卡片结果办理",
+                            txn.card_number
+                        ),
+                    ));
+                }
+            }
             let resolution = Resolution::Manual {
                 operator,
                 reason,
@@ -159,4 +182,41 @@ pub fn add_methods(m: &mut Methods) {
             })
         },
     );
+}
+
+/// What a card on any reader shows about `txn` (read only), when that card is on one and can
+/// be read.
+async fn card_on_a_reader(
+    d: &std::sync::Arc<crate::server::Daemon>,
+    txn: &LoadTxn,
+    operator: &str,
+) -> Option<cardd_purse::LoadOutcome> {
+    let holder = crate::readers::Holder {
+        operator: operator.to_owned(),
+        session: "journal.resolve".into(),
+    };
+    for reader in d.readers.list().into_iter().filter(|r| r.card_present) {
+        let (job_d, job_txn) = (d.clone(), txn.clone());
+        let shown = d
+            .readers
+            .run(&reader.id, &holder, move |r| {
+                let mut purse = cardd_purse::Purse::new(r);
+                cardd_journal::card_view_of(
+                    &mut purse,
+                    job_d.sam.as_ref(),
+                    &job_txn,
+                    &job_d.config.etc_pin,
+                    cardd_crypto::Algorithm::Tdes,
+                )
+                .ok()
+                .flatten()
+            })
+            .await
+            .ok()
+            .flatten();
+        if shown.is_some() {
+            return shown;
+        }
+    }
+    None
 }
