@@ -6,34 +6,8 @@
 mod common;
 
 use cardd_host::group_model::OrderStatus;
-use cardd_sim::cards::{CityCard, CityCardSpec, SimCard};
 use common::group::*;
 use serde_json::json;
-
-fn city_card(serial: &str, balance_fen: u32) -> SimCard {
-    CityCard::issue(
-        &CityCardSpec {
-            app_serial: serial.into(),
-            balance_fen,
-            ..cardd_sim::demo::demo_city_spec()
-        },
-        &cardd_sim::demo::demo_masters(),
-    )
-    .unwrap()
-    .into()
-}
-
-async fn settle_apdus(world: &cardd_sim::SimWorld) {
-    let mut last = world.apdu_count("sim:city");
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-        let now = world.apdu_count("sim:city");
-        if now == last {
-            return;
-        }
-        last = now;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_credit_answer_is_pending_blocks_a_retry_and_settles_from_the_card() {

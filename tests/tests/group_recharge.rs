@@ -9,26 +9,12 @@ mod common;
 use std::io::Read;
 
 use cardd_api::ErrorCode;
-use cardd_sim::cards::{CityCard, CityCardSpec, SimCard};
 use common::group::*;
 use common::TestDaemon;
 use serde_json::{json, Value};
 
 fn code(c: ErrorCode) -> i64 {
     i64::from(c.code())
-}
-
-fn city_card(serial: &str, balance_fen: u32) -> SimCard {
-    CityCard::issue(
-        &CityCardSpec {
-            app_serial: serial.into(),
-            balance_fen,
-            ..cardd_sim::demo::demo_city_spec()
-        },
-        &cardd_sim::demo::demo_masters(),
-    )
-    .unwrap()
-    .into()
 }
 
 fn fen(yuan: &str) -> i64 {
@@ -895,19 +881,6 @@ async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
     );
     assert_eq!(quota(&d, &op).await, "470.00");
     d.stop().await;
-}
-
-/// Waits until the reader is quiet (the daemon's check of a newly inserted card is over).
-async fn settle_apdus(world: &cardd_sim::SimWorld) {
-    let mut last = world.apdu_count("sim:city");
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-        let now = world.apdu_count("sim:city");
-        if now == last {
-            return;
-        }
-        last = now;
-    }
 }
 
 /// The single failed order waiting for the auditor, with its evidence.

@@ -11,9 +11,14 @@ use cardd_sim::{FaultKind, FaultPlan};
 use common::TestDaemon;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
-    let world_name = format!("reconcile-{}", std::process::id());
+/// A daemon whose `group.recharge` of 10.00 lost its CREDIT to `kind` (the card pulled at
+/// CREDIT, into the reader's pocket), after one clean recharge: the daemon, its world, the
+/// group operator's token and the finished run (结果待确认).
+async fn lost_group_load(
+    prefix: &str,
+    kind: FaultKind,
+) -> (TestDaemon, cardd_sim::SimWorld, String, serde_json::Value) {
+    let world_name = format!("{prefix}-{}", std::process::id());
     let w = world_name.clone();
     let d = TestDaemon::start_with(move |c| {
         c.flows.dir = Some(cardd::flows::default_dir());
@@ -22,11 +27,7 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
     .await;
     let world = cardd_sim::named_world(&world_name).unwrap();
     let group = d.login("group1", "group123").await;
-    let supervisor = d.login("supervisor", "super123").await;
-    let auditor = d.login("auditor", "audit123").await;
-    let teller = d.login("teller", "teller123").await;
     let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
-
     // Where CREDIT is: the last APDU after the confirmation of a clean recharge.
     let mut at_confirm = 0;
     let clean = d
@@ -38,16 +39,11 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
         .done;
     assert_eq!(clean["state"], "succeeded", "{clean}");
     let credit_offset = world.apdu_count("sim:city") - at_confirm;
-
-    // The card is pulled right after CREDIT; the customer keeps it.
     let lost = d
         .drive(&group, start("lost"), |_| {
             let at = world.apdu_count("sim:city") + credit_offset;
             world
-                .set_fault_plan(
-                    "sim:city",
-                    FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
-                )
+                .set_fault_plan("sim:city", FaultPlan::new().at(at, kind.clone()))
                 .unwrap();
             json!(true)
         })
@@ -58,6 +54,16 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
         lost["result"]["status"], "unknown",
         "结果待确认, never failed: {lost}"
     );
+    (d, world, group, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
+    // The card is pulled right after CREDIT; the customer keeps it.
+    let (d, world, group, lost) = lost_group_load("reconcile", FaultKind::RemoveAfterExec).await;
+    let supervisor = d.login("supervisor", "super123").await;
+    let auditor = d.login("auditor", "audit123").await;
+    let teller = d.login("teller", "teller123").await;
     let journal = d.daemon().journal.as_ref().unwrap();
     let open = journal.list_open().unwrap();
     assert_eq!(open.len(), 1);
@@ -162,15 +168,9 @@ async fn a_person_decides_an_unprovable_load_and_the_group_order_follows() {
 /// refund: two different people.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_declarer_of_not_landed_cannot_approve_the_refund() {
-    let world_name = format!("reconcile-two-{}", std::process::id());
-    let w = world_name.clone();
-    let d = TestDaemon::start_with(move |c| {
-        c.flows.dir = Some(cardd::flows::default_dir());
-        c.readers[0].options = json!({ "world": w });
-    })
-    .await;
-    let world = cardd_sim::named_world(&world_name).unwrap();
-    let group = d.login("group1", "group123").await;
+    // The card leaves before CREDIT reaches it; it never comes back (nothing can prove it).
+    let (d, _world, _group, lost) =
+        lost_group_load("reconcile-two", FaultKind::RemoveBeforeExec).await;
     let auditor = d.login("auditor", "audit123").await;
     let admin = d.login("admin", "admin123").await;
     d.ok(
@@ -180,32 +180,6 @@ async fn the_declarer_of_not_landed_cannot_approve_the_refund() {
     )
     .await;
     let auditor2 = d.login("auditor2", "audit2pw").await;
-    let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
-    let mut at_confirm = 0;
-    let clean = d
-        .drive(&group, start("clean"), |_| {
-            at_confirm = world.apdu_count("sim:city");
-            json!(true)
-        })
-        .await
-        .done;
-    assert_eq!(clean["state"], "succeeded", "{clean}");
-    let credit_offset = world.apdu_count("sim:city") - at_confirm;
-    // The card leaves before CREDIT reaches it; it never comes back (nothing can prove it).
-    let lost = d
-        .drive(&group, start("lost"), |_| {
-            let at = world.apdu_count("sim:city") + credit_offset;
-            world
-                .set_fault_plan(
-                    "sim:city",
-                    FaultPlan::new().at(at, FaultKind::RemoveBeforeExec),
-                )
-                .unwrap();
-            json!(true)
-        })
-        .await
-        .done;
-    assert_eq!(lost["result"]["status"], "unknown", "{lost}");
     let order_id = lost["result"]["order_id"].as_str().unwrap().to_owned();
     let journal = d.daemon().journal.as_ref().unwrap();
     let txn_id = journal.list_open().unwrap()[0].txn_id.clone();
@@ -246,42 +220,10 @@ async fn the_declarer_of_not_landed_cannot_approve_the_refund() {
 /// With the card on a reader, a person's verdict that contradicts the card is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verdict_the_card_on_a_reader_contradicts_is_refused() {
-    let world_name = format!("reconcile-card-{}", std::process::id());
-    let w = world_name.clone();
-    let d = TestDaemon::start_with(move |c| {
-        c.flows.dir = Some(cardd::flows::default_dir());
-        c.readers[0].options = json!({ "world": w });
-    })
-    .await;
-    let world = cardd_sim::named_world(&world_name).unwrap();
-    let group = d.login("group1", "group123").await;
-    let supervisor = d.login("supervisor", "super123").await;
-    let start = |key: &str| json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": key, "reader_id": "sim:city"});
-    let mut at_confirm = 0;
-    let clean = d
-        .drive(&group, start("clean"), |_| {
-            at_confirm = world.apdu_count("sim:city");
-            json!(true)
-        })
-        .await
-        .done;
-    assert_eq!(clean["state"], "succeeded", "{clean}");
-    let credit_offset = world.apdu_count("sim:city") - at_confirm;
     // CREDIT executes, the answer is lost with the card.
-    let lost = d
-        .drive(&group, start("lost"), |_| {
-            let at = world.apdu_count("sim:city") + credit_offset;
-            world
-                .set_fault_plan(
-                    "sim:city",
-                    FaultPlan::new().at(at, FaultKind::RemoveAfterExec),
-                )
-                .unwrap();
-            json!(true)
-        })
-        .await
-        .done;
-    assert_eq!(lost["result"]["status"], "unknown", "{lost}");
+    let (d, world, _group, _lost) =
+        lost_group_load("reconcile-card", FaultKind::RemoveAfterExec).await;
+    let supervisor = d.login("supervisor", "super123").await;
     let journal = d.daemon().journal.as_ref().unwrap();
     let txn_id = journal.list_open().unwrap()[0].txn_id.clone();
     journal

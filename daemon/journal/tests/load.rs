@@ -56,7 +56,18 @@ impl Rig {
         let placeholder_journal = Journal::open(&placeholder).unwrap();
         drop(std::mem::replace(&mut self.journal, placeholder_journal));
         drop(std::mem::replace(&mut self.store, placeholder));
-        self.store = Store::open(&dir).unwrap();
+        // sled releases its file lock when its background flusher has stopped: wait for it.
+        let mut tries = 0;
+        self.store = loop {
+            match Store::open(&dir) {
+                Ok(store) => break store,
+                Err(_) if tries < 250 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen after restart: {e}"),
+            }
+        };
         self.journal = Journal::open(&self.store).unwrap();
     }
 

@@ -330,7 +330,7 @@ pub(crate) fn recharge(
         }
         Err(e) => Err(settle_failed_recharge(
             svc,
-            journal_of(daemon),
+            daemon.journal.as_ref(),
             &order,
             &operator,
             &e,
@@ -372,21 +372,9 @@ fn settle_card_first(
     }
     if open.is_some() {
         let d = daemon.clone();
-        let recovered = card.on_reader(move |reader| {
-            let journal = d.journal.as_ref()?;
-            let mut purse = cardd_purse::Purse::new(reader);
-            cardd_journal::recover_card(
-                &mut purse,
-                d.sam.as_ref(),
-                journal,
-                &d.config.etc_pin,
-                cardd_crypto::Algorithm::Tdes,
-            )
-            .map_err(|e| tracing::warn!(error = %e, "could not settle the card's pending load before a recharge"))
-            .ok()
-            .flatten()
-        });
-        if let Ok(Some(outcome)) = recovered {
+        if let Ok(Some(outcome)) =
+            card.on_reader(move |reader| crate::recovery::recover_on(&d, reader))
+        {
             tracing::info!(
                 ?outcome,
                 "pending load settled from the card before a recharge"
@@ -440,10 +428,6 @@ fn tell_settled_once(svc: &GroupServices, group_id: &str, card_number: &str) -> 
         }
     }
     Ok(())
-}
-
-fn journal_of(daemon: &Daemon) -> Option<&cardd_journal::Journal> {
-    daemon.journal.as_ref()
 }
 
 /// What a recharge that did not end in a receipt means for its order, decided by the journal

@@ -63,31 +63,7 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
     let result = daemon
         .readers
         .run(&reader_id, &system(), move |reader| {
-            let journal = job_daemon.journal.as_ref()?;
-            let mut purse = Purse::new(reader);
-            let city = cardd_crypto::Algorithm::Tdes;
-            let outcome = recover_card(
-                &mut purse,
-                job_daemon.sam.as_ref(),
-                journal,
-                &job_daemon.config.etc_pin,
-                city,
-            )
-            .ok()
-            .flatten();
-            // The card's recharge records follow what the journal now knows (records whose load
-            // never reached the journal are settled at start-up).
-            let decided = outcome.as_ref().map(|o| match o {
-                RecoveryOutcome::Landed { txn }
-                | RecoveryOutcome::NotLanded { txn }
-                | RecoveryOutcome::NeedsReconciliation { txn } => txn.card_number.clone(),
-            });
-            if let Some(card) = decided {
-                for record in crate::etc::settle_card(&job_daemon, &card) {
-                    tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled after the card was presented");
-                }
-            }
-            outcome
+            recover_on(&job_daemon, reader)
         })
         .await;
     let Ok(Some(outcome)) = result else { return };
@@ -102,4 +78,38 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
         card_number: txn.card_number.clone(),
         outcome: name.into(),
     });
+}
+
+/// Settles the open load of the card in `reader` from the card (if it has one), and the card's
+/// recharge records with it. Runs inside a reader job; `None` when nothing was open or the
+/// card could not be read.
+pub(crate) fn recover_on(
+    daemon: &Daemon,
+    reader: &mut cardd_reader::Reader,
+) -> Option<RecoveryOutcome> {
+    let journal = daemon.journal.as_ref()?;
+    let mut purse = Purse::new(reader);
+    let outcome = recover_card(
+        &mut purse,
+        daemon.sam.as_ref(),
+        journal,
+        &daemon.config.etc_pin,
+        cardd_crypto::Algorithm::Tdes,
+    )
+    .map_err(|e| tracing::warn!(error = %e, "could not settle the card's open load from the card"))
+    .ok()
+    .flatten();
+    // The card's recharge records follow what the journal now knows (records whose load never
+    // reached the journal are settled at start-up).
+    if let Some(
+        RecoveryOutcome::Landed { txn }
+        | RecoveryOutcome::NotLanded { txn }
+        | RecoveryOutcome::NeedsReconciliation { txn },
+    ) = &outcome
+    {
+        for record in crate::etc::settle_card(daemon, &txn.card_number) {
+            tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled after the card was presented");
+        }
+    }
+    outcome
 }

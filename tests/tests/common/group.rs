@@ -1,6 +1,7 @@
 //! Helpers of the group recharge tests: a daemon on the embedded default with its simulated
 //! world published by name, group login, and driving the group flows over JSON-RPC.
 
+use cardd_sim::cards::{CityCard, CityCardSpec, SimCard};
 use serde_json::{json, Value};
 
 use super::TestDaemon;
@@ -82,4 +83,32 @@ pub async fn run_recharge(d: &TestDaemon, token: &str, params: Value, key: &str)
     let start = json!({"flow": "group.recharge", "params": params, "idempotency_key": key, "reader_id": "sim:city"});
     let run = d.ok("flows.start", start, Some(token)).await;
     run_to_end(d, token, run["run_id"].as_str().expect("run_id")).await
+}
+
+/// A city one-card with the demo keys, `serial` and `balance_fen`.
+pub fn city_card(serial: &str, balance_fen: u32) -> SimCard {
+    CityCard::issue(
+        &CityCardSpec {
+            app_serial: serial.into(),
+            balance_fen,
+            ..cardd_sim::demo::demo_city_spec()
+        },
+        &cardd_sim::demo::demo_masters(),
+    )
+    .unwrap()
+    .into()
+}
+
+/// Waits until `sim:city` has been quiet for a moment (the daemon's own check of a newly
+/// inserted card is done).
+pub async fn settle_apdus(world: &cardd_sim::SimWorld) {
+    let mut last = world.apdu_count("sim:city");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let now = world.apdu_count("sim:city");
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
