@@ -822,27 +822,73 @@
 
   function pageJournalOpen(main) {
     const out = el('div', { id: 'jo-result' });
-    main.append(el('p', { class: 'hint', text: '卡片无法证明结果的圈存：请核对卡内余额和交易记录（或客户凭证）后判定是否已到账，并填写原因；结果为“待确认”的交易请将卡片放到读卡器上，由系统读卡确认。' }), out);
+    const lost = el('div', { id: 'jo-lost' });
+    main.append(
+      el('p', { class: 'hint', text: '卡片无法证明结果的圈存：请核对卡内余额和交易记录（或客户凭证）后判定是否已到账，并填写原因；结果为“待确认”的交易请将卡片放到读卡器上，由系统读卡确认。' }),
+      el('p', { class: 'hint', text: '卡片遗失、损坏或锁定无法读卡时：等待期满后由主管申请挂失核定，再由另一位审核人员确认；该卡以后再出现时，系统先按核定结论核对卡片。' }),
+      out, el('h3', { text: '挂失核定' }), lost);
+    const done = async (label, call_) => {
+      try { await call_(); await alertBox(label + '已记录。', '待核对圈存'); } catch (err) { await errorBox(err, label + '未完成'); }
+      load();
+    };
+    const decide = (t, landed) => async () => {
+      const label = landed ? '判定已到账' : '判定未到账';
+      const reason = await askText(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。请写明核对依据。', '核对原因');
+      if (!reason) return;
+      done(label, () => call('journal.resolve', { txn_id: t.txn_id, landed, reason }));
+    };
+    const propose = (t, landed) => async () => {
+      const label = '挂失核定申请（' + (landed ? '已到账' : '未到账') + '）';
+      const reason = await askText(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。请写明卡片遗失、损坏或锁定的情况和核对依据。', '原因');
+      if (!reason) return;
+      done(label, () => call('journal.propose_lost_card', { txn_id: t.txn_id, landed, reason }));
+    };
+    const confirmLost = (t) => async () => {
+      const p = t.lost_card_proposal;
+      const label = '确认挂失核定（' + (p.landed ? '已到账' : '未到账') + '）';
+      const ok = await confirmBox(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。申请人 ' + p.proposed_by + '，原因：' + p.reason, '确认挂失核定');
+      if (!ok) return;
+      done(label, () => call('journal.confirm_lost_card', { txn_id: t.txn_id, landed: p.landed }));
+    };
+    const clearWatch = (v) => async () => {
+      const reason = await askText('卡号 ' + v.card_number + ' 的卡片与挂失核定结论不符（交易 ' + v.txn_id + '）。请写明处理情况。', '处理情况');
+      if (!reason) return;
+      done('处理结果', () => call('journal.clear_watch', { txn_id: v.txn_id, reason }));
+    };
+    const actions = (t) => {
+      const buttons = [];
+      const lostAllowed = t.lost_card_allowed_from && new Date(t.lost_card_allowed_from) <= new Date();
+      if (t.state === 'needs_reconciliation') {
+        buttons.push(el('button', { type: 'button', text: '已到账', onclick: decide(t, true) }),
+          el('button', { type: 'button', class: 'secondary', text: '未到账', onclick: decide(t, false) }));
+      }
+      if (role() === 'supervisor' && lostAllowed && !t.lost_card_proposal) {
+        buttons.push(el('button', { type: 'button', class: 'secondary', text: '挂失核定：已到账', onclick: propose(t, true) }),
+          el('button', { type: 'button', class: 'secondary', text: '挂失核定：未到账', onclick: propose(t, false) }));
+      }
+      if (role() === 'auditor' && t.lost_card_proposal) {
+        buttons.push(el('button', { type: 'button', text: '确认挂失核定', onclick: confirmLost(t) }));
+      }
+      return buttons.length ? el('span', { class: 'row-actions' }, buttons) : null;
+    };
+    const status = (t) => {
+      const base = t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片';
+      if (t.lost_card_proposal) return base + '；挂失核定申请中（' + (t.lost_card_proposal.landed ? '已到账' : '未到账') + '，申请人 ' + t.lost_card_proposal.proposed_by + '）';
+      return base + '；' + when(t.lost_card_allowed_from) + ' 后可办理挂失核定';
+    };
     const load = async () => {
-      let rows;
-      try { rows = await call('journal.open', {}); } catch (err) { errorBox(err, '查询失败'); return; }
-      const decide = (t, landed) => async () => {
-        const label = landed ? '判定已到账' : '判定未到账';
-        const reason = await askText(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。请写明核对依据。', '核对原因');
-        if (!reason) return;
-        try {
-          await call('journal.resolve', { txn_id: t.txn_id, landed, reason });
-          await alertBox(label + '已记录，相关充值记录和订单已按此更新。', '待核对圈存');
-        } catch (err) { await errorBox(err, label + '未完成'); }
-        load();
-      };
+      let rows; let verdicts;
+      try { rows = await call('journal.open', {}); verdicts = await call('journal.lost_cards', {}); } catch (err) { errorBox(err, '查询失败'); return; }
       out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待核对的圈存。' }) : table([
         ['交易编号', (t) => t.txn_id], ['卡号', (t) => t.card_number], ['金额', (t) => yuan(t.amount)], ['圈存前余额', (t) => yuan(t.balance_before)],
-        ['状态', (t) => (t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片')],
-        ['操作', (t) => (t.state === 'needs_reconciliation' ? el('span', { class: 'row-actions' },
-          el('button', { type: 'button', text: '已到账', onclick: decide(t, true) }),
-          el('button', { type: 'button', class: 'secondary', text: '未到账', onclick: decide(t, false) })) : null)],
+        ['记录时间', (t) => when(t.created_at)], ['状态', status], ['操作', actions],
       ], rows, 'jo-table'));
+      const settled = verdicts.filter((v) => v.status !== 'proposed');
+      lost.replaceChildren(settled.length === 0 ? el('p', { class: 'empty', text: '没有挂失核定记录。' }) : table([
+        ['交易编号', (v) => v.txn_id], ['卡号', (v) => v.card_number], ['结论', (v) => (v.landed ? '已到账' : '未到账')],
+        ['申请人', (v) => v.proposed_by], ['确认人', (v) => v.confirmed_by], ['原因', (v) => v.reason], ['状态', (v) => v.status_label],
+        ['操作', (v) => (role() === 'auditor' && v.status === 'card_contradicted' ? el('button', { type: 'button', text: '已处理', onclick: clearWatch(v) }) : null)],
+      ], settled, 'jo-lost-table'));
     };
     load();
   }

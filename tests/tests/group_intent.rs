@@ -5,6 +5,7 @@
 
 mod common;
 
+use cardd_api::ErrorCode;
 use cardd_host::group_model::OrderStatus;
 use common::group::*;
 use serde_json::json;
@@ -113,4 +114,200 @@ async fn a_lost_credit_answer_is_pending_blocks_a_retry_and_settles_from_the_car
     assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 8_000);
     assert_eq!(quota(&d, &op).await, "420.00");
     d.stop().await;
+}
+
+/// A card that will not come back (lost, broken, PIN-blocked): after the waiting period a
+/// supervisor proposes a verdict and an auditor, another person, confirms it; whoever took part
+/// does not also approve the refund; the card goes on the watch list, and when it turns up
+/// after all it is checked against the verdict before anything else: a card that contradicts
+/// the verdict takes no new recharge until an auditor has dealt with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
+    let world_name = format!("group-lost-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |c| {
+        c.lost_card_wait = std::time::Duration::ZERO;
+    })
+    .await;
+    let world = cardd_sim::named_world(&world_name).unwrap();
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let card_number = "61010000000000000078";
+    world.remove_card("sim:city");
+    world
+        .insert_card("sim:city", city_card(card_number, 0))
+        .unwrap();
+    settle_apdus(&world).await;
+    let before = world.apdu_count("sim:city");
+    let warm = run_recharge(&d, &op, json!({"amount": "10.00"}), "lost-warm").await;
+    assert_eq!(warm["result"]["status"], "ok", "{warm}");
+    let per_recharge = world.apdu_count("sim:city") - before;
+    let at = world.apdu_count("sim:city") + per_recharge;
+    world
+        .set_fault_plan(
+            "sim:city",
+            cardd_sim::FaultPlan::new().at(at, cardd_sim::FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    let first = run_recharge(&d, &op, json!({"amount": "50.00"}), "lost-1").await;
+    assert_eq!(first["result"]["status"], "unknown", "{first}");
+    let order_id = first["result"]["order_id"].as_str().unwrap().to_owned();
+    // The card is lost: it stays out of the reader.
+    let card = world.take_pocket("sim:city").expect("the pulled card");
+    let svc = d.daemon().group.as_ref().unwrap();
+    assert_eq!(
+        svc.host.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Pending
+    );
+
+    let supervisor = d.login("supervisor", "super123").await;
+    let auditor = d.login("auditor", "audit123").await;
+    let open = d.ok("journal.open", json!({}), Some(&supervisor)).await;
+    let row = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["card_number"] == card_number)
+        .unwrap_or_else(|| panic!("{open}"))
+        .clone();
+    let txn_id = row["txn_id"].as_str().unwrap().to_owned();
+    assert!(row["lost_card_allowed_from"].as_str().unwrap().len() > 10, "{row}");
+
+    // A person's plain verdict is not the way for an intent; the lost-card way needs two.
+    let (c, m) = d
+        .err(
+            "journal.propose_lost_card",
+            json!({"txn_id": txn_id, "landed": false, "reason": "  "}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::InvalidParams), "{m}");
+    let (c, m) = d
+        .err(
+            "journal.propose_lost_card",
+            json!({"txn_id": txn_id, "landed": false, "reason": "卡片遗失"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::Forbidden), "an auditor does not propose: {m}");
+    // The supervisor proposes "not landed" (the card in fact holds the money: the watch list
+    // exists for verdicts like this one).
+    let proposed = d
+        .ok(
+            "journal.propose_lost_card",
+            json!({"txn_id": txn_id, "landed": false, "reason": "客户挂失，卡片遗失，无法读卡"}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(proposed["status"], "proposed", "{proposed}");
+    let (c, m) = d
+        .err(
+            "journal.confirm_lost_card",
+            json!({"txn_id": txn_id, "landed": false}),
+            Some(&supervisor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::Forbidden), "the proposer does not confirm: {m}");
+    let (c, m) = d
+        .err(
+            "journal.confirm_lost_card",
+            json!({"txn_id": txn_id, "landed": true}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::EvidenceConflict), "{m}");
+    assert_eq!(
+        svc.host.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Pending,
+        "nothing settled yet"
+    );
+    let confirmed = d
+        .ok(
+            "journal.confirm_lost_card",
+            json!({"txn_id": txn_id, "landed": false}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(confirmed["state"], "not_applied", "{confirmed}");
+    assert_eq!(
+        svc.host.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Failed
+    );
+    let open = d.ok("journal.open", json!({}), Some(&supervisor)).await;
+    assert!(!open.to_string().contains(&txn_id), "{open}");
+    // Whoever took part in the verdict does not approve the refund: a third person does.
+    let (c, m) = d
+        .err(
+            "group.audit.refund",
+            json!({"order_id": order_id, "reason": "挂失核定未到卡"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::Forbidden), "{m}");
+    assert!(m.contains("另一位"), "{m}");
+    let admin = d.login("admin", "admin123").await;
+    d.ok(
+        "operators.create",
+        json!({"username": "auditor2", "display_name": "审核员二", "role": "auditor", "group_id": null, "password": "audit2pw"}),
+        Some(&admin),
+    )
+    .await;
+    let auditor2 = d.login("auditor2", "audit2pw").await;
+    d.ok(
+        "group.audit.refund",
+        json!({"order_id": order_id, "reason": "挂失核定未到卡"}),
+        Some(&auditor2),
+    )
+    .await;
+
+    // The card turns up after all, holding the money: it is checked against the verdict
+    // first, found to contradict it, and refused until an auditor has dealt with it.
+    assert_eq!(card.balance().unwrap(), 6_000, "the load had landed");
+    world.insert_card("sim:city", card).unwrap();
+    let mut status = String::new();
+    for _ in 0..200 {
+        let lost = d.ok("journal.lost_cards", json!({}), Some(&auditor)).await;
+        status = lost[0]["status"].as_str().unwrap_or_default().to_owned();
+        if status == "card_contradicted" {
+            assert_eq!(lost[0]["card_shows"], "landed", "{lost}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "card_contradicted");
+    let audit = d
+        .ok("audit.list", json!({"limit": 500}), Some(&auditor))
+        .await;
+    assert!(
+        audit.to_string().contains("card_contradicted"),
+        "the check is audited: {audit}"
+    );
+    let retry = run_recharge(&d, &op, json!({"amount": "10.00"}), "lost-2").await;
+    assert_eq!(retry["state"], "failed", "{retry}");
+    let message = retry["failure"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("挂失核定"), "{message}");
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 6_000);
+    // The auditor records how it was dealt with; the card takes recharges again.
+    let (c, m) = d
+        .err(
+            "journal.clear_watch",
+            json!({"txn_id": txn_id, "reason": ""}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(c, code(ErrorCode::InvalidParams), "{m}");
+    let cleared = d
+        .ok(
+            "journal.clear_watch",
+            json!({"txn_id": txn_id, "reason": "已与集团核对，退回的额度已重新扣减"}),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(cleared["status"], "cleared", "{cleared}");
+    let next = run_recharge(&d, &op, json!({"amount": "10.00"}), "lost-3").await;
+    assert_eq!(next["result"]["status"], "ok", "{next}");
+    assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 7_000);
+    d.stop().await;
+}
+
+fn code(c: ErrorCode) -> i64 {
+    i64::from(c.code())
 }

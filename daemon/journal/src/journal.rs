@@ -43,8 +43,19 @@ pub enum Resolution {
     CardResponse,
     /// Decided later from the card's counters and transaction proof.
     Recovery,
+    /// Decided later from the card's own transaction log (0018): a load record with this
+    /// load's counter, and whether its amount, terminal, date and time are this load's.
+    CardLog,
     /// Decided by a person, with a reason (for reconciliation).
     Manual { operator: String, reason: String },
+    /// Decided by two people for a card that cannot be presented (lost, broken, PIN-blocked),
+    /// after the waiting period: a supervisor proposed, an auditor confirmed. The card goes on
+    /// the watch list (`crate::lost`).
+    LostCard {
+        proposed_by: String,
+        confirmed_by: String,
+        reason: String,
+    },
 }
 
 /// Where a load transaction stands.
@@ -169,9 +180,9 @@ impl From<sled::Error> for JournalError {
 
 /// The journal.
 pub struct Journal {
-    store: Store,
-    tree: sled::Tree,
-    writes: Mutex<()>,
+    pub(crate) store: Store,
+    pub(crate) tree: sled::Tree,
+    pub(crate) writes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -182,21 +193,21 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn txn_key(txn_id: &str) -> Vec<u8> {
+pub(crate) fn txn_key(txn_id: &str) -> Vec<u8> {
     format!("txn/{txn_id}").into_bytes()
 }
 
-fn open_key(card: &str) -> Vec<u8> {
+pub(crate) fn open_key(card: &str) -> Vec<u8> {
     format!("open/{card}").into_bytes()
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-fn encode(txn: &LoadTxn) -> Result<Vec<u8>, JournalError> {
+pub(crate) fn encode(txn: &LoadTxn) -> Result<Vec<u8>, JournalError> {
     let json = serde_json::to_vec(txn).map_err(|e| JournalError::Invalid(e.to_string()))?;
     if json.len() > RECORD_BYTES_MAX {
         return Err(JournalError::Invalid(format!(
@@ -209,7 +220,7 @@ fn encode(txn: &LoadTxn) -> Result<Vec<u8>, JournalError> {
     Ok(out)
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<LoadTxn, JournalError> {
+pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<LoadTxn, JournalError> {
     let corrupt = |reason: &str| JournalError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: reason.into(),
@@ -356,6 +367,21 @@ impl Journal {
             .ok_or_else(|| JournalError::NotFound(txn_id.to_owned()))?;
         let allowed = match (&txn.state, &state) {
             (TxnState::Intent, s) => *s != TxnState::Intent,
+            // A load waiting for a person is settled by the card itself when it can prove
+            // the outcome later (its proof or its log), or by a person.
+            (
+                TxnState::NeedsReconciliation { .. },
+                TxnState::Committed {
+                    resolution: Resolution::Recovery | Resolution::CardLog,
+                    ..
+                },
+            )
+            | (
+                TxnState::NeedsReconciliation { .. },
+                TxnState::NotApplied {
+                    resolution: Resolution::Recovery | Resolution::CardLog,
+                },
+            ) => true,
             (
                 TxnState::NeedsReconciliation { .. },
                 TxnState::Committed {

@@ -8,6 +8,9 @@
 //! * [`load`]: the journaled load, the only way cardd credits a card, and recovery: reading the
 //!   card (online counter, balance, GET TRANSACTION PROVE) to decide whether an interrupted
 //!   load landed; it never credits twice.
+//! * [`lost`]: the way out for a load whose card will not come back (lost, broken,
+//!   PIN-blocked): a two-person verdict after a waiting period, and a watch list that checks
+//!   the card against it if it is ever presented again.
 //! * [`crash`]: named crash points compiled in only with the `crashpoints` feature, for the
 //!   kill-at-every-step test matrix.
 #![forbid(unsafe_code)]
@@ -15,10 +18,12 @@
 pub mod crash;
 pub mod journal;
 pub mod load;
+pub mod lost;
 pub mod store;
 
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
-    card_view_of, load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome,
+    card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome,
 };
+pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
 pub use store::{FlushStats, Store, StoreError};

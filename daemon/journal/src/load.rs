@@ -12,14 +12,18 @@
 
 use cardd_crypto::Algorithm;
 use cardd_purse::{
-    decide_interrupted_load_verified, CardKeyContext, CityIssueInfo, EtcIssueInfo, LoadOutcome,
+    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardKeyContext, CityIssueInfo, EtcIssueInfo, LoadOutcome,
     LoadPlan, LoadSession, Pin, Purse, PurseError, SamError, SecurityModule, Sfi,
 };
 use cardd_reader::ReaderError;
 use serde::{Deserialize, Serialize};
 
 use crate::crash::crash_point;
+
+/// The command name a card's refusal of INITIALIZE FOR LOAD carries.
+const INIT_LOAD_COMMAND: &str = "INITIALIZE FOR LOAD";
 use crate::journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
+use crate::lost::{LostCardError, LostCardVerdict, WatchCheck};
 
 /// What to load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +104,14 @@ pub enum LoadError {
     /// open, so the card takes no new load until it is settled from the card.
     #[error("the card answered the credit for {txn_id}, but its outcome could not be recorded ({detail}); whether the money landed is unknown: put the card back so cardd can check it; do not load it again")]
     AfterCredit { txn_id: String, detail: String },
+    /// The card was presented again after two people settled its load without it (lost-card
+    /// verdict), and it contradicts their verdict: no new load until an auditor clears it.
+    #[error("card {card} contradicts the lost-card verdict on {txn_id}: the card shows {card_shows}; no new load until an auditor has dealt with it")]
+    VerdictContradicted {
+        card: String,
+        txn_id: String,
+        card_shows: String,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -188,6 +200,9 @@ pub fn load_card(
             });
         }
     }
+    // A card on the watch list is checked against its lost-card verdicts before anything else.
+    check_watch_list(purse, sam, journal, &id, &request.etc_pin)?;
+    refuse_contradicted(journal, &id.card_number)?;
     // A retry of an id we know: a committed load answers from the journal (never twice); an
     // attempt the card proved not applied is attempted again; anything open is recovered first.
     if let Some(earlier) = journal.get(&request.txn_id)? {
@@ -308,6 +323,97 @@ pub fn load_card(
     }
 }
 
+/// How many records of the card's 0018 log are read when counters and proof cannot decide a
+/// load (ETC cards keep up to 50, transit cards 10).
+pub const LOG_RECORDS_READ_MAX: u8 = 50;
+
+/// What the card shows about an interrupted load, with everything it can show.
+struct CardDecision {
+    outcome: LoadOutcome,
+    /// The proof's TAC (hex), when the card's proof of this load decided it.
+    tac: String,
+    resolution: Resolution,
+    /// What was seen, for the record when nothing could be decided.
+    detail: String,
+}
+
+/// Decides an interrupted load from the card in the reader (ADF selected, PIN verified): its
+/// counters and transaction proof first, then its 0018 log for what they leave open (a proof
+/// replaced by a later transaction, a card at its maximum balance that refuses the probe). A
+/// proof that echoes this load's MAC2 with a TAC that does not verify is never overruled by
+/// the log: that is a matter for a person.
+fn decide_on_card(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    session: &LoadSession,
+) -> Result<CardDecision, LoadError> {
+    let seen = match purse.observe_load(session) {
+        Ok(seen) => seen,
+        // The card refuses the probing INITIALIZE (a card at its maximum balance without
+        // this load's proof): only its log can speak.
+        Err(PurseError::Status { command, sw }) if command == INIT_LOAD_COMMAND => {
+            let log = purse.read_log(LOG_RECORDS_READ_MAX)?;
+            return match decide_from_log(session, &log) {
+                Some(outcome) => Ok(CardDecision {
+                    outcome,
+                    tac: String::new(),
+                    resolution: Resolution::CardLog,
+                    detail: String::new(),
+                }),
+                None => Err(PurseError::Status { command, sw }.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = decide_interrupted_load_verified(session, seen, sam);
+    let tac = seen
+        .proof
+        .map(|p| hex::encode_upper(p.tac))
+        .unwrap_or_default();
+    let detail = format!(
+        "card shows online counter {} and balance {} fen; the load expected counter {:?} and balance {:?}; proof {}",
+        seen.online_atc,
+        seen.balance,
+        session.atc_after(),
+        session.expected_balance(),
+        if seen.proof.is_some() { "present but not ours" } else { "absent" }
+    );
+    let tac_failed = outcome == LoadOutcome::Unknown
+        && decide_interrupted_load(session, seen) == LoadOutcome::Landed;
+    if outcome != LoadOutcome::Unknown || tac_failed {
+        let detail = if tac_failed {
+            format!("the card's proof echoes this load's MAC2 but its TAC {tac} did not verify")
+        } else {
+            detail
+        };
+        return Ok(CardDecision {
+            outcome,
+            tac,
+            resolution: Resolution::Recovery,
+            detail,
+        });
+    }
+    let log = purse.read_log(LOG_RECORDS_READ_MAX)?;
+    Ok(match decide_from_log(session, &log) {
+        Some(outcome) => CardDecision {
+            outcome,
+            tac: String::new(),
+            resolution: Resolution::CardLog,
+            detail,
+        },
+        None => CardDecision {
+            outcome: LoadOutcome::Unknown,
+            tac,
+            resolution: Resolution::Recovery,
+            detail: format!(
+                "{detail}; the card's log ({} records) has no load with counter {}",
+                log.len(),
+                session.init.online_atc
+            ),
+        },
+    })
+}
+
 /// What the card in the reader shows about `txn`, read only (nothing is recorded): `None` when
 /// it is another card. Used to bound a person's verdict by the card.
 pub fn card_view_of(
@@ -322,16 +428,107 @@ pub fn card_view_of(
         return Ok(None);
     }
     verify_pin(purse, id.etc, etc_pin)?;
-    let seen = purse.observe_load(&txn.session)?;
-    Ok(Some(decide_interrupted_load_verified(
-        &txn.session,
-        seen,
-        sam,
-    )))
+    Ok(Some(decide_on_card(purse, sam, &txn.session)?.outcome))
+}
+
+/// Checks the card in the reader against the lost-card verdicts on its watch list that it
+/// has not been checked against yet, and records what it shows: a card that agrees, or can no
+/// longer show the load, leaves the list; one that contradicts a verdict stays on it. Returns
+/// the verdicts checked now (for the audit log). Cheap when nothing is watched.
+pub fn check_watch(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    journal: &Journal,
+    etc_pin: &str,
+    city_algorithm: Algorithm,
+) -> Result<Vec<LostCardVerdict>, LoadError> {
+    if !journal.anything_watched()? {
+        return Ok(Vec::new());
+    }
+    let id = identify(purse, city_algorithm)?;
+    check_watch_list(purse, sam, journal, &id, etc_pin)
+}
+
+fn check_watch_list(
+    purse: &mut Purse<'_>,
+    sam: &dyn SecurityModule,
+    journal: &Journal,
+    id: &Identity,
+    etc_pin: &str,
+) -> Result<Vec<LostCardVerdict>, LoadError> {
+    let unchecked: Vec<LostCardVerdict> = journal
+        .watched_for_card(&id.card_number)?
+        .into_iter()
+        .filter(|v| v.card_check.is_none())
+        .collect();
+    if unchecked.is_empty() {
+        return Ok(Vec::new());
+    }
+    verify_pin(purse, id.etc, etc_pin)?;
+    let mut checked = Vec::new();
+    for verdict in unchecked {
+        let Some(txn) = journal.get(&verdict.txn_id)? else {
+            continue;
+        };
+        // A card that cannot be read for this stays on the list.
+        let decision = decide_on_card(purse, sam, &txn.session)?;
+        let at = now_rfc3339();
+        let check = match decision.outcome {
+            LoadOutcome::Landed if verdict.landed => WatchCheck::Confirmed { at },
+            LoadOutcome::NotLanded if !verdict.landed => WatchCheck::Confirmed { at },
+            LoadOutcome::Landed | LoadOutcome::NotLanded => WatchCheck::Contradicted {
+                at,
+                card_shows: if verdict.landed { "not_landed" } else { "landed" }.into(),
+                cleared_by: None,
+                cleared_reason: None,
+            },
+            LoadOutcome::Unknown => WatchCheck::Undecided {
+                at,
+                detail: decision.detail,
+            },
+        };
+        tracing::warn!(txn = %verdict.txn_id, card = %verdict.card_number, ?check, "a card with a lost-card verdict was presented again");
+        let recorded = journal
+            .record_watch_check(&verdict.txn_id, check)
+            .map_err(|e| match e {
+                LostCardError::Journal(j) => LoadError::Journal(j),
+                other => LoadError::Journal(JournalError::Invalid(other.to_string())),
+            })?;
+        checked.push(recorded);
+    }
+    // The card's ADF is selected again for whatever comes next.
+    purse.select_etc_adf()?;
+    Ok(checked)
+}
+
+/// Refuses the card while it contradicts a lost-card verdict no auditor has cleared.
+fn refuse_contradicted(journal: &Journal, card_number: &str) -> Result<(), LoadError> {
+    match journal.contradicted_for_card(card_number)? {
+        Some(v) => Err(LoadError::VerdictContradicted {
+            card: v.card_number.clone(),
+            txn_id: v.txn_id.clone(),
+            card_shows: match &v.card_check {
+                Some(WatchCheck::Contradicted { card_shows, .. }) => card_shows.clone(),
+                _ => String::new(),
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Resolves the open transaction of the card in the reader, if any, from the card's state.
 /// Returns `None` when the card has no open transaction.
+///
+/// An `intent` is decided from the card, or becomes `needs_reconciliation` when the card
+/// cannot prove either outcome. A load already waiting for reconciliation is decided again
+/// from the card each time the card is presented (its log may show what its counters could
+/// not): a proof settles it, nothing else changes it.
 pub fn recover_card(
     purse: &mut Purse<'_>,
     sam: &dyn SecurityModule,
@@ -340,29 +537,24 @@ pub fn recover_card(
     city_algorithm: Algorithm,
 ) -> Result<Option<RecoveryOutcome>, LoadError> {
     let id = identify(purse, city_algorithm)?;
+    // A card on the watch list is checked against its verdicts before anything else.
+    check_watch_list(purse, sam, journal, &id, etc_pin)?;
+    refuse_contradicted(journal, &id.card_number)?;
     let Some(open) = journal.open_for_card(&id.card_number)? else {
         return Ok(None);
     };
-    if open.state != TxnState::Intent {
-        return Ok(Some(RecoveryOutcome::NeedsReconciliation { txn: open }));
-    }
     verify_pin(purse, id.etc, etc_pin)?;
-    let seen = purse.observe_load(&open.session)?;
-    let decision = decide_interrupted_load_verified(&open.session, seen, sam);
-    tracing::info!(txn = %open.txn_id, card = %open.card_number, ?decision, balance = seen.balance, online_atc = seen.online_atc, "recovered an interrupted load from the card");
+    let decision = decide_on_card(purse, sam, &open.session)?;
+    tracing::info!(txn = %open.txn_id, card = %open.card_number, outcome = ?decision.outcome, by = ?decision.resolution, detail = %decision.detail, "decided an interrupted load from the card");
     crash_point("recovery.before_outcome");
-    let outcome = match decision {
+    let outcome = match decision.outcome {
         LoadOutcome::Landed => {
-            let tac = seen
-                .proof
-                .map(|p| hex::encode_upper(p.tac))
-                .unwrap_or_default();
             let txn = journal
                 .resolve(
                     &open.txn_id,
                     TxnState::Committed {
-                        tac,
-                        resolution: Resolution::Recovery,
+                        tac: decision.tac,
+                        resolution: decision.resolution,
                     },
                 )
                 .map_err(after_credit(&open.txn_id))?;
@@ -373,23 +565,23 @@ pub fn recover_card(
                 .resolve(
                     &open.txn_id,
                     TxnState::NotApplied {
-                        resolution: Resolution::Recovery,
+                        resolution: decision.resolution,
                     },
                 )
                 .map_err(after_credit(&open.txn_id))?;
             RecoveryOutcome::NotLanded { txn }
         }
+        LoadOutcome::Unknown if open.state != TxnState::Intent => {
+            RecoveryOutcome::NeedsReconciliation { txn: open }
+        }
         LoadOutcome::Unknown => {
-            let reason = format!(
-                "card shows online counter {} and balance {} fen; the load expected counter {:?} and balance {:?}; proof {}",
-                seen.online_atc,
-                seen.balance,
-                open.session.atc_after(),
-                open.session.expected_balance(),
-                if seen.proof.is_some() { "present but not ours" } else { "absent" }
-            );
             let txn = journal
-                .resolve(&open.txn_id, TxnState::NeedsReconciliation { reason })
+                .resolve(
+                    &open.txn_id,
+                    TxnState::NeedsReconciliation {
+                        reason: decision.detail,
+                    },
+                )
                 .map_err(after_credit(&open.txn_id))?;
             RecoveryOutcome::NeedsReconciliation { txn }
         }

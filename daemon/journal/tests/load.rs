@@ -126,6 +126,25 @@ impl Rig {
         }
     }
 
+    /// The card is loaded at another terminal (another system, its own journal): its online
+    /// counter moves on and its last load proof is replaced by that load's.
+    fn load_elsewhere(&mut self, amount_fen: u32) {
+        self.reinsert();
+        let store = Store::temporary().unwrap();
+        let journal = Journal::open(&store).unwrap();
+        let mut request = self.request("elsewhere", amount_fen);
+        request.terminal = [0x99, 0x88, 0x77, 0x66, 0x55, 0x44];
+        request.time = bcd::time(11, 30, 0);
+        load_card(
+            &mut Purse::new(&mut self.reader),
+            &self.sam,
+            &journal,
+            "elsewhere",
+            &request,
+        )
+        .unwrap();
+    }
+
     /// Σ amounts of committed transactions of the card.
     fn committed_fen(&self, card: &str) -> u32 {
         self.journal
@@ -490,4 +509,229 @@ fn a_card_at_its_maximum_balance_is_decided_from_its_proof() {
     assert_eq!(rig.committed_fen(ETC), 3_000);
     assert!(rig.load("full", 3_000).unwrap().replayed);
     assert_eq!(rig.balance(), 13_000, "once");
+}
+
+/// When the card's counters and proof cannot decide an interrupted load (the card was loaded
+/// at another terminal since, which replaced the proof), its 0018 log decides: a load record
+/// with the load's counter and its amount, terminal, date and time → landed; a record with that
+/// counter from another load → not landed (the counter the MAC2 was bound to is spent). A load
+/// an earlier decision left for a person is decided the same way when the card comes back.
+#[test]
+fn a_replaced_proof_is_decided_from_the_cards_log() {
+    for (kind, landed, left_for_a_person) in [
+        (FaultKind::RemoveAfterExec, true, false),
+        (FaultKind::RemoveBeforeExec, false, false),
+        (FaultKind::RemoveAfterExec, true, true),
+        (FaultKind::RemoveBeforeExec, false, true),
+    ] {
+        let what = format!("{kind:?} landed={landed} left_for_a_person={left_for_a_person}");
+        let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+        let count = rig.world.apdu_count(READER);
+        rig.world
+            .set_fault_plan(
+                READER,
+                FaultPlan::new().at(count + CREDIT_APDU, kind.clone()),
+            )
+            .unwrap();
+        let err = rig.load("lost", 3_000).unwrap_err();
+        assert!(matches!(err, LoadError::OutcomeUnknown { .. }), "{what}: {err}");
+        if left_for_a_person {
+            rig.journal
+                .resolve(
+                    "lost",
+                    TxnState::NeedsReconciliation {
+                        reason: "decided without the card's log".into(),
+                    },
+                )
+                .unwrap();
+        }
+        rig.load_elsewhere(1_000);
+        let outcome = rig.recover().unwrap().expect("an open load");
+        let lost = rig.journal.get("lost").unwrap().unwrap();
+        if landed {
+            assert!(
+                matches!(outcome, cardd_journal::RecoveryOutcome::Landed { .. }),
+                "{what}: {outcome:?}"
+            );
+            assert!(
+                matches!(
+                    &lost.state,
+                    TxnState::Committed {
+                        resolution: cardd_journal::Resolution::CardLog,
+                        ..
+                    }
+                ),
+                "{what}: {lost:?}"
+            );
+            assert_eq!(rig.balance(), 10_000 + 3_000 + 1_000, "{what}");
+        } else {
+            assert!(
+                matches!(outcome, cardd_journal::RecoveryOutcome::NotLanded { .. }),
+                "{what}: {outcome:?}"
+            );
+            assert!(
+                matches!(
+                    &lost.state,
+                    TxnState::NotApplied {
+                        resolution: cardd_journal::Resolution::CardLog
+                    }
+                ),
+                "{what}: {lost:?}"
+            );
+            assert_eq!(rig.balance(), 10_000 + 1_000, "{what}");
+        }
+        assert!(rig.journal.open_for_card(ETC).unwrap().is_none(), "{what}");
+        // The money the journal says is on the card is on it, once.
+        assert_eq!(
+            rig.committed_fen(ETC) + 10_000 + 1_000,
+            rig.balance(),
+            "{what}"
+        );
+        rig.load("next", 500).unwrap();
+        assert_eq!(rig.committed_fen(ETC) + 10_000 + 1_000, rig.balance(), "{what}");
+    }
+}
+
+/// A card at its maximum balance whose proof of the interrupted load was replaced (loaded to
+/// the maximum at another terminal) refuses the probe and has no proof: its log decides.
+#[test]
+fn a_full_card_without_the_proof_is_decided_from_its_log() {
+    let card: SimCard = cardd_sim::cards::EtcCard::issue(
+        &cardd_sim::cards::EtcCardSpec {
+            max_balance_fen: 14_000,
+            ..cardd_sim::demo::demo_etc_spec()
+        },
+        &cardd_sim::demo::demo_masters(),
+    )
+    .unwrap()
+    .into();
+    let mut rig = Rig::new(card);
+    let count = rig.world.apdu_count(READER);
+    rig.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().at(count + CREDIT_APDU, FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    assert!(rig.load("lost", 3_000).is_err());
+    rig.load_elsewhere(1_000);
+    assert_eq!(rig.balance(), 14_000, "at its maximum");
+    match rig.recover().unwrap() {
+        Some(cardd_journal::RecoveryOutcome::Landed { txn }) => {
+            assert_eq!(txn.txn_id, "lost");
+            assert!(matches!(
+                txn.state,
+                TxnState::Committed {
+                    resolution: cardd_journal::Resolution::CardLog,
+                    ..
+                }
+            ));
+        }
+        other => panic!("decided from the log: {other:?}"),
+    }
+    assert!(rig.journal.open_for_card(ETC).unwrap().is_none());
+    assert_eq!(rig.committed_fen(ETC), 3_000);
+}
+
+/// The way out for a card that will not come back: not before the waiting period, two
+/// different people agreeing on one verdict; the card is then watched, and when it comes back
+/// it is checked against the verdict before anything else: agreeing, it loads again;
+/// contradicting, it takes no load until an auditor clears it.
+#[test]
+fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns() {
+    use cardd_journal::{LostCardError, WatchCheck};
+    for (verdict_landed, truth_landed) in [(true, true), (false, true), (false, false)] {
+        let what = format!("verdict landed={verdict_landed}, card landed={truth_landed}");
+        let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+        let count = rig.world.apdu_count(READER);
+        let kind = if truth_landed {
+            FaultKind::RemoveAfterExec
+        } else {
+            FaultKind::RemoveBeforeExec
+        };
+        rig.world
+            .set_fault_plan(READER, FaultPlan::new().at(count + CREDIT_APDU, kind))
+            .unwrap();
+        assert!(rig.load("lost", 3_000).is_err());
+        let card = rig.world.take_pocket(READER).expect("the pulled card");
+
+        let wait = Duration::from_secs(72 * 3600);
+        let early = rig
+            .journal
+            .propose_lost_card("lost", verdict_landed, "卡片遗失", "sup", wait)
+            .unwrap_err();
+        assert!(matches!(early, LostCardError::TooEarly { .. }), "{what}: {early}");
+        let no_reason = rig
+            .journal
+            .propose_lost_card("lost", verdict_landed, " ", "sup", Duration::ZERO)
+            .unwrap_err();
+        assert!(matches!(no_reason, LostCardError::Reason), "{what}");
+        rig.journal
+            .propose_lost_card("lost", verdict_landed, "卡片遗失", "sup", Duration::ZERO)
+            .unwrap();
+        let same = rig
+            .journal
+            .confirm_lost_card("lost", verdict_landed, "sup")
+            .unwrap_err();
+        assert!(matches!(same, LostCardError::SamePerson { .. }), "{what}");
+        let other = rig
+            .journal
+            .confirm_lost_card("lost", !verdict_landed, "aud")
+            .unwrap_err();
+        assert!(matches!(other, LostCardError::Disagrees { .. }), "{what}");
+        assert!(rig.journal.open_for_card(ETC).unwrap().is_some(), "{what}: still open");
+        let (txn, _) = rig
+            .journal
+            .confirm_lost_card("lost", verdict_landed, "aud")
+            .unwrap();
+        assert_eq!(
+            matches!(txn.state, TxnState::Committed { .. }),
+            verdict_landed,
+            "{what}"
+        );
+        assert!(rig.journal.open_for_card(ETC).unwrap().is_none(), "{what}");
+        assert_eq!(rig.journal.watched_for_card(ETC).unwrap().len(), 1, "{what}");
+        // Settled is settled: no second verdict, no second proposal.
+        assert!(rig
+            .journal
+            .confirm_lost_card("lost", verdict_landed, "aud2")
+            .is_err());
+
+        // The card comes back: checked first.
+        rig.world.insert_card(READER, card).unwrap();
+        let result = rig.load("next", 1_000);
+        let check = rig
+            .journal
+            .lost_card_verdict("lost")
+            .unwrap()
+            .unwrap()
+            .card_check;
+        if verdict_landed == truth_landed {
+            assert!(matches!(check, Some(WatchCheck::Confirmed { .. })), "{what}: {check:?}");
+            result.unwrap();
+            assert!(rig.journal.watched_for_card(ETC).unwrap().is_empty(), "{what}");
+        } else {
+            assert!(
+                matches!(check, Some(WatchCheck::Contradicted { .. })),
+                "{what}: {check:?}"
+            );
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, LoadError::VerdictContradicted { .. }),
+                "{what}: {err}"
+            );
+            assert!(rig.journal.get("next").unwrap().is_none(), "{what}: no intent");
+            // Still refused on the next try, until an auditor clears it.
+            assert!(matches!(
+                rig.load("next", 1_000).unwrap_err(),
+                LoadError::VerdictContradicted { .. }
+            ));
+            rig.journal
+                .clear_watch("lost", "已追回多付款项", "aud")
+                .unwrap();
+            rig.load("next", 1_000).unwrap();
+        }
+        let base = 10_000 + if truth_landed { 3_000 } else { 0 };
+        assert_eq!(rig.balance(), base + 1_000, "{what}");
+    }
 }

@@ -225,6 +225,8 @@ pub struct CardsSection {
     pub terminal_id: String,
     /// PIN presented to ETC cards before a load (personalisation-dependent; ASCII digits).
     pub etc_pin: String,
+    /// How long a load whose outcome is unknown waits for its card, in hours, before a supervisor and an auditor may settle it without the card (lost, broken or PIN-blocked card). 0 to 8760.
+    pub lost_card_wait_hours: u32,
 }
 
 impl Default for CardsSection {
@@ -232,6 +234,7 @@ impl Default for CardsSection {
         CardsSection {
             terminal_id: "112233445566".into(),
             etc_pin: "123456".into(),
+            lost_card_wait_hours: 72,
         }
     }
 }
@@ -303,6 +306,8 @@ pub struct Config {
     pub keys: KeysSection,
     pub terminal_id: [u8; 6],
     pub etc_pin: String,
+    /// How long an unknown load waits for its card before the two-person lost-card verdict.
+    pub lost_card_wait: Duration,
     pub readers: Vec<ReaderInstance>,
     pub flows: FlowsSection,
     pub group: GroupSection,
@@ -419,6 +424,12 @@ impl Config {
         {
             return Err(err("cards.etc_pin", "must be 1 to 12 ASCII digits".into()));
         }
+        if raw.cards.lost_card_wait_hours > 8760 {
+            return Err(err(
+                "cards.lost_card_wait_hours",
+                "must be 0 to 8760 (one year)".into(),
+            ));
+        }
         let readers = validate_readers(&raw.readers).map_err(|(key, reason)| err(&key, reason))?;
         let flows = raw.flows;
         if !(1..=24 * 3600).contains(&flows.run_s_max)
@@ -456,6 +467,7 @@ impl Config {
             keys: raw.keys,
             terminal_id,
             etc_pin: raw.cards.etc_pin,
+            lost_card_wait: Duration::from_secs(u64::from(raw.cards.lost_card_wait_hours) * 3600),
             readers,
             flows,
             group: raw.group,

@@ -206,7 +206,9 @@ fn decided_by(resolution: &Resolution) -> &'static str {
     match resolution {
         Resolution::CardResponse => "card_response",
         Resolution::Recovery => "recovery",
+        Resolution::CardLog => "card_log",
         Resolution::Manual { .. } => "manual",
+        Resolution::LostCard { .. } => "lost_card",
     }
 }
 
@@ -322,6 +324,7 @@ fn check_validity(info: &EtcIssueInfo, now: OffsetDateTime) -> Result<(), ApiErr
 /// Resolves the card's open journal transaction, if any, from the card (reference §3).
 fn recover(daemon: &Daemon, purse: &mut Purse<'_>) -> Result<(), ApiError> {
     let journal = journal(daemon)?;
+    crate::recovery::check_watch_on(daemon, purse).map_err(|e| load_error(&e))?;
     recover_card(
         purse,
         daemon.sam.as_ref(),
@@ -573,6 +576,9 @@ pub fn load_error(e: &LoadError) -> ApiError {
             ErrorCode::CardEvidenceRequired,
             format!("该卡有一笔未确认的圈存（{txn_id}），需主管核对后处理；在此之前不能再次圈存"),
         ),
+        LoadError::VerdictContradicted { card, txn_id, .. } => {
+            crate::intent::contradicted(card, txn_id)
+        }
         LoadError::TacInvalid { txn_id } => ApiError::new(
             ErrorCode::CardEvidenceRequired,
             format!("卡片返回的交易验证码（TAC）校验失败，圈存交易 {txn_id} 已标记为待核对；请主管核对卡片余额"),

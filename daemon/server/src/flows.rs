@@ -1248,6 +1248,9 @@ impl LoadFailure {
             LoadFailure::Load(LoadError::Unresolved { .. }) => {
                 "该卡有一笔未确认的圈存，需主管核对后处理；在此之前不能再次圈存".into()
             }
+            LoadFailure::Load(e @ LoadError::VerdictContradicted { .. }) => {
+                crate::etc::load_error(e).message
+            }
             LoadFailure::Load(other) => format!("圈存失败：{other}"),
         }
     }

@@ -501,14 +501,25 @@ fn settle_failed_recharge(
     }
 }
 
-/// Who declared by hand that `order`'s load did not land (`journal.resolve`), if a person did.
-fn manual_not_landed_by(daemon: &Daemon, order: &RechargeOrder) -> Option<String> {
-    let txn = daemon.journal.as_ref()?.get(&order.txn_id).ok()??;
+/// Who declared by hand that `order`'s load did not land (`journal.resolve`, or the two
+/// people of a lost-card verdict), if people did.
+fn manual_not_landed_by(daemon: &Daemon, order: &RechargeOrder) -> Vec<String> {
+    let Some(Ok(Some(txn))) = daemon.journal.as_ref().map(|j| j.get(&order.txn_id)) else {
+        return Vec::new();
+    };
     match txn.state {
         TxnState::NotApplied {
             resolution: cardd_journal::Resolution::Manual { operator, .. },
-        } => Some(operator),
-        _ => None,
+        } => vec![operator],
+        TxnState::NotApplied {
+            resolution:
+                cardd_journal::Resolution::LostCard {
+                    proposed_by,
+                    confirmed_by,
+                    ..
+                },
+        } => vec![proposed_by, confirmed_by],
+        _ => Vec::new(),
     }
 }
 
@@ -782,7 +793,9 @@ fn resolution_name(r: &cardd_journal::Resolution) -> String {
     match r {
         cardd_journal::Resolution::CardResponse => "card_response".into(),
         cardd_journal::Resolution::Recovery => "recovery".into(),
+        cardd_journal::Resolution::CardLog => "card_log".into(),
         cardd_journal::Resolution::Manual { .. } => "manual".into(),
+        cardd_journal::Resolution::LostCard { .. } => "lost_card".into(),
     }
 }
 
@@ -1657,7 +1670,7 @@ pub fn add_group_methods(m: &mut Methods) {
             }
             let approver = auditor(&c)?;
             // Two people: whoever declared the load "not landed" does not also approve its refund.
-            if let Some(declarer) = manual_not_landed_by(&d, &order) {
+            for declarer in manual_not_landed_by(&d, &order) {
                 if declarer == approver {
                     return Err(ApiError::new(
                         ErrorCode::Forbidden,

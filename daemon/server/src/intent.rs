@@ -34,13 +34,30 @@ fn owner_of(host: Option<&dyn IssuerHost>, group: Option<&dyn GroupHost>, txn_id
     format!("圈存交易 {txn_id}")
 }
 
-/// Refuses a new credit to `card_number` while a load to it is unsettled.
+/// The refusal of a card that contradicts the two-person verdict on one of its loads.
+pub fn contradicted(card_number: &str, txn_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::CardIntentPending,
+        format!(
+            "卡号 {card_number} 的卡片与挂失核定结论不符（圈存交易 {txn_id}）：该卡暂停圈存和充值，请联系审核人员核对处理"
+        ),
+    )
+}
+
+/// Refuses a new credit to `card_number` while a load to it is unsettled, or while the card
+/// contradicts a lost-card verdict on one of its loads.
 pub fn refuse_if_card_blocked(
     journal: &Journal,
     host: Option<&dyn IssuerHost>,
     group: Option<&dyn GroupHost>,
     card_number: &str,
 ) -> Result<(), ApiError> {
+    if let Some(v) = journal
+        .contradicted_for_card(card_number)
+        .map_err(journal_error)?
+    {
+        return Err(contradicted(&v.card_number, &v.txn_id));
+    }
     let open = journal.open_for_card(card_number).map_err(journal_error)?;
     match open {
         None => Ok(()),

@@ -7,14 +7,22 @@
 //! supervisor or auditor, with a reason, and the business records that hang on the load (ETC
 //! recharge records, group orders) follow it at once. A load still in `intent` is not a
 //! person's call: presenting its card decides it.
+//!
+//! A card that will not come back (lost, broken, PIN-blocked) has its own way out
+//! (`cardd_journal::lost`): after `[cards] lost_card_wait_hours`, a supervisor proposes a verdict
+//! (`journal.propose_lost_card`) and an auditor, another person, confirms it
+//! (`journal.confirm_lost_card`); the card goes on a watch list and is checked against the
+//! verdict before anything else if it is ever presented again. A card that contradicts the
+//! verdict takes no load until an auditor clears it (`journal.clear_watch`).
 
 use cardd_api::{ErrorCode, Fen, Role};
-use cardd_journal::{LoadTxn, Resolution, TxnState};
+use cardd_journal::{LoadTxn, LostCardError, LostCardVerdict, Resolution, TxnState, WatchCheck};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ApiError;
-use crate::etc::{journal, journal_error};
+use crate::errors::journal_error;
+use crate::etc::journal;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use serde_json::Value;
 
@@ -22,6 +30,10 @@ use serde_json::Value;
 const DECIDERS: Access = Access::Roles(&[Role::Supervisor, Role::Auditor, Role::Admin]);
 /// Who may record a verdict.
 const RESOLVERS: Access = Access::Roles(&[Role::Supervisor, Role::Auditor]);
+/// Who proposes a lost-card verdict.
+const PROPOSERS: Access = Access::Roles(&[Role::Supervisor]);
+/// Who confirms a lost-card verdict and clears a contradicted one.
+const CONFIRMERS: Access = Access::Roles(&[Role::Auditor]);
 
 /// An undecided load as clients see it.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -39,6 +51,90 @@ pub struct OpenLoad {
     pub balance_before: String,
     pub online_atc_before: u16,
     pub created_at: String,
+    /// From when (RFC 3339) a supervisor and an auditor may settle it without the card
+    /// (lost, broken or PIN-blocked card): `journal.propose_lost_card`.
+    pub lost_card_allowed_from: String,
+    /// The lost-card verdict proposed on it and waiting for an auditor, if any.
+    pub lost_card_proposal: Option<LostCardRow>,
+}
+
+/// A lost-card verdict as clients see it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LostCardRow {
+    pub txn_id: String,
+    pub card_number: String,
+    /// The verdict: the money is on the card (`true`) or not.
+    pub landed: bool,
+    pub reason: String,
+    pub proposed_by: String,
+    pub proposed_at: String,
+    pub confirmed_by: Option<String>,
+    pub confirmed_at: Option<String>,
+    /// `proposed` (waiting for an auditor), `watching` (confirmed; the card is checked if it is
+    /// ever presented), `card_confirmed`, `card_undecided` (the card can no longer show the
+    /// load; the verdict stands), `card_contradicted` (the card takes no load until an auditor
+    /// clears it) or `cleared`.
+    pub status: String,
+    /// 申请中 / 已核定，监控中 / 卡片已证实 / 卡片无法证明，结论维持 / 卡片与结论不符 / 已处理.
+    pub status_label: String,
+    /// What the card showed, for `card_contradicted` and `cleared`.
+    pub card_shows: Option<String>,
+    pub cleared_by: Option<String>,
+    pub cleared_reason: Option<String>,
+}
+
+impl From<&LostCardVerdict> for LostCardRow {
+    fn from(v: &LostCardVerdict) -> Self {
+        let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
+            _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
+            None => ("watching", "已核定，监控中", None, None, None),
+            Some(WatchCheck::Confirmed { .. }) => ("card_confirmed", "卡片已证实", None, None, None),
+            Some(WatchCheck::Undecided { .. }) => {
+                ("card_undecided", "卡片无法证明，结论维持", None, None, None)
+            }
+            Some(WatchCheck::Contradicted {
+                card_shows,
+                cleared_by: None,
+                ..
+            }) => ("card_contradicted", "卡片与结论不符", Some(card_shows.clone()), None, None),
+            Some(WatchCheck::Contradicted {
+                card_shows,
+                cleared_by,
+                cleared_reason,
+                ..
+            }) => (
+                "cleared",
+                "已处理",
+                Some(card_shows.clone()),
+                cleared_by.clone(),
+                cleared_reason.clone(),
+            ),
+        };
+        LostCardRow {
+            txn_id: v.txn_id.clone(),
+            card_number: v.card_number.clone(),
+            landed: v.landed,
+            reason: v.reason.clone(),
+            proposed_by: v.proposed_by.clone(),
+            proposed_at: v.proposed_at.clone(),
+            confirmed_by: v.confirmed_by.clone(),
+            confirmed_at: v.confirmed_at.clone(),
+            status: status.into(),
+            status_label: label.into(),
+            card_shows,
+            cleared_by,
+            cleared_reason,
+        }
+    }
+}
+
+fn allowed_from(created_at: &str, wait: std::time::Duration) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(created_at, &Rfc3339)
+        .map(|t| t + wait)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 impl From<&LoadTxn> for OpenLoad {
@@ -59,6 +155,8 @@ impl From<&LoadTxn> for OpenLoad {
             balance_before: Fen(i64::from(t.session.init.old_balance)).to_yuan_string(),
             online_atc_before: t.session.init.online_atc,
             created_at: t.created_at.clone(),
+            lost_card_allowed_from: String::new(),
+            lost_card_proposal: None,
         }
     }
 }
@@ -74,6 +172,97 @@ pub struct ResolveParams {
     pub reason: String,
 }
 audit_as_json!(ResolveParams, txn_id);
+
+/// `journal.propose_lost_card`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeLostCardParams {
+    pub txn_id: String,
+    /// The proposed verdict: the money is on the card (`true`) or not (`false`).
+    pub landed: bool,
+    /// Why, and how the card is known to be lost, broken or PIN-blocked; required (at most 500 characters).
+    pub reason: String,
+}
+audit_as_json!(ProposeLostCardParams, txn_id);
+
+/// `journal.confirm_lost_card`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmLostCardParams {
+    pub txn_id: String,
+    /// The verdict being confirmed: must be the proposed one.
+    pub landed: bool,
+}
+audit_as_json!(ConfirmLostCardParams, txn_id);
+
+/// `journal.clear_watch`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearWatchParams {
+    pub txn_id: String,
+    /// How the difference between the verdict and the card was dealt with; required.
+    pub reason: String,
+}
+audit_as_json!(ClearWatchParams, txn_id);
+
+fn yes_no(landed: bool) -> &'static str {
+    if landed {
+        "已到卡"
+    } else {
+        "未到卡"
+    }
+}
+
+/// What an operator reads when a lost-card step is refused.
+fn lost_error(e: LostCardError) -> ApiError {
+    match e {
+        LostCardError::NotFound(id) => {
+            ApiError::new(ErrorCode::HostNotFound, format!("未找到圈存交易 {id}"))
+        }
+        LostCardError::Settled(id) => ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("圈存交易 {id} 已有结论，不能再修改"),
+        ),
+        LostCardError::TooEarly {
+            txn_id,
+            created_at,
+            allowed_from,
+        } => ApiError::new(
+            ErrorCode::CardEvidenceRequired,
+            format!(
+                "圈存交易 {txn_id} 记录于 {created_at}，须先等待卡片；{allowed_from} 之后才能按卡片遗失、损坏或锁定办理。卡片仍在时，请将卡片放到读卡器上，系统将根据卡片确认结果"
+            ),
+        ),
+        LostCardError::Reason => ApiError::invalid_params(format!(
+            "必须填写原因（1 至 {} 个字）",
+            cardd_journal::LOST_REASON_CHARS_MAX
+        )),
+        LostCardError::NoProposal(id) => ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("圈存交易 {id} 没有待确认的挂失核定申请"),
+        ),
+        LostCardError::Confirmed(id) => ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("圈存交易 {id} 的挂失核定已确认，不能再修改"),
+        ),
+        LostCardError::SamePerson { txn_id, person } => ApiError::new(
+            ErrorCode::Forbidden,
+            format!("圈存交易 {txn_id} 的挂失核定由 {person} 申请，须由另一位审核人员确认"),
+        ),
+        LostCardError::Disagrees { proposed, .. } => ApiError::new(
+            ErrorCode::EvidenceConflict,
+            format!(
+                "确认的结论与申请不一致：申请的结论是{}；如不同意，请不要确认，由主管重新申请",
+                yes_no(proposed)
+            ),
+        ),
+        LostCardError::NotContradicted(id) => ApiError::new(
+            ErrorCode::RecordStateConflict,
+            format!("圈存交易 {id} 的卡片没有与挂失核定结论不符，无需处理"),
+        ),
+        LostCardError::Journal(j) => journal_error(j),
+    }
+}
 
 /// What `journal.resolve` changed.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -97,7 +286,98 @@ pub fn add_methods(m: &mut Methods) {
         |d, _, _: NoParams| async move {
             let journal = journal(&d)?;
             let open = journal.list_open().map_err(journal_error)?;
-            Ok::<Vec<OpenLoad>, ApiError>(open.iter().map(OpenLoad::from).collect())
+            let mut rows = Vec::with_capacity(open.len());
+            for t in &open {
+                let mut row = OpenLoad::from(t);
+                row.lost_card_allowed_from = allowed_from(&t.created_at, d.config.lost_card_wait);
+                row.lost_card_proposal = journal
+                    .lost_card_verdict(&t.txn_id)
+                    .map_err(journal_error)?
+                    .filter(|v| v.confirmed_by.is_none())
+                    .as_ref()
+                    .map(LostCardRow::from);
+                rows.push(row);
+            }
+            Ok::<Vec<OpenLoad>, ApiError>(rows)
+        },
+    );
+    m.add(
+        "journal.lost_cards",
+        "Lost-card verdicts: proposed, confirmed and watched, and what each card showed when it came back.",
+        DECIDERS,
+        false,
+        |d, _, _: NoParams| async move {
+            let journal = journal(&d)?;
+            let verdicts = journal.lost_card_verdicts().map_err(journal_error)?;
+            Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(LostCardRow::from).collect())
+        },
+    );
+    m.add(
+        "journal.propose_lost_card",
+        "A supervisor proposes a verdict (landed or not, with a reason) on an unsettled load whose card is lost, broken or PIN-blocked, after the waiting period; an auditor confirms it.",
+        PROPOSERS,
+        true,
+        |d, c, p: ProposeLostCardParams| async move {
+            let operator = c.session()?.username.clone();
+            let journal = journal(&d)?;
+            let txn = journal
+                .get(&p.txn_id)
+                .map_err(journal_error)?
+                .ok_or_else(|| lost_error(LostCardError::NotFound(p.txn_id.clone())))?;
+            // A card that can be read decides for itself.
+            if txn.state.is_open() {
+                if let Some(shown) = card_on_a_reader(&d, &txn, &operator).await {
+                    if shown != cardd_purse::LoadOutcome::Unknown {
+                        return Err(ApiError::new(
+                            ErrorCode::EvidenceConflict,
+                            format!(
+                                "卡号 {} 的卡片在读卡器上，系统可以根据卡片确认结果，不能按卡片遗失办理：请将卡片取下后重新放到读卡器上",
+                                txn.card_number
+                            ),
+                        ));
+                    }
+                }
+            }
+            let verdict = journal
+                .propose_lost_card(&p.txn_id, p.landed, &p.reason, &operator, d.config.lost_card_wait)
+                .map_err(lost_error)?;
+            Ok::<LostCardRow, ApiError>(LostCardRow::from(&verdict))
+        },
+    );
+    m.add(
+        "journal.confirm_lost_card",
+        "An auditor (not the proposer) confirms a proposed lost-card verdict: the load is settled, its ETC records and group orders follow, and the card goes on the watch list.",
+        CONFIRMERS,
+        true,
+        |d, c, p: ConfirmLostCardParams| async move {
+            let operator = c.session()?.username.clone();
+            let journal = journal(&d)?;
+            let (txn, verdict) = journal
+                .confirm_lost_card(&p.txn_id, p.landed, &operator)
+                .map_err(lost_error)?;
+            let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
+            let orders_settled = crate::group_rpc::reconcile(&d)?;
+            tracing::warn!(txn = %txn.txn_id, card = %txn.card_number, landed = verdict.landed, proposed_by = %verdict.proposed_by, confirmed_by = %operator, "a load was settled without its card (lost-card verdict); the card is on the watch list");
+            Ok::<Resolved, ApiError>(Resolved {
+                txn_id: p.txn_id,
+                state: if verdict.landed { "committed" } else { "not_applied" }.into(),
+                records_settled,
+                orders_settled,
+            })
+        },
+    );
+    m.add(
+        "journal.clear_watch",
+        "An auditor records how a card that contradicted its lost-card verdict was dealt with; the card may take loads again.",
+        CONFIRMERS,
+        true,
+        |d, c, p: ClearWatchParams| async move {
+            let operator = c.session()?.username.clone();
+            let journal = journal(&d)?;
+            let verdict = journal
+                .clear_watch(&p.txn_id, &p.reason, &operator)
+                .map_err(lost_error)?;
+            Ok::<LostCardRow, ApiError>(LostCardRow::from(&verdict))
         },
     );
     m.add(

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_journal::{recover_card, RecoveryOutcome};
+use cardd_journal::{check_watch, recover_card, LostCardVerdict, RecoveryOutcome, WatchCheck};
 use cardd_purse::Purse;
 
 use crate::events::EventKind;
@@ -89,6 +89,10 @@ pub(crate) fn recover_on(
 ) -> Option<RecoveryOutcome> {
     let journal = daemon.journal.as_ref()?;
     let mut purse = Purse::new(reader);
+    // A card on the watch list is checked against its lost-card verdicts first.
+    if let Err(e) = check_watch_on(daemon, &mut purse) {
+        tracing::warn!(error = %e, "could not check the card against its lost-card verdicts");
+    }
     let outcome = recover_card(
         &mut purse,
         daemon.sam.as_ref(),
@@ -112,4 +116,50 @@ pub(crate) fn recover_on(
         }
     }
     outcome
+}
+
+/// Checks the card in `purse` against the lost-card verdicts on its watch list (if any) and
+/// audits what it showed. Runs inside a reader job, before anything else is done with a card.
+pub(crate) fn check_watch_on(
+    daemon: &Daemon,
+    purse: &mut Purse<'_>,
+) -> Result<(), cardd_journal::LoadError> {
+    let Some(journal) = daemon.journal.as_ref() else {
+        return Ok(());
+    };
+    let checked = check_watch(
+        purse,
+        daemon.sam.as_ref(),
+        journal,
+        &daemon.config.etc_pin,
+        cardd_crypto::Algorithm::Tdes,
+    )?;
+    for verdict in checked {
+        audit_watch_check(daemon, &verdict);
+    }
+    Ok(())
+}
+
+/// Records in the audit log what a card on the watch list showed about its verdict.
+fn audit_watch_check(daemon: &Daemon, verdict: &LostCardVerdict) {
+    let outcome = match &verdict.card_check {
+        Some(WatchCheck::Confirmed { .. }) => "card_confirmed",
+        Some(WatchCheck::Undecided { .. }) => "card_undecided",
+        Some(WatchCheck::Contradicted { .. }) => "card_contradicted",
+        None => return,
+    };
+    if outcome == "card_contradicted" {
+        tracing::error!(txn = %verdict.txn_id, card = %verdict.card_number, "the card contradicts the lost-card verdict on its load: it takes no load until an auditor clears it");
+    }
+    let entry = crate::audit::AuditEntry {
+        operator: None,
+        role: None,
+        action: "journal.watch_check".into(),
+        target: Some(verdict.card_number.clone()),
+        detail: serde_json::to_value(verdict).unwrap_or_default(),
+        outcome: outcome.into(),
+    };
+    if let Err(e) = daemon.audit.append(entry) {
+        tracing::error!(error = %e, "could not audit a watch-list check");
+    }
 }

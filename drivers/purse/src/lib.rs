@@ -33,7 +33,7 @@ pub use files::{
     LogRecord, ObuSystemInfo, ObuVehicleInfo, PlateColour,
 };
 pub use purse::{
-    decide_interrupted_load, decide_interrupted_load_verified, CardObservation, LoadOutcome,
+    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation, LoadOutcome,
     LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
 };
 pub use responses::{DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};

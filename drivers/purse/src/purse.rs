@@ -579,6 +579,36 @@ pub fn decide_interrupted_load(record: &LoadSession, now: CardObservation) -> Lo
     }
 }
 
+/// What the card's own transaction log (0018, newest first) shows about an interrupted load,
+/// when the counters and the proof could not decide it (the proof was replaced by a later
+/// transaction, or a card at its maximum balance refuses the probe):
+///
+/// * a load record carrying the counter this load was initialized with, and this load's
+///   amount, terminal, date and time → [`LoadOutcome::Landed`] (the card writes the record only
+///   when CREDIT executes, with the terms the CREDIT carried);
+/// * a load record carrying that counter with any other amount, terminal, date or time →
+///   [`LoadOutcome::NotLanded`] (another load used the counter this load's MAC2 was bound to,
+///   so this CREDIT can never have executed);
+/// * no load record with that counter (the log is cyclic and may have dropped it) → `None`:
+///   the log says nothing.
+///
+/// The log cannot prove a negative by absence: a missing record is never read as not landed.
+pub fn decide_from_log(record: &LoadSession, log: &[LogRecord]) -> Option<LoadOutcome> {
+    let terms = &record.plan.terms;
+    let entry = log.iter().find(|l| {
+        l.transaction_type() == Some(TransactionType::EpLoad) && l.atc == record.init.online_atc
+    })?;
+    let ours = entry.amount == terms.amount
+        && entry.terminal == terms.terminal
+        && entry.date_bcd == terms.date
+        && entry.time_bcd == terms.time;
+    Some(if ours {
+        LoadOutcome::Landed
+    } else {
+        LoadOutcome::NotLanded
+    })
+}
+
 /// [`decide_interrupted_load`], and [`LoadOutcome::Landed`] only if the proof's TAC also
 /// verifies with `sam` (otherwise [`LoadOutcome::Unknown`]): the TAC, unlike the echoed MAC2,
 /// cannot be produced without the card's TAC key.
