@@ -234,9 +234,25 @@ async fn a_verdict_the_card_on_a_reader_contradicts_is_refused() {
             },
         )
         .unwrap();
-    // The card is back on the reader: it shows the load landed.
+    // The card is back on the reader: it shows the load landed. Presenting it would settle the
+    // load by itself (the card's proof); the reader fails that first attempt, so the load still
+    // waits for a person while the card sits on the reader.
     let card = world.take_pocket("sim:city").unwrap();
+    world
+        .set_fault_plan(
+            "sim:city",
+            FaultPlan::once(
+                world.apdu_count("sim:city") + 1,
+                FaultKind::Timeout { executed: false },
+            ),
+        )
+        .unwrap();
     world.insert_card("sim:city", card).unwrap();
+    common::group::settle_apdus(&world).await;
+    assert!(
+        journal.get(&txn_id).unwrap().unwrap().state.is_open(),
+        "the first attempt to settle it from the card failed"
+    );
     let (code, message) = d
         .err(
             "journal.resolve",
