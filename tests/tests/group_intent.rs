@@ -169,7 +169,10 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
         .unwrap_or_else(|| panic!("{open}"))
         .clone();
     let txn_id = row["txn_id"].as_str().unwrap().to_owned();
-    assert!(row["lost_card_allowed_from"].as_str().unwrap().len() > 10, "{row}");
+    assert!(
+        row["lost_card_allowed_from"].as_str().unwrap().len() > 10,
+        "{row}"
+    );
 
     // A person's plain verdict is not the way for an intent; the lost-card way needs two.
     let (c, m) = d
@@ -187,7 +190,11 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
             Some(&auditor),
         )
         .await;
-    assert_eq!(c, code(ErrorCode::Forbidden), "an auditor does not propose: {m}");
+    assert_eq!(
+        c,
+        code(ErrorCode::Forbidden),
+        "an auditor does not propose: {m}"
+    );
     // The supervisor proposes "not landed" (the card in fact holds the money: the watch list
     // exists for verdicts like this one).
     let proposed = d
@@ -205,7 +212,11 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
             Some(&supervisor),
         )
         .await;
-    assert_eq!(c, code(ErrorCode::Forbidden), "the proposer does not confirm: {m}");
+    assert_eq!(
+        c,
+        code(ErrorCode::Forbidden),
+        "the proposer does not confirm: {m}"
+    );
     let (c, m) = d
         .err(
             "journal.confirm_lost_card",

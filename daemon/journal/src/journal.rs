@@ -50,7 +50,7 @@ pub enum Resolution {
     Manual { operator: String, reason: String },
     /// Decided by two people for a card that cannot be presented (lost, broken, PIN-blocked),
     /// after the waiting period: a supervisor proposed, an auditor confirmed. The card goes on
-    /// the watch list (`crate::lost`).
+    /// the watch list (see the `lost` module).
     LostCard {
         proposed_by: String,
         confirmed_by: String,

@@ -23,7 +23,8 @@ pub mod store;
 
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
-    card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome,
+    card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest,
+    RecoveryOutcome,
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
 pub use store::{FlushStats, Store, StoreError};

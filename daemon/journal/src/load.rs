@@ -12,8 +12,9 @@
 
 use cardd_crypto::Algorithm;
 use cardd_purse::{
-    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardKeyContext, CityIssueInfo, EtcIssueInfo, LoadOutcome,
-    LoadPlan, LoadSession, Pin, Purse, PurseError, SamError, SecurityModule, Sfi,
+    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardKeyContext,
+    CityIssueInfo, EtcIssueInfo, LoadOutcome, LoadPlan, LoadSession, Pin, Purse, PurseError,
+    SamError, SecurityModule, Sfi,
 };
 use cardd_reader::ReaderError;
 use serde::{Deserialize, Serialize};
@@ -478,7 +479,12 @@ fn check_watch_list(
             LoadOutcome::NotLanded if !verdict.landed => WatchCheck::Confirmed { at },
             LoadOutcome::Landed | LoadOutcome::NotLanded => WatchCheck::Contradicted {
                 at,
-                card_shows: if verdict.landed { "not_landed" } else { "landed" }.into(),
+                card_shows: if verdict.landed {
+                    "not_landed"
+                } else {
+                    "landed"
+                }
+                .into(),
                 cleared_by: None,
                 cleared_reason: None,
             },

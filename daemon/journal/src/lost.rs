@@ -10,7 +10,7 @@
 //!    the card number goes on the **watch list** in the same write.
 //!
 //! If the card is ever presented again, it is checked against the verdict before anything else
-//! (`crate::load::recover_card`): a card that agrees (or can no longer tell) leaves the watch
+//! (`recover_card`): a card that agrees (or can no longer tell) leaves the watch
 //! list; a card that contradicts the verdict stays on it, and takes no new load until an
 //! auditor has dealt with the difference and cleared it ([`Journal::clear_watch`]).
 //!
@@ -77,7 +77,13 @@ impl LostCardVerdict {
 
     /// The card contradicted the verdict and no auditor has cleared it yet.
     pub fn contradicted(&self) -> bool {
-        matches!(&self.card_check, Some(WatchCheck::Contradicted { cleared_by: None, .. }))
+        matches!(
+            &self.card_check,
+            Some(WatchCheck::Contradicted {
+                cleared_by: None,
+                ..
+            })
+        )
     }
 }
 
@@ -186,11 +192,19 @@ impl Journal {
 
     /// Whether any card is on the watch list (a cheap check before reading a card for it).
     pub fn anything_watched(&self) -> Result<bool, JournalError> {
-        Ok(self.tree.scan_prefix(b"watch/").next().transpose()?.is_some())
+        Ok(self
+            .tree
+            .scan_prefix(b"watch/")
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// The verdicts on `card_number` still on the watch list.
-    pub fn watched_for_card(&self, card_number: &str) -> Result<Vec<LostCardVerdict>, JournalError> {
+    pub fn watched_for_card(
+        &self,
+        card_number: &str,
+    ) -> Result<Vec<LostCardVerdict>, JournalError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(watch_prefix(card_number)) {
             let (_, txn_id) = item?;
@@ -246,7 +260,8 @@ impl Journal {
             confirmed_at: None,
             card_check: None,
         };
-        self.tree.insert(lost_key(txn_id), encode_verdict(&verdict)?)?;
+        self.tree
+            .insert(lost_key(txn_id), encode_verdict(&verdict)?)?;
         drop(guard);
         self.store.durable_flush().map_err(JournalError::from)?;
         Ok(verdict)

@@ -534,7 +534,10 @@ fn a_replaced_proof_is_decided_from_the_cards_log() {
             )
             .unwrap();
         let err = rig.load("lost", 3_000).unwrap_err();
-        assert!(matches!(err, LoadError::OutcomeUnknown { .. }), "{what}: {err}");
+        assert!(
+            matches!(err, LoadError::OutcomeUnknown { .. }),
+            "{what}: {err}"
+        );
         if left_for_a_person {
             rig.journal
                 .resolve(
@@ -588,7 +591,11 @@ fn a_replaced_proof_is_decided_from_the_cards_log() {
             "{what}"
         );
         rig.load("next", 500).unwrap();
-        assert_eq!(rig.committed_fen(ETC) + 10_000 + 1_000, rig.balance(), "{what}");
+        assert_eq!(
+            rig.committed_fen(ETC) + 10_000 + 1_000,
+            rig.balance(),
+            "{what}"
+        );
     }
 }
 
@@ -660,7 +667,10 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
             .journal
             .propose_lost_card("lost", verdict_landed, "卡片遗失", "sup", wait)
             .unwrap_err();
-        assert!(matches!(early, LostCardError::TooEarly { .. }), "{what}: {early}");
+        assert!(
+            matches!(early, LostCardError::TooEarly { .. }),
+            "{what}: {early}"
+        );
         let no_reason = rig
             .journal
             .propose_lost_card("lost", verdict_landed, " ", "sup", Duration::ZERO)
@@ -679,7 +689,10 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
             .confirm_lost_card("lost", !verdict_landed, "aud")
             .unwrap_err();
         assert!(matches!(other, LostCardError::Disagrees { .. }), "{what}");
-        assert!(rig.journal.open_for_card(ETC).unwrap().is_some(), "{what}: still open");
+        assert!(
+            rig.journal.open_for_card(ETC).unwrap().is_some(),
+            "{what}: still open"
+        );
         let (txn, _) = rig
             .journal
             .confirm_lost_card("lost", verdict_landed, "aud")
@@ -690,7 +703,11 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
             "{what}"
         );
         assert!(rig.journal.open_for_card(ETC).unwrap().is_none(), "{what}");
-        assert_eq!(rig.journal.watched_for_card(ETC).unwrap().len(), 1, "{what}");
+        assert_eq!(
+            rig.journal.watched_for_card(ETC).unwrap().len(),
+            1,
+            "{what}"
+        );
         // Settled is settled: no second verdict, no second proposal.
         assert!(rig
             .journal
@@ -707,9 +724,15 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
             .unwrap()
             .card_check;
         if verdict_landed == truth_landed {
-            assert!(matches!(check, Some(WatchCheck::Confirmed { .. })), "{what}: {check:?}");
+            assert!(
+                matches!(check, Some(WatchCheck::Confirmed { .. })),
+                "{what}: {check:?}"
+            );
             result.unwrap();
-            assert!(rig.journal.watched_for_card(ETC).unwrap().is_empty(), "{what}");
+            assert!(
+                rig.journal.watched_for_card(ETC).unwrap().is_empty(),
+                "{what}"
+            );
         } else {
             assert!(
                 matches!(check, Some(WatchCheck::Contradicted { .. })),
@@ -720,7 +743,10 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
                 matches!(err, LoadError::VerdictContradicted { .. }),
                 "{what}: {err}"
             );
-            assert!(rig.journal.get("next").unwrap().is_none(), "{what}: no intent");
+            assert!(
+                rig.journal.get("next").unwrap().is_none(),
+                "{what}: no intent"
+            );
             // Still refused on the next try, until an auditor clears it.
             assert!(matches!(
                 rig.load("next", 1_000).unwrap_err(),

@@ -20,8 +20,8 @@ use cardd_journal::{LoadTxn, LostCardError, LostCardVerdict, Resolution, TxnStat
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::errors::ApiError;
 use crate::errors::journal_error;
+use crate::errors::ApiError;
 use crate::etc::journal;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use serde_json::Value;
@@ -88,7 +88,9 @@ impl From<&LostCardVerdict> for LostCardRow {
         let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
             _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
             None => ("watching", "已核定，监控中", None, None, None),
-            Some(WatchCheck::Confirmed { .. }) => ("card_confirmed", "卡片已证实", None, None, None),
+            Some(WatchCheck::Confirmed { .. }) => {
+                ("card_confirmed", "卡片已证实", None, None, None)
+            }
             Some(WatchCheck::Undecided { .. }) => {
                 ("card_undecided", "卡片无法证明，结论维持", None, None, None)
             }
@@ -96,7 +98,13 @@ impl From<&LostCardVerdict> for LostCardRow {
                 card_shows,
                 cleared_by: None,
                 ..
-            }) => ("card_contradicted", "卡片与结论不符", Some(card_shows.clone()), None, None),
+            }) => (
+                "card_contradicted",
+                "卡片与结论不符",
+                Some(card_shows.clone()),
+                None,
+                None,
+            ),
             Some(WatchCheck::Contradicted {
                 card_shows,
                 cleared_by,

@@ -33,8 +33,8 @@ pub use files::{
     LogRecord, ObuSystemInfo, ObuVehicleInfo, PlateColour,
 };
 pub use purse::{
-    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation, LoadOutcome,
-    LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
+    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
+    LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
 };
 pub use responses::{DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};
 pub use sam::{
