@@ -248,6 +248,85 @@ impl Browser {
         Ok(())
     }
 
+    /// Words in Latin letters a person can see on the page (text, button labels, placeholders,
+    /// titles, input values) that are not on `allowed` and are not part of an identifier (a
+    /// token with a digit, `:`, `_`, `@`, `/` or `.` in it: card numbers, record ids, reader
+    /// ids, file names, addresses). What tellers, auditors and kiosk customers read is zh-CN:
+    /// the tests fail on anything this returns.
+    pub fn foreign_words(&self, allowed: &[&str]) -> Result<Vec<String>> {
+        let found = self.js(
+            r#"
+            const seen = new Set();
+            const visible = (e) => !!e && e.getClientRects().length > 0 &&
+              getComputedStyle(e).visibility !== 'hidden';
+            const scan = (text) => {
+              for (const token of String(text || '').split(/[^A-Za-z0-9:_@\/.\-]+/)) {
+                if (!token || /[0-9:_@\/.]/.test(token)) continue;
+                for (const word of token.split('-')) if (/[A-Za-z]/.test(word)) seen.add(word);
+              }
+            };
+            const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            while (walker.nextNode()) {
+              const n = walker.currentNode;
+              if (n.parentElement && visible(n.parentElement)) scan(n.textContent);
+            }
+            for (const e of document.querySelectorAll('input, textarea, select, button, [title]')) {
+              if (!visible(e)) continue;
+              scan(e.getAttribute('placeholder'));
+              scan(e.getAttribute('title'));
+              if (e.tagName === 'INPUT' && ['button', 'submit'].includes(e.type)) scan(e.value);
+            }
+            scan(document.title);
+            return [...seen];
+            "#,
+            json!([]),
+        )?;
+        let mut words: Vec<String> = found
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        words.retain(|w| !allowed.iter().any(|a| a.eq_ignore_ascii_case(w)));
+        words.sort();
+        Ok(words)
+    }
+
+    /// The visible buttons (and links styled as buttons) that are not wholly inside the
+    /// viewport's width (and height, with `whole_screen`: a kiosk screen does not scroll).
+    /// Each is described by its label and its box.
+    pub fn actions_outside_viewport(&self, whole_screen: bool) -> Result<Vec<String>> {
+        let found = self.js(
+            r#"
+            const out = [];
+            const W = document.documentElement.clientWidth, H = window.innerHeight;
+            for (const e of document.querySelectorAll('button, a.button, input[type=submit], input[type=button]')) {
+              if (e.getClientRects().length === 0 || getComputedStyle(e).visibility === 'hidden') continue;
+              if (e.closest('[hidden]')) continue;
+              const r = e.getBoundingClientRect();
+              const x = r.left + window.scrollX, right = r.right + window.scrollX;
+              const outside = x < -0.5 || right > W + 0.5 || (arguments[0] && (r.top < -0.5 || r.bottom > H + 0.5));
+              // Also clipped by a scrolling ancestor (a table cut off inside its box).
+              let clipped = false;
+              for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+                const s = getComputedStyle(p);
+                if (s.overflowX !== 'visible') {
+                  const pr = p.getBoundingClientRect();
+                  if (r.right > pr.right + 0.5 || r.left < pr.left - 0.5) { clipped = true; break; }
+                }
+              }
+              if (outside || clipped) out.push((e.innerText || e.value || e.id || e.tagName).trim() +
+                ' @ ' + Math.round(r.left) + ',' + Math.round(r.top) + ' ' + Math.round(r.width) + 'x' + Math.round(r.height) +
+                ' in ' + W + 'x' + H);
+            }
+            return out;
+            "#,
+            json!([whole_screen]),
+        )?;
+        Ok(found
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+
     /// Saves a PNG of the viewport to `path`.
     pub fn screenshot(&self, path: &Path) -> Result<()> {
         let data = self.command("GET", "/screenshot", Value::Null)?;
