@@ -1431,7 +1431,7 @@ async fn a_failed_flush_after_credit_is_unknown_fails_closed_and_settles_once_af
             k += 1;
             continue;
         }
-        let done = common::group::wait_run(&d, &teller, &run_id).await;
+        let done = common::group::wait_ended(&d, &teller, &run_id).await;
         if d.daemon().store.failed_closed().is_none() {
             // Every flush of the load and its run succeeded: nothing left to break.
             assert_eq!(done["state"], "succeeded", "{what}: {done}");
