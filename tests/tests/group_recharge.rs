@@ -1243,8 +1243,7 @@ async fn run_batch(
         if after == 1 {
             counted_from = Some(count);
         }
-        if let Some((card, n, kind)) = fault.take_if(|(card, _, _)| *card == wanted) {
-            let _ = card;
+        if let Some((_, n, kind)) = fault.take_if(|(card, _, _)| *card == wanted) {
             desk.world
                 .set_fault_plan("sim:city", cardd_sim::FaultPlan::new().at(count + n, kind))
                 .unwrap();
