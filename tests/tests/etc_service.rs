@@ -1175,3 +1175,382 @@ async fn card_removal_with_new_key_retries_pays_each_record_at_most_once() {
     assert!(cases >= 4, "{cases}");
     d.stop().await;
 }
+
+/// Waits until `sim:etc` has been quiet for a moment (the daemon's own check of a newly
+/// inserted card is done).
+async fn etc_reader_quiet(w: &cardd_sim::SimWorld) {
+    let mut last = w.apdu_count("sim:etc");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let now = w.apdu_count("sim:etc");
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Puts the card a fault pulled back on the reader; true when there was one to put back.
+fn reinsert(w: &cardd_sim::SimWorld) -> bool {
+    if w.card("sim:etc").is_some() {
+        return false;
+    }
+    match w.take_pocket("sim:etc") {
+        Some(card) => {
+            w.insert_card("sim:etc", card).unwrap();
+            true
+        }
+        None => false,
+    }
+}
+
+/// One kiosk customer's visit: runs `etc.kiosk_load` for `record_id` (picking it when asked,
+/// confirming its amount, `amount` yuan).
+async fn kiosk_visit(d: &TestDaemon, kiosk: &str, record_id: &str, amount: &str, key: &str) -> Run {
+    run_flow(d, kiosk, "etc.kiosk_load", json!({}), key, |prompt| {
+        if prompt["kind"] == "choose" {
+            return prompt["choices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c.as_str().unwrap().contains(record_id))
+                .unwrap_or_else(|| panic!("{record_id} is not offered: {prompt}"))
+                .clone();
+        }
+        let message = prompt["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("圈存金额：{amount}元")),
+            "{message}"
+        );
+        json!(true)
+    })
+    .await
+}
+
+/// The card pulled at every APDU of the kiosk's `etc.kiosk_load` (from the first read of the
+/// card to CREDIT), before the command executes and after it executed with the answer lost. The
+/// customer, told anything but success, puts the card back and tries again under a new
+/// idempotency key, until the kiosk loads the record or says its money is on the card (or that
+/// the card has nothing left to load). Per intent (one paid record): every answer that is not
+/// success and says 失败 is a load the card did not take, an unknown outcome says so (never
+/// 失败); once the card settled, the record reads 已圈存 with its money on the card exactly
+/// once, one committed load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiosk_card_removal_with_new_key_retries_pays_each_record_exactly_once() {
+    let (d, w, teller) = start_teller("etc-kiosk-matrix").await;
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    let wd = world(&w);
+    // The demo's own pending records go first (at the counter), so each case has one record.
+    assert_eq!(
+        load(&d, &teller, R200, "pre").await.done["state"],
+        "succeeded"
+    );
+    etc_reader_quiet(&wd).await;
+    let before = wd.apdu_count("sim:etc");
+    let clean = kiosk_visit(&d, &kiosk, R50, "50.00", "clean").await;
+    assert_eq!(clean.done["result"]["status"], "ok", "{}", clean.done);
+    let apdus = wd.apdu_count("sim:etc") - before;
+    assert!(apdus >= 8, "the kiosk run sends {apdus} APDUs");
+    let mut cases = 0;
+    let (mut retried, mut unknown, mut failed) = (0, 0, 0);
+    for n in 1..=apdus {
+        for kind in [FaultKind::RemoveBeforeExec, FaultKind::RemoveAfterExec] {
+            let what = format!("kiosk n={n} {kind:?}");
+            let made = d
+                .ok(
+                    "etc.recharge",
+                    json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+                    Some(&teller),
+                )
+                .await;
+            let record_id = made["record_id"].as_str().unwrap().to_owned();
+            let start_balance = balance(&w);
+            let start_committed = committed_fen(&d);
+            let at = wd.apdu_count("sim:etc") + n;
+            wd.set_fault_plan("sim:etc", FaultPlan::new().at(at, kind.clone()))
+                .unwrap();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                assert!(attempt <= 5, "{what}: the customer never got an answer");
+                let run =
+                    kiosk_visit(&d, &kiosk, &record_id, "1.00", &format!("{what}-{attempt}")).await;
+                let result = &run.done["result"];
+                if run.done["state"] == "succeeded"
+                    && matches!(result["status"].as_str(), Some("ok") | Some("none"))
+                {
+                    // Loaded now, or the kiosk says the money is on the card already.
+                    if reinsert(&wd) {
+                        etc_reader_quiet(&wd).await;
+                    }
+                    break;
+                }
+                let message = run.done["failure"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let open = !no_open_loads(&d);
+                if open {
+                    unknown += 1;
+                    // The outcome is unknown until the card is back: never 失败.
+                    assert!(
+                        !message.contains("失败"),
+                        "{what}: unknown shown as failed: {message}"
+                    );
+                    assert!(message.contains("切勿重复"), "{what}: {message}");
+                } else if message.contains("失败") {
+                    failed += 1;
+                    assert_eq!(
+                        record(&d, &teller, &record_id).await["status"],
+                        "not_loaded",
+                        "{what}: 失败 only for a load the card did not take: {message}"
+                    );
+                    assert_eq!(committed_fen(&d), start_committed, "{what}: {message}");
+                }
+                // The customer puts the card back and tries again with a new key.
+                retried += 1;
+                if reinsert(&wd) {
+                    etc_reader_quiet(&wd).await;
+                }
+            }
+            for _ in 0..100 {
+                if no_open_loads(&d) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(no_open_loads(&d), "{what}: the card settled every load");
+            let rec = record(&d, &teller, &record_id).await;
+            assert_eq!(rec["status"], "loaded", "{what}: the record is paid: {rec}");
+            assert_eq!(
+                balance(&w) - start_balance,
+                100,
+                "{what}: the money is on the card exactly once: {rec}"
+            );
+            assert_eq!(
+                committed_fen(&d) - start_committed,
+                100,
+                "{what}: one committed load"
+            );
+            cases += 1;
+        }
+    }
+    println!("kiosk removal matrix: {apdus} APDUs x 2 = {cases} cases, {retried} retries ({unknown} unknown answers, {failed} failures the card proved)");
+    assert!(retried >= cases, "every case made the customer retry");
+    assert!(unknown > 0, "lost CREDIT answers were exercised");
+    d.stop().await;
+}
+
+/// The configuration of a daemon whose data directory and cards live in `dir` (so it can be
+/// stopped and started again on them).
+fn on_dir(dir: &std::path::Path, world: &str) -> impl Fn(&mut cardd::config::Config) + Clone {
+    let (dir, world) = (dir.to_path_buf(), world.to_owned());
+    move |c: &mut cardd::config::Config| {
+        c.data_dir = dir.join("data");
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
+    }
+}
+
+/// Stops the daemon and waits until the last holder of it let go (the database is free).
+async fn stop_and_release(d: TestDaemon) {
+    let gone = std::sync::Arc::downgrade(d.daemon());
+    d.stop().await;
+    for _ in 0..250 {
+        if gone.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the stopped daemon is never released");
+}
+
+/// `GET /health`'s status.
+async fn health(d: &TestDaemon) -> Value {
+    let reply = d
+        .raw(format!(
+            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            d.host()
+        ))
+        .await;
+    reply.json()["status"].clone()
+}
+
+/// The journal's flush fails at every durable flush after the teller confirmed an `etc.load`
+/// (skipping `k` of them), among them the flush of the load's outcome right after the card
+/// answered CREDIT. That one is answered as unknown (卡片已响应圈存，但结果未能记录…切勿重复充值,
+/// never 失败), the record is 圈存中 (never 未圈存), and the daemon fails closed: health says so
+/// and money methods are refused. After a restart on the same data directory the customer
+/// presents the card: the load is settled from the card once, the record reads 已圈存, the
+/// money is on the card once, and a retry under a new key credits nothing. For every other
+/// failed flush, the answer says 失败 only if nothing reached the card, and after the restart
+/// the record is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_after_credit_is_unknown_fails_closed_and_settles_once_after_a_restart() {
+    let (mut after_credit, mut refused_answers) = (0, 0);
+    // Data directories of daemons whose run still waits for its refused answer.
+    let mut kept = Vec::new();
+    let mut k = 0;
+    loop {
+        assert!(k < 16, "the flushes of one load never ran out");
+        let what = format!("flush {k} after the confirmation fails");
+        let tmp = tempfile::tempdir().unwrap();
+        let w = format!("etc-flush-{}-{k}", std::process::id());
+        let config = on_dir(tmp.path(), &w);
+        let d = TestDaemon::start_with(config.clone()).await;
+        let wd = world(&w);
+        let teller = d.login("teller", "teller123").await;
+        etc_reader_quiet(&wd).await;
+        // The teller confirms; from then on the k+1-th durable flush fails.
+        let run = d
+            .ok(
+                "flows.start",
+                json!({"flow": "etc.load", "params": {"record_id": R50}, "idempotency_key": "flush-1", "reader_id": "sim:etc"}),
+                Some(&teller),
+            )
+            .await;
+        let run_id = run["run_id"].as_str().unwrap().to_owned();
+        let prompt = common::group::wait_prompt(&d, &teller, &run_id, 0).await;
+        d.daemon().store.fail_flushes_for_test(k, 1);
+        let answered = d
+            .call(
+                "flows.answer",
+                json!({"run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": true}),
+                Some(&teller),
+            )
+            .await;
+        if answered.get("error").is_some() {
+            // The confirmation itself could not be audited: nothing was done, the run still
+            // waits (until its prompt times out), and the daemon failed closed.
+            assert_eq!(balance(&w), 10_000, "{what}: {answered}");
+            assert_eq!(committed_fen(&d), 0, "{what}");
+            assert_eq!(health(&d).await, "failed_closed", "{what}");
+            refused_answers += 1;
+            d.stop().await;
+            kept.push(tmp);
+            k += 1;
+            continue;
+        }
+        let done = common::group::wait_ended(&d, &teller, &run_id).await;
+        if d.daemon().store.failed_closed().is_none() {
+            // Every flush of the load and its run succeeded: nothing left to break.
+            assert_eq!(done["state"], "succeeded", "{what}: {done}");
+            d.daemon().store.fail_flushes_for_test(0, 0);
+            d.stop().await;
+            break;
+        }
+        let run = Run {
+            done,
+            prompts: vec![prompt],
+        };
+        let gained = balance(&w) - 10_000;
+        let message = run.done["failure"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let status = record(&d, &teller, R50).await["status_label"].clone();
+        if gained > 0 {
+            assert_eq!(gained, 5_000, "{what}");
+            assert!(
+                !message.contains("失败"),
+                "{what}: money on the card shown as failed: {message}"
+            );
+            assert_ne!(
+                status, "未圈存",
+                "{what}: money on the card, record not loaded"
+            );
+            if run.done["state"] == "failed" {
+                // Unknown (the outcome could not be recorded), or loaded with the record left
+                // behind: either way the teller reads not to load again.
+                assert!(
+                    (message.contains("圈存结果未知") || message.contains("圈存已成功"))
+                        && message.contains("切勿重复充值"),
+                    "{what}: {message}"
+                );
+            }
+        }
+        if !no_open_loads(&d) && run.done["state"] == "failed" && gained > 0 {
+            after_credit += 1;
+            assert!(
+                message.contains("卡片已响应圈存，但结果未能记录，圈存结果未知")
+                    && message.contains("切勿重复充值"),
+                "{what}: {message}"
+            );
+            assert_eq!(status, "圈存中", "{what}: the record awaits the card");
+        }
+        // The daemon failed closed: health says so and money methods are refused.
+        assert!(d.daemon().failed_closed(), "{what}");
+        assert_eq!(health(&d).await, "failed_closed", "{what}");
+        let failed_closed = i64::from(ErrorCode::FailedClosed.code());
+        let (code, _) = d
+            .err(
+                "etc.recharge",
+                json!({"plate": PLATE, "plate_colour": 0, "amount": "1.00"}),
+                Some(&teller),
+            )
+            .await;
+        assert_eq!(code, failed_closed, "{what}");
+        let (code, _) = d
+            .err(
+                "flows.start",
+                json!({"flow": "etc.load", "params": {"record_id": R50}, "idempotency_key": "flush-2", "reader_id": "sim:etc"}),
+                Some(&teller),
+            )
+            .await;
+        assert_eq!(code, failed_closed, "{what}");
+        assert_eq!(
+            balance(&w),
+            10_000 + gained,
+            "{what}: nothing more was credited"
+        );
+
+        // The customer leaves with the card; the daemon is restarted on the same data.
+        let card = wd.remove_card("sim:etc").expect("the card");
+        stop_and_release(d).await;
+        let d = TestDaemon::start_again_with(config).await;
+        let wd = world(&w);
+        let teller = d.login("teller", "teller123").await;
+        assert!(!d.daemon().failed_closed(), "{what}: a restart reopens");
+        assert_eq!(health(&d).await, "ok", "{what}");
+        let status = record(&d, &teller, R50).await["status_label"].clone();
+        if gained > 0 {
+            assert_ne!(status, "未圈存", "{what}: after the restart");
+        }
+        // The card is presented: its load is settled from the card.
+        wd.insert_card("sim:etc", card).unwrap();
+        etc_reader_quiet(&wd).await;
+        for _ in 0..100 {
+            if no_open_loads(&d) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(no_open_loads(&d), "{what}: the card settled its load");
+        let rec = record(&d, &teller, R50).await;
+        if gained > 0 {
+            assert_eq!(rec["status_label"], "已圈存", "{what}: {rec}");
+            assert_eq!(rec["balance_after"], "150.00", "{what}: {rec}");
+        }
+        // The teller retries with a new key: paid exactly once either way.
+        let retry = load(&d, &teller, R50, "flush-3").await;
+        if gained > 0 {
+            assert_eq!(retry.done["state"], "failed", "{what}: {}", retry.done);
+        } else {
+            assert_eq!(retry.done["state"], "succeeded", "{what}: {}", retry.done);
+        }
+        assert_eq!(record(&d, &teller, R50).await["status_label"], "已圈存");
+        assert_eq!(balance(&w), 15_000, "{what}: the money is on the card once");
+        assert_eq!(committed_fen(&d), 5_000, "{what}: one committed load");
+        // The card is not blocked: its other record loads.
+        let other = load(&d, &teller, R200, "flush-4").await;
+        assert_eq!(other.done["state"], "succeeded", "{what}: {}", other.done);
+        assert_eq!(balance(&w), 35_000, "{what}");
+        d.stop().await;
+        k += 1;
+    }
+    println!("{k} flushes after the confirmation failed in turn: {refused_answers} refused the confirmation, {after_credit} came right after CREDIT");
+    assert_eq!(
+        after_credit, 1,
+        "the flush right after CREDIT was reached once"
+    );
+}

@@ -322,3 +322,288 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
 fn code(c: ErrorCode) -> i64 {
     i64::from(c.code())
 }
+
+/// `GET /health`'s status.
+async fn health(d: &common::TestDaemon) -> serde_json::Value {
+    let reply = d
+        .raw(format!(
+            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            d.host()
+        ))
+        .await;
+    reply.json()["status"].clone()
+}
+
+/// The group's orders of the last days.
+fn all_orders(d: &common::TestDaemon) -> Vec<cardd_host::group_model::RechargeOrder> {
+    let svc = d.daemon().group.as_ref().unwrap();
+    let period = cardd_host::group_model::Period::preset(
+        cardd_host::group_model::Preset::Last7Days,
+        time::OffsetDateTime::now_utc(),
+    );
+    svc.host.orders("G001", &period).unwrap()
+}
+
+fn committed(d: &common::TestDaemon, txn_id: &str) -> bool {
+    let txn = d.daemon().journal.as_ref().unwrap().get(txn_id).unwrap();
+    matches!(
+        txn.map(|t| t.state),
+        Some(cardd_journal::TxnState::Committed { .. })
+    )
+}
+
+/// The journal's flush fails at every durable flush after the operator confirmed a
+/// `group.recharge` (skipping `k` of them), among them the flush of the load's outcome right
+/// after the card answered CREDIT. That one is answered 结果待确认 with what to do (never
+/// 失败), its order is 结果待确认, and the daemon fails closed (health, money methods refused).
+/// After a restart on the same data directory the card is presented: the order reads
+/// 充值成功, the money is on the card once and the quota charged once, and the operator's
+/// retry with a new key is refused. For every other failed flush, 充值失败 is shown only for
+/// money that did not reach the card, and after the restart the customer's intent is paid
+/// exactly once: the quota spent is the succeeded and the refundable orders, and the auditor
+/// refunds exactly those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_after_credit_is_pending_fails_closed_and_settles_once_after_a_restart() {
+    let (mut after_credit, mut refused_answers) = (0, 0);
+    // Data directories of daemons whose run still waits for its refused answer.
+    let mut kept = Vec::new();
+    let mut k = 0;
+    loop {
+        assert!(k < 16, "the flushes of one recharge never ran out");
+        let what = format!("flush {k} after the confirmation fails");
+        let tmp = tempfile::tempdir().unwrap();
+        let world_name = format!("group-flush-{}-{k}", std::process::id());
+        let config = {
+            let (dir, world) = (tmp.path().to_path_buf(), world_name.clone());
+            move |c: &mut cardd::config::Config| {
+                c.data_dir = dir.join("data");
+                c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
+            }
+        };
+        let d = common::TestDaemon::start_with(config.clone()).await;
+        let world = cardd_sim::named_world(&world_name).unwrap();
+        let op = group_login(&d, "G001", "group1", "group123").await;
+        let card_number = "61010000000000000088";
+        world.remove_card("sim:city");
+        world
+            .insert_card("sim:city", city_card(card_number, 0))
+            .unwrap();
+        settle_apdus(&world).await;
+        let balance = |w: &cardd_sim::SimWorld| w.card("sim:city").unwrap().balance().unwrap();
+
+        let start = json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": "flush-1", "reader_id": "sim:city"});
+        let run = d.ok("flows.start", start, Some(&op)).await;
+        let run_id = run["run_id"].as_str().unwrap().to_owned();
+        let prompt = wait_prompt(&d, &op, &run_id, 0).await;
+        d.daemon().store.fail_flushes_for_test(k, 1);
+        let answered = d
+            .call(
+                "flows.answer",
+                json!({"run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": true}),
+                Some(&op),
+            )
+            .await;
+        if answered.get("error").is_some() {
+            // The confirmation itself could not be audited: nothing was done.
+            assert_eq!(balance(&world), 0, "{what}: {answered}");
+            assert!(all_orders(&d).is_empty(), "{what}");
+            assert_eq!(health(&d).await, "failed_closed", "{what}");
+            refused_answers += 1;
+            d.stop().await;
+            kept.push(tmp);
+            k += 1;
+            continue;
+        }
+        let done = wait_ended(&d, &op, &run_id).await;
+        if d.daemon().store.failed_closed().is_none() {
+            // Every flush of the recharge and its run succeeded: nothing left to break.
+            assert_eq!(done["result"]["status"], "ok", "{what}: {done}");
+            d.daemon().store.fail_flushes_for_test(0, 0);
+            d.stop().await;
+            break;
+        }
+        let gained = balance(&world);
+        let message = done["result"]["message"]
+            .as_str()
+            .or(done["failure"]["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let ok = done["result"]["status"] == "ok";
+        if message.contains("充值失败") {
+            assert_eq!(
+                gained, 0,
+                "{what}: 充值失败 with the money on the card: {message}"
+            );
+        }
+        if gained > 0 {
+            assert_eq!(gained, 1_000, "{what}");
+            assert!(
+                !message.contains("失败"),
+                "{what}: money on the card shown as failed: {message}"
+            );
+            if !ok {
+                assert!(
+                    (message.contains("结果待确认") || message.contains("卡片已充值成功"))
+                        && message.contains("切勿重复充值"),
+                    "{what}: {message}"
+                );
+            }
+            for order in all_orders(&d) {
+                assert!(
+                    !matches!(order.status, OrderStatus::Failed | OrderStatus::Refunded),
+                    "{what}: refundable with its money on the card: {order:?}"
+                );
+            }
+        }
+        let journal_open = !d
+            .daemon()
+            .journal
+            .as_ref()
+            .unwrap()
+            .list_open()
+            .unwrap()
+            .is_empty();
+        if journal_open && gained > 0 {
+            after_credit += 1;
+            assert_eq!(done["result"]["status"], "unknown", "{what}: {done}");
+            assert!(
+                message.contains("充值结果待确认")
+                    && message
+                        .contains("请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值"),
+                "{what}: {message}"
+            );
+            let orders = all_orders(&d);
+            assert_eq!(orders.len(), 1, "{what}");
+            assert_eq!(orders[0].status, OrderStatus::Pending, "{what}: 结果待确认");
+        }
+        // The daemon failed closed: health says so and money methods are refused.
+        assert!(d.daemon().failed_closed(), "{what}");
+        assert_eq!(health(&d).await, "failed_closed", "{what}");
+        let failed_closed = i64::from(cardd_api::ErrorCode::FailedClosed.code());
+        let retry = json!({"flow": "group.recharge", "params": {"amount": "10.00"}, "idempotency_key": "flush-2", "reader_id": "sim:city"});
+        let (code, _) = d.err("flows.start", retry, Some(&op)).await;
+        assert_eq!(code, failed_closed, "{what}");
+        let (code, _) = d
+            .err(
+                "group.batch.create",
+                json!({"items": [{"card_number": card_number, "amount": "10"}]}),
+                Some(&op),
+            )
+            .await;
+        assert_eq!(code, failed_closed, "{what}");
+
+        // The operator keeps the card; the daemon is restarted on the same data.
+        let card = world.remove_card("sim:city").expect("the card");
+        let gone = std::sync::Arc::downgrade(d.daemon());
+        d.stop().await;
+        for _ in 0..250 {
+            if gone.upgrade().is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            gone.upgrade().is_none(),
+            "{what}: the stopped daemon is released"
+        );
+        let d = common::TestDaemon::start_again_with(config).await;
+        let world = cardd_sim::named_world(&world_name).unwrap();
+        assert!(!d.daemon().failed_closed(), "{what}: a restart reopens");
+        assert_eq!(health(&d).await, "ok", "{what}");
+        let op = group_login(&d, "G001", "group1", "group123").await;
+        // The card is presented: its load is settled from the card, the order follows.
+        world.insert_card("sim:city", card).unwrap();
+        settle_apdus(&world).await;
+        let journal = d.daemon().journal.as_ref().unwrap();
+        for _ in 0..100 {
+            cardd::group_rpc::reconcile(d.daemon()).unwrap();
+            if journal.list_open().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(journal.list_open().unwrap().is_empty(), "{what}: settled");
+        cardd::group_rpc::reconcile(d.daemon()).unwrap();
+        let orders = all_orders(&d);
+        if gained > 0 {
+            assert_eq!(orders.len(), 1, "{what}");
+            assert_eq!(
+                orders[0].status,
+                OrderStatus::Succeeded,
+                "{what}: {orders:?}"
+            );
+            if !ok && !message.contains("卡片已充值成功") {
+                // The operator told the result is unknown retries with a new key: refused.
+                let retry = run_recharge(&d, &op, json!({"amount": "10.00"}), "flush-3").await;
+                assert_ne!(
+                    retry["result"]["status"], "ok",
+                    "{what}: paid twice: {retry}"
+                );
+            }
+        } else {
+            for order in &orders {
+                assert!(
+                    matches!(order.status, OrderStatus::Failed),
+                    "{what}: nothing on the card, the order is refundable: {order:?}"
+                );
+            }
+            let retry = run_recharge(&d, &op, json!({"amount": "10.00"}), "flush-3").await;
+            assert_eq!(retry["result"]["status"], "ok", "{what}: {retry}");
+        }
+        // Per intent: the money on the card once, equal to the succeeded orders.
+        let orders = all_orders(&d);
+        let succeeded: i64 = orders
+            .iter()
+            .filter(|o| o.status == OrderStatus::Succeeded)
+            .map(|o| o.amount_fen)
+            .sum();
+        let refundable: i64 = orders
+            .iter()
+            .filter(|o| o.status == OrderStatus::Failed)
+            .map(|o| o.amount_fen)
+            .sum();
+        assert_eq!(
+            balance(&world),
+            1_000,
+            "{what}: the money is on the card once"
+        );
+        assert_eq!(succeeded, 1_000, "{what}: {orders:?}");
+        for order in &orders {
+            assert_eq!(
+                committed(&d, &order.txn_id),
+                order.status == OrderStatus::Succeeded,
+                "{what}: {order:?}"
+            );
+        }
+        let svc = d.daemon().group.as_ref().unwrap();
+        let available = || svc.host.group("G001").unwrap().unwrap().available_fen;
+        assert_eq!(
+            50_000 - available(),
+            succeeded + refundable,
+            "{what}: quota spent"
+        );
+        let auditor = d.login("auditor", "audit123").await;
+        let pending = d.ok("group.audit.pending", json!({}), Some(&auditor)).await;
+        for ev in pending["orders"].as_array().unwrap() {
+            assert_eq!(ev["verdict"], "not_landed", "{what}: {ev}");
+            d.ok(
+                "group.audit.refund",
+                json!({"order_id": ev["order"]["order_id"], "reason": "按卡片证据处理"}),
+                Some(&auditor),
+            )
+            .await;
+        }
+        assert_eq!(
+            available(),
+            50_000 - 1_000,
+            "{what}: the quota charged once"
+        );
+        d.stop().await;
+        k += 1;
+    }
+    println!("{k} flushes after the confirmation failed in turn: {refused_answers} refused the confirmation, {after_credit} came right after CREDIT");
+    assert_eq!(
+        after_credit, 1,
+        "the flush right after CREDIT was reached once"
+    );
+}

@@ -754,12 +754,14 @@ pub fn load_record(
         &request,
     ) {
         Ok(receipt) => {
-            let record = host.finish_load(
-                record_id,
-                operator,
-                i64::from(receipt.balance_before_fen),
-                i64::from(receipt.balance_after_fen),
-            )?;
+            let record = host
+                .finish_load(
+                    record_id,
+                    operator,
+                    i64::from(receipt.balance_before_fen),
+                    i64::from(receipt.balance_after_fen),
+                )
+                .map_err(|e| loaded_but_not_recorded(record_id, &receipt, e))?;
             Ok(RecordLoad {
                 record,
                 receipt: Some(receipt),
@@ -771,6 +773,24 @@ pub fn load_record(
             Err(load_error(&e))
         }
     }
+}
+
+/// A load the card took (committed in the journal) whose record could not be updated: the
+/// teller reads that the money is on the card, never a failure; the record follows the
+/// journal when the card is presented again or at the next start-up.
+fn loaded_but_not_recorded(
+    record_id: &str,
+    receipt: &LoadReceipt,
+    e: cardd_host::HostError,
+) -> ApiError {
+    tracing::error!(record = record_id, txn = %receipt.txn_id, error = %e, "a committed load could not be recorded on its recharge record");
+    let mut err = ApiError::from(e);
+    err.message = format!(
+        "圈存已成功：卡内余额 {} 元，但充值记录 {record_id} 未能更新（{}）；系统将根据圈存日志自动补记，切勿重复充值",
+        yuan(receipt.balance_after_fen),
+        err.message
+    );
+    err
 }
 
 /// Records what a failed load means for its record, from the journal's state of its

@@ -314,7 +314,7 @@ pub(crate) fn recharge(
                 .settle(&order.order_id, &operator, before, after)
                 .map_err(|e| {
                     format!(
-                        "卡片已充值成功，但订单 {} 未能记为成功（{e}）；系统会根据圈存记录自动补记",
+                        "卡片已充值成功，但订单 {} 未能记为成功（{e}）；系统会根据圈存记录自动补记，切勿重复充值",
                         order.order_id
                     )
                 })?;

@@ -112,3 +112,19 @@ pub async fn settle_apdus(world: &cardd_sim::SimWorld) {
         last = now;
     }
 }
+
+/// Waits, without answering anything, until the run has ended (a question already answered
+/// may still show while the flow takes the answer); returns the run.
+pub async fn wait_ended(d: &TestDaemon, token: &str, run_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let run = d
+            .ok("flows.get", json!({"run_id": run_id}), Some(token))
+            .await;
+        if !matches!(run["state"].as_str(), Some("running") | Some("waiting")) {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("run {run_id} never ended");
+}

@@ -54,6 +54,36 @@ impl TestDaemon {
         }
     }
 
+    /// Starts a daemon on the data directory a stopped one used (`adjust` names it): sled lets
+    /// go of its file lock only once its background flusher has stopped, so a start that finds
+    /// the database still locked is tried again (bounded).
+    pub async fn start_again_with(adjust: impl Fn(&mut Config)) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut tries = 0;
+        loop {
+            let mut config = Config::demo(dir.path().join("data"));
+            config.flows.unfunded_test_loads = true;
+            adjust(&mut config);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            match cardd::server::start(config, listener).await {
+                Ok(running) => {
+                    let addr = running.addr;
+                    return TestDaemon {
+                        running: Some(running),
+                        addr,
+                        dir,
+                    };
+                }
+                Err(e) if tries < 250 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("daemon starts again: {e}"),
+            }
+        }
+    }
+
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.addr.port())
     }
