@@ -17,6 +17,8 @@ pub mod journal;
 pub mod load;
 pub mod store;
 
+/// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
+pub use cardd_purse::Funding;
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
     card_view_of, load_card, recover_card, LoadError, LoadReceipt, LoadRequest, RecoveryOutcome,
