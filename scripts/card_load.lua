@@ -9,9 +9,10 @@ return {
   version = "1.0.0",
   title = "圈存",
   description = "读取读卡器上的卡片，确认后将金额圈存到卡内电子钱包。",
-  -- Not the kiosk: its password is typed in at a public kiosk, and a kiosk loads only paid
-  -- recharge records (etc.kiosk_load).
-  role = { "teller", "supervisor" },
+  -- An amount with no funded record behind it: the demo-keys test mode only
+  -- ([flows] unfunded_test_loads), and only for the administrator (card.load refuses any other
+  -- role too). Tellers and kiosks load paid recharge records (etc.load, etc.kiosk_load).
+  role = { "admin" },
   params = {
     amount = { type = "amount", required = true, min = "0.01", max = "10000.00", label = "圈存金额" },
     card_number = { type = "string", max_len = 20, label = "卡号" },

@@ -83,7 +83,8 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         config.flows.dir = Some(flows);
     })
     .await?;
-    let token = d.login("teller", "teller123").await?;
+    // `card.load` is the administrator's demo-keys test mode (no funded record behind it).
+    let token = d.login("admin", "admin123").await?;
     let daemon = d.daemon().clone();
     let session = daemon
         .auth
@@ -151,6 +152,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                         etc_pin: d.config.etc_pin.clone(),
                         expected_card: Some(info.card_number),
                         city_algorithm: cardd_crypto::Algorithm::Tdes,
+                        funding: cardd_journal::Funding::TestMode,
                     };
                     let mut purse = Purse::new(reader);
                     load_card(&mut purse, d.sam.as_ref(), journal, READER_ID, &request)

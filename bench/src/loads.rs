@@ -59,6 +59,7 @@ pub fn run(seconds: f64) -> Result<()> {
                         etc_pin: "123456".into(),
                         expected_card: None,
                         city_algorithm: cardd_crypto::Algorithm::Tdes,
+                        funding: cardd_journal::Funding::TestMode,
                     };
                     let mut purse = Purse::new(&mut reader);
                     match load_card(&mut purse, sam.as_ref(), &journal, "sim", &request) {

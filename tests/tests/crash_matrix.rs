@@ -44,6 +44,7 @@ fn request(txn_id: &str, amount_fen: u32) -> LoadRequest {
         etc_pin: "123456".into(),
         expected_card: None,
         city_algorithm: Algorithm::Tdes,
+        funding: cardd_journal::Funding::TestMode,
     }
 }
 

@@ -1554,3 +1554,114 @@ async fn a_failed_flush_after_credit_is_unknown_fails_closed_and_settles_once_af
         "the flush right after CREDIT was reached once"
     );
 }
+
+/// The daemon's security module is the second line of defence of "no credit without funds":
+/// asked directly for a MAC2 it refuses (no funded record named that load), and a journaled
+/// load on the daemon's reader that names no record in a state to fund it (a 未圈存 record not
+/// begun, a begun record of another amount, an unknown record or group order, the test mode
+/// when it is off) is refused before INITIALIZE FOR LOAD: the card and the journal are
+/// untouched and the teller reads why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_security_module_computes_no_mac2_without_a_funded_record() {
+    use cardd_journal::{load_card, Funding, LoadError, LoadRequest};
+    use cardd_purse::{CardKeyContext, InitLoadResponse, KeyScheme, LoadTerms, Purse, SamError};
+
+    let name = format!("etc-funded-sam-{}", std::process::id());
+    let w = name.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.flows.unfunded_test_loads = false;
+        c.readers[0].options = json!({ "world": w });
+    })
+    .await;
+    let before = balance(&name);
+
+    let card = CardKeyContext {
+        scheme: KeyScheme::Etc,
+        algorithm: cardd_crypto::Algorithm::Tdes,
+        issuer4: [0xC9, 0xC2, 0xCE, 0xF7],
+        card8: [0, 0, 0, 0, 0, 0, 0, 1],
+    };
+    let init =
+        InitLoadResponse::parse(&hex::decode("000003E800050100A1B2C3D455954E2A").unwrap()).unwrap();
+    let terms = LoadTerms {
+        amount: 20_000,
+        terminal: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
+        date: cardd_crypto::bcd::date(2026, 12, 6),
+        time: cardd_crypto::bcd::time(12, 0, 0),
+    };
+    let err = d.daemon().sam.load_mac2(&card, &init, &terms).unwrap_err();
+    assert!(matches!(err, SamError::LoadNotAuthorized { .. }), "{err}");
+
+    let host = d.daemon().host.clone().unwrap();
+    host.begin_load(R50, "teller", "direct-begun").unwrap();
+    let token = d.login("teller", "teller123").await;
+    let holder = cardd::readers::Holder {
+        operator: "teller".into(),
+        session: token,
+    };
+    let record = |id: &str| Funding::EtcRecord {
+        record_id: id.into(),
+    };
+    let cases = [
+        ("direct-1", 20_000, record(R200), "未圈存"),
+        ("direct-begun", 20_000, record(R50), "金额"),
+        ("direct-2", 20_000, record("R20990101000001"), "不存在"),
+        (
+            "direct-3",
+            20_000,
+            Funding::GroupOrder {
+                order_id: "GO20990101000001".into(),
+            },
+            "不存在",
+        ),
+        ("direct-4", 100, Funding::TestMode, "测试模式"),
+    ];
+    for (txn_id, amount_fen, funding, says) in cases {
+        let daemon = d.daemon().clone();
+        let result = d
+            .daemon()
+            .readers
+            .run("sim:etc", &holder, move |reader| {
+                let request = LoadRequest {
+                    txn_id: txn_id.into(),
+                    amount_fen,
+                    terminal: daemon.config.terminal_id,
+                    date: cardd_crypto::bcd::date(2026, 12, 6),
+                    time: cardd_crypto::bcd::time(12, 0, 0),
+                    etc_pin: daemon.config.etc_pin.clone(),
+                    expected_card: Some(CARD.into()),
+                    city_algorithm: cardd_crypto::Algorithm::Tdes,
+                    funding,
+                };
+                load_card(
+                    &mut Purse::new(reader),
+                    daemon.sam.as_ref(),
+                    daemon.journal.as_ref().unwrap(),
+                    "sim:etc",
+                    &request,
+                )
+            })
+            .await
+            .unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, LoadError::Unfunded(SamError::LoadNotFunded { reason }) if reason.contains(says)),
+            "{txn_id}: {err}"
+        );
+        let shown = cardd::etc::load_error(&err);
+        assert_eq!(shown.code, ErrorCode::RecordStateConflict);
+        assert!(shown.message.contains("卡片未被写入"), "{}", shown.message);
+        assert_eq!(balance(&name), before, "{txn_id}: the card is untouched");
+        assert!(
+            d.daemon()
+                .journal
+                .as_ref()
+                .unwrap()
+                .for_card(CARD)
+                .unwrap()
+                .is_empty(),
+            "{txn_id}: nothing journaled"
+        );
+    }
+    d.stop().await;
+}

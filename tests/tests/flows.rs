@@ -75,8 +75,8 @@ async fn a_load_flow_asks_loads_once_and_replays_retries() {
     let dir = flows_dir(&[]);
     let world = format!("flows-load-{}", std::process::id());
     let d = start_with_flows(dir.path(), &world, |_| {}).await;
-    let teller = d.login("teller", "teller123").await;
-    let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
+    let admin = d.login("admin", "admin123").await;
+    let listed = d.ok("flows.list", json!({}), Some(&admin)).await;
     assert_eq!(listed[0]["name"], "card.load");
     assert_eq!(listed[0]["params"]["required"][0], "amount");
     let auditor = d.login("auditor", "audit123").await;
@@ -87,9 +87,9 @@ async fn a_load_flow_asks_loads_once_and_replays_retries() {
     );
 
     let start = json!({"flow": "card.load", "params": {"amount": "20.00"}, "idempotency_key": "teller-0001", "reader_id": "sim:etc"});
-    let run = d.ok("flows.start", start.clone(), Some(&teller)).await;
+    let run = d.ok("flows.start", start.clone(), Some(&admin)).await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let waiting = wait_for(&d, &teller, &run_id, |p| p["state"] == "waiting").await;
+    let waiting = wait_for(&d, &admin, &run_id, |p| p["state"] == "waiting").await;
     assert_eq!(
         waiting["prompt"]["message"],
         "卡内余额：100.00元。圈存金额：20.00元。是否圈存？"
@@ -102,30 +102,30 @@ async fn a_load_flow_asks_loads_once_and_replays_retries() {
 
     // A retry of the start while waiting returns the same run.
     assert_eq!(
-        d.ok("flows.start", start.clone(), Some(&teller)).await["run_id"],
+        d.ok("flows.start", start.clone(), Some(&admin)).await["run_id"],
         run_id
     );
     let prompt_id = waiting["prompt"]["prompt_id"].as_u64().unwrap();
     d.ok(
         "flows.answer",
         json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
-        Some(&teller),
+        Some(&admin),
     )
     .await;
-    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "succeeded").await;
+    let done = wait_for(&d, &admin, &run_id, |p| p["state"] == "succeeded").await;
     assert_eq!(done["result"]["message"], "圈存成功！");
     assert_eq!(done["result"]["balance_after"], "120.00");
     assert_eq!(balance(&world), 12_000);
 
     // Re-sending the start after it finished: the same run, never a second credit.
-    let again = d.ok("flows.start", start, Some(&teller)).await;
+    let again = d.ok("flows.start", start, Some(&admin)).await;
     assert_eq!(again["run_id"], run_id);
     assert_eq!(again["state"], "succeeded");
     assert_eq!(balance(&world), 12_000);
     // The same key with other parameters is refused.
     let other = json!({"flow": "card.load", "params": {"amount": "30.00"}, "idempotency_key": "teller-0001", "reader_id": "sim:etc"});
     assert_eq!(
-        d.err("flows.start", other, Some(&teller)).await.0,
+        d.err("flows.start", other, Some(&admin)).await.0,
         ErrorCode::IdempotencyConflict.code() as i64
     );
     // A stale answer is refused.
@@ -133,7 +133,7 @@ async fn a_load_flow_asks_loads_once_and_replays_retries() {
         .err(
             "flows.answer",
             json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
-            Some(&teller),
+            Some(&admin),
         )
         .await;
     assert_eq!(code, ErrorCode::NoPendingPrompt.code() as i64);
@@ -145,7 +145,7 @@ async fn parameters_and_roles_are_checked_before_anything_runs() {
     let dir = flows_dir(&[]);
     let world = format!("flows-params-{}", std::process::id());
     let d = start_with_flows(dir.path(), &world, |_| {}).await;
-    let teller = d.login("teller", "teller123").await;
+    let admin = d.login("admin", "admin123").await;
     for (i, bad) in [
         json!("10.001"),
         json!("-5"),
@@ -159,7 +159,7 @@ async fn parameters_and_roles_are_checked_before_anything_runs() {
     .enumerate()
     {
         let start = json!({"flow": "card.load", "params": {"amount": bad}, "idempotency_key": format!("bad-{i}"), "reader_id": "sim:etc"});
-        let (code, message) = d.err("flows.start", start, Some(&teller)).await;
+        let (code, message) = d.err("flows.start", start, Some(&admin)).await;
         assert_eq!(
             code,
             ErrorCode::InvalidParams.code() as i64,
@@ -169,7 +169,7 @@ async fn parameters_and_roles_are_checked_before_anything_runs() {
     }
     let unknown = json!({"flow": "card.load", "params": {"amount": "1.00", "amont": "2"}, "idempotency_key": "bad-x", "reader_id": "sim:etc"});
     assert_eq!(
-        d.err("flows.start", unknown, Some(&teller)).await.0,
+        d.err("flows.start", unknown, Some(&admin)).await.0,
         ErrorCode::InvalidParams.code() as i64
     );
     let auditor = d.login("auditor", "audit123").await;
@@ -180,7 +180,7 @@ async fn parameters_and_roles_are_checked_before_anything_runs() {
     );
     let nope = json!({"flow": "no.such", "params": {}, "idempotency_key": "n-1"});
     assert_eq!(
-        d.err("flows.start", nope, Some(&teller)).await.0,
+        d.err("flows.start", nope, Some(&admin)).await.0,
         ErrorCode::FlowNotFound.code() as i64
     );
     assert_eq!(balance(&world), 10_000);
@@ -192,32 +192,32 @@ async fn declining_cancelling_and_timing_out_load_nothing() {
     let dir = flows_dir(&[]);
     let world = format!("flows-cancel-{}", std::process::id());
     let d = start_with_flows(dir.path(), &world, |c| c.flows.prompt_timeout_s = 1).await;
-    let teller = d.login("teller", "teller123").await;
+    let admin = d.login("admin", "admin123").await;
     let start = |key: &str| json!({"flow": "card.load", "params": {"amount": "5.00"}, "idempotency_key": key, "reader_id": "sim:etc"});
 
-    let run = d.ok("flows.start", start("no"), Some(&teller)).await["run_id"]
+    let run = d.ok("flows.start", start("no"), Some(&admin)).await["run_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let waiting = wait_for(&d, &teller, &run, |p| p["state"] == "waiting").await;
+    let waiting = wait_for(&d, &admin, &run, |p| p["state"] == "waiting").await;
     let prompt_id = waiting["prompt"]["prompt_id"].clone();
     d.ok(
         "flows.answer",
         json!({"run_id": run, "prompt_id": prompt_id, "answer": false}),
-        Some(&teller),
+        Some(&admin),
     )
     .await;
-    let done = wait_for(&d, &teller, &run, |p| p["state"] == "succeeded").await;
+    let done = wait_for(&d, &admin, &run, |p| p["state"] == "succeeded").await;
     assert_eq!(done["result"]["status"], "cancelled");
 
-    let run = d.ok("flows.start", start("cancel"), Some(&teller)).await["run_id"]
+    let run = d.ok("flows.start", start("cancel"), Some(&admin)).await["run_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    wait_for(&d, &teller, &run, |p| p["state"] == "waiting").await;
-    d.ok("flows.cancel", json!({"run_id": run}), Some(&teller))
+    wait_for(&d, &admin, &run, |p| p["state"] == "waiting").await;
+    d.ok("flows.cancel", json!({"run_id": run}), Some(&admin))
         .await;
-    let done = wait_for(&d, &teller, &run, |p| {
+    let done = wait_for(&d, &admin, &run, |p| {
         p["state"] == "cancelled" || p["state"] == "failed"
     })
     .await;
@@ -230,11 +230,11 @@ async fn declining_cancelling_and_timing_out_load_nothing() {
         "{done}"
     );
 
-    let run = d.ok("flows.start", start("timeout"), Some(&teller)).await["run_id"]
+    let run = d.ok("flows.start", start("timeout"), Some(&admin)).await["run_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let done = wait_for(&d, &teller, &run, |p| p["state"] == "failed").await;
+    let done = wait_for(&d, &admin, &run, |p| p["state"] == "failed").await;
     assert!(
         done["failure"]["message"]
             .as_str()
@@ -287,12 +287,14 @@ async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_one
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // A running load flow keeps its version when the file changes.
+    // A running load flow keeps its version when the file changes (`card.load` is the
+    // administrator's test mode).
+    let admin = d.login("admin", "admin123").await;
     let run = d
-        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "v1", "reader_id": "sim:etc"}), Some(&teller))
+        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "v1", "reader_id": "sim:etc"}), Some(&admin))
         .await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
-    let waiting = wait_for(&d, &teller, &run_id, |p| p["state"] == "waiting").await;
+    let waiting = wait_for(&d, &admin, &run_id, |p| p["state"] == "waiting").await;
     std::fs::write(
         dir.path().join("card_load.lua"),
         LOAD_FLOW.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
@@ -301,7 +303,7 @@ async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_one
     // The daemon notices the change by itself within a few seconds.
     let mut version = String::new();
     for _ in 0..40 {
-        let listed = d.ok("flows.list", json!({}), Some(&teller)).await;
+        let listed = d.ok("flows.list", json!({}), Some(&admin)).await;
         let load = listed
             .as_array()
             .unwrap()
@@ -319,10 +321,10 @@ async fn a_runaway_flow_is_stopped_and_flows_reload_without_touching_running_one
     d.ok(
         "flows.answer",
         json!({"run_id": run_id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),
-        Some(&teller),
+        Some(&admin),
     )
     .await;
-    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "succeeded").await;
+    let done = wait_for(&d, &admin, &run_id, |p| p["state"] == "succeeded").await;
     assert_eq!(
         done["version"], "1.0.0",
         "the run finished on the version it started with"
@@ -338,13 +340,13 @@ async fn a_run_can_be_followed_over_a_websocket_subscription() {
     let dir = flows_dir(&[]);
     let world = format!("flows-ws-{}", std::process::id());
     let d = start_with_flows(dir.path(), &world, |_| {}).await;
-    let teller = d.login("teller", "teller123").await;
+    let admin = d.login("admin", "admin123").await;
     let run = d
-        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "3.00"}, "idempotency_key": "ws-1", "reader_id": "sim:etc"}), Some(&teller))
+        .ok("flows.start", json!({"flow": "card.load", "params": {"amount": "3.00"}, "idempotency_key": "ws-1", "reader_id": "sim:etc"}), Some(&admin))
         .await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     let client = WsClientBuilder::default()
-        .build(format!("ws://{}/?token={teller}", d.host()))
+        .build(format!("ws://{}/?token={admin}", d.host()))
         .await
         .unwrap();
     let mut params = jsonrpsee::core::params::ObjectParams::new();
@@ -365,7 +367,7 @@ async fn a_run_can_be_followed_over_a_websocket_subscription() {
             d.ok(
                 "flows.answer",
                 json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
-                Some(&teller),
+                Some(&admin),
             )
             .await;
         }
@@ -450,16 +452,17 @@ async fn flows_read_balance_log_and_transaction_proof() {
     let world = format!("flows-card-{}", std::process::id());
     let d = start_with_flows(dir.path(), &world, |_| {}).await;
     let teller = d.login("teller", "teller123").await;
-    // One load first, so the card has a log record and a proof.
-    let id = d.ok("flows.start", json!({"flow": "card.load", "params": {"amount": "7.00"}, "idempotency_key": "c0", "reader_id": "sim:etc"}), Some(&teller)).await["run_id"].as_str().unwrap().to_owned();
-    let waiting = wait_for(&d, &teller, &id, |p| p["state"] == "waiting").await;
+    // One load first (the administrator's test mode), so the card has a log record and a proof.
+    let admin = d.login("admin", "admin123").await;
+    let id = d.ok("flows.start", json!({"flow": "card.load", "params": {"amount": "7.00"}, "idempotency_key": "c0", "reader_id": "sim:etc"}), Some(&admin)).await["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_for(&d, &admin, &id, |p| p["state"] == "waiting").await;
     d.ok(
         "flows.answer",
         json!({"run_id": id, "prompt_id": waiting["prompt"]["prompt_id"], "answer": true}),
-        Some(&teller),
+        Some(&admin),
     )
     .await;
-    wait_for(&d, &teller, &id, |p| p["state"] == "succeeded").await;
+    wait_for(&d, &admin, &id, |p| p["state"] == "succeeded").await;
     let run = d.ok("flows.start", json!({"flow": "test.card", "params": {}, "idempotency_key": "c1", "reader_id": "sim:etc"}), Some(&teller)).await;
     let done = wait_for(&d, &teller, run["run_id"].as_str().unwrap(), |p| {
         p["state"] != "running"
@@ -495,8 +498,8 @@ async fn the_kiosk_cannot_start_an_unfunded_load() {
 }
 
 /// No credit without funds: by default (`flows.unfunded_test_loads` off) the `card.load` flow
-/// credits nothing, whoever starts it; the test mode is refused with anything but the demo
-/// keys.
+/// credits nothing, whoever starts it (the administrator's run fails; the others may not start
+/// it); the test mode is refused with anything but the demo keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfunded_loads_are_refused_unless_in_the_demo_test_mode() {
     let world = format!("unfunded-{}", std::process::id());
@@ -508,17 +511,25 @@ async fn unfunded_loads_are_refused_unless_in_the_demo_test_mode() {
     .await;
     let sim = cardd_sim::named_world(&world).unwrap();
     let before = sim.card("sim:etc").and_then(|c| c.balance()).unwrap();
+    let admin = d.login("admin", "admin123").await;
+    let start = json!({"flow": "card.load", "params": {"amount": "100.00"}, "idempotency_key": "mint-admin", "reader_id": "sim:etc"});
+    let done = d.drive(&admin, start, |_| json!(true)).await.done;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("无资金来源的圈存未开放"),
+        "{done}"
+    );
     for (user, password) in [("teller", "teller123"), ("supervisor", "super123")] {
         let token = d.login(user, password).await;
         let start = json!({"flow": "card.load", "params": {"amount": "100.00"}, "idempotency_key": format!("mint-{user}"), "reader_id": "sim:etc"});
-        let done = d.drive(&token, start, |_| json!(true)).await.done;
-        assert_eq!(done["state"], "failed", "{user}: {done}");
-        assert!(
-            done["failure"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("无资金来源"),
-            "{done}"
+        let (code, message) = d.err("flows.start", start, Some(&token)).await;
+        assert_eq!(
+            code,
+            ErrorCode::Forbidden.code() as i64,
+            "{user}: {message}"
         );
     }
     assert_eq!(
@@ -537,4 +548,66 @@ async fn unfunded_loads_are_refused_unless_in_the_demo_test_mode() {
     let toml = "[keys]\nsource = \"file\"\nfile = \"/nonexistent/keys.toml\"\n[flows]\nunfunded_test_loads = true\n";
     let e = cardd::config::Config::from_toml(toml, "t.toml").unwrap_err();
     assert_eq!(e.key, "flows.unfunded_test_loads", "{e:?}");
+}
+
+/// Refusal of unfunded loads by role, with the test mode on: only the administrator may run
+/// `card.load`. The kiosk, teller, supervisor and auditor are refused at the start (the flow's
+/// roles) and, should a flow file be edited to let them in, by `card.load` itself (the check in
+/// Rust); a refusal credits nothing (the card's balance and the journal are unchanged). The
+/// administrator's load is credited once, recorded as funded by the test mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfunded_loads_are_refused_by_role() {
+    let edited = LOAD_FLOW
+        .replace("name = \"card.load\"", "name = \"test.edited_load\"")
+        .replace(
+            "role = { \"admin\" }",
+            "role = { \"admin\", \"teller\", \"supervisor\", \"auditor\", \"kiosk\" }",
+        );
+    assert!(edited.contains("test.edited_load") && edited.contains("\"kiosk\" }"));
+    let dir = flows_dir(&[("edited.lua", edited.as_str())]);
+    let world = format!("flows-roles-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let journal_of_card = |d: &TestDaemon| {
+        d.daemon()
+            .journal
+            .as_ref()
+            .unwrap()
+            .for_card(cardd_sim::demo::DEMO_ETC_CARD_NUMBER)
+            .unwrap()
+    };
+    let before = balance(&world);
+    for (user, password) in [
+        ("kiosk", "kiosk123"),
+        ("teller", "teller123"),
+        ("supervisor", "super123"),
+        ("auditor", "audit123"),
+    ] {
+        let token = d.login(user, password).await;
+        let start = json!({"flow": "card.load", "params": {"amount": "100.00"}, "idempotency_key": format!("mint-{user}"), "reader_id": "sim:etc"});
+        let (code, message) = d.err("flows.start", start, Some(&token)).await;
+        assert_eq!(
+            code,
+            ErrorCode::Forbidden.code() as i64,
+            "{user}: {message}"
+        );
+        let start = json!({"flow": "test.edited_load", "params": {"amount": "100.00"}, "idempotency_key": format!("edited-{user}"), "reader_id": "sim:etc"});
+        let done = d.drive(&token, start, |_| json!(true)).await.done;
+        assert_eq!(done["state"], "failed", "{user}: {done}");
+        let message = done["failure"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("无资金来源的圈存仅供管理员在测试模式下使用"),
+            "{user}: {message}"
+        );
+        assert_eq!(balance(&world), before, "{user}: nothing credited");
+        assert!(journal_of_card(&d).is_empty(), "{user}: nothing journaled");
+    }
+    let admin = d.login("admin", "admin123").await;
+    let start = json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "admin-1", "reader_id": "sim:etc"});
+    let done = d.drive(&admin, start, |_| json!(true)).await.done;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(balance(&world), before + 100);
+    let txns = journal_of_card(&d);
+    assert_eq!(txns.len(), 1);
+    assert_eq!(txns[0].funding, Some(cardd_journal::Funding::TestMode));
+    d.stop().await;
 }

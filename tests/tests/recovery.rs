@@ -50,6 +50,7 @@ async fn an_interrupted_load_is_resolved_when_its_card_returns() {
                 etc_pin: "123456".into(),
                 expected_card: None,
                 city_algorithm: Algorithm::Tdes,
+                funding: cardd_journal::Funding::TestMode,
             };
             let journal = daemon.journal.as_ref().unwrap();
             load_card(

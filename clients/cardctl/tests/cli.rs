@@ -175,7 +175,13 @@ async fn cardctl_drives_the_daemon_end_to_end() {
         .await;
     assert_eq!(again["state"], "succeeded");
     assert_eq!(d.balance(), 30_000);
-    // Declining loads nothing and fails the command.
+    // Declining loads nothing and fails the command (the unfunded `card.load` is the
+    // administrator's demo-keys test mode).
+    d.ok(
+        &["login", "--user", "admin", "--password-stdin"],
+        "admin123\n",
+    )
+    .await;
     let out = d
         .cardctl(
             &[
@@ -192,6 +198,11 @@ async fn cardctl_drives_the_daemon_end_to_end() {
         .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("已取消圈存"));
     assert_eq!(d.balance(), 30_000);
+    d.ok(
+        &["login", "--user", "teller", "--password-stdin"],
+        "teller123\n",
+    )
+    .await;
 
     // Bad input: a clear error, nothing changed.
     let out = d

@@ -17,7 +17,7 @@
 
 use std::sync::Mutex;
 
-use cardd_purse::LoadSession;
+use cardd_purse::{Funding, LoadSession};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -112,6 +112,10 @@ pub struct LoadTxn {
     pub state: TxnState,
     pub created_at: String,
     pub history: Vec<StateChange>,
+    /// What paid for the load (the ETC record, the group order or the test mode); `None` in
+    /// records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding: Option<Funding>,
 }
 
 impl LoadTxn {
@@ -134,6 +138,7 @@ impl LoadTxn {
                 at,
                 state: "intent".into(),
             }],
+            funding: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub mod load;
 pub mod lost;
 pub mod store;
 
+/// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
+pub use cardd_purse::Funding;
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
     card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest,

@@ -13,8 +13,8 @@
 use cardd_crypto::Algorithm;
 use cardd_purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardKeyContext,
-    CityIssueInfo, EtcIssueInfo, LoadOutcome, LoadPlan, LoadSession, Pin, Purse, PurseError,
-    SamError, SecurityModule, Sfi,
+    CityIssueInfo, EtcIssueInfo, Funding, LoadAuthorization, LoadOutcome, LoadPlan, LoadSession,
+    Pin, Purse, PurseError, SamError, SecurityModule, Sfi,
 };
 use cardd_reader::ReaderError;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,8 @@ pub struct LoadRequest {
     pub expected_card: Option<String>,
     /// The algorithm of city cards (they do not declare it).
     pub city_algorithm: Algorithm,
+    /// What pays for this load; the security module authorises MAC2 only for a funded load.
+    pub funding: Funding,
 }
 
 /// A completed load.
@@ -81,6 +83,10 @@ pub enum LoadError {
     /// The security module refused (MAC1 invalid: not a genuine card or wrong keys); nothing changed.
     #[error("the card's MAC1 did not verify ({0}); the card is not one of ours or the keys are wrong; nothing was loaded")]
     Mac1(SamError),
+    /// The security module refused to authorise the load: no funded record pays for it.
+    /// Refused before CREDIT; nothing was recorded and nothing changed.
+    #[error("the security module refused the load: {0}")]
+    Unfunded(SamError),
     /// The card is not the one the request names.
     #[error("this is card {found}, not {expected}: insert the right card")]
     WrongCard { expected: String, found: String },
@@ -255,9 +261,25 @@ pub fn load_card(
         request.date,
         request.time,
     );
+    // No credit without funds: the security module computes MAC2 only for a load it has
+    // authorised against a funded record, asked before the card is touched.
+    sam.authorize_load(&LoadAuthorization {
+        txn_id: request.txn_id.clone(),
+        card_number: id.card_number.clone(),
+        card: plan.card,
+        terms: plan.terms,
+        funding: request.funding.clone(),
+    })
+    .map_err(LoadError::Unfunded)?;
     let init = purse.init_load_for(&plan)?;
-    let session = LoadSession::start(plan, init, sam).map_err(LoadError::Mac1)?;
-    let txn = LoadTxn::intent(&request.txn_id, &id.card_number, reader_id, session);
+    let session = LoadSession::start(plan, init, sam).map_err(|e| match e {
+        SamError::LoadNotFunded { .. } | SamError::LoadNotAuthorized { .. } => {
+            LoadError::Unfunded(e)
+        }
+        other => LoadError::Mac1(other),
+    })?;
+    let mut txn = LoadTxn::intent(&request.txn_id, &id.card_number, reader_id, session);
+    txn.funding = Some(request.funding.clone());
     crash_point("load.before_intent");
     journal.record_intent(&txn)?;
     crash_point("load.before_credit");

@@ -81,6 +81,7 @@ impl Rig {
             etc_pin: "123456".into(),
             expected_card: None,
             city_algorithm: Algorithm::Tdes,
+            funding: cardd_journal::Funding::TestMode,
         }
     }
 
@@ -760,4 +761,141 @@ fn a_lost_card_verdict_takes_two_people_and_the_card_is_checked_when_it_returns(
         let base = 10_000 + if truth_landed { 3_000 } else { 0 };
         assert_eq!(rig.balance(), base + 1_000, "{what}");
     }
+}
+
+/// A security module that refuses every load's authorisation and remembers what it was asked.
+struct Refusing {
+    inner: SoftSam,
+    asked: std::sync::Mutex<Vec<cardd_purse::LoadAuthorization>>,
+}
+
+impl cardd_purse::SecurityModule for Refusing {
+    fn authorize_load(
+        &self,
+        request: &cardd_purse::LoadAuthorization,
+    ) -> Result<(), cardd_purse::SamError> {
+        self.asked.lock().unwrap().push(request.clone());
+        Err(cardd_purse::SamError::LoadNotFunded {
+            reason: "no such record".into(),
+        })
+    }
+    fn verify_load_mac1(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        init: &cardd_purse::InitLoadResponse,
+        terms: &cardd_purse::LoadTerms,
+    ) -> Result<(), cardd_purse::SamError> {
+        self.inner.verify_load_mac1(card, init, terms)
+    }
+    fn load_mac2(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        init: &cardd_purse::InitLoadResponse,
+        terms: &cardd_purse::LoadTerms,
+    ) -> Result<[u8; 4], cardd_purse::SamError> {
+        self.inner.load_mac2(card, init, terms)
+    }
+    fn verify_load_tac(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        init: &cardd_purse::InitLoadResponse,
+        terms: &cardd_purse::LoadTerms,
+        tac: [u8; 4],
+    ) -> Result<(), cardd_purse::SamError> {
+        self.inner.verify_load_tac(card, init, terms, tac)
+    }
+    fn purchase_mac1(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        init: &cardd_purse::InitPurchaseResponse,
+        terms: &cardd_purse::PurchaseTerms,
+    ) -> Result<[u8; 4], cardd_purse::SamError> {
+        self.inner.purchase_mac1(card, init, terms)
+    }
+    fn verify_purchase_mac2(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        init: &cardd_purse::InitPurchaseResponse,
+        terms: &cardd_purse::PurchaseTerms,
+        mac2: [u8; 4],
+    ) -> Result<(), cardd_purse::SamError> {
+        self.inner.verify_purchase_mac2(card, init, terms, mac2)
+    }
+    fn verify_purchase_tac(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        terms: &cardd_purse::PurchaseTerms,
+        tac: [u8; 4],
+    ) -> Result<(), cardd_purse::SamError> {
+        self.inner.verify_purchase_tac(card, terms, tac)
+    }
+    fn secure_messaging_mac(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        key: cardd_purse::MaintenanceKey,
+        challenge: [u8; 4],
+        data: &[u8],
+    ) -> Result<[u8; 4], cardd_purse::SamError> {
+        self.inner.secure_messaging_mac(card, key, challenge, data)
+    }
+    fn decrypt_obu_vehicle(
+        &self,
+        card: &cardd_purse::CardKeyContext,
+        random: &[u8; 8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, cardd_purse::SamError> {
+        self.inner.decrypt_obu_vehicle(card, random, ciphertext)
+    }
+}
+
+/// The load asks the security module to authorise it (naming its funding, card and terms)
+/// before INITIALIZE FOR LOAD; a refusal ends it there: no INITIALIZE, no intent, the card
+/// untouched. An authorised load records what funded it.
+#[test]
+fn a_load_the_security_module_does_not_authorise_touches_nothing() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    let refusing = Refusing {
+        inner: SoftSam::demo(),
+        asked: std::sync::Mutex::new(Vec::new()),
+    };
+    let mut request = rig.request("unfunded", 5_000);
+    request.funding = cardd_journal::Funding::EtcRecord {
+        record_id: "R1".into(),
+    };
+    let err = load_card(
+        &mut Purse::new(&mut rig.reader),
+        &refusing,
+        &rig.journal,
+        READER,
+        &request,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LoadError::Unfunded(cardd_purse::SamError::LoadNotFunded { .. })
+        ),
+        "{err}"
+    );
+    let asked = refusing.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].txn_id, "unfunded");
+    assert_eq!(asked[0].card_number, ETC);
+    assert_eq!(asked[0].terms.amount, 5_000);
+    assert_eq!(asked[0].funding, request.funding);
+    // SELECT, READ BINARY 0015, VERIFY: no INITIALIZE FOR LOAD, no CREDIT.
+    assert_eq!(rig.world.apdu_count(READER), LOAD_APDUS - 2);
+    assert_eq!(rig.balance(), 10_000);
+    assert!(rig.journal.get("unfunded").unwrap().is_none());
+    assert!(rig.journal.for_card(ETC).unwrap().is_empty());
+
+    rig.load("funded", 5_000).unwrap();
+    let txn = rig.journal.get("funded").unwrap().unwrap();
+    assert_eq!(txn.funding, Some(cardd_journal::Funding::TestMode));
+    // Records written before the funding was recorded still read (as `None`).
+    let mut old = serde_json::to_value(&txn).unwrap();
+    assert_eq!(old["funding"], serde_json::json!({"kind": "test_mode"}));
+    old.as_object_mut().unwrap().remove("funding");
+    let old: cardd_journal::LoadTxn = serde_json::from_value(old).unwrap();
+    assert_eq!(old.funding, None);
 }

@@ -253,7 +253,7 @@ pub struct FlowsSection {
     pub memory_bytes_max: usize,
     /// How long a flow waits for the client to answer a question before it is cancelled, in seconds.
     pub prompt_timeout_s: u64,
-    /// Test mode: lets `card.load` credit a card with no funded record behind it (no ETC recharge record, no group order). Off by default; refused unless `keys.source = "demo"`. Never on a real issuer's terminal.
+    /// Test mode: lets an administrator's `card.load` credit a card with no funded record behind it (no ETC recharge record, no group order). Off by default; refused unless `keys.source = "demo"`. Never on a real issuer's terminal.
     pub unfunded_test_loads: bool,
 }
 

@@ -154,6 +154,19 @@ impl From<cardd_host::PaymentError> for ApiError {
     }
 }
 
+/// A load the security module refused for want of a funded record (see
+/// [`crate::funded_sam`]): refused before CREDIT, nothing was written to the card or the journal.
+pub fn unfunded_load(e: &cardd_purse::SamError) -> ApiError {
+    let why = match e {
+        cardd_purse::SamError::LoadNotFunded { reason } => reason.clone(),
+        _ => "安全模块没有该笔圈存的授权".to_owned(),
+    };
+    ApiError::new(
+        ErrorCode::RecordStateConflict,
+        format!("圈存被拒绝：没有为该笔圈存付款的记录（{why}）；卡片未被写入，卡内余额不变。请在【充值记录】中选择已付款的记录圈存"),
+    )
+}
+
 /// A journal failure: corruption fails closed, the rest is internal.
 pub fn journal_error(e: cardd_journal::JournalError) -> ApiError {
     match e {
@@ -183,6 +196,18 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("Put the card back"));
+    }
+
+    #[test]
+    fn unfunded_loads_say_nothing_was_written() {
+        let e = unfunded_load(&cardd_purse::SamError::LoadNotFunded {
+            reason: "充值记录 R1 不存在".into(),
+        });
+        assert_eq!(e.code, ErrorCode::RecordStateConflict);
+        assert!(e.message.contains("充值记录 R1 不存在"), "{}", e.message);
+        assert!(e.message.contains("卡片未被写入"), "{}", e.message);
+        let e = unfunded_load(&cardd_purse::SamError::LoadNotAuthorized { card: "01".into() });
+        assert!(e.message.contains("没有该笔圈存的授权"), "{}", e.message);
     }
 
     #[test]

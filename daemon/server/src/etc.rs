@@ -596,6 +596,7 @@ pub fn load_error(e: &LoadError) -> ApiError {
             format!("卡片 PIN 校验失败（剩余 {tries_left} 次），未圈存；请联系发行方核对 PIN"),
         ),
         LoadError::Card(PurseError::Reader(r)) => ApiError::from(r),
+        LoadError::Unfunded(e) => crate::errors::unfunded_load(e),
         LoadError::Journal(j) => ApiError::internal(format!("圈存日志写入失败：{j}")),
         other => ApiError::new(ErrorCode::CardError, format!("圈存失败：{other}")),
     }
@@ -744,6 +745,9 @@ pub fn load_record(
         etc_pin: daemon.config.etc_pin.clone(),
         expected_card: Some(record.card_number.clone()),
         city_algorithm: cardd_crypto::Algorithm::Tdes,
+        funding: cardd_journal::Funding::EtcRecord {
+            record_id: record.record_id.clone(),
+        },
     };
     host.begin_load(record_id, operator, txn_id)?;
     match load_card(

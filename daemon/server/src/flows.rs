@@ -1080,7 +1080,8 @@ impl CardModule {
         expected_card: Option<String>,
     ) -> mlua::Result<cardd_journal::LoadReceipt> {
         // No credit without funds: a load that names no funded record (ETC recharge record,
-        // group order) exists only in the demo-keys test mode.
+        // group order) exists only in the demo-keys test mode, and only for an administrator
+        // (checked here too, whatever the flow file's roles say).
         let daemon = self.daemon()?;
         if !daemon.config.flows.unfunded_test_loads
             || daemon.config.keys.source != crate::config::KeySource::Demo
@@ -1089,7 +1090,24 @@ impl CardModule {
                 "无资金来源的圈存未开放：每笔圈存必须对应已付款的充值记录或集团订单；请在【充值记录】中选择记录圈存",
             ));
         }
-        self.load_as(self.next_txn_id(), amount_fen, expected_card)
+        let role = daemon
+            .auth
+            .get_operator(self.operator())
+            .map(|o| o.role)
+            .map_err(|e| lua_error(e.to_string()))?;
+        if role != Role::Admin {
+            return Err(lua_error(format!(
+                "无资金来源的圈存仅供管理员在测试模式下使用：操作员 {}（{}）不能执行；请在【充值记录】中选择已付款的记录圈存",
+                self.operator(),
+                role.label_zh()
+            )));
+        }
+        self.load_as(
+            self.next_txn_id(),
+            amount_fen,
+            expected_card,
+            cardd_journal::Funding::TestMode,
+        )
     }
 
     /// The transaction id of the run's next load (`<run_id>#<n>`), taken.
@@ -1109,6 +1127,7 @@ impl CardModule {
         txn_id: String,
         amount_fen: u32,
         expected_card: Option<String>,
+        funding: cardd_journal::Funding,
     ) -> mlua::Result<cardd_journal::LoadReceipt> {
         let daemon = self.daemon()?;
         let today = time::OffsetDateTime::now_utc()
@@ -1126,6 +1145,7 @@ impl CardModule {
             etc_pin: daemon.config.etc_pin.clone(),
             expected_card,
             city_algorithm: cardd_crypto::Algorithm::Tdes,
+            funding,
         };
         let reader_id = self.reader()?;
         let job_daemon = daemon.clone();
@@ -1251,6 +1271,7 @@ impl LoadFailure {
             LoadFailure::Load(e @ LoadError::VerdictContradicted { .. }) => {
                 crate::etc::load_error(e).message
             }
+            LoadFailure::Load(LoadError::Unfunded(e)) => crate::errors::unfunded_load(e).message,
             LoadFailure::Load(other) => format!("圈存失败：{other}"),
         }
     }

@@ -305,7 +305,10 @@ pub(crate) fn recharge(
         },
         |order| order.order_id.clone(),
     )?;
-    match card.load_as(txn_id, amount, Some(summary.card_number.clone())) {
+    let funding = cardd_journal::Funding::GroupOrder {
+        order_id: order.order_id.clone(),
+    };
+    match card.load_as(txn_id, amount, Some(summary.card_number.clone()), funding) {
         Ok(receipt) => {
             let before = i64::from(receipt.balance_before_fen);
             let after = i64::from(receipt.balance_after_fen);

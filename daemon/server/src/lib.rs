@@ -10,6 +10,7 @@ pub mod etc;
 pub mod etc_rpc;
 pub mod events;
 pub mod flows;
+pub mod funded_sam;
 pub mod group_module;
 pub mod group_rpc;
 pub mod guard;

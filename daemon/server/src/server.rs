@@ -64,6 +64,8 @@ pub struct Daemon {
     pub records_loading: crate::inflight::InFlight,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
+    /// The security module: the configured keys behind the funding check
+    /// ([`crate::funded_sam::FundedSam`]): no MAC2 for a load without a funded record.
     pub sam: Arc<dyn SecurityModule>,
     /// What `GET /metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -236,7 +238,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Ok(journal) => (Some(journal), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let sam = load_keys(&config)?;
+    let keys = load_keys(&config)?;
     let flows = open_flows(&config, &store);
     let (host, host_failure): (Option<Arc<dyn cardd_host::IssuerHost>>, Option<String>) =
         match cardd_host::EmbeddedHost::open(&store) {
@@ -250,6 +252,13 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             Err(e) => (None, Some(e.to_string())),
         };
     let (group, group_failure) = crate::group_rpc::open(&config, &store);
+    // No MAC2 without a funded record: the keys sit behind the funding check.
+    let sam: Arc<dyn SecurityModule> = Arc::new(crate::funded_sam::FundedSam::new(
+        keys,
+        host.clone(),
+        group.as_ref().map(|g| g.host.clone()),
+        config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
+    ));
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let metrics = Arc::new(crate::metrics::Metrics::new());

@@ -38,6 +38,6 @@ pub use purse::{
 };
 pub use responses::{DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};
 pub use sam::{
-    CardKeyContext, KeyHex, KeyScheme, LoadTerms, MaintenanceKey, ObuKeys, PurchaseTerms,
-    SamConfig, SamError, SchemeKeys, SecurityModule, SoftSam,
+    CardKeyContext, Funding, KeyHex, KeyScheme, LoadAuthorization, LoadTerms, MaintenanceKey,
+    ObuKeys, PurchaseTerms, SamConfig, SamError, SchemeKeys, SecurityModule, SoftSam,
 };

@@ -110,6 +110,44 @@ pub struct LoadTerms {
     pub time: [u8; 3],
 }
 
+/// What pays for a load: the funded record a load credits, stated by the caller and checked
+/// by a security module that knows the records (see [`SecurityModule::authorize_load`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Funding {
+    /// A paid ETC recharge record (充值记录).
+    EtcRecord { record_id: String },
+    /// A group recharge order whose quota is reserved (集团充值订单).
+    GroupOrder { order_id: String },
+    /// No funded record: the demo-keys test mode only.
+    TestMode,
+}
+
+impl fmt::Display for Funding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Funding::EtcRecord { record_id } => write!(f, "recharge record {record_id}"),
+            Funding::GroupOrder { order_id } => write!(f, "group order {order_id}"),
+            Funding::TestMode => f.write_str("the unfunded test mode"),
+        }
+    }
+}
+
+/// A load a caller is about to start, asked of the security module before INITIALIZE FOR LOAD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadAuthorization {
+    /// The journal transaction the load runs under.
+    pub txn_id: String,
+    /// The card's displayed number.
+    pub card_number: String,
+    /// The card's key context (MAC2 is asked for this card).
+    pub card: CardKeyContext,
+    /// Amount, terminal, date and time of the load (MAC2 is asked for these terms).
+    pub terms: LoadTerms,
+    /// What pays for it.
+    pub funding: Funding,
+}
+
 /// What a purchase is about, besides the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseTerms {
@@ -153,6 +191,13 @@ pub enum SamError {
     /// The card's TAC does not verify.
     #[error("the card's TAC does not verify: the card's TAC key differs from the one this security module derives, or the answer was altered; the transaction's outcome must be checked by hand")]
     TacInvalid,
+    /// The load names no funded record the security module can find in a state that allows it.
+    #[error("no funded record allows this load ({reason}); nothing was loaded")]
+    LoadNotFunded { reason: String },
+    /// MAC2 was asked for a load no funded record authorised (or its authorisation was used or
+    /// expired).
+    #[error("no funded record names this load: the security module computes no MAC2 for card {card} without an authorisation of these load terms; nothing was loaded")]
+    LoadNotAuthorized { card: String },
     /// Encrypted data does not decrypt to what was asked for.
     #[error("the encrypted data from the card does not decrypt to a well-formed answer ({detail}): the encryption key or algorithm is wrong, or the card answered for another challenge")]
     Decrypt { detail: &'static str },
@@ -161,6 +206,14 @@ pub enum SamError {
 /// The host side of the card cryptography. Implementations hold master keys and never
 /// return one; every method answers one question about one card.
 pub trait SecurityModule: Send + Sync {
+    /// Authorises a load before INITIALIZE FOR LOAD: a module that knows the funded records
+    /// checks that `request.funding` pays for exactly this load and then computes one MAC2 for
+    /// it. The default allows every load (a bare module has no records to check).
+    fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
+        let _ = request;
+        Ok(())
+    }
+
     /// Checks the MAC1 of an INITIALIZE FOR LOAD response (`date`/`time` of `terms` unused).
     fn verify_load_mac1(
         &self,

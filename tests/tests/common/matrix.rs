@@ -55,8 +55,9 @@ pub const CARD_LOAD: Scenario = Scenario {
     reader: "sim:etc",
     card_number: cardd_sim::demo::DEMO_ETC_CARD_NUMBER,
     opening_fen: cardd_sim::demo::DEMO_ETC_BALANCE_FEN,
-    user: "teller",
-    password: "teller123",
+    // The unfunded test mode is the administrator's.
+    user: "admin",
+    password: "admin123",
     group: false,
 };
 
