@@ -1,16 +1,20 @@
-//! The flow engine: the 圈存 flow in Lua against the same sequence hand-written in Rust.
+//! The flow engine: the funded 圈存 flow in Lua against the same sequence hand-written in Rust.
 //!
-//! Both run on the same daemon, reader, simulated card and journal. The Lua side is a run of
-//! the flow engine: the run record made durable before the flow starts, a fresh sandboxed Lua
-//! state, `card.info()` (SELECT, READ 0015, GET BALANCE, VERIFY PIN, a probing INITIALIZE),
-//! progress events, `card.load()` (the journaled load: identify, PIN, INITIALIZE, MAC1,
-//! intent durable, CREDIT, TAC, outcome durable) and the run's end made durable. It is
-//! `scripts/card_load.lua` without the operator's confirmation (a person's think time is not
-//! the engine's). The Rust side is the same card work on the reader's worker: `summary::read`
-//! then `load_card` through the same journal, which is what a service written without a flow
-//! engine would do. A third side adds to that Rust sequence what the flow engine adds around
-//! the card work: a run record made durable before and after (the idempotent run a client can
-//! retry), so the ratio against it is the cost of Lua and the engine alone.
+//! Both run on the same daemon, reader, simulated card and journal, and both load a paid ETC
+//! recharge record (充值记录, created before each timed run: a credit is always backed by a
+//! funded record). The Lua side is a run of the flow engine on `scripts/etc_load.lua`: the run
+//! record made durable before the flow starts, a fresh sandboxed Lua state, the record from the
+//! issuer host, `card.info()` (SELECT, READ 0015, GET BALANCE, VERIFY PIN, a probing
+//! INITIALIZE), `card.settle_record` (the card checked against the record), progress events,
+//! `card.load_record()` (the record 圈存中, the security module's funding check, the journaled
+//! load: identify, PIN, INITIALIZE, MAC1, intent durable, CREDIT, TAC, outcome durable, the
+//! record 已圈存) and the run's end made durable, without the operator's confirmation (a
+//! person's think time is not the engine's). The Rust side is the same card work on the
+//! reader's worker: `summary::read` then `etc::load_record` through the same journal and host,
+//! which is what a service written without a flow engine would do. A third side adds to that
+//! Rust sequence what the flow engine adds around the card work: a run record made durable
+//! before and after (the idempotent run a client can retry), so the ratio against it is the
+//! cost of Lua and the engine alone.
 //!
 //! Each comparison runs twice: with the data directory on disk (where every durable write waits
 //! for fsync) and on a tmpfs (where fsync is free), which separates the engine's CPU cost from
@@ -21,8 +25,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use cardd::flows::{RunState, StartParams};
 use cardd::readers::Holder;
-use cardd_journal::{load_card, LoadRequest};
-use cardd_purse::Purse;
 use cardd_script::{Limits, RunContext, Sandbox};
 use serde_json::json;
 
@@ -33,18 +35,35 @@ const READER_ID: &str = "sim:etc";
 /// Interleaved rounds of each side.
 const ROUNDS: usize = 5;
 
-/// The shipped 圈存 flow.
-const CARD_LOAD: &str = include_str!("../../scripts/card_load.lua");
+/// The shipped 圈存 flow of a recharge record.
+const ETC_LOAD: &str = include_str!("../../scripts/etc_load.lua");
 /// Where it asks the operator to confirm; the benchmark's copy answers yes without asking.
 const CONFIRM: &str = "ui.confirm(message)";
+/// Each run loads a new paid record of this amount onto the demo ETC card.
+const RECORD_FEN: i64 = 1;
 
-/// `scripts/card_load.lua` with the confirmation answered.
+/// `scripts/etc_load.lua` with the confirmation answered.
 fn bench_flow() -> Result<String> {
     anyhow::ensure!(
-        CARD_LOAD.matches(CONFIRM).count() == 1,
-        "scripts/card_load.lua no longer asks `{CONFIRM}` once; update the flow benchmark"
+        ETC_LOAD.matches(CONFIRM).count() == 1,
+        "scripts/etc_load.lua no longer asks `{CONFIRM}` once; update the flow benchmark"
     );
-    Ok(CARD_LOAD.replace(CONFIRM, "true"))
+    Ok(ETC_LOAD.replace(CONFIRM, "true"))
+}
+
+/// A paid 未圈存 record for the demo ETC card (what the teller's 充值 creates).
+fn paid_record(daemon: &cardd::server::Daemon, operator: &str) -> Result<String> {
+    let host = daemon.host.as_deref().context("issuer host")?;
+    let record = host
+        .recharge(
+            cardd_host::demo::DEMO_ETC_PLATE,
+            cardd_host::demo::DEMO_ETC_COLOUR,
+            RECORD_FEN,
+            operator,
+            "银行柜台",
+        )
+        .map_err(|e| anyhow::anyhow!("recharge: {e}"))?;
+    Ok(record.record_id)
 }
 
 /// A tmpfs, where fsync costs nothing.
@@ -79,12 +98,11 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     let d = BenchDaemon::start_in(base, |config, dir| {
         let flows = dir.join("flows");
         let _ = std::fs::create_dir_all(&flows);
-        let _ = std::fs::write(flows.join("card_load.lua"), source);
+        let _ = std::fs::write(flows.join("etc_load.lua"), source);
         config.flows.dir = Some(flows);
     })
     .await?;
-    // `card.load` is the administrator's demo-keys test mode (no funded record behind it).
-    let token = d.login("admin", "admin123").await?;
+    let token = d.login("teller", "teller123").await?;
     let daemon = d.daemon().clone();
     let session = daemon
         .auth
@@ -96,11 +114,12 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     };
     daemon.flows.as_ref().context("no flow engine")?;
     let mut key = 0u64;
-    let lua = |key: &mut u64| {
+    // Each run's record is paid before the clock starts.
+    let lua = |key: &mut u64, record_id: String| {
         *key += 1;
         let params = StartParams {
-            flow: "card.load".into(),
-            params: json!({ "amount": "0.01" }),
+            flow: "etc.load".into(),
+            params: json!({ "record_id": record_id }),
             idempotency_key: format!("bench-{key}"),
             reader_id: Some(READER_ID.into()),
         };
@@ -122,7 +141,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     };
     let runs = daemon.store.tree("bench_runs")?;
     let mut txn = 0u64;
-    let rust = |txn: &mut u64, run_record: bool| {
+    let rust = |txn: &mut u64, run_record: bool, record_id: String| {
         *txn += 1;
         let daemon = daemon.clone();
         let holder = holder.clone();
@@ -135,32 +154,23 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                 daemon.store.durable_flush()?;
             }
             let job_daemon = daemon.clone();
-            let receipt = daemon
+            let loaded = daemon
                 .readers
                 .run(READER_ID, &holder, move |reader| {
                     let d = &job_daemon;
-                    let info =
-                        cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
-                            .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
-                    let journal = d.journal.as_ref().context("journal")?;
-                    let request = LoadRequest {
-                        txn_id,
-                        amount_fen: 1,
-                        terminal: d.config.terminal_id,
-                        date: cardd_crypto::bcd::date(2026, 12, 5),
-                        time: cardd_crypto::bcd::time(12, 0, 0),
-                        etc_pin: d.config.etc_pin.clone(),
-                        expected_card: Some(info.card_number),
-                        city_algorithm: cardd_crypto::Algorithm::Tdes,
-                        funding: cardd_journal::Funding::TestMode,
-                    };
-                    let mut purse = Purse::new(reader);
-                    load_card(&mut purse, d.sam.as_ref(), journal, READER_ID, &request)
-                        .map_err(anyhow::Error::from)
+                    cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
+                        .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
+                    cardd::etc::load_record(d, reader, READER_ID, &record_id, "teller", &txn_id)
+                        .map_err(|e| anyhow::anyhow!("load_record: {}", e.message))
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("reader: {}", e.message))??;
-            anyhow::ensure!(receipt.amount_fen == 1, "loaded {}", receipt.amount_fen);
+            let receipt = loaded.receipt.context("the record was not loaded")?;
+            anyhow::ensure!(
+                i64::from(receipt.amount_fen) == RECORD_FEN,
+                "loaded {}",
+                receipt.amount_fen
+            );
             // ...and its result durable after.
             if run_record {
                 runs.insert(receipt.txn_id.as_bytes(), receipt.tac.as_bytes())?;
@@ -169,10 +179,12 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
             Ok::<(), anyhow::Error>(())
         }
     };
+    let operator = session.username.clone();
+    let paid = || paid_record(&daemon, &operator);
     for _ in 0..5 {
-        lua(&mut key).await?;
-        rust(&mut txn, false).await?;
-        rust(&mut txn, true).await?;
+        lua(&mut key, paid()?).await?;
+        rust(&mut txn, false, paid()?).await?;
+        rust(&mut txn, true, paid()?).await?;
     }
     let per_round = (samples / ROUNDS).max(1);
     let mut s_lua = Samples::default();
@@ -180,18 +192,21 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     let mut s_rust_run = Samples::default();
     for _ in 0..ROUNDS {
         for _ in 0..per_round {
+            let record_id = paid()?;
             let started = Instant::now();
-            lua(&mut key).await?;
+            lua(&mut key, record_id).await?;
             s_lua.push(started.elapsed());
         }
         for _ in 0..per_round {
+            let record_id = paid()?;
             let started = Instant::now();
-            rust(&mut txn, false).await?;
+            rust(&mut txn, false, record_id).await?;
             s_rust.push(started.elapsed());
         }
         for _ in 0..per_round {
+            let record_id = paid()?;
             let started = Instant::now();
-            rust(&mut txn, true).await?;
+            rust(&mut txn, true, record_id).await?;
             s_rust_run.push(started.elapsed());
         }
     }
@@ -201,9 +216,9 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         s_lua.len() as f64,
         "loads",
     );
-    s_lua.print(&format!("{p}.lua_card_load"));
-    s_rust.print(&format!("{p}.rust_card_load"));
-    s_rust_run.print(&format!("{p}.rust_card_load_with_run_record"));
+    s_lua.print(&format!("{p}.lua_etc_load"));
+    s_rust.print(&format!("{p}.rust_etc_load"));
+    s_rust_run.print(&format!("{p}.rust_etc_load_with_run_record"));
     report::ratio(
         &format!("{p}.lua_vs_rust.p50"),
         s_lua.median(),
