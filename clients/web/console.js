@@ -220,6 +220,7 @@
   }
 
   function onEvent(ev) {
+    document.dispatchEvent(new CustomEvent('cardd-reader-event', { detail: ev }));
     const r = state.readers.get(ev.reader_id);
     switch (ev.type) {
       case 'card_inserted':
@@ -654,6 +655,16 @@
       showLimit();
     };
     reader.addEventListener('change', () => { card = null; cardBox.replaceChildren(); readCard(); });
+    // A card placed on or taken from this reader is read again while the form is open (the
+    // listener ends with the page).
+    const onReader = (e) => {
+      if (!cardBox.isConnected) { document.removeEventListener('cardd-reader-event', onReader); return; }
+      const ev = e.detail || {};
+      if (ev.reader_id !== reader.value || form.hidden) return;
+      if (ev.type === 'card_inserted' || ev.type === 'load_resolved') readCard();
+      if (ev.type === 'card_removed') { card = null; cardBox.replaceChildren(el('p', { class: 'hint', id: 'gr-no-card', text: '读卡器上没有卡片：请放置要充值的城市一卡通卡片。' })); showLimit(); }
+    };
+    document.addEventListener('cardd-reader-event', onReader);
     groupHeader(head).then((g) => {
       info = g;
       for (const p of (g && g.amount_presets) || ['10.00', '20.00', '30.00', '50.00', '100.00']) {
