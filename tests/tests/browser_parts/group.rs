@@ -101,6 +101,52 @@ fn recharge(browser: &Browser, shots: &Shots, amount: &str, shot: Option<&str>) 
     Ok(success)
 }
 
+/// The sandbox bank's steps after 确认转账: a payment method and account, then the SMS code the
+/// page shows and a trade password, 确认支付. Checks each page at both sizes.
+fn bank_pay(browser: &Browser, shots: Option<&Shots>) -> Result<()> {
+    browser.wait_text("#bank-sandbox", "模拟网上银行，不会发生真实扣款")?;
+    browser.wait_text("#step-pay", "支付方式")?;
+    check_screens(browser, "the bank: 支付方式")?;
+    if let Some(shots) = shots {
+        shots.take(browser, "bank-method")?;
+    }
+    browser.click("#pay-methods input[value=\"personal\"]")?;
+    browser.type_into("#pay-account", "6222000000000000001")?;
+    browser.click("#pay-next")?;
+    let sms = browser.wait_text("#sms-sandbox", "验证码为")?;
+    let code: String = sms
+        .split("验证码为")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    ensure!(code.len() == 6, "the sandbox SMS: {sms}");
+    browser.wait_text("#step-sms", "交易密码")?;
+    // A wrong code is refused; nothing is paid.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    browser.type_into("#sms-code", wrong)?;
+    browser.type_into("#sms-password", "123456")?;
+    browser.click("#sms-confirm")?;
+    browser.wait_text("#sms-error", "短信验证码不正确")?;
+    browser.type_into("#sms-code", &code)?;
+    check_screens(browser, "the bank: 手机短信验证")?;
+    if let Some(shots) = shots {
+        shots.take(browser, "bank-sms")?;
+    }
+    browser.click("#sms-confirm")
+}
+
+/// Back from the bank's result page by 点击此处 (or after its 7 seconds, if they have passed).
+fn bank_back(browser: &Browser) -> Result<()> {
+    browser.js(
+        "const a = document.getElementById('done-back'); if (a) a.click(); return true",
+        json!([]),
+    )?;
+    Ok(())
+}
+
 /// The whole group path, when the daemon offers the group API (otherwise skipped, saying so).
 pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shots) -> Result<()> {
     let w = format!("browser-group-{}", std::process::id());
@@ -203,6 +249,16 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
         "return !document.getElementById('gr-success') && !document.getElementById('gr-form').hidden",
         json!([]),
     )?;
+    // The card taken away and put back: the open form follows it.
+    let card = world(&w).remove_card(CITY).context("the city card")?;
+    browser.wait_text("#gr-no-card", "请放置要充值的城市一卡通卡片")?;
+    world(&w)
+        .insert_card(CITY, card)
+        .context("putting the card back")?;
+    browser.wait_text(
+        "#gr-card-fields",
+        &format!("{}.00 元", (balance + 7_000) / 100),
+    )?;
     println!("browser: group recharge twice in a row (继续充值, menu), ETC card, rules: ok");
 
     // 充值查询 with a start date only: from that day until now, with its statistics.
@@ -276,6 +332,37 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
             .to_owned())
     };
     let before = quota(&group1)?;
+    // A transfer the bank declines: 支付失败 on the bank's page, 转账失败 back in the console.
+    browser.click("#nav-group-topup")?;
+    browser.wait_text("#group-info", "集团名称")?;
+    browser.type_into("#gt-amount", "300")?;
+    browser.type_into("#gt-remark", "沙箱失败")?;
+    browser.click("#gt-submit")?;
+    browser.wait_text("#dialog-message", "转账金额：300元")?;
+    answer(browser, "true")?;
+    bank_pay(browser, None)?;
+    let declined = browser.wait_text("#step-done", "支付失败")?;
+    ensure!(
+        declined.contains("余额不足"),
+        "the bank's 支付失败: {declined}"
+    );
+    check_screens(browser, "the bank: 支付失败")?;
+    bank_back(browser)?;
+    let failed = browser.wait_text("#gt-success", "转账失败")?;
+    ensure!(
+        failed.contains("未扣款"),
+        "the console after a decline: {failed}"
+    );
+    browser.click("#gt-again")?;
+    browser.wait(
+        "a fresh transfer form",
+        "return !document.getElementById('gt-success') && !document.getElementById('gt-form').hidden",
+        json!([]),
+    )?;
+    ensure!(
+        quota(&group1)? == before,
+        "a declined transfer changes nothing"
+    );
     browser.click("#nav-group-topup")?;
     browser.wait_text("#group-info", "集团名称")?;
     browser.type_into("#gt-amount", "5000")?;
@@ -285,38 +372,9 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
     browser.wait_text("#dialog-message", "转账金额：5000元")?;
     check_screens(browser, "the transfer confirmation")?;
     answer(browser, "true")?;
-    browser.wait_text("#bank-sandbox", "模拟网上银行，不会发生真实扣款")?;
     let order = browser.wait_text("#bank-order", "5000.00 元")?;
     ensure!(order.contains("额度充值测试"), "the bank's order: {order}");
-    browser.wait_text("#step-pay", "支付方式")?;
-    check_screens(browser, "the bank: 支付方式")?;
-    shots.take(browser, "bank-method")?;
-    browser.click("#pay-methods input[value=\"personal\"]")?;
-    browser.type_into("#pay-account", "6222000000000000001")?;
-    browser.click("#pay-next")?;
-    let sms = browser.wait_text("#sms-sandbox", "验证码为")?;
-    let code: String = sms
-        .split("验证码为")
-        .nth(1)
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(6)
-        .collect();
-    ensure!(code.len() == 6, "the sandbox SMS: {sms}");
-    browser.wait_text("#step-sms", "交易密码")?;
-    // A wrong code is refused; nothing is paid.
-    browser.type_into("#sms-code", "000000")?;
-    browser.type_into("#sms-password", "123456")?;
-    if code != "000000" {
-        browser.click("#sms-confirm")?;
-        browser.wait_text("#sms-error", "短信验证码不正确")?;
-    }
-    browser.js("document.getElementById('sms-code').value = ''", json!([]))?;
-    browser.type_into("#sms-code", &code)?;
-    check_screens(browser, "the bank: 手机短信验证")?;
-    shots.take(browser, "bank-sms")?;
-    browser.click("#sms-confirm")?;
+    bank_pay(browser, Some(shots))?;
     let paid = browser.wait_text("#step-done", "支付成功")?;
     ensure!(
         paid.contains("银行返回流水号") && paid.contains("5000.00 元") && paid.contains("点击此处"),
@@ -324,11 +382,7 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
     );
     check_screens(browser, "the bank: 支付成功")?;
     shots.take(browser, "bank-paid")?;
-    // Back by 点击此处 (or after the 7 seconds, if they have passed).
-    browser.js(
-        "const a = document.getElementById('done-back'); if (a) a.click(); return true",
-        json!([]),
-    )?;
+    bank_back(browser)?;
     let done = browser.wait_text("#gt-success", "转账成功")?;
     for field in [
         "订单编号",
