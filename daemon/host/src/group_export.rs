@@ -15,7 +15,8 @@
 //!   evaluates only when its import option "Evaluate formulas" is on (and formulas in exported
 //!   files are what CSV-injection defenses strip), and a leading apostrophe is a typing
 //!   convention that shows up as an apostrophe when it comes from a file.
-//! - **Times**: China time as `2026-12-06 14:02:14`, which both programs read as a date-time.
+//! - **Times**: China time as `2026-12-06 14:02:14` (never RFC 3339's `T` and offset); text in
+//!   the XLSX.
 //! - **Other text** (remarks an operator typed): a cell that starts with `=`, `+`, `-` or `@`
 //!   gets a leading apostrophe in the CSV, so that it is never run as a formula.
 

@@ -407,6 +407,18 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
     browser.wait_text("#gq-stats", "转账成功笔数")?;
     browser.wait_text("#gq-table", "5000.00 元")?;
     check_screens(browser, "额度充值查询")?;
+    // The wrong SMS codes sent nothing: two transfers, the declined one and the paid one.
+    let topups = rt.block_on(d.ok("group.topups", json!({}), Some(&group1)));
+    let amounts: Vec<&str> = topups["rows"]
+        .as_array()
+        .context("the transfers")?
+        .iter()
+        .filter_map(|t| t["amount"].as_str())
+        .collect();
+    ensure!(
+        amounts.len() == 2 && amounts.contains(&"300.00") && amounts.contains(&"5000.00"),
+        "the transfers: {amounts:?}"
+    );
     println!("browser: 额度充值 through the sandbox bank's pages, 转账成功, 额度充值查询: ok");
 
     // 修改密码 for the group operator: the rule first, then 密码已修改.
