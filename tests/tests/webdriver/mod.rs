@@ -283,7 +283,11 @@ impl Browser {
         )?;
         let mut words: Vec<String> = found
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         words.retain(|w| !allowed.iter().any(|a| a.eq_ignore_ascii_case(w)));
         words.sort();
@@ -323,7 +327,11 @@ impl Browser {
         )?;
         Ok(found
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
