@@ -16,8 +16,8 @@
   ];
   const PRESETS = [['last_7_days', '最近7天'], ['last_month', '最近一个月'], ['last_3_months', '最近三个月'], ['last_6_months', '最近半年']];
   const GROUP_RULES = [
-    '充值金额为10元的整数倍，不能小于10元。',
-    '充值后卡内金额不能超过1000元。',
+    '充值金额为10元的整数倍，充值金额不能小于10元。',
+    '充值后卡内金额不能超1000元。',
     '充值扣除集团可用额度；额度不足时请先进行额度充值并等待审核。',
     '特别说明：充值失败的订单，系统审核后会在1-3个工作日内将金额退回到额度中。',
   ];
@@ -220,6 +220,7 @@
   }
 
   function onEvent(ev) {
+    document.dispatchEvent(new CustomEvent('cardd-reader-event', { detail: ev }));
     const r = state.readers.get(ev.reader_id);
     switch (ev.type) {
       case 'card_inserted':
@@ -271,7 +272,10 @@
         section = p.section;
         nav.appendChild(el('div', { class: 'section', text: section }));
       }
-      nav.appendChild(el('a', { href: '#/' + p.id, id: 'nav-' + p.id, text: p.title }));
+      // A click on the page already shown opens it afresh (no hashchange would fire).
+      nav.appendChild(el('a', { href: '#/' + p.id, id: 'nav-' + p.id, text: p.title, onclick: (e) => {
+        if (location.hash === '#/' + p.id) { e.preventDefault(); route(); }
+      } }));
     }
   }
 
@@ -604,34 +608,75 @@
     } catch (err) { errorBox(err, '无法读取集团信息'); return null; }
   }
 
+  // The seed's limits of one card recharge, in fen.
+  const GROUP_MIN_FEN = 1000;
+  const GROUP_STEP_FEN = 1000;
+  const GROUP_CARD_MAX_FEN = 100000;
+
+  // The most this card can take now: a multiple of 10 yuan within the card's 1000 yuan limit
+  // and the group's quota (null when the card or the quota is not known yet).
+  function groupMaxFen(card, info) {
+    if (!card || card.kind !== 'city' || card.balance_fen === null || card.balance_fen === undefined) return null;
+    let max = GROUP_CARD_MAX_FEN - card.balance_fen;
+    if (info) max = Math.min(max, info.available_quota_fen);
+    return Math.max(0, max - (max % GROUP_STEP_FEN));
+  }
+
   function pageGroupRecharge(main) {
     const head = el('div', { id: 'group-head' });
     const reader = readerSelect('gr-reader', (r) => r.id.includes('city') || /城市|city/i.test(r.name));
     const cardBox = el('div', { id: 'gr-card' });
     const amount = el('input', { id: 'gr-amount', inputmode: 'numeric', placeholder: '10 的整数倍' });
     const quick = el('div', { class: 'quick', id: 'gr-quick' });
+    const limit = el('p', { class: 'hint', id: 'gr-limit' });
+    const submit = el('button', { type: 'submit', id: 'gr-submit', text: '确认充值' });
     const out = el('div', { id: 'gr-result' });
     const form = el('form', { class: 'form', id: 'gr-form' });
-    main.append(head, el('h2', { text: '待充值卡片' }), el('div', { class: 'toolbar' }, field('读卡器', reader), el('button', { type: 'button', class: 'secondary', text: '读卡', onclick: () => readCard() })), cardBox, form, out);
+    main.append(head, el('h2', { text: '待充值卡片' }), el('div', { class: 'toolbar' }, field('读卡器', reader), el('button', { type: 'button', class: 'secondary', id: 'gr-read', text: '读卡', onclick: () => readCard() })), cardBox, form, out);
     let info = null;
     let card = null;
+    // What this card may take, said before the operator types an amount.
+    const showLimit = () => {
+      const max = groupMaxFen(card, info);
+      if (max === null) { limit.textContent = '请在读卡器上放置要充值的城市一卡通卡片。'; return; }
+      limit.textContent = max >= GROUP_MIN_FEN
+        ? '本卡本次最多可充 ' + (max / 100) + ' 元（卡内余额 ' + card.balance + ' 元，充值后卡内金额不能超1000元' + (info ? '；集团可用额度 ' + info.available_quota + ' 元' : '') + '）。'
+        : '本卡暂不能充值：卡内余额 ' + card.balance + ' 元，充值后卡内金额不能超1000元' + (info && info.available_quota_fen < GROUP_MIN_FEN ? '，或集团可用额度不足10元' : '') + '。';
+    };
     const readCard = async () => {
       try {
         card = await call('card.summary', { reader_id: reader.value });
-        cardBox.replaceChildren(fields([['卡号', card.card_number], ['卡片类型', card.kind_label], ['卡内余额', yuan(card.balance)]], 'gr-card-fields'));
+        if (card.kind !== 'city') {
+          cardBox.replaceChildren(el('p', { class: 'error', id: 'gr-wrong-card', text: '本页面为城市一卡通充值：读卡器上的卡片（' + (card.kind_label || '未知卡片') + '，卡号 ' + card.card_number + '）不是城市一卡通，请放置要充值的城市一卡通卡片。' }));
+        } else {
+          cardBox.replaceChildren(fields([['卡号', card.card_number], ['卡片类型', card.kind_label], ['卡内余额', yuan(card.balance)]], 'gr-card-fields'));
+        }
       } catch (err) { card = null; cardBox.replaceChildren(el('p', { class: 'error', text: describe(err).message + ' ' + describe(err).action })); }
+      showLimit();
     };
+    reader.addEventListener('change', () => { card = null; cardBox.replaceChildren(); readCard(); });
+    // A card placed on or taken from this reader is read again while the form is open (the
+    // listener ends with the page).
+    const onReader = (e) => {
+      if (!cardBox.isConnected) { document.removeEventListener('cardd-reader-event', onReader); return; }
+      const ev = e.detail || {};
+      if (ev.reader_id !== reader.value || form.hidden) return;
+      if (ev.type === 'card_inserted' || ev.type === 'load_resolved') readCard();
+      if (ev.type === 'card_removed') { card = null; cardBox.replaceChildren(el('p', { class: 'hint', id: 'gr-no-card', text: '读卡器上没有卡片：请放置要充值的城市一卡通卡片。' })); showLimit(); }
+    };
+    document.addEventListener('cardd-reader-event', onReader);
     groupHeader(head).then((g) => {
       info = g;
       for (const p of (g && g.amount_presets) || ['10.00', '20.00', '30.00', '50.00', '100.00']) {
         const whole = String(Number(p));
         quick.appendChild(el('button', { type: 'button', class: 'secondary', 'data-amount': whole, text: whole + '元', onclick: () => { amount.value = whole; } }));
       }
+      showLimit();
     });
     readCard();
-    form.append(field('充值金额（元）', amount), quick,
-      el('div', { class: 'rules', id: 'gr-rules' }, el('h3', { text: '充值规则' }), el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))),
-      el('button', { type: 'submit', id: 'gr-submit', text: '确认充值' }));
+    // The rules come first: the operator reads them before typing an amount.
+    form.append(el('div', { class: 'rules', id: 'gr-rules' }, el('h3', { text: '充值规则' }), el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))),
+      limit, field('充值金额（元）', amount), quick, submit);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const text = amount.value.trim();
@@ -655,11 +700,13 @@
       out.replaceChildren(el('section', { class: 'panel success', id: 'gr-success' }, el('h2', { text: r.message || '充值成功！' }),
         fields([['订单编号', r.order_id], ['卡号', r.card_number], ['充值前余额', yuan(r.balance_before)], ['充值金额', yuan(r.amount)],
           ['现余额', yuan(r.balance_after)], ['充值前集团额度', yuan(r.quota_before)], ['充值后集团额度', yuan(r.quota_after)]], 'gr-success-fields'),
-        el('p', { class: 'hint', text: GROUP_RULES[3] })));
+        el('p', { class: 'hint', text: GROUP_RULES[3] }),
+        el('div', { class: 'buttons' }, el('button', { type: 'button', id: 'gr-again', text: '继续充值', onclick: () => route() }))));
       form.hidden = true;
       groupHeader(head);
-      readCard();
       refreshCard(reader.value);
+      const again = $('gr-again');
+      if (again) again.focus();
     });
   }
 
@@ -667,10 +714,14 @@
   function groupAmountProblem(text, card, info) {
     if (!/^\d+$/.test(text)) return '充值金额应为整数元，例如 50。';
     const fen = Number(text) * 100;
-    if (fen < 1000) return '充值金额不能小于10元。';
-    if (fen % 1000 !== 0) return '充值金额必须是10元的整数倍，' + text + ' 元不是。';
-    if (card && card.balance_fen + fen > 100000) return '充值后卡内金额不能超过1000元：卡内余额 ' + card.balance + ' 元，充值 ' + text + ' 元后为 ' + ((card.balance_fen + fen) / 100).toFixed(2) + ' 元。';
-    if (info && fen > info.available_quota_fen) return '集团可用额度不足：可用额度 ' + info.available_quota + ' 元。';
+    if (card && card.kind !== 'city') return '本页面为城市一卡通充值：读卡器上的卡片不是城市一卡通，请放置要充值的城市一卡通卡片。';
+    if (fen < GROUP_MIN_FEN) return '充值金额不能小于10元。';
+    if (fen % GROUP_STEP_FEN !== 0) return '充值金额必须是10元的整数倍，' + text + ' 元不是。';
+    const max = groupMaxFen(card, info);
+    if (fen > GROUP_CARD_MAX_FEN || (card && card.balance_fen + fen > GROUP_CARD_MAX_FEN)) {
+      return '充值金额过大：充值后卡内金额不能超1000元' + (card ? '。卡内余额 ' + card.balance + ' 元，本卡本次最多可充 ' + (max / 100) + ' 元。' : '。');
+    }
+    if (info && fen > info.available_quota_fen) return '集团可用额度不足：可用额度 ' + info.available_quota + ' 元' + (max !== null ? '，本卡本次最多可充 ' + (max / 100) + ' 元。' : '。');
     return null;
   }
 
@@ -681,7 +732,20 @@
     const end = el('input', { id: 'gq-end', type: 'date' });
     const out = el('div', { id: 'gq-result' });
     let preset = 'last_7_days';
-    const period = () => (start.value && end.value && !preset ? { start_date: start.value, end_date: end.value } : { preset: preset || 'last_7_days' });
+    // Typed dates win over a preset: a start alone is from that day until today, an end alone
+    // up to that day (cardd takes the longest period it allows), both a range; none 最近7天.
+    const period = () => {
+      if (start.value || end.value) {
+        const p = {};
+        if (start.value) p.start_date = start.value;
+        if (end.value) p.end_date = end.value;
+        return p;
+      }
+      return { preset: preset || 'last_7_days' };
+    };
+    // Why the typed dates cannot be queried, or null.
+    const periodProblem = () => (start.value && end.value && start.value > end.value
+      ? '开始日期 ' + start.value + ' 晚于结束日期 ' + end.value + '，请重新选择。' : null);
     const presets = el('div', { class: 'presets' }, PRESETS.map(([code, label]) => el('button', {
       type: 'button', class: 'secondary', 'data-preset': code, text: label,
       onclick: (e) => { preset = code; start.value = ''; end.value = ''; markPreset(e.target); query(); },
@@ -689,12 +753,16 @@
     const markPreset = (b) => { for (const x of presets.children) x.classList.toggle('active', x === b); };
     for (const i of [start, end]) i.addEventListener('change', () => { preset = null; markPreset(null); });
     const query = async () => {
+      const problem = periodProblem();
+      if (problem) { out.replaceChildren(); alertBox(problem, '请修改查询日期'); return; }
       try {
         const r = await call(method, period());
         out.replaceChildren(kind === 'orders' ? ordersView(r) : topupsView(r));
       } catch (err) { out.replaceChildren(); errorBox(err, '查询失败'); }
     };
     const exporter = (format) => async () => {
+      const problem = periodProblem();
+      if (problem) { alertBox(problem, '请修改查询日期'); return; }
       try {
         const r = await call(method + '.export', { ...period(), format });
         Cardd.download(r.filename, r.content_type, r.data_base64);
@@ -703,6 +771,7 @@
     };
     main.append(el('form', { class: 'toolbar', onsubmit: (e) => { e.preventDefault(); query(); } },
       field('开始日期', start), field('结束日期', end), el('button', { type: 'submit', id: 'gq-query', text: '查询' }), presets),
+    el('p', { class: 'hint', id: 'gq-period-rule', text: '只填开始日期：查询该日至今天；只填结束日期：查询截至该日（最长366天）；都不填：最近7天。开始日期不能晚于结束日期。' }),
     el('div', { class: 'toolbar' },
       el('button', { type: 'button', id: 'gq-export-csv', class: 'secondary', text: '导出 CSV', onclick: exporter('csv') }),
       el('button', { type: 'button', id: 'gq-export-xlsx', class: 'secondary', text: '导出 Excel', onclick: exporter('xlsx') }),
@@ -737,38 +806,55 @@
       ], r.rows, 'gq-table'));
   }
 
+  // Where 额度充值 hands the transfer to the bank's pages (/bank) and where the bank hands the
+  // result back (sessionStorage: the same tab, nothing in the address).
+  const BANK_TRANSFER_KEY = 'cardd.bank.transfer';
+  const BANK_RESULT_KEY = 'cardd.bank.result';
+
   function pageGroupTopUp(main) {
     const head = el('div', { id: 'group-head' });
     const amount = el('input', { id: 'gt-amount', inputmode: 'numeric', placeholder: '整数元' });
     const remark = el('input', { id: 'gt-remark', maxlength: '100' });
     const out = el('div', { id: 'gt-result' });
-    groupHeader(head);
-    const form = el('form', { class: 'form', id: 'gt-form' }, field('转账金额（元）', amount), field('备注', remark),
-      el('p', { class: 'hint', text: '转账金额不能小于0或带小数点。转账通过网上银行（本机为沙盒银行）支付，一卡通审核通过后集团额度增加。' }),
+    let info = null;
+    const headed = groupHeader(head).then((g) => { info = g; return g; });
+    const form = el('form', { class: 'form', id: 'gt-form' },
+      el('p', { class: 'hint', text: '转账金额不能小于0或带小数点。确认转账后将跳到网上支付页面（本机为模拟网上银行，不会发生真实扣款），支付成功后一卡通后台审核，审核通过后集团额度增加。' }),
+      field('转账金额（元）', amount), field('备注', remark),
       el('button', { type: 'submit', id: 'gt-submit', text: '确认转账' }));
     main.append(head, form, out);
+    // 转账成功 (or what the bank answered): the seed's fields, then the audit to come.
     const show = (r) => {
-      out.replaceChildren(el('section', { class: 'panel ' + (r.status === 'paid' || r.status === 'approved' ? 'success' : ''), id: 'gt-success' },
-        el('h2', { text: r.message || r.status_label }),
-        fields([['订单编号', r.topup_id], ['充值转账金额', yuan(r.amount)], ['银行返回流水号', r.bank_serial], ['集团名称', r.group_name], ['操作员', r.operator], ['状态', r.status_label]], 'gt-fields'),
+      const paid = r.status === 'paid' || r.status === 'approved';
+      out.replaceChildren(el('section', { class: 'panel ' + (paid ? 'success' : ''), id: 'gt-success' },
+        el('h2', { text: paid && r.status === 'paid' ? '转账成功' : (r.message || r.status_label) }),
+        fields([['订单编号', r.topup_id], ['充值转账金额', yuan(r.amount)], ['银行返回流水号', r.bank_serial], ['集团名称', r.group_name], ['操作员', r.operator === state.me.username ? (state.me.display_name || r.operator) : r.operator], ['状态', r.status_label]], 'gt-fields'),
         el('p', { class: 'hint', text: '特别说明：转账成功后，一卡通操作员会进行后续审核工作。' }),
-        r.status === 'unknown' || r.status === 'pending' ? el('button', { type: 'button', class: 'secondary', text: '查询银行结果', onclick: async () => {
-          try { show(await call('group.topup_status', { topup_id: r.topup_id })); } catch (err) { errorBox(err, '查询失败'); }
-        } }) : null));
+        el('div', { class: 'buttons' },
+          r.status === 'unknown' || r.status === 'pending' ? el('button', { type: 'button', class: 'secondary', text: '查询银行结果', onclick: async () => {
+            try { show(await call('group.topup_status', { topup_id: r.topup_id })); } catch (err) { errorBox(err, '查询失败'); }
+          } }) : null,
+          el('button', { type: 'button', id: 'gt-again', class: 'secondary', text: '继续转账', onclick: () => route() }))));
     };
+    // Back from the bank: the transfer's result.
+    const back = sessionStorage.getItem(BANK_RESULT_KEY);
+    if (back) {
+      sessionStorage.removeItem(BANK_RESULT_KEY);
+      form.hidden = true;
+      headed.then(() => call('group.topup_status', { topup_id: back })).then(show, (err) => { form.hidden = false; errorBox(err, '查询失败'); });
+    }
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const text = amount.value.trim();
       if (!/^[1-9]\d*$/.test(text)) { alertBox('转账金额应为大于0的整数元，不能带小数点。', '请修改转账金额'); return; }
       const sure = await confirmBox('转账金额：' + text + '元。备注：' + (remark.value.trim() || '无') + '。确认转账？');
       if (!sure) return;
-      progressBox('正在跳转网上支付（沙盒银行）……请勿关闭页面');
-      try {
-        const r = await call('group.topup', { amount: text, remark: remark.value.trim() });
-        closeDialog(null);
-        form.hidden = true;
-        show(r);
-      } catch (err) { await errorBox(err, '转账未完成'); }
+      // The bank's pages take it from here; nothing is paid until 确认支付 there.
+      sessionStorage.setItem(BANK_TRANSFER_KEY, JSON.stringify({
+        amount: text, remark: remark.value.trim(), group_name: info ? info.group_name : '',
+        operator: info ? (info.operator_name || info.operator) : (state.me.display_name || state.me.username),
+      }));
+      location.href = '/bank';
     });
   }
 
@@ -935,6 +1021,11 @@
     const oldPw = el('input', { id: 'pw-old', type: 'password', autocomplete: 'current-password', required: true });
     const newPw = el('input', { id: 'pw-new', type: 'password', autocomplete: 'new-password', required: true });
     const confirmPw = el('input', { id: 'pw-confirm', type: 'password', autocomplete: 'new-password', required: true });
+    // The rule before anything is typed (the seed: any letters and digits; cardd also asks for
+    // a least length and a change).
+    const min = (state.me && state.me.password_chars_min) || 6;
+    const max = (state.me && state.me.password_chars_max) || 256;
+    const rule = el('p', { class: 'hint', id: 'pw-rule', text: '新密码可以输入任何字母和数字，至少 ' + min + ' 个字符、最多 ' + max + ' 个字符，不能与原密码相同；确认密码须与新密码一致。修改后其他已登录的页面需重新登录。' });
     main.append(el('form', { class: 'form', id: 'pw-form', onsubmit: async (e) => {
       e.preventDefault();
       try {
@@ -942,7 +1033,7 @@
         oldPw.value = ''; newPw.value = ''; confirmPw.value = '';
         await alertBox('密码已修改', '修改密码');
       } catch (err) { await errorBox(err, '密码未修改'); }
-    } }, field('原密码', oldPw), field('新密码', newPw), field('确认密码', confirmPw), el('button', { type: 'submit', id: 'pw-submit', text: '修改密码' })));
+    } }, rule, field('原密码', oldPw), field('新密码', newPw), field('确认密码', confirmPw), el('button', { type: 'submit', id: 'pw-submit', text: '修改密码' })));
   }
 
   boot();

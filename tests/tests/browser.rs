@@ -6,8 +6,8 @@
 //! runs a 圈存 end to end on the simulated card, asks for 修改圈存状态 and gets cardd's card
 //! evidence, changes the password and is sent back to the login when the session ends; a page
 //! from a foreign origin fails to call the API; the kiosk goes from idle through insert, choose,
-//! confirm and result, and explains a card pulled mid-load; the group recharge and its export
-//! run when the daemon offers the group API.
+//! confirm and result, and explains a card pulled mid-load; the group pages (browser_parts/
+//! group.rs) run when the daemon offers the group API.
 //!
 //! The tests assert what the pages show and what the card holds. Screenshots go to
 //! `target/screenshots/`; `UPDATE_SCREENSHOTS=1` also writes them to `docs/screenshots/`, which
@@ -15,6 +15,9 @@
 
 mod common;
 mod webdriver;
+
+#[path = "browser_parts/group.rs"]
+mod group;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -25,6 +28,31 @@ use serde_json::json;
 use webdriver::Browser;
 
 const ETC: &str = "sim:etc";
+
+/// Words in Latin letters a teller, group operator or kiosk customer may see
+/// ([`Browser::foreign_words`]): the names of card kinds and codes printed on cards and
+/// receipts, the export formats, and the brand in the page title and header. The others are the
+/// simulated readers' own names as their driver reports them (`Simulated city card reader`): a
+/// device's name is shown as the device gives it, as a real reader's PC/SC name would be.
+const ALLOWED_WORDS: &[&str] = &[
+    "ETC",
+    "OBU",
+    "PIN",
+    "TAC",
+    "MAC",
+    "CSV",
+    "XLSX",
+    "IC",
+    "cardd",
+    // The spreadsheet program an export opens in, named as Chinese offices name it (导出 Excel).
+    "Excel",
+    // The simulated readers' names.
+    "Simulated",
+    "city",
+    "card",
+    "reader",
+    "programmer",
+];
 const R200: &str = "R20240615000001";
 
 /// Screenshots of this run, and (with `UPDATE_SCREENSHOTS=1`) the README's copies.
@@ -89,7 +117,7 @@ fn teller_console_and_kiosk_in_chromium() -> Result<()> {
     println!("browser: a foreign-origin page cannot call the API: ok");
     kiosk_from_insert_to_result(&rt, &browser, &shots).context("kiosk")?;
     println!("browser: kiosk idle → insert → choose → confirm → result, card pulled mid-load: ok");
-    group_recharge_and_export(&rt, &browser, &shots).context("group recharge")?;
+    group::group_pages(&rt, &browser, &shots).context("group pages")?;
     obu_issuance(&rt, &browser, &shots).context("OBU issuance")?;
     Ok(())
 }
@@ -424,107 +452,6 @@ fn kiosk_from_insert_to_result(
     shots.take(browser, "kiosk-card-back")?;
     ensure!(balance_fen(&w) == 35_000, "nothing loaded twice");
     browser.reset_viewport()?;
-    rt.block_on(d.stop());
-    Ok(())
-}
-
-/// 集团充值 with a quick amount, its success page, then 充值查询 and a CSV export: run when the
-/// daemon offers the group API, otherwise skipped with a message saying so.
-fn group_recharge_and_export(
-    rt: &tokio::runtime::Runtime,
-    browser: &Browser,
-    shots: &Shots,
-) -> Result<()> {
-    let w = format!("browser-group-{}", std::process::id());
-    let d = daemon(rt, &w);
-    let discover = rt.block_on(d.ok("rpc.discover", json!({}), None));
-    let methods: Vec<&str> = discover["methods"]
-        .as_array()
-        .map(|m| m.iter().filter_map(|m| m["name"].as_str()).collect())
-        .unwrap_or_default();
-    let needed = ["group.info", "group.orders", "group.orders.export"];
-    if let Some(missing) = needed.iter().find(|m| !methods.contains(m)) {
-        println!(
-            "browser: group recharge and export SKIPPED: this daemon has no {missing} \
-             (rpc.discover lists no group API)"
-        );
-        rt.block_on(d.stop());
-        return Ok(());
-    }
-    let base = format!("{}/", d.origin());
-    login(browser, &base, "group1", "group123")?;
-    browser.wait_text("#operator", "集团操作员")?;
-    browser.click("#nav-group-recharge")?;
-    browser.wait_text("#group-info", "集团可用额度")?;
-    browser.wait_text("#gr-card-fields", "卡内余额")?;
-    browser.wait_text("#gr-rules", "10元的整数倍")?;
-    browser.click("#gr-quick button[data-amount=\"50\"]")?;
-    browser.click("#gr-submit")?;
-    browser.wait_text("#dialog-message", "充值金额：50.00元")?;
-    answer(browser, "true")?;
-    let success = browser.wait_text("#gr-success", "充值成功")?;
-    for field in ["订单编号", "充值前余额", "现余额", "充值后集团额度"] {
-        ensure!(success.contains(field), "{field} missing from {success}");
-    }
-    shots.take(browser, "group-recharge-success")?;
-
-    browser.click("#nav-group-orders")?;
-    browser.wait_text("#gq-stats", "充值成功笔数")?;
-    browser.wait_text("#gq-table", "50.00")?;
-    browser.click("button[data-preset=\"last_month\"]")?;
-    browser.wait_text("#gq-table", "50.00")?;
-    shots.take(browser, "group-orders")?;
-    browser.click("#gq-export-csv")?;
-    browser.wait_text("#gq-exported", "已导出")?;
-    let file = browser.wait_download(".csv")?;
-    let csv = std::fs::read_to_string(&file)?;
-    ensure!(
-        csv.contains("订单编号") && csv.contains("50.00"),
-        "the export: {csv}"
-    );
-    println!("browser: group recharge, 充值查询 and CSV export: ok");
-
-    // 额度充值 through the sandbox bank, 额度充值查询, then the auditor approves the transfer.
-    let group1 = rt.block_on(d.login("group1", "group123"));
-    let quota = |token: &str| -> Result<String> {
-        let info = rt.block_on(d.ok("group.info", json!({}), Some(token)));
-        Ok(info["available_quota"]
-            .as_str()
-            .context("quota")?
-            .to_owned())
-    };
-    let before = quota(&group1)?;
-    browser.click("#nav-group-topup")?;
-    browser.wait_text("#group-info", "集团名称")?;
-    browser.type_into("#gt-amount", "5000")?;
-    browser.type_into("#gt-remark", "额度充值测试")?;
-    browser.click("#gt-submit")?;
-    browser.wait_text("#dialog-message", "转账金额：5000元")?;
-    answer(browser, "true")?;
-    let paid = browser.wait_text("#gt-success", "银行返回流水号")?;
-    ensure!(paid.contains("5000.00 元"), "the transfer page: {paid}");
-    shots.take(browser, "group-topup")?;
-    browser.click("#nav-group-topups")?;
-    browser.wait_text("#gq-stats", "转账成功笔数")?;
-    browser.wait_text("#gq-table", "5000.00 元")?;
-    ensure!(quota(&group1)? == before, "the quota waits for the audit");
-
-    browser.click("#logout")?;
-    login(browser, &base, "auditor", "audit123")?;
-    browser.click("#nav-audit-topups")?;
-    browser.wait_text("#at-table", "5000.00 元")?;
-    shots.take(browser, "audit-topups")?;
-    browser.click("#at-table button[data-decision=\"approve\"]")?;
-    browser.type_into("#dialog-input", "到账核对无误")?;
-    browser.click("#dialog-buttons button:last-child")?;
-    browser.wait_text("#dialog-message", "审核通过")?;
-    answer(browser, "true")?;
-    let after = quota(&group1)?;
-    ensure!(
-        fen(&after)? == fen(&before)? + 500_000,
-        "the approved quota: {after}, before {before}"
-    );
-    println!("browser: 额度充值 through the sandbox bank, 额度充值查询, auditor approval: ok");
     rt.block_on(d.stop());
     Ok(())
 }

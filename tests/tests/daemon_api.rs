@@ -121,6 +121,9 @@ async fn login_whoami_logout_and_wrong_credentials() {
     assert_eq!(login["operator"]["role_label"], "柜员");
     let me = d.ok("auth.whoami", json!({}), Some(token)).await;
     assert_eq!(me["username"], "teller");
+    // The password rule 修改密码 states before the operator types.
+    assert_eq!(me["password_chars_min"], 6);
+    assert_eq!(me["password_chars_max"], 256);
     d.ok("auth.logout", json!({}), Some(token)).await;
     let (code, _) = d.err("auth.whoami", json!({}), Some(token)).await;
     assert_eq!(code, CODE_UNAUTHENTICATED);

@@ -26,8 +26,17 @@ fn column_fen(rows: &[Vec<String>], col: usize) -> i64 {
     rows.iter().map(|r| fen(&r[col])).sum()
 }
 
+/// A cell of an XLSX sheet: its text (a number as written) and whether it is a number.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct XlsxCell {
+    text: String,
+    number: bool,
+    /// The cell's style index (`s="…"`), when it has one.
+    style: Option<usize>,
+}
+
 /// The cells of the first sheet of an XLSX file (shared strings resolved), row by row.
-fn xlsx_rows(bytes: &[u8]) -> Vec<Vec<String>> {
+fn xlsx_cells(bytes: &[u8]) -> Vec<Vec<XlsxCell>> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let mut read = |name: &str| {
         let mut text = String::new();
@@ -61,17 +70,80 @@ fn xlsx_rows(bytes: &[u8]) -> Vec<Vec<String>> {
             // Empty cells are not written: place each cell by its column letters.
             let mut cells = Vec::new();
             for c in row.split("<c ").skip(1) {
-                let reference = c.split_once("r=\"").unwrap().1;
+                let attributes = c.split_once('>').unwrap().0;
+                let attribute = |name: &str| {
+                    attributes
+                        .split_once(&format!("{name}=\""))
+                        .map(|(_, v)| v.split_once('"').unwrap().0.to_owned())
+                };
+                let reference = attribute("r").unwrap();
                 let col = reference
                     .bytes()
                     .take_while(u8::is_ascii_uppercase)
                     .fold(0usize, |n, b| n * 26 + usize::from(b - b'A' + 1))
                     - 1;
-                let v = c.split_once("<v>").unwrap().1.split_once("</v>").unwrap().0;
-                cells.resize(col + 1, String::new());
-                cells[col] = strings[v.parse::<usize>().unwrap()].clone();
+                let Some((_, v)) = c.split_once("<v>") else {
+                    continue;
+                };
+                let v = v.split_once("</v>").unwrap().0;
+                let shared_string = attribute("t").as_deref() == Some("s");
+                cells.resize(col + 1, XlsxCell::default());
+                cells[col] = XlsxCell {
+                    text: if shared_string {
+                        strings[v.parse::<usize>().unwrap()].clone()
+                    } else {
+                        v.to_owned()
+                    },
+                    number: attribute("t").is_none(),
+                    style: attribute("s").map(|s| s.parse().unwrap()),
+                };
             }
             cells
+        })
+        .collect()
+}
+
+/// The texts of the first sheet of an XLSX file, row by row.
+fn xlsx_rows(bytes: &[u8]) -> Vec<Vec<String>> {
+    xlsx_cells(bytes)
+        .into_iter()
+        .map(|row| row.into_iter().map(|c| c.text).collect())
+        .collect()
+}
+
+/// The number format (`formatCode`) of each cell style of an XLSX file, by style index.
+fn xlsx_style_formats(bytes: &[u8]) -> Vec<String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut styles = String::new();
+    zip.by_name("xl/styles.xml")
+        .unwrap()
+        .read_to_string(&mut styles)
+        .unwrap();
+    let attribute = |tag: &str, name: &str| {
+        tag.split_once(&format!("{name}=\""))
+            .map(|(_, v)| v.split_once('"').unwrap().0.to_owned())
+    };
+    let custom: Vec<(String, String)> = styles
+        .split("<numFmt ")
+        .skip(1)
+        .map(|t| {
+            (
+                attribute(t, "numFmtId").unwrap(),
+                attribute(t, "formatCode").unwrap(),
+            )
+        })
+        .collect();
+    let xfs = styles.split_once("<cellXfs").unwrap().1;
+    let xfs = xfs.split_once("</cellXfs>").unwrap().0;
+    xfs.split("<xf ")
+        .skip(1)
+        .map(|xf| {
+            let id = attribute(xf, "numFmtId").unwrap_or_default();
+            match (id.as_str(), custom.iter().find(|(i, _)| *i == id)) {
+                (_, Some((_, code))) => code.clone(),
+                ("2", None) => "0.00".to_owned(),
+                _ => "General".to_owned(),
+            }
         })
         .collect()
 }
@@ -95,7 +167,8 @@ fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn export(d: &TestDaemon, method: &str, token: &str, format: &str) -> Vec<Vec<String>> {
+/// The exported file of the last 7 days, and the number of rows the daemon says it holds.
+async fn export_file(d: &TestDaemon, method: &str, token: &str, format: &str) -> (Vec<u8>, u64) {
     use base64::Engine;
     let r = d
         .ok(
@@ -107,12 +180,29 @@ async fn export(d: &TestDaemon, method: &str, token: &str, format: &str) -> Vec<
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(r["data_base64"].as_str().unwrap())
         .unwrap();
+    (bytes, r["rows"].as_u64().unwrap())
+}
+
+/// A time as the exports write it: `2026-12-06 14:02:14`.
+fn is_export_time(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+async fn export(d: &TestDaemon, method: &str, token: &str, format: &str) -> Vec<Vec<String>> {
+    let (bytes, count) = export_file(d, method, token, format).await;
     let rows = if format == "csv" {
         csv_rows(&bytes)
     } else {
         xlsx_rows(&bytes)
     };
-    assert_eq!(r["rows"].as_u64().unwrap() as usize, rows.len() - 1);
+    assert_eq!(count as usize, rows.len() - 1);
     rows
 }
 
@@ -528,6 +618,15 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
                 row["order_id"].as_str().unwrap(),
                 "{format}: same rows, same order"
             );
+            // The card number stays text (in the CSV behind a tab), every digit intact.
+            let card = row["card_number"].as_str().unwrap();
+            let expected_card = if format == "csv" {
+                format!("\t{card}")
+            } else {
+                card.to_owned()
+            };
+            assert_eq!(line[1], expected_card, "{format}: the card number");
+            assert!(is_export_time(&line[9]), "{format}: the time {:?}", line[9]);
             assert_eq!(line[7], row["status_label"].as_str().unwrap());
             assert!(line.len() <= header_len);
         }
@@ -545,6 +644,24 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
             column_fen(&ok_rows, 3),
             fen(stats["success_amount"].as_str().unwrap())
         );
+    }
+    // The XLSX holds amounts as numbers shown with two decimals, card numbers as text.
+    let (xlsx, _) = export_file(&d, "group.orders.export", &op, "xlsx").await;
+    let formats = xlsx_style_formats(&xlsx);
+    let cells = xlsx_cells(&xlsx);
+    for (line, row) in cells[1..].iter().zip(rows) {
+        let card = &line[1];
+        assert!(!card.number, "the card number is text: {card:?}");
+        assert_eq!(card.text, row["card_number"].as_str().unwrap());
+        let amount = &line[3];
+        assert!(amount.number, "the amount is a number: {amount:?}");
+        assert_eq!(
+            fen(&amount.text),
+            fen(row["amount"].as_str().unwrap()),
+            "the amount's value"
+        );
+        assert_eq!(formats[amount.style.unwrap()], "0.00", "two decimals");
+        assert!(!line[9].number && is_export_time(&line[9].text));
     }
     let t = d
         .ok("group.topups", json!({"preset": "last_month"}), Some(&op))
@@ -583,10 +700,50 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
         )
         .await;
     assert_eq!(old["rows"], json!([]));
+    // One date: a start alone is from that day until now; an end alone is up to that day.
+    let today = time::OffsetDateTime::now_utc()
+        .to_offset(time::macros::offset!(+8))
+        .date();
+    let since = d
+        .ok(
+            "group.orders",
+            json!({"start_date": today.to_string()}),
+            Some(&op),
+        )
+        .await;
+    assert_eq!(since["period"]["start_date"], today.to_string());
+    assert_eq!(since["period"]["end_date"], today.to_string());
+    assert_eq!(
+        since["rows"], q["rows"],
+        "today's orders, from the start date"
+    );
+    assert_eq!(since["stats"], q["stats"]);
+    let yesterday = today.previous_day().unwrap().to_string();
+    let until = d
+        .ok("group.orders", json!({"end_date": yesterday}), Some(&op))
+        .await;
+    assert_eq!(until["period"]["end_date"], yesterday);
+    assert_eq!(until["rows"], json!([]), "nothing up to yesterday");
+    let tomorrow = today.next_day().unwrap().to_string();
+    let (c, m) = d
+        .err("group.orders", json!({"start_date": tomorrow}), Some(&op))
+        .await;
+    assert_eq!(c, code(ErrorCode::InvalidParams));
+    assert!(m.contains("晚于今天"), "{m}");
+    let (_, m) = d
+        .err(
+            "group.orders",
+            json!({"start_date": "2024-06-30", "end_date": "2024-06-01"}),
+            Some(&op),
+        )
+        .await;
+    assert!(
+        m.contains("开始日期 2024-06-30 晚于结束日期 2024-06-01"),
+        "{m}"
+    );
     for bad in [
         json!({"start_date": "2024-06-30", "end_date": "2024-06-01"}),
         json!({"start_date": "2024/06/01", "end_date": "2024-06-30"}),
-        json!({"start_date": "2024-06-01"}),
         json!({"preset": "last_7_days", "start_date": "2024-06-01", "end_date": "2024-06-02"}),
         json!({"preset": "yesterday"}),
     ] {

@@ -502,6 +502,13 @@ fn months_back(date: Date, months: u8) -> Date {
     }
 }
 
+/// A `YYYY-MM-DD` date typed as `what` (开始日期, 结束日期).
+fn parse_date(what: &str, s: &str) -> Result<Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s.trim(), &format)
+        .map_err(|_| format!("{what}“{s}”不正确：应为 YYYY-MM-DD，如 2024-06-01"))
+}
+
 impl Period {
     /// The period of a preset, ending today (China time) at `now`.
     pub fn preset(preset: Preset, now: OffsetDateTime) -> Period {
@@ -518,12 +525,26 @@ impl Period {
     /// A period typed as `YYYY-MM-DD` start and end dates; refused when reversed or longer than
     /// [`QUERY_DAYS_MAX`] days.
     pub fn dates(start: &str, end: &str) -> Result<Period, String> {
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        let parse = |what: &str, s: &str| {
-            Date::parse(s.trim(), &format)
-                .map_err(|_| format!("{what}“{s}”不正确：应为 YYYY-MM-DD，如 2024-06-01"))
-        };
-        let (start, end) = (parse("开始日期", start)?, parse("结束日期", end)?);
+        let (start, end) = (parse_date("开始日期", start)?, parse_date("结束日期", end)?);
+        Period::new(start, end)
+    }
+
+    /// A period typed with its start date only: from that day to today (China time) at `now`.
+    /// Refused when the start is after today or the period is longer than [`QUERY_DAYS_MAX`].
+    pub fn since(start: &str, now: OffsetDateTime) -> Result<Period, String> {
+        let start = parse_date("开始日期", start)?;
+        let today = now.to_offset(CHINA_OFFSET).date();
+        if start > today {
+            return Err(format!("开始日期 {start} 晚于今天 {today}，请重新选择"));
+        }
+        Period::new(start, today)
+    }
+
+    /// A period typed with its end date only: the longest period allowed ([`QUERY_DAYS_MAX`]
+    /// days) up to and including that day.
+    pub fn until(end: &str) -> Result<Period, String> {
+        let end = parse_date("结束日期", end)?;
+        let start = end.saturating_sub(Duration::days(QUERY_DAYS_MAX - 1));
         Period::new(start, end)
     }
 
@@ -596,5 +617,23 @@ mod tests {
         assert!(Period::dates("2023-01-01", "2024-06-30")
             .unwrap_err()
             .contains("最长"));
+        // One date: from the start to today, or the longest period up to the end.
+        let now = datetime!(2024-08-31 20:00 UTC);
+        assert_eq!(
+            Period::since("2024-08-20", now).unwrap(),
+            Period {
+                start: date!(2024 - 08 - 20),
+                end: date!(2024 - 09 - 01)
+            }
+        );
+        assert!(Period::since("2024-09-02", now)
+            .unwrap_err()
+            .contains("晚于今天"));
+        assert!(Period::since("2023-01-01", now)
+            .unwrap_err()
+            .contains("最长"));
+        let until = Period::until("2024-06-30").unwrap();
+        assert_eq!(until.end, date!(2024 - 06 - 30));
+        assert_eq!((until.end - until.start).whole_days() + 1, QUERY_DAYS_MAX);
     }
 }

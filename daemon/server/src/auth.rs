@@ -407,6 +407,11 @@ impl Auth {
         lock(&self.sessions).remove(token).is_some()
     }
 
+    /// The fewest characters a new password may have (the longest is [`PASSWORD_CHARS_MAX`]).
+    pub fn password_chars_min(&self) -> usize {
+        self.config.password_chars_min
+    }
+
     /// Changes the session's operator's password and ends their other sessions.
     ///
     /// `confirm` is the re-typed new password. Wrong old passwords count as login failures of

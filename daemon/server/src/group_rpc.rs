@@ -876,8 +876,10 @@ pub struct GroupInfo {
     pub amount_presets: Vec<String>,
 }
 
-/// A query period: `preset`, or `start_date` and `end_date` (`YYYY-MM-DD`, China dates, both
-/// inclusive); neither means 最近7天.
+/// A query period: `preset`, or `start_date` and/or `end_date` (`YYYY-MM-DD`, China dates, both
+/// inclusive). A start date alone means from that day to today; an end date alone means the
+/// longest period allowed (366 days) up to that day; reversed dates are refused; nothing at all
+/// means 最近7天.
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
@@ -1145,11 +1147,16 @@ fn period_of(
         (None, Some(s), Some(e)) => Period::dates(s, e)
             .map(|p| (p, "自定义".into()))
             .map_err(ApiError::invalid_params),
+        (None, Some(s), None) => Period::since(s, now)
+            .map(|p| (p, "自定义".into()))
+            .map_err(ApiError::invalid_params),
+        (None, None, Some(e)) => Period::until(e)
+            .map(|p| (p, "自定义".into()))
+            .map_err(ApiError::invalid_params),
         (None, None, None) => Ok((
             Period::preset(Preset::Last7Days, now),
             Preset::Last7Days.label().into(),
         )),
-        _ => Err(ApiError::invalid_params("请同时输入开始日期和结束日期")),
     }
 }
 
@@ -1202,11 +1209,11 @@ fn export<R, S>(
     result: &QueryResult<R, S>,
     format: ExportFormat,
     headers: &[&str],
-    cells: fn(&R) -> Vec<String>,
+    cells: fn(&R) -> Vec<group_export::Cell>,
 ) -> Result<ExportResult, ApiError> {
     use base64::Engine;
     let (group_id, period) = (&result.group_id, &result.period);
-    let rows: Vec<Vec<String>> = result.rows.iter().map(cells).collect();
+    let rows: Vec<Vec<group_export::Cell>> = result.rows.iter().map(cells).collect();
     let (bytes, extension, content_type) = match format {
         ExportFormat::Csv => (
             group_export::to_csv(headers, &rows),

@@ -449,6 +449,17 @@ impl From<&Session> for SessionView {
     }
 }
 
+/// What `auth.whoami` returns: the operator, and the password rule 修改密码 states up front.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WhoAmI {
+    #[serde(flatten)]
+    pub operator: SessionView,
+    /// The fewest characters a new password may have.
+    pub password_chars_min: usize,
+    /// The most characters a new password may have.
+    pub password_chars_max: usize,
+}
+
 /// `auth.change_password`: the seed's 原密码 / 新密码 / 确认密码.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -651,10 +662,16 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
 
     m.add(
         "auth.whoami",
-        "The logged-in operator.",
+        "The logged-in operator, with the rule a new password must follow.",
         ALL_OPERATORS,
         false,
-        |_, c, _: NoParams| async move { Ok(SessionView::from(c.session()?)) },
+        |d, c, _: NoParams| async move {
+            Ok(WhoAmI {
+                operator: SessionView::from(c.session()?),
+                password_chars_min: d.auth.password_chars_min(),
+                password_chars_max: crate::auth::PASSWORD_CHARS_MAX,
+            })
+        },
     );
 
     m.add(

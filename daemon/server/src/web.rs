@@ -1,6 +1,7 @@
-//! The web teller console and the kiosk screen, compiled into the binary and served by the
-//! guard on `GET` (after its Host and Origin checks): nothing is loaded from anywhere else, so
-//! both work on a kiosk network with no internet.
+//! The web teller console, the kiosk screen and the sandbox bank's payment pages (`/bank`: the
+//! online-banking steps of 额度充值 in front of the embedded sandbox gateway), compiled into the
+//! binary and served by the guard on `GET` (after its Host and Origin checks): nothing is loaded
+//! from anywhere else, so they work on a kiosk network with no internet.
 //!
 //! Every page and asset carries a strict Content-Security-Policy (scripts and styles from cardd
 //! only, no inline code, connections only back to cardd), `X-Frame-Options: DENY` and
@@ -37,11 +38,14 @@ macro_rules! asset {
 const ASSETS: &[Asset] = &[
     asset!("/", HTML, "index.html"),
     asset!("/kiosk", HTML, "kiosk.html"),
+    asset!("/bank", HTML, "bank.html"),
     asset!("/web/api.js", JS, "api.js"),
     asset!("/web/console.js", JS, "console.js"),
     asset!("/web/kiosk.js", JS, "kiosk.js"),
+    asset!("/web/bank.js", JS, "bank.js"),
     asset!("/web/console.css", CSS, "console.css"),
     asset!("/web/kiosk.css", CSS, "kiosk.css"),
+    asset!("/web/bank.css", CSS, "bank.css"),
     asset!("/web/icon.svg", SVG, "icon.svg"),
     asset!("/favicon.ico", SVG, "icon.svg"),
 ];
@@ -56,6 +60,7 @@ pub fn asset(path: &str, host: Option<&str>) -> Option<HttpResponse> {
     let path = match path {
         "/index.html" => "/",
         "/kiosk/" | "/kiosk.html" => "/kiosk",
+        "/bank/" | "/bank.html" => "/bank",
         other => other,
     };
     let asset = ASSETS.iter().find(|a| a.path == path)?;
@@ -110,6 +115,8 @@ mod tests {
             "/",
             "/index.html",
             "/kiosk",
+            "/bank",
+            "/web/bank.js",
             "/web/api.js",
             "/web/console.css",
         ] {
