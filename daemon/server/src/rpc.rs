@@ -612,6 +612,8 @@ const AUDIT_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::
 
 /// Builds the module with every method; returns it with the specs for OpenRPC.
 pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
+    // The 模拟读卡器 panel exists on the embedded default only; elsewhere its methods do not.
+    let has_sim_panel = daemon.sim_panel.is_some();
     let mut m = Methods::new(daemon);
 
     m.add(
@@ -880,6 +882,9 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     crate::etc_rpc::add_methods(&mut m);
     crate::journal_rpc::add_methods(&mut m);
     crate::group_rpc::add_group_methods(&mut m);
+    if has_sim_panel {
+        crate::sim_panel::add_methods(&mut m);
+    }
     add_run_subscription(&mut m);
     add_event_subscription(&mut m);
 
