@@ -258,6 +258,7 @@
     { id: 'audit-refunds', section: '审核', title: '退款审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditRefunds },
     { id: 'journal-open', section: '审核', title: '待核对圈存', roles: ['supervisor', 'auditor'], when: () => hasMethod('journal.open'), render: pageJournalOpen },
     { id: 'operators', section: '系统', title: '操作员管理', roles: ['admin'], render: pageOperators },
+    { id: 'sim', section: '系统', title: '模拟读卡器', roles: ['admin'], when: () => hasMethod('sim.readers'), render: pageSim },
     { id: 'password', section: '系统', title: '修改密码', roles: ALL, render: pagePassword },
   ];
 
@@ -1015,6 +1016,12 @@
     } }, field('用户名', username), field('姓名', name), field('初始密码', password), field('角色', roleSel), field('集团编号', group),
     el('button', { type: 'submit', text: '新建操作员' })), out);
     load();
+  }
+
+  // 模拟读卡器: the embedded default's simulated readers (demo only; see sim.js).
+  function pageSim(main) {
+    main.appendChild(el('p', { class: 'hint', text: '自助终端演示：在浏览器中打开 /kiosk/demo，用自助终端账号登录后，点击右上角的“模拟读卡器”也可在自助终端页面上操作。' }));
+    main.appendChild(CarddSim.panel());
   }
 
   function pagePassword(main) {

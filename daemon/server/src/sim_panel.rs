@@ -28,19 +28,22 @@ use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use crate::server::Daemon;
 
 /// Who may use the panel: administrators (the console page) and the kiosk account (the kiosk's
-/// own demo page, `/kiosk?demo`).
+/// own demo page, `/kiosk/demo`).
 const PANEL_USERS: Access = Access::Roles(&[Role::Admin, Role::Kiosk]);
 
 /// CREDIT FOR LOAD (`80 52`): the command after which "圈存中拔卡" pulls the card.
 const CREDIT_FOR_LOAD: (u8, u8) = (0x80, 0x52);
 
 /// One card of the fixed demo set.
+#[derive(Debug)]
 struct DemoCard {
     /// The card's name on the wire.
     key: &'static str,
     /// What the panel calls it.
     label: &'static str,
     make: fn() -> SimCard,
+    /// An OBU's ESAM: goes into an OBU programmer, and only it does.
+    obu: bool,
 }
 
 /// Every card the panel knows, and the only ones it moves.
@@ -49,21 +52,25 @@ const CATALOGUE: &[DemoCard] = &[
         key: "etc",
         label: "ETC 用户卡（陕A12345）",
         make: demo::demo_etc_card,
+        obu: false,
     },
     DemoCard {
         key: "etc_sm4",
         label: "ETC 用户卡（陕AD12345）",
         make: demo::demo_etc_card_sm4,
+        obu: false,
     },
     DemoCard {
         key: "city",
         label: "城市一卡通",
         make: demo::demo_city_card,
+        obu: false,
     },
     DemoCard {
         key: "obu",
         label: "OBU 电子标签",
         make: demo::demo_obu,
+        obu: true,
     },
 ];
 
@@ -81,6 +88,8 @@ pub enum SimPanelError {
     ReaderOccupied(String),
     #[error("读卡器 {0} 中没有卡片")]
     ReaderEmpty(String),
+    #[error("{card}不能放入读卡器 {reader}（OBU 电子标签只放入 OBU 发行器，卡片只放入读卡器）")]
+    WrongReader { card: &'static str, reader: String },
     #[error("模拟读卡器出错：{0}")]
     Sim(#[from] cardd_sim::SimError),
 }
@@ -109,6 +118,8 @@ pub struct SimReaderView {
     pub card: Option<SimCardView>,
     /// The card will be pulled right after it executes the next CREDIT FOR LOAD.
     pub pull_armed: bool,
+    /// The demo cards this reader takes (`obu` for an OBU programmer, the cards otherwise).
+    pub accepts: Vec<&'static str>,
 }
 
 /// The panel: the readers and the cards outside them.
@@ -236,6 +247,15 @@ impl SimPanel {
             .ok_or_else(|| SimPanelError::UnknownReader(reader_id.chars().take(64).collect()))
     }
 
+    /// Whether the reader is an OBU programmer (it takes the OBU and nothing else).
+    fn is_obu_programmer(world: &SimWorld, reader_id: &str) -> bool {
+        world
+            .readers()
+            .into_iter()
+            .find(|r| r.id == reader_id)
+            .is_some_and(|r| r.capabilities.obu_channel)
+    }
+
     fn key_of(&self, card: &SimCard) -> Option<&'static str> {
         let number = card.card_number();
         self.numbers
@@ -291,6 +311,7 @@ impl SimPanel {
             .into_iter()
             .map(|(world, id)| {
                 let info = world.readers().into_iter().find(|r| r.id == id);
+                let obu = info.as_ref().is_some_and(|i| i.capabilities.obu_channel);
                 let label = match info.map(|i| i.capabilities) {
                     Some(c) if c.obu_channel => "OBU 发行器",
                     Some(c) if c.contactless => "非接触读卡器",
@@ -299,6 +320,11 @@ impl SimPanel {
                 SimReaderView {
                     card: world.card(&id).and_then(|c| self.card_view(table, &c)),
                     pull_armed: world.pending_faults(&id) > 0,
+                    accepts: CATALOGUE
+                        .iter()
+                        .filter(|c| c.obu == obu)
+                        .map(|c| c.key)
+                        .collect(),
                     label,
                     reader_id: id,
                 }
@@ -323,6 +349,7 @@ impl SimPanel {
     pub fn insert(&self, reader_id: &str, key: &str) -> Result<SimView, SimPanelError> {
         let world = self.world_of(reader_id)?;
         let entry = SimPanel::entry(key)?;
+        SimPanel::check_fits(world, reader_id, entry)?;
         let mut table = self.lock();
         self.collect_pulled(&mut table);
         if world.card(reader_id).is_some() {
@@ -330,6 +357,21 @@ impl SimPanel {
         }
         self.insert_locked(&mut table, world, reader_id, entry)?;
         Ok(self.view(&table))
+    }
+
+    fn check_fits(
+        world: &SimWorld,
+        reader_id: &str,
+        entry: &DemoCard,
+    ) -> Result<(), SimPanelError> {
+        if SimPanel::is_obu_programmer(world, reader_id) == entry.obu {
+            Ok(())
+        } else {
+            Err(SimPanelError::WrongReader {
+                card: entry.label,
+                reader: reader_id.to_owned(),
+            })
+        }
     }
 
     fn insert_locked(
@@ -370,6 +412,7 @@ impl SimPanel {
     pub fn swap(&self, reader_id: &str, key: &str) -> Result<SimView, SimPanelError> {
         let world = self.world_of(reader_id)?;
         let entry = SimPanel::entry(key)?;
+        SimPanel::check_fits(world, reader_id, entry)?;
         let mut table = self.lock();
         self.collect_pulled(&mut table);
         if !table.outside.iter().any(|c| self.key_of(c) == Some(key)) {
@@ -486,6 +529,10 @@ mod tests {
         assert!(matches!(
             panel.insert("sim:etc", "city"),
             Err(SimPanelError::CardNotOutside(_))
+        ));
+        assert!(matches!(
+            panel.swap("sim:obu", "etc_sm4"),
+            Err(SimPanelError::WrongReader { .. })
         ));
         assert!(matches!(
             panel.insert("sim:etc", "forged"),
