@@ -165,6 +165,9 @@ pub struct SimPanel {
     table: Mutex<Table>,
 }
 
+/// Driver instances, in configuration order.
+pub type Factories = Vec<Arc<dyn ReaderFactory>>;
+
 /// Builds the configured readers' drivers. With `demo`, simulated readers are built here and
 /// their worlds kept for the panel; otherwise every driver comes from the registry and there
 /// is no panel.
@@ -172,8 +175,8 @@ pub fn instantiate(
     instances: &[ReaderInstance],
     registry: &DriverRegistry,
     demo: bool,
-) -> Result<(Vec<Arc<dyn ReaderFactory>>, Option<SimPanel>), ApiError> {
-    let mut factories: Vec<Arc<dyn ReaderFactory>> = Vec::new();
+) -> Result<(Factories, Option<SimPanel>), ApiError> {
+    let mut factories: Factories = Vec::new();
     let mut worlds = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
