@@ -245,6 +245,8 @@
     } else {
       $('confirm-message').textContent = prompt.message;
       show('confirm');
+      // A money confirmation starts on 取消: nothing is loaded by a stray key press.
+      $('confirm-no').focus();
     }
     questionTimer = setTimeout(() => reply(null), QUESTION_IDLE_MS);
     return answer.then((value) => {
@@ -271,6 +273,13 @@
   }
 
   $('choose-cancel').addEventListener('click', () => reply(null));
+  // Esc cancels a question, like 取消.
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || !answerResolve) return;
+    const screenName = document.body.dataset.screen;
+    if (screenName === 'confirm') reply(false);
+    else if (screenName === 'choose') reply(null);
+  });
   $('confirm-no').addEventListener('click', () => reply(false));
   $('confirm-yes').addEventListener('click', () => reply(true));
   $('result-done').addEventListener('click', idle);

@@ -1,8 +1,9 @@
 //! The kiosk tried from its idle screen on the embedded default, through the 模拟读卡器 panel
 //! alone (nothing in the test touches the simulated world): the card taken out, put in, a
-//! recharge chosen, confirmed and loaded with the other one said to be still waiting, the card
-//! taken out and back, pulled in the middle of the next load, and put back: cardd settles it
-//! from the card and loads nothing twice. Every kiosk screen and the panel fit 1280×800 and
+//! recharge chosen, confirmed (the question starting on 取消) and loaded with the other one said
+//! to be still waiting, the card taken out and back, the next question cancelled with Esc, the
+//! card pulled in the middle of the next load, and put back: cardd settles it from the card and
+//! loads nothing twice. Every kiosk screen and the panel fit 1280×800 and
 //! 1024×768 with no word a customer cannot read; the console's 模拟读卡器 page too.
 
 use anyhow::{ensure, Context, Result};
@@ -110,6 +111,11 @@ pub(super) fn kiosk_from_idle_with_the_sim_panel(
         "卡内余额：100.00元。圈存金额：200.00元。是否圈存？",
     )?;
     fits(browser, "the confirmation", true)?;
+    let focused = browser.js("return document.activeElement.id", json!([]))?;
+    ensure!(
+        focused == "confirm-no",
+        "the confirmation starts on {focused}"
+    );
     browser.click("#confirm-yes")?;
     screen(browser, "result")?;
     browser.wait_text("#result-message", "圈存成功！")?;
@@ -125,6 +131,24 @@ pub(super) fn kiosk_from_idle_with_the_sim_panel(
     ensure!(balance_fen(&w) == 30_000, "the card holds 300.00 yuan");
 
     // 取出卡片: back to idle; then the card again, and pulled in the middle of the 50.00 load.
+    open_panel(browser)?;
+    panel_action(browser, "remove", None)?;
+    screen(browser, "idle")?;
+    open_panel(browser)?;
+    panel_action(browser, "insert", Some("etc"))?;
+    screen(browser, "confirm")?;
+    browser.wait_text("#confirm-message", "圈存金额：50.00元")?;
+    // Esc cancels, like 取消: nothing loaded. Out and in again for the pull.
+    browser.js(
+        "document.activeElement.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }))",
+        json!([]),
+    )?;
+    screen(browser, "result")?;
+    browser.wait_text("#result-message", "已取消圈存")?;
+    ensure!(
+        balance_fen(&w) == 30_000,
+        "a cancelled question loads nothing"
+    );
     open_panel(browser)?;
     panel_action(browser, "remove", None)?;
     screen(browser, "idle")?;
