@@ -37,15 +37,7 @@ const ETC: &str = "sim:etc";
 /// readers of the embedded default have zh-CN names, 模拟 ETC 读卡器 …; a real reader's name is
 /// shown as its device gives it, but none is attached in these tests.)
 const ALLOWED_WORDS: &[&str] = &[
-    "ETC",
-    "OBU",
-    "PIN",
-    "TAC",
-    "MAC",
-    "CSV",
-    "XLSX",
-    "IC",
-    "cardd",
+    "ETC", "OBU", "PIN", "TAC", "MAC", "CSV", "XLSX", "IC", "cardd",
     // The spreadsheet program an export opens in, named as Chinese offices name it (导出 Excel).
     "Excel",
 ];
