@@ -426,6 +426,17 @@ pub struct LoginResult {
     pub idle_timeout_s: u64,
 }
 
+/// `auth.whoami`: the logged-in operator and the session rules a client shows.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WhoAmI {
+    #[serde(flatten)]
+    pub operator: SessionView,
+    /// The session ends after this many seconds without a request.
+    pub idle_timeout_s: u64,
+    /// Shortest password accepted, in characters (shown next to a new-password field).
+    pub password_chars_min: usize,
+}
+
 /// The logged-in operator.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SessionView {
@@ -654,7 +665,13 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         "The logged-in operator.",
         ALL_OPERATORS,
         false,
-        |_, c, _: NoParams| async move { Ok(SessionView::from(c.session()?)) },
+        |d, c, _: NoParams| async move {
+            Ok(WhoAmI {
+                operator: SessionView::from(c.session()?),
+                idle_timeout_s: d.config.auth.session_idle_timeout_s,
+                password_chars_min: d.config.auth.password_chars_min,
+            })
+        },
     );
 
     m.add(
