@@ -16,6 +16,9 @@
 mod common;
 mod webdriver;
 
+#[path = "browser_parts/etc.rs"]
+mod etc;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -23,6 +26,13 @@ use anyhow::{ensure, Context, Result};
 use common::TestDaemon;
 use serde_json::json;
 use webdriver::Browser;
+
+/// Words in Latin letters a person may read on the console and the kiosk: the card and
+/// security terms every teller knows (ETC, OBU, PIN, TAC, MAC, IC), export formats (CSV, XLSX)
+/// and the product's name in the title and header.
+const ALLOWED_WORDS: &[&str] = &[
+    "ETC", "OBU", "PIN", "TAC", "MAC", "CSV", "XLSX", "IC", "cardd",
+];
 
 const ETC: &str = "sim:etc";
 const R200: &str = "R20240615000001";
@@ -91,6 +101,8 @@ fn teller_console_and_kiosk_in_chromium() -> Result<()> {
     println!("browser: kiosk idle → insert → choose → confirm → result, card pulled mid-load: ok");
     group_recharge_and_export(&rt, &browser, &shots).context("group recharge")?;
     obu_issuance(&rt, &browser, &shots).context("OBU issuance")?;
+    etc::etc_counter(&rt, &browser, &shots).context("ETC counter")?;
+    println!("browser: ETC counter: 充值记录, details, 圈存, 修改圈存状态 and 二次圈存 (teller, supervisor), keyboard, session warning: ok");
     Ok(())
 }
 
@@ -183,7 +195,7 @@ fn console_load_and_card_evidence(
         "R20240601000001",
         "未圈存",
         "已圈存",
-        "200.00 元",
+        "200.00",
     ] {
         ensure!(
             table.contains(expected),
