@@ -979,7 +979,7 @@
     const confirmLost = (t) => async () => {
       const p = t.lost_card_proposal;
       const label = '确认挂失核定（' + (p.landed ? '已到账' : '未到账') + '）';
-      const ok = await confirmBox(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。申请人 ' + p.proposed_by + '，原因：' + p.reason, '确认挂失核定');
+      const ok = await confirmBox(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。申请人 ' + (p.proposed_by_name || p.proposed_by) + '，原因：' + p.reason, '确认挂失核定');
       if (!ok) return;
       done(label, () => call('journal.confirm_lost_card', { txn_id: t.txn_id, landed: p.landed }));
     };
@@ -1006,7 +1006,7 @@
     };
     const status = (t) => {
       const base = t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片';
-      if (t.lost_card_proposal) return base + '；挂失核定申请中（' + (t.lost_card_proposal.landed ? '已到账' : '未到账') + '，申请人 ' + t.lost_card_proposal.proposed_by + '）';
+      if (t.lost_card_proposal) return base + '；挂失核定申请中（' + (t.lost_card_proposal.landed ? '已到账' : '未到账') + '，申请人 ' + (t.lost_card_proposal.proposed_by_name || t.lost_card_proposal.proposed_by) + '）';
       return base + '；' + when(t.lost_card_allowed_from) + ' 后可办理挂失核定';
     };
     const load = async () => {
@@ -1019,7 +1019,7 @@
       const settled = verdicts.filter((v) => v.status !== 'proposed');
       lost.replaceChildren(settled.length === 0 ? el('p', { class: 'empty', text: '没有挂失核定记录。' }) : table([
         ['交易编号', (v) => v.txn_id], ['卡号', (v) => v.card_number], ['结论', (v) => (v.landed ? '已到账' : '未到账')],
-        ['申请人', (v) => v.proposed_by], ['确认人', (v) => v.confirmed_by], ['原因', (v) => v.reason], ['状态', (v) => v.status_label],
+        ['申请人', (v) => v.proposed_by_name || v.proposed_by], ['确认人', (v) => v.confirmed_by_name || v.confirmed_by], ['原因', (v) => v.reason], ['状态', (v) => v.status_label],
         ['操作', (v) => (role() === 'auditor' && v.status === 'card_contradicted' ? el('button', { type: 'button', text: '已处理', onclick: clearWatch(v) }) : null)],
       ], settled, 'jo-lost-table'));
     };

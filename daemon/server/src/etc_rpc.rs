@@ -150,23 +150,10 @@ impl RecordView {
     pub fn named(d: &Daemon, r: &RechargeRecord) -> RecordView {
         let mut view = RecordView::from(r);
         for change in &mut view.history {
-            change.operator_name = operator_name(d, &change.operator);
+            change.operator_name = crate::rpc::operator_name(d, &change.operator);
         }
         view
     }
-}
-
-/// An operator's display name; the daemon's own changes are 系统's.
-fn operator_name(d: &Daemon, username: &str) -> String {
-    if username == "cardd" {
-        return "系统".into();
-    }
-    d.auth
-        .get_operator(username)
-        .map(|o| o.display_name)
-        .ok()
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| username.to_owned())
 }
 
 impl From<&RechargeRecord> for RecordView {

@@ -426,6 +426,20 @@ pub struct LoginResult {
     pub idle_timeout_s: u64,
 }
 
+/// An operator's display name (姓名) as people read it, for views that name who acted; the
+/// daemon's own actions are 系统's, and an unknown user name is shown as it is.
+pub(crate) fn operator_name(d: &Daemon, username: &str) -> String {
+    if username == "cardd" {
+        return "系统".into();
+    }
+    d.auth
+        .get_operator(username)
+        .map(|o| o.display_name)
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| username.to_owned())
+}
+
 /// `auth.whoami`: the logged-in operator and the session rules a client shows.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WhoAmI {
