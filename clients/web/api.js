@@ -175,7 +175,8 @@ const Cardd = (() => {
   }
 
   // Reader and card events from events.subscribe, reconnecting after a drop. `onEvent(event)`
-  // for each event, `onState(open)` when the connection opens or closes. Returns a stop function.
+  // for each event, `onState(true)` once the subscription is in place, `onState(false)` when the
+  // connection closes. Returns a stop function.
   function subscribeEvents(onEvent, onState) {
     let socket = null;
     let stopped = false;
@@ -186,12 +187,13 @@ const Cardd = (() => {
       socket = new WebSocket(url);
       socket.onopen = () => {
         socket.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'events.subscribe', params: {} }));
-        if (onState) onState(true);
       };
       socket.onmessage = (m) => {
         let msg;
         try { msg = JSON.parse(m.data); } catch (e) { return; }
         if (msg.method === 'events.event' && msg.params) onEvent(msg.params.result);
+        // Subscribed: from now on no event is missed (a caller may re-read what it shows).
+        else if (msg.id === 1 && msg.result !== undefined && onState) onState(true);
       };
       socket.onclose = () => {
         if (onState) onState(false);

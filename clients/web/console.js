@@ -278,17 +278,23 @@
     ]);
     state.flows = flows;
     state.methods = new Set((discover.methods || []).map((m) => m.name));
-    $('login-view').hidden = true;
-    $('app-view').hidden = false;
     $('operator').textContent = (state.me.display_name || state.me.username) + '（' + (ROLE_LABELS[state.me.role] || state.me.role) + '）';
     await loadReaders();
-    state.stopEvents = Cardd.subscribeEvents(onEvent, (open) => $('readers').classList.toggle('offline', !open));
+    // Once subscribed, the readers are read again: a card that came or went between the first
+    // read and the subscription is shown as it is.
+    state.stopEvents = Cardd.subscribeEvents(onEvent, (open) => {
+      $('readers').classList.toggle('offline', !open);
+      if (open) loadReaders();
+    });
     buildNav();
     if (session.saved && session.saved.username === state.me.username && session.saved.hash && location.hash !== session.saved.hash) {
       history.replaceState(null, '', session.saved.hash);
     }
     route();
     restoreTyped();
+    // Shown only now: never the previous session's page while this one is being built.
+    $('login-view').hidden = true;
+    $('app-view').hidden = false;
     touchSession();
     return undefined;
   }
