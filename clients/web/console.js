@@ -525,6 +525,14 @@
         } catch (err) {
           const detail = (err.data && err.data.detail) || {};
           const evidence = detail.evidence;
+          // No card on the reader: a supervisor may go on without it (the daemon then asks
+          // for a reason); a teller puts the card on the reader.
+          if (err.name === 'NoCard' && role() === 'supervisor' && params.reader_id) {
+            const without = await confirmBox('读卡器上没有该记录的卡片。不读卡，由主管核对后填写原因修改圈存状态吗？', '没有卡片');
+            if (!without) break;
+            delete params.reader_id;
+            continue;
+          }
           if (err.name === 'CardEvidenceRequired' && detail.reason_required && !params.reason) {
             const reason = await askText((evidence ? evidence.explanation + '。' : '') + '主管核对卡片余额和交易记录后，请填写修改原因。', '修改原因');
             if (!reason) break;

@@ -379,6 +379,24 @@ pub(super) fn etc_counter(
     answer(browser, "true")?;
     wait_status(browser, R_OLD, "已圈存")?;
 
+    // Without the card a supervisor may go on, and the journal still speaks: this load has its
+    // verified TAC, so it stays 已圈存.
+    let card = world(&w).remove_card(ETC).context("the card")?;
+    browser.wait_text(&format!("#readers [data-reader=\"{ETC}\"]"), "无卡")?;
+    click_panel(browser, "#det-unload")?;
+    answer(browser, "true")?;
+    browser.wait_text("#dialog-message", "读卡器上没有该记录的卡片")?;
+    ensure!(
+        focused_answer(browser)? == "false",
+        "the question starts on 取消"
+    );
+    answer(browser, "true")?;
+    browser.wait_text("#evidence", "卡片证实该笔圈存已写入卡内")?;
+    check_screen(browser, "the journal's refusal without the card")?;
+    answer(browser, "true")?;
+    wait_status(browser, R_OLD, "已圈存")?;
+    world(&w).insert_card(ETC, card)?;
+
     // The password rule is shown before anything fails.
     browser.click("#nav-password")?;
     browser.wait_text("#pw-rule", "至少6个字符")?;
