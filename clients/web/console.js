@@ -534,7 +534,7 @@
             continue;
           }
           if (err.name === 'CardEvidenceRequired' && detail.reason_required && !params.reason) {
-            const reason = await askText((evidence ? evidence.explanation + '。' : '') + '主管核对卡片余额和交易记录后，请填写修改原因。', '修改原因');
+            const reason = await askText((evidence ? evidence.explanation + '。' : '卡片不能证明该笔圈存未写入。') + '请填写修改原因。', '修改原因');
             if (!reason) break;
             params.reason = reason;
             continue;
