@@ -16,6 +16,8 @@
 mod common;
 mod webdriver;
 
+#[path = "browser_parts/etc.rs"]
+mod etc;
 #[path = "browser_parts/group.rs"]
 mod group;
 #[path = "browser_parts/kiosk.rs"]
@@ -110,6 +112,8 @@ fn teller_console_and_kiosk_in_chromium() -> Result<()> {
     println!("browser: kiosk from idle through the 模拟读卡器 panel, a pull mid-load settled; no panel without --demo: ok");
     group::group_pages(&rt, &browser, &shots).context("group pages")?;
     obu_issuance(&rt, &browser, &shots).context("OBU issuance")?;
+    etc::etc_counter(&rt, &browser, &shots).context("ETC counter")?;
+    println!("browser: ETC counter: 充值记录, details, 圈存, 修改圈存状态 and 二次圈存 (teller, supervisor), keyboard, session warning: ok");
     Ok(())
 }
 
@@ -202,7 +206,7 @@ fn console_load_and_card_evidence(
         "R20240601000001",
         "未圈存",
         "已圈存",
-        "200.00 元",
+        "200.00",
     ] {
         ensure!(
             table.contains(expected),

@@ -942,7 +942,7 @@ async fn card_insertion_and_removal_are_events_and_a_missing_card_is_explained()
         )
         .await;
     assert_eq!(code, ErrorCode::NoCard.code() as i64);
-    assert!(message.contains("insert a card"), "{message}");
+    assert!(message.contains("请将卡片放在读卡器上"), "{message}");
 
     world.insert_card("sim:etc", card).unwrap();
     let next = removed["next_since"].as_u64().unwrap();

@@ -562,14 +562,26 @@ async fn without_the_card_only_a_supervisor_may_and_the_reload_checks_the_card_f
             ErrorCode::CardEvidenceRequired,
             "只有主管",
         );
-        expect_code(
-            d.err(
+        // A supervisor may decide, with a reason: the same code as the teller's refusal,
+        // with `reason_required` telling the console to ask for one and call again.
+        let no_reason = d
+            .call(
                 "etc.records.mark_not_loaded",
                 json!({"record_id": id, "reason": "  "}),
                 Some(&supervisor),
             )
-            .await,
-            ErrorCode::InvalidParams,
+            .await;
+        let no_reason = &no_reason["error"];
+        assert_eq!(
+            no_reason["data"]["detail"]["reason_required"], true,
+            "{no_reason}"
+        );
+        expect_code(
+            (
+                no_reason["code"].as_i64().unwrap_or(0),
+                no_reason["message"].as_str().unwrap_or("").to_owned(),
+            ),
+            ErrorCode::CardEvidenceRequired,
             "必须填写原因",
         );
         let marked = d
