@@ -63,6 +63,9 @@ const CarddSim = (() => {
           buttons.push(el('button', {
             type: 'button', class: 'warn', 'data-action': 'pull', text: '圈存中拔卡', disabled: r.pull_armed,
             onclick: () => act('sim.pull_during_next_load', { reader_id: r.reader_id }, '已设置：下一次圈存写卡时拔出卡片'),
+          }), el('button', {
+            type: 'button', class: 'warn', 'data-action': 'pull-before', text: '写卡前拔卡', disabled: r.pull_armed,
+            onclick: () => act('sim.pull_during_next_load', { reader_id: r.reader_id, before_write: true }, '已设置：下一次圈存写卡前拔出卡片（写卡失败）'),
           }));
         }
       } else if (outside.length > 0) {

@@ -148,6 +148,19 @@ pub struct SimReaderParams {
 }
 audit_as_json!(SimReaderParams, reader_id);
 
+/// `sim.pull_during_next_load`
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimPullParams {
+    pub reader_id: String,
+    /// Pull the card just before the CREDIT FOR LOAD reaches it (写卡前拔卡: nothing is written,
+    /// a 写卡失败 the card later proves) instead of right after it executes (圈存中拔卡: the money
+    /// is on the card, its answer lost). Default false.
+    #[serde(default)]
+    pub before_write: bool,
+}
+audit_as_json!(SimPullParams, reader_id);
+
 #[derive(Debug, Default)]
 struct Table {
     /// Demo cards outside every reader, in the order they came out.
@@ -429,17 +442,24 @@ impl SimPanel {
         Ok(self.view(&table))
     }
 
-    /// The reader's card will leave right after it executes the next CREDIT FOR LOAD: the card
-    /// is credited, its answer is lost, and the load's outcome is unknown until the card is
-    /// put back and cardd reads it.
-    pub fn pull_during_next_load(&self, reader_id: &str) -> Result<SimView, SimPanelError> {
+    /// The reader's card will leave at the next CREDIT FOR LOAD: right after it executes (the
+    /// card is credited, its answer is lost) or, with `before_write`, just before it reaches the
+    /// card (nothing is written: a 写卡失败). Either way the load's outcome is unknown until the
+    /// card is put back and cardd reads it.
+    pub fn pull_during_next_load(
+        &self,
+        reader_id: &str,
+        before_write: bool,
+    ) -> Result<SimView, SimPanelError> {
         let world = self.world_of(reader_id)?;
         let table = self.lock();
         let (cla, ins) = CREDIT_FOR_LOAD;
-        world.set_fault_plan(
-            reader_id,
-            FaultPlan::new().on_command(cla, ins, FaultKind::RemoveAfterExec),
-        )?;
+        let kind = if before_write {
+            FaultKind::RemoveBeforeExec
+        } else {
+            FaultKind::RemoveAfterExec
+        };
+        world.set_fault_plan(reader_id, FaultPlan::new().on_command(cla, ins, kind))?;
         Ok(self.view(&table))
     }
 }
@@ -487,11 +507,11 @@ pub fn add_methods(m: &mut Methods) {
     );
     m.add(
         "sim.pull_during_next_load",
-        "Demo only: pull the reader's card right after it executes its next CREDIT FOR LOAD (圈存中拔卡); put it back with sim.insert to see the load settled.",
+        "Demo only: pull the reader's card right after it executes its next CREDIT FOR LOAD (圈存中拔卡), or with before_write just before it (写卡前拔卡: a 写卡失败); put it back with sim.insert to see the load settled.",
         PANEL_USERS,
         true,
-        |d, _, p: SimReaderParams| async move {
-            Ok::<SimView, ApiError>(panel(&d)?.pull_during_next_load(&p.reader_id)?)
+        |d, _, p: SimPullParams| async move {
+            Ok::<SimView, ApiError>(panel(&d)?.pull_during_next_load(&p.reader_id, p.before_write)?)
         },
     );
 }
@@ -557,8 +577,20 @@ mod tests {
 
     #[test]
     fn a_pull_waits_for_the_credit_and_the_card_comes_back_to_the_table() {
+        for before_write in [false, true] {
+            a_pull_waits_for_the_credit(before_write);
+        }
+    }
+
+    fn a_pull_waits_for_the_credit(before_write: bool) {
         let (world, panel) = demo_panel();
-        assert!(panel.pull_during_next_load("sim:etc").expect("arm").readers[0].pull_armed);
+        assert!(
+            panel
+                .pull_during_next_load("sim:etc", before_write)
+                .expect("arm")
+                .readers[0]
+                .pull_armed
+        );
         let factory = SimFactory::new(world.clone());
         let mut session = factory
             .open(&cardd_reader::ReaderSelector::Id("sim:etc".into()))
