@@ -167,8 +167,12 @@ async fn password_change_follows_the_seed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_the_account() {
-    let d = TestDaemon::start_with(|c| c.auth.login_failures_max = 3).await;
+async fn repeated_failures_cost_a_capped_wait_not_a_lock_out() {
+    let d = TestDaemon::start_with(|c| {
+        c.auth.login_failures_free = 2;
+        c.auth.login_delay_max_s = 1;
+    })
+    .await;
     for _ in 0..3 {
         assert_eq!(
             d.err(
@@ -189,6 +193,9 @@ async fn repeated_failures_lock_the_account() {
         )
         .await;
     assert_eq!(code, CODE_TOO_MANY_ATTEMPTS, "{message}");
+    assert!(message.contains("秒后再试"), "{message}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    d.login("teller", "teller123").await;
     d.stop().await;
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cardd_api::Role;
 use cardd_purse::{SamConfig, SecurityModule, SoftSam};
@@ -20,7 +20,7 @@ use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
 use serde_json::json;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, LoginFailureDigest};
 use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
 use crate::events::EventBus;
@@ -50,6 +50,9 @@ pub struct Daemon {
     pub store: Store,
     pub auth: Auth,
     pub audit: AuditLog,
+    /// Failed logins waiting to be written to the audit log as one record per source and
+    /// interval.
+    pub login_failures: LoginFailureDigest,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
     pub journal: Option<Journal>,
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
@@ -96,6 +99,16 @@ impl Daemon {
         self.failed_closed.store(true, Ordering::Relaxed);
     }
 
+    /// Writes audit records of failed logins (see [`LoginFailureDigest`]); a failure to write
+    /// is logged (the attempt was refused either way).
+    pub fn audit_login_failures(&self, entries: Vec<crate::audit::AuditEntry>) {
+        for entry in entries {
+            if let Err(e) = self.audit.append(entry) {
+                tracing::error!(error = %e, "could not audit failed logins");
+            }
+        }
+    }
+
     fn health(&self) -> serde_json::Value {
         json!({
             "status": if self.failed_closed() { "failed_closed" } else { "ok" },
@@ -129,7 +142,11 @@ impl Running {
         let _ = self.handle.stop();
         self.handle.stopped().await;
         let daemon = self.daemon.clone();
-        let _ = tokio::task::spawn_blocking(move || daemon.readers.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            daemon.audit_login_failures(daemon.login_failures.drain());
+            daemon.readers.shutdown()
+        })
+        .await;
         if let Err(e) = self.daemon.store.durable_flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -202,6 +219,7 @@ pub async fn start(
     crate::recovery::spawn(&daemon);
     crate::group_rpc::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
+    spawn_login_failure_audit(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -221,19 +239,30 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
+    let a = &config.auth;
     let auth_config = AuthConfig {
-        session_idle_timeout: std::time::Duration::from_secs(config.auth.session_idle_timeout_s),
-        login_failures_max: config.auth.login_failures_max,
-        login_lockout: std::time::Duration::from_secs(config.auth.login_lockout_s),
-        password_chars_min: config.auth.password_chars_min,
-        sessions_max: config.auth.sessions_max,
+        session_idle_timeout: Duration::from_secs(a.session_idle_timeout_s),
+        login_failures_free: a.login_failures_free,
+        login_delay_base: Duration::from_millis(a.login_delay_base_ms),
+        login_delay_max: Duration::from_secs(a.login_delay_max_s),
+        login_failures_forget: Duration::from_secs(a.login_failures_forget_s),
+        password_chars_min: a.password_chars_min,
+        sessions_max: a.sessions_max,
+        sessions_per_user_max: a.sessions_per_user_max,
+        sessions_per_role_max: a.sessions_per_role_max,
+        kiosk_sessions_max: a.kiosk_sessions_max,
+        hashing_concurrent_max: a.hashing_concurrent_max,
+        hashing_wait_max: Duration::from_millis(a.hashing_wait_ms_max),
     };
+    let login_failures =
+        LoginFailureDigest::new(Duration::from_secs(a.login_failure_audit_interval_s));
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     };
     let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
-    let audit = AuditLog::open(&store).map_err(|e| store_error(&e))?;
+    let audit =
+        AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
     let (journal, journal_failure) = match Journal::open(&store) {
         Ok(journal) => (Some(journal), None),
         Err(e) => (None, Some(e.to_string())),
@@ -279,6 +308,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         store,
         auth,
         audit,
+        login_failures,
         journal,
         host,
         group,
@@ -322,6 +352,24 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         seed_demo(&daemon)?;
     }
     Ok(daemon)
+}
+
+/// Writes the counts of failed logins whose interval ended; ends with the daemon.
+fn spawn_login_failure_audit(daemon: &Arc<Daemon>) {
+    let period = Duration::from_secs(daemon.config.auth.login_failure_audit_interval_s.max(1));
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(daemon) = weak.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || {
+                daemon.audit_login_failures(daemon.login_failures.due(Instant::now()));
+            })
+            .await;
+        }
+    });
 }
 
 /// How often the flows directory is checked for changed files.
