@@ -733,7 +733,8 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
 
     // Nothing changed: no operator was created. What the transport refused (Host, Origin,
     // size, batch, JSON, content type) never reached a method and is not audited; the two calls
-    // that reached `operators.create` without a valid session are audited as refused.
+    // that reached `operators.create` without a valid session are audited as refused: the first
+    // at once, the second counted into the source's summary (written when its interval ends).
     let list = d
         .ok("operators.list", json!({}), Some(&admin))
         .await
@@ -744,6 +745,9 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
             "evil{n} must not exist"
         );
     }
+    assert_eq!(d.audit_count().await, before + 1);
+    let daemon = d.daemon().clone();
+    daemon.audit_refusals(daemon.refusals.drain());
     assert_eq!(d.audit_count().await, before + 2);
     d.stop().await;
 }

@@ -260,12 +260,12 @@ async fn a_burst_of_failed_logins_writes_a_bounded_number_of_audit_records() {
     );
     // The rest are counted and written when the interval ends (here: at shutdown).
     let daemon = d.daemon().clone();
-    daemon.audit_login_failures(daemon.login_failures.drain());
+    daemon.audit_refusals(daemon.refusals.drain());
     let records = audit_after(&d, &admin, before).await;
     assert_eq!(records.len(), 4, "{records:?}");
     let counted: u64 = records
         .iter()
-        .map(|r| r["detail"]["failures"].as_u64().unwrap_or(0))
+        .map(|r| r["detail"]["refusals"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(counted, attempts, "every failure is counted");
     assert!(records
@@ -275,6 +275,39 @@ async fn a_burst_of_failed_logins_writes_a_bounded_number_of_audit_records() {
         d.ok("audit.verify", json!({}), Some(&admin)).await["chain_ok"],
         true
     );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_calls_without_a_session_write_a_bounded_number_of_audit_records() {
+    let d = TestDaemon::start().await;
+    let admin = d.login("admin", "admin123").await;
+    let before = d.audit_count().await;
+    let forged = "f".repeat(64);
+    for i in 0..40 {
+        // No token, or a token-shaped string that names no session; a fresh connection each.
+        let token = (i % 2 == 0).then_some(forged.as_str());
+        let (code, _) = d.err("auth.logout", json!({}), token).await;
+        assert_eq!(code, ErrorCode::Unauthenticated.code() as i64);
+        let (code, _) = d
+            .err("readers.release", json!({"reader_id": "sim:etc"}), token)
+            .await;
+        assert_eq!(code, ErrorCode::Unauthenticated.code() as i64);
+    }
+    let records = audit_after(&d, &admin, before).await;
+    assert_eq!(
+        records.len(),
+        2,
+        "one record per method so far, not one per call: {records:?}"
+    );
+    let daemon = d.daemon().clone();
+    daemon.audit_refusals(daemon.refusals.drain());
+    let records = audit_after(&d, &admin, before).await;
+    let counted: u64 = records
+        .iter()
+        .map(|r| r["detail"]["refusals"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 80, "every refusal is counted: {records:?}");
     d.stop().await;
 }
 

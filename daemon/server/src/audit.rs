@@ -27,8 +27,9 @@
 //! seal and its records, then the live records, as one chain: a missing or edited segment fails
 //! verification. [`AuditLog::list`] reads sealed records from their files.
 //!
-//! Repeated failed logins are not one record each: [`LoginFailureDigest`] turns them into one
-//! record per source per interval (the first at once, then a count).
+//! Repeated failed logins, and state-changing calls refused for want of a session, are not one
+//! record each: [`RefusalDigest`] turns them into one record per source, action and interval
+//! (the first at once, then a count).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -583,101 +584,104 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Most sources whose failed logins are being counted at once; a new one beyond that writes
-/// every pending count out first.
-pub const LOGIN_FAILURE_SOURCES_MAX: usize = 256;
+/// Most (source, action) pairs whose refusals are being counted at once; a new one beyond that
+/// writes every pending count out first.
+pub const REFUSAL_KEYS_MAX: usize = 256;
 
-/// Most distinct user names a failed-login summary names.
-pub const LOGIN_FAILURE_USERS_MAX: usize = 16;
+/// Most distinct targets (user names, for logins) a summary names.
+pub const REFUSAL_TARGETS_MAX: usize = 16;
 
-/// The action of failed-login records.
-const LOGIN_ACTION: &str = "auth.login";
-
-/// Failed logins of one source in the current interval.
+/// Refusals of one source and action in the current interval.
 #[derive(Debug)]
-struct PendingFailures {
+struct PendingRefusals {
     since: Instant,
     since_at: String,
-    failures: u64,
-    users: BTreeSet<String>,
+    refusals: u64,
+    targets: BTreeSet<String>,
     outcomes: BTreeMap<String, u64>,
 }
 
-/// Turns repeated failed logins into one audit record per source per interval: a source's
-/// first failure is recorded at once; the following ones are counted, and the count is
-/// recorded when the interval has passed (by the next failure or by [`LoginFailureDigest::due`],
-/// which the daemon calls periodically) or at shutdown ([`LoginFailureDigest::drain`]).
+/// Turns repeated refusals nobody is logged in for (failed logins, state-changing calls without
+/// a session) into one audit record per source, action and interval: the first is recorded at
+/// once; the following ones are counted, and the count is recorded when the interval has
+/// passed (by the next refusal or by [`RefusalDigest::due`], which the daemon calls
+/// periodically) or at shutdown ([`RefusalDigest::drain`]). So a loop of failed logins, even
+/// on a fresh connection each time, writes a bounded number of records.
 #[derive(Debug)]
-pub struct LoginFailureDigest {
+pub struct RefusalDigest {
     interval: Duration,
-    pending: Mutex<HashMap<String, PendingFailures>>,
+    pending: Mutex<HashMap<(String, String), PendingRefusals>>,
 }
 
-impl LoginFailureDigest {
-    /// A digest writing at most one summary per source per `interval`.
-    pub fn new(interval: Duration) -> LoginFailureDigest {
-        LoginFailureDigest {
+impl RefusalDigest {
+    /// A digest writing at most one summary per source and action per `interval`.
+    pub fn new(interval: Duration) -> RefusalDigest {
+        RefusalDigest {
             interval,
             pending: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts one failed login of `username` from `source` ending in `outcome` (an error code
-    /// name); returns the records to write now.
-    pub fn failure(
+    /// Counts one refusal of `action` (on `target`, if known) from `source`, ending in
+    /// `outcome` (an error code name); returns the records to write now.
+    pub fn refused(
         &self,
         source: &str,
-        username: &str,
+        action: &str,
+        target: Option<&str>,
         outcome: &str,
         now: Instant,
     ) -> Vec<AuditEntry> {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
-        let username: String = username.chars().take(64).collect();
-        let Some(entry) = pending.get_mut(source) else {
-            if pending.len() >= LOGIN_FAILURE_SOURCES_MAX {
+        let target: Option<String> = target.map(|t| t.chars().take(64).collect());
+        let key = (source.to_owned(), action.to_owned());
+        let Some(entry) = pending.get_mut(&key) else {
+            if pending.len() >= REFUSAL_KEYS_MAX {
                 out.extend(
                     pending
                         .drain()
-                        .filter_map(|(s, p)| summary(&s, p, self.interval)),
+                        .filter_map(|(k, p)| summary(&k, p, self.interval)),
                 );
             }
-            pending.insert(source.to_owned(), fresh(now));
+            pending.insert(key, fresh(now));
             out.push(AuditEntry {
                 operator: None,
                 role: None,
-                action: LOGIN_ACTION.into(),
-                target: Some(username),
-                detail: serde_json::json!({ "source": source, "failures": 1 }),
+                action: action.to_owned(),
+                target,
+                detail: serde_json::json!({ "source": source, "refusals": 1 }),
                 outcome: outcome.to_owned(),
             });
             return out;
         };
-        entry.failures += 1;
-        if entry.users.len() < LOGIN_FAILURE_USERS_MAX {
-            entry.users.insert(username);
+        entry.refusals += 1;
+        if let Some(target) = target {
+            if entry.targets.len() < REFUSAL_TARGETS_MAX {
+                entry.targets.insert(target);
+            }
         }
         *entry.outcomes.entry(outcome.to_owned()).or_default() += 1;
         if now.saturating_duration_since(entry.since) >= self.interval {
             let ended = std::mem::replace(entry, fresh(now));
-            out.extend(summary(source, ended, self.interval));
+            out.extend(summary(&key, ended, self.interval));
         }
         out
     }
 
-    /// Summaries of the intervals that have ended; forgets sources quiet for a whole interval.
+    /// Summaries of the intervals that have ended; forgets keys quiet for a whole interval.
     pub fn due(&self, now: Instant) -> Vec<AuditEntry> {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let ended: Vec<String> = pending
+        let ended: Vec<(String, String)> = pending
             .iter()
             .filter(|(_, p)| now.saturating_duration_since(p.since) >= self.interval)
-            .map(|(s, _)| s.clone())
+            .map(|(k, _)| k.clone())
             .collect();
         ended
             .into_iter()
-            .filter_map(|source| {
-                let p = pending.remove(&source)?;
-                summary(&source, p, self.interval)
+            .filter_map(|key| {
+                let p = pending.remove(&key)?;
+                summary(&key, p, self.interval)
             })
             .collect()
     }
@@ -687,34 +691,38 @@ impl LoginFailureDigest {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         pending
             .drain()
-            .filter_map(|(s, p)| summary(&s, p, self.interval))
+            .filter_map(|(k, p)| summary(&k, p, self.interval))
             .collect()
     }
 }
 
-fn fresh(now: Instant) -> PendingFailures {
-    PendingFailures {
+fn fresh(now: Instant) -> PendingRefusals {
+    PendingRefusals {
         since: now,
         since_at: utc_now_rfc3339(),
-        failures: 0,
-        users: BTreeSet::new(),
+        refusals: 0,
+        targets: BTreeSet::new(),
         outcomes: BTreeMap::new(),
     }
 }
 
-/// The record counting `p`'s failures; `None` when there were none.
-fn summary(source: &str, p: PendingFailures, interval: Duration) -> Option<AuditEntry> {
-    (p.failures > 0).then(|| AuditEntry {
+/// The record counting `p`'s refusals of `(source, action)`; `None` when there were none.
+fn summary(
+    (source, action): &(String, String),
+    p: PendingRefusals,
+    interval: Duration,
+) -> Option<AuditEntry> {
+    (p.refusals > 0).then(|| AuditEntry {
         operator: None,
         role: None,
-        action: LOGIN_ACTION.into(),
+        action: action.clone(),
         target: None,
         detail: serde_json::json!({
             "source": source,
-            "failures": p.failures,
+            "refusals": p.refusals,
             "since": p.since_at,
             "interval_s": interval.as_secs(),
-            "users": p.users,
+            "targets": p.targets,
             "outcomes": p.outcomes,
         }),
         outcome: "refused".into(),
@@ -1159,58 +1167,77 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_become_one_record_per_source_and_interval() {
-        let digest = LoginFailureDigest::new(Duration::from_secs(60));
+    fn refusals_become_one_record_per_source_action_and_interval() {
+        let digest = RefusalDigest::new(Duration::from_secs(60));
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let first = digest.failure("loopback program", "admin", "InvalidCredentials", t0);
-        assert_eq!(first.len(), 1, "the first failure is recorded at once");
+        let login = |source: &str, user: &str, outcome: &str, when: Instant| {
+            digest.refused(source, "auth.login", Some(user), outcome, when)
+        };
+        let first = login("loopback program", "admin", "InvalidCredentials", t0);
+        assert_eq!(first.len(), 1, "the first refusal is recorded at once");
         assert_eq!(first[0].target.as_deref(), Some("admin"));
         let mut written = 0;
         for i in 0..1000u64 {
-            written += digest
-                .failure(
-                    "loopback program",
-                    &format!("u{}", i % 40),
-                    "InvalidCredentials",
-                    at(i / 20),
-                )
-                .len();
+            let user = format!("u{}", i % 40);
+            written += login("loopback program", &user, "InvalidCredentials", at(i / 20)).len();
         }
         assert_eq!(written, 0, "the rest of the interval is only counted");
-        assert!(
-            digest
-                .failure(
-                    "loopback browser http://x",
-                    "teller",
-                    "TooManyAttempts",
-                    at(10)
-                )
-                .len()
-                == 1,
+        assert_eq!(
+            login(
+                "loopback browser http://x",
+                "teller",
+                "TooManyAttempts",
+                at(10)
+            )
+            .len(),
+            1,
             "another source has its own record"
         );
-        let ended = digest.failure("loopback program", "admin", "TooManyAttempts", at(60));
+        assert_eq!(
+            digest
+                .refused(
+                    "loopback program",
+                    "card.load",
+                    None,
+                    "Unauthenticated",
+                    at(10)
+                )
+                .len(),
+            1,
+            "another action has its own record"
+        );
+        let ended = login("loopback program", "admin", "TooManyAttempts", at(60));
         assert_eq!(ended.len(), 1);
         let detail = &ended[0].detail;
-        assert_eq!(detail["failures"], 1001);
+        assert_eq!(detail["refusals"], 1001);
         assert_eq!(detail["outcomes"]["InvalidCredentials"], 1000);
         assert_eq!(detail["outcomes"]["TooManyAttempts"], 1);
         assert_eq!(
-            detail["users"].as_array().map(Vec::len),
-            Some(LOGIN_FAILURE_USERS_MAX)
+            detail["targets"].as_array().map(Vec::len),
+            Some(REFUSAL_TARGETS_MAX)
         );
-        assert_eq!(ended[0].outcome, "refused");
+        assert_eq!(
+            (ended[0].action.as_str(), ended[0].outcome.as_str()),
+            ("auth.login", "refused")
+        );
         // A pending count is written when its interval ends, and at shutdown.
-        digest.failure(
+        login(
             "loopback browser http://x",
             "teller",
             "InvalidCredentials",
             at(11),
         );
+        digest.refused(
+            "loopback program",
+            "card.load",
+            None,
+            "Unauthenticated",
+            at(12),
+        );
         assert!(digest.due(at(30)).is_empty());
-        assert_eq!(digest.due(at(70)).len(), 1);
-        digest.failure("loopback program", "admin", "InvalidCredentials", at(61));
+        assert_eq!(digest.due(at(75)).len(), 2);
+        login("loopback program", "admin", "InvalidCredentials", at(61));
         assert_eq!(digest.drain().len(), 1);
         assert!(digest.drain().is_empty());
     }

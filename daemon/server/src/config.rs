@@ -176,7 +176,7 @@ pub struct AuthSection {
     pub login_delay_max_s: u64,
     /// A user name's or source's failures are forgotten this long after its last one (seconds).
     pub login_failures_forget_s: u64,
-    /// Failed logins of one source are written to the audit log as one record per this interval (seconds): the first at once, the rest counted into one summary.
+    /// Failed logins of one source (and its state-changing calls without a session) are written to the audit log as one record per method and this interval (seconds): the first at once, the rest counted into one summary.
     pub login_failure_audit_interval_s: u64,
     /// Shortest password accepted when setting one, in characters.
     pub password_chars_min: usize,

@@ -136,12 +136,17 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P, ApiError>
         .map_err(|e| ApiError::invalid_params(format!("invalid parameters: {e}")))
 }
 
-fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller, ApiError> {
-    let peer = crate::auth::login_source(
+/// Where a call came from ([`crate::auth::login_source`]).
+fn source_of(ext: &Extensions) -> String {
+    crate::auth::login_source(
         ext.get::<crate::auth::PeerAddr>().map(|p| p.0),
         ext.get::<crate::guard::ClientOrigin>()
             .map(|o| o.0.as_str()),
-    );
+    )
+}
+
+fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller, ApiError> {
+    let peer = source_of(ext);
     let token = ext.get::<BearerToken>().map(|t| t.0.clone());
     let session = match (&token, access) {
         (_, Access::Public) => token
@@ -257,6 +262,19 @@ where
     let mutates = mutates && name != "auth.login";
     let refused = |e: ApiError| -> ApiError {
         if mutates {
+            if e.code == ErrorCode::Unauthenticated {
+                // Nobody to attribute it to, and free to repeat from fresh connections: counted
+                // per source and interval instead of one durable record each.
+                let source = source_of(ext);
+                daemon.audit_refusals(daemon.refusals.refused(
+                    &source,
+                    name,
+                    None,
+                    e.code.name(),
+                    Instant::now(),
+                ));
+                return e;
+            }
             let entry = AuditEntry {
                 operator: None,
                 role: None,
@@ -653,7 +671,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     );
 
     // Audited here, not by the generic path (see `call`): a success is one record, failures are
-    // counted into one record per source and interval (`LoginFailureDigest`).
+    // counted into one record per source and interval (`RefusalDigest`).
     m.add(
         "auth.login",
         "Log in with user name and password; returns a bearer token.",
@@ -681,11 +699,14 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
                     let audit = d.clone();
                     let (code, user) = (e.code.name().to_owned(), username.clone());
                     let _ = tokio::task::spawn_blocking(move || {
-                        let entries =
-                            audit
-                                .login_failures
-                                .failure(&source, &user, &code, Instant::now());
-                        audit.audit_login_failures(entries);
+                        let entries = audit.refusals.refused(
+                            &source,
+                            "auth.login",
+                            Some(&user),
+                            &code,
+                            Instant::now(),
+                        );
+                        audit.audit_refusals(entries);
                     })
                     .await;
                     return Err(e);

@@ -20,7 +20,7 @@ use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
 use serde_json::json;
 
-use crate::audit::{AuditLog, LoginFailureDigest};
+use crate::audit::{AuditLog, RefusalDigest};
 use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
 use crate::events::EventBus;
@@ -50,9 +50,9 @@ pub struct Daemon {
     pub store: Store,
     pub auth: Auth,
     pub audit: AuditLog,
-    /// Failed logins waiting to be written to the audit log as one record per source and
-    /// interval.
-    pub login_failures: LoginFailureDigest,
+    /// Failed logins and calls refused for want of a session, waiting to be written to the
+    /// audit log as one record per source, action and interval.
+    pub refusals: RefusalDigest,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
     pub journal: Option<Journal>,
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
@@ -99,12 +99,12 @@ impl Daemon {
         self.failed_closed.store(true, Ordering::Relaxed);
     }
 
-    /// Writes audit records of failed logins (see [`LoginFailureDigest`]); a failure to write
-    /// is logged (the attempt was refused either way).
-    pub fn audit_login_failures(&self, entries: Vec<crate::audit::AuditEntry>) {
+    /// Writes audit records of refusals (see [`RefusalDigest`]); a failure to write is logged
+    /// (the call was refused either way).
+    pub fn audit_refusals(&self, entries: Vec<crate::audit::AuditEntry>) {
         for entry in entries {
             if let Err(e) = self.audit.append(entry) {
-                tracing::error!(error = %e, "could not audit failed logins");
+                tracing::error!(error = %e, "could not audit refused calls");
             }
         }
     }
@@ -143,7 +143,7 @@ impl Running {
         self.handle.stopped().await;
         let daemon = self.daemon.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            daemon.audit_login_failures(daemon.login_failures.drain());
+            daemon.audit_refusals(daemon.refusals.drain());
             daemon.readers.shutdown()
         })
         .await;
@@ -219,7 +219,7 @@ pub async fn start(
     crate::recovery::spawn(&daemon);
     crate::group_rpc::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
-    spawn_login_failure_audit(&daemon);
+    spawn_refusal_audit(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -254,8 +254,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         hashing_concurrent_max: a.hashing_concurrent_max,
         hashing_wait_max: Duration::from_millis(a.hashing_wait_ms_max),
     };
-    let login_failures =
-        LoginFailureDigest::new(Duration::from_secs(a.login_failure_audit_interval_s));
+    let refusals = RefusalDigest::new(Duration::from_secs(a.login_failure_audit_interval_s));
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
@@ -308,7 +307,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         store,
         auth,
         audit,
-        login_failures,
+        refusals,
         journal,
         host,
         group,
@@ -354,8 +353,8 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     Ok(daemon)
 }
 
-/// Writes the counts of failed logins whose interval ended; ends with the daemon.
-fn spawn_login_failure_audit(daemon: &Arc<Daemon>) {
+/// Writes the counts of refusals whose interval ended; ends with the daemon.
+fn spawn_refusal_audit(daemon: &Arc<Daemon>) {
     let period = Duration::from_secs(daemon.config.auth.login_failure_audit_interval_s.max(1));
     let weak = Arc::downgrade(daemon);
     tokio::spawn(async move {
@@ -365,7 +364,7 @@ fn spawn_login_failure_audit(daemon: &Arc<Daemon>) {
             ticks.tick().await;
             let Some(daemon) = weak.upgrade() else { return };
             let _ = tokio::task::spawn_blocking(move || {
-                daemon.audit_login_failures(daemon.login_failures.due(Instant::now()));
+                daemon.audit_refusals(daemon.refusals.due(Instant::now()));
             })
             .await;
         }
