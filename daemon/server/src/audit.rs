@@ -338,6 +338,10 @@ impl AuditLog {
         if self.segment_records == u64::MAX {
             return;
         }
+        // Another append is sealing, or a verification is reading: the next append checks again.
+        let Ok(_rotation) = self.rotation.try_lock() else {
+            return;
+        };
         let Ok(Some((first_key, _))) = self.tree.first() else {
             return;
         };
@@ -349,14 +353,21 @@ impl AuditLog {
         {
             return;
         }
-        if let Err(e) = self.seal_segment(first) {
+        if let Err(e) = self.seal_locked(first) {
             tracing::error!(error = %e, first, "could not seal an audit segment; the records stay in the database");
         }
     }
 
-    /// Seals the `segment_records` records from `first` into a segment file.
+    /// Seals the segment starting at `first`, taking the rotation lock.
+    #[cfg(test)]
     fn seal_segment(&self, first: u64) -> Result<SegmentSeal, AuditError> {
         let _rotation = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+        self.seal_locked(first)
+    }
+
+    /// Seals the `segment_records` records from `first` into a segment file; the caller holds
+    /// the rotation lock.
+    fn seal_locked(&self, first: u64) -> Result<SegmentSeal, AuditError> {
         let last = first.saturating_add(self.segment_records - 1);
         let prev_hash = match last_seal(&self.segments)? {
             Some(seal) => seal.last_hash,
