@@ -7,6 +7,20 @@
 
 local CHOICES_MAX = 32
 
+-- How many of the card's recharges are still 未圈存 (the daemon's records), to tell the
+-- customer after a load that another one is waiting.
+local function pending_left(card_number)
+  return #host.records_for_card(card_number, "not_loaded")
+end
+
+-- The answer for money already on the card: take the card, unless another recharge waits.
+local function already_message(left)
+  if left > 0 then
+    return "该笔充值已在卡内，无需再次圈存"
+  end
+  return "该笔充值已在卡内，无需再次圈存；请取回卡片"
+end
+
 return {
   name = "etc.kiosk_load",
   version = "1.0.0",
@@ -45,11 +59,13 @@ return {
     -- already on the card is reported, never asked for again.
     local settled = card.settle_record(chosen.record_id)
     if settled.already_on_card then
+      local left = pending_left(info.card_number)
       return {
         status = "ok",
         already_on_card = true,
-        message = "该笔充值已在卡内，无需再次圈存；请取回卡片",
+        message = already_message(left),
         record = settled.record,
+        pending_left = left,
       }
     end
     local message = "卡内余额：" .. info.balance .. "元。圈存金额：" .. card.fen_to_yuan(chosen.amount_fen) .. "元。是否圈存？"
@@ -59,16 +75,20 @@ return {
     ui.progress("正在圈存，请勿拔卡……")
     local out = card.load_record(chosen.record_id)
     if out.already_on_card then
+      local left = pending_left(info.card_number)
       return {
         status = "ok",
         already_on_card = true,
-        message = "该笔充值已在卡内，无需再次圈存；请取回卡片",
+        message = already_message(left),
         record = out.record,
+        pending_left = left,
       }
     end
+    local left = pending_left(info.card_number)
     return {
       status = "ok",
-      message = "圈存成功！请取回卡片",
+      message = left > 0 and "圈存成功！" or "圈存成功！请取回卡片",
+      pending_left = left,
       card_number = out.record.card_number,
       balance_before = out.receipt.balance_before,
       amount = out.receipt.amount,

@@ -14,7 +14,7 @@ const Cardd = (() => {
   const FINISHED = ['succeeded', 'failed', 'cancelled', 'interrupted'];
 
   // What to do next, in zh-CN, by the error name cardd sends in `data.error`. The daemon's own
-  // `data.action` (English, for integrators) is the fallback.
+  // `data.action` is English, for integrators: it is never shown to a person.
   const ACTIONS = {
     Unauthenticated: '登录已超时，请重新登录。',
     Forbidden: '当前操作员无权办理此业务，请由有权限的操作员办理。',
@@ -80,6 +80,7 @@ const Cardd = (() => {
 
   let token = sessionStorage.getItem(TOKEN_KEY);
   let unauthenticated = null;
+  let activity = null;
   let nextId = 1;
 
   function setToken(value) {
@@ -109,15 +110,18 @@ const Cardd = (() => {
       if (!data.error && reply.error.code === -32040) data.error = 'Unauthenticated';
       const err = new ApiError(reply.error.code, reply.error.message, data);
       if (err.name === 'Unauthenticated' && unauthenticated) unauthenticated(err);
+      else if (token && activity) activity();
       throw err;
     }
+    // Every answered call with a token keeps the session alive on the daemon.
+    if (token && activity) activity();
     return reply.result;
   }
 
   // { message, action }: what went wrong and what to do next.
   function describe(err) {
     if (!(err instanceof ApiError)) return { message: String(err && err.message || err), action: ACTIONS.Internal };
-    return { message: err.message, action: ACTIONS[err.name] || err.data.action || '' };
+    return { message: err.message, action: ACTIONS[err.name] || '请按提示处理；如仍无法办理，请联系管理员。' };
   }
 
   function uuid() {
@@ -171,7 +175,8 @@ const Cardd = (() => {
   }
 
   // Reader and card events from events.subscribe, reconnecting after a drop. `onEvent(event)`
-  // for each event, `onState(open)` when the connection opens or closes. Returns a stop function.
+  // for each event, `onState(true)` once the subscription is in place, `onState(false)` when the
+  // connection closes. Returns a stop function.
   function subscribeEvents(onEvent, onState) {
     let socket = null;
     let stopped = false;
@@ -182,12 +187,13 @@ const Cardd = (() => {
       socket = new WebSocket(url);
       socket.onopen = () => {
         socket.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'events.subscribe', params: {} }));
-        if (onState) onState(true);
       };
       socket.onmessage = (m) => {
         let msg;
         try { msg = JSON.parse(m.data); } catch (e) { return; }
         if (msg.method === 'events.event' && msg.params) onEvent(msg.params.result);
+        // Subscribed: from now on no event is missed (a caller may re-read what it shows).
+        else if (msg.id === 1 && msg.result !== undefined && onState) onState(true);
       };
       socket.onclose = () => {
         if (onState) onState(false);
@@ -204,6 +210,11 @@ const Cardd = (() => {
 
   function onUnauthenticated(handler) {
     unauthenticated = handler;
+  }
+
+  // `handler()` after every call the daemon answered for the session (its idle clock restarts).
+  function onActivity(handler) {
+    activity = handler;
   }
 
   // Saves `base64` as a file named `filename` (an export download).
@@ -240,6 +251,6 @@ const Cardd = (() => {
 
   return {
     ApiError, call, describe, setToken, token: () => token, startFlow, forgetFlow, followRun,
-    subscribeEvents, onUnauthenticated, download, el, uuid, FINISHED,
+    subscribeEvents, onUnauthenticated, onActivity, download, el, uuid, FINISHED,
   };
 })();

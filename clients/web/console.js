@@ -27,9 +27,12 @@
   // ---- dialogs -------------------------------------------------------------------------------
 
   let dialogResolve = null;
+  let dialogCancel = null;
 
   // Shows the modal: { title, message, body (element), buttons: [[label, value, class]] }.
-  // Resolves with the value of the button pressed; a form in the body submits with the first.
+  // Resolves with the value of the button pressed. Focus starts on 取消 when there is one (so
+  // Enter never confirms a money question by default), otherwise on the last button; Esc
+  // answers as 取消 (or closes a notice).
   function dialog(opts) {
     if (dialogResolve) dialogResolve(null);
     $('dialog-title').textContent = opts.title || '';
@@ -40,21 +43,33 @@
     const buttons = $('dialog-buttons');
     buttons.replaceChildren();
     $('dialog').hidden = false;
+    const list = opts.buttons || [];
+    const cancel = list.find(([label]) => label === '取消');
+    dialogCancel = cancel ? [cancel[1]] : list.length === 1 && typeof list[0][1] !== 'function' ? [list[0][1]] : null;
     return new Promise((resolve) => {
       dialogResolve = resolve;
-      for (const [label, value, cls] of opts.buttons || []) {
+      for (const [label, value, cls] of list) {
         buttons.appendChild(el('button', {
           type: 'button', class: cls || '', text: label, 'data-answer': String(value),
           onclick: () => closeDialog(typeof value === 'function' ? value() : value),
         }));
       }
-      const first = buttons.querySelector('button:last-child');
-      if (first) first.focus();
+      const start = cancel ? buttons.querySelector('button[data-answer="' + String(cancel[1]) + '"]') : buttons.querySelector('button:last-child');
+      const input = body.querySelector('input');
+      if (input) input.focus();
+      else if (start) start.focus();
     });
   }
 
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || $('dialog').hidden || !dialogCancel) return;
+    e.preventDefault();
+    closeDialog(dialogCancel[0]);
+  });
+
   function closeDialog(value) {
     $('dialog').hidden = true;
+    dialogCancel = null;
     const resolve = dialogResolve;
     dialogResolve = null;
     if (resolve) resolve(value);
@@ -67,17 +82,21 @@
   }
 
   // An error in a teller's words: what happened and what to do next.
-  function errorBox(err, title, extra, messageOverride) {
+  function errorBox(err, title, extra, messageOverride, actionOverride) {
+    // The login screen says the session ended; no second message over it.
+    if (err && err.name === 'Unauthenticated') return Promise.resolve(null);
     const described = describe(err);
     const message = messageOverride || described.message;
-    const action = described.action;
+    const action = actionOverride || described.action;
     const body = el('div', {}, extra || null, action ? el('p', { class: 'action', text: '处理方法：' + action }) : null);
     return dialog({ title: title || '操作未完成', message, body, buttons: [['确定', true]] });
   }
 
   // Asks for a line of text (a reason); null when cancelled or empty.
   async function askText(message, label) {
-    const input = el('input', { id: 'dialog-input', maxlength: '200' });
+    const input = el('input', { id: 'dialog-input', maxlength: '200', onkeydown: (e) => {
+      if (e.key === 'Enter') { e.preventDefault(); closeDialog(input.value.trim()); }
+    } });
     const value = await dialog({
       title: '请填写', message, body: el('label', { class: 'field' }, label, input),
       buttons: [['取消', null, 'secondary'], ['确定', () => input.value.trim()]],
@@ -111,10 +130,35 @@
     return el('select', { id }, PLATE_COLOURS.map(([code, name]) => el('option', { value: String(code), text: name })));
   }
 
+  // What kind of reader this is, from its capabilities: an OBU programmer, a contactless-only
+  // city-card reader, or a contact (ETC user card) reader.
+  const isObuReader = (r) => !!(r.capabilities && r.capabilities.obu_channel);
+  const isCityReader = (r) => !isObuReader(r) && !!(r.capabilities && r.capabilities.contactless && !r.capabilities.contact);
+  const isEtcReader = (r) => !isObuReader(r) && !isCityReader(r);
+
+  // The reader's name as a person reads it: the configured name when it is Chinese, otherwise
+  // what it is for (a hardware product name or an id is not something a teller should parse).
+  function readerLabel(r) {
+    if (/[\u4e00-\u9fff]/.test(r.name || '')) return r.name;
+    if (isObuReader(r)) return 'OBU发行器';
+    if (isCityReader(r)) return '城市一卡通读卡器';
+    return 'ETC用户卡读卡器';
+  }
+
+  // The readers this operator's role works with: a group operator the city-card readers, the
+  // counter the ETC card readers and OBU programmers; auditors and administrators see all.
+  function roleReaders() {
+    const all = [...state.readers.values()];
+    let mine = all;
+    if (role() === 'group_operator') mine = all.filter(isCityReader);
+    else if (role() === 'teller' || role() === 'supervisor') mine = all.filter((r) => !isCityReader(r));
+    return mine.length ? mine : all;
+  }
+
   function readerSelect(id, prefer) {
-    const readers = [...state.readers.values()];
+    const readers = roleReaders();
     const chosen = readers.find(prefer) || readers[0];
-    return el('select', { id }, readers.map((r) => el('option', { value: r.id, text: r.name + '（' + r.id + '）', selected: r === chosen })));
+    return el('select', { id }, readers.map((r) => el('option', { value: r.id, text: readerLabel(r), selected: r === chosen })));
   }
 
   const hasFlow = (name) => state.flows.some((f) => f.name === name);
@@ -124,6 +168,7 @@
   // ---- login, session ------------------------------------------------------------------------
 
   function showLogin(message) {
+    clearSessionTimers();
     if (state.stopEvents) state.stopEvents();
     state.stopEvents = null;
     state.me = null;
@@ -134,10 +179,66 @@
     $('login-user').focus();
   }
 
+  // ---- session idle timeout: a warning a minute before, what was typed kept over a re-login --
+
+  const WARN_BEFORE_MS = 60 * 1000;
+  const session = { warnTimer: null, endTimer: null, saved: null };
+
+  function clearSessionTimers() {
+    clearTimeout(session.warnTimer);
+    clearTimeout(session.endTimer);
+    const banner = $('session-warning');
+    if (banner) banner.remove();
+  }
+
+  // Restarts the idle clock: the daemon ends the session `idle_timeout_s` after the last call.
+  function touchSession() {
+    if (!state.me || !state.me.idle_timeout_s) return;
+    clearSessionTimers();
+    const idle = state.me.idle_timeout_s * 1000;
+    session.warnTimer = setTimeout(showSessionWarning, Math.max(0, idle - WARN_BEFORE_MS));
+    // Past the end the next call is refused; asking now brings the login up at once.
+    session.endTimer = setTimeout(() => { call('auth.whoami', {}).catch(() => {}); }, idle + 1000);
+  }
+
+  function showSessionWarning() {
+    if (!state.me || $('session-warning')) return;
+    document.body.appendChild(el('div', { id: 'session-warning', class: 'session-warning', role: 'status' },
+      el('span', { text: '长时间未操作，登录将在1分钟后超时。' }),
+      el('button', { type: 'button', id: 'session-keep', text: '继续使用', onclick: () => call('auth.whoami', {}).catch(() => {}) })));
+  }
+
+  // What the operator typed on the current page, by field id (never passwords).
+  function typedValues() {
+    const values = {};
+    for (const input of $('page').querySelectorAll('input[id], select[id], textarea[id]')) {
+      if (input.type !== 'password' && input.type !== 'file') values[input.id] = input.value;
+    }
+    return values;
+  }
+
+  function restoreTyped() {
+    const saved = session.saved;
+    session.saved = null;
+    if (!saved || !state.me || saved.username !== state.me.username) return;
+    for (const [id, value] of Object.entries(saved.values)) {
+      const input = $(id);
+      if (input && $('page').contains(input)) input.value = value;
+    }
+  }
+
+  Cardd.onActivity(touchSession);
+
   Cardd.onUnauthenticated(() => {
+    // Several calls may fail together: the session ends, and is announced, once.
+    if (!state.me) return;
+    session.saved = { username: state.me.username, hash: location.hash, values: typedValues() };
+    clearSessionTimers();
     Cardd.setToken(null);
     closeDialog(null);
     showLogin('登录已超时，请重新登录。');
+    $('login-user').value = session.saved.username;
+    $('login-password').focus();
   });
 
   $('login-form').addEventListener('submit', async (e) => {
@@ -177,13 +278,24 @@
     ]);
     state.flows = flows;
     state.methods = new Set((discover.methods || []).map((m) => m.name));
-    $('login-view').hidden = true;
-    $('app-view').hidden = false;
     $('operator').textContent = (state.me.display_name || state.me.username) + '（' + (ROLE_LABELS[state.me.role] || state.me.role) + '）';
     await loadReaders();
-    state.stopEvents = Cardd.subscribeEvents(onEvent, (open) => $('readers').classList.toggle('offline', !open));
+    // Once subscribed, the readers are read again: a card that came or went between the first
+    // read and the subscription is shown as it is.
+    state.stopEvents = Cardd.subscribeEvents(onEvent, (open) => {
+      $('readers').classList.toggle('offline', !open);
+      if (open) loadReaders();
+    });
     buildNav();
+    if (session.saved && session.saved.username === state.me.username && session.saved.hash && location.hash !== session.saved.hash) {
+      history.replaceState(null, '', session.saved.hash);
+    }
     route();
+    restoreTyped();
+    // Shown only now: never the previous session's page while this one is being built.
+    $('login-view').hidden = true;
+    $('app-view').hidden = false;
+    touchSession();
     return undefined;
   }
 
@@ -209,13 +321,13 @@
 
   function renderReaders() {
     const box = $('readers');
-    box.replaceChildren(...[...state.readers.values()].map((r) => {
-      let text = r.id + '：' + (r.card_present ? '有卡' : '无卡');
+    box.replaceChildren(...roleReaders().map((r) => {
+      let text = readerLabel(r) + '：' + (r.card_present ? '有卡' : '无卡');
       if (r.card_present && r.card) {
-        text += ' · ' + (r.card.kind_label || '') + ' ' + r.card.card_number;
+        text += ' · ' + r.card.card_number;
         if (r.card.balance !== null && r.card.balance !== undefined) text += ' · 余额 ' + r.card.balance + ' 元';
       }
-      return el('span', { class: 'reader ' + (r.card_present ? 'present' : 'absent'), 'data-reader': r.id, title: r.name, text });
+      return el('span', { class: 'reader ' + (r.card_present ? 'present' : 'absent'), 'data-reader': r.id, title: readerLabel(r), text });
     }));
   }
 
@@ -249,7 +361,7 @@
     { id: 'etc-recharge', section: 'ETC业务', title: '充值', roles: ['teller', 'supervisor'], render: pageEtcRecharge },
     { id: 'obu-issue', section: 'ETC业务', title: 'OBU发行', roles: ['teller', 'supervisor'], when: () => hasFlow('obu.issue'), render: pageObu },
     { id: 'card', section: '卡片', title: '读卡', roles: ['teller', 'supervisor', 'auditor', 'admin'], render: pageCard },
-    { id: 'flows', section: '卡片', title: '其他业务', roles: ['teller', 'supervisor', 'admin'], when: () => state.flows.length > 0, render: pageFlows },
+    { id: 'flows', section: '卡片', title: '其他业务', roles: ['teller', 'supervisor', 'admin'], when: () => pageFlowList().length > 0, render: pageFlows },
     { id: 'group-recharge', section: '集团充值', title: '充值', roles: ['group_operator'], when: () => hasMethod('group.info'), render: pageGroupRecharge },
     { id: 'group-orders', section: '集团充值', title: '充值查询', roles: ['group_operator'], when: () => hasMethod('group.orders'), render: (p) => pageGroupQuery(p, 'orders') },
     { id: 'group-topup', section: '集团充值', title: '额度充值', roles: ['group_operator'], when: () => hasMethod('group.topup'), render: pageGroupTopUp },
@@ -258,6 +370,7 @@
     { id: 'audit-refunds', section: '审核', title: '退款审核', roles: ['auditor'], when: () => hasMethod('group.audit.pending'), render: pageAuditRefunds },
     { id: 'journal-open', section: '审核', title: '待核对圈存', roles: ['supervisor', 'auditor'], when: () => hasMethod('journal.open'), render: pageJournalOpen },
     { id: 'operators', section: '系统', title: '操作员管理', roles: ['admin'], render: pageOperators },
+    { id: 'sim', section: '系统', title: '模拟读卡器', roles: ['admin'], when: () => hasMethod('sim.readers'), render: pageSim },
     { id: 'password', section: '系统', title: '修改密码', roles: ALL, render: pagePassword },
   ];
 
@@ -302,12 +415,17 @@
     const colour = colourSelect('rec-colour');
     const from = el('input', { id: 'rec-from', type: 'date' });
     const to = el('input', { id: 'rec-to', type: 'date' });
-    const reader = readerSelect('rec-reader', (r) => r.id.includes('etc') || /ETC/.test(r.name));
+    const reader = readerSelect('rec-reader', isEtcReader);
     const results = el('div', { id: 'rec-results' });
     const details = el('div', { id: 'rec-details' });
     let page = 1;
     const search = async () => {
       if (!plate.value.trim()) { plate.focus(); return; }
+      if (from.value && to.value && from.value > to.value) {
+        results.replaceChildren();
+        alertBox('充值开始日期（' + from.value + '）晚于充值结束日期（' + to.value + '），请重新选择时间。', '请修改查询时间');
+        return;
+      }
       const params = { plate: plate.value.trim(), plate_colour: Number(colour.value), page, page_size: 20 };
       if (from.value) params.from = from.value;
       if (to.value) params.to = to.value;
@@ -331,9 +449,11 @@
         el('button', { type: 'button', class: 'link', text: '详情', 'data-action': 'details', onclick: () => showDetails(rec.record_id) }),
         rec.status === 'not_loaded' && mayLoad() ? el('button', { type: 'button', text: '圈存', 'data-action': 'load', onclick: () => doLoad(rec.record_id) }) : null);
       const grid = table([
-        ['记录编号', (x) => x.record_id], ['用户卡卡号', (x) => x.card_number], ['车牌号', (x) => x.plate], ['车牌颜色', (x) => x.plate_colour_label],
-        ['充值前金额', (x) => yuan(x.balance_before)], ['充值金额', (x) => yuan(x.amount)], ['充值后金额', (x) => yuan(x.balance_after)],
-        ['充值时间', (x) => when(x.recharged_at)], ['充值渠道', (x) => x.channel],
+        // Narrow enough for 1024 px: plate and colour share a column, amounts carry their unit
+        // in the heading, 充值渠道 is in the details.
+        ['记录编号', (x) => x.record_id], ['用户卡卡号', (x) => x.card_number], ['车牌号（车牌颜色）', (x) => x.plate + '（' + x.plate_colour_label + '）'],
+        ['充值前金额（元）', (x) => x.balance_before], ['充值金额（元）', (x) => x.amount], ['充值后金额（元）', (x) => x.balance_after],
+        ['充值时间', (x) => when(x.recharged_at)],
         ['充值状态', (x) => el('span', { class: 'status ' + x.status, text: x.status_label })], ['操作', actions],
       ], rows, 'rec-table');
       for (const [i, tr] of [...grid.tBodies[0].rows].entries()) tr.dataset.record = rows[i].record_id;
@@ -349,7 +469,7 @@
       try { rec = await call('etc.records.get', { record_id: recordId }); } catch (err) { errorBox(err, '无法读取充值记录'); return; }
       const history = table([
         ['时间', (h) => when(h.at)], ['操作', (h) => h.action_label], ['原状态', (h) => h.from_label], ['新状态', (h) => h.to_label],
-        ['操作员', (h) => h.operator], ['原因', (h) => h.reason], ['交易编号', (h) => h.txn_id],
+        ['操作员', (h) => h.operator_name || h.operator], ['原因', (h) => h.reason], ['交易编号', (h) => h.txn_id],
       ], rec.history || [], 'rec-history');
       const buttons = el('div', { class: 'buttons-left' },
         rec.status === 'not_loaded' && mayLoad() ? el('button', { type: 'button', id: 'det-load', text: '圈存', onclick: () => doLoad(rec.record_id) }) : null,
@@ -393,26 +513,46 @@
       showDetails(recordId);
     }
 
+    // 修改圈存状态: the seed's question, then the daemon decides from the card on the reader. A
+    // supervisor whom the card cannot prove right is asked for a reason and the call repeated.
     async function markNotLoaded(rec) {
       const sure = await confirmBox('确定将充值记录改为【未圈存】的状态吗？');
       if (!sure) return;
       const params = { record_id: rec.record_id, reader_id: reader.value };
-      try {
-        await call('etc.records.mark_not_loaded', params);
-        await alertBox('修改圈存状态成功！请进行圈存操作', '修改圈存状态');
-      } catch (err) {
-        if (err.name === 'CardEvidenceRequired' && role() === 'supervisor') {
-          const reason = await askText(err.message + ' 主管可在核对卡片余额后填写原因办理。', '原因');
-          if (reason) {
-            try {
-              await call('etc.records.mark_not_loaded', { record_id: rec.record_id, reason });
-              await alertBox('修改圈存状态成功！请进行圈存操作', '修改圈存状态');
-            } catch (err2) { await errorBox(err2, '不能修改圈存状态'); }
+      const evidenceBox = (evidence) => (evidence ? el('div', { class: 'evidence', id: 'evidence' },
+        el('h3', { text: '读卡核对结果' + (evidence.card_checked ? '' : '（未读卡）') }), el('p', { text: evidence.explanation }),
+        evidence.card_balance ? el('p', { text: '卡内余额：' + yuan(evidence.card_balance) }) : null) : null);
+      for (;;) {
+        try {
+          await call('etc.records.mark_not_loaded', params);
+          await alertBox('修改圈存状态成功！请进行圈存操作', '修改圈存状态');
+          break;
+        } catch (err) {
+          const detail = (err.data && err.data.detail) || {};
+          const evidence = detail.evidence;
+          // No card on the reader: a supervisor may go on without it (the daemon then asks
+          // for a reason); a teller puts the card on the reader.
+          if (err.name === 'NoCard' && role() === 'supervisor' && params.reader_id) {
+            const without = await confirmBox('读卡器上没有该记录的卡片。不读卡，由主管核对后填写原因修改圈存状态吗？', '没有卡片');
+            if (!without) break;
+            delete params.reader_id;
+            continue;
           }
-        } else {
-          const evidence = err.data && err.data.detail && err.data.detail.evidence;
-          const extra = evidence ? el('div', { class: 'evidence', id: 'evidence' }, el('h3', { text: 'cardd 读卡核对结果' }), el('p', { text: evidence.explanation })) : null;
-          await errorBox(err, '不能修改圈存状态', extra, evidence ? '不能改为未圈存：cardd 读取了卡片，结果如下。' : null);
+          if (err.name === 'CardEvidenceRequired' && detail.reason_required && !params.reason) {
+            const reason = await askText((evidence ? evidence.explanation + '。' : '卡片不能证明该笔圈存未写入。') + '请填写修改原因。', '修改原因');
+            if (!reason) break;
+            params.reason = reason;
+            continue;
+          }
+          let message = null;
+          let action = null;
+          if (err.name === 'LoadLanded') message = '不能改为未圈存：读卡核对结果如下。';
+          if (err.name === 'CardEvidenceRequired' && evidence && evidence.card_checked) {
+            message = '不能改为未圈存：卡片不能证明该笔圈存未写入。';
+            action = '请主管核对卡片余额和交易记录后填写原因办理。';
+          }
+          await errorBox(err, '不能修改圈存状态', evidenceBox(evidence), message, action);
+          break;
         }
       }
       search();
@@ -571,11 +711,19 @@
     }), out);
   }
 
+  // Flows a role may not start from this page: `card.load` credits a card with no payment
+  // behind it, so it is an administrator's test mode, and 圈存 at the counter goes through
+  // 充值记录 (`etc.load`, tied to the paid record).
+  const FLOW_TITLES = { 'card.load': '测试圈存（无资金来源）' };
+  const flowTitle = (f) => FLOW_TITLES[f.name] || f.title;
+  const pageFlowList = () => state.flows.filter((f) => (f.name === 'card.load' ? role() === 'admin' : true) && f.name !== 'obu.issue');
+
   function pageFlows(main) {
     const list = el('div', { class: 'cards' });
     const host = el('div', { id: 'flow-host' });
-    for (const f of state.flows) {
-      list.appendChild(el('button', { type: 'button', class: 'secondary', text: f.title + '（' + f.name + '）', onclick: () => host.replaceChildren(el('h2', { text: f.title }), flowForm(f, () => false)) }));
+    for (const f of pageFlowList()) {
+      const flow = Object.assign({}, f, { title: flowTitle(f) });
+      list.appendChild(el('button', { type: 'button', class: 'secondary', 'data-flow': f.name, text: flow.title, onclick: () => host.replaceChildren(el('h2', { text: flow.title }), flowForm(flow, () => false)) }));
     }
     main.append(list, host);
   }
@@ -583,7 +731,7 @@
   // ---- 读卡 ----------------------------------------------------------------------------------
 
   function pageCard(main) {
-    const reader = readerSelect('card-reader', (r) => r.card_present);
+    const reader = readerSelect('card-reader', mayLoad() ? isEtcReader : (r) => r.card_present);
     const out = el('div', { id: 'card-result' });
     const read = async () => {
       try {
@@ -932,7 +1080,7 @@
     const confirmLost = (t) => async () => {
       const p = t.lost_card_proposal;
       const label = '确认挂失核定（' + (p.landed ? '已到账' : '未到账') + '）';
-      const ok = await confirmBox(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。申请人 ' + p.proposed_by + '，原因：' + p.reason, '确认挂失核定');
+      const ok = await confirmBox(label + '：交易 ' + t.txn_id + '，卡号 ' + t.card_number + '，金额 ' + yuan(t.amount) + '。申请人 ' + (p.proposed_by_name || p.proposed_by) + '，原因：' + p.reason, '确认挂失核定');
       if (!ok) return;
       done(label, () => call('journal.confirm_lost_card', { txn_id: t.txn_id, landed: p.landed }));
     };
@@ -959,7 +1107,7 @@
     };
     const status = (t) => {
       const base = t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片';
-      if (t.lost_card_proposal) return base + '；挂失核定申请中（' + (t.lost_card_proposal.landed ? '已到账' : '未到账') + '，申请人 ' + t.lost_card_proposal.proposed_by + '）';
+      if (t.lost_card_proposal) return base + '；挂失核定申请中（' + (t.lost_card_proposal.landed ? '已到账' : '未到账') + '，申请人 ' + (t.lost_card_proposal.proposed_by_name || t.lost_card_proposal.proposed_by) + '）';
       return base + '；' + when(t.lost_card_allowed_from) + ' 后可办理挂失核定';
     };
     const load = async () => {
@@ -972,7 +1120,7 @@
       const settled = verdicts.filter((v) => v.status !== 'proposed');
       lost.replaceChildren(settled.length === 0 ? el('p', { class: 'empty', text: '没有挂失核定记录。' }) : table([
         ['交易编号', (v) => v.txn_id], ['卡号', (v) => v.card_number], ['结论', (v) => (v.landed ? '已到账' : '未到账')],
-        ['申请人', (v) => v.proposed_by], ['确认人', (v) => v.confirmed_by], ['原因', (v) => v.reason], ['状态', (v) => v.status_label],
+        ['申请人', (v) => v.proposed_by_name || v.proposed_by], ['确认人', (v) => v.confirmed_by_name || v.confirmed_by], ['原因', (v) => v.reason], ['状态', (v) => v.status_label],
         ['操作', (v) => (role() === 'auditor' && v.status === 'card_contradicted' ? el('button', { type: 'button', text: '已处理', onclick: clearWatch(v) }) : null)],
       ], settled, 'jo-lost-table'));
     };
@@ -981,11 +1129,14 @@
 
   // ---- administration, password --------------------------------------------------------------
 
+  // The password rule, shown next to every new-password field before anything is sent.
+  const passwordRule = () => '密码至少' + ((state.me && state.me.password_chars_min) || 6) + '个字符。';
+
   function pageOperators(main) {
     const out = el('div', { id: 'op-result' });
     const username = el('input', { id: 'op-user', maxlength: '64', required: true });
     const name = el('input', { id: 'op-name', maxlength: '64' });
-    const password = el('input', { id: 'op-password', type: 'password', required: true });
+    const password = el('input', { id: 'op-password', type: 'password', required: true, placeholder: passwordRule() });
     const roleSel = el('select', { id: 'op-role' }, Object.entries(ROLE_LABELS).map(([k, v]) => el('option', { value: k, text: v })));
     const group = el('input', { id: 'op-group', maxlength: '32', placeholder: '集团操作员必填' });
     const load = async () => {
@@ -1000,7 +1151,7 @@
             load();
           } }),
           el('button', { type: 'button', class: 'secondary', text: '重置密码', onclick: async () => {
-            const pw = await askText('为 ' + o.username + ' 设置新密码（其登录将结束）', '新密码');
+            const pw = await askText('为 ' + (o.display_name || o.username) + '（用户名 ' + o.username + '）设置新密码（其登录将结束）。' + passwordRule(), '新密码');
             if (!pw) return;
             try { await call('operators.reset_password', { username: o.username, new_password: pw }); await alertBox('密码已重置。'); } catch (err) { await errorBox(err); }
           } }))],
@@ -1015,6 +1166,12 @@
     } }, field('用户名', username), field('姓名', name), field('初始密码', password), field('角色', roleSel), field('集团编号', group),
     el('button', { type: 'submit', text: '新建操作员' })), out);
     load();
+  }
+
+  // 模拟读卡器: the embedded default's simulated readers (demo only; see sim.js).
+  function pageSim(main) {
+    main.appendChild(el('p', { class: 'hint', text: '自助终端演示：在浏览器中打开 /kiosk/demo，用自助终端账号登录后，点击右上角的“模拟读卡器”也可在自助终端页面上操作。' }));
+    main.appendChild(CarddSim.panel());
   }
 
   function pagePassword(main) {

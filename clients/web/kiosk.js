@@ -54,6 +54,8 @@
       $('result-message').textContent = '请取回卡片';
       $('result-fields').replaceChildren();
       $('result-hint').textContent = '';
+      $('result-pending').hidden = true;
+      $('result-next').hidden = true;
       return;
     }
     show('idle');
@@ -114,8 +116,35 @@
     cardPresent = reader.card_present;
     if (stopEvents) stopEvents();
     stopEvents = Cardd.subscribeEvents(onEvent);
+    setupDemo();
     if (cardPresent) begin(0); else idle();
   }
+
+  // ---- the demo's 模拟读卡器 drawer ----------------------------------------------------------
+
+  // On the embedded default (`cardd --demo`), `/kiosk/demo` (or `/kiosk?demo`) adds a
+  // 模拟读卡器 button to the bar: a drawer to insert, take out and swap the demo cards and to
+  // pull one in the middle of a load, so the kiosk can be tried from its idle screen with no
+  // hardware. Elsewhere the daemon has no such methods and nothing is shown.
+  let simPanel = null;
+
+  async function setupDemo() {
+    const demo = /\/demo\/?$/.test(location.pathname) || new URLSearchParams(location.search).has('demo');
+    if (simPanel || !demo) return;
+    const available = await CarddSim.available();
+    // For tests and support: whether this page offers the panel.
+    document.body.dataset.sim = available ? 'on' : 'off';
+    if (!available || simPanel) return;
+    simPanel = CarddSim.panel(() => { $('sim-drawer').hidden = true; });
+    $('sim-slot').replaceChildren(simPanel);
+    $('sim-toggle').hidden = false;
+  }
+
+  $('sim-toggle').addEventListener('click', async () => {
+    if (simPanel) await simPanel.refresh(true);
+    $('sim-drawer').hidden = false;
+  });
+  $('sim-close').addEventListener('click', () => { $('sim-drawer').hidden = true; });
 
   // ---- card events ---------------------------------------------------------------------------
 
@@ -216,6 +245,8 @@
     } else {
       $('confirm-message').textContent = prompt.message;
       show('confirm');
+      // A money confirmation starts on 取消: nothing is loaded by a stray key press.
+      $('confirm-no').focus();
     }
     questionTimer = setTimeout(() => reply(null), QUESTION_IDLE_MS);
     return answer.then((value) => {
@@ -242,9 +273,17 @@
   }
 
   $('choose-cancel').addEventListener('click', () => reply(null));
+  // Esc cancels a question, like 取消.
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || !answerResolve) return;
+    const screenName = document.body.dataset.screen;
+    if (screenName === 'confirm') reply(false);
+    else if (screenName === 'choose') reply(null);
+  });
   $('confirm-no').addEventListener('click', () => reply(false));
   $('confirm-yes').addEventListener('click', () => reply(true));
   $('result-done').addEventListener('click', idle);
+  $('result-next').addEventListener('click', () => { if (cardPresent && !run) begin(0); });
   $('error-done').addEventListener('click', idle);
 
   function finish(done, wasLoading) {
@@ -266,7 +305,12 @@
       .filter(([, v]) => v !== undefined && v !== null)
       .map(([k, v]) => [k, k === '卡号' ? v : v + ' 元']);
     $('result-fields').replaceChildren(...pairs.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
-    const takeCard = cardPresent && !(r.message || '').includes('取回卡片') ? '请取回卡片' : '';
+    // Another recharge of the same card still waiting (the daemon's records for the card).
+    const left = Number(r.pending_left) || 0;
+    $('result-pending').hidden = left === 0;
+    $('result-pending').textContent = left > 0 ? '该卡还有 ' + left + ' 笔充值待圈存' : '';
+    $('result-next').hidden = !(left > 0 && cardPresent);
+    const takeCard = cardPresent && left === 0 && !(r.message || '').includes('取回卡片') ? '请取回卡片' : '';
     $('result-hint').textContent = resolvedNote + takeCard;
     resolvedNote = '';
     later(RESULT_IDLE_MS, idle);

@@ -84,6 +84,172 @@ async fn public_endpoints_and_committed_openrpc() {
     d.stop().await;
 }
 
+/// The 模拟读卡器 panel (`sim.*`) exists on the embedded default only: with any other
+/// configuration the methods are not registered, not even for an administrator. On the
+/// embedded default only administrators and the kiosk account may use it, a refusal changes
+/// nothing, and every change is audited with the reader it touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_panel_exists_only_on_the_embedded_default() {
+    const SIM_METHODS: [&str; 5] = [
+        "sim.readers",
+        "sim.insert",
+        "sim.remove",
+        "sim.swap",
+        "sim.pull_during_next_load",
+    ];
+    let world = format!("api-sim-panel-{}", std::process::id());
+    let production = TestDaemon::start_with(|c| {
+        c.demo = false;
+        c.readers[0].options = json!({ "world": world });
+    })
+    .await;
+    production
+        .daemon()
+        .auth
+        .create_operator(cardd::auth::NewOperator {
+            username: "root".into(),
+            display_name: "管理员".into(),
+            role: cardd_api::Role::Admin,
+            group_id: None,
+            password: "root-password-1".into(),
+        })
+        .expect("an administrator");
+    let admin = production.login("root", "root-password-1").await;
+    let doc = production.ok("rpc.discover", json!({}), None).await;
+    let listed = doc["methods"].to_string();
+    for method in SIM_METHODS {
+        assert!(!listed.contains(method), "{method} listed without --demo");
+        let (code, _) = production
+            .err(
+                method,
+                json!({ "reader_id": "sim:etc", "card": "etc" }),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(code, ErrorCode::MethodNotFound.code() as i64, "{method}");
+    }
+    let simulated = cardd_sim::named_world(&world).expect("the simulated world");
+    assert!(simulated.card("sim:etc").is_some(), "nothing moved");
+    production.stop().await;
+
+    let d = TestDaemon::start().await;
+    let doc = d.ok("rpc.discover", json!({}), None).await;
+    let listed = doc["methods"].to_string();
+    for method in SIM_METHODS {
+        assert!(listed.contains(method), "{method} missing with --demo");
+    }
+    let audit_before = d.audit_count().await;
+    let (code, _) = d
+        .err("sim.remove", json!({ "reader_id": "sim:etc" }), None)
+        .await;
+    assert_eq!(code, CODE_UNAUTHENTICATED);
+    for (user, password) in [
+        ("teller", "teller123"),
+        ("supervisor", "super123"),
+        ("auditor", "audit123"),
+        ("group1", "group123"),
+    ] {
+        let token = d.login(user, password).await;
+        let (code, _) = d.err("sim.readers", json!({}), Some(&token)).await;
+        assert_eq!(code, CODE_FORBIDDEN, "{user}");
+        let (code, _) = d
+            .err(
+                "sim.remove",
+                json!({ "reader_id": "sim:etc" }),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(code, CODE_FORBIDDEN, "{user}");
+    }
+    let admin = d.login("admin", "admin123").await;
+    let kiosk = d.login("kiosk", "kiosk123").await;
+    let state = d.ok("sim.readers", json!({}), Some(&admin)).await;
+    assert_eq!(
+        state["readers"][0]["card"]["card_number"], "61011801000000000001",
+        "the refusals moved nothing: {state}"
+    );
+    assert!(
+        d.audit_count().await > audit_before,
+        "the refused changes are audited"
+    );
+
+    // The kiosk account moves the demo cards: out, the second ETC card in, swapped back.
+    let out = d
+        .ok(
+            "sim.remove",
+            json!({ "reader_id": "sim:etc" }),
+            Some(&kiosk),
+        )
+        .await;
+    assert!(out["readers"][0]["card"].is_null(), "{out}");
+    let (code, message) = d
+        .err(
+            "sim.insert",
+            json!({ "reader_id": "sim:etc", "card": "a-new-card" }),
+            Some(&kiosk),
+        )
+        .await;
+    assert_eq!(code, CODE_INVALID_PARAMS, "{message}");
+    let (code, _) = d
+        .err(
+            "sim.insert",
+            json!({ "reader_id": "sim:nowhere", "card": "etc" }),
+            Some(&kiosk),
+        )
+        .await;
+    assert_eq!(code, CODE_READER_NOT_FOUND);
+    d.ok(
+        "sim.insert",
+        json!({ "reader_id": "sim:etc", "card": "etc_sm4" }),
+        Some(&kiosk),
+    )
+    .await;
+    let swapped = d
+        .ok(
+            "sim.swap",
+            json!({ "reader_id": "sim:etc", "card": "etc" }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        swapped["readers"][0]["card"]["card_number"], "61011801000000000001",
+        "{swapped}"
+    );
+    let armed = d
+        .ok(
+            "sim.pull_during_next_load",
+            json!({ "reader_id": "sim:etc" }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(armed["readers"][0]["pull_armed"], true, "{armed}");
+
+    let auditor = d.login("auditor", "audit123").await;
+    let records = d
+        .ok("audit.list", json!({"limit": 500}), Some(&auditor))
+        .await;
+    let records = records.as_array().expect("records");
+    for method in [
+        "sim.remove",
+        "sim.insert",
+        "sim.swap",
+        "sim.pull_during_next_load",
+    ] {
+        let done = records
+            .iter()
+            .find(|r| r["action"] == method && r["outcome"] == "ok")
+            .unwrap_or_else(|| panic!("{method} is audited"));
+        assert_eq!(done["target"], "sim:etc", "{done}");
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "sim.remove" && r["outcome"] == "Forbidden"),
+        "a refused change is audited as refused"
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_whoami_logout_and_wrong_credentials() {
     let d = TestDaemon::start().await;
@@ -787,7 +953,7 @@ async fn card_insertion_and_removal_are_events_and_a_missing_card_is_explained()
         )
         .await;
     assert_eq!(code, ErrorCode::NoCard.code() as i64);
-    assert!(message.contains("insert a card"), "{message}");
+    assert!(message.contains("请将卡片放在读卡器上"), "{message}");
 
     world.insert_card("sim:etc", card).unwrap();
     let next = removed["next_since"].as_u64().unwrap();

@@ -562,14 +562,26 @@ async fn without_the_card_only_a_supervisor_may_and_the_reload_checks_the_card_f
             ErrorCode::CardEvidenceRequired,
             "只有主管",
         );
-        expect_code(
-            d.err(
+        // A supervisor may decide, with a reason: the same code as the teller's refusal,
+        // with `reason_required` telling the console to ask for one and call again.
+        let no_reason = d
+            .call(
                 "etc.records.mark_not_loaded",
                 json!({"record_id": id, "reason": "  "}),
                 Some(&supervisor),
             )
-            .await,
-            ErrorCode::InvalidParams,
+            .await;
+        let no_reason = &no_reason["error"];
+        assert_eq!(
+            no_reason["data"]["detail"]["reason_required"], true,
+            "{no_reason}"
+        );
+        expect_code(
+            (
+                no_reason["code"].as_i64().unwrap_or(0),
+                no_reason["message"].as_str().unwrap_or("").to_owned(),
+            ),
+            ErrorCode::CardEvidenceRequired,
             "必须填写原因",
         );
         let marked = d
@@ -763,7 +775,9 @@ async fn a_kiosk_customer_loads_a_pending_recharge_without_an_operator() {
         run.prompts[1]["message"],
         "卡内余额：100.00元。圈存金额：200.00元。是否圈存？"
     );
-    assert_eq!(run.done["result"]["message"], "圈存成功！请取回卡片");
+    // The other recharge still waits: said, and the card is not sent away.
+    assert_eq!(run.done["result"]["message"], "圈存成功！");
+    assert_eq!(run.done["result"]["pending_left"], 1);
     assert_eq!(balance(&w), 30_000);
 
     // One left: straight to the question. Declining loads nothing.
@@ -779,6 +793,8 @@ async fn a_kiosk_customer_loads_a_pending_recharge_without_an_operator() {
     })
     .await;
     assert_eq!(second.done["result"]["balance_after"], "350.00");
+    assert_eq!(second.done["result"]["message"], "圈存成功！请取回卡片");
+    assert_eq!(second.done["result"]["pending_left"], 0);
     // None left.
     let none = run_flow(&d, &kiosk, "etc.kiosk_load", json!({}), "k4", |_| {
         json!(true)
@@ -857,7 +873,11 @@ async fn a_kiosk_reload_whose_money_is_on_the_card_says_so_without_asking() {
     assert_eq!(run.done["result"]["already_on_card"], true, "{}", run.done);
     assert_eq!(
         run.done["result"]["message"],
-        "该笔充值已在卡内，无需再次圈存；请取回卡片"
+        "该笔充值已在卡内，无需再次圈存"
+    );
+    assert_eq!(
+        run.done["result"]["pending_left"], 1,
+        "the 200.00 still waits"
     );
     assert_eq!(balance(&w), on_card, "the card is credited nothing");
     assert_eq!(record(&d, &teller, &id).await["status_label"], "已圈存");

@@ -205,6 +205,14 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
         )
         .await;
     assert_eq!(proposed["status"], "proposed", "{proposed}");
+    assert_eq!(
+        (
+            proposed["proposed_by"].as_str(),
+            proposed["proposed_by_name"].as_str()
+        ),
+        (Some("supervisor"), Some("主管老李")),
+        "the proposer by user name and by the name people read: {proposed}"
+    );
     let (c, m) = d
         .err(
             "journal.confirm_lost_card",

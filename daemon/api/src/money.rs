@@ -32,7 +32,8 @@ pub enum MoneyError {
     Zero,
     #[error("金额最多保留两位小数（分）")]
     TooPrecise,
-    #[error("金额过大")]
+    /// Above [`AMOUNT_FEN_MAX`] (the message names the maximum).
+    #[error("金额过大：单笔金额不能超过 10000000.00 元")]
     TooLarge,
 }
 
@@ -91,6 +92,17 @@ impl fmt::Display for Fen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_large_names_the_maximum() {
+        let max = Fen(AMOUNT_FEN_MAX).to_yuan_string();
+        assert!(MoneyError::TooLarge.to_string().contains(&max), "{max}");
+        assert_eq!(
+            Fen::parse_yuan("10000000.01"),
+            Err(MoneyError::TooLarge),
+            "one fen above the maximum"
+        );
+    }
 
     #[test]
     fn accepts_plain_decimals() {

@@ -229,9 +229,18 @@ fn decode_open(key: &[u8], bytes: &[u8]) -> Result<Vec<String>, HostError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()))
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t}"))
+/// A time as a person reads it: China time, `YYYY-MM-DD HH:MM:SS`.
+fn china_time_text(t: OffsetDateTime) -> String {
+    let t = china_seconds(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Reads a record inside a transaction.
@@ -862,8 +871,8 @@ impl IssuerHost for EmbeddedHost {
         if let (Some(from), Some(to)) = (query.from, query.to) {
             if from > to {
                 return Err(HostError::TimeRangeReversed {
-                    from: rfc3339(china_seconds(from)),
-                    to: rfc3339(china_seconds(to)),
+                    from: china_time_text(from),
+                    to: china_time_text(to),
                 });
             }
         }

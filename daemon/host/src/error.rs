@@ -158,9 +158,9 @@ pub enum HostError {
     /// The query's time range is reversed.
     #[error("充值开始时间 {from} 晚于结束时间 {to}，请重新选择时间")]
     TimeRangeReversed {
-        /// The start, RFC 3339.
+        /// The start, China time (`YYYY-MM-DD HH:MM:SS`).
         from: String,
-        /// The end, RFC 3339.
+        /// The end, China time.
         to: String,
     },
     /// Pages count from 1.

@@ -558,7 +558,7 @@ fn query_bounds_are_refused_clearly() {
     let err = host.query_records(&reversed).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "充值开始时间 2025-03-02T00:00:00+08:00 晚于结束时间 2025-03-01T00:00:00+08:00，请重新选择时间"
+        "充值开始时间 2025-03-02 00:00:00 晚于结束时间 2025-03-01 00:00:00，请重新选择时间"
     );
     for (page, page_size) in [(0, 20), (1, 0), (1, PAGE_SIZE_MAX + 1)] {
         let query = RecordQuery {

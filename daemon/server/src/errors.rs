@@ -61,6 +61,18 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::sim_panel::SimPanelError> for ApiError {
+    fn from(e: crate::sim_panel::SimPanelError) -> Self {
+        use crate::sim_panel::SimPanelError as S;
+        let code = match &e {
+            S::UnknownReader(_) => ErrorCode::ReaderNotFound,
+            S::Sim(_) => ErrorCode::Internal,
+            _ => ErrorCode::InvalidParams,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
 impl From<MoneyError> for ApiError {
     fn from(e: MoneyError) -> Self {
         ApiError::new(ErrorCode::InvalidParams, e.to_string())
@@ -70,6 +82,64 @@ impl From<MoneyError> for ApiError {
 impl From<ReaderError> for ApiError {
     fn from(e: ReaderError) -> Self {
         ApiError::from(&e)
+    }
+}
+
+/// What a teller reads about a reader failure: what happened and what to do, in zh-CN. Reader
+/// ids and the driver's English text stay out of it (they are kept under `data.detail.technical`).
+pub fn reader_error_zh(e: &ReaderError) -> String {
+    match e {
+        ReaderError::NoCard { .. } => "读卡器上没有卡片：请将卡片放在读卡器上后重试".into(),
+        ReaderError::CardRemoved { .. } => {
+            "操作过程中卡片被移开，操作是否生效未知：请将同一张卡片放回读卡器，系统会先核对卡片"
+                .into()
+        }
+        ReaderError::Timeout { .. } => "卡片没有应答：请检查卡片是否放好后重试".into(),
+        ReaderError::ReaderGone { .. } => "读卡器已断开：请重新连接读卡器，连接后会自动识别".into(),
+        ReaderError::NotFound { .. } => "未找到该读卡器：请检查读卡器连接后刷新页面".into(),
+        ReaderError::Busy { holder, .. } => {
+            format!("读卡器正被 {holder} 使用：请等待其完成后再试")
+        }
+        ReaderError::Unsupported { .. } => "该读卡器不支持此业务：请换用其他读卡器".into(),
+        ReaderError::Apdu { .. } => "发送给卡片的指令无效：请联系技术支持".into(),
+        _ => "读卡器通信出错：请重新放置卡片后重试；如仍失败，请检查读卡器连接".into(),
+    }
+}
+
+/// What a teller reads when the card refused a command or answered unexpectedly, in zh-CN.
+pub fn purse_error_zh(e: &cardd_purse::PurseError) -> String {
+    use cardd_purse::PurseError as P;
+    match e {
+        P::Reader(r) => reader_error_zh(r),
+        P::Status { sw, .. } => {
+            let code = format!("{:04X}", sw.0);
+            match sw.0 {
+                0x6A82 | 0x6A83 => format!(
+                    "卡片上没有本业务需要的应用或文件（卡片返回 {code}）：读卡器上可能不是本业务的卡片，请换用正确的卡片"
+                ),
+                0x6A81 | 0x6283 | 0x9303 => format!(
+                    "卡片应用已锁定（卡片返回 {code}）：该卡不能办理本业务，请联系发卡方处理"
+                ),
+                0x6983 | 0x6984 => format!(
+                    "卡片的密码或密钥已锁定（卡片返回 {code}）：请联系发卡方处理"
+                ),
+                0x9401 => format!("卡内余额不足（卡片返回 {code}）"),
+                0x9302 | 0x6988 => format!(
+                    "卡片校验交易密钥失败，卡片未被写入（卡片返回 {code}）：请联系管理员检查密钥配置"
+                ),
+                _ => format!(
+                    "卡片拒绝了本次操作（卡片返回 {code}）：请确认卡片已放好并且是本业务的卡片后重试；如仍失败，请联系技术支持"
+                ),
+            }
+        }
+        P::WrongPin { tries_left } => {
+            format!("卡片 PIN 校验失败（剩余 {tries_left} 次）：请联系发卡方核对 PIN，切勿反复尝试")
+        }
+        P::Parse { .. } => {
+            "卡片返回的数据格式不正确：读卡器上可能不是本业务的卡片，请换用正确的卡片".into()
+        }
+        P::Sam(_) => "安全模块校验失败：请联系管理员检查密钥配置".into(),
+        _ => "卡片操作失败：请重新放置卡片后重试；如仍失败，请联系技术支持".into(),
     }
 }
 
@@ -89,7 +159,7 @@ impl From<&ReaderError> for ApiError {
             | ReaderError::Driver { .. } => ErrorCode::CardError,
             _ => ErrorCode::Internal,
         };
-        ApiError::new(code, e.to_string())
+        ApiError::new(code, reader_error_zh(e)).with_detail(json!({ "technical": e.to_string() }))
     }
 }
 
@@ -97,7 +167,8 @@ impl From<cardd_purse::PurseError> for ApiError {
     fn from(e: cardd_purse::PurseError) -> Self {
         match e {
             cardd_purse::PurseError::Reader(reader) => reader.into(),
-            other => ApiError::new(ErrorCode::CardError, other.to_string()),
+            other => ApiError::new(ErrorCode::CardError, purse_error_zh(&other))
+                .with_detail(json!({ "technical": other.to_string() })),
         }
     }
 }
@@ -188,6 +259,8 @@ mod tests {
         }
         .into();
         assert_eq!(e.code, ErrorCode::CardRemoved);
+        assert!(e.message.contains("放回读卡器"), "{}", e.message);
+        assert!(!e.message.contains("sim:etc"), "{}", e.message);
         let obj: ErrorObjectOwned = e.into();
         assert_eq!(obj.code(), ErrorCode::CardRemoved.code());
         let data: serde_json::Value = serde_json::from_str(obj.data().unwrap().get()).unwrap();
@@ -208,6 +281,26 @@ mod tests {
         assert!(e.message.contains("卡片未被写入"), "{}", e.message);
         let e = unfunded_load(&cardd_purse::SamError::LoadNotAuthorized { card: "01".into() });
         assert!(e.message.contains("没有该笔圈存的授权"), "{}", e.message);
+    }
+
+    #[test]
+    fn card_refusals_are_told_in_chinese_with_what_to_do() {
+        let e: ApiError = cardd_purse::PurseError::Status {
+            command: "SELECT",
+            sw: cardd_reader::StatusWord(0x6A82),
+        }
+        .into();
+        assert_eq!(e.code, ErrorCode::CardError);
+        assert!(
+            e.message.contains("6A82") && e.message.contains("请换用正确的卡片"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("SELECT"), "{}", e.message);
+        assert!(e.detail.unwrap()["technical"]
+            .as_str()
+            .unwrap()
+            .contains("SELECT"));
     }
 
     #[test]

@@ -597,8 +597,24 @@ pub fn load_error(e: &LoadError) -> ApiError {
         ),
         LoadError::Card(PurseError::Reader(r)) => ApiError::from(r),
         LoadError::Unfunded(e) => crate::errors::unfunded_load(e),
-        LoadError::Journal(j) => ApiError::internal(format!("圈存日志写入失败：{j}")),
-        other => ApiError::new(ErrorCode::CardError, format!("圈存失败：{other}")),
+        LoadError::Card(p) => ApiError::new(
+            ErrorCode::CardError,
+            format!("圈存失败：{}", crate::errors::purse_error_zh(p)),
+        )
+        .with_detail(serde_json::json!({ "technical": p.to_string() })),
+        LoadError::Mac1(_) => ApiError::new(
+            ErrorCode::CardError,
+            "卡片校验失败（MAC1），未圈存：该卡不是本系统发行的卡片或密钥不符，请联系管理员",
+        )
+        .with_detail(serde_json::json!({ "technical": e.to_string() })),
+        LoadError::UnknownCard(_) => ApiError::new(
+            ErrorCode::UnsupportedCard,
+            "读卡器上不是 ETC 用户卡或城市一卡通，未圈存：请换用正确的卡片",
+        ),
+        LoadError::Journal(j) => {
+            ApiError::internal("圈存日志写入失败，未圈存：请联系管理员检查 cardd 数据目录")
+                .with_detail(serde_json::json!({ "technical": j.to_string() }))
+        }
     }
 }
 
@@ -885,7 +901,8 @@ pub fn mark_not_loaded(
         return Err(ApiError::new(
             ErrorCode::CardEvidenceRequired,
             "请将该记录的用户卡插入读卡器，由系统核对卡片后再修改；没有卡片时只有主管可以填写原因后修改",
-        ));
+        )
+        .with_detail(serde_json::json!({ "reason_required": false })));
     }
     let (evidence, record) = evidence(daemon, reader, record_id, operator)?;
     match evidence.verdict {
@@ -906,12 +923,16 @@ pub fn mark_not_loaded(
                 ErrorCode::CardEvidenceRequired,
                 format!("{}（需主管办理）", evidence.explanation),
             )
-            .with_detail(serde_json::json!({ "evidence": evidence })));
+            .with_detail(serde_json::json!({ "evidence": evidence, "reason_required": false })));
         }
+        // The same code as the teller's refusal: the caller may decide, but only with a reason;
+        // `reason_required` tells a client to ask for one and call again.
         Verdict::Unknown if reason.is_none() => {
-            return Err(ApiError::invalid_params(
+            return Err(ApiError::new(
+                ErrorCode::CardEvidenceRequired,
                 "卡片不能证明该笔圈存未写入，主管修改圈存状态必须填写原因",
-            ))
+            )
+            .with_detail(serde_json::json!({ "evidence": evidence, "reason_required": true })));
         }
         _ => {}
     }

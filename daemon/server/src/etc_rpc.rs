@@ -80,7 +80,10 @@ impl From<&Vehicle> for VehicleView {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChangeView {
     pub at: String,
+    /// The operator's user name (`cardd` for the daemon itself).
     pub operator: String,
+    /// The operator's display name (姓名) as people read it; 系统 for the daemon itself.
+    pub operator_name: String,
     /// `recharge`, `begin_load`, `finish_load`, `abort_load`, `flag_reconciliation`,
     /// `mark_not_loaded`, `resolve_reconciliation`.
     pub action: String,
@@ -97,6 +100,7 @@ impl From<&RecordChange> for ChangeView {
         ChangeView {
             at: rfc3339(c.at),
             operator: c.operator.clone(),
+            operator_name: c.operator.clone(),
             action: serde_json::to_value(c.action)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -139,6 +143,17 @@ pub struct RecordView {
     pub loaded_at: Option<String>,
     /// Who did what and when, oldest first.
     pub history: Vec<ChangeView>,
+}
+
+impl RecordView {
+    /// The record with its history's operators named as people read them (display names).
+    pub fn named(d: &Daemon, r: &RechargeRecord) -> RecordView {
+        let mut view = RecordView::from(r);
+        for change in &mut view.history {
+            change.operator_name = crate::rpc::operator_name(d, &change.operator);
+        }
+        view
+    }
 }
 
 impl From<&RechargeRecord> for RecordView {
@@ -384,7 +399,7 @@ pub fn add_methods(m: &mut Methods) {
             }
             let channel = p.channel.as_deref().unwrap_or("银行柜台");
             let record = host(&d)?.recharge(&p.plate, p.plate_colour, amount.0, &operator, channel)?;
-            Ok(RecordView::from(&record))
+            Ok(RecordView::named(&d, &record))
         },
     );
     m.add(
@@ -403,7 +418,7 @@ pub fn add_methods(m: &mut Methods) {
             };
             let page = host(&d)?.query_records(&query)?;
             Ok::<RecordPage, ApiError>(RecordPage {
-                records: page.records.iter().map(RecordView::from).collect(),
+                records: page.records.iter().map(|r| RecordView::named(&d, r)).collect(),
                 total: page.total,
                 page: page.page,
                 page_size: page.page_size,
@@ -422,7 +437,7 @@ pub fn add_methods(m: &mut Methods) {
                     format!("未找到充值记录 {}", p.record_id),
                 )
             })?;
-            Ok::<RecordView, ApiError>(RecordView::from(&record))
+            Ok::<RecordView, ApiError>(RecordView::named(&d, &record))
         },
     );
     m.add(
@@ -439,7 +454,7 @@ pub fn add_methods(m: &mut Methods) {
             .await?;
             Ok::<EvidenceResult, ApiError>(EvidenceResult {
                 evidence,
-                record: RecordView::from(&record),
+                record: RecordView::named(&d, &record),
             })
         },
     );
@@ -458,7 +473,7 @@ pub fn add_methods(m: &mut Methods) {
             })
             .await?;
             Ok::<MarkResult, ApiError>(MarkResult {
-                record: RecordView::from(&outcome.record),
+                record: RecordView::named(&d, &outcome.record),
                 evidence: outcome.evidence,
                 message: outcome.message,
             })
@@ -477,7 +492,7 @@ pub fn add_methods(m: &mut Methods) {
                 crate::etc::resolve_record(d, reader, &record_id, &operator, loaded, &reason)
             })
             .await?;
-            Ok::<RecordView, ApiError>(RecordView::from(&record))
+            Ok::<RecordView, ApiError>(RecordView::named(&d, &record))
         },
     );
 }

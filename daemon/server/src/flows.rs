@@ -966,7 +966,12 @@ impl LuaModule for CardModule {
                 lua.create_function(move |lua, args: Table| {
                     let _call = ctx.enter("card")?;
                     let amount = positive_fen_arg(args.raw_get::<Value>("amount")?)?;
-                    let amount = u32::try_from(amount).map_err(|_| lua_error("金额过大"))?;
+                    let amount = u32::try_from(amount).map_err(|_| {
+                        lua_error(format!(
+                            "金额过大：单笔圈存金额不能超过 {} 元",
+                            cardd_api::Fen(i64::from(u32::MAX)).to_yuan_string()
+                        ))
+                    })?;
                     let expected = match args.raw_get::<Value>("expected_card")? {
                         Value::Nil => None,
                         v => Some(str_arg(lua, "expected_card", v, 32)?),

@@ -24,6 +24,7 @@ use crate::errors::journal_error;
 use crate::errors::ApiError;
 use crate::etc::journal;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
+use crate::server::Daemon;
 use serde_json::Value;
 
 /// Who sees and decides loads awaiting reconciliation.
@@ -67,8 +68,12 @@ pub struct LostCardRow {
     pub landed: bool,
     pub reason: String,
     pub proposed_by: String,
+    /// The proposer's display name.
+    pub proposed_by_name: String,
     pub proposed_at: String,
     pub confirmed_by: Option<String>,
+    /// The confirming auditor's display name.
+    pub confirmed_by_name: Option<String>,
     pub confirmed_at: Option<String>,
     /// `proposed` (waiting for an auditor), `watching` (confirmed; the card is checked if it is
     /// ever presented), `card_confirmed`, `card_undecided` (the card can no longer show the
@@ -81,6 +86,19 @@ pub struct LostCardRow {
     pub card_shows: Option<String>,
     pub cleared_by: Option<String>,
     pub cleared_reason: Option<String>,
+}
+
+impl LostCardRow {
+    /// The row with the operators named by their display names.
+    fn named(d: &Daemon, v: &LostCardVerdict) -> LostCardRow {
+        let mut row = LostCardRow::from(v);
+        row.proposed_by_name = crate::rpc::operator_name(d, &row.proposed_by);
+        row.confirmed_by_name = row
+            .confirmed_by
+            .as_deref()
+            .map(|u| crate::rpc::operator_name(d, u));
+        row
+    }
 }
 
 impl From<&LostCardVerdict> for LostCardRow {
@@ -124,8 +142,10 @@ impl From<&LostCardVerdict> for LostCardRow {
             landed: v.landed,
             reason: v.reason.clone(),
             proposed_by: v.proposed_by.clone(),
+            proposed_by_name: v.proposed_by.clone(),
             proposed_at: v.proposed_at.clone(),
             confirmed_by: v.confirmed_by.clone(),
+            confirmed_by_name: v.confirmed_by.clone(),
             confirmed_at: v.confirmed_at.clone(),
             status: status.into(),
             status_label: label.into(),
@@ -303,7 +323,7 @@ pub fn add_methods(m: &mut Methods) {
                     .map_err(journal_error)?
                     .filter(|v| v.confirmed_by.is_none())
                     .as_ref()
-                    .map(LostCardRow::from);
+                    .map(|v| LostCardRow::named(&d, v));
                 rows.push(row);
             }
             Ok::<Vec<OpenLoad>, ApiError>(rows)
@@ -317,7 +337,7 @@ pub fn add_methods(m: &mut Methods) {
         |d, _, _: NoParams| async move {
             let journal = journal(&d)?;
             let verdicts = journal.lost_card_verdicts().map_err(journal_error)?;
-            Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(LostCardRow::from).collect())
+            Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(|v| LostCardRow::named(&d, v)).collect())
         },
     );
     m.add(
@@ -349,7 +369,7 @@ pub fn add_methods(m: &mut Methods) {
             let verdict = journal
                 .propose_lost_card(&p.txn_id, p.landed, &p.reason, &operator, d.config.lost_card_wait)
                 .map_err(lost_error)?;
-            Ok::<LostCardRow, ApiError>(LostCardRow::from(&verdict))
+            Ok::<LostCardRow, ApiError>(LostCardRow::named(&d, &verdict))
         },
     );
     m.add(
@@ -385,7 +405,7 @@ pub fn add_methods(m: &mut Methods) {
             let verdict = journal
                 .clear_watch(&p.txn_id, &p.reason, &operator)
                 .map_err(lost_error)?;
-            Ok::<LostCardRow, ApiError>(LostCardRow::from(&verdict))
+            Ok::<LostCardRow, ApiError>(LostCardRow::named(&d, &verdict))
         },
     );
     m.add(

@@ -25,6 +25,7 @@ pub mod readers;
 pub mod recovery;
 pub mod rpc;
 pub mod server;
+pub mod sim_panel;
 pub mod store;
 pub mod summary;
 pub mod web;

@@ -171,14 +171,20 @@ impl ReaderManager {
             let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
             let factory = registry
                 .instantiate(&instance.driver, &options)
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::Internal,
-                        format!("readers[{i}] ({}): {e}", instance.driver),
-                    )
-                })?;
+                .map_err(|e| instance_error(i, instance, &e))?;
             factories.push(factory);
         }
+        ReaderManager::start_factories(factories, limits, events, metrics)
+    }
+
+    /// Starts readers from driver instances already built (the embedded default builds its
+    /// simulated ones itself, to keep their worlds for the 模拟读卡器 panel).
+    pub fn start_factories(
+        factories: Vec<Arc<dyn ReaderFactory>>,
+        limits: &LimitsSection,
+        events: Arc<EventBus>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<ReaderManager>, ApiError> {
         let manager = Arc::new(ReaderManager {
             slots: Mutex::new(HashMap::new()),
             factories,
@@ -626,6 +632,14 @@ impl ReaderManager {
             }
         });
     }
+}
+
+/// Why driver instance `i` of the configuration could not be built.
+pub fn instance_error(i: usize, instance: &ReaderInstance, e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("readers[{i}] ({}): {e}", instance.driver),
+    )
 }
 
 fn hotplug_loop(

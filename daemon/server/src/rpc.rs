@@ -468,6 +468,20 @@ pub struct LoginResult {
     pub idle_timeout_s: u64,
 }
 
+/// An operator's display name (姓名) as people read it, for views that name who acted; the
+/// daemon's own actions are 系统's, and an unknown user name is shown as it is.
+pub(crate) fn operator_name(d: &Daemon, username: &str) -> String {
+    if username == "cardd" {
+        return "系统".into();
+    }
+    d.auth
+        .get_operator(username)
+        .map(|o| o.display_name)
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| username.to_owned())
+}
+
 /// The logged-in operator.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SessionView {
@@ -491,11 +505,14 @@ impl From<&Session> for SessionView {
     }
 }
 
-/// What `auth.whoami` returns: the operator, and the password rule 修改密码 states up front.
+/// What `auth.whoami` returns: the operator, the session rule a client warns about, and the
+/// password rule 修改密码 states up front.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WhoAmI {
     #[serde(flatten)]
     pub operator: SessionView,
+    /// The session ends after this many seconds without a request.
+    pub idle_timeout_s: u64,
     /// The fewest characters a new password may have.
     pub password_chars_min: usize,
     /// The most characters a new password may have.
@@ -654,6 +671,8 @@ const AUDIT_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::
 
 /// Builds the module with every method; returns it with the specs for OpenRPC.
 pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
+    // The 模拟读卡器 panel exists on the embedded default only; elsewhere its methods do not.
+    let has_sim_panel = daemon.sim_panel.is_some();
     let mut m = Methods::new(daemon);
 
     m.add(
@@ -762,6 +781,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         |d, c, _: NoParams| async move {
             Ok(WhoAmI {
                 operator: SessionView::from(c.session()?),
+                idle_timeout_s: d.config.auth.session_idle_timeout_s,
                 password_chars_min: d.auth.password_chars_min(),
                 password_chars_max: crate::auth::PASSWORD_CHARS_MAX,
             })
@@ -981,6 +1001,9 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     crate::etc_rpc::add_methods(&mut m);
     crate::journal_rpc::add_methods(&mut m);
     crate::group_rpc::add_group_methods(&mut m);
+    if has_sim_panel {
+        crate::sim_panel::add_methods(&mut m);
+    }
     add_run_subscription(&mut m);
     add_event_subscription(&mut m);
 

@@ -72,6 +72,8 @@ pub struct Daemon {
     pub sam: Arc<dyn SecurityModule>,
     /// What `GET /metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The 模拟读卡器 panel: the embedded default (`--demo`) only, `None` otherwise.
+    pub sim_panel: Option<crate::sim_panel::SimPanel>,
     started: Instant,
     failed_closed: AtomicBool,
 }
@@ -294,14 +296,12 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         let metrics = metrics.clone();
         store.observe_flushes(Box::new(move |took| metrics.journal_flush(took)));
     }
-    let readers = ReaderManager::start_metered(
-        &config.readers,
-        &registry,
-        &config.limits,
-        events.clone(),
-        metrics.clone(),
-    )
-    .map_err(|e| ServerError::Readers(e.to_string()))?;
+    let (factories, sim_panel) =
+        crate::sim_panel::instantiate(&config.readers, &registry, config.demo)
+            .map_err(|e| ServerError::Readers(e.to_string()))?;
+    let readers =
+        ReaderManager::start_factories(factories, &config.limits, events.clone(), metrics.clone())
+            .map_err(|e| ServerError::Readers(e.to_string()))?;
     let daemon = Daemon {
         config,
         store,
@@ -317,6 +317,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         readers,
         sam,
         metrics,
+        sim_panel,
         started: Instant::now(),
         failed_closed: AtomicBool::new(false),
     };

@@ -43,6 +43,8 @@ const ASSETS: &[Asset] = &[
     asset!("/web/console.js", JS, "console.js"),
     asset!("/web/kiosk.js", JS, "kiosk.js"),
     asset!("/web/bank.js", JS, "bank.js"),
+    asset!("/web/sim.js", JS, "sim.js"),
+    asset!("/web/sim.css", CSS, "sim.css"),
     asset!("/web/console.css", CSS, "console.css"),
     asset!("/web/kiosk.css", CSS, "kiosk.css"),
     asset!("/web/bank.css", CSS, "bank.css"),
@@ -59,7 +61,8 @@ const HOST_CHARS_MAX: usize = 64;
 pub fn asset(path: &str, host: Option<&str>) -> Option<HttpResponse> {
     let path = match path {
         "/index.html" => "/",
-        "/kiosk/" | "/kiosk.html" => "/kiosk",
+        // `/kiosk/demo`: the same page with the 模拟读卡器 drawer of the embedded default.
+        "/kiosk/" | "/kiosk.html" | "/kiosk/demo" => "/kiosk",
         "/bank/" | "/bank.html" => "/bank",
         other => other,
     };
@@ -117,7 +120,10 @@ mod tests {
             "/kiosk",
             "/bank",
             "/web/bank.js",
+            "/kiosk/demo",
             "/web/api.js",
+            "/web/sim.js",
+            "/web/sim.css",
             "/web/console.css",
         ] {
             let response = asset(path, Some("127.0.0.1:7420")).expect(path);

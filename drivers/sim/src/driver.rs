@@ -157,19 +157,19 @@ impl SimOptions {
         vec![
             reader(
                 "etc",
-                "Simulated ETC card reader",
+                "模拟 ETC 读卡器",
                 SimReaderKind::Contact,
                 CardSource::DemoEtc,
             ),
             reader(
                 "city",
-                "Simulated city card reader",
+                "模拟城市一卡通读卡器",
                 SimReaderKind::Contactless,
                 CardSource::DemoCity,
             ),
             reader(
                 "obu",
-                "Simulated OBU programmer",
+                "模拟 OBU 发行器",
                 SimReaderKind::ObuProgrammer,
                 CardSource::DemoObu,
             ),

@@ -37,10 +37,15 @@ pub enum FaultKind {
 }
 
 /// Faults at 1-based exchange numbers of one reader (every `transmit_raw` or `obu_transmit`
-/// counts, GET RESPONSE included; see `SimWorld::apdu_count`).
+/// counts, GET RESPONSE included; see `SimWorld::apdu_count`), and faults at the next command
+/// with a given class and instruction, whenever it comes (a demo pulls a card at the next
+/// CREDIT FOR LOAD without counting exchanges).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FaultPlan {
     faults: Vec<(u64, FaultKind)>,
+    /// `(CLA, INS, fault)`: fires at the next command starting with these two bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    on_command: Vec<(u8, u8, FaultKind)>,
 }
 
 impl FaultPlan {
@@ -57,6 +62,16 @@ impl FaultPlan {
         self
     }
 
+    /// Adds a fault at the next command whose class and instruction bytes are `cla` and `ins`
+    /// (`0x80, 0x52`: the next CREDIT FOR LOAD). Numbered faults fire first when both match;
+    /// past [`FAULTS_MAX`] faults further ones are ignored.
+    pub fn on_command(mut self, cla: u8, ins: u8, kind: FaultKind) -> Self {
+        if self.faults.len() + self.on_command.len() < FAULTS_MAX {
+            self.on_command.push((cla, ins, kind));
+        }
+        self
+    }
+
     /// A plan of one fault.
     pub fn once(at_apdu: u64, kind: FaultKind) -> Self {
         FaultPlan::new().at(at_apdu, kind)
@@ -64,11 +79,11 @@ impl FaultPlan {
 
     /// Faults not fired yet.
     pub fn pending(&self) -> usize {
-        self.faults.len()
+        self.faults.len() + self.on_command.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.faults.is_empty()
+        self.faults.is_empty() && self.on_command.is_empty()
     }
 
     /// Removes and returns the fault of exchange `n`; faults scheduled before `n` that can no
@@ -78,6 +93,20 @@ impl FaultPlan {
         let fault = index.map(|i| self.faults.swap_remove(i).1);
         self.faults.retain(|(at, _)| *at > n);
         fault
+    }
+
+    /// The fault of exchange `n` carrying `command`: the numbered one if any, else the first
+    /// fault waiting for the command's class and instruction (removed as it fires).
+    pub(crate) fn take_for(&mut self, n: u64, command: &[u8]) -> Option<FaultKind> {
+        if let Some(fault) = self.take(n) {
+            return Some(fault);
+        }
+        let (cla, ins) = (*command.first()?, *command.get(1)?);
+        let index = self
+            .on_command
+            .iter()
+            .position(|(c, i, _)| *c == cla && *i == ins)?;
+        Some(self.on_command.remove(index).2)
     }
 }
 
@@ -111,6 +140,28 @@ mod tests {
         let mut short = vec![0x90];
         garble(&mut short);
         assert_eq!(short, [0x90]);
+    }
+
+    #[test]
+    fn a_command_fault_waits_for_its_command() {
+        let mut plan = FaultPlan::new().on_command(0x80, 0x52, FaultKind::RemoveAfterExec);
+        assert_eq!(plan.pending(), 1);
+        assert!(plan.take_for(1, &[0x00, 0xA4, 0x00, 0x00]).is_none());
+        assert!(plan.take_for(2, &[0x80]).is_none(), "a short command");
+        assert!(matches!(
+            plan.take_for(3, &[0x80, 0x52, 0x00, 0x00, 0x0B]),
+            Some(FaultKind::RemoveAfterExec)
+        ));
+        assert!(
+            plan.take_for(4, &[0x80, 0x52, 0x00, 0x00]).is_none(),
+            "fires once"
+        );
+        assert!(plan.is_empty());
+        let json =
+            serde_json::to_string(&FaultPlan::new().on_command(0x80, 0x52, FaultKind::GarbledSw))
+                .unwrap();
+        let back: FaultPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.pending(), 1, "{json}");
     }
 
     #[test]

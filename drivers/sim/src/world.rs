@@ -704,7 +704,7 @@ impl SimWorld {
         let mut state = self.lock();
         let r = state.live_reader_mut(reader)?;
         r.apdu_count += 1;
-        let fault = r.faults.take(r.apdu_count);
+        let fault = r.faults.take_for(r.apdu_count, command);
         if matches!(fault, Some(FaultKind::ReaderUnplug)) {
             r.plugged = false;
             let reader_id = r.full_id();

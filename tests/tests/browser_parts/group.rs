@@ -205,12 +205,12 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
     check_screens(browser, "充值金额过大")?;
     answer(browser, "true")?;
 
-    // An ETC card: this page recharges city one-cards. Changing the reader reads the card.
-    browser.js(
-        "const s = document.getElementById('gr-reader'); s.value = 'sim:etc'; \
-         s.dispatchEvent(new Event('change'));",
-        json!([]),
-    )?;
+    // An ETC card put on the group operator's reader: this page recharges city one-cards. The
+    // page reads the card placed on its reader by itself.
+    let wd = world(&w);
+    let city_card = wd.remove_card(CITY).context("the city card")?;
+    let etc_card = wd.remove_card("sim:etc").context("the ETC card")?;
+    wd.insert_card(CITY, etc_card)?;
     let wrong = browser.wait_text("#gr-wrong-card", "本页面为城市一卡通充值")?;
     ensure!(
         wrong.contains("请放置要充值的城市一卡通卡片"),
@@ -218,11 +218,11 @@ pub fn group_pages(rt: &tokio::runtime::Runtime, browser: &Browser, shots: &Shot
     );
     check_screens(browser, "an ETC card on the group page")?;
     shots.take(browser, "group-recharge-etc-card")?;
-    browser.js(
-        "const s = document.getElementById('gr-reader'); s.value = arguments[0]; \
-         s.dispatchEvent(new Event('change'));",
-        json!([CITY]),
-    )?;
+    let etc_card = wd
+        .remove_card(CITY)
+        .context("the ETC card on the city reader")?;
+    wd.insert_card("sim:etc", etc_card)?;
+    wd.insert_card(CITY, city_card)?;
     browser.wait_text("#gr-card-fields", "城市一卡通")?;
 
     // Two recharges in a row: 继续充值 opens a fresh form with the card read again.

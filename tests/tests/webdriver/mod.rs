@@ -30,6 +30,9 @@ const CONDITION_WAIT_MS: u64 = 20_000;
 const POLL_MS: u64 = 50;
 /// Longest wait for one WebDriver answer.
 const REQUEST_TIMEOUT_MS: u64 = 60_000;
+/// The W3C key codes of Enter and Escape, for [`Browser::press`].
+pub const KEY_ENTER: &str = "\u{E007}";
+pub const KEY_ESCAPE: &str = "\u{E00C}";
 /// The W3C key of an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -215,6 +218,19 @@ impl Browser {
             &format!("/element/{}/value", element.0),
             json!({ "text": text }),
         )?;
+        Ok(())
+    }
+
+    /// Presses and releases `key` (a character, or a W3C key such as [`KEY_ENTER`]) on
+    /// whatever has the focus, as a person at the keyboard would.
+    pub fn press(&self, key: &str) -> Result<()> {
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+        )?;
+        self.command("DELETE", "/actions", Value::Null)?;
         Ok(())
     }
 
