@@ -19,7 +19,7 @@ const Cardd = (() => {
     Unauthenticated: '登录已超时，请重新登录。',
     Forbidden: '当前操作员无权办理此业务，请由有权限的操作员办理。',
     InvalidCredentials: '请核对用户名和密码后重新登录。',
-    TooManyAttempts: '登录失败次数过多，账号已暂时锁定，请稍后再试。',
+    TooManyAttempts: '登录失败次数过多，请稍等片刻再试。',
     OriginNotAllowed: '请从 cardd 自己的地址（127.0.0.1）打开本页面。',
     RateLimited: '操作过于频繁，请稍候再试。',
     PasswordRejected: '请按提示重新输入密码。',

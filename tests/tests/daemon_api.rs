@@ -333,8 +333,12 @@ async fn password_change_follows_the_seed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failures_lock_the_account() {
-    let d = TestDaemon::start_with(|c| c.auth.login_failures_max = 3).await;
+async fn repeated_failures_cost_a_capped_wait_not_a_lock_out() {
+    let d = TestDaemon::start_with(|c| {
+        c.auth.login_failures_free = 2;
+        c.auth.login_delay_max_s = 1;
+    })
+    .await;
     for _ in 0..3 {
         assert_eq!(
             d.err(
@@ -355,6 +359,9 @@ async fn repeated_failures_lock_the_account() {
         )
         .await;
     assert_eq!(code, CODE_TOO_MANY_ATTEMPTS, "{message}");
+    assert!(message.contains("秒后再试"), "{message}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    d.login("teller", "teller123").await;
     d.stop().await;
 }
 
@@ -892,7 +899,8 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
 
     // Nothing changed: no operator was created. What the transport refused (Host, Origin,
     // size, batch, JSON, content type) never reached a method and is not audited; the two calls
-    // that reached `operators.create` without a valid session are audited as refused.
+    // that reached `operators.create` without a valid session are audited as refused: the first
+    // at once, the second counted into the source's summary (written when its interval ends).
     let list = d
         .ok("operators.list", json!({}), Some(&admin))
         .await
@@ -903,6 +911,9 @@ async fn browser_attacks_and_malformed_requests_are_refused_and_change_nothing()
             "evil{n} must not exist"
         );
     }
+    assert_eq!(d.audit_count().await, before + 1);
+    let daemon = d.daemon().clone();
+    daemon.audit_refusals(daemon.refusals.drain());
     assert_eq!(d.audit_count().await, before + 2);
     d.stop().await;
 }

@@ -79,8 +79,9 @@ error_codes! {
     Forbidden = -32041, 403, "Ask an operator with the required role to do it.";
     /// Login failed: the user name or the password is wrong (cardd does not say which).
     InvalidCredentials = -32042, 401, "Check the user name and password and try again.";
-    /// Too many failed logins; the account or address is locked for a while.
-    TooManyAttempts = -32043, 429, "Wait until the lock-out ends, then log in again.";
+    /// Too many failed logins for this user name or login source: the next attempt must wait a
+    /// short, capped delay (never a lock-out).
+    TooManyAttempts = -32043, 429, "Wait the seconds the message names, then log in again.";
     /// The request's Host or Origin is not on the allow-list.
     OriginNotAllowed = -32044, 403, "Open the page from an allowed origin, or add the origin to server.allowed_origins.";
     /// The client sends requests faster than its connection's limit.

@@ -8,15 +8,28 @@
 //! not survive a restart.
 //!
 //! Login failures say only 用户和密码错误 (as the seeds do), whether the user name or the
-//! password was wrong, an unknown user costs the same argon2 verification as a known one, and
-//! repeated failures per user name or per client lock further attempts out for a while.
+//! password was wrong, and an unknown user costs the same argon2 verification as a known one.
+//!
+//! Throttling can slow a guesser down but cannot be turned against the operators: failures are
+//! counted per user name and per login source ([`login_source`]: the connection's peer address
+//! without its port, and whether the client is a browser page (its Origin, in lower case) or a
+//! program without one). After [`AuthConfig::login_failures_free`] failures a key waits before
+//! its next attempt; the wait doubles with each further failure up to
+//! [`AuthConfig::login_delay_max`] and is never a lock-out: once it has passed, one attempt is
+//! heard, whoever makes it. Attempts during a wait are refused without hashing and are not
+//! counted, so nobody can extend another party's wait except by failing once per wait.
+//!
+//! Sessions are capped per user, per role (kiosks get few) and in total; a new session only
+//! ever ends an older one of the same user or, when the role is full, of the same role.
 //!
 //! Time is passed in as `now: Instant` so tests can move it. Hashing and verifying block for
 //! tens of milliseconds: call [`Auth::login`], [`Auth::change_password`],
-//! [`Auth::create_operator`] and [`Auth::reset_password`] from a blocking task.
+//! [`Auth::create_operator`] and [`Auth::reset_password`] from a blocking task holding a
+//! permit from [`Auth::hashing_permit`], which bounds the hashing done at once.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -70,26 +83,79 @@ const DUMMY_SALT: &[u8] = b"cardd-dummy-salt";
 pub struct AuthConfig {
     /// A session unused for longer than this ends.
     pub session_idle_timeout: Duration,
-    /// Consecutive failed logins per user name or per client before a lock-out (zero counts as one).
-    pub login_failures_max: u32,
-    /// How long a lock-out lasts; failures older than this are forgotten.
-    pub login_lockout: Duration,
+    /// Failed logins per user name or per source that cost no wait.
+    pub login_failures_free: u32,
+    /// The wait after the first failure beyond the free ones; it doubles with each further one.
+    pub login_delay_base: Duration,
+    /// The longest wait between attempts of one user name or source (zero counts as the base).
+    pub login_delay_max: Duration,
+    /// Failures are forgotten this long after a key's last failure.
+    pub login_failures_forget: Duration,
     /// Shortest password accepted when one is set, in characters.
     pub password_chars_min: usize,
-    /// Most sessions kept; the least recently used ends first (zero counts as one).
+    /// Most sessions kept in all (zero counts as one).
     pub sessions_max: usize,
+    /// Most sessions of one user; a further login ends that user's least recently used one.
+    pub sessions_per_user_max: usize,
+    /// Most sessions of one role (other than kiosk); a further login ends that role's least
+    /// recently used one.
+    pub sessions_per_role_max: usize,
+    /// Most sessions of the kiosk role.
+    pub kiosk_sessions_max: usize,
+    /// Most password hashes computed at once (zero counts as one).
+    pub hashing_concurrent_max: usize,
+    /// Longest wait for a hashing slot before a login is refused as busy.
+    pub hashing_wait_max: Duration,
 }
 
 impl Default for AuthConfig {
     fn default() -> AuthConfig {
         AuthConfig {
             session_idle_timeout: Duration::from_secs(15 * 60),
-            login_failures_max: 5,
-            login_lockout: Duration::from_secs(5 * 60),
+            login_failures_free: 3,
+            login_delay_base: Duration::from_secs(1),
+            login_delay_max: Duration::from_secs(30),
+            login_failures_forget: Duration::from_secs(15 * 60),
             password_chars_min: 6,
             sessions_max: 1024,
+            sessions_per_user_max: 8,
+            sessions_per_role_max: 256,
+            kiosk_sessions_max: 16,
+            hashing_concurrent_max: 2,
+            hashing_wait_max: Duration::from_secs(5),
         }
     }
+}
+
+/// The client end of the connection a request came on, put into the request's extensions by
+/// the code that accepts connections; methods read it for [`login_source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The source a login is counted against: the connection's peer address without its port (a
+/// new connection gets a new port, so counting ports would give every connection a fresh
+/// count), IPv4-mapped IPv6 addresses as IPv4 and every loopback address as `loopback`; then
+/// `browser <origin>` (the Origin in ASCII lower case) for pages, `program` for clients that
+/// send no Origin. A client whose peer is unknown counts as `unknown`.
+pub fn login_source(peer: Option<SocketAddr>, origin: Option<&str>) -> String {
+    let address = match peer.map(|p| p.ip().to_canonical()) {
+        None => "unknown".to_owned(),
+        Some(ip) if ip.is_loopback() => "loopback".to_owned(),
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => ip.to_string(),
+    };
+    let kind = match origin {
+        Some(origin) => format!(
+            "browser {}",
+            origin
+                .chars()
+                .take(THROTTLE_KEY_CHARS_MAX)
+                .collect::<String>()
+                .to_ascii_lowercase()
+        ),
+        None => "program".to_owned(),
+    };
+    format!("{address} {kind}")
 }
 
 /// An operator as the API shows it (the password hash stays inside this module).
@@ -186,12 +252,18 @@ pub enum AuthError {
     /// Wrong user name or password, or a disabled operator; deliberately not saying which.
     #[error("用户和密码错误")]
     InvalidCredentials,
-    /// Too many failed logins for this user name or client.
+    /// Too many failed logins for this user name or source: wait before the next attempt.
     #[error("登录失败次数过多，请 {retry_after_s} 秒后再试")]
     TooManyAttempts {
-        /// Seconds until the lock-out ends.
+        /// Seconds until the next attempt is heard.
         retry_after_s: u64,
     },
+    /// Every hashing slot stayed busy for the bounded wait.
+    #[error("登录的人较多，系统繁忙，请稍后再试")]
+    Busy,
+    /// The role's and the daemon's sessions are all taken by other roles.
+    #[error("登录会话已满（{0} 个），请稍后再试，或请其他人先退出登录")]
+    SessionsFull(usize),
     /// No session for the token, or it expired after inactivity.
     #[error("未登录或登录已超时，请重新登录")]
     Unauthenticated,
@@ -227,6 +299,7 @@ impl AuthError {
         match self {
             AuthError::InvalidCredentials => ErrorCode::InvalidCredentials,
             AuthError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
+            AuthError::Busy | AuthError::SessionsFull(_) => ErrorCode::ServerBusy,
             AuthError::Unauthenticated => ErrorCode::Unauthenticated,
             AuthError::PasswordRejected(_) => ErrorCode::PasswordRejected,
             AuthError::OperatorNotFound(_) => ErrorCode::OperatorNotFound,
@@ -246,6 +319,8 @@ pub struct Auth {
     dummy_hash: String,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: Mutex<Throttle>,
+    /// Slots for password hashing ([`AuthConfig::hashing_concurrent_max`]).
+    hashing: Arc<tokio::sync::Semaphore>,
     /// Serialises read-modify-write of operator records.
     writes: Mutex<()>,
 }
@@ -263,8 +338,12 @@ impl Auth {
     /// Opens the operator tree in `store`.
     pub fn open(store: &Store, config: AuthConfig) -> Result<Auth, AuthError> {
         let config = AuthConfig {
-            login_failures_max: config.login_failures_max.max(1),
+            login_delay_max: config.login_delay_max.max(config.login_delay_base),
             sessions_max: config.sessions_max.max(1),
+            sessions_per_user_max: config.sessions_per_user_max.max(1),
+            sessions_per_role_max: config.sessions_per_role_max.max(1),
+            kiosk_sessions_max: config.kiosk_sessions_max.max(1),
+            hashing_concurrent_max: config.hashing_concurrent_max.max(1),
             ..config
         };
         let dummy_salt = SaltString::encode_b64(DUMMY_SALT).map_err(internal)?;
@@ -274,10 +353,8 @@ impl Auth {
         Ok(Auth {
             store: store.clone(),
             tree: store.tree(OPERATORS_TREE)?,
-            throttle: Mutex::new(Throttle::new(
-                config.login_failures_max,
-                config.login_lockout,
-            )),
+            throttle: Mutex::new(Throttle::new(&config)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(config.hashing_concurrent_max)),
             config,
             dummy_hash: dummy_hash.to_string(),
             sessions: Mutex::new(HashMap::new()),
@@ -366,19 +443,45 @@ impl Auth {
         Ok(())
     }
 
+    /// A permit to hash or verify one password, waiting at most
+    /// [`AuthConfig::hashing_wait_max`] for a slot; [`AuthError::Busy`] when none came free.
+    /// Hold it in the blocking task that hashes.
+    pub async fn hashing_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
+        let acquire = self.hashing.clone().acquire_owned();
+        match tokio::time::timeout(self.config.hashing_wait_max, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(AuthError::Busy),
+        }
+    }
+
+    /// Fails with [`AuthError::TooManyAttempts`] while `username` or `source` must still wait;
+    /// cheap, so callers check it before queueing for a hashing slot.
+    pub fn check_login_allowed(
+        &self,
+        username: &str,
+        source: &str,
+        now: Instant,
+    ) -> Result<(), AuthError> {
+        lock(&self.throttle).check(
+            &[ThrottleKey::user(username), ThrottleKey::source(source)],
+            now,
+        )
+    }
+
     /// Checks the credentials and opens a session.
     ///
-    /// `peer` identifies the client (its address) for throttling. Every failure, whatever its
-    /// cause, is [`AuthError::InvalidCredentials`]; while the user name or the peer is locked
-    /// out, every attempt is [`AuthError::TooManyAttempts`].
+    /// `source` is where the attempt came from ([`login_source`]), for throttling. Every
+    /// failure, whatever its cause, is [`AuthError::InvalidCredentials`]; while the user name
+    /// or the source must wait, the attempt is [`AuthError::TooManyAttempts`] (not hashed, not
+    /// counted).
     pub fn login(
         &self,
         username: &str,
         password: &str,
-        peer: &str,
+        source: &str,
         now: Instant,
     ) -> Result<Session, AuthError> {
-        let keys = [ThrottleKey::user(username), ThrottleKey::peer(peer)];
+        let keys = [ThrottleKey::user(username), ThrottleKey::source(source)];
         lock(&self.throttle).check(&keys, now)?;
         let Some(operator) = self.verify_credentials(username, password)? else {
             lock(&self.throttle).record_failure(&keys, now);
@@ -468,7 +571,19 @@ impl Auth {
             .map(|s| s.operator))
     }
 
-    /// Starts a session, ending the least recently used one when full.
+    /// The most sessions `role` may hold.
+    fn role_sessions_max(&self, role: Role) -> usize {
+        if role == Role::Kiosk {
+            self.config.kiosk_sessions_max
+        } else {
+            self.config.sessions_per_role_max
+        }
+    }
+
+    /// Starts a session. When the user holds its most sessions, its own least recently used
+    /// one ends; when the role does, the role's least recently used one ends; when the daemon
+    /// does, the role's least recently used one ends, or, if the role holds none, the login is
+    /// refused: a session never ends for another role's login.
     fn open_session(&self, operator: Operator, now: Instant) -> Result<Session, AuthError> {
         let session = Session {
             token: random_token()?,
@@ -482,15 +597,24 @@ impl Auth {
         let mut sessions = lock(&self.sessions);
         let idle_timeout = self.config.session_idle_timeout;
         sessions.retain(|_, s| now.saturating_duration_since(s.last_seen) <= idle_timeout);
-        while sessions.len() >= self.config.sessions_max {
-            let Some(oldest) = sessions
+        let role_max = self.role_sessions_max(session.role);
+        loop {
+            let of_user = sessions
                 .values()
-                .min_by_key(|s| s.last_seen)
-                .map(|s| s.token.clone())
-            else {
+                .filter(|s| s.username == session.username)
+                .count();
+            let of_role = sessions.values().filter(|s| s.role == session.role).count();
+            let evict = if of_user >= self.config.sessions_per_user_max {
+                least_recently_used(&sessions, |s| s.username == session.username)
+            } else if of_role >= role_max || sessions.len() >= self.config.sessions_max {
+                least_recently_used(&sessions, |s| s.role == session.role)
+            } else {
                 break;
             };
-            sessions.remove(&oldest);
+            let Some(token) = evict else {
+                return Err(AuthError::SessionsFull(sessions.len()));
+            };
+            sessions.remove(&token);
         }
         sessions.insert(session.token.clone(), session.clone());
         Ok(session)
@@ -567,6 +691,18 @@ impl Auth {
         self.store.durable_flush()?;
         Ok(stored.operator)
     }
+}
+
+/// The token of the least recently used session matching `pick`.
+fn least_recently_used(
+    sessions: &HashMap<String, Session>,
+    pick: impl Fn(&Session) -> bool,
+) -> Option<String> {
+    sessions
+        .values()
+        .filter(|s| pick(s))
+        .min_by_key(|s| s.last_seen)
+        .map(|s| s.token.clone())
 }
 
 /// Replaces the password hash and stamps the change.
@@ -667,7 +803,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ThrottleKey {
     User(String),
-    Peer(String),
+    Source(String),
 }
 
 impl ThrottleKey {
@@ -675,42 +811,61 @@ impl ThrottleKey {
         ThrottleKey::User(username.chars().take(THROTTLE_KEY_CHARS_MAX).collect())
     }
 
-    fn peer(peer: &str) -> ThrottleKey {
-        ThrottleKey::Peer(peer.chars().take(THROTTLE_KEY_CHARS_MAX).collect())
+    fn source(source: &str) -> ThrottleKey {
+        ThrottleKey::Source(source.chars().take(THROTTLE_KEY_CHARS_MAX * 2).collect())
     }
 }
 
-/// Consecutive failures of one key.
+/// Recent failures of one key.
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     last_failure: Instant,
-    locked_at: Option<Instant>,
 }
 
-/// Failed-login counters per user name and per client, bounded by [`LOGIN_TRACKED_KEYS_MAX`].
+/// Failed-login counters per user name and per source, bounded by [`LOGIN_TRACKED_KEYS_MAX`].
 #[derive(Debug)]
 struct Throttle {
-    failures_max: u32,
-    lockout: Duration,
+    failures_free: u32,
+    delay_base: Duration,
+    delay_max: Duration,
+    forget: Duration,
     entries: HashMap<ThrottleKey, Failures>,
 }
 
 impl Throttle {
-    fn new(failures_max: u32, lockout: Duration) -> Throttle {
+    fn new(config: &AuthConfig) -> Throttle {
         Throttle {
-            failures_max,
-            lockout,
+            failures_free: config.login_failures_free,
+            delay_base: config.login_delay_base,
+            delay_max: config.login_delay_max.max(config.login_delay_base),
+            forget: config.login_failures_forget,
             entries: HashMap::new(),
         }
     }
 
-    /// Fails with [`AuthError::TooManyAttempts`] while any of `keys` is locked out.
+    /// The wait after `count` failures: none for the free ones, then the base doubling with
+    /// each further failure, at most the maximum.
+    fn delay(&self, count: u32) -> Duration {
+        if count <= self.failures_free {
+            return Duration::ZERO;
+        }
+        let doublings = (count - self.failures_free - 1).min(30);
+        self.delay_base
+            .saturating_mul(1u32 << doublings)
+            .min(self.delay_max)
+    }
+
+    /// Fails with [`AuthError::TooManyAttempts`] while any of `keys` must still wait.
     fn check(&self, keys: &[ThrottleKey], now: Instant) -> Result<(), AuthError> {
         let wait = keys
             .iter()
             .filter_map(|key| self.entries.get(key))
-            .map(|f| self.remaining(f, now))
+            .filter(|f| !self.is_stale(f, now))
+            .map(|f| {
+                self.delay(f.count)
+                    .saturating_sub(now.saturating_duration_since(f.last_failure))
+            })
             .max();
         match wait {
             Some(wait) if !wait.is_zero() => {
@@ -721,27 +876,23 @@ impl Throttle {
         }
     }
 
-    /// Counts a failure against each key, locking out those that reach the maximum.
+    /// Counts a failure against each key.
     fn record_failure(&mut self, keys: &[ThrottleKey], now: Instant) {
         for key in keys {
             if !self.entries.contains_key(key) {
                 self.make_room(now);
             }
+            let stale = self.entries.get(key).is_some_and(|f| self.is_stale(f, now));
             let fresh = Failures {
                 count: 0,
                 last_failure: now,
-                locked_at: None,
             };
-            let stale = self.entries.get(key).is_some_and(|f| self.is_stale(f, now));
             let failures = self.entries.entry(key.clone()).or_insert(fresh);
             if stale {
                 *failures = fresh;
             }
             failures.count = failures.count.saturating_add(1);
             failures.last_failure = now;
-            if failures.count >= self.failures_max && failures.locked_at.is_none() {
-                failures.locked_at = Some(now);
-            }
         }
     }
 
@@ -750,19 +901,9 @@ impl Throttle {
         self.entries.remove(key);
     }
 
-    /// How long `failures` still locks its key out.
-    fn remaining(&self, failures: &Failures, now: Instant) -> Duration {
-        failures.locked_at.map_or(Duration::ZERO, |at| {
-            self.lockout
-                .saturating_sub(now.saturating_duration_since(at))
-        })
-    }
-
-    /// Whether `failures` no longer matters: its lock-out ran out, or, unlocked, its last
-    /// failure is older than the lock-out period.
+    /// Whether `failures` no longer matters: its last failure is older than the forget period.
     fn is_stale(&self, failures: &Failures, now: Instant) -> bool {
-        let since = failures.locked_at.unwrap_or(failures.last_failure);
-        now.saturating_duration_since(since) >= self.lockout
+        now.saturating_duration_since(failures.last_failure) >= self.forget
     }
 
     /// Makes room for one more key: drops stale entries, then the oldest one.
@@ -770,10 +911,9 @@ impl Throttle {
         if self.entries.len() < LOGIN_TRACKED_KEYS_MAX {
             return;
         }
-        let lockout = self.lockout;
-        self.entries.retain(|_, f| {
-            now.saturating_duration_since(f.locked_at.unwrap_or(f.last_failure)) < lockout
-        });
+        let forget = self.forget;
+        self.entries
+            .retain(|_, f| now.saturating_duration_since(f.last_failure) < forget);
         while self.entries.len() >= LOGIN_TRACKED_KEYS_MAX {
             let Some(oldest) = self
                 .entries
@@ -897,38 +1037,56 @@ mod tests {
     }
 
     #[test]
-    fn lockout_after_max_failures_per_user_then_release() {
+    fn failures_per_user_cost_a_growing_capped_wait_never_a_lockout() {
         let (_store, auth) = auth();
         auth.create_operator(teller("alice", "secret1"))
             .expect("create");
         let t0 = Instant::now();
-        for i in 0..5 {
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Three free failures, from different sources.
+        for i in 0..3 {
             let err = auth
                 .login("alice", "wrong", &format!("peer{i}"), t0)
                 .unwrap_err();
             assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
         }
+        // The fourth costs the base wait (1 s), the fifth twice that, and so on.
+        assert!(matches!(
+            auth.login("alice", "wrong", "peer3", t0),
+            Err(AuthError::InvalidCredentials)
+        ));
         let err = auth
-            .login(
-                "alice",
-                "secret1",
-                "other-peer",
-                t0 + Duration::from_millis(500),
-            )
+            .login("alice", "secret1", "other", at(500))
             .unwrap_err();
         assert!(
-            matches!(err, AuthError::TooManyAttempts { retry_after_s: 300 }),
+            matches!(err, AuthError::TooManyAttempts { retry_after_s: 1 }),
             "{err:?}"
         );
-        assert_eq!(err.to_string(), "登录失败次数过多，请 300 秒后再试");
+        assert_eq!(err.to_string(), "登录失败次数过多，请 1 秒后再试");
         assert_eq!(err.code(), ErrorCode::TooManyAttempts);
-        let almost = t0 + Duration::from_secs(299);
-        assert!(matches!(
-            auth.login("alice", "secret1", "p", almost),
-            Err(AuthError::TooManyAttempts { retry_after_s: 1 })
-        ));
-        auth.login("alice", "secret1", "p", t0 + Duration::from_secs(300))
-            .expect("released");
+        let mut last = 1_000;
+        for expected_s in [2, 4, 8, 16, 30, 30, 30] {
+            assert!(matches!(
+                auth.login("alice", "wrong", "peer9", at(last)),
+                Err(AuthError::InvalidCredentials)
+            ));
+            let err = auth.login("alice", "secret1", "p", at(last)).unwrap_err();
+            assert!(
+                matches!(err, AuthError::TooManyAttempts { retry_after_s } if retry_after_s == expected_s),
+                "{err:?}"
+            );
+            last += expected_s * 1000;
+        }
+        // Refused attempts neither count nor extend the wait: after the capped wait the
+        // owner is heard.
+        for ms in [last - 20_000, last - 10_000, last - 1] {
+            assert!(matches!(
+                auth.login("alice", "secret1", "p", at(ms)),
+                Err(AuthError::TooManyAttempts { .. })
+            ));
+        }
+        auth.login("alice", "secret1", "p", at(last))
+            .expect("heard after the capped wait");
     }
 
     #[test]
@@ -938,46 +1096,91 @@ mod tests {
             .expect("create");
         let t0 = Instant::now();
         let fail = |at: Instant, peer: &str| auth.login("alice", "wrong", peer, at).unwrap_err();
-        for i in 0..4 {
+        for i in 0..3 {
             fail(t0, &format!("a{i}"));
         }
         auth.login("alice", "secret1", "a9", t0).expect("success");
-        for i in 0..4 {
+        for i in 0..3 {
             fail(t0, &format!("b{i}"));
         }
-        // Five minutes after the last failure the count starts again.
-        let t1 = t0 + Duration::from_secs(300);
-        assert!(matches!(fail(t1, "c0"), AuthError::InvalidCredentials));
-        auth.login("alice", "secret1", "c1", t1)
-            .expect("not locked");
+        // After the forget period the count starts again.
+        let t1 = t0 + AuthConfig::default().login_failures_forget;
+        for i in 0..3 {
+            assert!(matches!(
+                fail(t1, &format!("c{i}")),
+                AuthError::InvalidCredentials
+            ));
+        }
+        auth.login("alice", "secret1", "c9", t1)
+            .expect("no wait yet");
     }
 
     #[test]
-    fn lockout_per_peer_across_user_names() {
+    fn failures_per_source_across_user_names_delay_only_that_source() {
         let (_store, auth) = auth();
         auth.create_operator(teller("alice", "secret1"))
             .expect("create");
         let now = Instant::now();
-        for i in 0..5 {
+        for i in 0..4 {
             let err = auth
-                .login(&format!("guess{i}"), "pw", "10.0.0.9", now)
+                .login(&format!("guess{i}"), "pw", "10.0.0.9 program", now)
                 .unwrap_err();
             assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
         }
-        let err = auth.login("alice", "secret1", "10.0.0.9", now).unwrap_err();
-        assert!(matches!(err, AuthError::TooManyAttempts { .. }), "{err:?}");
-        auth.login("alice", "secret1", "10.0.0.10", now)
-            .expect("other peer unaffected");
+        let err = auth
+            .login("alice", "secret1", "10.0.0.9 program", now)
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::TooManyAttempts { retry_after_s: 1 }),
+            "{err:?}"
+        );
+        auth.login("alice", "secret1", "10.0.0.10 program", now)
+            .expect("other source unaffected");
+        auth.login(
+            "alice",
+            "secret1",
+            "10.0.0.9 program",
+            now + Duration::from_secs(1),
+        )
+        .expect("the source is heard after its wait");
+    }
+
+    #[test]
+    fn login_sources_are_normalised() {
+        let v4: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
+        let v4_other_port: SocketAddr = "127.0.0.1:50001".parse().expect("addr");
+        let v6: SocketAddr = "[::1]:50000".parse().expect("addr");
+        let mapped: SocketAddr = "[::ffff:192.168.1.5]:1234".parse().expect("addr");
+        let lan: SocketAddr = "192.168.1.5:999".parse().expect("addr");
+        assert_eq!(login_source(Some(v4), None), "loopback program");
+        assert_eq!(
+            login_source(Some(v4), None),
+            login_source(Some(v4_other_port), None)
+        );
+        assert_eq!(login_source(Some(v6), None), login_source(Some(v4), None));
+        assert_eq!(
+            login_source(Some(mapped), None),
+            login_source(Some(lan), None)
+        );
+        assert_eq!(
+            login_source(Some(v4), Some("HTTP://127.0.0.1:7878")),
+            login_source(Some(v6), Some("http://127.0.0.1:7878"))
+        );
+        assert_ne!(
+            login_source(Some(v4), Some("http://127.0.0.1:7878")),
+            login_source(Some(v4), None)
+        );
+        assert_eq!(login_source(None, None), "unknown program");
     }
 
     #[test]
     fn the_failure_map_is_bounded() {
-        let mut throttle = Throttle::new(5, Duration::from_secs(300));
+        let mut throttle = Throttle::new(&AuthConfig::default());
         let t0 = Instant::now();
         throttle.record_failure(&[ThrottleKey::user("first")], t0);
         for i in 0..LOGIN_TRACKED_KEYS_MAX + 10 {
             throttle.record_failure(
-                &[ThrottleKey::peer(&format!("p{i}"))],
+                &[ThrottleKey::source(&format!("p{i}"))],
                 t0 + Duration::from_millis(1),
             );
         }
@@ -987,10 +1190,10 @@ mod tests {
             "the oldest goes first"
         );
         let long = "u".repeat(10_000);
-        throttle.record_failure(&[ThrottleKey::user(&long)], t0);
+        throttle.record_failure(&[ThrottleKey::user(&long), ThrottleKey::source(&long)], t0);
         assert!(throttle.entries.keys().all(|k| match k {
-            ThrottleKey::User(s) | ThrottleKey::Peer(s) =>
-                s.chars().count() <= THROTTLE_KEY_CHARS_MAX,
+            ThrottleKey::User(s) | ThrottleKey::Source(s) =>
+                s.chars().count() <= THROTTLE_KEY_CHARS_MAX * 2,
         }));
     }
 
@@ -1146,7 +1349,7 @@ mod tests {
     #[test]
     fn sessions_are_bounded_least_recently_used_first() {
         let (_store, auth) = auth_with(AuthConfig {
-            sessions_max: 2,
+            sessions_per_user_max: 2,
             ..AuthConfig::default()
         });
         auth.create_operator(teller("alice", "secret1"))
@@ -1174,6 +1377,89 @@ mod tests {
             .expect("recently used stays");
         auth.authenticate(&third, at(4)).expect("newest stays");
         assert_eq!(lock(&auth.sessions).len(), 2);
+    }
+
+    #[test]
+    fn a_user_or_role_over_its_cap_ends_only_its_own_sessions() {
+        let (_store, auth) = auth_with(AuthConfig {
+            sessions_max: 6,
+            sessions_per_user_max: 3,
+            kiosk_sessions_max: 4,
+            ..AuthConfig::default()
+        });
+        auth.create_operator(teller("alice", "secret1"))
+            .expect("create");
+        auth.create_operator(teller("bob", "secret2"))
+            .expect("create");
+        for name in ["kiosk1", "kiosk2"] {
+            auth.create_operator(new_op(name, Role::Kiosk, None, "kiosk-pw"))
+                .expect("create");
+        }
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let alice = auth
+            .login("alice", "secret1", PEER, at(0))
+            .expect("login")
+            .token;
+        let bob = auth
+            .login("bob", "secret2", PEER, at(1))
+            .expect("login")
+            .token;
+        let mut kiosk2 = Vec::new();
+        for i in 0..2 {
+            kiosk2.push(
+                auth.login("kiosk2", "kiosk-pw", PEER, at(2 + i))
+                    .expect("login")
+                    .token,
+            );
+        }
+        // kiosk1 loops: it first ends its own sessions (user cap 3), then other kiosks' (role
+        // cap 4), never a teller's.
+        for i in 0..20 {
+            auth.login("kiosk1", "kiosk-pw", PEER, at(10 + i))
+                .expect("login");
+        }
+        auth.authenticate(&alice, at(40)).expect("teller stays");
+        auth.authenticate(&bob, at(41)).expect("teller stays");
+        let sessions = lock(&auth.sessions).clone();
+        assert_eq!(
+            sessions.values().filter(|s| s.username == "kiosk1").count(),
+            3
+        );
+        assert_eq!(
+            sessions.values().filter(|s| s.role == Role::Kiosk).count(),
+            4
+        );
+        assert_eq!(
+            kiosk2.iter().filter(|t| sessions.contains_key(*t)).count(),
+            1,
+            "the role cap ended the other kiosk's least recently used session"
+        );
+        // The daemon is full (6): a teller's login ends the tellers' oldest, not a kiosk's.
+        let carol_op = auth
+            .create_operator(teller("carol", "secret3"))
+            .expect("create");
+        assert_eq!(carol_op.role, Role::Teller);
+        auth.login("carol", "secret3", PEER, at(42)).expect("login");
+        assert!(
+            auth.authenticate(&alice, at(43)).is_err(),
+            "the oldest teller session ended"
+        );
+        auth.authenticate(&bob, at(43))
+            .expect("the newer teller session stays");
+        assert_eq!(
+            lock(&auth.sessions)
+                .values()
+                .filter(|s| s.role == Role::Kiosk)
+                .count(),
+            4
+        );
+        // A role with no session to give up is refused when the daemon is full.
+        auth.create_operator(new_op("root", Role::Admin, None, "admin-pw"))
+            .expect("create");
+        let err = auth.login("root", "admin-pw", PEER, at(44)).unwrap_err();
+        assert!(matches!(err, AuthError::SessionsFull(6)), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::ServerBusy);
     }
 
     #[test]
@@ -1268,6 +1554,8 @@ mod tests {
                 ErrorCode::TooManyAttempts,
             ),
             (AuthError::Unauthenticated, ErrorCode::Unauthenticated),
+            (AuthError::Busy, ErrorCode::ServerBusy),
+            (AuthError::SessionsFull(1), ErrorCode::ServerBusy),
             (
                 AuthError::PasswordRejected(String::new()),
                 ErrorCode::PasswordRejected,

@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub limits: LimitsSection,
     /// Operator sessions and login throttling.
     pub auth: AuthSection,
+    /// The audit log's size policy.
+    pub audit: AuditSection,
     /// Where the daemon keeps its database.
     pub data: DataSection,
     /// Where the master keys of the software security module come from.
@@ -154,29 +156,76 @@ impl Default for LimitsSection {
 }
 
 /// `[auth]`
+///
+/// Login throttling slows guessing without letting anyone lock an operator out: failures are
+/// counted per user name and per source (the peer address without its port, and browser page
+/// (per Origin, ignoring case) or program (no Origin) apart). After `login_failures_free`
+/// failures a user name or source waits `login_delay_base_ms` before its next attempt, twice as
+/// long after each further failure, at most `login_delay_max_s`; attempts during the wait are
+/// refused without being counted.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// A session unused for this long ends; the operator must log in again (seconds).
     pub session_idle_timeout_s: u64,
-    /// Consecutive failed logins (per user name or per client) before a lock-out.
-    pub login_failures_max: u32,
-    /// How long a lock-out lasts, in seconds.
-    pub login_lockout_s: u64,
+    /// Failed logins per user name or per source that cost no wait.
+    pub login_failures_free: u32,
+    /// The wait after the first failure beyond the free ones (milliseconds); it doubles with each further failure.
+    pub login_delay_base_ms: u64,
+    /// The longest wait between login attempts of one user name or source (seconds); never a lock-out.
+    pub login_delay_max_s: u64,
+    /// A user name's or source's failures are forgotten this long after its last one (seconds).
+    pub login_failures_forget_s: u64,
+    /// Failed logins of one source (and its state-changing calls without a session) are written to the audit log as one record per method and this interval (seconds): the first at once, the rest counted into one summary.
+    pub login_failure_audit_interval_s: u64,
     /// Shortest password accepted when setting one, in characters.
     pub password_chars_min: usize,
-    /// Most concurrent sessions kept; the least recently used ends first.
+    /// Most concurrent sessions in all; when full, a login ends the least recently used session of its own role, or is refused if its role has none.
     pub sessions_max: usize,
+    /// Most concurrent sessions of one operator; a further login ends that operator's least recently used one.
+    pub sessions_per_user_max: usize,
+    /// Most concurrent sessions of one role (kiosks: `kiosk_sessions_max`); a further login ends that role's least recently used one, never another role's.
+    pub sessions_per_role_max: usize,
+    /// Most concurrent sessions of the kiosk role.
+    pub kiosk_sessions_max: usize,
+    /// Most password hashes (argon2id, tens of milliseconds each) computed at once, on blocking threads.
+    pub hashing_concurrent_max: usize,
+    /// Longest wait for a hashing slot (milliseconds); then the login is refused with 系统繁忙 (server_busy).
+    pub hashing_wait_ms_max: u64,
 }
 
 impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
             session_idle_timeout_s: 15 * 60,
-            login_failures_max: 5,
-            login_lockout_s: 5 * 60,
+            login_failures_free: 3,
+            login_delay_base_ms: 1000,
+            login_delay_max_s: 30,
+            login_failures_forget_s: 15 * 60,
+            login_failure_audit_interval_s: 60,
             password_chars_min: 6,
             sessions_max: 1024,
+            sessions_per_user_max: 8,
+            sessions_per_role_max: 256,
+            kiosk_sessions_max: 16,
+            hashing_concurrent_max: 2,
+            hashing_wait_ms_max: 5000,
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Size policy: when the live audit log holds twice this many records, the oldest this many are sealed into a segment file (`audit/` in the data directory) and leave the database. Segments stay hash-chained: `audit.verify` checks them with the live log.
+    pub segment_records: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            segment_records: 100_000,
         }
     }
 }
@@ -302,6 +351,7 @@ pub struct Config {
     pub log_level: String,
     pub limits: LimitsSection,
     pub auth: AuthSection,
+    pub audit: AuditSection,
     pub data_dir: PathBuf,
     pub keys: KeysSection,
     pub terminal_id: [u8; 6],
@@ -394,11 +444,20 @@ impl Config {
         check_limits(&limits).map_err(|(key, reason)| err(&format!("limits.{key}"), reason))?;
         let auth = raw.auth;
         if auth.session_idle_timeout_s == 0
-            || auth.login_failures_max == 0
-            || auth.login_lockout_s == 0
+            || auth.login_delay_max_s == 0
+            || auth.login_failures_forget_s == 0
+            || auth.login_failure_audit_interval_s == 0
             || auth.sessions_max == 0
+            || auth.sessions_per_user_max == 0
+            || auth.sessions_per_role_max == 0
+            || auth.kiosk_sessions_max == 0
+            || auth.hashing_concurrent_max == 0
+            || auth.hashing_wait_ms_max == 0
         {
-            return Err(err("auth", "session_idle_timeout_s, login_failures_max, login_lockout_s and sessions_max must all be above zero".into()));
+            return Err(err("auth", "session_idle_timeout_s, login_delay_max_s, login_failures_forget_s, login_failure_audit_interval_s, the sessions_* limits and the hashing_* limits must all be above zero".into()));
+        }
+        if raw.audit.segment_records == 0 {
+            return Err(err("audit.segment_records", "must be above zero".into()));
         }
         if !(1..=256).contains(&auth.password_chars_min) {
             return Err(err(
@@ -463,6 +522,7 @@ impl Config {
             log_level: raw.server.log_level,
             limits,
             auth,
+            audit: raw.audit,
             data_dir: raw.data.dir,
             keys: raw.keys,
             terminal_id,

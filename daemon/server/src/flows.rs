@@ -87,7 +87,8 @@ pub struct Prompt {
 pub struct RunEvent {
     pub seq: u64,
     pub at: String,
-    /// `state`, `progress`, `prompt`, `answer`, `log`, `load`.
+    /// `state`, `progress`, `prompt`, `answer` (data `{answer, operator}`: what was answered and
+    /// by whom), `log`, `load`.
     pub kind: String,
     pub message: String,
     pub data: serde_json::Value,
@@ -267,6 +268,9 @@ pub fn attach_load_outcomes(run: &mut RunRecord, journal: Option<&Journal>) {
     });
 }
 
+/// An answer and the user name of the operator who gave it.
+type AnsweredBy = (Answer, String);
+
 /// An answer to a prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -276,7 +280,7 @@ pub enum Answer {
 }
 
 struct LiveRun {
-    answers: Mutex<Option<(u32, mpsc::SyncSender<Answer>)>>,
+    answers: Mutex<Option<(u32, mpsc::SyncSender<AnsweredBy>)>>,
     prompts: AtomicU32,
     cancel: cardd_script::CancelHandle,
     changed: tokio::sync::Notify,
@@ -494,13 +498,31 @@ impl FlowEngine {
         }
     }
 
-    /// Answers the run's pending prompt.
+    /// Answers the run's pending prompt as `session`'s operator, who must have started the run
+    /// or hold a role allowed to start its flow; the run's `answer` event names them.
     pub fn answer(
         &self,
+        session: &crate::auth::Session,
         run_id: &str,
         prompt_id: u32,
         answer: Answer,
     ) -> Result<RunRecord, ApiError> {
+        let record = self.get(run_id)?;
+        let may_start = self
+            .registry
+            .get(&record.flow)
+            .is_some_and(|def| def.allows(session.role));
+        if record.operator != session.username && !may_start {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{}（{}）不能回答别人发起的“{}”：只有发起人或可以发起此业务的角色可以回答",
+                    session.username,
+                    session.role.label_zh(),
+                    record.flow
+                ),
+            ));
+        }
         let live = self.live_run(run_id).ok_or_else(|| no_prompt(run_id))?;
         let sender = {
             let mut slot = live.answers.lock().unwrap_or_else(|p| p.into_inner());
@@ -513,7 +535,9 @@ impl FlowEngine {
                 None => return Err(no_prompt(run_id)),
             }
         };
-        sender.send(answer).map_err(|_| no_prompt(run_id))?;
+        sender
+            .send((answer, session.username.clone()))
+            .map_err(|_| no_prompt(run_id))?;
         self.get(run_id)
     }
 
@@ -1334,12 +1358,12 @@ impl UiModule {
             r.prompt = None;
         });
         match answer {
-            Ok(answer) => {
+            Ok((answer, operator)) => {
                 engine.push_event(
                     &self.run_id,
                     "answer",
-                    "",
-                    serde_json::to_value(&answer).unwrap_or_default(),
+                    &operator,
+                    json!({ "answer": answer, "operator": operator }),
                 );
                 Ok(answer)
             }

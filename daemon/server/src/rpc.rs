@@ -69,7 +69,8 @@ pub struct MethodSpec {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub session: Option<Session>,
-    /// Who the client says it is, for throttling and audit (the Origin, or `local`).
+    /// Where the call came from, for login throttling and audit ([`crate::auth::login_source`]:
+    /// the peer address without its port, and browser page (its Origin) or program).
     pub peer: String,
 }
 
@@ -135,11 +136,17 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P, ApiError>
         .map_err(|e| ApiError::invalid_params(format!("invalid parameters: {e}")))
 }
 
+/// Where a call came from ([`crate::auth::login_source`]).
+fn source_of(ext: &Extensions) -> String {
+    crate::auth::login_source(
+        ext.get::<crate::auth::PeerAddr>().map(|p| p.0),
+        ext.get::<crate::guard::ClientOrigin>()
+            .map(|o| o.0.as_str()),
+    )
+}
+
 fn caller_of(daemon: &Daemon, ext: &Extensions, access: Access) -> Result<Caller, ApiError> {
-    let peer = ext
-        .get::<crate::guard::ClientOrigin>()
-        .map(|o| o.0.clone())
-        .unwrap_or_else(|| "local".into());
+    let peer = source_of(ext);
     let token = ext.get::<BearerToken>().map(|t| t.0.clone());
     let session = match (&token, access) {
         (_, Access::Public) => token
@@ -250,8 +257,24 @@ where
     }
     // A state-changing call is audited before it acts and again with its result; one refused
     // before it could act (no session, wrong role, bad parameters) is audited as refused.
+    // `auth.login` audits itself: a success as one record, failures counted per source and
+    // interval, so a guessing loop cannot flood the log.
+    let mutates = mutates && name != "auth.login";
     let refused = |e: ApiError| -> ApiError {
         if mutates {
+            if e.code == ErrorCode::Unauthenticated {
+                // Nobody to attribute it to, and free to repeat from fresh connections: counted
+                // per source and interval instead of one durable record each.
+                let source = source_of(ext);
+                daemon.audit_refusals(daemon.refusals.refused(
+                    &source,
+                    name,
+                    None,
+                    e.code.name(),
+                    Instant::now(),
+                ));
+                return e;
+            }
             let entry = AuditEntry {
                 operator: None,
                 role: None,
@@ -317,6 +340,25 @@ where
     let value = result?;
     serde_json::to_value(value)
         .map_err(|e| ApiError::internal(format!("could not encode the result: {e}")))
+}
+
+/// Runs `work` (which hashes or verifies a password) on a blocking thread holding one of the
+/// few hashing slots, so a burst of logins neither blocks the async threads (`/health`,
+/// reader events) nor queues without bound: with no slot free within the configured wait the
+/// call is refused as busy.
+async fn hashing<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    work: impl FnOnce(&Daemon) -> Result<T, crate::auth::AuthError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = d.auth.hashing_permit().await?;
+    let daemon = d.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work(&daemon)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the password check stopped: {e}")))?
+    .map_err(ApiError::from)
 }
 
 /// The outcome of the record written before a state-changing method acts.
@@ -647,15 +689,67 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         },
     );
 
+    // Audited here, not by the generic path (see `call`): a success is one record, failures are
+    // counted into one record per source and interval (`RefusalDigest`).
     m.add(
         "auth.login",
         "Log in with user name and password; returns a bearer token.",
         Access::Public,
         true,
         |d, c, p: LoginParams| async move {
-            let session = d
-                .auth
-                .login(&p.username, &p.password, &c.peer, Instant::now())?;
+            let source = c.peer.clone();
+            let username: String = p.username.chars().take(64).collect();
+            let attempt = {
+                let d = d.clone();
+                let source = source.clone();
+                async move {
+                    d.auth
+                        .check_login_allowed(&p.username, &source, Instant::now())?;
+                    hashing(&d, move |d| {
+                        d.auth
+                            .login(&p.username, &p.password, &source, Instant::now())
+                    })
+                    .await
+                }
+            };
+            let session = match attempt.await {
+                Ok(session) => session,
+                Err(e) => {
+                    let audit = d.clone();
+                    let (code, user) = (e.code.name().to_owned(), username.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let entries = audit.refusals.refused(
+                            &source,
+                            "auth.login",
+                            Some(&user),
+                            &code,
+                            Instant::now(),
+                        );
+                        audit.audit_refusals(entries);
+                    })
+                    .await;
+                    return Err(e);
+                }
+            };
+            let entry = AuditEntry {
+                operator: Some(session.username.clone()),
+                role: Some(session.role),
+                action: "auth.login".into(),
+                target: Some(username),
+                detail: json!({ "source": source }),
+                outcome: "ok".into(),
+            };
+            let record = {
+                let d = d.clone();
+                tokio::task::spawn_blocking(move || d.audit.append(entry)).await
+            };
+            if !matches!(record, Ok(Ok(_))) {
+                // No audit record, no session.
+                d.auth.logout(&session.token);
+                return Err(ApiError::internal(
+                    "could not write the audit log, the login was not completed",
+                ));
+            }
             tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
             Ok(LoginResult {
                 token: session.token.clone(),
@@ -700,13 +794,17 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         ALL_OPERATORS,
         true,
         |d, c, p: ChangePasswordParams| async move {
-            d.auth.change_password(
-                &c.session()?.token,
-                &p.old_password,
-                &p.new_password,
-                &p.confirm_password,
-                Instant::now(),
-            )?;
+            let token = c.session()?.token.clone();
+            hashing(&d, move |d| {
+                d.auth.change_password(
+                    &token,
+                    &p.old_password,
+                    &p.new_password,
+                    &p.confirm_password,
+                    Instant::now(),
+                )
+            })
+            .await?;
             Ok(Done {
                 ok: true,
                 message: "密码已修改".into(),
@@ -727,7 +825,7 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         "Create an operator with a role (and a group for group operators).",
         ADMIN,
         true,
-        |d, _, p: NewOperator| async move { Ok(d.auth.create_operator(p)?) },
+        |d, _, p: NewOperator| async move { hashing(&d, move |d| d.auth.create_operator(p)).await },
     );
 
     m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
@@ -740,7 +838,10 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         ADMIN,
         true,
         |d, _, p: ResetPasswordParams| async move {
-            d.auth.reset_password(&p.username, &p.new_password)?;
+            hashing(&d, move |d| {
+                d.auth.reset_password(&p.username, &p.new_password)
+            })
+            .await?;
             Ok(Done {
                 ok: true,
                 message: "密码已重置".into(),
@@ -1059,7 +1160,7 @@ fn add_flow_methods(m: &mut Methods) {
                 .flows
                 .as_ref()
                 .ok_or_else(|| ApiError::new(ErrorCode::FlowNotFound, "no flows"))?;
-            engine.answer(&p.run_id, p.prompt_id, p.answer)
+            engine.answer(c.session()?, &p.run_id, p.prompt_id, p.answer)
         },
     );
     m.add(

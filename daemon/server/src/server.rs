@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cardd_api::Role;
 use cardd_purse::{SamConfig, SecurityModule, SoftSam};
@@ -20,7 +20,7 @@ use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
 use serde_json::json;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, RefusalDigest};
 use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
 use crate::events::EventBus;
@@ -50,6 +50,9 @@ pub struct Daemon {
     pub store: Store,
     pub auth: Auth,
     pub audit: AuditLog,
+    /// Failed logins and calls refused for want of a session, waiting to be written to the
+    /// audit log as one record per source, action and interval.
+    pub refusals: RefusalDigest,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
     pub journal: Option<Journal>,
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
@@ -98,6 +101,16 @@ impl Daemon {
         self.failed_closed.store(true, Ordering::Relaxed);
     }
 
+    /// Writes audit records of refusals (see [`RefusalDigest`]); a failure to write is logged
+    /// (the call was refused either way).
+    pub fn audit_refusals(&self, entries: Vec<crate::audit::AuditEntry>) {
+        for entry in entries {
+            if let Err(e) = self.audit.append(entry) {
+                tracing::error!(error = %e, "could not audit refused calls");
+            }
+        }
+    }
+
     fn health(&self) -> serde_json::Value {
         json!({
             "status": if self.failed_closed() { "failed_closed" } else { "ok" },
@@ -131,7 +144,11 @@ impl Running {
         let _ = self.handle.stop();
         self.handle.stopped().await;
         let daemon = self.daemon.clone();
-        let _ = tokio::task::spawn_blocking(move || daemon.readers.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            daemon.audit_refusals(daemon.refusals.drain());
+            daemon.readers.shutdown()
+        })
+        .await;
         if let Err(e) = self.daemon.store.durable_flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -204,6 +221,7 @@ pub async fn start(
     crate::recovery::spawn(&daemon);
     crate::group_rpc::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
+    spawn_refusal_audit(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -223,19 +241,29 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
+    let a = &config.auth;
     let auth_config = AuthConfig {
-        session_idle_timeout: std::time::Duration::from_secs(config.auth.session_idle_timeout_s),
-        login_failures_max: config.auth.login_failures_max,
-        login_lockout: std::time::Duration::from_secs(config.auth.login_lockout_s),
-        password_chars_min: config.auth.password_chars_min,
-        sessions_max: config.auth.sessions_max,
+        session_idle_timeout: Duration::from_secs(a.session_idle_timeout_s),
+        login_failures_free: a.login_failures_free,
+        login_delay_base: Duration::from_millis(a.login_delay_base_ms),
+        login_delay_max: Duration::from_secs(a.login_delay_max_s),
+        login_failures_forget: Duration::from_secs(a.login_failures_forget_s),
+        password_chars_min: a.password_chars_min,
+        sessions_max: a.sessions_max,
+        sessions_per_user_max: a.sessions_per_user_max,
+        sessions_per_role_max: a.sessions_per_role_max,
+        kiosk_sessions_max: a.kiosk_sessions_max,
+        hashing_concurrent_max: a.hashing_concurrent_max,
+        hashing_wait_max: Duration::from_millis(a.hashing_wait_ms_max),
     };
+    let refusals = RefusalDigest::new(Duration::from_secs(a.login_failure_audit_interval_s));
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     };
     let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
-    let audit = AuditLog::open(&store).map_err(|e| store_error(&e))?;
+    let audit =
+        AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
     let (journal, journal_failure) = match Journal::open(&store) {
         Ok(journal) => (Some(journal), None),
         Err(e) => (None, Some(e.to_string())),
@@ -279,6 +307,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         store,
         auth,
         audit,
+        refusals,
         journal,
         host,
         group,
@@ -323,6 +352,24 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         seed_demo(&daemon)?;
     }
     Ok(daemon)
+}
+
+/// Writes the counts of refusals whose interval ended; ends with the daemon.
+fn spawn_refusal_audit(daemon: &Arc<Daemon>) {
+    let period = Duration::from_secs(daemon.config.auth.login_failure_audit_interval_s.max(1));
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(daemon) = weak.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || {
+                daemon.audit_refusals(daemon.refusals.due(Instant::now()));
+            })
+            .await;
+        }
+    });
 }
 
 /// How often the flows directory is checked for changed files.
