@@ -940,7 +940,7 @@
       (r.rows || []).length === 0 ? el('p', { class: 'empty', text: '该期间没有充值记录。' }) : table([
         ['订单编号', (x) => x.order_id], ['卡号', (x) => x.card_number], ['充值前余额', (x) => yuan(x.balance_before)], ['充值金额', (x) => yuan(x.amount)],
         ['现余额', (x) => yuan(x.balance_after)], ['充值前集团额度', (x) => yuan(x.quota_before)], ['充值后集团额度', (x) => yuan(x.quota_after)],
-        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator], ['充值时间', (x) => when(x.created_at)], ['备注', (x) => x.remark],
+        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator_name || x.operator], ['充值时间', (x) => when(x.created_at)], ['备注', (x) => x.remark],
       ], r.rows, 'gq-table'));
   }
 
@@ -950,7 +950,7 @@
       fields([['转账成功笔数', s.transfer_success_count], ['转账成功金额', yuan(s.transfer_success_amount)], ['审核笔数', s.audited_count], ['审核金额', yuan(s.audited_amount)]], 'gq-stats'),
       (r.rows || []).length === 0 ? el('p', { class: 'empty', text: '该期间没有额度充值记录。' }) : table([
         ['订单编号', (x) => x.topup_id], ['转账金额', (x) => yuan(x.amount)], ['银行返回流水号', (x) => x.bank_serial], ['备注', (x) => x.remark],
-        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator], ['审核员', (x) => x.auditor], ['转账时间', (x) => when(x.created_at)],
+        ['状态', (x) => x.status_label], ['操作员', (x) => x.operator_name || x.operator], ['审核员', (x) => x.auditor_name || x.auditor], ['转账时间', (x) => when(x.created_at)],
       ], r.rows, 'gq-table'));
   }
 
@@ -1023,7 +1023,7 @@
       };
       out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待审核的额度充值。' }) : table([
         ['集团编号', (t) => t.group_id], ['订单编号', (t) => t.topup_id], ['转账金额', (t) => yuan(t.amount)], ['银行返回流水号', (t) => t.bank_serial],
-        ['备注', (t) => t.remark], ['操作员', (t) => t.operator], ['转账时间', (t) => when(t.created_at)],
+        ['备注', (t) => t.remark], ['操作员', (t) => t.operator_name || t.operator], ['转账时间', (t) => when(t.created_at)],
         ['操作', (t) => el('span', { class: 'row-actions' }, el('button', { type: 'button', text: '通过', 'data-decision': 'approve', onclick: decide(t, true) }), el('button', { type: 'button', class: 'warn', text: '驳回', 'data-decision': 'reject', onclick: decide(t, false) }))],
       ], rows, 'at-table'));
     };
@@ -1044,7 +1044,7 @@
         load();
       };
       out.replaceChildren(rows.length === 0 ? el('p', { class: 'empty', text: '没有待审核的失败订单。' }) : table([
-        ['订单编号', (e) => e.order.order_id], ['卡号', (e) => e.order.card_number], ['充值金额', (e) => yuan(e.order.amount)], ['操作员', (e) => e.order.operator],
+        ['订单编号', (e) => e.order.order_id], ['卡号', (e) => e.order.card_number], ['充值金额', (e) => yuan(e.order.amount)], ['操作员', (e) => e.order.operator_name || e.order.operator],
         ['充值时间', (e) => when(e.order.created_at)], ['卡片证据', (e) => e.message],
         ['操作', (e) => el('span', { class: 'row-actions' },
           e.verdict === 'not_landed' ? el('button', { type: 'button', text: '退款', onclick: decide(e, 'group.audit.refund', '退回额度') }) : null,

@@ -590,6 +590,9 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
         .ok("group.orders", json!({"preset": "last_7_days"}), Some(&op))
         .await;
     assert_eq!(q["period"]["label"], "最近7天");
+    // 操作员 is the person's name wherever people read it; the user name stays as the id.
+    assert_eq!(q["rows"][0]["operator"], "group1", "{q}");
+    assert_eq!(q["rows"][0]["operator_name"], "集团操作员张三", "{q}");
     let stats = &q["stats"];
     assert_eq!(stat(stats, "success"), (5, "170.00".to_owned()));
     assert_eq!(stat(stats, "failure"), (1, "40.00".to_owned()));

@@ -136,12 +136,35 @@ pub struct OrderRow {
     pub status: OrderStatus,
     /// 状态, zh-CN.
     pub status_label: String,
-    /// 操作员.
+    /// 操作员 (user name).
     pub operator: String,
+    /// 操作员 as people read it (display name; the user name until [`NamedRow::name_people`]).
+    pub operator_name: String,
     /// 充值时间, RFC 3339 +08:00.
     pub created_at: String,
     /// 备注: why it failed, if it did.
     pub remark: String,
+}
+
+/// A row that names people: their user names are kept, and the names people read (操作员,
+/// 审核员 as display names) are filled in by the layer that knows the operators.
+pub trait NamedRow {
+    fn name_people(&mut self, name: &dyn Fn(&str) -> String);
+}
+
+impl NamedRow for OrderRow {
+    fn name_people(&mut self, name: &dyn Fn(&str) -> String) {
+        self.operator_name = name(&self.operator);
+    }
+}
+
+impl NamedRow for TopUpRow {
+    fn name_people(&mut self, name: &dyn Fn(&str) -> String) {
+        self.operator_name = name(&self.operator);
+        if !self.auditor.is_empty() {
+            self.auditor_name = name(&self.auditor);
+        }
+    }
 }
 
 impl From<&RechargeOrder> for OrderRow {
@@ -157,6 +180,7 @@ impl From<&RechargeOrder> for OrderRow {
             status: o.status,
             status_label: o.status.label().into(),
             operator: o.operator.clone(),
+            operator_name: o.operator.clone(),
             created_at: rfc3339(o.created_at),
             remark: o.failure.clone().unwrap_or_default(),
         }
@@ -175,7 +199,7 @@ impl OrderRow {
             Cell::yuan(&self.quota_before),
             Cell::yuan(&self.quota_after),
             Cell::Text(self.status_label.clone()),
-            Cell::Text(self.operator.clone()),
+            Cell::Text(self.operator_name.clone()),
             Cell::Time(china_time(&self.created_at)),
             Cell::Text(self.remark.clone()),
         ]
@@ -197,10 +221,14 @@ pub struct TopUpRow {
     pub status: TopUpStatus,
     /// 状态, zh-CN.
     pub status_label: String,
-    /// 操作员.
+    /// 操作员 (user name).
     pub operator: String,
-    /// 审核员 (empty until audited).
+    /// 操作员 as people read it (display name).
+    pub operator_name: String,
+    /// 审核员 (user name; empty until audited).
     pub auditor: String,
+    /// 审核员 as people read it (display name; empty until audited).
+    pub auditor_name: String,
     /// 转账时间, RFC 3339 +08:00.
     pub created_at: String,
 }
@@ -215,7 +243,9 @@ impl From<&TopUp> for TopUpRow {
             status: t.status,
             status_label: t.status.label().into(),
             operator: t.operator.clone(),
+            operator_name: t.operator.clone(),
             auditor: t.auditor.clone().unwrap_or_default(),
+            auditor_name: t.auditor.clone().unwrap_or_default(),
             created_at: rfc3339(t.created_at),
         }
     }
@@ -230,8 +260,8 @@ impl TopUpRow {
             Cell::Digits(self.bank_serial.clone()),
             Cell::Text(self.remark.clone()),
             Cell::Text(self.status_label.clone()),
-            Cell::Text(self.operator.clone()),
-            Cell::Text(self.auditor.clone()),
+            Cell::Text(self.operator_name.clone()),
+            Cell::Text(self.auditor_name.clone()),
             Cell::Time(china_time(&self.created_at)),
         ]
     }

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cardd_api::{ErrorCode, Fen, Role};
-use cardd_host::group_export::{self, LedgerRow, OrderRow, OrderStats, TopUpRow, TopUpStats};
+use cardd_host::group_export::{
+    self, LedgerRow, NamedRow, OrderRow, OrderStats, TopUpRow, TopUpStats,
+};
 use cardd_host::group_model::{
     yuan, BatchItemInput, BatchRef, Group, GroupInput, OrderStatus, PaymentOutcome, Period, Preset,
     RechargeOrder, ReserveRequest, TopUp, TopUpStatus,
@@ -776,8 +778,10 @@ pub fn evidence(daemon: &Daemon, order: &RechargeOrder) -> Result<Evidence, ApiE
             "该订单在写卡前已中断，卡片未充值，可以退回额度".to_owned(),
         ),
     };
+    let mut row = OrderRow::from(order);
+    row.name_people(&|u| crate::rpc::operator_name(daemon, u));
     Ok(Evidence {
-        order: OrderRow::from(order),
+        order: row,
         txn_id: order.txn_id.clone(),
         journal_state: state.into(),
         decided_by,
@@ -1177,7 +1181,7 @@ fn query<T, R, S>(
     stats: impl Fn(&[T]) -> S,
 ) -> Result<QueryResult<R, S>, ApiError>
 where
-    R: for<'a> From<&'a T>,
+    R: for<'a> From<&'a T> + NamedRow,
 {
     let svc = services(d)?;
     let group_id = scope(c, q.group_id.as_deref())?;
@@ -1189,7 +1193,14 @@ where
         group_id,
         group_name: group.name,
         period: period_view(&period, label),
-        rows: records.iter().map(R::from).collect(),
+        rows: records
+            .iter()
+            .map(|r| {
+                let mut row = R::from(r);
+                row.name_people(&|u| crate::rpc::operator_name(d, u));
+                row
+            })
+            .collect(),
         stats: stats(&records),
     })
 }
@@ -1622,7 +1633,11 @@ pub fn add_group_methods(m: &mut Methods) {
                 .host
                 .topups_in(TopUpStatus::Paid)?
                 .iter()
-                .map(|t| PendingTopUp { group_id: t.group_id.clone(), row: TopUpRow::from(t) })
+                .map(|t| {
+                    let mut row = TopUpRow::from(t);
+                    row.name_people(&|u| crate::rpc::operator_name(&d, u));
+                    PendingTopUp { group_id: t.group_id.clone(), row }
+                })
                 .collect();
             let orders = svc
                 .host
