@@ -1266,7 +1266,8 @@ async fn a_batch_resumes_after_the_daemon_restarts() {
     // The operator walks away; the daemon is stopped and started again.
     d.ok("flows.cancel", json!({"run_id": run_id}), Some(&op))
         .await;
-    let ended = run_to_end(&d, &op, &run_id).await;
+    // Cancelled: wait for it to end without answering its question again.
+    let ended = wait_ended(&d, &op, &run_id).await;
     assert_ne!(ended["state"], "succeeded");
     let gone = std::sync::Arc::downgrade(d.daemon());
     d.stop().await;
@@ -1279,7 +1280,8 @@ async fn a_batch_resumes_after_the_daemon_restarts() {
     }
     assert!(gone.upgrade().is_none(), "the stopped daemon is released");
 
-    let d = TestDaemon::start_with(config).await;
+    // sled lets go of its file lock once its background flusher has stopped.
+    let d = TestDaemon::start_again_with(config).await;
     let world = cardd_sim::named_world(&world_name).unwrap();
     let op = group_login(&d, "G001", "group1", "group123").await;
     let report = d
