@@ -7,7 +7,9 @@
 //! byte of the body:
 //! - the `Host` must be one of the daemon's own addresses, which defeats DNS rebinding;
 //! - an `Origin`, on plain HTTP and on the WebSocket upgrade alike, must be on the allow-list;
-//! - a WebSocket upgrade without an `Origin` (so not from a browser) must carry a token;
+//! - a WebSocket upgrade must carry the token of a live session (`?token=` or `Authorization`),
+//!   with or without an `Origin`: a socket is held open for a long time, so only a logged-in
+//!   operator may hold one;
 //! - CORS and Private Network Access preflights are answered for allowed origins only, naming
 //!   the origin, never `*`.
 //!
@@ -97,6 +99,9 @@ pub struct GuardConfig {
     pub health: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Builds the body of `GET /metrics` (OpenMetrics text); `None`: not served.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Whether a token names a live session. A WebSocket upgrade needs one; a request carrying
+    /// one marks its connection authenticated ([`crate::connections`]).
+    pub session_is_live: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl fmt::Debug for GuardConfig {
@@ -195,7 +200,7 @@ fn inspect<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Verdict {
     {
         return Verdict::Answer(preflight(origin, request.headers()));
     }
-    match route(config, request, origin.is_some()) {
+    match route(config, request) {
         None => {
             if let Some(origin) = &origin {
                 let origin = ClientOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned());
@@ -326,11 +331,7 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
 
 /// Routes by method and path; `None` forwards to jsonrpsee (after lifting the token into the
 /// request's extensions), `Some` is the answer.
-fn route<B>(
-    config: &GuardConfig,
-    request: &mut HttpRequest<B>,
-    has_origin: bool,
-) -> Option<HttpResponse> {
+fn route<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Option<HttpResponse> {
     // The same test jsonrpsee uses to decide to upgrade, whatever the method.
     let upgrade = ws::is_upgrade_request(request);
     let (method, path) = (request.method(), request.uri().path());
@@ -363,13 +364,27 @@ fn route<B>(
         Ok(token) => token,
         Err(refusal) => return Some(refusal.into_response()),
     };
-    if upgrade && !has_origin && token.is_none() {
-        let message =
-            "A WebSocket upgrade without an Origin header must authenticate: log in over \
-                       HTTP (auth.login), then connect with ?token=<token> or an Authorization: \
-                       Bearer <token> header.";
-        let refusal = Refusal::new(ErrorCode::OriginNotAllowed, message.into(), "Origin", b"");
+    let live = token
+        .as_ref()
+        .is_some_and(|token| (config.session_is_live)(&token.0));
+    if upgrade && !live {
+        let message = if token.is_none() {
+            "A WebSocket needs a live session: log in over HTTP (auth.login), then connect with \
+             ?token=<token> or an Authorization: Bearer <token> header."
+        } else {
+            "The WebSocket's token names no live session (logged out, expired or never issued): \
+             log in again (auth.login) and connect with the new token."
+        };
+        let refusal = Refusal::new(ErrorCode::Unauthenticated, message.into(), "token", b"");
         return Some(refusal.into_response());
+    }
+    if live {
+        if let Some(connection) = request
+            .extensions()
+            .get::<crate::connections::ConnectionInfo>()
+        {
+            connection.mark_authenticated();
+        }
     }
     if let Some(token) = token {
         request.extensions_mut().insert(token);
@@ -837,6 +852,7 @@ mod tests {
                 allowed_origins: default_origins(addr.port()),
                 health: Arc::new(|| serde_json::json!({ "status": "ok", "readers": 0 })),
                 metrics: None,
+                session_is_live: Arc::new(|token| !token.starts_with("dead")),
             };
             let server = Server::builder()
                 .set_http_middleware(
@@ -1265,15 +1281,26 @@ mod tests {
             i64::from(ErrorCode::OriginNotAllowed.code())
         );
 
-        let reply = daemon.upgrade("/", &[]).await;
-        assert_eq!(reply.status, 403, "neither origin nor token: {reply:?}");
-        assert_eq!(
-            reply.refusal_code(),
-            i64::from(ErrorCode::OriginNotAllowed.code())
-        );
+        for (target, headers) in [
+            ("/", vec![]),
+            ("/", vec![("Origin", origin.as_str())]),
+            ("/?token=dead1", vec![]),
+            ("/?token=dead2", vec![("Origin", origin.as_str())]),
+            ("/", vec![("Authorization", "Bearer dead3")]),
+        ] {
+            let reply = daemon.upgrade(target, &headers).await;
+            assert_eq!(
+                reply.status, 401,
+                "no live session, {target} {headers:?}: {reply:?}"
+            );
+            assert_eq!(
+                reply.refusal_code(),
+                i64::from(ErrorCode::Unauthenticated.code())
+            );
+        }
 
-        let reply = daemon.upgrade("/", &[("Origin", &origin)]).await;
-        assert_eq!(reply.status, 101, "allowed origin: {reply:?}");
+        let reply = daemon.upgrade("/?token=abc", &[("Origin", &origin)]).await;
+        assert_eq!(reply.status, 101, "allowed origin and a session: {reply:?}");
         assert_eq!(
             reply.header("access-control-allow-origin"),
             Some(origin.as_str())
