@@ -73,6 +73,8 @@ error_codes! {
     ResponseTooLarge = -32008, 500, "Ask for less (a smaller page or limit).";
     /// The daemon has as many connections as it allows.
     ServerBusy = -32009, 503, "Close idle connections or retry shortly (limits.connections_max).";
+    /// A subscription method (`*.subscribe`, `*.unsubscribe`) was called over HTTP, which cannot carry notifications.
+    WebSocketRequired = -32010, 400, "Subscribe over a WebSocket at / with ?token=<token>; over HTTP poll instead (events.poll, flows.events).";
     /// No valid session token was presented, or the session expired after inactivity.
     Unauthenticated = -32040, 401, "Log in again (auth.login) and send the new token.";
     /// The operator's role does not allow this method.

@@ -156,7 +156,7 @@ impl Default for LimitsSection {
             response_body_bytes_max: 1024 * 1024,
             connections_max: 64,
             unauthenticated_connections_max: 32,
-            unauthenticated_connections_per_process_max: 8,
+            unauthenticated_connections_per_process_max: 16,
             unauthenticated_idle_timeout_s: 10,
             connection_idle_timeout_s: 120,
             subscriptions_per_connection_max: 16,

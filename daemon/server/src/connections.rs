@@ -165,6 +165,18 @@ impl ConnectionPool {
             .count()
     }
 
+    /// Open unauthenticated connections of the process `pid`: `(all, with a call in progress)`.
+    pub fn unauthenticated_of(&self, pid: u32) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let of_pid: Vec<&Entry> = open
+            .values()
+            .filter(|e| !e.state.authenticated.load(Ordering::Relaxed))
+            .filter(|e| matches!(e.process, PeerProcess::Process { pid: p, .. } if p == pid))
+            .collect();
+        let busy = of_pid.iter().filter(|e| !e.state.idle()).count();
+        (of_pid.len(), busy)
+    }
+
     /// Admits a new unauthenticated connection of `process`, making room as the module says.
     fn admit(&self, process: PeerProcess) -> Result<(u64, Arc<ConnState>), Refused> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -358,13 +370,15 @@ async fn serve<S: ConnectionService>(
     let stopped = stop.shutdown();
     tokio::pin!(conn, stopped);
     let limits = &pool.limits;
-    let closing = loop {
-        let timeout = if state.authenticated.load(Ordering::Relaxed) {
+    let timeout = || {
+        if state.authenticated.load(Ordering::Relaxed) {
             limits.authenticated_idle
         } else {
             limits.unauthenticated_idle
-        };
-        let deadline = state.last_active() + timeout;
+        }
+    };
+    let closing = loop {
+        let deadline = state.last_active() + timeout();
         tokio::select! {
             result = &mut conn => {
                 if let Err(e) = result {
@@ -375,7 +389,8 @@ async fn serve<S: ConnectionService>(
             _ = &mut stopped => break true,
             _ = state.close.notified() => break true,
             _ = tokio::time::sleep_until(deadline) => {
-                if state.idle() && state.last_active() + timeout <= Instant::now() {
+                // The connection may have been authenticated meanwhile: its timeout is read again.
+                if state.idle() && state.last_active() + timeout() <= Instant::now() {
                     tracing::debug!(%process, "idle connection closed");
                     break true;
                 }
@@ -388,7 +403,13 @@ async fn serve<S: ConnectionService>(
     };
     if closing {
         conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        if state.authenticated.load(Ordering::Relaxed) {
+            let _ = conn.await;
+        } else {
+            // A call in progress on an unauthenticated connection (a login, or a body that never
+            // ends) is not worth holding the daemon's stop for.
+            let _ = tokio::time::timeout(limits.unauthenticated_idle, conn).await;
+        }
     }
     pool.release(id);
 }

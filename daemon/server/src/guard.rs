@@ -83,6 +83,113 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+/// How a call reached the daemon, found by RPC middleware in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A plain HTTP POST: calls only, no notifications.
+    Http,
+    /// A WebSocket: calls and subscriptions.
+    WebSocket,
+}
+
+/// Deepest nesting of arrays and objects in a call's parameters; deeper ones are refused as
+/// invalid parameters before any method sees them.
+pub const PARAMS_DEPTH_MAX: usize = 32;
+
+/// RPC middleware refusing, with documented codes, calls whose shape no method can take: a
+/// subscription over HTTP (`WebSocketRequired`) and parameters nested deeper than
+/// [`PARAMS_DEPTH_MAX`] (`InvalidParams`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallShapeLayer;
+
+impl<S> Layer<S> for CallShapeLayer {
+    type Service = CallShape<S>;
+
+    fn layer(&self, inner: S) -> CallShape<S> {
+        CallShape { inner }
+    }
+}
+
+/// The service made by [`CallShapeLayer`].
+#[derive(Debug, Clone)]
+pub struct CallShape<S> {
+    inner: S,
+}
+
+impl<S> RpcServiceT for CallShape<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        match shape_refusal(&request) {
+            None => ResponseFuture::future(self.inner.call(request)),
+            Some(refusal) => ResponseFuture::ready(
+                MethodResponse::error(request.id, ErrorObjectOwned::from(refusal))
+                    .with_extensions(request.extensions),
+            ),
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.batch(batch)
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.notification(notification)
+    }
+}
+
+fn shape_refusal(request: &Request<'_>) -> Option<crate::errors::ApiError> {
+    let method = request.method_name();
+    let over_http = request.extensions().get::<Transport>() == Some(&Transport::Http);
+    if over_http && (method.ends_with(".subscribe") || method.ends_with(".unsubscribe")) {
+        return Some(crate::errors::websocket_required(method));
+    }
+    let params = request.params.as_ref().map_or("", |p| p.get());
+    (json_depth(params) > PARAMS_DEPTH_MAX)
+        .then(|| crate::errors::nested_too_deep(PARAMS_DEPTH_MAX))
+}
+
+/// Deepest nesting of arrays and objects in JSON text (strings skipped).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The allowed `Origin` a request came from, as sent, found by methods in their `Extensions`
 /// (absent for callers that send no `Origin`: not a browser page).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,6 +496,11 @@ fn route<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Option<HttpRe
     if let Some(token) = token {
         request.extensions_mut().insert(token);
     }
+    request.extensions_mut().insert(if upgrade {
+        Transport::WebSocket
+    } else {
+        Transport::Http
+    });
     None
 }
 
@@ -1497,6 +1609,14 @@ mod tests {
             1,
             "the refilled buckets were dropped"
         );
+    }
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth(""), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a":"[[[[\"{{"}"#), 1);
+        assert_eq!(json_depth(&"[".repeat(100)), 100);
     }
 
     #[test]

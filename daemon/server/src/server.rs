@@ -25,7 +25,7 @@ use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
 use crate::connections::{ConnectionLimits, ConnectionPool};
 use crate::events::EventBus;
-use crate::guard::{GuardConfig, GuardLayer, RateLimitLayer};
+use crate::guard::{CallShapeLayer, GuardConfig, GuardLayer, RateLimitLayer};
 use crate::readers::ReaderManager;
 use crate::store::Store;
 use cardd_journal::Journal;
@@ -203,10 +203,14 @@ pub async fn start(
     let services = Server::builder()
         .set_config(server_config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(GuardLayer::new(Arc::new(guard))))
-        .set_rpc_middleware(RpcServiceBuilder::new().layer(RateLimitLayer::new(
-            limits.requests_per_second_per_connection,
-            limits.request_burst_per_connection,
-        )))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer(RateLimitLayer::new(
+                    limits.requests_per_second_per_connection,
+                    limits.request_burst_per_connection,
+                ))
+                .layer(CallShapeLayer),
+        )
         .to_service_builder()
         .max_connections(limits.connections_max);
     let methods: jsonrpsee::Methods = module.into();
