@@ -498,6 +498,45 @@ async fn subscriptions_end_with_their_session_and_say_why() {
         let (code, _) = d.err("readers.list", json!({}), Some(&token)).await;
         assert_eq!(code, i64::from(ErrorCode::Unauthenticated.code()));
     }
+
+    // A run's subscription ends the same way: the administrator follows a load waiting for its
+    // confirmation, logs out, and the run's events stop with the reason.
+    let follower = d.login("admin", "admin123").await;
+    let run = d
+        .ok(
+            "flows.start",
+            json!({"flow": "card.load", "params": {"amount": "1.00"}, "idempotency_key": "watch-run-1", "reader_id": "sim:etc"}),
+            Some(&follower),
+        )
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let client = ws(&d, &follower).await;
+    let mut params = ObjectParams::new();
+    params.insert("run_id", &run_id).unwrap();
+    let mut run_events: Subscription<Value> = client
+        .subscribe("flows.subscribe", params, "flows.unsubscribe")
+        .await
+        .expect("subscribed to the run");
+    let mut logged_out = false;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let event = tokio::time::timeout(WAIT, run_events.next())
+            .await
+            .expect("a run event in time")
+            .expect("the run's subscription is open")
+            .expect("json");
+        if event["kind"] == "prompt" && !logged_out {
+            d.ok("auth.logout", json!({}), Some(&follower)).await;
+            logged_out = true;
+        }
+        if event["type"] == "session_ended" {
+            last = event;
+            break;
+        }
+    }
+    assert_eq!(last["reason"], "logged_out", "{last}");
+    d.ok("flows.cancel", json!({"run_id": run_id}), Some(&admin))
+        .await;
     d.stop().await;
 
     // Idle expiry: nobody calls, the session times out, the subscription says so.
