@@ -38,6 +38,8 @@ impl BenchDaemon {
         config.limits.requests_per_second_per_connection = 100_000;
         config.limits.request_burst_per_connection = 100_000;
         config.limits.connections_max = 1_000;
+        config.limits.unauthenticated_connections_max = 500;
+        config.limits.unauthenticated_connections_per_process_max = 500;
         adjust(&mut config, dir.path());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind")?;
         listener.set_nonblocking(true)?;

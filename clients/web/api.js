@@ -57,6 +57,7 @@ const Cardd = (() => {
     Internal: '请重试一次；如仍失败，请联系技术支持并提供 cardd 日志。',
     FailedClosed: '请勿重试，请联系管理员检查 cardd 数据目录。',
     ServerBusy: '请稍后重试。',
+    WebSocketRequired: '订阅只能通过 WebSocket 连接；请刷新页面后重试。',
     LeaseNotFound: '读卡器占用已失效，请重新办理。',
     Unsupported: '该读卡器不支持此业务，请换用提示中的读卡器。',
     ParseError: '页面发送的请求有误，请刷新页面后重试；如仍失败，请联系技术支持。',

@@ -143,6 +143,11 @@ async fn health_is_answered_during_a_48_login_burst_while_logins_queue() {
         TestDaemon::start_with(|c| {
             c.auth.hashing_concurrent_max = 1;
             c.auth.hashing_wait_ms_max = 120_000;
+            // The burst comes from this one test process: room for all 48 logins (the
+            // per-process cap on unauthenticated connections is tested in local_attacker.rs).
+            c.limits.connections_max = 128;
+            c.limits.unauthenticated_connections_max = 100;
+            c.limits.unauthenticated_connections_per_process_max = 64;
         })
         .await,
     );

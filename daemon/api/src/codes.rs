@@ -71,8 +71,10 @@ error_codes! {
     RequestTooLarge = -32007, 413, "Send a smaller request (limits.request_body_bytes_max).";
     /// The response would be larger than the configured limit.
     ResponseTooLarge = -32008, 500, "Ask for less (a smaller page or limit).";
-    /// The daemon has as many connections as it allows.
-    ServerBusy = -32009, 503, "Close idle connections or retry shortly (limits.connections_max).";
+    /// The daemon has as many connections as it allows (in all, or unauthenticated ones from this client process).
+    ServerBusy = -32009, 503, "Close idle connections, log in, or retry shortly (limits.connections_max, limits.unauthenticated_connections_max, limits.unauthenticated_connections_per_process_max).";
+    /// A subscription method (`*.subscribe`, `*.unsubscribe`) was called over HTTP, which cannot carry notifications.
+    WebSocketRequired = -32010, 400, "Subscribe over a WebSocket at / with ?token=<token>; over HTTP poll instead (events.poll, flows.events).";
     /// No valid session token was presented, or the session expired after inactivity.
     Unauthenticated = -32040, 401, "Log in again (auth.login) and send the new token.";
     /// The operator's role does not allow this method.

@@ -36,6 +36,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use cardd_api::{ErrorCode, Role};
 use rand::RngCore;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::utc_now_rfc3339;
@@ -246,6 +247,29 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Why a session ended; sent as the last notification of its subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// The operator logged out (`auth.logout`).
+    LoggedOut,
+    /// The session was unused for `auth.session_idle_timeout_s`.
+    IdleTimeout,
+    /// An administrator disabled the operator.
+    OperatorDisabled,
+    /// An administrator reset the operator's password.
+    PasswordReset,
+    /// The operator changed their password in another session.
+    PasswordChanged,
+    /// An administrator changed the operator's role or group.
+    RoleChanged,
+    /// The session was ended to make room for a new login.
+    Evicted,
+}
+
+/// Session ends buffered for slow listeners (a listener that lags re-checks its session).
+const SESSION_ENDS_BUFFERED: usize = 256;
+
 /// Why an operator or session action failed. Messages are shown to operators as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -318,6 +342,8 @@ pub struct Auth {
     /// PHC hash that logins of unknown users are verified against, for equal timing.
     dummy_hash: String,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Tells subscriptions which session ended and why.
+    ended: tokio::sync::broadcast::Sender<(String, SessionEnd)>,
     throttle: Mutex<Throttle>,
     /// Slots for password hashing ([`AuthConfig::hashing_concurrent_max`]).
     hashing: Arc<tokio::sync::Semaphore>,
@@ -358,6 +384,7 @@ impl Auth {
             config,
             dummy_hash: dummy_hash.to_string(),
             sessions: Mutex::new(HashMap::new()),
+            ended: tokio::sync::broadcast::channel(SESSION_ENDS_BUFFERED).0,
             writes: Mutex::new(()),
         })
     }
@@ -428,7 +455,7 @@ impl Auth {
     pub fn set_disabled(&self, username: &str, disabled: bool) -> Result<Operator, AuthError> {
         let operator = self.modify(username, |stored| stored.operator.disabled = disabled)?;
         if disabled {
-            self.end_sessions(username, None);
+            self.end_sessions(username, None, SessionEnd::OperatorDisabled);
         }
         Ok(operator)
     }
@@ -439,7 +466,7 @@ impl Auth {
         self.load(username)?;
         let password_hash = hash_password(new_password)?;
         self.modify(username, |stored| set_password(stored, password_hash))?;
-        self.end_sessions(username, None);
+        self.end_sessions(username, None, SessionEnd::PasswordReset);
         Ok(())
     }
 
@@ -466,6 +493,50 @@ impl Auth {
             &[ThrottleKey::user(username), ThrottleKey::source(source)],
             now,
         )
+    }
+
+    /// Changes an operator's role (and group, for group operators) and ends their sessions, so
+    /// nothing keeps running with the old role.
+    pub fn set_role(
+        &self,
+        username: &str,
+        role: Role,
+        group_id: Option<String>,
+    ) -> Result<Operator, AuthError> {
+        let current = self.load(username)?.operator;
+        validate_operator(&NewOperator {
+            username: current.username,
+            display_name: current.display_name,
+            role,
+            group_id: group_id.clone(),
+            password: String::new(),
+        })?;
+        let operator = self.modify(username, |stored| {
+            stored.operator.role = role;
+            stored.operator.group_id = group_id;
+        })?;
+        self.end_sessions(username, None, SessionEnd::RoleChanged);
+        Ok(operator)
+    }
+
+    /// Listens for ended sessions: `(token, why)`.
+    pub fn session_ends(&self) -> tokio::sync::broadcast::Receiver<(String, SessionEnd)> {
+        self.ended.subscribe()
+    }
+
+    /// The live session for `token` without refreshing it.
+    pub fn peek(&self, token: &str, now: Instant) -> Option<Session> {
+        lock(&self.sessions)
+            .get(token)
+            .filter(|s| {
+                now.saturating_duration_since(s.last_seen) <= self.config.session_idle_timeout
+            })
+            .cloned()
+    }
+
+    fn announce_end(&self, token: &str, why: SessionEnd) {
+        // No listener is not an error.
+        let _ = self.ended.send((token.to_owned(), why));
     }
 
     /// Checks the credentials and opens a session.
@@ -499,6 +570,7 @@ impl Auth {
         };
         if now.saturating_duration_since(session.last_seen) > self.config.session_idle_timeout {
             sessions.remove(token);
+            self.announce_end(token, SessionEnd::IdleTimeout);
             return Err(AuthError::Unauthenticated);
         }
         session.last_seen = session.last_seen.max(now);
@@ -507,7 +579,11 @@ impl Auth {
 
     /// Ends the session; returns whether there was one.
     pub fn logout(&self, token: &str) -> bool {
-        lock(&self.sessions).remove(token).is_some()
+        let ended = lock(&self.sessions).remove(token).is_some();
+        if ended {
+            self.announce_end(token, SessionEnd::LoggedOut);
+        }
+        ended
     }
 
     /// The fewest characters a new password may have (the longest is [`PASSWORD_CHARS_MAX`]).
@@ -545,7 +621,7 @@ impl Auth {
         self.modify(&session.username, |stored| {
             set_password(stored, password_hash)
         })?;
-        self.end_sessions(&session.username, Some(token));
+        self.end_sessions(&session.username, Some(token), SessionEnd::PasswordChanged);
         Ok(())
     }
 
@@ -615,15 +691,25 @@ impl Auth {
                 return Err(AuthError::SessionsFull(sessions.len()));
             };
             sessions.remove(&token);
+            self.announce_end(&token, SessionEnd::Evicted);
         }
         sessions.insert(session.token.clone(), session.clone());
         Ok(session)
     }
 
-    /// Ends every session of `username` except `keep`.
-    fn end_sessions(&self, username: &str, keep: Option<&str>) {
-        lock(&self.sessions)
-            .retain(|token, s| s.username != username || Some(token.as_str()) == keep);
+    /// Ends every session of `username` except `keep`, telling their subscriptions `why`.
+    fn end_sessions(&self, username: &str, keep: Option<&str>, why: SessionEnd) {
+        let mut ended = Vec::new();
+        lock(&self.sessions).retain(|token, s| {
+            let stays = s.username != username || Some(token.as_str()) == keep;
+            if !stays {
+                ended.push(token.clone());
+            }
+            stays
+        });
+        for token in ended {
+            self.announce_end(&token, why);
+        }
     }
 
     /// Fails with [`AuthError::PasswordRejected`] unless `password` has an allowed length.

@@ -117,8 +117,22 @@ pub struct LimitsSection {
     pub request_body_bytes_max: u32,
     /// Largest JSON-RPC response, in bytes.
     pub response_body_bytes_max: u32,
-    /// Most simultaneous HTTP/WebSocket connections.
+    /// Most WebSockets plus HTTP calls in progress at once. A WebSocket needs a live session, so
+    /// only logged-in operators hold these for long.
     pub connections_max: u32,
+    /// Most open connections that have not yet carried a live session's token (logins and public
+    /// calls use these). Kept below `connections_max`, so they can never take every slot.
+    pub unauthenticated_connections_max: u32,
+    /// Most unauthenticated connections of one client process (found from `/proc` on Linux; by
+    /// user where the process cannot be read). A process at its cap has its own oldest idle
+    /// connection closed to make room; it never crowds out another process.
+    pub unauthenticated_connections_per_process_max: u32,
+    /// An unauthenticated connection with no request in progress for this long is closed, in
+    /// seconds.
+    pub unauthenticated_idle_timeout_s: u64,
+    /// An authenticated HTTP connection with no request in progress for this long is closed, in
+    /// seconds (WebSockets are kept alive by pings and end with their session's subscriptions).
+    pub connection_idle_timeout_s: u64,
     /// Most subscriptions one WebSocket connection may hold.
     pub subscriptions_per_connection_max: u32,
     /// Sustained JSON-RPC requests per second allowed on one connection.
@@ -143,6 +157,10 @@ impl Default for LimitsSection {
             request_body_bytes_max: 64 * 1024,
             response_body_bytes_max: 1024 * 1024,
             connections_max: 64,
+            unauthenticated_connections_max: 32,
+            unauthenticated_connections_per_process_max: 16,
+            unauthenticated_idle_timeout_s: 10,
+            connection_idle_timeout_s: 120,
             subscriptions_per_connection_max: 16,
             requests_per_second_per_connection: 50,
             request_burst_per_connection: 100,
@@ -598,7 +616,31 @@ fn check_limits(l: &LimitsSection) -> Result<(), (&'static str, String)> {
         1024,
         64 * 1024 * 1024,
     )?;
-    range("connections_max", l.connections_max.into(), 1, 10_000)?;
+    range("connections_max", l.connections_max.into(), 2, 10_000)?;
+    range(
+        "unauthenticated_connections_max",
+        l.unauthenticated_connections_max.into(),
+        1,
+        u64::from(l.connections_max) - 1,
+    )?;
+    range(
+        "unauthenticated_connections_per_process_max",
+        l.unauthenticated_connections_per_process_max.into(),
+        1,
+        l.unauthenticated_connections_max.into(),
+    )?;
+    range(
+        "unauthenticated_idle_timeout_s",
+        l.unauthenticated_idle_timeout_s,
+        1,
+        3600,
+    )?;
+    range(
+        "connection_idle_timeout_s",
+        l.connection_idle_timeout_s,
+        1,
+        24 * 3600,
+    )?;
     range(
         "subscriptions_per_connection_max",
         l.subscriptions_per_connection_max.into(),

@@ -238,6 +238,19 @@ pub fn unfunded_load(e: &cardd_purse::SamError) -> ApiError {
     )
 }
 
+/// A subscription method called over HTTP (it needs a WebSocket to send its notifications).
+pub fn websocket_required(method: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::WebSocketRequired,
+        format!("{method} 只能通过 WebSocket 调用（ws://…/?token=令牌）；HTTP 客户端请改用 events.poll 或 flows.events 轮询"),
+    )
+}
+
+/// Parameters nested deeper than `depth_max` levels of arrays and objects.
+pub fn nested_too_deep(depth_max: usize) -> ApiError {
+    ApiError::invalid_params(format!("参数嵌套超过 {depth_max} 层，请检查请求内容"))
+}
+
 /// A journal failure: corruption fails closed, the rest is internal.
 pub fn journal_error(e: cardd_journal::JournalError) -> ApiError {
     match e {

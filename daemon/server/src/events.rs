@@ -59,6 +59,11 @@ pub enum EventKind {
         card_number: String,
         outcome: String,
     },
+    /// The subscription's session ended (`reason` says why): the last notification of an
+    /// `events.subscribe` or `flows.subscribe` subscription, sent to it alone, with `seq` 0.
+    SessionEnded {
+        reason: crate::auth::SessionEnd,
+    },
 }
 
 /// Why a lease ended.

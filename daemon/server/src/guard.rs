@@ -7,7 +7,9 @@
 //! byte of the body:
 //! - the `Host` must be one of the daemon's own addresses, which defeats DNS rebinding;
 //! - an `Origin`, on plain HTTP and on the WebSocket upgrade alike, must be on the allow-list;
-//! - a WebSocket upgrade without an `Origin` (so not from a browser) must carry a token;
+//! - a WebSocket upgrade must carry the token of a live session (`?token=` or `Authorization`),
+//!   with or without an `Origin`: a socket is held open for a long time, so only a logged-in
+//!   operator may hold one;
 //! - CORS and Private Network Access preflights are answered for allowed origins only, naming
 //!   the origin, never `*`.
 //!
@@ -81,6 +83,113 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+/// How a call reached the daemon, found by RPC middleware in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A plain HTTP POST: calls only, no notifications.
+    Http,
+    /// A WebSocket: calls and subscriptions.
+    WebSocket,
+}
+
+/// Deepest nesting of arrays and objects in a call's parameters; deeper ones are refused as
+/// invalid parameters before any method sees them.
+pub const PARAMS_DEPTH_MAX: usize = 32;
+
+/// RPC middleware refusing, with documented codes, calls whose shape no method can take: a
+/// subscription over HTTP (`WebSocketRequired`) and parameters nested deeper than
+/// [`PARAMS_DEPTH_MAX`] (`InvalidParams`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallShapeLayer;
+
+impl<S> Layer<S> for CallShapeLayer {
+    type Service = CallShape<S>;
+
+    fn layer(&self, inner: S) -> CallShape<S> {
+        CallShape { inner }
+    }
+}
+
+/// The service made by [`CallShapeLayer`].
+#[derive(Debug, Clone)]
+pub struct CallShape<S> {
+    inner: S,
+}
+
+impl<S> RpcServiceT for CallShape<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        match shape_refusal(&request) {
+            None => ResponseFuture::future(self.inner.call(request)),
+            Some(refusal) => ResponseFuture::ready(
+                MethodResponse::error(request.id, ErrorObjectOwned::from(refusal))
+                    .with_extensions(request.extensions),
+            ),
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.batch(batch)
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.notification(notification)
+    }
+}
+
+fn shape_refusal(request: &Request<'_>) -> Option<crate::errors::ApiError> {
+    let method = request.method_name();
+    let over_http = request.extensions().get::<Transport>() == Some(&Transport::Http);
+    if over_http && (method.ends_with(".subscribe") || method.ends_with(".unsubscribe")) {
+        return Some(crate::errors::websocket_required(method));
+    }
+    let params = request.params.as_ref().map_or("", |p| p.get());
+    (json_depth(params) > PARAMS_DEPTH_MAX)
+        .then(|| crate::errors::nested_too_deep(PARAMS_DEPTH_MAX))
+}
+
+/// Deepest nesting of arrays and objects in JSON text (strings skipped).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The allowed `Origin` a request came from, as sent, found by methods in their `Extensions`
 /// (absent for callers that send no `Origin`: not a browser page).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +206,9 @@ pub struct GuardConfig {
     pub health: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Builds the body of `GET /metrics` (OpenMetrics text); `None`: not served.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Whether a token names a live session. A WebSocket upgrade needs one; a request carrying
+    /// one marks its connection authenticated ([`crate::connections`]).
+    pub session_is_live: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl fmt::Debug for GuardConfig {
@@ -195,7 +307,7 @@ fn inspect<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Verdict {
     {
         return Verdict::Answer(preflight(origin, request.headers()));
     }
-    match route(config, request, origin.is_some()) {
+    match route(config, request) {
         None => {
             if let Some(origin) = &origin {
                 let origin = ClientOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned());
@@ -326,11 +438,7 @@ fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
 
 /// Routes by method and path; `None` forwards to jsonrpsee (after lifting the token into the
 /// request's extensions), `Some` is the answer.
-fn route<B>(
-    config: &GuardConfig,
-    request: &mut HttpRequest<B>,
-    has_origin: bool,
-) -> Option<HttpResponse> {
+fn route<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Option<HttpResponse> {
     // The same test jsonrpsee uses to decide to upgrade, whatever the method.
     let upgrade = ws::is_upgrade_request(request);
     let (method, path) = (request.method(), request.uri().path());
@@ -363,17 +471,36 @@ fn route<B>(
         Ok(token) => token,
         Err(refusal) => return Some(refusal.into_response()),
     };
-    if upgrade && !has_origin && token.is_none() {
-        let message =
-            "A WebSocket upgrade without an Origin header must authenticate: log in over \
-                       HTTP (auth.login), then connect with ?token=<token> or an Authorization: \
-                       Bearer <token> header.";
-        let refusal = Refusal::new(ErrorCode::OriginNotAllowed, message.into(), "Origin", b"");
+    let live = token
+        .as_ref()
+        .is_some_and(|token| (config.session_is_live)(&token.0));
+    if upgrade && !live {
+        let message = if token.is_none() {
+            "A WebSocket needs a live session: log in over HTTP (auth.login), then connect with \
+             ?token=<token> or an Authorization: Bearer <token> header."
+        } else {
+            "The WebSocket's token names no live session (logged out, expired or never issued): \
+             log in again (auth.login) and connect with the new token."
+        };
+        let refusal = Refusal::new(ErrorCode::Unauthenticated, message.into(), "token", b"");
         return Some(refusal.into_response());
+    }
+    if live {
+        if let Some(connection) = request
+            .extensions()
+            .get::<crate::connections::ConnectionInfo>()
+        {
+            connection.mark_authenticated();
+        }
     }
     if let Some(token) = token {
         request.extensions_mut().insert(token);
     }
+    request.extensions_mut().insert(if upgrade {
+        Transport::WebSocket
+    } else {
+        Transport::Http
+    });
     None
 }
 
@@ -837,6 +964,7 @@ mod tests {
                 allowed_origins: default_origins(addr.port()),
                 health: Arc::new(|| serde_json::json!({ "status": "ok", "readers": 0 })),
                 metrics: None,
+                session_is_live: Arc::new(|token| !token.starts_with("dead")),
             };
             let server = Server::builder()
                 .set_http_middleware(
@@ -1265,15 +1393,26 @@ mod tests {
             i64::from(ErrorCode::OriginNotAllowed.code())
         );
 
-        let reply = daemon.upgrade("/", &[]).await;
-        assert_eq!(reply.status, 403, "neither origin nor token: {reply:?}");
-        assert_eq!(
-            reply.refusal_code(),
-            i64::from(ErrorCode::OriginNotAllowed.code())
-        );
+        for (target, headers) in [
+            ("/", vec![]),
+            ("/", vec![("Origin", origin.as_str())]),
+            ("/?token=dead1", vec![]),
+            ("/?token=dead2", vec![("Origin", origin.as_str())]),
+            ("/", vec![("Authorization", "Bearer dead3")]),
+        ] {
+            let reply = daemon.upgrade(target, &headers).await;
+            assert_eq!(
+                reply.status, 401,
+                "no live session, {target} {headers:?}: {reply:?}"
+            );
+            assert_eq!(
+                reply.refusal_code(),
+                i64::from(ErrorCode::Unauthenticated.code())
+            );
+        }
 
-        let reply = daemon.upgrade("/", &[("Origin", &origin)]).await;
-        assert_eq!(reply.status, 101, "allowed origin: {reply:?}");
+        let reply = daemon.upgrade("/?token=abc", &[("Origin", &origin)]).await;
+        assert_eq!(reply.status, 101, "allowed origin and a session: {reply:?}");
         assert_eq!(
             reply.header("access-control-allow-origin"),
             Some(origin.as_str())
@@ -1470,6 +1609,14 @@ mod tests {
             1,
             "the refilled buckets were dropped"
         );
+    }
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth(""), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a":"[[[[\"{{"}"#), 1);
+        assert_eq!(json_depth(&"[".repeat(100)), 100);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod errors;
 pub mod etc;
 pub mod etc_rpc;
@@ -21,6 +22,7 @@ pub mod journal_rpc;
 pub mod metrics;
 pub mod obu;
 pub mod openrpc;
+pub mod peer;
 pub mod readers;
 pub mod recovery;
 pub mod rpc;

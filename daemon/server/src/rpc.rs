@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::audit::AuditEntry;
-use crate::auth::{NewOperator, Operator, Session};
+use crate::auth::{NewOperator, Operator, Session, SessionEnd};
 use crate::errors::ApiError;
 use crate::events::{Event, PollResult};
 use crate::guard::BearerToken;
@@ -139,7 +139,9 @@ fn parse_params<P: DeserializeOwned>(params: &Params<'_>) -> Result<P, ApiError>
 /// Where a call came from ([`crate::auth::login_source`]).
 fn source_of(ext: &Extensions) -> String {
     crate::auth::login_source(
-        ext.get::<crate::auth::PeerAddr>().map(|p| p.0),
+        ext.get::<crate::connections::ConnectionInfo>()
+            .map(|c| c.peer)
+            .or_else(|| ext.get::<crate::auth::PeerAddr>().map(|p| p.0)),
         ext.get::<crate::guard::ClientOrigin>()
             .map(|o| o.0.as_str()),
     )
@@ -558,6 +560,18 @@ pub struct SetDisabledParams {
 }
 audit_as_json!(SetDisabledParams, username);
 
+/// `operators.set_role`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoleParams {
+    pub username: String,
+    pub role: Role,
+    /// The group, for a group operator only.
+    #[serde(default)]
+    pub group_id: Option<String>,
+}
+audit_as_json!(SetRoleParams, username);
+
 /// `operators.reset_password`
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -831,6 +845,16 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
         Ok(d.auth.set_disabled(&p.username, p.disabled)?)
     });
+
+    m.add(
+        "operators.set_role",
+        "Change an operator's role (and group, for group operators); their sessions end.",
+        ADMIN,
+        true,
+        |d, _, p: SetRoleParams| async move {
+            Ok(d.auth.set_role(&p.username, p.role, p.group_id)?)
+        },
+    );
 
     m.add(
         "operators.reset_password",
@@ -1179,6 +1203,39 @@ fn add_flow_methods(m: &mut Methods) {
     );
 }
 
+/// Resolves when the session of `token` ends, with why. Every end but idle expiry is announced
+/// by [`crate::auth::Auth`]; expiry is found by looking again when the session would expire.
+async fn session_end(daemon: &Daemon, token: &str) -> SessionEnd {
+    let mut ends = daemon.auth.session_ends();
+    loop {
+        let Some(session) = daemon.auth.peek(token, Instant::now()) else {
+            return SessionEnd::IdleTimeout;
+        };
+        let expires = session.last_seen + daemon.auth.config().session_idle_timeout;
+        let expires = tokio::time::Instant::from_std(expires) + Duration::from_millis(1);
+        tokio::select! {
+            ended = ends.recv() => match ended {
+                Ok((ended, why)) if ended == token => return why,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return SessionEnd::LoggedOut,
+            },
+            _ = tokio::time::sleep_until(expires) => {}
+        }
+    }
+}
+
+/// The last notification of a subscription whose session ended.
+fn session_ended_message(why: SessionEnd) -> Result<SubscriptionMessage, serde_json::Error> {
+    let event = Event {
+        seq: 0,
+        at: crate::audit::utc_now_rfc3339(),
+        kind: crate::events::EventKind::SessionEnded { reason: why },
+    };
+    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(
+        &event,
+    )?))
+}
+
 fn add_run_subscription(m: &mut Methods) {
     m.specs.push(MethodSpec {
         name: "flows.subscribe",
@@ -1207,6 +1264,12 @@ fn add_run_subscription(m: &mut Methods) {
             let Some(engine) = daemon.flows.as_ref() else {
                 return Ok(());
             };
+            let token = ext
+                .get::<BearerToken>()
+                .map(|t| t.0.clone())
+                .unwrap_or_default();
+            let session_over = session_end(&daemon, &token);
+            tokio::pin!(session_over);
             let sink = pending.accept().await?;
             let mut since = 0;
             loop {
@@ -1226,6 +1289,10 @@ fn add_run_subscription(m: &mut Methods) {
                 }
                 tokio::select! {
                     _ = sink.closed() => return Ok(()),
+                    why = &mut session_over => {
+                        let _ = sink.send(session_ended_message(why)?).await;
+                        return Ok(());
+                    }
                     _ = engine.wait_change(&run_id, Duration::from_secs(5)) => {}
                 }
             }
@@ -1255,11 +1322,18 @@ fn add_event_subscription(m: &mut Methods) {
                 pending.reject(ErrorObjectOwned::from(e)).await;
                 return Ok(());
             }
+            let token = ext.get::<BearerToken>().map(|t| t.0.clone()).unwrap_or_default();
+            let session_over = session_end(&daemon, &token);
+            tokio::pin!(session_over);
             let mut rx = daemon.events.subscribe();
             let sink = pending.accept().await?;
             loop {
                 tokio::select! {
                     _ = sink.closed() => return Ok(()),
+                    why = &mut session_over => {
+                        let _ = sink.send(session_ended_message(why)?).await;
+                        return Ok(());
+                    }
                     received = rx.recv() => match received {
                         Ok(event) => {
                             let message = SubscriptionMessage::from(serde_json::value::to_raw_value(&event)?);

@@ -23,8 +23,9 @@ use serde_json::json;
 use crate::audit::{AuditLog, RefusalDigest};
 use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
+use crate::connections::{ConnectionLimits, ConnectionPool};
 use crate::events::EventBus;
-use crate::guard::{GuardConfig, GuardLayer, RateLimitLayer};
+use crate::guard::{CallShapeLayer, GuardConfig, GuardLayer, RateLimitLayer};
 use crate::readers::ReaderManager;
 use crate::store::Store;
 use cardd_journal::Journal;
@@ -127,6 +128,8 @@ impl Daemon {
 pub struct Running {
     pub addr: SocketAddr,
     pub daemon: Arc<Daemon>,
+    /// The open connections (see [`crate::connections`]).
+    pub connections: Arc<ConnectionPool>,
     handle: ServerHandle,
 }
 
@@ -188,6 +191,7 @@ pub async fn start(
     tracing::debug!(methods = specs.len(), "methods registered");
 
     let health_daemon = Arc::downgrade(&daemon);
+    let session_daemon = Arc::downgrade(&daemon);
     let metrics = daemon.metrics.clone();
     let guard = GuardConfig {
         allowed_hosts: daemon.config.allowed_hosts.clone(),
@@ -199,25 +203,59 @@ pub async fn start(
                 .unwrap_or_else(|| json!({"status": "stopping"}))
         }),
         metrics: Some(Arc::new(move || metrics.render())),
+        session_is_live: Arc::new(move |token| {
+            session_daemon.upgrade().is_some_and(|d| {
+                d.auth
+                    .authenticate(token, std::time::Instant::now())
+                    .is_ok()
+            })
+        }),
     };
     let server_config = ServerConfig::builder()
         .max_request_body_size(limits.request_body_bytes_max)
         .max_response_body_size(limits.response_body_bytes_max)
-        .max_connections(limits.connections_max)
         .max_subscriptions_per_connection(limits.subscriptions_per_connection_max)
         .set_batch_request_config(BatchRequestConfig::Disabled)
         .set_message_buffer_capacity(64)
         .enable_ws_ping(PingConfig::new())
         .build();
-    let server = Server::builder()
+    let services = Server::builder()
         .set_config(server_config)
         .set_http_middleware(tower::ServiceBuilder::new().layer(GuardLayer::new(Arc::new(guard))))
-        .set_rpc_middleware(RpcServiceBuilder::new().layer(RateLimitLayer::new(
-            limits.requests_per_second_per_connection,
-            limits.request_burst_per_connection,
-        )))
-        .build_from_tcp(listener)?;
-    let handle = server.start(module);
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer(RateLimitLayer::new(
+                    limits.requests_per_second_per_connection,
+                    limits.request_burst_per_connection,
+                ))
+                .layer(CallShapeLayer),
+        )
+        .to_service_builder()
+        .max_connections(limits.connections_max);
+    let methods: jsonrpsee::Methods = module.into();
+    let (stop, handle) = jsonrpsee::server::stop_channel();
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let connections = Arc::new(ConnectionPool::new(ConnectionLimits {
+        unauthenticated_max: limits.unauthenticated_connections_max as usize,
+        unauthenticated_per_process_max: limits.unauthenticated_connections_per_process_max
+            as usize,
+        unauthenticated_idle: std::time::Duration::from_secs(limits.unauthenticated_idle_timeout_s),
+        authenticated_idle: std::time::Duration::from_secs(limits.connection_idle_timeout_s),
+    }));
+    {
+        let stop_for_services = stop.clone();
+        tokio::spawn(crate::connections::accept_loop(
+            listener,
+            connections.clone(),
+            move || {
+                services
+                    .clone()
+                    .build(methods.clone(), stop_for_services.clone())
+            },
+            stop,
+        ));
+    }
     crate::recovery::spawn(&daemon);
     crate::group_rpc::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
@@ -232,6 +270,7 @@ pub async fn start(
     Ok(Running {
         addr,
         daemon,
+        connections,
         handle,
     })
 }
