@@ -55,7 +55,7 @@ fn a_crash_is_reader_gone_for_its_readers_only_and_the_plugin_comes_back() {
     let err = reader_a.transmit(&select_adf()).unwrap_err();
     assert!(matches!(err, ReaderError::ReaderGone { .. }), "{err:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -252,7 +252,7 @@ fn dropping_the_driver_instance_stops_the_plugin_and_its_sessions() {
     let started = Instant::now();
     drop(factory);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );

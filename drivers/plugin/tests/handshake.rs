@@ -130,7 +130,7 @@ fn a_plugin_that_dies_at_start_does_not_stop_cardd_and_is_retried() {
     assert!(status.stats.handshake_failures >= 2, "{status:?}");
     let dropped = Instant::now();
     drop(factory);
-    assert!(dropped.elapsed() < Duration::from_secs(2));
+    assert!(dropped.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
