@@ -799,9 +799,15 @@
         } else {
           cardBox.replaceChildren(fields([['卡号', card.card_number], ['卡片类型', card.kind_label], ['卡内余额', yuan(card.balance)]], 'gr-card-fields'));
         }
-      } catch (err) { card = null; cardBox.replaceChildren(el('p', { class: 'error', text: describe(err).message + ' ' + describe(err).action })); }
+      } catch (err) {
+        card = null;
+        // No card is not an error on this page: the same hint as when a card is taken away.
+        cardBox.replaceChildren(err.name === 'NoCard' ? noCard()
+          : el('p', { class: 'error', text: describe(err).message + ' ' + describe(err).action }));
+      }
       showLimit();
     };
+    const noCard = () => el('p', { class: 'hint', id: 'gr-no-card', text: '读卡器上没有卡片：请放置要充值的城市一卡通卡片。' });
     reader.addEventListener('change', () => { card = null; cardBox.replaceChildren(); readCard(); });
     // A card placed on or taken from this reader is read again while the form is open (the
     // listener ends with the page).
@@ -810,7 +816,7 @@
       const ev = e.detail || {};
       if (ev.reader_id !== reader.value || form.hidden) return;
       if (ev.type === 'card_inserted' || ev.type === 'load_resolved') readCard();
-      if (ev.type === 'card_removed') { card = null; cardBox.replaceChildren(el('p', { class: 'hint', id: 'gr-no-card', text: '读卡器上没有卡片：请放置要充值的城市一卡通卡片。' })); showLimit(); }
+      if (ev.type === 'card_removed') { card = null; cardBox.replaceChildren(noCard()); showLimit(); }
     };
     document.addEventListener('cardd-reader-event', onReader);
     groupHeader(head).then((g) => {
