@@ -1447,11 +1447,14 @@ async fn a_failed_flush_after_credit_is_unknown_fails_closed_and_settles_once_af
                 Some(&teller),
             )
             .await;
-        if answered.get("error").is_some() {
-            // The confirmation itself could not be audited: nothing was done, the run still
-            // waits (until its prompt times out), and the daemon failed closed.
+        let nothing_journaled = committed_fen(&d) == 0
+            && d.daemon().journal.as_ref().unwrap().list_open().unwrap().is_empty();
+        // The confirmation could not be audited: nothing was done, the run still waits (until
+        // its prompt times out), and the daemon failed closed. (Other writers, such as the
+        // audit log's periodic summary, may take a flush first: then the failure lands later
+        // and the run is followed like every other case below.)
+        if answered.get("error").is_some() && nothing_journaled {
             assert_eq!(balance(&w), 10_000, "{what}: {answered}");
-            assert_eq!(committed_fen(&d), 0, "{what}");
             assert_eq!(health(&d).await, "failed_closed", "{what}");
             refused_answers += 1;
             d.stop().await;

@@ -282,7 +282,8 @@ async fn a_lost_card_is_settled_by_two_people_and_checked_when_it_comes_back() {
     assert_eq!(card.balance().unwrap(), 6_000, "the load had landed");
     world.insert_card("sim:city", card).unwrap();
     let mut status = String::new();
-    for _ in 0..200 {
+    // Waits for the daemon's own check of the card (a busy machine may take a while).
+    for _ in 0..600 {
         let lost = d.ok("journal.lost_cards", json!({}), Some(&auditor)).await;
         status = lost[0]["status"].as_str().unwrap_or_default().to_owned();
         if status == "card_contradicted" {
@@ -411,10 +412,11 @@ async fn a_failed_flush_after_credit_is_pending_fails_closed_and_settles_once_af
                 Some(&op),
             )
             .await;
-        if answered.get("error").is_some() {
-            // The confirmation itself could not be audited: nothing was done.
+        // The confirmation could not be audited: nothing was done. (Other writers, such as the
+        // audit log's periodic summary, may take a flush first: then the failure lands later
+        // and the run is followed like every other case below.)
+        if answered.get("error").is_some() && all_orders(&d).is_empty() {
             assert_eq!(balance(&world), 0, "{what}: {answered}");
-            assert!(all_orders(&d).is_empty(), "{what}");
             assert_eq!(health(&d).await, "failed_closed", "{what}");
             refused_answers += 1;
             d.stop().await;
