@@ -5,7 +5,8 @@
 //! * every Rust source file opens with a `//!` doc saying why it exists;
 //! * no stubs (`todo!`, `unimplemented!`) and no `dbg!` outside tests;
 //! * no ignored or should-panic tests: a test runs and asserts;
-//! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`).
+//! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
+//! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,11 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         if text.contains("\nanyhow") && !ANYHOW_ALLOWED.contains(&name.as_str()) {
             problems.push(format!(
                 "{rel}: library crate {name} depends on anyhow; use thiserror in libraries"
+            ));
+        }
+        if text.contains("\nencoding_rs") && name != "cardd-crypto" {
+            problems.push(format!(
+                "{rel}: {name} depends on encoding_rs; encode card text with cardd_crypto::gbk"
             ));
         }
     }

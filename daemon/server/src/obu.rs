@@ -24,6 +24,7 @@
 use std::sync::{Arc, Weak};
 
 use cardd_api::types::plate_colour_zh;
+use cardd_crypto::gbk::{self, GbkError};
 use cardd_crypto::{bcd, Algorithm};
 use cardd_host::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
 use cardd_purse::{
@@ -262,28 +263,14 @@ fn plus_years((y, m, d): (u16, u8, u8), years: u16) -> (u16, u8, u8) {
 
 /// Encodes `text` as GBK into a `00`-padded field of `N` bytes.
 fn gbk_field<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], IssueError> {
-    let bad = |reason: String| IssueError::Text {
+    gbk::encode_padded(text).map_err(|e| IssueError::Text {
         field,
         text: text.to_owned(),
-        reason,
-    };
-    let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
-    if unmappable {
-        return Err(bad("含有GBK编码中没有的字符".into()));
-    }
-    if bytes.len() > N {
-        return Err(bad(format!("最多 {N} 字节（GBK，一个汉字占 2 字节）")));
-    }
-    let mut out = [0u8; N];
-    out[..bytes.len()].copy_from_slice(&bytes);
-    Ok(out)
-}
-
-/// Decodes a `00`-padded GBK field (best effort: undecodable bytes become U+FFFD).
-fn gbk_text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    let (text, _) = encoding_rs::GBK.decode_without_bom_handling(&bytes[..end]);
-    text.trim_end().to_owned()
+        reason: match e {
+            GbkError::Unmappable(_) => "含有GBK编码中没有的字符".into(),
+            GbkError::TooLong { .. } => format!("最多 {N} 字节（GBK，一个汉字占 2 字节）"),
+        },
+    })
 }
 
 /// The 59-byte vehicle file for `vehicle` with `details`.
@@ -312,7 +299,7 @@ pub fn vehicle_file(
 fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
     let colour = file.plate_colour.code();
     VehicleView {
-        plate: gbk_text(&file.plate),
+        plate: gbk::decode_lossy(&file.plate),
         plate_colour: colour,
         plate_colour_label: plate_colour_zh(colour).to_owned(),
         vehicle_class: file.vehicle_class,
@@ -331,8 +318,8 @@ fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
             axles: file.axles,
             wheelbase_mm: file.wheelbase_mm,
             load_kg_or_seats: file.load_or_seats,
-            description: gbk_text(&file.description),
-            engine_number: gbk_text(&file.engine_number),
+            description: gbk::decode_lossy(&file.description),
+            engine_number: gbk::decode_lossy(&file.engine_number),
         },
     }
 }
@@ -796,7 +783,7 @@ mod tests {
             &plate[..8],
             &[0xC9, 0xC2, b'A', b'1', b'2', b'3', b'4', b'5']
         );
-        assert_eq!(gbk_text(&plate), "陕A12345");
+        assert_eq!(gbk::decode_lossy(&plate), "陕A12345");
         assert!(matches!(
             gbk_field::<12>("车牌号", "陕A1234567890"),
             Err(IssueError::Text { .. })
