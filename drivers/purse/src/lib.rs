@@ -26,7 +26,7 @@ pub mod responses;
 pub mod sam;
 mod text;
 
-pub use commands::{key_index_for, Pin, PurchaseKind, Sfi, TransactionType};
+pub use commands::{key_index_for, obu_read_key_for, Pin, PurchaseKind, Sfi, TransactionType};
 pub use error::{status_advice, CommandError, ParseError, PurseError};
 pub use files::{
     algorithm_from_version, CappRecord, CityIssueInfo, EtcCardType, EtcIssueInfo, HolderInfo,
