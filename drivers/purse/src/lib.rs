@@ -21,6 +21,7 @@
 pub mod commands;
 pub mod error;
 pub mod files;
+pub mod identify;
 pub mod purse;
 pub mod responses;
 pub mod sam;
@@ -32,6 +33,7 @@ pub use files::{
     algorithm_from_version, CappRecord, CityIssueInfo, EtcCardType, EtcIssueInfo, HolderInfo,
     LogRecord, ObuSystemInfo, ObuVehicleInfo, PlateColour,
 };
+pub use identify::{CardIdentity, CardKind};
 pub use purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
     LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
