@@ -244,3 +244,11 @@ fn identify_on_an_obu_programmer_reads_the_esam() {
         );
     }
 }
+
+#[test]
+fn a_payment_card_identification_refuses_an_esam_as_the_card_answered() {
+    let (_world, mut reader) = reader_with(cardd_sim::demo::demo_obu(), false);
+    let mut purse = Purse::new(&mut reader);
+    let e = purse.identify_payment_card().unwrap_err();
+    assert_eq!(e.status_word(), Some(StatusWord::FILE_NOT_FOUND), "{e}");
+}

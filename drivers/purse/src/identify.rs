@@ -70,16 +70,22 @@ impl Purse<'_> {
     /// if it has none either, the first refusal is returned. Reads only. The payment
     /// application stays selected (MF for an OBU).
     pub fn identify(&mut self) -> Result<CardIdentity, PurseError> {
-        match self.select_etc_adf() {
-            Ok(_) => {}
+        match self.identify_payment_card() {
             Err(no_adf) if no_adf.status_word() == Some(StatusWord::FILE_NOT_FOUND) => {
-                return match self.identify_obu() {
+                match self.identify_obu() {
                     Err(PurseError::Status { .. }) => Err(no_adf),
                     other => other,
-                };
+                }
             }
-            Err(e) => return Err(e),
+            other => other,
         }
+    }
+
+    /// Identifies a card with the payment application (ETC or city card; never
+    /// [`CardIdentity::Obu`]): SELECT it and READ BINARY `0015`. A card without the
+    /// application answers SELECT with `6A82`, returned as is.
+    pub fn identify_payment_card(&mut self) -> Result<CardIdentity, PurseError> {
+        self.select_etc_adf()?;
         let raw = self.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
         let parse = |source| PurseError::Parse {
             command: "READ BINARY",
