@@ -239,7 +239,7 @@ fn foreign_obus() -> Vec<(SimCard, &'static str)> {
         (
             obu(|s| {
                 s.tamper_flag = 0x01;
-                s.vehicle.plate_gbk = cardd_sim::gbk::plate("陕B54321").expect("plate");
+                s.vehicle.plate_gbk = cardd_crypto::gbk::encode_padded("陕B54321").expect("plate");
             }),
             "该OBU已激活并发行给 陕B54321（蓝色）",
         ),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use cardd_crypto::bcd;
 use cardd_purse::SecurityModule;
 use cardd_purse::{
-    decide_interrupted_load, CardKeyContext, LoadOutcome, LoadPlan, LoadSession, Pin, Purse,
-    PurseError, SoftSam, TransactionType,
+    decide_interrupted_load, CardIdentity, CardKeyContext, CardKind, LoadOutcome, LoadPlan,
+    LoadSession, Pin, Purse, PurseError, SoftSam, TransactionType,
 };
 use cardd_reader::{Reader, ReaderError, ReaderFactory, ReaderSelector, StatusWord};
 use cardd_sim::{
@@ -164,4 +164,91 @@ fn a_lost_credit_response_is_decided_from_the_card() {
         assert_eq!(decide_interrupted_load(&load, seen), expected, "{kind:?}");
         assert_eq!(world.card("sim:r").unwrap().balance(), Some(balance));
     }
+}
+
+#[test]
+fn identify_tells_etc_city_and_obu_cards_from_their_answers() {
+    use cardd_sim::demo;
+    let cases = [
+        (
+            demo::demo_etc_card(),
+            CardKind::Etc,
+            demo::DEMO_ETC_CARD_NUMBER,
+        ),
+        (
+            demo::demo_etc_card_sm4(),
+            CardKind::Etc,
+            demo::DEMO_ETC_SM4_CARD_NUMBER,
+        ),
+        (
+            demo::demo_city_card(),
+            CardKind::City,
+            demo::DEMO_CITY_CARD_NUMBER,
+        ),
+        // An ESAM in a reader's own slot: no payment application, system information under MF.
+        (
+            demo::demo_obu(),
+            CardKind::Obu,
+            demo::DEMO_OBU_CONTRACT_SERIAL,
+        ),
+    ];
+    for (card, kind, number) in cases {
+        let (_world, mut reader) = reader_with(card, false);
+        let mut purse = Purse::new(&mut reader);
+        let identity = purse.identify().unwrap();
+        assert_eq!(identity.kind(), Some(kind), "{number}");
+        assert_eq!(identity.card_number().as_deref(), Some(number));
+        match &identity {
+            CardIdentity::Etc(info) => {
+                assert_eq!(
+                    info.plate_text(),
+                    if number == demo::DEMO_ETC_CARD_NUMBER {
+                        demo::DEMO_ETC_PLATE
+                    } else {
+                        demo::DEMO_ETC_SM4_PLATE
+                    }
+                );
+                // The payment application stays selected: the balance answers at once.
+                assert_eq!(purse.balance().unwrap(), demo::DEMO_ETC_BALANCE_FEN);
+            }
+            CardIdentity::City(_) => {
+                assert_eq!(purse.balance().unwrap(), demo::DEMO_CITY_BALANCE_FEN);
+            }
+            CardIdentity::Obu(info) => assert!(!info.is_activated()),
+            CardIdentity::Unsupported { .. } => panic!("{number} unsupported"),
+        }
+    }
+}
+
+#[test]
+fn identify_on_an_obu_programmer_reads_the_esam() {
+    let world = SimWorld::new();
+    world
+        .add_reader(
+            SimReaderConfig::new("p", SimReaderKind::ObuProgrammer)
+                .with_card(cardd_sim::demo::demo_obu()),
+        )
+        .unwrap();
+    let session = SimFactory::new(world.clone())
+        .open(&ReaderSelector::Id("sim:p".into()))
+        .unwrap();
+    let mut reader = Reader::new(session, Duration::from_secs(5));
+    let mut esam = reader.obu(cardd_reader::ObuTarget::Esam).unwrap();
+    let channel: &mut dyn cardd_reader::CardChannel = &mut esam;
+    let mut purse = Purse::new(channel);
+    for identity in [purse.identify_obu().unwrap(), purse.identify().unwrap()] {
+        assert_eq!(identity.kind(), Some(CardKind::Obu));
+        assert_eq!(
+            identity.card_number().as_deref(),
+            Some(cardd_sim::demo::DEMO_OBU_CONTRACT_SERIAL)
+        );
+    }
+}
+
+#[test]
+fn a_payment_card_identification_refuses_an_esam_as_the_card_answered() {
+    let (_world, mut reader) = reader_with(cardd_sim::demo::demo_obu(), false);
+    let mut purse = Purse::new(&mut reader);
+    let e = purse.identify_payment_card().unwrap_err();
+    assert_eq!(e.status_word(), Some(StatusWord::FILE_NOT_FOUND), "{e}");
 }

@@ -5,7 +5,9 @@
 //! * every Rust source file opens with a `//!` doc saying why it exists;
 //! * no stubs (`todo!`, `unimplemented!`) and no `dbg!` outside tests;
 //! * no ignored or should-panic tests: a test runs and asserts;
-//! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`).
+//! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
+//! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`;
+//! * production drivers carry the simulator only behind an optional feature.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,17 @@ use anyhow::{Context, Result};
 
 /// Crates allowed to depend on `anyhow` (binaries and harnesses).
 const ANYHOW_ALLOWED: &[&str] = &["xtask", "cardd-tests", "cardd", "cardctl", "cardd-bench"];
+
+/// Drivers of real hardware: `cardd-sim` may be only an optional dependency of theirs.
+const PRODUCTION_DRIVERS: &[&str] = &["cardd-pcsc", "cardd-serial", "cardd-plugin"];
+
+/// The lines of a manifest's `[dependencies]` table.
+fn normal_dependencies(manifest: &str) -> impl Iterator<Item = &str> {
+    manifest
+        .split("\n[")
+        .filter(|table| table.starts_with("dependencies]"))
+        .flat_map(|table| table.lines().skip(1))
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -82,6 +95,20 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         if text.contains("\nanyhow") && !ANYHOW_ALLOWED.contains(&name.as_str()) {
             problems.push(format!(
                 "{rel}: library crate {name} depends on anyhow; use thiserror in libraries"
+            ));
+        }
+        if text.contains("\nencoding_rs") && name != "cardd-crypto" {
+            problems.push(format!(
+                "{rel}: {name} depends on encoding_rs; encode card text with cardd_crypto::gbk"
+            ));
+        }
+        if PRODUCTION_DRIVERS.contains(&name.as_str())
+            && normal_dependencies(&text)
+                .any(|l| l.starts_with("cardd-sim") && !l.contains("optional = true"))
+        {
+            problems.push(format!(
+                "{rel}: the production driver {name} depends on cardd-sim; make it a \
+                 dev-dependency or optional behind an off-by-default feature"
             ));
         }
     }

@@ -12,9 +12,9 @@
 
 use cardd_crypto::Algorithm;
 use cardd_purse::{
-    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardKeyContext,
-    CityIssueInfo, EtcIssueInfo, Funding, LoadAuthorization, LoadOutcome, LoadPlan, LoadSession,
-    Pin, Purse, PurseError, SamError, SecurityModule, Sfi,
+    decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardIdentity,
+    CardKeyContext, Funding, LoadAuthorization, LoadOutcome, LoadPlan, LoadSession, Pin, Purse,
+    PurseError, SamError, SecurityModule,
 };
 use cardd_reader::ReaderError;
 use serde::{Deserialize, Serialize};
@@ -139,32 +139,20 @@ struct Identity {
 }
 
 fn identify(purse: &mut Purse<'_>, city_algorithm: Algorithm) -> Result<Identity, LoadError> {
-    purse.select_etc_adf()?;
-    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
-    match raw.len() {
-        43 | 50 => {
-            let info = EtcIssueInfo::parse(&raw).map_err(|source| PurseError::Parse {
-                command: "READ BINARY",
-                source,
-            })?;
-            Ok(Identity {
-                card_number: info.card_number(),
-                context: CardKeyContext::etc(&info),
-                etc: true,
-            })
-        }
-        30 => {
-            let info = CityIssueInfo::parse(&raw).map_err(|source| PurseError::Parse {
-                command: "READ BINARY",
-                source,
-            })?;
-            Ok(Identity {
-                card_number: info.card_number(),
-                context: CardKeyContext::city(&info, city_algorithm),
-                etc: false,
-            })
-        }
-        n => Err(LoadError::UnknownCard(n)),
+    match purse.identify_payment_card()? {
+        CardIdentity::Etc(info) => Ok(Identity {
+            card_number: info.card_number(),
+            context: CardKeyContext::etc(&info),
+            etc: true,
+        }),
+        CardIdentity::City(info) => Ok(Identity {
+            card_number: info.card_number(),
+            context: CardKeyContext::city(&info, city_algorithm),
+            etc: false,
+        }),
+        CardIdentity::Unsupported { issue_info_len } => Err(LoadError::UnknownCard(issue_info_len)),
+        // identify_payment_card never answers Obu; an ESAM has no payment application.
+        CardIdentity::Obu(_) => Err(LoadError::UnknownCard(0)),
     }
 }
 

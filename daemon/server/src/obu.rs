@@ -24,11 +24,11 @@
 use std::sync::{Arc, Weak};
 
 use cardd_api::types::plate_colour_zh;
-use cardd_crypto::{bcd, Algorithm};
+use cardd_crypto::gbk::{self, GbkError};
 use cardd_host::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
 use cardd_purse::{
-    CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour, Purse, PurseError,
-    SamError, SecurityModule, Sfi,
+    obu_read_key_for, CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour,
+    Purse, PurseError, SamError, SecurityModule, Sfi,
 };
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
 use cardd_script::mlua::{self, Lua, Value};
@@ -40,29 +40,8 @@ use crate::server::Daemon;
 
 /// Years an OBU contract runs when issuance has to write its dates (the OBU had none).
 pub const OBU_CONTRACT_YEARS: u16 = 10;
-/// Offset of the signed date in MF `EF01` (the expiry date follows it).
-pub const SIGNED_DATE_OFFSET: u8 = 18;
-/// Offset of the tamper (activation) flag in MF `EF01`.
-pub const TAMPER_FLAG_OFFSET: u8 = 26;
-/// The tamper flag of an activated OBU.
-pub const ACTIVATED: u8 = 0x01;
-/// Bytes of the plate field of the vehicle file (GBK, `00`-padded).
-pub const PLATE_GBK_BYTES: usize = 12;
-/// Bytes of the description field of the vehicle file (GBK, `00`-padded).
-pub const DESCRIPTION_GBK_BYTES: usize = 16;
-/// Bytes of the engine-number field of the vehicle file (ASCII, `00`-padded).
-pub const ENGINE_NUMBER_BYTES: usize = 14;
 /// Longest plate or text argument from a flow, in bytes.
 const ARG_BYTES_MAX: usize = 256;
-
-/// Key id and version of READ ENCRYPTED: `3B 00` for 3DES ESAMs, `20 40` for SM4 ones
-/// (reference §4).
-fn encrypted_read_key(alg: Algorithm) -> (u8, u8) {
-    match alg {
-        Algorithm::Tdes => (0x3B, 0x00),
-        Algorithm::Sm4 => (0x20, 0x40),
-    }
-}
 
 /// Why an OBU was not issued. The messages are what a teller reads.
 #[derive(Debug, thiserror::Error)]
@@ -262,28 +241,14 @@ fn plus_years((y, m, d): (u16, u8, u8), years: u16) -> (u16, u8, u8) {
 
 /// Encodes `text` as GBK into a `00`-padded field of `N` bytes.
 fn gbk_field<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], IssueError> {
-    let bad = |reason: String| IssueError::Text {
+    gbk::encode_padded(text).map_err(|e| IssueError::Text {
         field,
         text: text.to_owned(),
-        reason,
-    };
-    let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
-    if unmappable {
-        return Err(bad("含有GBK编码中没有的字符".into()));
-    }
-    if bytes.len() > N {
-        return Err(bad(format!("最多 {N} 字节（GBK，一个汉字占 2 字节）")));
-    }
-    let mut out = [0u8; N];
-    out[..bytes.len()].copy_from_slice(&bytes);
-    Ok(out)
-}
-
-/// Decodes a `00`-padded GBK field (best effort: undecodable bytes become U+FFFD).
-fn gbk_text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    let (text, _) = encoding_rs::GBK.decode_without_bom_handling(&bytes[..end]);
-    text.trim_end().to_owned()
+        reason: match e {
+            GbkError::Unmappable(_) => "含有GBK编码中没有的字符".into(),
+            GbkError::TooLong { .. } => format!("最多 {N} 字节（GBK，一个汉字占 2 字节）"),
+        },
+    })
 }
 
 /// The 59-byte vehicle file for `vehicle` with `details`.
@@ -291,9 +256,10 @@ pub fn vehicle_file(
     vehicle: &Vehicle,
     details: &VehicleDetails,
 ) -> Result<ObuVehicleInfo, IssueError> {
-    let engine: [u8; ENGINE_NUMBER_BYTES] = gbk_field("发动机号", &details.engine_number)?;
+    let engine: [u8; ObuVehicleInfo::ENGINE_NUMBER_BYTES] =
+        gbk_field("发动机号", &details.engine_number)?;
     Ok(ObuVehicleInfo {
-        plate: gbk_field::<PLATE_GBK_BYTES>("车牌号", &vehicle.plate)?,
+        plate: gbk_field::<{ ObuVehicleInfo::PLATE_BYTES }>("车牌号", &vehicle.plate)?,
         plate_colour: PlateColour::from_code(vehicle.plate_colour.code),
         vehicle_class: vehicle.vehicle_class,
         vehicle_user_type: details.user_type,
@@ -304,7 +270,10 @@ pub fn vehicle_file(
         axles: details.axles,
         wheelbase_mm: details.wheelbase_mm,
         load_or_seats: details.load_kg_or_seats,
-        description: gbk_field::<DESCRIPTION_GBK_BYTES>("车辆描述", &details.description)?,
+        description: gbk_field::<{ ObuVehicleInfo::DESCRIPTION_BYTES }>(
+            "车辆描述",
+            &details.description,
+        )?,
         engine_number: engine,
     })
 }
@@ -312,7 +281,7 @@ pub fn vehicle_file(
 fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
     let colour = file.plate_colour.code();
     VehicleView {
-        plate: gbk_text(&file.plate),
+        plate: gbk::decode_lossy(&file.plate),
         plate_colour: colour,
         plate_colour_label: plate_colour_zh(colour).to_owned(),
         vehicle_class: file.vehicle_class,
@@ -331,8 +300,8 @@ fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
             axles: file.axles,
             wheelbase_mm: file.wheelbase_mm,
             load_kg_or_seats: file.load_or_seats,
-            description: gbk_text(&file.description),
-            engine_number: gbk_text(&file.engine_number),
+            description: gbk::decode_lossy(&file.description),
+            engine_number: gbk::decode_lossy(&file.engine_number),
         },
     }
 }
@@ -376,7 +345,7 @@ fn read_vehicle(
     sam: &dyn SecurityModule,
     card: &CardKeyContext,
 ) -> Result<ObuVehicleInfo, PurseError> {
-    let (key_id, key_version) = encrypted_read_key(card.algorithm);
+    let (key_id, key_version) = obu_read_key_for(card.algorithm);
     purse.select_df01()?;
     purse.read_obu_vehicle(sam, card, &random8(), key_id, key_version)
 }
@@ -398,7 +367,7 @@ pub fn read_info(
         let vehicle = match read_vehicle(purse, sam, &card) {
             Ok(file) => Some(ObuVehicleView {
                 vehicle: vehicle_view(&file),
-                blank: file.plate.iter().all(|b| *b == 0),
+                blank: file.is_blank(),
             }),
             Err(PurseError::Reader(e)) => return Err(IssueError::Card(e.into())),
             Err(e) => {
@@ -444,12 +413,7 @@ fn check(
     }
     match current {
         None => Ok(()),
-        Some(Ok(file))
-            if file.plate == order.vehicle_file.plate
-                && file.plate_colour == order.vehicle_file.plate_colour =>
-        {
-            Ok(())
-        }
+        Some(Ok(file)) if file.same_vehicle(&order.vehicle_file) => Ok(()),
         Some(Ok(file)) => {
             let view = vehicle_view(&file);
             Err(IssueError::IssuedToOther {
@@ -518,12 +482,14 @@ fn issue_esam(
         let expiry = system
             .expiry_date()
             .unwrap_or_else(|| plus_years(order.today, OBU_CONTRACT_YEARS));
-        expected.signed_date_bcd = bcd::date(signed.0, signed.1, signed.2);
-        expected.expiry_date_bcd = bcd::date(expiry.0, expiry.1, expiry.2);
-        let mut dates = expected.signed_date_bcd.to_vec();
-        dates.extend_from_slice(&expected.expiry_date_bcd);
+        expected.set_dates(signed, expiry);
         purse.select_mf()?;
-        write(purse, MaintenanceKey::ObuSystem, SIGNED_DATE_OFFSET, &dates)?;
+        write(
+            purse,
+            MaintenanceKey::ObuSystem,
+            ObuSystemInfo::SIGNED_DATE_OFFSET,
+            &expected.dates_bytes(),
+        )?;
         written.push("system_info_dates");
     }
 
@@ -533,13 +499,13 @@ fn issue_esam(
     written.push("vehicle_info");
 
     purse.select_mf()?;
+    expected.activate();
     write(
         purse,
         MaintenanceKey::ObuSystem,
-        TAMPER_FLAG_OFFSET,
-        &[ACTIVATED],
+        ObuSystemInfo::TAMPER_FLAG_OFFSET,
+        &[expected.tamper_flag],
     )?;
-    expected.tamper_flag = ACTIVATED;
     written.push("activation_flag");
 
     let system_back = purse.read_obu_system_info()?;
@@ -796,7 +762,7 @@ mod tests {
             &plate[..8],
             &[0xC9, 0xC2, b'A', b'1', b'2', b'3', b'4', b'5']
         );
-        assert_eq!(gbk_text(&plate), "陕A12345");
+        assert_eq!(gbk::decode_lossy(&plate), "陕A12345");
         assert!(matches!(
             gbk_field::<12>("车牌号", "陕A1234567890"),
             Err(IssueError::Text { .. })

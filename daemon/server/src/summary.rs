@@ -7,7 +7,9 @@
 
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::Algorithm;
-use cardd_purse::{EtcCardType, EtcIssueInfo, Pin, Purse, PurseError, Sfi};
+use cardd_purse::{
+    CardIdentity, CityIssueInfo, EtcCardType, EtcIssueInfo, ObuSystemInfo, Pin, Purse, PurseError,
+};
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -90,15 +92,36 @@ pub fn read(
     terminal: [u8; 6],
 ) -> Result<CardSummary, ApiError> {
     if reader.session().obu().is_some() {
-        return read_obu(reader);
+        // An OBU programmer: what answers through its OBU channel is the OBU's ESAM.
+        let mut esam = reader.obu(ObuTarget::Esam)?;
+        let channel: &mut dyn CardChannel = &mut esam;
+        let mut purse = Purse::new(channel);
+        let identity = purse.identify_obu()?;
+        return summarise(&mut purse, identity, etc_pin, &terminal);
     }
     let mut purse = Purse::new(reader);
-    purse.select_etc_adf()?;
-    let raw = purse.read_binary_sfi(Sfi::ISSUE, 0, 0)?;
-    match raw.len() {
-        30 => read_city(&mut purse, &raw),
-        43 | 50 => read_etc(&mut purse, &raw, etc_pin, &terminal),
-        n => Err(ApiError::new(
+    let identity = purse.identify().map_err(|e| match e {
+        // An issue file that does not parse: the parser says what is wrong with it.
+        PurseError::Parse { source, .. } => {
+            ApiError::new(cardd_api::ErrorCode::CardError, source.to_string())
+        }
+        other => other.into(),
+    })?;
+    summarise(&mut purse, identity, etc_pin, &terminal)
+}
+
+/// The summary of the card `purse` talks to, of the kind it identified as.
+fn summarise(
+    purse: &mut Purse<'_>,
+    identity: CardIdentity,
+    etc_pin: &str,
+    terminal: &[u8; 6],
+) -> Result<CardSummary, ApiError> {
+    match identity {
+        CardIdentity::Etc(info) => read_etc(purse, info, etc_pin, terminal),
+        CardIdentity::City(info) => read_city(purse, info),
+        CardIdentity::Obu(info) => Ok(obu_summary(&info)),
+        CardIdentity::Unsupported { issue_info_len: n } => Err(ApiError::new(
             cardd_api::ErrorCode::UnsupportedCard,
             format!("the card's 0015 file is {n} bytes; cardd knows ETC (43/50) and city one-card (30) cards"),
         )),
@@ -107,12 +130,10 @@ pub fn read(
 
 fn read_etc(
     purse: &mut Purse<'_>,
-    raw: &[u8],
+    info: EtcIssueInfo,
     pin: &str,
     terminal: &[u8; 6],
 ) -> Result<CardSummary, ApiError> {
-    let info = EtcIssueInfo::parse(raw)
-        .map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
     let mut s = CardSummary {
         kind: Some(CardKind::Etc),
         kind_label: CardKind::Etc.label_zh().into(),
@@ -145,9 +166,7 @@ fn read_etc(
     Ok(s)
 }
 
-fn read_city(purse: &mut Purse<'_>, raw: &[u8]) -> Result<CardSummary, ApiError> {
-    let info = cardd_purse::CityIssueInfo::parse(raw)
-        .map_err(|e| ApiError::new(cardd_api::ErrorCode::CardError, e.to_string()))?;
+fn read_city(purse: &mut Purse<'_>, info: CityIssueInfo) -> Result<CardSummary, ApiError> {
     let mut s = CardSummary {
         kind: Some(CardKind::City),
         kind_label: CardKind::City.label_zh().into(),
@@ -160,13 +179,8 @@ fn read_city(purse: &mut Purse<'_>, raw: &[u8]) -> Result<CardSummary, ApiError>
     Ok(s)
 }
 
-fn read_obu(reader: &mut Reader) -> Result<CardSummary, ApiError> {
-    let mut esam = reader.obu(ObuTarget::Esam)?;
-    let channel: &mut dyn CardChannel = &mut esam;
-    let mut purse = Purse::new(channel);
-    purse.select_mf()?;
-    let info = purse.read_obu_system_info()?;
-    Ok(CardSummary {
+fn obu_summary(info: &ObuSystemInfo) -> CardSummary {
+    CardSummary {
         kind: Some(CardKind::Obu),
         kind_label: CardKind::Obu.label_zh().into(),
         card_number: info.obu_number(),
@@ -174,7 +188,7 @@ fn read_obu(reader: &mut Reader) -> Result<CardSummary, ApiError> {
         algorithm: Some(algorithm_name(info.algorithm())),
         obu_activated: Some(info.is_activated()),
         ..CardSummary::default()
-    })
+    }
 }
 
 /// What `card.balance` returns.

@@ -14,7 +14,9 @@
 //! * purse MACs MAC1/MAC2/TAC ([`purse_mac`]) over the byte layouts of [`mac_input`],
 //! * the secure-messaging MAC for `04D6` / `84D4` / `8418` ([`secure_messaging_mac`]),
 //! * ECB helpers for key blocks and encrypted reads ([`ecb_encrypt`], [`ecb_decrypt`]),
-//! * constant-time MAC comparison ([`mac_eq`]) and packed BCD helpers ([`bcd`]).
+//! * constant-time MAC comparison ([`mac_eq`]) and packed BCD helpers ([`bcd`]),
+//! * the GBK codec for the Chinese text of card files ([`gbk`]), which host and simulated card
+//!   must likewise encode identically.
 //!
 //! ```
 //! use cardd_crypto::{diversify, load_session_key, mac_input, purse_mac, Algorithm, Key16};
@@ -42,6 +44,7 @@ mod mac;
 
 pub mod bcd;
 pub mod demo;
+pub mod gbk;
 pub mod mac_input;
 
 pub use derive::{diversify, diversify_two_level, load_session_key, purchase_session_key, tac_key};

@@ -16,9 +16,9 @@
 //!   [`PcscHotplug`] (readers coming and going, through `\\?PnP?\Notification`);
 //! * [`error`]: [`PcscError`] and the mapping of PC/SC codes onto `ReaderError` kinds;
 //! * [`options`]: [`PcscOptions`], the driver's configuration table;
-//! * [`vpcd`]: [`vpcd::VpcdBridge`], a `cardd_sim::SimCard` speaking vsmartcard's vpcd protocol,
-//!   for end-to-end tests through the real pcsc-lite stack (also the `cardd-vpcd-bridge`
-//!   binary).
+//! * `vpcd` (feature `vpcd`, off by default): `vpcd::VpcdBridge`, a `cardd_sim::SimCard`
+//!   speaking vsmartcard's vpcd protocol, for end-to-end tests through the real pcsc-lite stack
+//!   (also the `cardd-vpcd-bridge` binary).
 //!
 //! ```toml
 //! [[readers]]
@@ -34,6 +34,7 @@ pub mod options;
 pub mod reader;
 mod session;
 mod stop;
+#[cfg(feature = "vpcd")]
 pub mod vpcd;
 pub mod worker;
 

@@ -418,6 +418,15 @@ pub fn get_chip_id() -> CommandApdu {
     CommandApdu::new(0x80, 0xF6, 0x00, 0x03).with_le(4)
 }
 
+/// Key id and key version READ ENCRYPTED names on an ESAM of `alg`: `3B 00` for 3DES, `20 40`
+/// for SM4 (reference §4).
+pub fn obu_read_key_for(alg: Algorithm) -> (u8, u8) {
+    match alg {
+        Algorithm::Tdes => (0x3B, 0x00),
+        Algorithm::Sm4 => (0x20, 0x40),
+    }
+}
+
 /// READ ENCRYPTED of the ESAM vehicle file: `00 B4 00 00 0A random(8) keyId keyVer`.
 pub fn read_encrypted(random: &[u8; 8], key_id: u8, key_version: u8) -> CommandApdu {
     let mut data = Vec::with_capacity(10);
@@ -601,6 +610,8 @@ mod tests {
         assert_eq!(PurchaseKind::Composite.transaction_type().code(), 0x09);
         assert_eq!(PurchaseKind::Normal.transaction_type().code(), 0x06);
         assert_eq!(key_index_for(Algorithm::Sm4), 0x41);
+        assert_eq!(obu_read_key_for(Algorithm::Tdes), (0x3B, 0x00));
+        assert_eq!(obu_read_key_for(Algorithm::Sm4), (0x20, 0x40));
         assert_eq!(algorithm_for_alg_id(0x04), Some(Algorithm::Sm4));
         assert_eq!(algorithm_for_alg_id(0x02), None);
     }

@@ -648,6 +648,15 @@ pub struct ObuSystemInfo {
 
 impl ObuSystemInfo {
     pub const LEN: usize = 27;
+    /// Offset of the signed date (BCD `YYYYMMDD`); the expiry date follows it, so issuance
+    /// writes both dates ([`Self::dates_bytes`]) in one UPDATE BINARY here.
+    pub const SIGNED_DATE_OFFSET: u8 = 18;
+    /// Offset of the expiry date (BCD `YYYYMMDD`).
+    pub const EXPIRY_DATE_OFFSET: u8 = 22;
+    /// Offset of the tamper (activation) flag, the file's last byte.
+    pub const TAMPER_FLAG_OFFSET: u8 = 26;
+    /// The tamper flag of an activated OBU (`00`: not activated, or tampered with).
+    pub const ACTIVATED: u8 = 0x01;
 
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let mut f = Fields::new("OBU system information (EF01)", bytes, &[Self::LEN], "27")?;
@@ -696,7 +705,26 @@ impl ObuSystemInfo {
 
     /// The OBU is activated (tamper flag `01`).
     pub fn is_activated(&self) -> bool {
-        self.tamper_flag == 0x01
+        self.tamper_flag == Self::ACTIVATED
+    }
+
+    /// Sets the tamper flag to activated (what issuance writes at [`Self::TAMPER_FLAG_OFFSET`]).
+    pub fn activate(&mut self) {
+        self.tamper_flag = Self::ACTIVATED;
+    }
+
+    /// Sets the signed and expiry dates, `(year, month, day)`, encoded as BCD.
+    pub fn set_dates(&mut self, signed: (u16, u8, u8), expiry: (u16, u8, u8)) {
+        self.signed_date_bcd = bcd::date(signed.0, signed.1, signed.2);
+        self.expiry_date_bcd = bcd::date(expiry.0, expiry.1, expiry.2);
+    }
+
+    /// The signed and expiry dates as the file holds them from [`Self::SIGNED_DATE_OFFSET`].
+    pub fn dates_bytes(&self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&self.signed_date_bcd);
+        out[4..].copy_from_slice(&self.expiry_date_bcd);
+        out
     }
 
     pub fn signed_date(&self) -> Option<(u16, u8, u8)> {
@@ -736,6 +764,12 @@ pub struct ObuVehicleInfo {
 
 impl ObuVehicleInfo {
     pub const LEN: usize = 59;
+    /// Width of the plate field (GBK, `00`-padded).
+    pub const PLATE_BYTES: usize = 12;
+    /// Width of the description field (GBK, `00`-padded).
+    pub const DESCRIPTION_BYTES: usize = 16;
+    /// Width of the engine-number field (ASCII, `00`-padded).
+    pub const ENGINE_NUMBER_BYTES: usize = 14;
 
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let mut f = Fields::new(
@@ -785,6 +819,16 @@ impl ObuVehicleInfo {
 
     pub fn engine_number_text(&self) -> String {
         text::ascii_text(&self.engine_number)
+    }
+
+    /// No plate written yet (a new OBU's vehicle file is all `00`).
+    pub fn is_blank(&self) -> bool {
+        self.plate.iter().all(|b| *b == 0)
+    }
+
+    /// Written for the same vehicle as `other`: same plate bytes and plate colour.
+    pub fn same_vehicle(&self, other: &ObuVehicleInfo) -> bool {
+        self.plate == other.plate && self.plate_colour == other.plate_colour
     }
 }
 
@@ -952,5 +996,58 @@ mod tests {
         assert_eq!(ObuVehicleInfo::parse(&bytes).unwrap(), vehicle);
         assert_eq!(vehicle.plate_text(), "宁A12345");
         assert_eq!(vehicle.engine_number_text(), "ENG12345678901");
+        assert!(!vehicle.is_blank());
+        assert!(ObuVehicleInfo::parse(&[0; 59]).unwrap().is_blank());
+    }
+
+    #[test]
+    fn obu_system_offsets_and_issuance_fields() {
+        let sys = h("C4FECFC4C4FECFC4 01 52 0102030405060708 00000000 00000000 00");
+        let mut info = ObuSystemInfo::parse(&sys).unwrap();
+        assert!(!info.is_activated());
+        assert_eq!((info.signed_date(), info.expiry_date()), (None, None));
+
+        info.set_dates((2024, 2, 29), (2034, 2, 28));
+        info.activate();
+        assert!(info.is_activated());
+        assert_eq!(info.signed_date(), Some((2024, 2, 29)));
+        assert_eq!(info.expiry_date(), Some((2034, 2, 28)));
+        assert_eq!(info.dates_bytes(), *h("20240229 20340228"));
+        let bytes = info.to_bytes();
+        let at = |offset: u8| usize::from(offset);
+        assert_eq!(
+            bytes[at(ObuSystemInfo::SIGNED_DATE_OFFSET)..][..8],
+            info.dates_bytes()
+        );
+        assert_eq!(
+            bytes[at(ObuSystemInfo::EXPIRY_DATE_OFFSET)..][..4],
+            info.expiry_date_bcd
+        );
+        assert_eq!(
+            bytes[at(ObuSystemInfo::TAMPER_FLAG_OFFSET)],
+            ObuSystemInfo::ACTIVATED
+        );
+        assert_eq!(
+            at(ObuSystemInfo::TAMPER_FLAG_OFFSET),
+            ObuSystemInfo::LEN - 1
+        );
+    }
+
+    #[test]
+    fn obu_vehicle_field_widths() {
+        let vehicle = ObuVehicleInfo::parse(&[0; ObuVehicleInfo::LEN]).unwrap();
+        assert_eq!(vehicle.plate.len(), ObuVehicleInfo::PLATE_BYTES);
+        assert_eq!(vehicle.description.len(), ObuVehicleInfo::DESCRIPTION_BYTES);
+        assert_eq!(
+            vehicle.engine_number.len(),
+            ObuVehicleInfo::ENGINE_NUMBER_BYTES
+        );
+        let mut other = vehicle.clone();
+        assert!(vehicle.same_vehicle(&other));
+        other.plate_colour = PlateColour::Yellow;
+        assert!(!vehicle.same_vehicle(&other));
+        other = vehicle.clone();
+        other.plate[0] = b'A';
+        assert!(!vehicle.same_vehicle(&other));
     }
 }

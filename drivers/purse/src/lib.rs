@@ -21,17 +21,19 @@
 pub mod commands;
 pub mod error;
 pub mod files;
+pub mod identify;
 pub mod purse;
 pub mod responses;
 pub mod sam;
 mod text;
 
-pub use commands::{key_index_for, Pin, PurchaseKind, Sfi, TransactionType};
+pub use commands::{key_index_for, obu_read_key_for, Pin, PurchaseKind, Sfi, TransactionType};
 pub use error::{status_advice, CommandError, ParseError, PurseError};
 pub use files::{
     algorithm_from_version, CappRecord, CityIssueInfo, EtcCardType, EtcIssueInfo, HolderInfo,
     LogRecord, ObuSystemInfo, ObuVehicleInfo, PlateColour,
 };
+pub use identify::{CardIdentity, CardKind};
 pub use purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
     LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,

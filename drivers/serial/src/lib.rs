@@ -13,8 +13,9 @@
 //! * [`driver`]: [`SERIAL_DRIVER`], its options ([`SerialOptions`]: only configured devices,
 //!   by path or by USB VID + PID + serial number), [`SerialFactory`] and [`SerialReader`]
 //!   (`transmit_raw` → the ETC card, `obu()` → ESAM and ETC card, presence, card events);
-//! * [`simulator`] (Unix): [`SimProgrammer`], a programmer on a pseudo-terminal holding
-//!   `cardd_sim` cards, with fault injection, for this crate's tests and the daemon's.
+//! * `simulator` (Unix, feature `simulator`, off by default): `SimProgrammer`, a programmer on
+//!   a pseudo-terminal holding `cardd_sim` cards, with fault injection, for this crate's tests
+//!   and the daemon's.
 //!
 //! The serial link itself (reader thread, sequence numbers, resends, deadlines) is private
 //! (`link`).
@@ -25,7 +26,7 @@ pub mod error;
 pub mod frame;
 mod link;
 pub mod protocol;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "simulator"))]
 pub mod simulator;
 
 pub use driver::{
@@ -36,7 +37,7 @@ pub use error::SerialError;
 pub use frame::{Decoder, Frame, FrameError, FRAME_BYTES_MAX, FRAME_DATA_BYTES_MAX};
 pub use link::{EVENTS_KEPT_MAX, INBOX_FRAMES_MAX, LINK_READ_SLICE_MS};
 pub use protocol::{DeviceInfo, Status, Target, PROTOCOL_VERSION};
-#[cfg(unix)]
+#[cfg(all(unix, feature = "simulator"))]
 pub use simulator::{SimProgrammer, SimProgrammerConfig, SimProgrammerError, SimStats};
 
 /// The driver's registered name.

@@ -17,7 +17,7 @@ use crate::cards::{
     key_from_hex, CityCard, CityCardSpec, EtcCard, EtcCardSpec, IssuerMasters, ObuEsam, ObuMasters,
     ObuSpec, SimCard, VehicleInfo,
 };
-use crate::gbk;
+use cardd_crypto::gbk;
 
 /// Card number of [`demo_etc_card`].
 pub const DEMO_ETC_CARD_NUMBER: &str = "61011801000000000001";
@@ -121,7 +121,7 @@ pub fn demo_obu_spec() -> ObuSpec {
     hex::decode_to_slice(DEMO_OBU_CONTRACT_SERIAL, &mut serial).unwrap_or_default();
     ObuSpec {
         chip_id: DEMO_OBU_CHIP_ID,
-        contract_provider: gbk::padded("陕西陕西").unwrap_or_default(),
+        contract_provider: gbk::encode_padded("陕西陕西").unwrap_or_default(),
         contract_type: 0x01,
         contract_version: 0x10,
         contract_serial: serial,
@@ -129,7 +129,7 @@ pub fn demo_obu_spec() -> ObuSpec {
         expiry_date: [0x20, 0x34, 0x01, 0x01],
         tamper_flag: 0x00,
         vehicle: VehicleInfo {
-            plate_gbk: gbk::plate(DEMO_ETC_PLATE).unwrap_or_default(),
+            plate_gbk: gbk::encode_padded(DEMO_ETC_PLATE).unwrap_or_default(),
             plate_colour: 0,
             vehicle_class: 1,
             vehicle_user_type: 0,
@@ -140,7 +140,7 @@ pub fn demo_obu_spec() -> ObuSpec {
             axles: 2,
             wheelbase_mm: 2800,
             load_kg_or_seats: 5,
-            description_gbk: gbk::padded("小型轿车").unwrap_or_default(),
+            description_gbk: gbk::encode_padded("小型轿车").unwrap_or_default(),
             engine_number: *b"ENG0000000001\0",
         },
         rng_seed: None,

@@ -11,8 +11,7 @@
 //! * [`world`]: [`SimWorld`], the shared readers, slots and cards a test acts on;
 //! * [`reader`]: [`SimFactory`] / [`SimReader`], the `cardd-reader` driver over a world;
 //! * [`fault`]: [`FaultPlan`], faults at exact exchange numbers;
-//! * [`driver`]: [`SIM_DRIVER`] and its options for the daemon's registry;
-//! * [`gbk`]: the little GBK the cards' Chinese text needs.
+//! * [`driver`]: [`SIM_DRIVER`] and its options for the daemon's registry.
 //!
 //! ```
 //! use std::time::Duration;
@@ -35,7 +34,6 @@ pub mod cards;
 pub mod demo;
 pub mod driver;
 pub mod fault;
-pub mod gbk;
 mod persist;
 pub mod reader;
 mod t0;

@@ -2,9 +2,10 @@
 
 mod common;
 
+use cardd_crypto::gbk;
 use cardd_sim::cards::{EtcCard, EtcCardSpec, ETC_ATR};
 use cardd_sim::demo::{self, demo_city_card, demo_etc_card, demo_masters};
-use cardd_sim::{gbk, SimCard};
+use cardd_sim::SimCard;
 use common::*;
 
 #[test]

@@ -83,7 +83,7 @@ fn vehicle_file_update_needs_the_application_maintenance_key() {
     let app_key = host_key(Algorithm::Tdes, &masters.app_maintenance);
     let mut vehicle = VehicleInfo::parse(obu.as_obu().unwrap().vehicle_info()).unwrap();
     vehicle.axles = 3;
-    vehicle.plate_gbk = cardd_sim::gbk::plate("甘A99999").unwrap();
+    vehicle.plate_gbk = cardd_crypto::gbk::encode_padded("甘A99999").unwrap();
     let bytes = vehicle.to_bytes();
     assert_eq!(sw(&mut obu, "00A4000002DF01"), 0x9000);
     let c = challenge(&mut obu);

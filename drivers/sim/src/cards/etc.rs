@@ -14,7 +14,7 @@ use super::keys::{alg_name, algorithm_for_version, is_sm4, CardKeys, IssuerMaste
 use super::purse::{LogRecord, Purse, PurseConfig, CAPP_RECORD_BYTES};
 use super::rng::SimRng;
 use super::{digits, IssueError};
-use crate::gbk;
+use cardd_crypto::gbk;
 
 /// Default highest balance of a simulated ETC card: 100,000.00 yuan. Real cards get their limit
 /// at personalisation; this one is high enough never to get in the way of a test that is not
@@ -48,7 +48,7 @@ pub struct EtcCardSpec {
     /// BCD `YYYYMMDD`.
     pub start_date: [u8; 4],
     pub expiry_date: [u8; 4],
-    /// GBK, at most 12 bytes (see [`gbk::plate`]).
+    /// GBK, at most 12 bytes (see [`gbk::encode`]).
     pub plate_gbk: Vec<u8>,
     /// 0 blue, 1 yellow, 2 black, 3 white, 4 gradient green, 5 yellow-green, 6 blue-white, 11 green, 12 red.
     pub plate_colour: u16,
@@ -215,7 +215,7 @@ impl EtcCard {
     pub fn card_number(&self) -> String {
         hex::encode_upper(self.issue_info().get(10..20).unwrap_or_default())
     }
-    /// The plate of `0015`, when its characters are known to [`gbk::decode`].
+    /// The plate of `0015`, when it is well-formed GBK.
     pub fn plate(&self) -> Option<String> {
         gbk::decode(self.issue_info().get(28..40)?)
     }

@@ -17,7 +17,7 @@ use super::hexser;
 use super::keys::{algorithm_for_version, is_sm4, EsamKeys, ObuMasters};
 use super::rng::SimRng;
 use super::IssueError;
-use crate::gbk;
+use cardd_crypto::gbk;
 
 /// Bytes of MF EF01.
 pub const SYSTEM_INFO_BYTES: usize = 27;
@@ -100,7 +100,7 @@ impl VehicleInfo {
         })
     }
 
-    /// The plate, when its characters are known to [`gbk::decode`].
+    /// The plate, when it is well-formed GBK.
     pub fn plate(&self) -> Option<String> {
         gbk::decode(&self.plate_gbk)
     }
