@@ -53,7 +53,7 @@ return {
       if attempts > 3 * report.total + 3 then
         return { status = "paused", message = "尝试次数过多，批量充值已暂停", report = report, refused = refused }
       end
-      ui.progress("批量充值进度：" .. finished .. "/" .. report.total)
+      ui.progress("批量充值进度：" .. finished .. "/" .. report.total, { done = finished, total = report.total })
       local answer = ui.choose("请将卡号 " .. next_item.card_number .. " 的卡片放到读卡器上（第 " .. (next_item.index + 1)
         .. "/" .. report.total .. " 张，充值 " .. next_item.amount .. " 元）", { "已放好", "跳过此卡", "暂停" })
       if answer == "暂停" then
@@ -78,7 +78,7 @@ return {
               amount = target.amount_fen, card_number = target.card_number,
               batch_id = params.batch_id, item = target.index,
             })
-            -- Tried once per run: a refused card (over 1000 yuan, quota short) is not offered
+            -- Tried once per run: a refused card (over the card's ceiling, quota short) is not offered
             -- again until the batch is started again.
             skipped[target.index] = true
             if done and result.status == "unknown" then

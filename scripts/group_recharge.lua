@@ -1,8 +1,8 @@
 -- 集团充值: recharge the city one-card on the reader out of the group's quota.
 --
 -- The flow shows what the seed's recharge page shows (group name, operator, terminal number,
--- available quota, the card's number and balance), takes the amount (typed, or picked from
--- 10/20/30/50/100 元), checks the seed's rules, asks for the confirmation and calls
+-- available quota, the card's number and balance), takes the amount (typed, or picked from the
+-- presets of group.rules()), checks the seed's rules, asks for the confirmation and calls
 -- group.recharge. The money is Rust: group.recharge checks the rules again, reserves the quota
 -- durably before the card is credited, loads the card through the journal (exactly once) and
 -- settles the order; a failed load leaves the order failed with its quota waiting for the
@@ -38,19 +38,28 @@ return {
 
     local amount = params.amount
     if amount == nil then
-      local choice = ui.choose("请选择充值金额", rules.presets)
-      amount = math.tointeger(tonumber(string.sub(choice, 1, -4)) * 100)
+      local labels = {}
+      for i, preset in ipairs(rules.presets) do
+        labels[i] = preset.label
+      end
+      local choice = ui.choose("请选择充值金额", labels)
+      for _, preset in ipairs(rules.presets) do
+        if preset.label == choice then
+          amount = preset.fen
+        end
+      end
     end
-    -- The seed's rules, here for a quick answer; group.recharge checks them again.
+    -- The seed's rules, here for a quick answer, phrased from the rules' own figures;
+    -- group.recharge checks them again.
     if amount < rules.min_fen then
-      error("充值金额不能小于10元")
+      error("充值金额不能小于" .. rules.min_yuan .. "元")
     end
     if amount % rules.step_fen ~= 0 then
-      error("充值金额必须是10元的整数倍，" .. yuan(amount) .. " 元不是")
+      error("充值金额必须是" .. rules.step_yuan .. "元的整数倍，" .. yuan(amount) .. " 元不是")
     end
     if info.balance_fen + amount > rules.card_balance_max_fen then
-      error("充值后卡内金额不能超过1000元：卡内余额 " .. info.balance .. " 元，充值 " .. yuan(amount)
-        .. " 元后为 " .. yuan(info.balance_fen + amount) .. " 元")
+      error("充值后卡内金额不能超过" .. rules.card_balance_max_yuan .. "元：卡内余额 " .. info.balance .. " 元，充值 "
+        .. yuan(amount) .. " 元后为 " .. yuan(info.balance_fen + amount) .. " 元")
     end
     if amount > g.available_quota_fen then
       error("集团可用额度不足：可用额度 " .. g.available_quota .. " 元，充值金额 " .. yuan(amount) .. " 元")

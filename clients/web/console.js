@@ -8,19 +8,19 @@
   const { el, call, describe } = Cardd;
   const $ = (id) => document.getElementById(id);
 
-  const ROLE_LABELS = {
-    admin: '管理员', teller: '柜员', supervisor: '主管', auditor: '审核员', kiosk: '自助终端', group_operator: '集团操作员',
-  };
-  const PLATE_COLOURS = [
-    [0, '蓝色'], [1, '黄色'], [2, '黑色'], [3, '白色'], [4, '渐变绿色'], [5, '黄绿双拼色'], [6, '蓝白渐变色'], [11, '绿色'], [12, '红色'],
-  ];
-  const PRESETS = [['last_7_days', '最近7天'], ['last_month', '最近一个月'], ['last_3_months', '最近三个月'], ['last_6_months', '最近半年']];
-  const GROUP_RULES = [
-    '充值金额为10元的整数倍，充值金额不能小于10元。',
-    '充值后卡内金额不能超1000元。',
-    '充值扣除集团可用额度；额度不足时请先进行额度充值并等待审核。',
-    '特别说明：充值失败的订单，系统审核后会在1-3个工作日内将金额退回到额度中。',
-  ];
+  // The vocabulary (roles, plate colours, query periods …) and the group recharge rules come
+  // from cardd (system.vocabulary, group.rules): never copied here.
+  const vocab = { roles: [], plate_colours: [], order_statuses: [], topup_statuses: [], query_periods: [] };
+  let groupRules = null;
+  const roleLabel = (code) => (vocab.roles.find((r) => r.code === code) || { label: code }).label;
+  const QUOTA_NOTE = '充值扣除集团可用额度；额度不足时请先进行额度充值并等待审核。';
+  const REFUND_NOTE = '特别说明：充值失败的订单，系统审核后会在1-3个工作日内将金额退回到额度中。';
+  // The rules of 集团充值 as the page lists them, in the rules' own figures.
+  function groupRuleLines() {
+    const r = groupRules;
+    const figures = r ? ['充值金额为' + r.step_yuan + '元的整数倍，充值金额不能小于' + r.min_yuan + '元。', '充值后卡内金额不能超' + r.card_balance_max_yuan + '元。'] : [];
+    return [...figures, QUOTA_NOTE, REFUND_NOTE];
+  }
 
   const state = { me: null, flows: [], methods: new Set(), readers: new Map(), stopEvents: null };
 
@@ -127,7 +127,7 @@
   }
 
   function colourSelect(id) {
-    return el('select', { id }, PLATE_COLOURS.map(([code, name]) => el('option', { value: String(code), text: name })));
+    return el('select', { id }, vocab.plate_colours.map((c) => el('option', { value: String(c.code), text: c.label })));
   }
 
   // What kind of reader this is, from its capabilities: an OBU programmer, a contactless-only
@@ -272,13 +272,17 @@
       location.href = '/kiosk';
       return undefined;
     }
-    const [flows, discover] = await Promise.all([
+    const [flows, discover, words, rules] = await Promise.all([
       call('flows.list', {}).catch(() => []),
       call('rpc.discover', {}).catch(() => ({ methods: [] })),
+      call('system.vocabulary', {}).catch(() => null),
+      state.me.role === 'group_operator' ? call('group.rules', {}).catch(() => null) : null,
     ]);
+    if (words) Object.assign(vocab, words);
+    groupRules = rules;
     state.flows = flows;
     state.methods = new Set((discover.methods || []).map((m) => m.name));
-    $('operator').textContent = (state.me.display_name || state.me.username) + '（' + (ROLE_LABELS[state.me.role] || state.me.role) + '）';
+    $('operator').textContent = (state.me.display_name || state.me.username) + '（' + roleLabel(state.me.role) + '）';
     await loadReaders();
     // Once subscribed, the readers are read again: a card that came or went between the first
     // read and the subscription is shown as it is.
@@ -756,25 +760,20 @@
     } catch (err) { errorBox(err, '无法读取集团信息'); return null; }
   }
 
-  // The seed's limits of one card recharge, in fen.
-  const GROUP_MIN_FEN = 1000;
-  const GROUP_STEP_FEN = 1000;
-  const GROUP_CARD_MAX_FEN = 100000;
-
-  // The most this card can take now: a multiple of 10 yuan within the card's 1000 yuan limit
-  // and the group's quota (null when the card or the quota is not known yet).
+  // The most this card can take now: a multiple of the step within the card's balance ceiling
+  // and the group's quota (null when the card, the quota or the rules are not known yet).
   function groupMaxFen(card, info) {
-    if (!card || card.kind !== 'city' || card.balance_fen === null || card.balance_fen === undefined) return null;
-    let max = GROUP_CARD_MAX_FEN - card.balance_fen;
+    if (!groupRules || !card || card.kind !== 'city' || card.balance_fen === null || card.balance_fen === undefined) return null;
+    let max = groupRules.card_balance_max_fen - card.balance_fen;
     if (info) max = Math.min(max, info.available_quota_fen);
-    return Math.max(0, max - (max % GROUP_STEP_FEN));
+    return Math.max(0, max - (max % groupRules.step_fen));
   }
 
   function pageGroupRecharge(main) {
     const head = el('div', { id: 'group-head' });
     const reader = readerSelect('gr-reader', (r) => r.id.includes('city') || /城市|city/i.test(r.name));
     const cardBox = el('div', { id: 'gr-card' });
-    const amount = el('input', { id: 'gr-amount', inputmode: 'numeric', placeholder: '10 的整数倍' });
+    const amount = el('input', { id: 'gr-amount', inputmode: 'numeric', placeholder: groupRules ? groupRules.step_yuan + ' 的整数倍' : '' });
     const quick = el('div', { class: 'quick', id: 'gr-quick' });
     const limit = el('p', { class: 'hint', id: 'gr-limit' });
     const submit = el('button', { type: 'submit', id: 'gr-submit', text: '确认充值' });
@@ -787,9 +786,11 @@
     const showLimit = () => {
       const max = groupMaxFen(card, info);
       if (max === null) { limit.textContent = '请在读卡器上放置要充值的城市一卡通卡片。'; return; }
-      limit.textContent = max >= GROUP_MIN_FEN
-        ? '本卡本次最多可充 ' + (max / 100) + ' 元（卡内余额 ' + card.balance + ' 元，充值后卡内金额不能超1000元' + (info ? '；集团可用额度 ' + info.available_quota + ' 元' : '') + '）。'
-        : '本卡暂不能充值：卡内余额 ' + card.balance + ' 元，充值后卡内金额不能超1000元' + (info && info.available_quota_fen < GROUP_MIN_FEN ? '，或集团可用额度不足10元' : '') + '。';
+      const r = groupRules;
+      const ceiling = '充值后卡内金额不能超' + r.card_balance_max_yuan + '元';
+      limit.textContent = max >= r.min_fen
+        ? '本卡本次最多可充 ' + (max / 100) + ' 元（卡内余额 ' + card.balance + ' 元，' + ceiling + (info ? '；集团可用额度 ' + info.available_quota + ' 元' : '') + '）。'
+        : '本卡暂不能充值：卡内余额 ' + card.balance + ' 元，' + ceiling + (info && info.available_quota_fen < r.min_fen ? '，或集团可用额度不足' + r.min_yuan + '元' : '') + '。';
     };
     const readCard = async () => {
       try {
@@ -821,21 +822,21 @@
     document.addEventListener('cardd-reader-event', onReader);
     groupHeader(head).then((g) => {
       info = g;
-      for (const p of (g && g.amount_presets) || ['10.00', '20.00', '30.00', '50.00', '100.00']) {
-        const whole = String(Number(p));
-        quick.appendChild(el('button', { type: 'button', class: 'secondary', 'data-amount': whole, text: whole + '元', onclick: () => { amount.value = whole; } }));
+      for (const p of (groupRules && groupRules.presets) || []) {
+        const whole = String(Number(p.amount));
+        quick.appendChild(el('button', { type: 'button', class: 'secondary', 'data-amount': whole, text: p.label, onclick: () => { amount.value = whole; } }));
       }
       showLimit();
     });
     readCard();
     // The rules come first: the operator reads them before typing an amount.
-    form.append(el('div', { class: 'rules', id: 'gr-rules' }, el('h3', { text: '充值规则' }), el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))),
+    form.append(el('div', { class: 'rules', id: 'gr-rules' }, el('h3', { text: '充值规则' }), el('ul', {}, groupRuleLines().map((r) => el('li', { text: r })))),
       limit, field('充值金额（元）', amount), quick, submit);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const text = amount.value.trim();
       const problem = groupAmountProblem(text, card, info);
-      if (problem) { alertBox(problem, '请修改充值金额', el('ul', {}, GROUP_RULES.map((r) => el('li', { text: r })))); return; }
+      if (problem) { alertBox(problem, '请修改充值金额', el('ul', {}, groupRuleLines().map((r) => el('li', { text: r })))); return; }
       const slot = 'group.recharge:' + (card ? card.card_number : '') + ':' + text;
       progressBox('正在读取卡片……');
       let run;
@@ -854,7 +855,7 @@
       out.replaceChildren(el('section', { class: 'panel success', id: 'gr-success' }, el('h2', { text: r.message || '充值成功！' }),
         fields([['订单编号', r.order_id], ['卡号', r.card_number], ['充值前余额', yuan(r.balance_before)], ['充值金额', yuan(r.amount)],
           ['现余额', yuan(r.balance_after)], ['充值前集团额度', yuan(r.quota_before)], ['充值后集团额度', yuan(r.quota_after)]], 'gr-success-fields'),
-        el('p', { class: 'hint', text: GROUP_RULES[3] }),
+        el('p', { class: 'hint', text: REFUND_NOTE }),
         el('div', { class: 'buttons' }, el('button', { type: 'button', id: 'gr-again', text: '继续充值', onclick: () => route() }))));
       form.hidden = true;
       groupHeader(head);
@@ -869,11 +870,13 @@
     if (!/^\d+$/.test(text)) return '充值金额应为整数元，例如 50。';
     const fen = Number(text) * 100;
     if (card && card.kind !== 'city') return '本页面为城市一卡通充值：读卡器上的卡片不是城市一卡通，请放置要充值的城市一卡通卡片。';
-    if (fen < GROUP_MIN_FEN) return '充值金额不能小于10元。';
-    if (fen % GROUP_STEP_FEN !== 0) return '充值金额必须是10元的整数倍，' + text + ' 元不是。';
+    const r = groupRules;
+    if (!r) return '无法读取充值规则，请刷新页面后重试。';
+    if (fen < r.min_fen) return '充值金额不能小于' + r.min_yuan + '元。';
+    if (fen % r.step_fen !== 0) return '充值金额必须是' + r.step_yuan + '元的整数倍，' + text + ' 元不是。';
     const max = groupMaxFen(card, info);
-    if (fen > GROUP_CARD_MAX_FEN || (card && card.balance_fen + fen > GROUP_CARD_MAX_FEN)) {
-      return '充值金额过大：充值后卡内金额不能超1000元' + (card ? '。卡内余额 ' + card.balance + ' 元，本卡本次最多可充 ' + (max / 100) + ' 元。' : '。');
+    if (fen > r.card_balance_max_fen || (card && card.balance_fen + fen > r.card_balance_max_fen)) {
+      return '充值金额过大：充值后卡内金额不能超' + r.card_balance_max_yuan + '元' + (card ? '。卡内余额 ' + card.balance + ' 元，本卡本次最多可充 ' + (max / 100) + ' 元。' : '。');
     }
     if (info && fen > info.available_quota_fen) return '集团可用额度不足：可用额度 ' + info.available_quota + ' 元' + (max !== null ? '，本卡本次最多可充 ' + (max / 100) + ' 元。' : '。');
     return null;
@@ -900,7 +903,7 @@
     // Why the typed dates cannot be queried, or null.
     const periodProblem = () => (start.value && end.value && start.value > end.value
       ? '开始日期 ' + start.value + ' 晚于结束日期 ' + end.value + '，请重新选择。' : null);
-    const presets = el('div', { class: 'presets' }, PRESETS.map(([code, label]) => el('button', {
+    const presets = el('div', { class: 'presets' }, vocab.query_periods.map(({ code, label }) => el('button', {
       type: 'button', class: 'secondary', 'data-preset': code, text: label,
       onclick: (e) => { preset = code; start.value = ''; end.value = ''; markPreset(e.target); query(); },
     })));
@@ -1143,13 +1146,13 @@
     const username = el('input', { id: 'op-user', maxlength: '64', required: true });
     const name = el('input', { id: 'op-name', maxlength: '64' });
     const password = el('input', { id: 'op-password', type: 'password', required: true, placeholder: passwordRule() });
-    const roleSel = el('select', { id: 'op-role' }, Object.entries(ROLE_LABELS).map(([k, v]) => el('option', { value: k, text: v })));
+    const roleSel = el('select', { id: 'op-role' }, vocab.roles.map((r) => el('option', { value: r.code, text: r.label })));
     const group = el('input', { id: 'op-group', maxlength: '32', placeholder: '集团操作员必填' });
     const load = async () => {
       let ops;
       try { ops = await call('operators.list', {}); } catch (err) { errorBox(err, '查询失败'); return; }
       out.replaceChildren(table([
-        ['用户名', (o) => o.username], ['姓名', (o) => o.display_name], ['角色', (o) => ROLE_LABELS[o.role] || o.role], ['集团', (o) => o.group_id],
+        ['用户名', (o) => o.username], ['姓名', (o) => o.display_name], ['角色', (o) => roleLabel(o.role)], ['集团', (o) => o.group_id],
         ['状态', (o) => (o.disabled ? '已停用' : '正常')],
         ['操作', (o) => el('span', { class: 'row-actions' },
           el('button', { type: 'button', class: 'secondary', text: o.disabled ? '启用' : '停用', onclick: async () => {

@@ -1448,7 +1448,13 @@ async fn a_failed_flush_after_credit_is_unknown_fails_closed_and_settles_once_af
             )
             .await;
         let nothing_journaled = committed_fen(&d) == 0
-            && d.daemon().journal.as_ref().unwrap().list_open().unwrap().is_empty();
+            && d.daemon()
+                .journal
+                .as_ref()
+                .unwrap()
+                .list_open()
+                .unwrap()
+                .is_empty();
         // The confirmation could not be audited: nothing was done, the run still waits (until
         // its prompt times out), and the daemon failed closed. (Other writers, such as the
         // audit log's periodic summary, may take a flush first: then the failure lands later

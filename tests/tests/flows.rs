@@ -611,3 +611,67 @@ async fn unfunded_loads_are_refused_by_role() {
     assert_eq!(txns[0].funding, Some(cardd_journal::Funding::TestMode));
     d.stop().await;
 }
+
+const COUNTING: &str = r#"
+return {
+  name = "test.counting", version = "1.0.0", title = "counting", role = { "teller" },
+  params = { bad = { type = "string", max_len = 8 } },
+  run = function(ctx, params)
+    ui.progress("开始")
+    ui.progress("进度：1/2", { done = 1, total = 2 })
+    if params.bad == "over" then
+      ui.progress("x", { done = 3, total = 2 })
+    elseif params.bad == "text" then
+      ui.progress("x", { done = "1", total = 2 })
+    end
+    return { status = "ok" }
+  end,
+}
+"#;
+
+/// `ui.progress` with counts gives the event `{done, total}` besides the message; without
+/// counts the data is empty; counts that are not whole numbers with `done <= total` fail the
+/// run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_counts_are_the_events_data() {
+    let dir = flows_dir(&[("counting.lua", COUNTING)]);
+    let world = format!("flows-counting-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let teller = d.login("teller", "teller123").await;
+    let start = |key: &str, bad: &str| json!({"flow": "test.counting", "params": {"bad": bad}, "idempotency_key": key});
+    let run = d.ok("flows.start", start("c1", ""), Some(&teller)).await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&d, &teller, &run_id, |p| p["state"] == "succeeded").await;
+    assert_eq!(done["result"]["status"], "ok", "{done}");
+    let events = d
+        .ok("flows.events", json!({"run_id": run_id}), Some(&teller))
+        .await;
+    let progress: Vec<(Value, Value)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "progress")
+        .map(|e| (e["message"].clone(), e["data"].clone()))
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            (json!("开始"), json!({})),
+            (json!("进度：1/2"), json!({"done": 1, "total": 2})),
+        ]
+    );
+    for (key, bad) in [("c2", "over"), ("c3", "text")] {
+        let run = d.ok("flows.start", start(key, bad), Some(&teller)).await;
+        let run_id = run["run_id"].as_str().unwrap().to_owned();
+        let failed = wait_for(&d, &teller, &run_id, |p| p["state"] == "failed").await;
+        assert_eq!(failed["failure"]["kind"], "flow_error", "{failed}");
+        assert!(
+            failed["failure"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ui.progress"),
+            "{failed}"
+        );
+    }
+    d.stop().await;
+}

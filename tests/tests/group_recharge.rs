@@ -998,6 +998,22 @@ async fn batch_recharge_pauses_for_each_card_resumes_and_reports_per_card() {
         .unwrap()
         .iter()
         .any(|e| e["kind"] == "progress" && e["message"].as_str().unwrap().contains("充值成功")));
+    // The batch's progress is structured, besides its message: `{done, total}`.
+    let counts: Vec<Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "progress" && !e["data"]["total"].is_null())
+        .map(|e| e["data"].clone())
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            json!({"done": 0, "total": 3}),
+            json!({"done": 1, "total": 3})
+        ],
+        "{events}"
+    );
     // Second run resumes: the first card, then the third (990 + 20.00 already = over 1000).
     let run = d.ok("flows.start", start("batch-2"), Some(&op)).await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
@@ -1196,6 +1212,69 @@ async fn a_batch_runs_on_two_readers_at_once() {
     assert_eq!(world.card("sim:city").unwrap().balance().unwrap(), 3_000);
     assert_eq!(world.card("sim:city2").unwrap().balance().unwrap(), 4_000);
     assert_eq!(quota(&d, &op).await, "430.00");
+    d.stop().await;
+}
+
+/// The rules and the vocabulary come from the daemon, once: `group.rules` gives the figures the
+/// flows and `group.recharge` use (and the presets as label and fen), `system.vocabulary` the
+/// labels the daemon itself writes on its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_and_the_vocabulary_come_from_the_daemon() {
+    let world_name = format!("group-rules-{}", std::process::id());
+    let d = start_group_daemon(&world_name, |_| {}).await;
+    let op = group_login(&d, "G001", "group1", "group123").await;
+    let rules = d.ok("group.rules", json!({}), Some(&op)).await;
+    assert_eq!(rules["step_fen"], 1_000, "{rules}");
+    assert_eq!(rules["min_fen"], 1_000, "{rules}");
+    assert_eq!(rules["card_balance_max_fen"], 100_000, "{rules}");
+    assert_eq!(rules["card_balance_max_yuan"], "1000", "{rules}");
+    assert_eq!(
+        rules["presets"][0],
+        json!({"label": "10元", "fen": 1_000, "amount": "10.00"})
+    );
+    let info = d.ok("group.info", json!({}), Some(&op)).await;
+    let amounts: Vec<Value> = rules["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["amount"].clone())
+        .collect();
+    assert_eq!(info["amount_presets"], json!(amounts));
+
+    let words = d.ok("system.vocabulary", json!({}), Some(&op)).await;
+    let label = |list: &str, code: &str| {
+        words[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == code)
+            .map(|t| t["label"].clone())
+    };
+    assert_eq!(label("roles", "group_operator"), Some(json!("集团操作员")));
+    assert_eq!(
+        label("order_statuses", "pending"),
+        Some(json!("结果待确认"))
+    );
+    assert_eq!(
+        label("topup_statuses", "paid"),
+        Some(json!("转账成功（待审核）"))
+    );
+    assert_eq!(
+        words["query_periods"][0],
+        json!({"code": "last_7_days", "label": "最近7天"})
+    );
+    assert_eq!(
+        words["plate_colours"][0],
+        json!({"code": 0, "label": "蓝色"})
+    );
+    // The query page's period label is the vocabulary's.
+    let q = d
+        .ok("group.orders", json!({"preset": "last_month"}), Some(&op))
+        .await;
+    assert_eq!(
+        Some(q["period"]["label"].clone()),
+        label("query_periods", "last_month")
+    );
     d.stop().await;
 }
 

@@ -7,7 +7,9 @@
 //! * no ignored or should-panic tests: a test runs and asserts;
 //! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
 //! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`;
-//! * production drivers carry the simulator only behind an optional feature.
+//! * production drivers carry the simulator only behind an optional feature;
+//! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
+//!   (`clients/web/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,54 @@ fn manifests(root: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// Figures of the group recharge rules that flows and web clients must not copy: the card
+/// balance ceiling in words and in fen. They read `group.rules()` / the `group.rules` method.
+const RULE_FIGURES: &[&str] = &["1000元", "100000"];
+
+/// The rule figures `text` copies, as whole numbers (`1000000` is not `100000`).
+fn copied_rule_figures(text: &str) -> Vec<&'static str> {
+    let digit_at = |i: Option<usize>| {
+        i.and_then(|i| text.as_bytes().get(i))
+            .is_some_and(u8::is_ascii_digit)
+    };
+    RULE_FIGURES
+        .iter()
+        .copied()
+        .filter(|f| {
+            text.match_indices(f)
+                .any(|(i, _)| !digit_at(i.checked_sub(1)) && !digit_at(Some(i + f.len())))
+        })
+        .collect()
+}
+
+/// Flows and web clients that copy a rule figure.
+fn rule_copies(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (dir, ext) in [("scripts", "lua"), ("clients/web", "js")] {
+        let d = root.join(dir);
+        if !d.is_dir() {
+            continue;
+        }
+        let mut entries: Vec<PathBuf> = fs::read_dir(&d)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        for file in entries {
+            if file.extension().and_then(|e| e.to_str()) != Some(ext) {
+                continue;
+            }
+            let text = fs::read_to_string(&file)?;
+            for figure in copied_rule_figures(&text) {
+                problems.push(format!(
+                    "{dir}/{}: copies the rule figure `{figure}`; read it from group.rules instead",
+                    file.file_name().unwrap_or_default().to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 fn is_test_path(path: &Path) -> bool {
@@ -153,6 +203,7 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
             }
         }
     }
+    problems.extend(rule_copies(root)?);
     Ok(problems)
 }
 
@@ -166,5 +217,19 @@ mod tests {
             "tidy problems:\n{}",
             problems.join("\n")
         );
+    }
+
+    #[test]
+    fn a_copied_rule_figure_is_found() {
+        assert_eq!(
+            super::copied_rule_figures("error('充值后卡内金额不能超过1000元')"),
+            ["1000元"]
+        );
+        assert_eq!(
+            super::copied_rule_figures("const MAX = 100000;"),
+            ["100000"]
+        );
+        assert!(super::copied_rule_figures("rules.card_balance_max_yuan + '元'").is_empty());
+        assert!(super::copied_rule_figures("n % 1000000; 11000元").is_empty());
     }
 }

@@ -476,8 +476,8 @@ fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
         for event in polled["events"].as_array().into_iter().flatten() {
             if event["kind"] == "progress" {
                 let message = event["message"].as_str().unwrap_or("");
-                // Batch work reports "…进度：N/M": a progress bar.
-                if let Some((done, total)) = fraction(message) {
+                // Work that counts (a batch) reports `{done, total}`: a progress bar.
+                if let Some((done, total)) = counts(&event["data"]) {
                     let b = bar.get_or_insert_with(|| indicatif::ProgressBar::new(total));
                     b.set_length(total);
                     b.set_position(done);
@@ -511,11 +511,9 @@ fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
     }
 }
 
-/// `N/M` at the end of a progress message.
-fn fraction(message: &str) -> Option<(u64, u64)> {
-    let tail = message.rsplit(['：', ' ']).next()?;
-    let (done, total) = tail.split_once('/')?;
-    Some((done.trim().parse().ok()?, total.trim().parse().ok()?))
+/// The `{done, total}` of a progress event, when the flow counts its work.
+fn counts(data: &Value) -> Option<(u64, u64)> {
+    Some((data["done"].as_u64()?, data["total"].as_u64()?))
 }
 
 /// Asks a flow's question on the terminal.
@@ -935,5 +933,18 @@ impl Output {
             println!("{}", line(row));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_bar_comes_from_the_structured_progress() {
+        assert_eq!(super::counts(&json!({"done": 1, "total": 3})), Some((1, 3)));
+        // A message alone, whatever its words, draws no bar.
+        assert_eq!(super::counts(&json!({})), None);
+        assert_eq!(super::counts(&json!({"done": "1", "total": 3})), None);
     }
 }

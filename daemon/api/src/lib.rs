@@ -3,14 +3,16 @@
 //!
 //! **Architecture invariant:** this is the only crate that defines what crosses the JSON-RPC
 //! boundary: the error-code table ([`codes`]), operator roles ([`roles`]), money on the wire
-//! ([`money`]: decimal strings, never floats) and the request/response types ([`types`]). The
-//! daemon and the clients both depend on it, so they cannot drift apart.
+//! ([`money`]: decimal strings, never floats), the request/response types ([`types`]) and the
+//! business vocabulary and rule shapes ([`vocab`]). The daemon and the clients both depend on it,
+//! so they cannot drift apart.
 #![forbid(unsafe_code)]
 
 pub mod codes;
 pub mod money;
 pub mod roles;
 pub mod types;
+pub mod vocab;
 
 pub use codes::ErrorCode;
 pub use money::{Fen, MoneyError};

@@ -81,6 +81,15 @@ impl Fen {
         let abs = self.0.unsigned_abs();
         format!("{sign}{}.{:02}", abs / 100, abs % 100)
     }
+
+    /// The amount as short yuan text for sentences: `"10"` for whole yuan, `"12.30"` otherwise.
+    pub fn to_yuan_short(self) -> String {
+        if self.0 % 100 == 0 {
+            (self.0 / 100).to_string()
+        } else {
+            self.to_yuan_string()
+        }
+    }
 }
 
 impl fmt::Display for Fen {

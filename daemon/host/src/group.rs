@@ -52,22 +52,22 @@ pub enum GroupError {
     /// No group with this id.
     #[error("未找到集团 {0}")]
     GroupNotFound(String),
-    /// The recharge amount is not a multiple of 10 yuan.
-    #[error("充值金额必须是10元的整数倍，{} 元不是", yuan(*.amount_fen))]
+    /// The recharge amount is not a multiple of [`RECHARGE_STEP_FEN`].
+    #[error("充值金额必须是{}元的整数倍，{} 元不是", yuan_short(RECHARGE_STEP_FEN), yuan(*.amount_fen))]
     AmountNotStep {
         /// The amount, in fen.
         amount_fen: i64,
     },
-    /// The recharge amount is below 10 yuan.
-    #[error("充值金额不能小于10元")]
+    /// The recharge amount is below [`RECHARGE_MIN_FEN`].
+    #[error("充值金额不能小于{}元", yuan_short(RECHARGE_MIN_FEN))]
     AmountTooSmall {
         /// The amount, in fen.
         amount_fen: i64,
     },
-    /// The card would hold more than 1000 yuan.
+    /// The card would hold more than [`CARD_BALANCE_AFTER_FEN_MAX`].
     #[error(
-        "充值后卡内金额不能超过1000元：卡内余额 {} 元，充值 {} 元后为 {} 元",
-        yuan(*.balance_fen), yuan(*.amount_fen), yuan(.balance_fen.saturating_add(*.amount_fen))
+        "充值后卡内金额不能超过{}元：卡内余额 {} 元，充值 {} 元后为 {} 元",
+        yuan_short(CARD_BALANCE_AFTER_FEN_MAX), yuan(*.balance_fen), yuan(*.amount_fen), yuan(.balance_fen.saturating_add(*.amount_fen))
     )]
     CardBalanceOver {
         /// The card's balance, in fen.

@@ -8,13 +8,12 @@
 //! Money is integer fen (`i64`); the `*_yuan` helpers format it. Times are RFC 3339 at +08:00
 //! (the business and its day boundaries run on China time), whole seconds.
 
-use std::fmt;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
 use cardd_api::money::Fen;
+pub use cardd_api::vocab::{GroupRules, OrderStatus, Preset, TopUpStatus};
 
 use crate::model::CHINA_OFFSET;
 
@@ -60,6 +59,22 @@ pub const GROUP_HISTORY_MAX: usize = 16;
 /// `12.30` from 1230 fen.
 pub fn yuan(fen: i64) -> String {
     Fen(fen).to_yuan_string()
+}
+
+/// `10` from 1000 fen, `12.30` from 1230: a figure inside a sentence.
+pub fn yuan_short(fen: i64) -> String {
+    Fen(fen).to_yuan_short()
+}
+
+/// The recharge rules, from the figures above: the one place the daemon's methods, the flows'
+/// `group.rules()` and the clients read them from.
+pub fn recharge_rules() -> GroupRules {
+    GroupRules::new(
+        RECHARGE_STEP_FEN,
+        RECHARGE_MIN_FEN,
+        CARD_BALANCE_AFTER_FEN_MAX,
+        &RECHARGE_PRESETS_FEN,
+    )
 }
 
 /// A group (集团): who recharges, from which terminal, with how much quota left.
@@ -142,72 +157,6 @@ pub struct LedgerEntry {
     pub reference: String,
     /// Who caused it (the group operator, or the auditor who approved).
     pub operator: String,
-}
-
-/// Where a recharge order (充值订单) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// 充值中: the quota is reserved, the card load is in progress or its outcome is not yet
-    /// known.
-    Reserved,
-    /// 结果待确认: CREDIT may have reached the card and nothing proves whether it landed. Not
-    /// failed and not refundable: settled from the journal when the card is presented again
-    /// (→ 充值成功, or → 充值失败（待退款） only when the card proves the load did not land).
-    Pending,
-    /// 充值成功: the card was credited; the reservation is settled.
-    Succeeded,
-    /// 充值失败（待退款）: the load did not complete; the reservation waits for the auditor.
-    Failed,
-    /// 已退款: the auditor returned the quota.
-    Refunded,
-}
-
-impl OrderStatus {
-    /// Every status.
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Reserved,
-        OrderStatus::Pending,
-        OrderStatus::Succeeded,
-        OrderStatus::Failed,
-        OrderStatus::Refunded,
-    ];
-
-    /// zh-CN name.
-    pub fn label(self) -> &'static str {
-        match self {
-            OrderStatus::Reserved => "充值中",
-            OrderStatus::Pending => "结果待确认",
-            OrderStatus::Succeeded => "充值成功",
-            OrderStatus::Failed => "充值失败（待退款）",
-            OrderStatus::Refunded => "充值失败（已退款）",
-        }
-    }
-
-    /// Wire name.
-    pub fn code(self) -> &'static str {
-        match self {
-            OrderStatus::Reserved => "reserved",
-            OrderStatus::Pending => "pending",
-            OrderStatus::Succeeded => "succeeded",
-            OrderStatus::Failed => "failed",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-}
-
-impl OrderStatus {
-    /// Whether the order's money may still be on its way to the card: its card takes no other
-    /// recharge, and it is neither failed nor refundable.
-    pub fn is_unsettled(self) -> bool {
-        matches!(self, OrderStatus::Reserved | OrderStatus::Pending)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
 }
 
 /// What changed an order or a top-up, for its history.
@@ -300,73 +249,6 @@ pub struct ReserveRequest {
     pub batch: Option<BatchRef>,
 }
 
-/// Where a quota top-up (额度充值) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TopUpStatus {
-    /// 支付中: sent to the bank, no answer yet.
-    Pending,
-    /// 支付结果未知: the bank did not answer in time; ask it again before anything else.
-    Unknown,
-    /// 转账失败: the bank refused; no money moved.
-    Failed,
-    /// 转账成功（待审核）: the bank took the money; the quota grows once an auditor approves.
-    Paid,
-    /// 审核通过: the quota grew by the amount.
-    Approved,
-    /// 审核未通过: the auditor refused; the quota did not change.
-    Rejected,
-}
-
-impl TopUpStatus {
-    /// Every status.
-    pub const ALL: [TopUpStatus; 6] = [
-        TopUpStatus::Pending,
-        TopUpStatus::Unknown,
-        TopUpStatus::Failed,
-        TopUpStatus::Paid,
-        TopUpStatus::Approved,
-        TopUpStatus::Rejected,
-    ];
-
-    /// zh-CN name.
-    pub fn label(self) -> &'static str {
-        match self {
-            TopUpStatus::Pending => "支付中",
-            TopUpStatus::Unknown => "支付结果未知",
-            TopUpStatus::Failed => "转账失败",
-            TopUpStatus::Paid => "转账成功（待审核）",
-            TopUpStatus::Approved => "审核通过",
-            TopUpStatus::Rejected => "审核未通过",
-        }
-    }
-
-    /// Wire name.
-    pub fn code(self) -> &'static str {
-        match self {
-            TopUpStatus::Pending => "pending",
-            TopUpStatus::Unknown => "unknown",
-            TopUpStatus::Failed => "failed",
-            TopUpStatus::Paid => "paid",
-            TopUpStatus::Approved => "approved",
-            TopUpStatus::Rejected => "rejected",
-        }
-    }
-
-    /// Whether the bank took the money (转账成功), whatever the audit said.
-    pub fn transferred(self) -> bool {
-        matches!(
-            self,
-            TopUpStatus::Paid | TopUpStatus::Approved | TopUpStatus::Rejected
-        )
-    }
-
-    /// Whether the bank's answer is still to be learned.
-    pub fn awaiting_bank(self) -> bool {
-        matches!(self, TopUpStatus::Pending | TopUpStatus::Unknown)
-    }
-}
-
 /// A quota top-up: a bank transfer from the group to the card company.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TopUp {
@@ -446,35 +328,6 @@ pub struct BatchItemInput {
     pub card_number: String,
     /// 充值金额, in fen.
     pub amount_fen: i64,
-}
-
-/// The query period presets of the seed's query pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    /// 最近7天: today and the six days before.
-    #[serde(rename = "last_7_days")]
-    Last7Days,
-    /// 最近一个月: from the same day one month ago to today.
-    LastMonth,
-    /// 最近三个月.
-    #[serde(rename = "last_3_months")]
-    Last3Months,
-    /// 最近半年.
-    #[serde(rename = "last_6_months")]
-    Last6Months,
-}
-
-impl Preset {
-    /// zh-CN name, as the query page shows it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Preset::Last7Days => "最近7天",
-            Preset::LastMonth => "最近一个月",
-            Preset::Last3Months => "最近三个月",
-            Preset::Last6Months => "最近半年",
-        }
-    }
 }
 
 /// A query period: China calendar days, both inclusive.

@@ -238,10 +238,7 @@ fn the_watchdog_fails_a_stuck_run_closed() {
         matches!(result, Err(ScriptError::Watchdog { wall_ms_max: 100 })),
         "{result:?}"
     );
-    assert!(
-        elapsed < HANG_GUARD,
-        "watchdog took {elapsed:?}"
-    );
+    assert!(elapsed < HANG_GUARD, "watchdog took {elapsed:?}");
     // Let the stuck thread wake up and try its credit: refused, through the shared flag.
     let refused = card.wait_for_refusal(Duration::from_secs(10));
     assert!(
@@ -280,10 +277,7 @@ fn the_watchdog_stops_waiting_for_slow_c_code() {
         matches!(result, Err(ScriptError::Watchdog { .. })),
         "{result:?}"
     );
-    assert!(
-        elapsed < HANG_GUARD,
-        "watchdog took {elapsed:?}"
-    );
+    assert!(elapsed < HANG_GUARD, "watchdog took {elapsed:?}");
 }
 
 #[test]
@@ -349,10 +343,7 @@ fn a_runaway_loop_is_stopped_by_its_wall_time_budget() {
         matches!(result, Err(ScriptError::WallTime { wall_ms_max: 200 })),
         "{result:?}"
     );
-    assert!(
-        elapsed < HANG_GUARD,
-        "stopped after {elapsed:?}"
-    );
+    assert!(elapsed < HANG_GUARD, "stopped after {elapsed:?}");
     assert!(
         elapsed >= Duration::from_millis(200),
         "stopped early: {elapsed:?}"

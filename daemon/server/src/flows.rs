@@ -87,8 +87,9 @@ pub struct Prompt {
 pub struct RunEvent {
     pub seq: u64,
     pub at: String,
-    /// `state`, `progress`, `prompt`, `answer` (data `{answer, operator}`: what was answered and
-    /// by whom), `log`, `load`.
+    /// `state`, `progress` (data `{done, total}` when the flow counts its work, e.g. a batch),
+    /// `prompt`, `answer` (data `{answer, operator}`: what was answered and by whom), `log`,
+    /// `load`.
     pub kind: String,
     pub message: String,
     pub data: serde_json::Value,
@@ -1424,12 +1425,19 @@ impl LuaModule for UiModule {
             let (me, ctx) = (me.clone(), ctx.clone());
             table.raw_set(
                 "progress",
-                lua.create_function(move |lua, message: Value| {
+                lua.create_function(move |lua, (message, counts): (Value, Option<Table>)| {
                     let _call = ctx.enter("ui")?;
                     let message = str_arg(lua, "message", message, PROMPT_BYTES_MAX)?;
+                    let data = match counts {
+                        None => json!({}),
+                        Some(t) => {
+                            let (done, total) = progress_counts(&t)?;
+                            json!({ "done": done, "total": total })
+                        }
+                    };
                     if let Some(d) = me.daemon.upgrade() {
                         if let Some(engine) = d.flows.as_ref() {
-                            engine.push_event(&me.run_id, "progress", &message, json!({}));
+                            engine.push_event(&me.run_id, "progress", &message, data);
                         }
                     }
                     Ok(())
@@ -1438,6 +1446,22 @@ impl LuaModule for UiModule {
         }
         install_module(lua, "ui", table)
     }
+}
+
+/// The `{ done = n, total = m }` of `ui.progress`: whole numbers, `0 <= done <= total`.
+fn progress_counts(t: &Table) -> mlua::Result<(u64, u64)> {
+    let count = |key: &str| -> mlua::Result<u64> {
+        match t.raw_get::<Value>(key)? {
+            Value::Integer(n) => u64::try_from(n).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| lua_error(format!("ui.progress: {key} 应为非负整数")))
+    };
+    let (done, total) = (count("done")?, count("total")?);
+    if done > total {
+        return Err(lua_error("ui.progress: done 不能大于 total"));
+    }
+    Ok((done, total))
 }
 
 /// The flows directory of a source checkout (`scripts/`), the default when none is configured.

@@ -8,10 +8,7 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_host::group_model::{
-    yuan, BatchRef, CARD_BALANCE_AFTER_FEN_MAX, RECHARGE_MIN_FEN, RECHARGE_PRESETS_FEN,
-    RECHARGE_STEP_FEN,
-};
+use cardd_host::group_model::{recharge_rules, yuan, BatchRef};
 use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
 use serde_json::json;
@@ -105,15 +102,8 @@ impl LuaModule for GroupModule {
                 "rules",
                 lua.create_function(move |lua, ()| {
                     let _call = ctx.enter("group")?;
-                    json_value(
-                        lua,
-                        &json!({
-                            "step_fen": RECHARGE_STEP_FEN,
-                            "min_fen": RECHARGE_MIN_FEN,
-                            "card_balance_max_fen": CARD_BALANCE_AFTER_FEN_MAX,
-                            "presets": RECHARGE_PRESETS_FEN.iter().map(|f| format!("{}元", f / 100)).collect::<Vec<_>>(),
-                        }),
-                    )
+                    let rules = serde_json::to_value(recharge_rules()).map_err(lua_error)?;
+                    json_value(lua, &rules)
                 })?,
             )?;
         }

@@ -1445,12 +1445,21 @@ pub fn add_group_methods(m: &mut Methods) {
                 group: GroupView::from(&group),
                 operator: s.username.clone(),
                 operator_name: s.display_name.clone(),
-                amount_presets: cardd_host::group_model::RECHARGE_PRESETS_FEN
-                    .iter()
-                    .map(|f| yuan(*f))
+                amount_presets: cardd_host::group_model::recharge_rules()
+                    .presets
+                    .into_iter()
+                    .map(|p| p.amount)
                     .collect(),
             })
         },
+    );
+
+    m.add(
+        "group.rules",
+        "The group recharge rules (step, minimum, card balance ceiling, in fen and short yuan) and the amounts the recharge page offers.",
+        GROUP_READERS,
+        false,
+        |_, _, _: NoParams| async move { Ok(cardd_host::group_model::recharge_rules()) },
     );
 
     m.add(

@@ -703,6 +703,14 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         },
     );
 
+    m.add(
+        "system.vocabulary",
+        "Every code clients show with its zh-CN label: roles, plate colours, order and top-up statuses, query periods.",
+        ALL_OPERATORS,
+        false,
+        |_, _, _: NoParams| async { Ok(cardd_api::vocab::Vocabulary::current()) },
+    );
+
     // Audited here, not by the generic path (see `call`): a success is one record, failures are
     // counted into one record per source and interval (`RefusalDigest`).
     m.add(
