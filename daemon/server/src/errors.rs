@@ -61,18 +61,6 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<crate::sim_panel::SimPanelError> for ApiError {
-    fn from(e: crate::sim_panel::SimPanelError) -> Self {
-        use crate::sim_panel::SimPanelError as S;
-        let code = match &e {
-            S::UnknownReader(_) => ErrorCode::ReaderNotFound,
-            S::Sim(_) => ErrorCode::Internal,
-            _ => ErrorCode::InvalidParams,
-        };
-        ApiError::new(code, e.to_string())
-    }
-}
-
 impl From<MoneyError> for ApiError {
     fn from(e: MoneyError) -> Self {
         ApiError::new(ErrorCode::InvalidParams, e.to_string())

@@ -94,6 +94,24 @@ pub enum SimPanelError {
     Sim(#[from] cardd_sim::SimError),
 }
 
+impl SimPanelError {
+    /// The JSON-RPC code of this refusal (the conversion to [`ApiError`] is the usual one).
+    pub fn code(&self) -> cardd_api::ErrorCode {
+        match self {
+            SimPanelError::UnknownReader(_) => cardd_api::ErrorCode::ReaderNotFound,
+            SimPanelError::Sim(_) => cardd_api::ErrorCode::Internal,
+            _ => cardd_api::ErrorCode::InvalidParams,
+        }
+    }
+}
+
+// Beside its type rather than in `errors`, so that `errors` stays below every module it maps.
+impl From<SimPanelError> for ApiError {
+    fn from(e: SimPanelError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
 /// A demo card as the panel shows it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SimCardView {
