@@ -8,6 +8,7 @@
 //! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
 //! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`;
 //! * production drivers carry the simulator only behind an optional feature;
+//! * crate dependencies point down only ([`LAYERS`]);
 //! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
 //!   (`clients/web/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]).
 
@@ -21,6 +22,47 @@ const ANYHOW_ALLOWED: &[&str] = &["xtask", "cardd-tests", "cardd", "cardctl", "c
 
 /// Drivers of real hardware: `cardd-sim` may be only an optional dependency of theirs.
 const PRODUCTION_DRIVERS: &[&str] = &["cardd-pcsc", "cardd-serial", "cardd-plugin"];
+
+/// Every workspace crate's layer: a crate's normal and build dependencies on workspace crates
+/// point strictly down. The card half (reader and crypto, then the protocol, the simulator and
+/// the driver kinds, then the registry), the wire contract, the journal and the Lua sandbox, the
+/// issuer host, the server (the composition root), and on top the clients, benchmark, tests and
+/// xtask. A crate missing here is a problem: place it when it is added.
+const LAYERS: &[(&str, u8)] = &[
+    ("cardd-reader", 0),
+    ("cardd-crypto", 0),
+    ("cardd-api", 0),
+    ("cardd-purse", 1),
+    ("cardd-sim", 1),
+    ("cardd-plugin", 1),
+    ("cardd-conformance", 1),
+    ("cardd-pcsc", 2),
+    ("cardd-serial", 2),
+    ("cardd-drivers", 3),
+    ("cardd-journal", 3),
+    ("cardd-script", 3),
+    ("cardd-host", 4),
+    ("cardd", 5),
+    ("cardctl", 6),
+    ("cardd-bench", 6),
+    ("cardd-tests", 6),
+    ("xtask", 6),
+];
+
+fn layer_of(name: &str) -> Option<u8> {
+    LAYERS.iter().find(|(n, _)| *n == name).map(|(_, l)| *l)
+}
+
+/// The workspace crates `manifest` names in its `[dependencies]` and `[build-dependencies]`.
+fn workspace_dependencies(manifest: &str) -> Vec<&str> {
+    manifest
+        .split("\n[")
+        .filter(|t| t.starts_with("dependencies]") || t.starts_with("build-dependencies]"))
+        .flat_map(|t| t.lines().skip(1))
+        .filter_map(|l| l.split(['=', '.', ' ']).next())
+        .filter(|n| layer_of(n).is_some())
+        .collect()
+}
 
 /// The lines of a manifest's `[dependencies]` table.
 fn normal_dependencies(manifest: &str) -> impl Iterator<Item = &str> {
@@ -147,6 +189,23 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
                 "{rel}: library crate {name} depends on anyhow; use thiserror in libraries"
             ));
         }
+        match layer_of(&name) {
+            None => problems.push(format!(
+                "{rel}: the crate {name} has no layer in xtask's LAYERS; place it so its \
+                 dependencies point down"
+            )),
+            Some(own) => {
+                for dep in workspace_dependencies(&text) {
+                    if layer_of(dep).is_some_and(|l| l >= own) && dep != name {
+                        problems.push(format!(
+                            "{rel}: {name} (layer {own}) depends on {dep} (layer {}); \
+                             dependencies point down only",
+                            layer_of(dep).unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
         if text.contains("\nencoding_rs") && name != "cardd-crypto" {
             problems.push(format!(
                 "{rel}: {name} depends on encoding_rs; encode card text with cardd_crypto::gbk"
@@ -231,5 +290,20 @@ mod tests {
         );
         assert!(super::copied_rule_figures("rules.card_balance_max_yuan + '元'").is_empty());
         assert!(super::copied_rule_figures("n % 1000000; 11000元").is_empty());
+    }
+
+    #[test]
+    fn workspace_dependencies_are_read_with_their_layers() {
+        let manifest =
+            "[package]\nname = \"cardd-purse\"\n\n[dependencies]\ncardd.workspace = true\n\
+                        cardd-reader = { workspace = true }\nserde = \"1\"\n\n[dev-dependencies]\n\
+                        cardd-tests.workspace = true\n";
+        assert_eq!(
+            super::workspace_dependencies(manifest),
+            ["cardd", "cardd-reader"]
+        );
+        // The server is above the purse: that dependency would point up.
+        assert!(super::layer_of("cardd") > super::layer_of("cardd-purse"));
+        assert!(super::layer_of("cardd-reader") < super::layer_of("cardd-purse"));
     }
 }
