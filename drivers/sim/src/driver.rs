@@ -74,6 +74,15 @@ pub fn named_world(name: &str) -> Option<SimWorld> {
         .cloned()
 }
 
+/// Forgets the world published as `name`, so that it counts no more against
+/// [`NAMED_WORLDS_MAX`] (a test harness done with a daemon); whoever holds the world keeps it.
+pub fn forget_world(name: &str) {
+    named_worlds()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
+}
+
 /// One configured reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -43,7 +43,9 @@ pub use cards::{
     CardKind, CityCard, CityCardSpec, EtcCard, EtcCardSpec, IssueError, IssuerMasters, LogRecord,
     ObuEsam, ObuMasters, ObuSpec, Proof, Purse, SimCard, VehicleInfo,
 };
-pub use driver::{named_world, CardSource, SimDriver, SimOptions, SimReaderOptions, SIM_DRIVER};
+pub use driver::{
+    forget_world, named_world, CardSource, SimDriver, SimOptions, SimReaderOptions, SIM_DRIVER,
+};
 pub use fault::{FaultKind, FaultPlan};
 pub use reader::{SimFactory, SimHotplug, SimReader};
 pub use world::{SimError, SimReaderConfig, SimReaderKind, SimSlot, SimWorld};

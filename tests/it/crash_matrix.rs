@@ -135,7 +135,7 @@ fn run_child(dir: &Path, env: &[(&str, String)]) -> (BTreeSet<String>, bool) {
     command
         .args([
             "--exact",
-            "crash_matrix",
+            "crash_matrix::crash_matrix",
             "--nocapture",
             "--test-threads",
             "1",

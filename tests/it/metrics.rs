@@ -2,7 +2,7 @@
 //! card pulled out of its reader. The series must count exactly what happened, and the
 //! endpoint must sit behind the same Host check as the API.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! asserting the defence. The attacker that must be another process runs in a child process
 //! (this test binary again, [`attacker_process`]).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -94,7 +94,7 @@ impl Attacker {
         tokio::task::spawn_blocking(move || {
             let mut child = Command::new(std::env::current_exe().unwrap())
                 .args([
-                    "attacker_process",
+                    "local_attacker::attacker_process",
                     "--exact",
                     "--nocapture",
                     "--test-threads=1",
@@ -495,8 +495,8 @@ async fn subscriptions_end_with_their_session_and_say_why() {
             }
         }
         ends_with(&d, &admin, &mut subscription, reason).await;
-        let (code, _) = d.err("readers.list", json!({}), Some(&token)).await;
-        assert_eq!(code, i64::from(ErrorCode::Unauthenticated.code()));
+        let unauthenticated = i64::from(ErrorCode::Unauthenticated.code());
+        common::refused(&d, "readers.list", json!({}), Some(&token), unauthenticated).await;
     }
 
     // A run's subscription ends the same way: the administrator follows a load waiting for its

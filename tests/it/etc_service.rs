@@ -6,7 +6,7 @@
 //! card is pulled right after it executed CREDIT (the response is lost), staff ask to set the
 //! record back to 未圈存, and cardd finds the load on the card and resolves the record as 已圈存.
 
-mod common;
+use crate::common;
 
 use cardd_api::ErrorCode;
 use cardd_sim::{FaultKind, FaultPlan, SimCard};

@@ -3,7 +3,7 @@
 //! before the start, a lost answer retried with the same key (one credit), and a re-run after
 //! success that loads nothing more.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! order and the ETC recharge record hanging on the load follow it at once. A load still in
 //! `intent` is refused: presenting its card decides it.
 
-mod common;
+use crate::common;
 
 use cardd_api::ErrorCode;
 use cardd_journal::TxnState;

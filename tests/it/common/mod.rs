@@ -28,6 +28,33 @@ pub struct TestDaemon {
     pub running: Option<Running>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The simulated worlds the daemon published by name.
+    worlds: NamedWorlds,
+}
+
+/// The names of the simulated worlds a daemon published. The whole suite runs in one process,
+/// which holds a bounded number of named worlds (the `sim` driver's `NAMED_WORLDS_MAX`): a daemon's are forgotten
+/// when it is stopped or dropped.
+struct NamedWorlds(Vec<String>);
+
+impl NamedWorlds {
+    fn of(config: &Config) -> NamedWorlds {
+        NamedWorlds(
+            config
+                .readers
+                .iter()
+                .filter_map(|r| r.options.get("world")?.as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for NamedWorlds {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            cardd_sim::forget_world(name);
+        }
+    }
 }
 
 impl TestDaemon {
@@ -41,6 +68,7 @@ impl TestDaemon {
         // The suite drives the journaled load through the demo-keys test flow `card.load`.
         config.flows.unfunded_test_loads = true;
         adjust(&mut config);
+        let worlds = NamedWorlds::of(&config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let running = cardd::server::start(config, listener)
@@ -51,6 +79,17 @@ impl TestDaemon {
             running: Some(running),
             addr,
             dir,
+            worlds,
+        }
+    }
+
+    /// A daemon the test started itself on `dir`, with no simulated world published by name.
+    pub fn started(running: Running, dir: tempfile::TempDir) -> TestDaemon {
+        TestDaemon {
+            addr: running.addr,
+            running: Some(running),
+            dir,
+            worlds: NamedWorlds(Vec::new()),
         }
     }
 
@@ -64,6 +103,7 @@ impl TestDaemon {
             let mut config = Config::demo(dir.path().join("data"));
             config.flows.unfunded_test_loads = true;
             adjust(&mut config);
+            let worlds = NamedWorlds::of(&config);
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.set_nonblocking(true).expect("nonblocking");
             match cardd::server::start(config, listener).await {
@@ -73,6 +113,7 @@ impl TestDaemon {
                         running: Some(running),
                         addr,
                         dir,
+                        worlds,
                     };
                 }
                 Err(e) if tries < 250 && e.to_string().contains("lock") => {
@@ -320,4 +361,17 @@ fn dechunk(body: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Calls `method` and asserts that `d` refuses it with `code`; returns the refusal's message.
+pub async fn refused(
+    d: &TestDaemon,
+    method: &str,
+    params: Value,
+    token: Option<&str>,
+    code: i64,
+) -> String {
+    let (got, message) = d.err(method, params, token).await;
+    assert_eq!(got, code, "{method} refused with another code: {message}");
+    message
 }

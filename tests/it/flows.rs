@@ -2,7 +2,7 @@
 //! outcome; parameters validated before anything runs; one credit per run whatever the retries;
 //! runaway scripts stopped; flows reloaded while a running flow keeps its version.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

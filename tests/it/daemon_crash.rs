@@ -10,7 +10,7 @@
 //! acknowledged load is committed; no intent is left open; for a group recharge, quota, orders
 //! and card reconcile (`common::matrix`).
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -26,7 +26,7 @@ use serde_json::json;
 async fn daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load() {
     crash_matrix(
         &CARD_LOAD,
-        "daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load",
+        "daemon_crash::daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load",
     )
     .await;
 }
@@ -35,7 +35,7 @@ async fn daemon_killed_at_every_crash_point_never_loses_or_doubles_a_load() {
 async fn daemon_killed_at_every_crash_point_of_a_group_recharge_reconciles_quota_orders_and_card() {
     crash_matrix(
         &GROUP_RECHARGE,
-        "daemon_killed_at_every_crash_point_of_a_group_recharge_reconciles_quota_orders_and_card",
+        "daemon_crash::daemon_killed_at_every_crash_point_of_a_group_recharge_reconciles_quota_orders_and_card",
     )
     .await;
 }
@@ -47,7 +47,8 @@ async fn daemon_killed_at_every_crash_point_of_a_group_recharge_reconciles_quota
 /// with the card's balance, and the card holds the money once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_after_credit_shows_its_load_outcome_after_a_restart() {
-    const NAME: &str = "a_run_killed_after_credit_shows_its_load_outcome_after_a_restart";
+    const NAME: &str =
+        "daemon_crash::a_run_killed_after_credit_shows_its_load_outcome_after_a_restart";
     if std::env::var_os("CARDD_DAEMON_CRASH_DIR").is_some() {
         // The child: runs the flow once; the crash point kills it after CREDIT.
         crash_matrix(&CARD_LOAD, NAME).await;
@@ -176,7 +177,8 @@ async fn a_run_killed_after_credit_shows_its_load_outcome_after_a_restart() {
 /// interrupted run is never shown without what happened to its money, and never as "failed".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_every_crash_point_an_interrupted_run_shows_what_its_loads_did() {
-    const NAME: &str = "at_every_crash_point_an_interrupted_run_shows_what_its_loads_did";
+    const NAME: &str =
+        "daemon_crash::at_every_crash_point_an_interrupted_run_shows_what_its_loads_did";
     if let Ok(which) = std::env::var("CARDD_CRASH_SCENARIO") {
         let s = if which == "group" {
             &GROUP_RECHARGE

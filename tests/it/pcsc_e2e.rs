@@ -11,7 +11,7 @@
 //! starts pcscd); without it they fail and say so, they never skip. The one vpcd slot
 //! (`Virtual PCD 00 00`) is shared, so every test holds [`RIG`] for its whole run.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -482,11 +482,7 @@ readers = ["{READER}"]
         let running = cardd::server::start(config, listener)
             .await
             .expect("the daemon starts with a pcsc reader");
-        let d = common::TestDaemon {
-            addr: running.addr,
-            running: Some(running),
-            dir,
-        };
+        let d = common::TestDaemon::started(running, dir);
         let teller = d.login("teller", "teller123").await;
         let readers = d.ok("readers.list", json!({}), Some(&teller)).await;
         let listed = readers.as_array().expect("a list");

@@ -2,7 +2,7 @@
 //! intent; when the card is presented again, the daemon reads it, decides from its counters and
 //! transaction proof, records the outcome and announces it, without anyone asking.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! a simulated programmer on a pseudo-terminal. Every refusal leaves the ESAM untouched; an OBU
 //! moved away mid-write is issued again and verified; the ESAM's files are checked directly.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The daemon's JSON-RPC API end to end: every method's happy path on the embedded default,
 //! and every refusal of the security model with its documented code and nothing changed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -291,8 +291,14 @@ async fn login_whoami_logout_and_wrong_credentials() {
     assert_eq!(me["password_chars_min"], 6);
     assert_eq!(me["password_chars_max"], 256);
     d.ok("auth.logout", json!({}), Some(token)).await;
-    let (code, _) = d.err("auth.whoami", json!({}), Some(token)).await;
-    assert_eq!(code, CODE_UNAUTHENTICATED);
+    common::refused(
+        &d,
+        "auth.whoami",
+        json!({}),
+        Some(token),
+        CODE_UNAUTHENTICATED,
+    )
+    .await;
     d.stop().await;
 }
 
@@ -371,8 +377,14 @@ async fn idle_sessions_expire() {
     let token = d.login("teller", "teller123").await;
     d.ok("auth.whoami", json!({}), Some(&token)).await;
     tokio::time::sleep(Duration::from_millis(1_300)).await;
-    let (code, message) = d.err("auth.whoami", json!({}), Some(&token)).await;
-    assert_eq!(code, CODE_UNAUTHENTICATED);
+    let message = common::refused(
+        &d,
+        "auth.whoami",
+        json!({}),
+        Some(&token),
+        CODE_UNAUTHENTICATED,
+    )
+    .await;
     assert!(message.contains("重新登录"), "{message}");
     d.stop().await;
 }

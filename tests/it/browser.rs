@@ -6,21 +6,17 @@
 //! runs a 圈存 end to end on the simulated card, asks for 修改圈存状态 and gets cardd's card
 //! evidence, changes the password and is sent back to the login when the session ends; a page
 //! from a foreign origin fails to call the API; the kiosk goes from idle through insert, choose,
-//! confirm and result, and explains a card pulled mid-load; the group pages (browser_parts/
+//! confirm and result, and explains a card pulled mid-load; the group pages (browser/
 //! group.rs) run when the daemon offers the group API.
 //!
 //! The tests assert what the pages show and what the card holds. Screenshots go to
 //! `target/screenshots/`; `UPDATE_SCREENSHOTS=1` also writes them to `docs/screenshots/`, which
 //! the README shows.
 
-mod common;
-mod webdriver;
+use crate::{common, webdriver};
 
-#[path = "browser_parts/etc.rs"]
 mod etc;
-#[path = "browser_parts/group.rs"]
 mod group;
-#[path = "browser_parts/kiosk.rs"]
 mod kiosk;
 
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! new idempotency key is refused naming the pending order; once the card is back the order
 //! reads 充值成功 and the card holds the money once, the quota charged once.
 
-mod common;
+use crate::common;
 
 use cardd_api::ErrorCode;
 use cardd_host::group_model::OrderStatus;

@@ -4,7 +4,7 @@
 //! exports against the ledger; every bad input refused with nothing changed; another group's
 //! data refused with the seed's 用户和密码错误; batch recharge card by card.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

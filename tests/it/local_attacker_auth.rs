@@ -4,7 +4,7 @@
 //! Every request here comes from loopback, so a login's source is the client kind: a browser
 //! page (its Origin, ignoring case) or a program (no Origin).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -292,8 +292,8 @@ async fn state_changing_calls_without_a_session_write_a_bounded_number_of_audit_
     for i in 0..40 {
         // No token, or a token-shaped string that names no session; a fresh connection each.
         let token = (i % 2 == 0).then_some(forged.as_str());
-        let (code, _) = d.err("auth.logout", json!({}), token).await;
-        assert_eq!(code, ErrorCode::Unauthenticated.code() as i64);
+        let unauthenticated = ErrorCode::Unauthenticated.code() as i64;
+        common::refused(&d, "auth.logout", json!({}), token, unauthenticated).await;
         let (code, _) = d
             .err("readers.release", json!({"reader_id": "sim:etc"}), token)
             .await;
@@ -390,8 +390,14 @@ async fn only_the_owner_or_a_role_that_may_start_the_flow_answers_its_prompt() {
     let waiting = next_prompt(&d, &teller, &run_id).await;
     let answer = |prompt: &Value| json!({"run_id": run_id, "prompt_id": prompt["prompt"]["prompt_id"], "answer": true});
     // An administrator sees the run but may not start this flow: it may not answer.
-    let (code, message) = d.err("flows.answer", answer(&waiting), Some(&admin)).await;
-    assert_eq!(code, CODE_FORBIDDEN, "{message}");
+    common::refused(
+        &d,
+        "flows.answer",
+        answer(&waiting),
+        Some(&admin),
+        CODE_FORBIDDEN,
+    )
+    .await;
     // Another teller does not even see it.
     let (code, _) = d
         .err("flows.answer", answer(&waiting), Some(&teller2))
