@@ -91,7 +91,9 @@ pub(crate) fn recover_on(
     let mut purse = Purse::new(reader);
     // A card on the watch list is checked against its lost-card verdicts first.
     if let Err(e) = check_watch_on(daemon, &mut purse) {
-        tracing::warn!(error = %e, "could not check the card against its lost-card verdicts");
+        if !is_not_a_payment_card(&e) {
+            tracing::warn!(error = %e, "could not check the card against its lost-card verdicts");
+        }
     }
     let outcome = recover_card(
         &mut purse,
@@ -100,7 +102,14 @@ pub(crate) fn recover_on(
         &daemon.config.etc_pin,
         cardd_crypto::Algorithm::Tdes,
     )
-    .map_err(|e| tracing::warn!(error = %e, "could not settle the card's open load from the card"))
+    .map_err(|e| {
+        if is_not_a_payment_card(&e) {
+            // An OBU or another kind of card: no purse, nothing of ours to settle.
+            tracing::debug!(error = %e, "the card has no payment application; nothing to settle");
+        } else {
+            tracing::warn!(error = %e, "could not settle the card's open load from the card");
+        }
+    })
     .ok()
     .flatten();
     // The card's recharge records follow what the journal now knows (records whose load never
@@ -162,4 +171,14 @@ fn audit_watch_check(daemon: &Daemon, verdict: &LostCardVerdict) {
     if let Err(e) = daemon.audit.append(entry) {
         tracing::error!(error = %e, "could not audit a watch-list check");
     }
+}
+
+/// The card answered SELECT of the payment application with "not found" (6A82): an OBU's ESAM
+/// or a card of another kind, which no load of ours can concern.
+fn is_not_a_payment_card(e: &cardd_journal::LoadError) -> bool {
+    matches!(
+        e,
+        cardd_journal::LoadError::Card(cardd_purse::PurseError::Status { command, sw })
+            if *command == "SELECT" && sw.0 == 0x6A82
+    )
 }
