@@ -23,7 +23,7 @@ use crate::crash::crash_point;
 
 /// The command name a card's refusal of INITIALIZE FOR LOAD carries.
 const INIT_LOAD_COMMAND: &str = "INITIALIZE FOR LOAD";
-use crate::journal::{Journal, JournalError, LoadTxn, Resolution, TxnState};
+use crate::journal::{now, Journal, JournalError, LoadTxn, Resolution, TxnState};
 use crate::lost::{LostCardError, LostCardVerdict, WatchCheck};
 
 /// What to load.
@@ -483,7 +483,7 @@ fn check_watch_list(
         };
         // A card that cannot be read for this stays on the list.
         let decision = decide_on_card(purse, sam, &txn.session)?;
-        let at = now_rfc3339();
+        let at = now();
         let check = match decision.outcome {
             LoadOutcome::Landed if verdict.landed => WatchCheck::Confirmed { at },
             LoadOutcome::NotLanded if !verdict.landed => WatchCheck::Confirmed { at },
@@ -530,12 +530,6 @@ fn refuse_contradicted(journal: &Journal, card_number: &str) -> Result<(), LoadE
         }),
         None => Ok(()),
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Resolves the open transaction of the card in the reader, if any, from the card's state.

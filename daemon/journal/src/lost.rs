@@ -164,7 +164,13 @@ fn parse_time(at: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
-fn format_time(at: time::OffsetDateTime) -> String {
+/// From when a lost-card verdict on `txn` may be proposed: `wait` after it was recorded.
+pub fn lost_card_allowed_from(txn: &LoadTxn, wait: std::time::Duration) -> time::OffsetDateTime {
+    parse_time(&txn.created_at).unwrap_or(time::OffsetDateTime::UNIX_EPOCH) + wait
+}
+
+/// RFC 3339, as the journal writes its times.
+pub fn format_time(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
 }
@@ -235,8 +241,7 @@ impl Journal {
         if !txn.state.is_open() {
             return Err(LostCardError::Settled(txn_id.to_owned()));
         }
-        let created = parse_time(&txn.created_at).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let allowed_from = created + wait;
+        let allowed_from = lost_card_allowed_from(&txn, wait);
         if time::OffsetDateTime::now_utc() < allowed_from {
             return Err(LostCardError::TooEarly {
                 txn_id: txn_id.to_owned(),

@@ -156,15 +156,6 @@ impl From<&LostCardVerdict> for LostCardRow {
     }
 }
 
-fn allowed_from(created_at: &str, wait: std::time::Duration) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::parse(created_at, &Rfc3339)
-        .map(|t| t + wait)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 impl From<&LoadTxn> for OpenLoad {
     fn from(t: &LoadTxn) -> Self {
         let (state, reason) = match &t.state {
@@ -317,7 +308,9 @@ pub fn add_methods(m: &mut Methods) {
             let mut rows = Vec::with_capacity(open.len());
             for t in &open {
                 let mut row = OpenLoad::from(t);
-                row.lost_card_allowed_from = allowed_from(&t.created_at, d.config.lost_card_wait);
+                row.lost_card_allowed_from = cardd_journal::lost::format_time(
+                    cardd_journal::lost::lost_card_allowed_from(t, d.config.lost_card_wait),
+                );
                 row.lost_card_proposal = journal
                     .lost_card_verdict(&t.txn_id)
                     .map_err(journal_error)?
