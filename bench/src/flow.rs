@@ -56,8 +56,8 @@ fn paid_record(daemon: &cardd::server::Daemon, operator: &str) -> Result<String>
     let host = daemon.host.as_deref().context("issuer host")?;
     let record = host
         .recharge(
-            cardd_host::demo::DEMO_ETC_PLATE,
-            cardd_host::demo::DEMO_ETC_COLOUR,
+            cardd_store::demo::DEMO_ETC_PLATE,
+            cardd_store::demo::DEMO_ETC_COLOUR,
             RECORD_FEN,
             operator,
             "银行柜台",

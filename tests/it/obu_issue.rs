@@ -8,7 +8,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use cardd_api::ErrorCode;
-use cardd_host::model::{VehicleDetails, VehicleInput};
+use cardd_store::model::{VehicleDetails, VehicleInput};
 use cardd_serial::{SimProgrammer, SimProgrammerConfig};
 use cardd_sim::demo::{demo_obu_masters, demo_obu_spec, DEMO_OBU_CONTRACT_SERIAL};
 use cardd_sim::{FaultKind, FaultPlan, ObuEsam, ObuSpec, SimCard, SimWorld, VehicleInfo};
@@ -463,7 +463,7 @@ async fn issuance_through_the_serial_driver() {
 
     // A refusal first: a vehicle whose account names another OBU.
     // The account is opened over JSON-RPC, vehicle details included.
-    let details = cardd_host::demo::demo_obu_vehicle_details();
+    let details = cardd_store::demo::demo_obu_vehicle_details();
     let other = account("陕D44444", 0, 1, "6101180100000044", Some(details.clone()));
     let supervisor = d.login("supervisor", "super123").await;
     let saved = d

@@ -26,8 +26,9 @@ const PRODUCTION_DRIVERS: &[&str] = &["cardd-pcsc", "cardd-serial", "cardd-plugi
 /// Every workspace crate's layer: a crate's normal and build dependencies on workspace crates
 /// point strictly down. The card half (reader and crypto, then the protocol, the simulator and
 /// the driver kinds, then the registry), the wire contract, the journal and the Lua sandbox, the
-/// issuer host, the server (the composition root), and on top the clients, benchmark, tests and
-/// xtask. A crate missing here is a problem: place it when it is added.
+/// domain crates (ETC, group, OBU: rules, state machines, services, storage traits), the
+/// embedded storage that implements those traits on sled, the server (the composition root),
+/// and on top the clients, benchmark, tests and xtask. A crate missing here is a problem: place it when it is added.
 const LAYERS: &[(&str, u8)] = &[
     ("cardd-reader", 0),
     ("cardd-crypto", 0),
@@ -41,12 +42,15 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-drivers", 3),
     ("cardd-journal", 3),
     ("cardd-script", 3),
-    ("cardd-host", 4),
-    ("cardd", 5),
-    ("cardctl", 6),
-    ("cardd-bench", 6),
-    ("cardd-tests", 6),
-    ("xtask", 6),
+    ("cardd-etc", 4),
+    ("cardd-group", 4),
+    ("cardd-obu", 4),
+    ("cardd-store", 5),
+    ("cardd", 6),
+    ("cardctl", 7),
+    ("cardd-bench", 7),
+    ("cardd-tests", 7),
+    ("xtask", 7),
 ];
 
 fn layer_of(name: &str) -> Option<u8> {

@@ -1,7 +1,7 @@
 //! The business vocabulary on the wire, once: operator roles, plate colours, recharge order and
 //! quota top-up statuses, query periods, each with its wire code and zh-CN label, and the shape
 //! of the group recharge rules ([`GroupRules`]; their figures live where the rule is enforced,
-//! `cardd_host::group_model::recharge_rules`).
+//! `cardd_store::group_model::recharge_rules`).
 //!
 //! Clients fetch them (`system.vocabulary`, `group.rules`) instead of copying tables; flows get
 //! the rules as structured values (`group.rules()`).

@@ -15,6 +15,7 @@
 //!   kill-at-every-step test matrix.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod crash;
 pub mod journal;
 pub mod load;
@@ -23,6 +24,7 @@ pub mod store;
 
 /// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
 pub use cardd_purse::Funding;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
     card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest,
@@ -30,3 +32,6 @@ pub use load::{
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
 pub use store::{FlushStats, Store, StoreError};
+
+/// China Standard Time: every time a teller, customer or auditor sees is at +08:00.
+pub const CHINA_OFFSET: time::UtcOffset = time::macros::offset!(+8);

@@ -161,9 +161,9 @@ impl From<cardd_purse::PurseError> for ApiError {
     }
 }
 
-impl From<cardd_host::HostError> for ApiError {
-    fn from(e: cardd_host::HostError) -> Self {
-        use cardd_host::HostError as H;
+impl From<cardd_store::HostError> for ApiError {
+    fn from(e: cardd_store::HostError) -> Self {
+        use cardd_store::HostError as H;
         let code = match &e {
             H::VehicleNotFound { .. } | H::RecordNotFound(_) => ErrorCode::HostNotFound,
             H::BadTransition { .. }
@@ -179,9 +179,9 @@ impl From<cardd_host::HostError> for ApiError {
     }
 }
 
-impl From<cardd_host::GroupError> for ApiError {
-    fn from(e: cardd_host::GroupError) -> Self {
-        use cardd_host::GroupError as G;
+impl From<cardd_store::GroupError> for ApiError {
+    fn from(e: cardd_store::GroupError) -> Self {
+        use cardd_store::GroupError as G;
         let code = match &e {
             G::Host(h) if h.is_refusal() => ErrorCode::InvalidParams,
             G::Host(_) | G::IdsExhausted(_) => ErrorCode::Internal,
@@ -202,12 +202,12 @@ impl From<cardd_host::GroupError> for ApiError {
     }
 }
 
-impl From<cardd_host::PaymentError> for ApiError {
-    fn from(e: cardd_host::PaymentError) -> Self {
+impl From<cardd_store::PaymentError> for ApiError {
+    fn from(e: cardd_store::PaymentError) -> Self {
         let code = match &e {
-            cardd_host::PaymentError::Declined(_) => ErrorCode::PaymentDeclined,
-            cardd_host::PaymentError::NoAnswer(_) => ErrorCode::PaymentUnknown,
-            cardd_host::PaymentError::Gateway(_) => ErrorCode::Internal,
+            cardd_store::PaymentError::Declined(_) => ErrorCode::PaymentDeclined,
+            cardd_store::PaymentError::NoAnswer(_) => ErrorCode::PaymentUnknown,
+            cardd_store::PaymentError::Gateway(_) => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
     }

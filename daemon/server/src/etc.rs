@@ -25,7 +25,7 @@
 //! running right now (`Daemon::records_loading` knows).
 
 use cardd_api::{ErrorCode, Fen};
-use cardd_host::{IssuerHost, RechargeRecord, RecordStatus};
+use cardd_store::{IssuerHost, RechargeRecord, RecordStatus};
 use cardd_journal::{
     load_card, recover_card, IntentOutcome, Journal, LoadError, LoadReceipt, LoadRequest, LoadTxn,
     Resolution, TxnState,
@@ -296,7 +296,7 @@ fn check_card_is_records(info: &EtcIssueInfo, record: &RechargeRecord) -> Result
 
 /// Refuses a card outside its validity dates (China date).
 fn check_validity(info: &EtcIssueInfo, now: OffsetDateTime) -> Result<(), ApiError> {
-    let today = now.to_offset(cardd_host::model::CHINA_OFFSET);
+    let today = now.to_offset(cardd_store::model::CHINA_OFFSET);
     let today = (today.year() as u16, u8::from(today.month()), today.day());
     let show = |(y, m, d): (u16, u8, u8)| format!("{y:04}-{m:02}-{d:02}");
     if let Some(expiry) = info.expiry_date() {
@@ -751,7 +751,7 @@ pub fn load_record(
     refuse_if_card_blocked(daemon, &record.card_number)?;
     let amount_fen = u32::try_from(record.amount_fen)
         .map_err(|_| ApiError::invalid_params("充值金额超出卡片可表示的范围"))?;
-    let today = OffsetDateTime::now_utc().to_offset(cardd_host::model::CHINA_OFFSET);
+    let today = OffsetDateTime::now_utc().to_offset(cardd_store::model::CHINA_OFFSET);
     let request = LoadRequest {
         txn_id: txn_id.to_owned(),
         amount_fen,
@@ -801,7 +801,7 @@ pub fn load_record(
 fn loaded_but_not_recorded(
     record_id: &str,
     receipt: &LoadReceipt,
-    e: cardd_host::HostError,
+    e: cardd_store::HostError,
 ) -> ApiError {
     tracing::error!(record = record_id, txn = %receipt.txn_id, error = %e, "a committed load could not be recorded on its recharge record");
     let mut err = ApiError::from(e);
@@ -957,7 +957,7 @@ pub fn mark_not_loaded(
     Ok(MarkOutcome {
         record,
         evidence,
-        message: cardd_host::model::MARK_NOT_LOADED_DONE_ZH.into(),
+        message: cardd_store::model::MARK_NOT_LOADED_DONE_ZH.into(),
     })
 }
 
@@ -1123,14 +1123,14 @@ mod tests {
 
     #[test]
     fn links_come_from_the_records_own_list_and_the_history_of_older_records() {
-        let mut record = cardd_host::demo::demo_records().remove(0);
+        let mut record = cardd_store::demo::demo_records().remove(0);
         let legacy = record.load_txn_id.clone().expect("demo load");
         // Written before the list existed: the history names the load.
         record.txn_ids.clear();
         assert_eq!(linked_txn_ids(&record), vec![legacy.clone()]);
         // Loaded many times since: every attempt is linked, oldest first, though the capped
         // history no longer names the early ones.
-        let attempts: Vec<String> = (0..cardd_host::model::HISTORY_ENTRIES_MAX * 2)
+        let attempts: Vec<String> = (0..cardd_store::model::HISTORY_ENTRIES_MAX * 2)
             .map(|n| format!("T-{n}"))
             .collect();
         record.txn_ids = attempts.clone();

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use cardd_api::{ErrorCode, Fen, Role};
-use cardd_host::{RechargeRecord, RecordChange, RecordQuery, Vehicle, VehicleInput};
+use cardd_store::{RechargeRecord, RecordChange, RecordQuery, Vehicle, VehicleInput};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -48,7 +48,7 @@ pub struct VehicleView {
     pub vehicle_class_label: String,
     pub obu_contract_serial: Option<String>,
     /// What the OBU's vehicle file needs besides plate, colour and class, when known.
-    pub details: Option<cardd_host::model::VehicleDetails>,
+    pub details: Option<cardd_store::model::VehicleDetails>,
     pub updated_at: String,
     pub updated_by: String,
 }
@@ -326,7 +326,7 @@ fn parse_bound(text: &str, end_of_day: bool) -> Result<OffsetDateTime, ApiError>
         };
         return Ok(date
             .with_time(clock)
-            .assume_offset(cardd_host::model::CHINA_OFFSET));
+            .assume_offset(cardd_store::model::CHINA_OFFSET));
     }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| bad())
 }
@@ -414,7 +414,7 @@ pub fn add_methods(m: &mut Methods) {
                 from: p.from.as_deref().map(|t| parse_bound(t, false)).transpose()?,
                 to: p.to.as_deref().map(|t| parse_bound(t, true)).transpose()?,
                 page: p.page.unwrap_or(1),
-                page_size: p.page_size.unwrap_or(cardd_host::model::PAGE_SIZE_DEFAULT),
+                page_size: p.page_size.unwrap_or(cardd_store::model::PAGE_SIZE_DEFAULT),
             };
             let page = host(&d)?.query_records(&query)?;
             Ok::<RecordPage, ApiError>(RecordPage {

@@ -18,8 +18,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardd_host::group_model::OrderStatus;
-use cardd_host::{GroupHost, IssuerHost, RecordStatus};
+use cardd_store::group_model::OrderStatus;
+use cardd_store::{GroupHost, IssuerHost, RecordStatus};
 use cardd_purse::{
     CardKeyContext, Funding, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
     MaintenanceKey, PurchaseTerms, SamError, SecurityModule,
@@ -290,9 +290,9 @@ impl SecurityModule for FundedSam {
 mod tests {
     use super::*;
     use cardd_crypto::Algorithm;
-    use cardd_host::demo::{DEMO_ETC_CARD, DEMO_NOT_LOADED_RECORD_IDS};
-    use cardd_host::group_model::ReserveRequest;
-    use cardd_host::{EmbeddedGroupHost, EmbeddedHost};
+    use cardd_store::demo::{DEMO_ETC_CARD, DEMO_NOT_LOADED_RECORD_IDS};
+    use cardd_store::group_model::ReserveRequest;
+    use cardd_store::{EmbeddedGroupHost, EmbeddedHost};
     use cardd_journal::Store;
     use cardd_purse::{KeyScheme, SoftSam};
 

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_host::group_model::{recharge_rules, yuan, BatchRef};
+use cardd_store::group_model::{recharge_rules, yuan, BatchRef};
 use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
 use serde_json::json;

@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cardd_api::{ErrorCode, Fen, Role};
-use cardd_host::group_export::{
+use cardd_store::group_export::{
     self, LedgerRow, NamedRow, OrderRow, OrderStats, TopUpRow, TopUpStats,
 };
-use cardd_host::group_model::{
+use cardd_store::group_model::{
     yuan, BatchItemInput, BatchRef, Group, GroupInput, OrderStatus, PaymentOutcome, Period, Preset,
     RechargeOrder, ReserveRequest, TopUp, TopUpStatus,
 };
-use cardd_host::{
+use cardd_store::{
     EmbeddedGroupHost, GroupHost, PaymentError, PaymentGateway, PaymentRequest, SandboxBank,
 };
 use cardd_journal::{IntentOutcome, TxnState};
@@ -1177,7 +1177,7 @@ fn query<T, R, S>(
     d: &Daemon,
     c: &Caller,
     q: &QueryParams,
-    fetch: impl Fn(&GroupServices, &str, &Period) -> Result<Vec<T>, cardd_host::GroupError>,
+    fetch: impl Fn(&GroupServices, &str, &Period) -> Result<Vec<T>, cardd_store::GroupError>,
     stats: impl Fn(&[T]) -> S,
 ) -> Result<QueryResult<R, S>, ApiError>
 where
@@ -1445,7 +1445,7 @@ pub fn add_group_methods(m: &mut Methods) {
                 group: GroupView::from(&group),
                 operator: s.username.clone(),
                 operator_name: s.display_name.clone(),
-                amount_presets: cardd_host::group_model::recharge_rules()
+                amount_presets: cardd_store::group_model::recharge_rules()
                     .presets
                     .into_iter()
                     .map(|p| p.amount)
@@ -1459,7 +1459,7 @@ pub fn add_group_methods(m: &mut Methods) {
         "The group recharge rules (step, minimum, card balance ceiling, in fen and short yuan) and the amounts the recharge page offers.",
         GROUP_READERS,
         false,
-        |_, _, _: NoParams| async move { Ok(cardd_host::group_model::recharge_rules()) },
+        |_, _, _: NoParams| async move { Ok(cardd_store::group_model::recharge_rules()) },
     );
 
     m.add(

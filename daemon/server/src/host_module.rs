@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use cardd_host::{IssuerHost, RecordQuery, RecordStatus};
+use cardd_store::{IssuerHost, RecordQuery, RecordStatus};
 use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
 

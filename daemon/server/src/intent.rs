@@ -8,9 +8,9 @@
 //! a message naming the pending order or record and what to do.
 
 use cardd_api::{ErrorCode, Fen};
-use cardd_host::group::GroupHost;
-use cardd_host::group_model::OrderStatus;
-use cardd_host::IssuerHost;
+use cardd_store::group::GroupHost;
+use cardd_store::group_model::OrderStatus;
+use cardd_store::IssuerHost;
 use cardd_journal::Journal;
 
 use crate::errors::{journal_error, ApiError};

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::gbk::{self, GbkError};
-use cardd_host::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
+use cardd_store::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
 use cardd_purse::{
     obu_read_key_for, CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour,
     Purse, PurseError, SamError, SecurityModule, Sfi,
@@ -69,7 +69,7 @@ pub enum IssueError {
         reason: String,
     },
     #[error("{0}")]
-    Host(#[from] cardd_host::HostError),
+    Host(#[from] cardd_store::HostError),
     #[error("签发系统不可用（完整性检查未通过），已停止发行；请联系管理员")]
     HostUnavailable,
     #[error("未检测到OBU，或读取OBU时OBU被移开、无响应；未写入任何数据，请放好OBU后重试")]
@@ -607,7 +607,7 @@ impl ObuModule {
                 plate: vehicle.plate.clone(),
             })?;
         let given = given
-            .map(|d| cardd_host::validate::vehicle_details(&d))
+            .map(|d| cardd_store::validate::vehicle_details(&d))
             .transpose()?;
         let (details, source) = match (&vehicle.details, given) {
             (Some(account), Some(given)) if *account != given => {

@@ -58,7 +58,7 @@ pub struct Daemon {
     pub journal: Option<Journal>,
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
     /// (the daemon then fails closed).
-    pub host: Option<Arc<dyn cardd_host::IssuerHost>>,
+    pub host: Option<Arc<dyn cardd_store::IssuerHost>>,
     /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
     /// data failed verification (the daemon then fails closed).
     pub group: Option<crate::group_rpc::GroupServices>,
@@ -309,8 +309,8 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     };
     let keys = load_keys(&config)?;
     let flows = open_flows(&config, &store);
-    let (host, host_failure): (Option<Arc<dyn cardd_host::IssuerHost>>, Option<String>) =
-        match cardd_host::EmbeddedHost::open(&store) {
+    let (host, host_failure): (Option<Arc<dyn cardd_store::IssuerHost>>, Option<String>) =
+        match cardd_store::EmbeddedHost::open(&store) {
             Ok(host) => {
                 if config.demo {
                     host.seed_demo()

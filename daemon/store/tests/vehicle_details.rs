@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use cardd_host::demo::{demo_obu_vehicle_details, demo_vehicles, DEMO_ETC_PLATE};
-use cardd_host::model::{VehicleDetails, VehicleInput};
-use cardd_host::validate::vehicle_details;
-use cardd_host::{EmbeddedHost, HostError, IssuerHost, ManualClock, Vehicle};
+use cardd_store::demo::{demo_obu_vehicle_details, demo_vehicles, DEMO_ETC_PLATE};
+use cardd_store::model::{VehicleDetails, VehicleInput};
+use cardd_store::validate::vehicle_details;
+use cardd_store::{EmbeddedHost, HostError, IssuerHost, ManualClock, Vehicle};
 use cardd_journal::Store;
 
 #[test]

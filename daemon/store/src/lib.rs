@@ -27,7 +27,6 @@
 //! [`IssuerHost::flag_reconciliation`].
 #![forbid(unsafe_code)]
 
-pub mod clock;
 pub mod demo;
 pub mod embedded;
 pub mod error;
@@ -38,7 +37,7 @@ pub mod model;
 pub mod payment;
 pub mod validate;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use cardd_journal::clock::{self, Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedHost, VerifyReport, HOST_TREE};
 pub use error::HostError;
 pub use group::{EmbeddedGroupHost, GroupError, GroupHost, GROUP_TREE};

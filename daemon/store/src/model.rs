@@ -11,7 +11,7 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 use cardd_api::money::Fen;
 
@@ -64,7 +64,7 @@ pub const RECORD_SEQ_PER_DAY_MAX: u32 = 999_999;
 pub const STORED_VALUE_BYTES_MAX: usize = 64 * 1024;
 
 /// China Standard Time, the offset of every time the host records.
-pub const CHINA_OFFSET: UtcOffset = time::macros::offset!(+8);
+pub use cardd_journal::CHINA_OFFSET;
 
 /// What the seed's app says after 修改圈存状态 (a 已圈存 record set back to 未圈存).
 pub const MARK_NOT_LOADED_DONE_ZH: &str = "修改圈存状态成功！请进行圈存操作";

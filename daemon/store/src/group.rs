@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use crate::clock::{china_date, china_seconds, Clock, SystemClock};
+use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 use crate::embedded::{decode, encode, keys::time as time_key};
 use crate::error::HostError;
 use crate::group_model::*;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::model::CHINA_OFFSET;
+use crate::CHINA_OFFSET;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {

@@ -43,7 +43,7 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use crate::clock::{china_date, china_seconds, Clock, SystemClock};
+use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 use crate::error::HostError;
 use crate::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,

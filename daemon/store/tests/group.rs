@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use cardd_host::group_model::*;
-use cardd_host::{EmbeddedGroupHost, GroupError, GroupHost, ManualClock};
+use cardd_store::group_model::*;
+use cardd_store::{EmbeddedGroupHost, GroupError, GroupHost, ManualClock};
 use cardd_journal::Store;
 use time::macros::{date, datetime};
 
@@ -319,7 +319,7 @@ fn a_tampered_group_fails_closed() {
         host.seed_demo().unwrap();
         host.reserve(&reserve(CARD, 0, 1_000, "x#1")).unwrap();
         // Change the quota without a ledger entry, keeping a valid checksum.
-        let tree = store.tree(cardd_host::GROUP_TREE).unwrap();
+        let tree = store.tree(cardd_store::GROUP_TREE).unwrap();
         let raw = tree.get("grp/G001").unwrap().unwrap();
         let mut group: Group = serde_json::from_slice(&raw[32..]).unwrap();
         group.available_fen += 100;

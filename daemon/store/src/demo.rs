@@ -17,7 +17,7 @@
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use crate::clock::china_date;
+use cardd_journal::clock::china_date;
 use crate::embedded::{
     keys, run, tx_check_card_free, tx_insert_record, tx_put_vehicle, tx_raise_seq, EmbeddedHost,
 };
