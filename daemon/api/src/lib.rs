@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod method;
 pub mod money;
 pub mod roles;
 pub mod types;
 pub mod vocab;
 
 pub use codes::ErrorCode;
+pub use method::{Method, NoParams};
 pub use money::{Fen, MoneyError};
 pub use roles::Role;

@@ -418,10 +418,7 @@ macro_rules! audit_as_json {
 
 pub(crate) use audit_as_json;
 
-/// No parameters.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
+pub use cardd_api::NoParams;
 audit_as_json!(NoParams);
 
 #[derive(Debug, Serialize, JsonSchema)]
