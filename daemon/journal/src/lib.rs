@@ -17,6 +17,8 @@
 
 pub mod clock;
 pub mod crash;
+pub mod inflight;
+pub mod intent;
 pub mod journal;
 pub mod load;
 pub mod lost;
@@ -25,6 +27,8 @@ pub mod store;
 /// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
 pub use cardd_purse::Funding;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use inflight::{InFlight, InFlightGuard};
+pub use intent::{IntentBlock, IntentOwners};
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
     card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest,

@@ -25,13 +25,13 @@
 //! running right now (`Daemon::records_loading` knows).
 
 use cardd_api::{ErrorCode, Fen};
-use cardd_store::{IssuerHost, RechargeRecord, RecordStatus};
 use cardd_journal::{
     load_card, recover_card, IntentOutcome, Journal, LoadError, LoadReceipt, LoadRequest, LoadTxn,
     Resolution, TxnState,
 };
 use cardd_purse::{EtcIssueInfo, LogRecord, Purse, PurseError, Sfi, TransactionType};
 use cardd_reader::Reader;
+use cardd_store::{IssuerHost, RechargeRecord, RecordStatus};
 use schemars::JsonSchema;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -690,7 +690,7 @@ fn settle_from_card(
 fn claim_record(
     daemon: &Daemon,
     record_id: &str,
-) -> Result<crate::inflight::InFlightGuard, ApiError> {
+) -> Result<cardd_journal::inflight::InFlightGuard, ApiError> {
     daemon.records_loading.claim(record_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::RecordStateConflict,

@@ -8,9 +8,9 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_store::group_model::{recharge_rules, yuan, BatchRef};
 use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
+use cardd_store::group_model::{recharge_rules, yuan, BatchRef};
 use serde_json::json;
 
 use crate::flows::CardModule;

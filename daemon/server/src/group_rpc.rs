@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cardd_api::{ErrorCode, Fen, Role};
+use cardd_journal::{IntentOutcome, TxnState};
 use cardd_store::group_export::{
     self, LedgerRow, NamedRow, OrderRow, OrderStats, TopUpRow, TopUpStats,
 };
@@ -30,7 +31,6 @@ use cardd_store::group_model::{
 use cardd_store::{
     EmbeddedGroupHost, GroupHost, PaymentError, PaymentGateway, PaymentRequest, SandboxBank,
 };
-use cardd_journal::{IntentOutcome, TxnState};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ pub struct GroupServices {
     /// Orders reserved by a recharge running in this process and not yet settled or failed:
     /// [`reconcile`] leaves them to their run. Held while reserving, so that a reconciliation
     /// never sees a fresh reservation without its run.
-    inflight: crate::inflight::InFlight,
+    inflight: cardd_journal::inflight::InFlight,
     /// Top-ups whose payment call is running.
     paying: Mutex<HashSet<String>>,
     /// Orders settled from the card after 结果待确认 whose result a new recharge of the card
@@ -98,7 +98,7 @@ pub fn open(
     let services = GroupServices {
         host: Arc::new(host),
         bank: Arc::new(bank),
-        inflight: crate::inflight::InFlight::default(),
+        inflight: cardd_journal::inflight::InFlight::default(),
         paying: Mutex::new(HashSet::new()),
         told: Mutex::new(HashSet::new()),
     };

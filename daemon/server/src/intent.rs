@@ -1,4 +1,5 @@
-//! Exactly-once per customer intent: a card whose load is not settled takes no new credit.
+//! Exactly-once per customer intent, as the server asks it: the journal decides
+//! ([`cardd_journal::intent`]), this names the record or order of either domain.
 //!
 //! The journal is exactly-once per transaction id. A customer's intent (an ETC recharge record,
 //! a group order, a batch item) may be tried under several transaction ids, by a teller who
@@ -7,41 +8,51 @@
 //! every new recharge or 圈存 to that card, for every record and every group, is refused with
 //! a message naming the pending order or record and what to do.
 
-use cardd_api::{ErrorCode, Fen};
+use cardd_journal::intent::card_blocked;
+use cardd_journal::{IntentBlock, IntentOwners, Journal};
 use cardd_store::group::GroupHost;
 use cardd_store::group_model::OrderStatus;
 use cardd_store::IssuerHost;
-use cardd_journal::Journal;
 
 use crate::errors::{journal_error, ApiError};
 
-/// What to tell an operator about a pending load: the business record it belongs to.
-fn owner_of(host: Option<&dyn IssuerHost>, group: Option<&dyn GroupHost>, txn_id: &str) -> String {
-    if let Some(host) = host {
-        if let Ok(Some(record)) = host.record_for_txn(txn_id) {
-            return format!("充值记录 {}", record.record_id);
+/// The owners of both domains' loads, as [`cardd_journal::intent::card_blocked`] asks for them.
+#[derive(Debug)]
+struct Owners<'a> {
+    host: Option<&'a dyn IssuerHost>,
+    group: Option<&'a dyn GroupHost>,
+}
+
+impl Owners<'_> {
+    fn find(&self, txn_id: &str) -> Option<String> {
+        if let Some(host) = self.host {
+            if let Ok(Some(record)) = host.record_for_txn(txn_id) {
+                return Some(format!("充值记录 {}", record.record_id));
+            }
         }
-    }
-    if let Some(group) = group {
-        for status in [OrderStatus::Pending, OrderStatus::Reserved] {
-            if let Ok(orders) = group.orders_in(status) {
-                if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
-                    return format!("集团充值订单 {}", order.order_id);
+        if let Some(group) = self.group {
+            for status in [OrderStatus::Pending, OrderStatus::Reserved] {
+                if let Ok(orders) = group.orders_in(status) {
+                    if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
+                        return Some(format!("集团充值订单 {}", order.order_id));
+                    }
                 }
             }
         }
+        None
     }
-    format!("圈存交易 {txn_id}")
 }
 
 /// The refusal of a card that contradicts the two-person verdict on one of its loads.
 pub fn contradicted(card_number: &str, txn_id: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::CardIntentPending,
-        format!(
-            "卡号 {card_number} 的卡片与挂失核定结论不符（圈存交易 {txn_id}）：该卡暂停圈存和充值，请联系审核人员核对处理"
-        ),
-    )
+    blocked(IntentBlock::Contradicted {
+        card_number: card_number.to_owned(),
+        txn_id: txn_id.to_owned(),
+    })
+}
+
+fn blocked(b: IntentBlock) -> ApiError {
+    ApiError::new(b.code(), b.to_string())
 }
 
 /// Refuses a new credit to `card_number` while a load to it is unsettled, or while the card
@@ -52,22 +63,26 @@ pub fn refuse_if_card_blocked(
     group: Option<&dyn GroupHost>,
     card_number: &str,
 ) -> Result<(), ApiError> {
-    if let Some(v) = journal
-        .contradicted_for_card(card_number)
-        .map_err(journal_error)?
-    {
-        return Err(contradicted(&v.card_number, &v.txn_id));
-    }
-    let open = journal.open_for_card(card_number).map_err(journal_error)?;
-    match open {
+    let owners = Owners { host, group };
+    let owners = OwnersRef(&owners);
+    match card_blocked(journal, &owners, card_number).map_err(journal_error)? {
         None => Ok(()),
-        Some(txn) => Err(ApiError::new(
-            ErrorCode::CardIntentPending,
-            format!(
-                "卡号 {card_number} 有一笔结果待确认的充值（{}，{} 元）：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
-                owner_of(host, group, &txn.txn_id),
-                Fen(i64::from(txn.amount_fen())).to_yuan_string()
-            ),
-        )),
+        Some(b) => Err(blocked(b)),
+    }
+}
+
+/// [`Owners`] borrowed for the journal's check.
+struct OwnersRef<'a, 'b>(&'a Owners<'b>);
+
+impl std::fmt::Debug for OwnersRef<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Owners")
+    }
+}
+
+// The journal's trait asks for `Send + Sync`; the borrowed stores are.
+impl IntentOwners for OwnersRef<'_, '_> {
+    fn owner_of(&self, txn_id: &str) -> Option<String> {
+        self.0.find(txn_id)
     }
 }

@@ -16,7 +16,6 @@ pub mod group_module;
 pub mod group_rpc;
 pub mod guard;
 pub mod host_module;
-pub mod inflight;
 pub mod intent;
 pub mod journal_rpc;
 pub mod metrics;

@@ -25,7 +25,6 @@ use std::sync::{Arc, Weak};
 
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::gbk::{self, GbkError};
-use cardd_store::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
 use cardd_purse::{
     obu_read_key_for, CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour,
     Purse, PurseError, SamError, SecurityModule, Sfi,
@@ -33,6 +32,7 @@ use cardd_purse::{
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
 use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
+use cardd_store::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
 use serde::Serialize;
 
 use crate::readers::Holder;

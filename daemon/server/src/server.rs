@@ -65,7 +65,7 @@ pub struct Daemon {
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
     /// Recharge records being loaded right now (`etc`).
-    pub records_loading: crate::inflight::InFlight,
+    pub records_loading: cardd_journal::inflight::InFlight,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     /// The security module: the configured keys behind the funding check
@@ -351,7 +351,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         host,
         group,
         flows,
-        records_loading: crate::inflight::InFlight::default(),
+        records_loading: cardd_journal::inflight::InFlight::default(),
         events,
         readers,
         sam,

@@ -17,7 +17,6 @@
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use cardd_journal::clock::china_date;
 use crate::embedded::{
     keys, run, tx_check_card_free, tx_insert_record, tx_put_vehicle, tx_raise_seq, EmbeddedHost,
 };
@@ -26,6 +25,7 @@ use crate::model::{
     PlateColour, RechargeRecord, RecordAction, RecordChange, RecordStatus, SeedReport, Vehicle,
     VehicleDetails,
 };
+use cardd_journal::clock::china_date;
 
 /// The demo ETC card (3DES).
 pub const DEMO_ETC_CARD: &str = "61011801000000000001";

@@ -43,7 +43,6 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 use crate::error::HostError;
 use crate::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
@@ -54,6 +53,7 @@ use crate::model::{
 };
 use crate::validate;
 use crate::IssuerHost;
+use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 
 /// The sled tree of the embedded issuer host.
 pub const HOST_TREE: &str = "host";

@@ -34,11 +34,11 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 use crate::embedded::{decode, encode, keys::time as time_key};
 use crate::error::HostError;
 use crate::group_model::*;
 use crate::validate;
+use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 
 /// The sled tree of the group host.
 pub const GROUP_TREE: &str = "group";

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use cardd_journal::Store;
 use cardd_store::group_model::*;
 use cardd_store::{EmbeddedGroupHost, GroupError, GroupHost, ManualClock};
-use cardd_journal::Store;
 use time::macros::{date, datetime};
 
 const CARD: &str = "61010000000000000001";

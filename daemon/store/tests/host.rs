@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cardd_journal::Store;
 use cardd_store::demo::{
     demo_records, DEMO_ETC_CARD, DEMO_ETC_COLOUR, DEMO_ETC_PLATE, DEMO_LOADED_RECORD_ID,
     DEMO_NOT_LOADED_RECORD_IDS, DEMO_SM4_CARD, DEMO_SM4_COLOUR, DEMO_SM4_PLATE,
@@ -13,7 +14,6 @@ use cardd_store::{
     EmbeddedHost, HostError, IssuerHost, ManualClock, RecordAction, RecordQuery, RecordStatus,
     SeedReport, VehicleInput, HOST_TREE, PAGE_SIZE_MAX, RECHARGE_FEN_MAX,
 };
-use cardd_journal::Store;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
