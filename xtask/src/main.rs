@@ -12,6 +12,7 @@
 //!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
 //!   it started. Not part of the test suite (see docs/performance.md).
 
+mod cycles;
 mod pcscd;
 mod setup;
 mod tidy;

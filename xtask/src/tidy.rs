@@ -8,7 +8,8 @@
 //! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
 //! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`;
 //! * production drivers carry the simulator only behind an optional feature;
-//! * crate dependencies point down only ([`LAYERS`]);
+//! * crate dependencies point down only ([`LAYERS`]), and no crate's modules import each other
+//!   in a cycle ([`crate::cycles`]);
 //! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
 //!   (`clients/web/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]).
 
@@ -209,6 +210,10 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
                     }
                 }
             }
+        }
+        let src = manifest.with_file_name("src");
+        if src.is_dir() {
+            problems.extend(crate::cycles::crate_cycles(&src, &rel)?);
         }
         if text.contains("\nencoding_rs") && name != "cardd-crypto" {
             problems.push(format!(

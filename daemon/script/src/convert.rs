@@ -12,7 +12,7 @@
 
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
-use crate::sandbox::Limits;
+use crate::limits::Limits;
 
 /// Deepest nesting converted either way, in levels.
 pub const JSON_DEPTH_MAX: usize = 32;

@@ -9,7 +9,7 @@
 
 use mlua::Error as LuaError;
 
-use crate::sandbox::{BadReturnError, SandboxRefusal, StopReason, Stopped};
+use crate::limits::{BadReturnError, SandboxRefusal, StopReason, Stopped};
 
 /// Longest error message kept from a script, in bytes.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
@@ -86,6 +86,17 @@ pub(crate) struct LimitFigures {
     pub memory_bytes_max: usize,
     pub call_depth_max: u32,
     pub wall_ms_max: u64,
+}
+
+impl From<&crate::limits::Limits> for LimitFigures {
+    fn from(l: &crate::limits::Limits) -> Self {
+        LimitFigures {
+            instructions_max: l.instructions_max,
+            memory_bytes_max: l.memory_bytes_max,
+            call_depth_max: l.call_depth_max,
+            wall_ms_max: l.wall_ms_max,
+        }
+    }
 }
 
 impl LimitFigures {

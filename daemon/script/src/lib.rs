@@ -24,6 +24,7 @@
 pub mod convert;
 pub mod error;
 pub mod flow;
+mod limits;
 pub mod log;
 pub mod module;
 pub mod runner;

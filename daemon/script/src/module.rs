@@ -26,7 +26,7 @@ use cardd_api::{Fen, MoneyError};
 use mlua::{Lua, Table, Value};
 
 use crate::convert::{json_to_lua, lua_to_json, JsonLimits};
-use crate::sandbox::{Limits, StopFlag, StopReason};
+use crate::limits::{Limits, StopFlag, StopReason};
 
 /// An API exposed to flows as one global table (`card`, `host`, `ui`, `log`, …).
 pub trait LuaModule {

@@ -139,7 +139,7 @@ impl fmt::Debug for Key16 {
 
 impl PartialEq for Key16 {
     fn eq(&self, other: &Self) -> bool {
-        crate::mac::mac_eq(&self.0, &other.0)
+        crate::ct::mac_eq(&self.0, &other.0)
     }
 }
 
@@ -200,7 +200,7 @@ impl fmt::Debug for SessionKey {
 
 impl PartialEq for SessionKey {
     fn eq(&self, other: &Self) -> bool {
-        self.algorithm() == other.algorithm() && crate::mac::mac_eq(self.expose(), other.expose())
+        self.algorithm() == other.algorithm() && crate::ct::mac_eq(self.expose(), other.expose())
     }
 }
 

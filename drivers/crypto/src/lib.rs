@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod block;
+mod ct;
 mod derive;
 mod ecb;
 mod error;
@@ -47,8 +48,9 @@ pub mod demo;
 pub mod gbk;
 pub mod mac_input;
 
+pub use ct::mac_eq;
 pub use derive::{diversify, diversify_two_level, load_session_key, purchase_session_key, tac_key};
 pub use ecb::{ecb_decrypt, ecb_encrypt};
 pub use error::CryptoError;
 pub use keys::{Algorithm, Key16, SessionKey};
-pub use mac::{mac_eq, purse_mac, secure_messaging_mac};
+pub use mac::{purse_mac, secure_messaging_mac};

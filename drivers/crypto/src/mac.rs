@@ -71,19 +71,6 @@ pub fn secure_messaging_mac(
     }
 }
 
-/// Compares two MACs in time independent of their contents (but not of their lengths,
-/// which are public). Returns `false` when the lengths differ.
-pub fn mac_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 /// First four bytes of a cipher block (blocks are 8 or 16 bytes).
 fn first4(block: &[u8]) -> [u8; 4] {
     let mut out = [0u8; 4];
@@ -96,14 +83,6 @@ fn first4(block: &[u8]) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_eq_basics() {
-        assert!(mac_eq(&[1, 2, 3, 4], &[1, 2, 3, 4]));
-        assert!(!mac_eq(&[1, 2, 3, 4], &[1, 2, 3, 5]));
-        assert!(!mac_eq(&[1, 2, 3, 4], &[1, 2, 3]));
-        assert!(mac_eq(&[], &[]));
-    }
 
     #[test]
     fn purse_mac_padding_distinguishes_trailing_zero() {

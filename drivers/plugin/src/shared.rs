@@ -31,8 +31,18 @@ use crate::protocol::{
     event, truncate_chars, CardEventParams, HelloResult, Incoming, ReaderRemovedParams,
     RequestLine, WireError, WireReader, IDENTITY_CHARS_MAX, MESSAGE_BYTES_MAX, READERS_MAX,
 };
-use crate::supervisor::RunEnd;
 use crate::{reader_id, DRIVER_NAME};
+
+/// How a run ended.
+#[derive(Debug)]
+pub(crate) enum RunEnd {
+    /// The driver instance is shutting down.
+    Shutdown,
+    /// The process exited or closed its stdout on its own.
+    Exited,
+    /// Killed for a reason (hang, misbehaviour, failed handshake).
+    Failed(PluginError),
+}
 
 /// Card and hotplug events kept for waiters that have not read them yet.
 pub const EVENTS_KEPT: usize = 256;

@@ -31,7 +31,7 @@ use crate::protocol::{
     self, method, read_line_bounded, truncate_chars, HelloParams, HelloResult, LineRead,
     ListResult, IDENTITY_CHARS_MAX, IN_FLIGHT_MAX, MESSAGE_BYTES_MAX, SUPPORTED_VERSIONS,
 };
-use crate::shared::{CallError, Shared, Target};
+use crate::shared::{CallError, RunEnd, Shared, Target};
 pub use crate::shared::{
     PluginState, PluginStats, PluginStatus, EVENTS_KEPT, MISBEHAVIOUR_MAX, MISBEHAVIOUR_WINDOW_MS,
     PENDING_MAX,
@@ -49,17 +49,6 @@ pub const MONITOR_WAKE_MS: u64 = 1_000;
 pub const STDERR_LINE_BYTES_MAX: usize = 4_096;
 /// Most stderr lines forwarded per second (the rest are counted and dropped).
 pub const STDERR_LINES_PER_SECOND_MAX: u32 = 100;
-
-/// How a run ended.
-#[derive(Debug)]
-pub(crate) enum RunEnd {
-    /// The driver instance is shutting down.
-    Shutdown,
-    /// The process exited or closed its stdout on its own.
-    Exited,
-    /// Killed for a reason (hang, misbehaviour, failed handshake).
-    Failed(PluginError),
-}
 
 /// The supervisor thread's body: start, watch, restart, until shut down.
 pub(crate) fn supervise(shared: Arc<Shared>) {

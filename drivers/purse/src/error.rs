@@ -8,7 +8,7 @@
 
 use cardd_reader::{ReaderError, StatusWord};
 
-use crate::sam::SamError;
+use crate::codes::KeyScheme;
 
 /// The bytes of a card file or response do not have the documented layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -205,4 +205,46 @@ mod tests {
         let e = PurseError::from(ReaderError::NoCard { reader: "r".into() });
         assert!(!e.outcome_unknown());
     }
+}
+
+/// Why the security module refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SamError {
+    /// No keys are configured for the card's scheme.
+    #[error("the security module has no keys for {scheme} cards: add an `{scheme}` section to its configuration")]
+    UnknownScheme { scheme: KeyScheme },
+    /// The scheme is configured but not the key this operation needs.
+    #[error("the security module has no {key} key for {scheme} cards: add `{key}` to its `{scheme}` configuration")]
+    KeyNotConfigured {
+        scheme: KeyScheme,
+        key: &'static str,
+    },
+    /// The key asked for does not exist for cards of this scheme (e.g. a purse key for an ESAM).
+    #[error("{scheme} cards have no {key} key")]
+    KeyNotInScheme {
+        scheme: KeyScheme,
+        key: &'static str,
+    },
+    /// A master key in the configuration is malformed. The key itself is never shown.
+    #[error("security-module configuration: `{key}` is not a valid 16-byte key: {reason}")]
+    BadKey { key: String, reason: String },
+    /// The card's MAC1 of INITIALIZE FOR LOAD does not verify.
+    #[error("the card's MAC1 does not verify: the card was not issued with the load key this security module derives (check scheme, algorithm and one- or two-level diversification) or it is not genuine; do not continue this load (nothing was loaded)")]
+    Mac1Invalid,
+    /// The card's MAC2 of DEBIT FOR PURCHASE does not verify.
+    #[error("the card's MAC2 does not verify: the card's purchase key differs from the one this security module derives, or the answer was altered; treat the purchase as unconfirmed and check the card's proof")]
+    Mac2Invalid,
+    /// The card's TAC does not verify.
+    #[error("the card's TAC does not verify: the card's TAC key differs from the one this security module derives, or the answer was altered; the transaction's outcome must be checked by hand")]
+    TacInvalid,
+    /// The load names no funded record the security module can find in a state that allows it.
+    #[error("no funded record allows this load ({reason}); nothing was loaded")]
+    LoadNotFunded { reason: String },
+    /// MAC2 was asked for a load no funded record authorised (or its authorisation was used or
+    /// expired).
+    #[error("no funded record names this load: the security module computes no MAC2 for card {card} without an authorisation of these load terms; nothing was loaded")]
+    LoadNotAuthorized { card: String },
+    /// Encrypted data does not decrypt to what was asked for.
+    #[error("the encrypted data from the card does not decrypt to a well-formed answer ({detail}): the encryption key or algorithm is wrong, or the card answered for another challenge")]
+    Decrypt { detail: &'static str },
 }

@@ -9,7 +9,7 @@
 use cardd_crypto::{bcd, Algorithm};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{key_index_for, TransactionType};
+use crate::codes::{key_index_for, TransactionType};
 use crate::error::ParseError;
 use crate::text;
 

@@ -18,6 +18,7 @@
 //! No limits, no business rules, no journal: those belong to the flow engine.
 #![forbid(unsafe_code)]
 
+pub mod codes;
 pub mod commands;
 pub mod error;
 pub mod files;

@@ -8,7 +8,7 @@
 use cardd_crypto::Algorithm;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::algorithm_for_alg_id;
+use crate::codes::algorithm_for_alg_id;
 use crate::error::ParseError;
 use crate::files::{u24_bytes, Fields};
 

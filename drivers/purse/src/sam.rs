@@ -13,31 +13,11 @@ use std::fmt;
 use cardd_crypto::{self as crypto, mac_input, Algorithm, Key16};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::PurchaseKind;
+pub use crate::codes::KeyScheme;
+use crate::codes::PurchaseKind;
+pub use crate::error::SamError;
 use crate::files::{CityIssueInfo, EtcIssueInfo, ObuSystemInfo};
 use crate::responses::{InitLoadResponse, InitPurchaseResponse};
-
-/// Which issuer key family a card belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyScheme {
-    /// ETC user cards (two-level diversification by default).
-    Etc,
-    /// City one-cards (one level by the application serial).
-    City,
-    /// OBU ESAMs (one level by the contract serial).
-    Obu,
-}
-
-impl fmt::Display for KeyScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyScheme::Etc => "etc",
-            KeyScheme::City => "city",
-            KeyScheme::Obu => "obu",
-        })
-    }
-}
 
 /// Everything the security module needs to derive one card's keys (no secret in it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,48 +139,6 @@ pub struct PurchaseTerms {
     pub term_seq: u32,
     pub date: [u8; 4],
     pub time: [u8; 3],
-}
-
-/// Why the security module refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SamError {
-    /// No keys are configured for the card's scheme.
-    #[error("the security module has no keys for {scheme} cards: add an `{scheme}` section to its configuration")]
-    UnknownScheme { scheme: KeyScheme },
-    /// The scheme is configured but not the key this operation needs.
-    #[error("the security module has no {key} key for {scheme} cards: add `{key}` to its `{scheme}` configuration")]
-    KeyNotConfigured {
-        scheme: KeyScheme,
-        key: &'static str,
-    },
-    /// The key asked for does not exist for cards of this scheme (e.g. a purse key for an ESAM).
-    #[error("{scheme} cards have no {key} key")]
-    KeyNotInScheme {
-        scheme: KeyScheme,
-        key: &'static str,
-    },
-    /// A master key in the configuration is malformed. The key itself is never shown.
-    #[error("security-module configuration: `{key}` is not a valid 16-byte key: {reason}")]
-    BadKey { key: String, reason: String },
-    /// The card's MAC1 of INITIALIZE FOR LOAD does not verify.
-    #[error("the card's MAC1 does not verify: the card was not issued with the load key this security module derives (check scheme, algorithm and one- or two-level diversification) or it is not genuine; do not continue this load (nothing was loaded)")]
-    Mac1Invalid,
-    /// The card's MAC2 of DEBIT FOR PURCHASE does not verify.
-    #[error("the card's MAC2 does not verify: the card's purchase key differs from the one this security module derives, or the answer was altered; treat the purchase as unconfirmed and check the card's proof")]
-    Mac2Invalid,
-    /// The card's TAC does not verify.
-    #[error("the card's TAC does not verify: the card's TAC key differs from the one this security module derives, or the answer was altered; the transaction's outcome must be checked by hand")]
-    TacInvalid,
-    /// The load names no funded record the security module can find in a state that allows it.
-    #[error("no funded record allows this load ({reason}); nothing was loaded")]
-    LoadNotFunded { reason: String },
-    /// MAC2 was asked for a load no funded record authorised (or its authorisation was used or
-    /// expired).
-    #[error("no funded record names this load: the security module computes no MAC2 for card {card} without an authorisation of these load terms; nothing was loaded")]
-    LoadNotAuthorized { card: String },
-    /// Encrypted data does not decrypt to what was asked for.
-    #[error("the encrypted data from the card does not decrypt to a well-formed answer ({detail}): the encryption key or algorithm is wrong, or the card answered for another challenge")]
-    Decrypt { detail: &'static str },
 }
 
 /// The host side of the card cryptography. Implementations hold master keys and never

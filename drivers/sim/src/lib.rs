@@ -34,7 +34,6 @@ pub mod cards;
 pub mod demo;
 pub mod driver;
 pub mod fault;
-mod persist;
 pub mod reader;
 mod t0;
 pub mod world;

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cards::SimCard;
 use crate::fault::{garble, FaultKind, FaultPlan};
-use crate::{persist, t0};
+use crate::t0;
+
+mod persist;
 
 /// Most readers one world holds.
 pub const READERS_MAX: usize = 64;

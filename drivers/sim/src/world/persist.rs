@@ -10,8 +10,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::{SimError, SimSlot};
 use crate::cards::SimCard;
-use crate::world::{SimError, SimSlot};
 
 /// The file of `slot` of reader `id` in `dir`.
 pub(crate) fn slot_file(dir: &Path, id: &str, slot: SimSlot) -> PathBuf {
