@@ -8,7 +8,8 @@
 //! * `anyhow` only in binaries, xtask and test harnesses (libraries use `thiserror`);
 //! * GBK only through `cardd_crypto::gbk`: no other crate depends on `encoding_rs`;
 //! * production drivers carry the simulator only behind an optional feature;
-//! * crate dependencies point down only ([`LAYERS`]), and no crate's modules import each other
+//! * crate dependencies point down only ([`LAYERS`]); domain crates know no transport, Lua or
+//!   storage engine ([`DOMAIN_FORBIDDEN`]); and no crate's modules import each other
 //!   in a cycle ([`crate::cycles`]);
 //! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
 //!   (`clients/web/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]).
@@ -23,6 +24,38 @@ const ANYHOW_ALLOWED: &[&str] = &["xtask", "cardd-tests", "cardd", "cardctl", "c
 
 /// Drivers of real hardware: `cardd-sim` may be only an optional dependency of theirs.
 const PRODUCTION_DRIVERS: &[&str] = &["cardd-pcsc", "cardd-serial", "cardd-plugin"];
+
+/// Crates of the business domain (rules, state machines, services): they must not know the
+/// transport, the scripting engine or the storage engine.
+const DOMAIN_CRATES: &[&str] = &["cardd-etc", "cardd-group", "cardd-obu"];
+
+/// What a domain crate may not depend on (normal dependencies): the JSON-RPC transport, the Lua
+/// engine and its sandbox, the embedded storage engine, the async runtime.
+const DOMAIN_FORBIDDEN: &[&str] = &[
+    "jsonrpsee",
+    "mlua",
+    "cardd-script",
+    "sled",
+    "tokio",
+    "hyper",
+];
+
+/// A domain crate's forbidden dependencies, one line each.
+fn domain_problems(rel: &str, name: &str, manifest: &str) -> Vec<String> {
+    if !DOMAIN_CRATES.contains(&name) {
+        return Vec::new();
+    }
+    normal_dependencies(manifest)
+        .filter_map(|dep| dep.split(['=', '.', ' ']).next())
+        .filter(|dep| DOMAIN_FORBIDDEN.contains(dep))
+        .map(|dep| {
+            format!(
+                "{rel}: the domain crate {name} depends on {dep}; keep transport, scripting and \
+                 storage in the server and cardd-store"
+            )
+        })
+        .collect()
+}
 
 /// Every workspace crate's layer: a crate's normal and build dependencies on workspace crates
 /// point strictly down. The card half (reader and crypto, then the protocol, the simulator and
@@ -215,6 +248,7 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         if src.is_dir() {
             problems.extend(crate::cycles::crate_cycles(&src, &rel)?);
         }
+        problems.extend(domain_problems(&rel, &name, &text));
         if text.contains("\nencoding_rs") && name != "cardd-crypto" {
             problems.push(format!(
                 "{rel}: {name} depends on encoding_rs; encode card text with cardd_crypto::gbk"
@@ -299,6 +333,17 @@ mod tests {
         );
         assert!(super::copied_rule_figures("rules.card_balance_max_yuan + '元'").is_empty());
         assert!(super::copied_rule_figures("n % 1000000; 11000元").is_empty());
+    }
+
+    #[test]
+    fn a_domain_crate_may_not_know_transport_lua_or_storage() {
+        let manifest = "[package]\nname = \"cardd-etc\"\n\n[dependencies]\ncardd-journal.workspace = true\n\
+                        jsonrpsee.workspace = true\nsled = \"0.34\"\n\n[dev-dependencies]\nmlua = \"1\"\n";
+        let problems =
+            super::domain_problems("daemon/domain/etc/Cargo.toml", "cardd-etc", manifest);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("jsonrpsee") && problems[1].contains("sled"));
+        assert!(super::domain_problems("x", "cardd", manifest).is_empty());
     }
 
     #[test]
