@@ -8,11 +8,14 @@
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
+//! * `cargo xtask rpc-types` writes `clients/web/types/rpc.d.ts` from `docs/openrpc.json` (a test
+//!   fails when it is stale; `UPDATE_DOCS=1 cargo test -p xtask` does the same).
 //! * `cargo xtask bench` builds cardd and its benchmarks in release mode, starts pcscd when none
 //!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
 //!   it started. Not part of the test suite (see docs/performance.md).
 
 mod pcscd;
+mod rpc_types;
 mod setup;
 mod tidy;
 
@@ -37,6 +40,17 @@ fn run(args: &[String]) -> Result<()> {
         Some("setup") => setup::install_system_packages(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("rpc-types") => {
+            let root = project_root();
+            let doc: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(root.join(rpc_types::INPUT))?)
+                    .context("docs/openrpc.json")?;
+            let path = root.join(rpc_types::OUTPUT);
+            std::fs::create_dir_all(path.parent().unwrap_or(&root))?;
+            std::fs::write(&path, rpc_types::generate(&doc))?;
+            println!("wrote {}", rpc_types::OUTPUT);
+            Ok(())
+        }
         Some("tidy") => {
             let problems = tidy::check(&project_root())?;
             if problems.is_empty() {
@@ -51,7 +65,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy>"
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }
