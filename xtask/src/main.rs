@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test` is the README's test command: it installs the system packages the
-//!   suite needs (idempotently), starts pcscd when none runs (the PC/SC tests talk to a real
-//!   one), runs every test in the workspace with `CARDD_PCSCD=1`, and stops the pcscd it
-//!   started, whether the tests pass or not.
+//!   suite needs (idempotently), type-checks the web client (`tsc`, see `cargo xtask tsc`),
+//!   starts pcscd when none runs (the PC/SC tests talk to a real one), runs every test in the
+//!   workspace with `CARDD_PCSCD=1`, and stops the pcscd it started, whether the tests pass or
+//!   not.
+//! * `cargo xtask tsc` type-checks the web client: `tsc --noEmit` over clients/web, installing
+//!   the TypeScript pinned in clients/web/package-lock.json with `npm ci` when it is missing.
 //! * `cargo xtask setup` only installs the system packages.
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
@@ -18,6 +21,7 @@ mod pcscd;
 mod rpc_types;
 mod setup;
 mod tidy;
+mod web;
 
 use std::process::{Command, ExitCode};
 
@@ -40,6 +44,10 @@ fn run(args: &[String]) -> Result<()> {
         Some("setup") => setup::install_system_packages(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("tsc") => {
+            setup::install_system_packages()?;
+            web::check(&project_root())
+        }
         Some("rpc-types") => {
             let root = project_root();
             let doc: serde_json::Value =
@@ -65,7 +73,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | rpc-types>"
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -95,6 +103,7 @@ fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
 fn test(extra: &[String]) -> Result<()> {
     setup::install_system_packages()?;
     let root = project_root();
+    web::check(&root)?;
     // Stops the pcscd it started when dropped: after the tests, and on any error below.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
     let mut command = cargo();
