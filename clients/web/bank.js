@@ -32,6 +32,7 @@ let account = '';
 let method = 'corporate';
 let smsCode = '';
 
+/** @param {string} step */
 function show(step) {
   document.body.dataset.step = step;
   for (const s of allOf('.step')) s.hidden = s.id !== 'step-' + step;
@@ -41,6 +42,10 @@ function show(step) {
     li.classList.toggle('current', order[li.dataset.for || ''] === order[step]);
 }
 
+/**
+ * @param {HTMLElement} box
+ * @param {[string, unknown][]} pairs
+ */
 function fields(box, pairs) {
   box.replaceChildren(
     ...pairs.flatMap(([k, v]) => [
@@ -50,9 +55,11 @@ function fields(box, pairs) {
   );
 }
 
-const masked = (a) => (a.length > 8 ? a.slice(0, 4) + ' **** ' + a.slice(-4) : a);
-const money = (text) => text + '.00 元';
+const masked = (/** @type {string} */ a) =>
+  a.length > 8 ? a.slice(0, 4) + ' **** ' + a.slice(-4) : a;
+const money = (/** @type {string} */ text) => text + '.00 元';
 
+/** @param {string | null} topupId */
 function backToConsole(topupId) {
   if (topupId) sessionStorage.setItem(RESULT_KEY, topupId);
   location.href = CONSOLE;
@@ -155,6 +162,10 @@ function openOrder(transfer) {
     done(result, failure);
   });
 
+  /**
+   * @param {import('./types/rpc').Result<'group.topup'> | null} result
+   * @param {any} failure
+   */
   function done(result, failure) {
     const box = $('step-done');
     let topupId = result ? result.topup_id : null;

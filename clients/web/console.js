@@ -32,6 +32,7 @@ import { pageOperators, pageSim, pagePassword } from './console/admin.js';
 
 // ---- login, session ------------------------------------------------------------------------
 
+/** @param {string} [message] */
 function showLogin(message) {
   clearSessionTimers();
   if (state.stopEvents) state.stopEvents();
@@ -205,6 +206,17 @@ async function boot() {
 // ---- navigation ----------------------------------------------------------------------------
 
 const ALL = ['admin', 'teller', 'supervisor', 'auditor', 'group_operator'];
+/**
+ * The console's pages: who sees each (and when), and how it is drawn into the page element.
+ * @type {{
+ *   id: string,
+ *   section: string,
+ *   title: string,
+ *   roles: string[],
+ *   when?: () => boolean,
+ *   render: (main: HTMLElement) => void,
+ * }[]}
+ */
 const PAGES = [
   {
     id: 'etc-records',
@@ -334,6 +346,7 @@ function buildNav() {
         href: '#/' + p.id,
         id: 'nav-' + p.id,
         text: p.title,
+        /** @param {MouseEvent} e */
         onclick: (e) => {
           if (location.hash === '#/' + p.id) {
             e.preventDefault();

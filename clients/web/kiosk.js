@@ -51,11 +51,16 @@ const RESOLVED = {
   needs_reconciliation: '上次中断的圈存需要人工核对，请联系工作人员。',
 };
 
+/** @param {string} name the screen (`screen-<name>`) to show */
 function show(name) {
   for (const s of allOf('.screen')) s.hidden = s.id !== 'screen-' + name;
   document.body.dataset.screen = name;
 }
 
+/**
+ * @param {number} ms
+ * @param {() => void} fn
+ */
 function later(ms, fn) {
   clearTimeout(idleTimer);
   idleTimer = setTimeout(fn, ms);
@@ -81,7 +86,7 @@ function idle() {
 
 function tick() {
   const d = new Date();
-  const p = (n) => String(n).padStart(2, '0');
+  const p = (/** @type {number} */ n) => String(n).padStart(2, '0');
   $('clock').textContent =
     d.getFullYear() +
     '-' +
@@ -193,8 +198,9 @@ $('sim-close').addEventListener('click', () => {
 
 // ---- card events ---------------------------------------------------------------------------
 
+/** @param {import('./lib/rpc.js').CarddEvent} ev */
 function onEvent(ev) {
-  if (ev.reader_id !== readerId) return;
+  if (!('reader_id' in ev) || ev.reader_id !== readerId) return;
   if (ev.type === 'load_resolved') {
     resolvedNote = RESOLVED[ev.outcome] || '';
   } else if (ev.type === 'card_inserted') {
@@ -232,6 +238,7 @@ function pulledMidLoad() {
 const BUSY_RETRIES_MAX = 10;
 const BUSY_RETRY_MS = 1000;
 
+/** @param {number} busyRetries */
 async function begin(busyRetries) {
   clearTimeout(idleTimer);
   forgetFlow(SLOT);
@@ -291,6 +298,7 @@ async function begin(busyRetries) {
 }
 
 // A question: choose among the pending recharges, or confirm the load.
+/** @param {import('./lib/rpc.js').Prompt} prompt */
 function ask(prompt) {
   clearTimeout(questionTimer);
   const answer = new Promise((resolve) => {
@@ -333,6 +341,7 @@ function ask(prompt) {
   });
 }
 
+/** @param {unknown} value */
 function reply(value) {
   const resolve = answerResolve;
   answerResolve = null;
@@ -355,6 +364,10 @@ $('result-next').addEventListener('click', () => {
 });
 $('error-done').addEventListener('click', idle);
 
+/**
+ * @param {import('./lib/rpc.js').Run} done
+ * @param {boolean} wasLoading
+ */
 function finish(done, wasLoading) {
   if (done.state !== 'succeeded') {
     if (wasLoading && !cardPresent) {
@@ -368,7 +381,8 @@ function finish(done, wasLoading) {
     showError(message, action);
     return;
   }
-  const r = done.result || {};
+  // What the etc.kiosk_load flow returns.
+  const r = /** @type {any} */ (done.result || {});
   show('result');
   const ok = r.status === 'ok' || (r.status === 'none' && resolvedNote === RESOLVED.landed);
   $('result-icon').className = 'icon ' + (ok ? 'ok' : 'warn');
@@ -397,6 +411,11 @@ function finish(done, wasLoading) {
   later(RESULT_IDLE_MS, idle);
 }
 
+/**
+ * @param {string} message
+ * @param {string} action
+ * @param {boolean} [keep]
+ */
 function showError(message, action, keep) {
   show('error');
   $('error-message').textContent = message;

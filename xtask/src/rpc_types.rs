@@ -62,7 +62,7 @@ pub fn generate(doc: &Value) -> String {
         let result_defs = result["$defs"].as_object().unwrap_or(&empty);
         let result = g.top(result, result_defs, 4);
         let summary = method["summary"].as_str().map(str::to_owned);
-        methods.push_str(&doc_comment(summary.as_deref(), None, 2));
+        methods.push_str(&doc_comment(summary.as_deref(), 2));
         let key = format!("  {}: {{\n", quote(name));
         methods.push_str(&key);
         methods.push_str(&member("params", true, &params, 4));
@@ -75,7 +75,7 @@ pub fn generate(doc: &Value) -> String {
          // `UPDATE_DOCS=1 cargo test -p xtask` rewrites it after the API changes.\n\n",
     );
     for (name, desc, body) in &g.named {
-        out.push_str(&doc_comment(desc.as_deref(), None, 0));
+        out.push_str(&doc_comment(desc.as_deref(), 0));
         let decl = format!("export type {name} =");
         out.push_str(&decl);
         if !body.starts_with('\n') {
@@ -233,10 +233,8 @@ impl Generator {
         }
         let item = match s.get("items") {
             Some(Value::Array(tuple)) => {
-                let parts: Vec<String> = tuple
-                    .iter()
-                    .map(|v| self.schema(v, defs, indent))
-                    .collect();
+                let parts: Vec<String> =
+                    tuple.iter().map(|v| self.schema(v, defs, indent)).collect();
                 return format!("[{}]", parts.join(", "));
             }
             Some(items) => self.schema(items, defs, indent),
@@ -258,15 +256,18 @@ impl Generator {
             .filter_map(Value::as_str)
             .collect();
         let mut fields = Vec::new();
-        for (name, prop) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        for (name, prop) in s
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let ty = self.schema(prop, defs, indent + 2);
             let desc = description(prop, &Value::Null);
             fields.push((name.clone(), required.contains(&name.as_str()), desc, ty));
         }
         let extra = match s.get("additionalProperties") {
-            None | Some(Value::Bool(true)) if fields.is_empty() => {
-                Some("unknown".to_owned())
-            }
+            None | Some(Value::Bool(true)) if fields.is_empty() => Some("unknown".to_owned()),
             Some(Value::Bool(false)) | None | Some(Value::Bool(true)) => None,
             Some(schema) => Some(self.schema(schema, defs, indent)),
         };
@@ -298,7 +299,7 @@ fn description(schema: &Value, descriptor: &Value) -> Option<String> {
 fn object(fields: &[(String, bool, Option<String>, String)], indent: usize) -> String {
     let mut out = String::from("{\n");
     for (name, required, desc, ty) in fields {
-        out.push_str(&doc_comment(desc.as_deref(), None, indent + 2));
+        out.push_str(&doc_comment(desc.as_deref(), indent + 2));
         out.push_str(&member(name, *required, ty, indent + 2));
     }
     out.push_str(&" ".repeat(indent));
@@ -340,7 +341,7 @@ fn union(mut parts: Vec<String>, indent: usize) -> String {
 }
 
 fn parenthesized(ty: &str) -> String {
-    if ty.contains(" | ") || ty.contains("\n") && ty.trim_start().starts_with('|') {
+    if ty.contains(" | ") || (ty.contains('\n') && ty.trim_start().starts_with('|')) {
         format!("({ty})")
     } else {
         ty.to_owned()
@@ -373,7 +374,10 @@ fn quote_string(s: &str) -> String {
 
 /// A property or method name: bare when it is an identifier, quoted otherwise.
 fn quote(name: &str) -> String {
-    let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ident = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ident {
         name.to_owned()
@@ -386,7 +390,13 @@ fn quote(name: &str) -> String {
 fn identifier(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -395,7 +405,7 @@ fn identifier(name: &str) -> String {
 }
 
 /// `/** … */` at `indent`, wrapped to the width; empty without text.
-fn doc_comment(text: Option<&str>, _tag: Option<&str>, indent: usize) -> String {
+fn doc_comment(text: Option<&str>, indent: usize) -> String {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return String::new();
     };
@@ -455,7 +465,10 @@ mod tests {
             committed == fresh,
             "{OUTPUT} is stale: run UPDATE_DOCS=1 cargo test -p xtask"
         );
-        let long: Vec<&str> = fresh.lines().filter(|l| l.chars().count() > WIDTH).collect();
+        let long: Vec<&str> = fresh
+            .lines()
+            .filter(|l| l.chars().count() > WIDTH)
+            .collect();
         assert!(long.is_empty(), "lines over {WIDTH} columns: {long:?}");
     }
 

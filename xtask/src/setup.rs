@@ -52,8 +52,14 @@ fn is_installed(package: &str) -> bool {
 /// Debian packages for the web client's type check (`tsc`, installed by npm), needed only when
 /// `node` and `npm` are not on the PATH already (a machine may have Node.js from elsewhere).
 pub const NODE_PACKAGES: &[(&str, &str)] = &[
-    ("nodejs", "runs the TypeScript compiler that type-checks the web client"),
-    ("npm", "installs the TypeScript compiler pinned in clients/web/package-lock.json"),
+    (
+        "nodejs",
+        "runs the TypeScript compiler that type-checks the web client",
+    ),
+    (
+        "npm",
+        "installs the TypeScript compiler pinned in clients/web/package-lock.json",
+    ),
 ];
 
 /// Whether `program --version` runs.

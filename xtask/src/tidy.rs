@@ -188,13 +188,19 @@ fn web_problems(root: &Path) -> Result<Vec<String>> {
         let mut files = Vec::new();
         files_with(&web, ext, &mut files)?;
         for file in files {
-            let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+            let rel = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             if rel.ends_with("package-lock.json") {
                 continue;
             }
             let text = fs::read_to_string(&file)?;
             if ext == "js" && !text.starts_with("// @ts-check\n") {
-                problems.push(format!("{rel}: start the file with `// @ts-check` (tsc checks it)"));
+                problems.push(format!(
+                    "{rel}: start the file with `// @ts-check` (tsc checks it)"
+                ));
             }
             for (i, line) in text.lines().enumerate() {
                 if line.chars().count() > WEB_COLUMNS {
@@ -350,17 +356,26 @@ mod tests {
         let dir = root.join("clients/web/console");
         std::fs::create_dir_all(root.join("clients/web/node_modules/x")).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.js"), format!("const MAX = 100000;\n{}\n", "x".repeat(101)))
-            .unwrap();
+        std::fs::write(
+            dir.join("a.js"),
+            format!("const MAX = 100000;\n{}\n", "x".repeat(101)),
+        )
+        .unwrap();
         std::fs::write(dir.join("b.js"), "// @ts-check\nexport const ok = 1;\n").unwrap();
         std::fs::write(root.join("clients/web/node_modules/x/c.js"), "100000").unwrap();
         let mut problems = super::rule_copies(&root).unwrap();
         problems.extend(super::web_problems(&root).unwrap());
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("clients/web/console/a.js: copies"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("clients/web/console/a.js: copies"),
+            "{problems:?}"
+        );
         assert!(problems[1].contains("`// @ts-check`"), "{problems:?}");
-        assert!(problems[2].starts_with("clients/web/console/a.js:2: line over"), "{problems:?}");
+        assert!(
+            problems[2].starts_with("clients/web/console/a.js:2: line over"),
+            "{problems:?}"
+        );
     }
 
     #[test]

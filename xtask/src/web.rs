@@ -73,7 +73,10 @@ mod tests {
     fn the_locked_typescript_version_is_read() {
         let lock = r#"{"packages": {"node_modules/typescript": {"version": "5.9.3"}}}"#;
         assert_eq!(super::version(lock, true).as_deref(), Some("5.9.3"));
-        assert_eq!(super::version(r#"{"version": "5.9.3"}"#, false).as_deref(), Some("5.9.3"));
+        assert_eq!(
+            super::version(r#"{"version": "5.9.3"}"#, false).as_deref(),
+            Some("5.9.3")
+        );
         assert_eq!(super::version("{}", true), None);
     }
 }

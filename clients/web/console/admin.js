@@ -13,6 +13,7 @@ import * as sim from '../lib/sim.js';
 export const passwordRule = () =>
   '密码至少' + ((state.me && state.me.password_chars_min) || 6) + '个字符。';
 
+/** @param {HTMLElement} main */
 export function pageOperators(main) {
   const out = el('div', { id: 'op-result' });
   const username = el('input', { id: 'op-user', maxlength: '64', required: true });
@@ -106,7 +107,7 @@ export function pageOperators(main) {
       'form',
       {
         class: 'toolbar',
-        onsubmit: async (e) => {
+        onsubmit: async (/** @type {Event} */ e) => {
           e.preventDefault();
           /** @type {import('../types/rpc').Params<'operators.create'>} */
           const params = {
@@ -137,7 +138,8 @@ export function pageOperators(main) {
   load();
 }
 
-// 模拟读卡器: the embedded default's simulated readers (demo only; see sim.js).
+// 模拟读卡器: the embedded default's simulated readers (demo only; see lib/sim.js).
+/** @param {HTMLElement} main */
 export function pageSim(main) {
   main.appendChild(
     el('p', {
@@ -148,6 +150,7 @@ export function pageSim(main) {
   main.appendChild(sim.panel());
 }
 
+/** @param {HTMLElement} main */
 export function pagePassword(main) {
   const oldPw = el('input', {
     id: 'pw-old',
@@ -187,7 +190,7 @@ export function pagePassword(main) {
       {
         class: 'form',
         id: 'pw-form',
-        onsubmit: async (e) => {
+        onsubmit: async (/** @type {Event} */ e) => {
           e.preventDefault();
           try {
             await call('auth.change_password', {

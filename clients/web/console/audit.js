@@ -8,6 +8,7 @@ import { confirmBox, alertBox, errorBox, askText, when, table, role } from './ui
 
 // ---- auditor pages -------------------------------------------------------------------------
 
+/** @param {HTMLElement} main */
 export function pageAuditTopUps(main) {
   const out = el('div', { id: 'at-result' });
   main.append(
@@ -26,6 +27,10 @@ export function pageAuditTopUps(main) {
       return;
     }
     const rows = p.topups || [];
+    /**
+     * @param {import('../types/rpc').AuditPending['topups'][number]} t
+     * @param {boolean} approve
+     */
     const decide = (t, approve) => async () => {
       const reason = await askText(
         (approve ? '通过' : '驳回') + '额度充值 ' + t.topup_id + '（' + t.amount + ' 元）',
@@ -82,6 +87,7 @@ export function pageAuditTopUps(main) {
   load();
 }
 
+/** @param {HTMLElement} main */
 export function pageAuditRefunds(main) {
   const out = el('div', { id: 'ar-result' });
   main.append(
@@ -100,6 +106,11 @@ export function pageAuditRefunds(main) {
       return;
     }
     const rows = p.orders || [];
+    /**
+     * @param {import('../types/rpc').AuditPending['orders'][number]} ev
+     * @param {'group.audit.refund' | 'group.audit.resolve'} method
+     * @param {string} label
+     */
     const decide = (ev, method, label) => async () => {
       const reason = await askText(
         label + '：订单 ' + ev.order.order_id + '（' + ev.order.amount + ' 元）。' + ev.message,
@@ -156,6 +167,7 @@ export function pageAuditRefunds(main) {
   load();
 }
 
+/** @param {HTMLElement} main */
 export function pageJournalOpen(main) {
   const out = el('div', { id: 'jo-result' });
   const lost = el('div', { id: 'jo-lost' });
@@ -172,6 +184,10 @@ export function pageJournalOpen(main) {
     el('h3', { text: '挂失核定' }),
     lost,
   );
+  /**
+   * @param {string} label
+   * @param {() => Promise<unknown>} call_
+   */
   const done = async (label, call_) => {
     try {
       await call_();
@@ -181,6 +197,11 @@ export function pageJournalOpen(main) {
     }
     load();
   };
+  /** @typedef {import('../types/rpc').OpenLoad} OpenLoad */
+  /**
+   * @param {OpenLoad} t
+   * @param {boolean} landed
+   */
   const decide = (t, landed) => async () => {
     const label = landed ? '判定已到账' : '判定未到账';
     const reason = await askText(
@@ -197,6 +218,10 @@ export function pageJournalOpen(main) {
     if (!reason) return;
     done(label, () => call('journal.resolve', { txn_id: t.txn_id, landed, reason }));
   };
+  /**
+   * @param {OpenLoad} t
+   * @param {boolean} landed
+   */
   const propose = (t, landed) => async () => {
     const label = '挂失核定申请（' + (landed ? '已到账' : '未到账') + '）';
     const reason = await askText(
@@ -213,8 +238,9 @@ export function pageJournalOpen(main) {
     if (!reason) return;
     done(label, () => call('journal.propose_lost_card', { txn_id: t.txn_id, landed, reason }));
   };
+  /** @param {OpenLoad} t */
   const confirmLost = (t) => async () => {
-    const p = t.lost_card_proposal;
+    const p = /** @type {NonNullable<OpenLoad['lost_card_proposal']>} */ (t.lost_card_proposal);
     const label = '确认挂失核定（' + (p.landed ? '已到账' : '未到账') + '）';
     const ok = await confirmBox(
       label +
@@ -233,6 +259,7 @@ export function pageJournalOpen(main) {
     if (!ok) return;
     done(label, () => call('journal.confirm_lost_card', { txn_id: t.txn_id, landed: p.landed }));
   };
+  /** @param {import('../types/rpc').LostCardRow} v */
   const clearWatch = (v) => async () => {
     const reason = await askText(
       '卡号 ' +
@@ -245,6 +272,7 @@ export function pageJournalOpen(main) {
     if (!reason) return;
     done('处理结果', () => call('journal.clear_watch', { txn_id: v.txn_id, reason }));
   };
+  /** @param {OpenLoad} t */
   const actions = (t) => {
     const buttons = [];
     const lostAllowed =
@@ -281,6 +309,7 @@ export function pageJournalOpen(main) {
     }
     return buttons.length ? el('span', { class: 'row-actions' }, buttons) : null;
   };
+  /** @param {OpenLoad} t */
   const status = (t) => {
     const base =
       t.state === 'needs_reconciliation' ? '待核对：' + (t.reason || '') : '待确认：请出示卡片';

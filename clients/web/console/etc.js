@@ -25,10 +25,13 @@ import {
 } from './ui.js';
 import { refreshCard } from './readers.js';
 
+/** @typedef {import('../types/rpc').RecordView} RecordView */
+
 // ---- ETC: 充值记录, details, 圈存, 修改圈存状态 -----------------------------------------------
 
 export const mayLoad = () => ['teller', 'supervisor'].includes(role());
 
+/** @param {HTMLElement} main */
 export function pageRecords(main) {
   const plate = el('input', {
     id: 'rec-plate',
@@ -56,6 +59,7 @@ export function pageRecords(main) {
       );
       return;
     }
+    /** @type {import('../types/rpc').Params<'etc.records.query'>} */
     const params = {
       plate: plate.value.trim(),
       plate_colour: Number(colour.value),
@@ -67,7 +71,7 @@ export function pageRecords(main) {
     try {
       const r = await call('etc.records.query', params);
       results.replaceChildren(
-        recordsTable(r, (n) => {
+        recordsTable(r, (/** @type {number} */ n) => {
           page = n;
           search();
         }),
@@ -82,7 +86,7 @@ export function pageRecords(main) {
     {
       class: 'toolbar',
       id: 'rec-form',
-      onsubmit: (e) => {
+      onsubmit: (/** @type {Event} */ e) => {
         e.preventDefault();
         page = 1;
         details.replaceChildren();
@@ -102,9 +106,14 @@ export function pageRecords(main) {
     details,
   );
 
+  /**
+   * @param {import('../types/rpc').RecordPage} r
+   * @param {(page: number) => void} goto
+   */
   function recordsTable(r, goto) {
     const rows = r.records || [];
     if (rows.length === 0) return el('p', { class: 'empty', text: '没有符合条件的充值记录。' });
+    /** @param {RecordView} rec */
     const actions = (rec) =>
       el(
         'span',
@@ -169,6 +178,7 @@ export function pageRecords(main) {
     return el('div', {}, grid, pager);
   }
 
+  /** @param {string} recordId */
   async function showDetails(recordId) {
     let rec;
     try {
@@ -251,6 +261,7 @@ export function pageRecords(main) {
     details.scrollIntoView();
   }
 
+  /** @param {string} recordId */
   async function doLoad(recordId) {
     const readerId = reader.value;
     const slot = 'etc.load:' + recordId;
@@ -279,11 +290,13 @@ export function pageRecords(main) {
 
   // 修改圈存状态: the seed's question, then the daemon decides from the card on the reader. A
   // supervisor whom the card cannot prove right is asked for a reason and the call repeated.
+  /** @param {RecordView} rec */
   async function markNotLoaded(rec) {
     const sure = await confirmBox('确定将充值记录改为【未圈存】的状态吗？');
     if (!sure) return;
     /** @type {import('../types/rpc').Params<'etc.records.mark_not_loaded'>} */
     const params = { record_id: rec.record_id, reader_id: reader.value };
+    /** @param {any} evidence the error's `data.detail.evidence` */
     const evidenceBox = (evidence) =>
       evidence
         ? el(
@@ -340,6 +353,7 @@ export function pageRecords(main) {
     showDetails(rec.record_id);
   }
 
+  /** @param {RecordView} rec */
   async function showEvidence(rec) {
     try {
       const r = await call('etc.records.evidence', {
@@ -365,6 +379,10 @@ export function pageRecords(main) {
 }
 
 // A flow's question as a dialog: confirm → true/false; choose → one of the choices.
+/**
+ * @param {import('../lib/rpc.js').Prompt} p
+ * @returns {Promise<any>}
+ */
 export async function promptAnswer(p) {
   if (p.kind === 'choose') {
     const list = el('div', { class: 'choices' });
@@ -386,10 +404,16 @@ export async function promptAnswer(p) {
 }
 
 // The end of a run: the flow's message with its figures, or its failure with what to do.
+/**
+ * @param {import('../lib/rpc.js').Run} run
+ * @param {string} what the business, as the titles name it
+ */
 export async function showRunOutcome(run, what) {
   if (run.state === 'succeeded') {
-    const r = run.result || {};
-    const pairs = [
+    // What the flow returns: its own figures.
+    const r = /** @type {any} */ (run.result || {});
+    /** @type {[string, unknown][]} */
+    const all = [
       ['订单编号', r.order_id],
       ['卡号', r.card_number],
       ['车牌号', r.plate],
@@ -403,7 +427,8 @@ export async function showRunOutcome(run, what) {
         r.balance_after !== undefined && what === '圈存' ? yuan(r.balance_after) : undefined,
       ],
       ['交易验证码', r.tac],
-    ].filter(([, v]) => v !== undefined && v !== null);
+    ];
+    const pairs = all.filter(([, v]) => v !== undefined && v !== null);
     return alertBox(
       r.message || what + '成功！',
       what + '结果',
@@ -412,6 +437,7 @@ export async function showRunOutcome(run, what) {
   }
   const failure = run.failure || { message: '业务未完成' };
   const loads = run.state === 'interrupted' && Array.isArray(run.loads) ? run.loads : [];
+  /** @type {Record<string, string>} */
   const outcomeZh = { credited: '已写入卡内', not_credited: '未写入卡内', unknown: '结果待确认' };
   const unknown = loads.some((l) => l.outcome === 'unknown');
   const action =
@@ -427,14 +453,14 @@ export async function showRunOutcome(run, what) {
   loads.forEach((l, i) =>
     body.push(
       fields(
-        [
+        /** @type {[string, unknown][]} */ ([
           ['圈存交易', l.txn_id],
           ['卡号', l.card_number],
           ['圈存金额', yuan(l.amount)],
           ['圈存结果', outcomeZh[l.outcome] || l.outcome],
           ['圈存后余额', l.balance_after ? yuan(l.balance_after) : undefined],
           ['交易验证码', l.tac],
-        ].filter(([, v]) => v !== undefined && v !== null),
+        ]).filter(([, v]) => v !== undefined && v !== null),
         'run-load-' + (i + 1),
       ),
     ),
@@ -449,6 +475,7 @@ export async function showRunOutcome(run, what) {
 
 // ---- ETC: 充值 (a payment into a vehicle account) ----------------------------------------
 
+/** @param {HTMLElement} main */
 export function pageEtcRecharge(main) {
   const plate = el('input', { id: 'rc-plate', maxlength: '16', required: true });
   const colour = colourSelect('rc-colour');
@@ -473,7 +500,7 @@ export function pageEtcRecharge(main) {
       'form',
       {
         class: 'form',
-        onsubmit: async (e) => {
+        onsubmit: async (/** @type {Event} */ e) => {
           e.preventDefault();
           if (!/^\d+(\.\d{1,2})?$/.test(amount.value.trim())) {
             alertBox('充值金额应为元，最多两位小数，例如 200.00。', '金额格式不对');
@@ -526,10 +553,18 @@ export function pageEtcRecharge(main) {
 
 // ---- flows by their parameter schema (OBU发行, other flows) --------------------------------
 
+/**
+ * A form for `flow` from its parameter schema; `done(run)` with the finished run.
+ * @param {import('./ui.js').FlowInfo} flow
+ * @param {(r: import('./ui.js').Reader) => boolean} readerPrefer
+ * @param {(run: import('../lib/rpc.js').Run) => void} [done]
+ */
 export function flowForm(flow, readerPrefer, done) {
+  /** @type {any} */
   const schema = flow.params || {};
   const props = schema.properties || {};
   const required = new Set(schema.required || []);
+  /** @type {Record<string, [HTMLInputElement | HTMLSelectElement, any]>} */
   const inputs = {};
   const form = el('form', { class: 'form', id: 'flow-form' });
   form.appendChild(el('p', { class: 'hint', text: flow.description || '' }));
@@ -557,8 +592,9 @@ export function flowForm(flow, readerPrefer, done) {
       el('details', { id: 'flow-optional' }, el('summary', { text: '更多信息（选填）' }), optional),
     );
   form.appendChild(el('button', { type: 'submit', id: 'flow-start', text: '开始' + flow.title }));
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();
+    /** @type {Record<string, unknown>} */
     const params = {};
     for (const [name, [input, p]] of Object.entries(inputs)) {
       const v = input.value.trim();
@@ -594,19 +630,21 @@ export function flowForm(flow, readerPrefer, done) {
   return form;
 }
 
+/** @param {HTMLElement} main */
 export function pageObu(main) {
   const flow = state.flows.find((f) => f.name === 'obu.issue');
   const out = el('div', { id: 'obu-result' });
   main.append(
     flowForm(
-      flow,
+      /** @type {import('./ui.js').FlowInfo} */ (flow),
       (r) => r.capabilities && r.capabilities.obu_channel,
-      async (run) => {
+      async (/** @type {import('../lib/rpc.js').Run} */ run) => {
         if (run.state !== 'succeeded') {
           showRunOutcome(run, 'OBU发行');
           return;
         }
-        const r = run.result || {};
+        // What the obu.issue flow returns.
+        const r = /** @type {any} */ (run.result || {});
         if (r.status !== 'ok') {
           alertBox(r.message || '已取消OBU发行', 'OBU发行');
           return;
@@ -617,7 +655,7 @@ export function pageObu(main) {
           vehicle.plate_colour && typeof vehicle.plate_colour === 'object'
             ? vehicle.plate_colour.label
             : vehicle.plate_colour_label;
-        const list = (v) => (Array.isArray(v) ? v.join('、') : v);
+        const list = (/** @type {unknown} */ v) => (Array.isArray(v) ? v.join('、') : v);
         out.replaceChildren(
           el(
             'section',
@@ -638,7 +676,11 @@ export function pageObu(main) {
                   '读回核对',
                   list(
                     (r.verified || []).map(
-                      (v) => ({ system_info: '系统信息', vehicle_info: '车辆信息' })[v] || v,
+                      (/** @type {string} */ v) =>
+                        /** @type {Record<string, string>} */ ({
+                          system_info: '系统信息',
+                          vehicle_info: '车辆信息',
+                        })[v] || v,
                     ),
                   ) + '（逐字节一致）',
                 ],
@@ -658,13 +700,16 @@ export function pageObu(main) {
 // Flows a role may not start from this page: `card.load` credits a card with no payment
 // behind it, so it is an administrator's test mode, and 圈存 at the counter goes through
 // 充值记录 (`etc.load`, tied to the paid record).
+/** @type {Record<string, string>} */
 export const FLOW_TITLES = { 'card.load': '测试圈存（无资金来源）' };
+/** @param {import('./ui.js').FlowInfo} f */
 export const flowTitle = (f) => FLOW_TITLES[f.name] || f.title;
 export const pageFlowList = () =>
   state.flows.filter(
     (f) => (f.name === 'card.load' ? role() === 'admin' : true) && f.name !== 'obu.issue',
   );
 
+/** @param {HTMLElement} main */
 export function pageFlows(main) {
   const list = el('div', { class: 'cards' });
   const host = el('div', { id: 'flow-host' });
@@ -689,6 +734,7 @@ export function pageFlows(main) {
 
 // ---- 读卡 ----------------------------------------------------------------------------------
 
+/** @param {HTMLElement} main */
 export function pageCard(main) {
   const reader = readerSelect('card-reader', mayLoad() ? isEtcReader : (r) => r.card_present);
   const out = el('div', { id: 'card-result' });

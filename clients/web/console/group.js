@@ -27,9 +27,16 @@ import { refreshCard } from './readers.js';
 
 /** @typedef {import('../types/rpc').Preset} Preset */
 /** @typedef {import('../lib/vocab.js').GroupRules} GroupRules */
+/** @typedef {import('../types/rpc').GroupInfo} GroupInfo */
+/** @typedef {import('./ui.js').CardSummary} CardSummary */
 
 // ---- group pages ---------------------------------------------------------------------------
 
+/**
+ * The group's name, operator and available quota, shown in `box`; resolves with them.
+ * @param {HTMLElement} box
+ * @returns {Promise<GroupInfo | null>}
+ */
 export async function groupHeader(box) {
   try {
     const g = await call('group.info', {});
@@ -53,6 +60,11 @@ export async function groupHeader(box) {
 
 // The most this card can take now: a multiple of the step within the card's balance ceiling
 // and the group's quota (null when the card, the quota or the rules are not known yet).
+/**
+ * @param {CardSummary | null} card
+ * @param {GroupInfo | null} info
+ * @returns {number | null}
+ */
 export function groupMaxFen(card, info) {
   if (
     !rules.group ||
@@ -67,6 +79,7 @@ export function groupMaxFen(card, info) {
   return Math.max(0, max - (max % rules.group.step_fen));
 }
 
+/** @param {HTMLElement} main */
 export function pageGroupRecharge(main) {
   const head = el('div', { id: 'group-head' });
   const reader = readerSelect(
@@ -103,7 +116,9 @@ export function pageGroupRecharge(main) {
     form,
     out,
   );
+  /** @type {GroupInfo | null} */
   let info = null;
+  /** @type {CardSummary | null} */
   let card = null;
   // What this card may take, said before the operator types an amount.
   const showLimit = () => {
@@ -119,13 +134,13 @@ export function pageGroupRecharge(main) {
         ? '本卡本次最多可充 ' +
           max / 100 +
           ' 元（卡内余额 ' +
-          card.balance +
+          /** @type {CardSummary} */ (card).balance +
           ' 元，' +
           ceiling +
           (info ? '；集团可用额度 ' + info.available_quota + ' 元' : '') +
           '）。'
         : '本卡暂不能充值：卡内余额 ' +
-          card.balance +
+          /** @type {CardSummary} */ (card).balance +
           ' 元，' +
           ceiling +
           (info && info.available_quota_fen < r.min_fen
@@ -185,12 +200,13 @@ export function pageGroupRecharge(main) {
   });
   // A card placed on or taken from this reader is read again while the form is open (the
   // listener ends with the page).
+  /** @param {Event} e */
   const onReader = (e) => {
     if (!cardBox.isConnected) {
       document.removeEventListener('cardd-reader-event', onReader);
       return;
     }
-    const ev = e.detail || {};
+    const ev = /** @type {CustomEvent} */ (e).detail || {};
     if (ev.reader_id !== reader.value || form.hidden) return;
     if (ev.type === 'card_inserted' || ev.type === 'load_resolved') readCard();
     if (ev.type === 'card_removed') {
@@ -236,7 +252,7 @@ export function pageGroupRecharge(main) {
     quick,
     submit,
   );
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();
     const text = amount.value.trim();
     const problem = groupAmountProblem(text, card, info);
@@ -323,6 +339,12 @@ export function pageGroupRecharge(main) {
 }
 
 // Why an amount breaks the seed's rules (checked again by cardd), or null.
+/**
+ * @param {string} text
+ * @param {CardSummary | null} card
+ * @param {GroupInfo | null} info
+ * @returns {string | null}
+ */
 export function groupAmountProblem(text, card, info) {
   if (!/^\d+$/.test(text)) return '充值金额应为整数元，例如 50。';
   const fen = Number(text) * 100;
@@ -334,7 +356,10 @@ export function groupAmountProblem(text, card, info) {
   if (fen % r.step_fen !== 0)
     return '充值金额必须是' + r.step_yuan + '元的整数倍，' + text + ' 元不是。';
   const max = groupMaxFen(card, info);
-  if (fen > r.card_balance_max_fen || (card && card.balance_fen + fen > r.card_balance_max_fen)) {
+  if (
+    fen > r.card_balance_max_fen ||
+    (card && /** @type {number} */ (card.balance_fen) + fen > r.card_balance_max_fen)
+  ) {
     return (
       '充值金额过大：充值后卡内金额不能超' +
       r.card_balance_max_yuan +
@@ -355,6 +380,10 @@ export function groupAmountProblem(text, card, info) {
 }
 
 // 充值查询 (orders) and 额度充值查询 (topups): a period by dates or preset, statistics, export.
+/**
+ * @param {HTMLElement} main
+ * @param {string} kind
+ */
 export function pageGroupQuery(main, kind) {
   /** @type {'group.orders' | 'group.topups'} */
   const method = kind === 'orders' ? 'group.orders' : 'group.topups';
@@ -390,7 +419,7 @@ export function pageGroupQuery(main, kind) {
         class: 'secondary',
         'data-preset': code,
         text: label,
-        onclick: (e) => {
+        onclick: (/** @type {Event} */ e) => {
           preset = /** @type {Preset} */ (code);
           start.value = '';
           end.value = '';
@@ -400,6 +429,7 @@ export function pageGroupQuery(main, kind) {
       }),
     ),
   );
+  /** @param {EventTarget | null} b */
   const markPreset = (b) => {
     for (const x of presets.children) x.classList.toggle('active', x === b);
   };
@@ -417,12 +447,14 @@ export function pageGroupQuery(main, kind) {
     }
     try {
       const r = await call(method, period());
-      out.replaceChildren(kind === 'orders' ? ordersView(r) : topupsView(r));
+      const any = /** @type {any} */ (r);
+      out.replaceChildren(kind === 'orders' ? ordersView(any) : topupsView(any));
     } catch (err) {
       out.replaceChildren();
       errorBox(err, '查询失败');
     }
   };
+  /** @param {import('../types/rpc').Params<'group.orders.export'>['format']} format */
   const exporter = (format) => async () => {
     const problem = periodProblem();
     if (problem) {
@@ -445,7 +477,7 @@ export function pageGroupQuery(main, kind) {
       'form',
       {
         class: 'toolbar',
-        onsubmit: (e) => {
+        onsubmit: (/** @type {Event} */ e) => {
           e.preventDefault();
           query();
         },
@@ -485,6 +517,7 @@ export function pageGroupQuery(main, kind) {
   query();
 }
 
+/** @param {{ group_name?: string | null, period: import('../types/rpc').PeriodView }} r */
 export function periodLine(r) {
   return el('p', {
     class: 'hint',
@@ -492,6 +525,7 @@ export function periodLine(r) {
   });
 }
 
+/** @param {import('../types/rpc').Result<'group.orders'>} r */
 export function ordersView(r) {
   const s = r.stats || {};
   return el(
@@ -534,6 +568,7 @@ export function ordersView(r) {
   );
 }
 
+/** @param {import('../types/rpc').Result<'group.topups'>} r */
 export function topupsView(r) {
   const s = r.stats || {};
   return el(
@@ -573,11 +608,13 @@ export function topupsView(r) {
 export const BANK_TRANSFER_KEY = 'cardd.bank.transfer';
 export const BANK_RESULT_KEY = 'cardd.bank.result';
 
+/** @param {HTMLElement} main */
 export function pageGroupTopUp(main) {
   const head = el('div', { id: 'group-head' });
   const amount = el('input', { id: 'gt-amount', inputmode: 'numeric', placeholder: '整数元' });
   const remark = el('input', { id: 'gt-remark', maxlength: '100' });
   const out = el('div', { id: 'gt-result' });
+  /** @type {GroupInfo | null} */
   let info = null;
   const headed = groupHeader(head).then((g) => {
     info = g;
@@ -596,6 +633,7 @@ export function pageGroupTopUp(main) {
   );
   main.append(head, form, out);
   // 转账成功 (or what the bank answered): the seed's fields, then the audit to come.
+  /** @param {import('../types/rpc').TopUpResult} r */
   const show = (r) => {
     const paid = r.status === 'paid' || r.status === 'approved';
     out.replaceChildren(
@@ -655,7 +693,7 @@ export function pageGroupTopUp(main) {
         errorBox(err, '查询失败');
       });
   }
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();
     const text = amount.value.trim();
     if (!/^[1-9]\d*$/.test(text)) {

@@ -8,7 +8,9 @@ import { state, readerLabel, roleReaders } from './ui.js';
 
 // ---- readers and cards, live ---------------------------------------------------------------
 
+/** Reads the readers (and the cards on them) again and shows them. */
 export async function loadReaders() {
+  /** @type {import('./ui.js').Reader[]} */
   let list = [];
   try {
     list = await call('readers.list', {});
@@ -20,6 +22,11 @@ export async function loadReaders() {
   renderReaders();
 }
 
+/**
+ * Reads the card on `readerId` again; shows the readers unless `render` is false.
+ * @param {string} readerId
+ * @param {boolean} [render]
+ */
 export async function refreshCard(readerId, render) {
   const r = state.readers.get(readerId);
   if (!r) return;
@@ -54,9 +61,14 @@ export function renderReaders() {
   );
 }
 
+/**
+ * A reader or card event: passed on to the page (`cardd-reader-event`), and the header kept
+ * current.
+ * @param {import('../lib/rpc.js').CarddEvent} ev
+ */
 export function onEvent(ev) {
   document.dispatchEvent(new CustomEvent('cardd-reader-event', { detail: ev }));
-  const r = state.readers.get(ev.reader_id);
+  const r = state.readers.get('reader_id' in ev ? ev.reader_id : '');
   switch (ev.type) {
     case 'card_inserted':
       if (r) {

@@ -65,6 +65,12 @@ let dialogCancel = null;
 // Resolves with the value of the button pressed. Focus starts on 取消 when there is one (so
 // Enter never confirms a money question by default), otherwise on the last button; Esc
 // answers as 取消 (or closes a notice).
+/**
+ * @typedef {[string, any, string?]} DialogButton label, value (a function: called for the
+ *   value when pressed), class
+ * @param {{ title?: string, message?: string, body?: Node | null, buttons?: DialogButton[] }} opts
+ * @returns {Promise<any>}
+ */
 export function dialog(opts) {
   if (dialogResolve) dialogResolve(null);
   $('dialog-title').textContent = opts.title || '';
@@ -76,7 +82,7 @@ export function dialog(opts) {
   buttons.replaceChildren();
   $('dialog').hidden = false;
   const list = opts.buttons || [];
-  const cancel = list.find(([label]) => label === '取消');
+  const cancel = list.find((b) => b[0] === '取消');
   dialogCancel = cancel
     ? [cancel[1]]
     : list.length === 1 && typeof list[0][1] !== 'function'
@@ -111,6 +117,7 @@ document.addEventListener('keydown', (e) => {
   closeDialog(dialogCancel[0]);
 });
 
+/** @param {unknown} value what the open dialog answers */
 export function closeDialog(value) {
   $('dialog').hidden = true;
   dialogCancel = null;
@@ -119,6 +126,12 @@ export function closeDialog(value) {
   if (resolve) resolve(value);
 }
 
+/**
+ * 取消 / 确定: true when confirmed.
+ * @param {string} message
+ * @param {string} [title]
+ * @returns {Promise<boolean | null>}
+ */
 export const confirmBox = (message, title) =>
   dialog({
     title: title || '请确认',
@@ -128,16 +141,31 @@ export const confirmBox = (message, title) =>
       ['确定', true],
     ],
   });
+/**
+ * A notice with 确定.
+ * @param {string} message
+ * @param {string} [title]
+ * @param {Node | null} [body]
+ */
 export const alertBox = (message, title, body) =>
   dialog({ title: title || '提示', message, body, buttons: [['确定', true]] });
+/** @param {string} message what is being done */
 export function progressBox(message) {
   dialog({ title: '请稍候', message, body: el('div', { class: 'spinner' }), buttons: [] });
 }
 
 // An error in a teller's words: what happened and what to do next.
+/**
+ * @param {unknown} err
+ * @param {string} [title]
+ * @param {Node | null} [extra] shown above the advice
+ * @param {string | null} [messageOverride]
+ * @param {string | null} [actionOverride]
+ */
 export function errorBox(err, title, extra, messageOverride, actionOverride) {
   // The login screen says the session ended; no second message over it.
-  if (err && err.name === 'Unauthenticated') return Promise.resolve(null);
+  const named = /** @type {{ name?: string } | null | undefined} */ (err);
+  if (named && named.name === 'Unauthenticated') return Promise.resolve(null);
   const described = describe(err);
   const message = messageOverride || described.message;
   const action = actionOverride || described.action;
@@ -151,10 +179,16 @@ export function errorBox(err, title, extra, messageOverride, actionOverride) {
 }
 
 // Asks for a line of text (a reason); null when cancelled or empty.
+/**
+ * @param {string} message
+ * @param {string} label
+ * @returns {Promise<string | null>}
+ */
 export async function askText(message, label) {
   const input = el('input', {
     id: 'dialog-input',
     maxlength: '200',
+    /** @param {KeyboardEvent} e */
     onkeydown: (e) => {
       if (e.key === 'Enter') {
         e.preventDefault();
@@ -176,6 +210,10 @@ export async function askText(message, label) {
 
 // ---- small builders ------------------------------------------------------------------------
 
+/**
+ * A time from the API as a teller reads it (`2024-05-01 09:30:00`), or `—`.
+ * @param {string | null | undefined} v
+ */
 export const when = (v) =>
   v
     ? String(v)
@@ -183,6 +221,13 @@ export const when = (v) =>
         .replace(/(\.\d+)?(Z|[+-]\d\d:\d\d)$/, '')
     : '—';
 
+/**
+ * A table of `rows`, one column per `[heading, value of a row]`.
+ * @template T
+ * @param {[string, (row: T) => unknown][]} columns
+ * @param {T[]} rows
+ * @param {string} [id]
+ */
 export function table(columns, rows, id) {
   const head = el(
     'tr',
@@ -206,6 +251,11 @@ export function table(columns, rows, id) {
   return el('table', { class: 'grid', id }, el('thead', {}, head), el('tbody', {}, body));
 }
 
+/**
+ * A definition list of `[label, value]` pairs (`—` for no value).
+ * @param {[string, unknown][]} pairs
+ * @param {string} [id]
+ */
 export function fields(pairs, id) {
   return el(
     'dl',
@@ -217,10 +267,15 @@ export function fields(pairs, id) {
   );
 }
 
+/**
+ * @param {string} label
+ * @param {Node} input
+ */
 export function field(label, input) {
   return el('label', { class: 'field' }, el('span', { text: label }), input);
 }
 
+/** @param {string} id */
 export function colourSelect(id) {
   return el(
     'select',
@@ -231,13 +286,17 @@ export function colourSelect(id) {
 
 // What kind of reader this is, from its capabilities: an OBU programmer, a contactless-only
 // city-card reader, or a contact (ETC user card) reader.
+/** @param {Reader} r */
 export const isObuReader = (r) => !!(r.capabilities && r.capabilities.obu_channel);
+/** @param {Reader} r */
 export const isCityReader = (r) =>
   !isObuReader(r) && !!(r.capabilities && r.capabilities.contactless && !r.capabilities.contact);
+/** @param {Reader} r */
 export const isEtcReader = (r) => !isObuReader(r) && !isCityReader(r);
 
 // The reader's name as a person reads it: the configured name when it is Chinese, otherwise
 // what it is for (a hardware product name or an id is not something a teller should parse).
+/** @param {Reader} r */
 export function readerLabel(r) {
   if (/[\u4e00-\u9fff]/.test(r.name || '')) return r.name;
   if (isObuReader(r)) return 'OBU发行器';
@@ -256,6 +315,10 @@ export function roleReaders() {
   return mine.length ? mine : all;
 }
 
+/**
+ * @param {string} id
+ * @param {(r: Reader) => boolean} prefer which reader is chosen first
+ */
 export function readerSelect(id, prefer) {
   const readers = roleReaders();
   const chosen = readers.find(prefer) || readers[0];
@@ -266,6 +329,8 @@ export function readerSelect(id, prefer) {
   );
 }
 
+/** @param {string} name */
 export const hasFlow = (name) => state.flows.some((f) => f.name === name);
+/** @param {string} name */
 export const hasMethod = (name) => state.methods.has(name);
 export const role = () => (state.me ? state.me.role : '');

@@ -18,18 +18,38 @@ export async function available() {
   }
 }
 
+/** @typedef {import('../types/rpc').SimView} SimView */
+/** @typedef {SimView['readers'][number]} SimReader */
+/** @typedef {SimView['outside'][number]} SimCard */
+/** @typedef {'sim.insert' | 'sim.remove' | 'sim.swap' | 'sim.pull_during_next_load'} SimAction */
+
+/**
+ * A demo card as the panel names it, with its balance when known.
+ * @param {{ label: string, balance?: string | null }} c
+ */
 export const cardText = (c) =>
   c.label + (c.balance !== null && c.balance !== undefined ? '，余额 ' + c.balance + ' 元' : '');
 
 // The panel as an element with `refresh()`; `onDone` runs after each change that succeeded.
+/**
+ * @param {(method: SimAction) => void} [onDone]
+ */
 export function panel(onDone) {
   const box = /** @type {HTMLDivElement & { refresh: (quiet?: boolean) => Promise<void> }} */ (
     el('div', { class: 'sim-panel', id: 'sim-panel' })
   );
   const message = el('p', { class: 'sim-message', id: 'sim-message', role: 'status' });
+  /** @type {SimView | null} */
   let view = null;
+  /** @type {(() => void) | null} */
   let stopEvents = null;
 
+  /**
+   * @template {SimAction} M
+   * @param {M} method
+   * @param {import('../types/rpc').Params<M>} params
+   * @param {string} done what to say when it worked
+   */
   async function act(method, params, done) {
     message.textContent = '';
     try {
@@ -43,7 +63,11 @@ export function panel(onDone) {
     }
   }
 
-  function readerRow(r) {
+  /**
+   * @param {SimView} view
+   * @param {SimReader} r
+   */
+  function readerRow(view, r) {
     // The cards this reader takes; one pulled mid-load first, to be put back.
     const outside = view.outside
       .filter((c) => r.accepts.includes(c.card))
@@ -142,6 +166,7 @@ export function panel(onDone) {
 
   function render() {
     if (!view) return;
+    const shown = view;
     const outside = view.outside.length
       ? el(
           'ul',
@@ -159,7 +184,7 @@ export function panel(onDone) {
         class: 'sim-note',
         text: '演示模式：模拟在读卡器中插入、取出、更换卡片，或在圈存写卡时拔出卡片。',
       }),
-      ...view.readers.map(readerRow),
+      ...shown.readers.map((r) => readerRow(shown, r)),
       el('div', { class: 'sim-title' }, el('b', { text: '读卡器外的卡片' })),
       outside,
       message,

@@ -3,6 +3,9 @@
 //! binary and served by the guard on `GET` (after its Host and Origin checks): nothing is loaded
 //! from anywhere else, so they work on a kiosk network with no internet.
 //!
+//! The scripts are ES modules (`<script type="module">`): one entry module per page importing
+//! the shared ones by relative path, each served as `text/javascript`.
+//!
 //! Every page and asset carries a strict Content-Security-Policy (scripts and styles from cardd
 //! only, no inline code, connections only back to cardd), `X-Frame-Options: DENY` and
 //! `frame-ancestors 'none'` (no framing, so no click-jacking), `nosniff` and no referrer.
@@ -39,8 +42,8 @@ const ASSETS: &[Asset] = &[
     asset!("/", HTML, "index.html"),
     asset!("/kiosk", HTML, "kiosk.html"),
     asset!("/bank", HTML, "bank.html"),
-    // The entry module of each page, and the modules they import (`clients/web/README` in
-    // clients/README.md); every `.js` file under clients/web must be listed (a test checks).
+    // The entry module of each page and the modules they import (see clients/README.md);
+    // every `.js` file under clients/web must be listed here (a test checks).
     asset!("/web/console.js", JS, "console.js"),
     asset!("/web/kiosk.js", JS, "kiosk.js"),
     asset!("/web/bank.js", JS, "bank.js"),
@@ -217,7 +220,9 @@ mod tests {
                 }
                 let target = parts.join("/");
                 assert!(
-                    ASSETS.iter().any(|x| x.path == target && x.content_type == JS),
+                    ASSETS
+                        .iter()
+                        .any(|x| x.path == target && x.content_type == JS),
                     "{}: imports {spec} ({target}), which is not served",
                     a.path
                 );
