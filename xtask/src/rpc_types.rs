@@ -35,11 +35,19 @@ struct Generator {
     by_base: BTreeMap<String, Vec<usize>>,
     /// Names being generated (a recursive reference uses the base name).
     in_progress: Vec<String>,
+    /// The document's `components.schemas`, where a `$ref` not found locally is looked up.
+    components: Map<String, Value>,
 }
 
 /// The declarations for the OpenRPC document `doc`.
 pub fn generate(doc: &Value) -> String {
-    let mut g = Generator::default();
+    let mut g = Generator {
+        components: doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        ..Generator::default()
+    };
     let empty = Map::new();
     let mut methods = String::new();
     for method in doc["methods"].as_array().into_iter().flatten() {
@@ -142,9 +150,11 @@ impl Generator {
             Value::Object(s) => s,
             _ => return "unknown".to_owned(),
         };
-        // A schema with its own `$defs` (a nested document) resolves its refs against them.
+        // A schema with its own `$defs` (or draft-07 `definitions`: a nested document) resolves
+        // its refs against them.
         let merged;
-        let defs = match s.get("$defs").and_then(Value::as_object) {
+        let own = s.get("$defs").or_else(|| s.get("definitions"));
+        let defs = match own.and_then(Value::as_object) {
             Some(own) if !std::ptr::eq(own, defs) => {
                 let mut all = defs.clone();
                 all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -163,8 +173,12 @@ impl Generator {
     fn bare(&mut self, s: &Map<String, Value>, defs: Defs, indent: usize) -> String {
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             let name = r.rsplit('/').next().unwrap_or(r);
-            return match defs.get(name) {
-                Some(target) => self.named(name, target, defs),
+            let target = defs
+                .get(name)
+                .or_else(|| self.components.get(name))
+                .cloned();
+            return match target {
+                Some(target) => self.named(name, &target, defs),
                 None => "unknown".to_owned(),
             };
         }
@@ -517,6 +531,24 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want} missing from:\n{out}");
         }
+    }
+
+    #[test]
+    fn refs_to_components_and_definitions_resolve() {
+        let doc = json!({
+            "components": {"schemas": {"C": {"type": "boolean"}}},
+            "methods": [{"name": "a", "params": [
+                {"name": "p", "required": true, "schema": {"$ref": "#/components/schemas/C"}},
+            ], "result": {"name": "result", "schema": {
+                "type": "array", "items": {"$ref": "#/definitions/D"},
+                "definitions": {"D": {"type": "string", "format": "date"}},
+            }}}],
+        });
+        let out = generate(&doc);
+        assert!(out.contains("export type C = boolean;"), "{out}");
+        assert!(out.contains("export type D = string;"), "{out}");
+        assert!(out.contains("      p: C;"), "{out}");
+        assert!(out.contains("    result: D[];"), "{out}");
     }
 
     #[test]
