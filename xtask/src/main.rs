@@ -1,21 +1,28 @@
 //! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test` is the README's test command: it installs the system packages the
-//!   suite needs (idempotently), starts pcscd when none runs (the PC/SC tests talk to a real
-//!   one), runs every test in the workspace with `CARDD_PCSCD=1`, and stops the pcscd it
-//!   started, whether the tests pass or not.
+//!   suite needs (idempotently), type-checks the web client (`tsc`, see `cargo xtask tsc`),
+//!   starts pcscd when none runs (the PC/SC tests talk to a real one), runs every test in the
+//!   workspace with `CARDD_PCSCD=1`, and stops the pcscd it started, whether the tests pass or
+//!   not.
+//! * `cargo xtask tsc` type-checks the web client: `tsc --noEmit` over clients/web, installing
+//!   the TypeScript pinned in clients/web/package-lock.json with `npm ci` when it is missing.
 //! * `cargo xtask setup` only installs the system packages.
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
+//! * `cargo xtask rpc-types` writes `clients/web/types/rpc.d.ts` from `docs/openrpc.json` (a test
+//!   fails when it is stale; `UPDATE_DOCS=1 cargo test -p xtask` does the same).
 //! * `cargo xtask bench` builds cardd and its benchmarks in release mode, starts pcscd when none
 //!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
 //!   it started. Not part of the test suite (see docs/performance.md).
 
 mod cycles;
 mod pcscd;
+mod rpc_types;
 mod setup;
 mod tidy;
+mod web;
 
 use std::process::{Command, ExitCode};
 
@@ -38,6 +45,21 @@ fn run(args: &[String]) -> Result<()> {
         Some("setup") => setup::install_system_packages(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("tsc") => {
+            setup::install_system_packages()?;
+            web::check(&project_root())
+        }
+        Some("rpc-types") => {
+            let root = project_root();
+            let doc: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(root.join(rpc_types::INPUT))?)
+                    .context("docs/openrpc.json")?;
+            let path = root.join(rpc_types::OUTPUT);
+            std::fs::create_dir_all(path.parent().unwrap_or(&root))?;
+            std::fs::write(&path, rpc_types::generate(&doc))?;
+            println!("wrote {}", rpc_types::OUTPUT);
+            Ok(())
+        }
         Some("tidy") => {
             let problems = tidy::check(&project_root())?;
             if problems.is_empty() {
@@ -52,7 +74,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy>"
+                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -82,6 +104,7 @@ fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
 fn test(extra: &[String]) -> Result<()> {
     setup::install_system_packages()?;
     let root = project_root();
+    web::check(&root)?;
     // Stops the pcscd it started when dropped: after the tests, and on any error below.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
     let mut command = cargo();

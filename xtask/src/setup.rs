@@ -49,12 +49,43 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Debian packages for the web client's type check (`tsc`, installed by npm), needed only when
+/// `node` and `npm` are not on the PATH already (a machine may have Node.js from elsewhere).
+pub const NODE_PACKAGES: &[(&str, &str)] = &[
+    (
+        "nodejs",
+        "runs the TypeScript compiler that type-checks the web client",
+    ),
+    (
+        "npm",
+        "installs the TypeScript compiler pinned in clients/web/package-lock.json",
+    ),
+];
+
+/// Whether `program --version` runs.
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn install_system_packages() -> Result<()> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES
+    let mut missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !is_installed(p))
         .collect();
+    if !(runs("node") && runs("npm")) {
+        missing.extend(
+            NODE_PACKAGES
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| !is_installed(p)),
+        );
+    }
     if missing.is_empty() {
         return Ok(());
     }

@@ -12,7 +12,9 @@
 //!   storage engine ([`DOMAIN_FORBIDDEN`]); and no crate's modules import each other
 //!   in a cycle ([`crate::cycles`]);
 //! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
-//!   (`clients/web/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]).
+//!   (`clients/web/**/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]);
+//! * the web client (`clients/web`, not `node_modules`): every `.js` file starts with
+//!   `// @ts-check` (tsc checks it), and no line of its sources is over [`WEB_COLUMNS`] columns.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -168,28 +170,79 @@ fn copied_rule_figures(text: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The files under `dir` with extension `ext`, in subdirectories too (not `node_modules`),
+/// sorted.
+fn files_with(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            if !path.ends_with("node_modules") {
+                files_with(&path, ext, out)?;
+            }
+        } else if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// Flows and web clients that copy a rule figure.
 fn rule_copies(root: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for (dir, ext) in [("scripts", "lua"), ("clients/web", "js")] {
-        let d = root.join(dir);
-        if !d.is_dir() {
-            continue;
-        }
-        let mut entries: Vec<PathBuf> = fs::read_dir(&d)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()?;
-        entries.sort();
-        for file in entries {
-            if file.extension().and_then(|e| e.to_str()) != Some(ext) {
-                continue;
-            }
+        let mut files = Vec::new();
+        files_with(&root.join(dir), ext, &mut files)?;
+        for file in files {
             let text = fs::read_to_string(&file)?;
             for figure in copied_rule_figures(&text) {
                 problems.push(format!(
-                    "{dir}/{}: copies the rule figure `{figure}`; read it from group.rules instead",
-                    file.file_name().unwrap_or_default().to_string_lossy()
+                    "{}: copies the rule figure `{figure}`; read it from group.rules instead",
+                    file.strip_prefix(root).unwrap_or(&file).display()
                 ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Widest line of the web client's sources, in characters.
+const WEB_COLUMNS: usize = 100;
+
+/// The web client's own rules: `// @ts-check` first in every script, lines that fit.
+fn web_problems(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let web = root.join("clients/web");
+    for ext in ["js", "ts", "html", "css", "json"] {
+        let mut files = Vec::new();
+        files_with(&web, ext, &mut files)?;
+        for file in files {
+            let rel = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            if rel.ends_with("package-lock.json") {
+                continue;
+            }
+            let text = fs::read_to_string(&file)?;
+            if ext == "js" && !text.starts_with("// @ts-check\n") {
+                problems.push(format!(
+                    "{rel}: start the file with `// @ts-check` (tsc checks it)"
+                ));
+            }
+            for (i, line) in text.lines().enumerate() {
+                if line.chars().count() > WEB_COLUMNS {
+                    problems.push(format!(
+                        "{rel}:{}: line over {WEB_COLUMNS} columns; wrap it",
+                        i + 1
+                    ));
+                }
             }
         }
     }
@@ -306,6 +359,7 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         }
     }
     problems.extend(rule_copies(root)?);
+    problems.extend(web_problems(root)?);
     Ok(problems)
 }
 
@@ -344,6 +398,34 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("jsonrpsee") && problems[1].contains("sled"));
         assert!(super::domain_problems("x", "cardd", manifest).is_empty());
+    }
+
+    #[test]
+    fn web_scripts_are_checked_in_subdirectories_too() {
+        let root = std::env::temp_dir().join(format!("xtask-tidy-web-{}", std::process::id()));
+        let dir = root.join("clients/web/console");
+        std::fs::create_dir_all(root.join("clients/web/node_modules/x")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.js"),
+            format!("const MAX = 100000;\n{}\n", "x".repeat(101)),
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.js"), "// @ts-check\nexport const ok = 1;\n").unwrap();
+        std::fs::write(root.join("clients/web/node_modules/x/c.js"), "100000").unwrap();
+        let mut problems = super::rule_copies(&root).unwrap();
+        problems.extend(super::web_problems(&root).unwrap());
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("clients/web/console/a.js: copies"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("`// @ts-check`"), "{problems:?}");
+        assert!(
+            problems[2].starts_with("clients/web/console/a.js:2: line over"),
+            "{problems:?}"
+        );
     }
 
     #[test]

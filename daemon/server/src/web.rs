@@ -3,6 +3,9 @@
 //! binary and served by the guard on `GET` (after its Host and Origin checks): nothing is loaded
 //! from anywhere else, so they work on a kiosk network with no internet.
 //!
+//! The scripts are ES modules (`<script type="module">`): one entry module per page importing
+//! the shared ones by relative path, each served as `text/javascript`.
+//!
 //! Every page and asset carries a strict Content-Security-Policy (scripts and styles from cardd
 //! only, no inline code, connections only back to cardd), `X-Frame-Options: DENY` and
 //! `frame-ancestors 'none'` (no framing, so no click-jacking), `nosniff` and no referrer.
@@ -39,11 +42,22 @@ const ASSETS: &[Asset] = &[
     asset!("/", HTML, "index.html"),
     asset!("/kiosk", HTML, "kiosk.html"),
     asset!("/bank", HTML, "bank.html"),
-    asset!("/web/api.js", JS, "api.js"),
+    // The entry module of each page and the modules they import (see clients/README.md);
+    // every `.js` file under clients/web must be listed here (a test checks).
     asset!("/web/console.js", JS, "console.js"),
     asset!("/web/kiosk.js", JS, "kiosk.js"),
     asset!("/web/bank.js", JS, "bank.js"),
-    asset!("/web/sim.js", JS, "sim.js"),
+    asset!("/web/lib/rpc.js", JS, "lib/rpc.js"),
+    asset!("/web/lib/dom.js", JS, "lib/dom.js"),
+    asset!("/web/lib/money.js", JS, "lib/money.js"),
+    asset!("/web/lib/vocab.js", JS, "lib/vocab.js"),
+    asset!("/web/lib/sim.js", JS, "lib/sim.js"),
+    asset!("/web/console/ui.js", JS, "console/ui.js"),
+    asset!("/web/console/readers.js", JS, "console/readers.js"),
+    asset!("/web/console/etc.js", JS, "console/etc.js"),
+    asset!("/web/console/group.js", JS, "console/group.js"),
+    asset!("/web/console/audit.js", JS, "console/audit.js"),
+    asset!("/web/console/admin.js", JS, "console/admin.js"),
     asset!("/web/sim.css", CSS, "sim.css"),
     asset!("/web/console.css", CSS, "console.css"),
     asset!("/web/kiosk.css", CSS, "kiosk.css"),
@@ -121,8 +135,9 @@ mod tests {
             "/bank",
             "/web/bank.js",
             "/kiosk/demo",
-            "/web/api.js",
-            "/web/sim.js",
+            "/web/lib/rpc.js",
+            "/web/lib/sim.js",
+            "/web/console/group.js",
             "/web/sim.css",
             "/web/console.css",
         ] {
@@ -142,8 +157,8 @@ mod tests {
     fn every_error_code_tells_the_teller_what_to_do_in_chinese() {
         let api = ASSETS
             .iter()
-            .find(|a| a.path == "/web/api.js")
-            .expect("api.js")
+            .find(|a| a.path == "/web/lib/rpc.js")
+            .expect("lib/rpc.js")
             .body;
         let missing: Vec<&str> = cardd_api::ErrorCode::ALL
             .iter()
@@ -152,8 +167,72 @@ mod tests {
             .collect();
         assert!(
             missing.is_empty(),
-            "clients/web/api.js has no zh-CN advice for {missing:?}"
+            "clients/web/lib/rpc.js has no zh-CN advice for {missing:?}"
         );
+    }
+
+    /// Every `.js` file under `dir` (not `node_modules`), relative to `root`.
+    fn scripts(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read clients/web") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                if !path.ends_with("node_modules") {
+                    scripts(root, &path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "js") {
+                let rel = path.strip_prefix(root).expect("under clients/web");
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_module_is_served_as_javascript_and_every_import_resolves() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/web");
+        let mut files = Vec::new();
+        scripts(&root, &root, &mut files);
+        assert!(files.len() > 3, "{files:?}");
+        for file in &files {
+            let served = ASSETS.iter().find(|a| a.path == format!("/web/{file}"));
+            let served = served.unwrap_or_else(|| panic!("clients/web/{file} is not in ASSETS"));
+            assert_eq!(served.content_type, JS, "{file}");
+        }
+        for a in ASSETS.iter().filter(|a| a.content_type == JS) {
+            let dir = a.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            for line in a.body.lines() {
+                let Some(rest) = line.trim_start().strip_prefix("} from '").or_else(|| {
+                    line.trim_start()
+                        .strip_prefix("import ")
+                        .and_then(|l| l.split_once(" from '").map(|(_, r)| r))
+                }) else {
+                    continue;
+                };
+                let spec = rest.split('\'').next().unwrap_or(rest);
+                let mut parts: Vec<&str> = dir.split('/').collect();
+                for seg in spec.split('/') {
+                    match seg {
+                        "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        s => parts.push(s),
+                    }
+                }
+                let target = parts.join("/");
+                assert!(
+                    ASSETS
+                        .iter()
+                        .any(|x| x.path == target && x.content_type == JS),
+                    "{}: imports {spec} ({target}), which is not served",
+                    a.path
+                );
+            }
+        }
+        for page in ASSETS.iter().filter(|a| a.content_type == HTML) {
+            for line in page.body.lines().filter(|l| l.contains("<script")) {
+                assert!(line.contains("type=\"module\""), "{}: {line}", page.path);
+            }
+        }
     }
 
     #[test]
