@@ -40,7 +40,7 @@ pub struct OrderRow {
     pub status_label: String,
     /// 操作员 (user name).
     pub operator: String,
-    /// 操作员 as people read it (display name; the user name until `cardd_group::export::NamedRow::name_people`).
+    /// 操作员 as people read it (display name; the user name until [`NamedRow::name_people`]).
     pub operator_name: String,
     /// 充值时间, RFC 3339 +08:00.
     pub created_at: String,

@@ -38,8 +38,7 @@ impl LedgerKind {
     }
 }
 
-/// Did a load land: what the card and the journal (decided from the card) say about it (an ETC
-/// recharge record's load or a group order's).
+/// Did a load land: what the card and the journal (decided from the card) say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
