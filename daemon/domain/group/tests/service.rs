@@ -758,3 +758,37 @@ fn a_batch_reports_each_card_and_a_group_operator_sees_only_their_group() {
     );
     assert_eq!(rig.only_order().order_id, done.order_id);
 }
+
+#[test]
+fn an_unsettled_order_names_itself_as_the_owner_of_its_load() {
+    use cardd_journal::IntentOwners;
+    let rig = Rig::new();
+    let owners = GroupOwners(rig.host.clone());
+    let order = rig
+        .host
+        .reserve(&ReserveRequest {
+            group_id: "G001".into(),
+            operator: "group1".into(),
+            card_number: CITY.into(),
+            card_balance_fen: 5_000,
+            amount_fen: 1_000,
+            txn_id: "owned#1".into(),
+            batch: None,
+        })
+        .unwrap();
+    let named = format!("集团充值订单 {}", order.order_id);
+    assert_eq!(owners.owner_of("owned#1").as_deref(), Some(named.as_str()));
+    rig.host
+        .mark_pending(&order.order_id, "cardd", "写卡结果未知")
+        .unwrap();
+    assert_eq!(owners.owner_of("owned#1").as_deref(), Some(named.as_str()));
+    assert_eq!(owners.owner_of("someone-else#1"), None);
+    rig.host
+        .settle(&order.order_id, "cardd", 5_000, 6_000)
+        .unwrap();
+    assert_eq!(
+        owners.owner_of("owned#1"),
+        None,
+        "a settled order blocks nothing"
+    );
+}
