@@ -6,7 +6,7 @@
 use crate::common;
 
 use cardd_api::ErrorCode;
-use cardd_store::group_model::OrderStatus;
+use cardd_group::model::OrderStatus;
 use common::group::*;
 use serde_json::json;
 
@@ -344,10 +344,10 @@ async fn health(d: &common::TestDaemon) -> serde_json::Value {
 }
 
 /// The group's orders of the last days.
-fn all_orders(d: &common::TestDaemon) -> Vec<cardd_store::group_model::RechargeOrder> {
+fn all_orders(d: &common::TestDaemon) -> Vec<cardd_group::model::RechargeOrder> {
     let svc = d.daemon().group.as_ref().unwrap();
-    let period = cardd_store::group_model::Period::preset(
-        cardd_store::group_model::Preset::Last7Days,
+    let period = cardd_group::model::Period::preset(
+        cardd_group::model::Preset::Last7Days,
         time::OffsetDateTime::now_utc(),
     );
     svc.host.orders("G001", &period).unwrap()

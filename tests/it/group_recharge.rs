@@ -447,7 +447,7 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
     let svc = d.daemon().group.as_ref().unwrap();
     assert_eq!(
         svc.host.order(&order_id).unwrap().unwrap().status,
-        cardd_store::group_model::OrderStatus::Pending
+        cardd_group::model::OrderStatus::Pending
     );
     let (c, m) = d
         .err(
@@ -468,7 +468,7 @@ async fn top_up_audit_recharge_fail_refund_query_and_export_match_the_ledger() {
     assert_eq!(ev["journal_state"], "not_applied");
     for _ in 0..100 {
         if svc.host.order(&order_id).unwrap().unwrap().status
-            == cardd_store::group_model::OrderStatus::Failed
+            == cardd_group::model::OrderStatus::Failed
         {
             break;
         }
@@ -1498,10 +1498,10 @@ async fn run_batch(
 }
 
 /// The orders of `card_number` (this test gives every case its own cards).
-fn orders_of(d: &TestDaemon, card_number: &str) -> Vec<cardd_store::group_model::RechargeOrder> {
+fn orders_of(d: &TestDaemon, card_number: &str) -> Vec<cardd_group::model::RechargeOrder> {
     let svc = d.daemon().group.as_ref().unwrap();
-    let period = cardd_store::group_model::Period::preset(
-        cardd_store::group_model::Preset::Last7Days,
+    let period = cardd_group::model::Period::preset(
+        cardd_group::model::Preset::Last7Days,
         time::OffsetDateTime::now_utc(),
     );
     svc.host
@@ -1554,7 +1554,7 @@ async fn progress_for(d: &TestDaemon, op: &str, run: &Value, card_number: &str) 
 /// to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn card_removal_at_every_apdu_of_a_batch_item_pays_each_item_once() {
-    use cardd_store::group_model::{OrderStatus, PaymentOutcome};
+    use cardd_group::model::{OrderStatus, PaymentOutcome};
     let world_name = format!("group-batch-matrix-{}", std::process::id());
     let d = start_group_daemon(&world_name, |_| {}).await;
     let world = cardd_sim::named_world(&world_name).unwrap();

@@ -1,7 +1,7 @@
 //! The business vocabulary on the wire, once: operator roles, plate colours, recharge order and
 //! quota top-up statuses, query periods, each with its wire code and zh-CN label, and the shape
 //! of the group recharge rules ([`GroupRules`]; their figures live where the rule is enforced,
-//! `cardd_store::group_model::recharge_rules`).
+//! `cardd_group::model::recharge_rules`).
 //!
 //! Clients fetch them (`system.vocabulary`, `group.rules`) instead of copying tables; flows get
 //! the rules as structured values (`group.rules()`).
@@ -14,6 +14,41 @@ use serde::{Deserialize, Serialize};
 use crate::money::Fen;
 use crate::roles::Role;
 use crate::types::PLATE_COLOURS;
+
+/// What moved a group's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// 额度充值: an approved transfer (+).
+    TopUp,
+    /// 充值扣减: quota reserved for a card recharge (−).
+    Reserve,
+    /// 退款: the quota of a failed recharge, returned after the auditor approved (+).
+    Refund,
+}
+
+impl LedgerKind {
+    /// zh-CN name.
+    pub fn label(self) -> &'static str {
+        match self {
+            LedgerKind::TopUp => "额度充值",
+            LedgerKind::Reserve => "充值扣减",
+            LedgerKind::Refund => "退款",
+        }
+    }
+}
+
+/// Did a load land: what the card and the journal (decided from the card) say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The money is on the card.
+    Landed,
+    /// The card proves the money is not on it (or the load never reached it).
+    NotLanded,
+    /// Nothing proves either yet: the card must be presented, or a person must reconcile.
+    Unknown,
+}
 
 /// Where a recharge order (充值订单) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

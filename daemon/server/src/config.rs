@@ -342,7 +342,7 @@ impl Default for FlowsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct GroupSection {
     /// How the embedded sandbox bank (the payment gateway of quota top-ups) answers: `approve`, `decline` or `timeout` (no answer, nothing paid). Words in a transfer's remark make single transfers fail too (README, group recharge).
-    pub sandbox_mode: cardd_store::SandboxMode,
+    pub sandbox_mode: cardd_group::SandboxMode,
 }
 
 /// One `[[readers]]` table: a driver instance.

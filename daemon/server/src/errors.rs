@@ -179,37 +179,20 @@ impl From<cardd_store::HostError> for ApiError {
     }
 }
 
-impl From<cardd_store::GroupError> for ApiError {
-    fn from(e: cardd_store::GroupError) -> Self {
-        use cardd_store::GroupError as G;
-        let code = match &e {
-            G::Host(h) if h.is_refusal() => ErrorCode::InvalidParams,
-            G::Host(_) | G::IdsExhausted(_) => ErrorCode::Internal,
-            G::GroupNotFound(_) | G::NotFound { .. } => ErrorCode::GroupRecordNotFound,
-            G::AmountNotStep { .. } | G::AmountTooSmall { .. } | G::CardBalanceOver { .. } => {
-                ErrorCode::RechargeRefused
+impl From<cardd_group::GroupError> for ApiError {
+    fn from(e: cardd_group::GroupError) -> Self {
+        let detail = match &e {
+            // A declined or unanswered transfer: its id, to ask again.
+            cardd_group::GroupError::TopUpNotPaid { topup, .. } => {
+                Some(json!({ "topup_id": topup.topup_id, "status": topup.status }))
             }
-            G::QuotaInsufficient { .. } => ErrorCode::QuotaInsufficient,
-            G::TopUpAmount(_) | G::Batch(_) | G::Period(_) => ErrorCode::InvalidParams,
-            G::QuotaOverflow
-            | G::CardBusy { .. }
-            | G::TxnInUse(_)
-            | G::BadState { .. }
-            | G::BalanceMismatch { .. } => ErrorCode::GroupStateConflict,
-            G::TooManyRows => ErrorCode::QueryTooLarge,
+            _ => None,
         };
-        ApiError::new(code, e.to_string())
-    }
-}
-
-impl From<cardd_store::PaymentError> for ApiError {
-    fn from(e: cardd_store::PaymentError) -> Self {
-        let code = match &e {
-            cardd_store::PaymentError::Declined(_) => ErrorCode::PaymentDeclined,
-            cardd_store::PaymentError::NoAnswer(_) => ErrorCode::PaymentUnknown,
-            cardd_store::PaymentError::Gateway(_) => ErrorCode::Internal,
-        };
-        ApiError::new(code, e.to_string())
+        let error = ApiError::new(e.code(), e.to_string());
+        match detail {
+            Some(detail) => error.with_detail(detail),
+            None => error,
+        }
     }
 }
 

@@ -46,17 +46,8 @@ const REASON_CHARS_KEPT: usize = 120;
 /// How many log records of the card [`evidence`] reads (the card keeps 10).
 const LOG_RECORDS_READ: u8 = 10;
 
-/// Did a load land: what the card and the journal (decided from the card) say about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The money is on the card.
-    Landed,
-    /// The card proves the money is not on it (or the load never reached it).
-    NotLanded,
-    /// Nothing proves either yet: the card must be presented, or a person must reconcile.
-    Unknown,
-}
+/// Did a load land (the vocabulary both domains share).
+pub use cardd_api::vocab::Verdict;
 
 /// One load transaction of the record, as the journal knows it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -18,12 +18,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardd_group::model::OrderStatus;
+use cardd_group::GroupHost;
 use cardd_purse::{
     CardKeyContext, Funding, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
     MaintenanceKey, PurchaseTerms, SamError, SecurityModule,
 };
-use cardd_store::group_model::OrderStatus;
-use cardd_store::{GroupHost, IssuerHost, RecordStatus};
+use cardd_store::{IssuerHost, RecordStatus};
 
 /// Most load authorisations waiting for their MAC2 at once (a load takes one between its
 /// authorisation and INITIALIZE FOR LOAD, and there are far fewer readers than this).
@@ -290,10 +291,10 @@ impl SecurityModule for FundedSam {
 mod tests {
     use super::*;
     use cardd_crypto::Algorithm;
+    use cardd_group::model::ReserveRequest;
     use cardd_journal::Store;
     use cardd_purse::{KeyScheme, SoftSam};
     use cardd_store::demo::{DEMO_ETC_CARD, DEMO_NOT_LOADED_RECORD_IDS};
-    use cardd_store::group_model::ReserveRequest;
     use cardd_store::{EmbeddedGroupHost, EmbeddedHost};
 
     const CITY_CARD: &str = "61010000000000000001";

@@ -8,9 +8,9 @@
 
 use std::sync::{Arc, Weak};
 
+use cardd_group::model::{recharge_rules, yuan, BatchRef};
 use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
-use cardd_store::group_model::{recharge_rules, yuan, BatchRef};
 use serde_json::json;
 
 use crate::flows::CardModule;
@@ -165,9 +165,11 @@ impl LuaModule for GroupModule {
                         .group
                         .as_ref()
                         .ok_or_else(|| lua_error("集团充值未开放"))?;
-                    crate::group_rpc::reconcile(&daemon).map_err(|e| lua_error(e.message))?;
-                    let report = crate::group_rpc::batch_report(svc, &batch_id)
-                        .map_err(|e| lua_error(e.message))?
+                    svc.reconcile(daemon.journal.as_ref())
+                        .map_err(|e| lua_error(crate::errors::ApiError::from(e).message))?;
+                    let report = svc
+                        .batch_report(&batch_id)
+                        .map_err(|e| lua_error(crate::errors::ApiError::from(e).message))?
                         .filter(|r| r.group_id == me.group_id)
                         .ok_or_else(|| lua_error(format!("未找到本集团的批量充值 {batch_id}")))?;
                     let value = serde_json::to_value(report).map_err(lua_error)?;

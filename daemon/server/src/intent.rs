@@ -8,10 +8,9 @@
 //! every new recharge or 圈存 to that card, for every record and every group, is refused with
 //! a message naming the pending order or record and what to do.
 
+use cardd_group::GroupHost;
 use cardd_journal::intent::card_blocked;
 use cardd_journal::{IntentBlock, IntentOwners, Journal};
-use cardd_store::group::GroupHost;
-use cardd_store::group_model::OrderStatus;
 use cardd_store::IssuerHost;
 
 use crate::errors::{journal_error, ApiError};
@@ -30,16 +29,23 @@ impl Owners<'_> {
                 return Some(format!("充值记录 {}", record.record_id));
             }
         }
-        if let Some(group) = self.group {
-            for status in [OrderStatus::Pending, OrderStatus::Reserved] {
-                if let Ok(orders) = group.orders_in(status) {
-                    if let Some(order) = orders.iter().find(|o| o.txn_id == txn_id) {
-                        return Some(format!("集团充值订单 {}", order.order_id));
-                    }
-                }
-            }
+        self.group
+            .and_then(|group| cardd_group::owners::owner_of(group, txn_id))
+    }
+}
+
+/// The ETC recharge records behind journal transactions, as the journal's check names them
+/// ("充值记录 {record_id}"), for the domain services that take the owners of every domain.
+#[derive(Debug)]
+pub struct EtcOwners(pub std::sync::Arc<dyn IssuerHost>);
+
+impl IntentOwners for EtcOwners {
+    fn owner_of(&self, txn_id: &str) -> Option<String> {
+        Owners {
+            host: Some(self.0.as_ref()),
+            group: None,
         }
-        None
+        .find(txn_id)
     }
 }
 

@@ -377,7 +377,10 @@ pub fn add_methods(m: &mut Methods) {
                 .confirm_lost_card(&p.txn_id, p.landed, &operator)
                 .map_err(lost_error)?;
             let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
-            let orders_settled = crate::group_rpc::reconcile(&d)?;
+            let orders_settled = match d.group.as_ref() {
+                Some(group) => group.reconcile(d.journal.as_ref())?,
+                None => 0,
+            };
             tracing::warn!(txn = %txn.txn_id, card = %txn.card_number, landed = verdict.landed, proposed_by = %verdict.proposed_by, confirmed_by = %operator, "a load was settled without its card (lost-card verdict); the card is on the watch list");
             Ok::<Resolved, ApiError>(Resolved {
                 txn_id: p.txn_id,
@@ -474,7 +477,10 @@ pub fn add_methods(m: &mut Methods) {
             };
             journal.resolve(&p.txn_id, state).map_err(journal_error)?;
             let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
-            let orders_settled = crate::group_rpc::reconcile(&d)?;
+            let orders_settled = match d.group.as_ref() {
+                Some(group) => group.reconcile(d.journal.as_ref())?,
+                None => 0,
+            };
             Ok::<Resolved, ApiError>(Resolved {
                 txn_id: p.txn_id,
                 state: if p.landed { "committed" } else { "not_applied" }.into(),

@@ -61,7 +61,7 @@ pub struct Daemon {
     pub host: Option<Arc<dyn cardd_store::IssuerHost>>,
     /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
     /// data failed verification (the daemon then fails closed).
-    pub group: Option<crate::group_rpc::GroupServices>,
+    pub group: Option<cardd_group::GroupService>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
     /// Recharge records being loaded right now (`etc`).
@@ -320,14 +320,15 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             }
             Err(e) => (None, Some(e.to_string())),
         };
-    let (group, group_failure) = crate::group_rpc::open(&config, &store);
+    let (group_stores, group_failure) = crate::group_rpc::open(&config, &store);
     // No MAC2 without a funded record: the keys sit behind the funding check.
     let sam: Arc<dyn SecurityModule> = Arc::new(crate::funded_sam::FundedSam::new(
         keys,
         host.clone(),
-        group.as_ref().map(|g| g.host.clone()),
+        group_stores.as_ref().map(|(h, _)| h.clone()),
         config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
     ));
+    let group = crate::group_rpc::service(group_stores, &sam, host.as_ref());
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let metrics = Arc::new(crate::metrics::Metrics::new());

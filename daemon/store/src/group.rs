@@ -1,22 +1,6 @@
-//! The group recharge data behind one trait, [`GroupHost`], and its embedded implementation on
-//! the daemon's sled store, [`EmbeddedGroupHost`].
-//!
-//! **Quota ledger.** A group's available quota (集团可用额度) moves only by appending a
-//! [`LedgerEntry`] in the same sled transaction that changes the group: an approved top-up
-//! adds, a reservation for a card recharge subtracts, an approved refund adds back. The group's
-//! `available_fen` is always the sum of its ledger (checked at every open: fail closed).
-//!
-//! **Orders.** A recharge order is created [`OrderStatus::Reserved`] with the quota already
-//! taken, durably, *before* the card is credited; it then moves, once, to `Succeeded` (the card
-//! was credited: settled) or `Failed` (refund pending). A failed order's quota comes back only
-//! when an auditor approves the refund (`Failed → Refunded`, one ledger entry), or the auditor
-//! resolves it as succeeded (`Failed → Succeeded`) when the card shows the load landed. No
-//! order moves twice, so nothing is refunded twice. While a card has a reserved order, no other
-//! order for it is accepted, so two recharges cannot both pass the card's 1000-yuan ceiling.
-//!
-//! **Top-ups.** `Pending → Paid | Failed | Unknown` with the bank's answer, `Unknown → Paid |
-//! Failed` once the bank is asked again, and `Paid → Approved | Rejected` by an auditor; only
-//! approval grows the quota.
+//! The group store on the daemon's sled store: [`EmbeddedGroupHost`] implements
+//! [`cardd_group::GroupHost`] (whose documentation states the ledger, order and top-up rules
+//! it keeps; the available quota is checked against the ledger at every open: fail closed).
 //!
 //! **Storage** (tree [`GROUP_TREE`]): `grp/<group>`, `led/<group>/<seq: 8 bytes BE>`,
 //! `ord/<order>`, `gord/<group>/<time><order>`, `cord/<card>` (the card's reserved order),
@@ -36,229 +20,28 @@ use cardd_journal::Store;
 
 use crate::embedded::{decode, encode, keys::time as time_key};
 use crate::error::HostError;
-use crate::group_model::*;
 use crate::validate;
+use cardd_group::model::*;
+use cardd_group::{check_recharge, check_topup_amount, GroupError, GroupHost};
 use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 
 /// The sled tree of the group host.
 pub const GROUP_TREE: &str = "group";
 
-/// Why the group host refused or failed. Refusals are zh-CN, in the seed's words.
-#[derive(Debug, thiserror::Error)]
-pub enum GroupError {
-    /// Bad input or storage trouble, as the issuer host reports it.
-    #[error(transparent)]
-    Host(#[from] HostError),
-    /// No group with this id.
-    #[error("未找到集团 {0}")]
-    GroupNotFound(String),
-    /// The recharge amount is not a multiple of [`RECHARGE_STEP_FEN`].
-    #[error("充值金额必须是{}元的整数倍，{} 元不是", yuan_short(RECHARGE_STEP_FEN), yuan(*.amount_fen))]
-    AmountNotStep {
-        /// The amount, in fen.
-        amount_fen: i64,
-    },
-    /// The recharge amount is below [`RECHARGE_MIN_FEN`].
-    #[error("充值金额不能小于{}元", yuan_short(RECHARGE_MIN_FEN))]
-    AmountTooSmall {
-        /// The amount, in fen.
-        amount_fen: i64,
-    },
-    /// The card would hold more than [`CARD_BALANCE_AFTER_FEN_MAX`].
-    #[error(
-        "充值后卡内金额不能超过{}元：卡内余额 {} 元，充值 {} 元后为 {} 元",
-        yuan_short(CARD_BALANCE_AFTER_FEN_MAX), yuan(*.balance_fen), yuan(*.amount_fen), yuan(.balance_fen.saturating_add(*.amount_fen))
-    )]
-    CardBalanceOver {
-        /// The card's balance, in fen.
-        balance_fen: i64,
-        /// The amount, in fen.
-        amount_fen: i64,
-    },
-    /// The group's quota does not cover the amount.
-    #[error("集团可用额度不足：可用额度 {} 元，充值金额 {} 元", yuan(*.available_fen), yuan(*.amount_fen))]
-    QuotaInsufficient {
-        /// Available quota, in fen.
-        available_fen: i64,
-        /// The amount, in fen.
-        amount_fen: i64,
-    },
-    /// A transfer amount that is not a positive whole number of yuan, or too large.
-    #[error("转账金额不正确：{0}")]
-    TopUpAmount(String),
-    /// The quota would exceed [`QUOTA_FEN_MAX`].
-    #[error("集团额度将超过上限 {} 元，请联系管理员", yuan(QUOTA_FEN_MAX))]
-    QuotaOverflow,
-    /// The card has a recharge whose outcome is not settled yet.
-    #[error("卡号 {card_number} 有一笔结果未确认的充值订单 {order_id}：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值")]
-    CardBusy {
-        /// The card.
-        card_number: String,
-        /// Its reserved order.
-        order_id: String,
-    },
-    /// The load transaction id already belongs to another order.
-    #[error("圈存交易号 {0} 已用于其他订单")]
-    TxnInUse(String),
-    /// No such order, top-up or batch.
-    #[error("未找到{what} {id}")]
-    NotFound {
-        /// 充值订单, 额度充值订单, 批量充值.
-        what: &'static str,
-        /// The id asked for.
-        id: String,
-    },
-    /// The record's status does not allow this change.
-    #[error("{what} {id} 当前状态为“{current}”，不能{action}")]
-    BadState {
-        /// What the record is.
-        what: &'static str,
-        /// Its id.
-        id: String,
-        /// Its status, zh-CN.
-        current: &'static str,
-        /// What was asked, zh-CN.
-        action: &'static str,
-    },
-    /// A batch item does not fit.
-    #[error("批量充值：{0}")]
-    Batch(String),
-    /// A load's balances do not add up.
-    #[error("订单 {order_id} 的充值后余额 {} 元不等于充值前余额 {} 元加充值金额 {} 元", yuan(*.after_fen), yuan(*.before_fen), yuan(*.amount_fen))]
-    BalanceMismatch {
-        /// The order.
-        order_id: String,
-        /// Reported balance before, fen.
-        before_fen: i64,
-        /// The order's amount, fen.
-        amount_fen: i64,
-        /// Reported balance after, fen.
-        after_fen: i64,
-    },
-    /// A query matched too many rows.
-    #[error("查询结果超过 {QUERY_ROWS_MAX} 条，请缩短查询时间段")]
-    TooManyRows,
-    /// The day's ids are used up.
-    #[error("{0} 的订单编号已用完，请联系管理员")]
-    IdsExhausted(String),
-    /// The period is not usable.
-    #[error("{0}")]
-    Period(String),
-}
-
-impl From<sled::Error> for GroupError {
-    fn from(e: sled::Error) -> Self {
-        GroupError::Host(HostError::from(e))
-    }
-}
-
-impl GroupError {
-    /// Whether the request was wrong (rather than the store failing).
-    pub fn is_refusal(&self) -> bool {
-        match self {
-            GroupError::Host(h) => h.is_refusal(),
-            GroupError::IdsExhausted(_) => false,
-            _ => true,
+/// The issuer host's refusals and storage failures, as the group domain reports them (same
+/// words).
+impl From<HostError> for GroupError {
+    fn from(e: HostError) -> Self {
+        if e.is_refusal() {
+            GroupError::Invalid(e.to_string())
+        } else {
+            GroupError::Storage(e.to_string())
         }
     }
 }
 
-/// The group host as the daemon sees it. Every change is validated, checked against the
-/// record's status and durable before it returns.
-pub trait GroupHost: Send + Sync + std::fmt::Debug {
-    /// A group.
-    fn group(&self, group_id: &str) -> Result<Option<Group>, GroupError>;
-    /// Every group, by id.
-    fn groups(&self) -> Result<Vec<Group>, GroupError>;
-    /// Creates a group with no quota, or renames it / changes its terminal.
-    fn upsert_group(&self, input: &GroupInput) -> Result<Group, GroupError>;
-    /// The group's ledger entries after `after_seq`, oldest first, at most `limit`.
-    fn ledger(
-        &self,
-        group_id: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<LedgerEntry>, GroupError>;
-    /// Checks the seed's rules and reserves the quota: a new [`OrderStatus::Reserved`] order.
-    fn reserve(&self, req: &ReserveRequest) -> Result<RechargeOrder, GroupError>;
-    /// `Reserved → Pending` (结果待确认): CREDIT was sent and its outcome is unknown.
-    fn mark_pending(
-        &self,
-        order_id: &str,
-        operator: &str,
-        reason: &str,
-    ) -> Result<RechargeOrder, GroupError>;
-    /// `Reserved|Pending → Succeeded` with the card's balances (`after = before + amount`).
-    fn settle(
-        &self,
-        order_id: &str,
-        operator: &str,
-        balance_before_fen: i64,
-        balance_after_fen: i64,
-    ) -> Result<RechargeOrder, GroupError>;
-    /// `Reserved|Pending → Failed`: refund pending. Only when nothing was sent to the card or
-    /// the card proved the load did not land.
-    fn fail(
-        &self,
-        order_id: &str,
-        operator: &str,
-        reason: &str,
-    ) -> Result<RechargeOrder, GroupError>;
-    /// `Failed → Refunded`, returning the quota (the auditor checked the load did not land).
-    fn refund(
-        &self,
-        order_id: &str,
-        auditor: &str,
-        reason: &str,
-    ) -> Result<RechargeOrder, GroupError>;
-    /// `Failed → Succeeded` (the auditor checked the load landed), with the balances if known.
-    fn resolve_succeeded(
-        &self,
-        order_id: &str,
-        auditor: &str,
-        reason: &str,
-        balances_fen: Option<(i64, i64)>,
-    ) -> Result<RechargeOrder, GroupError>;
-    /// An order.
-    fn order(&self, order_id: &str) -> Result<Option<RechargeOrder>, GroupError>;
-    /// A group's orders placed in the period, newest first.
-    fn orders(&self, group_id: &str, period: &Period) -> Result<Vec<RechargeOrder>, GroupError>;
-    /// Every order in `status` (all groups), oldest first.
-    fn orders_in(&self, status: OrderStatus) -> Result<Vec<RechargeOrder>, GroupError>;
-    /// A new top-up, [`TopUpStatus::Pending`], before the bank is asked.
-    fn create_topup(
-        &self,
-        group_id: &str,
-        operator: &str,
-        amount_fen: i64,
-        remark: &str,
-    ) -> Result<TopUp, GroupError>;
-    /// Records the bank's answer for a pending or unknown top-up.
-    fn record_payment(&self, topup_id: &str, outcome: &PaymentOutcome)
-        -> Result<TopUp, GroupError>;
-    /// `Paid → Approved` (the quota grows) or `Paid → Rejected`.
-    fn audit_topup(
-        &self,
-        topup_id: &str,
-        auditor: &str,
-        approve: bool,
-        reason: &str,
-    ) -> Result<TopUp, GroupError>;
-    /// A top-up.
-    fn topup(&self, topup_id: &str) -> Result<Option<TopUp>, GroupError>;
-    /// A group's top-ups made in the period, newest first.
-    fn topups(&self, group_id: &str, period: &Period) -> Result<Vec<TopUp>, GroupError>;
-    /// Every top-up in `status` (all groups), oldest first.
-    fn topups_in(&self, status: TopUpStatus) -> Result<Vec<TopUp>, GroupError>;
-    /// A new batch of cards to recharge.
-    fn create_batch(
-        &self,
-        group_id: &str,
-        operator: &str,
-        items: &[BatchItemInput],
-    ) -> Result<Batch, GroupError>;
-    /// A batch.
-    fn batch(&self, batch_id: &str) -> Result<Option<Batch>, GroupError>;
+fn sled_error(e: sled::Error) -> GroupError {
+    HostError::from(e).into()
 }
 
 type Tx<T> = sled::transaction::ConflictableTransactionResult<T, GroupError>;
@@ -270,12 +53,12 @@ fn abort<T>(e: impl Into<GroupError>) -> Tx<T> {
 fn run<T>(tree: &sled::Tree, f: impl Fn(&TransactionalTree) -> Tx<T>) -> Result<T, GroupError> {
     tree.transaction(f).map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => GroupError::from(e),
+        TransactionError::Storage(e) => sled_error(e),
     })
 }
 
 fn corrupt(key: &[u8], reason: &str) -> GroupError {
-    GroupError::Host(HostError::Corrupt {
+    GroupError::from(HostError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: reason.to_owned(),
     })
@@ -440,53 +223,6 @@ fn tx_put_topup(tx: &TransactionalTree, topup: &TopUp, old: Option<TopUpStatus>)
     tx_put(tx, &format!("top/{}", topup.topup_id), topup)
 }
 
-/// Checks the seed's recharge rules: a multiple of 10 yuan, at least 10 yuan, the card at most
-/// 1000 yuan afterwards, within the available quota.
-pub fn check_recharge(
-    amount_fen: i64,
-    card_balance_fen: i64,
-    available_fen: i64,
-) -> Result<(), GroupError> {
-    if amount_fen < RECHARGE_MIN_FEN {
-        return Err(GroupError::AmountTooSmall { amount_fen });
-    }
-    if amount_fen % RECHARGE_STEP_FEN != 0 {
-        return Err(GroupError::AmountNotStep { amount_fen });
-    }
-    if card_balance_fen < 0
-        || card_balance_fen.saturating_add(amount_fen) > CARD_BALANCE_AFTER_FEN_MAX
-    {
-        return Err(GroupError::CardBalanceOver {
-            balance_fen: card_balance_fen,
-            amount_fen,
-        });
-    }
-    if amount_fen > available_fen {
-        return Err(GroupError::QuotaInsufficient {
-            available_fen,
-            amount_fen,
-        });
-    }
-    Ok(())
-}
-
-/// Checks a transfer amount: a positive whole number of yuan, at most [`TOPUP_FEN_MAX`].
-pub fn check_topup_amount(amount_fen: i64) -> Result<(), GroupError> {
-    if amount_fen <= 0 {
-        return Err(GroupError::TopUpAmount("转账金额必须大于0".into()));
-    }
-    if amount_fen % 100 != 0 {
-        return Err(GroupError::TopUpAmount("转账金额不能带小数点".into()));
-    }
-    if amount_fen > TOPUP_FEN_MAX {
-        return Err(GroupError::TopUpAmount(format!(
-            "单笔转账不能超过 {} 元",
-            yuan(TOPUP_FEN_MAX)
-        )));
-    }
-    Ok(())
-}
-
 /// The group host on the daemon's sled [`Store`].
 pub struct EmbeddedGroupHost {
     store: Store,
@@ -555,7 +291,8 @@ impl EmbeddedGroupHost {
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GroupError> {
         Ok(self
             .tree
-            .get(key)?
+            .get(key)
+            .map_err(sled_error)?
             .map(|v| decode(key.as_bytes(), &v))
             .transpose()?)
     }
@@ -565,12 +302,12 @@ impl EmbeddedGroupHost {
     pub fn verify(&self) -> Result<GroupVerifyReport, GroupError> {
         let mut report = GroupVerifyReport::default();
         for item in self.tree.scan_prefix(b"grp/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_error)?;
             let group: Group = decode(&key, &value)?;
             let mut sum = 0i64;
             let mut seq = 0u64;
             for entry in self.tree.scan_prefix(format!("led/{}/", group.group_id)) {
-                let (k, v) = entry?;
+                let (k, v) = entry.map_err(sled_error)?;
                 let entry: LedgerEntry = decode(&k, &v)?;
                 seq += 1;
                 sum = sum.saturating_add(entry.amount_fen);
@@ -588,19 +325,19 @@ impl EmbeddedGroupHost {
             report.groups += 1;
         }
         for item in self.tree.scan_prefix(b"ord/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_error)?;
             let order: RechargeOrder = decode(&key, &value)?;
             let st = status_key('o', order.status.code(), &order.order_id);
-            if !self.tree.contains_key(st)? {
+            if !self.tree.contains_key(st).map_err(sled_error)? {
                 return Err(corrupt(&key, "missing from the status index"));
             }
             report.orders += 1;
         }
         for item in self.tree.scan_prefix(b"top/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_error)?;
             let topup: TopUp = decode(&key, &value)?;
             let st = status_key('t', topup.status.code(), &topup.topup_id);
-            if !self.tree.contains_key(st)? {
+            if !self.tree.contains_key(st).map_err(sled_error)? {
                 return Err(corrupt(&key, "missing from the status index"));
             }
             report.topups += 1;
@@ -688,7 +425,7 @@ impl EmbeddedGroupHost {
         high.push(0xFF);
         let mut out = Vec::new();
         for item in self.tree.range(low..=high).rev() {
-            let (key, _) = item?;
+            let (key, _) = item.map_err(sled_error)?;
             if out.len() == QUERY_ROWS_MAX {
                 return Err(GroupError::TooManyRows);
             }
@@ -713,7 +450,7 @@ impl EmbeddedGroupHost {
         let prefix = format!("st/{kind}/{status}/");
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
-            let (key, _) = item?;
+            let (key, _) = item.map_err(sled_error)?;
             if out.len() == QUERY_ROWS_MAX {
                 return Err(GroupError::TooManyRows);
             }
@@ -800,7 +537,7 @@ fn datetime_demo() -> OffsetDateTime {
 /// Ids are looked up as given, bounded.
 fn bounded_id(id: &str) -> Result<&str, GroupError> {
     if id.is_empty() || id.len() > 32 || id.chars().any(|c| c.is_control() || c == '/') {
-        return Err(GroupError::Host(HostError::InvalidField {
+        return Err(GroupError::from(HostError::InvalidField {
             field: "编号",
             reason: "应为 1 到 32 个字符".into(),
         }));
@@ -846,7 +583,7 @@ impl GroupHost for EmbeddedGroupHost {
     fn groups(&self) -> Result<Vec<Group>, GroupError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"grp/").take(GROUPS_MAX) {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_error)?;
             out.push(decode(&key, &value)?);
         }
         Ok(out)
@@ -855,7 +592,7 @@ impl GroupHost for EmbeddedGroupHost {
     fn upsert_group(&self, input: &GroupInput) -> Result<Group, GroupError> {
         let id = group_id(&input.group_id)?;
         if id.contains('/') {
-            return Err(GroupError::Host(HostError::InvalidField {
+            return Err(GroupError::from(HostError::InvalidField {
                 field: "集团编号",
                 reason: "不能含有“/”".into(),
             }));
@@ -904,7 +641,7 @@ impl GroupHost for EmbeddedGroupHost {
         let end = ledger_key(&id, u64::MAX);
         let mut out = Vec::new();
         for item in self.tree.range(start..=end).take(limit.min(QUERY_ROWS_MAX)) {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_error)?;
             out.push(decode(&key, &value)?);
         }
         Ok(out)
@@ -1110,7 +847,7 @@ impl GroupHost for EmbeddedGroupHost {
         check_topup_amount(amount_fen)?;
         let remark = remark.trim();
         if remark.chars().count() > REMARK_CHARS_MAX || remark.chars().any(char::is_control) {
-            return Err(GroupError::Host(HostError::InvalidField {
+            return Err(GroupError::from(HostError::InvalidField {
                 field: "备注",
                 reason: format!("最多 {REMARK_CHARS_MAX} 个字符，且不能含有控制字符"),
             }));

@@ -15,11 +15,10 @@
 //!   input checks; [`error`]: refusals in zh-CN; [`clock`]: the time source; [`demo`]: the
 //!   demo vehicles and records matching the simulator's demo cards.
 //!
-//! * group recharge (集团充值, city one-cards paid from a group's quota): [`GroupHost`] and
-//!   [`EmbeddedGroupHost`] ([`group`]) keep groups, the append-only quota ledger, recharge
-//!   orders, quota top-ups and batches; [`group_model`] holds the records and the seed's rules;
-//!   [`payment`] is the payment gateway with the embedded sandbox bank; [`group_export`] the
-//!   query rows, statistics and CSV/XLSX export.
+//! * group recharge (集团充值, city one-cards paid from a group's quota, `cardd-group`):
+//!   [`EmbeddedGroupHost`] ([`group`]) implements `cardd_group::GroupHost` on sled (groups,
+//!   the append-only quota ledger, recharge orders, quota top-ups, batches, the demo groups);
+//!   [`SandboxBank`] ([`sandbox_bank`]) is the embedded `cardd_group::PaymentGateway`.
 //!
 //! This crate moves no money and talks to no card: the daemon starts a load with
 //! [`IssuerHost::begin_load`], runs the journaled load, and records its outcome with
@@ -31,23 +30,19 @@ pub mod demo;
 pub mod embedded;
 pub mod error;
 pub mod group;
-pub mod group_export;
-pub mod group_model;
 pub mod model;
-pub mod payment;
+pub mod sandbox_bank;
 pub mod validate;
 
 pub use cardd_journal::clock::{self, Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedHost, VerifyReport, HOST_TREE};
 pub use error::HostError;
-pub use group::{EmbeddedGroupHost, GroupError, GroupHost, GROUP_TREE};
+pub use group::{EmbeddedGroupHost, GROUP_TREE};
 pub use model::{
     Page, PlateColour, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus,
     SeedReport, Vehicle, VehicleInput, PAGE_SIZE_MAX, RECHARGE_FEN_MAX,
 };
-pub use payment::{
-    PaymentError, PaymentGateway, PaymentReceipt, PaymentRequest, SandboxBank, SandboxMode,
-};
+pub use sandbox_bank::SandboxBank;
 
 /// The issuer host as the daemon sees it. Every method validates its input first (plates are
 /// normalised, colours must be standard, amounts are integer fen within limits) and every

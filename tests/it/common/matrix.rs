@@ -122,12 +122,12 @@ pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize
     let svc = d.daemon().group.as_ref().expect("group services");
     let open = svc
         .host
-        .orders_in(cardd_store::group_model::OrderStatus::Reserved)
+        .orders_in(cardd_group::model::OrderStatus::Reserved)
         .unwrap();
     assert!(open.is_empty(), "{what}: orders left reserved: {open:?}");
     let pending = svc
         .host
-        .orders_in(cardd_store::group_model::OrderStatus::Pending)
+        .orders_in(cardd_group::model::OrderStatus::Pending)
         .unwrap();
     assert!(
         pending.is_empty(),
@@ -166,8 +166,8 @@ pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize
     }
     let journal = d.daemon().journal.as_ref().unwrap();
     let group = svc.host.group("G001").unwrap().unwrap();
-    let period = cardd_store::group_model::Period::preset(
-        cardd_store::group_model::Preset::Last7Days,
+    let period = cardd_group::model::Period::preset(
+        cardd_group::model::Preset::Last7Days,
         time::OffsetDateTime::now_utc(),
     );
     let mut succeeded = 0i64;
@@ -175,7 +175,7 @@ pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize
         let txn = journal.get(&order.txn_id).unwrap();
         let landed = matches!(txn.map(|t| t.state), Some(TxnState::Committed { .. }));
         match order.status {
-            cardd_store::group_model::OrderStatus::Succeeded => {
+            cardd_group::model::OrderStatus::Succeeded => {
                 assert!(
                     landed,
                     "{what}: order {} succeeded without a committed load",
@@ -183,7 +183,7 @@ pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize
                 );
                 succeeded += order.amount_fen;
             }
-            cardd_store::group_model::OrderStatus::Refunded => {
+            cardd_group::model::OrderStatus::Refunded => {
                 assert!(
                     !landed,
                     "{what}: order {} refunded although its load landed",

@@ -12,10 +12,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
+pub use cardd_api::group::GroupInput;
 use cardd_api::money::Fen;
-pub use cardd_api::vocab::{GroupRules, OrderStatus, Preset, TopUpStatus};
+pub use cardd_api::vocab::{GroupRules, LedgerKind, OrderStatus, Preset, TopUpStatus, Verdict};
 
-use crate::model::CHINA_OFFSET;
+use cardd_journal::CHINA_OFFSET;
 
 /// A recharge must be a whole multiple of this, in fen: 10 yuan (充值金额为10的整数倍).
 pub const RECHARGE_STEP_FEN: i64 = 1_000;
@@ -99,41 +100,6 @@ pub struct Group {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
     pub updated_at: OffsetDateTime,
-}
-
-/// A group as an administrator enters it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GroupInput {
-    /// 集团编号.
-    pub group_id: String,
-    /// 集团名称.
-    pub name: String,
-    /// 终端编号.
-    pub terminal_no: String,
-}
-
-/// What moved a group's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LedgerKind {
-    /// 额度充值: an approved transfer (+).
-    TopUp,
-    /// 充值扣减: quota reserved for a card recharge (−).
-    Reserve,
-    /// 退款: the quota of a failed recharge, returned after the auditor approved (+).
-    Refund,
-}
-
-impl LedgerKind {
-    /// zh-CN name.
-    pub fn label(self) -> &'static str {
-        match self {
-            LedgerKind::TopUp => "额度充值",
-            LedgerKind::Reserve => "充值扣减",
-            LedgerKind::Refund => "退款",
-        }
-    }
 }
 
 /// One movement of a group's quota. Entries are only ever appended.

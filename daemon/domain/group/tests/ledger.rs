@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use cardd_group::model::*;
+use cardd_group::{GroupError, GroupHost};
 use cardd_journal::Store;
-use cardd_store::group_model::*;
-use cardd_store::{EmbeddedGroupHost, GroupError, GroupHost, ManualClock};
+use cardd_store::{EmbeddedGroupHost, ManualClock};
 use time::macros::{date, datetime};
 
 const CARD: &str = "61010000000000000001";

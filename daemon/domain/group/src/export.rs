@@ -20,13 +20,10 @@
 //! - **Other text** (remarks an operator typed): a cell that starts with `=`, `+`, `-` or `@`
 //!   gets a leading apostrophe in the CSV, so that it is never run as a formula.
 
-use schemars::JsonSchema;
-use serde::Serialize;
+pub use cardd_api::group::{LedgerRow, OrderRow, OrderStats, TopUpRow, TopUpStats};
 
-use crate::group_model::{
-    yuan, LedgerEntry, LedgerKind, OrderStatus, RechargeOrder, TopUp, TopUpStatus,
-};
-use crate::model::CHINA_OFFSET;
+use crate::model::{yuan, LedgerEntry, OrderStatus, RechargeOrder, TopUp, TopUpStatus};
+use cardd_journal::CHINA_OFFSET;
 
 /// zh-CN headers of a recharge (充值查询) row, in column order.
 pub const ORDER_HEADERS: [&str; 11] = [
@@ -115,37 +112,6 @@ fn opt_yuan(fen: Option<i64>) -> String {
     fen.map(yuan).unwrap_or_default()
 }
 
-/// One row of the recharge query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct OrderRow {
-    /// 订单编号.
-    pub order_id: String,
-    /// 卡号.
-    pub card_number: String,
-    /// 充值前余额, yuan (empty until known).
-    pub balance_before: String,
-    /// 充值金额, yuan.
-    pub amount: String,
-    /// 现余额, yuan (empty until known).
-    pub balance_after: String,
-    /// 充值前集团额度, yuan.
-    pub quota_before: String,
-    /// 充值后集团额度, yuan.
-    pub quota_after: String,
-    /// `reserved`, `succeeded`, `failed`, `refunded`.
-    pub status: OrderStatus,
-    /// 状态, zh-CN.
-    pub status_label: String,
-    /// 操作员 (user name).
-    pub operator: String,
-    /// 操作员 as people read it (display name; the user name until [`NamedRow::name_people`]).
-    pub operator_name: String,
-    /// 充值时间, RFC 3339 +08:00.
-    pub created_at: String,
-    /// 备注: why it failed, if it did.
-    pub remark: String,
-}
-
 /// A row that names people: their user names are kept, and the names people read (操作员,
 /// 审核员 as display names) are filled in by the layer that knows the operators.
 pub trait NamedRow {
@@ -187,9 +153,15 @@ impl From<&RechargeOrder> for OrderRow {
     }
 }
 
-impl OrderRow {
+/// A query row as exported: its cells, under its page's headers.
+pub trait ExportRow {
+    /// The cells, in the order of the headers.
+    fn cells(&self) -> Vec<Cell>;
+}
+
+impl ExportRow for OrderRow {
     /// The cells under [`ORDER_HEADERS`].
-    pub fn cells(&self) -> Vec<Cell> {
+    fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Digits(self.order_id.clone()),
             Cell::Digits(self.card_number.clone()),
@@ -204,33 +176,6 @@ impl OrderRow {
             Cell::Text(self.remark.clone()),
         ]
     }
-}
-
-/// One row of the top-up query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct TopUpRow {
-    /// 订单编号.
-    pub topup_id: String,
-    /// 转账金额, yuan.
-    pub amount: String,
-    /// 银行返回流水号 (empty until paid).
-    pub bank_serial: String,
-    /// 备注.
-    pub remark: String,
-    /// `pending`, `unknown`, `failed`, `paid`, `approved`, `rejected`.
-    pub status: TopUpStatus,
-    /// 状态, zh-CN.
-    pub status_label: String,
-    /// 操作员 (user name).
-    pub operator: String,
-    /// 操作员 as people read it (display name).
-    pub operator_name: String,
-    /// 审核员 (user name; empty until audited).
-    pub auditor: String,
-    /// 审核员 as people read it (display name; empty until audited).
-    pub auditor_name: String,
-    /// 转账时间, RFC 3339 +08:00.
-    pub created_at: String,
 }
 
 impl From<&TopUp> for TopUpRow {
@@ -251,9 +196,9 @@ impl From<&TopUp> for TopUpRow {
     }
 }
 
-impl TopUpRow {
+impl ExportRow for TopUpRow {
     /// The cells under [`TOPUP_HEADERS`].
-    pub fn cells(&self) -> Vec<Cell> {
+    fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Digits(self.topup_id.clone()),
             Cell::yuan(&self.amount),
@@ -265,29 +210,6 @@ impl TopUpRow {
             Cell::Time(china_time(&self.created_at)),
         ]
     }
-}
-
-/// One entry of the quota ledger, with its amounts in exact decimal yuan (and fen).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct LedgerRow {
-    /// 1, 2, 3, … per group.
-    pub seq: u64,
-    /// When, RFC 3339 +08:00.
-    pub at: String,
-    /// `top_up`, `reserve`, `refund`.
-    pub kind: LedgerKind,
-    /// 额度充值, 充值扣减, 退款.
-    pub kind_label: String,
-    /// The change, yuan (`"-20.00"` for a reservation).
-    pub amount: String,
-    /// The same in fen.
-    pub amount_fen: i64,
-    /// The available quota after it, yuan.
-    pub balance_after: String,
-    /// The order or top-up it belongs to.
-    pub reference: String,
-    /// Who caused it.
-    pub operator: String,
 }
 
 impl From<&LedgerEntry> for LedgerRow {
@@ -306,91 +228,48 @@ impl From<&LedgerEntry> for LedgerRow {
     }
 }
 
-/// 充值查询's statistics: 充值成功笔数和金额, 充值失败笔数和金额 (failed, refunded or not), and
-/// those still in progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct OrderStats {
-    /// 成功笔数.
-    pub success_count: u64,
-    /// 成功金额, yuan.
-    pub success_amount: String,
-    /// 失败笔数 (待退款 and 已退款).
-    pub failure_count: u64,
-    /// 失败金额, yuan.
-    pub failure_amount: String,
-    /// Of the failures, 已退款 count.
-    pub refunded_count: u64,
-    /// Of the failures, 已退款 amount, yuan.
-    pub refunded_amount: String,
-    /// 充值中 count.
-    pub in_progress_count: u64,
-    /// 充值中 amount, yuan.
-    pub in_progress_amount: String,
-    /// 结果待确认 count: the card may hold the money; counted apart from successes and failures.
-    pub pending_count: u64,
-    /// 结果待确认 amount, yuan.
-    pub pending_amount: String,
-}
-
-impl OrderStats {
-    /// The statistics of these orders.
-    pub fn of(orders: &[RechargeOrder]) -> OrderStats {
-        let sum = |f: &dyn Fn(OrderStatus) -> bool| -> (u64, i64) {
-            orders
-                .iter()
-                .filter(|o| f(o.status))
-                .fold((0, 0), |(n, a), o| (n + 1, a + o.amount_fen))
-        };
-        let ok = sum(&|s| s == OrderStatus::Succeeded);
-        let failed = sum(&|s| matches!(s, OrderStatus::Failed | OrderStatus::Refunded));
-        let refunded = sum(&|s| s == OrderStatus::Refunded);
-        let open = sum(&|s| s == OrderStatus::Reserved);
-        let pending = sum(&|s| s == OrderStatus::Pending);
-        OrderStats {
-            success_count: ok.0,
-            success_amount: yuan(ok.1),
-            failure_count: failed.0,
-            failure_amount: yuan(failed.1),
-            refunded_count: refunded.0,
-            refunded_amount: yuan(refunded.1),
-            in_progress_count: open.0,
-            in_progress_amount: yuan(open.1),
-            pending_count: pending.0,
-            pending_amount: yuan(pending.1),
-        }
+/// The statistics of these orders.
+pub fn order_stats(orders: &[RechargeOrder]) -> OrderStats {
+    let sum = |f: &dyn Fn(OrderStatus) -> bool| -> (u64, i64) {
+        orders
+            .iter()
+            .filter(|o| f(o.status))
+            .fold((0, 0), |(n, a), o| (n + 1, a + o.amount_fen))
+    };
+    let ok = sum(&|s| s == OrderStatus::Succeeded);
+    let failed = sum(&|s| matches!(s, OrderStatus::Failed | OrderStatus::Refunded));
+    let refunded = sum(&|s| s == OrderStatus::Refunded);
+    let open = sum(&|s| s == OrderStatus::Reserved);
+    let pending = sum(&|s| s == OrderStatus::Pending);
+    OrderStats {
+        success_count: ok.0,
+        success_amount: yuan(ok.1),
+        failure_count: failed.0,
+        failure_amount: yuan(failed.1),
+        refunded_count: refunded.0,
+        refunded_amount: yuan(refunded.1),
+        in_progress_count: open.0,
+        in_progress_amount: yuan(open.1),
+        pending_count: pending.0,
+        pending_amount: yuan(pending.1),
     }
 }
 
-/// 额度充值查询's statistics: 转账成功笔数和金额, 审核笔数和金额 (approved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct TopUpStats {
-    /// 转账成功笔数 (the bank paid, whatever the audit).
-    pub transfer_success_count: u64,
-    /// 转账成功金额, yuan.
-    pub transfer_success_amount: String,
-    /// 审核笔数 (approved: the quota grew).
-    pub audited_count: u64,
-    /// 审核金额, yuan.
-    pub audited_amount: String,
-}
-
-impl TopUpStats {
-    /// The statistics of these top-ups.
-    pub fn of(topups: &[TopUp]) -> TopUpStats {
-        let sum = |f: &dyn Fn(TopUpStatus) -> bool| -> (u64, i64) {
-            topups
-                .iter()
-                .filter(|t| f(t.status))
-                .fold((0, 0), |(n, a), t| (n + 1, a + t.amount_fen))
-        };
-        let paid = sum(&|s| s.transferred());
-        let audited = sum(&|s| s == TopUpStatus::Approved);
-        TopUpStats {
-            transfer_success_count: paid.0,
-            transfer_success_amount: yuan(paid.1),
-            audited_count: audited.0,
-            audited_amount: yuan(audited.1),
-        }
+/// The statistics of these top-ups.
+pub fn topup_stats(topups: &[TopUp]) -> TopUpStats {
+    let sum = |f: &dyn Fn(TopUpStatus) -> bool| -> (u64, i64) {
+        topups
+            .iter()
+            .filter(|t| f(t.status))
+            .fold((0, 0), |(n, a), t| (n + 1, a + t.amount_fen))
+    };
+    let paid = sum(&|s| s.transferred());
+    let audited = sum(&|s| s == TopUpStatus::Approved);
+    TopUpStats {
+        transfer_success_count: paid.0,
+        transfer_success_amount: yuan(paid.1),
+        audited_count: audited.0,
+        audited_amount: yuan(audited.1),
     }
 }
 
