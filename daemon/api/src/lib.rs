@@ -11,6 +11,7 @@
 pub mod codes;
 pub mod method;
 pub mod money;
+pub mod obu;
 pub mod roles;
 pub mod types;
 pub mod vocab;

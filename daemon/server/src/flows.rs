@@ -764,7 +764,7 @@ fn execute(
             }
         }
     });
-    let obu = crate::obu::ObuModule::new(
+    let obu = crate::obu_module::ObuModule::new(
         weak.clone(),
         card.holder.clone(),
         card.reader_id.clone(),
