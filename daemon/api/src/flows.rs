@@ -50,6 +50,26 @@ pub struct RunEvent {
     pub data: serde_json::Value,
 }
 
+impl RunEvent {
+    /// The counted progress of a `progress` event whose flow counts its work (a batch):
+    /// `{done, total}`; `None` for any other event, whatever its message says.
+    pub fn progress(&self) -> Option<Progress> {
+        if self.kind != "progress" {
+            return None;
+        }
+        Progress::deserialize(&self.data).ok()
+    }
+}
+
+/// The `data` of a `progress` event when the flow counts its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// Items done so far.
+    pub done: u64,
+    /// Items in all.
+    pub total: u64,
+}
+
 /// Why a run failed, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RunFailure {
@@ -196,3 +216,30 @@ crate::subscription!(
     /// A run's events as they happen, until it finishes (WebSocket only).
     Subscribe, "flows.subscribe", "flows.event", "flows.unsubscribe", RunParams => RunEvent
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, data: serde_json::Value) -> RunEvent {
+        RunEvent {
+            seq: 1,
+            at: String::new(),
+            kind: kind.into(),
+            message: "3/10".into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn progress_is_read_from_the_structured_data_only() {
+        let counted = event("progress", serde_json::json!({ "done": 1, "total": 3 }));
+        assert_eq!(counted.progress(), Some(Progress { done: 1, total: 3 }));
+        // A message alone, whatever its words, is no count.
+        assert_eq!(event("progress", serde_json::json!({})).progress(), None);
+        let text = event("progress", serde_json::json!({ "done": "1", "total": 3 }));
+        assert_eq!(text.progress(), None);
+        let log = event("log", serde_json::json!({ "done": 1, "total": 3 }));
+        assert_eq!(log.progress(), None);
+    }
+}
