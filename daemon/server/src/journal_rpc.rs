@@ -38,6 +38,10 @@ pub use cardd_api::journal::{
     ClearWatchParams, ConfirmLostCardParams, LostCardRow, OpenLoad, ProposeLostCardParams,
     ResolveParams, Resolved,
 };
+audit_as_json!(ResolveParams, txn_id);
+audit_as_json!(ProposeLostCardParams, txn_id);
+audit_as_json!(ConfirmLostCardParams, txn_id);
+audit_as_json!(ClearWatchParams, txn_id);
 
 /// A lost-card row with the operators named by their display names.
 trait Named {
@@ -58,92 +62,76 @@ impl Named for LostCardRow {
 
 /// A lost-card verdict as clients see it.
 fn lost_card_row(v: &LostCardVerdict) -> LostCardRow {
-    {
-        let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
-            _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
-            None => ("watching", "已核定，监控中", None, None, None),
-            Some(WatchCheck::Confirmed { .. }) => {
-                ("card_confirmed", "卡片已证实", None, None, None)
-            }
-            Some(WatchCheck::Undecided { .. }) => {
-                ("card_undecided", "卡片无法证明，结论维持", None, None, None)
-            }
-            Some(WatchCheck::Contradicted {
-                card_shows,
-                cleared_by: None,
-                ..
-            }) => (
-                "card_contradicted",
-                "卡片与结论不符",
-                Some(card_shows.clone()),
-                None,
-                None,
-            ),
-            Some(WatchCheck::Contradicted {
-                card_shows,
-                cleared_by,
-                cleared_reason,
-                ..
-            }) => (
-                "cleared",
-                "已处理",
-                Some(card_shows.clone()),
-                cleared_by.clone(),
-                cleared_reason.clone(),
-            ),
-        };
-        LostCardRow {
-            txn_id: v.txn_id.clone(),
-            card_number: v.card_number.clone(),
-            landed: v.landed,
-            reason: v.reason.clone(),
-            proposed_by: v.proposed_by.clone(),
-            proposed_by_name: v.proposed_by.clone(),
-            proposed_at: v.proposed_at.clone(),
-            confirmed_by: v.confirmed_by.clone(),
-            confirmed_by_name: v.confirmed_by.clone(),
-            confirmed_at: v.confirmed_at.clone(),
-            status: status.into(),
-            status_label: label.into(),
+    let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
+        _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
+        None => ("watching", "已核定，监控中", None, None, None),
+        Some(WatchCheck::Confirmed { .. }) => ("card_confirmed", "卡片已证实", None, None, None),
+        Some(WatchCheck::Undecided { .. }) => {
+            ("card_undecided", "卡片无法证明，结论维持", None, None, None)
+        }
+        Some(WatchCheck::Contradicted {
+            card_shows,
+            cleared_by: None,
+            ..
+        }) => (
+            "card_contradicted",
+            "卡片与结论不符",
+            Some(card_shows.clone()),
+            None,
+            None,
+        ),
+        Some(WatchCheck::Contradicted {
             card_shows,
             cleared_by,
             cleared_reason,
-        }
+            ..
+        }) => (
+            "cleared",
+            "已处理",
+            Some(card_shows.clone()),
+            cleared_by.clone(),
+            cleared_reason.clone(),
+        ),
+    };
+    LostCardRow {
+        txn_id: v.txn_id.clone(),
+        card_number: v.card_number.clone(),
+        landed: v.landed,
+        reason: v.reason.clone(),
+        proposed_by: v.proposed_by.clone(),
+        proposed_by_name: v.proposed_by.clone(),
+        proposed_at: v.proposed_at.clone(),
+        confirmed_by: v.confirmed_by.clone(),
+        confirmed_by_name: v.confirmed_by.clone(),
+        confirmed_at: v.confirmed_at.clone(),
+        status: status.into(),
+        status_label: label.into(),
+        card_shows,
+        cleared_by,
+        cleared_reason,
     }
 }
 
 /// An undecided load as clients see it.
 fn open_load(t: &LoadTxn) -> OpenLoad {
-    {
-        let (state, reason) = match &t.state {
-            TxnState::NeedsReconciliation { reason } => {
-                ("needs_reconciliation", Some(reason.clone()))
-            }
-            _ => ("intent", None),
-        };
-        OpenLoad {
-            txn_id: t.txn_id.clone(),
-            card_number: t.card_number.clone(),
-            reader_id: t.reader_id.clone(),
-            state: state.into(),
-            reason,
-            amount: Fen(i64::from(t.amount_fen())).to_yuan_string(),
-            balance_before: Fen(i64::from(t.session.init.old_balance)).to_yuan_string(),
-            online_atc_before: t.session.init.online_atc,
-            created_at: t.created_at.clone(),
-            lost_card_allowed_from: String::new(),
-            lost_card_proposal: None,
-        }
+    let (state, reason) = match &t.state {
+        TxnState::NeedsReconciliation { reason } => ("needs_reconciliation", Some(reason.clone())),
+        _ => ("intent", None),
+    };
+    OpenLoad {
+        txn_id: t.txn_id.clone(),
+        card_number: t.card_number.clone(),
+        reader_id: t.reader_id.clone(),
+        state: state.into(),
+        reason,
+        amount: Fen(i64::from(t.amount_fen())).to_yuan_string(),
+        balance_before: Fen(i64::from(t.session.init.old_balance)).to_yuan_string(),
+        online_atc_before: t.session.init.online_atc,
+        created_at: t.created_at.clone(),
+        lost_card_allowed_from: String::new(),
+        lost_card_proposal: None,
     }
 }
-
-audit_as_json!(ResolveParams, txn_id);
-
-audit_as_json!(ProposeLostCardParams, txn_id);
-
-audit_as_json!(ConfirmLostCardParams, txn_id);
-
-audit_as_json!(ClearWatchParams, txn_id);
 
 fn yes_no(landed: bool) -> &'static str {
     if landed {

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_api::obu::{IssuePlan, IssueReport};
+use cardd_api::obu::{IssuePlan, IssueReport, VehicleDetails as ObuDetails};
 use cardd_api::types::plate_colour_zh;
 use cardd_journal::SystemClock;
 use cardd_obu::{IssueError, IssueOrder, ObuService, VehicleAccount};
@@ -28,8 +28,8 @@ use crate::server::Daemon;
 const ARG_BYTES_MAX: usize = 256;
 
 /// The vehicle accounts' details as the OBU domain takes them (the same fields).
-fn obu_details(d: &VehicleDetails) -> cardd_api::obu::VehicleDetails {
-    cardd_api::obu::VehicleDetails {
+fn obu_details(d: &VehicleDetails) -> ObuDetails {
+    ObuDetails {
         user_type: d.user_type,
         length_mm: d.length_mm,
         width_mm: d.width_mm,
@@ -43,7 +43,7 @@ fn obu_details(d: &VehicleDetails) -> cardd_api::obu::VehicleDetails {
     }
 }
 
-fn store_details(d: &cardd_api::obu::VehicleDetails) -> VehicleDetails {
+fn store_details(d: &ObuDetails) -> VehicleDetails {
     VehicleDetails {
         user_type: d.user_type,
         length_mm: d.length_mm,
@@ -139,7 +139,7 @@ impl ObuModule {
         &self,
         plate: &str,
         colour: u16,
-        given: Option<VehicleDetails>,
+        given: Option<ObuDetails>,
     ) -> Result<(IssuePlan, IssueOrder), IssueError> {
         let daemon = self.daemon.upgrade().ok_or(IssueError::HostUnavailable)?;
         let host = daemon.host.clone().ok_or(IssueError::HostUnavailable)?;
@@ -150,16 +150,12 @@ impl ObuModule {
                 plate: plate.trim().to_owned(),
                 colour: plate_colour_zh(colour).to_owned(),
             })?;
-        let validate = |given: &cardd_api::obu::VehicleDetails| {
+        let validate = |given: &ObuDetails| {
             cardd_store::validate::vehicle_details(&store_details(given))
                 .map(|d| obu_details(&d))
                 .map_err(account_error)
         };
-        Self::service(&daemon).plan(
-            &vehicle_account(&vehicle),
-            given.as_ref().map(obu_details),
-            validate,
-        )
+        Self::service(&daemon).plan(&vehicle_account(&vehicle), given, validate)
     }
 
     /// `obu.issue{ plate, plate_colour, details }`.
@@ -167,7 +163,7 @@ impl ObuModule {
         &self,
         plate: &str,
         colour: u16,
-        given: Option<VehicleDetails>,
+        given: Option<ObuDetails>,
     ) -> mlua::Result<IssueReport> {
         let (plan, order) = self.plan(plate, colour, given).map_err(lua_error)?;
         let job_order = order.clone();
@@ -189,7 +185,7 @@ impl ObuModule {
 type Call = fn(&Lua, &ObuModule, Value) -> mlua::Result<Value>;
 
 /// The `{ plate, plate_colour, details }` argument of `obu.plan` and `obu.issue`.
-fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<VehicleDetails>)> {
+fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<ObuDetails>)> {
     let Value::Table(args) = args else {
         return Err(lua_error(
             "expected a table { plate = …, plate_colour = …, details = … }",
@@ -205,7 +201,7 @@ fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<Vehic
     let details = match args.raw_get::<Value>("details")? {
         Value::Nil => None,
         value => Some(
-            serde_json::from_value::<VehicleDetails>(json_arg(lua, "details", &value)?)
+            serde_json::from_value::<ObuDetails>(json_arg(lua, "details", &value)?)
                 .map_err(|e| lua_error(format!("details: {e}")))?,
         ),
     };
