@@ -12,6 +12,7 @@ mod common;
 mod webdriver;
 
 mod browser;
+mod contract;
 mod crash_matrix;
 mod daemon_api;
 mod daemon_crash;

@@ -68,7 +68,7 @@ fn demo_vehicle_file() -> Vec<u8> {
 
 /// Today in China as BCD, and ten years on.
 fn contract_dates() -> Vec<u8> {
-    let (y, m, d) = cardd::obu::china_today();
+    let (y, m, d) = cardd_obu::china_today();
     let mut out = cardd_crypto::bcd::date(y, m, d).to_vec();
     let expiry = if m == 2 && d == 29 {
         (y + 10, 2, 28)

@@ -1,11 +1,16 @@
 //! The JSON-RPC client: one POST per call to cardd's loopback endpoint, the session token kept
 //! in a file only the user can read, and cardd's errors turned into messages that say what to
 //! do next (the daemon's own `data.action`).
+//!
+//! Calls are typed on the wire contract: [`Client::call`] takes a `cardd_api` method type, sends
+//! its params and decodes its result, so cardctl and the daemon are compiled against the same
+//! definitions. [`Client::call_by_name`] is for `cardctl call`, whose method the user names.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use cardd_api::Method;
 use serde_json::{json, Value};
 
 /// How long one call may take, in seconds (flows.events long-polls for at most 25 s).
@@ -111,8 +116,19 @@ impl Client {
         &self.url
     }
 
-    /// Calls `method` with named `params`; a cardd error comes back as [`RpcError`].
-    pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+    /// Calls the method `M` with its params; a cardd error comes back as [`RpcError`], an
+    /// answer that is not `M`'s result as an error naming the method.
+    pub fn call<M: Method>(&mut self, params: &M::Params) -> Result<M::Result> {
+        let params = serde_json::to_value(params)
+            .with_context(|| format!("encoding the parameters of {}", M::NAME))?;
+        let result = self.call_by_name(M::NAME, params)?;
+        serde_json::from_value(result)
+            .with_context(|| format!("cardd's answer to {} is not what the API defines", M::NAME))
+    }
+
+    /// Calls the method named `method` with named `params`, untyped: for `cardctl call`, whose
+    /// method and params the user gives. A cardd error comes back as [`RpcError`].
+    pub fn call_by_name(&mut self, method: &str, params: Value) -> Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -153,5 +169,62 @@ impl Client {
             Some(result) => Ok(result.clone()),
             None => bail!("cardd answered without a result or an error: {reply}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cardd_api::{auth, card, flows, readers, system, NoParams};
+    use serde_json::json;
+
+    use super::Client;
+
+    /// Typed calls against a daemon on the embedded default: params encoded from, and results
+    /// decoded into, the API's own types.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn typed_calls_round_trip_against_a_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cardd::config::Config::demo(dir.path().join("data"));
+        let world = format!("cardctl-typed-{}", std::process::id());
+        config.readers[0].options = json!({ "world": world });
+        config.flows.dir = Some(cardd::flows::default_dir());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let running = cardd::server::start(config, listener).await.unwrap();
+        let url = format!("http://127.0.0.1:{}/", running.addr.port());
+        tokio::task::spawn_blocking(move || {
+            let mut c = Client::new(&url, None);
+            let version = c.call::<system::VersionInfo>(&NoParams {}).unwrap();
+            assert_eq!(version.name, "cardd");
+            let refused = c.call::<readers::List>(&NoParams {}).unwrap_err();
+            let refused = refused.downcast_ref::<super::RpcError>().unwrap();
+            assert_eq!(refused.name, "Unauthenticated");
+
+            let login = c
+                .call::<auth::Login>(&auth::LoginParams {
+                    username: "teller".into(),
+                    password: "teller123".into(),
+                })
+                .unwrap();
+            assert_eq!(login.operator.username, "teller");
+            let mut c = Client::new(&url, Some(login.token));
+            let me = c.call::<auth::Whoami>(&NoParams {}).unwrap();
+            assert_eq!(me.operator.role, cardd_api::Role::Teller);
+            let list = c.call::<readers::List>(&NoParams {}).unwrap();
+            let etc = list.iter().find(|r| r.id == "sim:etc").unwrap();
+            assert!(etc.card_present);
+            let summary = c
+                .call::<card::Summary>(&readers::ReaderParams {
+                    reader_id: "sim:etc".into(),
+                })
+                .unwrap();
+            assert_eq!(summary.kind, Some(card::CardKind::Etc));
+            assert!(summary.balance_fen.is_some());
+            let flows = c.call::<flows::List>(&NoParams {}).unwrap();
+            assert!(!flows.is_empty());
+        })
+        .await
+        .unwrap();
+        running.stop().await;
     }
 }

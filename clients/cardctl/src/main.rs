@@ -6,6 +6,9 @@
 //! scripts). Flows run interactively: the questions a flow asks (卡内余额…是否圈存？) are asked on
 //! the terminal, or answered yes by `--yes`; the idempotency key is printed before the start is
 //! sent, so an interrupted run can be re-sent with `--key` and never loads twice.
+//!
+//! Calls are typed on `cardd_api` (see [`client`]); the few methods whose types are still being
+//! moved into it go through [`untyped`].
 
 mod client;
 
@@ -14,7 +17,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use cardd_api::flows::{self as api_flows, Answer, Prompt, RunRecord, RunState};
+use cardd_api::{auth, card, operators as api_operators, readers, NoParams, Role};
 use clap::{CommandFactory, Parser, Subcommand};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use client::{Client, RpcError};
@@ -321,36 +327,29 @@ fn run(cli: Cli) -> Result<()> {
             password_stdin,
         } => {
             let password = secret("密码: ", password_stdin)?;
-            let r = c.call(
-                "auth.login",
-                json!({ "username": user, "password": password }),
-            )?;
-            let token = r["token"]
-                .as_str()
-                .context("no token in the login answer")?;
-            let path = client::save_session(c.url(), token, &user)?;
-            out.show(&r, |r| {
+            let r = c.call::<auth::Login>(&auth::LoginParams {
+                username: user.clone(),
+                password,
+            })?;
+            let path = client::save_session(c.url(), &r.token, &user)?;
+            out.show(&value(&r)?, |_| {
                 format!(
                     "logged in as {} ({}); session kept in {}",
                     user,
-                    r["session"]["role_label"].as_str().unwrap_or(""),
+                    r.operator.role_label,
                     path.display()
                 )
             })
         }
         Command::Logout => {
-            let r = c.call("auth.logout", json!({}));
+            let r = c.call::<auth::Logout>(&NoParams {});
             client::forget_session();
             r.map(|_| println!("logged out"))
         }
         Command::Whoami => {
-            let r = c.call("auth.whoami", json!({}))?;
-            out.show(&r, |r| {
-                format!(
-                    "{} ({})",
-                    r["username"].as_str().unwrap_or(""),
-                    r["role"].as_str().unwrap_or("")
-                )
+            let r = c.call::<auth::Whoami>(&NoParams {})?;
+            out.show(&value(&r)?, |_| {
+                format!("{} ({})", r.operator.username, r.operator.role.as_str())
             })
         }
         Command::Passwd => {
@@ -358,19 +357,20 @@ fn run(cli: Cli) -> Result<()> {
             let old = secret("原密码: ", stdin)?;
             let new = secret("新密码: ", stdin)?;
             let confirm = secret("确认密码: ", stdin)?;
-            let r = c.call(
-                "auth.change_password",
-                json!({ "old_password": old, "new_password": new, "confirm_password": confirm }),
-            )?;
-            out.show(&r, |_| "密码已修改".into())
+            let r = c.call::<auth::ChangePassword>(&auth::ChangePasswordParams {
+                old_password: old,
+                new_password: new,
+                confirm_password: confirm,
+            })?;
+            out.show(&value(&r)?, |_| "密码已修改".into())
         }
         Command::Readers => {
-            let r = c.call("readers.list", json!({}))?;
-            out.table(&r, &["id", "name", "driver", "card_present"])
+            let r = c.call::<readers::List>(&NoParams {})?;
+            out.table(&value(&r)?, &["id", "name", "driver", "card_present"])
         }
         Command::Card { reader } => {
-            let r = c.call("card.summary", json!({ "reader_id": reader }))?;
-            out.fields(&r)
+            let r = c.call::<card::Summary>(&readers::ReaderParams { reader_id: reader })?;
+            out.fields(&value(&r)?)
         }
         Command::Flows(f) => flows(&mut c, &out, f),
         Command::Records(r) => records(&mut c, &out, r),
@@ -380,7 +380,8 @@ fn run(cli: Cli) -> Result<()> {
             amount,
             channel,
         } => {
-            let r = c.call(
+            let r = untyped(
+                &mut c,
                 "etc.recharge",
                 json!({ "plate": plate, "plate_colour": colour, "amount": amount, "channel": channel }),
             )?;
@@ -389,7 +390,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Operators(o) => operators(&mut c, &out, o),
         Command::Group(g) => group(&mut c, &out, g),
         Command::Groups(GroupsCommand::List) => {
-            let r = c.call("groups.list", json!({}))?;
+            let r = untyped(&mut c, "groups.list", json!({}))?;
             out.table(&r, &["group_id", "name", "terminal_no", "quota"])
         }
         Command::Groups(GroupsCommand::Upsert {
@@ -397,7 +398,8 @@ fn run(cli: Cli) -> Result<()> {
             name,
             terminal,
         }) => {
-            let r = c.call(
+            let r = untyped(
+                &mut c,
                 "groups.upsert",
                 json!({ "group_id": group_id, "name": name, "terminal_no": terminal }),
             )?;
@@ -411,7 +413,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let params: Value =
                 serde_json::from_str(&params).context("the parameters must be a JSON object")?;
-            let r = c.call(&method, params)?;
+            let r = c.call_by_name(&method, params)?;
             match file {
                 Some(path) => write_file(&path, &r),
                 None => out.print_json(&r),
@@ -424,8 +426,8 @@ fn run(cli: Cli) -> Result<()> {
 fn flows(c: &mut Client, out: &Output, f: FlowsCommand) -> Result<()> {
     match f {
         FlowsCommand::List => {
-            let r = c.call("flows.list", json!({}))?;
-            out.table(&r, &["name", "title", "version", "description"])
+            let r = c.call::<api_flows::List>(&NoParams {})?;
+            out.table(&value(&r)?, &["name", "title", "version", "description"])
         }
         FlowsCommand::Run {
             flow,
@@ -438,92 +440,89 @@ fn flows(c: &mut Client, out: &Output, f: FlowsCommand) -> Result<()> {
                 params.into_iter().map(|(k, v)| (k, typed(&v))).collect();
             let key = key.unwrap_or_else(new_key);
             eprintln!("idempotency key: {key} (re-send with --key {key} if interrupted)");
-            let start = json!({ "flow": flow, "params": params, "idempotency_key": key, "reader_id": reader });
-            let run = c.call("flows.start", start)?;
-            let run_id = run["run_id"].as_str().context("no run id")?.to_owned();
-            let done = follow(c, &run_id, yes)?;
-            out.show(&done, describe_run)?;
-            match (done["state"].as_str(), done["result"]["status"].as_str()) {
-                (Some("succeeded"), Some("unknown")) => bail!(
+            let start = api_flows::StartParams {
+                flow,
+                params: Value::Object(params),
+                idempotency_key: key,
+                reader_id: reader,
+            };
+            let run = c.call::<api_flows::Start>(&start)?;
+            let done = follow(c, &run.run_id, yes)?;
+            out.show(&value(&done)?, describe_run)?;
+            let status = done.result.as_ref().and_then(|r| r["status"].as_str());
+            match (done.state, status) {
+                (RunState::Succeeded, Some("unknown")) => bail!(
                     "the outcome is unknown (结果待确认): put the card back on a reader so cardd settles it from the card; do not recharge again"
                 ),
-                (Some("succeeded"), _) => Ok(()),
+                (RunState::Succeeded, _) => Ok(()),
                 _ => bail!("the run did not succeed"),
             }
         }
         FlowsCommand::Get { run_id } => {
-            let r = c.call("flows.get", json!({ "run_id": run_id }))?;
-            out.show(&r, describe_run)
+            let r = c.call::<api_flows::Get>(&api_flows::RunParams { run_id })?;
+            out.show(&value(&r)?, describe_run)
         }
         FlowsCommand::Cancel { run_id } => {
-            let r = c.call("flows.cancel", json!({ "run_id": run_id }))?;
-            out.show(&r, describe_run)
+            let r = c.call::<api_flows::Cancel>(&api_flows::RunParams { run_id })?;
+            out.show(&value(&r)?, describe_run)
         }
     }
 }
 
 /// Follows a run to its end, answering its questions; progress goes to standard error.
-fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<Value> {
+fn follow(c: &mut Client, run_id: &str, yes: bool) -> Result<RunRecord> {
     let spinner = indicatif::ProgressBar::new_spinner();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut since = 0u64;
     loop {
-        let polled = c.call(
-            "flows.events",
-            json!({ "run_id": run_id, "since": since, "wait_ms": POLL_WAIT_MS }),
-        )?;
-        since = polled["next_since"].as_u64().unwrap_or(since);
-        for event in polled["events"].as_array().into_iter().flatten() {
-            if event["kind"] == "progress" {
-                let message = event["message"].as_str().unwrap_or("");
-                // Work that counts (a batch) reports `{done, total}`: a progress bar.
-                if let Some((done, total)) = counts(&event["data"]) {
-                    let b = bar.get_or_insert_with(|| indicatif::ProgressBar::new(total));
-                    b.set_length(total);
-                    b.set_position(done);
-                } else {
-                    spinner.set_message(message.to_owned());
-                    spinner.tick();
-                }
+        let polled = c.call::<api_flows::Events>(&api_flows::RunEventsParams {
+            run_id: run_id.to_owned(),
+            since,
+            wait_ms: Some(POLL_WAIT_MS),
+        })?;
+        since = polled.next_since;
+        for event in polled.events.iter().filter(|e| e.kind == "progress") {
+            // Work that counts (a batch) reports `{done, total}`: a progress bar.
+            if let Some(progress) = event.progress() {
+                let b = bar.get_or_insert_with(|| indicatif::ProgressBar::new(progress.total));
+                b.set_length(progress.total);
+                b.set_position(progress.done);
+            } else {
+                spinner.set_message(event.message.clone());
+                spinner.tick();
             }
         }
-        match polled["state"].as_str() {
-            Some("waiting") => {
+        match (polled.state, &polled.prompt) {
+            (RunState::Waiting, Some(prompt)) => {
                 spinner.suspend(|| -> Result<()> {
-                    let prompt = &polled["prompt"];
                     let answer = ask(prompt, yes)?;
-                    c.call(
-                        "flows.answer",
-                        json!({ "run_id": run_id, "prompt_id": prompt["prompt_id"], "answer": answer }),
-                    )?;
+                    c.call::<api_flows::AnswerPrompt>(&api_flows::AnswerParams {
+                        run_id: run_id.to_owned(),
+                        prompt_id: prompt.prompt_id,
+                        answer,
+                    })?;
                     Ok(())
                 })?;
             }
-            Some("running") => {}
+            (RunState::Running | RunState::Waiting, _) => {}
             _ => {
                 spinner.finish_and_clear();
                 if let Some(b) = bar {
                     b.finish();
                 }
-                return c.call("flows.get", json!({ "run_id": run_id }));
+                return c.call::<api_flows::Get>(&api_flows::RunParams {
+                    run_id: run_id.to_owned(),
+                });
             }
         }
     }
 }
 
-/// The `{done, total}` of a progress event, when the flow counts its work.
-fn counts(data: &Value) -> Option<(u64, u64)> {
-    Some((data["done"].as_u64()?, data["total"].as_u64()?))
-}
-
 /// Asks a flow's question on the terminal.
-fn ask(prompt: &Value, yes: bool) -> Result<Value> {
-    let message = prompt["message"].as_str().unwrap_or("");
-    let choices: Vec<&str> = prompt["choices"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if prompt["kind"] == "choose" {
+fn ask(prompt: &Prompt, yes: bool) -> Result<Answer> {
+    let message = &prompt.message;
+    let choices = &prompt.choices;
+    if prompt.kind == "choose" {
         eprintln!("{message}");
         for (i, choice) in choices.iter().enumerate() {
             eprintln!("  {}. {choice}", i + 1);
@@ -531,25 +530,27 @@ fn ask(prompt: &Value, yes: bool) -> Result<Value> {
         if yes {
             let first = choices.first().context("the question has no choices")?;
             eprintln!("→ 1");
-            return Ok(json!(first));
+            return Ok(Answer::Choice(first.clone()));
         }
         loop {
             let line = read_line("选择序号: ")?;
             match line.trim().parse::<usize>() {
-                Ok(n) if (1..=choices.len()).contains(&n) => return Ok(json!(choices[n - 1])),
+                Ok(n) if (1..=choices.len()).contains(&n) => {
+                    return Ok(Answer::Choice(choices[n - 1].clone()))
+                }
                 _ => eprintln!("请输入 1 到 {} 之间的序号", choices.len()),
             }
         }
     }
     if yes {
         eprintln!("{message} → 是");
-        return Ok(json!(true));
+        return Ok(Answer::Confirm(true));
     }
     loop {
         let line = read_line(&format!("{message} [y/n]: "))?;
         match line.trim() {
-            "y" | "Y" | "yes" | "是" => return Ok(json!(true)),
-            "n" | "N" | "no" | "否" => return Ok(json!(false)),
+            "y" | "Y" | "yes" | "是" => return Ok(Answer::Confirm(true)),
+            "n" | "N" | "no" | "否" => return Ok(Answer::Confirm(false)),
             _ => eprintln!("请输入 y 或 n"),
         }
     }
@@ -586,13 +587,17 @@ fn secret(prompt: &str, from_stdin: bool) -> Result<String> {
 fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
     match g {
         GroupCommand::Info => {
-            let r = c.call("group.info", json!({}))?;
+            let r = untyped(c, "group.info", json!({}))?;
             out.fields(&r)
         }
         GroupCommand::Orders(period) => query(c, out, "group.orders", &period),
         GroupCommand::Topups(period) => query(c, out, "group.topups", &period),
         GroupCommand::Topup { amount, remark } => {
-            let r = c.call("group.topup", json!({ "amount": amount, "remark": remark }))?;
+            let r = untyped(
+                c,
+                "group.topup",
+                json!({ "amount": amount, "remark": remark }),
+            )?;
             out.fields(&r)
         }
         GroupCommand::BatchCreate { file } => {
@@ -609,7 +614,7 @@ fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
                     None => bail!("{}: expected card_number,amount, got {l:?}", file.display()),
                 })
                 .collect::<Result<_>>()?;
-            let r = c.call("group.batch.create", json!({ "items": items }))?;
+            let r = untyped(c, "group.batch.create", json!({ "items": items }))?;
             out.fields(&r)
         }
         GroupCommand::BatchRun {
@@ -628,7 +633,7 @@ fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
             },
         ),
         GroupCommand::Batch { batch_id } => {
-            let r = c.call("group.batch.get", json!({ "batch_id": batch_id }))?;
+            let r = untyped(c, "group.batch.get", json!({ "batch_id": batch_id }))?;
             if out.json {
                 return out.print_json(&r);
             }
@@ -658,10 +663,10 @@ fn query(c: &mut Client, out: &Output, method: &str, period: &Period) -> Result<
         };
         let mut params = period.params();
         params["format"] = json!(format);
-        let r = c.call(&format!("{method}.export"), params)?;
+        let r = untyped(c, &format!("{method}.export"), params)?;
         return write_file(path, &r);
     }
-    let r = c.call(method, period.params())?;
+    let r = untyped(c, method, period.params())?;
     if out.json {
         return out.print_json(&r);
     }
@@ -680,16 +685,18 @@ fn query(c: &mut Client, out: &Output, method: &str, period: &Period) -> Result<
 
 fn audit(c: &mut Client, out: &Output, a: AuditCommand) -> Result<()> {
     let r = match a {
-        AuditCommand::Pending => c.call("group.audit.pending", json!({}))?,
+        AuditCommand::Pending => untyped(c, "group.audit.pending", json!({}))?,
         AuditCommand::Topup {
             topup_id,
             reject,
             reason,
-        } => c.call(
+        } => untyped(
+            c,
             "group.audit.topup",
             json!({ "topup_id": topup_id, "approve": !reject, "reason": reason }),
         )?,
-        AuditCommand::Refund { order_id, reason } => c.call(
+        AuditCommand::Refund { order_id, reason } => untyped(
+            c,
             "group.audit.refund",
             json!({ "order_id": order_id, "reason": reason }),
         )?,
@@ -707,7 +714,8 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             page,
             page_size,
         } => {
-            let r = c.call(
+            let r = untyped(
+                c,
                 "etc.records.query",
                 json!({ "plate": plate, "plate_colour": colour, "from": from, "to": to, "page": page, "page_size": page_size }),
             )?;
@@ -731,11 +739,12 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             Ok(())
         }
         RecordsCommand::Get { record_id } => {
-            let r = c.call("etc.records.get", json!({ "record_id": record_id }))?;
+            let r = untyped(c, "etc.records.get", json!({ "record_id": record_id }))?;
             out.fields(&r)
         }
         RecordsCommand::Evidence { record_id, reader } => {
-            let r = c.call(
+            let r = untyped(
+                c,
                 "etc.records.evidence",
                 json!({ "record_id": record_id, "reader_id": reader }),
             )?;
@@ -752,7 +761,8 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             reader,
             reason,
         } => {
-            let r = c.call(
+            let r = untyped(
+                c,
                 "etc.records.mark_not_loaded",
                 json!({ "record_id": record_id, "reader_id": reader, "reason": reason }),
             )?;
@@ -765,9 +775,9 @@ fn operators(c: &mut Client, out: &Output, o: OperatorsCommand) -> Result<()> {
     let stdin = !std::io::stdin().is_terminal();
     let r = match o {
         OperatorsCommand::List => {
-            let r = c.call("operators.list", json!({}))?;
+            let r = c.call::<api_operators::List>(&NoParams {})?;
             return out.table(
-                &r,
+                &value(&r)?,
                 &["username", "display_name", "role", "group_id", "disabled"],
             );
         }
@@ -777,29 +787,55 @@ fn operators(c: &mut Client, out: &Output, o: OperatorsCommand) -> Result<()> {
             role,
             group,
         } => {
+            let role: Role = serde_json::from_value(json!(role)).with_context(|| {
+                format!("unknown role {role:?}: teller, supervisor, group_operator, auditor, kiosk or admin")
+            })?;
             let password = secret("新操作员的密码: ", stdin)?;
-            c.call(
-                "operators.create",
-                json!({ "username": username, "display_name": display_name, "role": role, "group_id": group, "password": password }),
+            value(
+                &c.call::<api_operators::Create>(&api_operators::NewOperator {
+                    username,
+                    display_name,
+                    role,
+                    group_id: group,
+                    password,
+                })?,
             )?
         }
-        OperatorsCommand::Disable { username } => c.call(
-            "operators.set_disabled",
-            json!({ "username": username, "disabled": true }),
-        )?,
-        OperatorsCommand::Enable { username } => c.call(
-            "operators.set_disabled",
-            json!({ "username": username, "disabled": false }),
-        )?,
+        OperatorsCommand::Disable { username } => value(&c.call::<api_operators::SetDisabled>(
+            &api_operators::SetDisabledParams {
+                username,
+                disabled: true,
+            },
+        )?)?,
+        OperatorsCommand::Enable { username } => value(&c.call::<api_operators::SetDisabled>(
+            &api_operators::SetDisabledParams {
+                username,
+                disabled: false,
+            },
+        )?)?,
         OperatorsCommand::ResetPassword { username } => {
             let password = secret("新密码: ", stdin)?;
-            c.call(
-                "operators.reset_password",
-                json!({ "username": username, "new_password": password }),
-            )?
+            value(&c.call::<api_operators::ResetPassword>(
+                &api_operators::ResetPasswordParams {
+                    username,
+                    new_password: password,
+                },
+            )?)?
         }
     };
     out.show(&r, |_| "done".into())
+}
+
+/// The methods whose params and result types are still being moved into `cardd_api`
+/// (`etc.*`, `group.*`, `groups.*`): called by name with JSON params until their types exist,
+/// then switched to [`Client::call`]. Every untyped call of cardctl goes through here.
+fn untyped(c: &mut Client, method: &str, params: Value) -> Result<Value> {
+    c.call_by_name(method, params)
+}
+
+/// A typed answer as JSON, for `--json` and the generic summaries.
+fn value(answer: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(answer).context("encoding the answer")
 }
 
 /// A parameter value as the API wants it: `true`/`false` and whole numbers as JSON, amounts
@@ -933,18 +969,5 @@ impl Output {
             println!("{}", line(row));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn the_bar_comes_from_the_structured_progress() {
-        assert_eq!(super::counts(&json!({"done": 1, "total": 3})), Some((1, 3)));
-        // A message alone, whatever its words, draws no bar.
-        assert_eq!(super::counts(&json!({})), None);
-        assert_eq!(super::counts(&json!({"done": "1", "total": 3})), None);
     }
 }

@@ -40,3 +40,56 @@ macro_rules! method {
         }
     };
 }
+
+/// The result of a method that only says it was done: `ok` and a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Done {
+    pub ok: bool,
+    /// A message to show the operator.
+    pub message: String,
+}
+
+/// A subscription of the API (WebSocket only): the method that subscribes, the one that
+/// unsubscribes, the notification method and what each notification carries.
+pub trait Subscription {
+    /// The subscribing method, e.g. `"events.subscribe"`.
+    const NAME: &'static str;
+    /// The notification method, e.g. `"events.event"`.
+    const NOTIFICATION: &'static str;
+    /// The unsubscribing method, e.g. `"events.unsubscribe"`.
+    const UNSUBSCRIBE: &'static str;
+    /// The params of the subscribing method.
+    type Params: Serialize + DeserializeOwned + JsonSchema;
+    /// One notification.
+    type Item: Serialize + DeserializeOwned + JsonSchema;
+}
+
+/// Declares a [`Subscription`]:
+/// `subscription!(Events, "events.subscribe", "events.event", "events.unsubscribe", NoParams => Event);`
+#[macro_export]
+macro_rules! subscription {
+    ($(#[$meta:meta])* $name:ident, $wire:literal, $notification:literal, $unsubscribe:literal, $params:ty => $item:ty) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+        impl $crate::method::Subscription for $name {
+            const NAME: &'static str = $wire;
+            const NOTIFICATION: &'static str = $notification;
+            const UNSUBSCRIBE: &'static str = $unsubscribe;
+            type Params = $params;
+            type Item = $item;
+        }
+    };
+}
+
+/// Leaves a secret-bearing params type out of debug output: `Name(..)`.
+macro_rules! redacted_debug {
+    ($t:ty, $name:literal) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!($name, "(..)"))
+            }
+        }
+    };
+}
+pub(crate) use redacted_debug;

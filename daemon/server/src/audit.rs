@@ -107,30 +107,7 @@ pub struct AuditEntry {
 }
 
 /// One record of the log: an [`AuditEntry`] plus its place in the chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuditRecord {
-    /// Position in the log, from 1, without gaps.
-    pub seq: u64,
-    /// When it was appended, RFC 3339 in UTC.
-    pub at: String,
-    /// See [`AuditEntry::operator`].
-    pub operator: Option<String>,
-    /// See [`AuditEntry::role`].
-    pub role: Option<Role>,
-    /// See [`AuditEntry::action`].
-    pub action: String,
-    /// See [`AuditEntry::target`].
-    pub target: Option<String>,
-    /// See [`AuditEntry::detail`].
-    pub detail: Value,
-    /// See [`AuditEntry::outcome`].
-    pub outcome: String,
-    /// The previous record's `hash` ([`GENESIS_HASH`] for seq 1).
-    pub prev_hash: String,
-    /// Hex SHA-256 over `prev_hash` and this record's canonical JSON without `hash`.
-    pub hash: String,
-}
+pub use cardd_api::audit::AuditRecord;
 
 /// A failure of the audit log.
 #[derive(Debug, thiserror::Error)]

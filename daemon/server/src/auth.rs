@@ -36,7 +36,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use cardd_api::{ErrorCode, Role};
 use rand::RngCore;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::utc_now_rfc3339;
@@ -159,60 +158,14 @@ pub fn login_source(peer: Option<SocketAddr>, origin: Option<&str>) -> String {
     format!("{address} {kind}")
 }
 
-/// An operator as the API shows it (the password hash stays inside this module).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Operator {
-    /// Login name: 1 to 32 of `[A-Za-z0-9_.-]`.
-    pub username: String,
-    /// Name shown to people, at most 64 characters.
-    pub display_name: String,
-    /// What the operator may do.
-    pub role: Role,
-    /// The group a group operator acts for; `None` for every other role.
-    pub group_id: Option<String>,
-    /// A disabled operator cannot log in.
-    pub disabled: bool,
-    /// When the operator was created, RFC 3339 UTC.
-    pub created_at: String,
-    /// When the password was last set, RFC 3339 UTC.
-    pub password_changed_at: String,
-}
+pub use cardd_api::auth::SessionEnd;
+pub use cardd_api::operators::{NewOperator, Operator};
 
 /// The stored form: the operator plus the argon2 PHC hash.
 #[derive(Serialize, Deserialize)]
 struct StoredOperator {
     operator: Operator,
     password_hash: String,
-}
-
-/// What an administrator supplies to create an operator. Serialising it leaves the password
-/// out, so it can go into the audit log as it is.
-#[derive(Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewOperator {
-    /// See [`Operator::username`].
-    pub username: String,
-    /// See [`Operator::display_name`].
-    pub display_name: String,
-    /// See [`Operator::role`].
-    pub role: Role,
-    /// See [`Operator::group_id`].
-    pub group_id: Option<String>,
-    /// The initial password (never serialised).
-    #[serde(skip_serializing)]
-    pub password: String,
-}
-
-impl std::fmt::Debug for NewOperator {
-    /// Leaves the password out.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewOperator")
-            .field("username", &self.username)
-            .field("display_name", &self.display_name)
-            .field("role", &self.role)
-            .field("group_id", &self.group_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A logged-in operator.
@@ -245,26 +198,6 @@ impl std::fmt::Debug for Session {
             .field("last_seen", &self.last_seen)
             .finish_non_exhaustive()
     }
-}
-
-/// Why a session ended; sent as the last notification of its subscriptions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionEnd {
-    /// The operator logged out (`auth.logout`).
-    LoggedOut,
-    /// The session was unused for `auth.session_idle_timeout_s`.
-    IdleTimeout,
-    /// An administrator disabled the operator.
-    OperatorDisabled,
-    /// An administrator reset the operator's password.
-    PasswordReset,
-    /// The operator changed their password in another session.
-    PasswordChanged,
-    /// An administrator changed the operator's role or group.
-    RoleChanged,
-    /// The session was ended to make room for a new login.
-    Evicted,
 }
 
 /// Session ends buffered for slow listeners (a listener that lags re-checks its session).

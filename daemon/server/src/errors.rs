@@ -161,6 +161,12 @@ impl From<cardd_purse::PurseError> for ApiError {
     }
 }
 
+impl From<cardd_obu::IssueError> for ApiError {
+    fn from(e: cardd_obu::IssueError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
 impl From<cardd_store::HostError> for ApiError {
     fn from(e: cardd_store::HostError) -> Self {
         use cardd_store::HostError as H;

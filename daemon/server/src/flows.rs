@@ -30,8 +30,6 @@ use cardd_script::{
     fen_arg, install_module, json_value, positive_fen_arg, run_flow, str_arg, FlowDefinition,
     FlowRegistry, Limits, LogModule, LuaModule, RunContext, ScriptError,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::errors::ApiError;
@@ -51,112 +49,9 @@ pub const PROMPT_CHOICES_MAX: usize = 32;
 /// Most runs in progress at once.
 pub const RUNS_ACTIVE_MAX: usize = 64;
 
-/// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    Running,
-    /// Waiting for the client to answer `prompt`.
-    Waiting,
-    Succeeded,
-    Failed,
-    Cancelled,
-    /// The daemon stopped while the run was in progress.
-    Interrupted,
-}
-
-impl RunState {
-    pub fn is_finished(self) -> bool {
-        !matches!(self, RunState::Running | RunState::Waiting)
-    }
-}
-
-/// A question the flow asks the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Prompt {
-    pub prompt_id: u32,
-    /// `confirm` (answer true/false) or `choose` (answer one of `choices`).
-    pub kind: String,
-    /// The text to show (zh-CN, as the flow wrote it).
-    pub message: String,
-    pub choices: Vec<String>,
-}
-
-/// Something that happened in a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RunEvent {
-    pub seq: u64,
-    pub at: String,
-    /// `state`, `progress` (data `{done, total}` when the flow counts its work, e.g. a batch),
-    /// `prompt`, `answer` (data `{answer, operator}`: what was answered and by whom), `log`,
-    /// `load`.
-    pub kind: String,
-    pub message: String,
-    pub data: serde_json::Value,
-}
-
-/// Why a run failed, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RunFailure {
-    /// `flow_error`, `limit`, `cancelled`, `prompt_timeout`, `interrupted`, `engine`.
-    pub kind: String,
-    pub message: String,
-}
-
-/// What is known about one load of a run whose answer was lost, read from the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RunLoad {
-    pub txn_id: String,
-    pub card_number: String,
-    /// The load's amount, yuan.
-    pub amount: String,
-    /// `credited` (the money is on the card), `not_credited` (it is not), or `unknown` (the
-    /// card must be presented again; never to be read as failed).
-    pub outcome: String,
-    /// The journal state: `intent`, `committed`, `not_applied` or `needs_reconciliation`.
-    pub state: String,
-    /// The card's balance after the load, yuan, for a credited load.
-    pub balance_after: Option<String>,
-    /// The card's verified TAC, for a credited load.
-    pub tac: Option<String>,
-    /// What it means and what to do next (zh-CN).
-    pub message: String,
-}
-
-/// A run, as stored and as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub idempotency_key: String,
-    pub operator: String,
-    pub flow: String,
-    pub version: String,
-    pub params: serde_json::Value,
-    pub reader_id: Option<String>,
-    pub state: RunState,
-    pub prompt: Option<Prompt>,
-    pub result: Option<serde_json::Value>,
-    pub failure: Option<RunFailure>,
-    /// For a run interrupted by a restart: each load it started, with its outcome as the
-    /// journal knows it when the run is read (a later settlement from the card shows here).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub loads: Vec<RunLoad>,
-    pub events: Vec<RunEvent>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-/// What a flow definition looks like to clients.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct FlowInfo {
-    pub name: String,
-    pub version: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub roles: Vec<Role>,
-    /// JSON Schema of the parameters.
-    pub params: serde_json::Value,
-}
+pub use cardd_api::flows::{
+    Answer, FlowInfo, Prompt, RunEvent, RunFailure, RunLoad, RunRecord, RunState, StartParams,
+};
 
 /// Most loads of one run shown with an interrupted run.
 pub const RUN_LOADS_MAX: usize = 64;
@@ -271,14 +166,6 @@ pub fn attach_load_outcomes(run: &mut RunRecord, journal: Option<&Journal>) {
 
 /// An answer and the user name of the operator who gave it.
 type AnsweredBy = (Answer, String);
-
-/// An answer to a prompt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Answer {
-    Confirm(bool),
-    Choice(String),
-}
 
 struct LiveRun {
     answers: Mutex<Option<(u32, mpsc::SyncSender<AnsweredBy>)>>,
@@ -563,19 +450,6 @@ fn no_prompt(run_id: &str) -> ApiError {
     ApiError::new(ErrorCode::NoPendingPrompt, format!("run {run_id} is not waiting for that answer (it may have been answered, cancelled or timed out)"))
 }
 
-/// What `flows.start` asks for.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartParams {
-    pub flow: String,
-    #[serde(default)]
-    pub params: serde_json::Value,
-    /// Chosen by the client, saved before sending, reused on every retry of this start.
-    pub idempotency_key: String,
-    /// The reader the flow works on, for flows that use a card.
-    pub reader_id: Option<String>,
-}
-
 /// Starts a run, or returns the run an earlier identical start created.
 pub fn start(
     daemon: &Arc<Daemon>,
@@ -764,7 +638,7 @@ fn execute(
             }
         }
     });
-    let obu = crate::obu::ObuModule::new(
+    let obu = crate::obu_module::ObuModule::new(
         weak.clone(),
         card.holder.clone(),
         card.reader_id.clone(),

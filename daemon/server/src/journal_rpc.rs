@@ -17,8 +17,6 @@
 
 use cardd_api::{ErrorCode, Fen, Role};
 use cardd_journal::{LoadTxn, LostCardError, LostCardVerdict, Resolution, TxnState, WatchCheck};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use crate::errors::journal_error;
 use crate::errors::ApiError;
@@ -36,62 +34,23 @@ const PROPOSERS: Access = Access::Roles(&[Role::Supervisor]);
 /// Who confirms a lost-card verdict and clears a contradicted one.
 const CONFIRMERS: Access = Access::Roles(&[Role::Auditor]);
 
-/// An undecided load as clients see it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct OpenLoad {
-    pub txn_id: String,
-    pub card_number: String,
-    pub reader_id: String,
-    /// `intent` (decided when the card is presented) or `needs_reconciliation` (a person decides).
-    pub state: String,
-    /// Why nothing could be proven, for `needs_reconciliation`.
-    pub reason: Option<String>,
-    /// Amount, yuan.
-    pub amount: String,
-    /// The card's balance and online counter before the load.
-    pub balance_before: String,
-    pub online_atc_before: u16,
-    pub created_at: String,
-    /// From when (RFC 3339) a supervisor and an auditor may settle it without the card
-    /// (lost, broken or PIN-blocked card): `journal.propose_lost_card`.
-    pub lost_card_allowed_from: String,
-    /// The lost-card verdict proposed on it and waiting for an auditor, if any.
-    pub lost_card_proposal: Option<LostCardRow>,
+pub use cardd_api::journal::{
+    ClearWatchParams, ConfirmLostCardParams, LostCardRow, OpenLoad, ProposeLostCardParams,
+    ResolveParams, Resolved,
+};
+audit_as_json!(ResolveParams, txn_id);
+audit_as_json!(ProposeLostCardParams, txn_id);
+audit_as_json!(ConfirmLostCardParams, txn_id);
+audit_as_json!(ClearWatchParams, txn_id);
+
+/// A lost-card row with the operators named by their display names.
+trait Named {
+    fn named(d: &Daemon, v: &LostCardVerdict) -> Self;
 }
 
-/// A lost-card verdict as clients see it.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct LostCardRow {
-    pub txn_id: String,
-    pub card_number: String,
-    /// The verdict: the money is on the card (`true`) or not.
-    pub landed: bool,
-    pub reason: String,
-    pub proposed_by: String,
-    /// The proposer's display name.
-    pub proposed_by_name: String,
-    pub proposed_at: String,
-    pub confirmed_by: Option<String>,
-    /// The confirming auditor's display name.
-    pub confirmed_by_name: Option<String>,
-    pub confirmed_at: Option<String>,
-    /// `proposed` (waiting for an auditor), `watching` (confirmed; the card is checked if it is
-    /// ever presented), `card_confirmed`, `card_undecided` (the card can no longer show the
-    /// load; the verdict stands), `card_contradicted` (the card takes no load until an auditor
-    /// clears it) or `cleared`.
-    pub status: String,
-    /// 申请中 / 已核定，监控中 / 卡片已证实 / 卡片无法证明，结论维持 / 卡片与结论不符 / 已处理.
-    pub status_label: String,
-    /// What the card showed, for `card_contradicted` and `cleared`.
-    pub card_shows: Option<String>,
-    pub cleared_by: Option<String>,
-    pub cleared_reason: Option<String>,
-}
-
-impl LostCardRow {
-    /// The row with the operators named by their display names.
+impl Named for LostCardRow {
     fn named(d: &Daemon, v: &LostCardVerdict) -> LostCardRow {
-        let mut row = LostCardRow::from(v);
+        let mut row = lost_card_row(v);
         row.proposed_by_name = crate::rpc::operator_name(d, &row.proposed_by);
         row.confirmed_by_name = row
             .confirmed_by
@@ -101,128 +60,78 @@ impl LostCardRow {
     }
 }
 
-impl From<&LostCardVerdict> for LostCardRow {
-    fn from(v: &LostCardVerdict) -> Self {
-        let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
-            _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
-            None => ("watching", "已核定，监控中", None, None, None),
-            Some(WatchCheck::Confirmed { .. }) => {
-                ("card_confirmed", "卡片已证实", None, None, None)
-            }
-            Some(WatchCheck::Undecided { .. }) => {
-                ("card_undecided", "卡片无法证明，结论维持", None, None, None)
-            }
-            Some(WatchCheck::Contradicted {
-                card_shows,
-                cleared_by: None,
-                ..
-            }) => (
-                "card_contradicted",
-                "卡片与结论不符",
-                Some(card_shows.clone()),
-                None,
-                None,
-            ),
-            Some(WatchCheck::Contradicted {
-                card_shows,
-                cleared_by,
-                cleared_reason,
-                ..
-            }) => (
-                "cleared",
-                "已处理",
-                Some(card_shows.clone()),
-                cleared_by.clone(),
-                cleared_reason.clone(),
-            ),
-        };
-        LostCardRow {
-            txn_id: v.txn_id.clone(),
-            card_number: v.card_number.clone(),
-            landed: v.landed,
-            reason: v.reason.clone(),
-            proposed_by: v.proposed_by.clone(),
-            proposed_by_name: v.proposed_by.clone(),
-            proposed_at: v.proposed_at.clone(),
-            confirmed_by: v.confirmed_by.clone(),
-            confirmed_by_name: v.confirmed_by.clone(),
-            confirmed_at: v.confirmed_at.clone(),
-            status: status.into(),
-            status_label: label.into(),
+/// A lost-card verdict as clients see it.
+fn lost_card_row(v: &LostCardVerdict) -> LostCardRow {
+    let (status, label, card_shows, cleared_by, cleared_reason) = match &v.card_check {
+        _ if v.confirmed_by.is_none() => ("proposed", "申请中", None, None, None),
+        None => ("watching", "已核定，监控中", None, None, None),
+        Some(WatchCheck::Confirmed { .. }) => ("card_confirmed", "卡片已证实", None, None, None),
+        Some(WatchCheck::Undecided { .. }) => {
+            ("card_undecided", "卡片无法证明，结论维持", None, None, None)
+        }
+        Some(WatchCheck::Contradicted {
+            card_shows,
+            cleared_by: None,
+            ..
+        }) => (
+            "card_contradicted",
+            "卡片与结论不符",
+            Some(card_shows.clone()),
+            None,
+            None,
+        ),
+        Some(WatchCheck::Contradicted {
             card_shows,
             cleared_by,
             cleared_reason,
-        }
+            ..
+        }) => (
+            "cleared",
+            "已处理",
+            Some(card_shows.clone()),
+            cleared_by.clone(),
+            cleared_reason.clone(),
+        ),
+    };
+    LostCardRow {
+        txn_id: v.txn_id.clone(),
+        card_number: v.card_number.clone(),
+        landed: v.landed,
+        reason: v.reason.clone(),
+        proposed_by: v.proposed_by.clone(),
+        proposed_by_name: v.proposed_by.clone(),
+        proposed_at: v.proposed_at.clone(),
+        confirmed_by: v.confirmed_by.clone(),
+        confirmed_by_name: v.confirmed_by.clone(),
+        confirmed_at: v.confirmed_at.clone(),
+        status: status.into(),
+        status_label: label.into(),
+        card_shows,
+        cleared_by,
+        cleared_reason,
     }
 }
 
-impl From<&LoadTxn> for OpenLoad {
-    fn from(t: &LoadTxn) -> Self {
-        let (state, reason) = match &t.state {
-            TxnState::NeedsReconciliation { reason } => {
-                ("needs_reconciliation", Some(reason.clone()))
-            }
-            _ => ("intent", None),
-        };
-        OpenLoad {
-            txn_id: t.txn_id.clone(),
-            card_number: t.card_number.clone(),
-            reader_id: t.reader_id.clone(),
-            state: state.into(),
-            reason,
-            amount: Fen(i64::from(t.amount_fen())).to_yuan_string(),
-            balance_before: Fen(i64::from(t.session.init.old_balance)).to_yuan_string(),
-            online_atc_before: t.session.init.online_atc,
-            created_at: t.created_at.clone(),
-            lost_card_allowed_from: String::new(),
-            lost_card_proposal: None,
-        }
+/// An undecided load as clients see it.
+fn open_load(t: &LoadTxn) -> OpenLoad {
+    let (state, reason) = match &t.state {
+        TxnState::NeedsReconciliation { reason } => ("needs_reconciliation", Some(reason.clone())),
+        _ => ("intent", None),
+    };
+    OpenLoad {
+        txn_id: t.txn_id.clone(),
+        card_number: t.card_number.clone(),
+        reader_id: t.reader_id.clone(),
+        state: state.into(),
+        reason,
+        amount: Fen(i64::from(t.amount_fen())).to_yuan_string(),
+        balance_before: Fen(i64::from(t.session.init.old_balance)).to_yuan_string(),
+        online_atc_before: t.session.init.online_atc,
+        created_at: t.created_at.clone(),
+        lost_card_allowed_from: String::new(),
+        lost_card_proposal: None,
     }
 }
-
-/// `journal.resolve`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveParams {
-    pub txn_id: String,
-    /// The person's verdict: the money is on the card (`true`) or not (`false`).
-    pub landed: bool,
-    /// Why (what was compared: the card's balance, its log, the customer's receipt); required.
-    pub reason: String,
-}
-audit_as_json!(ResolveParams, txn_id);
-
-/// `journal.propose_lost_card`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProposeLostCardParams {
-    pub txn_id: String,
-    /// The proposed verdict: the money is on the card (`true`) or not (`false`).
-    pub landed: bool,
-    /// Why, and how the card is known to be lost, broken or PIN-blocked; required (at most 500 characters).
-    pub reason: String,
-}
-audit_as_json!(ProposeLostCardParams, txn_id);
-
-/// `journal.confirm_lost_card`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmLostCardParams {
-    pub txn_id: String,
-    /// The verdict being confirmed: must be the proposed one.
-    pub landed: bool,
-}
-audit_as_json!(ConfirmLostCardParams, txn_id);
-
-/// `journal.clear_watch`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClearWatchParams {
-    pub txn_id: String,
-    /// How the difference between the verdict and the card was dealt with; required.
-    pub reason: String,
-}
-audit_as_json!(ClearWatchParams, txn_id);
 
 fn yes_no(landed: bool) -> &'static str {
     if landed {
@@ -283,18 +192,6 @@ fn lost_error(e: LostCardError) -> ApiError {
     }
 }
 
-/// What `journal.resolve` changed.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Resolved {
-    pub txn_id: String,
-    /// `committed` or `not_applied`.
-    pub state: String,
-    /// ETC recharge records that followed the verdict.
-    pub records_settled: usize,
-    /// Group orders that followed the verdict.
-    pub orders_settled: usize,
-}
-
 /// Declares the journal's methods.
 pub fn add_methods(m: &mut Methods) {
     m.add(
@@ -307,7 +204,7 @@ pub fn add_methods(m: &mut Methods) {
             let open = journal.list_open().map_err(journal_error)?;
             let mut rows = Vec::with_capacity(open.len());
             for t in &open {
-                let mut row = OpenLoad::from(t);
+                let mut row = open_load(t);
                 row.lost_card_allowed_from = cardd_journal::lost::format_time(
                     cardd_journal::lost::lost_card_allowed_from(t, d.config.lost_card_wait),
                 );

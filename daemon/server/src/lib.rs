@@ -19,7 +19,7 @@ pub mod host_module;
 pub mod intent;
 pub mod journal_rpc;
 pub mod metrics;
-pub mod obu;
+pub mod obu_module;
 pub mod openrpc;
 pub mod peer;
 pub mod readers;

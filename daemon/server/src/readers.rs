@@ -26,8 +26,6 @@ use cardd_reader::{
     Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
     ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::{LimitsSection, ReaderInstance};
@@ -53,52 +51,17 @@ pub struct Holder {
     pub session: String,
 }
 
-/// A lease as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct LeaseInfo {
-    pub lease_id: String,
-    pub reader_id: String,
-    /// The operator holding the reader.
-    pub holder: String,
-    pub purpose: String,
-    /// Milliseconds until the lease ends unless renewed.
-    pub expires_in_ms: u64,
-}
+pub use cardd_api::readers::{CapabilitiesView, LeaseInfo, ReaderStatus};
 
-/// A reader as `readers.list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ReaderStatus {
-    pub id: String,
-    pub name: String,
-    pub driver: String,
-    pub capabilities: CapabilitiesView,
-    pub card_present: bool,
-    /// Hex ATR of the card, when known.
-    pub atr: Option<String>,
-    pub lease: Option<LeaseInfo>,
-}
-
-/// [`Capabilities`] for the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct CapabilitiesView {
-    pub contact: bool,
-    pub contactless: bool,
-    pub psam_slots: u8,
-    pub obu_channel: bool,
-    pub events: bool,
-    pub exclusive: bool,
-}
-
-impl From<Capabilities> for CapabilitiesView {
-    fn from(c: Capabilities) -> Self {
-        CapabilitiesView {
-            contact: c.contact,
-            contactless: c.contactless,
-            psam_slots: c.psam_slots,
-            obu_channel: c.obu_channel,
-            events: c.events,
-            exclusive: c.exclusive,
-        }
+/// A driver's [`Capabilities`] for the wire.
+pub fn capabilities_view(c: Capabilities) -> CapabilitiesView {
+    CapabilitiesView {
+        contact: c.contact,
+        contactless: c.contactless,
+        psam_slots: c.psam_slots,
+        obu_channel: c.obu_channel,
+        events: c.events,
+        exclusive: c.exclusive,
     }
 }
 
@@ -379,7 +342,7 @@ impl ReaderManager {
                     id: slot.info.id.clone(),
                     name: slot.info.name.clone(),
                     driver: slot.info.driver.clone(),
-                    capabilities: slot.info.capabilities.into(),
+                    capabilities: capabilities_view(slot.info.capabilities),
                     card_present: atr.is_some(),
                     atr,
                     lease: slot

@@ -16,7 +16,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{Extensions, PendingSubscriptionSink, RpcModule, SubscriptionMessage};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::audit::AuditEntry;
@@ -418,36 +418,16 @@ macro_rules! audit_as_json {
 
 pub(crate) use audit_as_json;
 
-pub use cardd_api::NoParams;
+pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
+pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+pub use cardd_api::events::PollParams;
+pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+pub use cardd_api::reader::{TransmitParams, TransmitResult};
+pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+pub use cardd_api::system::Version;
+pub use cardd_api::{Done, NoParams};
 audit_as_json!(NoParams);
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Version {
-    pub name: &'static str,
-    pub version: &'static str,
-    pub api_version: &'static str,
-}
-
-/// `auth.login`
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginParams {
-    pub username: String,
-    pub password: String,
-}
-/// Leaves secrets out of debug output.
-macro_rules! redacted_debug {
-    ($t:ty, $name:literal) => {
-        impl std::fmt::Debug for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(concat!($name, "(..)"))
-            }
-        }
-    };
-}
-redacted_debug!(LoginParams, "LoginParams");
-redacted_debug!(ChangePasswordParams, "ChangePasswordParams");
-redacted_debug!(ResetPasswordParams, "ResetPasswordParams");
 
 impl AuditDetail for LoginParams {
     fn audit_detail(&self) -> Value {
@@ -456,15 +436,6 @@ impl AuditDetail for LoginParams {
     fn audit_target(&self) -> Option<String> {
         Some(self.username.chars().take(64).collect())
     }
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LoginResult {
-    /// Send as `Authorization: Bearer <token>` (or `?token=` on a WebSocket upgrade).
-    pub token: String,
-    pub operator: SessionView,
-    /// The session ends after this many seconds without a request.
-    pub idle_timeout_s: u64,
 }
 
 /// An operator's display name (姓名) as people read it, for views that name who acted; the
@@ -481,17 +452,6 @@ pub(crate) fn operator_name(d: &Daemon, username: &str) -> String {
         .unwrap_or_else(|| username.to_owned())
 }
 
-/// The logged-in operator.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct SessionView {
-    pub username: String,
-    pub display_name: String,
-    pub role: Role,
-    /// The role's zh-CN name.
-    pub role_label: String,
-    pub group_id: Option<String>,
-}
-
 impl From<&Session> for SessionView {
     fn from(s: &Session) -> Self {
         SessionView {
@@ -504,39 +464,10 @@ impl From<&Session> for SessionView {
     }
 }
 
-/// What `auth.whoami` returns: the operator, the session rule a client warns about, and the
-/// password rule 修改密码 states up front.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct WhoAmI {
-    #[serde(flatten)]
-    pub operator: SessionView,
-    /// The session ends after this many seconds without a request.
-    pub idle_timeout_s: u64,
-    /// The fewest characters a new password may have.
-    pub password_chars_min: usize,
-    /// The most characters a new password may have.
-    pub password_chars_max: usize,
-}
-
-/// `auth.change_password`: the seed's 原密码 / 新密码 / 确认密码.
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePasswordParams {
-    pub old_password: String,
-    pub new_password: String,
-    pub confirm_password: String,
-}
 impl AuditDetail for ChangePasswordParams {
     fn audit_detail(&self) -> Value {
         Value::Null
     }
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Done {
-    pub ok: bool,
-    /// A message to show the operator.
-    pub message: String,
 }
 
 impl AuditDetail for NewOperator {
@@ -548,34 +479,10 @@ impl AuditDetail for NewOperator {
     }
 }
 
-/// `operators.set_disabled`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetDisabledParams {
-    pub username: String,
-    pub disabled: bool,
-}
 audit_as_json!(SetDisabledParams, username);
 
-/// `operators.set_role`
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetRoleParams {
-    pub username: String,
-    pub role: Role,
-    /// The group, for a group operator only.
-    #[serde(default)]
-    pub group_id: Option<String>,
-}
 audit_as_json!(SetRoleParams, username);
 
-/// `operators.reset_password`
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResetPasswordParams {
-    pub username: String,
-    pub new_password: String,
-}
 impl AuditDetail for ResetPasswordParams {
     fn audit_detail(&self) -> Value {
         json!({ "username": self.username })
@@ -585,92 +492,18 @@ impl AuditDetail for ResetPasswordParams {
     }
 }
 
-/// `audit.list`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuditListParams {
-    /// Return records after this sequence number (oldest first).
-    pub after_seq: Option<u64>,
-    /// At most this many records (default 100, at most 500).
-    pub limit: Option<usize>,
-}
 audit_as_json!(AuditListParams);
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct AuditVerifyResult {
-    pub records: u64,
-    pub chain_ok: bool,
-}
-
-/// A reader id.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReaderParams {
-    pub reader_id: String,
-}
 audit_as_json!(ReaderParams, reader_id);
 
-/// `readers.lease`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseParams {
-    pub reader_id: String,
-    /// How long to hold the reader (default `limits.lease_ms_default`, at most `limits.lease_ms_max`).
-    pub duration_ms: Option<u64>,
-    /// What the reader is held for, shown to others who find it busy.
-    pub purpose: Option<String>,
-}
 audit_as_json!(LeaseParams, reader_id);
 
-/// `readers.renew`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RenewParams {
-    pub lease_id: String,
-    pub duration_ms: Option<u64>,
-}
 audit_as_json!(RenewParams);
 
-/// `readers.release`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseParams {
-    pub lease_id: String,
-}
 audit_as_json!(ReleaseParams);
 
-/// `reader.transmit`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransmitParams {
-    pub reader_id: String,
-    /// The command APDU in hex, e.g. `805C000204`.
-    pub apdu: String,
-}
 audit_as_json!(TransmitParams, reader_id);
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct TransmitResult {
-    /// Response data in hex (without the status word).
-    pub data: String,
-    /// Status word, 4 hex digits.
-    pub sw: String,
-    /// What the status word means.
-    pub sw_meaning: String,
-}
-
-/// `events.poll`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PollParams {
-    /// The `next_since` of the previous poll (0 for the start).
-    #[serde(default)]
-    pub since: u64,
-    /// At most this many events (default 100, at most 256).
-    pub limit: Option<usize>,
-    /// Wait up to this long for the first event (default 0, at most 25000).
-    pub wait_ms: Option<u64>,
-}
 audit_as_json!(PollParams);
 
 // ---------------------------------------------------------------------------------------------
@@ -693,9 +526,9 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
         false,
         |_, _, _: NoParams| async {
             Ok(Version {
-                name: "cardd",
-                version: env!("CARGO_PKG_VERSION"),
-                api_version: crate::openrpc::API_VERSION,
+                name: "cardd".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                api_version: crate::openrpc::API_VERSION.into(),
             })
         },
     );
@@ -1056,36 +889,10 @@ pub fn build(daemon: Arc<Daemon>) -> (RpcModule<Arc<Daemon>>, Vec<MethodSpec>) {
     (m.module, specs)
 }
 
-/// `flows.*` parameters naming a run.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunParams {
-    pub run_id: String,
-}
 audit_as_json!(RunParams, run_id);
 
-/// `flows.events`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunEventsParams {
-    pub run_id: String,
-    /// Return events with a larger sequence number (0 for all).
-    #[serde(default)]
-    pub since: u64,
-    /// Wait up to this long for something new when there is nothing yet (at most 25000).
-    pub wait_ms: Option<u64>,
-}
 audit_as_json!(RunEventsParams, run_id);
 
-/// `flows.answer`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AnswerParams {
-    pub run_id: String,
-    pub prompt_id: u32,
-    /// `true`/`false` for a confirmation, one of the choices for a choice.
-    pub answer: crate::flows::Answer,
-}
 audit_as_json!(AnswerParams, run_id);
 
 impl AuditDetail for crate::flows::StartParams {
@@ -1095,15 +902,6 @@ impl AuditDetail for crate::flows::StartParams {
     fn audit_target(&self) -> Option<String> {
         Some(self.flow.clone())
     }
-}
-
-/// What `flows.events` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct RunEvents {
-    pub state: crate::flows::RunState,
-    pub prompt: Option<crate::flows::Prompt>,
-    pub events: Vec<crate::flows::RunEvent>,
-    pub next_since: u64,
 }
 
 /// The run, if the caller may see it (its operator, a supervisor or an administrator).

@@ -17,8 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cardd_api::Role;
 use cardd_reader::{DriverOptions, DriverRegistry, ReaderFactory};
 use cardd_sim::{demo, FaultKind, FaultPlan, SimCard, SimFactory, SimOptions, SimWorld};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ReaderInstance;
@@ -112,71 +110,11 @@ impl From<SimPanelError> for ApiError {
     }
 }
 
-/// A demo card as the panel shows it.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct SimCardView {
-    /// `etc`, `etc_sm4`, `city` or `obu`.
-    pub card: &'static str,
-    pub label: &'static str,
-    /// The card number (the contract serial for an OBU).
-    pub card_number: String,
-    /// The purse balance in yuan (`"100.00"`); none for an OBU.
-    pub balance: Option<String>,
-    /// Pulled out in the middle of a load and not inserted since.
-    pub pulled_mid_load: bool,
-}
-
-/// A simulated reader as the panel shows it.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct SimReaderView {
-    pub reader_id: String,
-    /// 接触式读卡器, 非接触读卡器 or OBU 发行器.
-    pub label: &'static str,
-    /// The card in the reader, if any.
-    pub card: Option<SimCardView>,
-    /// The card will be pulled right after it executes the next CREDIT FOR LOAD.
-    pub pull_armed: bool,
-    /// The demo cards this reader takes (`obu` for an OBU programmer, the cards otherwise).
-    pub accepts: Vec<&'static str>,
-}
-
-/// The panel: the readers and the cards outside them.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct SimView {
-    pub readers: Vec<SimReaderView>,
-    /// Demo cards in no reader.
-    pub outside: Vec<SimCardView>,
-}
-
-/// `sim.insert` and `sim.swap`.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SimCardParams {
-    pub reader_id: String,
-    /// `etc`, `etc_sm4`, `city` or `obu` (see `sim.readers`).
-    pub card: String,
-}
+pub use cardd_api::sim::{
+    SimCardParams, SimCardView, SimPullParams, SimReaderParams, SimReaderView, SimView,
+};
 audit_as_json!(SimCardParams, reader_id);
-
-/// `sim.remove` and `sim.pull_during_next_load`.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SimReaderParams {
-    pub reader_id: String,
-}
 audit_as_json!(SimReaderParams, reader_id);
-
-/// `sim.pull_during_next_load`
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SimPullParams {
-    pub reader_id: String,
-    /// Pull the card just before the CREDIT FOR LOAD reaches it (写卡前拔卡: nothing is written,
-    /// a 写卡失败 the card later proves) instead of right after it executes (圈存中拔卡: the money
-    /// is on the card, its answer lost). Default false.
-    #[serde(default)]
-    pub before_write: bool,
-}
 audit_as_json!(SimPullParams, reader_id);
 
 #[derive(Debug, Default)]
@@ -331,8 +269,8 @@ impl SimPanel {
         let key = self.key_of(card)?;
         let entry = SimPanel::entry(key).ok()?;
         Some(SimCardView {
-            card: key,
-            label: entry.label,
+            card: key.into(),
+            label: entry.label.into(),
             card_number: card.card_number(),
             balance: card.balance().map(yuan),
             pulled_mid_load: table.pulled.contains(&key),
@@ -357,9 +295,9 @@ impl SimPanel {
                     accepts: CATALOGUE
                         .iter()
                         .filter(|c| c.obu == obu)
-                        .map(|c| c.key)
+                        .map(|c| c.key.into())
                         .collect(),
-                    label,
+                    label: label.into(),
                     reader_id: id,
                 }
             })
@@ -549,7 +487,7 @@ mod tests {
         let (world, panel) = demo_panel();
         let start = panel.state();
         assert_eq!(start.readers.len(), 3);
-        let outside: Vec<&str> = start.outside.iter().map(|c| c.card).collect();
+        let outside: Vec<&str> = start.outside.iter().map(|c| c.card.as_str()).collect();
         assert_eq!(
             outside,
             ["etc_sm4"],
@@ -589,7 +527,7 @@ mod tests {
         let card = swapped.readers[0].card.as_ref().expect("a card");
         assert_eq!(card.card_number, demo::DEMO_ETC_CARD_NUMBER);
         assert_eq!(card.balance.as_deref(), Some("100.00"));
-        let outside: Vec<&str> = swapped.outside.iter().map(|c| c.card).collect();
+        let outside: Vec<&str> = swapped.outside.iter().map(|c| c.card.as_str()).collect();
         assert_eq!(outside, ["etc_sm4"], "nothing duplicated, nothing lost");
     }
 

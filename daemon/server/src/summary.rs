@@ -11,66 +11,10 @@ use cardd_purse::{
     CardIdentity, CityIssueInfo, EtcCardType, EtcIssueInfo, ObuSystemInfo, Pin, Purse, PurseError,
 };
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
-use schemars::JsonSchema;
-use serde::Serialize;
 
 use crate::errors::ApiError;
 
-/// The kind of card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CardKind {
-    /// ETC 用户卡.
-    Etc,
-    /// 城市一卡通.
-    City,
-    /// An OBU (on-board unit) on a programmer.
-    Obu,
-}
-
-impl CardKind {
-    fn label_zh(self) -> &'static str {
-        match self {
-            CardKind::Etc => "ETC用户卡",
-            CardKind::City => "城市一卡通",
-            CardKind::Obu => "OBU车载单元",
-        }
-    }
-}
-
-/// What `card.summary` returns.
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
-pub struct CardSummary {
-    pub kind: Option<CardKind>,
-    /// zh-CN name of the kind.
-    pub kind_label: String,
-    /// The displayed card number (20 digits), or the OBU number.
-    pub card_number: String,
-    /// Balance in yuan as a decimal string.
-    pub balance: Option<String>,
-    /// Balance in fen.
-    pub balance_fen: Option<i64>,
-    /// Online (load) transaction counter.
-    pub online_atc: Option<u16>,
-    /// Plate number as printed (ETC cards and OBUs).
-    pub plate: Option<String>,
-    /// Plate colour code (0 blue, 1 yellow, …).
-    pub plate_colour: Option<u16>,
-    /// Plate colour in zh-CN (蓝色 …).
-    pub plate_colour_label: Option<String>,
-    /// 储值卡 / 记账卡 for ETC cards.
-    pub card_type: Option<String>,
-    /// YYYY-MM-DD.
-    pub start_date: Option<String>,
-    /// YYYY-MM-DD.
-    pub expiry_date: Option<String>,
-    /// `tdes` or `sm4`.
-    pub algorithm: Option<String>,
-    /// OBU only: activated (tamper flag set).
-    pub obu_activated: Option<bool>,
-    /// Why some fields are missing (for example the PIN was refused).
-    pub notes: Vec<String>,
-}
+pub use cardd_api::card::{CardBalance, CardKind, CardSummary};
 
 fn date(d: Option<(u16, u8, u8)>) -> Option<String> {
     d.map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))
@@ -189,15 +133,6 @@ fn obu_summary(info: &ObuSystemInfo) -> CardSummary {
         obu_activated: Some(info.is_activated()),
         ..CardSummary::default()
     }
-}
-
-/// What `card.balance` returns.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct CardBalance {
-    /// Balance in yuan as a decimal string.
-    pub balance: String,
-    /// Balance in fen.
-    pub balance_fen: i64,
 }
 
 /// The purse balance with as few APDUs as the card allows: GET BALANCE alone while the payment

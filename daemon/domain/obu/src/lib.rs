@@ -1,4 +1,4 @@
-//! `obu`: OBU issuance and activation (flow API v1), and the Rust operation behind it.
+//! `cardd-obu`: OBU issuance and activation, the Rust operation behind the flows' `obu` module.
 //!
 //! An OBU's ESAM holds two files that issuance writes (`docs/card-protocol.md`): the MF `EF01`
 //! system information (contract provider, contract serial, signed and expiry dates, the tamper
@@ -6,42 +6,46 @@
 //! colour, vehicle class, vehicle user type, dimensions, wheels, axles, wheelbase, load or
 //! seats, description, engine number). Both are written with secure messaging: the MAC comes
 //! from the security module, with the system maintenance key for MF `EF01` and the application
-//! maintenance key for DF01 `EF01`.
+//! maintenance key for DF01 `EF01`. The file layouts, offsets, key ids and BCD dates are
+//! `cardd-purse`'s; this crate decides what to write and when to refuse.
 //!
-//! Flows get two calls and nothing lower: `obu.info()` reads the OBU on the run's reader, and
-//! `obu.issue{ plate, plate_colour, details }` issues it to that vehicle account. The flow
-//! refuses first, with its own messages; this module checks the same things again, so that no
-//! flow can issue an OBU whose contract serial is not the vehicle account's, whose contract has
-//! expired, or that is activated for another vehicle. The vehicle file is built here from the
-//! issuer host's vehicle account, never from bytes a flow hands over. After writing, every byte
-//! is read back (the vehicle file through READ ENCRYPTED, decrypted by the security module) and
-//! compared; only then is the issuance reported done.
+//! [`ObuService`] reads an OBU ([`ObuService::read_info`]), plans an issuance from a vehicle
+//! account ([`ObuService::plan`]) and performs it ([`ObuService::issue`]). The vehicle account
+//! comes in as plain data ([`VehicleAccount`]): this crate does not know where accounts are
+//! stored.
 //!
-//! Issuance is idempotent: it rewrites the same bytes. An OBU pulled in the middle is left not
-//! activated (the flag is written last) or activated with the files already written; either
-//! way issuing it again to the same vehicle rewrites everything and verifies it.
+//! # Architecture invariants
+//!
+//! * The vehicle file is built from the vehicle account, never from bytes a caller hands over;
+//!   details given at issuance are used only when the account has none, and must then agree.
+//! * The refusals (contract serial not the account's, contract expired, OBU activated for
+//!   another vehicle) are checked again on the card itself right before writing, whatever the
+//!   caller checked first.
+//! * After writing, every byte is read back (the vehicle file through READ ENCRYPTED, decrypted
+//!   by the security module) and compared; only then is the issuance reported done.
+//! * Issuance is idempotent: it rewrites the same bytes. An OBU pulled in the middle is left not
+//!   activated (the flag is written last) or activated with the files already written; either
+//!   way issuing it again to the same vehicle rewrites everything and verifies it.
+//! * Every error's message is what a teller reads (zh-CN); [`IssueError::code`] is its API code.
+#![forbid(unsafe_code)]
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use cardd_api::types::plate_colour_zh;
+use cardd_api::obu::{
+    IssuePlan, IssueReport, ObuInfo, ObuVehicleView, VehicleDetails, VehicleView,
+};
+use cardd_api::types::{plate_colour_zh, vehicle_class_zh, vehicle_user_type_zh};
+use cardd_api::ErrorCode;
 use cardd_crypto::gbk::{self, GbkError};
+use cardd_journal::clock::Clock;
 use cardd_purse::{
     obu_read_key_for, CardKeyContext, MaintenanceKey, ObuSystemInfo, ObuVehicleInfo, PlateColour,
     Purse, PurseError, SamError, SecurityModule, Sfi,
 };
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
-use cardd_script::mlua::{self, Lua, Value};
-use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
-use cardd_store::model::{vehicle_class_zh, vehicle_user_type_zh, Vehicle, VehicleDetails};
-use serde::Serialize;
-
-use crate::readers::Holder;
-use crate::server::Daemon;
 
 /// Years an OBU contract runs when issuance has to write its dates (the OBU had none).
 pub const OBU_CONTRACT_YEARS: u16 = 10;
-/// Longest plate or text argument from a flow, in bytes.
-const ARG_BYTES_MAX: usize = 256;
 
 /// Why an OBU was not issued. The messages are what a teller reads.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +72,10 @@ pub enum IssueError {
         text: String,
         reason: String,
     },
-    #[error("{0}")]
-    Host(#[from] cardd_store::HostError),
+    /// The vehicle accounts refused (looking the account up, or validating details given at
+    /// issuance): their own message and code.
+    #[error("{message}")]
+    Account { message: String, code: ErrorCode },
     #[error("签发系统不可用（完整性检查未通过），已停止发行；请联系管理员")]
     HostUnavailable,
     #[error("未检测到OBU，或读取OBU时OBU被移开、无响应；未写入任何数据，请放好OBU后重试")]
@@ -86,22 +92,30 @@ pub enum IssueError {
     VerifyMismatch { file: &'static str, offset: usize },
 }
 
-/// A lower layer's message inside a zh-CN one: its `: ` separators become `：`, so the flow
-/// engine, which keeps what follows the last `: ` of an error, shows the whole message.
-fn detail(e: &impl std::fmt::Display) -> String {
-    e.to_string().replace(": ", "：")
-}
-
-impl From<PurseError> for IssueError {
-    fn from(e: PurseError) -> Self {
-        match e {
-            PurseError::Sam(e) => IssueError::Sam(e),
-            other => IssueError::Card(other),
+impl IssueError {
+    /// The API error code of this refusal or failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IssueError::UnknownVehicle { .. } => ErrorCode::HostNotFound,
+            IssueError::NoContractSerial { .. }
+            | IssueError::MissingDetails { .. }
+            | IssueError::DetailsConflict
+            | IssueError::Text { .. } => ErrorCode::InvalidParams,
+            IssueError::SerialMismatch { .. }
+            | IssueError::Expired { .. }
+            | IssueError::IssuedToOther { .. }
+            | IssueError::NotAnObu => ErrorCode::CardNotEligible,
+            IssueError::Account { code, .. } => *code,
+            IssueError::HostUnavailable => ErrorCode::FailedClosed,
+            IssueError::NotPresent => ErrorCode::NoCard,
+            IssueError::Interrupted => ErrorCode::CardRemoved,
+            IssueError::ActivatedUnreadable { .. }
+            | IssueError::Sam(_)
+            | IssueError::Card(_)
+            | IssueError::VerifyMismatch { .. } => ErrorCode::CardError,
         }
     }
-}
 
-impl IssueError {
     /// A reader failure where the OBU left or went silent becomes [`IssueError::NotPresent`]
     /// before anything was written and [`IssueError::Interrupted`] after.
     fn after(self, wrote: bool) -> Self {
@@ -120,54 +134,34 @@ impl IssueError {
     }
 }
 
-/// A vehicle information file as flows see it, decoded, with zh-CN labels.
-#[derive(Debug, Clone, Serialize)]
-pub struct VehicleView {
+/// A lower layer's message inside a zh-CN one: its `: ` separators become `：`, so the flow
+/// engine, which keeps what follows the last `: ` of an error, shows the whole message.
+fn detail(e: &impl std::fmt::Display) -> String {
+    e.to_string().replace(": ", "：")
+}
+
+impl From<PurseError> for IssueError {
+    fn from(e: PurseError) -> Self {
+        match e {
+            PurseError::Sam(e) => IssueError::Sam(e),
+            other => IssueError::Card(other),
+        }
+    }
+}
+
+/// A vehicle account as issuance needs it: what the ETC domain knows of the vehicle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VehicleAccount {
+    /// The account's plate, as displayed.
     pub plate: String,
+    /// The plate colour code.
     pub plate_colour: u16,
-    pub plate_colour_label: String,
+    /// Toll vehicle class.
     pub vehicle_class: u8,
-    pub vehicle_class_label: String,
-    pub vehicle_user_type_label: String,
-    /// Everything after plate, colour and class.
-    pub details: VehicleDetails,
-}
-
-/// The vehicle file on an OBU.
-#[derive(Debug, Clone, Serialize)]
-pub struct ObuVehicleView {
-    #[serde(flatten)]
-    pub vehicle: VehicleView,
-    /// No plate written yet.
-    pub blank: bool,
-}
-
-/// What `obu.info()` returns.
-#[derive(Debug, Clone, Serialize)]
-pub struct ObuInfo {
-    /// The contract serial (16 hex digits): the OBU number.
-    pub obu_number: String,
-    /// Contract provider, hex.
-    pub contract_provider: String,
-    pub provider_province: Option<String>,
-    pub contract_type: u8,
-    pub contract_version: u8,
-    /// `tdes` or `sm4`.
-    pub algorithm: String,
-    /// YYYY-MM-DD, `None` when not written.
-    pub signed_date: Option<String>,
-    /// YYYY-MM-DD, `None` when not written.
-    pub expiry_date: Option<String>,
-    /// Issuance will write the signed and expiry dates.
-    pub dates_missing: bool,
-    /// The contract's expiry date is before today (China time).
-    pub expired: bool,
-    /// Tamper flag `01`.
-    pub activated: bool,
-    /// The vehicle file, when it could be read.
-    pub vehicle: Option<ObuVehicleView>,
-    /// Why something could not be read.
-    pub notes: Vec<String>,
+    /// The OBU's contract serial (16 hex digits), if one was registered.
+    pub obu_contract_serial: Option<String>,
+    /// The details an OBU's vehicle file needs, if the account has them.
+    pub details: Option<VehicleDetails>,
 }
 
 /// What issuance writes: everything comes from the vehicle account.
@@ -184,39 +178,22 @@ pub struct IssueOrder {
     pub today: (u16, u8, u8),
 }
 
-/// What issuance will write, from the vehicle account (what `obu.plan` returns and the
-/// confirmation shows).
-#[derive(Debug, Clone, Serialize)]
-pub struct IssuePlan {
-    /// The account's OBU contract serial.
-    pub obu_number: String,
-    /// The vehicle file to be written, decoded back.
-    #[serde(flatten)]
-    pub vehicle: VehicleView,
-    /// `account` or `params`: where the vehicle details came from.
-    pub details_source: String,
+/// What issuance did on the ESAM.
+#[derive(Debug, Clone)]
+pub struct EsamOutcome {
+    pub system: ObuSystemInfo,
+    pub written: Vec<&'static str>,
+    pub verified: Vec<&'static str>,
 }
 
-/// What `obu.issue` returns: the plan, and what was written and verified.
-#[derive(Debug, Clone, Serialize)]
-pub struct IssueReport {
-    #[serde(flatten)]
-    pub plan: IssuePlan,
-    pub signed_date: Option<String>,
-    pub expiry_date: Option<String>,
-    /// Codes of what was written: `system_info_dates`, `vehicle_info`, `activation_flag`.
-    pub written: Vec<String>,
-    /// zh-CN names of what was written.
-    pub written_labels: Vec<String>,
-    /// What was read back and found equal, byte for byte: `system_info`, `vehicle_info`.
-    pub verified: Vec<String>,
-    pub activated: bool,
-}
-
-/// Today's date in China.
+/// Today's date in China, by the system clock.
 pub fn china_today() -> (u16, u8, u8) {
-    let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-    let now = time::OffsetDateTime::now_utc().to_offset(offset);
+    china_date(time::OffsetDateTime::now_utc())
+}
+
+/// The date in China at `now`, `(year, month, day)`.
+pub fn china_date(now: time::OffsetDateTime) -> (u16, u8, u8) {
+    let now = now.to_offset(cardd_journal::CHINA_OFFSET);
     (
         u16::try_from(now.year()).unwrap_or(0),
         u8::from(now.month()),
@@ -224,12 +201,13 @@ pub fn china_today() -> (u16, u8, u8) {
     )
 }
 
-fn ymd((y, m, d): (u16, u8, u8)) -> String {
+/// `YYYY-MM-DD`.
+pub fn ymd((y, m, d): (u16, u8, u8)) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// `date` plus `years` (29 February becomes 28 February).
-fn plus_years((y, m, d): (u16, u8, u8), years: u16) -> (u16, u8, u8) {
+pub fn plus_years((y, m, d): (u16, u8, u8), years: u16) -> (u16, u8, u8) {
     let year = y.saturating_add(years);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     if m == 2 && d == 29 && !leap {
@@ -253,14 +231,14 @@ fn gbk_field<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N],
 
 /// The 59-byte vehicle file for `vehicle` with `details`.
 pub fn vehicle_file(
-    vehicle: &Vehicle,
+    vehicle: &VehicleAccount,
     details: &VehicleDetails,
 ) -> Result<ObuVehicleInfo, IssueError> {
     let engine: [u8; ObuVehicleInfo::ENGINE_NUMBER_BYTES] =
         gbk_field("发动机号", &details.engine_number)?;
     Ok(ObuVehicleInfo {
         plate: gbk_field::<{ ObuVehicleInfo::PLATE_BYTES }>("车牌号", &vehicle.plate)?,
-        plate_colour: PlateColour::from_code(vehicle.plate_colour.code),
+        plate_colour: PlateColour::from_code(vehicle.plate_colour),
         vehicle_class: vehicle.vehicle_class,
         vehicle_user_type: details.user_type,
         length_mm: details.length_mm,
@@ -278,7 +256,8 @@ pub fn vehicle_file(
     })
 }
 
-fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
+/// A vehicle file decoded, with zh-CN labels.
+pub fn vehicle_view(file: &ObuVehicleInfo) -> VehicleView {
     let colour = file.plate_colour.code();
     VehicleView {
         plate: gbk::decode_lossy(&file.plate),
@@ -354,46 +333,6 @@ fn is_expired(system: &ObuSystemInfo, today: (u16, u8, u8)) -> bool {
     system.expiry_date().is_some_and(|expiry| expiry < today)
 }
 
-/// Reads the OBU on `reader` for `obu.info()`.
-pub fn read_info(
-    reader: &mut Reader,
-    sam: &dyn SecurityModule,
-    today: (u16, u8, u8),
-) -> Result<ObuInfo, IssueError> {
-    with_esam(reader, |purse| {
-        let system = read_system(purse)?;
-        let card = CardKeyContext::obu(&system);
-        let mut notes = Vec::new();
-        let vehicle = match read_vehicle(purse, sam, &card) {
-            Ok(file) => Some(ObuVehicleView {
-                vehicle: vehicle_view(&file),
-                blank: file.is_blank(),
-            }),
-            Err(PurseError::Reader(e)) => return Err(IssueError::Card(e.into())),
-            Err(e) => {
-                notes.push(format!("无法读取OBU车辆信息：{}", detail(&e)));
-                None
-            }
-        };
-        Ok(ObuInfo {
-            obu_number: system.obu_number(),
-            contract_provider: hex::encode_upper(system.contract_provider),
-            provider_province: system.provider_province_name().map(str::to_owned),
-            contract_type: system.contract_type,
-            contract_version: system.contract_version,
-            algorithm: system.algorithm().as_str().to_owned(),
-            signed_date: system.signed_date().map(ymd),
-            expiry_date: system.expiry_date().map(ymd),
-            dates_missing: system.signed_date().is_none() || system.expiry_date().is_none(),
-            expired: is_expired(&system, today),
-            activated: system.is_activated(),
-            vehicle,
-            notes,
-        })
-    })
-    .map_err(|e| e.after(false))
-}
-
 /// The refusals, checked on the card itself right before writing.
 fn check(
     system: &ObuSystemInfo,
@@ -438,12 +377,44 @@ fn verify(file: &'static str, wrote: &[u8], read: &[u8]) -> Result<(), IssueErro
     }
 }
 
-/// What issuance did on the ESAM.
-#[derive(Debug, Clone)]
-pub struct EsamOutcome {
-    pub system: ObuSystemInfo,
-    pub written: Vec<&'static str>,
-    pub verified: Vec<&'static str>,
+/// Reads the OBU on `reader` (what `obu.info()` returns); `today` decides `expired`.
+pub fn read_info(
+    reader: &mut Reader,
+    sam: &dyn SecurityModule,
+    today: (u16, u8, u8),
+) -> Result<ObuInfo, IssueError> {
+    with_esam(reader, |purse| {
+        let system = read_system(purse)?;
+        let card = CardKeyContext::obu(&system);
+        let mut notes = Vec::new();
+        let vehicle = match read_vehicle(purse, sam, &card) {
+            Ok(file) => Some(ObuVehicleView {
+                vehicle: vehicle_view(&file),
+                blank: file.is_blank(),
+            }),
+            Err(PurseError::Reader(e)) => return Err(IssueError::Card(e.into())),
+            Err(e) => {
+                notes.push(format!("无法读取OBU车辆信息：{}", detail(&e)));
+                None
+            }
+        };
+        Ok(ObuInfo {
+            obu_number: system.obu_number(),
+            contract_provider: hex::encode_upper(system.contract_provider),
+            provider_province: system.provider_province_name().map(str::to_owned),
+            contract_type: system.contract_type,
+            contract_version: system.contract_version,
+            algorithm: system.algorithm().as_str().to_owned(),
+            signed_date: system.signed_date().map(ymd),
+            expiry_date: system.expiry_date().map(ymd),
+            dates_missing: system.signed_date().is_none() || system.expiry_date().is_none(),
+            expired: is_expired(&system, today),
+            activated: system.is_activated(),
+            vehicle,
+            notes,
+        })
+    })
+    .map_err(|e| e.after(false))
 }
 
 /// Issues the OBU on `reader` per `order`: checks, writes the dates if missing, the vehicle
@@ -457,7 +428,8 @@ pub fn issue_on_reader(
     with_esam(reader, |purse| issue_esam(purse, sam, order, &mut wrote)).map_err(|e| e.after(wrote))
 }
 
-fn issue_esam(
+/// Issuance on an ESAM already reached; `wrote` is set once anything was written.
+pub fn issue_esam(
     purse: &mut Purse<'_>,
     sam: &dyn SecurityModule,
     order: &IssueOrder,
@@ -523,7 +495,8 @@ fn issue_esam(
     })
 }
 
-fn written_label(code: &str) -> &'static str {
+/// The zh-CN name of a `written` code.
+pub fn written_label(code: &str) -> &'static str {
     match code {
         "system_info_dates" => "系统信息（签约日期、有效期）",
         "vehicle_info" => "车辆信息",
@@ -532,101 +505,74 @@ fn written_label(code: &str) -> &'static str {
     }
 }
 
-/// The `obu` module for one run: the run's reader, the daemon's security module and host.
-#[derive(Debug)]
-pub struct ObuModule {
-    daemon: Weak<Daemon>,
-    holder: Holder,
-    reader_id: Option<String>,
-    runtime: tokio::runtime::Handle,
+/// OBU issuance with its security module and clock.
+#[derive(Clone)]
+pub struct ObuService {
+    sam: Arc<dyn SecurityModule>,
+    clock: Arc<dyn Clock>,
 }
 
-impl ObuModule {
-    pub fn new(
-        daemon: Weak<Daemon>,
-        holder: Holder,
-        reader_id: Option<String>,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
-        ObuModule {
-            daemon,
-            holder,
-            reader_id,
-            runtime,
-        }
+impl std::fmt::Debug for ObuService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObuService")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObuService {
+    /// The service over `sam` (the MACs and the vehicle file's decryption) and `clock` (today's
+    /// date in China: expiry, and the dates written to an OBU without them).
+    pub fn new(sam: Arc<dyn SecurityModule>, clock: Arc<dyn Clock>) -> Self {
+        ObuService { sam, clock }
     }
 
-    fn live(&self) -> mlua::Result<Arc<Daemon>> {
-        self.daemon
-            .upgrade()
-            .ok_or_else(|| lua_error("cardd 正在停止"))
+    /// Today in China.
+    pub fn today(&self) -> (u16, u8, u8) {
+        china_date(self.clock.now())
     }
 
-    /// Runs `job` on the run's reader with the daemon's security module.
-    fn on_esam<R: Send + 'static>(
+    /// Reads the OBU on `reader` (`obu.info()`).
+    pub fn read_info(&self, reader: &mut Reader) -> Result<ObuInfo, IssueError> {
+        read_info(reader, self.sam.as_ref(), self.today())
+    }
+
+    /// What issuance will write for `account` (`obu.plan`): `given` details are used only
+    /// when the account has none, after `validate` (the vehicle accounts' own rules) accepted
+    /// them, and must agree with the account's when it has some.
+    pub fn plan(
         &self,
-        job: impl FnOnce(&mut Reader, &dyn SecurityModule) -> Result<R, IssueError> + Send + 'static,
-    ) -> mlua::Result<R> {
-        let daemon = self.live()?;
-        let Some(reader_id) = self.reader_id.clone() else {
-            return Err(lua_error("OBU发行需要OBU发行器：启动时请指定 reader_id"));
-        };
-        let (holder, sam) = (self.holder.clone(), daemon.sam.clone());
-        let outcome = self.runtime.block_on(async move {
-            let job = move |reader: &mut Reader| job(reader, sam.as_ref());
-            daemon.readers.run(&reader_id, &holder, job).await
-        });
-        match outcome {
-            Ok(result) => result.map_err(lua_error),
-            Err(e) => Err(lua_error(e.message)),
-        }
-    }
-
-    /// The vehicle account's data as issuance will write it (`obu.plan`); `given` details are
-    /// used only when the account has none.
-    fn plan(
-        &self,
-        plate: &str,
-        colour: u16,
+        account: &VehicleAccount,
         given: Option<VehicleDetails>,
+        validate: impl FnOnce(&VehicleDetails) -> Result<VehicleDetails, IssueError>,
     ) -> Result<(IssuePlan, IssueOrder), IssueError> {
-        let daemon = self.daemon.upgrade().ok_or(IssueError::HostUnavailable)?;
-        let host = daemon.host.clone().ok_or(IssueError::HostUnavailable)?;
-        let vehicle = host
-            .vehicle(plate, colour)?
-            .ok_or_else(|| IssueError::UnknownVehicle {
-                plate: plate.trim().to_owned(),
-                colour: plate_colour_zh(colour).to_owned(),
-            })?;
-        let serial = vehicle
+        let serial = account
             .obu_contract_serial
             .as_deref()
             .and_then(|s| hex::decode(s).ok())
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .ok_or_else(|| IssueError::NoContractSerial {
-                plate: vehicle.plate.clone(),
+                plate: account.plate.clone(),
             })?;
-        let given = given
-            .map(|d| cardd_store::validate::vehicle_details(&d))
-            .transpose()?;
-        let (details, source) = match (&vehicle.details, given) {
-            (Some(account), Some(given)) if *account != given => {
+        let given = given.map(|d| validate(&d)).transpose()?;
+        let (details, source) = match (&account.details, given) {
+            (Some(stored), Some(given)) if *stored != given => {
                 return Err(IssueError::DetailsConflict)
             }
-            (Some(account), _) => (account.clone(), "account"),
+            (Some(stored), _) => (stored.clone(), "account"),
             (None, Some(given)) => (given, "params"),
             (None, None) => {
                 return Err(IssueError::MissingDetails {
-                    plate: vehicle.plate.clone(),
+                    plate: account.plate.clone(),
                 })
             }
         };
         let order = IssueOrder {
-            plate: vehicle.plate.clone(),
-            plate_colour: vehicle.plate_colour.code,
+            plate: account.plate.clone(),
+            plate_colour: account.plate_colour,
             contract_serial: serial,
-            vehicle_file: vehicle_file(&vehicle, &details)?,
-            today: china_today(),
+            vehicle_file: vehicle_file(account, &details)?,
+            today: self.today(),
         };
         let plan = IssuePlan {
             obu_number: hex::encode_upper(serial),
@@ -636,26 +582,19 @@ impl ObuModule {
         Ok((plan, order))
     }
 
-    /// `obu.issue{ plate, plate_colour, details }`.
-    fn issue(
+    /// Issues the OBU on `reader` per `order` (checked again on the card, written, read back
+    /// and compared).
+    pub fn issue(
         &self,
-        plate: &str,
-        colour: u16,
-        given: Option<VehicleDetails>,
-    ) -> mlua::Result<IssueReport> {
-        let (plan, order) = self.plan(plate, colour, given).map_err(lua_error)?;
-        let job_order = order.clone();
-        let outcome = self.on_esam(move |reader, sam| issue_on_reader(reader, sam, &job_order));
-        let operator = &self.holder.operator;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::warn!(plate = %order.plate, colour = order.plate_colour, operator = %operator, error = %e, "OBU not issued");
-                return Err(e);
-            }
-        };
-        tracing::info!(obu = %outcome.system.obu_number(), plate = %order.plate, colour = order.plate_colour, operator = %operator, written = ?outcome.written, "OBU issued and activated");
-        Ok(IssueReport {
+        reader: &mut Reader,
+        order: &IssueOrder,
+    ) -> Result<EsamOutcome, IssueError> {
+        issue_on_reader(reader, self.sam.as_ref(), order)
+    }
+
+    /// What `obu.issue` returns for `plan` carried out with `outcome`.
+    pub fn report(plan: IssuePlan, outcome: &EsamOutcome) -> IssueReport {
+        IssueReport {
             plan,
             signed_date: outcome.system.signed_date().map(ymd),
             expiry_date: outcome.system.expiry_date().map(ymd),
@@ -667,84 +606,7 @@ impl ObuModule {
                 .collect(),
             verified: outcome.verified.iter().map(|v| (*v).to_owned()).collect(),
             activated: outcome.system.is_activated(),
-        })
-    }
-}
-
-/// One function of the module: the run's module and the call's argument.
-type Call = fn(&Lua, &ObuModule, Value) -> mlua::Result<Value>;
-
-/// The `{ plate, plate_colour, details }` argument of `obu.plan` and `obu.issue`.
-fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<VehicleDetails>)> {
-    let Value::Table(args) = args else {
-        return Err(lua_error(
-            "expected a table { plate = …, plate_colour = …, details = … }",
-        ));
-    };
-    let plate = str_arg(lua, "plate", args.raw_get("plate")?, ARG_BYTES_MAX)?;
-    let colour = match args.raw_get::<Value>("plate_colour")? {
-        Value::Integer(code) => {
-            u16::try_from(code).map_err(|_| lua_error("plate_colour must be a colour code"))?
         }
-        _ => return Err(lua_error("plate_colour must be an integer colour code")),
-    };
-    let details = match args.raw_get::<Value>("details")? {
-        Value::Nil => None,
-        value => Some(
-            serde_json::from_value::<VehicleDetails>(json_arg(lua, "details", &value)?)
-                .map_err(|e| lua_error(format!("details: {e}")))?,
-        ),
-    };
-    Ok((plate, colour, details))
-}
-
-fn lua_error(e: impl std::fmt::Display) -> mlua::Error {
-    mlua::Error::RuntimeError(e.to_string())
-}
-
-fn to_lua<T: Serialize>(lua: &Lua, value: &T) -> mlua::Result<Value> {
-    let json = serde_json::to_value(value).map_err(lua_error)?;
-    json_value(lua, &json)
-}
-
-impl LuaModule for ObuModule {
-    fn name(&self) -> &'static str {
-        "obu"
-    }
-
-    fn register(&self, lua: &Lua, ctx: &RunContext) -> mlua::Result<()> {
-        let table = lua.create_table()?;
-        let me = Arc::new(ObuModule::new(
-            self.daemon.clone(),
-            self.holder.clone(),
-            self.reader_id.clone(),
-            self.runtime.clone(),
-        ));
-        let add = |name: &'static str, call: Call| -> mlua::Result<()> {
-            let (me, ctx) = (me.clone(), ctx.clone());
-            let function = lua.create_function(move |lua, args: Value| {
-                let _call = ctx.enter("obu")?;
-                call(lua, &me, args)
-            })?;
-            table.raw_set(name, function)
-        };
-        add("info", |lua, me, _| {
-            let today = china_today();
-            to_lua(
-                lua,
-                &me.on_esam(move |reader, sam| read_info(reader, sam, today))?,
-            )
-        })?;
-        add("plan", |lua, me, args| {
-            let (plate, colour, details) = order_args(lua, args)?;
-            let (plan, _) = me.plan(&plate, colour, details).map_err(lua_error)?;
-            to_lua(lua, &plan)
-        })?;
-        add("issue", |lua, me, args| {
-            let (plate, colour, details) = order_args(lua, args)?;
-            to_lua(lua, &me.issue(&plate, colour, details)?)
-        })?;
-        install_module(lua, "obu", table)
     }
 }
 
@@ -784,5 +646,12 @@ mod tests {
             verify("f", &[1, 2, 3], &[1, 2]),
             Err(IssueError::VerifyMismatch { offset: 2, .. })
         ));
+    }
+
+    #[test]
+    fn china_date_is_utc_plus_8() {
+        let t = time::macros::datetime!(2025-12-31 16:30 UTC);
+        assert_eq!(china_date(t), (2026, 1, 1));
+        assert_eq!(ymd((2026, 1, 1)), "2026-01-01");
     }
 }
