@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod etc;
 pub mod method;
 pub mod money;
 pub mod roles;

@@ -37,10 +37,10 @@ use serde_json::{json, Value};
 
 use crate::auth::Session;
 use crate::errors::ApiError;
-/// Did an order's load land: the same verdict as a recharge record's.
-pub use crate::etc::Verdict;
 use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams, SessionView};
 use crate::server::Daemon;
+/// Did an order's load land: the same verdict as a recharge record's.
+pub use cardd_api::etc::Verdict;
 
 /// Longest wait for the bank's answer to a transfer; past it the top-up is 支付结果未知 and the
 /// bank is asked again later (`group.topup_status`).
@@ -335,7 +335,7 @@ pub(crate) fn recharge(
         }
         Err(e) => Err(settle_failed_recharge(
             svc,
-            daemon.journal.as_ref(),
+            daemon.journal.as_deref(),
             &order,
             &operator,
             &e,
@@ -354,14 +354,15 @@ fn settle_card_first(
     card_number: &str,
 ) -> Result<(), String> {
     let Some(journal) = daemon.journal.as_ref() else {
-        return Err(crate::etc::journal(daemon)
+        return Err(daemon
+            .verified_journal()
             .err()
             .map(|e| e.message)
             .unwrap_or_default());
     };
     let open = journal
         .open_for_card(card_number)
-        .map_err(|e| crate::etc::journal_error(e).message)?;
+        .map_err(|e| crate::errors::journal_error(e).message)?;
     let mut unsettled = svc
         .host
         .orders_in(OrderStatus::Reserved)
@@ -402,7 +403,7 @@ fn settle_card_first(
             }
         }
     }
-    crate::etc::refuse_if_card_blocked(daemon, card_number).map_err(|e| e.message)?;
+    crate::intent::refuse_if_card_blocked_in(daemon, card_number).map_err(|e| e.message)?;
     tell_settled_once(svc, group_id, card_number)
 }
 

@@ -8,13 +8,16 @@
 //! every new recharge or 圈存 to that card, for every record and every group, is refused with
 //! a message naming the pending order or record and what to do.
 
+use std::sync::Arc;
+
+use cardd_etc::IssuerHost;
 use cardd_journal::intent::card_blocked;
-use cardd_journal::{IntentBlock, IntentOwners, Journal};
+use cardd_journal::{IntentBlock, IntentOwners, Journal, LostCardVerdict};
 use cardd_store::group::GroupHost;
 use cardd_store::group_model::OrderStatus;
-use cardd_store::IssuerHost;
 
 use crate::errors::{journal_error, ApiError};
+use crate::server::Daemon;
 
 /// The owners of both domains' loads, as [`cardd_journal::intent::card_blocked`] asks for them.
 #[derive(Debug)]
@@ -85,4 +88,72 @@ impl IntentOwners for OwnersRef<'_, '_> {
     fn owner_of(&self, txn_id: &str) -> Option<String> {
         self.0.find(txn_id)
     }
+}
+
+/// The group domain's owners of loads, owned (for the ETC service's check).
+#[derive(Debug)]
+struct GroupOwners(Arc<dyn GroupHost>);
+
+impl IntentOwners for GroupOwners {
+    fn owner_of(&self, txn_id: &str) -> Option<String> {
+        Owners {
+            host: None,
+            group: Some(self.0.as_ref()),
+        }
+        .find(txn_id)
+    }
+}
+
+/// Reports to the audit log what a card on the lost-card watch list showed.
+#[derive(Debug)]
+struct AuditWatch(Arc<crate::audit::AuditLog>);
+
+impl cardd_etc::WatchAudit for AuditWatch {
+    fn watch_checked(&self, verdict: &LostCardVerdict) {
+        crate::recovery::audit_watch_check(&self.0, verdict);
+    }
+}
+
+/// The ETC service over the daemon's records, journal and security module, asking both
+/// domains' owners of loads before any new credit.
+pub(crate) fn etc_service(
+    records: Arc<dyn IssuerHost>,
+    journal: Option<Arc<Journal>>,
+    sam: Arc<dyn cardd_purse::SecurityModule>,
+    loading: cardd_journal::InFlight,
+    group: Option<Arc<dyn GroupHost>>,
+    audit: Arc<crate::audit::AuditLog>,
+    config: &crate::config::Config,
+) -> cardd_etc::EtcService {
+    let mut owners: Vec<Arc<dyn IntentOwners>> =
+        vec![Arc::new(cardd_etc::RecordOwners(records.clone()))];
+    if let Some(group) = group {
+        owners.push(Arc::new(GroupOwners(group)));
+    }
+    cardd_etc::EtcService::new(
+        records,
+        journal,
+        sam,
+        loading,
+        Arc::new(owners),
+        Arc::new(AuditWatch(audit)),
+        Arc::new(cardd_journal::SystemClock),
+        cardd_etc::EtcSettings {
+            etc_pin: config.etc_pin.clone(),
+            terminal_id: config.terminal_id,
+        },
+    )
+}
+
+/// [`refuse_if_card_blocked`] with the daemon's journal and both domains' stores.
+pub(crate) fn refuse_if_card_blocked_in(
+    daemon: &Daemon,
+    card_number: &str,
+) -> Result<(), ApiError> {
+    refuse_if_card_blocked(
+        daemon.verified_journal()?,
+        daemon.host.as_deref(),
+        daemon.group.as_ref().map(|g| g.host.as_ref()),
+        card_number,
+    )
 }

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::journal_error;
 use crate::errors::ApiError;
-use crate::etc::journal;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use crate::server::Daemon;
 use serde_json::Value;
@@ -303,7 +302,7 @@ pub fn add_methods(m: &mut Methods) {
         DECIDERS,
         false,
         |d, _, _: NoParams| async move {
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let open = journal.list_open().map_err(journal_error)?;
             let mut rows = Vec::with_capacity(open.len());
             for t in &open {
@@ -328,7 +327,7 @@ pub fn add_methods(m: &mut Methods) {
         DECIDERS,
         false,
         |d, _, _: NoParams| async move {
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let verdicts = journal.lost_card_verdicts().map_err(journal_error)?;
             Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(|v| LostCardRow::named(&d, v)).collect())
         },
@@ -340,7 +339,7 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ProposeLostCardParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let txn = journal
                 .get(&p.txn_id)
                 .map_err(journal_error)?
@@ -372,11 +371,11 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ConfirmLostCardParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let (txn, verdict) = journal
                 .confirm_lost_card(&p.txn_id, p.landed, &operator)
                 .map_err(lost_error)?;
-            let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
+            let records_settled = d.etc.as_ref().map_or(0, |etc| etc.settle_card(&txn.card_number).len());
             let orders_settled = crate::group_rpc::reconcile(&d)?;
             tracing::warn!(txn = %txn.txn_id, card = %txn.card_number, landed = verdict.landed, proposed_by = %verdict.proposed_by, confirmed_by = %operator, "a load was settled without its card (lost-card verdict); the card is on the watch list");
             Ok::<Resolved, ApiError>(Resolved {
@@ -394,7 +393,7 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ClearWatchParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let verdict = journal
                 .clear_watch(&p.txn_id, &p.reason, &operator)
                 .map_err(lost_error)?;
@@ -412,7 +411,7 @@ pub fn add_methods(m: &mut Methods) {
             if reason.is_empty() {
                 return Err(ApiError::invalid_params("核对结论必须填写原因"));
             }
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let txn = journal
                 .get(&p.txn_id)
                 .map_err(journal_error)?
@@ -473,7 +472,7 @@ pub fn add_methods(m: &mut Methods) {
                 TxnState::NotApplied { resolution }
             };
             journal.resolve(&p.txn_id, state).map_err(journal_error)?;
-            let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
+            let records_settled = d.etc.as_ref().map_or(0, |etc| etc.settle_card(&txn.card_number).len());
             let orders_settled = crate::group_rpc::reconcile(&d)?;
             Ok::<Resolved, ApiError>(Resolved {
                 txn_id: p.txn_id,

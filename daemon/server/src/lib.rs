@@ -7,7 +7,6 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod errors;
-pub mod etc;
 pub mod etc_rpc;
 pub mod events;
 pub mod flows;

@@ -148,7 +148,7 @@ pub enum GroupError {
 
 impl From<sled::Error> for GroupError {
     fn from(e: sled::Error) -> Self {
-        GroupError::Host(HostError::from(e))
+        GroupError::Host(crate::embedded::sled_err(e))
     }
 }
 

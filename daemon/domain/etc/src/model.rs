@@ -15,6 +15,8 @@ use time::OffsetDateTime;
 
 use cardd_api::money::Fen;
 
+pub use cardd_api::etc::{VehicleDetails, VehicleInput};
+
 /// Longest plate number, in characters (the longest real plates are 8–9; the margin is for
 /// suffixes such as 挂 and 学).
 pub const PLATE_CHARS_MAX: usize = 12;
@@ -151,29 +153,6 @@ impl Vehicle {
     }
 }
 
-/// What [`crate::IssuerHost::upsert_vehicle`] takes: a vehicle account as entered. The plate is
-/// normalised and everything validated before anything is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VehicleInput {
-    /// 车牌号.
-    pub plate: String,
-    /// 车牌颜色 code.
-    pub plate_colour: u16,
-    /// Card numbers, oldest first; the last is the card in service.
-    pub card_numbers: Vec<String>,
-    /// The owner's name.
-    pub owner_name: String,
-    /// Toll vehicle class.
-    pub vehicle_class: u8,
-    /// The OBU's contract serial, if any.
-    #[serde(default)]
-    pub obu_contract_serial: Option<String>,
-    /// Vehicle details for the OBU's vehicle file, if known.
-    #[serde(default)]
-    pub details: Option<VehicleDetails>,
-}
-
 /// 车辆用户类型 codes with their zh-CN names, as ETC cards and OBU vehicle files store them.
 pub const VEHICLE_USER_TYPES: &[(u8, &str)] = &[
     (0, "普通车辆"),
@@ -204,35 +183,6 @@ pub fn vehicle_user_type_zh(code: u8) -> Option<&'static str> {
         .iter()
         .find(|(c, _)| *c == code)
         .map(|(_, name)| *name)
-}
-
-/// What an OBU's vehicle information file (ESAM DF01 EF01) holds besides plate, plate colour
-/// and vehicle class; see `docs/card-protocol.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VehicleDetails {
-    /// 车辆用户类型 ([`VEHICLE_USER_TYPES`]).
-    pub user_type: u8,
-    /// 车长, millimetres.
-    pub length_mm: u16,
-    /// 车宽, millimetres.
-    pub width_mm: u16,
-    /// 车高, millimetres.
-    pub height_mm: u16,
-    /// 车轮数.
-    pub wheels: u8,
-    /// 车轴数.
-    pub axles: u8,
-    /// 轴距, millimetres.
-    pub wheelbase_mm: u16,
-    /// 核定载质量 in kg (trucks) or 核定载人数 (passenger vehicles).
-    pub load_kg_or_seats: u32,
-    /// 车辆描述 (make and model), at most [`VEHICLE_DESCRIPTION_GBK_BYTES_MAX`] GBK bytes.
-    #[serde(default)]
-    pub description: String,
-    /// 发动机号, ASCII letters, digits and `-`, at most [`ENGINE_NUMBER_CHARS_MAX`].
-    #[serde(default)]
-    pub engine_number: String,
 }
 
 /// 圈存状态 of a recharge record.
@@ -530,7 +480,7 @@ pub struct Page {
     pub page_size: u32,
 }
 
-/// What [`crate::EmbeddedHost::seed_demo`] added (all zero when the demo data was there).
+/// What `cardd_store::EmbeddedHost::seed_demo` added (all zero when the demo data was there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct SeedReport {
     /// Vehicle accounts created.
