@@ -10,6 +10,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::method;
 
+/// 车辆用户类型 codes with their zh-CN names, as ETC cards and OBU vehicle files store them.
+pub const VEHICLE_USER_TYPES: &[(u8, &str)] = &[
+    (0, "普通车辆"),
+    (6, "公务车辆"),
+    (8, "军警车辆"),
+    (10, "紧急车辆"),
+    (12, "免费车辆"),
+    (14, "车队车辆"),
+];
+/// Longest vehicle description, in GBK bytes (a Chinese character counts 2, ASCII 1): the OBU
+/// field has 16 bytes.
+pub const VEHICLE_DESCRIPTION_GBK_BYTES_MAX: usize = 16;
+/// Longest engine number, in ASCII characters: the OBU field has 14 bytes.
+pub const ENGINE_NUMBER_CHARS_MAX: usize = 14;
+
 /// What `etc.vehicles.upsert` (`cardd_etc::IssuerHost::upsert_vehicle`) takes: a vehicle account as entered. The plate is
 /// normalised and everything validated before anything is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -38,7 +53,7 @@ pub struct VehicleInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VehicleDetails {
-    /// 车辆用户类型 (`cardd_etc::model::VEHICLE_USER_TYPES`).
+    /// 车辆用户类型 ([`VEHICLE_USER_TYPES`]).
     pub user_type: u8,
     /// 车长, millimetres.
     pub length_mm: u16,
@@ -54,10 +69,10 @@ pub struct VehicleDetails {
     pub wheelbase_mm: u16,
     /// 核定载质量 in kg (trucks) or 核定载人数 (passenger vehicles).
     pub load_kg_or_seats: u32,
-    /// 车辆描述 (make and model), at most `VEHICLE_DESCRIPTION_GBK_BYTES_MAX` GBK bytes.
+    /// 车辆描述 (make and model), at most [`VEHICLE_DESCRIPTION_GBK_BYTES_MAX`] GBK bytes.
     #[serde(default)]
     pub description: String,
-    /// 发动机号, ASCII letters, digits and `-`, at most `ENGINE_NUMBER_CHARS_MAX`.
+    /// 发动机号, ASCII letters, digits and `-`, at most [`ENGINE_NUMBER_CHARS_MAX`].
     #[serde(default)]
     pub engine_number: String,
 }

@@ -4,7 +4,8 @@
 //! **Architecture invariant:** this is the only crate that defines what crosses the JSON-RPC
 //! boundary: the error-code table ([`codes`]), operator roles ([`roles`]), money on the wire
 //! ([`money`]: decimal strings, never floats), the request/response types ([`types`]) and the
-//! business vocabulary and rule shapes ([`vocab`]). The daemon and the clients both depend on it,
+//! business vocabulary and rule shapes ([`vocab`]), and one module per method family with its
+//! params, results and [`Method`] types ([`etc`]). The daemon and the clients both depend on it,
 //! so they cannot drift apart.
 #![forbid(unsafe_code)]
 

@@ -59,6 +59,36 @@ impl AuditDetail for UpsertParams {
     }
 }
 
+/// The ETC service over the daemon's records, journal and security module, asking both
+/// domains' owners of loads before any new credit, reporting watch-list checks to the audit log.
+pub(crate) fn service(
+    records: Arc<dyn cardd_etc::IssuerHost>,
+    journal: Option<Arc<cardd_journal::Journal>>,
+    sam: Arc<dyn cardd_purse::SecurityModule>,
+    group: Option<Arc<dyn cardd_store::GroupHost>>,
+    audit: Arc<crate::audit::AuditLog>,
+    config: &crate::config::Config,
+) -> EtcService {
+    let mut owners: Vec<Arc<dyn cardd_journal::IntentOwners>> =
+        vec![Arc::new(cardd_etc::RecordOwners(records.clone()))];
+    if let Some(group) = group {
+        owners.push(Arc::new(crate::intent::GroupOwners(group)));
+    }
+    EtcService::new(
+        records,
+        journal,
+        sam,
+        cardd_journal::InFlight::default(),
+        Arc::new(owners),
+        Arc::new(crate::recovery::AuditWatch(audit)),
+        Arc::new(cardd_journal::SystemClock),
+        cardd_etc::EtcSettings {
+            etc_pin: config.etc_pin.clone(),
+            terminal_id: config.terminal_id,
+        },
+    )
+}
+
 /// Parses a query bound: a China date (whole day) or an RFC 3339 time.
 fn parse_bound(text: &str, end_of_day: bool) -> Result<OffsetDateTime, ApiError> {
     let text = text.trim();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cardd_etc::IssuerHost;
 use cardd_journal::intent::card_blocked;
-use cardd_journal::{IntentBlock, IntentOwners, Journal, LostCardVerdict};
+use cardd_journal::{IntentBlock, IntentOwners, Journal};
 use cardd_store::group::GroupHost;
 use cardd_store::group_model::OrderStatus;
 
@@ -92,7 +92,7 @@ impl IntentOwners for OwnersRef<'_, '_> {
 
 /// The group domain's owners of loads, owned (for the ETC service's check).
 #[derive(Debug)]
-struct GroupOwners(Arc<dyn GroupHost>);
+pub(crate) struct GroupOwners(pub Arc<dyn GroupHost>);
 
 impl IntentOwners for GroupOwners {
     fn owner_of(&self, txn_id: &str) -> Option<String> {
@@ -102,47 +102,6 @@ impl IntentOwners for GroupOwners {
         }
         .find(txn_id)
     }
-}
-
-/// Reports to the audit log what a card on the lost-card watch list showed.
-#[derive(Debug)]
-struct AuditWatch(Arc<crate::audit::AuditLog>);
-
-impl cardd_etc::WatchAudit for AuditWatch {
-    fn watch_checked(&self, verdict: &LostCardVerdict) {
-        crate::recovery::audit_watch_check(&self.0, verdict);
-    }
-}
-
-/// The ETC service over the daemon's records, journal and security module, asking both
-/// domains' owners of loads before any new credit.
-pub(crate) fn etc_service(
-    records: Arc<dyn IssuerHost>,
-    journal: Option<Arc<Journal>>,
-    sam: Arc<dyn cardd_purse::SecurityModule>,
-    loading: cardd_journal::InFlight,
-    group: Option<Arc<dyn GroupHost>>,
-    audit: Arc<crate::audit::AuditLog>,
-    config: &crate::config::Config,
-) -> cardd_etc::EtcService {
-    let mut owners: Vec<Arc<dyn IntentOwners>> =
-        vec![Arc::new(cardd_etc::RecordOwners(records.clone()))];
-    if let Some(group) = group {
-        owners.push(Arc::new(GroupOwners(group)));
-    }
-    cardd_etc::EtcService::new(
-        records,
-        journal,
-        sam,
-        loading,
-        Arc::new(owners),
-        Arc::new(AuditWatch(audit)),
-        Arc::new(cardd_journal::SystemClock),
-        cardd_etc::EtcSettings {
-            etc_pin: config.etc_pin.clone(),
-            terminal_id: config.terminal_id,
-        },
-    )
 }
 
 /// [`refuse_if_card_blocked`] with the daemon's journal and both domains' stores.

@@ -153,6 +153,17 @@ pub(crate) fn check_watch_on(
     Ok(())
 }
 
+/// Reports to the audit log what a card on the lost-card watch list showed, for the ETC
+/// service's loads.
+#[derive(Debug)]
+pub(crate) struct AuditWatch(pub Arc<crate::audit::AuditLog>);
+
+impl cardd_etc::WatchAudit for AuditWatch {
+    fn watch_checked(&self, verdict: &LostCardVerdict) {
+        audit_watch_check(&self.0, verdict);
+    }
+}
+
 /// Records in the audit log what a card on the watch list showed about its verdict.
 pub(crate) fn audit_watch_check(audit: &crate::audit::AuditLog, verdict: &LostCardVerdict) {
     let outcome = match &verdict.card_check {

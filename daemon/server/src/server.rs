@@ -67,8 +67,6 @@ pub struct Daemon {
     pub group: Option<crate::group_rpc::GroupServices>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
-    /// Recharge records being loaded right now (`etc`).
-    pub records_loading: cardd_journal::inflight::InFlight,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     /// The security module: the configured keys behind the funding check
@@ -352,13 +350,11 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         group.as_ref().map(|g| g.host.clone()),
         config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
     ));
-    let records_loading = cardd_journal::inflight::InFlight::default();
     let etc = host.clone().map(|records| {
-        Arc::new(crate::intent::etc_service(
+        Arc::new(crate::etc_rpc::service(
             records,
             journal.clone(),
             sam.clone(),
-            records_loading.clone(),
             group.as_ref().map(|g| g.host.clone()),
             audit.clone(),
             &config,
@@ -388,7 +384,6 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         etc,
         group,
         flows,
-        records_loading,
         events,
         readers,
         sam,

@@ -15,7 +15,10 @@ use time::OffsetDateTime;
 
 use cardd_api::money::Fen;
 
-pub use cardd_api::etc::{VehicleDetails, VehicleInput};
+pub use cardd_api::etc::{
+    VehicleDetails, VehicleInput, ENGINE_NUMBER_CHARS_MAX, VEHICLE_DESCRIPTION_GBK_BYTES_MAX,
+    VEHICLE_USER_TYPES,
+};
 
 /// Longest plate number, in characters (the longest real plates are 8–9; the margin is for
 /// suffixes such as 挂 and 学).
@@ -153,15 +156,6 @@ impl Vehicle {
     }
 }
 
-/// 车辆用户类型 codes with their zh-CN names, as ETC cards and OBU vehicle files store them.
-pub const VEHICLE_USER_TYPES: &[(u8, &str)] = &[
-    (0, "普通车辆"),
-    (6, "公务车辆"),
-    (8, "军警车辆"),
-    (10, "紧急车辆"),
-    (12, "免费车辆"),
-    (14, "车队车辆"),
-];
 /// Largest length, width, height or wheelbase, in millimetres (a two-byte field on the OBU;
 /// oversize transport stays below it).
 pub const VEHICLE_DIMENSION_MM_MAX: u16 = 30_000;
@@ -171,12 +165,6 @@ pub const VEHICLE_WHEELS_MAX: u8 = 64;
 pub const VEHICLE_AXLES_MAX: u8 = 16;
 /// Largest rated load in kg or seat count: the OBU field has three bytes.
 pub const VEHICLE_LOAD_KG_OR_SEATS_MAX: u32 = 0xFF_FFFF;
-/// Longest vehicle description, in GBK bytes (a Chinese character counts 2, ASCII 1): the OBU
-/// field has 16 bytes.
-pub const VEHICLE_DESCRIPTION_GBK_BYTES_MAX: usize = 16;
-/// Longest engine number, in ASCII characters: the OBU field has 14 bytes.
-pub const ENGINE_NUMBER_CHARS_MAX: usize = 14;
-
 /// The zh-CN name of a 车辆用户类型, `None` when the code is not a known one.
 pub fn vehicle_user_type_zh(code: u8) -> Option<&'static str> {
     VEHICLE_USER_TYPES
