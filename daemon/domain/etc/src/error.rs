@@ -433,6 +433,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failed_loads_are_told_with_their_code_and_unknown_is_never_failed() {
+        let e = load_error(&LoadError::Unfunded(cardd_purse::SamError::LoadNotFunded {
+            reason: "充值记录 R1 不存在".into(),
+        }));
+        assert_eq!(e.code(), ErrorCode::RecordStateConflict);
+        assert!(e.to_string().contains("卡片未被写入"), "{e}");
+        let e = load_error(&LoadError::OutcomeUnknown {
+            txn_id: "t1".into(),
+            source: cardd_reader::ReaderError::CardRemoved {
+                reader: "sim:etc".into(),
+            },
+        });
+        assert_eq!(e.code(), ErrorCode::LoadOutcomeUnknown);
+        assert!(e.to_string().contains("切勿重复充值"), "{e}");
+        assert!(!e.to_string().contains("失败"), "{e}");
+        let e = EtcError::from(PurseError::Reader(cardd_reader::ReaderError::NoCard {
+            reader: "sim:etc".into(),
+        }));
+        assert_eq!(e.code(), ErrorCode::NoCard);
+        assert!(!e.to_string().contains("sim:etc"), "{e}");
+        assert!(e.detail().unwrap()["technical"]
+            .as_str()
+            .unwrap()
+            .contains("sim:etc"));
+        let e = EtcError::from(HostError::RecordNotFound("R9".into()));
+        assert_eq!(e.code(), ErrorCode::HostNotFound);
+        assert_eq!(e.to_string(), "未找到充值记录 R9");
+    }
+
+    #[test]
     fn refusals_name_the_current_status() {
         let err = HostError::BadTransition {
             record_id: "R1".into(),
