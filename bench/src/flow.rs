@@ -10,7 +10,7 @@
 //! load: identify, PIN, INITIALIZE, MAC1, intent durable, CREDIT, TAC, outcome durable, the
 //! record 已圈存) and the run's end made durable, without the operator's confirmation (a
 //! person's think time is not the engine's). The Rust side is the same card work on the
-//! reader's worker: `summary::read` then `etc::load_record` through the same journal and host,
+//! reader's worker: `summary::read` then `EtcService::load_record` through the same journal and host,
 //! which is what a service written without a flow engine would do. A third side adds to that
 //! Rust sequence what the flow engine adds around the card work: a run record made durable
 //! before and after (the idempotent run a client can retry), so the ratio against it is the
@@ -160,8 +160,9 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                     let d = &job_daemon;
                     cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
                         .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
-                    cardd::etc::load_record(d, reader, READER_ID, &record_id, "teller", &txn_id)
-                        .map_err(|e| anyhow::anyhow!("load_record: {}", e.message))
+                    let etc = d.etc.as_ref().context("the ETC service")?;
+                    etc.load_record(reader, READER_ID, &record_id, "teller", &txn_id)
+                        .map_err(|e| anyhow::anyhow!("load_record: {e}"))
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("reader: {}", e.message))??;

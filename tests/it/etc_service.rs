@@ -1685,7 +1685,7 @@ async fn the_daemons_security_module_computes_no_mac2_without_a_funded_record() 
             matches!(&err, LoadError::Unfunded(SamError::LoadNotFunded { reason }) if reason.contains(says)),
             "{txn_id}: {err}"
         );
-        let shown = cardd::etc::load_error(&err);
+        let shown = cardd::errors::ApiError::from(cardd_etc::load_error(&err));
         assert_eq!(shown.code, ErrorCode::RecordStateConflict);
         assert!(shown.message.contains("卡片未被写入"), "{}", shown.message);
         assert_eq!(balance(&name), before, "{txn_id}: the card is untouched");

@@ -8,10 +8,10 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use cardd_api::ErrorCode;
+use cardd_etc::model::{VehicleDetails, VehicleInput};
 use cardd_serial::{SimProgrammer, SimProgrammerConfig};
 use cardd_sim::demo::{demo_obu_masters, demo_obu_spec, DEMO_OBU_CONTRACT_SERIAL};
 use cardd_sim::{FaultKind, FaultPlan, ObuEsam, ObuSpec, SimCard, SimWorld, VehicleInfo};
-use cardd_store::model::{VehicleDetails, VehicleInput};
 use common::TestDaemon;
 use serde_json::{json, Value};
 

@@ -4,9 +4,10 @@
 //! **Architecture invariant:** this is the only crate that defines what crosses the JSON-RPC
 //! boundary: the error-code table ([`codes`]), operator roles ([`roles`]), money on the wire
 //! ([`money`]: decimal strings, never floats), every method as a type ([`method`]) with its
-//! params and result in its family's module ([`auth`], [`operators`], [`readers`], [`reader`],
-//! [`card`], [`flows`], [`journal`], [`audit`], [`events`], [`system`], [`sim`], [`obu`], …),
-//! and the business vocabulary and rule shapes ([`types`], [`vocab`]). The daemon and the clients both depend on it,
+//! params and result in its family's module ([`etc`], [`group`], [`obu`], [`auth`],
+//! [`operators`], [`readers`], [`reader`], [`card`], [`flows`], [`journal`], [`audit`],
+//! [`events`], [`system`], [`sim`]), and the business vocabulary and rule shapes ([`types`],
+//! [`vocab`]). The daemon and the clients both depend on it,
 //! so they cannot drift apart.
 #![forbid(unsafe_code)]
 
@@ -14,9 +15,10 @@ pub mod audit;
 pub mod auth;
 pub mod card;
 pub mod codes;
-pub mod group;
+pub mod etc;
 pub mod events;
 pub mod flows;
+pub mod group;
 pub mod journal;
 pub mod method;
 pub mod money;

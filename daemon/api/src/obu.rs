@@ -4,34 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// What an OBU's vehicle information file (ESAM DF01 EF01) holds besides plate, plate colour
-/// and vehicle class; see `docs/card-protocol.md`. Same shape as the vehicle account's details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VehicleDetails {
-    /// 车辆用户类型.
-    pub user_type: u8,
-    /// 车长, millimetres.
-    pub length_mm: u16,
-    /// 车宽, millimetres.
-    pub width_mm: u16,
-    /// 车高, millimetres.
-    pub height_mm: u16,
-    /// 车轮数.
-    pub wheels: u8,
-    /// 车轴数.
-    pub axles: u8,
-    /// 轴距, millimetres.
-    pub wheelbase_mm: u16,
-    /// 核定载质量 in kg (trucks) or 核定载人数 (passenger vehicles).
-    pub load_kg_or_seats: u32,
-    /// 车辆描述 (make and model), at most 16 GBK bytes.
-    #[serde(default)]
-    pub description: String,
-    /// 发动机号, ASCII letters, digits and `-`, at most 14.
-    #[serde(default)]
-    pub engine_number: String,
-}
+/// What an OBU's vehicle information file holds besides plate, plate colour and vehicle
+/// class: the vehicle account's details, one type.
+pub use crate::etc::VehicleDetails;
 
 /// A vehicle information file as flows see it, decoded, with zh-CN labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -23,6 +23,7 @@ pub mod journal;
 pub mod load;
 pub mod lost;
 pub mod store;
+pub mod teller;
 
 /// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
 pub use cardd_purse::Funding;

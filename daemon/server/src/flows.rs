@@ -507,7 +507,7 @@ pub fn start(
             ));
         }
         let mut record = record;
-        attach_load_outcomes(&mut record, daemon.journal.as_ref());
+        attach_load_outcomes(&mut record, daemon.journal.as_deref());
         return Ok(record);
     }
     let active = engine.live.lock().unwrap_or_else(|g| g.into_inner()).len();
@@ -867,7 +867,10 @@ impl LuaModule for CardModule {
                     let record_id = str_arg(lua, "record_id", record_id, 32)?;
                     let daemon = me.daemon()?;
                     me.on_reader(move |reader| {
-                        crate::etc::check_card_for_record(&daemon, reader, &record_id)
+                        daemon.etc_service().and_then(|etc| {
+                            etc.check_card_for_record(reader, &record_id)
+                                .map_err(crate::errors::ApiError::from)
+                        })
                     })?
                     .map_err(|e| lua_error(e.message))
                 })?,
@@ -1084,7 +1087,7 @@ impl CardModule {
 
 impl CardModule {
     /// `card.settle_record(record_id)`: before anyone is asked, what the card on the reader
-    /// says about the record's earlier loads (see `crate::etc::settle_record`), without
+    /// says about the record's earlier loads (see `cardd_etc::EtcService::settle_record`), without
     /// loading: `{record, already_on_card}`.
     fn settle_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
         let daemon = self.daemon()?;
@@ -1092,7 +1095,10 @@ impl CardModule {
         let job_daemon = daemon.clone();
         let outcome = self
             .on_reader(move |reader| {
-                crate::etc::settle_record(&job_daemon, reader, &record_id, &operator)
+                job_daemon.etc_service().and_then(|etc| {
+                    etc.settle_record(reader, &record_id, &operator)
+                        .map_err(crate::errors::ApiError::from)
+                })
             })?
             .map_err(|e| lua_error(e.message))?;
         let value = json!({
@@ -1108,7 +1114,7 @@ impl CardModule {
     }
 
     /// `card.load_record(record_id)`: the recharge record's money onto the card, exactly once
-    /// (see `crate::etc::load_record`), under the run's next transaction id.
+    /// (see `cardd_etc::EtcService::load_record`), under the run's next transaction id.
     fn load_record(&self, record_id: String) -> mlua::Result<serde_json::Value> {
         let daemon = self.daemon()?;
         let txn_id = self.next_txn_id();
@@ -1117,14 +1123,10 @@ impl CardModule {
         let job_daemon = daemon.clone();
         let outcome = self
             .on_reader(move |reader| {
-                crate::etc::load_record(
-                    &job_daemon,
-                    reader,
-                    &reader_id,
-                    &record_id,
-                    &operator,
-                    &txn_id,
-                )
+                job_daemon.etc_service().and_then(|etc| {
+                    etc.load_record(reader, &reader_id, &record_id, &operator, &txn_id)
+                        .map_err(crate::errors::ApiError::from)
+                })
             })?
             .map_err(|e| lua_error(e.message))?;
         let receipt = outcome.receipt.as_ref().map(|r| {
@@ -1173,7 +1175,7 @@ impl LoadFailure {
                 "该卡有一笔未确认的圈存，需主管核对后处理；在此之前不能再次圈存".into()
             }
             LoadFailure::Load(e @ LoadError::VerdictContradicted { .. }) => {
-                crate::etc::load_error(e).message
+                cardd_etc::load_error(e).to_string()
             }
             LoadFailure::Load(LoadError::Unfunded(e)) => crate::errors::unfunded_load(e).message,
             LoadFailure::Load(other) => format!("圈存失败：{other}"),

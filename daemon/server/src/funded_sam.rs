@@ -18,13 +18,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardd_etc::{IssuerHost, RecordStatus};
 use cardd_group::model::OrderStatus;
 use cardd_group::GroupHost;
 use cardd_purse::{
     CardKeyContext, Funding, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
     MaintenanceKey, PurchaseTerms, SamError, SecurityModule,
 };
-use cardd_store::{IssuerHost, RecordStatus};
 
 /// Most load authorisations waiting for their MAC2 at once (a load takes one between its
 /// authorisation and INITIALIZE FOR LOAD, and there are far fewer readers than this).

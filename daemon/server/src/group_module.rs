@@ -165,7 +165,7 @@ impl LuaModule for GroupModule {
                         .group
                         .as_ref()
                         .ok_or_else(|| lua_error("集团充值未开放"))?;
-                    svc.reconcile(daemon.journal.as_ref())
+                    svc.reconcile(daemon.journal.as_deref())
                         .map_err(|e| lua_error(crate::errors::ApiError::from(e).message))?;
                     let report = svc
                         .batch_report(&batch_id)

@@ -21,7 +21,7 @@ pub use cardd_group::service::RechargeStop;
 use cardd_group::service::{
     export_file, group_view, CardOnReader, RechargeCard, RechargeRequest, Viewer,
 };
-use cardd_group::{GroupError, GroupHost, GroupOwners, GroupService, PaymentError, PaymentGateway};
+use cardd_group::{GroupError, GroupHost, GroupService, PaymentError, PaymentGateway};
 use cardd_journal::{IntentOwners, SystemClock};
 use cardd_purse::SecurityModule;
 use cardd_store::{EmbeddedGroupHost, SandboxBank};
@@ -32,6 +32,8 @@ use serde_json::{json, Value};
 use crate::errors::ApiError;
 use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams, SessionView};
 use crate::server::Daemon;
+/// Did an order's load land: the same verdict as a recharge record's.
+pub use cardd_api::etc::Verdict;
 
 /// Longest wait for the bank's answer to a transfer; past it the top-up is 支付结果未知 and the
 /// bank is asked again later (`group.topup_status`).
@@ -63,23 +65,18 @@ pub fn open(
 }
 
 /// The group service on the opened stores, checking loads with `sam` and naming the owners of
-/// open loads of both domains (the issuer host's records and the group's orders).
+/// open loads of both domains (`owners`: the issuer host's records and the group's orders).
 pub fn service(
     stores: Option<GroupStores>,
     sam: &Arc<dyn SecurityModule>,
-    issuer: Option<&Arc<dyn cardd_store::IssuerHost>>,
+    owners: Arc<dyn IntentOwners>,
 ) -> Option<GroupService> {
     let (host, bank) = stores?;
-    let mut owners: Vec<Arc<dyn IntentOwners>> = Vec::new();
-    if let Some(issuer) = issuer {
-        owners.push(Arc::new(crate::intent::EtcOwners(issuer.clone())));
-    }
-    owners.push(Arc::new(GroupOwners(host.clone())));
     Some(GroupService::new(
         host,
         bank,
         sam.clone(),
-        Arc::new(owners),
+        owners,
         Arc::new(SystemClock),
     ))
 }
@@ -124,7 +121,7 @@ pub(crate) fn recharge(
     };
     let mut run_card = RunCard { daemon, card };
     svc.recharge(
-        daemon.journal.as_ref(),
+        daemon.journal.as_deref(),
         &mut run_card,
         RechargeRequest {
             group_id,
@@ -196,7 +193,7 @@ pub fn reconcile(daemon: &Daemon) -> Result<usize, ApiError> {
     let Ok(svc) = services(daemon) else {
         return Ok(0);
     };
-    Ok(svc.reconcile(daemon.journal.as_ref())?)
+    Ok(svc.reconcile(daemon.journal.as_deref())?)
 }
 
 /// Runs [`reconcile`] at start-up and after every load the daemon resolves from a card.
@@ -246,7 +243,7 @@ async fn card_check(
     reader_id: &str,
 ) -> Result<CardCheck, ApiError> {
     let svc = services(d)?;
-    let session = svc.load_session(d.journal.as_ref(), order);
+    let session = svc.load_session(d.journal.as_deref(), order);
     let loaded = session.is_some();
     let (pin, terminal) = (d.config.etc_pin.clone(), d.config.terminal_id);
     let job = d.clone();
@@ -419,7 +416,7 @@ pub fn add_group_methods(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: QueryParams| async move {
-            Ok(services(&d)?.orders(d.journal.as_ref(), &viewer(&c)?, &p, &namer(&d))?)
+            Ok(services(&d)?.orders(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
         },
     );
 
@@ -430,7 +427,7 @@ pub fn add_group_methods(m: &mut Methods) {
         false,
         |d, c, p: ExportParams| async move {
             let result =
-                services(&d)?.orders(d.journal.as_ref(), &viewer(&c)?, &p.query(), &namer(&d))?;
+                services(&d)?.orders(d.journal.as_deref(), &viewer(&c)?, &p.query(), &namer(&d))?;
             let limit = d.config.limits.response_body_bytes_max as usize;
             Ok(export_file(
                 "充值查询",
@@ -477,7 +474,7 @@ pub fn add_group_methods(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: QueryParams| async move {
-            Ok(services(&d)?.topups(d.journal.as_ref(), &viewer(&c)?, &p, &namer(&d))?)
+            Ok(services(&d)?.topups(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
         },
     );
 
@@ -488,7 +485,7 @@ pub fn add_group_methods(m: &mut Methods) {
         false,
         |d, c, p: ExportParams| async move {
             let result =
-                services(&d)?.topups(d.journal.as_ref(), &viewer(&c)?, &p.query(), &namer(&d))?;
+                services(&d)?.topups(d.journal.as_deref(), &viewer(&c)?, &p.query(), &namer(&d))?;
             let limit = d.config.limits.response_body_bytes_max as usize;
             Ok(export_file(
                 "额度充值查询",
@@ -524,7 +521,7 @@ pub fn add_group_methods(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: BatchIdParams| async move {
-            Ok(services(&d)?.batch(d.journal.as_ref(), &viewer(&c)?, &p.batch_id)?)
+            Ok(services(&d)?.batch(d.journal.as_deref(), &viewer(&c)?, &p.batch_id)?)
         },
     );
 
@@ -534,7 +531,7 @@ pub fn add_group_methods(m: &mut Methods) {
         AUDIT_READERS,
         false,
         |d, _, _: NoParams| async move {
-            Ok(services(&d)?.audit_pending(d.journal.as_ref(), &namer(&d))?)
+            Ok(services(&d)?.audit_pending(d.journal.as_deref(), &namer(&d))?)
         },
     );
 
@@ -553,9 +550,9 @@ pub fn add_group_methods(m: &mut Methods) {
         false,
         |d, c, p: EvidenceParams| async move {
             let svc = services(&d)?;
-            svc.reconcile(d.journal.as_ref())?;
+            svc.reconcile(d.journal.as_deref())?;
             let order = svc.visible_order(&viewer(&c)?, &p.order_id)?;
-            let mut ev = svc.evidence(d.journal.as_ref(), &order, &namer(&d))?;
+            let mut ev = svc.evidence(d.journal.as_deref(), &order, &namer(&d))?;
             if let Some(reader_id) = &p.reader_id {
                 ev.card = Some(card_check(&d, &c, &order, reader_id).await?);
             }
@@ -569,7 +566,7 @@ pub fn add_group_methods(m: &mut Methods) {
         AUDITORS,
         true,
         |d, c, p: OrderDecisionParams| async move {
-            Ok(services(&d)?.refund(d.journal.as_ref(), &viewer(&c)?, &p, &namer(&d))?)
+            Ok(services(&d)?.refund(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
         },
     );
 
@@ -579,7 +576,7 @@ pub fn add_group_methods(m: &mut Methods) {
         AUDITORS,
         true,
         |d, c, p: OrderDecisionParams| async move {
-            Ok(services(&d)?.resolve(d.journal.as_ref(), &viewer(&c)?, &p, &namer(&d))?)
+            Ok(services(&d)?.resolve(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
         },
     );
 

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
+use cardd_etc::{IssuerHost, RecordQuery, RecordStatus};
 use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
-use cardd_store::{IssuerHost, RecordQuery, RecordStatus};
 
 /// Longest id or text argument, in bytes.
 const ARG_BYTES_MAX: usize = 256;

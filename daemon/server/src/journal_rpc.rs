@@ -20,7 +20,6 @@ use cardd_journal::{LoadTxn, LostCardError, LostCardVerdict, Resolution, TxnStat
 
 use crate::errors::journal_error;
 use crate::errors::ApiError;
-use crate::etc::journal;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use crate::server::Daemon;
 use serde_json::Value;
@@ -200,7 +199,7 @@ pub fn add_methods(m: &mut Methods) {
         DECIDERS,
         false,
         |d, _, _: NoParams| async move {
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let open = journal.list_open().map_err(journal_error)?;
             let mut rows = Vec::with_capacity(open.len());
             for t in &open {
@@ -225,7 +224,7 @@ pub fn add_methods(m: &mut Methods) {
         DECIDERS,
         false,
         |d, _, _: NoParams| async move {
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let verdicts = journal.lost_card_verdicts().map_err(journal_error)?;
             Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(|v| LostCardRow::named(&d, v)).collect())
         },
@@ -237,7 +236,7 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ProposeLostCardParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let txn = journal
                 .get(&p.txn_id)
                 .map_err(journal_error)?
@@ -269,13 +268,16 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ConfirmLostCardParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let (txn, verdict) = journal
                 .confirm_lost_card(&p.txn_id, p.landed, &operator)
                 .map_err(lost_error)?;
-            let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
+            let records_settled = d
+                .etc
+                .as_ref()
+                .map_or(0, |etc| etc.settle_card(&txn.card_number).len());
             let orders_settled = match d.group.as_ref() {
-                Some(group) => group.reconcile(d.journal.as_ref())?,
+                Some(group) => group.reconcile(d.journal.as_deref())?,
                 None => 0,
             };
             tracing::warn!(txn = %txn.txn_id, card = %txn.card_number, landed = verdict.landed, proposed_by = %verdict.proposed_by, confirmed_by = %operator, "a load was settled without its card (lost-card verdict); the card is on the watch list");
@@ -294,7 +296,7 @@ pub fn add_methods(m: &mut Methods) {
         true,
         |d, c, p: ClearWatchParams| async move {
             let operator = c.session()?.username.clone();
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let verdict = journal
                 .clear_watch(&p.txn_id, &p.reason, &operator)
                 .map_err(lost_error)?;
@@ -312,7 +314,7 @@ pub fn add_methods(m: &mut Methods) {
             if reason.is_empty() {
                 return Err(ApiError::invalid_params("核对结论必须填写原因"));
             }
-            let journal = journal(&d)?;
+            let journal = d.verified_journal()?;
             let txn = journal
                 .get(&p.txn_id)
                 .map_err(journal_error)?
@@ -373,9 +375,12 @@ pub fn add_methods(m: &mut Methods) {
                 TxnState::NotApplied { resolution }
             };
             journal.resolve(&p.txn_id, state).map_err(journal_error)?;
-            let records_settled = crate::etc::settle_card(&d, &txn.card_number).len();
+            let records_settled = d
+                .etc
+                .as_ref()
+                .map_or(0, |etc| etc.settle_card(&txn.card_number).len());
             let orders_settled = match d.group.as_ref() {
-                Some(group) => group.reconcile(d.journal.as_ref())?,
+                Some(group) => group.reconcile(d.journal.as_deref())?,
                 None => 0,
             };
             Ok::<Resolved, ApiError>(Resolved {

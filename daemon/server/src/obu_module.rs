@@ -10,14 +10,14 @@
 
 use std::sync::{Arc, Weak};
 
-use cardd_api::obu::{IssuePlan, IssueReport, VehicleDetails as ObuDetails};
+use cardd_api::obu::{IssuePlan, IssueReport, VehicleDetails};
 use cardd_api::types::plate_colour_zh;
+use cardd_etc::model::Vehicle;
 use cardd_journal::SystemClock;
 use cardd_obu::{IssueError, IssueOrder, ObuService, VehicleAccount};
 use cardd_reader::Reader;
 use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
-use cardd_store::model::{Vehicle, VehicleDetails};
 use serde::Serialize;
 
 use crate::errors::ApiError;
@@ -27,37 +27,6 @@ use crate::server::Daemon;
 /// Longest plate or text argument from a flow, in bytes.
 const ARG_BYTES_MAX: usize = 256;
 
-/// The vehicle accounts' details as the OBU domain takes them (the same fields).
-fn obu_details(d: &VehicleDetails) -> ObuDetails {
-    ObuDetails {
-        user_type: d.user_type,
-        length_mm: d.length_mm,
-        width_mm: d.width_mm,
-        height_mm: d.height_mm,
-        wheels: d.wheels,
-        axles: d.axles,
-        wheelbase_mm: d.wheelbase_mm,
-        load_kg_or_seats: d.load_kg_or_seats,
-        description: d.description.clone(),
-        engine_number: d.engine_number.clone(),
-    }
-}
-
-fn store_details(d: &ObuDetails) -> VehicleDetails {
-    VehicleDetails {
-        user_type: d.user_type,
-        length_mm: d.length_mm,
-        width_mm: d.width_mm,
-        height_mm: d.height_mm,
-        wheels: d.wheels,
-        axles: d.axles,
-        wheelbase_mm: d.wheelbase_mm,
-        load_kg_or_seats: d.load_kg_or_seats,
-        description: d.description.clone(),
-        engine_number: d.engine_number.clone(),
-    }
-}
-
 /// A vehicle account as OBU issuance needs it.
 fn vehicle_account(v: &Vehicle) -> VehicleAccount {
     VehicleAccount {
@@ -65,12 +34,12 @@ fn vehicle_account(v: &Vehicle) -> VehicleAccount {
         plate_colour: v.plate_colour.code,
         vehicle_class: v.vehicle_class,
         obu_contract_serial: v.obu_contract_serial.clone(),
-        details: v.details.as_ref().map(obu_details),
+        details: v.details.clone(),
     }
 }
 
 /// A refusal of the vehicle accounts, inside an issuance error (its message and code kept).
-fn account_error(e: cardd_store::HostError) -> IssueError {
+fn account_error(e: cardd_etc::HostError) -> IssueError {
     let api = ApiError::from(e);
     IssueError::Account {
         message: api.message,
@@ -139,7 +108,7 @@ impl ObuModule {
         &self,
         plate: &str,
         colour: u16,
-        given: Option<ObuDetails>,
+        given: Option<VehicleDetails>,
     ) -> Result<(IssuePlan, IssueOrder), IssueError> {
         let daemon = self.daemon.upgrade().ok_or(IssueError::HostUnavailable)?;
         let host = daemon.host.clone().ok_or(IssueError::HostUnavailable)?;
@@ -150,10 +119,8 @@ impl ObuModule {
                 plate: plate.trim().to_owned(),
                 colour: plate_colour_zh(colour).to_owned(),
             })?;
-        let validate = |given: &ObuDetails| {
-            cardd_store::validate::vehicle_details(&store_details(given))
-                .map(|d| obu_details(&d))
-                .map_err(account_error)
+        let validate = |given: &VehicleDetails| {
+            cardd_etc::validate::vehicle_details(given).map_err(account_error)
         };
         Self::service(&daemon).plan(&vehicle_account(&vehicle), given, validate)
     }
@@ -163,7 +130,7 @@ impl ObuModule {
         &self,
         plate: &str,
         colour: u16,
-        given: Option<ObuDetails>,
+        given: Option<VehicleDetails>,
     ) -> mlua::Result<IssueReport> {
         let (plan, order) = self.plan(plate, colour, given).map_err(lua_error)?;
         let job_order = order.clone();
@@ -185,7 +152,7 @@ impl ObuModule {
 type Call = fn(&Lua, &ObuModule, Value) -> mlua::Result<Value>;
 
 /// The `{ plate, plate_colour, details }` argument of `obu.plan` and `obu.issue`.
-fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<ObuDetails>)> {
+fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<VehicleDetails>)> {
     let Value::Table(args) = args else {
         return Err(lua_error(
             "expected a table { plate = …, plate_colour = …, details = … }",
@@ -201,7 +168,7 @@ fn order_args(lua: &Lua, args: Value) -> mlua::Result<(String, u16, Option<ObuDe
     let details = match args.raw_get::<Value>("details")? {
         Value::Nil => None,
         value => Some(
-            serde_json::from_value::<ObuDetails>(json_arg(lua, "details", &value)?)
+            serde_json::from_value::<VehicleDetails>(json_arg(lua, "details", &value)?)
                 .map_err(|e| lua_error(format!("details: {e}")))?,
         ),
     };

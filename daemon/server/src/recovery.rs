@@ -120,7 +120,11 @@ pub(crate) fn recover_on(
         | RecoveryOutcome::NeedsReconciliation { txn },
     ) = &outcome
     {
-        for record in crate::etc::settle_card(daemon, &txn.card_number) {
+        let settled = daemon
+            .etc
+            .as_ref()
+            .map(|etc| etc.settle_card(&txn.card_number));
+        for record in settled.into_iter().flatten() {
             tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled after the card was presented");
         }
     }
@@ -144,13 +148,24 @@ pub(crate) fn check_watch_on(
         cardd_crypto::Algorithm::Tdes,
     )?;
     for verdict in checked {
-        audit_watch_check(daemon, &verdict);
+        audit_watch_check(&daemon.audit, &verdict);
     }
     Ok(())
 }
 
+/// Reports to the audit log what a card on the lost-card watch list showed, for the ETC
+/// service's loads.
+#[derive(Debug)]
+pub(crate) struct AuditWatch(pub Arc<crate::audit::AuditLog>);
+
+impl cardd_etc::WatchAudit for AuditWatch {
+    fn watch_checked(&self, verdict: &LostCardVerdict) {
+        audit_watch_check(&self.0, verdict);
+    }
+}
+
 /// Records in the audit log what a card on the watch list showed about its verdict.
-fn audit_watch_check(daemon: &Daemon, verdict: &LostCardVerdict) {
+pub(crate) fn audit_watch_check(audit: &crate::audit::AuditLog, verdict: &LostCardVerdict) {
     let outcome = match &verdict.card_check {
         Some(WatchCheck::Confirmed { .. }) => "card_confirmed",
         Some(WatchCheck::Undecided { .. }) => "card_undecided",
@@ -168,7 +183,7 @@ fn audit_watch_check(daemon: &Daemon, verdict: &LostCardVerdict) {
         detail: serde_json::to_value(verdict).unwrap_or_default(),
         outcome: outcome.into(),
     };
-    if let Err(e) = daemon.audit.append(entry) {
+    if let Err(e) = audit.append(entry) {
         tracing::error!(error = %e, "could not audit a watch-list check");
     }
 }

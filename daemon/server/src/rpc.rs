@@ -911,7 +911,7 @@ fn visible_run(d: &Daemon, c: &Caller, run_id: &str) -> Result<crate::flows::Run
         .as_ref()
         .ok_or_else(|| ApiError::new(ErrorCode::FlowNotFound, "no flows are configured"))?;
     let mut run = engine.get(run_id)?;
-    crate::flows::attach_load_outcomes(&mut run, d.journal.as_ref());
+    crate::flows::attach_load_outcomes(&mut run, d.journal.as_deref());
     let s = c.session()?;
     if run.operator != s.username && !matches!(s.role, Role::Admin | Role::Supervisor) {
         return Err(ApiError::new(

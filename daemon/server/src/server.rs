@@ -50,22 +50,23 @@ pub struct Daemon {
     pub config: Config,
     pub store: Store,
     pub auth: Auth,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     /// Failed logins and calls refused for want of a session, waiting to be written to the
     /// audit log as one record per source, action and interval.
     pub refusals: RefusalDigest,
     /// The money journal; `None` when it failed verification (the daemon then fails closed).
-    pub journal: Option<Journal>,
+    pub journal: Option<Arc<Journal>>,
     /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
     /// (the daemon then fails closed).
-    pub host: Option<Arc<dyn cardd_store::IssuerHost>>,
+    pub host: Option<Arc<dyn cardd_etc::IssuerHost>>,
+    /// The ETC service (loads of recharge records, evidence, 修改圈存状态); `None` when the
+    /// issuer host failed verification.
+    pub etc: Option<Arc<cardd_etc::EtcService>>,
     /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
     /// data failed verification (the daemon then fails closed).
     pub group: Option<cardd_group::GroupService>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<crate::flows::FlowEngine>,
-    /// Recharge records being loaded right now (`etc`).
-    pub records_loading: cardd_journal::inflight::InFlight,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     /// The security module: the configured keys behind the funding check
@@ -110,6 +111,26 @@ impl Daemon {
                 tracing::error!(error = %e, "could not audit refused calls");
             }
         }
+    }
+
+    /// The journal, or the fail-closed refusal when it did not verify.
+    pub(crate) fn verified_journal(&self) -> Result<&Journal, crate::errors::ApiError> {
+        self.journal.as_deref().ok_or_else(|| {
+            crate::errors::ApiError::new(
+                cardd_api::ErrorCode::FailedClosed,
+                "圈存日志未通过完整性检查，已停止写卡；请联系管理员",
+            )
+        })
+    }
+
+    /// The ETC service, or the fail-closed refusal when the issuer host did not verify.
+    pub(crate) fn etc_service(&self) -> Result<&cardd_etc::EtcService, crate::errors::ApiError> {
+        self.etc.as_deref().ok_or_else(|| {
+            crate::errors::ApiError::new(
+                cardd_api::ErrorCode::FailedClosed,
+                "充值数据未通过完整性检查，已停止圈存业务；请联系管理员",
+            )
+        })
     }
 
     fn health(&self) -> serde_json::Value {
@@ -301,15 +322,16 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         reason: e.to_string(),
     };
     let auth = Auth::open(&store, auth_config).map_err(|e| store_error(&e))?;
-    let audit =
-        AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
+    let audit = Arc::new(
+        AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?,
+    );
     let (journal, journal_failure) = match Journal::open(&store) {
-        Ok(journal) => (Some(journal), None),
+        Ok(journal) => (Some(Arc::new(journal)), None),
         Err(e) => (None, Some(e.to_string())),
     };
     let keys = load_keys(&config)?;
     let flows = open_flows(&config, &store);
-    let (host, host_failure): (Option<Arc<dyn cardd_store::IssuerHost>>, Option<String>) =
+    let (host, host_failure): (Option<Arc<dyn cardd_etc::IssuerHost>>, Option<String>) =
         match cardd_store::EmbeddedHost::open(&store) {
             Ok(host) => {
                 if config.demo {
@@ -328,7 +350,27 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         group_stores.as_ref().map(|(h, _)| h.clone()),
         config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
     ));
-    let group = crate::group_rpc::service(group_stores, &sam, host.as_ref());
+    // Who each open load belongs to, in both domains: every new credit is checked against all
+    // of them (exactly once per customer intent).
+    let mut owners: Vec<Arc<dyn cardd_journal::IntentOwners>> = Vec::new();
+    if let Some(records) = &host {
+        owners.push(Arc::new(cardd_etc::RecordOwners(records.clone())));
+    }
+    if let Some((orders, _)) = &group_stores {
+        owners.push(Arc::new(cardd_group::GroupOwners(orders.clone())));
+    }
+    let owners: Arc<dyn cardd_journal::IntentOwners> = Arc::new(owners);
+    let group = crate::group_rpc::service(group_stores, &sam, owners.clone());
+    let etc = host.clone().map(|records| {
+        Arc::new(crate::etc_rpc::service(
+            records,
+            journal.clone(),
+            sam.clone(),
+            owners.clone(),
+            audit.clone(),
+            &config,
+        ))
+    });
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -350,9 +392,9 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         refusals,
         journal,
         host,
+        etc,
         group,
         flows,
-        records_loading: cardd_journal::inflight::InFlight::default(),
         events,
         readers,
         sam,
@@ -385,7 +427,8 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             Err(e) => daemon.fail_closed(&e.to_string()),
         }
     }
-    for record in crate::etc::settle_at_start(&daemon) {
+    let settled = daemon.etc.as_ref().map(|etc| etc.settle_at_start());
+    for record in settled.into_iter().flatten() {
         tracing::info!(record = %record.record_id, status = record.status.label(), "recharge record settled from the journal");
     }
     if daemon.config.demo {

@@ -162,6 +162,11 @@ fn abort<T>(e: HostError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// A failure of the sled database, as the ETC domain's error.
+pub(crate) fn sled_err(e: sled::Error) -> HostError {
+    HostError::Store(cardd_journal::StoreError::from(e))
+}
+
 /// Runs `f` as one sled transaction on `tree` (retried by sled on conflict).
 pub(crate) fn run<T>(
     tree: &sled::Tree,
@@ -169,7 +174,7 @@ pub(crate) fn run<T>(
 ) -> Result<T, HostError> {
     tree.transaction(f).map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => HostError::from(e),
+        TransactionError::Storage(e) => sled_err(e),
     })
 }
 
@@ -436,10 +441,16 @@ impl EmbeddedHost {
         };
         let mut cards = 0u64;
         for item in self.tree.scan_prefix(b"veh/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_err)?;
             let vehicle = decode_vehicle(&key, &value)?;
             for card in &vehicle.card_numbers {
-                if self.tree.get(keys::card(card))?.as_deref() != Some(key.as_ref()) {
+                if self
+                    .tree
+                    .get(keys::card(card))
+                    .map_err(sled_err)?
+                    .as_deref()
+                    != Some(key.as_ref())
+                {
                     return Err(corrupt(&key, format!("card index of {card} disagrees")));
                 }
                 cards += 1;
@@ -451,7 +462,7 @@ impl EmbeddedHost {
         }
         let mut open_total = 0u64;
         for item in self.tree.scan_prefix(b"rec/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_err)?;
             let record = decode_record(&key, &value)?;
             self.verify_record_indexes(&key, &record)?;
             open_total += u64::from(record.status.is_open());
@@ -464,7 +475,7 @@ impl EmbeddedHost {
         }
         let mut open_listed = 0u64;
         for item in self.tree.scan_prefix(b"open/") {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_err)?;
             open_listed += decode_open(&key, &value)?.len() as u64;
         }
         if open_listed != open_total {
@@ -483,15 +494,17 @@ impl EmbeddedHost {
             record.recharged_at.unix_timestamp(),
             &record.record_id,
         );
-        if !self.tree.contains_key(vrec)? {
+        if !self.tree.contains_key(vrec).map_err(sled_err)? {
             return Err(corrupt(key, "missing from the vehicle index"));
         }
         let crec = keys::card_record(&record.card_number, &record.record_id);
-        if self.tree.get(crec)?.as_deref() != Some(record.status.code().as_bytes()) {
+        if self.tree.get(crec).map_err(sled_err)?.as_deref()
+            != Some(record.status.code().as_bytes())
+        {
             return Err(corrupt(key, "card index disagrees with the status"));
         }
         let open_key = keys::open(&record.card_number);
-        let listed = match self.tree.get(&open_key)? {
+        let listed = match self.tree.get(&open_key).map_err(sled_err)? {
             Some(v) => decode_open(open_key.as_bytes(), &v)?.contains(&record.record_id),
             None => false,
         };
@@ -499,7 +512,13 @@ impl EmbeddedHost {
             return Err(corrupt(key, "open index disagrees with the status"));
         }
         if let Some(txn_id) = &record.load_txn_id {
-            if self.tree.get(keys::txn(txn_id))?.as_deref() != Some(record.record_id.as_bytes()) {
+            if self
+                .tree
+                .get(keys::txn(txn_id))
+                .map_err(sled_err)?
+                .as_deref()
+                != Some(record.record_id.as_bytes())
+            {
                 return Err(corrupt(key, "transaction index disagrees"));
             }
         }
@@ -509,7 +528,8 @@ impl EmbeddedHost {
     fn get_record(&self, record_id: &str) -> Result<Option<RechargeRecord>, HostError> {
         let key = keys::record(record_id);
         self.tree
-            .get(&key)?
+            .get(&key)
+            .map_err(sled_err)?
             .map(|v| decode_record(key.as_bytes(), &v))
             .transpose()
     }
@@ -526,7 +546,8 @@ impl EmbeddedHost {
     fn get_vehicle(&self, colour: u16, plate: &str) -> Result<Option<Vehicle>, HostError> {
         let key = keys::vehicle(colour, plate);
         self.tree
-            .get(&key)?
+            .get(&key)
+            .map_err(sled_err)?
             .map(|v| decode_vehicle(key.as_bytes(), &v))
             .transpose()
     }
@@ -709,10 +730,10 @@ impl IssuerHost for EmbeddedHost {
     fn vehicles_for_card(&self, card_number: &str) -> Result<Vec<Vehicle>, HostError> {
         let card = validate::card_number(card_number)?;
         let card_key = keys::card(&card);
-        let Some(vehicle_key) = self.tree.get(&card_key)? else {
+        let Some(vehicle_key) = self.tree.get(&card_key).map_err(sled_err)? else {
             return Ok(Vec::new());
         };
-        match self.tree.get(&vehicle_key)? {
+        match self.tree.get(&vehicle_key).map_err(sled_err)? {
             Some(v) => Ok(vec![decode_vehicle(&vehicle_key, &v)?]),
             None => Err(corrupt(card_key.as_bytes(), "points to a missing vehicle")),
         }
@@ -899,7 +920,7 @@ impl IssuerHost for EmbeddedHost {
         let mut ids = Vec::new();
         if from_seconds <= to_seconds {
             for item in self.tree.range(low..=high).rev() {
-                let (key, _) = item?;
+                let (key, _) = item.map_err(sled_err)?;
                 if total >= skip && ids.len() < query.page_size as usize {
                     let id = key
                         .get(prefix.len() + TIME_KEY_BYTES..)
@@ -930,7 +951,7 @@ impl IssuerHost for EmbeddedHost {
         let prefix = keys::card_records(&card);
         let mut ids = Vec::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
-            let (key, value) = item?;
+            let (key, value) = item.map_err(sled_err)?;
             let stored = std::str::from_utf8(&value)
                 .ok()
                 .and_then(RecordStatus::from_code)
@@ -960,7 +981,7 @@ impl IssuerHost for EmbeddedHost {
 
     fn record_for_txn(&self, txn_id: &str) -> Result<Option<RechargeRecord>, HostError> {
         let txn_id = validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?;
-        let Some(owner) = self.tree.get(keys::txn(&txn_id))? else {
+        let Some(owner) = self.tree.get(keys::txn(&txn_id)).map_err(sled_err)? else {
             return Ok(None);
         };
         let record_id = String::from_utf8_lossy(&owner).into_owned();
@@ -976,7 +997,7 @@ impl IssuerHost for EmbeddedHost {
     fn open_records(&self) -> Result<Vec<RechargeRecord>, HostError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"open/") {
-            let (key, ids) = item?;
+            let (key, ids) = item.map_err(sled_err)?;
             for record_id in decode_open(&key, &ids)? {
                 if out.len() >= CARD_RECORDS_MAX {
                     return Ok(out);

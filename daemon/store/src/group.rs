@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use crate::embedded::{decode, encode, keys::time as time_key};
+use crate::embedded::keys::time as time_key;
 use crate::error::HostError;
 use crate::validate;
 use cardd_group::model::*;
@@ -30,18 +30,26 @@ pub const GROUP_TREE: &str = "group";
 
 /// The issuer host's refusals and storage failures, as the group domain reports them (same
 /// words).
-impl From<HostError> for GroupError {
-    fn from(e: HostError) -> Self {
-        if e.is_refusal() {
-            GroupError::Invalid(e.to_string())
-        } else {
-            GroupError::Storage(e.to_string())
-        }
+fn host_error(e: HostError) -> GroupError {
+    if e.is_refusal() {
+        GroupError::Invalid(e.to_string())
+    } else {
+        GroupError::Storage(e.to_string())
     }
 }
 
+/// A checksummed record of the embedded store's format, as the group domain's error.
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, GroupError> {
+    crate::embedded::encode(key, value).map_err(host_error)
+}
+
+/// A checksummed record read back, as the group domain's error.
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, GroupError> {
+    crate::embedded::decode(key, bytes).map_err(host_error)
+}
+
 fn sled_error(e: sled::Error) -> GroupError {
-    HostError::from(e).into()
+    host_error(crate::embedded::sled_err(e))
 }
 
 type Tx<T> = sled::transaction::ConflictableTransactionResult<T, GroupError>;
@@ -58,7 +66,7 @@ fn run<T>(tree: &sled::Tree, f: impl Fn(&TransactionalTree) -> Tx<T>) -> Result<
 }
 
 fn corrupt(key: &[u8], reason: &str) -> GroupError {
-    GroupError::from(HostError::Corrupt {
+    host_error(HostError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: reason.to_owned(),
     })
@@ -272,7 +280,9 @@ impl EmbeddedGroupHost {
     ) -> Result<EmbeddedGroupHost, GroupError> {
         let host = EmbeddedGroupHost {
             store: store.clone(),
-            tree: store.tree(GROUP_TREE).map_err(HostError::from)?,
+            tree: store
+                .tree(GROUP_TREE)
+                .map_err(|e| host_error(HostError::from(e)))?,
             clock,
         };
         host.verify()?;
@@ -284,17 +294,18 @@ impl EmbeddedGroupHost {
     }
 
     fn flush(&self) -> Result<(), GroupError> {
-        self.store.durable_flush().map_err(HostError::from)?;
+        self.store
+            .durable_flush()
+            .map_err(|e| host_error(HostError::from(e)))?;
         Ok(())
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GroupError> {
-        Ok(self
-            .tree
+        self.tree
             .get(key)
             .map_err(sled_error)?
             .map(|v| decode(key.as_bytes(), &v))
-            .transpose()?)
+            .transpose()
     }
 
     /// Checks every value's checksum, that each group's quota is the sum of its ledger with
@@ -537,7 +548,7 @@ fn datetime_demo() -> OffsetDateTime {
 /// Ids are looked up as given, bounded.
 fn bounded_id(id: &str) -> Result<&str, GroupError> {
     if id.is_empty() || id.len() > 32 || id.chars().any(|c| c.is_control() || c == '/') {
-        return Err(GroupError::from(HostError::InvalidField {
+        return Err(host_error(HostError::InvalidField {
             field: "编号",
             reason: "应为 1 到 32 个字符".into(),
         }));
@@ -560,19 +571,15 @@ fn bad_state(
 }
 
 fn operator(name: &str) -> Result<String, GroupError> {
-    Ok(validate::text(
-        "操作员",
-        name,
-        crate::model::OPERATOR_CHARS_MAX,
-    )?)
+    validate::text("操作员", name, crate::model::OPERATOR_CHARS_MAX).map_err(host_error)
 }
 
 fn reason(text: &str) -> Result<String, GroupError> {
-    Ok(validate::text("原因", text, AUDIT_REASON_CHARS_MAX)?)
+    validate::text("原因", text, AUDIT_REASON_CHARS_MAX).map_err(host_error)
 }
 
 fn group_id(id: &str) -> Result<String, GroupError> {
-    Ok(validate::text("集团编号", id, GROUP_ID_CHARS_MAX)?)
+    validate::text("集团编号", id, GROUP_ID_CHARS_MAX).map_err(host_error)
 }
 
 impl GroupHost for EmbeddedGroupHost {
@@ -592,13 +599,15 @@ impl GroupHost for EmbeddedGroupHost {
     fn upsert_group(&self, input: &GroupInput) -> Result<Group, GroupError> {
         let id = group_id(&input.group_id)?;
         if id.contains('/') {
-            return Err(GroupError::from(HostError::InvalidField {
+            return Err(host_error(HostError::InvalidField {
                 field: "集团编号",
                 reason: "不能含有“/”".into(),
             }));
         }
-        let name = validate::text("集团名称", &input.name, GROUP_NAME_CHARS_MAX)?;
-        let terminal = validate::text("终端编号", &input.terminal_no, TERMINAL_NO_CHARS_MAX)?;
+        let name =
+            validate::text("集团名称", &input.name, GROUP_NAME_CHARS_MAX).map_err(host_error)?;
+        let terminal = validate::text("终端编号", &input.terminal_no, TERMINAL_NO_CHARS_MAX)
+            .map_err(host_error)?;
         let at = self.now();
         let count = self.tree.scan_prefix(b"grp/").count();
         let group = run(&self.tree, |tx| {
@@ -650,8 +659,9 @@ impl GroupHost for EmbeddedGroupHost {
     fn reserve(&self, req: &ReserveRequest) -> Result<RechargeOrder, GroupError> {
         let gid = group_id(&req.group_id)?;
         let op = operator(&req.operator)?;
-        let card = validate::card_number(&req.card_number)?;
-        let txn_id = validate::txn_id(&req.txn_id, crate::model::LOAD_TXN_ID_CHARS_MAX)?;
+        let card = validate::card_number(&req.card_number).map_err(host_error)?;
+        let txn_id = validate::txn_id(&req.txn_id, crate::model::LOAD_TXN_ID_CHARS_MAX)
+            .map_err(host_error)?;
         check_recharge(req.amount_fen, req.card_balance_fen, i64::MAX)?;
         let at = self.now();
         let date = china_date(at);
@@ -847,7 +857,7 @@ impl GroupHost for EmbeddedGroupHost {
         check_topup_amount(amount_fen)?;
         let remark = remark.trim();
         if remark.chars().count() > REMARK_CHARS_MAX || remark.chars().any(char::is_control) {
-            return Err(GroupError::from(HostError::InvalidField {
+            return Err(host_error(HostError::InvalidField {
                 field: "备注",
                 reason: format!("最多 {REMARK_CHARS_MAX} 个字符，且不能含有控制字符"),
             }));

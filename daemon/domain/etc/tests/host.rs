@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
+use cardd_etc::model::{CARD_RECORDS_MAX, MARK_NOT_LOADED_DONE_ZH};
+use cardd_etc::{
+    HostError, IssuerHost, RecordAction, RecordQuery, RecordStatus, SeedReport, VehicleInput,
+    PAGE_SIZE_MAX, RECHARGE_FEN_MAX,
+};
 use cardd_journal::Store;
 use cardd_store::demo::{
     demo_records, DEMO_ETC_CARD, DEMO_ETC_COLOUR, DEMO_ETC_PLATE, DEMO_LOADED_RECORD_ID,
     DEMO_NOT_LOADED_RECORD_IDS, DEMO_SM4_CARD, DEMO_SM4_COLOUR, DEMO_SM4_PLATE,
 };
-use cardd_store::model::{CARD_RECORDS_MAX, MARK_NOT_LOADED_DONE_ZH};
-use cardd_store::{
-    EmbeddedHost, HostError, IssuerHost, ManualClock, RecordAction, RecordQuery, RecordStatus,
-    SeedReport, VehicleInput, HOST_TREE, PAGE_SIZE_MAX, RECHARGE_FEN_MAX,
-};
+use cardd_store::{EmbeddedHost, ManualClock, HOST_TREE};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -96,7 +97,7 @@ fn act(
     host: &EmbeddedHost,
     id: &str,
     action: RecordAction,
-) -> Result<cardd_store::RechargeRecord, HostError> {
+) -> Result<cardd_etc::RechargeRecord, HostError> {
     match action {
         RecordAction::Recharge => unreachable!("not a state change"),
         RecordAction::BeginLoad => host.begin_load(id, "teller", "T-NEW"),
@@ -596,7 +597,7 @@ fn query_parameters_parse_from_json() {
         "plate": "陕A12345", "colour": 0, "extra": 1
     }))
     .is_err());
-    let schema = schemars::schema_for!(cardd_store::RechargeRecord);
+    let schema = schemars::schema_for!(cardd_etc::RechargeRecord);
     let text = serde_json::to_string(&schema).expect("schema");
     assert!(text.contains("recharged_at") && text.contains("needs_reconciliation"));
 }
@@ -850,7 +851,7 @@ fn concurrent_recharges_get_distinct_record_ids() {
 
 #[test]
 fn every_load_attempt_stays_linked_past_the_history_cap_and_the_limit_refuses() {
-    use cardd_store::model::{HISTORY_ENTRIES_MAX, RECORD_LOAD_ATTEMPTS_MAX};
+    use cardd_etc::model::{HISTORY_ENTRIES_MAX, RECORD_LOAD_ATTEMPTS_MAX};
     let (store, host, _clock) = host_with_vehicle();
     let id = host
         .recharge(PLATE, 0, 20_000, "teller", "银行柜台")

@@ -5,7 +5,9 @@
 //! to do next. Storage failures keep the store's own message: an administrator reads those.
 
 use cardd_api::money::Fen;
-use cardd_journal::StoreError;
+use cardd_api::ErrorCode;
+use cardd_journal::{IntentBlock, JournalError, LoadError, StoreError};
+use cardd_purse::PurseError;
 
 use crate::model::{
     RecordAction, RecordStatus, CARD_NUMBER_DIGITS, CARD_RECORDS_MAX, OBU_CONTRACT_SERIAL_DIGITS,
@@ -203,12 +205,6 @@ pub enum HostError {
     Store(#[from] StoreError),
 }
 
-impl From<sled::Error> for HostError {
-    fn from(e: sled::Error) -> Self {
-        HostError::Store(StoreError::from(e))
-    }
-}
-
 impl HostError {
     /// Whether the request itself was wrong (bad input or a refused state change) rather than the
     /// store failing; the daemon maps the former to an invalid-parameter or conflict code.
@@ -220,6 +216,190 @@ impl HostError {
                 | HostError::SequenceExhausted { .. }
                 | HostError::Encode { .. }
         )
+    }
+
+    /// The API code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        use HostError as H;
+        match self {
+            H::VehicleNotFound { .. } | H::RecordNotFound(_) => ErrorCode::HostNotFound,
+            H::BadTransition { .. }
+            | H::CardBusy { .. }
+            | H::TxnIdInUse { .. }
+            | H::LoadAttemptsExhausted { .. } => ErrorCode::RecordStateConflict,
+            H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
+            H::Corrupt { .. } => ErrorCode::FailedClosed,
+            H::Store(_) | H::Encode { .. } | H::SequenceExhausted { .. } => ErrorCode::Internal,
+            _ => ErrorCode::InvalidParams,
+        }
+    }
+}
+
+/// Why the ETC service refused or failed, as the teller reads it (Display) with its API code
+/// ([`EtcError::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EtcError {
+    /// The records store refused or failed.
+    #[error(transparent)]
+    Record(#[from] HostError),
+    /// The journal failed.
+    #[error("{}", journal_message(.0))]
+    Journal(#[from] JournalError),
+    /// A load to the card is unsettled, or the card contradicts a lost-card verdict.
+    #[error(transparent)]
+    Blocked(IntentBlock),
+    /// Refused (or failed) for a reason told in `message`; `detail` is what a client may show
+    /// besides (the evidence, whether a reason is required, the technical error).
+    #[error("{message}")]
+    Refused {
+        /// The API code.
+        code: ErrorCode,
+        /// What the teller reads (zh-CN).
+        message: String,
+        /// Structured detail (`data.detail` on the wire).
+        detail: Option<serde_json::Value>,
+    },
+}
+
+fn journal_message(e: &JournalError) -> String {
+    match e {
+        JournalError::Corrupt { .. } => format!("圈存日志损坏：{e}"),
+        other => other.to_string(),
+    }
+}
+
+impl EtcError {
+    /// A refusal with `code` and the teller's `message`.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> EtcError {
+        EtcError::Refused {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// The same error with structured detail (refusals only; others are returned unchanged).
+    pub fn with_detail(self, detail: serde_json::Value) -> EtcError {
+        match self {
+            EtcError::Refused { code, message, .. } => EtcError::Refused {
+                code,
+                message,
+                detail: Some(detail),
+            },
+            other => other,
+        }
+    }
+
+    /// Invalid input.
+    pub fn invalid_params(message: impl Into<String>) -> EtcError {
+        EtcError::refused(ErrorCode::InvalidParams, message)
+    }
+
+    /// The API code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EtcError::Record(e) => e.code(),
+            EtcError::Journal(JournalError::Corrupt { .. }) => ErrorCode::FailedClosed,
+            EtcError::Journal(_) => ErrorCode::Internal,
+            EtcError::Blocked(b) => b.code(),
+            EtcError::Refused { code, .. } => *code,
+        }
+    }
+
+    /// Structured detail, when there is some.
+    pub fn detail(&self) -> Option<&serde_json::Value> {
+        match self {
+            EtcError::Refused { detail, .. } => detail.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A card or reader failure, told as the daemon tells every one of them.
+impl From<PurseError> for EtcError {
+    fn from(e: PurseError) -> Self {
+        use cardd_journal::teller::{purse_error_zh, reader_error_code, reader_error_zh};
+        let technical = serde_json::json!({ "technical": match &e {
+            PurseError::Reader(r) => r.to_string(),
+            other => other.to_string(),
+        } });
+        let (code, message) = match &e {
+            PurseError::Reader(r) => (reader_error_code(r), reader_error_zh(r)),
+            other => (ErrorCode::CardError, purse_error_zh(other)),
+        };
+        EtcError::refused(code, message).with_detail(technical)
+    }
+}
+
+/// What a teller reads when a journaled load fails, with the matching code.
+pub fn load_error(e: &LoadError) -> EtcError {
+    let refused = |code, message: &str| EtcError::refused(code, message);
+    match e {
+        LoadError::WrongCard { expected, found } => refused(
+            ErrorCode::CardNotEligible,
+            &format!("卡号不符：读卡器上是 {found}，应为 {expected}；请插入正确的卡"),
+        ),
+        LoadError::OutcomeUnknown { .. } => refused(
+            ErrorCode::LoadOutcomeUnknown,
+            "写卡过程中卡片被拔出或无响应，圈存结果未知：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
+        ),
+        LoadError::AfterCredit { .. } => refused(
+            ErrorCode::LoadOutcomeUnknown,
+            "卡片已响应圈存，但结果未能记录，圈存结果未知：请将该卡重新放到读卡器上，系统将根据卡片确认结果；切勿重复充值",
+        ),
+        LoadError::Unresolved { txn_id, .. } => refused(
+            ErrorCode::CardEvidenceRequired,
+            &format!("该卡有一笔未确认的圈存（{txn_id}），需主管核对后处理；在此之前不能再次圈存"),
+        ),
+        LoadError::VerdictContradicted { card, txn_id, .. } => {
+            EtcError::Blocked(IntentBlock::Contradicted {
+                card_number: card.clone(),
+                txn_id: txn_id.clone(),
+            })
+        }
+        LoadError::TacInvalid { txn_id } => refused(
+            ErrorCode::CardEvidenceRequired,
+            &format!("卡片返回的交易验证码（TAC）校验失败，圈存交易 {txn_id} 已标记为待核对；请主管核对卡片余额"),
+        ),
+        LoadError::Card(PurseError::Status { command, sw })
+            if *command == "INITIALIZE FOR LOAD" && sw.0 == 0x6985 =>
+        {
+            refused(
+                ErrorCode::CardNotEligible,
+                "圈存后卡内余额将超过卡片的余额上限，卡片拒绝圈存；请先消费或减少圈存金额，充值记录保持未圈存",
+            )
+        }
+        LoadError::Card(PurseError::WrongPin { tries_left }) => refused(
+            ErrorCode::CardError,
+            &format!("卡片 PIN 校验失败（剩余 {tries_left} 次），未圈存；请联系发行方核对 PIN"),
+        ),
+        LoadError::Card(PurseError::Reader(r)) => {
+            use cardd_journal::teller::{reader_error_code, reader_error_zh};
+            refused(reader_error_code(r), &reader_error_zh(r))
+                .with_detail(serde_json::json!({ "technical": r.to_string() }))
+        }
+        LoadError::Unfunded(e) => refused(
+            ErrorCode::RecordStateConflict,
+            &cardd_journal::teller::unfunded_load_zh(e),
+        ),
+        LoadError::Card(p) => refused(
+            ErrorCode::CardError,
+            &format!("圈存失败：{}", cardd_journal::teller::purse_error_zh(p)),
+        )
+        .with_detail(serde_json::json!({ "technical": p.to_string() })),
+        LoadError::Mac1(_) => refused(
+            ErrorCode::CardError,
+            "卡片校验失败（MAC1），未圈存：该卡不是本系统发行的卡片或密钥不符，请联系管理员",
+        )
+        .with_detail(serde_json::json!({ "technical": e.to_string() })),
+        LoadError::UnknownCard(_) => refused(
+            ErrorCode::UnsupportedCard,
+            "读卡器上不是 ETC 用户卡或城市一卡通，未圈存：请换用正确的卡片",
+        ),
+        LoadError::Journal(j) => {
+            refused(ErrorCode::Internal, "圈存日志写入失败，未圈存：请联系管理员检查 cardd 数据目录")
+                .with_detail(serde_json::json!({ "technical": j.to_string() }))
+        }
     }
 }
 
@@ -251,6 +431,36 @@ fn refusal(current: RecordStatus, action: RecordAction) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_loads_are_told_with_their_code_and_unknown_is_never_failed() {
+        let e = load_error(&LoadError::Unfunded(cardd_purse::SamError::LoadNotFunded {
+            reason: "充值记录 R1 不存在".into(),
+        }));
+        assert_eq!(e.code(), ErrorCode::RecordStateConflict);
+        assert!(e.to_string().contains("卡片未被写入"), "{e}");
+        let e = load_error(&LoadError::OutcomeUnknown {
+            txn_id: "t1".into(),
+            source: cardd_reader::ReaderError::CardRemoved {
+                reader: "sim:etc".into(),
+            },
+        });
+        assert_eq!(e.code(), ErrorCode::LoadOutcomeUnknown);
+        assert!(e.to_string().contains("切勿重复充值"), "{e}");
+        assert!(!e.to_string().contains("失败"), "{e}");
+        let e = EtcError::from(PurseError::Reader(cardd_reader::ReaderError::NoCard {
+            reader: "sim:etc".into(),
+        }));
+        assert_eq!(e.code(), ErrorCode::NoCard);
+        assert!(!e.to_string().contains("sim:etc"), "{e}");
+        assert!(e.detail().unwrap()["technical"]
+            .as_str()
+            .unwrap()
+            .contains("sim:etc"));
+        let e = EtcError::from(HostError::RecordNotFound("R9".into()));
+        assert_eq!(e.code(), ErrorCode::HostNotFound);
+        assert_eq!(e.to_string(), "未找到充值记录 R9");
+    }
 
     #[test]
     fn refusals_name_the_current_status() {

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use cardd_etc::model::{VehicleDetails, VehicleInput};
+use cardd_etc::validate::vehicle_details;
+use cardd_etc::{HostError, IssuerHost, Vehicle};
 use cardd_journal::Store;
 use cardd_store::demo::{demo_obu_vehicle_details, demo_vehicles, DEMO_ETC_PLATE};
-use cardd_store::model::{VehicleDetails, VehicleInput};
-use cardd_store::validate::vehicle_details;
-use cardd_store::{EmbeddedHost, HostError, IssuerHost, ManualClock, Vehicle};
+use cardd_store::{EmbeddedHost, ManualClock};
 
 #[test]
 fn the_demo_details_are_valid_and_texts_are_normalised() {

@@ -15,6 +15,11 @@ use time::OffsetDateTime;
 
 use cardd_api::money::Fen;
 
+pub use cardd_api::etc::{
+    VehicleDetails, VehicleInput, ENGINE_NUMBER_CHARS_MAX, VEHICLE_DESCRIPTION_GBK_BYTES_MAX,
+    VEHICLE_USER_TYPES,
+};
+
 /// Longest plate number, in characters (the longest real plates are 8–9; the margin is for
 /// suffixes such as 挂 and 学).
 pub const PLATE_CHARS_MAX: usize = 12;
@@ -69,34 +74,7 @@ pub use cardd_journal::CHINA_OFFSET;
 /// What the seed's app says after 修改圈存状态 (a 已圈存 record set back to 未圈存).
 pub const MARK_NOT_LOADED_DONE_ZH: &str = "修改圈存状态成功！请进行圈存操作";
 
-/// Toll vehicle classes (JT/T 489-2019) with their zh-CN names, as the card's issue file stores
-/// them.
-pub const VEHICLE_CLASSES: &[(u8, &str)] = &[
-    (1, "一型客车"),
-    (2, "二型客车"),
-    (3, "三型客车"),
-    (4, "四型客车"),
-    (11, "一型货车"),
-    (12, "二型货车"),
-    (13, "三型货车"),
-    (14, "四型货车"),
-    (15, "五型货车"),
-    (16, "六型货车"),
-    (21, "一型专项作业车"),
-    (22, "二型专项作业车"),
-    (23, "三型专项作业车"),
-    (24, "四型专项作业车"),
-    (25, "五型专项作业车"),
-    (26, "六型专项作业车"),
-];
-
-/// The zh-CN name of a vehicle class, `None` when the code is not a toll class.
-pub fn vehicle_class_zh(code: u8) -> Option<&'static str> {
-    VEHICLE_CLASSES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, name)| *name)
-}
+pub use cardd_api::types::{vehicle_class_zh, vehicle_user_type_zh, VEHICLE_CLASSES};
 
 /// A plate colour: the standard code and its zh-CN name (`0`, `蓝色`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -151,38 +129,6 @@ impl Vehicle {
     }
 }
 
-/// What [`crate::IssuerHost::upsert_vehicle`] takes: a vehicle account as entered. The plate is
-/// normalised and everything validated before anything is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VehicleInput {
-    /// 车牌号.
-    pub plate: String,
-    /// 车牌颜色 code.
-    pub plate_colour: u16,
-    /// Card numbers, oldest first; the last is the card in service.
-    pub card_numbers: Vec<String>,
-    /// The owner's name.
-    pub owner_name: String,
-    /// Toll vehicle class.
-    pub vehicle_class: u8,
-    /// The OBU's contract serial, if any.
-    #[serde(default)]
-    pub obu_contract_serial: Option<String>,
-    /// Vehicle details for the OBU's vehicle file, if known.
-    #[serde(default)]
-    pub details: Option<VehicleDetails>,
-}
-
-/// 车辆用户类型 codes with their zh-CN names, as ETC cards and OBU vehicle files store them.
-pub const VEHICLE_USER_TYPES: &[(u8, &str)] = &[
-    (0, "普通车辆"),
-    (6, "公务车辆"),
-    (8, "军警车辆"),
-    (10, "紧急车辆"),
-    (12, "免费车辆"),
-    (14, "车队车辆"),
-];
 /// Largest length, width, height or wheelbase, in millimetres (a two-byte field on the OBU;
 /// oversize transport stays below it).
 pub const VEHICLE_DIMENSION_MM_MAX: u16 = 30_000;
@@ -192,48 +138,6 @@ pub const VEHICLE_WHEELS_MAX: u8 = 64;
 pub const VEHICLE_AXLES_MAX: u8 = 16;
 /// Largest rated load in kg or seat count: the OBU field has three bytes.
 pub const VEHICLE_LOAD_KG_OR_SEATS_MAX: u32 = 0xFF_FFFF;
-/// Longest vehicle description, in GBK bytes (a Chinese character counts 2, ASCII 1): the OBU
-/// field has 16 bytes.
-pub const VEHICLE_DESCRIPTION_GBK_BYTES_MAX: usize = 16;
-/// Longest engine number, in ASCII characters: the OBU field has 14 bytes.
-pub const ENGINE_NUMBER_CHARS_MAX: usize = 14;
-
-/// The zh-CN name of a 车辆用户类型, `None` when the code is not a known one.
-pub fn vehicle_user_type_zh(code: u8) -> Option<&'static str> {
-    VEHICLE_USER_TYPES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, name)| *name)
-}
-
-/// What an OBU's vehicle information file (ESAM DF01 EF01) holds besides plate, plate colour
-/// and vehicle class; see `docs/card-protocol.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VehicleDetails {
-    /// 车辆用户类型 ([`VEHICLE_USER_TYPES`]).
-    pub user_type: u8,
-    /// 车长, millimetres.
-    pub length_mm: u16,
-    /// 车宽, millimetres.
-    pub width_mm: u16,
-    /// 车高, millimetres.
-    pub height_mm: u16,
-    /// 车轮数.
-    pub wheels: u8,
-    /// 车轴数.
-    pub axles: u8,
-    /// 轴距, millimetres.
-    pub wheelbase_mm: u16,
-    /// 核定载质量 in kg (trucks) or 核定载人数 (passenger vehicles).
-    pub load_kg_or_seats: u32,
-    /// 车辆描述 (make and model), at most [`VEHICLE_DESCRIPTION_GBK_BYTES_MAX`] GBK bytes.
-    #[serde(default)]
-    pub description: String,
-    /// 发动机号, ASCII letters, digits and `-`, at most [`ENGINE_NUMBER_CHARS_MAX`].
-    #[serde(default)]
-    pub engine_number: String,
-}
 
 /// 圈存状态 of a recharge record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -530,7 +434,7 @@ pub struct Page {
     pub page_size: u32,
 }
 
-/// What [`crate::EmbeddedHost::seed_demo`] added (all zero when the demo data was there).
+/// What `cardd_store::EmbeddedHost::seed_demo` added (all zero when the demo data was there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct SeedReport {
     /// Vehicle accounts created.
