@@ -126,9 +126,9 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         let daemon = daemon.clone();
         let session = session.clone();
         async move {
-            let record = cardd::flows::start(&daemon, &session, params)
-                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
             let engine = daemon.flows.as_ref().context("no flow engine")?;
+            let record = cardd::flows::start(engine, &session, params, daemon.journal.as_deref())
+                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
             let done = engine
                 .wait_finished(&record.run_id, Duration::from_secs(30))
                 .await

@@ -80,7 +80,7 @@ async fn public_endpoints_and_committed_openrpc() {
         "openrpc.json",
         &(serde_json::to_string_pretty(&doc).unwrap() + "\n"),
     );
-    check_committed("errors.md", &cardd::openrpc::errors_markdown());
+    check_committed("errors.md", &cardd::rpc::openrpc::errors_markdown());
     d.stop().await;
 }
 

@@ -85,6 +85,7 @@ async fn a_run_killed_after_credit_shows_its_load_outcome_after_a_restart() {
             &store,
             Default::default(),
             Duration::from_secs(60),
+            std::sync::Arc::new(cardd::metrics::Metrics::new()),
         )
         .unwrap();
         let mut run = engine.get(&run_id).unwrap();

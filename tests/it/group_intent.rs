@@ -526,14 +526,14 @@ async fn a_failed_flush_after_credit_is_pending_fails_closed_and_settles_once_af
         settle_apdus(&world).await;
         let journal = d.daemon().journal.as_ref().unwrap();
         for _ in 0..100 {
-            cardd::group_rpc::reconcile(d.daemon()).unwrap();
+            cardd::methods::group::reconcile(d.daemon()).unwrap();
             if journal.list_open().unwrap().is_empty() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert!(journal.list_open().unwrap().is_empty(), "{what}: settled");
-        cardd::group_rpc::reconcile(d.daemon()).unwrap();
+        cardd::methods::group::reconcile(d.daemon()).unwrap();
         let orders = all_orders(&d);
         if gained > 0 {
             assert_eq!(orders.len(), 1, "{what}");

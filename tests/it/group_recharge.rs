@@ -1697,7 +1697,7 @@ async fn card_removal_at_every_apdu_of_a_batch_item_pays_each_item_once() {
                         // 结果待确认: the card is presented again and settles it.
                         desk.present(card).await;
                         for _ in 0..100 {
-                            cardd::group_rpc::reconcile(d.daemon()).unwrap();
+                            cardd::methods::group::reconcile(d.daemon()).unwrap();
                             let now = svc.host.order(&open.order_id).unwrap().unwrap().status;
                             if !matches!(now, OrderStatus::Pending | OrderStatus::Reserved) {
                                 break;
@@ -1741,7 +1741,7 @@ async fn card_removal_at_every_apdu_of_a_batch_item_pays_each_item_once() {
                     break;
                 }
             }
-            cardd::group_rpc::reconcile(d.daemon()).unwrap();
+            cardd::methods::group::reconcile(d.daemon()).unwrap();
             // Per item: the money on the card is the amount once, and the succeeded orders.
             let mut spent_before_refunds = 0;
             for (card, amount) in cards.iter().zip(amounts) {

@@ -134,7 +134,7 @@ impl Attacker {
     }
 }
 
-fn pool(d: &TestDaemon) -> &cardd::connections::ConnectionPool {
+fn pool(d: &TestDaemon) -> &cardd::transport::connections::ConnectionPool {
     &d.running.as_ref().unwrap().connections
 }
 

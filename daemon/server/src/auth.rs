@@ -27,6 +27,7 @@
 //! [`Auth::create_operator`] and [`Auth::reset_password`] from a blocking task holding a
 //! permit from [`Auth::hashing_permit`], which bounds the hashing done at once.
 
+use cardd_api::auth::SessionView;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -943,6 +944,18 @@ impl Throttle {
                 break;
             };
             self.entries.remove(&oldest);
+        }
+    }
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        SessionView {
+            username: s.username.clone(),
+            display_name: s.display_name.clone(),
+            role: s.role,
+            role_label: s.role.label_zh().into(),
+            group_id: s.group_id.clone(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 
-use crate::guard::{default_origins as loopback_origins, loopback_hosts};
+use crate::transport::guard::{default_origins as loopback_origins, loopback_hosts};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused: the file, the key and the reason.

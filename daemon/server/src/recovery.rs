@@ -10,9 +10,9 @@ use std::sync::{Arc, Weak};
 use cardd_journal::{check_watch, recover_card, LostCardVerdict, RecoveryOutcome, WatchCheck};
 use cardd_purse::Purse;
 
+use crate::daemon::Daemon;
 use crate::events::EventKind;
 use crate::readers::Holder;
-use crate::server::Daemon;
 
 /// The holder recovery jobs run as.
 fn system() -> Holder {

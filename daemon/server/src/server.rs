@@ -5,12 +5,12 @@
 //! and the shutdown future. Start-up opens the database, verifies the audit chain (a broken
 //! chain makes the daemon *fail closed*: it keeps serving reads but refuses state-changing
 //! methods), loads the key material, starts the readers and serves JSON-RPC behind the
-//! [`crate::guard`]. Shutdown stops accepting, lets in-flight calls finish, stops the reader
+//! [`crate::transport::guard`]. Shutdown stops accepting, lets in-flight calls finish, stops the reader
 //! threads after their current command and flushes the database.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,11 @@ use serde_json::json;
 use crate::audit::{AuditLog, RefusalDigest};
 use crate::auth::{Auth, AuthConfig, NewOperator};
 use crate::config::{Config, KeySource};
-use crate::connections::{ConnectionLimits, ConnectionPool};
 use crate::events::EventBus;
-use crate::guard::{CallShapeLayer, GuardConfig, GuardLayer, RateLimitLayer};
 use crate::readers::ReaderManager;
 use crate::store::Store;
+use crate::transport::connections::{ConnectionLimits, ConnectionPool};
+use crate::transport::guard::{CallShapeLayer, GuardConfig, GuardLayer, RateLimitLayer};
 use cardd_journal::Journal;
 
 /// Why the daemon could not start.
@@ -45,111 +45,13 @@ pub enum ServerError {
     Seed(String),
 }
 
-/// Everything a method handler can reach.
-pub struct Daemon {
-    pub config: Config,
-    pub store: Store,
-    pub auth: Auth,
-    pub audit: Arc<AuditLog>,
-    /// Failed logins and calls refused for want of a session, waiting to be written to the
-    /// audit log as one record per source, action and interval.
-    pub refusals: RefusalDigest,
-    /// The money journal; `None` when it failed verification (the daemon then fails closed).
-    pub journal: Option<Arc<Journal>>,
-    /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
-    /// (the daemon then fails closed).
-    pub host: Option<Arc<dyn cardd_etc::IssuerHost>>,
-    /// The ETC service (loads of recharge records, evidence, 修改圈存状态); `None` when the
-    /// issuer host failed verification.
-    pub etc: Option<Arc<cardd_etc::EtcService>>,
-    /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
-    /// data failed verification (the daemon then fails closed).
-    pub group: Option<cardd_group::GroupService>,
-    /// The flow engine; `None` when the flows directory could not be read (logged).
-    pub flows: Option<crate::flows::FlowEngine>,
-    pub events: Arc<EventBus>,
-    pub readers: Arc<ReaderManager>,
-    /// The security module: the configured keys behind the funding check
-    /// ([`crate::funded_sam::FundedSam`]): no MAC2 for a load without a funded record.
-    pub sam: Arc<dyn SecurityModule>,
-    /// What `GET /metrics` shows.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The 模拟读卡器 panel: the embedded default (`--demo`) only, `None` otherwise.
-    pub sim_panel: Option<crate::sim_panel::SimPanel>,
-    started: Instant,
-    failed_closed: AtomicBool,
-}
-
-impl std::fmt::Debug for Daemon {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon")
-            .field("source", &self.config.source)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Daemon {
-    /// True when an integrity check failed: state-changing methods are refused.
-    pub fn failed_closed(&self) -> bool {
-        self.failed_closed.load(Ordering::Relaxed) || self.store.failed_closed().is_some()
-    }
-
-    /// Stops state-changing methods (an invariant broke); logged loudly.
-    pub fn fail_closed(&self, why: &str) {
-        tracing::error!(
-            reason = why,
-            "failing closed: state-changing methods are refused until an administrator intervenes"
-        );
-        self.failed_closed.store(true, Ordering::Relaxed);
-    }
-
-    /// Writes audit records of refusals (see [`RefusalDigest`]); a failure to write is logged
-    /// (the call was refused either way).
-    pub fn audit_refusals(&self, entries: Vec<crate::audit::AuditEntry>) {
-        for entry in entries {
-            if let Err(e) = self.audit.append(entry) {
-                tracing::error!(error = %e, "could not audit refused calls");
-            }
-        }
-    }
-
-    /// The journal, or the fail-closed refusal when it did not verify.
-    pub(crate) fn verified_journal(&self) -> Result<&Journal, crate::errors::ApiError> {
-        self.journal.as_deref().ok_or_else(|| {
-            crate::errors::ApiError::new(
-                cardd_api::ErrorCode::FailedClosed,
-                "圈存日志未通过完整性检查，已停止写卡；请联系管理员",
-            )
-        })
-    }
-
-    /// The ETC service, or the fail-closed refusal when the issuer host did not verify.
-    pub(crate) fn etc_service(&self) -> Result<&cardd_etc::EtcService, crate::errors::ApiError> {
-        self.etc.as_deref().ok_or_else(|| {
-            crate::errors::ApiError::new(
-                cardd_api::ErrorCode::FailedClosed,
-                "充值数据未通过完整性检查，已停止圈存业务；请联系管理员",
-            )
-        })
-    }
-
-    fn health(&self) -> serde_json::Value {
-        json!({
-            "status": if self.failed_closed() { "failed_closed" } else { "ok" },
-            "name": "cardd",
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": self.started.elapsed().as_secs(),
-            "readers": self.readers.list().len(),
-            "demo": self.config.demo,
-        })
-    }
-}
+pub use crate::daemon::Daemon;
 
 /// A started daemon.
 pub struct Running {
     pub addr: SocketAddr,
     pub daemon: Arc<Daemon>,
-    /// The open connections (see [`crate::connections`]).
+    /// The open connections (see [`crate::transport::connections`]).
     pub connections: Arc<ConnectionPool>,
     handle: ServerHandle,
 }
@@ -207,8 +109,12 @@ pub async fn start(
         .collect();
     config.bind_port(addr.port(), &extra_origins);
     let daemon = Arc::new(open(config)?);
+    // The flows' service modules (card, host, group, obu), bound to this daemon.
+    if let Some(flows) = &daemon.flows {
+        flows.register_modules(Arc::new(crate::lua::DaemonModules(Arc::downgrade(&daemon))));
+    }
     let limits = daemon.config.limits.clone();
-    let (module, specs) = crate::rpc::build(daemon.clone());
+    let (module, specs) = methods(daemon.clone());
     tracing::debug!(methods = specs.len(), "methods registered");
 
     let health_daemon = Arc::downgrade(&daemon);
@@ -266,7 +172,7 @@ pub async fn start(
     }));
     {
         let stop_for_services = stop.clone();
-        tokio::spawn(crate::connections::accept_loop(
+        tokio::spawn(crate::transport::connections::accept_loop(
             listener,
             connections.clone(),
             move || {
@@ -278,7 +184,7 @@ pub async fn start(
         ));
     }
     crate::recovery::spawn(&daemon);
-    crate::group_rpc::spawn_reconciler(&daemon);
+    crate::methods::group::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
     spawn_refusal_audit(&daemon);
     tracing::info!(
@@ -294,6 +200,34 @@ pub async fn start(
         connections,
         handle,
     })
+}
+
+/// Every method set this daemon serves, in the order the OpenRPC document lists them.
+fn methods(
+    daemon: Arc<Daemon>,
+) -> (
+    jsonrpsee::RpcModule<Arc<Daemon>>,
+    Vec<crate::rpc::MethodSpec>,
+) {
+    use crate::methods::{audit, auth, etc, events, flows, group, journal, readers, sim, system};
+    // The 模拟读卡器 panel exists on the embedded default only; elsewhere its methods do not.
+    let has_sim_panel = daemon.sim_panel.is_some();
+    let mut m = crate::rpc::Methods::new(daemon);
+    system::add(&mut m);
+    auth::add(&mut m);
+    audit::add(&mut m);
+    readers::add(&mut m);
+    events::add(&mut m);
+    flows::add(&mut m);
+    etc::add(&mut m);
+    journal::add(&mut m);
+    group::add(&mut m);
+    if has_sim_panel {
+        sim::add(&mut m);
+    }
+    flows::add_subscription(&mut m);
+    events::add_subscription(&mut m);
+    m.finish()
 }
 
 fn open(config: Config) -> Result<Daemon, ServerError> {
@@ -330,7 +264,6 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Err(e) => (None, Some(e.to_string())),
     };
     let keys = load_keys(&config)?;
-    let flows = open_flows(&config, &store);
     let (host, host_failure): (Option<Arc<dyn cardd_etc::IssuerHost>>, Option<String>) =
         match cardd_store::EmbeddedHost::open(&store) {
             Ok(host) => {
@@ -342,7 +275,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             }
             Err(e) => (None, Some(e.to_string())),
         };
-    let (group_stores, group_failure) = crate::group_rpc::open(&config, &store);
+    let (group_stores, group_failure) = crate::methods::group::open(&config, &store);
     // No MAC2 without a funded record: the keys sit behind the funding check.
     let sam: Arc<dyn SecurityModule> = Arc::new(crate::funded_sam::FundedSam::new(
         keys,
@@ -360,9 +293,9 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         owners.push(Arc::new(cardd_group::GroupOwners(orders.clone())));
     }
     let owners: Arc<dyn cardd_journal::IntentOwners> = Arc::new(owners);
-    let group = crate::group_rpc::service(group_stores, &sam, owners.clone());
+    let group = crate::methods::group::service(group_stores, &sam, owners.clone());
     let etc = host.clone().map(|records| {
-        Arc::new(crate::etc_rpc::service(
+        Arc::new(crate::methods::etc::service(
             records,
             journal.clone(),
             sam.clone(),
@@ -374,6 +307,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     let events = Arc::new(EventBus::new(config.limits.events_buffered_max));
     let registry = cardd_drivers::registry();
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let flows = open_flows(&config, &store, &metrics);
     {
         let metrics = metrics.clone();
         store.observe_flushes(Box::new(move |took| metrics.journal_flush(took)));
@@ -480,7 +414,11 @@ fn spawn_flow_reload(daemon: &Arc<Daemon>) {
     });
 }
 
-fn open_flows(config: &Config, store: &Store) -> Option<crate::flows::FlowEngine> {
+fn open_flows(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Option<Arc<crate::flows::FlowEngine>> {
     let dir = config
         .flows
         .dir
@@ -493,7 +431,7 @@ fn open_flows(config: &Config, store: &Store) -> Option<crate::flows::FlowEngine
         ..cardd_script::Limits::default()
     };
     let prompt_timeout = std::time::Duration::from_secs(config.flows.prompt_timeout_s);
-    match crate::flows::FlowEngine::open(&dir, store, limits, prompt_timeout) {
+    match crate::flows::FlowEngine::open(&dir, store, limits, prompt_timeout, metrics.clone()) {
         Ok(engine) => {
             tracing::info!(dir = %dir.display(), flows = engine.list().len(), "flows loaded");
             Some(engine)

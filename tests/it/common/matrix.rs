@@ -118,7 +118,7 @@ async fn journal_settles(d: &TestDaemon, what: &str) {
 /// succeeded order is a committed load, the quota is the opening quota minus the committed
 /// loads, and the ledger sums to the quota. Returns the auditor's refunds and resolutions.
 pub async fn reconcile_group(d: &TestDaemon, s: &Scenario, what: &str) -> (usize, usize) {
-    cardd::group_rpc::reconcile(d.daemon()).unwrap();
+    cardd::methods::group::reconcile(d.daemon()).unwrap();
     let svc = d.daemon().group.as_ref().expect("group services");
     let open = svc
         .host

@@ -18,11 +18,10 @@
 use cardd_api::{ErrorCode, Fen, Role};
 use cardd_journal::{LoadTxn, LostCardError, LostCardVerdict, Resolution, TxnState, WatchCheck};
 
+use crate::daemon::Daemon;
 use crate::errors::journal_error;
 use crate::errors::ApiError;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
-use crate::server::Daemon;
-use serde_json::Value;
 
 /// Who sees and decides loads awaiting reconciliation.
 const DECIDERS: Access = Access::Roles(&[Role::Supervisor, Role::Auditor, Role::Admin]);
@@ -50,11 +49,11 @@ trait Named {
 impl Named for LostCardRow {
     fn named(d: &Daemon, v: &LostCardVerdict) -> LostCardRow {
         let mut row = lost_card_row(v);
-        row.proposed_by_name = crate::rpc::operator_name(d, &row.proposed_by);
+        row.proposed_by_name = crate::methods::auth::operator_name(d, &row.proposed_by);
         row.confirmed_by_name = row
             .confirmed_by
             .as_deref()
-            .map(|u| crate::rpc::operator_name(d, u));
+            .map(|u| crate::methods::auth::operator_name(d, u));
         row
     }
 }
@@ -192,7 +191,7 @@ fn lost_error(e: LostCardError) -> ApiError {
 }
 
 /// Declares the journal's methods.
-pub fn add_methods(m: &mut Methods) {
+pub fn add(m: &mut Methods) {
     m.add(
         "journal.open",
         "Loads not yet decided: `intent` (decided when the card is presented) and `needs_reconciliation` (a person decides with journal.resolve).",
@@ -396,7 +395,7 @@ pub fn add_methods(m: &mut Methods) {
 /// What a card on any reader shows about `txn` (read only), when that card is on one and can
 /// be read.
 async fn card_on_a_reader(
-    d: &std::sync::Arc<crate::server::Daemon>,
+    d: &std::sync::Arc<crate::daemon::Daemon>,
     txn: &LoadTxn,
     operator: &str,
 ) -> Option<cardd_purse::LoadOutcome> {

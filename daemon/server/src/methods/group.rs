@@ -11,17 +11,15 @@ use std::time::Instant;
 
 use cardd_api::group::{
     AuditTopUpParams, BatchCreateParams, BatchIdParams, CardCheck, EvidenceParams, ExportParams,
-    GroupScope, GroupView, LedgerParams, OrderDecisionParams, QueryParams, RechargeDone,
-    TopUpIdParams, TopUpParams,
+    GroupScope, GroupView, LedgerParams, OrderDecisionParams, QueryParams, TopUpIdParams,
+    TopUpParams,
 };
 use cardd_api::{ErrorCode, Role};
 use cardd_group::export::{ORDER_HEADERS, TOPUP_HEADERS};
-use cardd_group::model::{recharge_rules, BatchRef, GroupInput, RechargeOrder};
+use cardd_group::model::{recharge_rules, GroupInput, RechargeOrder};
 pub use cardd_group::service::RechargeStop;
-use cardd_group::service::{
-    export_file, group_view, CardOnReader, RechargeCard, RechargeRequest, Viewer,
-};
-use cardd_group::{GroupError, GroupHost, GroupService, PaymentError, PaymentGateway};
+use cardd_group::service::{export_file, group_view, Viewer};
+use cardd_group::{GroupHost, GroupService, PaymentError, PaymentGateway};
 use cardd_journal::{IntentOwners, SystemClock};
 use cardd_purse::SecurityModule;
 use cardd_store::{EmbeddedGroupHost, SandboxBank};
@@ -29,9 +27,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::daemon::Daemon;
 use crate::errors::ApiError;
-use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams, SessionView};
-use crate::server::Daemon;
+use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams};
+use cardd_api::auth::SessionView;
 /// Did an order's load land: the same verdict as a recharge record's.
 pub use cardd_api::etc::Verdict;
 
@@ -81,7 +80,7 @@ pub fn service(
     ))
 }
 
-fn services(d: &Daemon) -> Result<&GroupService, ApiError> {
+pub(crate) fn services(d: &Daemon) -> Result<&GroupService, ApiError> {
     d.group.as_ref().ok_or_else(|| {
         ApiError::new(
             ErrorCode::FailedClosed,
@@ -98,93 +97,6 @@ fn viewer(c: &Caller) -> Result<Viewer, ApiError> {
         role: s.role,
         group_id: s.group_id.clone(),
     })
-}
-
-/// One card recharge from the group's quota on the run's reader (see
-/// [`GroupService::recharge`]). Errors are messages for the operator.
-pub(crate) fn recharge(
-    daemon: &Arc<Daemon>,
-    card: &crate::flows::CardModule,
-    expected_card: Option<&str>,
-    amount_fen: i64,
-    batch: Option<BatchRef>,
-) -> Result<RechargeDone, RechargeStop> {
-    let svc = services(daemon).map_err(|e| e.message)?;
-    let operator = card.operator().to_owned();
-    let who = daemon
-        .auth
-        .get_operator(&operator)
-        .map_err(|e| e.to_string())?;
-    let group_id = match (who.role, who.group_id) {
-        (Role::GroupOperator, Some(g)) => g,
-        _ => return Err(GroupError::NotGroupOperator(operator).to_string().into()),
-    };
-    let mut run_card = RunCard { daemon, card };
-    svc.recharge(
-        daemon.journal.as_deref(),
-        &mut run_card,
-        RechargeRequest {
-            group_id,
-            operator,
-            expected_card: expected_card.map(str::to_owned),
-            amount_fen,
-            batch,
-        },
-    )
-}
-
-/// The run's reader as the card of a recharge.
-struct RunCard<'a> {
-    daemon: &'a Arc<Daemon>,
-    card: &'a crate::flows::CardModule,
-}
-
-impl RechargeCard for RunCard<'_> {
-    fn read(&mut self) -> Result<CardOnReader, String> {
-        let (pin, terminal) = (
-            self.daemon.config.etc_pin.clone(),
-            self.daemon.config.terminal_id,
-        );
-        let summary = self
-            .card
-            .on_reader(move |reader| crate::summary::read(reader, &pin, terminal))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.message)?;
-        Ok(CardOnReader {
-            city: summary.kind == Some(crate::summary::CardKind::City),
-            card_number: summary.card_number,
-            balance_fen: summary.balance_fen,
-        })
-    }
-
-    fn recover(&mut self) {
-        let d = self.daemon.clone();
-        if let Ok(Some(outcome)) = self
-            .card
-            .on_reader(move |reader| crate::recovery::recover_on(&d, reader))
-        {
-            tracing::info!(
-                ?outcome,
-                "pending load settled from the card before a recharge"
-            );
-        }
-    }
-
-    fn next_txn_id(&mut self) -> String {
-        self.card.next_txn_id()
-    }
-
-    fn load(
-        &mut self,
-        txn_id: String,
-        amount_fen: u32,
-        card_number: String,
-        funding: cardd_journal::Funding,
-    ) -> Result<cardd_journal::LoadReceipt, String> {
-        self.card
-            .load_as(txn_id, amount_fen, Some(card_number), funding)
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// Settles unsettled orders whose run is gone, from the journal (see
@@ -267,7 +179,7 @@ async fn card_check(
 
 /// The display name of a user name, for rows that name people.
 fn namer(d: &Daemon) -> impl Fn(&str) -> String + '_ {
-    move |u| crate::rpc::operator_name(d, u)
+    move |u| crate::methods::auth::operator_name(d, u)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,7 +266,7 @@ const AUDIT_READERS: Access = Access::Roles(&[Role::Auditor, Role::Supervisor, R
 const ADMIN: Access = Access::Roles(&[Role::Admin]);
 
 /// Registers the `group.*` and `groups.*` methods.
-pub fn add_group_methods(m: &mut Methods) {
+pub fn add(m: &mut Methods) {
     use cardd_api::group as api;
     use cardd_api::Method;
 

@@ -20,9 +20,9 @@ use cardd_script::mlua::{self, Lua, Value};
 use cardd_script::{install_module, json_arg, json_value, str_arg, LuaModule, RunContext};
 use serde::Serialize;
 
+use crate::daemon::Daemon;
 use crate::errors::ApiError;
 use crate::readers::Holder;
-use crate::server::Daemon;
 
 /// Longest plate or text argument from a flow, in bytes.
 const ARG_BYTES_MAX: usize = 256;

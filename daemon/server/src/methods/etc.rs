@@ -15,9 +15,9 @@ use cardd_etc::{EtcService, RechargeRecord, RecordQuery};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::daemon::Daemon;
 use crate::errors::ApiError;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Caller, Methods};
-use crate::server::Daemon;
 
 /// Who reads ETC data: the counter, its supervisors, auditors and administrators.
 const ETC_READERS: Access =
@@ -37,7 +37,7 @@ pub use cardd_api::etc::{
 pub fn named_record(d: &Daemon, r: &RechargeRecord) -> RecordView {
     let mut view = RecordView::from(r);
     for change in &mut view.history {
-        change.operator_name = crate::rpc::operator_name(d, &change.operator);
+        change.operator_name = crate::methods::auth::operator_name(d, &change.operator);
     }
     view
 }
@@ -134,7 +134,7 @@ async fn with_card<R: Send + 'static>(
 }
 
 /// Declares the ETC methods.
-pub fn add_methods(m: &mut Methods) {
+pub fn add(m: &mut Methods) {
     m.add(
         api::VehicleGet::NAME,
         "A vehicle account by plate number and plate colour.",

@@ -11,7 +11,7 @@
 //!   a logged-in operator;
 //! - unauthenticated connections have their own small pool (`limits.unauthenticated_connections_max`),
 //!   a cap per client process (`limits.unauthenticated_connections_per_process_max`, the process
-//!   found by [`crate::peer`]) and an idle timeout (`limits.unauthenticated_idle_timeout_s`);
+//!   found by [`crate::transport::peer`]) and an idle timeout (`limits.unauthenticated_idle_timeout_s`);
 //! - when a process is at its cap, its own oldest idle connection makes room for its new one (a
 //!   process can only crowd out itself); when the pool is full, the oldest idle connection of the
 //!   process holding the most makes room; when nothing is idle, the new connection is refused
@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::peer::{PeerFinder, PeerProcess};
+use crate::transport::peer::{PeerFinder, PeerProcess};
 
 /// Concurrent client-process look-ups (each reads /proc).
 const PEER_LOOKUPS_MAX: usize = 2;

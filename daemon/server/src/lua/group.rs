@@ -13,8 +13,13 @@ use cardd_script::mlua::{self, Lua, Table, Value};
 use cardd_script::{install_module, json_value, positive_fen_arg, str_arg, LuaModule, RunContext};
 use serde_json::json;
 
-use crate::flows::CardModule;
-use crate::server::Daemon;
+use cardd_api::group::RechargeDone;
+use cardd_api::Role;
+use cardd_group::service::{CardOnReader, RechargeCard, RechargeRequest, RechargeStop};
+use cardd_group::GroupError;
+
+use crate::daemon::Daemon;
+use crate::lua::card::CardModule;
 
 /// Longest card number or batch id argument, in bytes.
 const ARG_BYTES_MAX: usize = 64;
@@ -129,26 +134,21 @@ impl LuaModule for GroupModule {
                         }
                     };
                     let daemon = me.daemon()?;
-                    let value = match crate::group_rpc::recharge(
-                        &daemon,
-                        &me.card,
-                        expected.as_deref(),
-                        amount,
-                        batch,
-                    ) {
-                        Ok(done) => serde_json::to_value(done).map_err(lua_error)?,
-                        // The outcome is unknown: not an error (never "failed"), a result the
-                        // flow shows as 结果待确认.
-                        Err(crate::group_rpc::RechargeStop {
-                            message,
-                            pending_order: Some(order_id),
-                        }) => serde_json::json!({
-                            "status": "unknown",
-                            "order_id": order_id,
-                            "message": message,
-                        }),
-                        Err(stop) => return Err(lua_error(stop.message)),
-                    };
+                    let value =
+                        match recharge(&daemon, &me.card, expected.as_deref(), amount, batch) {
+                            Ok(done) => serde_json::to_value(done).map_err(lua_error)?,
+                            // The outcome is unknown: not an error (never "failed"), a result the
+                            // flow shows as 结果待确认.
+                            Err(RechargeStop {
+                                message,
+                                pending_order: Some(order_id),
+                            }) => serde_json::json!({
+                                "status": "unknown",
+                                "order_id": order_id,
+                                "message": message,
+                            }),
+                            Err(stop) => return Err(lua_error(stop.message)),
+                        };
                     json_value(lua, &value)
                 })?,
             )?;
@@ -178,5 +178,92 @@ impl LuaModule for GroupModule {
             )?;
         }
         install_module(lua, "group", table)
+    }
+}
+
+/// One card recharge from the group's quota on the run's reader (see
+/// [`GroupService::recharge`]). Errors are messages for the operator.
+pub(crate) fn recharge(
+    daemon: &Arc<Daemon>,
+    card: &CardModule,
+    expected_card: Option<&str>,
+    amount_fen: i64,
+    batch: Option<BatchRef>,
+) -> Result<RechargeDone, RechargeStop> {
+    let svc = crate::methods::group::services(daemon).map_err(|e| e.message)?;
+    let operator = card.operator().to_owned();
+    let who = daemon
+        .auth
+        .get_operator(&operator)
+        .map_err(|e| e.to_string())?;
+    let group_id = match (who.role, who.group_id) {
+        (Role::GroupOperator, Some(g)) => g,
+        _ => return Err(GroupError::NotGroupOperator(operator).to_string().into()),
+    };
+    let mut run_card = RunCard { daemon, card };
+    svc.recharge(
+        daemon.journal.as_deref(),
+        &mut run_card,
+        RechargeRequest {
+            group_id,
+            operator,
+            expected_card: expected_card.map(str::to_owned),
+            amount_fen,
+            batch,
+        },
+    )
+}
+
+/// The run's reader as the card of a recharge.
+struct RunCard<'a> {
+    daemon: &'a Arc<Daemon>,
+    card: &'a CardModule,
+}
+
+impl RechargeCard for RunCard<'_> {
+    fn read(&mut self) -> Result<CardOnReader, String> {
+        let (pin, terminal) = (
+            self.daemon.config.etc_pin.clone(),
+            self.daemon.config.terminal_id,
+        );
+        let summary = self
+            .card
+            .on_reader(move |reader| crate::summary::read(reader, &pin, terminal))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.message)?;
+        Ok(CardOnReader {
+            city: summary.kind == Some(crate::summary::CardKind::City),
+            card_number: summary.card_number,
+            balance_fen: summary.balance_fen,
+        })
+    }
+
+    fn recover(&mut self) {
+        let d = self.daemon.clone();
+        if let Ok(Some(outcome)) = self
+            .card
+            .on_reader(move |reader| crate::recovery::recover_on(&d, reader))
+        {
+            tracing::info!(
+                ?outcome,
+                "pending load settled from the card before a recharge"
+            );
+        }
+    }
+
+    fn next_txn_id(&mut self) -> String {
+        self.card.next_txn_id()
+    }
+
+    fn load(
+        &mut self,
+        txn_id: String,
+        amount_fen: u32,
+        card_number: String,
+        funding: cardd_journal::Funding,
+    ) -> Result<cardd_journal::LoadReceipt, String> {
+        self.card
+            .load_as(txn_id, amount_fen, Some(card_number), funding)
+            .map_err(|e| e.to_string())
     }
 }

@@ -32,7 +32,7 @@ macro_rules! asset {
         Asset {
             path: $path,
             content_type: $content_type,
-            body: include_str!(concat!("../../../clients/web/", $file)),
+            body: include_str!(concat!("../../../../clients/web/", $file)),
         }
     };
 }

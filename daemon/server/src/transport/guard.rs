@@ -15,7 +15,7 @@
 //!
 //! It also lifts the session token out of the request into [`BearerToken`], so methods find it in
 //! their `Extensions` whatever the transport, answers `GET /health` and serves the web UI's files
-//! ([`crate::web`]) to requests that passed the Host and Origin checks. Every refusal is a
+//! ([`crate::transport::web`]) to requests that passed the Host and Origin checks. Every refusal is a
 //! JSON-RPC error object with a code from [`ErrorCode`], and a `warn` log line naming the header.
 //!
 //! [`RateLimitLayer`] is jsonrpsee RPC middleware: a token bucket per connection that counts every
@@ -207,7 +207,7 @@ pub struct GuardConfig {
     /// Builds the body of `GET /metrics` (OpenMetrics text); `None`: not served.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Whether a token names a live session. A WebSocket upgrade needs one; a request carrying
-    /// one marks its connection authenticated ([`crate::connections`]).
+    /// one marks its connection authenticated ([`crate::transport::connections`]).
     pub session_is_live: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
@@ -460,7 +460,9 @@ fn route<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Option<HttpRe
                     .headers()
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok());
-                return Some(crate::web::asset(path, host).unwrap_or_else(|| not_found(path)));
+                return Some(
+                    crate::transport::web::asset(path, host).unwrap_or_else(|| not_found(path)),
+                );
             }
             Method::POST if path == "/" => {}
             Method::POST => return Some(not_found(path)),
@@ -488,7 +490,7 @@ fn route<B>(config: &GuardConfig, request: &mut HttpRequest<B>) -> Option<HttpRe
     if live {
         if let Some(connection) = request
             .extensions()
-            .get::<crate::connections::ConnectionInfo>()
+            .get::<crate::transport::connections::ConnectionInfo>()
         {
             connection.mark_authenticated();
         }

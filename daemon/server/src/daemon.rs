@@ -1,0 +1,121 @@
+//! `Daemon`: the services the composition root ([`crate::server`]) built, as method handlers
+//! ([`crate::methods`]), Lua bindings ([`crate::lua`]) and background tasks reach them.
+//!
+//! It holds services and answers three questions every handler asks (is the daemon failed
+//! closed, is the journal verified, is the ETC service up); it builds nothing and imports no
+//! method set, binding or transport, so everything above can depend on it without a cycle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cardd_journal::Journal;
+use cardd_purse::SecurityModule;
+use serde_json::json;
+
+use crate::audit::{AuditLog, RefusalDigest};
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::readers::ReaderManager;
+use crate::store::Store;
+
+/// Everything a method handler can reach.
+pub struct Daemon {
+    pub config: Config,
+    pub store: Store,
+    pub auth: Auth,
+    pub audit: Arc<AuditLog>,
+    /// Failed logins and calls refused for want of a session, waiting to be written to the
+    /// audit log as one record per source, action and interval.
+    pub refusals: RefusalDigest,
+    /// The money journal; `None` when it failed verification (the daemon then fails closed).
+    pub journal: Option<Arc<Journal>>,
+    /// The issuer host (vehicle accounts, recharge records); `None` when it failed verification
+    /// (the daemon then fails closed).
+    pub host: Option<Arc<dyn cardd_etc::IssuerHost>>,
+    /// The ETC service (loads of recharge records, evidence, 修改圈存状态); `None` when the
+    /// issuer host failed verification.
+    pub etc: Option<Arc<cardd_etc::EtcService>>,
+    /// Group recharge (groups, quota ledger, orders, top-ups, payment gateway); `None` when its
+    /// data failed verification (the daemon then fails closed).
+    pub group: Option<cardd_group::GroupService>,
+    /// The flow engine; `None` when the flows directory could not be read (logged).
+    pub flows: Option<Arc<crate::flows::FlowEngine>>,
+    pub events: Arc<EventBus>,
+    pub readers: Arc<ReaderManager>,
+    /// The security module: the configured keys behind the funding check
+    /// ([`crate::funded_sam::FundedSam`]): no MAC2 for a load without a funded record.
+    pub sam: Arc<dyn SecurityModule>,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The 模拟读卡器 panel: the embedded default (`--demo`) only, `None` otherwise.
+    pub sim_panel: Option<crate::sim_panel::SimPanel>,
+    pub(crate) started: Instant,
+    pub(crate) failed_closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("source", &self.config.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// True when an integrity check failed: state-changing methods are refused.
+    pub fn failed_closed(&self) -> bool {
+        self.failed_closed.load(Ordering::Relaxed) || self.store.failed_closed().is_some()
+    }
+
+    /// Stops state-changing methods (an invariant broke); logged loudly.
+    pub fn fail_closed(&self, why: &str) {
+        tracing::error!(
+            reason = why,
+            "failing closed: state-changing methods are refused until an administrator intervenes"
+        );
+        self.failed_closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes audit records of refusals (see [`RefusalDigest`]); a failure to write is logged
+    /// (the call was refused either way).
+    pub fn audit_refusals(&self, entries: Vec<crate::audit::AuditEntry>) {
+        for entry in entries {
+            if let Err(e) = self.audit.append(entry) {
+                tracing::error!(error = %e, "could not audit refused calls");
+            }
+        }
+    }
+
+    /// The journal, or the fail-closed refusal when it did not verify.
+    pub(crate) fn verified_journal(&self) -> Result<&Journal, crate::errors::ApiError> {
+        self.journal.as_deref().ok_or_else(|| {
+            crate::errors::ApiError::new(
+                cardd_api::ErrorCode::FailedClosed,
+                "圈存日志未通过完整性检查，已停止写卡；请联系管理员",
+            )
+        })
+    }
+
+    /// The ETC service, or the fail-closed refusal when the issuer host did not verify.
+    pub(crate) fn etc_service(&self) -> Result<&cardd_etc::EtcService, crate::errors::ApiError> {
+        self.etc.as_deref().ok_or_else(|| {
+            crate::errors::ApiError::new(
+                cardd_api::ErrorCode::FailedClosed,
+                "充值数据未通过完整性检查，已停止圈存业务；请联系管理员",
+            )
+        })
+    }
+
+    pub(crate) fn health(&self) -> serde_json::Value {
+        json!({
+            "status": if self.failed_closed() { "failed_closed" } else { "ok" },
+            "name": "cardd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "readers": self.readers.list().len(),
+            "demo": self.config.demo,
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! `audit.*`: reading and verifying the hash-chained audit log.
+
+use crate::errors::ApiError;
+use crate::rpc::{audit_as_json, AuditDetail, Methods, NoParams, AUDIT_READERS};
+pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
+pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+pub use cardd_api::events::PollParams;
+pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+pub use cardd_api::reader::{TransmitParams, TransmitResult};
+pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+pub use cardd_api::system::Version;
+pub use cardd_api::Done;
+
+audit_as_json!(AuditListParams);
+
+/// Adds these methods.
+pub fn add(m: &mut Methods) {
+    m.add(
+        "audit.list",
+        "Audit records, oldest first, after a sequence number.",
+        AUDIT_READERS,
+        false,
+        |d, _, p: AuditListParams| async move {
+            d.audit
+                .list(p.after_seq, p.limit.unwrap_or(100))
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))
+        },
+    );
+
+    m.add(
+        "audit.verify",
+        "Verify the audit log's hash chain.",
+        AUDIT_READERS,
+        false,
+        |d, _, _: NoParams| async move {
+            let records = d
+                .audit
+                .verify_chain()
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            Ok(AuditVerifyResult {
+                records,
+                chain_ok: true,
+            })
+        },
+    );
+}

@@ -1,0 +1,247 @@
+//! `auth.*` and `operators.*`: logging in and out, passwords, and the operators an
+//! administrator manages. Every password is hashed off the async threads ([`hashing`]).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::audit::AuditEntry;
+use crate::auth::{NewOperator, Operator};
+use crate::daemon::Daemon;
+use crate::errors::ApiError;
+use crate::rpc::{
+    audit_as_json, hashing, Access, AuditDetail, Methods, NoParams, ADMIN, ALL_OPERATORS,
+};
+pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
+pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+pub use cardd_api::events::PollParams;
+pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+pub use cardd_api::reader::{TransmitParams, TransmitResult};
+pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+pub use cardd_api::system::Version;
+pub use cardd_api::Done;
+
+impl AuditDetail for LoginParams {
+    fn audit_detail(&self) -> Value {
+        Value::Null
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.chars().take(64).collect())
+    }
+}
+
+/// An operator's display name (姓名) as people read it, for views that name who acted; the
+/// daemon's own actions are 系统's, and an unknown user name is shown as it is.
+pub(crate) fn operator_name(d: &Daemon, username: &str) -> String {
+    if username == "cardd" {
+        return "系统".into();
+    }
+    d.auth
+        .get_operator(username)
+        .map(|o| o.display_name)
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| username.to_owned())
+}
+
+impl AuditDetail for ChangePasswordParams {
+    fn audit_detail(&self) -> Value {
+        Value::Null
+    }
+}
+
+impl AuditDetail for NewOperator {
+    fn audit_detail(&self) -> Value {
+        json!({ "username": self.username, "display_name": self.display_name, "role": self.role, "group_id": self.group_id })
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+}
+
+audit_as_json!(SetDisabledParams, username);
+
+audit_as_json!(SetRoleParams, username);
+
+impl AuditDetail for ResetPasswordParams {
+    fn audit_detail(&self) -> Value {
+        json!({ "username": self.username })
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+}
+
+/// Adds these methods.
+pub fn add(m: &mut Methods) {
+    // Audited here, not by the generic path (see `call`): a success is one record, failures are
+    // counted into one record per source and interval (`RefusalDigest`).
+    m.add(
+        "auth.login",
+        "Log in with user name and password; returns a bearer token.",
+        Access::Public,
+        true,
+        |d, c, p: LoginParams| async move {
+            let source = c.peer.clone();
+            let username: String = p.username.chars().take(64).collect();
+            let attempt = {
+                let d = d.clone();
+                let source = source.clone();
+                async move {
+                    d.auth
+                        .check_login_allowed(&p.username, &source, Instant::now())?;
+                    hashing(&d, move |d| {
+                        d.auth
+                            .login(&p.username, &p.password, &source, Instant::now())
+                    })
+                    .await
+                }
+            };
+            let session = match attempt.await {
+                Ok(session) => session,
+                Err(e) => {
+                    let audit = d.clone();
+                    let (code, user) = (e.code.name().to_owned(), username.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let entries = audit.refusals.refused(
+                            &source,
+                            "auth.login",
+                            Some(&user),
+                            &code,
+                            Instant::now(),
+                        );
+                        audit.audit_refusals(entries);
+                    })
+                    .await;
+                    return Err(e);
+                }
+            };
+            let entry = AuditEntry {
+                operator: Some(session.username.clone()),
+                role: Some(session.role),
+                action: "auth.login".into(),
+                target: Some(username),
+                detail: json!({ "source": source }),
+                outcome: "ok".into(),
+            };
+            let record = {
+                let d = d.clone();
+                tokio::task::spawn_blocking(move || d.audit.append(entry)).await
+            };
+            if !matches!(record, Ok(Ok(_))) {
+                // No audit record, no session.
+                d.auth.logout(&session.token);
+                return Err(ApiError::internal(
+                    "could not write the audit log, the login was not completed",
+                ));
+            }
+            tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
+            Ok(LoginResult {
+                token: session.token.clone(),
+                operator: SessionView::from(&session),
+                idle_timeout_s: d.config.auth.session_idle_timeout_s,
+            })
+        },
+    );
+
+    m.add(
+        "auth.logout",
+        "End the current session.",
+        ALL_OPERATORS,
+        true,
+        |d, c, _: NoParams| async move {
+            d.auth.logout(&c.session()?.token);
+            Ok(Done {
+                ok: true,
+                message: "已退出登录".into(),
+            })
+        },
+    );
+
+    m.add(
+        "auth.whoami",
+        "The logged-in operator, with the rule a new password must follow.",
+        ALL_OPERATORS,
+        false,
+        |d, c, _: NoParams| async move {
+            Ok(WhoAmI {
+                operator: SessionView::from(c.session()?),
+                idle_timeout_s: d.config.auth.session_idle_timeout_s,
+                password_chars_min: d.auth.password_chars_min(),
+                password_chars_max: crate::auth::PASSWORD_CHARS_MAX,
+            })
+        },
+    );
+
+    m.add(
+        "auth.change_password",
+        "Change the logged-in operator's password (原密码, 新密码, 确认密码); other sessions end.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: ChangePasswordParams| async move {
+            let token = c.session()?.token.clone();
+            hashing(&d, move |d| {
+                d.auth.change_password(
+                    &token,
+                    &p.old_password,
+                    &p.new_password,
+                    &p.confirm_password,
+                    Instant::now(),
+                )
+            })
+            .await?;
+            Ok(Done {
+                ok: true,
+                message: "密码已修改".into(),
+            })
+        },
+    );
+
+    m.add(
+        "operators.list",
+        "All operators.",
+        ADMIN,
+        false,
+        |d, _, _: NoParams| async move { Ok::<Vec<Operator>, ApiError>(d.auth.list_operators()?) },
+    );
+
+    m.add(
+        "operators.create",
+        "Create an operator with a role (and a group for group operators).",
+        ADMIN,
+        true,
+        |d, _, p: NewOperator| async move { hashing(&d, move |d| d.auth.create_operator(p)).await },
+    );
+
+    m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
+        Ok(d.auth.set_disabled(&p.username, p.disabled)?)
+    });
+
+    m.add(
+        "operators.set_role",
+        "Change an operator's role (and group, for group operators); their sessions end.",
+        ADMIN,
+        true,
+        |d, _, p: SetRoleParams| async move {
+            Ok(d.auth.set_role(&p.username, p.role, p.group_id)?)
+        },
+    );
+
+    m.add(
+        "operators.reset_password",
+        "Set an operator's password (their sessions end).",
+        ADMIN,
+        true,
+        |d, _, p: ResetPasswordParams| async move {
+            hashing(&d, move |d| {
+                d.auth.reset_password(&p.username, &p.new_password)
+            })
+            .await?;
+            Ok(Done {
+                ok: true,
+                message: "密码已重置".into(),
+            })
+        },
+    );
+}

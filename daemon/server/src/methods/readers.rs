@@ -1,0 +1,137 @@
+//! `readers.*`, `card.*` and `reader.transmit`: leasing readers, reading a card's summary and
+//! balance, and raw APDUs for the administrator.
+
+use std::time::Duration;
+
+use crate::errors::ApiError;
+use crate::readers::ReaderStatus;
+use crate::rpc::{audit_as_json, AuditDetail, Methods, NoParams, ADMIN, ALL_OPERATORS};
+pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
+pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+pub use cardd_api::events::PollParams;
+pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+pub use cardd_api::reader::{TransmitParams, TransmitResult};
+pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+pub use cardd_api::system::Version;
+pub use cardd_api::Done;
+
+audit_as_json!(ReaderParams, reader_id);
+
+audit_as_json!(LeaseParams, reader_id);
+
+audit_as_json!(RenewParams);
+
+audit_as_json!(ReleaseParams);
+
+audit_as_json!(TransmitParams, reader_id);
+
+/// Adds these methods.
+pub fn add(m: &mut Methods) {
+    m.add(
+        "readers.list",
+        "Readers with driver, capabilities, card presence and lease.",
+        ALL_OPERATORS,
+        false,
+        |d, _, _: NoParams| async move { Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list()) },
+    );
+
+    m.add(
+        "readers.lease",
+        "Hold a reader for a flow, for a bounded time; others find it busy.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: LeaseParams| async move {
+            let holder = c.holder()?;
+            let purpose = p.purpose.unwrap_or_else(|| "业务办理".into());
+            d.readers.lease(
+                &p.reader_id,
+                holder,
+                p.duration_ms.map(Duration::from_millis),
+                &purpose,
+            )
+        },
+    );
+
+    m.add(
+        "readers.renew",
+        "Extend a lease you hold.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: RenewParams| async move {
+            d.readers.renew(
+                &p.lease_id,
+                &c.holder()?,
+                p.duration_ms.map(Duration::from_millis),
+            )
+        },
+    );
+
+    m.add(
+        "readers.release",
+        "Release a lease you hold.",
+        ALL_OPERATORS,
+        true,
+        |d, c, p: ReleaseParams| async move {
+            d.readers.release(&p.lease_id, &c.holder()?)?;
+            Ok(Done {
+                ok: true,
+                message: "读卡器已释放".into(),
+            })
+        },
+    );
+
+    m.add(
+        "card.summary",
+        "Read the card in a reader: type, card number, plate, balance, counters, validity.",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: ReaderParams| async move {
+            let holder = c.holder()?;
+            let pin = d.config.etc_pin.clone();
+            let terminal = d.config.terminal_id;
+            d.readers
+                .run(&p.reader_id, &holder, move |reader| {
+                    crate::summary::read(reader, &pin, terminal)
+                })
+                .await?
+        },
+    );
+
+    m.add(
+        "card.balance",
+        "Read the purse balance of the card in a reader (one GET BALANCE while the application is selected).",
+        ALL_OPERATORS,
+        false,
+        |d, c, p: ReaderParams| async move {
+            d.readers
+                .run(&p.reader_id, &c.holder()?, crate::summary::balance)
+                .await?
+        },
+    );
+
+    m.add(
+        "reader.transmit",
+        "Send one raw APDU (administrators only; audited).",
+        ADMIN,
+        true,
+        |d, c, p: TransmitParams| async move {
+            let bytes = hex::decode(p.apdu.trim())
+                .map_err(|_| ApiError::invalid_params("apdu must be hexadecimal"))?;
+            let command = cardd_reader::CommandApdu::parse(&bytes)
+                .map_err(|e| ApiError::invalid_params(e.to_string()))?;
+            let response = d
+                .readers
+                .run(&p.reader_id, &c.holder()?, move |reader| {
+                    use cardd_reader::CardChannel;
+                    reader.transmit(&command)
+                })
+                .await??;
+            Ok(TransmitResult {
+                data: hex::encode_upper(&response.data),
+                sw: format!("{:04X}", response.sw.0),
+                sw_meaning: response.sw.description().into(),
+            })
+        },
+    );
+}

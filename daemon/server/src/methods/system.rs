@@ -1,0 +1,37 @@
+//! `system.*`: what the daemon is and the vocabulary its clients show.
+
+use crate::rpc::{Access, Methods, NoParams, ALL_OPERATORS};
+pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
+pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+pub use cardd_api::events::PollParams;
+pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+pub use cardd_api::reader::{TransmitParams, TransmitResult};
+pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+pub use cardd_api::system::Version;
+pub use cardd_api::Done;
+
+/// Adds these methods.
+pub fn add(m: &mut Methods) {
+    m.add(
+        "system.version",
+        "The daemon's name and version.",
+        Access::Public,
+        false,
+        |_, _, _: NoParams| async {
+            Ok(Version {
+                name: "cardd".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                api_version: crate::rpc::openrpc::API_VERSION.into(),
+            })
+        },
+    );
+
+    m.add(
+        "system.vocabulary",
+        "Every code clients show with its zh-CN label: roles, plate colours, order and top-up statuses, query periods.",
+        ALL_OPERATORS,
+        false,
+        |_, _, _: NoParams| async { Ok(cardd_api::vocab::Vocabulary::current()) },
+    );
+}
