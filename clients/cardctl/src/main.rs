@@ -7,8 +7,8 @@
 //! the terminal, or answered yes by `--yes`; the idempotency key is printed before the start is
 //! sent, so an interrupted run can be re-sent with `--key` and never loads twice.
 //!
-//! Calls are typed on `cardd_api` (see [`client`]); the few methods whose types are still being
-//! moved into it go through [`untyped`].
+//! Every call is typed on `cardd_api` (see [`client`]): params built from, and answers decoded
+//! into, the API's own types. Only `cardctl call`, whose method the user names, is untyped.
 
 mod client;
 
@@ -18,7 +18,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use cardd_api::flows::{self as api_flows, Answer, Prompt, RunRecord, RunState};
-use cardd_api::{auth, card, operators as api_operators, readers, NoParams, Role};
+use cardd_api::group::{self as api_group, ExportFormat, ExportParams, ExportResult};
+use cardd_api::vocab::Preset;
+use cardd_api::{
+    auth, card, etc as api_etc, operators as api_operators, readers, Method, NoParams, Role,
+};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -220,8 +224,21 @@ struct Period {
 }
 
 impl Period {
-    fn params(&self) -> Value {
-        json!({ "preset": self.preset, "start_date": self.from, "end_date": self.to })
+    fn params(&self) -> Result<api_group::QueryParams> {
+        let preset = match &self.preset {
+            Some(p) => Some(serde_json::from_value::<Preset>(json!(p)).with_context(|| {
+                format!(
+                    "unknown preset {p:?}: last_7_days, last_month, last_3_months or last_6_months"
+                )
+            })?),
+            None => None,
+        };
+        Ok(api_group::QueryParams {
+            group_id: None,
+            preset,
+            start_date: self.from.clone(),
+            end_date: self.to.clone(),
+        })
     }
 }
 
@@ -380,30 +397,34 @@ fn run(cli: Cli) -> Result<()> {
             amount,
             channel,
         } => {
-            let r = untyped(
-                &mut c,
-                "etc.recharge",
-                json!({ "plate": plate, "plate_colour": colour, "amount": amount, "channel": channel }),
-            )?;
-            out.fields(&r)
+            let r = c.call::<api_etc::Recharge>(&api_etc::RechargeParams {
+                plate,
+                plate_colour: colour,
+                amount,
+                channel,
+            })?;
+            out.fields(&value(&r)?)
         }
         Command::Operators(o) => operators(&mut c, &out, o),
         Command::Group(g) => group(&mut c, &out, g),
         Command::Groups(GroupsCommand::List) => {
-            let r = untyped(&mut c, "groups.list", json!({}))?;
-            out.table(&r, &["group_id", "name", "terminal_no", "quota"])
+            let r = c.call::<api_group::GroupsList>(&NoParams {})?;
+            out.table(
+                &value(&r)?,
+                &["group_id", "group_name", "terminal_no", "available_quota"],
+            )
         }
         Command::Groups(GroupsCommand::Upsert {
             group_id,
             name,
             terminal,
         }) => {
-            let r = untyped(
-                &mut c,
-                "groups.upsert",
-                json!({ "group_id": group_id, "name": name, "terminal_no": terminal }),
-            )?;
-            out.fields(&r)
+            let r = c.call::<api_group::GroupsUpsert>(&api_group::GroupInput {
+                group_id,
+                name,
+                terminal_no: terminal,
+            })?;
+            out.fields(&value(&r)?)
         }
         Command::Audit(a) => audit(&mut c, &out, a),
         Command::Call {
@@ -587,35 +608,36 @@ fn secret(prompt: &str, from_stdin: bool) -> Result<String> {
 fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
     match g {
         GroupCommand::Info => {
-            let r = untyped(c, "group.info", json!({}))?;
-            out.fields(&r)
+            let r = c.call::<api_group::Info>(&api_group::GroupScope::default())?;
+            out.fields(&value(&r)?)
         }
-        GroupCommand::Orders(period) => query(c, out, "group.orders", &period),
-        GroupCommand::Topups(period) => query(c, out, "group.topups", &period),
+        GroupCommand::Orders(period) => {
+            query::<api_group::Orders, api_group::OrdersExport>(c, out, &period)
+        }
+        GroupCommand::Topups(period) => {
+            query::<api_group::TopUps, api_group::TopUpsExport>(c, out, &period)
+        }
         GroupCommand::Topup { amount, remark } => {
-            let r = untyped(
-                c,
-                "group.topup",
-                json!({ "amount": amount, "remark": remark }),
-            )?;
-            out.fields(&r)
+            let r = c.call::<api_group::TopUp>(&api_group::TopUpParams { amount, remark })?;
+            out.fields(&value(&r)?)
         }
         GroupCommand::BatchCreate { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let items: Vec<Value> = text
+            let items: Vec<api_group::BatchItemParams> = text
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(|l| match l.split_once(',') {
-                    Some((card, amount)) => {
-                        Ok(json!({ "card_number": card.trim(), "amount": amount.trim() }))
-                    }
+                    Some((card, amount)) => Ok(api_group::BatchItemParams {
+                        card_number: card.trim().to_owned(),
+                        amount: amount.trim().to_owned(),
+                    }),
                     None => bail!("{}: expected card_number,amount, got {l:?}", file.display()),
                 })
                 .collect::<Result<_>>()?;
-            let r = untyped(c, "group.batch.create", json!({ "items": items }))?;
-            out.fields(&r)
+            let r = c.call::<api_group::BatchCreate>(&api_group::BatchCreateParams { items })?;
+            out.fields(&value(&r)?)
         }
         GroupCommand::BatchRun {
             batch_id,
@@ -633,7 +655,7 @@ fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
             },
         ),
         GroupCommand::Batch { batch_id } => {
-            let r = untyped(c, "group.batch.get", json!({ "batch_id": batch_id }))?;
+            let r = value(&c.call::<api_group::BatchGet>(&api_group::BatchIdParams { batch_id })?)?;
             if out.json {
                 return out.print_json(&r);
             }
@@ -653,20 +675,30 @@ fn group(c: &mut Client, out: &Output, g: GroupCommand) -> Result<()> {
     }
 }
 
-/// A group query, printed or exported to a file whose extension picks the format.
-fn query(c: &mut Client, out: &Output, method: &str, period: &Period) -> Result<()> {
+/// A group query `Q`, printed, or exported by its export method `E` to a file whose extension
+/// picks the format.
+fn query<Q, E>(c: &mut Client, out: &Output, period: &Period) -> Result<()>
+where
+    Q: Method<Params = api_group::QueryParams>,
+    E: Method<Params = ExportParams, Result = ExportResult>,
+{
+    let params = period.params()?;
     if let Some(path) = &period.export {
         let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("xlsx") => "xlsx",
-            Some("csv") => "csv",
+            Some("xlsx") => ExportFormat::Xlsx,
+            Some("csv") => ExportFormat::Csv,
             _ => bail!("export to a .csv or .xlsx file"),
         };
-        let mut params = period.params();
-        params["format"] = json!(format);
-        let r = untyped(c, &format!("{method}.export"), params)?;
-        return write_file(path, &r);
+        let r = c.call::<E>(&ExportParams {
+            group_id: params.group_id,
+            preset: params.preset,
+            start_date: params.start_date,
+            end_date: params.end_date,
+            format,
+        })?;
+        return write_file(path, &value(&r)?);
     }
-    let r = untyped(c, method, period.params())?;
+    let r = value(&c.call::<Q>(&params)?)?;
     if out.json {
         return out.print_json(&r);
     }
@@ -685,21 +717,21 @@ fn query(c: &mut Client, out: &Output, method: &str, period: &Period) -> Result<
 
 fn audit(c: &mut Client, out: &Output, a: AuditCommand) -> Result<()> {
     let r = match a {
-        AuditCommand::Pending => untyped(c, "group.audit.pending", json!({}))?,
+        AuditCommand::Pending => value(&c.call::<api_group::AuditPendingList>(&NoParams {})?)?,
         AuditCommand::Topup {
             topup_id,
             reject,
             reason,
-        } => untyped(
-            c,
-            "group.audit.topup",
-            json!({ "topup_id": topup_id, "approve": !reject, "reason": reason }),
+        } => value(
+            &c.call::<api_group::AuditTopUp>(&api_group::AuditTopUpParams {
+                topup_id,
+                approve: !reject,
+                reason,
+            })?,
         )?,
-        AuditCommand::Refund { order_id, reason } => untyped(
-            c,
-            "group.audit.refund",
-            json!({ "order_id": order_id, "reason": reason }),
-        )?,
+        AuditCommand::Refund { order_id, reason } => value(&c.call::<api_group::AuditRefund>(
+            &api_group::OrderDecisionParams { order_id, reason },
+        )?)?,
     };
     out.print_json(&r)
 }
@@ -714,11 +746,14 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             page,
             page_size,
         } => {
-            let r = untyped(
-                c,
-                "etc.records.query",
-                json!({ "plate": plate, "plate_colour": colour, "from": from, "to": to, "page": page, "page_size": page_size }),
-            )?;
+            let r = value(&c.call::<api_etc::RecordsQuery>(&api_etc::QueryParams {
+                plate,
+                plate_colour: colour,
+                from,
+                to,
+                page,
+                page_size,
+            })?)?;
             if out.json {
                 return out.print_json(&r);
             }
@@ -739,20 +774,18 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             Ok(())
         }
         RecordsCommand::Get { record_id } => {
-            let r = untyped(c, "etc.records.get", json!({ "record_id": record_id }))?;
-            out.fields(&r)
+            let r = c.call::<api_etc::RecordGet>(&api_etc::RecordParams { record_id })?;
+            out.fields(&value(&r)?)
         }
         RecordsCommand::Evidence { record_id, reader } => {
-            let r = untyped(
-                c,
-                "etc.records.evidence",
-                json!({ "record_id": record_id, "reader_id": reader }),
-            )?;
-            out.show(&r, |r| {
+            let r = c.call::<api_etc::RecordEvidence>(&api_etc::EvidenceParams {
+                record_id,
+                reader_id: reader,
+            })?;
+            out.show(&value(&r)?, |_| {
                 format!(
                     "{}\n记录状态：{}",
-                    r["evidence"]["explanation"].as_str().unwrap_or(""),
-                    r["record"]["status_label"].as_str().unwrap_or("")
+                    r.evidence.explanation, r.record.status_label
                 )
             })
         }
@@ -761,12 +794,12 @@ fn records(c: &mut Client, out: &Output, r: RecordsCommand) -> Result<()> {
             reader,
             reason,
         } => {
-            let r = untyped(
-                c,
-                "etc.records.mark_not_loaded",
-                json!({ "record_id": record_id, "reader_id": reader, "reason": reason }),
-            )?;
-            out.show(&r, |r| r["message"].as_str().unwrap_or("").to_owned())
+            let r = c.call::<api_etc::MarkNotLoaded>(&api_etc::MarkParams {
+                record_id,
+                reader_id: reader,
+                reason,
+            })?;
+            out.show(&value(&r)?, |_| r.message.clone())
         }
     }
 }
@@ -824,13 +857,6 @@ fn operators(c: &mut Client, out: &Output, o: OperatorsCommand) -> Result<()> {
         }
     };
     out.show(&r, |_| "done".into())
-}
-
-/// The methods whose params and result types are still being moved into `cardd_api`
-/// (`etc.*`, `group.*`, `groups.*`): called by name with JSON params until their types exist,
-/// then switched to [`Client::call`]. Every untyped call of cardctl goes through here.
-fn untyped(c: &mut Client, method: &str, params: Value) -> Result<Value> {
-    c.call_by_name(method, params)
 }
 
 /// A typed answer as JSON, for `--json` and the generic summaries.

@@ -329,6 +329,50 @@ async fn cardctl_runs_group_work_with_exports_and_batches() {
         .cardctl(&["group", "orders", "--export", "orders.pdf"], "")
         .await;
     assert!(!out.status.success());
+
+    // 额度充值, approved by the auditor: the quota grows and `groups list` shows it.
+    let paid = d
+        .json(&["group", "topup", "--amount", "1000", "--remark", "六月额度"])
+        .await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    let topup_id = paid["topup_id"].as_str().unwrap().to_owned();
+    d.ok(
+        &["login", "--user", "auditor", "--password-stdin"],
+        "audit123\n",
+    )
+    .await;
+    let pending = d.json(&["audit", "pending"]).await;
+    assert_eq!(pending["topups"][0]["topup_id"], topup_id, "{pending}");
+    let approved = d
+        .json(&["audit", "topup", &topup_id, "--reason", "已到账"])
+        .await;
+    assert_eq!(approved["topup_id"], topup_id, "{approved}");
+    assert_ne!(approved["status"], "paid", "{approved}");
+    let groups = d.ok(&["groups", "list"], "").await;
+    assert!(
+        groups.starts_with("group_id  group_name") && groups.contains("1490.00"),
+        "{groups}"
+    );
+
+    // Administrators create groups.
+    d.ok(
+        &["login", "--user", "admin", "--password-stdin"],
+        "admin123\n",
+    )
+    .await;
+    let created = d
+        .json(&[
+            "groups",
+            "upsert",
+            "G900",
+            "--name",
+            "测试集团",
+            "--terminal",
+            "900000000001",
+        ])
+        .await;
+    assert_eq!(created["group_id"], "G900", "{created}");
+    assert_eq!(created["available_quota"], "0.00", "{created}");
     if let Some(r) = d.running {
         r.stop().await;
     }

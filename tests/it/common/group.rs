@@ -128,3 +128,21 @@ pub async fn wait_ended(d: &TestDaemon, token: &str, run_id: &str) -> Value {
     }
     panic!("run {run_id} never ended");
 }
+
+/// Waits until the audit log (as `token` reads it) holds a record mentioning `what`; returns
+/// the audit list. For records the daemon appends after the effect a test saw first (the
+/// lost-card watch check is journaled before it is audited).
+pub async fn wait_audited(d: &TestDaemon, token: &str, what: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let audit = d.ok("audit.list", json!({"limit": 500}), Some(token)).await;
+        if audit.to_string().contains(what) {
+            return audit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit record mentions {what}: {audit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
