@@ -10,39 +10,41 @@ export type Role =
   | 'kiosk'
   | 'admin';
 
-/** One record of the log: an [`AuditEntry`] plus its place in the chain. */
+/** One record of the log: what was done, by whom, plus its place in the chain. */
 export type AuditRecord = {
-  /** See [`AuditEntry::action`]. */
+  /** What was done, e.g. the JSON-RPC method (`auth.login`, `card.load`). */
   action: string;
   /** When it was appended, RFC 3339 in UTC. */
   at: string;
-  /** See [`AuditEntry::detail`]. */
+  /** Parameters and results worth keeping (never passwords or keys). */
   detail: unknown;
   /** Hex SHA-256 over `prev_hash` and this record's canonical JSON without `hash`. */
   hash: string;
-  /** See [`AuditEntry::operator`]. */
+  /** The operator's user name, if the action was done in a session. */
   operator?: string | null;
-  /** See [`AuditEntry::outcome`]. */
+  /** How it ended, e.g. `ok` or an error code name. */
   outcome: string;
-  /** The previous record's `hash` ([`GENESIS_HASH`] for seq 1). */
+  /** The previous record's `hash` (64 zeros for seq 1). */
   prev_hash: string;
-  /** See [`AuditEntry::role`]. */
+  /** The operator's role at the time. */
   role?: Role | null;
   /**
    * Position in the log, from 1, without gaps.
    * Format: `uint64`.
    */
   seq: number;
-  /** See [`AuditEntry::target`]. */
+  /** What it was done to: a user name, a reader id, a card number. */
   target?: string | null;
 };
 
+/** What `audit.verify` returns. */
 export type AuditVerifyResult = {
   chain_ok: boolean;
   /** Format: `uint64`. */
   records: number;
 };
 
+/** The result of a method that only says it was done: `ok` and a message for the operator. */
 export type Done = {
   /** A message to show the operator. */
   message: string;
@@ -59,6 +61,7 @@ export type SessionView = {
   username: string;
 };
 
+/** What `auth.login` returns. */
 export type LoginResult = {
   /**
    * The session ends after this many seconds without a request.
@@ -358,7 +361,8 @@ export type VehicleView = {
 };
 
 /**
- * What [`crate::IssuerHost::upsert_vehicle`] takes: a vehicle account as entered. The plate is
+ * What `etc.vehicles.upsert` (`cardd_etc::IssuerHost::upsert_vehicle`) takes: a vehicle account as
+ * entered. The plate is
  * normalised and everything validated before anything is stored.
  */
 export type VehicleInput = {
@@ -1101,7 +1105,7 @@ export type OpenLoad = {
   txn_id: string;
 };
 
-/** An operator as the API shows it (the password hash stays inside this module). */
+/** An operator as the API shows it (the password hash stays inside the daemon). */
 export type Operator = {
   /** When the operator was created, RFC 3339 UTC. */
   created_at: string;
@@ -1119,6 +1123,7 @@ export type Operator = {
   username: string;
 };
 
+/** What `reader.transmit` returns. */
 export type TransmitResult = {
   /** Response data in hex (without the status word). */
   data: string;
@@ -1142,7 +1147,7 @@ export type LeaseInfo = {
   reader_id: string;
 };
 
-/** [`Capabilities`] for the wire. */
+/** A reader's capabilities for the wire. */
 export type CapabilitiesView = {
   contact: boolean;
   contactless: boolean;
@@ -1198,6 +1203,7 @@ export type SimView = {
   readers: SimReaderView[];
 };
 
+/** What `system.version` returns. */
 export type Version = {
   api_version: string;
   name: string;

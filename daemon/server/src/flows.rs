@@ -749,7 +749,6 @@ fn strip_location(message: &str) -> &str {
     rest
 }
 
-
 fn lua_error(message: impl Into<String>) -> mlua::Error {
     mlua::Error::RuntimeError(message.into())
 }

@@ -16,6 +16,7 @@ pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
 pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
 pub use cardd_api::events::PollParams;
 pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+use cardd_api::method::Subscription;
 pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
 pub use cardd_api::reader::{TransmitParams, TransmitResult};
 pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
@@ -28,18 +29,21 @@ audit_as_json!(PollParams);
 /// Adds `events.subscribe`.
 pub fn add_subscription(m: &mut Methods) {
     m.specs.push(MethodSpec {
-        name: "events.subscribe",
+        name: <cardd_api::events::Subscribe as Subscription>::NAME,
         summary: "WebSocket only: receive reader, card and lease events as `events.event` notifications; end with `events.unsubscribe`.",
         access: Access::Operator,
         mutates: false,
         params: schema_of::<NoParams>(),
         result: schema_of::<Event>(),
-        subscription: true,
+        subscription: Some((
+            <cardd_api::events::Subscribe as Subscription>::NOTIFICATION,
+            <cardd_api::events::Subscribe as Subscription>::UNSUBSCRIBE,
+        )),
     });
     let registered = m.module.register_subscription(
-        "events.subscribe",
-        "events.event",
-        "events.unsubscribe",
+        <cardd_api::events::Subscribe as Subscription>::NAME,
+        <cardd_api::events::Subscribe as Subscription>::NOTIFICATION,
+        <cardd_api::events::Subscribe as Subscription>::UNSUBSCRIBE,
         |_params, pending: PendingSubscriptionSink, daemon, ext| async move {
             if let Err(e) = caller_of(&daemon, &ext, Access::Operator) {
                 pending.reject(ErrorObjectOwned::from(e)).await;

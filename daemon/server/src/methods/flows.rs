@@ -18,6 +18,7 @@ pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
 pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
 pub use cardd_api::events::PollParams;
 pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+use cardd_api::method::Subscription;
 pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
 pub use cardd_api::reader::{TransmitParams, TransmitResult};
 pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
@@ -148,18 +149,21 @@ fn add_flow_methods(m: &mut Methods) {
 /// Adds `flows.subscribe`.
 pub fn add_subscription(m: &mut Methods) {
     m.specs.push(MethodSpec {
-        name: "flows.subscribe",
+        name: <cardd_api::flows::Subscribe as Subscription>::NAME,
         summary: "WebSocket only: receive a run's events as `flows.event` notifications until it finishes; end with `flows.unsubscribe`.",
         access: Access::Operator,
         mutates: false,
         params: schema_of::<RunParams>(),
         result: schema_of::<crate::flows::RunEvent>(),
-        subscription: true,
+        subscription: Some((
+            <cardd_api::flows::Subscribe as Subscription>::NOTIFICATION,
+            <cardd_api::flows::Subscribe as Subscription>::UNSUBSCRIBE,
+        )),
     });
     let registered = m.module.register_subscription(
-        "flows.subscribe",
-        "flows.event",
-        "flows.unsubscribe",
+        <cardd_api::flows::Subscribe as Subscription>::NAME,
+        <cardd_api::flows::Subscribe as Subscription>::NOTIFICATION,
+        <cardd_api::flows::Subscribe as Subscription>::UNSUBSCRIBE,
         |params, pending: PendingSubscriptionSink, daemon, ext| async move {
             let checked = caller_of(&daemon, &ext, Access::Operator)
                 .and_then(|c| parse_params::<RunParams>(&params).map(|p| (c, p)))

@@ -64,7 +64,8 @@ pub struct MethodSpec {
     pub mutates: bool,
     pub params: Value,
     pub result: Value,
-    pub subscription: bool,
+    /// For a subscription: its notification and unsubscribe methods.
+    pub subscription: Option<(&'static str, &'static str)>,
 }
 
 /// What a handler knows about its caller.
@@ -218,7 +219,7 @@ impl Methods {
             mutates,
             params: schema_of::<P>(),
             result: schema_of::<R>(),
-            subscription: false,
+            subscription: None,
         });
         let registered = self
             .module
@@ -480,7 +481,7 @@ impl Methods {
             mutates: false,
             params: schema_of::<NoParams>(),
             result: json!({ "type": "object", "description": "OpenRPC 1.2 document" }),
-            subscription: false,
+            subscription: None,
         });
         let specs = m.specs.clone();
         let document = openrpc::document(&specs);

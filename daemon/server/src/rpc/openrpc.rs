@@ -62,9 +62,8 @@ fn method(spec: &MethodSpec) -> Value {
     if let Some(defs) = spec.params.get("$defs") {
         m["x-param-definitions"] = defs.clone();
     }
-    if spec.subscription {
-        m["x-subscription"] =
-            json!({ "notification": "events.event", "unsubscribe": "events.unsubscribe" });
+    if let Some((notification, unsubscribe)) = spec.subscription {
+        m["x-subscription"] = json!({ "notification": notification, "unsubscribe": unsubscribe });
     }
     m
 }
