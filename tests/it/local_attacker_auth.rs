@@ -431,3 +431,72 @@ async fn only_the_owner_or_a_role_that_may_start_the_flow_answers_its_prompt() {
     assert_eq!(answered_by, ["teller", "supervisor"], "{done}");
     d.stop().await;
 }
+
+/// `group.login` (集团充值登录) is a login like `auth.login`: throttled per user name and source,
+/// its password checked off the async threads, and a guessing loop writes a bounded number of
+/// audit records; a wrong group is a wrong password, counted the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_logins_are_throttled_and_bounded_in_the_audit_log() {
+    let world = format!("group-login-guess-{}", std::process::id());
+    let d = common::group::start_group_daemon(&world, |c| c.auth.login_delay_max_s = 1).await;
+    let admin = d.login("admin", "admin123").await;
+    let before = d.audit_count().await;
+    let attempts = 30u64;
+    let mut throttled = 0;
+    for i in 0..attempts {
+        // Wrong passwords, and the right password for another group.
+        let (group, password) = if i % 3 == 0 {
+            ("G002", "group123")
+        } else {
+            ("G001", "guess")
+        };
+        let (code, _) = d
+            .err(
+                "group.login",
+                json!({"group_id": group, "username": "group1", "password": password}),
+                None,
+            )
+            .await;
+        assert!(
+            code == CODE_INVALID_CREDENTIALS || code == CODE_TOO_MANY_ATTEMPTS,
+            "{code}"
+        );
+        if code == CODE_TOO_MANY_ATTEMPTS {
+            throttled += 1;
+        }
+    }
+    assert!(throttled > 0, "repeated failures for one user name are throttled");
+    let records = audit_after(&d, &admin, before).await;
+    assert!(
+        records.len() <= 2,
+        "one record per source so far, not one per attempt: {records:?}"
+    );
+    let daemon = d.daemon().clone();
+    daemon.audit_refusals(daemon.refusals.drain());
+    let records = audit_after(&d, &admin, before).await;
+    let counted: u64 = records
+        .iter()
+        .map(|r| r["detail"]["refusals"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, attempts, "every failure is counted: {records:?}");
+    assert!(records.iter().all(|r| r["action"] == "group.login"), "{records:?}");
+    // The right password for the right group still works once the capped wait is over (asked
+    // again until then, each refusal only TooManyAttempts), and a success is one audit record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let params = json!({"group_id": "G001", "username": "group1", "password": "group123"});
+    loop {
+        let before = d.audit_count().await;
+        let reply = d.call("group.login", params.clone(), None).await;
+        if reply.get("result").is_some() {
+            let records = audit_after(&d, &admin, before).await;
+            let logins: Vec<&Value> = records.iter().filter(|r| r["outcome"] == "ok").collect();
+            assert_eq!(logins.len(), 1, "{records:?}");
+            assert_eq!(logins[0]["action"], "group.login");
+            break;
+        }
+        assert_eq!(code_of(&reply), CODE_TOO_MANY_ATTEMPTS, "{reply}");
+        assert!(std::time::Instant::now() < deadline, "the wait is capped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The money operations running right now, by id, so that nothing settles them from under
 //! themselves.
 //!
-//! A recharge record being loaded (`etc`) or a group order being recharged (`group_rpc`) looks,
+//! A recharge record being loaded (`cardd-etc`) or a group order being recharged (`cardd-group`) looks,
 //! from the stores alone, exactly like one a stopped daemon left behind: the reconcilers that
 //! settle leftovers from the journal must skip it while its run is alive. Each runner holds an
 //! [`InFlightGuard`] for the id from before the record can be seen until its outcome is

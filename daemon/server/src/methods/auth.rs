@@ -1,12 +1,13 @@
 //! `auth.*` and `operators.*`: logging in and out, passwords, and the operators an
 //! administrator manages. Every password is hashed off the async threads ([`hashing`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::audit::AuditEntry;
-use crate::auth::{NewOperator, Operator};
+use crate::auth::{NewOperator, Operator, Session};
 use crate::daemon::Daemon;
 use crate::errors::ApiError;
 use crate::rpc::{
@@ -73,6 +74,73 @@ impl AuditDetail for ResetPasswordParams {
     }
 }
 
+/// A login as `action` (`auth.login`, `group.login`), audited by itself: the throttle is asked
+/// first (a growing, capped wait per user name and per source), the password is checked off the
+/// async threads within the hashing slots, a session `accept` refuses is ended at once and
+/// counted as a wrong password, every failure is counted into one audit record per source and
+/// interval (`RefusalDigest`), and a success is one audit record, without which there is no
+/// session.
+pub(crate) async fn login(
+    d: &Arc<Daemon>,
+    source: &str,
+    username: String,
+    password: String,
+    action: &'static str,
+    accept: impl FnOnce(&Session) -> bool,
+) -> Result<Session, ApiError> {
+    let shown: String = username.chars().take(64).collect();
+    let attempt = async {
+        d.auth
+            .check_login_allowed(&username, source, Instant::now())?;
+        let source = source.to_owned();
+        let session = hashing(d, move |d| {
+            d.auth.login(&username, &password, &source, Instant::now())
+        })
+        .await?;
+        if accept(&session) {
+            Ok(session)
+        } else {
+            d.auth.logout(&session.token);
+            Err(ApiError::from(crate::auth::AuthError::InvalidCredentials))
+        }
+    };
+    let session = match attempt.await {
+        Ok(session) => session,
+        Err(e) => {
+            let audit = d.clone();
+            let (code, user, source) = (e.code.name().to_owned(), shown.clone(), source.to_owned());
+            let _ = tokio::task::spawn_blocking(move || {
+                let entries = audit
+                    .refusals
+                    .refused(&source, action, Some(&user), &code, Instant::now());
+                audit.audit_refusals(entries);
+            })
+            .await;
+            return Err(e);
+        }
+    };
+    let entry = AuditEntry {
+        operator: Some(session.username.clone()),
+        role: Some(session.role),
+        action: action.into(),
+        target: Some(shown),
+        detail: json!({ "source": source }),
+        outcome: "ok".into(),
+    };
+    let record = {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || d.audit.append(entry)).await
+    };
+    if !matches!(record, Ok(Ok(_))) {
+        // No audit record, no session.
+        d.auth.logout(&session.token);
+        return Err(ApiError::internal(
+            "could not write the audit log, the login was not completed",
+        ));
+    }
+    Ok(session)
+}
+
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
     // Audited here, not by the generic path (see `call`): a success is one record, failures are
@@ -83,59 +151,7 @@ pub fn add(m: &mut Methods) {
         Access::Public,
         true,
         |d, c, p: LoginParams| async move {
-            let source = c.peer.clone();
-            let username: String = p.username.chars().take(64).collect();
-            let attempt = {
-                let d = d.clone();
-                let source = source.clone();
-                async move {
-                    d.auth
-                        .check_login_allowed(&p.username, &source, Instant::now())?;
-                    hashing(&d, move |d| {
-                        d.auth
-                            .login(&p.username, &p.password, &source, Instant::now())
-                    })
-                    .await
-                }
-            };
-            let session = match attempt.await {
-                Ok(session) => session,
-                Err(e) => {
-                    let audit = d.clone();
-                    let (code, user) = (e.code.name().to_owned(), username.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let entries = audit.refusals.refused(
-                            &source,
-                            "auth.login",
-                            Some(&user),
-                            &code,
-                            Instant::now(),
-                        );
-                        audit.audit_refusals(entries);
-                    })
-                    .await;
-                    return Err(e);
-                }
-            };
-            let entry = AuditEntry {
-                operator: Some(session.username.clone()),
-                role: Some(session.role),
-                action: "auth.login".into(),
-                target: Some(username),
-                detail: json!({ "source": source }),
-                outcome: "ok".into(),
-            };
-            let record = {
-                let d = d.clone();
-                tokio::task::spawn_blocking(move || d.audit.append(entry)).await
-            };
-            if !matches!(record, Ok(Ok(_))) {
-                // No audit record, no session.
-                d.auth.logout(&session.token);
-                return Err(ApiError::internal(
-                    "could not write the audit log, the login was not completed",
-                ));
-            }
+            let session = login(&d, &c.peer, p.username, p.password, "auth.login", |_| true).await?;
             tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
             Ok(LoginResult {
                 token: session.token.clone(),

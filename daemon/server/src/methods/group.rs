@@ -7,7 +7,6 @@
 //! `cardd_group`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use cardd_api::group::{
     AuditTopUpParams, BatchCreateParams, BatchIdParams, CardCheck, EvidenceParams, ExportParams,
@@ -277,18 +276,22 @@ pub fn add(m: &mut Methods) {
         true,
         |d, c, p: GroupLoginParams| async move {
             let svc = services(&d)?;
-            let session = d
-                .auth
-                .login(&p.username, &p.password, &c.peer, Instant::now())?;
-            let group = svc
-                .host
-                .group(p.group_id.trim())
-                .ok()
-                .flatten()
-                .filter(|_| {
-                    session.role == Role::GroupOperator
-                        && session.group_id.as_deref() == Some(p.group_id.trim())
-                });
+            let group_id = p.group_id.trim().to_owned();
+            let group = svc.host.group(&group_id).ok().flatten();
+            let of_group = |s: &crate::auth::Session| {
+                group.is_some()
+                    && s.role == Role::GroupOperator
+                    && s.group_id.as_deref() == Some(group_id.as_str())
+            };
+            let session = crate::methods::auth::login(
+                &d,
+                &c.peer,
+                p.username,
+                p.password,
+                "group.login",
+                of_group,
+            )
+            .await?;
             let Some(group) = group else {
                 d.auth.logout(&session.token);
                 return Err(crate::auth::AuthError::InvalidCredentials.into());

@@ -262,14 +262,14 @@ where
     F: Fn(Arc<Daemon>, Caller, P) -> Fut,
     Fut: Future<Output = Result<R, ApiError>>,
 {
-    if daemon.failed_closed() && mutates && name != "auth.login" && name != "auth.logout" {
+    if daemon.failed_closed() && mutates && !SELF_AUDITED.contains(&name) && name != "auth.logout" {
         return Err(ApiError::new(ErrorCode::FailedClosed, "cardd has stopped state-changing methods after an integrity check failed; see the daemon log"));
     }
     // A state-changing call is audited before it acts and again with its result; one refused
     // before it could act (no session, wrong role, bad parameters) is audited as refused.
     // `auth.login` audits itself: a success as one record, failures counted per source and
     // interval, so a guessing loop cannot flood the log.
-    let mutates = mutates && name != "auth.login";
+    let mutates = mutates && !SELF_AUDITED.contains(&name);
     let refused = |e: ApiError| -> ApiError {
         if mutates {
             if e.code == ErrorCode::Unauthenticated {
@@ -370,6 +370,10 @@ pub(crate) async fn hashing<T: Send + 'static>(
     .map_err(|e| ApiError::internal(format!("the password check stopped: {e}")))?
     .map_err(ApiError::from)
 }
+
+/// Logins audit themselves (`methods::auth::login`): a success as one record, failures counted
+/// per source and interval, so a password-guessing loop cannot flood the audit log.
+const SELF_AUDITED: [&str; 2] = ["auth.login", "group.login"];
 
 /// The outcome of the record written before a state-changing method acts.
 pub const AUDIT_STARTED: &str = "started";
