@@ -465,7 +465,10 @@ async fn group_logins_are_throttled_and_bounded_in_the_audit_log() {
             throttled += 1;
         }
     }
-    assert!(throttled > 0, "repeated failures for one user name are throttled");
+    assert!(
+        throttled > 0,
+        "repeated failures for one user name are throttled"
+    );
     let records = audit_after(&d, &admin, before).await;
     assert!(
         records.len() <= 2,
@@ -479,7 +482,10 @@ async fn group_logins_are_throttled_and_bounded_in_the_audit_log() {
         .map(|r| r["detail"]["refusals"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(counted, attempts, "every failure is counted: {records:?}");
-    assert!(records.iter().all(|r| r["action"] == "group.login"), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["action"] == "group.login"),
+        "{records:?}"
+    );
     // The right password for the right group still works once the capped wait is over (asked
     // again until then, each refusal only TooManyAttempts), and a success is one audit record.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

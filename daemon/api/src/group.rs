@@ -12,6 +12,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::SessionView;
 use crate::method;
 use crate::vocab::LedgerKind;
 use crate::vocab::{GroupRules, OrderStatus, Preset, TopUpStatus, Verdict};
@@ -481,6 +482,33 @@ pub struct GroupInput {
     pub terminal_no: String,
 }
 
+/// `group.login`: the seed's 集团充值登录 (the group's site, then user name and password).
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLoginParams {
+    /// 集团编号 of the group site the operator logs into.
+    pub group_id: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for GroupLoginParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupLoginParams(..)")
+    }
+}
+
+/// What `group.login` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GroupLoginResult {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub operator: SessionView,
+    /// The session ends after this many seconds without a request (then log in again).
+    pub idle_timeout_s: u64,
+    pub group: GroupView,
+}
+
 method!(
     /// `group.info`: the recharge page's header.
     Info, "group.info", GroupScope => GroupInfo
@@ -552,4 +580,8 @@ method!(
 method!(
     /// `groups.upsert`.
     GroupsUpsert, "groups.upsert", GroupInput => GroupView
+);
+method!(
+    /// 集团充值登录: log into a group's site.
+    Login, "group.login", GroupLoginParams => GroupLoginResult
 );

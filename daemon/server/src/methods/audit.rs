@@ -16,8 +16,7 @@ audit_as_json!(AuditListParams);
 
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "audit.list",
+    m.method::<cardd_api::audit::List, _, _>(
         "Audit records, oldest first, after a sequence number.",
         AUDIT_READERS,
         false,
@@ -28,8 +27,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "audit.verify",
+    m.method::<cardd_api::audit::Verify, _, _>(
         "Verify the audit log's hash chain.",
         AUDIT_READERS,
         false,

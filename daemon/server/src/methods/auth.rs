@@ -110,9 +110,10 @@ pub(crate) async fn login(
             let audit = d.clone();
             let (code, user, source) = (e.code.name().to_owned(), shown.clone(), source.to_owned());
             let _ = tokio::task::spawn_blocking(move || {
-                let entries = audit
-                    .refusals
-                    .refused(&source, action, Some(&user), &code, Instant::now());
+                let entries =
+                    audit
+                        .refusals
+                        .refused(&source, action, Some(&user), &code, Instant::now());
                 audit.audit_refusals(entries);
             })
             .await;
@@ -145,13 +146,13 @@ pub(crate) async fn login(
 pub fn add(m: &mut Methods) {
     // Audited here, not by the generic path (see `call`): a success is one record, failures are
     // counted into one record per source and interval (`RefusalDigest`).
-    m.add(
-        "auth.login",
+    m.method::<cardd_api::auth::Login, _, _>(
         "Log in with user name and password; returns a bearer token.",
         Access::Public,
         true,
         |d, c, p: LoginParams| async move {
-            let session = login(&d, &c.peer, p.username, p.password, "auth.login", |_| true).await?;
+            let session =
+                login(&d, &c.peer, p.username, p.password, "auth.login", |_| true).await?;
             tracing::info!(operator = %session.username, role = session.role.as_str(), "login");
             Ok(LoginResult {
                 token: session.token.clone(),
@@ -161,8 +162,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "auth.logout",
+    m.method::<cardd_api::auth::Logout, _, _>(
         "End the current session.",
         ALL_OPERATORS,
         true,
@@ -175,8 +175,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "auth.whoami",
+    m.method::<cardd_api::auth::Whoami, _, _>(
         "The logged-in operator, with the rule a new password must follow.",
         ALL_OPERATORS,
         false,
@@ -190,8 +189,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "auth.change_password",
+    m.method::<cardd_api::auth::ChangePassword, _, _>(
         "Change the logged-in operator's password (原密码, 新密码, 确认密码); other sessions end.",
         ALL_OPERATORS,
         true,
@@ -214,28 +212,25 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "operators.list",
+    m.method::<cardd_api::operators::List, _, _>(
         "All operators.",
         ADMIN,
         false,
         |d, _, _: NoParams| async move { Ok::<Vec<Operator>, ApiError>(d.auth.list_operators()?) },
     );
 
-    m.add(
-        "operators.create",
+    m.method::<cardd_api::operators::Create, _, _>(
         "Create an operator with a role (and a group for group operators).",
         ADMIN,
         true,
         |d, _, p: NewOperator| async move { hashing(&d, move |d| d.auth.create_operator(p)).await },
     );
 
-    m.add("operators.set_disabled", "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
+    m.method::<cardd_api::operators::SetDisabled, _, _>( "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
         Ok(d.auth.set_disabled(&p.username, p.disabled)?)
     });
 
-    m.add(
-        "operators.set_role",
+    m.method::<cardd_api::operators::SetRole, _, _>(
         "Change an operator's role (and group, for group operators); their sessions end.",
         ADMIN,
         true,
@@ -244,8 +239,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "operators.reset_password",
+    m.method::<cardd_api::operators::ResetPassword, _, _>(
         "Set an operator's password (their sessions end).",
         ADMIN,
         true,

@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use cardd_api::etc as api;
-use cardd_api::{ErrorCode, Fen, Method, Role};
+use cardd_api::{ErrorCode, Fen, Role};
 use cardd_etc::{EtcService, RechargeRecord, RecordQuery};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -135,8 +134,7 @@ async fn with_card<R: Send + 'static>(
 
 /// Declares the ETC methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        api::VehicleGet::NAME,
+    m.method::<cardd_api::etc::VehicleGet, _, _>(
         "A vehicle account by plate number and plate colour.",
         ETC_READERS,
         false,
@@ -158,8 +156,7 @@ pub fn add(m: &mut Methods) {
             Ok::<VehicleView, ApiError>(VehicleView::from(&vehicle))
         },
     );
-    m.add(
-        api::VehicleUpsert::NAME,
+    m.method::<cardd_api::etc::VehicleUpsert, _, _>(
         "Create or replace a vehicle account (plate, colour, cards, owner, class, OBU contract serial, vehicle details for OBU issuance).",
         ETC_SUPERVISORS,
         true,
@@ -169,8 +166,7 @@ pub fn add(m: &mut Methods) {
             Ok::<VehicleView, ApiError>(VehicleView::from(&vehicle))
         },
     );
-    m.add(
-        api::Recharge::NAME,
+    m.method::<cardd_api::etc::Recharge, _, _>(
         "充值: record a payment into a vehicle's account; creates a 未圈存 record for its card in service.",
         ETC_COUNTER,
         true,
@@ -185,8 +181,7 @@ pub fn add(m: &mut Methods) {
             Ok(named_record(&d, &record))
         },
     );
-    m.add(
-        api::RecordsQuery::NAME,
+    m.method::<cardd_api::etc::RecordsQuery, _, _>(
         "充值记录: a vehicle's recharge records by plate and colour, optionally within a time range, newest first, paged.",
         ETC_READERS,
         false,
@@ -208,8 +203,7 @@ pub fn add(m: &mut Methods) {
             })
         },
     );
-    m.add(
-        api::RecordGet::NAME,
+    m.method::<cardd_api::etc::RecordGet, _, _>(
         "A recharge record with its history.",
         ETC_READERS,
         false,
@@ -227,8 +221,7 @@ pub fn add(m: &mut Methods) {
             Ok::<RecordView, ApiError>(named_record(&d, &record))
         },
     );
-    m.add(
-        api::RecordEvidence::NAME,
+    m.method::<cardd_api::etc::RecordEvidence, _, _>(
         "What the card (on `reader_id`) and the journal prove about a record's money: landed, not landed or unknown. A record the proof contradicts is corrected.",
         ETC_READERS,
         true,
@@ -245,8 +238,7 @@ pub fn add(m: &mut Methods) {
             })
         },
     );
-    m.add(
-        api::MarkNotLoaded::NAME,
+    m.method::<cardd_api::etc::MarkNotLoaded, _, _>(
         "修改圈存状态: set a record back to 未圈存 for 二次圈存. With the card on `reader_id`, allowed only when the card proves the load did not land; refused with the evidence when it did. Without the card: supervisors only, with a reason.",
         ETC_COUNTER,
         true,
@@ -266,8 +258,7 @@ pub fn add(m: &mut Methods) {
             })
         },
     );
-    m.add(
-        api::Resolve::NAME,
+    m.method::<cardd_api::etc::Resolve, _, _>(
         "A supervisor settles a 待核对 record as loaded or not, with a reason; with the card on `reader_id`, the card's evidence must not contradict the verdict.",
         ETC_SUPERVISORS,
         true,

@@ -84,8 +84,7 @@ pub fn add_subscription(m: &mut Methods) {
 
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "events.poll",
+    m.method::<cardd_api::events::Poll, _, _>(
         "Reader, card and lease events after `since`, waiting up to `wait_ms` for the first one (for HTTP-only clients).",
         ALL_OPERATORS,
         false,

@@ -60,8 +60,7 @@ fn visible_run(d: &Daemon, c: &Caller, run_id: &str) -> Result<crate::flows::Run
 }
 
 fn add_flow_methods(m: &mut Methods) {
-    m.add(
-        "flows.list",
+    m.method::<cardd_api::flows::List, _, _>(
         "The flows you may start, with their parameter schemas.",
         ALL_OPERATORS,
         false,
@@ -76,8 +75,7 @@ fn add_flow_methods(m: &mut Methods) {
             )
         },
     );
-    m.add(
-        "flows.start",
+    m.method::<cardd_api::flows::Start, _, _>(
         "Start a flow with a client-chosen idempotency key; re-sending the same start returns the same run.",
         ALL_OPERATORS,
         true,
@@ -89,15 +87,13 @@ fn add_flow_methods(m: &mut Methods) {
             crate::flows::start(engine, &session, p, d.journal.as_deref())
         },
     );
-    m.add(
-        "flows.get",
+    m.method::<cardd_api::flows::Get, _, _>(
         "A run: state, pending question, result or failure, events.",
         ALL_OPERATORS,
         false,
         |d, c, p: RunParams| async move { visible_run(&d, &c, &p.run_id) },
     );
-    m.add(
-        "flows.events",
+    m.method::<cardd_api::flows::Events, _, _>(
         "A run's events after `since`, waiting up to `wait_ms` for news (HTTP-only clients follow runs with it).",
         ALL_OPERATORS,
         false,
@@ -116,8 +112,7 @@ fn add_flow_methods(m: &mut Methods) {
             Ok(RunEvents { state: run.state, prompt: run.prompt, events, next_since })
         },
     );
-    m.add(
-        "flows.answer",
+    m.method::<cardd_api::flows::AnswerPrompt, _, _>(
         "Answer the run's pending question (confirm or choose).",
         ALL_OPERATORS,
         true,
@@ -130,8 +125,7 @@ fn add_flow_methods(m: &mut Methods) {
             engine.answer(c.session()?, &p.run_id, p.prompt_id, p.answer)
         },
     );
-    m.add(
-        "flows.cancel",
+    m.method::<cardd_api::flows::Cancel, _, _>(
         "Cancel a run in progress (a load already sent to the card is settled by the journal).",
         ALL_OPERATORS,
         true,

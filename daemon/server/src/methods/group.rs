@@ -22,8 +22,6 @@ use cardd_group::{GroupHost, GroupService, PaymentError, PaymentGateway};
 use cardd_journal::{IntentOwners, SystemClock};
 use cardd_purse::SecurityModule;
 use cardd_store::{EmbeddedGroupHost, SandboxBank};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::daemon::Daemon;
@@ -32,6 +30,7 @@ use crate::rpc::{Access, AuditDetail, Caller, Methods, NoParams};
 use cardd_api::auth::SessionView;
 /// Did an order's load land: the same verdict as a recharge record's.
 pub use cardd_api::etc::Verdict;
+use cardd_api::group::{GroupLoginParams, GroupLoginResult};
 
 /// Longest wait for the bank's answer to a transfer; past it the top-up is 支付结果未知 and the
 /// bank is asked again later (`group.topup_status`).
@@ -199,22 +198,6 @@ macro_rules! group_audit {
     )*};
 }
 
-/// `group.login`: the seed's 集团充值登录 (the group's site, then user name and password).
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GroupLoginParams {
-    /// 集团编号 of the group site the operator logs into.
-    pub group_id: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for GroupLoginParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GroupLoginParams(..)")
-    }
-}
-
 impl AuditDetail for GroupLoginParams {
     fn audit_detail(&self) -> Value {
         json!({ "group_id": self.group_id.chars().take(64).collect::<String>() })
@@ -222,17 +205,6 @@ impl AuditDetail for GroupLoginParams {
     fn audit_target(&self) -> Option<String> {
         Some(self.username.chars().take(64).collect())
     }
-}
-
-/// What `group.login` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct GroupLoginResult {
-    /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
-    pub operator: SessionView,
-    /// The session ends after this many seconds without a request (then log in again).
-    pub idle_timeout_s: u64,
-    pub group: GroupView,
 }
 
 group_audit! {
@@ -266,11 +238,7 @@ const ADMIN: Access = Access::Roles(&[Role::Admin]);
 
 /// Registers the `group.*` and `groups.*` methods.
 pub fn add(m: &mut Methods) {
-    use cardd_api::group as api;
-    use cardd_api::Method;
-
-    m.add(
-        "group.login",
+    m.method::<cardd_api::group::Login, _, _>(
         "集团充值登录: log into a group's site; an operator who is not of that group gets 用户和密码错误.",
         Access::Public,
         true,
@@ -305,8 +273,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::Info::NAME,
+    m.method::<cardd_api::group::Info, _, _>(
         "The recharge page's header: group name, terminal number, available quota, operator.",
         GROUP_READERS,
         false,
@@ -317,16 +284,14 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::Rules::NAME,
+    m.method::<cardd_api::group::Rules, _, _>(
         "The group recharge rules (step, minimum, card balance ceiling, in fen and short yuan) and the amounts the recharge page offers.",
         GROUP_READERS,
         false,
         |_, _, _: NoParams| async move { Ok(recharge_rules()) },
     );
 
-    m.add(
-        api::Orders::NAME,
+    m.method::<cardd_api::group::Orders, _, _>(
         "充值查询: the group's card recharges in a period (preset or dates) with success and failure statistics.",
         GROUP_READERS,
         false,
@@ -335,8 +300,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::OrdersExport::NAME,
+    m.method::<cardd_api::group::OrdersExport, _, _>(
         "Export exactly the rows of 充值查询 as CSV or XLSX (zh-CN headers), base64.",
         GROUP_READERS,
         false,
@@ -354,8 +318,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::TopUp::NAME,
+    m.method::<cardd_api::group::TopUp, _, _>(
         "额度充值: transfer a whole number of yuan to the card company through the payment gateway; the quota grows after an auditor approves. A declined transfer is PaymentDeclined, an unanswered one PaymentUnknown (data.detail.topup_id to ask again).",
         GROUP_OPS,
         true,
@@ -373,8 +336,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::TopUpStatusOf::NAME,
+    m.method::<cardd_api::group::TopUpStatusOf, _, _>(
         "A top-up's status; asks the bank again when its answer was lost.",
         GROUP_READERS,
         true,
@@ -383,8 +345,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::TopUps::NAME,
+    m.method::<cardd_api::group::TopUps, _, _>(
         "额度充值查询: the group's transfers in a period with transfer and audit statistics.",
         GROUP_READERS,
         false,
@@ -393,8 +354,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::TopUpsExport::NAME,
+    m.method::<cardd_api::group::TopUpsExport, _, _>(
         "Export exactly the rows of 额度充值查询 as CSV or XLSX (zh-CN headers), base64.",
         GROUP_READERS,
         false,
@@ -412,16 +372,14 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::Ledger::NAME,
+    m.method::<cardd_api::group::Ledger, _, _>(
         "The group's quota ledger (append-only), oldest first.",
         GROUP_READERS,
         false,
         |d, c, p: LedgerParams| async move { Ok(services(&d)?.ledger(&viewer(&c)?, &p)?) },
     );
 
-    m.add(
-        api::BatchCreate::NAME,
+    m.method::<cardd_api::group::BatchCreate, _, _>(
         "Batch recharge: a queue of cards and amounts, run card by card with the group.batch_recharge flow.",
         GROUP_OPS,
         true,
@@ -430,8 +388,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::BatchGet::NAME,
+    m.method::<cardd_api::group::BatchGet, _, _>(
         "A batch with each card's outcome (the per-card report).",
         GROUP_READERS,
         false,
@@ -440,8 +397,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::AuditPendingList::NAME,
+    m.method::<cardd_api::group::AuditPendingList, _, _>(
         "What waits for an auditor: paid transfers to approve, failed recharges with their card evidence.",
         AUDIT_READERS,
         false,
@@ -450,16 +406,14 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::AuditTopUp::NAME,
+    m.method::<cardd_api::group::AuditTopUp, _, _>(
         "Approve (the quota grows) or reject a paid transfer; each transfer is decided once.",
         AUDITORS,
         true,
         |d, c, p: AuditTopUpParams| async move { Ok(services(&d)?.audit_topup(&viewer(&c)?, &p)?) },
     );
 
-    m.add(
-        api::AuditEvidence::NAME,
+    m.method::<cardd_api::group::AuditEvidence, _, _>(
         "The card evidence of an order: did its load land (from the journal, decided from the card)? With reader_id, the card on that reader is read too.",
         AUDIT_READERS,
         false,
@@ -475,8 +429,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::AuditRefund::NAME,
+    m.method::<cardd_api::group::AuditRefund, _, _>(
         "Return a failed order's quota; refused when the card shows the load landed or is unsettled; never twice.",
         AUDITORS,
         true,
@@ -485,8 +438,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::AuditResolve::NAME,
+    m.method::<cardd_api::group::AuditResolve, _, _>(
         "Resolve a failed order as succeeded when the card shows its load landed.",
         AUDITORS,
         true,
@@ -495,16 +447,14 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        api::GroupsList::NAME,
+    m.method::<cardd_api::group::GroupsList, _, _>(
         "Every group with its quota.",
         AUDIT_READERS,
         false,
         |d, _, _: NoParams| async move { Ok::<Vec<GroupView>, ApiError>(services(&d)?.groups()?) },
     );
 
-    m.add(
-        api::GroupsUpsert::NAME,
+    m.method::<cardd_api::group::GroupsUpsert, _, _>(
         "Create a group (no quota) or change its name or terminal number.",
         ADMIN,
         true,

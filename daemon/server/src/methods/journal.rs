@@ -192,8 +192,7 @@ fn lost_error(e: LostCardError) -> ApiError {
 
 /// Declares the journal's methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "journal.open",
+    m.method::<cardd_api::journal::Open, _, _>(
         "Loads not yet decided: `intent` (decided when the card is presented) and `needs_reconciliation` (a person decides with journal.resolve).",
         DECIDERS,
         false,
@@ -217,8 +216,7 @@ pub fn add(m: &mut Methods) {
             Ok::<Vec<OpenLoad>, ApiError>(rows)
         },
     );
-    m.add(
-        "journal.lost_cards",
+    m.method::<cardd_api::journal::LostCards, _, _>(
         "Lost-card verdicts: proposed, confirmed and watched, and what each card showed when it came back.",
         DECIDERS,
         false,
@@ -228,8 +226,7 @@ pub fn add(m: &mut Methods) {
             Ok::<Vec<LostCardRow>, ApiError>(verdicts.iter().map(|v| LostCardRow::named(&d, v)).collect())
         },
     );
-    m.add(
-        "journal.propose_lost_card",
+    m.method::<cardd_api::journal::ProposeLostCard, _, _>(
         "A supervisor proposes a verdict (landed or not, with a reason) on an unsettled load whose card is lost, broken or PIN-blocked, after the waiting period; an auditor confirms it.",
         PROPOSERS,
         true,
@@ -260,8 +257,7 @@ pub fn add(m: &mut Methods) {
             Ok::<LostCardRow, ApiError>(LostCardRow::named(&d, &verdict))
         },
     );
-    m.add(
-        "journal.confirm_lost_card",
+    m.method::<cardd_api::journal::ConfirmLostCard, _, _>(
         "An auditor (not the proposer) confirms a proposed lost-card verdict: the load is settled, its ETC records and group orders follow, and the card goes on the watch list.",
         CONFIRMERS,
         true,
@@ -288,8 +284,7 @@ pub fn add(m: &mut Methods) {
             })
         },
     );
-    m.add(
-        "journal.clear_watch",
+    m.method::<cardd_api::journal::ClearWatch, _, _>(
         "An auditor records how a card that contradicted its lost-card verdict was dealt with; the card may take loads again.",
         CONFIRMERS,
         true,
@@ -302,8 +297,7 @@ pub fn add(m: &mut Methods) {
             Ok::<LostCardRow, ApiError>(LostCardRow::named(&d, &verdict))
         },
     );
-    m.add(
-        "journal.resolve",
+    m.method::<cardd_api::journal::Resolve, _, _>(
         "Record a person's verdict on a load awaiting reconciliation (landed or not, with a reason); the ETC records and group orders of that load follow it.",
         RESOLVERS,
         true,

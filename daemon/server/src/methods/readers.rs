@@ -28,16 +28,14 @@ audit_as_json!(TransmitParams, reader_id);
 
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "readers.list",
+    m.method::<cardd_api::readers::List, _, _>(
         "Readers with driver, capabilities, card presence and lease.",
         ALL_OPERATORS,
         false,
         |d, _, _: NoParams| async move { Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list()) },
     );
 
-    m.add(
-        "readers.lease",
+    m.method::<cardd_api::readers::Lease, _, _>(
         "Hold a reader for a flow, for a bounded time; others find it busy.",
         ALL_OPERATORS,
         true,
@@ -53,8 +51,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "readers.renew",
+    m.method::<cardd_api::readers::Renew, _, _>(
         "Extend a lease you hold.",
         ALL_OPERATORS,
         true,
@@ -67,8 +64,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "readers.release",
+    m.method::<cardd_api::readers::Release, _, _>(
         "Release a lease you hold.",
         ALL_OPERATORS,
         true,
@@ -81,8 +77,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "card.summary",
+    m.method::<cardd_api::card::Summary, _, _>(
         "Read the card in a reader: type, card number, plate, balance, counters, validity.",
         ALL_OPERATORS,
         false,
@@ -98,8 +93,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "card.balance",
+    m.method::<cardd_api::card::Balance, _, _>(
         "Read the purse balance of the card in a reader (one GET BALANCE while the application is selected).",
         ALL_OPERATORS,
         false,
@@ -110,8 +104,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "reader.transmit",
+    m.method::<cardd_api::reader::Transmit, _, _>(
         "Send one raw APDU (administrators only; audited).",
         ADMIN,
         true,

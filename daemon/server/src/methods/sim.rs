@@ -26,22 +26,19 @@ fn panel(d: &Daemon) -> Result<&SimPanel, ApiError> {
 /// The `sim.*` methods; called only for a daemon with a panel (the embedded default).
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "sim.readers",
+    m.method::<cardd_api::sim::Readers, _, _>(
         "Demo only (`cardd --demo`): the simulated readers, their cards and the demo cards outside them.",
         PANEL_USERS,
         false,
         |d, _, _: NoParams| async move { Ok::<SimView, ApiError>(panel(&d)?.state()) },
     );
-    m.add(
-        "sim.insert",
+    m.method::<cardd_api::sim::Insert, _, _>(
         "Demo only: insert one of the demo cards (etc, etc_sm4, city, obu) into an empty simulated reader (插入卡片).",
         PANEL_USERS,
         true,
         |d, _, p: SimCardParams| async move { Ok::<SimView, ApiError>(panel(&d)?.insert(&p.reader_id, &p.card)?) },
     );
-    m.add(
-        "sim.remove",
+    m.method::<cardd_api::sim::Remove, _, _>(
         "Demo only: take the card out of a simulated reader (取出卡片).",
         PANEL_USERS,
         true,
@@ -49,8 +46,7 @@ pub fn add(m: &mut Methods) {
             Ok::<SimView, ApiError>(panel(&d)?.remove(&p.reader_id)?)
         },
     );
-    m.add(
-        "sim.swap",
+    m.method::<cardd_api::sim::Swap, _, _>(
         "Demo only: take the reader's card out and insert another demo card (更换卡片).",
         PANEL_USERS,
         true,
@@ -58,8 +54,7 @@ pub fn add(m: &mut Methods) {
             Ok::<SimView, ApiError>(panel(&d)?.swap(&p.reader_id, &p.card)?)
         },
     );
-    m.add(
-        "sim.pull_during_next_load",
+    m.method::<cardd_api::sim::PullDuringNextLoad, _, _>(
         "Demo only: pull the reader's card right after it executes its next CREDIT FOR LOAD (圈存中拔卡), or with before_write just before it (写卡前拔卡: a 写卡失败); put it back with sim.insert to see the load settled.",
         PANEL_USERS,
         true,

@@ -13,8 +13,7 @@ pub use cardd_api::Done;
 
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
-    m.add(
-        "system.version",
+    m.method::<cardd_api::system::VersionInfo, _, _>(
         "The daemon's name and version.",
         Access::Public,
         false,
@@ -27,8 +26,7 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.add(
-        "system.vocabulary",
+    m.method::<cardd_api::system::GetVocabulary, _, _>(
         "Every code clients show with its zh-CN label: roles, plate colours, order and top-up statuses, query periods.",
         ALL_OPERATORS,
         false,

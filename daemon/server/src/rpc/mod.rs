@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cardd_api::{ErrorCode, Role};
+use cardd_api::{ErrorCode, Method, Role};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{Extensions, RpcModule, SubscriptionMessage};
 use schemars::JsonSchema;
@@ -199,7 +199,25 @@ impl Methods {
     }
 
     /// Declares and registers one method.
-    pub fn add<P, R, F, Fut>(
+    /// Adds the method `M` of the contract (`cardd_api`): its name, params and result types are
+    /// the contract's, so a handler cannot drift from what clients compile against.
+    pub fn method<M, F, Fut>(
+        &mut self,
+        summary: &'static str,
+        access: Access,
+        mutates: bool,
+        handler: F,
+    ) where
+        M: Method,
+        M::Params: AuditDetail + Send + 'static,
+        M::Result: Send + 'static,
+        F: Fn(Arc<Daemon>, Caller, M::Params) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Result, ApiError>> + Send + 'static,
+    {
+        self.add(M::NAME, summary, access, mutates, handler)
+    }
+
+    fn add<P, R, F, Fut>(
         &mut self,
         name: &'static str,
         summary: &'static str,
