@@ -4,8 +4,8 @@
 //! one at a time: the daemon's server once had eleven modules in one cycle because each method
 //! set reached into the service locator that registered it. The rule is simple: within a crate,
 //! the sibling modules of every directory (the crate root's `src/`, and each module directory)
-//! form a graph with an edge A → B when A's non-test code names B (`crate::B`, `super::B`, or
-//! `use crate::{…, B, …}`), and that graph must have no cycle.
+//! form a graph with an edge A → B when A's non-test code or comments name B (`crate::B`,
+//! `super::B`, or `use crate::{…, B, …}`), and that graph must have no cycle.
 //!
 //! The scan is textual (no macro expansion), which is what a reader sees too.
 
@@ -91,16 +91,10 @@ fn named_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 /// Code outside `#[cfg(test)]` items (everything before the first one, as the crate's style
-/// keeps tests at the end of a file) and outside comments.
+/// keeps tests at the end of a file). Comments count: an intra-doc link (`[`crate::x`]`) is a
+/// reference a reader follows, and a plain comment naming a module says the two belong together.
 fn non_test_code(text: &str) -> String {
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
-    code.lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.split("#[cfg(test)]").next().unwrap_or("").to_owned()
 }
 
 /// The edges between the modules of one directory. `root` is true for a crate's `src/`, where
@@ -263,8 +257,9 @@ mod tests {
     }
 
     #[test]
-    fn test_code_and_comments_are_not_edges() {
-        let code = super::non_test_code("use crate::a; // crate::b\n#[cfg(test)]\nuse crate::c;");
-        assert_eq!(super::named_after(&code, "crate::"), ["a"]);
+    fn test_code_is_not_an_edge_and_doc_links_are() {
+        let code =
+            super::non_test_code("use crate::a; //! [`crate::b`]\n#[cfg(test)]\nuse crate::c;");
+        assert_eq!(super::named_after(&code, "crate::"), ["a", "b"]);
     }
 }

@@ -1,5 +1,5 @@
-//! `Daemon`: the services the composition root ([`crate::server`]) built, as method handlers
-//! ([`crate::methods`]), Lua bindings ([`crate::lua`]) and background tasks reach them.
+//! `Daemon`: the services the composition root (`server`) built, as method handlers
+//! (`methods`), Lua bindings (`lua`) and background tasks reach them.
 //!
 //! It holds services and answers three questions every handler asks (is the daemon failed
 //! closed, is the journal verified, is the ETC service up); it builds nothing and imports no
@@ -94,6 +94,18 @@ impl Daemon {
             crate::errors::ApiError::new(
                 cardd_api::ErrorCode::FailedClosed,
                 "圈存日志未通过完整性检查，已停止写卡；请联系管理员",
+            )
+        })
+    }
+
+    /// The group service, or the fail-closed refusal when its data did not verify.
+    pub(crate) fn group_service(
+        &self,
+    ) -> Result<&cardd_group::GroupService, crate::errors::ApiError> {
+        self.group.as_ref().ok_or_else(|| {
+            crate::errors::ApiError::new(
+                cardd_api::ErrorCode::FailedClosed,
+                "集团充值数据未通过完整性检查，已停止办理；请联系管理员查看日志",
             )
         })
     }

@@ -1,7 +1,7 @@
 //! What runs on a session's worker thread: the PC/SC context, the card handle and the calls
 //! made on them.
 //!
-//! Why separate from [`crate::reader`]: everything here may block inside pcsc-lite and runs
+//! Why separate from the reader (`reader`): everything here may block inside pcsc-lite and runs
 //! only on the worker thread ([`crate::worker`]); the reader front end only sends these
 //! functions over and bounds how long it waits. Keeping the blocking half in its own file makes
 //! it easy to check that nothing on the caller's side ever calls pcsc directly.

@@ -190,7 +190,7 @@ pub(crate) fn recharge(
     amount_fen: i64,
     batch: Option<BatchRef>,
 ) -> Result<RechargeDone, RechargeStop> {
-    let svc = crate::methods::group::services(daemon).map_err(|e| e.message)?;
+    let svc = daemon.group_service().map_err(|e| e.message)?;
     let operator = card.operator().to_owned();
     let who = daemon
         .auth

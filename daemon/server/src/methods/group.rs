@@ -13,7 +13,7 @@ use cardd_api::group::{
     GroupScope, GroupView, LedgerParams, OrderDecisionParams, QueryParams, TopUpIdParams,
     TopUpParams,
 };
-use cardd_api::{ErrorCode, Role};
+use cardd_api::Role;
 use cardd_group::export::{ORDER_HEADERS, TOPUP_HEADERS};
 use cardd_group::model::{recharge_rules, GroupInput, RechargeOrder};
 pub use cardd_group::service::RechargeStop;
@@ -78,13 +78,8 @@ pub fn service(
     ))
 }
 
-pub(crate) fn services(d: &Daemon) -> Result<&GroupService, ApiError> {
-    d.group.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::FailedClosed,
-            "集团充值数据未通过完整性检查，已停止办理；请联系管理员查看日志",
-        )
-    })
+fn services(d: &Daemon) -> Result<&GroupService, ApiError> {
+    d.group_service()
 }
 
 /// The caller as the group service sees them.

@@ -1,6 +1,6 @@
 //! The JSON-RPC method sets, one module per domain. Each adds its methods to a
 //! [`crate::rpc::Methods`] with their access, audit and types; the composition root
-//! ([`crate::server`]) decides which sets a daemon serves. Handlers are thin: params
+//! (`server`) decides which sets a daemon serves. Handlers are thin: params
 //! (`cardd-api` types) → a service call → result; errors map through [`crate::errors`].
 
 pub mod audit;
