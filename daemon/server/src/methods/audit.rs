@@ -2,15 +2,7 @@
 
 use crate::errors::ApiError;
 use crate::rpc::{audit_as_json, AuditDetail, Methods, NoParams, AUDIT_READERS};
-pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
-pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
-pub use cardd_api::events::PollParams;
-pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
-pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
-pub use cardd_api::reader::{TransmitParams, TransmitResult};
-pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
-pub use cardd_api::system::Version;
-pub use cardd_api::Done;
+use cardd_api::audit::{AuditListParams, AuditVerifyResult};
 
 audit_as_json!(AuditListParams);
 

@@ -13,15 +13,9 @@ use crate::errors::ApiError;
 use crate::rpc::{
     audit_as_json, hashing, Access, AuditDetail, Methods, NoParams, ADMIN, ALL_OPERATORS,
 };
-pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
-pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
-pub use cardd_api::events::PollParams;
-pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
-pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
-pub use cardd_api::reader::{TransmitParams, TransmitResult};
-pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
-pub use cardd_api::system::Version;
-pub use cardd_api::Done;
+use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
+use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
+use cardd_api::Done;
 
 impl AuditDetail for LoginParams {
     fn audit_detail(&self) -> Value {

@@ -12,16 +12,8 @@ use crate::rpc::{
     MethodSpec, Methods, NoParams, ALL_OPERATORS,
 };
 use crate::transport::guard::BearerToken;
-pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
-pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
-pub use cardd_api::events::PollParams;
-pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
+use cardd_api::events::PollParams;
 use cardd_api::method::Subscription;
-pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
-pub use cardd_api::reader::{TransmitParams, TransmitResult};
-pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
-pub use cardd_api::system::Version;
-pub use cardd_api::Done;
 use jsonrpsee::types::ErrorObjectOwned;
 
 audit_as_json!(PollParams);

@@ -1,15 +1,7 @@
 //! `system.*`: what the daemon is and the vocabulary its clients show.
 
 use crate::rpc::{Access, Methods, NoParams, ALL_OPERATORS};
-pub use cardd_api::audit::{AuditListParams, AuditVerifyResult};
-pub use cardd_api::auth::{ChangePasswordParams, LoginParams, LoginResult, SessionView, WhoAmI};
-pub use cardd_api::events::PollParams;
-pub use cardd_api::flows::{AnswerParams, RunEvents, RunEventsParams, RunParams};
-pub use cardd_api::operators::{ResetPasswordParams, SetDisabledParams, SetRoleParams};
-pub use cardd_api::reader::{TransmitParams, TransmitResult};
-pub use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
-pub use cardd_api::system::Version;
-pub use cardd_api::Done;
+use cardd_api::system::Version;
 
 /// Adds these methods.
 pub fn add(m: &mut Methods) {
