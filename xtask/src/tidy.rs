@@ -11,6 +11,7 @@
 //! * crate dependencies point down only ([`LAYERS`]); domain crates know no transport, Lua or
 //!   storage engine ([`DOMAIN_FORBIDDEN`]); and no crate's modules import each other
 //!   in a cycle ([`crate::cycles`]);
+//! * ARCHITECTURE.md names every crate directory and every module of the daemon;
 //! * no copies of the group recharge rule figures in flows (`scripts/*.lua`) or the web clients
 //!   (`clients/web/**/*.js`): they read them from `group.rules` (see [`RULE_FIGURES`]);
 //! * the web client (`clients/web`, not `node_modules`): every `.js` file starts with
@@ -249,6 +250,52 @@ fn web_problems(root: &Path) -> Result<Vec<String>> {
     Ok(problems)
 }
 
+/// What ARCHITECTURE.md must name to match the tree: every workspace crate's directory, and
+/// every module of the daemon (the crate whose map changes most), as `` `dir` `` and
+/// `` `name.rs` `` or `` `name/` ``.
+fn architecture_problems(root: &Path) -> Result<Vec<String>> {
+    let map =
+        fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
+    let mut problems = Vec::new();
+    for manifest in manifests(root)? {
+        let dir = manifest
+            .parent()
+            .and_then(|d| d.strip_prefix(root).ok())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        if !map.contains(&format!("`{dir}`")) {
+            problems.push(format!(
+                "ARCHITECTURE.md does not name the crate directory `{dir}`; add it to the code map"
+            ));
+        }
+    }
+    let server = root.join("daemon/server/src");
+    if server.is_dir() {
+        let mut names: Vec<String> = fs::read_dir(&server)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() {
+                    Some(format!("{name}/"))
+                } else {
+                    name.ends_with(".rs").then_some(name)
+                }
+            })
+            .filter(|n| n != "lib.rs" && n != "main.rs")
+            .collect();
+        names.sort();
+        for name in names {
+            if !map.contains(&format!("`{name}`")) {
+                problems.push(format!(
+                    "ARCHITECTURE.md does not name daemon/server/src/{name}; add it to the \
+                     daemon's code map"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 fn is_test_path(path: &Path) -> bool {
     path.components()
         .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
@@ -359,6 +406,7 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
         }
     }
     problems.extend(rule_copies(root)?);
+    problems.extend(architecture_problems(root)?);
     problems.extend(web_problems(root)?);
     Ok(problems)
 }

@@ -61,6 +61,12 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
 impl From<MoneyError> for ApiError {
     fn from(e: MoneyError) -> Self {
         ApiError::new(ErrorCode::InvalidParams, e.to_string())

@@ -1,6 +1,5 @@
 //! `audit.*`: reading and verifying the hash-chained audit log.
 
-use crate::errors::ApiError;
 use crate::rpc::{audit_as_json, AuditDetail, Methods, NoParams, AUDIT_READERS};
 use cardd_api::audit::{AuditListParams, AuditVerifyResult};
 
@@ -13,9 +12,7 @@ pub fn add(m: &mut Methods) {
         AUDIT_READERS,
         false,
         |d, _, p: AuditListParams| async move {
-            d.audit
-                .list(p.after_seq, p.limit.unwrap_or(100))
-                .map_err(|e| ApiError::new(e.code(), e.to_string()))
+            Ok(d.audit.list(p.after_seq, p.limit.unwrap_or(100))?)
         },
     );
 
@@ -24,10 +21,7 @@ pub fn add(m: &mut Methods) {
         AUDIT_READERS,
         false,
         |d, _, _: NoParams| async move {
-            let records = d
-                .audit
-                .verify_chain()
-                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            let records = d.audit.verify_chain()?;
             Ok(AuditVerifyResult {
                 records,
                 chain_ok: true,
