@@ -79,6 +79,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-drivers", 3),
     ("cardd-journal", 3),
     ("cardd-script", 3),
+    ("cardd-authority", 4),
     ("cardd-etc", 4),
     ("cardd-group", 4),
     ("cardd-obu", 4),

@@ -261,9 +261,11 @@ pub fn load_card(
     .map_err(LoadError::Unfunded)?;
     let init = purse.init_load_for(&plan)?;
     let session = LoadSession::start(plan, init, sam).map_err(|e| match e {
-        SamError::LoadNotFunded { .. } | SamError::LoadNotAuthorized { .. } => {
-            LoadError::Unfunded(e)
-        }
+        // Refused before CREDIT, the card unchanged: no funded record, no authorisation, or
+        // (a remote security module) no answer from the issuer host.
+        SamError::LoadNotFunded { .. }
+        | SamError::LoadNotAuthorized { .. }
+        | SamError::HostUnreachable { .. } => LoadError::Unfunded(e),
         other => LoadError::Mac1(other),
     })?;
     let mut txn = LoadTxn::intent(&request.txn_id, &id.card_number, reader_id, session);

@@ -83,8 +83,15 @@ pub fn purse_error_zh(e: &cardd_purse::PurseError) -> String {
     }
 }
 
+/// What a teller reads when the issuer host cannot be reached: the load is refused at once and
+/// the card is not written.
+pub const HOST_UNREACHABLE_ZH: &str = "无法连接发卡方后台，暂不能圈存；请稍后再试";
+
 /// What a teller reads when the security module refused a load for want of a funded record.
 pub fn unfunded_load_zh(e: &cardd_purse::SamError) -> String {
+    if let cardd_purse::SamError::HostUnreachable { .. } = e {
+        return HOST_UNREACHABLE_ZH.to_owned();
+    }
     let why = match e {
         cardd_purse::SamError::LoadNotFunded { reason } => reason.clone(),
         _ => "安全模块没有该笔圈存的授权".to_owned(),

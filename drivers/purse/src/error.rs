@@ -244,6 +244,10 @@ pub enum SamError {
     /// expired).
     #[error("no funded record names this load: the security module computes no MAC2 for card {card} without an authorisation of these load terms; nothing was loaded")]
     LoadNotAuthorized { card: String },
+    /// A remote security module (the issuer host) could not be reached or did not answer:
+    /// nothing was authorised, so nothing may be loaded.
+    #[error("the issuer host could not be reached ({detail}); nothing was loaded: try again when the link is back")]
+    HostUnreachable { detail: String },
     /// Encrypted data does not decrypt to what was asked for.
     #[error("the encrypted data from the card does not decrypt to a well-formed answer ({detail}): the encryption key or algorithm is wrong, or the card answered for another challenge")]
     Decrypt { detail: &'static str },

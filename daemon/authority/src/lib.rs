@@ -1,0 +1,363 @@
+//! cardd's load authority: the one place that computes MAC2, and the way a site without keys
+//! asks it.
+//!
+//! Whoever computes MAC2 creates money. On a single machine the daemon's own security module
+//! does (the demo keys, or the configured ones, behind the funding check). In a fleet the load
+//! keys stay with the issuer host, and a site (teller PC, kiosk) holds none: it asks the host.
+//! The purse protocol allows exactly two exchanges for that, and this crate uses no more:
+//!
+//! 1. **authorize** ([`AuthorizeRequest`] → [`Authorized`]): after INITIALIZE FOR LOAD, the site
+//!    sends the card's key context, its answer (counter, random, MAC1) and the load's terms
+//!    with the funded record or order that pays for it. The host checks the funding, verifies
+//!    MAC1, records the authorisation durably and answers MAC2.
+//! 2. **confirm** ([`ConfirmRequest`] → [`Confirmed`]): after CREDIT FOR LOAD (or, for a load
+//!    interrupted after CREDIT, from the card's transaction proof read by any site), the site
+//!    sends the TAC; the host verifies it and books the load.
+//!
+//! * [`Authority`]: the host side over any [`SecurityModule`] that holds keys (and knows the
+//!   funded records), recording each step in an [`AuthorizationLog`];
+//! * [`RemoteSam`]: the site side, a [`SecurityModule`] with no key, which the journaled load
+//!   (`cardd_journal::load_card`) and recovery use unchanged; it speaks to the host through a
+//!   [`HostLink`] (the transport: mutual-TLS JSON-RPC to the host, or [`LocalLink`] in-process);
+//! * the wire messages, serialisable, the payloads of the host's two methods.
+//!
+//! **Architecture invariants.**
+//! * A site's security module holds no key and computes nothing: every MAC2 comes from the
+//!   authority, which computes one only for a load whose funding it checked and whose
+//!   authorisation it recorded first.
+//! * One load costs exactly two round trips to the host (authorize, confirm); recovery of a
+//!   load interrupted after CREDIT costs one (confirm with the card's proof).
+//! * A host that cannot be reached refuses the load before CREDIT
+//!   ([`SamError::HostUnreachable`]): the card is not written and nothing is journaled.
+//! * A MAC2 is handed out once, for exactly the card, counter and terms it was computed for.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use cardd_purse::{
+    CardKeyContext, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
+    MaintenanceKey, PurchaseTerms, SamError, SecurityModule,
+};
+use serde::{Deserialize, Serialize};
+
+/// Most loads a site may have between authorize and the answer's use (MAC2 handed out once).
+pub const PENDING_MAC2_MAX: usize = 64;
+
+/// Most loads a site may have announced (`authorize_load`) and not yet sent to the host.
+pub const ANNOUNCED_LOADS_MAX: usize = 64;
+
+/// Step 1, site → host: a load the card has initialised, with what pays for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// The site's journal transaction id (unique per load attempt).
+    pub txn_id: String,
+    pub card_number: String,
+    pub card: CardKeyContext,
+    /// The card's INITIALIZE FOR LOAD answer (balance, counter, random, MAC1).
+    pub init: InitLoadResponse,
+    pub terms: LoadTerms,
+    /// The funded record or order, as the site stated it before INITIALIZE.
+    pub funding: cardd_purse::Funding,
+}
+
+/// Step 1, host → site: MAC2 for CREDIT FOR LOAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorized {
+    pub mac2: [u8; 4],
+}
+
+/// Step 2, site → host: the TAC of a load (from CREDIT FOR LOAD, or from the card's proof).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmRequest {
+    pub card: CardKeyContext,
+    pub init: InitLoadResponse,
+    pub terms: LoadTerms,
+    pub tac: [u8; 4],
+}
+
+/// Step 2, host → site: whether the TAC verified (the host books the load only then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmed {
+    pub booked: bool,
+}
+
+/// A refusal or failure on the way to the host, as the site sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The host could not be reached or did not answer in time.
+    #[error("the issuer host did not answer: {0}")]
+    Unreachable(String),
+    /// The host answered with a refusal of the security module.
+    #[error(transparent)]
+    Refused(#[from] SamError),
+}
+
+/// The transport from a site to the host's authority: two calls.
+pub trait HostLink: Send + Sync + fmt::Debug {
+    /// Step 1.
+    fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, LinkError>;
+    /// Step 2.
+    fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError>;
+}
+
+/// What the authority records of each load, durably before it answers.
+pub trait AuthorizationLog: Send + Sync + fmt::Debug {
+    /// Records that MAC2 is about to be given for `request`. Returns an error when the record
+    /// could not be made durable (then no MAC2 is given).
+    fn authorized(&self, request: &AuthorizeRequest) -> Result<(), String>;
+    /// Records that the load's TAC verified: the load is booked.
+    fn booked(&self, request: &ConfirmRequest) -> Result<(), String>;
+}
+
+/// The host side: checks, records and answers, over a security module that holds the keys.
+pub struct Authority {
+    sam: Arc<dyn SecurityModule>,
+    log: Arc<dyn AuthorizationLog>,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// `sam` holds the keys and knows the funded records (its `authorize_load` checks them).
+    pub fn new(sam: Arc<dyn SecurityModule>, log: Arc<dyn AuthorizationLog>) -> Authority {
+        Authority { sam, log }
+    }
+
+    /// Step 1: funding, MAC1, the durable record, then MAC2.
+    pub fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, SamError> {
+        self.sam.authorize_load(&LoadAuthorization {
+            txn_id: request.txn_id.clone(),
+            card_number: request.card_number.clone(),
+            card: request.card,
+            terms: request.terms,
+            funding: request.funding.clone(),
+        })?;
+        self.sam
+            .verify_load_mac1(&request.card, &request.init, &request.terms)?;
+        self.log
+            .authorized(request)
+            .map_err(|detail| SamError::LoadNotFunded {
+                reason: format!("the authorisation could not be recorded: {detail}"),
+            })?;
+        let mac2 = self
+            .sam
+            .load_mac2(&request.card, &request.init, &request.terms)?;
+        Ok(Authorized { mac2 })
+    }
+
+    /// Step 2: the TAC, then the booking.
+    pub fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, SamError> {
+        self.sam
+            .verify_load_tac(&request.card, &request.init, &request.terms, request.tac)?;
+        self.log
+            .booked(request)
+            .map_err(|detail| SamError::LoadNotFunded {
+                reason: format!("the booking could not be recorded: {detail}"),
+            })?;
+        Ok(Confirmed { booked: true })
+    }
+}
+
+/// The authority in the same process: the link of the embedded default and of tests.
+#[derive(Debug, Clone)]
+pub struct LocalLink(pub Arc<Authority>);
+
+impl HostLink for LocalLink {
+    fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, LinkError> {
+        Ok(self.0.authorize(request)?)
+    }
+
+    fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError> {
+        Ok(self.0.confirm(request)?)
+    }
+}
+
+/// The key of a load between its two messages: the card and its counter before the load.
+type LoadKey = (CardKeyContext, u16);
+
+/// A site's security module: no key; every load asked of the host.
+#[derive(Debug)]
+pub struct RemoteSam {
+    link: Arc<dyn HostLink>,
+    /// Loads announced before INITIALIZE, by card: what pays for them.
+    announced: Mutex<Vec<LoadAuthorization>>,
+    /// MAC2s the host gave, waiting for `load_mac2`, each handed out once.
+    mac2: Mutex<HashMap<LoadKey, (LoadTerms, [u8; 4])>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn link_error(e: LinkError) -> SamError {
+    match e {
+        LinkError::Unreachable(detail) => SamError::HostUnreachable { detail },
+        LinkError::Refused(e) => e,
+    }
+}
+
+/// What a site cannot do without keys (purchases and OBU issuance are not remote yet).
+fn not_remote(what: &'static str) -> SamError {
+    SamError::KeyNotInScheme {
+        scheme: cardd_purse::KeyScheme::Etc,
+        key: what,
+    }
+}
+
+impl RemoteSam {
+    pub fn new(link: Arc<dyn HostLink>) -> RemoteSam {
+        RemoteSam {
+            link,
+            announced: Mutex::new(Vec::new()),
+            mac2: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl SecurityModule for RemoteSam {
+    /// Remembers what pays for the load; the host checks it with step 1 (no round trip here).
+    fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
+        let mut announced = lock(&self.announced);
+        announced.retain(|a| a.card != request.card);
+        if announced.len() >= ANNOUNCED_LOADS_MAX {
+            announced.remove(0);
+        }
+        announced.push(request.clone());
+        Ok(())
+    }
+
+    /// Step 1: the host checks the funding and MAC1 and answers MAC2, kept for `load_mac2`.
+    fn verify_load_mac1(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+    ) -> Result<(), SamError> {
+        let announced = {
+            let mut announced = lock(&self.announced);
+            announced
+                .iter()
+                .position(|a| a.card == *card && a.terms == *terms)
+                .map(|i| announced.remove(i))
+        };
+        let Some(load) = announced else {
+            return Err(SamError::LoadNotAuthorized {
+                card: load_card_label(card),
+            });
+        };
+        let request = AuthorizeRequest {
+            txn_id: load.txn_id,
+            card_number: load.card_number,
+            card: *card,
+            init: *init,
+            terms: *terms,
+            funding: load.funding,
+        };
+        let answer = self.link.authorize(&request).map_err(link_error)?;
+        let mut pending = lock(&self.mac2);
+        if pending.len() >= PENDING_MAC2_MAX {
+            pending.clear();
+        }
+        pending.insert((*card, init.online_atc), (*terms, answer.mac2));
+        Ok(())
+    }
+
+    /// The MAC2 step 1 brought, once, for exactly its card, counter and terms.
+    fn load_mac2(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+    ) -> Result<[u8; 4], SamError> {
+        match lock(&self.mac2).remove(&(*card, init.online_atc)) {
+            Some((for_terms, mac2)) if for_terms == *terms => Ok(mac2),
+            _ => Err(SamError::LoadNotAuthorized {
+                card: load_card_label(card),
+            }),
+        }
+    }
+
+    /// Step 2: the host verifies the TAC and books the load.
+    fn verify_load_tac(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+        tac: [u8; 4],
+    ) -> Result<(), SamError> {
+        let confirmed = self
+            .link
+            .confirm(&ConfirmRequest {
+                card: *card,
+                init: *init,
+                terms: *terms,
+                tac,
+            })
+            .map_err(link_error)?;
+        if confirmed.booked {
+            Ok(())
+        } else {
+            Err(SamError::TacInvalid)
+        }
+    }
+
+    fn purchase_mac1(
+        &self,
+        _card: &CardKeyContext,
+        _init: &InitPurchaseResponse,
+        _terms: &PurchaseTerms,
+    ) -> Result<[u8; 4], SamError> {
+        Err(not_remote("purchase"))
+    }
+
+    fn verify_purchase_mac2(
+        &self,
+        _card: &CardKeyContext,
+        _init: &InitPurchaseResponse,
+        _terms: &PurchaseTerms,
+        _mac2: [u8; 4],
+    ) -> Result<(), SamError> {
+        Err(not_remote("purchase"))
+    }
+
+    fn verify_purchase_tac(
+        &self,
+        _card: &CardKeyContext,
+        _terms: &PurchaseTerms,
+        _tac: [u8; 4],
+    ) -> Result<(), SamError> {
+        Err(not_remote("purchase"))
+    }
+
+    fn secure_messaging_mac(
+        &self,
+        _card: &CardKeyContext,
+        _key: MaintenanceKey,
+        _challenge: [u8; 4],
+        _data: &[u8],
+    ) -> Result<[u8; 4], SamError> {
+        Err(not_remote("maintenance"))
+    }
+
+    fn decrypt_obu_vehicle(
+        &self,
+        _card: &CardKeyContext,
+        _random: &[u8; 8],
+        _ciphertext: &[u8],
+    ) -> Result<Vec<u8>, SamError> {
+        Err(not_remote("maintenance"))
+    }
+}
+
+/// A card as refusals name it (no key material in a key context, only factors).
+fn load_card_label(card: &CardKeyContext) -> String {
+    card.card8.iter().map(|b| format!("{b:02X}")).collect()
+}
