@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use crate::embedded::{
     keys, run, tx_check_card_free, tx_insert_record, tx_put_vehicle, tx_raise_seq, EmbeddedHost,
 };
-use crate::error::HostError;
-use crate::model::{
+use cardd_etc::error::HostError;
+use cardd_etc::model::{
     PlateColour, RechargeRecord, RecordAction, RecordChange, RecordStatus, SeedReport, Vehicle,
     VehicleDetails,
 };

@@ -43,16 +43,16 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
-use crate::error::HostError;
-use crate::model::{
+use cardd_etc::error::HostError;
+use cardd_etc::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX, HISTORY_ENTRIES_MAX,
     LOAD_TXN_ID_CHARS_MAX, OPERATOR_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX,
     REASON_CHARS_MAX, RECORD_ID_CHARS_MAX, RECORD_LOAD_ATTEMPTS_MAX, RECORD_SEQ_PER_DAY_MAX,
     STORED_VALUE_BYTES_MAX,
 };
-use crate::validate;
-use crate::IssuerHost;
+use cardd_etc::validate;
+use cardd_etc::IssuerHost;
 use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
 
 /// The sled tree of the embedded issuer host.

@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 use cardd_journal::Store;
 
 use crate::embedded::keys::time as time_key;
-use crate::error::HostError;
-use crate::validate;
+use cardd_etc::error::HostError;
+use cardd_etc::validate;
 use cardd_group::model::*;
 use cardd_group::{check_recharge, check_topup_amount, GroupError, GroupHost};
 use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
@@ -571,7 +571,7 @@ fn bad_state(
 }
 
 fn operator(name: &str) -> Result<String, GroupError> {
-    validate::text("操作员", name, crate::model::OPERATOR_CHARS_MAX).map_err(host_error)
+    validate::text("操作员", name, cardd_etc::model::OPERATOR_CHARS_MAX).map_err(host_error)
 }
 
 fn reason(text: &str) -> Result<String, GroupError> {
@@ -660,7 +660,7 @@ impl GroupHost for EmbeddedGroupHost {
         let gid = group_id(&req.group_id)?;
         let op = operator(&req.operator)?;
         let card = validate::card_number(&req.card_number).map_err(host_error)?;
-        let txn_id = validate::txn_id(&req.txn_id, crate::model::LOAD_TXN_ID_CHARS_MAX)
+        let txn_id = validate::txn_id(&req.txn_id, cardd_etc::model::LOAD_TXN_ID_CHARS_MAX)
             .map_err(host_error)?;
         check_recharge(req.amount_fen, req.card_balance_fen, i64::MAX)?;
         let at = self.now();

@@ -21,9 +21,6 @@ pub mod embedded;
 pub mod group;
 pub mod sandbox_bank;
 
-// The ETC domain's records, rules and refusals, under the names this crate's modules use.
-use cardd_etc::{error, model, validate, IssuerHost};
-
 pub use cardd_journal::clock::{self, Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedHost, VerifyReport, HOST_TREE};
 pub use group::{EmbeddedGroupHost, GROUP_TREE};

@@ -21,7 +21,7 @@ use cardd_group::payment::{
     PaymentError, PaymentGateway, PaymentReceipt, PaymentRequest, SandboxMode,
 };
 
-use crate::model::CHINA_OFFSET;
+use cardd_etc::model::CHINA_OFFSET;
 
 /// The sled tree of the sandbox bank's payments.
 pub const SANDBOX_TREE: &str = "sandbox_bank";
