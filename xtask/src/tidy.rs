@@ -85,6 +85,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-obu", 4),
     ("cardd-store", 5),
     ("cardd", 6),
+    ("cardd-host", 6),
     ("cardctl", 7),
     ("cardd-bench", 7),
     ("cardd-tests", 7),
