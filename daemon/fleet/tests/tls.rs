@@ -11,7 +11,7 @@ use cardd_fleet::ca::{host_files, site_files};
 use cardd_fleet::directory::DirectoryError;
 use cardd_fleet::{
     authorize, host_server_config, site_client_config, AccessError, FleetCa, SiteDirectory,
-    SiteEntry, SiteId, SiteLookup,
+    SiteEntry, SiteId, SiteLookup, TlsFiles,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
@@ -69,7 +69,16 @@ async fn connect(
     directory: Arc<Sites>,
     client: ClientConfig,
 ) -> (HostSaw, std::io::Result<String>) {
-    let server = host_server_config(&host_files(ca_dir, HOST)).expect("host config");
+    connect_to(host_files(ca_dir, HOST), directory, client).await
+}
+
+/// [`connect`] to a host serving with `host`'s files.
+async fn connect_to(
+    host: TlsFiles,
+    directory: Arc<Sites>,
+    client: ClientConfig,
+) -> (HostSaw, std::io::Result<String>) {
+    let server = host_server_config(&host).expect("host config");
     let acceptor = TlsAcceptor::from(Arc::new(server));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -260,4 +269,36 @@ async fn a_reissued_certificate_makes_the_old_one_refused() {
     let (saw, answer) = connect(dir.path(), sites, new_client).await;
     assert!(matches!(saw, HostSaw::Admitted(_)), "{saw:?}");
     assert_eq!(answer.unwrap(), "welcome S03");
+}
+
+#[tokio::test]
+async fn a_host_certificate_is_no_site_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = fleet(dir.path());
+    ca.issue_host("other.fleet.test", &[], DAYS, false).unwrap();
+    // A client presenting a host's certificate (signed by the fleet CA, but for server use).
+    let client = site_client_config(&host_files(dir.path(), "other.fleet.test")).unwrap();
+    let (saw, answer) = connect(dir.path(), Arc::new(Sites::default()), client).await;
+    assert!(matches!(saw, HostSaw::Handshake(_)), "{saw:?}");
+    assert!(answer.is_err(), "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_site_trusts_only_a_host_certified_by_its_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let ca = fleet(dir.path());
+    fleet(other.path());
+    let s01 = site("S01");
+    let issued = ca.issue_site(&s01, DAYS, false).unwrap();
+    let sites = Arc::new(Sites::default());
+    sites.set(&s01, enabled(issued.fingerprint));
+    // A host with another fleet's certificate, willing to accept this fleet's sites.
+    let mut impostor = host_files(other.path(), HOST);
+    impostor.ca_cert = cardd_fleet::ca::ca_cert_path(dir.path());
+    let client = site_client_config(&site_files(dir.path(), &s01)).unwrap();
+    let (saw, answer) = connect_to(impostor, sites, client).await;
+    let err = answer.expect_err("the site must refuse the impostor host");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(matches!(saw, HostSaw::Handshake(_)), "{saw:?}");
 }
