@@ -13,8 +13,11 @@
 //!
 //! A record paid at any counter can so be loaded at any site, and the same record asked from two
 //! sites at once is authorised once: the second claim finds it 圈存中 and is refused before its
-//! card is written. The host's network service (JSON-RPC over mutual TLS) and its PostgreSQL
-//! store sit on top of this; with the embedded store it already runs in-process.
+//! card is written.
+//!
+//! * [`HostService`] ([`service`]): the two load methods ([`wire`]) over HTTPS with mutual TLS,
+//!   each connection admitted through the host's site directory before a request is read;
+//! * [`HttpsLink`] ([`link`]): a site's `HostLink` to it, with the site's certificate.
 //!
 //! **Architecture invariants.**
 //! * No MAC2 without a claimed record: the claim is the store's atomic state change, so two
@@ -23,6 +26,13 @@
 //! * A retry of the same authorisation (same transaction, same record) is answered again; a
 //!   claim under another transaction is refused while the record is 圈存中.
 #![forbid(unsafe_code)]
+
+pub mod link;
+pub mod service;
+pub mod wire;
+
+pub use link::{HttpsLink, HOST_CALL_TIMEOUT_MS};
+pub use service::HostService;
 
 use std::collections::HashMap;
 use std::fmt;

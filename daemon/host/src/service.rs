@@ -1,0 +1,231 @@
+//! The host's load service on the network: HTTPS with mutual TLS, one site per client
+//! certificate, the two load methods of [`crate::wire`].
+//!
+//! Every connection is a TLS 1.3 handshake that requires a client certificate of the fleet CA
+//! (`cardd_fleet::host_server_config`); then the site is admitted through the host's
+//! [`SiteDirectory`] (known, enabled, presenting the certificate issued to it last), before any
+//! request is read. A refused site's connection is closed without an answer. Requests are
+//! JSON-RPC over `POST /`, bounded in size; the authority's work (store and keys, both
+//! blocking) runs off the async threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardd_authority::{Authority, AuthorizeRequest, ConfirmRequest};
+use cardd_fleet::{SiteDirectory, SiteId};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::wire::{
+    Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
+    CODE_NO_METHOD, CODE_REFUSED, CONFIRM,
+};
+
+/// How long a client has to complete the TLS handshake and the directory check, in seconds.
+pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
+
+/// Most connections served at once.
+pub const CONNECTIONS_MAX: usize = 256;
+
+/// What the service needs.
+pub struct HostService {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub directory: Arc<dyn SiteDirectory>,
+    pub authority: Arc<Authority>,
+}
+
+impl std::fmt::Debug for HostService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostService")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostService {
+    /// Serves `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let acceptor = TlsAcceptor::from(self.tls.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((socket, peer)) = accepted else {
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection refused: {CONNECTIONS_MAX} connections open");
+                continue;
+            };
+            let (me, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                me.connection(acceptor, socket, peer).await;
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        socket: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) {
+        let admitted = tokio::time::timeout(Duration::from_secs(HANDSHAKE_TIMEOUT_S), async {
+            let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
+            let site = cardd_fleet::authorize(
+                self.directory.as_ref(),
+                tls.get_ref().1.peer_certificates(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>((tls, site))
+        })
+        .await;
+        let (tls, site) = match admitted {
+            Ok(Ok(admitted)) => admitted,
+            Ok(Err(why)) => {
+                tracing::warn!(%peer, %why, "site refused");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "site refused: no handshake in time");
+                return;
+            }
+        };
+        let me = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let (me, site) = (me.clone(), site.clone());
+            async move { Ok::<_, std::convert::Infallible>(me.answer(&site, request).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tls), service)
+            .await
+        {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
+    }
+
+    async fn answer(
+        &self,
+        site: &SiteId,
+        request: HttpRequest<Incoming>,
+    ) -> HttpResponse<Full<Bytes>> {
+        if request.method() != Method::POST {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        }
+        let body = match Limited::new(request.into_body(), BODY_BYTES_MAX)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()),
+        };
+        let head: Request<serde_json::Value> = match serde_json::from_slice(&body) {
+            Ok(head) => head,
+            Err(e) => {
+                return json(&error::<()>(0, CODE_BAD_REQUEST, e.to_string(), None));
+            }
+        };
+        let authority = self.authority.clone();
+        let site = site.clone();
+        match head.method.as_str() {
+            AUTHORIZE => {
+                call(head, move |p: AuthorizeRequest| {
+                    tracing::info!(site = %site, txn = %p.txn_id, "load authorisation asked");
+                    authority.authorize(&p)
+                })
+                .await
+            }
+            CONFIRM => call(head, move |p: ConfirmRequest| authority.confirm(&p)).await,
+            other => json(&error::<()>(
+                head.id,
+                CODE_NO_METHOD,
+                format!("no method {other:?}: the host serves {AUTHORIZE} and {CONFIRM}"),
+                None,
+            )),
+        }
+    }
+}
+
+/// Runs one method off the async threads and answers its result or refusal.
+async fn call<P, R>(
+    head: Request<serde_json::Value>,
+    work: impl FnOnce(P) -> Result<R, cardd_purse::SamError> + Send + 'static,
+) -> HttpResponse<Full<Bytes>>
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    let id = head.id;
+    let params: P = match serde_json::from_value(head.params) {
+        Ok(p) => p,
+        Err(e) => return json(&error::<R>(id, CODE_BAD_REQUEST, e.to_string(), None)),
+    };
+    match tokio::task::spawn_blocking(move || work(params)).await {
+        Ok(Ok(result)) => json(&Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }),
+        Ok(Err(refused)) => json(&error::<R>(
+            id,
+            CODE_REFUSED,
+            refused.to_string(),
+            Some(Refusal::from(&refused)),
+        )),
+        Err(e) => json(&error::<R>(
+            id,
+            -32603,
+            format!("the host failed: {e}"),
+            None,
+        )),
+    }
+}
+
+fn error<R>(id: u64, code: i64, message: String, data: Option<Refusal>) -> Response<R> {
+    Response {
+        jsonrpc: "2.0".into(),
+        id,
+        result: None,
+        error: Some(RpcError {
+            code,
+            message,
+            data,
+        }),
+    }
+}
+
+fn json<R: Serialize>(response: &Response<R>) -> HttpResponse<Full<Bytes>> {
+    match serde_json::to_vec(response) {
+        Ok(body) => {
+            let mut r = reply(StatusCode::OK, Bytes::from(body));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()),
+    }
+}
+
+fn reply(status: StatusCode, body: Bytes) -> HttpResponse<Full<Bytes>> {
+    let mut r = HttpResponse::new(Full::new(body));
+    *r.status_mut() = status;
+    r
+}
