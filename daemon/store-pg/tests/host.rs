@@ -49,12 +49,17 @@ impl Fixture for Pg {
     }
 
     fn verify(&self) {
-        self.host.as_ref().expect("open").verify().expect("consistent");
+        self.host
+            .as_ref()
+            .expect("open")
+            .verify()
+            .expect("consistent");
     }
 
     fn reopen(&mut self) {
         self.host = None;
-        self.host = Some(PgHost::open_with_clock(&self.db.url, self.clock.clone()).expect("reopen"));
+        self.host =
+            Some(PgHost::open_with_clock(&self.db.url, self.clock.clone()).expect("reopen"));
     }
 }
 
@@ -148,7 +153,11 @@ fn a_connection_lost_before_commit_leaves_nothing_half_done() {
     let err = host.begin_load(&id, "teller", "T-lost").unwrap_err();
     assert!(matches!(err, HostError::Database(_)), "{err}");
     assert!(!err.is_refusal());
-    assert_eq!(snapshot(&db.url), before, "nothing of the transaction remains");
+    assert_eq!(
+        snapshot(&db.url),
+        before,
+        "nothing of the transaction remains"
+    );
     assert!(host.record_for_txn("T-lost").expect("read").is_none());
     // The pool replaced the connection: the next call works.
     let record = host.begin_load(&id, "teller", "T-next").expect("begin");

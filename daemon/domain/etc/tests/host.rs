@@ -47,16 +47,19 @@ impl Fixture for Sled {
     }
 
     fn verify(&self) {
-        self.host.as_ref().expect("open").verify().expect("indexes agree");
+        self.host
+            .as_ref()
+            .expect("open")
+            .verify()
+            .expect("indexes agree");
     }
 
     fn reopen(&mut self) {
         self.host = None;
         self.store = None;
         let store = Store::open(&self.path).expect("reopen");
-        self.host = Some(
-            EmbeddedHost::open_with_clock(&store, self.clock.clone()).expect("reopen host"),
-        );
+        self.host =
+            Some(EmbeddedHost::open_with_clock(&store, self.clock.clone()).expect("reopen host"));
         self.store = Some(store);
     }
 }
@@ -101,11 +104,8 @@ fn dump(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn host_with_records(count: usize) -> (Store, EmbeddedHost, Vec<String>) {
     let store = Store::temporary().expect("store");
     let (host, clock) = host_on(&store);
-    host.upsert_vehicle(
-        &suite::vehicle_input(PLATE, 0, &[suite::CARD]),
-        "admin",
-    )
-    .expect("vehicle");
+    host.upsert_vehicle(&suite::vehicle_input(PLATE, 0, &[suite::CARD]), "admin")
+        .expect("vehicle");
     let mut ids = Vec::new();
     for i in 0..count {
         let amount = 100 * (i64::try_from(i).expect("small") + 1);

@@ -43,26 +43,25 @@ fn a_cluster_serves_the_test_role_and_is_gone_after_it_stops() {
     assert!(!status.success(), "nothing answers after the stop");
 }
 
-/// Run by the next test in a child process: starts the process's shared cluster and exits
-/// without stopping it.
-#[test]
-#[ignore = "run as a child process by a_shared_cluster_is_gone_when_its_process_exits"]
-fn child_starts_a_shared_cluster_and_exits() {
-    std::env::remove_var(cardd_pg_throwaway::URL_VAR);
-    let url = cardd_pg_throwaway::shared_url().expect("start");
-    println!("URL={url}");
-}
+/// Set in the child process of [`a_shared_cluster_is_gone_when_its_process_exits`].
+const CHILD_VAR: &str = "CARDD_PG_THROWAWAY_CHILD";
 
 #[test]
 fn a_shared_cluster_is_gone_when_its_process_exits() {
     const GONE_WAIT_MS: u64 = 30_000;
+    if std::env::var_os(CHILD_VAR).is_some() {
+        // The child: start the process's shared cluster, say where, exit without stopping it.
+        let url = cardd_pg_throwaway::shared_url().expect("start");
+        println!("URL={url}");
+        return;
+    }
     let output = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "--ignored",
             "--exact",
-            "child_starts_a_shared_cluster_and_exits",
+            "a_shared_cluster_is_gone_when_its_process_exits",
             "--nocapture",
         ])
+        .env(CHILD_VAR, "1")
         .env_remove(cardd_pg_throwaway::URL_VAR)
         .stdin(Stdio::null())
         .output()

@@ -290,7 +290,9 @@ pub fn a_load_runs_from_payment_to_card_and_again_after_a_failed_write(make: &Ma
     assert!(done.history.iter().all(|c| !c.operator.is_empty()));
     assert_eq!(done.txn_ids, ["T1", "T2"]);
     assert_eq!(
-        host.record_for_txn("T1").expect("by txn").map(|r| r.record_id),
+        host.record_for_txn("T1")
+            .expect("by txn")
+            .map(|r| r.record_id),
         Some(id.clone())
     );
     assert!(host.record_for_txn("T9").expect("by txn").is_none());
