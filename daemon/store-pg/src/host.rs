@@ -185,7 +185,8 @@ pub struct VerifyReport {
 /// The issuer host on PostgreSQL. Its calls block the calling thread on the host's own runtime
 /// (see the crate's documentation): call them from plain threads or `spawn_blocking`.
 pub struct PgHost {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     clock: Arc<dyn Clock>,
     drop_before_commit: AtomicBool,
@@ -197,6 +198,16 @@ impl std::fmt::Debug for PgHost {
             .field("pool", &self.pool.status())
             .field("clock", &self.clock)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgHost {
+    /// Closes the connections without waiting, so a host may be dropped anywhere, an async
+    /// task included.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -243,7 +254,7 @@ impl PgHost {
             .build()
             .map_err(|e| HostError::Database(format!("启动数据库线程：{e}")))?;
         let host = PgHost {
-            runtime,
+            runtime: Some(runtime),
             pool,
             clock,
             drop_before_commit: AtomicBool::new(false),
@@ -340,7 +351,10 @@ impl PgHost {
                 "PgHost was called from an async task; call it through spawn_blocking".into(),
             ));
         }
-        self.runtime.block_on(fut)
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(fut),
+            None => Err(HostError::Database("PgHost is closed".into())),
+        }
     }
 
     /// Runs `body` in one transaction, again after serialization failures and deadlocks.

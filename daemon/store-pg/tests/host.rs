@@ -178,4 +178,8 @@ fn a_call_from_an_async_task_is_refused_instead_of_blocking_the_executor() {
         .unwrap_err();
     assert!(matches!(err, HostError::Database(_)), "{err}");
     assert!(err.to_string().contains("spawn_blocking"), "{err}");
+    // Dropping a host inside an async task does not block the executor either.
+    let db = FreshDatabase::create();
+    let host = PgHost::open(&db.url).expect("open");
+    runtime.block_on(async move { drop(host) });
 }
