@@ -110,13 +110,20 @@ macro_rules! body {
 enum Mode {
     Write,
     Read,
+    /// A schema migration: a write that may also collide with another host creating the same
+    /// tables at the same moment (the catalog's unique indexes are not covered by
+    /// serializable isolation), and is then retried too.
+    Migrate,
 }
 
-fn retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    )
+fn retryable(e: &tokio_postgres::Error, mode: Mode) -> bool {
+    let Some(c) = e.code() else {
+        return false;
+    };
+    *c == SqlState::T_R_SERIALIZATION_FAILURE
+        || *c == SqlState::T_R_DEADLOCK_DETECTED
+        || (mode == Mode::Migrate
+            && (*c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE))
 }
 
 fn db_error(what: &str, e: &tokio_postgres::Error) -> HostError {
@@ -260,7 +267,7 @@ impl PgHost {
             drop_before_commit: AtomicBool::new(false),
         };
         let applied = host.call(host.transaction(
-            Mode::Write,
+            Mode::Migrate,
             "升级数据库结构",
             body!(|c| async {
                 migrate::apply(c).await.map_err(|e| match e {
@@ -365,7 +372,7 @@ impl PgHost {
         body: impl Fn(PooledClient) -> TxFuture<'e, T>,
     ) -> Result<T, HostError> {
         let begin = match mode {
-            Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Mode::Write | Mode::Migrate => "BEGIN ISOLATION LEVEL SERIALIZABLE",
             Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
         let begin = format!("{begin}; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}");
@@ -403,7 +410,7 @@ impl PgHost {
             }
             match error {
                 TxError::Host(e) => return Err(e),
-                TxError::Db(e) if retryable(&e) && attempt < TXN_ATTEMPTS_MAX => {
+                TxError::Db(e) if retryable(&e, mode) && attempt < TXN_ATTEMPTS_MAX => {
                     let nanos = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| u64::from(d.subsec_nanos()));
@@ -411,7 +418,7 @@ impl PgHost {
                     tracing::debug!(what, attempt, "serialization conflict, retrying");
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                TxError::Db(e) if retryable(&e) => {
+                TxError::Db(e) if retryable(&e, mode) => {
                     return Err(HostError::Database(format!(
                         "{what}：与其他操作冲突，重试 {TXN_ATTEMPTS_MAX} 次后仍未完成"
                     )))

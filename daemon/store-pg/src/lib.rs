@@ -14,8 +14,9 @@
 //!
 //! **Architecture Invariants.**
 //! * Every state change is one SERIALIZABLE transaction, retried on serialization failures
-//!   (SQLSTATE 40001) and deadlocks (40P01) at most [`host::TXN_ATTEMPTS_MAX`] times; nothing
-//!   else is retried, so a change whose commit was not confirmed is reported, never repeated.
+//!   (SQLSTATE 40001) and deadlocks (40P01) at most [`host::TXN_ATTEMPTS_MAX`] times (a schema
+//!   migration also when another host creates the same tables at that moment); nothing else
+//!   is retried, so a change whose commit was not confirmed is reported, never repeated.
 //! * Only what PostgreSQL-compatible distributed SQL engines also support: no advisory locks,
 //!   no LISTEN/NOTIFY; one load in flight per card is kept by serializable reads, not locks.
 //! * Committed (`synchronous_commit` as the server has it: on in production and tests) before

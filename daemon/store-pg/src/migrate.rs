@@ -3,8 +3,9 @@
 //! [`apply`] runs in one transaction: it creates the version table if missing, reads the
 //! recorded version, refuses a version newer than [`SCHEMA_VERSION`] (an older binary must not
 //! write to a schema it does not know), applies every newer migration in order and records
-//! each. Two hosts opening one database at once serialise on the version table; the loser's
-//! transaction is retried by the caller and then finds nothing to do.
+//! each. Two hosts opening one database at once collide on the version table or on the catalog
+//! (creating the same table); the loser's transaction is retried by the caller (`PgHost::open`)
+//! and then finds nothing to do.
 
 use cardd_etc::HostError;
 use tokio_postgres::GenericClient;
