@@ -1,10 +1,16 @@
 //! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test` is the README's test command: it installs the system packages the
-//!   suite needs (idempotently), type-checks the web client (`tsc`, see `cargo xtask tsc`),
-//!   starts pcscd when none runs (the PC/SC tests talk to a real one), runs every test in the
-//!   workspace with `CARDD_PCSCD=1`, and stops the pcscd it started, whether the tests pass or
-//!   not.
+//!   suite needs (idempotently, PostgreSQL 15 included when none is installed), type-checks
+//!   the web client (`tsc`, see `cargo xtask tsc`), starts pcscd when none runs (the PC/SC
+//!   tests talk to a real one) and a throw-away PostgreSQL cluster (`cardd-pg-throwaway`: a
+//!   temporary directory, an unprivileged user when run as root, `fsync` and
+//!   `synchronous_commit` on), runs every test in the workspace with `CARDD_PCSCD=1` and the
+//!   cluster's URL in `CARDD_TEST_DATABASE_URL`, and stops both, whether the tests pass or not
+//!   (the cluster also when xtask is interrupted: it stops when xtask's end of a pipe closes).
+//! * `cargo xtask pg -- <command> [args]` runs one command with a throw-away PostgreSQL
+//!   cluster's URL in `CARDD_TEST_DATABASE_URL` (for example
+//!   `cargo xtask pg -- cargo test -p cardd-store-pg`), then stops and deletes the cluster.
 //! * `cargo xtask tsc` type-checks the web client: `tsc --noEmit` over clients/web, installing
 //!   the TypeScript pinned in clients/web/package-lock.json with `npm ci` when it is missing.
 //! * `cargo xtask setup` only installs the system packages.
@@ -43,6 +49,7 @@ fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("setup") => setup::install_system_packages(),
+        Some("pg") => pg(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("tsc") => {
@@ -74,7 +81,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | tsc | rpc-types>"
+                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -107,16 +114,53 @@ fn test(extra: &[String]) -> Result<()> {
     web::check(&root)?;
     // Stops the pcscd it started when dropped: after the tests, and on any error below.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
+    // Stopped and deleted when dropped, likewise; and by its supervisor if xtask is killed.
+    let cluster = start_cluster()?;
     let mut command = cargo();
     command
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(extra)
         .env("CARDD_PCSCD", "1")
+        .env(cardd_pg_throwaway::URL_VAR, cluster.url())
         .stdin(std::process::Stdio::null());
     let result = run_checked(command, "cargo test");
+    let stopped = stop_cluster(cluster);
     drop(pcscd);
-    result
+    result.and(stopped)
+}
+
+/// Starts a throw-away PostgreSQL cluster for the tests.
+fn start_cluster() -> Result<cardd_pg_throwaway::Cluster> {
+    let cluster = cardd_pg_throwaway::Cluster::start()?;
+    println!(
+        "xtask: started a throw-away PostgreSQL on 127.0.0.1:{}",
+        cluster.port()
+    );
+    Ok(cluster)
+}
+
+fn stop_cluster(cluster: cardd_pg_throwaway::Cluster) -> Result<()> {
+    cluster.stop()?;
+    println!("xtask: stopped and deleted the throw-away PostgreSQL");
+    Ok(())
+}
+
+/// `cargo xtask pg -- <command> [args]`: one command with a throw-away cluster's URL.
+fn pg(args: &[String]) -> Result<()> {
+    let mut args = args.iter().skip_while(|a| a.as_str() == "--");
+    let Some(program) = args.next() else {
+        bail!("usage: cargo xtask pg -- <command> [args]");
+    };
+    setup::install_postgresql()?;
+    let cluster = start_cluster()?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(project_root())
+        .env(cardd_pg_throwaway::URL_VAR, cluster.url());
+    let result = run_checked(command, program);
+    result.and(stop_cluster(cluster))
 }
 
 fn bench(extra: &[String]) -> Result<()> {

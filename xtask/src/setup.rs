@@ -72,12 +72,23 @@ fn runs(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The Debian package of PostgreSQL's server, needed only when no PostgreSQL is installed
+/// (any version under `/usr/lib/postgresql` will do): the issuer host's PostgreSQL tests run a
+/// throw-away cluster of it (`cardd-pg-throwaway`).
+pub const POSTGRESQL_PACKAGE: (&str, &str) = (
+    "postgresql-15",
+    "initdb and postgres for the throw-away cluster the PostgreSQL issuer host's tests run on",
+);
+
 pub fn install_system_packages() -> Result<()> {
     let mut missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !is_installed(p))
         .collect();
+    if cardd_pg_throwaway::bin_dir().is_none() && !is_installed(POSTGRESQL_PACKAGE.0) {
+        missing.push(POSTGRESQL_PACKAGE.0);
+    }
     if !(runs("node") && runs("npm")) {
         missing.extend(
             NODE_PACKAGES
@@ -86,6 +97,19 @@ pub fn install_system_packages() -> Result<()> {
                 .filter(|p| !is_installed(p)),
         );
     }
+    install(missing)
+}
+
+/// Installs PostgreSQL's server alone, when none is installed (`cargo xtask pg`).
+pub fn install_postgresql() -> Result<()> {
+    if cardd_pg_throwaway::bin_dir().is_some() || is_installed(POSTGRESQL_PACKAGE.0) {
+        return Ok(());
+    }
+    install(vec![POSTGRESQL_PACKAGE.0])
+}
+
+/// Installs `missing` with apt-get, or says which packages to install by hand.
+fn install(missing: Vec<&str>) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }

@@ -203,6 +203,21 @@ pub enum HostError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A database server (the central issuer host's PostgreSQL) failed or could not be reached;
+    /// a change whose answer was lost may or may not have been made.
+    #[error("充值数据库出错：{0}；请重新查询该记录后再决定下一步，如仍失败请联系管理员")]
+    Database(String),
+    /// The database's schema is newer than this program knows: an older binary must not write
+    /// to it.
+    #[error(
+        "充值数据库的结构版本为 {found}，而本程序只支持到版本 {supported}：请先升级 cardd，再连接该数据库"
+    )]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i32,
+        /// The newest version this program knows.
+        supported: i32,
+    },
 }
 
 impl HostError {
@@ -213,6 +228,8 @@ impl HostError {
             self,
             HostError::Corrupt { .. }
                 | HostError::Store(_)
+                | HostError::Database(_)
+                | HostError::SchemaTooNew { .. }
                 | HostError::SequenceExhausted { .. }
                 | HostError::Encode { .. }
         )
@@ -228,8 +245,10 @@ impl HostError {
             | H::TxnIdInUse { .. }
             | H::LoadAttemptsExhausted { .. } => ErrorCode::RecordStateConflict,
             H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
-            H::Corrupt { .. } => ErrorCode::FailedClosed,
-            H::Store(_) | H::Encode { .. } | H::SequenceExhausted { .. } => ErrorCode::Internal,
+            H::Corrupt { .. } | H::SchemaTooNew { .. } => ErrorCode::FailedClosed,
+            H::Store(_) | H::Database(_) | H::Encode { .. } | H::SequenceExhausted { .. } => {
+                ErrorCode::Internal
+            }
             _ => ErrorCode::InvalidParams,
         }
     }

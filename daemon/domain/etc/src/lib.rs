@@ -9,7 +9,8 @@
 //! 二次圈存; here that change is allowed only when the card proves it safe.
 //!
 //! * [`IssuerHost`]: the storage of vehicles and records (the rules of every state change are
-//!   checked by its implementations: `cardd_store::EmbeddedHost` on sled);
+//!   checked by its implementations: `cardd_store::EmbeddedHost` on sled,
+//!   `cardd_store_pg::PgHost` on PostgreSQL; one suite, `tests/suite/mod.rs`, tests both);
 //! * [`model`]: the records, queries, pages and limits; [`validate`]: plate normalisation and
 //!   input checks; [`error`]: refusals in zh-CN ([`HostError`], [`EtcError`]);
 //! * [`EtcService`] ([`service`]): loads tied to records, the card's evidence about a record,

@@ -1,0 +1,1321 @@
+//! [`PgHost`]: the issuer host's vehicle accounts and recharge records in PostgreSQL.
+//!
+//! **Tables** (`migrations/0001_records.sql`): `vehicles` (keyed by plate colour and plate),
+//! `vehicle_cards` (a card belongs to one vehicle; `position` orders a vehicle's cards),
+//! `recharge_records` (money in BIGINT fen, times as timestamptz, the status as its wire
+//! name), `record_history` (each record's changes, the creation first, capped as the model
+//! says) and `record_txns` (every journal transaction a record was loaded under: one
+//! transaction serves one record), `record_days` (the last record sequence of each China day).
+//!
+//! **Transactions.** Every call is one transaction on a pooled connection: changes
+//! SERIALIZABLE, reads REPEATABLE READ READ ONLY (one consistent snapshot for a record and its
+//! history). A serialization failure or deadlock rolls back and runs the whole transaction
+//! again, at most [`TXN_ATTEMPTS_MAX`] times with a short random pause; a refusal rolls back
+//! and is returned as is. One load in flight per card holds because `begin_load` reads the
+//! card's open records in the same serializable transaction that opens one: of two concurrent
+//! loads of one card, PostgreSQL aborts one, and its retry sees the other.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardd_etc::model::{
+    Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
+    VehicleDetails, VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX,
+    CHINA_OFFSET, HISTORY_ENTRIES_MAX, LOAD_TXN_ID_CHARS_MAX, OPERATOR_CHARS_MAX,
+    OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX, REASON_CHARS_MAX, RECORD_ID_CHARS_MAX,
+    RECORD_LOAD_ATTEMPTS_MAX, RECORD_SEQ_PER_DAY_MAX,
+};
+use cardd_etc::{validate, HostError, IssuerHost};
+use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
+use deadpool_postgres::{Client as PooledClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::migrate;
+
+/// Most runs of one transaction: the first and the retries after serialization failures or
+/// deadlocks.
+pub const TXN_ATTEMPTS_MAX: u32 = 16;
+/// Longest pause before a retry, in milliseconds (the pause is random up to this, times the
+/// attempt number).
+pub const RETRY_PAUSE_MS_MAX: u64 = 10;
+/// Most connections of one host's pool.
+pub const POOL_CONNECTIONS_MAX: usize = 8;
+/// Longest wait for a free pooled connection, in milliseconds.
+pub const POOL_WAIT_MS: u64 = 10_000;
+/// Longest wait for a new connection, in milliseconds.
+pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Longest run of one statement, in milliseconds (`SET LOCAL statement_timeout`).
+pub const STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// Worker threads of the runtime a host owns.
+pub const RUNTIME_THREADS: usize = 2;
+
+const OPEN_STATUSES: &str = "('loading', 'needs_reconciliation')";
+const RECORD_COLUMNS: &str = "record_id, card_number, colour, plate, amount_fen, \
+     balance_before_fen, balance_after_fen, recharged_at, channel, status, load_txn_id, loaded_at";
+const ACTIONS: [RecordAction; 7] = [
+    RecordAction::Recharge,
+    RecordAction::BeginLoad,
+    RecordAction::FinishLoad,
+    RecordAction::AbortLoad,
+    RecordAction::FlagReconciliation,
+    RecordAction::MarkNotLoaded,
+    RecordAction::ResolveReconciliation,
+];
+
+/// What a transaction body may fail with.
+enum TxError {
+    Host(HostError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<HostError> for TxError {
+    fn from(e: HostError) -> Self {
+        TxError::Host(e)
+    }
+}
+
+type TxResult<T> = Result<T, TxError>;
+/// A transaction body's run: it owns the pooled connection for the run and hands it back.
+type TxFuture<'e, T> = Pin<Box<dyn Future<Output = (PooledClient, TxResult<T>)> + 'e>>;
+
+/// Turns `$body`, an async block using the connection `$c: &Client`, into a transaction body.
+macro_rules! body {
+    (|$c:ident| $body:expr) => {
+        move |pooled: PooledClient| -> TxFuture<'_, _> {
+            Box::pin(async move {
+                let result = {
+                    let $c: &Client = &pooled;
+                    $body.await
+                };
+                (pooled, result)
+            })
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    Read,
+    /// A schema migration: a write that may also collide with another host creating the same
+    /// tables at the same moment (the catalog's unique indexes are not covered by
+    /// serializable isolation), and is then retried too.
+    Migrate,
+}
+
+fn retryable(e: &tokio_postgres::Error, mode: Mode) -> bool {
+    let Some(c) = e.code() else {
+        return false;
+    };
+    *c == SqlState::T_R_SERIALIZATION_FAILURE
+        || *c == SqlState::T_R_DEADLOCK_DETECTED
+        || (mode == Mode::Migrate
+            && (*c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE))
+}
+
+fn db_error(what: &str, e: &tokio_postgres::Error) -> HostError {
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    HostError::Database(format!("{what}: {detail}"))
+}
+
+fn corrupt(key: impl Into<String>, reason: impl Into<String>) -> HostError {
+    HostError::Corrupt {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn action_code(action: RecordAction) -> &'static str {
+    match action {
+        RecordAction::Recharge => "recharge",
+        RecordAction::BeginLoad => "begin_load",
+        RecordAction::FinishLoad => "finish_load",
+        RecordAction::AbortLoad => "abort_load",
+        RecordAction::FlagReconciliation => "flag_reconciliation",
+        RecordAction::MarkNotLoaded => "mark_not_loaded",
+        RecordAction::ResolveReconciliation => "resolve_reconciliation",
+    }
+}
+
+fn action_from_code(record_id: &str, code: &str) -> Result<RecordAction, HostError> {
+    ACTIONS
+        .into_iter()
+        .find(|a| action_code(*a) == code)
+        .ok_or_else(|| corrupt(record_id, format!("unknown action {code}")))
+}
+
+fn status_from_code(record_id: &str, code: &str) -> Result<RecordStatus, HostError> {
+    RecordStatus::from_code(code)
+        .ok_or_else(|| corrupt(record_id, format!("unknown status {code}")))
+}
+
+fn china(t: OffsetDateTime) -> OffsetDateTime {
+    t.to_offset(CHINA_OFFSET)
+}
+
+fn colour_sql(code: u16) -> Result<i16, HostError> {
+    i16::try_from(code).map_err(|_| HostError::InvalidPlateColour(code))
+}
+
+fn colour_of(key: &str, code: i16) -> Result<cardd_etc::PlateColour, HostError> {
+    u16::try_from(code)
+        .ok()
+        .and_then(|c| validate::plate_colour(c).ok())
+        .ok_or_else(|| corrupt(key, format!("unknown plate colour {code}")))
+}
+
+/// What [`PgHost::verify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Vehicle accounts.
+    pub vehicles: u64,
+    /// Recharge records.
+    pub records: u64,
+}
+
+/// The issuer host on PostgreSQL. Its calls block the calling thread on the host's own runtime
+/// (see the crate's documentation): call them from plain threads or `spawn_blocking`.
+pub struct PgHost {
+    /// Always `Some` until dropped (taken to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    drop_before_commit: AtomicBool,
+}
+
+impl std::fmt::Debug for PgHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgHost")
+            .field("pool", &self.pool.status())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgHost {
+    /// Closes the connections without waiting, so a host may be dropped anywhere, an async
+    /// task included.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A validated state change.
+struct ChangeRequest {
+    action: RecordAction,
+    operator: String,
+    reason: Option<String>,
+    txn_id: Option<String>,
+    balances: Option<(i64, i64)>,
+    loaded: bool,
+}
+
+impl PgHost {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) with the system clock
+    /// and brings the schema up to date ([`migrate::apply`]); refuses a newer schema.
+    pub fn open(url: &str) -> Result<PgHost, HostError> {
+        PgHost::open_with_clock(url, Arc::new(SystemClock))
+    }
+
+    /// [`PgHost::open`] with another clock (tests).
+    pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<PgHost, HostError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| HostError::Database(format!("数据库地址不正确：{e}")))?;
+        config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_CONNECTIONS_MAX)
+            .wait_timeout(Some(Duration::from_millis(POOL_WAIT_MS)))
+            .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| HostError::Database(format!("连接池：{e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("cardd-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| HostError::Database(format!("启动数据库线程：{e}")))?;
+        let host = PgHost {
+            runtime: Some(runtime),
+            pool,
+            clock,
+            drop_before_commit: AtomicBool::new(false),
+        };
+        let applied = host.call(host.transaction(
+            Mode::Migrate,
+            "升级数据库结构",
+            body!(|c| async {
+                migrate::apply(c).await.map_err(|e| match e {
+                    migrate::ApplyError::Host(h) => TxError::Host(h),
+                    migrate::ApplyError::Db(d) => TxError::Db(d),
+                })
+            }),
+        ))?;
+        tracing::info!(
+            from = applied.from,
+            to = applied.to,
+            "issuer host database opened"
+        );
+        Ok(host)
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<i32, HostError> {
+        self.call(self.transaction(
+            Mode::Read,
+            "读取数据库结构版本",
+            body!(|c| async {
+                let row = c
+                    .query_one(
+                        &format!(
+                            "SELECT coalesce(max(version), 0) FROM {}",
+                            migrate::VERSION_TABLE
+                        ),
+                        &[],
+                    )
+                    .await?;
+                Ok(row.get::<_, i32>(0))
+            }),
+        ))
+    }
+
+    /// Counts vehicles and records and checks that every record's current load transaction
+    /// is linked to it (the rest is kept by the schema's constraints).
+    pub fn verify(&self) -> Result<VerifyReport, HostError> {
+        self.call(self.transaction(
+            Mode::Read,
+            "核对数据",
+            body!(|c| async {
+                let unlinked = c
+                    .query(
+                        "SELECT r.record_id FROM recharge_records r \
+                         LEFT JOIN record_txns t ON t.txn_id = r.load_txn_id \
+                         WHERE r.load_txn_id IS NOT NULL \
+                           AND (t.record_id IS NULL OR t.record_id <> r.record_id) LIMIT 1",
+                        &[],
+                    )
+                    .await?;
+                if let Some(row) = unlinked.first() {
+                    let id: String = row.get(0);
+                    return Err(corrupt(id, "transaction index disagrees").into());
+                }
+                let row = c
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM vehicles), \
+                                (SELECT count(*) FROM recharge_records)",
+                        &[],
+                    )
+                    .await?;
+                let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+                Ok(VerifyReport {
+                    vehicles: count(0),
+                    records: count(1),
+                })
+            }),
+        ))
+    }
+
+    /// Makes the next transaction lose its connection right before COMMIT (the server ends
+    /// the session), to test that nothing of it remains. For tests of failure handling.
+    #[doc(hidden)]
+    pub fn drop_connection_before_next_commit(&self) {
+        self.drop_before_commit.store(true, Ordering::SeqCst);
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        china_seconds(self.clock.now())
+    }
+
+    /// Runs `fut` to completion on the host's runtime, blocking this thread.
+    fn call<T>(&self, fut: impl Future<Output = Result<T, HostError>>) -> Result<T, HostError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(HostError::Database(
+                "PgHost was called from an async task; call it through spawn_blocking".into(),
+            ));
+        }
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(fut),
+            None => Err(HostError::Database("PgHost is closed".into())),
+        }
+    }
+
+    /// Runs `body` in one transaction, again after serialization failures and deadlocks.
+    async fn transaction<'e, T>(
+        &self,
+        mode: Mode,
+        what: &'static str,
+        body: impl Fn(PooledClient) -> TxFuture<'e, T>,
+    ) -> Result<T, HostError> {
+        let begin = match mode {
+            Mode::Write | Mode::Migrate => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        let begin = format!("{begin}; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let pooled = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| HostError::Database(format!("{what}：无法连接数据库：{e}")))?;
+            let (pooled, result) = match pooled.batch_execute(&begin).await {
+                Ok(()) => body(pooled).await,
+                Err(e) => (pooled, Err(e.into())),
+            };
+            let client: &Client = &pooled;
+            let result: TxResult<T> = async {
+                let value = result?;
+                if mode == Mode::Write && self.drop_before_commit.swap(false, Ordering::SeqCst) {
+                    client
+                        .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                        .await?;
+                }
+                client.batch_execute("COMMIT").await?;
+                Ok(value)
+            }
+            .await;
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            if !client.is_closed() {
+                // Nothing of a failed transaction stays; a broken connection has lost it anyway.
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            match error {
+                TxError::Host(e) => return Err(e),
+                TxError::Db(e) if retryable(&e, mode) && attempt < TXN_ATTEMPTS_MAX => {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()));
+                    let pause = (nanos % (RETRY_PAUSE_MS_MAX + 1)) * u64::from(attempt);
+                    tracing::debug!(what, attempt, "serialization conflict, retrying");
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                TxError::Db(e) if retryable(&e, mode) => {
+                    return Err(HostError::Database(format!(
+                        "{what}：与其他操作冲突，重试 {TXN_ATTEMPTS_MAX} 次后仍未完成"
+                    )))
+                }
+                TxError::Db(e) => return Err(db_error(what, &e)),
+            }
+        }
+    }
+
+    fn operator(operator: &str) -> Result<String, HostError> {
+        validate::text("操作员", operator, OPERATOR_CHARS_MAX)
+    }
+
+    fn reason(reason: &str) -> Result<String, HostError> {
+        validate::text("原因", reason, REASON_CHARS_MAX)
+    }
+
+    fn record_id(record_id: &str) -> Result<&str, HostError> {
+        if record_id.is_empty() || record_id.chars().count() > RECORD_ID_CHARS_MAX {
+            return Err(HostError::InvalidField {
+                field: "充值记录编号",
+                reason: format!("应为 1 到 {RECORD_ID_CHARS_MAX} 个字符"),
+            });
+        }
+        Ok(record_id)
+    }
+
+    fn manual_change(
+        &self,
+        record_id: &str,
+        action: RecordAction,
+        operator: &str,
+        reason: &str,
+        loaded: bool,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = Self::record_id(record_id)?;
+        let req = ChangeRequest {
+            action,
+            operator: Self::operator(operator)?,
+            reason: Some(Self::reason(reason)?),
+            txn_id: None,
+            balances: None,
+            loaded,
+        };
+        self.change(record_id, req)
+    }
+
+    /// Applies one checked state change in one serializable transaction.
+    fn change(&self, record_id: &str, req: ChangeRequest) -> Result<RechargeRecord, HostError> {
+        let at = self.now();
+        let req = &req;
+        let record = self.call(self.transaction(
+            Mode::Write,
+            "修改充值记录",
+            body!(|c| async { change_in(c, record_id, req, at).await }),
+        ))?;
+        tracing::info!(
+            record_id,
+            operator = %req.operator,
+            action = req.action.label(),
+            status = record.status.label(),
+            "recharge record changed"
+        );
+        Ok(record)
+    }
+}
+
+/// The vehicle with this colour and plate, read in the caller's transaction.
+async fn vehicle_in(c: &Client, colour: i16, plate: &str) -> TxResult<Option<Vehicle>> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT owner_name, vehicle_class, obu_contract_serial, details, created_at, \
+                    updated_at, updated_by FROM vehicles WHERE colour = $1 AND plate = $2",
+            &[&colour, &plate],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let key = format!("vehicles/{colour}/{plate}");
+    let cards = c
+        .query(
+            "SELECT card_number FROM vehicle_cards WHERE colour = $1 AND plate = $2 \
+             ORDER BY position",
+            &[&colour, &plate],
+        )
+        .await?;
+    let details: Option<serde_json::Value> = row.get(3);
+    let details = details
+        .map(serde_json::from_value::<VehicleDetails>)
+        .transpose()
+        .map_err(|e| corrupt(key.clone(), e.to_string()))?;
+    let class: i16 = row.get(1);
+    Ok(Some(Vehicle {
+        plate: plate.to_owned(),
+        plate_colour: colour_of(&key, colour)?,
+        card_numbers: cards.iter().map(|r| r.get(0)).collect(),
+        owner_name: row.get(0),
+        vehicle_class: u8::try_from(class)
+            .map_err(|_| corrupt(key.clone(), format!("vehicle class {class}")))?,
+        obu_contract_serial: row.get(2),
+        details,
+        created_at: china(row.get(4)),
+        updated_at: china(row.get(5)),
+        updated_by: row.get(6),
+    }))
+}
+
+/// Records from rows of [`RECORD_COLUMNS`], with their history and load transactions, in the
+/// rows' order.
+async fn records_in(c: &Client, rows: &[Row]) -> TxResult<Vec<RechargeRecord>> {
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut history: HashMap<String, Vec<RecordChange>> = HashMap::new();
+    for h in c
+        .query(
+            "SELECT record_id, at, operator, action, from_status, to_status, reason, txn_id, \
+                    balance_before_fen, balance_after_fen \
+             FROM record_history WHERE record_id = ANY($1) ORDER BY record_id, seq",
+            &[&ids],
+        )
+        .await?
+    {
+        let id: String = h.get(0);
+        let from: Option<String> = h.get(4);
+        let change = RecordChange {
+            at: china(h.get(1)),
+            operator: h.get(2),
+            action: action_from_code(&id, h.get(3))?,
+            from: from.map(|f| status_from_code(&id, &f)).transpose()?,
+            to: status_from_code(&id, h.get(5))?,
+            reason: h.get(6),
+            txn_id: h.get(7),
+            balance_before_fen: h.get(8),
+            balance_after_fen: h.get(9),
+        };
+        history.entry(id).or_default().push(change);
+    }
+    let mut txns: HashMap<String, Vec<String>> = HashMap::new();
+    for t in c
+        .query(
+            "SELECT record_id, txn_id FROM record_txns WHERE record_id = ANY($1) \
+             ORDER BY record_id, attempt",
+            &[&ids],
+        )
+        .await?
+    {
+        txns.entry(t.get(0)).or_default().push(t.get(1));
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get(0);
+        let status: String = row.get(9);
+        let loaded_at: Option<OffsetDateTime> = row.get(11);
+        out.push(RechargeRecord {
+            card_number: row.get(1),
+            plate_colour: colour_of(&id, row.get(2))?,
+            plate: row.get(3),
+            amount_fen: row.get(4),
+            balance_before_fen: row.get(5),
+            balance_after_fen: row.get(6),
+            recharged_at: china(row.get(7)),
+            channel: row.get(8),
+            status: status_from_code(&id, &status)?,
+            load_txn_id: row.get(10),
+            loaded_at: loaded_at.map(china),
+            history: history.remove(&id).unwrap_or_default(),
+            txn_ids: txns.remove(&id).unwrap_or_default(),
+            record_id: id,
+        });
+    }
+    Ok(out)
+}
+
+/// One record by id, read in the caller's transaction (`FOR UPDATE` when it is to change).
+async fn record_in(c: &Client, record_id: &str, lock: bool) -> TxResult<Option<RechargeRecord>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM recharge_records WHERE record_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let rows = c.query(&sql, &[&record_id]).await?;
+    Ok(records_in(c, &rows).await?.pop())
+}
+
+async fn insert_change(
+    c: &Client,
+    record_id: &str,
+    seq: i32,
+    change: &RecordChange,
+) -> TxResult<()> {
+    c.execute(
+        "INSERT INTO record_history (record_id, seq, at, operator, action, from_status, \
+             to_status, reason, txn_id, balance_before_fen, balance_after_fen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &record_id,
+            &seq,
+            &change.at,
+            &change.operator,
+            &action_code(change.action),
+            &change.from.map(RecordStatus::code),
+            &change.to.code(),
+            &change.reason,
+            &change.txn_id,
+            &change.balance_before_fen,
+            &change.balance_after_fen,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn change_in(
+    c: &Client,
+    record_id: &str,
+    req: &ChangeRequest,
+    at: OffsetDateTime,
+) -> TxResult<RechargeRecord> {
+    let Some(mut record) = record_in(c, record_id, true).await? else {
+        return Err(HostError::RecordNotFound(record_id.to_owned()).into());
+    };
+    let from = record.status;
+    let Some(to) = req.action.next_status(from, req.loaded) else {
+        return Err(HostError::BadTransition {
+            record_id: record_id.to_owned(),
+            current: from,
+            action: req.action,
+        }
+        .into());
+    };
+    let mut change = RecordChange {
+        at,
+        operator: req.operator.clone(),
+        action: req.action,
+        from: Some(from),
+        to,
+        reason: req.reason.clone(),
+        txn_id: record.load_txn_id.clone(),
+        balance_before_fen: None,
+        balance_after_fen: None,
+    };
+    match req.action {
+        RecordAction::BeginLoad => {
+            let Some(txn_id) = req.txn_id.clone() else {
+                return Err(HostError::InvalidField {
+                    field: "圈存交易号",
+                    reason: "不能为空".into(),
+                }
+                .into());
+            };
+            if let Some(owner) = c
+                .query_opt(
+                    "SELECT record_id FROM record_txns WHERE txn_id = $1",
+                    &[&txn_id],
+                )
+                .await?
+            {
+                let owner: String = owner.get(0);
+                if owner != record_id {
+                    return Err(HostError::TxnIdInUse {
+                        txn_id,
+                        other_record_id: owner,
+                    }
+                    .into());
+                }
+            }
+            let busy = c
+                .query_opt(
+                    &format!(
+                        "SELECT record_id, status FROM recharge_records \
+                         WHERE card_number = $1 AND status IN {OPEN_STATUSES} \
+                           AND record_id <> $2 \
+                         ORDER BY recharged_at, record_id COLLATE \"C\" LIMIT 1"
+                    ),
+                    &[&record.card_number, &record_id],
+                )
+                .await?;
+            if let Some(other) = busy {
+                let other_id: String = other.get(0);
+                let status = status_from_code(&other_id, other.get(1))?;
+                return Err(HostError::CardBusy {
+                    card_number: record.card_number.clone(),
+                    other_record_id: other_id,
+                    status: status.label(),
+                }
+                .into());
+            }
+            if !record.txn_ids.contains(&txn_id) {
+                if record.txn_ids.len() >= RECORD_LOAD_ATTEMPTS_MAX {
+                    return Err(HostError::LoadAttemptsExhausted {
+                        record_id: record_id.to_owned(),
+                        attempts: record.txn_ids.len(),
+                    }
+                    .into());
+                }
+                let attempt = i32::try_from(record.txn_ids.len()).unwrap_or(i32::MAX);
+                c.execute(
+                    "INSERT INTO record_txns (txn_id, record_id, attempt) VALUES ($1, $2, $3)",
+                    &[&txn_id, &record_id, &attempt],
+                )
+                .await?;
+                record.txn_ids.push(txn_id.clone());
+            }
+            record.load_txn_id = Some(txn_id.clone());
+            change.txn_id = Some(txn_id);
+        }
+        RecordAction::FinishLoad => {
+            let Some((before, after)) = req.balances else {
+                return Err(HostError::InvalidField {
+                    field: "圈存前后的金额",
+                    reason: "不能为空".into(),
+                }
+                .into());
+            };
+            if before.checked_add(record.amount_fen) != Some(after) {
+                return Err(HostError::BalanceMismatch {
+                    record_id: record_id.to_owned(),
+                    before_fen: before,
+                    amount_fen: record.amount_fen,
+                    after_fen: after,
+                }
+                .into());
+            }
+            record.balance_before_fen = Some(before);
+            record.balance_after_fen = Some(after);
+            record.loaded_at = Some(at);
+            change.balance_before_fen = Some(before);
+            change.balance_after_fen = Some(after);
+        }
+        RecordAction::ResolveReconciliation if to == RecordStatus::Loaded => {
+            record.loaded_at.get_or_insert(at);
+        }
+        RecordAction::AbortLoad
+        | RecordAction::MarkNotLoaded
+        | RecordAction::ResolveReconciliation => {
+            // Back to 未圈存: the next load is a new attempt with its own transaction and
+            // balances; the old ones stay in the history.
+            change.balance_before_fen = record.balance_before_fen.take();
+            change.balance_after_fen = record.balance_after_fen.take();
+            record.load_txn_id = None;
+            record.loaded_at = None;
+        }
+        RecordAction::FlagReconciliation | RecordAction::Recharge => {}
+    }
+    c.execute(
+        "UPDATE recharge_records SET status = $2, load_txn_id = $3, balance_before_fen = $4, \
+             balance_after_fen = $5, loaded_at = $6 WHERE record_id = $1",
+        &[
+            &record_id,
+            &to.code(),
+            &record.load_txn_id,
+            &record.balance_before_fen,
+            &record.balance_after_fen,
+            &record.loaded_at,
+        ],
+    )
+    .await?;
+    let row = c
+        .query_one(
+            "SELECT coalesce(max(seq), 0) + 1 FROM record_history WHERE record_id = $1",
+            &[&record_id],
+        )
+        .await?;
+    let seq: i32 = row.get(0);
+    insert_change(c, record_id, seq, &change).await?;
+    // Keep the creation and the newest changes, HISTORY_ENTRIES_MAX in all.
+    let keep_after = seq - i32::try_from(HISTORY_ENTRIES_MAX - 1).unwrap_or(i32::MAX);
+    c.execute(
+        "DELETE FROM record_history WHERE record_id = $1 AND seq > 0 AND seq <= $2",
+        &[&record_id, &keep_after],
+    )
+    .await?;
+    match record_in(c, record_id, false).await? {
+        Some(record) => Ok(record),
+        None => Err(HostError::RecordNotFound(record_id.to_owned()).into()),
+    }
+}
+
+impl IssuerHost for PgHost {
+    fn vehicle(&self, plate: &str, colour: u16) -> Result<Option<Vehicle>, HostError> {
+        let plate = validate::normalize_plate(plate)?;
+        let colour = colour_sql(validate::plate_colour(colour)?.code)?;
+        let plate = &plate;
+        self.call(self.transaction(
+            Mode::Read,
+            "查询车辆",
+            body!(|c| async { vehicle_in(c, colour, plate).await }),
+        ))
+    }
+
+    fn vehicles_for_card(&self, card_number: &str) -> Result<Vec<Vehicle>, HostError> {
+        let card = validate::card_number(card_number)?;
+        let card = &card;
+        self.call(self.transaction(
+            Mode::Read,
+            "按卡号查询车辆",
+            body!(|c| async {
+                let Some(row) = c
+                    .query_opt(
+                        "SELECT colour, plate FROM vehicle_cards WHERE card_number = $1",
+                        &[card],
+                    )
+                    .await?
+                else {
+                    return Ok(Vec::new());
+                };
+                let plate: String = row.get(1);
+                Ok(vehicle_in(c, row.get(0), &plate)
+                    .await?
+                    .into_iter()
+                    .collect())
+            }),
+        ))
+    }
+
+    fn upsert_vehicle(&self, input: &VehicleInput, operator: &str) -> Result<Vehicle, HostError> {
+        let plate = validate::normalize_plate(&input.plate)?;
+        let colour = validate::plate_colour(input.plate_colour)?;
+        let owner_name = validate::text("车主姓名", &input.owner_name, OWNER_NAME_CHARS_MAX)?;
+        let vehicle_class = validate::vehicle_class(input.vehicle_class)?;
+        let obu_contract_serial = input
+            .obu_contract_serial
+            .as_deref()
+            .map(validate::obu_contract_serial)
+            .transpose()?;
+        let details = input
+            .details
+            .as_ref()
+            .map(validate::vehicle_details)
+            .transpose()?
+            .map(|d| serde_json::to_value(&d))
+            .transpose()
+            .map_err(|e| HostError::Encode {
+                key: format!("vehicles/{}/{plate}", colour.code),
+                reason: e.to_string(),
+            })?;
+        if input.card_numbers.len() > CARDS_PER_VEHICLE_MAX {
+            return Err(HostError::InvalidCardList(format!(
+                "一辆车最多 {CARDS_PER_VEHICLE_MAX} 张用户卡"
+            )));
+        }
+        let mut card_numbers: Vec<String> = Vec::with_capacity(input.card_numbers.len());
+        for card in &input.card_numbers {
+            let card = validate::card_number(card)?;
+            if card_numbers.contains(&card) {
+                return Err(HostError::InvalidCardList(format!("用户卡 {card} 重复")));
+            }
+            card_numbers.push(card);
+        }
+        let operator = Self::operator(operator)?;
+        let now = self.now();
+        let colour_code = colour_sql(colour.code)?;
+        let class = i16::from(vehicle_class);
+        let (plate_ref, owner, serial, details, cards, op) = (
+            &plate,
+            &owner_name,
+            &obu_contract_serial,
+            &details,
+            &card_numbers,
+            &operator,
+        );
+        let vehicle = self.call(self.transaction(
+            Mode::Write,
+            "保存车辆",
+            body!(|c| async {
+                for card in cards {
+                    let holder = c
+                        .query_opt(
+                            "SELECT colour, plate FROM vehicle_cards WHERE card_number = $1",
+                            &[card],
+                        )
+                        .await?;
+                    if let Some(holder) = holder {
+                        let (h_colour, h_plate): (i16, String) = (holder.get(0), holder.get(1));
+                        if (h_colour, h_plate.as_str()) != (colour_code, plate_ref.as_str()) {
+                            let label = colour_of(&h_plate, h_colour)?.label;
+                            return Err(HostError::CardBoundElsewhere {
+                                card_number: card.clone(),
+                                plate: h_plate,
+                                colour: label,
+                            }
+                            .into());
+                        }
+                    }
+                }
+                c.execute(
+                    "INSERT INTO vehicles (colour, plate, owner_name, vehicle_class, \
+                         obu_contract_serial, details, created_at, updated_at, updated_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                     ON CONFLICT (colour, plate) DO UPDATE SET owner_name = $3, \
+                         vehicle_class = $4, obu_contract_serial = $5, details = $6, \
+                         updated_at = $7, updated_by = $8",
+                    &[
+                        &colour_code,
+                        plate_ref,
+                        owner,
+                        &class,
+                        serial,
+                        details,
+                        &now,
+                        op,
+                    ],
+                )
+                .await?;
+                c.execute(
+                    "DELETE FROM vehicle_cards WHERE colour = $1 AND plate = $2",
+                    &[&colour_code, plate_ref],
+                )
+                .await?;
+                for (position, card) in cards.iter().enumerate() {
+                    let position = i16::try_from(position).unwrap_or(i16::MAX);
+                    c.execute(
+                        "INSERT INTO vehicle_cards (card_number, colour, plate, position) \
+                         VALUES ($1, $2, $3, $4)",
+                        &[card, &colour_code, plate_ref, &position],
+                    )
+                    .await?;
+                }
+                match vehicle_in(c, colour_code, plate_ref).await? {
+                    Some(v) => Ok(v),
+                    None => Err(corrupt(plate_ref.clone(), "vanished while saved").into()),
+                }
+            }),
+        ))?;
+        tracing::info!(plate = %vehicle.plate, colour = vehicle.plate_colour.code, operator = %operator, "vehicle account saved");
+        Ok(vehicle)
+    }
+
+    fn recharge(
+        &self,
+        plate: &str,
+        colour: u16,
+        amount_fen: i64,
+        operator: &str,
+        channel: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        let plate = validate::normalize_plate(plate)?;
+        let colour = validate::plate_colour(colour)?;
+        let amount_fen = validate::recharge_amount(amount_fen)?;
+        let operator = Self::operator(operator)?;
+        let channel = validate::text("充值渠道", channel, CHANNEL_CHARS_MAX)?;
+        let now = self.now();
+        let date = china_date(now);
+        let colour_code = colour_sql(colour.code)?;
+        let label = validate::colour_label(colour.code);
+        let (plate_ref, op, ch, day) = (&plate, &operator, &channel, &date);
+        let record = self.call(self.transaction(
+            Mode::Write,
+            "充值",
+            body!(|c| async {
+                let Some(vehicle) = vehicle_in(c, colour_code, plate_ref).await? else {
+                    return Err(HostError::VehicleNotFound {
+                        plate: plate_ref.clone(),
+                        colour: label,
+                    }
+                    .into());
+                };
+                let Some(card) = vehicle.current_card() else {
+                    return Err(HostError::NoCard {
+                        plate: plate_ref.clone(),
+                        colour: label,
+                    }
+                    .into());
+                };
+                let row = c
+                    .query_one(
+                        "INSERT INTO record_days (day, last_seq) VALUES ($1, 1) \
+                         ON CONFLICT (day) DO UPDATE SET last_seq = record_days.last_seq + 1 \
+                         RETURNING last_seq",
+                        &[day],
+                    )
+                    .await?;
+                let seq: i32 = row.get(0);
+                if u32::try_from(seq).map_or(true, |s| s > RECORD_SEQ_PER_DAY_MAX) {
+                    return Err(HostError::SequenceExhausted { date: day.clone() }.into());
+                }
+                let record_id = format!("R{day}{seq:06}");
+                c.execute(
+                    "INSERT INTO recharge_records (record_id, card_number, colour, plate, \
+                         amount_fen, recharged_at, channel, status) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &record_id,
+                        &card,
+                        &colour_code,
+                        plate_ref,
+                        &amount_fen,
+                        &now,
+                        ch,
+                        &RecordStatus::NotLoaded.code(),
+                    ],
+                )
+                .await?;
+                let change = RecordChange {
+                    at: now,
+                    operator: op.clone(),
+                    action: RecordAction::Recharge,
+                    from: None,
+                    to: RecordStatus::NotLoaded,
+                    reason: None,
+                    txn_id: None,
+                    balance_before_fen: None,
+                    balance_after_fen: None,
+                };
+                insert_change(c, &record_id, 0, &change).await?;
+                match record_in(c, &record_id, false).await? {
+                    Some(r) => Ok(r),
+                    None => Err(HostError::RecordNotFound(record_id).into()),
+                }
+            }),
+        ))?;
+        tracing::info!(
+            record_id = %record.record_id,
+            card = %record.card_number,
+            amount_fen,
+            operator = %operator,
+            "recharge recorded"
+        );
+        Ok(record)
+    }
+
+    fn query_records(&self, query: &RecordQuery) -> Result<Page, HostError> {
+        let plate = validate::normalize_plate(&query.plate)?;
+        let colour = validate::plate_colour(query.colour)?;
+        if query.page == 0 {
+            return Err(HostError::PageOutOfRange);
+        }
+        if query.page_size == 0 || query.page_size > PAGE_SIZE_MAX {
+            return Err(HostError::PageSizeOutOfRange(query.page_size));
+        }
+        if let (Some(from), Some(to)) = (query.from, query.to) {
+            if from > to {
+                return Err(HostError::TimeRangeReversed {
+                    from: china_time_text(from),
+                    to: china_time_text(to),
+                });
+            }
+        }
+        // Whole seconds, both ends inclusive: a start with a fraction begins at the next second.
+        let from = query.from.map(|t| {
+            let s = t
+                .unix_timestamp()
+                .saturating_add(i64::from(t.nanosecond() > 0));
+            OffsetDateTime::from_unix_timestamp(s).unwrap_or(t)
+        });
+        let to = query
+            .to
+            .map(|t| OffsetDateTime::from_unix_timestamp(t.unix_timestamp()).unwrap_or(t));
+        let colour_code = colour_sql(colour.code)?;
+        let label = validate::colour_label(colour.code);
+        let limit = i64::from(query.page_size);
+        let offset = i64::from(query.page - 1) * limit;
+        let plate_ref = &plate;
+        let (records, total) = self.call(self.transaction(
+            Mode::Read,
+            "查询充值记录",
+            body!(|c| async {
+                if vehicle_in(c, colour_code, plate_ref).await?.is_none() {
+                    return Err(HostError::VehicleNotFound {
+                        plate: plate_ref.clone(),
+                        colour: label,
+                    }
+                    .into());
+                }
+                let filter = "WHERE colour = $1 AND plate = $2 \
+                     AND ($3::timestamptz IS NULL OR recharged_at >= $3) \
+                     AND ($4::timestamptz IS NULL OR recharged_at <= $4)";
+                let total: i64 = c
+                    .query_one(
+                        &format!("SELECT count(*) FROM recharge_records {filter}"),
+                        &[&colour_code, plate_ref, &from, &to],
+                    )
+                    .await?
+                    .get(0);
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {RECORD_COLUMNS} FROM recharge_records {filter} \
+                             ORDER BY recharged_at DESC, record_id COLLATE \"C\" DESC \
+                             LIMIT $5 OFFSET $6"
+                        ),
+                        &[&colour_code, plate_ref, &from, &to, &limit, &offset],
+                    )
+                    .await?;
+                Ok((records_in(c, &rows).await?, total))
+            }),
+        ))?;
+        Ok(Page {
+            records,
+            total: u64::try_from(total).unwrap_or(0),
+            page: query.page,
+            page_size: query.page_size,
+        })
+    }
+
+    fn records_for_card(
+        &self,
+        card_number: &str,
+        status: Option<RecordStatus>,
+    ) -> Result<Vec<RechargeRecord>, HostError> {
+        let card = validate::card_number(card_number)?;
+        let status = status.map(RecordStatus::code);
+        let limit = i64::try_from(CARD_RECORDS_MAX + 1).unwrap_or(i64::MAX);
+        let card_ref = &card;
+        self.call(self.transaction(
+            Mode::Read,
+            "按卡号查询充值记录",
+            body!(|c| async {
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {RECORD_COLUMNS} FROM recharge_records \
+                             WHERE card_number = $1 AND ($2::text IS NULL OR status = $2) \
+                             ORDER BY recharged_at DESC, record_id COLLATE \"C\" DESC LIMIT $3"
+                        ),
+                        &[card_ref, &status, &limit],
+                    )
+                    .await?;
+                if rows.len() > CARD_RECORDS_MAX {
+                    return Err(HostError::TooManyRecords {
+                        card_number: card_ref.clone(),
+                    }
+                    .into());
+                }
+                records_in(c, &rows).await
+            }),
+        ))
+    }
+
+    fn record(&self, record_id: &str) -> Result<Option<RechargeRecord>, HostError> {
+        let record_id = Self::record_id(record_id)?;
+        self.call(self.transaction(
+            Mode::Read,
+            "查询充值记录",
+            body!(|c| async { record_in(c, record_id, false).await }),
+        ))
+    }
+
+    fn record_for_txn(&self, txn_id: &str) -> Result<Option<RechargeRecord>, HostError> {
+        let txn_id = validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?;
+        let txn_ref = &txn_id;
+        self.call(self.transaction(
+            Mode::Read,
+            "按交易号查询充值记录",
+            body!(|c| async {
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {} FROM record_txns t \
+                             JOIN recharge_records r ON r.record_id = t.record_id \
+                             WHERE t.txn_id = $1",
+                            prefixed_columns("r")
+                        ),
+                        &[txn_ref],
+                    )
+                    .await?;
+                Ok(records_in(c, &rows).await?.pop())
+            }),
+        ))
+    }
+
+    fn open_records(&self) -> Result<Vec<RechargeRecord>, HostError> {
+        let limit = i64::try_from(CARD_RECORDS_MAX).unwrap_or(i64::MAX);
+        self.call(self.transaction(
+            Mode::Read,
+            "查询未完成的充值记录",
+            body!(|c| async {
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {RECORD_COLUMNS} FROM recharge_records \
+                             WHERE status IN {OPEN_STATUSES} \
+                             ORDER BY card_number COLLATE \"C\", recharged_at, \
+                                      record_id COLLATE \"C\" LIMIT $1"
+                        ),
+                        &[&limit],
+                    )
+                    .await?;
+                records_in(c, &rows).await
+            }),
+        ))
+    }
+
+    fn begin_load(
+        &self,
+        record_id: &str,
+        operator: &str,
+        txn_id: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = Self::record_id(record_id)?;
+        let req = ChangeRequest {
+            action: RecordAction::BeginLoad,
+            operator: Self::operator(operator)?,
+            reason: None,
+            txn_id: Some(validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?),
+            balances: None,
+            loaded: false,
+        };
+        self.change(record_id, req)
+    }
+
+    fn finish_load(
+        &self,
+        record_id: &str,
+        operator: &str,
+        balance_before_fen: i64,
+        balance_after_fen: i64,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = Self::record_id(record_id)?;
+        let req = ChangeRequest {
+            action: RecordAction::FinishLoad,
+            operator: Self::operator(operator)?,
+            reason: None,
+            txn_id: None,
+            balances: Some((
+                validate::balance(balance_before_fen)?,
+                validate::balance(balance_after_fen)?,
+            )),
+            loaded: true,
+        };
+        self.change(record_id, req)
+    }
+
+    fn abort_load(
+        &self,
+        record_id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        self.manual_change(record_id, RecordAction::AbortLoad, operator, reason, false)
+    }
+
+    fn flag_reconciliation(
+        &self,
+        record_id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        self.manual_change(
+            record_id,
+            RecordAction::FlagReconciliation,
+            operator,
+            reason,
+            false,
+        )
+    }
+
+    fn mark_not_loaded(
+        &self,
+        record_id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        self.manual_change(
+            record_id,
+            RecordAction::MarkNotLoaded,
+            operator,
+            reason,
+            false,
+        )
+    }
+
+    fn resolve_reconciliation(
+        &self,
+        record_id: &str,
+        operator: &str,
+        loaded: bool,
+        reason: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        self.manual_change(
+            record_id,
+            RecordAction::ResolveReconciliation,
+            operator,
+            reason,
+            loaded,
+        )
+    }
+}
+
+/// [`RECORD_COLUMNS`] qualified by a table alias.
+fn prefixed_columns(alias: &str) -> String {
+    RECORD_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A time as a person reads it: China time, `YYYY-MM-DD HH:MM:SS`.
+fn china_time_text(t: OffsetDateTime) -> String {
+    let t = china_seconds(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
