@@ -175,7 +175,23 @@ where
         Ok(p) => p,
         Err(e) => return json(&error::<R>(id, CODE_BAD_REQUEST, e.to_string(), None)),
     };
-    match tokio::task::spawn_blocking(move || work(params)).await {
+    // The store and the keys block; a runtime's threads (async or blocking pool) must not call
+    // a store that owns a runtime itself, so the work runs on a thread of its own.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("host-call".into())
+        .spawn(move || {
+            let _ = tx.send(work(params));
+        });
+    if let Err(e) = spawned {
+        return json(&error::<R>(
+            id,
+            -32603,
+            format!("the host is out of threads: {e}"),
+            None,
+        ));
+    }
+    match rx.await {
         Ok(Ok(result)) => json(&Response {
             jsonrpc: "2.0".into(),
             id,

@@ -190,7 +190,8 @@ pub struct VerifyReport {
 }
 
 /// The issuer host on PostgreSQL. Its calls block the calling thread on the host's own runtime
-/// (see the crate's documentation): call them from plain threads or `spawn_blocking`.
+/// (see the crate's documentation): call them from threads of their own, not from a thread of
+/// an async runtime (its executor or its blocking pool).
 pub struct PgHost {
     /// Always `Some` until dropped (taken to shut it down without blocking).
     runtime: Option<tokio::runtime::Runtime>,
@@ -355,7 +356,7 @@ impl PgHost {
     fn call<T>(&self, fut: impl Future<Output = Result<T, HostError>>) -> Result<T, HostError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(HostError::Database(
-                "PgHost was called from an async task; call it through spawn_blocking".into(),
+                "PgHost was called from a thread of an async runtime; call it from a thread of its own (a reader worker, or std::thread)".into(),
             ));
         }
         match &self.runtime {

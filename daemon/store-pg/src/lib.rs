@@ -10,7 +10,7 @@
 //! owns a small tokio runtime ([`host::RUNTIME_THREADS`]) that drives its connections; each
 //! call blocks the calling thread on that runtime until its transaction is done. So it must not
 //! be called from an async task (it refuses with [`cardd_etc::HostError::Database`] instead of
-//! blocking an executor thread): async code calls it through `spawn_blocking`.
+//! blocking an executor thread): async code calls it from a thread of its own.
 //!
 //! **Architecture Invariants.**
 //! * Every state change is one SERIALIZABLE transaction, retried on serialization failures
