@@ -15,7 +15,8 @@
 //!    sends the TAC; the host verifies it and books the load.
 //!
 //! * [`Authority`]: the host side over any [`SecurityModule`] that holds keys (and knows the
-//!   funded records), recording each step in an [`AuthorizationLog`];
+//!   funded records: [`GatedKeys`] puts keys behind a [`LoadGate`]), recording each step in an
+//!   [`AuthorizationLog`];
 //! * [`RemoteSam`]: the site side, a [`SecurityModule`] with no key, which the journaled load
 //!   (`cardd_journal::load_card`) and recovery use unchanged; it speaks to the host through a
 //!   [`HostLink`] (the transport: mutual-TLS JSON-RPC to the host, or [`LocalLink`] in-process);
@@ -131,8 +132,11 @@ impl Authority {
         Authority { sam, log }
     }
 
-    /// Step 1: funding, MAC1, the durable record, then MAC2.
+    /// Step 1: MAC1 (a card that is not genuine claims nothing), the funding, the durable
+    /// record, then MAC2.
     pub fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, SamError> {
+        self.sam
+            .verify_load_mac1(&request.card, &request.init, &request.terms)?;
         self.sam.authorize_load(&LoadAuthorization {
             txn_id: request.txn_id.clone(),
             card_number: request.card_number.clone(),
@@ -140,8 +144,6 @@ impl Authority {
             terms: request.terms,
             funding: request.funding.clone(),
         })?;
-        self.sam
-            .verify_load_mac1(&request.card, &request.init, &request.terms)?;
         self.log
             .authorized(request)
             .map_err(|detail| SamError::LoadNotFunded {
@@ -163,6 +165,112 @@ impl Authority {
                 reason: format!("the booking could not be recorded: {detail}"),
             })?;
         Ok(Confirmed { booked: true })
+    }
+}
+
+/// Decides whether a load is funded (and claims its funding), for [`GatedKeys`].
+pub trait LoadGate: Send + Sync {
+    /// `Ok` when `request.funding` pays for exactly this load (and is now claimed for it).
+    fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError>;
+}
+
+/// A keyed security module behind a funding gate: `authorize_load` is the gate's, every key
+/// operation the keys'.
+pub struct GatedKeys {
+    keys: Arc<dyn SecurityModule>,
+    gate: Arc<dyn LoadGate>,
+}
+
+impl fmt::Debug for GatedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GatedKeys(..)")
+    }
+}
+
+impl GatedKeys {
+    pub fn new(keys: Arc<dyn SecurityModule>, gate: Arc<dyn LoadGate>) -> GatedKeys {
+        GatedKeys { keys, gate }
+    }
+}
+
+impl SecurityModule for GatedKeys {
+    fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
+        self.gate.authorize_load(request)
+    }
+
+    fn verify_load_mac1(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+    ) -> Result<(), SamError> {
+        self.keys.verify_load_mac1(card, init, terms)
+    }
+
+    fn load_mac2(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+    ) -> Result<[u8; 4], SamError> {
+        self.keys.load_mac2(card, init, terms)
+    }
+
+    fn verify_load_tac(
+        &self,
+        card: &CardKeyContext,
+        init: &InitLoadResponse,
+        terms: &LoadTerms,
+        tac: [u8; 4],
+    ) -> Result<(), SamError> {
+        self.keys.verify_load_tac(card, init, terms, tac)
+    }
+
+    fn purchase_mac1(
+        &self,
+        card: &CardKeyContext,
+        init: &InitPurchaseResponse,
+        terms: &PurchaseTerms,
+    ) -> Result<[u8; 4], SamError> {
+        self.keys.purchase_mac1(card, init, terms)
+    }
+
+    fn verify_purchase_mac2(
+        &self,
+        card: &CardKeyContext,
+        init: &InitPurchaseResponse,
+        terms: &PurchaseTerms,
+        mac2: [u8; 4],
+    ) -> Result<(), SamError> {
+        self.keys.verify_purchase_mac2(card, init, terms, mac2)
+    }
+
+    fn verify_purchase_tac(
+        &self,
+        card: &CardKeyContext,
+        terms: &PurchaseTerms,
+        tac: [u8; 4],
+    ) -> Result<(), SamError> {
+        self.keys.verify_purchase_tac(card, terms, tac)
+    }
+
+    fn secure_messaging_mac(
+        &self,
+        card: &CardKeyContext,
+        key: MaintenanceKey,
+        challenge: [u8; 4],
+        data: &[u8],
+    ) -> Result<[u8; 4], SamError> {
+        self.keys.secure_messaging_mac(card, key, challenge, data)
+    }
+
+    fn decrypt_obu_vehicle(
+        &self,
+        card: &CardKeyContext,
+        random: &[u8; 8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, SamError> {
+        self.keys.decrypt_obu_vehicle(card, random, ciphertext)
     }
 }
 

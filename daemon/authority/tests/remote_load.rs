@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cardd_authority::{
-    Authority, AuthorizationLog, AuthorizeRequest, Authorized, ConfirmRequest, Confirmed, HostLink,
-    LinkError, LocalLink, RemoteSam,
+    Authority, AuthorizationLog, AuthorizeRequest, Authorized, ConfirmRequest, Confirmed,
+    GatedKeys, HostLink, LinkError, LoadGate, LocalLink, RemoteSam,
 };
 use cardd_crypto::{bcd, Algorithm};
 use cardd_journal::{
@@ -19,8 +19,8 @@ use cardd_journal::{
     TxnState,
 };
 use cardd_purse::{
-    CardKeyContext, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
-    MaintenanceKey, PurchaseTerms, Purse, SamError, SecurityModule, SoftSam,
+    CardKeyContext, InitLoadResponse, LoadAuthorization, LoadTerms, Purse, SamError,
+    SecurityModule, SoftSam,
 };
 use cardd_reader::{Reader, ReaderFactory, ReaderSelector};
 use cardd_sim::{FaultKind, FaultPlan, SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
@@ -30,13 +30,12 @@ const ETC: &str = cardd_sim::demo::DEMO_ETC_CARD_NUMBER;
 /// A load's APDUs: SELECT, READ BINARY 0015, VERIFY, INITIALIZE FOR LOAD, CREDIT FOR LOAD.
 const CREDIT_APDU: u64 = 5;
 
-/// The host's keys behind a funding check: only the records in `funded` may be loaded.
-struct FundedKeys {
-    keys: SoftSam,
+/// The host's funding check: only the records in `funded` may be loaded.
+struct Funded {
     funded: Mutex<HashSet<String>>,
 }
 
-impl SecurityModule for FundedKeys {
+impl LoadGate for Funded {
     fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
         match &request.funding {
             Funding::EtcRecord { record_id } if self.funded.lock().unwrap().contains(record_id) => {
@@ -46,73 +45,6 @@ impl SecurityModule for FundedKeys {
                 reason: format!("{other} is not funded"),
             }),
         }
-    }
-    fn verify_load_mac1(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-    ) -> Result<(), SamError> {
-        self.keys.verify_load_mac1(card, init, terms)
-    }
-    fn load_mac2(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.load_mac2(card, init, terms)
-    }
-    fn verify_load_tac(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-        tac: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_load_tac(card, init, terms, tac)
-    }
-    fn purchase_mac1(
-        &self,
-        card: &CardKeyContext,
-        init: &InitPurchaseResponse,
-        terms: &PurchaseTerms,
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.purchase_mac1(card, init, terms)
-    }
-    fn verify_purchase_mac2(
-        &self,
-        card: &CardKeyContext,
-        init: &InitPurchaseResponse,
-        terms: &PurchaseTerms,
-        mac2: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_purchase_mac2(card, init, terms, mac2)
-    }
-    fn verify_purchase_tac(
-        &self,
-        card: &CardKeyContext,
-        terms: &PurchaseTerms,
-        tac: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_purchase_tac(card, terms, tac)
-    }
-    fn secure_messaging_mac(
-        &self,
-        card: &CardKeyContext,
-        key: MaintenanceKey,
-        challenge: [u8; 4],
-        data: &[u8],
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.secure_messaging_mac(card, key, challenge, data)
-    }
-    fn decrypt_obu_vehicle(
-        &self,
-        card: &CardKeyContext,
-        random: &[u8; 8],
-        ciphertext: &[u8],
-    ) -> Result<Vec<u8>, SamError> {
-        self.keys.decrypt_obu_vehicle(card, random, ciphertext)
     }
 }
 
@@ -170,7 +102,7 @@ struct Rig {
     site: RemoteSam,
     link: Arc<CountingLink>,
     log: Arc<MemoryLog>,
-    host_keys: Arc<FundedKeys>,
+    funding: Arc<Funded>,
     _store: Store,
 }
 
@@ -188,12 +120,14 @@ impl Rig {
             .unwrap();
         let store = Store::temporary().unwrap();
         let journal = Journal::open(&store).unwrap();
-        let host_keys = Arc::new(FundedKeys {
-            keys: SoftSam::demo(),
+        let funding = Arc::new(Funded {
             funded: Mutex::new(HashSet::from(["R1".to_owned()])),
         });
         let log = Arc::new(MemoryLog::default());
-        let authority = Arc::new(Authority::new(host_keys.clone(), log.clone()));
+        let authority = Arc::new(Authority::new(
+            Arc::new(GatedKeys::new(Arc::new(SoftSam::demo()), funding.clone())),
+            log.clone(),
+        ));
         let link = Arc::new(CountingLink {
             inner: LocalLink(authority),
             round_trips: AtomicUsize::new(0),
@@ -206,7 +140,7 @@ impl Rig {
             site: RemoteSam::new(link.clone()),
             link,
             log,
-            host_keys,
+            funding,
             _store: store,
         }
     }
@@ -362,7 +296,7 @@ fn a_load_pulled_after_credit_is_settled_from_the_cards_proof_with_one_round_tri
     );
     assert_eq!(rig.log.booked.lock().unwrap().len(), 1, "booked once");
     // The host still has its keys; nothing else changed hands.
-    assert!(rig.host_keys.funded.lock().unwrap().contains("R1"));
+    assert!(rig.funding.funded.lock().unwrap().contains("R1"));
 }
 
 #[test]

@@ -4,10 +4,11 @@
 //!
 //! This crate is the host's side of a load of an ETC recharge record (充值记录):
 //!
-//! * [`RecordFunding`]: the host's security module. Its `authorize_load` *claims* the record the
-//!   site names, in the records store itself (`IssuerHost::begin_load`: 未圈存 → 圈存中 under the
+//! * [`RecordFunding`]: the host's funding gate (`cardd_authority::LoadGate`, with the host's
+//!   keys behind it in `GatedKeys`: `SoftSam`, or an HSM later). It *claims* the record the site
+//!   names, in the records store itself (`IssuerHost::begin_load`: 未圈存 → 圈存中 under the
 //!   site's transaction, atomic in the store), after checking that the record is this card's and
-//!   of this amount; every key operation is its keys' (`SoftSam`, or an HSM later).
+//!   of this amount.
 //! * [`RecordBook`]: the authority's log. An authorisation is remembered by card and counter;
 //!   a confirmed TAC books the record 已圈存 with the card's balances.
 //!
@@ -38,12 +39,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest};
+use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest, LoadGate};
 use cardd_etc::{IssuerHost, RecordStatus};
-use cardd_purse::{
-    CardKeyContext, Funding, InitLoadResponse, InitPurchaseResponse, LoadAuthorization, LoadTerms,
-    MaintenanceKey, PurchaseTerms, SamError, SecurityModule,
-};
+use cardd_purse::{CardKeyContext, Funding, LoadAuthorization, SamError};
 
 /// Who the host records as having begun and finished a load claimed by a site.
 pub const HOST_OPERATOR: &str = "cardd-host";
@@ -58,27 +56,27 @@ fn refused(reason: impl Into<String>) -> SamError {
     }
 }
 
-/// The host's security module for loads of ETC records: claims the record, then the keys.
+/// The host's funding gate for loads of ETC records: claims the record. Put the host's keys
+/// behind it with [`cardd_authority::GatedKeys`].
 pub struct RecordFunding {
     records: Arc<dyn IssuerHost>,
-    keys: Arc<dyn SecurityModule>,
 }
 
 impl fmt::Debug for RecordFunding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordFunding")
             .field("records", &self.records)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl RecordFunding {
-    pub fn new(records: Arc<dyn IssuerHost>, keys: Arc<dyn SecurityModule>) -> RecordFunding {
-        RecordFunding { records, keys }
+    pub fn new(records: Arc<dyn IssuerHost>) -> RecordFunding {
+        RecordFunding { records }
     }
 }
 
-impl SecurityModule for RecordFunding {
+impl LoadGate for RecordFunding {
     fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
         let Funding::EtcRecord { record_id } = &request.funding else {
             return Err(refused(format!(
@@ -118,81 +116,6 @@ impl SecurityModule for RecordFunding {
                 other.label()
             ))),
         }
-    }
-
-    fn verify_load_mac1(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-    ) -> Result<(), SamError> {
-        self.keys.verify_load_mac1(card, init, terms)
-    }
-
-    fn load_mac2(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.load_mac2(card, init, terms)
-    }
-
-    fn verify_load_tac(
-        &self,
-        card: &CardKeyContext,
-        init: &InitLoadResponse,
-        terms: &LoadTerms,
-        tac: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_load_tac(card, init, terms, tac)
-    }
-
-    fn purchase_mac1(
-        &self,
-        card: &CardKeyContext,
-        init: &InitPurchaseResponse,
-        terms: &PurchaseTerms,
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.purchase_mac1(card, init, terms)
-    }
-
-    fn verify_purchase_mac2(
-        &self,
-        card: &CardKeyContext,
-        init: &InitPurchaseResponse,
-        terms: &PurchaseTerms,
-        mac2: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_purchase_mac2(card, init, terms, mac2)
-    }
-
-    fn verify_purchase_tac(
-        &self,
-        card: &CardKeyContext,
-        terms: &PurchaseTerms,
-        tac: [u8; 4],
-    ) -> Result<(), SamError> {
-        self.keys.verify_purchase_tac(card, terms, tac)
-    }
-
-    fn secure_messaging_mac(
-        &self,
-        card: &CardKeyContext,
-        key: MaintenanceKey,
-        challenge: [u8; 4],
-        data: &[u8],
-    ) -> Result<[u8; 4], SamError> {
-        self.keys.secure_messaging_mac(card, key, challenge, data)
-    }
-
-    fn decrypt_obu_vehicle(
-        &self,
-        card: &CardKeyContext,
-        random: &[u8; 8],
-        ciphertext: &[u8],
-    ) -> Result<Vec<u8>, SamError> {
-        self.keys.decrypt_obu_vehicle(card, random, ciphertext)
     }
 }
 

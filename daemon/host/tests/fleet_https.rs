@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use cardd_authority::{Authority, RemoteSam};
+use cardd_authority::{Authority, GatedKeys, RemoteSam};
 use cardd_crypto::{bcd, Algorithm};
 use cardd_etc::{IssuerHost, RecordStatus, VehicleInput};
 use cardd_fleet::ca::{host_files, site_files};
@@ -72,9 +72,9 @@ fn start_host(ca_dir: &Path) -> Host {
     let tls = Arc::new(host_server_config(&host_files(ca_dir, HOST_NAME)).expect("host TLS"));
     let sites = Arc::new(Sites::default());
     let authority = Arc::new(Authority::new(
-        Arc::new(RecordFunding::new(
-            records.clone(),
+        Arc::new(GatedKeys::new(
             Arc::new(SoftSam::demo()),
+            Arc::new(RecordFunding::new(records.clone())),
         )),
         Arc::new(RecordBook::new(records.clone())),
     ));

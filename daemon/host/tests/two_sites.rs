@@ -8,7 +8,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cardd_authority::{Authority, LocalLink, RemoteSam};
+use cardd_authority::{Authority, GatedKeys, LocalLink, RemoteSam};
 use cardd_crypto::{bcd, Algorithm};
 use cardd_etc::{IssuerHost, RecordStatus};
 use cardd_host::{RecordBook, RecordFunding};
@@ -36,9 +36,9 @@ impl Host {
         let embedded = cardd_store::EmbeddedHost::open(&store).unwrap();
         embedded.seed_demo().unwrap();
         let records: Arc<dyn IssuerHost> = Arc::new(embedded);
-        let funding = Arc::new(RecordFunding::new(
-            records.clone(),
+        let funding = Arc::new(GatedKeys::new(
             Arc::new(SoftSam::demo()),
+            Arc::new(RecordFunding::new(records.clone())),
         ));
         let book = Arc::new(RecordBook::new(records.clone()));
         Host {
