@@ -245,3 +245,38 @@ fn a_load_pulled_after_credit_stays_loading_at_the_host_until_the_cards_proof_is
         RecordStatus::Loaded
     );
 }
+
+#[test]
+fn a_card_that_is_not_genuine_claims_nothing() {
+    let host = Host::new();
+    let record = host.unloaded_record();
+    let mut site = Site::new(&host, "kiosk");
+    // The same card number, issued with a load key the host does not have: its MAC1 fails.
+    let forged: cardd_sim::SimCard = cardd_sim::EtcCard::issue(
+        &cardd_sim::demo::demo_etc_spec(),
+        &cardd_sim::IssuerMasters {
+            load: cardd_crypto::Key16::from_slice(&[0x42; 16]).unwrap(),
+            ..cardd_sim::demo::demo_masters()
+        },
+    )
+    .unwrap()
+    .into();
+    site.world.remove_card("sim:r").unwrap();
+    site.world.insert_card("sim:r", forged).unwrap();
+    let before = site.balance();
+    let err = site.load("forged-1", &record).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Mac1(SamError::Mac1Invalid)),
+        "{err}"
+    );
+    assert_eq!(site.balance(), before, "nothing loaded");
+    assert_eq!(
+        host.records
+            .record(&record.record_id)
+            .unwrap()
+            .unwrap()
+            .status,
+        RecordStatus::NotLoaded,
+        "the record was not claimed: a genuine card can still load it"
+    );
+}
