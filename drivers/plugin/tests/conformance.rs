@@ -47,6 +47,17 @@ fn the_example_plugin_conforms() {
     let mut harness = PluginHarness {
         plugin: TestPlugin::start("conf"),
     };
+    // A busy machine may need the supervisor's retry to start the interpreter: the kit checks
+    // a plugin that is up, so wait (bounded) for its reader to be listed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while harness.plugin.factory.status().readers == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the example plugin did not start: {:?}",
+            harness.plugin.factory.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let report = run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("conformance report: {report:?}");
     assert!(report.skipped.is_empty(), "{report:?}");
