@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cardd_etc::change::{self, Applied, ChangeRequest, Surroundings};
 use cardd_etc::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleDetails, VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX,
-    CHINA_OFFSET, HISTORY_ENTRIES_MAX, LOAD_TXN_ID_CHARS_MAX, OPERATOR_CHARS_MAX,
-    OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX, REASON_CHARS_MAX, RECORD_ID_CHARS_MAX,
-    RECORD_LOAD_ATTEMPTS_MAX, RECORD_SEQ_PER_DAY_MAX,
+    CHINA_OFFSET, HISTORY_ENTRIES_MAX, LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX,
+    RECORD_SEQ_PER_DAY_MAX,
 };
 use cardd_etc::{validate, HostError, IssuerHost};
 use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
@@ -217,16 +217,6 @@ impl Drop for PgHost {
             runtime.shutdown_background();
         }
     }
-}
-
-/// A validated state change.
-struct ChangeRequest {
-    action: RecordAction,
-    operator: String,
-    reason: Option<String>,
-    txn_id: Option<String>,
-    balances: Option<(i64, i64)>,
-    loaded: bool,
 }
 
 impl PgHost {
@@ -429,24 +419,6 @@ impl PgHost {
         }
     }
 
-    fn operator(operator: &str) -> Result<String, HostError> {
-        validate::text("操作员", operator, OPERATOR_CHARS_MAX)
-    }
-
-    fn reason(reason: &str) -> Result<String, HostError> {
-        validate::text("原因", reason, REASON_CHARS_MAX)
-    }
-
-    fn record_id(record_id: &str) -> Result<&str, HostError> {
-        if record_id.is_empty() || record_id.chars().count() > RECORD_ID_CHARS_MAX {
-            return Err(HostError::InvalidField {
-                field: "充值记录编号",
-                reason: format!("应为 1 到 {RECORD_ID_CHARS_MAX} 个字符"),
-            });
-        }
-        Ok(record_id)
-    }
-
     fn manual_change(
         &self,
         record_id: &str,
@@ -455,15 +427,8 @@ impl PgHost {
         reason: &str,
         loaded: bool,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action,
-            operator: Self::operator(operator)?,
-            reason: Some(Self::reason(reason)?),
-            txn_id: None,
-            balances: None,
-            loaded,
-        };
+        let record_id = change::record_id(record_id)?;
+        let req = ChangeRequest::with_reason(action, operator, reason, loaded)?;
         self.change(record_id, req)
     }
 
@@ -640,129 +605,44 @@ async fn change_in(
     let Some(mut record) = record_in(c, record_id, true).await? else {
         return Err(HostError::RecordNotFound(record_id.to_owned()).into());
     };
-    let from = record.status;
-    let Some(to) = req.action.next_status(from, req.loaded) else {
-        return Err(HostError::BadTransition {
-            record_id: record_id.to_owned(),
-            current: from,
-            action: req.action,
-        }
-        .into());
-    };
-    let mut change = RecordChange {
-        at,
-        operator: req.operator.clone(),
-        action: req.action,
-        from: Some(from),
-        to,
-        reason: req.reason.clone(),
-        txn_id: record.load_txn_id.clone(),
-        balance_before_fen: None,
-        balance_after_fen: None,
-    };
-    match req.action {
-        RecordAction::BeginLoad => {
-            let Some(txn_id) = req.txn_id.clone() else {
-                return Err(HostError::InvalidField {
-                    field: "圈存交易号",
-                    reason: "不能为空".into(),
-                }
-                .into());
-            };
-            if let Some(owner) = c
+    let mut around = Surroundings::default();
+    if change::needs_surroundings(req, record.status) {
+        if let Some(txn_id) = &req.txn_id {
+            around.txn_owner = c
                 .query_opt(
                     "SELECT record_id FROM record_txns WHERE txn_id = $1",
-                    &[&txn_id],
+                    &[txn_id],
                 )
                 .await?
-            {
-                let owner: String = owner.get(0);
-                if owner != record_id {
-                    return Err(HostError::TxnIdInUse {
-                        txn_id,
-                        other_record_id: owner,
-                    }
-                    .into());
-                }
-            }
-            let busy = c
-                .query_opt(
-                    &format!(
-                        "SELECT record_id, status FROM recharge_records \
-                         WHERE card_number = $1 AND status IN {OPEN_STATUSES} \
-                           AND record_id <> $2 \
-                         ORDER BY recharged_at, record_id COLLATE \"C\" LIMIT 1"
-                    ),
-                    &[&record.card_number, &record_id],
-                )
-                .await?;
-            if let Some(other) = busy {
-                let other_id: String = other.get(0);
-                let status = status_from_code(&other_id, other.get(1))?;
-                return Err(HostError::CardBusy {
-                    card_number: record.card_number.clone(),
-                    other_record_id: other_id,
-                    status: status.label(),
-                }
-                .into());
-            }
-            if !record.txn_ids.contains(&txn_id) {
-                if record.txn_ids.len() >= RECORD_LOAD_ATTEMPTS_MAX {
-                    return Err(HostError::LoadAttemptsExhausted {
-                        record_id: record_id.to_owned(),
-                        attempts: record.txn_ids.len(),
-                    }
-                    .into());
-                }
-                let attempt = i32::try_from(record.txn_ids.len()).unwrap_or(i32::MAX);
-                c.execute(
-                    "INSERT INTO record_txns (txn_id, record_id, attempt) VALUES ($1, $2, $3)",
-                    &[&txn_id, &record_id, &attempt],
-                )
-                .await?;
-                record.txn_ids.push(txn_id.clone());
-            }
-            record.load_txn_id = Some(txn_id.clone());
-            change.txn_id = Some(txn_id);
+                .map(|owner| owner.get(0));
         }
-        RecordAction::FinishLoad => {
-            let Some((before, after)) = req.balances else {
-                return Err(HostError::InvalidField {
-                    field: "圈存前后的金额",
-                    reason: "不能为空".into(),
-                }
-                .into());
-            };
-            if before.checked_add(record.amount_fen) != Some(after) {
-                return Err(HostError::BalanceMismatch {
-                    record_id: record_id.to_owned(),
-                    before_fen: before,
-                    amount_fen: record.amount_fen,
-                    after_fen: after,
-                }
-                .into());
-            }
-            record.balance_before_fen = Some(before);
-            record.balance_after_fen = Some(after);
-            record.loaded_at = Some(at);
-            change.balance_before_fen = Some(before);
-            change.balance_after_fen = Some(after);
+        let busy = c
+            .query_opt(
+                &format!(
+                    "SELECT record_id, status FROM recharge_records \
+                     WHERE card_number = $1 AND status IN {OPEN_STATUSES} \
+                       AND record_id <> $2 \
+                     ORDER BY recharged_at, record_id COLLATE \"C\" LIMIT 1"
+                ),
+                &[&record.card_number, &record_id],
+            )
+            .await?;
+        if let Some(other) = busy {
+            let other_id: String = other.get(0);
+            let status = status_from_code(&other_id, other.get(1))?;
+            around.other_open = Some((other_id, status));
         }
-        RecordAction::ResolveReconciliation if to == RecordStatus::Loaded => {
-            record.loaded_at.get_or_insert(at);
-        }
-        RecordAction::AbortLoad
-        | RecordAction::MarkNotLoaded
-        | RecordAction::ResolveReconciliation => {
-            // Back to 未圈存: the next load is a new attempt with its own transaction and
-            // balances; the old ones stay in the history.
-            change.balance_before_fen = record.balance_before_fen.take();
-            change.balance_after_fen = record.balance_after_fen.take();
-            record.load_txn_id = None;
-            record.loaded_at = None;
-        }
-        RecordAction::FlagReconciliation | RecordAction::Recharge => {}
     }
+    let Applied { change, new_txn_id } = change::apply(&mut record, req, at, &around)?;
+    if let Some(txn_id) = &new_txn_id {
+        let attempt = i32::try_from(record.txn_ids.len() - 1).unwrap_or(i32::MAX);
+        c.execute(
+            "INSERT INTO record_txns (txn_id, record_id, attempt) VALUES ($1, $2, $3)",
+            &[txn_id, &record_id, &attempt],
+        )
+        .await?;
+    }
+    let to = record.status;
     c.execute(
         "UPDATE recharge_records SET status = $2, load_txn_id = $3, balance_before_fen = $4, \
              balance_after_fen = $5, loaded_at = $6 WHERE record_id = $1",
@@ -868,7 +748,7 @@ impl IssuerHost for PgHost {
             }
             card_numbers.push(card);
         }
-        let operator = Self::operator(operator)?;
+        let operator = change::operator_name(operator)?;
         let now = self.now();
         let colour_code = colour_sql(colour.code)?;
         let class = i16::from(vehicle_class);
@@ -958,7 +838,7 @@ impl IssuerHost for PgHost {
         let plate = validate::normalize_plate(plate)?;
         let colour = validate::plate_colour(colour)?;
         let amount_fen = validate::recharge_amount(amount_fen)?;
-        let operator = Self::operator(operator)?;
+        let operator = change::operator_name(operator)?;
         let channel = validate::text("充值渠道", channel, CHANNEL_CHARS_MAX)?;
         let now = self.now();
         let date = china_date(now);
@@ -1149,7 +1029,7 @@ impl IssuerHost for PgHost {
     }
 
     fn record(&self, record_id: &str) -> Result<Option<RechargeRecord>, HostError> {
-        let record_id = Self::record_id(record_id)?;
+        let record_id = change::record_id(record_id)?;
         self.call(self.transaction(
             Mode::Read,
             "查询充值记录",
@@ -1208,16 +1088,8 @@ impl IssuerHost for PgHost {
         operator: &str,
         txn_id: &str,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action: RecordAction::BeginLoad,
-            operator: Self::operator(operator)?,
-            reason: None,
-            txn_id: Some(validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?),
-            balances: None,
-            loaded: false,
-        };
-        self.change(record_id, req)
+        let record_id = change::record_id(record_id)?;
+        self.change(record_id, ChangeRequest::begin_load(operator, txn_id)?)
     }
 
     fn finish_load(
@@ -1227,18 +1099,8 @@ impl IssuerHost for PgHost {
         balance_before_fen: i64,
         balance_after_fen: i64,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action: RecordAction::FinishLoad,
-            operator: Self::operator(operator)?,
-            reason: None,
-            txn_id: None,
-            balances: Some((
-                validate::balance(balance_before_fen)?,
-                validate::balance(balance_after_fen)?,
-            )),
-            loaded: true,
-        };
+        let record_id = change::record_id(record_id)?;
+        let req = ChangeRequest::finish_load(operator, balance_before_fen, balance_after_fen)?;
         self.change(record_id, req)
     }
 

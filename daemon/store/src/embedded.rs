@@ -43,12 +43,12 @@ use time::OffsetDateTime;
 
 use cardd_journal::Store;
 
+use cardd_etc::change::{self, ChangeRequest, Surroundings};
 use cardd_etc::error::HostError;
 use cardd_etc::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX, HISTORY_ENTRIES_MAX,
-    LOAD_TXN_ID_CHARS_MAX, OPERATOR_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX,
-    REASON_CHARS_MAX, RECORD_ID_CHARS_MAX, RECORD_LOAD_ATTEMPTS_MAX, RECORD_SEQ_PER_DAY_MAX,
+    LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX, RECORD_SEQ_PER_DAY_MAX,
     STORED_VALUE_BYTES_MAX,
 };
 use cardd_etc::validate;
@@ -390,16 +390,6 @@ fn tx_next_record_id(tx: &TransactionalTree, date: &str) -> TxResult<String> {
     }
 }
 
-/// A state change asked for, validated.
-struct ChangeRequest {
-    action: RecordAction,
-    operator: String,
-    reason: Option<String>,
-    txn_id: Option<String>,
-    balances: Option<(i64, i64)>,
-    loaded: bool,
-}
-
 impl EmbeddedHost {
     /// Opens the host's tree in `store` with the system clock, and verifies every stored value
     /// and index ([`EmbeddedHost::verify`]); refuses to open on corruption.
@@ -557,106 +547,33 @@ impl EmbeddedHost {
         let at = self.now();
         let record = run(&self.tree, |tx| {
             let mut record = tx_record(tx, record_id)?;
-            let from = record.status;
-            let Some(to) = req.action.next_status(from, req.loaded) else {
-                return abort(HostError::BadTransition {
-                    record_id: record_id.to_owned(),
-                    current: from,
-                    action: req.action,
-                });
-            };
-            let mut change = RecordChange {
-                at,
-                operator: req.operator.clone(),
-                action: req.action,
-                from: Some(from),
-                to,
-                reason: req.reason.clone(),
-                txn_id: record.load_txn_id.clone(),
-                balance_before_fen: None,
-                balance_after_fen: None,
-            };
             let mut open = tx_open(tx, &record.card_number)?;
-            match req.action {
-                RecordAction::BeginLoad => {
-                    let Some(txn_id) = req.txn_id.clone() else {
-                        return abort(HostError::InvalidField {
-                            field: "圈存交易号",
-                            reason: "不能为空".into(),
-                        });
-                    };
-                    if let Some(owner) = tx.get(keys::txn(&txn_id))? {
-                        if owner.as_ref() != record_id.as_bytes() {
-                            return abort(HostError::TxnIdInUse {
-                                txn_id,
-                                other_record_id: String::from_utf8_lossy(&owner).into_owned(),
-                            });
-                        }
-                    }
-                    if let Some(other) = open.iter().find(|id| id.as_str() != record_id) {
-                        let other = tx_record(tx, other)?;
-                        return abort(HostError::CardBusy {
-                            card_number: record.card_number.clone(),
-                            other_record_id: other.record_id,
-                            status: other.status.label(),
-                        });
-                    }
-                    if !record.txn_ids.contains(&txn_id) {
-                        if record.txn_ids.len() >= RECORD_LOAD_ATTEMPTS_MAX {
-                            return abort(HostError::LoadAttemptsExhausted {
-                                record_id: record_id.to_owned(),
-                                attempts: record.txn_ids.len(),
-                            });
-                        }
-                        record.txn_ids.push(txn_id.clone());
-                    }
-                    tx.insert(keys::txn(&txn_id).as_bytes(), record_id.as_bytes())?;
-                    record.load_txn_id = Some(txn_id.clone());
-                    change.txn_id = Some(txn_id);
+            let mut around = Surroundings::default();
+            if change::needs_surroundings(&req, record.status) {
+                if let Some(txn_id) = &req.txn_id {
+                    around.txn_owner = tx
+                        .get(keys::txn(txn_id))?
+                        .map(|owner| String::from_utf8_lossy(&owner).into_owned());
                 }
-                RecordAction::FinishLoad => {
-                    let Some((before, after)) = req.balances else {
-                        return abort(HostError::InvalidField {
-                            field: "圈存前后的金额",
-                            reason: "不能为空".into(),
-                        });
-                    };
-                    if before.checked_add(record.amount_fen) != Some(after) {
-                        return abort(HostError::BalanceMismatch {
-                            record_id: record_id.to_owned(),
-                            before_fen: before,
-                            amount_fen: record.amount_fen,
-                            after_fen: after,
-                        });
-                    }
-                    record.balance_before_fen = Some(before);
-                    record.balance_after_fen = Some(after);
-                    record.loaded_at = Some(at);
-                    change.balance_before_fen = Some(before);
-                    change.balance_after_fen = Some(after);
+                if let Some(other) = open.iter().find(|id| id.as_str() != record_id) {
+                    let other = tx_record(tx, other)?;
+                    around.other_open = Some((other.record_id, other.status));
                 }
-                RecordAction::ResolveReconciliation if to == RecordStatus::Loaded => {
-                    record.loaded_at.get_or_insert(at);
-                }
-                RecordAction::AbortLoad
-                | RecordAction::MarkNotLoaded
-                | RecordAction::ResolveReconciliation => {
-                    // Back to 未圈存: the next load is a new attempt with its own transaction
-                    // and balances; the old ones stay in the history.
-                    change.balance_before_fen = record.balance_before_fen.take();
-                    change.balance_after_fen = record.balance_after_fen.take();
-                    record.load_txn_id = None;
-                    record.loaded_at = None;
-                }
-                RecordAction::FlagReconciliation | RecordAction::Recharge => {}
             }
+            let applied = match change::apply(&mut record, &req, at, &around) {
+                Ok(applied) => applied,
+                Err(e) => return abort(e),
+            };
+            if let (RecordAction::BeginLoad, Some(txn_id)) = (req.action, &record.load_txn_id) {
+                tx.insert(keys::txn(txn_id).as_bytes(), record_id.as_bytes())?;
+            }
+            let to = record.status;
             open.retain(|id| id != record_id);
             if to.is_open() {
                 open.push(record_id.to_owned());
             }
             tx_set_open(tx, &record.card_number, &open)?;
-            record.status = to;
-            record.history.push(change);
+            record.history.push(applied.change);
             while record.history.len() > HISTORY_ENTRIES_MAX {
                 record.history.remove(1);
             }
@@ -679,26 +596,6 @@ impl EmbeddedHost {
         Ok(record)
     }
 
-    fn operator(operator: &str) -> Result<String, HostError> {
-        validate::text("操作员", operator, OPERATOR_CHARS_MAX)
-    }
-
-    fn reason(reason: &str) -> Result<String, HostError> {
-        validate::text("原因", reason, REASON_CHARS_MAX)
-    }
-
-    /// The record id as given, bounded (ids are not otherwise validated: an unknown id is
-    /// simply not found).
-    fn record_id(record_id: &str) -> Result<&str, HostError> {
-        if record_id.is_empty() || record_id.chars().count() > RECORD_ID_CHARS_MAX {
-            return Err(HostError::InvalidField {
-                field: "充值记录编号",
-                reason: format!("应为 1 到 {RECORD_ID_CHARS_MAX} 个字符"),
-            });
-        }
-        Ok(record_id)
-    }
-
     fn manual_change(
         &self,
         record_id: &str,
@@ -707,15 +604,8 @@ impl EmbeddedHost {
         reason: &str,
         loaded: bool,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action,
-            operator: Self::operator(operator)?,
-            reason: Some(Self::reason(reason)?),
-            txn_id: None,
-            balances: None,
-            loaded,
-        };
+        let record_id = change::record_id(record_id)?;
+        let req = ChangeRequest::with_reason(action, operator, reason, loaded)?;
         self.change(record_id, req)
     }
 }
@@ -767,7 +657,7 @@ impl IssuerHost for EmbeddedHost {
             }
             card_numbers.push(card);
         }
-        let operator = Self::operator(operator)?;
+        let operator = change::operator_name(operator)?;
         let now = self.now();
         let key = keys::vehicle(colour.code, &plate);
         let vehicle = run(&self.tree, |tx| {
@@ -818,7 +708,7 @@ impl IssuerHost for EmbeddedHost {
         let plate = validate::normalize_plate(plate)?;
         let colour = validate::plate_colour(colour)?;
         let amount_fen = validate::recharge_amount(amount_fen)?;
-        let operator = Self::operator(operator)?;
+        let operator = change::operator_name(operator)?;
         let channel = validate::text("充值渠道", channel, CHANNEL_CHARS_MAX)?;
         let now = self.now();
         let date = china_date(now);
@@ -976,7 +866,7 @@ impl IssuerHost for EmbeddedHost {
     }
 
     fn record(&self, record_id: &str) -> Result<Option<RechargeRecord>, HostError> {
-        self.get_record(Self::record_id(record_id)?)
+        self.get_record(change::record_id(record_id)?)
     }
 
     fn record_for_txn(&self, txn_id: &str) -> Result<Option<RechargeRecord>, HostError> {
@@ -1017,16 +907,8 @@ impl IssuerHost for EmbeddedHost {
         operator: &str,
         txn_id: &str,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action: RecordAction::BeginLoad,
-            operator: Self::operator(operator)?,
-            reason: None,
-            txn_id: Some(validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?),
-            balances: None,
-            loaded: false,
-        };
-        self.change(record_id, req)
+        let record_id = change::record_id(record_id)?;
+        self.change(record_id, ChangeRequest::begin_load(operator, txn_id)?)
     }
 
     fn finish_load(
@@ -1036,18 +918,8 @@ impl IssuerHost for EmbeddedHost {
         balance_before_fen: i64,
         balance_after_fen: i64,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = Self::record_id(record_id)?;
-        let req = ChangeRequest {
-            action: RecordAction::FinishLoad,
-            operator: Self::operator(operator)?,
-            reason: None,
-            txn_id: None,
-            balances: Some((
-                validate::balance(balance_before_fen)?,
-                validate::balance(balance_after_fen)?,
-            )),
-            loaded: true,
-        };
+        let record_id = change::record_id(record_id)?;
+        let req = ChangeRequest::finish_load(operator, balance_before_fen, balance_after_fen)?;
         self.change(record_id, req)
     }
 

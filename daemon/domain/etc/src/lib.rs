@@ -11,6 +11,9 @@
 //! * [`IssuerHost`]: the storage of vehicles and records (the rules of every state change are
 //!   checked by its implementations: `cardd_store::EmbeddedHost` on sled,
 //!   `cardd_store_pg::PgHost` on PostgreSQL; one suite, `tests/suite/mod.rs`, tests both);
+//! * [`change`]: a record's state change as every store applies it (the transition table, the
+//!   refusals, what each action does to the record), the stores only reading around it and
+//!   persisting what it decided;
 //! * [`model`]: the records, queries, pages and limits; [`validate`]: plate normalisation and
 //!   input checks; [`error`]: refusals in zh-CN ([`HostError`], [`EtcError`]);
 //! * [`EtcService`] ([`service`]): loads tied to records, the card's evidence about a record,
@@ -32,6 +35,7 @@
 //!   only through [`IssuerHost`]: no sled, no transport, no script engine.
 #![forbid(unsafe_code)]
 
+pub mod change;
 pub mod error;
 pub mod model;
 pub mod owners;
