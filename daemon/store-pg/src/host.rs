@@ -419,19 +419,6 @@ impl PgHost {
         }
     }
 
-    fn manual_change(
-        &self,
-        record_id: &str,
-        action: RecordAction,
-        operator: &str,
-        reason: &str,
-        loaded: bool,
-    ) -> Result<RechargeRecord, HostError> {
-        let record_id = change::record_id(record_id)?;
-        let req = ChangeRequest::with_reason(action, operator, reason, loaded)?;
-        self.change(record_id, req)
-    }
-
     /// Applies one checked state change in one serializable transaction.
     fn change(&self, record_id: &str, req: ChangeRequest) -> Result<RechargeRecord, HostError> {
         let at = self.now();
@@ -1082,81 +1069,12 @@ impl IssuerHost for PgHost {
         ))
     }
 
-    fn begin_load(
+    fn change_record(
         &self,
         record_id: &str,
-        operator: &str,
-        txn_id: &str,
+        request: ChangeRequest,
     ) -> Result<RechargeRecord, HostError> {
-        let record_id = change::record_id(record_id)?;
-        self.change(record_id, ChangeRequest::begin_load(operator, txn_id)?)
-    }
-
-    fn finish_load(
-        &self,
-        record_id: &str,
-        operator: &str,
-        balance_before_fen: i64,
-        balance_after_fen: i64,
-    ) -> Result<RechargeRecord, HostError> {
-        let record_id = change::record_id(record_id)?;
-        let req = ChangeRequest::finish_load(operator, balance_before_fen, balance_after_fen)?;
-        self.change(record_id, req)
-    }
-
-    fn abort_load(
-        &self,
-        record_id: &str,
-        operator: &str,
-        reason: &str,
-    ) -> Result<RechargeRecord, HostError> {
-        self.manual_change(record_id, RecordAction::AbortLoad, operator, reason, false)
-    }
-
-    fn flag_reconciliation(
-        &self,
-        record_id: &str,
-        operator: &str,
-        reason: &str,
-    ) -> Result<RechargeRecord, HostError> {
-        self.manual_change(
-            record_id,
-            RecordAction::FlagReconciliation,
-            operator,
-            reason,
-            false,
-        )
-    }
-
-    fn mark_not_loaded(
-        &self,
-        record_id: &str,
-        operator: &str,
-        reason: &str,
-    ) -> Result<RechargeRecord, HostError> {
-        self.manual_change(
-            record_id,
-            RecordAction::MarkNotLoaded,
-            operator,
-            reason,
-            false,
-        )
-    }
-
-    fn resolve_reconciliation(
-        &self,
-        record_id: &str,
-        operator: &str,
-        loaded: bool,
-        reason: &str,
-    ) -> Result<RechargeRecord, HostError> {
-        self.manual_change(
-            record_id,
-            RecordAction::ResolveReconciliation,
-            operator,
-            reason,
-            loaded,
-        )
+        self.change(record_id, request)
     }
 }
 

@@ -98,6 +98,14 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
     /// [`model::CARD_RECORDS_MAX`]. The daemon settles 圈存中 ones from the journal at start-up.
     fn open_records(&self) -> Result<Vec<RechargeRecord>, HostError>;
 
+    /// Applies one checked state change to the record ([`change::apply`], the same for every
+    /// store), durably. The methods below are its named forms.
+    fn change_record(
+        &self,
+        record_id: &str,
+        request: change::ChangeRequest,
+    ) -> Result<RechargeRecord, HostError>;
+
     /// 未圈存 → 圈存中, for the journal transaction `txn_id`. Refused while another record of
     /// the card is 圈存中 or 待核对, and when `txn_id` belongs to another record.
     fn begin_load(
@@ -105,7 +113,13 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         record_id: &str,
         operator: &str,
         txn_id: &str,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = change::record_id(record_id)?;
+        self.change_record(
+            record_id,
+            change::ChangeRequest::begin_load(operator, txn_id)?,
+        )
+    }
 
     /// 圈存中 → 已圈存, with the card's balance before and after (in fen); refused unless
     /// `after = before + amount`.
@@ -115,7 +129,12 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         operator: &str,
         balance_before_fen: i64,
         balance_after_fen: i64,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = change::record_id(record_id)?;
+        let request =
+            change::ChangeRequest::finish_load(operator, balance_before_fen, balance_after_fen)?;
+        self.change_record(record_id, request)
+    }
 
     /// 圈存中 → 未圈存: the card proved the load did not land.
     fn abort_load(
@@ -123,7 +142,9 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         record_id: &str,
         operator: &str,
         reason: &str,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        self.change_with_reason(record_id, RecordAction::AbortLoad, operator, reason, false)
+    }
 
     /// 未圈存/圈存中/已圈存 → 待核对: nobody can tell whether the money is on the card.
     fn flag_reconciliation(
@@ -131,7 +152,15 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         record_id: &str,
         operator: &str,
         reason: &str,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        self.change_with_reason(
+            record_id,
+            RecordAction::FlagReconciliation,
+            operator,
+            reason,
+            false,
+        )
+    }
 
     /// 已圈存 → 未圈存 (the seed's 修改圈存状态, for 二次圈存). The daemon decides whether it is
     /// safe; the host records who did it and why.
@@ -140,7 +169,15 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         record_id: &str,
         operator: &str,
         reason: &str,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        self.change_with_reason(
+            record_id,
+            RecordAction::MarkNotLoaded,
+            operator,
+            reason,
+            false,
+        )
+    }
 
     /// 待核对 → 已圈存 (`loaded`) or 未圈存, after a person compared the card with the records.
     fn resolve_reconciliation(
@@ -149,5 +186,27 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         operator: &str,
         loaded: bool,
         reason: &str,
-    ) -> Result<RechargeRecord, HostError>;
+    ) -> Result<RechargeRecord, HostError> {
+        self.change_with_reason(
+            record_id,
+            RecordAction::ResolveReconciliation,
+            operator,
+            reason,
+            loaded,
+        )
+    }
+
+    /// A change made with a reason.
+    fn change_with_reason(
+        &self,
+        record_id: &str,
+        action: RecordAction,
+        operator: &str,
+        reason: &str,
+        loaded: bool,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = change::record_id(record_id)?;
+        let request = change::ChangeRequest::with_reason(action, operator, reason, loaded)?;
+        self.change_record(record_id, request)
+    }
 }
