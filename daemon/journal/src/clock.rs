@@ -65,6 +65,20 @@ pub fn china_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
+/// A time as a person reads it: China time, `YYYY-MM-DD HH:MM:SS`.
+pub fn china_time_text(t: OffsetDateTime) -> String {
+    let t = china_seconds(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// The China calendar date of `t` as `YYYYMMDD`.
 pub fn china_date(t: OffsetDateTime) -> String {
     let t = t.to_offset(CHINA_OFFSET);

@@ -27,7 +27,7 @@ use cardd_etc::change::{self, Applied, ChangeRequest, Surroundings};
 use cardd_etc::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleDetails, VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX,
-    CHINA_OFFSET, HISTORY_ENTRIES_MAX, LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX,
+    CHINA_OFFSET, HISTORY_ENTRIES_MAX, LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX,
     RECORD_SEQ_PER_DAY_MAX,
 };
 use cardd_etc::{validate, HostError, IssuerHost};
@@ -908,22 +908,7 @@ impl IssuerHost for PgHost {
     }
 
     fn query_records(&self, query: &RecordQuery) -> Result<Page, HostError> {
-        let plate = validate::normalize_plate(&query.plate)?;
-        let colour = validate::plate_colour(query.colour)?;
-        if query.page == 0 {
-            return Err(HostError::PageOutOfRange);
-        }
-        if query.page_size == 0 || query.page_size > PAGE_SIZE_MAX {
-            return Err(HostError::PageSizeOutOfRange(query.page_size));
-        }
-        if let (Some(from), Some(to)) = (query.from, query.to) {
-            if from > to {
-                return Err(HostError::TimeRangeReversed {
-                    from: china_time_text(from),
-                    to: china_time_text(to),
-                });
-            }
-        }
+        let (plate, colour) = validate::record_query(query)?;
         // Whole seconds, both ends inclusive: a start with a fraction begins at the next second.
         let from = query.from.map(|t| {
             let s = t
@@ -1085,18 +1070,4 @@ fn prefixed_columns(alias: &str) -> String {
         .map(|c| format!("{alias}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A time as a person reads it: China time, `YYYY-MM-DD HH:MM:SS`.
-fn china_time_text(t: OffsetDateTime) -> String {
-    let t = china_seconds(t);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }

@@ -48,8 +48,7 @@ use cardd_etc::error::HostError;
 use cardd_etc::model::{
     Page, RechargeRecord, RecordAction, RecordChange, RecordQuery, RecordStatus, Vehicle,
     VehicleInput, CARDS_PER_VEHICLE_MAX, CARD_RECORDS_MAX, CHANNEL_CHARS_MAX, HISTORY_ENTRIES_MAX,
-    LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX, PAGE_SIZE_MAX, RECORD_SEQ_PER_DAY_MAX,
-    STORED_VALUE_BYTES_MAX,
+    LOAD_TXN_ID_CHARS_MAX, OWNER_NAME_CHARS_MAX, RECORD_SEQ_PER_DAY_MAX, STORED_VALUE_BYTES_MAX,
 };
 use cardd_etc::validate;
 use cardd_etc::IssuerHost;
@@ -232,20 +231,6 @@ fn decode_vehicle(key: &[u8], bytes: &[u8]) -> Result<Vehicle, HostError> {
 
 fn decode_open(key: &[u8], bytes: &[u8]) -> Result<Vec<String>, HostError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()))
-}
-
-/// A time as a person reads it: China time, `YYYY-MM-DD HH:MM:SS`.
-fn china_time_text(t: OffsetDateTime) -> String {
-    let t = china_seconds(t);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// Reads a record inside a transaction.
@@ -758,22 +743,7 @@ impl IssuerHost for EmbeddedHost {
     }
 
     fn query_records(&self, query: &RecordQuery) -> Result<Page, HostError> {
-        let plate = validate::normalize_plate(&query.plate)?;
-        let colour = validate::plate_colour(query.colour)?;
-        if query.page == 0 {
-            return Err(HostError::PageOutOfRange);
-        }
-        if query.page_size == 0 || query.page_size > PAGE_SIZE_MAX {
-            return Err(HostError::PageSizeOutOfRange(query.page_size));
-        }
-        if let (Some(from), Some(to)) = (query.from, query.to) {
-            if from > to {
-                return Err(HostError::TimeRangeReversed {
-                    from: china_time_text(from),
-                    to: china_time_text(to),
-                });
-            }
-        }
+        let (plate, colour) = validate::record_query(query)?;
         if self.get_vehicle(colour.code, &plate)?.is_none() {
             return Err(HostError::VehicleNotFound {
                 plate,

@@ -265,6 +265,30 @@ pub fn balance(balance_fen: i64) -> Result<i64, HostError> {
     }
 }
 
+/// A vehicle's records query, checked: the normalised plate and its colour; the page from 1,
+/// the page size within [`crate::model::PAGE_SIZE_MAX`], the time range not reversed.
+pub fn record_query(
+    query: &crate::model::RecordQuery,
+) -> Result<(String, crate::model::PlateColour), HostError> {
+    let plate = normalize_plate(&query.plate)?;
+    let colour = plate_colour(query.colour)?;
+    if query.page == 0 {
+        return Err(HostError::PageOutOfRange);
+    }
+    if query.page_size == 0 || query.page_size > crate::model::PAGE_SIZE_MAX {
+        return Err(HostError::PageSizeOutOfRange(query.page_size));
+    }
+    if let (Some(from), Some(to)) = (query.from, query.to) {
+        if from > to {
+            return Err(HostError::TimeRangeReversed {
+                from: cardd_journal::clock::china_time_text(from),
+                to: cardd_journal::clock::china_time_text(to),
+            });
+        }
+    }
+    Ok((plate, colour))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
