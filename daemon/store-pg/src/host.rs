@@ -17,11 +17,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cardd_etc::change::{self, Applied, ChangeRequest, Surroundings};
 use cardd_etc::model::{
@@ -32,29 +28,10 @@ use cardd_etc::model::{
 };
 use cardd_etc::{validate, HostError, IssuerHost};
 use cardd_journal::clock::{china_date, china_seconds, Clock, SystemClock};
-use deadpool_postgres::{Client as PooledClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
-use crate::migrate;
-
-/// Most runs of one transaction: the first and the retries after serialization failures or
-/// deadlocks.
-pub const TXN_ATTEMPTS_MAX: u32 = 16;
-/// Longest pause before a retry, in milliseconds (the pause is random up to this, times the
-/// attempt number).
-pub const RETRY_PAUSE_MS_MAX: u64 = 10;
-/// Most connections of one host's pool.
-pub const POOL_CONNECTIONS_MAX: usize = 8;
-/// Longest wait for a free pooled connection, in milliseconds.
-pub const POOL_WAIT_MS: u64 = 10_000;
-/// Longest wait for a new connection, in milliseconds.
-pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// Longest run of one statement, in milliseconds (`SET LOCAL statement_timeout`).
-pub const STATEMENT_TIMEOUT_MS: u64 = 30_000;
-/// Worker threads of the runtime a host owns.
-pub const RUNTIME_THREADS: usize = 2;
+use crate::db::{self, body, Database, DbFailure, Mode, TxError};
 
 const OPEN_STATUSES: &str = "('loading', 'needs_reconciliation')";
 const RECORD_COLUMNS: &str = "record_id, card_number, colour, plate, amount_fen, \
@@ -69,69 +46,23 @@ const ACTIONS: [RecordAction; 7] = [
     RecordAction::ResolveReconciliation,
 ];
 
-/// What a transaction body may fail with.
-enum TxError {
-    Host(HostError),
-    Db(tokio_postgres::Error),
-}
+type TxResult<T> = db::TxResult<T, HostError>;
 
-impl From<tokio_postgres::Error> for TxError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        TxError::Db(e)
-    }
-}
-
-impl From<HostError> for TxError {
+impl From<HostError> for TxError<HostError> {
     fn from(e: HostError) -> Self {
-        TxError::Host(e)
+        TxError::Refused(e)
     }
 }
 
-type TxResult<T> = Result<T, TxError>;
-/// A transaction body's run: it owns the pooled connection for the run and hands it back.
-type TxFuture<'e, T> = Pin<Box<dyn Future<Output = (PooledClient, TxResult<T>)> + 'e>>;
-
-/// Turns `$body`, an async block using the connection `$c: &Client`, into a transaction body.
-macro_rules! body {
-    (|$c:ident| $body:expr) => {
-        move |pooled: PooledClient| -> TxFuture<'_, _> {
-            Box::pin(async move {
-                let result = {
-                    let $c: &Client = &pooled;
-                    $body.await
-                };
-                (pooled, result)
-            })
+impl From<DbFailure> for HostError {
+    fn from(e: DbFailure) -> Self {
+        match e {
+            DbFailure::Failed(detail) => HostError::Database(detail),
+            DbFailure::SchemaTooNew { found, supported } => {
+                HostError::SchemaTooNew { found, supported }
+            }
         }
-    };
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Write,
-    Read,
-    /// A schema migration: a write that may also collide with another host creating the same
-    /// tables at the same moment (the catalog's unique indexes are not covered by
-    /// serializable isolation), and is then retried too.
-    Migrate,
-}
-
-fn retryable(e: &tokio_postgres::Error, mode: Mode) -> bool {
-    let Some(c) = e.code() else {
-        return false;
-    };
-    *c == SqlState::T_R_SERIALIZATION_FAILURE
-        || *c == SqlState::T_R_DEADLOCK_DETECTED
-        || (mode == Mode::Migrate
-            && (*c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE))
-}
-
-fn db_error(what: &str, e: &tokio_postgres::Error) -> HostError {
-    let detail = match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    };
-    HostError::Database(format!("{what}: {detail}"))
+    }
 }
 
 fn corrupt(key: impl Into<String>, reason: impl Into<String>) -> HostError {
@@ -189,110 +120,48 @@ pub struct VerifyReport {
     pub records: u64,
 }
 
-/// The issuer host on PostgreSQL. Its calls block the calling thread on the host's own runtime
-/// (see the crate's documentation): call them from threads of their own, not from a thread of
-/// an async runtime (its executor or its blocking pool).
+/// The issuer host on PostgreSQL. Its calls block the calling thread on the database's
+/// runtime (see [`Database`]): call them from threads of their own, not from a thread of an
+/// async runtime (its executor or its blocking pool).
 pub struct PgHost {
-    /// Always `Some` until dropped (taken to shut it down without blocking).
-    runtime: Option<tokio::runtime::Runtime>,
-    pool: Pool,
+    db: Arc<Database>,
     clock: Arc<dyn Clock>,
-    drop_before_commit: AtomicBool,
 }
 
 impl std::fmt::Debug for PgHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgHost")
-            .field("pool", &self.pool.status())
+            .field("db", &self.db)
             .field("clock", &self.clock)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PgHost {
-    /// Closes the connections without waiting, so a host may be dropped anywhere, an async
-    /// task included.
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+            .finish()
     }
 }
 
 impl PgHost {
     /// Connects to `url` (`postgres://user:password@host:port/database`) with the system clock
-    /// and brings the schema up to date ([`migrate::apply`]); refuses a newer schema.
+    /// and brings the schema up to date ([`Database::open`]); refuses a newer schema.
     pub fn open(url: &str) -> Result<PgHost, HostError> {
         PgHost::open_with_clock(url, Arc::new(SystemClock))
     }
 
     /// [`PgHost::open`] with another clock (tests).
     pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<PgHost, HostError> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| HostError::Database(format!("数据库地址不正确：{e}")))?;
-        config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_CONNECTIONS_MAX)
-            .wait_timeout(Some(Duration::from_millis(POOL_WAIT_MS)))
-            .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| HostError::Database(format!("连接池：{e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("cardd-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| HostError::Database(format!("启动数据库线程：{e}")))?;
-        let host = PgHost {
-            runtime: Some(runtime),
-            pool,
-            clock,
-            drop_before_commit: AtomicBool::new(false),
-        };
-        let applied = host.call(host.transaction(
-            Mode::Migrate,
-            "升级数据库结构",
-            body!(|c| async {
-                migrate::apply(c).await.map_err(|e| match e {
-                    migrate::ApplyError::Host(h) => TxError::Host(h),
-                    migrate::ApplyError::Db(d) => TxError::Db(d),
-                })
-            }),
-        ))?;
-        tracing::info!(
-            from = applied.from,
-            to = applied.to,
-            "issuer host database opened"
-        );
-        Ok(host)
+        Ok(PgHost::new(Arc::new(Database::open(url)?), clock))
+    }
+
+    /// The host's records in an open database.
+    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>) -> PgHost {
+        PgHost { db, clock }
+    }
+
+    /// The database the host uses.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
     }
 
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<i32, HostError> {
-        self.call(self.transaction(
-            Mode::Read,
-            "读取数据库结构版本",
-            body!(|c| async {
-                let row = c
-                    .query_one(
-                        &format!(
-                            "SELECT coalesce(max(version), 0) FROM {}",
-                            migrate::VERSION_TABLE
-                        ),
-                        &[],
-                    )
-                    .await?;
-                Ok(row.get::<_, i32>(0))
-            }),
-        ))
+        Ok(self.db.schema_version()?)
     }
 
     /// Counts vehicles and records and checks that every record's current load transaction
@@ -335,88 +204,24 @@ impl PgHost {
     /// the session), to test that nothing of it remains. For tests of failure handling.
     #[doc(hidden)]
     pub fn drop_connection_before_next_commit(&self) {
-        self.drop_before_commit.store(true, Ordering::SeqCst);
+        self.db.drop_connection_before_next_commit();
     }
 
     fn now(&self) -> OffsetDateTime {
         china_seconds(self.clock.now())
     }
 
-    /// Runs `fut` to completion on the host's runtime, blocking this thread.
     fn call<T>(&self, fut: impl Future<Output = Result<T, HostError>>) -> Result<T, HostError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(HostError::Database(
-                "PgHost was called from a thread of an async runtime; call it from a thread of its own (a reader worker, or std::thread)".into(),
-            ));
-        }
-        match &self.runtime {
-            Some(runtime) => runtime.block_on(fut),
-            None => Err(HostError::Database("PgHost is closed".into())),
-        }
+        self.db.call(fut)
     }
 
-    /// Runs `body` in one transaction, again after serialization failures and deadlocks.
     async fn transaction<'e, T>(
         &self,
         mode: Mode,
         what: &'static str,
-        body: impl Fn(PooledClient) -> TxFuture<'e, T>,
+        body: impl Fn(deadpool_postgres::Client) -> db::TxFuture<'e, T, HostError>,
     ) -> Result<T, HostError> {
-        let begin = match mode {
-            Mode::Write | Mode::Migrate => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-            Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        };
-        let begin = format!("{begin}; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let pooled = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| HostError::Database(format!("{what}：无法连接数据库：{e}")))?;
-            let (pooled, result) = match pooled.batch_execute(&begin).await {
-                Ok(()) => body(pooled).await,
-                Err(e) => (pooled, Err(e.into())),
-            };
-            let client: &Client = &pooled;
-            let result: TxResult<T> = async {
-                let value = result?;
-                if mode == Mode::Write && self.drop_before_commit.swap(false, Ordering::SeqCst) {
-                    client
-                        .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
-                        .await?;
-                }
-                client.batch_execute("COMMIT").await?;
-                Ok(value)
-            }
-            .await;
-            let error = match result {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            if !client.is_closed() {
-                // Nothing of a failed transaction stays; a broken connection has lost it anyway.
-                let _ = client.batch_execute("ROLLBACK").await;
-            }
-            match error {
-                TxError::Host(e) => return Err(e),
-                TxError::Db(e) if retryable(&e, mode) && attempt < TXN_ATTEMPTS_MAX => {
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| u64::from(d.subsec_nanos()));
-                    let pause = (nanos % (RETRY_PAUSE_MS_MAX + 1)) * u64::from(attempt);
-                    tracing::debug!(what, attempt, "serialization conflict, retrying");
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                TxError::Db(e) if retryable(&e, mode) => {
-                    return Err(HostError::Database(format!(
-                        "{what}：与其他操作冲突，重试 {TXN_ATTEMPTS_MAX} 次后仍未完成"
-                    )))
-                }
-                TxError::Db(e) => return Err(db_error(what, &e)),
-            }
-        }
+        self.db.transaction(mode, what, body).await
     }
 
     /// Applies one checked state change in one serializable transaction.

@@ -4,10 +4,9 @@
 //! recorded version, refuses a version newer than [`SCHEMA_VERSION`] (an older binary must not
 //! write to a schema it does not know), applies every newer migration in order and records
 //! each. Two hosts opening one database at once collide on the version table or on the catalog
-//! (creating the same table); the loser's transaction is retried by the caller (`PgHost::open`)
+//! (creating the same table); the loser's transaction is retried by the caller (`Database::open`)
 //! and then finds nothing to do.
 
-use cardd_etc::HostError;
 use tokio_postgres::GenericClient;
 
 /// The migrations, in order: `(version, SQL)`. A new one is a new file with the next number;
@@ -46,10 +45,10 @@ pub async fn apply(client: &impl GenericClient) -> Result<Applied, ApplyError> {
         .await?;
     let from: i32 = row.get(0);
     if from > SCHEMA_VERSION {
-        return Err(ApplyError::Host(HostError::SchemaTooNew {
+        return Err(ApplyError::TooNew {
             found: from,
             supported: SCHEMA_VERSION,
-        }));
+        });
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
         client.batch_execute(sql).await?;
@@ -70,8 +69,8 @@ pub async fn apply(client: &impl GenericClient) -> Result<Applied, ApplyError> {
 /// Why [`apply`] failed.
 #[derive(Debug)]
 pub enum ApplyError {
-    /// A refusal (a newer schema).
-    Host(HostError),
+    /// The schema is newer than this binary's.
+    TooNew { found: i32, supported: i32 },
     /// The database failed (the caller decides whether to retry).
     Db(tokio_postgres::Error),
 }
