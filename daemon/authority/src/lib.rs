@@ -103,13 +103,27 @@ pub trait HostLink: Send + Sync + fmt::Debug {
     fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError>;
 }
 
+/// The site the in-process [`LocalLink`] speaks for.
+pub const LOCAL_SITE: &str = "local";
+
 /// What the authority records of each load, durably before it answers.
 pub trait AuthorizationLog: Send + Sync + fmt::Debug {
-    /// Records that MAC2 is about to be given for `request`. Returns an error when the record
-    /// could not be made durable (then no MAC2 is given).
-    fn authorized(&self, request: &AuthorizeRequest) -> Result<(), String>;
-    /// Records that the load's TAC verified: the load is booked.
-    fn booked(&self, request: &ConfirmRequest) -> Result<(), String>;
+    /// Records that MAC2 is about to be given to `site` for `request`. An implementation may
+    /// claim the load's funding here too, in the same atomic change (the record store of a
+    /// central host does: the claim and the authorisation are one transaction). Refuses
+    /// ([`SamError::LoadNotFunded`]) when the record could not be made durable or the funding
+    /// is taken: then no MAC2 is given. The same request asked again (same transaction, card, counter and terms) is
+    /// answered again.
+    fn authorized(&self, site: &str, request: &AuthorizeRequest) -> Result<(), SamError>;
+    /// Records that the load's TAC verified: the load is booked. Booking a booked load with
+    /// the same TAC again succeeds (a retry after a lost answer).
+    fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError>;
+    /// Records that a load's TAC did not verify: a person must decide. By default nothing is
+    /// recorded beyond the refusal.
+    fn tac_refused(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
+        let _ = (site, request);
+        Ok(())
+    }
 }
 
 /// The host side: checks, records and answers, over a security module that holds the keys.
@@ -134,7 +148,11 @@ impl Authority {
 
     /// Step 1: MAC1 (a card that is not genuine claims nothing), the funding, the durable
     /// record, then MAC2.
-    pub fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, SamError> {
+    pub fn authorize(
+        &self,
+        site: &str,
+        request: &AuthorizeRequest,
+    ) -> Result<Authorized, SamError> {
         self.sam
             .verify_load_mac1(&request.card, &request.init, &request.terms)?;
         self.sam.authorize_load(&LoadAuthorization {
@@ -144,11 +162,7 @@ impl Authority {
             terms: request.terms,
             funding: request.funding.clone(),
         })?;
-        self.log
-            .authorized(request)
-            .map_err(|detail| SamError::LoadNotFunded {
-                reason: format!("the authorisation could not be recorded: {detail}"),
-            })?;
+        self.log.authorized(site, request)?;
         let mac2 = self
             .sam
             .load_mac2(&request.card, &request.init, &request.terms)?;
@@ -156,14 +170,19 @@ impl Authority {
     }
 
     /// Step 2: the TAC, then the booking.
-    pub fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, SamError> {
-        self.sam
-            .verify_load_tac(&request.card, &request.init, &request.terms, request.tac)?;
-        self.log
-            .booked(request)
-            .map_err(|detail| SamError::LoadNotFunded {
-                reason: format!("the booking could not be recorded: {detail}"),
-            })?;
+    pub fn confirm(&self, site: &str, request: &ConfirmRequest) -> Result<Confirmed, SamError> {
+        if let Err(e) =
+            self.sam
+                .verify_load_tac(&request.card, &request.init, &request.terms, request.tac)
+        {
+            if e == SamError::TacInvalid {
+                if let Err(failure) = self.log.tac_refused(site, request) {
+                    tracing::error!(site, %failure, "a refused TAC could not be recorded");
+                }
+            }
+            return Err(e);
+        }
+        self.log.booked(site, request)?;
         Ok(Confirmed { booked: true })
     }
 }
@@ -280,11 +299,11 @@ pub struct LocalLink(pub Arc<Authority>);
 
 impl HostLink for LocalLink {
     fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, LinkError> {
-        Ok(self.0.authorize(request)?)
+        Ok(self.0.authorize(LOCAL_SITE, request)?)
     }
 
     fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError> {
-        Ok(self.0.confirm(request)?)
+        Ok(self.0.confirm(LOCAL_SITE, request)?)
     }
 }
 

@@ -56,11 +56,11 @@ struct MemoryLog {
 }
 
 impl AuthorizationLog for MemoryLog {
-    fn authorized(&self, request: &AuthorizeRequest) -> Result<(), String> {
+    fn authorized(&self, _site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
         self.authorized.lock().unwrap().push(request.txn_id.clone());
         Ok(())
     }
-    fn booked(&self, request: &ConfirmRequest) -> Result<(), String> {
+    fn booked(&self, _site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
         self.booked.lock().unwrap().push(request.tac);
         Ok(())
     }

@@ -36,7 +36,9 @@ pub mod identity;
 pub mod tls;
 
 pub use ca::{FleetCa, Issued};
-pub use directory::{authorize, AccessError, SiteDirectory, SiteEntry, SiteLookup, SitePeer};
+pub use directory::{
+    authorize, AccessError, DirectoryError, SiteDirectory, SiteEntry, SiteLookup, SitePeer,
+};
 pub use files::TlsFiles;
 pub use identity::{site_of_certificate, CertFingerprint, SiteId};
 pub use tls::{host_server_config, site_client_config, TlsError};

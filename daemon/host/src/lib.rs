@@ -144,9 +144,12 @@ impl RecordBook {
 }
 
 impl AuthorizationLog for RecordBook {
-    fn authorized(&self, request: &AuthorizeRequest) -> Result<(), String> {
+    fn authorized(&self, _site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
         let Funding::EtcRecord { record_id } = &request.funding else {
-            return Err(format!("{} is not a recharge record", request.funding));
+            return Err(refused(format!(
+                "{} is not a recharge record",
+                request.funding
+            )));
         };
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len() >= OPEN_AUTHORIZATIONS_MAX {
@@ -163,13 +166,13 @@ impl AuthorizationLog for RecordBook {
         Ok(())
     }
 
-    fn booked(&self, request: &ConfirmRequest) -> Result<(), String> {
+    fn booked(&self, _site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
         let open = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(request.card, request.init.online_atc))
-            .ok_or("no authorisation of this host names this card and counter")?;
+            .ok_or_else(|| refused("no authorisation of this host names this card and counter"))?;
         self.records
             .finish_load(
                 &open.record_id,
@@ -178,6 +181,6 @@ impl AuthorizationLog for RecordBook {
                 open.balance_before_fen + open.amount_fen,
             )
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| refused(e.to_string()))
     }
 }

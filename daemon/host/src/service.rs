@@ -146,11 +146,16 @@ impl HostService {
             AUTHORIZE => {
                 call(head, move |p: AuthorizeRequest| {
                     tracing::info!(site = %site, txn = %p.txn_id, "load authorisation asked");
-                    authority.authorize(&p)
+                    authority.authorize(site.as_str(), &p)
                 })
                 .await
             }
-            CONFIRM => call(head, move |p: ConfirmRequest| authority.confirm(&p)).await,
+            CONFIRM => {
+                call(head, move |p: ConfirmRequest| {
+                    authority.confirm(site.as_str(), &p)
+                })
+                .await
+            }
             other => json(&error::<()>(
                 head.id,
                 CODE_NO_METHOD,

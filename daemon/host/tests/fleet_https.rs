@@ -4,28 +4,27 @@
 //! * a record paid at the host is loaded at a site and booked 已圈存 in PostgreSQL;
 //! * the same record asked from two sites at the same moment is authorised and credited once;
 //! * a disabled site is refused (the load refused at once, 无法连接发卡方后台…, the card untouched,
-//!   nothing journaled) and a site unknown to the host likewise.
+//!   nothing journaled) and a site unknown to the host likewise;
+//! * a host stopped and started again between MAC2 and the TAC confirms the load from its
+//!   database (the authorisation is a row, written with the claim of the record).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use cardd_authority::{Authority, GatedKeys, RemoteSam};
 use cardd_crypto::{bcd, Algorithm};
 use cardd_etc::{IssuerHost, RecordStatus, VehicleInput};
 use cardd_fleet::ca::{host_files, site_files};
-use cardd_fleet::directory::DirectoryError;
-use cardd_fleet::{
-    host_server_config, site_client_config, FleetCa, SiteDirectory, SiteEntry, SiteId, SiteLookup,
-};
-use cardd_host::{HostService, HttpsLink, RecordBook, RecordFunding};
+use cardd_fleet::{host_server_config, site_client_config, FleetCa, SiteId};
+use cardd_host::{HostService, HttpsLink};
+use cardd_journal::clock::SystemClock;
 use cardd_journal::{load_card, Funding, Journal, LoadError, LoadRequest, Store};
 use cardd_purse::{Purse, SamError, SoftSam};
 use cardd_reader::{Reader, ReaderFactory, ReaderSelector};
 use cardd_sim::{SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
-use cardd_store_pg::PgHost;
+use cardd_store_pg::{AuthorizationState, Database, PgHost, PgLedger, PgSites};
 
 #[path = "../../store-pg/tests/common/mod.rs"]
 mod common;
@@ -34,29 +33,19 @@ const CARD: &str = cardd_sim::demo::DEMO_ETC_CARD_NUMBER;
 const HOST_NAME: &str = "host.fleet.test";
 const DAYS: u32 = 30;
 
-/// The host's site directory, in memory.
-#[derive(Debug, Default)]
-struct Sites(Mutex<HashMap<SiteId, SiteEntry>>);
-
-impl SiteDirectory for Sites {
-    fn site<'a>(&'a self, site_id: &'a SiteId) -> SiteLookup<'a> {
-        let entry = self.0.lock().unwrap().get(site_id).cloned();
-        Box::pin(async move { Ok::<_, DirectoryError>(entry) })
-    }
-}
-
 /// The running host: its address, its records, and what stops it.
 struct Host {
     addr: SocketAddr,
     records: Arc<dyn IssuerHost>,
-    sites: Arc<Sites>,
+    sites: PgSites,
+    ledger: PgLedger,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    _db: common::FreshDatabase,
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
+impl Host {
+    /// Stops the service and waits until it no longer listens.
+    fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -66,25 +55,35 @@ impl Drop for Host {
     }
 }
 
-fn start_host(ca_dir: &Path) -> Host {
-    let db = common::FreshDatabase::create();
-    let records: Arc<dyn IssuerHost> = Arc::new(PgHost::open(&db.url).expect("open PgHost"));
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a host on `db` (its records, sites and authorisations), listening on `addr`.
+fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
+    let db = Arc::new(Database::open(url).expect("open the database"));
+    let clock = Arc::new(SystemClock);
+    let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
+    let ledger = PgLedger::new(db.clone(), clock.clone());
+    let sites = PgSites::new(db, clock);
     let tls = Arc::new(host_server_config(&host_files(ca_dir, HOST_NAME)).expect("host TLS"));
-    let sites = Arc::new(Sites::default());
     let authority = Arc::new(Authority::new(
         Arc::new(GatedKeys::new(
             Arc::new(SoftSam::demo()),
-            Arc::new(RecordFunding::new(records.clone())),
+            Arc::new(ledger.clone()),
         )),
-        Arc::new(RecordBook::new(records.clone())),
+        Arc::new(ledger.clone()),
     ));
     let service = Arc::new(HostService {
         tls,
-        directory: sites.clone(),
+        directory: Arc::new(sites.clone()),
         authority,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready, addr) = std::sync::mpsc::channel();
+    let (ready, bound) = std::sync::mpsc::channel();
+    let addr = addr.to_owned();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -92,7 +91,7 @@ fn start_host(ca_dir: &Path) -> Host {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = tokio::net::TcpListener::bind(addr.as_str()).await.unwrap();
             ready.send(listener.local_addr().unwrap()).unwrap();
             service
                 .serve(listener, async {
@@ -102,12 +101,14 @@ fn start_host(ca_dir: &Path) -> Host {
         });
     });
     Host {
-        addr: addr.recv_timeout(Duration::from_secs(30)).expect("host up"),
+        addr: bound
+            .recv_timeout(Duration::from_secs(30))
+            .expect("host up"),
         records,
         sites,
+        ledger,
         stop: Some(stop),
         thread: Some(thread),
-        _db: db,
     }
 }
 
@@ -118,13 +119,10 @@ fn fleet(dir: &Path, host: &Host) {
     for (id, enabled) in [("S01", true), ("S02", true), ("S03", false)] {
         let site: SiteId = id.parse().unwrap();
         let issued = ca.issue_site(&site, DAYS, false).expect("site certificate");
-        host.sites.0.lock().unwrap().insert(
-            site,
-            SiteEntry {
-                enabled,
-                cert_fingerprint: issued.fingerprint,
-            },
-        );
+        host.sites.enrol(&site, &issued.fingerprint).unwrap();
+        if !enabled {
+            host.sites.set_enabled(&site, false).unwrap();
+        }
     }
     ca.issue_site(&"S04".parse().unwrap(), DAYS, false)
         .expect("site certificate");
@@ -220,22 +218,23 @@ fn paid(records: &dyn IssuerHost, amount_fen: i64) -> cardd_etc::RechargeRecord 
         .unwrap()
 }
 
-fn setup() -> (tempfile::TempDir, Host) {
+fn setup() -> (tempfile::TempDir, common::FreshDatabase, Host) {
     let dir = tempfile::tempdir().unwrap();
+    let db = common::FreshDatabase::create();
     let ca = FleetCa::init(dir.path(), DAYS).expect("CA");
     drop(ca);
     FleetCa::open(dir.path())
         .unwrap()
         .issue_host(HOST_NAME, &["127.0.0.1".to_owned()], DAYS, false)
         .expect("host certificate");
-    let host = start_host(dir.path());
+    let host = start_host(dir.path(), &db.url, "127.0.0.1:0");
     fleet(dir.path(), &host);
-    (dir, host)
+    (dir, db, host)
 }
 
 #[test]
 fn fleet_loads_over_mutual_tls_against_postgresql() {
-    let (dir, host) = setup();
+    let (dir, _db, host) = setup();
 
     // Paid at the host, loaded at site S01, booked in PostgreSQL.
     let record = paid(host.records.as_ref(), 5_000);
@@ -318,6 +317,75 @@ fn fleet_loads_over_mutual_tls_against_postgresql() {
             RecordStatus::Loaded
         );
     }
+}
+
+#[test]
+fn a_host_restarted_between_mac2_and_the_tac_confirms_the_load_from_its_database() {
+    let (dir, db, mut host) = setup();
+    let record = paid(host.records.as_ref(), 3_000);
+    let mut s01 = Site::new(dir.path(), "S01", host.addr);
+    let before = s01.balance();
+
+    // Step 1 by hand: announce, INITIALIZE, MAC2 from the host.
+    let sam = &s01.sam;
+    let mut purse = Purse::new(&mut s01.reader);
+    let cardd_purse::CardIdentity::Etc(info) = purse.identify_payment_card().unwrap() else {
+        panic!("the demo card is an ETC card");
+    };
+    let plan = cardd_purse::LoadPlan::new(
+        cardd_purse::CardKeyContext::etc(&info),
+        3_000,
+        [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
+        bcd::date(2026, 12, 7),
+        bcd::time(10, 0, 0),
+    );
+    cardd_purse::SecurityModule::authorize_load(
+        sam,
+        &cardd_purse::LoadAuthorization {
+            txn_id: "restart-1".into(),
+            card_number: CARD.into(),
+            card: plan.card,
+            terms: plan.terms,
+            funding: Funding::EtcRecord {
+                record_id: record.record_id.clone(),
+            },
+        },
+    )
+    .unwrap();
+    purse.select_etc_adf().unwrap();
+    purse
+        .verify_pin(&cardd_purse::Pin::ascii("123456").unwrap())
+        .unwrap();
+    let init = purse.init_load_for(&plan).unwrap();
+    let session = cardd_purse::LoadSession::start(plan, init, sam).expect("MAC2");
+    let claimed = host.records.record(&record.record_id).unwrap().unwrap();
+    assert_eq!(claimed.status, RecordStatus::Loading);
+
+    // The host goes away and comes back on the same address and database.
+    let addr = host.addr.to_string();
+    host.stop();
+    drop(host);
+    let host = start_host(dir.path(), &db.url, &addr);
+
+    // Step 2: CREDIT, and the TAC confirmed by the host that was restarted.
+    let tac = purse.credit_for(&session).expect("CREDIT");
+    session.verify_tac(sam, tac).expect("the TAC is booked");
+    drop(purse);
+    assert_eq!(s01.balance(), before + 3_000);
+    let booked = host.records.record(&record.record_id).unwrap().unwrap();
+    assert_eq!(booked.status, RecordStatus::Loaded, "{booked:?}");
+    let rows = host.ledger.authorizations_for_card(CARD).unwrap();
+    let row = rows.iter().find(|r| r.txn_id == "restart-1").unwrap();
+    assert_eq!(row.state, AuthorizationState::Booked);
+    assert_eq!(row.site_id, "S01");
+    assert_eq!(row.tac.as_deref(), Some(hex::encode_upper(tac).as_str()));
+
+    // Confirming again (an answer lost on the way) is answered again and books nothing twice.
+    session
+        .verify_tac(&s01.sam, tac)
+        .expect("the same TAC again");
+    let again = host.records.record(&record.record_id).unwrap().unwrap();
+    assert_eq!(again.history.len(), booked.history.len());
 }
 
 #[test]

@@ -46,7 +46,7 @@ const ACTIONS: [RecordAction; 7] = [
     RecordAction::ResolveReconciliation,
 ];
 
-type TxResult<T> = db::TxResult<T, HostError>;
+pub(crate) type TxResult<T> = db::TxResult<T, HostError>;
 
 impl From<HostError> for TxError<HostError> {
     fn from(e: HostError) -> Self {
@@ -351,7 +351,11 @@ async fn records_in(c: &Client, rows: &[Row]) -> TxResult<Vec<RechargeRecord>> {
 }
 
 /// One record by id, read in the caller's transaction (`FOR UPDATE` when it is to change).
-async fn record_in(c: &Client, record_id: &str, lock: bool) -> TxResult<Option<RechargeRecord>> {
+pub(crate) async fn record_in(
+    c: &Client,
+    record_id: &str,
+    lock: bool,
+) -> TxResult<Option<RechargeRecord>> {
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM recharge_records WHERE record_id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -388,7 +392,7 @@ async fn insert_change(
     Ok(())
 }
 
-async fn change_in(
+pub(crate) async fn change_in(
     c: &Client,
     record_id: &str,
     req: &ChangeRequest,
@@ -397,6 +401,9 @@ async fn change_in(
     let Some(mut record) = record_in(c, record_id, true).await? else {
         return Err(HostError::RecordNotFound(record_id.to_owned()).into());
     };
+    if change::already_done(&record, req) {
+        return Ok(record);
+    }
     let mut around = Surroundings::default();
     if change::needs_surroundings(req, record.status) {
         if let Some(txn_id) = &req.txn_id {

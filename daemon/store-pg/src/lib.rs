@@ -31,8 +31,12 @@
 
 pub mod db;
 pub mod host;
+pub mod ledger;
 pub mod migrate;
+pub mod sites;
 
 pub use db::{Database, DbFailure, TXN_ATTEMPTS_MAX};
 pub use host::{PgHost, VerifyReport};
+pub use ledger::{AuthorizationRow, AuthorizationState, PgLedger};
 pub use migrate::SCHEMA_VERSION;
+pub use sites::PgSites;

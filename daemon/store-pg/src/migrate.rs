@@ -11,7 +11,10 @@ use tokio_postgres::GenericClient;
 
 /// The migrations, in order: `(version, SQL)`. A new one is a new file with the next number;
 /// a released file never changes.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_records.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_records.sql")),
+    (2, include_str!("migrations/0002_authorizations.sql")),
+];
 
 /// The schema version this binary writes: the last migration's.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

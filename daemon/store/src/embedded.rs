@@ -532,6 +532,9 @@ impl EmbeddedHost {
         let at = self.now();
         let record = run(&self.tree, |tx| {
             let mut record = tx_record(tx, record_id)?;
+            if change::already_done(&record, &req) {
+                return Ok(record);
+            }
             let mut open = tx_open(tx, &record.card_number)?;
             let mut around = Surroundings::default();
             if change::needs_surroundings(&req, record.status) {

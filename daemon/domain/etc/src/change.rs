@@ -111,6 +111,28 @@ pub fn needs_surroundings(req: &ChangeRequest, current: RecordStatus) -> bool {
     req.action == RecordAction::BeginLoad && req.action.next_status(current, req.loaded).is_some()
 }
 
+/// Whether `req` is already the record's state, so that the store changes nothing and
+/// answers the record as it is: the same load begun again under its own transaction
+/// (圈存中 under `req`'s transaction), or the same load finished again with the same balances
+/// (已圈存 with them). A retry after a lost answer, or the host and a site both booking one
+/// load, is so answered rather than refused.
+pub fn already_done(record: &RechargeRecord, req: &ChangeRequest) -> bool {
+    match req.action {
+        RecordAction::BeginLoad => {
+            record.status == RecordStatus::Loading
+                && req.txn_id.is_some()
+                && record.load_txn_id == req.txn_id
+        }
+        RecordAction::FinishLoad => {
+            record.status == RecordStatus::Loaded
+                && req.balances.is_some()
+                && (record.balance_before_fen, record.balance_after_fen)
+                    == (req.balances.map(|b| b.0), req.balances.map(|b| b.1))
+        }
+        _ => false,
+    }
+}
+
 /// What [`apply`] decided, for the store to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {

@@ -43,6 +43,7 @@ macro_rules! host_suite {
             aborts_reconciliation_and_their_history,
             one_load_in_flight_per_card,
             finish_load_checks_the_balances,
+            the_same_begin_or_finish_again_is_answered_and_changes_nothing,
             bad_plates_colours_and_amounts_change_nothing,
             vehicles_by_plate_and_card_with_normalised_plates,
             queries_are_newest_first_with_time_ranges_and_pages,
@@ -131,7 +132,8 @@ fn act(
     match action {
         RecordAction::Recharge => unreachable!("not a state change"),
         RecordAction::BeginLoad => host.begin_load(id, "teller", "T-NEW"),
-        RecordAction::FinishLoad => host.finish_load(id, "teller", 10_000, 30_000),
+        // Other balances than `record_in`'s, so that a 已圈存 record is not this load again.
+        RecordAction::FinishLoad => host.finish_load(id, "teller", 5_000, 25_000),
         RecordAction::AbortLoad => host.abort_load(id, "teller", "卡片余额未变"),
         RecordAction::FlagReconciliation => host.flag_reconciliation(id, "teller", "写卡无应答"),
         RecordAction::MarkNotLoaded => host.mark_not_loaded(id, "supervisor", "写卡失败"),
@@ -220,6 +222,39 @@ pub fn every_transition_is_allowed_or_refused_as_the_table_says(make: &Make) {
         }
     }
     assert_eq!(allowed, 8);
+}
+
+/// A retry of a load's step (an answer lost on the way, or the host and a site both booking one
+/// load) is answered with the record as it is; another load's step is still refused.
+pub fn the_same_begin_or_finish_again_is_answered_and_changes_nothing(make: &Make) {
+    let f = with_vehicle(make);
+    let host = f.host();
+    let id = record_in(host, RecordStatus::Loading);
+    let begun = host.record(&id).expect("read").expect("exists");
+    let before = f.snapshot();
+    let again = host
+        .begin_load(&id, "other", &format!("T-{id}"))
+        .expect("the same load begun again");
+    assert_eq!(again, begun);
+    assert_eq!(f.snapshot(), before, "nothing changed");
+    assert!(matches!(
+        host.begin_load(&id, "teller", "T-OTHER"),
+        Err(HostError::BadTransition { .. })
+    ));
+    let loaded = host
+        .finish_load(&id, "teller", 10_000, 30_000)
+        .expect("finish");
+    let before = f.snapshot();
+    let again = host
+        .finish_load(&id, "cardd-host", 10_000, 30_000)
+        .expect("the same load finished again");
+    assert_eq!(again, loaded);
+    assert_eq!(f.snapshot(), before, "nothing changed");
+    assert!(matches!(
+        host.finish_load(&id, "teller", 5_000, 25_000),
+        Err(HostError::BadTransition { .. })
+    ));
+    f.verify();
 }
 
 pub fn a_load_runs_from_payment_to_card_and_again_after_a_failed_write(make: &Make) {

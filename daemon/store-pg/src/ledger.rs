@@ -1,0 +1,458 @@
+//! [`PgLedger`]: the host's load authorisations in PostgreSQL, each written in the same
+//! transaction that claims the record it pays with.
+//!
+//! * **authorize** ([`AuthorizationLog::authorized`]): one serializable transaction reads the
+//!   funded record, checks it is this card's and of this amount, moves it 未圈存 → 圈存中 under
+//!   the load's transaction (already 圈存中 under it: a site began it, or a retry) and inserts
+//!   the authorisation (`authorized`). Only after the commit does the authority compute MAC2.
+//!   The same transaction asked again with the same card, counter and terms is answered again.
+//! * **confirm** ([`AuthorizationLog::booked`], after the TAC verified with the host's keys):
+//!   one transaction finds the authorisation by the card and its counter, marks it `booked`
+//!   with the TAC and books the record 已圈存 with the card's balances. Booking it again with
+//!   the same TAC succeeds; the record follows whatever state it was left in (待核对 is resolved
+//!   as loaded, a record wrongly set back to 未圈存 is loaded again under this transaction):
+//!   a verified TAC is the card's proof that the money is there.
+//! * a TAC that did not verify ([`AuthorizationLog::tac_refused`]) marks the authorisation
+//!   `reconcile` and the record 待核对.
+//!
+//! Everything is on disk before the host answers, so a host restarted between MAC2 and the TAC
+//! confirms the load from the table; nothing is kept in memory.
+//!
+//! [`PgLedger`] is also the [`LoadGate`] of the host's keys: it accepts only loads paid by a
+//! recharge record (the claim itself is made by `authorized`, atomically with the log).
+
+use std::sync::Arc;
+
+use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest};
+use cardd_etc::change::ChangeRequest;
+use cardd_etc::{HostError, RecordAction, RecordStatus};
+use cardd_journal::clock::{china_seconds, Clock};
+use cardd_purse::{CardKeyContext, Funding, LoadAuthorization, SamError};
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+use crate::db::TxResult;
+use crate::db::{body, Database, Mode, TxError};
+use crate::host::{change_in, record_in};
+
+/// Who the records' history names for changes the host makes for a site (`cardd-host@S1`).
+pub const HOST_OPERATOR: &str = "cardd-host";
+
+/// The state of an authorisation, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationState {
+    /// MAC2 given; the outcome is unknown until the TAC or the card settles it.
+    Authorized,
+    /// The TAC verified: the money is on the card.
+    Booked,
+    /// The card proved the load did not land.
+    Released,
+    /// A person must decide.
+    Reconcile,
+}
+
+impl AuthorizationState {
+    /// The stored name.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthorizationState::Authorized => "authorized",
+            AuthorizationState::Booked => "booked",
+            AuthorizationState::Released => "released",
+            AuthorizationState::Reconcile => "reconcile",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<AuthorizationState> {
+        [
+            AuthorizationState::Authorized,
+            AuthorizationState::Booked,
+            AuthorizationState::Released,
+            AuthorizationState::Reconcile,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+}
+
+/// One authorisation, as an auditor or a test reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRow {
+    pub txn_id: String,
+    pub site_id: String,
+    pub card_number: String,
+    pub online_atc: u16,
+    pub amount_fen: i64,
+    pub funding_id: String,
+    pub state: AuthorizationState,
+    pub tac: Option<String>,
+}
+
+/// The host's load authorisations on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgLedger {
+    db: Arc<Database>,
+    clock: Arc<dyn Clock>,
+}
+
+fn refused(reason: impl Into<String>) -> SamError {
+    SamError::LoadNotFunded {
+        reason: reason.into(),
+    }
+}
+
+/// The card as the table keys it: issuer factor and card factor, in hex.
+fn card_key(card: &CardKeyContext) -> String {
+    format!("{}{}", hex::encode(card.issuer4), hex::encode(card.card8))
+}
+
+/// The operator the records' history names for the host acting for `site`.
+fn operator(site: &str) -> String {
+    format!("{HOST_OPERATOR}@{site}")
+}
+
+impl From<HostError> for TxError<SamError> {
+    fn from(e: HostError) -> Self {
+        TxError::Refused(refused(e.to_string()))
+    }
+}
+
+impl From<crate::db::DbFailure> for SamError {
+    fn from(e: crate::db::DbFailure) -> Self {
+        refused(format!("发卡方后台数据库不可用：{e}"))
+    }
+}
+
+/// A record store refusal inside a ledger transaction.
+fn host_refusal(e: TxError<HostError>) -> TxError<SamError> {
+    match e {
+        TxError::Refused(h) => h.into(),
+        TxError::Db(d) => TxError::Db(d),
+    }
+}
+
+impl PgLedger {
+    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>) -> PgLedger {
+        PgLedger { db, clock }
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        china_seconds(self.clock.now())
+    }
+
+    /// Every authorisation of a card, oldest first (auditors, tests).
+    pub fn authorizations_for_card(
+        &self,
+        card_number: &str,
+    ) -> Result<Vec<AuthorizationRow>, HostError> {
+        self.db.call(self.db.transaction(
+            Mode::Read,
+            "读取圈存授权",
+            body!(|c| async {
+                let rows = c
+                    .query(
+                        "SELECT txn_id, site_id, card_number, online_atc, amount_fen, funding_id, \
+                                state, tac FROM load_authorizations WHERE card_number = $1 \
+                         ORDER BY authorized_at, txn_id",
+                        &[&card_number],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let state: String = r.get(6);
+                        let atc: i32 = r.get(3);
+                        Ok(AuthorizationRow {
+                            txn_id: r.get(0),
+                            site_id: r.get(1),
+                            card_number: r.get(2),
+                            online_atc: u16::try_from(atc).unwrap_or(u16::MAX),
+                            amount_fen: r.get(4),
+                            funding_id: r.get(5),
+                            state: AuthorizationState::from_code(&state).ok_or_else(|| {
+                                TxError::Refused(HostError::Corrupt {
+                                    key: r.get(0),
+                                    reason: format!("unknown authorisation state {state}"),
+                                })
+                            })?,
+                            tac: r.get(7),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, TxError<HostError>>>()
+            }),
+        ))
+    }
+}
+
+impl cardd_authority::LoadGate for PgLedger {
+    /// Accepts loads paid by a recharge record; the record is claimed with the authorisation.
+    fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
+        match &request.funding {
+            Funding::EtcRecord { .. } => Ok(()),
+            other => Err(refused(format!(
+                "{other} is not paid through this host's recharge records"
+            ))),
+        }
+    }
+}
+
+/// Claims the record and inserts the authorisation, in the caller's transaction.
+async fn authorize_in(
+    c: &Client,
+    site: &str,
+    request: &AuthorizeRequest,
+    request_json: &serde_json::Value,
+    at: OffsetDateTime,
+) -> TxResult<(), SamError> {
+    let Funding::EtcRecord { record_id } = &request.funding else {
+        return Err(TxError::Refused(refused(format!(
+            "{} is not paid through this host's recharge records",
+            request.funding
+        ))));
+    };
+    let key = card_key(&request.card);
+    let atc = i32::from(request.init.online_atc);
+    let amount = i64::from(request.terms.amount);
+    if let Some(row) = c
+        .query_opt(
+            "SELECT card_key, online_atc, amount_fen, funding_id FROM load_authorizations \
+             WHERE txn_id = $1",
+            &[&request.txn_id],
+        )
+        .await?
+    {
+        let same = row.get::<_, String>(0) == key
+            && row.get::<_, i32>(1) == atc
+            && row.get::<_, i64>(2) == amount
+            && row.get::<_, String>(3) == *record_id;
+        return if same {
+            Ok(())
+        } else {
+            Err(TxError::Refused(refused(format!(
+                "transaction {} was authorised for another load",
+                request.txn_id
+            ))))
+        };
+    }
+    let record = record_in(c, record_id, true)
+        .await
+        .map_err(host_refusal)?
+        .ok_or_else(|| TxError::Refused(refused(format!("no recharge record {record_id}"))))?;
+    if record.card_number != request.card_number {
+        return Err(TxError::Refused(refused(format!(
+            "record {record_id} belongs to card {}, not {}",
+            record.card_number, request.card_number
+        ))));
+    }
+    if record.amount_fen != amount {
+        return Err(TxError::Refused(refused(format!(
+            "record {record_id} pays {} fen, not {amount}",
+            record.amount_fen
+        ))));
+    }
+    let claim = ChangeRequest::begin_load(&operator(site), &request.txn_id)
+        .map_err(|e| TxError::Refused(refused(e.to_string())))?;
+    change_in(c, record_id, &claim, at)
+        .await
+        .map_err(host_refusal)?;
+    c.execute(
+        "INSERT INTO load_authorizations (txn_id, site_id, card_number, card_key, online_atc, \
+             amount_fen, balance_before_fen, funding_kind, funding_id, request, state, \
+             authorized_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'etc_record', $8, $9, 'authorized', $10)",
+        &[
+            &request.txn_id,
+            &site,
+            &request.card_number,
+            &key,
+            &atc,
+            &amount,
+            &i64::from(request.init.old_balance),
+            record_id,
+            request_json,
+            &at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The authorisation of this card, counter and amount: an open one first (a counter repeats
+/// only after a load that did not land), then the latest settled one: `(txn, state, tac,
+/// record, balance before)`.
+async fn find_in(
+    c: &Client,
+    request: &ConfirmRequest,
+) -> TxResult<Option<(String, AuthorizationState, Option<String>, String, i64)>, SamError> {
+    let row = c
+        .query_opt(
+            "SELECT txn_id, state, tac, funding_id, balance_before_fen FROM load_authorizations \
+             WHERE card_key = $1 AND online_atc = $2 AND amount_fen = $3 \
+             ORDER BY state <> 'authorized', state = 'released', authorized_at DESC, txn_id \
+             LIMIT 1",
+            &[
+                &card_key(&request.card),
+                &i32::from(request.init.online_atc),
+                &i64::from(request.terms.amount),
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let state: String = row.get(1);
+    let state = AuthorizationState::from_code(&state)
+        .ok_or_else(|| TxError::Refused(refused(format!("unknown authorisation state {state}"))))?;
+    Ok(Some((
+        row.get(0),
+        state,
+        row.get(2),
+        row.get(3),
+        row.get(4),
+    )))
+}
+
+/// Books the record of a load whose TAC verified, from whatever state it is in.
+async fn book_record_in(
+    c: &Client,
+    site: &str,
+    record_id: &str,
+    txn_id: &str,
+    before: i64,
+    amount: i64,
+    at: OffsetDateTime,
+) -> TxResult<(), SamError> {
+    let op = operator(site);
+    let Some(record) = record_in(c, record_id, true).await.map_err(host_refusal)? else {
+        return Err(TxError::Refused(refused(format!(
+            "no recharge record {record_id}"
+        ))));
+    };
+    let to_refusal = |e: HostError| TxError::Refused(refused(e.to_string()));
+    let finish = ChangeRequest::finish_load(&op, before, before + amount).map_err(to_refusal)?;
+    match record.status {
+        RecordStatus::Loading if record.load_txn_id.as_deref() == Some(txn_id) => {
+            change_in(c, record_id, &finish, at)
+                .await
+                .map_err(host_refusal)?;
+        }
+        RecordStatus::NotLoaded => {
+            let begin = ChangeRequest::begin_load(&op, txn_id).map_err(to_refusal)?;
+            change_in(c, record_id, &begin, at)
+                .await
+                .map_err(host_refusal)?;
+            change_in(c, record_id, &finish, at)
+                .await
+                .map_err(host_refusal)?;
+        }
+        RecordStatus::NeedsReconciliation => {
+            let resolve = ChangeRequest::with_reason(
+                RecordAction::ResolveReconciliation,
+                &op,
+                &format!("发卡方后台核验卡片 TAC，证实圈存交易 {txn_id} 已写入卡内"),
+                true,
+            )
+            .map_err(to_refusal)?;
+            change_in(c, record_id, &resolve, at)
+                .await
+                .map_err(host_refusal)?;
+        }
+        // 已圈存 (by the site, or a retry), or 圈存中 under another transaction of this record
+        // (its own load will settle it): the record already says the money is on a card.
+        _ => {}
+    }
+    Ok(())
+}
+
+impl AuthorizationLog for PgLedger {
+    fn authorized(&self, site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
+        let at = self.now();
+        let json = serde_json::to_value(request)
+            .map_err(|e| refused(format!("the authorisation could not be encoded: {e}")))?;
+        let json = &json;
+        self.db.call(self.db.transaction(
+            Mode::Write,
+            "记录圈存授权",
+            body!(|c| async { authorize_in(c, site, request, json, at).await }),
+        ))?;
+        tracing::info!(site, txn = %request.txn_id, card = %request.card_number, amount_fen = request.terms.amount, "load authorised");
+        Ok(())
+    }
+
+    fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
+        let at = self.now();
+        let tac = hex::encode_upper(request.tac);
+        let tac = &tac;
+        let txn = self.db.call(self.db.transaction(
+            Mode::Write,
+            "确认圈存",
+            body!(|c| async {
+                let Some((txn, state, booked_tac, record_id, before)) = find_in(c, request).await?
+                else {
+                    return Err(TxError::Refused(refused(
+                        "no authorisation of this host names this card, counter and amount",
+                    )));
+                };
+                match state {
+                    AuthorizationState::Booked if booked_tac.as_deref() == Some(tac.as_str()) => {
+                        return Ok(txn)
+                    }
+                    AuthorizationState::Booked => {
+                        return Err(TxError::Refused(refused(format!(
+                            "load {txn} was booked with another TAC"
+                        ))))
+                    }
+                    _ => {}
+                }
+                c.execute(
+                    "UPDATE load_authorizations SET state = 'booked', tac = $2, settled_at = $3, \
+                         settled_by = $4 WHERE txn_id = $1",
+                    &[&txn, tac, &at, &site],
+                )
+                .await?;
+                let amount = i64::from(request.terms.amount);
+                book_record_in(c, site, &record_id, &txn, before, amount, at).await?;
+                Ok(txn)
+            }),
+        ))?;
+        tracing::info!(site, txn = %txn, "load booked");
+        Ok(())
+    }
+
+    fn tac_refused(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
+        let at = self.now();
+        let tac = hex::encode_upper(request.tac);
+        let tac = &tac;
+        self.db.call(self.db.transaction(
+            Mode::Write,
+            "记录 TAC 校验失败",
+            body!(|c| async {
+                let Some((txn, state, _, record_id, _)) = find_in(c, request).await? else {
+                    return Ok(());
+                };
+                if state != AuthorizationState::Authorized {
+                    return Ok(());
+                }
+                c.execute(
+                    "UPDATE load_authorizations SET state = 'reconcile', tac = $2, \
+                         settled_at = $3, settled_by = $4, reason = 'TAC did not verify' \
+                     WHERE txn_id = $1",
+                    &[&txn, tac, &at, &site],
+                )
+                .await?;
+                let flag = ChangeRequest::with_reason(
+                    RecordAction::FlagReconciliation,
+                    &operator(site),
+                    "卡片返回的 TAC 校验失败",
+                    false,
+                )
+                .map_err(|e| TxError::Refused(refused(e.to_string())))?;
+                let record = record_in(c, &record_id, true).await.map_err(host_refusal)?;
+                if record.is_some_and(|r| r.status == RecordStatus::Loading) {
+                    change_in(c, &record_id, &flag, at)
+                        .await
+                        .map_err(host_refusal)?;
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
