@@ -370,7 +370,6 @@ fn a_host_restarted_between_mac2_and_the_tac_confirms_the_load_from_its_database
     // Step 2: CREDIT, and the TAC confirmed by the host that was restarted.
     let tac = purse.credit_for(&session).expect("CREDIT");
     session.verify_tac(sam, tac).expect("the TAC is booked");
-    drop(purse);
     assert_eq!(s01.balance(), before + 3_000);
     let booked = host.records.record(&record.record_id).unwrap().unwrap();
     assert_eq!(booked.status, RecordStatus::Loaded, "{booked:?}");
