@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// Crates allowed to depend on `anyhow` (binaries and harnesses).
-/// `cardd-fleet` is a library too, but only its binary (`src/main.rs`) may use `anyhow`.
+/// `cardd-fleet` and `cardd-host` are libraries too, but only their binaries (`src/main.rs`)
+/// may use `anyhow`.
 const ANYHOW_ALLOWED: &[&str] = &[
     "xtask",
     "cardd-tests",
@@ -31,6 +32,7 @@ const ANYHOW_ALLOWED: &[&str] = &[
     "cardctl",
     "cardd-bench",
     "cardd-fleet",
+    "cardd-host",
 ];
 
 /// Drivers of real hardware: `cardd-sim` may be only an optional dependency of theirs.
@@ -95,6 +97,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-obu", 4),
     ("cardd-store", 5),
     ("cardd-store-pg", 5),
+    ("cardd-hostlink", 5),
     ("cardd", 6),
     ("cardd-host", 6),
     ("cardctl", 7),

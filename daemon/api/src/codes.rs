@@ -156,6 +156,9 @@ error_codes! {
     EvidenceConflict = -32117, 409, "Read the evidence (group.audit.evidence); present the card if the load is unsettled, then decide by what it shows.";
     /// A query or export covers too long a period or too many rows.
     QueryTooLarge = -32118, 413, "Choose a shorter period.";
+    /// The site could not reach the central issuer host (fleet mode): nothing was changed there
+    /// by this call, or its answer was lost.
+    IssuerHostUnreachable = -32119, 503, "Retry shortly; reads the site can answer still work. If it persists, check the site's link to the host (fleet.host_addr) and the host itself.";
 }
 
 #[cfg(test)]

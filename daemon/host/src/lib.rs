@@ -28,11 +28,10 @@
 //!   claim under another transaction is refused while the record is 圈存中.
 #![forbid(unsafe_code)]
 
-pub mod link;
+pub mod config;
 pub mod service;
-pub mod wire;
 
-pub use link::{HttpsLink, HOST_CALL_TIMEOUT_MS};
+pub use cardd_hostlink::{wire, HttpsLink, HOST_CALL_TIMEOUT_MS};
 pub use service::HostService;
 
 use std::collections::HashMap;

@@ -22,6 +22,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use cardd_etc::IssuerHost;
+use cardd_hostlink::records::{record_refusal, serve_record_call};
+use cardd_hostlink::wire::{RecordCall, CODE_RECORDS, RECORDS_PREFIX};
+
 use crate::wire::{
     Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
     CODE_NO_METHOD, CODE_REFUSED, CONFIRM,
@@ -38,6 +42,8 @@ pub struct HostService {
     pub tls: Arc<rustls::ServerConfig>,
     pub directory: Arc<dyn SiteDirectory>,
     pub authority: Arc<Authority>,
+    /// The recharge records the sites read and change (`records.*`).
+    pub records: Arc<dyn IssuerHost>,
 }
 
 impl std::fmt::Debug for HostService {
@@ -156,6 +162,20 @@ impl HostService {
                 })
                 .await
             }
+            other if other.starts_with(RECORDS_PREFIX) => {
+                let call = match RecordCall::join(other, head.params) {
+                    Ok(call) => call,
+                    Err(e) => {
+                        return json(&error::<()>(
+                            head.id,
+                            CODE_BAD_REQUEST,
+                            format!("{other}: {e}"),
+                            None,
+                        ))
+                    }
+                };
+                records(head.id, self.records.clone(), site, call).await
+            }
             other => json(&error::<()>(
                 head.id,
                 CODE_NO_METHOD,
@@ -163,6 +183,54 @@ impl HostService {
                 None,
             )),
         }
+    }
+}
+
+/// Runs one record method off the async threads and answers its result or the store's refusal.
+async fn records(
+    id: u64,
+    store: Arc<dyn IssuerHost>,
+    site: SiteId,
+    call: RecordCall,
+) -> HttpResponse<Full<Bytes>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("host-records".into())
+        .spawn(move || {
+            let _ = tx.send(serve_record_call(store.as_ref(), call));
+        });
+    if let Err(e) = spawned {
+        return json(&error::<()>(
+            id,
+            -32603,
+            format!("the host is out of threads: {e}"),
+            None,
+        ));
+    }
+    match rx.await {
+        Ok(Ok(result)) => json(&Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }),
+        Ok(Err(e)) => {
+            if !e.is_refusal() {
+                tracing::error!(site = %site, error = %e, "a record method failed");
+            }
+            json(&error::<()>(
+                id,
+                CODE_RECORDS,
+                e.to_string(),
+                Some(record_refusal(&e)),
+            ))
+        }
+        Err(e) => json(&error::<()>(
+            id,
+            -32603,
+            format!("the host failed: {e}"),
+            None,
+        )),
     }
 }
 

@@ -80,6 +80,7 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
         tls,
         directory: Arc::new(sites.clone()),
         authority,
+        records: records.clone(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();

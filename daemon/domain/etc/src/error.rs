@@ -218,12 +218,29 @@ pub enum HostError {
         /// The newest version this program knows.
         supported: i32,
     },
+    /// The central issuer host (fleet mode) could not be reached or did not answer in time; a
+    /// change whose answer was lost may or may not have been made there.
+    #[error("无法连接发卡方后台（{0}），暂不能办理；请稍后再试")]
+    Unreachable(String),
+    /// The central issuer host refused or failed: its code and the message it gave.
+    #[error("{message}")]
+    Remote {
+        /// The host's API code.
+        code: ErrorCode,
+        /// Whether the request itself was wrong (a refusal) rather than the host failing.
+        refusal: bool,
+        /// What the host said, as a teller reads it.
+        message: String,
+    },
 }
 
 impl HostError {
     /// Whether the request itself was wrong (bad input or a refused state change) rather than the
     /// store failing; the daemon maps the former to an invalid-parameter or conflict code.
     pub fn is_refusal(&self) -> bool {
+        if let HostError::Remote { refusal, .. } = self {
+            return *refusal;
+        }
         !matches!(
             self,
             HostError::Corrupt { .. }
@@ -232,6 +249,7 @@ impl HostError {
                 | HostError::SchemaTooNew { .. }
                 | HostError::SequenceExhausted { .. }
                 | HostError::Encode { .. }
+                | HostError::Unreachable(_)
         )
     }
 
@@ -246,6 +264,8 @@ impl HostError {
             | H::LoadAttemptsExhausted { .. } => ErrorCode::RecordStateConflict,
             H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
             H::Corrupt { .. } | H::SchemaTooNew { .. } => ErrorCode::FailedClosed,
+            H::Unreachable(_) => ErrorCode::IssuerHostUnreachable,
+            H::Remote { code, .. } => *code,
             H::Store(_) | H::Database(_) | H::Encode { .. } | H::SequenceExhausted { .. } => {
                 ErrorCode::Internal
             }

@@ -1,0 +1,263 @@
+//! `cardd-host`: the central issuer host (后台) of a cardd fleet. See README.md ("A fleet").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use cardd_authority::{Authority, GatedKeys};
+use cardd_etc::{IssuerHost, VehicleInput};
+use cardd_fleet::{CertFingerprint, SiteId};
+use cardd_host::config::HostConfig;
+use cardd_host::HostService;
+use cardd_journal::clock::SystemClock;
+use cardd_store_pg::{Database, PgHost, PgLedger, PgSites};
+
+/// The central issuer host: recharge records, load authorisations and sites on PostgreSQL;
+/// the issuer's keys; HTTPS with mutual TLS for the sites.
+#[derive(Debug, Parser)]
+#[command(name = "cardd-host", version)]
+struct Cli {
+    /// The host's configuration file.
+    #[arg(long, short, global = true, default_value = "/etc/cardd-host/cardd-host.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the sites until SIGINT or SIGTERM (migrates the database first).
+    Serve,
+    /// Checks the configuration, the TLS files and the keys without starting.
+    CheckConfig,
+    /// Brings the database schema up to date and prints its version.
+    Migrate,
+    /// The sites that may connect.
+    Sites {
+        #[command(subcommand)]
+        command: SitesCommand,
+    },
+    /// Adds the demo vehicle accounts (simulated cards only); adds nothing twice.
+    SeedDemo,
+    /// Takes a payment at the host: a new 未圈存 recharge record for the vehicle's card, which
+    /// any site can then load.
+    Recharge {
+        /// The plate (e.g. 陕A12345).
+        #[arg(long)]
+        plate: String,
+        /// The plate colour code (0 blue, 1 yellow, 2 black, 3 white, 4 gradient green, …).
+        #[arg(long, default_value_t = 0)]
+        colour: u16,
+        /// The amount in yuan, e.g. 50.00.
+        #[arg(long)]
+        amount: String,
+        /// Who took the payment.
+        #[arg(long, default_value = "host")]
+        operator: String,
+        /// The channel recorded on the record.
+        #[arg(long, default_value = "发卡方后台")]
+        channel: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SitesCommand {
+    /// Enrols a site with its certificate (or replaces its certificate), enabled.
+    Enrol {
+        /// The site id (the name its certificate was issued for).
+        site: String,
+        /// The site's certificate (PEM), as `cardd-fleet ca issue-site` wrote it.
+        #[arg(long, conflicts_with = "fingerprint")]
+        cert: Option<PathBuf>,
+        /// Or the certificate's SHA-256 fingerprint as `cardd-fleet` printed it.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Refuses the site from its next connection on.
+    Disable { site: String },
+    /// Lets a disabled site connect again.
+    Enable { site: String },
+    /// Lists the sites.
+    List,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CARDD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = HostConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Serve => serve(&config),
+        Command::CheckConfig => {
+            config.security_module()?;
+            cardd_fleet::host_server_config(&config.tls_files())?;
+            println!("{}: ok", cli.config.display());
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = open(&config)?;
+            let m = db.migrated();
+            println!("database schema: version {} (was {})", m.to, m.from);
+            Ok(())
+        }
+        Command::Sites { command } => sites(&config, command),
+        Command::SeedDemo => {
+            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let mut added = 0;
+            for v in cardd_store::demo::demo_vehicles() {
+                if records.vehicle(&v.plate, v.plate_colour.code)?.is_some() {
+                    continue;
+                }
+                records.upsert_vehicle(
+                    &VehicleInput {
+                        plate: v.plate,
+                        plate_colour: v.plate_colour.code,
+                        card_numbers: v.card_numbers,
+                        owner_name: v.owner_name,
+                        vehicle_class: v.vehicle_class,
+                        obu_contract_serial: v.obu_contract_serial,
+                        details: v.details,
+                    },
+                    "cardd-host",
+                )?;
+                added += 1;
+            }
+            println!("demo vehicles added: {added}");
+            Ok(())
+        }
+        Command::Recharge {
+            plate,
+            colour,
+            amount,
+            operator,
+            channel,
+        } => {
+            let fen = cardd_api::Fen::parse_positive_yuan(&amount)
+                .map_err(|e| anyhow::anyhow!("--amount {amount}: {e}"))?;
+            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let record = records.recharge(&plate, colour, fen.0, &operator, &channel)?;
+            println!(
+                "{}\t{}\t{}\t{} 元\t{}",
+                record.record_id,
+                record.plate,
+                record.card_number,
+                fen.to_yuan_string(),
+                record.status.label()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn open(config: &HostConfig) -> Result<Arc<Database>> {
+    Ok(Arc::new(Database::open(&config.database_url).with_context(
+        || "cannot open the host's database (database_url)",
+    )?))
+}
+
+fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
+    let sites = PgSites::new(open(config)?, Arc::new(SystemClock));
+    let site_id = |s: &str| -> Result<SiteId> {
+        s.parse()
+            .map_err(|e| anyhow::anyhow!("site {s:?}: {e}"))
+    };
+    match command {
+        SitesCommand::Enrol {
+            site,
+            cert,
+            fingerprint,
+        } => {
+            let fingerprint: CertFingerprint = match (cert, fingerprint) {
+                (Some(path), None) => {
+                    use rustls::pki_types::pem::PemObject;
+                    let der = rustls::pki_types::CertificateDer::from_pem_file(&path)
+                        .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+                    let named = cardd_fleet::site_of_certificate(&der)?;
+                    if named.as_str() != site {
+                        bail!(
+                            "{} is the certificate of site {named}, not {site}",
+                            path.display()
+                        );
+                    }
+                    CertFingerprint::of(&der)
+                }
+                (None, Some(hex)) => hex.parse()?,
+                _ => bail!("give the site's certificate (--cert) or its fingerprint (--fingerprint)"),
+            };
+            sites.enrol(&site_id(&site)?, &fingerprint)?;
+            println!("site {site} enrolled, certificate {fingerprint}");
+        }
+        SitesCommand::Disable { site } => {
+            sites.set_enabled(&site_id(&site)?, false)?;
+            println!("site {site} disabled");
+        }
+        SitesCommand::Enable { site } => {
+            sites.set_enabled(&site_id(&site)?, true)?;
+            println!("site {site} enabled");
+        }
+        SitesCommand::List => {
+            for s in sites.list()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    s.site_id,
+                    if s.enabled { "enabled" } else { "disabled" },
+                    s.cert_fingerprint,
+                    s.updated_at
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(config: &HostConfig) -> Result<()> {
+    let keys = Arc::new(config.security_module()?);
+    let tls = Arc::new(cardd_fleet::host_server_config(&config.tls_files())?);
+    let db = open(config)?;
+    let clock = Arc::new(SystemClock);
+    let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
+    let ledger = Arc::new(PgLedger::new(db.clone(), clock.clone()));
+    let service = Arc::new(HostService {
+        tls,
+        directory: Arc::new(PgSites::new(db, clock)),
+        authority: Arc::new(Authority::new(
+            Arc::new(GatedKeys::new(keys, ledger.clone())),
+            ledger,
+        )),
+        records,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cardd-host")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "cardd-host serving the sites");
+        // The address, on stdout, for whoever started the host (tests, scripts).
+        println!("listening {}", listener.local_addr()?);
+        service
+            .serve(listener, async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                tracing::info!("cardd-host stopping");
+            })
+            .await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
