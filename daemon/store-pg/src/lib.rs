@@ -30,9 +30,11 @@
 #![forbid(unsafe_code)]
 
 pub mod db;
+pub mod group;
 pub mod host;
 pub mod migrate;
 
 pub use db::{Database, DbFailure, TXN_ATTEMPTS_MAX};
+pub use group::{GroupVerifyReport, PgGroupHost};
 pub use host::{PgHost, VerifyReport};
 pub use migrate::SCHEMA_VERSION;
