@@ -14,6 +14,7 @@ use tokio_postgres::GenericClient;
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_records.sql")),
     (2, include_str!("migrations/0002_authorizations.sql")),
+    (3, include_str!("migrations/0003_groups.sql")),
 ];
 
 /// The schema version this binary writes: the last migration's.

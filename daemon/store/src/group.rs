@@ -259,12 +259,7 @@ pub struct GroupVerifyReport {
     pub topups: u64,
 }
 
-/// The demo groups: `G001` (the demo operator `group1`'s) and `G002`, each with an opening
-/// quota from an approved sandbox transfer.
-pub const DEMO_GROUPS: &[(&str, &str, &str, i64)] = &[
-    ("G001", "郑州示例科技有限公司", "ZZ0001", 50_000),
-    ("G002", "郑州示例物流有限公司", "ZZ0002", 20_000),
-];
+pub use cardd_group::model::DEMO_GROUPS;
 
 impl EmbeddedGroupHost {
     /// Opens the tree with the system clock and verifies it (fails closed on corruption or a
@@ -359,7 +354,7 @@ impl EmbeddedGroupHost {
     /// Adds the [`DEMO_GROUPS`] that are missing, each with an approved opening transfer; what
     /// exists is left alone. Returns how many groups were added.
     pub fn seed_demo(&self) -> Result<u32, GroupError> {
-        let at = datetime_demo();
+        let at = DEMO_GROUPS_AT;
         let added = run(&self.tree, |tx| {
             let mut added: u32 = 0;
             for (id, name, terminal, quota) in DEMO_GROUPS {
@@ -539,10 +534,6 @@ fn set_balances(order: &mut RechargeOrder, before: i64, after: i64) -> Tx<()> {
     order.balance_before_fen = Some(before);
     order.balance_after_fen = Some(after);
     Ok(())
-}
-
-fn datetime_demo() -> OffsetDateTime {
-    time::macros::datetime!(2024-06-01 09:00:00 +8)
 }
 
 /// Ids are looked up as given, bounded.

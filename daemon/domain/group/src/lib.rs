@@ -7,7 +7,8 @@
 //!   the seed's rules (a multiple of 10 yuan, at least 10 yuan, the card at most 1000 yuan
 //!   afterwards), defined here once;
 //! * [`GroupHost`] ([`host`]): the group store as the service needs it, with the pure rule
-//!   checks [`check_recharge`] and [`check_topup_amount`]; `cardd-store` implements it on sled;
+//!   checks [`check_recharge`] and [`check_topup_amount`]; `cardd-store` implements it on sled,
+//!   `cardd-store-pg` on PostgreSQL (one trait-level suite, `tests/suite`, runs against both);
 //! * [`payment`]: the payment gateway that top-ups go through;
 //! * [`export`]: the query rows, their statistics, and CSV/XLSX export;
 //! * [`GroupService`] ([`service`]): recharge with its reservation and settlement,

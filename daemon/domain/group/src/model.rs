@@ -57,6 +57,17 @@ pub const ID_SEQ_PER_DAY_MAX: u32 = 999_999;
 /// Most changes kept in one order's or top-up's history.
 pub const GROUP_HISTORY_MAX: usize = 16;
 
+/// The demo groups every group store seeds (`seed_demo`): `(集团编号, 集团名称, 终端编号, opening
+/// quota in fen)`. `G001` is the demo operator `group1`'s; each opens with an approved sandbox
+/// transfer of its quota, dated [`DEMO_GROUPS_AT`].
+pub const DEMO_GROUPS: &[(&str, &str, &str, i64)] = &[
+    ("G001", "郑州示例科技有限公司", "ZZ0001", 50_000),
+    ("G002", "郑州示例物流有限公司", "ZZ0002", 20_000),
+];
+
+/// When the demo groups were opened.
+pub const DEMO_GROUPS_AT: OffsetDateTime = time::macros::datetime!(2024-06-01 09:00:00 +8);
+
 /// `12.30` from 1230 fen.
 pub fn yuan(fen: i64) -> String {
     Fen(fen).to_yuan_string()
