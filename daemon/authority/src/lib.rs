@@ -307,6 +307,33 @@ impl HostLink for LocalLink {
     }
 }
 
+/// Where a site keeps the confirmations (step 2) it could not deliver, durably, until the host
+/// answers them: a load the card took while the host was unreachable is booked at the host
+/// when the link returns. Until then the host holds the load as authorised, outcome unknown.
+pub trait Outbox: Send + Sync + fmt::Debug {
+    /// Keeps `request` durably (on disk before this returns).
+    fn hold(&self, request: &ConfirmRequest) -> Result<(), String>;
+    /// Every confirmation held, oldest first, at most `max`.
+    fn pending(&self, max: usize) -> Result<Vec<ConfirmRequest>, String>;
+    /// Forgets a confirmation the host answered.
+    fn delivered(&self, request: &ConfirmRequest) -> Result<(), String>;
+}
+
+/// What one delivery round of the outbox did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Confirmations the host booked.
+    pub booked: usize,
+    /// Confirmations the host refused (a TAC that did not verify: the host holds the load for a
+    /// person to decide).
+    pub refused: usize,
+    /// Confirmations still waiting (the host unreachable).
+    pub waiting: usize,
+}
+
+/// Most confirmations delivered in one round.
+pub const OUTBOX_ROUND_MAX: usize = 256;
+
 /// The key of a load between its two messages: the card and its counter before the load.
 type LoadKey = (CardKeyContext, u16);
 
@@ -314,6 +341,9 @@ type LoadKey = (CardKeyContext, u16);
 #[derive(Debug)]
 pub struct RemoteSam {
     link: Arc<dyn HostLink>,
+    /// Where confirmations wait when the host cannot be reached; without one, an unreachable
+    /// host fails the confirmation.
+    outbox: Option<Arc<dyn Outbox>>,
     /// Loads announced before INITIALIZE, by card: what pays for them.
     announced: Mutex<Vec<LoadAuthorization>>,
     /// MAC2s the host gave, waiting for `load_mac2`, each handed out once.
@@ -343,9 +373,47 @@ impl RemoteSam {
     pub fn new(link: Arc<dyn HostLink>) -> RemoteSam {
         RemoteSam {
             link,
+            outbox: None,
             announced: Mutex::new(Vec::new()),
             mac2: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A site's module whose undelivered confirmations wait in `outbox`.
+    pub fn with_outbox(link: Arc<dyn HostLink>, outbox: Arc<dyn Outbox>) -> RemoteSam {
+        RemoteSam {
+            outbox: Some(outbox),
+            ..RemoteSam::new(link)
+        }
+    }
+
+    /// Delivers the confirmations waiting in the outbox, oldest first, until the host is
+    /// unreachable again or [`OUTBOX_ROUND_MAX`] are done.
+    pub fn deliver_outbox(&self) -> Result<Delivery, String> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(Delivery::default());
+        };
+        let pending = outbox.pending(OUTBOX_ROUND_MAX)?;
+        let mut done = Delivery::default();
+        for (i, request) in pending.iter().enumerate() {
+            match self.link.confirm(request) {
+                Ok(_) => {
+                    outbox.delivered(request)?;
+                    done.booked += 1;
+                }
+                Err(LinkError::Unreachable(detail)) => {
+                    tracing::debug!(%detail, "outbox: the host is still unreachable");
+                    done.waiting = pending.len() - i;
+                    return Ok(done);
+                }
+                Err(LinkError::Refused(e)) => {
+                    tracing::error!(card = %load_card_label(&request.card), counter = request.init.online_atc, error = %e, "outbox: the host refused a held confirmation; it holds the load for a person to decide");
+                    outbox.delivered(request)?;
+                    done.refused += 1;
+                }
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -412,7 +480,10 @@ impl SecurityModule for RemoteSam {
         }
     }
 
-    /// Step 2: the host verifies the TAC and books the load.
+    /// Step 2: the host verifies the TAC and books the load. With an outbox, a host that
+    /// cannot be reached does not fail it: the card has answered CREDIT, and the confirmation
+    /// is held durably and delivered when the link returns (the host holds the load as
+    /// authorised, outcome unknown, until then).
     fn verify_load_tac(
         &self,
         card: &CardKeyContext,
@@ -420,15 +491,25 @@ impl SecurityModule for RemoteSam {
         terms: &LoadTerms,
         tac: [u8; 4],
     ) -> Result<(), SamError> {
-        let confirmed = self
-            .link
-            .confirm(&ConfirmRequest {
-                card: *card,
-                init: *init,
-                terms: *terms,
-                tac,
-            })
-            .map_err(link_error)?;
+        let request = ConfirmRequest {
+            card: *card,
+            init: *init,
+            terms: *terms,
+            tac,
+        };
+        let confirmed = match self.link.confirm(&request) {
+            Err(LinkError::Unreachable(detail)) if self.outbox.is_some() => {
+                let outbox = self.outbox.as_ref().expect("checked");
+                outbox
+                    .hold(&request)
+                    .map_err(|e| SamError::HostUnreachable {
+                        detail: format!("{detail}; the confirmation could not be held either: {e}"),
+                    })?;
+                tracing::warn!(card = %load_card_label(card), counter = init.online_atc, %detail, "the host is unreachable: the load's confirmation waits in the outbox");
+                return Ok(());
+            }
+            other => other.map_err(link_error)?,
+        };
         if confirmed.booked {
             Ok(())
         } else {

@@ -20,7 +20,12 @@ use cardd_store_pg::{Database, PgHost, PgLedger, PgSites};
 #[command(name = "cardd-host", version)]
 struct Cli {
     /// The host's configuration file.
-    #[arg(long, short, global = true, default_value = "/etc/cardd-host/cardd-host.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/cardd-host/cardd-host.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -157,17 +162,16 @@ fn main() -> Result<()> {
 }
 
 fn open(config: &HostConfig) -> Result<Arc<Database>> {
-    Ok(Arc::new(Database::open(&config.database_url).with_context(
-        || "cannot open the host's database (database_url)",
-    )?))
+    Ok(Arc::new(
+        Database::open(&config.database_url)
+            .with_context(|| "cannot open the host's database (database_url)")?,
+    ))
 }
 
 fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
     let sites = PgSites::new(open(config)?, Arc::new(SystemClock));
-    let site_id = |s: &str| -> Result<SiteId> {
-        s.parse()
-            .map_err(|e| anyhow::anyhow!("site {s:?}: {e}"))
-    };
+    let site_id =
+        |s: &str| -> Result<SiteId> { s.parse().map_err(|e| anyhow::anyhow!("site {s:?}: {e}")) };
     match command {
         SitesCommand::Enrol {
             site,
@@ -189,7 +193,9 @@ fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
                     CertFingerprint::of(&der)
                 }
                 (None, Some(hex)) => hex.parse()?,
-                _ => bail!("give the site's certificate (--cert) or its fingerprint (--fingerprint)"),
+                _ => {
+                    bail!("give the site's certificate (--cert) or its fingerprint (--fingerprint)")
+                }
             };
             sites.enrol(&site_id(&site)?, &fingerprint)?;
             println!("site {site} enrolled, certificate {fingerprint}");

@@ -61,11 +61,17 @@ pub struct Response<R> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Refusal {
-    NotFunded { reason: String },
-    NotAuthorized { card: String },
+    NotFunded {
+        reason: String,
+    },
+    NotAuthorized {
+        card: String,
+    },
     Mac1Invalid,
     TacInvalid,
-    Other { message: String },
+    Other {
+        message: String,
+    },
     /// The record store refused or failed: its API code (`cardd_api::ErrorCode` number),
     /// whether the request itself was wrong, and the message a teller reads.
     Record {

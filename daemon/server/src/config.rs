@@ -65,6 +65,42 @@ pub struct RawConfig {
     pub group: GroupSection,
     /// Reader driver instances, one table per driver (`[[readers]]`).
     pub readers: Vec<ReaderSection>,
+    /// Fleet mode: the recharge records and the load keys live at a central issuer host (`cardd-host`), which this site reaches over HTTPS with its own client certificate. Absent: the embedded single machine.
+    pub fleet: Option<FleetSection>,
+}
+
+/// `[fleet]`: this site's link to the central issuer host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// The host's address and port as this site reaches it, e.g. `10.1.0.5:7443`.
+    pub host_addr: String,
+    /// The name in the host's certificate (`cardd-fleet ca issue-host --name`).
+    pub host_name: String,
+    /// The fleet CA's certificate (`ca.crt`).
+    pub ca_cert: PathBuf,
+    /// This site's certificate (`cardd-fleet ca issue-site`).
+    pub cert: PathBuf,
+    /// This site's private key (owner-only). It authenticates the site; it is not a card key.
+    pub key: PathBuf,
+    /// How long one call to the host may take, in milliseconds (100 to 60000).
+    #[serde(default = "default_host_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+fn default_host_call_timeout_ms() -> u64 {
+    5_000
+}
+
+/// A validated `[fleet]` section.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub host_addr: SocketAddr,
+    pub host_name: String,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub call_timeout: Duration,
 }
 
 /// `[server]`
@@ -379,6 +415,8 @@ pub struct Config {
     pub readers: Vec<ReaderInstance>,
     pub flows: FlowsSection,
     pub group: GroupSection,
+    /// Fleet mode: the issuer host this site works against (no keys and no records here).
+    pub fleet: Option<FleetConfig>,
     /// The embedded default: seed demo operators and host data.
     pub demo: bool,
 }
@@ -522,6 +560,49 @@ impl Config {
                 "is a test mode for the demo keys only: with real keys every credit must be backed by a funded record; remove it".into(),
             ));
         }
+        let fleet = match raw.fleet {
+            None => None,
+            Some(f) => {
+                if raw.keys.file.is_some() || raw.keys.source == KeySource::File {
+                    return Err(err(
+                        "keys",
+                        "a fleet site holds no keys: the issuer host authorises every load; remove keys.file and keys.source".into(),
+                    ));
+                }
+                if flows.unfunded_test_loads {
+                    return Err(err(
+                        "flows.unfunded_test_loads",
+                        "is not available in fleet mode: every load is authorised by the issuer host".into(),
+                    ));
+                }
+                let host_addr: SocketAddr = f.host_addr.parse().map_err(|_| {
+                    err(
+                        "fleet.host_addr",
+                        format!(
+                            "{:?} is not an address:port such as 10.1.0.5:7443",
+                            f.host_addr
+                        ),
+                    )
+                })?;
+                if f.host_name.trim().is_empty() {
+                    return Err(err(
+                        "fleet.host_name",
+                        "give the name the host's certificate was issued for".into(),
+                    ));
+                }
+                if !(100..=60_000).contains(&f.call_timeout_ms) {
+                    return Err(err("fleet.call_timeout_ms", "must be 100 to 60000".into()));
+                }
+                Some(FleetConfig {
+                    host_addr,
+                    host_name: f.host_name,
+                    ca_cert: f.ca_cert,
+                    cert: f.cert,
+                    key: f.key,
+                    call_timeout: Duration::from_millis(f.call_timeout_ms),
+                })
+            }
+        };
         let mut allowed_origins = loopback_origins(listen.port());
         allowed_origins.extend(
             raw.server
@@ -549,6 +630,7 @@ impl Config {
             readers,
             flows,
             group: raw.group,
+            fleet,
             demo,
         })
     }

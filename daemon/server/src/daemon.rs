@@ -51,8 +51,19 @@ pub struct Daemon {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The 模拟读卡器 panel: the embedded default (`--demo`) only, `None` otherwise.
     pub sim_panel: Option<crate::sim_panel::SimPanel>,
+    /// Fleet mode: the keyless security module and its outbox of undelivered confirmations.
+    pub fleet: Option<FleetLink>,
     pub(crate) started: Instant,
     pub(crate) failed_closed: AtomicBool,
+}
+
+/// A fleet site's link to the issuer host: the keyless security module (which also delivers
+/// the outbox) and the outbox itself.
+#[derive(Debug, Clone)]
+pub struct FleetLink {
+    pub host: std::net::SocketAddr,
+    pub sam: Arc<cardd_authority::RemoteSam>,
+    pub outbox: cardd_store::SledOutbox,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -121,13 +132,20 @@ impl Daemon {
     }
 
     pub(crate) fn health(&self) -> serde_json::Value {
-        json!({
+        let mut health = json!({
             "status": if self.failed_closed() { "failed_closed" } else { "ok" },
             "name": "cardd",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
             "readers": self.readers.list().len(),
             "demo": self.config.demo,
-        })
+        });
+        if let Some(fleet) = &self.fleet {
+            health["fleet"] = json!({
+                "host": fleet.host.to_string(),
+                "outbox_pending": fleet.outbox.len(),
+            });
+        }
+        health
     }
 }

@@ -37,6 +37,8 @@ pub enum ServerError {
     Store { dir: String, reason: String },
     #[error("cannot load the key material: {0}")]
     Keys(String),
+    #[error("cannot set up the link to the issuer host ([fleet]): {0}")]
+    Fleet(String),
     #[error("cannot start the readers: {0}")]
     Readers(String),
     #[error("cannot listen: {0}")]
@@ -187,6 +189,7 @@ pub async fn start(
     crate::methods::group::spawn_reconciler(&daemon);
     spawn_flow_reload(&daemon);
     spawn_refusal_audit(&daemon);
+    spawn_outbox_delivery(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -263,26 +266,56 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Ok(journal) => (Some(Arc::new(journal)), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let keys = load_keys(&config)?;
-    let (host, host_failure): (Option<Arc<dyn cardd_etc::IssuerHost>>, Option<String>) =
-        match cardd_store::EmbeddedHost::open(&store) {
-            Ok(host) => {
-                if config.demo {
-                    host.seed_demo()
-                        .map_err(|e| ServerError::Seed(e.to_string()))?;
-                }
-                (Some(Arc::new(host)), None)
-            }
-            Err(e) => (None, Some(e.to_string())),
-        };
     let (group_stores, group_failure) = crate::methods::group::open(&config, &store);
-    // No MAC2 without a funded record: the keys sit behind the funding check.
-    let sam: Arc<dyn SecurityModule> = Arc::new(crate::funded_sam::FundedSam::new(
-        keys,
-        host.clone(),
-        group_stores.as_ref().map(|(h, _)| h.clone()),
-        config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
-    ));
+    let mut fleet_link = None;
+    let (host, host_failure, sam): (
+        Option<Arc<dyn cardd_etc::IssuerHost>>,
+        Option<String>,
+        Arc<dyn SecurityModule>,
+    ) = match &config.fleet {
+        // A fleet site: the records and the keys are the issuer host's.
+        Some(fleet) => {
+            let client = fleet_client(fleet)?;
+            let outbox = cardd_store::SledOutbox::open(&store).map_err(|e| store_error(&e))?;
+            let remote = Arc::new(cardd_authority::RemoteSam::with_outbox(
+                Arc::new(cardd_hostlink::HttpsLink(client.clone())),
+                Arc::new(outbox.clone()),
+            ));
+            tracing::info!(host = %fleet.host_addr, name = %fleet.host_name, outbox_pending = outbox.len(), "fleet mode: records and load authorisations at the issuer host");
+            fleet_link = Some(crate::daemon::FleetLink {
+                host: fleet.host_addr,
+                sam: remote.clone(),
+                outbox,
+            });
+            (
+                Some(Arc::new(cardd_hostlink::RemoteRecords::new(client))),
+                None,
+                remote,
+            )
+        }
+        None => {
+            let keys = load_keys(&config)?;
+            let (host, host_failure): (Option<Arc<dyn cardd_etc::IssuerHost>>, Option<String>) =
+                match cardd_store::EmbeddedHost::open(&store) {
+                    Ok(host) => {
+                        if config.demo {
+                            host.seed_demo()
+                                .map_err(|e| ServerError::Seed(e.to_string()))?;
+                        }
+                        (Some(Arc::new(host)), None)
+                    }
+                    Err(e) => (None, Some(e.to_string())),
+                };
+            // No MAC2 without a funded record: the keys sit behind the funding check.
+            let sam: Arc<dyn SecurityModule> = Arc::new(crate::funded_sam::FundedSam::new(
+                keys,
+                host.clone(),
+                group_stores.as_ref().map(|(h, _)| h.clone()),
+                config.flows.unfunded_test_loads && config.keys.source == KeySource::Demo,
+            ));
+            (host, host_failure, sam)
+        }
+    };
     // Who each open load belongs to, in both domains: every new credit is checked against all
     // of them (exactly once per customer intent).
     let mut owners: Vec<Arc<dyn cardd_journal::IntentOwners>> = Vec::new();
@@ -334,6 +367,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         sam,
         metrics,
         sim_panel,
+        fleet: fleet_link,
         started: Instant::now(),
         failed_closed: AtomicBool::new(false),
     };
@@ -385,6 +419,45 @@ fn spawn_refusal_audit(daemon: &Arc<Daemon>) {
                 daemon.audit_refusals(daemon.refusals.due(Instant::now()));
             })
             .await;
+        }
+    });
+}
+
+/// How often a fleet site tries to deliver its held confirmations to the host.
+const OUTBOX_RETRY: Duration = Duration::from_secs(5);
+
+/// Delivers a fleet site's held confirmations whenever the host answers again; ends with the
+/// daemon.
+fn spawn_outbox_delivery(daemon: &Arc<Daemon>) {
+    let Some(fleet) = daemon.fleet.clone() else {
+        return;
+    };
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(OUTBOX_RETRY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if weak.upgrade().is_none() {
+                return;
+            }
+            if fleet.outbox.is_empty() {
+                continue;
+            }
+            let sam = fleet.sam.clone();
+            match tokio::task::spawn_blocking(move || sam.deliver_outbox()).await {
+                Ok(Ok(done)) if done.booked + done.refused > 0 => {
+                    tracing::info!(
+                        booked = done.booked,
+                        refused = done.refused,
+                        waiting = done.waiting,
+                        "outbox delivered to the issuer host"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the outbox could not be read"),
+                Err(e) => tracing::error!(error = %e, "outbox delivery stopped"),
+            }
         }
     });
 }
@@ -441,6 +514,26 @@ fn open_flows(
             None
         }
     }
+}
+
+/// A fleet site's client of the issuer host, with the site's certificate.
+fn fleet_client(
+    fleet: &crate::config::FleetConfig,
+) -> Result<Arc<cardd_hostlink::HostClient>, ServerError> {
+    let tls = cardd_fleet::site_client_config(&cardd_fleet::TlsFiles {
+        ca_cert: fleet.ca_cert.clone(),
+        cert: fleet.cert.clone(),
+        key: fleet.key.clone(),
+    })
+    .map_err(|e| ServerError::Fleet(e.to_string()))?;
+    let client = cardd_hostlink::HostClient::new(
+        fleet.host_addr,
+        &fleet.host_name,
+        Arc::new(tls),
+        fleet.call_timeout,
+    )
+    .map_err(|e| ServerError::Fleet(e.to_string()))?;
+    Ok(Arc::new(client))
 }
 
 fn load_keys(config: &Config) -> Result<Arc<dyn SecurityModule>, ServerError> {

@@ -11,6 +11,9 @@
 //!   the append-only quota ledger, recharge orders, quota top-ups, batches, the demo groups);
 //!   [`SandboxBank`] ([`sandbox_bank`]) is the embedded `cardd_group::PaymentGateway`.
 //!
+//! * a fleet site's held load confirmations: [`SledOutbox`] ([`outbox`]) implements
+//!   `cardd_authority::Outbox`.
+//!
 //! This crate moves no money and talks to no card: the ETC service (`cardd_etc::EtcService`)
 //! starts a load with `IssuerHost::begin_load`, runs the journaled load, and records its
 //! outcome with `finish_load`, `abort_load` or `flag_reconciliation`.
@@ -19,9 +22,11 @@
 pub mod demo;
 pub mod embedded;
 pub mod group;
+pub mod outbox;
 pub mod sandbox_bank;
 
 pub use cardd_journal::clock::{self, Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedHost, VerifyReport, HOST_TREE};
 pub use group::{EmbeddedGroupHost, GROUP_TREE};
+pub use outbox::{SledOutbox, OUTBOX_TREE};
 pub use sandbox_bank::SandboxBank;

@@ -58,6 +58,11 @@ pub struct EtcSettings {
     pub etc_pin: String,
     /// The terminal number written into the card's log.
     pub terminal_id: [u8; 6],
+    /// The records are shared with other sites (a fleet's issuer host): a record whose current
+    /// load is not in this site's journal is another site's load, which this site neither
+    /// settles nor takes back (only its own journal, or the card at the site that loaded it,
+    /// decides it). Off on a single machine, where every load is in this journal.
+    pub records_shared: bool,
 }
 
 impl std::fmt::Debug for EtcSettings {
@@ -714,8 +719,12 @@ impl EtcService {
             }
         }
         let txns = linked_txns(journal, &before_settle)?;
-        let (verdict, _, _) = decide(&before_settle, &txns, None);
-        let record = apply_verdict(host, before_settle, verdict, &txns, operator)?;
+        let record = if self.foreign_load(&before_settle, &txns) {
+            before_settle
+        } else {
+            let (verdict, _, _) = decide(&before_settle, &txns, None);
+            apply_verdict(host, before_settle, verdict, &txns, operator)?
+        };
         match record.status {
             RecordStatus::Loaded | RecordStatus::NotLoaded => Ok(record),
             _ => Err(EtcError::refused(
@@ -726,6 +735,17 @@ impl EtcService {
                 ),
             )),
         }
+    }
+
+    /// Whether `record` is open under a load another site made (shared records only): its
+    /// current load transaction is not among `txns`, this journal's transactions of it.
+    fn foreign_load(&self, record: &RechargeRecord, txns: &[LoadTxn]) -> bool {
+        self.settings.records_shared
+            && record.status.is_open()
+            && record
+                .load_txn_id
+                .as_deref()
+                .is_some_and(|current| !txns.iter().any(|t| t.txn_id == current))
     }
 
     /// Marks the record as being loaded or settled, refusing while another run holds it.
@@ -1071,6 +1091,9 @@ impl EtcService {
             // Settled under the in-flight lock, so no load of this record can start meanwhile.
             let settled = self.loading.unless_in_flight(&id, || {
                 linked_txns(journal, &record).and_then(|txns| {
+                    if self.foreign_load(&record, &txns) {
+                        return Ok(record.clone());
+                    }
                     let (verdict, _, _) = decide(&record, &txns, None);
                     apply_verdict(host, record.clone(), verdict, &txns, "cardd")
                 })

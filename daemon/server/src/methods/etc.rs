@@ -79,6 +79,7 @@ pub(crate) fn service(
         cardd_etc::EtcSettings {
             etc_pin: config.etc_pin.clone(),
             terminal_id: config.terminal_id,
+            records_shared: config.fleet.is_some(),
         },
     )
 }
