@@ -62,6 +62,7 @@ export const ACTIONS = {
   PaymentUnknown: '请勿重复转账；稍后在额度充值查询中查看银行结果。',
   EvidenceConflict: '请先查看卡片证据；结果未确定时请出示卡片后再审核。',
   QueryTooLarge: '请缩短查询时间段。',
+  IssuerHostUnreachable: '无法连接发卡方后台，请稍后再试；如持续出现，请联系管理员检查网络。',
   InvalidParams: '请按提示修改输入内容后重试。',
   Internal: '请重试一次；如仍失败，请联系技术支持并提供 cardd 日志。',
   FailedClosed: '请勿重试，请联系管理员检查 cardd 数据目录。',
