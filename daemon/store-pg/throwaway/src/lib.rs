@@ -218,8 +218,10 @@ fn make_dir(user: Option<&str>) -> Result<PathBuf, Error> {
 /// `$3` port, `$4` most connections.
 ///
 /// A crash that [`Cluster::kill`] causes is announced by the file [`KILLED_MARK`]: then the
-/// shell neither cleans up nor exits but waits until [`Cluster::restart`] removes the mark (and
-/// starts `postgres` again on the same directory and port) or its input closes. The stop is
+/// shell neither cleans up nor exits but says so ([`WAITING_MARK`], which `kill` waits for, so
+/// that a quick [`Cluster::restart`] cannot remove the mark before the shell saw it) and waits
+/// until `restart` removes the mark (and starts `postgres` again on the same directory and
+/// port) or its input closes. The stop is
 /// announced by the file `supervisor.stop` before the signal, and each new `postgres` checks it after its pid
 /// is written, so a stop racing a restart still stops the new `postgres`.
 const SUPERVISOR: &str = r#"exec 3<&0
@@ -235,7 +237,9 @@ while :; do
   status=$?
   rm -f "$2/supervisor.pid"
   [ -e "$2/supervisor.killed" ] || break
+  : >"$2/supervisor.waiting"
   while [ -e "$2/supervisor.killed" ] && [ ! -e "$2/supervisor.stop" ]; do sleep 0.05; done
+  rm -f "$2/supervisor.waiting"
   [ -e "$2/supervisor.stop" ] && break
 done
 tail -n 20 "$2/postgres.log" >&2
@@ -245,6 +249,9 @@ exit $status
 /// The file in the cluster's directory that marks a crash [`Cluster::kill`] caused (see
 /// [`SUPERVISOR`]).
 const KILLED_MARK: &str = "supervisor.killed";
+/// The file in the cluster's directory by which the supervisor says it saw the crash
+/// [`Cluster::kill`] caused and waits for [`Cluster::restart`] (see [`SUPERVISOR`]).
+const WAITING_MARK: &str = "supervisor.waiting";
 
 /// A running throw-away cluster; stopped and deleted when dropped (or when this process ends).
 #[derive(Debug)]
@@ -425,11 +432,18 @@ impl Cluster {
             return Err(e);
         }
         let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
-        while is_alive(pid) || !processes_in(&data).is_empty() {
+        let waiting = self.dir.join(WAITING_MARK);
+        while is_alive(pid) || !processes_in(&data).is_empty() || !waiting.exists() {
+            if let Some(Ok(Some(status))) = self.supervisor.as_mut().map(Child::try_wait) {
+                self.supervisor = None;
+                return Err(err(format!(
+                    "kill: the supervisor exited ({status}) instead of waiting for the restart"
+                )));
+            }
             if Instant::now() > deadline {
                 return Err(err(format!(
-                    "kill: PostgreSQL (postmaster {pid}, processes {:?}) still runs {KILL_WAIT_MS} \
-                     ms after SIGKILL",
+                    "kill: PostgreSQL (postmaster {pid}, processes {:?}) still runs or its \
+                     supervisor did not notice, {KILL_WAIT_MS} ms after SIGKILL",
                     processes_in(&data)
                 )));
             }
