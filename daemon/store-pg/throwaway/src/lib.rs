@@ -18,9 +18,15 @@
 //! PostgreSQL (fast shutdown) and deletes the directory. So a test binary may keep its cluster
 //! in a `static` ([`shared_url`]) without leaking it.
 //!
+//! **Crashes.** A test that owns its cluster ([`Cluster::start`], never the shared one) may
+//! crash it with [`Cluster::kill`] (SIGKILL to the postmaster; the data directory stays as the
+//! crash left it) and bring it back with [`Cluster::restart`] (same directory and port, so crash
+//! recovery runs and [`Cluster::url`] is unchanged).
+//!
 //! **Architecture Invariants.**
 //! * Depends on no cardd crate and on no PostgreSQL client: it runs PostgreSQL's own programs.
-//! * Every wait is bounded ([`START_WAIT_MS`], [`STOP_WAIT_MS`], [`PORT_ATTEMPTS_MAX`]).
+//! * Every wait is bounded ([`START_WAIT_MS`], [`STOP_WAIT_MS`], [`KILL_WAIT_MS`],
+//!   [`PORT_ATTEMPTS_MAX`]).
 //! * Nothing outside its own temporary directory is touched, apart from creating
 //!   the system user [`CLUSTER_USER`] when running as root.
 #![forbid(unsafe_code)]
@@ -50,6 +56,9 @@ const SUPERUSER: &str = "postgres";
 pub const START_WAIT_MS: u64 = 30_000;
 /// How long a stopping cluster may take to shut down and delete its directory.
 pub const STOP_WAIT_MS: u64 = 30_000;
+/// How long a killed PostgreSQL (the postmaster and every process it started) may take to be
+/// gone ([`Cluster::kill`]).
+pub const KILL_WAIT_MS: u64 = 10_000;
 /// Fresh ports tried when another process takes the chosen one first.
 pub const PORT_ATTEMPTS_MAX: u32 = 5;
 /// Connections the cluster accepts (tests run in parallel, each with a small pool).
@@ -204,26 +213,52 @@ fn make_dir(user: Option<&str>) -> Result<PathBuf, Error> {
 }
 
 /// The supervising shell: starts `postgres`, stops it (fast shutdown) when its standard input
-/// closes (or notices when it exits by itself), then writes the end of PostgreSQL's log to its standard error and
-/// deletes the cluster's directory. `$1` bin dir, `$2` cluster dir,
+/// closes (or notices when it exits by itself), then writes the end of PostgreSQL's log to its
+/// standard error and deletes the cluster's directory. `$1` bin dir, `$2` cluster dir,
 /// `$3` port, `$4` most connections.
+///
+/// A crash that [`Cluster::kill`] causes is announced by the file [`KILLED_MARK`]: then the
+/// shell neither cleans up nor exits but says so ([`WAITING_MARK`], which `kill` waits for, so
+/// that a quick [`Cluster::restart`] cannot remove the mark before the shell saw it) and waits
+/// until `restart` removes the mark (and starts `postgres` again on the same directory and
+/// port) or its input closes. The stop is
+/// announced by the file `supervisor.stop` before the signal, and each new `postgres` checks it after its pid
+/// is written, so a stop racing a restart still stops the new `postgres`.
 const SUPERVISOR: &str = r#"exec 3<&0
-"$1/postgres" -D "$2/data" -k "$2" -h 127.0.0.1 -p "$3" -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections="$4" >"$2/postgres.log" 2>&1 3<&- &
-pid=$!
-( cat <&3 >/dev/null; kill -INT "$pid" 2>/dev/null ) >/dev/null 2>&1 &
+( cat <&3 >/dev/null; : >"$2/supervisor.stop"; p=$(cat "$2/supervisor.pid" 2>/dev/null); [ -n "$p" ] && kill -INT "$p" 2>/dev/null ) >/dev/null 2>&1 &
 exec 3<&-
-wait "$pid"
-status=$?
+status=0
+while :; do
+  "$1/postgres" -D "$2/data" -k "$2" -h 127.0.0.1 -p "$3" -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections="$4" >>"$2/postgres.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$2/supervisor.pid"
+  [ -e "$2/supervisor.stop" ] && kill -INT "$pid" 2>/dev/null
+  wait "$pid"
+  status=$?
+  rm -f "$2/supervisor.pid"
+  [ -e "$2/supervisor.killed" ] || break
+  : >"$2/supervisor.waiting"
+  while [ -e "$2/supervisor.killed" ] && [ ! -e "$2/supervisor.stop" ]; do sleep 0.05; done
+  rm -f "$2/supervisor.waiting"
+  [ -e "$2/supervisor.stop" ] && break
+done
 tail -n 20 "$2/postgres.log" >&2
 rm -rf "$2"
 exit $status
 "#;
+/// The file in the cluster's directory that marks a crash [`Cluster::kill`] caused (see
+/// [`SUPERVISOR`]).
+const KILLED_MARK: &str = "supervisor.killed";
+/// The file in the cluster's directory by which the supervisor says it saw the crash
+/// [`Cluster::kill`] caused and waits for [`Cluster::restart`] (see [`SUPERVISOR`]).
+const WAITING_MARK: &str = "supervisor.waiting";
 
 /// A running throw-away cluster; stopped and deleted when dropped (or when this process ends).
 #[derive(Debug)]
 pub struct Cluster {
     supervisor: Option<Child>,
     stdin: Option<ChildStdin>,
+    bin: PathBuf,
     dir: PathBuf,
     port: u16,
     password: String,
@@ -260,6 +295,7 @@ impl Cluster {
         let mut cluster = Cluster {
             supervisor: None,
             stdin: None,
+            bin: bin.to_path_buf(),
             dir: dir.clone(),
             port: 0,
             password,
@@ -300,7 +336,7 @@ impl Cluster {
             .map_err(|e| err(format!("starting postgres: {e}")))?;
         cluster.stdin = child.stdin.take();
         cluster.supervisor = Some(child);
-        cluster.wait_ready(bin)?;
+        cluster.wait_ready()?;
         cluster.psql(
             bin,
             &format!(
@@ -313,10 +349,10 @@ impl Cluster {
     }
 
     /// Waits (bounded) until the cluster accepts connections on its socket.
-    fn wait_ready(&mut self, bin: &Path) -> Result<(), Error> {
+    fn wait_ready(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_millis(START_WAIT_MS);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .arg("-q")
                 .arg("-h")
                 .arg(&self.dir)
@@ -364,6 +400,80 @@ impl Cluster {
         run(psql, "psql")
     }
 
+    /// Kills PostgreSQL as a crash would (SIGKILL to the postmaster named in its
+    /// `postmaster.pid`) and waits (bounded by [`KILL_WAIT_MS`]) until the postmaster and every
+    /// process it started are gone. The data directory stays as the crash left it, for
+    /// [`Cluster::restart`]; dropping or stopping the cluster instead deletes it as usual.
+    ///
+    /// Only for a cluster the test owns ([`Cluster::start`]), never the shared one.
+    pub fn kill(&mut self) -> Result<(), Error> {
+        if self.supervisor.is_none() {
+            return Err(err("kill: the cluster is stopped; start a new one"));
+        }
+        let mark = self.dir.join(KILLED_MARK);
+        if mark.exists() {
+            return Err(err("kill: the cluster is already killed; restart it first"));
+        }
+        let data = self.dir.join("data");
+        let pid_file = data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| err(format!("kill: reading {}: {e}", pid_file.display())))?;
+        let pid: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| err(format!("kill: no pid in {}", pid_file.display())))?;
+        // The mark first: the supervisor must see it when its `postgres` dies.
+        File::create(&mark).map_err(|e| err(format!("kill: creating {}: {e}", mark.display())))?;
+        let mut kill = Command::new("kill");
+        kill.args(["-KILL", &pid.to_string()]);
+        if let Err(e) = run(kill, "kill -KILL") {
+            let _ = std::fs::remove_file(&mark);
+            return Err(e);
+        }
+        let deadline = Instant::now() + Duration::from_millis(KILL_WAIT_MS);
+        let waiting = self.dir.join(WAITING_MARK);
+        while is_alive(pid) || !processes_in(&data).is_empty() || !waiting.exists() {
+            if let Some(Ok(Some(status))) = self.supervisor.as_mut().map(Child::try_wait) {
+                self.supervisor = None;
+                return Err(err(format!(
+                    "kill: the supervisor exited ({status}) instead of waiting for the restart"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "kill: PostgreSQL (postmaster {pid}, processes {:?}) still runs or its \
+                     supervisor did not notice, {KILL_WAIT_MS} ms after SIGKILL",
+                    processes_in(&data)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(CHECK_EVERY_MS));
+        }
+        Ok(())
+    }
+
+    /// Starts PostgreSQL again after [`Cluster::kill`], on the same data directory and port (it
+    /// runs crash recovery), and waits (bounded by [`START_WAIT_MS`]) until it accepts
+    /// connections. [`Cluster::url`] is unchanged.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let mark = self.dir.join(KILLED_MARK);
+        if self.supervisor.is_none() || !mark.exists() {
+            return Err(err(
+                "restart: only a killed cluster restarts; call kill first",
+            ));
+        }
+        // The supervisor starts `postgres` again once the mark is gone.
+        std::fs::remove_file(&mark)
+            .map_err(|e| err(format!("restart: removing {}: {e}", mark.display())))?;
+        self.wait_ready()
+    }
+
+    /// The cluster's log (PostgreSQL's standard output and error, every start of it).
+    pub fn log(&self) -> Result<String, Error> {
+        let path = self.dir.join("postgres.log");
+        std::fs::read_to_string(&path).map_err(|e| err(format!("reading {}: {e}", path.display())))
+    }
+
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -407,6 +517,32 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Whether process `pid` runs (a zombie, dead and not yet reaped, does not).
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+/// The processes whose working directory is `dir` (PostgreSQL's processes work in their data
+/// directory). Processes this one may not inspect are not seen.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+        .collect()
 }
 
 impl Drop for Cluster {

@@ -1,0 +1,11 @@
+//! The fleet test rig: what real-process tests of a central issuer host (`cardd-host`, on
+//! PostgreSQL) and its site daemons need beyond one process, each module with its self-tests:
+//! network namespaces that a test can partition ([`netns`]) and a search of files for key
+//! material in its usual encodings ([`keysearch`]). PostgreSQL kills and restarts live in
+//! `cardd-pg-throwaway` (`Cluster::kill`, `Cluster::restart`).
+//!
+//! Tests that re-run this binary as a child name themselves by their full path
+//! (`netns::probe_process`).
+
+mod keysearch;
+mod netns;
