@@ -122,6 +122,8 @@ pub struct ServerSection {
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `cardd=debug`. `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Serve the 模拟读卡器 panel (the `sim.*` methods, administrators only) for the simulated readers of this configuration, as `--demo` does: a training or test site. Never with real cards.
+    pub sim_panel: bool,
 }
 
 impl Default for ServerSection {
@@ -129,6 +131,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: default_listen(),
             allow_non_loopback: false,
+            sim_panel: false,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             log_format: default_log_format(),
@@ -417,6 +420,8 @@ pub struct Config {
     pub group: GroupSection,
     /// Fleet mode: the issuer host this site works against (no keys and no records here).
     pub fleet: Option<FleetConfig>,
+    /// Serve the simulated readers' panel outside the demo.
+    pub sim_panel: bool,
     /// The embedded default: seed demo operators and host data.
     pub demo: bool,
 }
@@ -631,6 +636,7 @@ impl Config {
             flows,
             group: raw.group,
             fleet,
+            sim_panel: raw.server.sim_panel,
             demo,
         })
     }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use cardd::config::{Config, LogFormat};
-use clap::Parser;
+use cardd_api::Role;
+use clap::{Parser, Subcommand};
 
 /// cardd: the card-reader daemon for loading money onto ETC and city one-cards.
 #[derive(Debug, Parser)]
@@ -33,6 +34,36 @@ struct Cli {
     /// List the compiled-in reader drivers and exit.
     #[arg(long)]
     list_drivers: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operator accounts, on the data directory of --config while the daemon is stopped.
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsCommand {
+    /// Creates an operator (the first administrator of a new install). The password is read
+    /// from the terminal, or from the first line of standard input; never from the command line.
+    Add {
+        /// teller, supervisor, auditor, admin, kiosk or group.
+        #[arg(long)]
+        role: String,
+        /// The name shown in the console and the records (default: the user name).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// With --role group: the group the operator belongs to.
+        #[arg(long)]
+        group: Option<String>,
+        /// The user name.
+        username: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +85,12 @@ fn real_main() -> Result<()> {
             println!("{name}\t{summary}");
         }
         return Ok(());
+    }
+    if let Some(Command::Operators { command }) = &cli.command {
+        let Some(path) = &cli.config else {
+            anyhow::bail!("give --config FILE: the operator is created in its data directory");
+        };
+        return operators(&Config::load(path)?, command);
     }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
@@ -95,6 +132,55 @@ fn real_main() -> Result<()> {
         cardd::server::run(config, listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {
+    let OperatorsCommand::Add {
+        role,
+        display_name,
+        group,
+        username,
+    } = command;
+    let role: Role =
+        serde_json::from_value(serde_json::Value::String(role.clone())).map_err(|_| {
+            anyhow::anyhow!(
+                "--role {role:?}: use teller, supervisor, auditor, admin, kiosk or group"
+            )
+        })?;
+    let password = read_password()?;
+    let created = cardd::server::add_operator_offline(
+        config,
+        cardd_api::operators::NewOperator {
+            username: username.clone(),
+            display_name: display_name.clone().unwrap_or_else(|| username.clone()),
+            role,
+            group_id: group.clone(),
+            password,
+        },
+    )?;
+    println!(
+        "operator {} ({}) created in {}",
+        created.username,
+        created.role.as_str(),
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+/// The password from the first line of standard input (a terminal shows the prompt).
+fn read_password() -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (shown as typed; use a pipe to hide it): ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password given on standard input");
+    Ok(password)
 }
 
 fn init_logging(config: &Config) {

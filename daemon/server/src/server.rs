@@ -239,20 +239,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         reason: e.to_string(),
     })?;
     let a = &config.auth;
-    let auth_config = AuthConfig {
-        session_idle_timeout: Duration::from_secs(a.session_idle_timeout_s),
-        login_failures_free: a.login_failures_free,
-        login_delay_base: Duration::from_millis(a.login_delay_base_ms),
-        login_delay_max: Duration::from_secs(a.login_delay_max_s),
-        login_failures_forget: Duration::from_secs(a.login_failures_forget_s),
-        password_chars_min: a.password_chars_min,
-        sessions_max: a.sessions_max,
-        sessions_per_user_max: a.sessions_per_user_max,
-        sessions_per_role_max: a.sessions_per_role_max,
-        kiosk_sessions_max: a.kiosk_sessions_max,
-        hashing_concurrent_max: a.hashing_concurrent_max,
-        hashing_wait_max: Duration::from_millis(a.hashing_wait_ms_max),
-    };
+    let auth_config = auth_config(&config);
     let refusals = RefusalDigest::new(Duration::from_secs(a.login_failure_audit_interval_s));
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
@@ -346,7 +333,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         store.observe_flushes(Box::new(move |took| metrics.journal_flush(took)));
     }
     let (factories, sim_panel) =
-        crate::sim_panel::instantiate(&config.readers, &registry, config.demo)
+        crate::sim_panel::instantiate(&config.readers, &registry, config.demo || config.sim_panel)
             .map_err(|e| ServerError::Readers(e.to_string()))?;
     let readers =
         ReaderManager::start_factories(factories, &config.limits, events.clone(), metrics.clone())
@@ -514,6 +501,58 @@ fn open_flows(
             None
         }
     }
+}
+
+/// The operator accounts' settings of `config`.
+fn auth_config(config: &Config) -> AuthConfig {
+    let a = &config.auth;
+    AuthConfig {
+        session_idle_timeout: Duration::from_secs(a.session_idle_timeout_s),
+        login_failures_free: a.login_failures_free,
+        login_delay_base: Duration::from_millis(a.login_delay_base_ms),
+        login_delay_max: Duration::from_secs(a.login_delay_max_s),
+        login_failures_forget: Duration::from_secs(a.login_failures_forget_s),
+        password_chars_min: a.password_chars_min,
+        sessions_max: a.sessions_max,
+        sessions_per_user_max: a.sessions_per_user_max,
+        sessions_per_role_max: a.sessions_per_role_max,
+        kiosk_sessions_max: a.kiosk_sessions_max,
+        hashing_concurrent_max: a.hashing_concurrent_max,
+        hashing_wait_max: Duration::from_millis(a.hashing_wait_ms_max),
+    }
+}
+
+/// Creates an operator in the data directory of `config` while the daemon is stopped (the
+/// first administrator of a new install): the password is checked like any other and hashed,
+/// and the creation is audited. Refused while a daemon holds the data directory.
+pub fn add_operator_offline(
+    config: &Config,
+    new: cardd_api::operators::NewOperator,
+) -> Result<cardd_api::operators::Operator, ServerError> {
+    let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
+        dir: config.data_dir.display().to_string(),
+        reason: format!("{e} (is cardd running on it? stop it first)"),
+    };
+    let store = Store::open(&config.data_dir).map_err(|e| store_error(&e))?;
+    let auth = Auth::open(&store, auth_config(config)).map_err(|e| store_error(&e))?;
+    let audit =
+        AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
+    let (username, role) = (new.username.clone(), new.role);
+    audit
+        .append(crate::audit::AuditEntry {
+            operator: None,
+            role: None,
+            action: "operators.create".into(),
+            target: Some(username.clone()),
+            detail: json!({ "role": role.as_str(), "via": "cardd operators add (offline)" }),
+            outcome: crate::rpc::AUDIT_STARTED.into(),
+        })
+        .map_err(|e| store_error(&e))?;
+    let created = auth
+        .create_operator(new)
+        .map_err(|e| ServerError::Seed(e.to_string()))?;
+    store.durable_flush().map_err(|e| store_error(&e))?;
+    Ok(created)
 }
 
 /// A fleet site's client of the issuer host, with the site's certificate.
