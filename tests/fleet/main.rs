@@ -7,5 +7,7 @@
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
 
+mod fleet;
 mod keysearch;
 mod netns;
+mod processes;

@@ -116,6 +116,17 @@ fn test(extra: &[String]) -> Result<()> {
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
     // Stopped and deleted when dropped, likewise; and by its supervisor if xtask is killed.
     let cluster = start_cluster()?;
+    // The fleet tests start the daemon and the issuer host as real processes.
+    let mut build = cargo();
+    build
+        .current_dir(&root)
+        .args(["build", "--locked", "-p", "cardd", "-p", "cardd-host"])
+        .stdin(std::process::Stdio::null());
+    if let Err(e) = run_checked(build, "cargo build (the binaries the fleet tests start)") {
+        let _ = stop_cluster(cluster);
+        drop(pcscd);
+        return Err(e);
+    }
     let mut command = cargo();
     command
         .current_dir(&root)

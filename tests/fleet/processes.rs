@@ -1,0 +1,480 @@
+//! A fleet of real processes: a throw-away PostgreSQL, one `cardd-host` and two `cardd` sites
+//! (simulated readers, no keys), all started from the built binaries and driven the way
+//! operators and tellers drive them: the host's command line, the sites' JSON-RPC.
+//!
+//! [`Fleet`] sets it up: the fleet CA and certificates (`cardd_fleet`), the host's
+//! configuration (demo keys: the simulated cards are personalised with them), its database
+//! migrated, sites S01 and S02 enrolled, the demo vehicles seeded; each site gets its own data
+//! and configuration directories, a teller and an administrator (`cardd operators add`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+/// The host's certificate name.
+pub const HOST_NAME: &str = "host.fleet.test";
+/// The demo vehicle whose card the simulated ETC readers hold.
+pub const PLATE: &str = "陕A12345";
+/// Validity of the test certificates, in days.
+const DAYS: u32 = 30;
+/// How long a process may take to answer after it starts.
+const START_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait for one JSON-RPC answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory cargo put the binaries in (this test binary lives in its `deps/`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
+}
+
+/// A built binary of the workspace.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build -p cardd -p cardd-host` first (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback (bound and released: a test-only race, in practice unused).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Proc> {
+        let out = std::fs::File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// SIGKILL, then reap: what a power cut or `kill -9` leaves.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs a command to completion; its stdout, or an error with its output.
+pub fn run(mut command: Command, stdin: Option<&str>) -> Result<String> {
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_listening(addr: SocketAddr, proc: &Proc) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < START_WAIT {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{} did not listen on {addr}: {}", proc.name, proc.log())
+}
+
+/// The issuer host: its configuration and, while it runs, its process.
+pub struct Host {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub proc: Option<Proc>,
+}
+
+impl Host {
+    /// `cardd-host --config … <args>`.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut command = Command::new(binary("cardd-host"));
+        command.arg("--config").arg(&self.config).args(args);
+        run(command, None)
+    }
+
+    /// Starts `cardd-host serve` and waits until it listens.
+    pub fn start(&mut self) -> Result<()> {
+        let mut command = Command::new(binary("cardd-host"));
+        command.arg("--config").arg(&self.config).arg("serve");
+        let proc = Proc::spawn("cardd-host", command, self.dir.join("host.log"))?;
+        wait_listening(self.addr, &proc)?;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill9();
+        }
+    }
+
+    /// A recharge paid at the host: the new record's id.
+    pub fn recharge(&self, amount_yuan: &str) -> Result<String> {
+        let out = self.cli(&["recharge", "--plate", PLATE, "--amount", amount_yuan])?;
+        out.split('\t')
+            .next()
+            .map(str::to_owned)
+            .filter(|id| id.starts_with('R'))
+            .with_context(|| format!("no record id in {out:?}"))
+    }
+}
+
+/// A site daemon: its directories and, while it runs, its process.
+pub struct Site {
+    pub id: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub proc: Option<Proc>,
+    pub teller: String,
+    pub admin: String,
+}
+
+impl Site {
+    /// Starts `cardd --config …` and logs the teller and the administrator in.
+    pub fn start(&mut self) -> Result<()> {
+        let mut command = Command::new(binary("cardd"));
+        command.arg("--config").arg(&self.config);
+        let proc = Proc::spawn(
+            &format!("cardd {}", self.id),
+            command,
+            self.dir.join("cardd.log"),
+        )?;
+        wait_listening(self.addr, &proc)?;
+        self.proc = Some(proc);
+        self.teller = self.login("teller", "teller-pass-1")?;
+        self.admin = self.login("admin", "admin-pass-1")?;
+        Ok(())
+    }
+
+    fn login(&self, user: &str, password: &str) -> Result<String> {
+        let r = self.ok(
+            "auth.login",
+            json!({"username": user, "password": password}),
+            None,
+        )?;
+        r["token"].as_str().map(str::to_owned).context("no token")
+    }
+
+    /// One JSON-RPC call over HTTP: the whole reply.
+    pub fn call(&self, method: &str, params: Value, token: Option<&str>) -> Result<Value> {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        let json = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .with_context(|| format!("{method}: no HTTP body in {reply:?}"))?;
+        serde_json::from_str(json).with_context(|| format!("{method}: {json:?}"))
+    }
+
+    /// A call that must succeed: its result.
+    pub fn ok(&self, method: &str, params: Value, token: Option<&str>) -> Result<Value> {
+        let reply = self.call(method, params, token)?;
+        match reply.get("result") {
+            Some(r) => Ok(r.clone()),
+            None => bail!("{} {method} failed: {reply}", self.id),
+        }
+    }
+
+    /// Runs `etc.load` for `record_id` on the site's ETC reader, confirming every question;
+    /// the finished run (`state`, `result` or `failure`).
+    pub fn load(&self, record_id: &str, key: &str) -> Result<Value> {
+        let run = self.ok(
+            "flows.start",
+            json!({"flow": "etc.load", "params": {"record_id": record_id},
+                   "idempotency_key": key, "reader_id": "sim:etc"}),
+            Some(&self.teller),
+        )?;
+        let run_id = run["run_id"].as_str().context("run_id")?.to_owned();
+        let (mut since, mut answered) = (0u64, 0u64);
+        for _ in 0..300 {
+            let polled = self.ok(
+                "flows.events",
+                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
+                Some(&self.teller),
+            )?;
+            since = polled["next_since"].as_u64().unwrap_or(since);
+            let prompt_id = polled["prompt"]["prompt_id"].as_u64().unwrap_or(0);
+            if polled["state"] == "waiting" && prompt_id > answered {
+                answered = prompt_id;
+                self.ok(
+                    "flows.answer",
+                    json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
+                    Some(&self.teller),
+                )?;
+            }
+            if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
+                return self.ok("flows.get", json!({ "run_id": run_id }), Some(&self.teller));
+            }
+        }
+        bail!("{}: run {run_id} did not finish", self.id)
+    }
+
+    /// The balance of the card in the ETC reader, in fen (`None`: no card there).
+    pub fn balance_fen(&self) -> Result<Option<i64>> {
+        let view = self.ok("sim.readers", json!({}), Some(&self.admin))?;
+        let reader = view["readers"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["reader_id"] == "sim:etc"))
+            .cloned()
+            .context("no sim:etc")?;
+        Ok(reader["card"]["balance"].as_str().map(|yuan| {
+            let (y, f) = yuan.split_once('.').unwrap_or((yuan, "0"));
+            y.parse::<i64>().unwrap_or(0) * 100 + f.parse::<i64>().unwrap_or(0)
+        }))
+    }
+
+    /// A record as the site reads it (from the host).
+    pub fn record(&self, record_id: &str) -> Result<Value> {
+        self.ok(
+            "etc.records.get",
+            json!({ "record_id": record_id }),
+            Some(&self.teller),
+        )
+    }
+
+    /// `/health`.
+    pub fn health(&self) -> Result<Value> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill9();
+        }
+    }
+}
+
+/// PostgreSQL, the host and two sites, set up (the host not yet started).
+pub struct Fleet {
+    pub root: tempfile::TempDir,
+    pub pg: cardd_pg_throwaway::Cluster,
+    pub host: Host,
+    pub sites: Vec<Site>,
+}
+
+impl Fleet {
+    pub fn create() -> Result<Fleet> {
+        let root = tempfile::tempdir()?;
+        let pg = cardd_pg_throwaway::Cluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ca_dir = root.path().join("ca");
+        cardd_fleet::FleetCa::init(&ca_dir, DAYS)?;
+        let ca = cardd_fleet::FleetCa::open(&ca_dir)?;
+        ca.issue_host(HOST_NAME, &["127.0.0.1".to_owned()], DAYS, false)?;
+        let host_tls = cardd_fleet::ca::host_files(&ca_dir, HOST_NAME);
+        let host_dir = root.path().join("host");
+        std::fs::create_dir_all(&host_dir)?;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let host_config = host_dir.join("cardd-host.toml");
+        std::fs::write(
+            &host_config,
+            format!(
+                "listen = \"{addr}\"\ndatabase_url = \"{}\"\n\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n\n[keys]\nsource = \"demo\"\n",
+                pg.url(),
+                host_tls.ca_cert,
+                host_tls.cert,
+                host_tls.key
+            ),
+        )?;
+        let host = Host {
+            dir: host_dir,
+            config: host_config,
+            addr,
+            proc: None,
+        };
+        host.cli(&["migrate"])?;
+        host.cli(&["seed-demo"])?;
+        let mut sites = Vec::new();
+        for id in ["S01", "S02"] {
+            let site_id: cardd_fleet::SiteId = id.parse()?;
+            ca.issue_site(&site_id, DAYS, false)?;
+            let files = cardd_fleet::ca::site_files(&ca_dir, &site_id);
+            host.cli(&[
+                "sites",
+                "enrol",
+                id,
+                "--cert",
+                &files.cert.display().to_string(),
+            ])?;
+            sites.push(Fleet::site(root.path(), id, &files, addr)?);
+        }
+        Ok(Fleet {
+            root,
+            pg,
+            host,
+            sites,
+        })
+    }
+
+    /// A site's directories, configuration and operators; its TLS files copied into its
+    /// configuration directory, as an installer would.
+    fn site(
+        root: &Path,
+        id: &str,
+        files: &cardd_fleet::TlsFiles,
+        host: SocketAddr,
+    ) -> Result<Site> {
+        let dir = root.join(id);
+        let etc = dir.join("etc");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&etc)?;
+        std::fs::create_dir_all(&data)?;
+        for (from, to) in [
+            (&files.ca_cert, "ca.crt"),
+            (&files.cert, "site.crt"),
+            (&files.key, "site.key"),
+        ] {
+            std::fs::copy(from, etc.join(to))?;
+        }
+        set_owner_only(&etc.join("site.key"))?;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let config = etc.join("cardd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\nsim_panel = true\n\n[data]\ndir = {data:?}\n\n\
+                 [fleet]\nhost_addr = \"{host}\"\nhost_name = \"{HOST_NAME}\"\n\
+                 ca_cert = {:?}\ncert = {:?}\nkey = {:?}\ncall_timeout_ms = 3000\n\n\
+                 [[readers]]\ndriver = \"sim\"\n",
+                etc.join("ca.crt"),
+                etc.join("site.crt"),
+                etc.join("site.key"),
+            ),
+        )?;
+        for (user, role, password) in [
+            ("teller", "teller", "teller-pass-1"),
+            ("admin", "admin", "admin-pass-1"),
+        ] {
+            let mut command = Command::new(binary("cardd"));
+            command
+                .arg("--config")
+                .arg(&config)
+                .args(["operators", "add", "--role", role, user]);
+            run(command, Some(&format!("{password}\n")))?;
+        }
+        Ok(Site {
+            id: id.to_owned(),
+            dir,
+            config,
+            addr,
+            proc: None,
+            teller: String::new(),
+            admin: String::new(),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn set_owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn set_owner_only(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Waits until `check` holds, polling; fails with `what` after `limit`.
+pub fn eventually(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!("{what}: not within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
