@@ -84,6 +84,20 @@ pub struct Confirmed {
     pub booked: bool,
 }
 
+/// A load the host authorised whose outcome it does not know yet (no TAC, no card proof): what
+/// any site needs to settle it from the card (the card's INITIALIZE answer, the terms and the
+/// MAC2 the card was given), so that a card pulled at one site is settled at another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenLoad {
+    /// The site that asked for it.
+    pub site_id: String,
+    /// The authorisation as that site asked it (its transaction id, the card, the terms and
+    /// the funding).
+    pub request: AuthorizeRequest,
+    /// The MAC2 the host gave.
+    pub mac2: [u8; 4],
+}
+
 /// A refusal or failure on the way to the host, as the site sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -101,6 +115,11 @@ pub trait HostLink: Send + Sync + fmt::Debug {
     fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, LinkError>;
     /// Step 2.
     fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError>;
+    /// The card's loads authorised at any site whose outcome the host does not know.
+    fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, LinkError> {
+        let _ = card_number;
+        Ok(Vec::new())
+    }
 }
 
 /// The site the in-process [`LocalLink`] speaks for.
@@ -114,7 +133,12 @@ pub trait AuthorizationLog: Send + Sync + fmt::Debug {
     /// ([`SamError::LoadNotFunded`]) when the record could not be made durable or the funding
     /// is taken: then no MAC2 is given. The same request asked again (same transaction, card, counter and terms) is
     /// answered again.
-    fn authorized(&self, site: &str, request: &AuthorizeRequest) -> Result<(), SamError>;
+    fn authorized(
+        &self,
+        site: &str,
+        request: &AuthorizeRequest,
+        mac2: [u8; 4],
+    ) -> Result<(), SamError>;
     /// Records that the load's TAC verified: the load is booked. Booking a booked load with
     /// the same TAC again succeeds (a retry after a lost answer).
     fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError>;
@@ -123,6 +147,11 @@ pub trait AuthorizationLog: Send + Sync + fmt::Debug {
     fn tac_refused(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
         let _ = (site, request);
         Ok(())
+    }
+    /// The card's authorised loads whose outcome is unknown. By default none is kept.
+    fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, SamError> {
+        let _ = card_number;
+        Ok(Vec::new())
     }
 }
 
@@ -162,11 +191,17 @@ impl Authority {
             terms: request.terms,
             funding: request.funding.clone(),
         })?;
-        self.log.authorized(site, request)?;
+        // Computed first, handed out only once the authorisation (with it) is durable.
         let mac2 = self
             .sam
             .load_mac2(&request.card, &request.init, &request.terms)?;
+        self.log.authorized(site, request, mac2)?;
         Ok(Authorized { mac2 })
+    }
+
+    /// The card's loads authorised at any site whose outcome is unknown.
+    pub fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, SamError> {
+        self.log.open_loads(card_number)
     }
 
     /// Step 2: the TAC, then the booking.
@@ -305,6 +340,10 @@ impl HostLink for LocalLink {
     fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError> {
         Ok(self.0.confirm(LOCAL_SITE, request)?)
     }
+
+    fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, LinkError> {
+        Ok(self.0.open_loads(card_number)?)
+    }
 }
 
 /// Where a site keeps the confirmations (step 2) it could not deliver, durably, until the host
@@ -385,6 +424,11 @@ impl RemoteSam {
             outbox: Some(outbox),
             ..RemoteSam::new(link)
         }
+    }
+
+    /// The card's loads authorised at any site whose outcome the host does not know.
+    pub fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, LinkError> {
+        self.link.open_loads(card_number)
     }
 
     /// Delivers the confirmations waiting in the outbox, oldest first, until the host is

@@ -56,7 +56,12 @@ struct MemoryLog {
 }
 
 impl AuthorizationLog for MemoryLog {
-    fn authorized(&self, _site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
+    fn authorized(
+        &self,
+        _site: &str,
+        request: &AuthorizeRequest,
+        _mac2: [u8; 4],
+    ) -> Result<(), SamError> {
         self.authorized.lock().unwrap().push(request.txn_id.clone());
         Ok(())
     }

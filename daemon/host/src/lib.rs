@@ -143,7 +143,12 @@ impl RecordBook {
 }
 
 impl AuthorizationLog for RecordBook {
-    fn authorized(&self, _site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
+    fn authorized(
+        &self,
+        _site: &str,
+        request: &AuthorizeRequest,
+        _mac2: [u8; 4],
+    ) -> Result<(), SamError> {
         let Funding::EtcRecord { record_id } = &request.funding else {
             return Err(refused(format!(
                 "{} is not a recharge record",

@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use cardd_etc::IssuerHost;
 use cardd_hostlink::records::{record_refusal, serve_record_call};
-use cardd_hostlink::wire::{RecordCall, CODE_RECORDS, RECORDS_PREFIX};
+use cardd_hostlink::wire::{OpenLoadsParams, RecordCall, CODE_RECORDS, OPEN_LOADS, RECORDS_PREFIX};
 
 use crate::wire::{
     Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
@@ -159,6 +159,12 @@ impl HostService {
             CONFIRM => {
                 call(head, move |p: ConfirmRequest| {
                     authority.confirm(site.as_str(), &p)
+                })
+                .await
+            }
+            OPEN_LOADS => {
+                call(head, move |p: OpenLoadsParams| {
+                    authority.open_loads(&p.card_number)
                 })
                 .await
             }

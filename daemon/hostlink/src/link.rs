@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cardd_authority::{
-    AuthorizeRequest, Authorized, ConfirmRequest, Confirmed, HostLink, LinkError,
+    AuthorizeRequest, Authorized, ConfirmRequest, Confirmed, HostLink, LinkError, OpenLoad,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -24,7 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_rustls::TlsConnector;
 
-use crate::wire::{Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CONFIRM};
+use crate::wire::{
+    OpenLoadsParams, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CONFIRM, OPEN_LOADS,
+};
 
 /// How long one call to the host may take by default (connection, handshake, answer), in ms.
 pub const HOST_CALL_TIMEOUT_MS: u64 = 5_000;
@@ -232,4 +234,47 @@ impl HostLink for HttpsLink {
     fn confirm(&self, request: &ConfirmRequest) -> Result<Confirmed, LinkError> {
         self.call(CONFIRM, request)
     }
+
+    fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, LinkError> {
+        self.call(
+            OPEN_LOADS,
+            &OpenLoadsParams {
+                card_number: card_number.to_owned(),
+            },
+        )
+    }
+}
+
+/// The card's loads other sites began, as intents this site's journal can adopt (a card pulled
+/// at one site is settled at the next one it is presented at).
+impl cardd_journal::ForeignIntents for HttpsLink {
+    fn open_intents(&self, card_number: &str) -> Result<Vec<cardd_journal::LoadTxn>, String> {
+        let loads = HostLink::open_loads(self, card_number).map_err(|e| e.to_string())?;
+        Ok(loads.into_iter().map(intent_of).collect())
+    }
+}
+
+/// An open load of another site as an intent of this journal.
+pub fn intent_of(load: OpenLoad) -> cardd_journal::LoadTxn {
+    let r = load.request;
+    let plan = cardd_purse::LoadPlan::new(
+        r.card,
+        r.terms.amount,
+        r.terms.terminal,
+        r.terms.date,
+        r.terms.time,
+    );
+    let session = cardd_purse::LoadSession {
+        plan,
+        init: r.init,
+        mac2: load.mac2,
+    };
+    let mut txn = cardd_journal::LoadTxn::intent(
+        &r.txn_id,
+        &r.card_number,
+        &format!("site:{}", load.site_id),
+        session,
+    );
+    txn.funding = Some(r.funding);
+    txn
 }

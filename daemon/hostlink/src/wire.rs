@@ -1,5 +1,6 @@
 //! The host's methods on the wire, JSON-RPC 2.0 over `POST /`:
-//! * the two load methods, `host.authorize` and `host.confirm`, whose params and results are
+//! * the load methods, `host.authorize`, `host.confirm` and `host.open_loads`, whose params
+//!   and results are
 //!   `cardd_authority`'s messages; refusals of the host's security module are carried as error
 //!   data ([`Refusal`]) so that the site sees the same refusal the host's keys gave;
 //! * the record methods `records.*` ([`RecordCall`]), one per method of
@@ -13,6 +14,15 @@ use serde::{Deserialize, Serialize};
 pub const AUTHORIZE: &str = "host.authorize";
 /// Step 2 of a load.
 pub const CONFIRM: &str = "host.confirm";
+/// A card's loads authorised at any site whose outcome is unknown (params
+/// [`OpenLoadsParams`], result `Vec<cardd_authority::OpenLoad>`).
+pub const OPEN_LOADS: &str = "host.open_loads";
+
+/// The params of [`OPEN_LOADS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenLoadsParams {
+    pub card_number: String,
+}
 
 /// The JSON-RPC code of a refusal by the host's security module.
 pub const CODE_REFUSED: i64 = -32120;

@@ -24,6 +24,42 @@ pub trait IntentOwners: Send + Sync + fmt::Debug {
     fn owner_of(&self, txn_id: &str) -> Option<String>;
 }
 
+/// Where a site learns of its cards' loads that other sites began and nobody has settled (a
+/// fleet's issuer host): a card pulled mid-load at one site is settled from the card at the
+/// next site it is presented at, once that load is an open intent in that site's journal
+/// ([`Journal::adopt`]).
+pub trait ForeignIntents: Send + Sync + fmt::Debug {
+    /// The card's loads begun elsewhere whose outcome is unknown, as intents (the session with
+    /// the card's INITIALIZE answer, the terms and the MAC2 it was given; no key).
+    fn open_intents(&self, card_number: &str) -> Result<Vec<crate::LoadTxn>, String>;
+}
+
+/// Adopts the card's foreign open loads into `journal`; returns how many became open here. A
+/// failure to ask is logged and adopts nothing (the card is then settled where it was loaded).
+pub fn adopt_foreign(journal: &Journal, foreign: &dyn ForeignIntents, card_number: &str) -> usize {
+    let intents = match foreign.open_intents(card_number) {
+        Ok(intents) => intents,
+        Err(e) => {
+            tracing::warn!(card = card_number, error = %e, "could not ask for the card's loads begun at other sites");
+            return 0;
+        }
+    };
+    let mut adopted = 0;
+    for txn in intents.iter().filter(|t| t.card_number == card_number) {
+        match journal.adopt(txn) {
+            Ok(true) => {
+                tracing::info!(card = card_number, txn = %txn.txn_id, from = %txn.reader_id, "adopted a load begun at another site, to settle it from the card");
+                adopted += 1;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(card = card_number, txn = %txn.txn_id, error = %e, "could not adopt a load begun at another site");
+            }
+        }
+    }
+    adopted
+}
+
 /// Several domains' owners, asked in order.
 impl IntentOwners for Vec<std::sync::Arc<dyn IntentOwners>> {
     fn owner_of(&self, txn_id: &str) -> Option<String> {

@@ -310,6 +310,21 @@ impl Journal {
         Ok(out)
     }
 
+    /// Takes in a load another site began (`intent::adopt_foreign`) as an open intent of this
+    /// journal, so that the card settles it here. Returns `false`, changing nothing, when the
+    /// transaction is known here already (this site's own, or adopted before) or the card has
+    /// another open load here (settled first; the next presentation adopts this one).
+    pub fn adopt(&self, txn: &LoadTxn) -> Result<bool, JournalError> {
+        if self.get(&txn.txn_id)?.is_some() || self.open_for_card(&txn.card_number)?.is_some() {
+            return Ok(false);
+        }
+        match self.record_intent(txn) {
+            Ok(()) => Ok(true),
+            Err(JournalError::Exists(_) | JournalError::UnresolvedIntent { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records an intent, durably, before CREDIT is sent. Refused when the card has an open
     /// transaction, or the id exists and its earlier attempt is not proven not applied.
     pub fn record_intent(&self, txn: &LoadTxn) -> Result<(), JournalError> {

@@ -29,7 +29,7 @@ pub mod teller;
 pub use cardd_purse::Funding;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use inflight::{InFlight, InFlightGuard};
-pub use intent::{IntentBlock, IntentOwners};
+pub use intent::{adopt_foreign, ForeignIntents, IntentBlock, IntentOwners};
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
 pub use load::{
     card_view_of, check_watch, load_card, recover_card, LoadError, LoadReceipt, LoadRequest,

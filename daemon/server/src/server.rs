@@ -255,17 +255,16 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     };
     let (group_stores, group_failure) = crate::methods::group::open(&config, &store);
     let mut fleet_link = None;
-    let (host, host_failure, sam): (
-        Option<Arc<dyn cardd_etc::IssuerHost>>,
-        Option<String>,
-        Arc<dyn SecurityModule>,
-    ) = match &config.fleet {
+    let mut foreign: Option<Arc<dyn cardd_journal::ForeignIntents>> = None;
+    let (host, host_failure, sam): RecordsAndKeys = match &config.fleet {
         // A fleet site: the records and the keys are the issuer host's.
         Some(fleet) => {
             let client = fleet_client(fleet)?;
             let outbox = cardd_store::SledOutbox::open(&store).map_err(|e| store_error(&e))?;
+            let link = cardd_hostlink::HttpsLink(client.clone());
+            foreign = Some(Arc::new(link.clone()));
             let remote = Arc::new(cardd_authority::RemoteSam::with_outbox(
-                Arc::new(cardd_hostlink::HttpsLink(client.clone())),
+                Arc::new(link),
                 Arc::new(outbox.clone()),
             ));
             tracing::info!(host = %fleet.host_addr, name = %fleet.host_name, outbox_pending = outbox.len(), "fleet mode: records and load authorisations at the issuer host");
@@ -321,6 +320,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
             sam.clone(),
             owners.clone(),
             audit.clone(),
+            foreign.clone(),
             &config,
         ))
     });
@@ -502,6 +502,13 @@ fn open_flows(
         }
     }
 }
+
+/// The records (or why they could not be opened) and the security module a daemon works with.
+type RecordsAndKeys = (
+    Option<Arc<dyn cardd_etc::IssuerHost>>,
+    Option<String>,
+    Arc<dyn SecurityModule>,
+);
 
 /// The operator accounts' settings of `config`.
 fn auth_config(config: &Config) -> AuthConfig {

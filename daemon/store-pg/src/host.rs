@@ -244,6 +244,37 @@ impl PgHost {
     }
 }
 
+/// Brings the host's authorisation of the record's load (if the load was authorised by this
+/// host for a site) in line with a change of the record that settles it, in the caller's
+/// transaction: the record and its authorisation never disagree about an outcome. A
+/// 圈存中 record set back to 未圈存 (the card proved the load did not land) releases it; flagged
+/// 待核对 it waits for a person; 已圈存 books it; a person's verdict settles it either way.
+async fn settle_authorization_in(
+    c: &Client,
+    txn_id: &str,
+    req: &ChangeRequest,
+    at: OffsetDateTime,
+) -> TxResult<()> {
+    let (state, from): (&str, &[&str]) = match req.action {
+        RecordAction::FinishLoad => ("booked", &["authorized"]),
+        RecordAction::AbortLoad => ("released", &["authorized"]),
+        RecordAction::FlagReconciliation => ("reconcile", &["authorized"]),
+        RecordAction::ResolveReconciliation if req.loaded => {
+            ("booked", &["authorized", "reconcile"])
+        }
+        RecordAction::ResolveReconciliation => ("released", &["authorized", "reconcile"]),
+        _ => return Ok(()),
+    };
+    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    c.execute(
+        "UPDATE load_authorizations SET state = $2, settled_at = $3, settled_by = $4, \
+             reason = $5 WHERE txn_id = $1 AND state = ANY($6)",
+        &[&txn_id, &state, &at, &req.operator, &req.reason, &from],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The vehicle with this colour and plate, read in the caller's transaction.
 async fn vehicle_in(c: &Client, colour: i16, plate: &str) -> TxResult<Option<Vehicle>> {
     let Some(row) = c
@@ -432,7 +463,11 @@ pub(crate) async fn change_in(
             around.other_open = Some((other_id, status));
         }
     }
+    let load_txn = record.load_txn_id.clone();
     let Applied { change, new_txn_id } = change::apply(&mut record, req, at, &around)?;
+    if let Some(txn) = &load_txn {
+        settle_authorization_in(c, txn, req, at).await?;
+    }
     if let Some(txn_id) = &new_txn_id {
         let attempt = i32::try_from(record.txn_ids.len() - 1).unwrap_or(i32::MAX);
         c.execute(

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest};
+use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest, OpenLoad};
 use cardd_etc::change::ChangeRequest;
 use cardd_etc::{HostError, RecordAction, RecordStatus};
 use cardd_journal::clock::{china_seconds, Clock};
@@ -34,6 +34,9 @@ use tokio_postgres::Client;
 use crate::db::TxResult;
 use crate::db::{body, Database, Mode, TxError};
 use crate::host::{change_in, record_in};
+
+/// Most open loads of one card listed for a site (a card has one at a time; more is damage).
+pub const OPEN_LOADS_MAX: i64 = 16;
 
 /// Who the records' history names for changes the host makes for a site (`cardd-host@S1`).
 pub const HOST_OPERATOR: &str = "cardd-host";
@@ -200,6 +203,7 @@ async fn authorize_in(
     site: &str,
     request: &AuthorizeRequest,
     request_json: &serde_json::Value,
+    mac2: &str,
     at: OffsetDateTime,
 ) -> TxResult<(), SamError> {
     let Funding::EtcRecord { record_id } = &request.funding else {
@@ -255,9 +259,9 @@ async fn authorize_in(
         .map_err(host_refusal)?;
     c.execute(
         "INSERT INTO load_authorizations (txn_id, site_id, card_number, card_key, online_atc, \
-             amount_fen, balance_before_fen, funding_kind, funding_id, request, state, \
+             amount_fen, balance_before_fen, funding_kind, funding_id, request, mac2, state, \
              authorized_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'etc_record', $8, $9, 'authorized', $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'etc_record', $8, $9, $10, 'authorized', $11)",
         &[
             &request.txn_id,
             &site,
@@ -268,6 +272,7 @@ async fn authorize_in(
             &i64::from(request.init.old_balance),
             record_id,
             request_json,
+            &mac2,
             &at,
         ],
     )
@@ -363,15 +368,20 @@ async fn book_record_in(
 }
 
 impl AuthorizationLog for PgLedger {
-    fn authorized(&self, site: &str, request: &AuthorizeRequest) -> Result<(), SamError> {
+    fn authorized(
+        &self,
+        site: &str,
+        request: &AuthorizeRequest,
+        mac2: [u8; 4],
+    ) -> Result<(), SamError> {
         let at = self.now();
         let json = serde_json::to_value(request)
             .map_err(|e| refused(format!("the authorisation could not be encoded: {e}")))?;
-        let json = &json;
+        let (json, mac2) = (&json, &hex::encode_upper(mac2));
         self.db.call(self.db.transaction(
             Mode::Write,
             "记录圈存授权",
-            body!(|c| async { authorize_in(c, site, request, json, at).await }),
+            body!(|c| async { authorize_in(c, site, request, json, mac2, at).await }),
         ))?;
         tracing::info!(site, txn = %request.txn_id, card = %request.card_number, amount_fen = request.terms.amount, "load authorised");
         Ok(())
@@ -395,6 +405,16 @@ impl AuthorizationLog for PgLedger {
                     AuthorizationState::Booked if booked_tac.as_deref() == Some(tac.as_str()) => {
                         return Ok(txn)
                     }
+                    // Booked from the record (the site's journal proved it first): the TAC
+                    // arrives now and is kept.
+                    AuthorizationState::Booked if booked_tac.is_none() => {
+                        c.execute(
+                            "UPDATE load_authorizations SET tac = $2 WHERE txn_id = $1",
+                            &[&txn, tac],
+                        )
+                        .await?;
+                        return Ok(txn);
+                    }
                     AuthorizationState::Booked => {
                         return Err(TxError::Refused(refused(format!(
                             "load {txn} was booked with another TAC"
@@ -415,6 +435,49 @@ impl AuthorizationLog for PgLedger {
         ))?;
         tracing::info!(site, txn = %txn, "load booked");
         Ok(())
+    }
+
+    fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, SamError> {
+        let rows = self.db.call(self.db.transaction(
+            Mode::Read,
+            "读取未确认的圈存",
+            body!(|c| async {
+                let rows = c
+                    .query(
+                        "SELECT site_id, request, mac2 FROM load_authorizations \
+                         WHERE card_number = $1 AND state = 'authorized' \
+                         ORDER BY authorized_at, txn_id LIMIT $2",
+                        &[&card_number, &OPEN_LOADS_MAX],
+                    )
+                    .await?;
+                Ok::<_, TxError<SamError>>(
+                    rows.iter()
+                        .map(|r| {
+                            (
+                                r.get::<_, String>(0),
+                                r.get::<_, serde_json::Value>(1),
+                                r.get::<_, String>(2),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }),
+        ))?;
+        rows.into_iter()
+            .map(|(site_id, request, mac2)| {
+                let request: AuthorizeRequest = serde_json::from_value(request)
+                    .map_err(|e| refused(format!("a stored authorisation does not decode: {e}")))?;
+                let mac2 = hex::decode(&mac2)
+                    .ok()
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .ok_or_else(|| refused("a stored MAC2 is malformed"))?;
+                Ok(OpenLoad {
+                    site_id,
+                    request,
+                    mac2,
+                })
+            })
+            .collect()
     }
 
     fn tac_refused(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {

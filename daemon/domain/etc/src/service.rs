@@ -58,11 +58,12 @@ pub struct EtcSettings {
     pub etc_pin: String,
     /// The terminal number written into the card's log.
     pub terminal_id: [u8; 6],
-    /// The records are shared with other sites (a fleet's issuer host): a record whose current
-    /// load is not in this site's journal is another site's load, which this site neither
-    /// settles nor takes back (only its own journal, or the card at the site that loaded it,
-    /// decides it). Off on a single machine, where every load is in this journal.
-    pub records_shared: bool,
+    /// Fleet mode: the records are shared with other sites through the issuer host, which
+    /// also tells of the loads other sites began. A record whose current load is not in this
+    /// site's journal is another site's load: this site neither settles nor takes it back
+    /// until it has adopted that load (from the host, when the card is presented here) and the
+    /// card decided it. `None` on a single machine, where every load is in this journal.
+    pub fleet: Option<Arc<dyn cardd_journal::ForeignIntents>>,
 }
 
 impl std::fmt::Debug for EtcSettings {
@@ -706,6 +707,11 @@ impl EtcService {
         let info = read_issue(purse)?;
         check_card_is_records(&info, &before_settle)?;
         check_validity(&info, self.clock.now())?;
+        // In a fleet, a load of this card another site began and nobody settled is taken in
+        // first, so that the card decides it here.
+        if let Some(foreign) = &self.settings.fleet {
+            cardd_journal::adopt_foreign(journal, foreign.as_ref(), &before_settle.card_number);
+        }
         // What the card says about this record's earlier loads comes first.
         if journal
             .open_for_card(&before_settle.card_number)
@@ -740,7 +746,7 @@ impl EtcService {
     /// Whether `record` is open under a load another site made (shared records only): its
     /// current load transaction is not among `txns`, this journal's transactions of it.
     fn foreign_load(&self, record: &RechargeRecord, txns: &[LoadTxn]) -> bool {
-        self.settings.records_shared
+        self.settings.fleet.is_some()
             && record.status.is_open()
             && record
                 .load_txn_id

@@ -74,7 +74,7 @@ impl Rig {
             EtcSettings {
                 etc_pin: "123456".into(),
                 terminal_id: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
-                records_shared: false,
+                fleet: None,
             },
         );
         Rig {

@@ -59,13 +59,15 @@ impl AuditDetail for UpsertParams {
 }
 
 /// The ETC service over the daemon's records, journal and security module, asking both
-/// domains' owners of loads before any new credit, reporting watch-list checks to the audit log.
+/// domains' owners of loads before any new credit, reporting watch-list checks to the audit log;
+/// in a fleet, adopting the loads other sites began (`fleet`).
 pub(crate) fn service(
     records: Arc<dyn cardd_etc::IssuerHost>,
     journal: Option<Arc<cardd_journal::Journal>>,
     sam: Arc<dyn cardd_purse::SecurityModule>,
     owners: Arc<dyn cardd_journal::IntentOwners>,
     audit: Arc<crate::audit::AuditLog>,
+    fleet: Option<Arc<dyn cardd_journal::ForeignIntents>>,
     config: &crate::config::Config,
 ) -> EtcService {
     EtcService::new(
@@ -79,7 +81,7 @@ pub(crate) fn service(
         cardd_etc::EtcSettings {
             etc_pin: config.etc_pin.clone(),
             terminal_id: config.terminal_id,
-            records_shared: config.fleet.is_some(),
+            fleet,
         },
     )
 }

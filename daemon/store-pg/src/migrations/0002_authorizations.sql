@@ -23,6 +23,7 @@ CREATE TABLE load_authorizations (
     funding_kind       TEXT        NOT NULL CHECK (funding_kind IN ('etc_record', 'group_order')),
     funding_id         TEXT        NOT NULL,
     request            JSONB       NOT NULL,
+    mac2               TEXT        NOT NULL CHECK (mac2 ~ '^[0-9A-F]{8}$'),
     state              TEXT        NOT NULL
         CHECK (state IN ('authorized', 'booked', 'released', 'reconcile')),
     tac                TEXT,
