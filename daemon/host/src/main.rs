@@ -46,6 +46,15 @@ enum Command {
     },
     /// Adds the demo vehicle accounts (simulated cards only); adds nothing twice.
     SeedDemo,
+    /// Lists a vehicle's recharge records (充值记录), newest first.
+    Records {
+        /// The plate (e.g. 陕A12345).
+        #[arg(long)]
+        plate: String,
+        /// The plate colour code.
+        #[arg(long, default_value_t = 0)]
+        colour: u16,
+    },
     /// Takes a payment at the host: a new 未圈存 recharge record for the vehicle's card, which
     /// any site can then load.
     Recharge {
@@ -89,14 +98,20 @@ enum SitesCommand {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The service logs what it does; a one-shot command only its warnings.
+    let level = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CARDD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let config = HostConfig::load(&cli.config)?;
     match cli.command {
         Command::Serve => serve(&config),
@@ -135,6 +150,28 @@ fn main() -> Result<()> {
                 added += 1;
             }
             println!("demo vehicles added: {added}");
+            Ok(())
+        }
+        Command::Records { plate, colour } => {
+            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let page = records.query_records(&cardd_etc::RecordQuery {
+                plate,
+                colour,
+                from: None,
+                to: None,
+                page: 1,
+                page_size: cardd_etc::PAGE_SIZE_MAX,
+            })?;
+            for r in page.records {
+                println!(
+                    "{}\t{}\t{} 元\t{}\t{}",
+                    r.record_id,
+                    r.card_number,
+                    cardd_api::Fen(r.amount_fen).to_yuan_string(),
+                    r.status.label(),
+                    r.load_txn_id.unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Command::Recharge {

@@ -955,6 +955,27 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_site_has_no_keys() {
+        let fleet = "[fleet]\nhost_addr = \"10.1.0.5:7443\"\nhost_name = \"host.example\"\n\
+                     ca_cert = \"ca.crt\"\ncert = \"site.crt\"\nkey = \"site.key\"\n";
+        let c = Config::from_toml(fleet, "site.toml").unwrap();
+        let f = c.fleet.expect("fleet mode");
+        assert_eq!(f.host_addr.to_string(), "10.1.0.5:7443");
+        assert_eq!(f.call_timeout, Duration::from_millis(5_000));
+        for (extra, key) in [
+            ("[keys]\nsource = \"file\"\nfile = \"keys.toml\"\n", "keys"),
+            ("[keys]\nfile = \"keys.toml\"\n", "keys"),
+            ("[flows]\nunfunded_test_loads = true\n", "flows.unfunded_test_loads"),
+        ] {
+            let e = Config::from_toml(&format!("{fleet}{extra}"), "site.toml").unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Config::from_toml(&fleet.replace("10.1.0.5:7443", "host"), "site.toml")
+            .unwrap_err();
+        assert_eq!(e.key, "fleet.host_addr", "{e}");
+    }
+
+    #[test]
     fn demo_is_valid_and_has_the_simulator() {
         let c = Config::demo(PathBuf::from("/tmp/cardd-demo"));
         assert!(c.demo);

@@ -36,7 +36,7 @@ pub struct Applied {
 pub async fn apply(client: &impl GenericClient) -> Result<Applied, ApplyError> {
     client
         .batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (\
+            "SET LOCAL client_min_messages = warning; CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (\
                version    INTEGER     PRIMARY KEY, \
                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         ))
