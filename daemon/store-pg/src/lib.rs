@@ -45,6 +45,7 @@
 //!   only inserted, and the schema chains each to its predecessor's balance.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod db;
 pub mod group;
 pub mod host;
@@ -52,6 +53,7 @@ pub mod ledger;
 pub mod migrate;
 pub mod sites;
 
+pub use audit::{AuditError, HostAuditEntry, HostAuditRecord, PgAudit, HOST_CHAIN};
 pub use db::{Database, DbFailure, TXN_ATTEMPTS_MAX};
 pub use group::{GroupVerifyReport, PgGroupHost};
 pub use host::{PgHost, VerifyReport};

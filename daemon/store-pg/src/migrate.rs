@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_records.sql")),
     (2, include_str!("migrations/0002_authorizations.sql")),
     (3, include_str!("migrations/0003_groups.sql")),
+    (4, include_str!("migrations/0004_audit.sql")),
 ];
 
 /// The schema version this binary writes: the last migration's.
