@@ -4,10 +4,14 @@
 //! material in its usual encodings ([`keysearch`]). PostgreSQL kills and restarts live in
 //! `cardd-pg-throwaway` (`Cluster::kill`, `Cluster::restart`).
 //!
+//! The scenarios: [`fleet`] (a host and a database that die) and [`partition`] (the host in a
+//! namespace, cut off from the sites by a real partition).
+//!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
 
 mod fleet;
 mod keysearch;
 mod netns;
+mod partition;
 mod processes;

@@ -6,15 +6,28 @@
 //! configuration (demo keys: the simulated cards are personalised with them), its database
 //! migrated, sites S01 and S02 enrolled, the demo vehicles seeded; each site gets its own data
 //! and configuration directories, a teller and an administrator (`cardd operators add`).
+//!
+//! [`Fleet::create_with`] can run the host inside a network namespace ([`FleetOptions`]): the
+//! sites then reach it only over the namespace's veth pair, so cutting the pair
+//! ([`Netns::cut`]) is a real partition, and the host reaches PostgreSQL (on 127.0.0.1 of the
+//! root namespace only) through a [`Relay`] on the root end of the pair. Everything is still
+//! driven from the root namespace: the host's command line uses the relay's address too, which
+//! is local to the root namespace and so stays reachable while the pair is cut.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+
+use crate::netns::Netns;
 
 /// The host's certificate name.
 pub const HOST_NAME: &str = "host.fleet.test";
@@ -136,12 +149,16 @@ fn wait_listening(addr: SocketAddr, proc: &Proc) -> Result<()> {
     bail!("{} did not listen on {addr}: {}", proc.name, proc.log())
 }
 
-/// The issuer host: its configuration and, while it runs, its process.
+/// The issuer host: its configuration and, while it runs, its process (inside `netns` when
+/// it has one).
 pub struct Host {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub addr: SocketAddr,
+    // Declared before `netns`: the process is killed before its namespace is deleted.
     pub proc: Option<Proc>,
+    /// The namespace the host runs in ([`FleetOptions::host_netns`]).
+    pub netns: Option<Netns>,
 }
 
 impl Host {
@@ -152,9 +169,13 @@ impl Host {
         run(command, None)
     }
 
-    /// Starts `cardd-host serve` and waits until it listens.
+    /// Starts `cardd-host serve` (inside its namespace when it has one: `ip netns exec` execs
+    /// it, so the child is the host itself) and waits until it listens.
     pub fn start(&mut self) -> Result<()> {
-        let mut command = Command::new(binary("cardd-host"));
+        let mut command = match &self.netns {
+            Some(netns) => netns.command(binary("cardd-host")),
+            None => Command::new(binary("cardd-host")),
+        };
         command.arg("--config").arg(&self.config).arg("serve");
         let proc = Proc::spawn("cardd-host", command, self.dir.join("host.log"))?;
         wait_listening(self.addr, &proc)?;
@@ -169,9 +190,31 @@ impl Host {
         }
     }
 
-    /// A recharge paid at the host: the new record's id.
+    /// The host's namespace ([`FleetOptions::host_netns`]), to cut it off and restore it.
+    pub fn netns(&mut self) -> Result<&mut Netns> {
+        self.netns
+            .as_mut()
+            .context("the host does not run in a network namespace")
+    }
+
+    /// A recharge paid at the host for [`PLATE`]: the new record's id.
     pub fn recharge(&self, amount_yuan: &str) -> Result<String> {
-        let out = self.cli(&["recharge", "--plate", PLATE, "--amount", amount_yuan])?;
+        self.recharge_for(PLATE, 0, amount_yuan)
+    }
+
+    /// A recharge paid at the host for the vehicle `plate` of colour `colour`: the new
+    /// record's id.
+    pub fn recharge_for(&self, plate: &str, colour: u16, amount_yuan: &str) -> Result<String> {
+        let colour = colour.to_string();
+        let out = self.cli(&[
+            "recharge",
+            "--plate",
+            plate,
+            "--colour",
+            &colour,
+            "--amount",
+            amount_yuan,
+        ])?;
         out.split('\t')
             .next()
             .map(str::to_owned)
@@ -330,32 +373,62 @@ impl Site {
     }
 }
 
+/// How a [`Fleet`] is set up beyond the default ([`Fleet::create`]: everything on loopback).
+#[derive(Debug, Default)]
+pub struct FleetOptions {
+    /// Run the host inside this namespace: it listens on the namespace's inner address (its
+    /// certificate names that address), the sites reach it over the veth pair, and it reaches
+    /// PostgreSQL through a [`Relay`] on the pair's root end.
+    pub host_netns: Option<Netns>,
+}
+
 /// PostgreSQL, the host and two sites, set up (the host not yet started).
 pub struct Fleet {
     pub root: tempfile::TempDir,
     pub pg: cardd_pg_throwaway::Cluster,
     pub host: Host,
     pub sites: Vec<Site>,
+    /// The host's way to PostgreSQL when it runs in a namespace.
+    pub relay: Option<Relay>,
 }
 
 impl Fleet {
+    /// Everything on loopback of the root namespace.
     pub fn create() -> Result<Fleet> {
+        Fleet::create_with(FleetOptions::default())
+    }
+
+    /// A fleet set up as `options` say.
+    pub fn create_with(options: FleetOptions) -> Result<Fleet> {
         let root = tempfile::tempdir()?;
         let pg = cardd_pg_throwaway::Cluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (host_ip, relay, database_url) = match &options.host_netns {
+            None => (IpAddr::from([127, 0, 0, 1]), None, pg.url()),
+            Some(netns) => {
+                let relay = Relay::start(
+                    IpAddr::V4(netns.host_addr()),
+                    SocketAddr::from(([127, 0, 0, 1], pg.port())),
+                )?;
+                let direct = format!("@127.0.0.1:{}/", pg.port());
+                let url = pg.url();
+                anyhow::ensure!(url.contains(&direct), "expected {direct:?} in {url:?}");
+                let url = url.replace(&direct, &format!("@{}/", relay.addr()));
+                (IpAddr::V4(netns.inner_addr()), Some(relay), url)
+            }
+        };
         let ca_dir = root.path().join("ca");
         cardd_fleet::FleetCa::init(&ca_dir, DAYS)?;
         let ca = cardd_fleet::FleetCa::open(&ca_dir)?;
-        ca.issue_host(HOST_NAME, &["127.0.0.1".to_owned()], DAYS, false)?;
+        ca.issue_host(HOST_NAME, &[host_ip.to_string()], DAYS, false)?;
         let host_tls = cardd_fleet::ca::host_files(&ca_dir, HOST_NAME);
         let host_dir = root.path().join("host");
         std::fs::create_dir_all(&host_dir)?;
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let addr = SocketAddr::new(host_ip, free_port());
         let host_config = host_dir.join("cardd-host.toml");
         std::fs::write(
             &host_config,
             format!(
-                "listen = \"{addr}\"\ndatabase_url = \"{}\"\n\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n\n[keys]\nsource = \"demo\"\n",
-                pg.url(),
+                "listen = \"{addr}\"\ndatabase_url = \"{database_url}\"\n\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n\n[keys]\nsource = \"demo\"\n",
                 host_tls.ca_cert,
                 host_tls.cert,
                 host_tls.key
@@ -366,6 +439,7 @@ impl Fleet {
             config: host_config,
             addr,
             proc: None,
+            netns: options.host_netns,
         };
         host.cli(&["migrate"])?;
         host.cli(&["seed-demo"])?;
@@ -388,6 +462,7 @@ impl Fleet {
             pg,
             host,
             sites,
+            relay,
         })
     }
 
@@ -449,6 +524,139 @@ impl Fleet {
     }
 }
 
+/// Most connections a [`Relay`] carries at once; one more is closed as soon as it is accepted.
+pub const RELAY_CONNECTIONS_MAX: usize = 32;
+/// Longest wait for the relay's own connection to its target, in milliseconds.
+pub const RELAY_CONNECT_MS: u64 = 5_000;
+/// Pause between two looks for a new connection, in milliseconds.
+const RELAY_POLL_MS: u64 = 20;
+
+/// A TCP relay thread: every connection accepted on its address is carried, both ways, to one
+/// target (a thread per direction); the relay stops accepting and shuts every carried
+/// connection down when dropped. What lets a process inside a namespace reach a server that
+/// listens on 127.0.0.1 of the root namespace only.
+pub struct Relay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Both streams of every carried connection, to shut them down on drop.
+    open: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>,
+    /// Connections accepted and not yet ended (at most [`RELAY_CONNECTIONS_MAX`]).
+    carried: Arc<AtomicUsize>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Listens on `listen` (a port of the system's choice) and carries to `target`.
+    pub fn start(listen: IpAddr, target: SocketAddr) -> Result<Relay> {
+        let listener = TcpListener::bind((listen, 0))
+            .with_context(|| format!("relay: cannot listen on {listen}"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>> = Arc::default();
+        let carried = Arc::new(AtomicUsize::new(0));
+        let acceptor = {
+            let (stop, open, carried) = (stop.clone(), open.clone(), carried.clone());
+            std::thread::Builder::new()
+                .name(format!("relay {addr}"))
+                .spawn(move || {
+                    static NEXT: AtomicU64 = AtomicU64::new(0);
+                    while !stop.load(Ordering::Relaxed) {
+                        let client = match listener.accept() {
+                            Ok((client, _)) => client,
+                            Err(_) => {
+                                std::thread::sleep(Duration::from_millis(RELAY_POLL_MS));
+                                continue;
+                            }
+                        };
+                        if carried.load(Ordering::Relaxed) >= RELAY_CONNECTIONS_MAX {
+                            drop(client);
+                            continue;
+                        }
+                        carried.fetch_add(1, Ordering::Relaxed);
+                        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+                        let (open, done) = (open.clone(), carried.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("relay {id}"))
+                            .spawn(move || {
+                                let _ = carry(id, client, target, &open);
+                                if let Ok(mut open) = open.lock() {
+                                    open.remove(&id);
+                                }
+                                done.fetch_sub(1, Ordering::Relaxed);
+                            });
+                        if spawned.is_err() {
+                            carried.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                })?
+        };
+        Ok(Relay {
+            addr,
+            stop,
+            open,
+            carried,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// Where the relay listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Carries one accepted connection to `target` until both directions end.
+fn carry(
+    id: u64,
+    client: TcpStream,
+    target: SocketAddr,
+    open: &Mutex<HashMap<u64, [TcpStream; 2]>>,
+) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    let server = TcpStream::connect_timeout(&target, Duration::from_millis(RELAY_CONNECT_MS))?;
+    let _ = server.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    if let Ok(mut open) = open.lock() {
+        open.insert(id, [client.try_clone()?, server.try_clone()?]);
+    }
+    let (mut up_from, mut up_to) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::Builder::new()
+        .name(format!("relay {id} up"))
+        .spawn(move || pipe(&mut up_from, &mut up_to))?;
+    let (mut down_from, mut down_to) = (server, client);
+    pipe(&mut down_from, &mut down_to);
+    let _ = up.join();
+    Ok(())
+}
+
+/// Copies `from` to `to` until `from` ends; then passes the end on (an error ends both ways).
+fn pipe(from: &mut TcpStream, to: &mut TcpStream) {
+    match std::io::copy(from, to) {
+        Ok(_) => {
+            let _ = to.shutdown(Shutdown::Write);
+        }
+        Err(_) => {
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        if let Ok(open) = self.open.lock() {
+            for stream in open.values().flatten() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
 #[cfg(unix)]
 fn set_owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -476,5 +684,87 @@ pub fn eventually(
             bail!("{what}: not within {} s", limit.as_secs());
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on loopback: every connection gets back what it sends, then its end.
+    fn echo_server() -> SocketAddr {
+        let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("address");
+        std::thread::spawn(move || {
+            for stream in server.incoming() {
+                let Ok(mut stream) = stream else { break };
+                std::thread::spawn(move || {
+                    if let Ok(mut from) = stream.try_clone() {
+                        let _ = std::io::copy(&mut from, &mut stream);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+    }
+
+    fn echoes(stream: &mut TcpStream, text: &[u8]) -> bool {
+        let mut back = vec![0; text.len()];
+        stream.write_all(text).is_ok() && stream.read_exact(&mut back).is_ok() && back == text
+    }
+
+    /// Whether the peer has ended the connection (end of stream or reset, not a timeout).
+    fn ended(stream: &mut TcpStream) -> bool {
+        let mut byte = [0; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[test]
+    fn a_relay_carries_both_ways_bounds_its_connections_and_ends_them_when_dropped() {
+        let relay = Relay::start(IpAddr::from([127, 0, 0, 1]), echo_server()).expect("relay");
+
+        // Both ways, and an end passed on.
+        let mut one = connect(relay.addr());
+        assert!(echoes(&mut one, b"ping"));
+        one.shutdown(Shutdown::Write).expect("half close");
+        assert!(ended(&mut one), "the end comes back through the relay");
+        drop(one);
+
+        // At most RELAY_CONNECTIONS_MAX at once (the ended one is gone by now).
+        eventually(
+            Duration::from_secs(5),
+            "the ended connection released",
+            || Ok(relay.carried.load(Ordering::Relaxed) == 0),
+        )
+        .expect("released");
+        let mut carried: Vec<TcpStream> = (0..RELAY_CONNECTIONS_MAX)
+            .map(|_| connect(relay.addr()))
+            .collect();
+        for (i, stream) in carried.iter_mut().enumerate() {
+            assert!(echoes(stream, format!("n{i}").as_bytes()), "connection {i}");
+        }
+        let mut extra = connect(relay.addr());
+        assert!(ended(&mut extra), "one more than the bound is closed");
+
+        // Dropped: every carried connection ends.
+        drop(relay);
+        for (i, stream) in carried.iter_mut().enumerate() {
+            assert!(ended(stream), "connection {i} ended with the relay");
+        }
     }
 }
