@@ -14,7 +14,9 @@
 //! 6. PostgreSQL killed and restarted under the host: loads refused meanwhile, then work;
 //! 7. at the end, money on the cards = committed authorisations = records 已圈存, none twice,
 //!    no authorisation left open;
-//! 8. no site's data or configuration directory holds a load, purchase or TAC master key.
+//! 8. the host's audit log holds the sites' load steps and record changes and its own
+//!    commands, every chain intact; no site's data or configuration directory holds a load,
+//!    purchase or TAC master key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,6 +243,23 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
     funded.sort_unstable();
     funded.dedup();
     ensure!(funded.len() == n, "a record booked twice");
+
+    // The host's audit log: every site's load steps and record changes and the host's own
+    // commands, each chain intact.
+    let verified = fleet.host.cli(&["audit", "verify"])?;
+    ensure!(verified.contains("audit log intact"), "{verified}");
+    for (chain, action) in [
+        ("S01", "host.authorize"),
+        ("S02", "host.confirm"),
+        ("S02", "records.change_record"),
+        ("host", "records.recharge"),
+        ("host", "sites.disable"),
+    ] {
+        let listed = fleet
+            .host
+            .cli(&["audit", "list", "--chain", chain, "--limit", "1000"])?;
+        ensure!(listed.contains(action), "{chain} has no {action}: {listed}");
+    }
 
     // 8. No master key at a site.
     let keys: Vec<Vec<u8>> = [

@@ -12,7 +12,7 @@ use cardd_fleet::{CertFingerprint, SiteId};
 use cardd_host::config::HostConfig;
 use cardd_host::HostService;
 use cardd_journal::clock::SystemClock;
-use cardd_store_pg::{Database, PgHost, PgLedger, PgSites};
+use cardd_store_pg::{Database, HostAuditEntry, PgAudit, PgHost, PgLedger, PgSites, HOST_CHAIN};
 
 /// The central issuer host: recharge records, load authorisations and sites on PostgreSQL;
 /// the issuer's keys; HTTPS with mutual TLS for the sites.
@@ -46,6 +46,11 @@ enum Command {
     },
     /// Adds the demo vehicle accounts (simulated cards only); adds nothing twice.
     SeedDemo,
+    /// The host's hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Lists a vehicle's recharge records (充值记录), newest first.
     Records {
         /// The plate (e.g. 陕A12345).
@@ -73,6 +78,19 @@ enum Command {
         /// The channel recorded on the record.
         #[arg(long, default_value = "发卡方后台")]
         channel: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks every chain (each record's hash and its link to the one before).
+    Verify,
+    /// The newest records, of one chain (a site id, or `host`) or all.
+    List {
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
 }
 
@@ -128,8 +146,38 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Sites { command } => sites(&config, command),
+        Command::Audit { command } => {
+            let audit = PgAudit::new(open(&config)?, Arc::new(SystemClock));
+            match command {
+                AuditCommand::Verify => {
+                    let report = audit.verify()?;
+                    println!(
+                        "audit log intact: {} records in {} chains",
+                        report.records, report.chains
+                    );
+                }
+                AuditCommand::List { chain, limit } => {
+                    for r in audit.list(chain.as_deref(), limit)? {
+                        println!(
+                            "{}\t{}#{}\t{}\t{}\t{}\t{}\t{}",
+                            r.at,
+                            r.chain,
+                            r.seq,
+                            r.actor,
+                            r.action,
+                            r.target.unwrap_or_default(),
+                            r.outcome,
+                            r.detail
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::SeedDemo => {
-            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let db = open(&config)?;
+            audit(&db, "seed_demo", "demo vehicles", serde_json::json!({}))?;
+            let records = PgHost::new(db, Arc::new(SystemClock));
             let mut added = 0;
             for v in cardd_store::demo::demo_vehicles() {
                 if records.vehicle(&v.plate, v.plate_colour.code)?.is_some() {
@@ -183,7 +231,14 @@ fn main() -> Result<()> {
         } => {
             let fen = cardd_api::Fen::parse_positive_yuan(&amount)
                 .map_err(|e| anyhow::anyhow!("--amount {amount}: {e}"))?;
-            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let db = open(&config)?;
+            audit(
+                &db,
+                "records.recharge",
+                &plate,
+                serde_json::json!({ "plate_colour": colour, "amount_fen": fen.0, "operator": operator, "channel": channel }),
+            )?;
+            let records = PgHost::new(db, Arc::new(SystemClock));
             let record = records.recharge(&plate, colour, fen.0, &operator, &channel)?;
             println!(
                 "{}\t{}\t{}\t{} 元\t{}",
@@ -198,6 +253,22 @@ fn main() -> Result<()> {
     }
 }
 
+/// Records a command of the host's operator in the `host` chain, before it acts.
+fn audit(db: &Arc<Database>, action: &str, target: &str, detail: serde_json::Value) -> Result<()> {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    PgAudit::new(db.clone(), Arc::new(SystemClock)).append(&HostAuditEntry {
+        chain: HOST_CHAIN.into(),
+        actor: format!("cardd-host CLI ({user})"),
+        action: action.into(),
+        target: Some(target.into()),
+        detail,
+        outcome: "started".into(),
+    })?;
+    Ok(())
+}
+
 fn open(config: &HostConfig) -> Result<Arc<Database>> {
     Ok(Arc::new(
         Database::open(&config.database_url)
@@ -206,7 +277,8 @@ fn open(config: &HostConfig) -> Result<Arc<Database>> {
 }
 
 fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
-    let sites = PgSites::new(open(config)?, Arc::new(SystemClock));
+    let db = open(config)?;
+    let sites = PgSites::new(db.clone(), Arc::new(SystemClock));
     let site_id =
         |s: &str| -> Result<SiteId> { s.parse().map_err(|e| anyhow::anyhow!("site {s:?}: {e}")) };
     match command {
@@ -234,14 +306,22 @@ fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
                     bail!("give the site's certificate (--cert) or its fingerprint (--fingerprint)")
                 }
             };
+            audit(
+                &db,
+                "sites.enrol",
+                &site,
+                serde_json::json!({ "fingerprint": fingerprint.to_string() }),
+            )?;
             sites.enrol(&site_id(&site)?, &fingerprint)?;
             println!("site {site} enrolled, certificate {fingerprint}");
         }
         SitesCommand::Disable { site } => {
+            audit(&db, "sites.disable", &site, serde_json::json!({}))?;
             sites.set_enabled(&site_id(&site)?, false)?;
             println!("site {site} disabled");
         }
         SitesCommand::Enable { site } => {
+            audit(&db, "sites.enable", &site, serde_json::json!({}))?;
             sites.set_enabled(&site_id(&site)?, true)?;
             println!("site {site} enabled");
         }
@@ -267,6 +347,7 @@ fn serve(config: &HostConfig) -> Result<()> {
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = Arc::new(PgLedger::new(db.clone(), clock.clone()));
+    let (db_for_audit, clock_for_audit) = (db.clone(), clock.clone());
     let service = Arc::new(HostService {
         tls,
         directory: Arc::new(PgSites::new(db, clock)),
@@ -275,6 +356,10 @@ fn serve(config: &HostConfig) -> Result<()> {
             ledger,
         )),
         records,
+        audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
+            db_for_audit,
+            clock_for_audit,
+        ))),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

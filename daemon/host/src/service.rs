@@ -44,6 +44,9 @@ pub struct HostService {
     pub authority: Arc<Authority>,
     /// The recharge records the sites read and change (`records.*`).
     pub records: Arc<dyn IssuerHost>,
+    /// Where every change a site asks of the records is recorded before it is made (`None`:
+    /// not recorded, for tests of other things).
+    pub audit: Option<Arc<cardd_store_pg::PgAudit>>,
 }
 
 impl std::fmt::Debug for HostService {
@@ -180,7 +183,14 @@ impl HostService {
                         ))
                     }
                 };
-                records(head.id, self.records.clone(), site, call).await
+                records(
+                    head.id,
+                    self.records.clone(),
+                    self.audit.clone(),
+                    site,
+                    call,
+                )
+                .await
             }
             other => json(&error::<()>(
                 head.id,
@@ -196,13 +206,26 @@ impl HostService {
 async fn records(
     id: u64,
     store: Arc<dyn IssuerHost>,
+    audit: Option<Arc<cardd_store_pg::PgAudit>>,
     site: SiteId,
     call: RecordCall,
 ) -> HttpResponse<Full<Bytes>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let auditing = site.clone();
     let spawned = std::thread::Builder::new()
         .name("host-records".into())
         .spawn(move || {
+            let site = auditing;
+            // Audited before it acts: a change that cannot be recorded is not made.
+            if let (Some(audit), Some(entry)) = (&audit, audit_entry(&site, &call)) {
+                if let Err(e) = audit.append(&entry) {
+                    tracing::error!(site = %site, error = %e, "a record change could not be audited");
+                    let _ = tx.send(Err(cardd_etc::HostError::Database(format!(
+                        "发卡方后台无法记录审计日志，未作修改：{e}"
+                    ))));
+                    return;
+                }
+            }
             let _ = tx.send(serve_record_call(store.as_ref(), call));
         });
     if let Err(e) = spawned {
@@ -238,6 +261,51 @@ async fn records(
             None,
         )),
     }
+}
+
+/// The audit record of a record method that changes something (`None` for reads).
+fn audit_entry(site: &SiteId, call: &RecordCall) -> Option<cardd_store_pg::HostAuditEntry> {
+    let (action, operator, target, detail) = match call {
+        RecordCall::UpsertVehicle { vehicle, operator } => (
+            "records.upsert_vehicle",
+            operator,
+            vehicle.plate.clone(),
+            serde_json::json!({ "plate_colour": vehicle.plate_colour, "cards": vehicle.card_numbers }),
+        ),
+        RecordCall::Recharge {
+            plate,
+            colour,
+            amount_fen,
+            operator,
+            channel,
+        } => (
+            "records.recharge",
+            operator,
+            plate.clone(),
+            serde_json::json!({ "plate_colour": colour, "amount_fen": amount_fen, "channel": channel }),
+        ),
+        RecordCall::ChangeRecord { record_id, change } => (
+            "records.change_record",
+            &change.operator,
+            record_id.clone(),
+            serde_json::json!({
+                "action": change.action,
+                "txn_id": change.txn_id,
+                "reason": change.reason,
+                "balances": change.balances,
+                "loaded": change.loaded,
+            }),
+        ),
+        _ => return None,
+    };
+    Some(cardd_store_pg::HostAuditEntry {
+        chain: site.as_str().to_owned(),
+        actor: format!("{site}/{}", operator.chars().take(64).collect::<String>()),
+        action: action.into(),
+        target: Some(target.chars().take(64).collect()),
+        detail,
+        outcome: "started".into(),
+    })
 }
 
 /// Runs one method off the async threads and answers its result or refusal.

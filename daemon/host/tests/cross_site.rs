@@ -54,6 +54,7 @@ struct Host {
 
 fn start_host(ca: &Path, url: &str) -> Host {
     let db = Arc::new(Database::open(url).expect("database"));
+    let audit_db = db.clone();
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = PgLedger::new(db.clone(), clock.clone());
@@ -75,6 +76,10 @@ fn start_host(ca: &Path, url: &str) -> Host {
             Arc::new(ledger.clone()),
         )),
         records: records.clone(),
+        audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
+            audit_db.clone(),
+            Arc::new(SystemClock),
+        ))),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();

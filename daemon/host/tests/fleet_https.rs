@@ -64,6 +64,7 @@ impl Drop for Host {
 /// Starts a host on `db` (its records, sites and authorisations), listening on `addr`.
 fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
     let db = Arc::new(Database::open(url).expect("open the database"));
+    let audit_db = db.clone();
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = PgLedger::new(db.clone(), clock.clone());
@@ -81,6 +82,10 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
         directory: Arc::new(sites.clone()),
         authority,
         records: records.clone(),
+        audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
+            audit_db.clone(),
+            Arc::new(SystemClock),
+        ))),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();

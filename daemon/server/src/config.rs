@@ -965,13 +965,16 @@ mod tests {
         for (extra, key) in [
             ("[keys]\nsource = \"file\"\nfile = \"keys.toml\"\n", "keys"),
             ("[keys]\nfile = \"keys.toml\"\n", "keys"),
-            ("[flows]\nunfunded_test_loads = true\n", "flows.unfunded_test_loads"),
+            (
+                "[flows]\nunfunded_test_loads = true\n",
+                "flows.unfunded_test_loads",
+            ),
         ] {
             let e = Config::from_toml(&format!("{fleet}{extra}"), "site.toml").unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
-        let e = Config::from_toml(&fleet.replace("10.1.0.5:7443", "host"), "site.toml")
-            .unwrap_err();
+        let e =
+            Config::from_toml(&fleet.replace("10.1.0.5:7443", "host"), "site.toml").unwrap_err();
         assert_eq!(e.key, "fleet.host_addr", "{e}");
     }
 

@@ -124,8 +124,8 @@ fn check(entry: &HostAuditEntry) -> Result<String, AuditError> {
     if entry.chain.is_empty() || entry.action.is_empty() {
         return Err(AuditError::Invalid("chain and action are required".into()));
     }
-    let detail = serde_json::to_string(&entry.detail)
-        .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    let detail =
+        serde_json::to_string(&entry.detail).map_err(|e| AuditError::Invalid(e.to_string()))?;
     if detail.len() > AUDIT_DETAIL_BYTES_MAX {
         return Err(AuditError::Invalid(format!(
             "detail is larger than {AUDIT_DETAIL_BYTES_MAX} bytes"
@@ -227,7 +227,11 @@ impl PgAudit {
 
     /// The newest records of `chain` (every chain: `None`), newest first, at most `limit`
     /// (bounded by [`AUDIT_LIST_MAX`]).
-    pub fn list(&self, chain: Option<&str>, limit: i64) -> Result<Vec<HostAuditRecord>, AuditError> {
+    pub fn list(
+        &self,
+        chain: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<HostAuditRecord>, AuditError> {
         let limit = limit.clamp(1, AUDIT_LIST_MAX);
         self.db.call(self.db.transaction(
             Mode::Read,

@@ -31,6 +31,7 @@ use cardd_purse::{CardKeyContext, Funding, LoadAuthorization, SamError};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
+use crate::audit::{append_in, HostAuditEntry};
 use crate::db::TxResult;
 use crate::db::{body, Database, Mode, TxError};
 use crate::host::{change_in, record_in};
@@ -116,6 +117,24 @@ fn operator(site: &str) -> String {
 impl From<HostError> for TxError<SamError> {
     fn from(e: HostError) -> Self {
         TxError::Refused(refused(e.to_string()))
+    }
+}
+
+impl From<crate::audit::AuditError> for SamError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        refused(format!("发卡方后台无法记录审计日志：{e}"))
+    }
+}
+
+/// The audit record of a load step, written in the step's own transaction.
+fn audit_entry(site: &str, action: &str, card: &str, detail: serde_json::Value) -> HostAuditEntry {
+    HostAuditEntry {
+        chain: site.to_owned(),
+        actor: site.to_owned(),
+        action: action.to_owned(),
+        target: Some(card.to_owned()),
+        detail,
+        outcome: "ok".into(),
     }
 }
 
@@ -257,6 +276,22 @@ async fn authorize_in(
     change_in(c, record_id, &claim, at)
         .await
         .map_err(host_refusal)?;
+    append_in::<SamError>(
+        c,
+        &audit_entry(
+            site,
+            "host.authorize",
+            &request.card_number,
+            serde_json::json!({
+                "txn_id": request.txn_id,
+                "record_id": record_id,
+                "amount_fen": amount,
+                "online_atc": atc,
+            }),
+        ),
+        at,
+    )
+    .await?;
     c.execute(
         "INSERT INTO load_authorizations (txn_id, site_id, card_number, card_key, online_atc, \
              amount_fen, balance_before_fen, funding_kind, funding_id, request, mac2, state, \
@@ -422,6 +457,17 @@ impl AuthorizationLog for PgLedger {
                     }
                     _ => {}
                 }
+                append_in::<SamError>(
+                    c,
+                    &audit_entry(
+                        site,
+                        "host.confirm",
+                        &record_id,
+                        serde_json::json!({ "txn_id": txn, "tac": tac }),
+                    ),
+                    at,
+                )
+                .await?;
                 c.execute(
                     "UPDATE load_authorizations SET state = 'booked', tac = $2, settled_at = $3, \
                          settled_by = $4 WHERE txn_id = $1",
