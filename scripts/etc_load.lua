@@ -24,16 +24,21 @@ return {
     if record == nil then
       error("未找到充值记录 " .. params.record_id .. "，请重新查询充值记录")
     end
-    if record.status == "loading" then
-      error("充值记录 " .. record.record_id .. " 的上一次圈存结果待确认：请将该卡重新放到读卡器上，"
-        .. "系统将根据卡片确认结果；切勿重复充值")
-    end
-    if record.status ~= "not_loaded" then
+    -- 圈存中: an earlier load's outcome is not known yet; the card on the reader decides it
+    -- below (card.settle_record), wherever that load was made.
+    if record.status ~= "not_loaded" and record.status ~= "loading" then
       error("充值记录 " .. record.record_id .. " 为" .. (STATUS[record.status] or record.status)
         .. "，只有未圈存的记录可以圈存")
     end
     ui.progress("正在读取卡片……")
-    local info = card.info()
+    local read, info = pcall(card.info)
+    if not read then
+      if record.status == "loading" then
+        error("充值记录 " .. record.record_id .. " 的上一次圈存结果待确认：请将该卡重新放到读卡器上，"
+          .. "系统将根据卡片确认结果；切勿重复充值")
+      end
+      error(info)
+    end
     -- What the card says about the record's earlier loads comes before the question: money
     -- already on the card is reported, never asked for again.
     local settled = card.settle_record(record.record_id)

@@ -99,6 +99,14 @@ impl Proc {
         }
     }
 
+    /// Whether the process has ended (a crash point killed it), reaping it if so.
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
     /// What the process logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -172,11 +180,18 @@ impl Host {
     /// Starts `cardd-host serve` (inside its namespace when it has one: `ip netns exec` execs
     /// it, so the child is the host itself) and waits until it listens.
     pub fn start(&mut self) -> Result<()> {
+        self.start_with(&[])
+    }
+
+    /// Starts `cardd-host serve` with extra environment variables (a crash point:
+    /// `CARDD_CRASH_AT`) and waits until it listens.
+    pub fn start_with(&mut self, env: &[(&str, &str)]) -> Result<()> {
         let mut command = match &self.netns {
             Some(netns) => netns.command(binary("cardd-host")),
             None => Command::new(binary("cardd-host")),
         };
         command.arg("--config").arg(&self.config).arg("serve");
+        command.envs(env.iter().copied());
         let proc = Proc::spawn("cardd-host", command, self.dir.join("host.log"))?;
         wait_listening(self.addr, &proc)?;
         self.proc = Some(proc);
@@ -188,6 +203,11 @@ impl Host {
         if let Some(mut proc) = self.proc.take() {
             proc.kill9();
         }
+    }
+
+    /// Whether the host process has ended.
+    pub fn exited(&mut self) -> bool {
+        self.proc.as_mut().is_none_or(Proc::exited)
     }
 
     /// The host's namespace ([`FleetOptions::host_netns`]), to cut it off and restore it.

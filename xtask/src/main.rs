@@ -121,6 +121,8 @@ fn test(extra: &[String]) -> Result<()> {
     build
         .current_dir(&root)
         .args(["build", "--locked", "-p", "cardd", "-p", "cardd-host"])
+        // The host's crash points (inert unless CARDD_CRASH_AT names one) for the kill tests.
+        .args(["--features", "cardd-host/crashpoints"])
         .stdin(std::process::Stdio::null());
     if let Err(e) = run_checked(build, "cargo build (the binaries the fleet tests start)") {
         let _ = stop_cluster(cluster);

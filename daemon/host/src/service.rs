@@ -25,11 +25,21 @@ use tokio_rustls::TlsAcceptor;
 use cardd_etc::IssuerHost;
 use cardd_hostlink::records::{record_refusal, serve_record_call};
 use cardd_hostlink::wire::{OpenLoadsParams, RecordCall, CODE_RECORDS, OPEN_LOADS, RECORDS_PREFIX};
+use cardd_journal::crash::crash_point;
 
 use crate::wire::{
     Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
     CODE_NO_METHOD, CODE_REFUSED, CONFIRM,
 };
+
+/// The host's crash points (`CARDD_CRASH_AT`, with the `crashpoints` feature only), in the order
+/// a load passes them: the host killed before and after each of its two commits.
+pub const HOST_CRASH_POINTS: &[&str] = &[
+    "host.authorize.before",
+    "host.authorize.after_commit",
+    "host.confirm.before",
+    "host.confirm.after_commit",
+];
 
 /// How long a client has to complete the TLS handshake and the directory check, in seconds.
 pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
@@ -155,13 +165,19 @@ impl HostService {
             AUTHORIZE => {
                 call(head, move |p: AuthorizeRequest| {
                     tracing::info!(site = %site, txn = %p.txn_id, "load authorisation asked");
-                    authority.authorize(site.as_str(), &p)
+                    crash_point("host.authorize.before");
+                    let answer = authority.authorize(site.as_str(), &p);
+                    crash_point("host.authorize.after_commit");
+                    answer
                 })
                 .await
             }
             CONFIRM => {
                 call(head, move |p: ConfirmRequest| {
-                    authority.confirm(site.as_str(), &p)
+                    crash_point("host.confirm.before");
+                    let answer = authority.confirm(site.as_str(), &p);
+                    crash_point("host.confirm.after_commit");
+                    answer
                 })
                 .await
             }

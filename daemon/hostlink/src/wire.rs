@@ -230,12 +230,18 @@ impl WireChange {
                 field: "操作",
                 reason: "充值不是状态修改".into(),
             }),
-            action => ChangeRequest::with_reason(
-                action,
-                &self.operator,
-                self.reason.as_deref().unwrap_or_default(),
-                self.loaded,
-            ),
+            action => {
+                let request = ChangeRequest::with_reason(
+                    action,
+                    &self.operator,
+                    self.reason.as_deref().unwrap_or_default(),
+                    self.loaded,
+                )?;
+                match &self.txn_id {
+                    Some(txn_id) => request.for_load(txn_id),
+                    None => Ok(request),
+                }
+            }
         }
     }
 }

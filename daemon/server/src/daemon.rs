@@ -64,6 +64,8 @@ pub struct FleetLink {
     pub host: std::net::SocketAddr,
     pub sam: Arc<cardd_authority::RemoteSam>,
     pub outbox: cardd_store::SledOutbox,
+    /// The loads other sites began, for a card presented here.
+    pub intents: Arc<dyn cardd_journal::ForeignIntents>,
 }
 
 impl std::fmt::Debug for Daemon {

@@ -95,6 +95,18 @@ pub(crate) fn recover_on(
             tracing::warn!(error = %e, "could not check the card against its lost-card verdicts");
         }
     }
+    // In a fleet, a load another site began on this card and nobody settled is taken in
+    // first, so that the card settles it here.
+    if let Some(fleet) = &daemon.fleet {
+        let number = match purse.identify_payment_card() {
+            Ok(cardd_purse::CardIdentity::Etc(info)) => Some(info.card_number()),
+            Ok(cardd_purse::CardIdentity::City(info)) => Some(info.card_number()),
+            _ => None,
+        };
+        if let Some(number) = number {
+            cardd_journal::adopt_foreign(journal, fleet.intents.as_ref(), &number);
+        }
+    }
     let outcome = recover_card(
         &mut purse,
         daemon.sam.as_ref(),

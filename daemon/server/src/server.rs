@@ -272,6 +272,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
                 host: fleet.host_addr,
                 sam: remote.clone(),
                 outbox,
+                intents: foreign.clone().expect("set above"),
             });
             (
                 Some(Arc::new(cardd_hostlink::RemoteRecords::new(client))),

@@ -21,7 +21,9 @@ pub struct ChangeRequest {
     pub action: RecordAction,
     pub operator: String,
     pub reason: Option<String>,
-    /// [`RecordAction::BeginLoad`]: the journal transaction of the load.
+    /// [`RecordAction::BeginLoad`]: the journal transaction of the load. Any other action:
+    /// when set, the load this change settles; refused ([`HostError::NotThisLoad`]) unless the
+    /// record's current load is that one ([`ChangeRequest::for_load`]).
     pub txn_id: Option<String>,
     /// [`RecordAction::FinishLoad`]: the card's balance before and after, fen.
     pub balances: Option<(i64, i64)>,
@@ -59,6 +61,13 @@ impl ChangeRequest {
             )),
             loaded: true,
         })
+    }
+
+    /// This change only if the record's current load is `txn_id` (a settlement that must not
+    /// land on another load of the same record, made meanwhile by another site).
+    pub fn for_load(mut self, txn_id: &str) -> Result<ChangeRequest, HostError> {
+        self.txn_id = Some(validate::txn_id(txn_id, LOAD_TXN_ID_CHARS_MAX)?);
+        Ok(self)
     }
 
     /// A change a person (or the daemon, from the card's evidence) makes with a reason.
@@ -152,6 +161,16 @@ pub fn apply(
     around: &Surroundings,
 ) -> Result<Applied, HostError> {
     let from = record.status;
+    if req.action != RecordAction::BeginLoad {
+        if let Some(txn_id) = &req.txn_id {
+            if record.load_txn_id.as_ref() != Some(txn_id) {
+                return Err(HostError::NotThisLoad {
+                    record_id: record.record_id.clone(),
+                    txn_id: txn_id.clone(),
+                });
+            }
+        }
+    }
     let Some(to) = req.action.next_status(from, req.loaded) else {
         return Err(HostError::BadTransition {
             record_id: record.record_id.clone(),

@@ -157,6 +157,15 @@ pub enum HostError {
         /// The record it belongs to.
         other_record_id: String,
     },
+    /// A change meant for one load of the record, while the record is with another load (or
+    /// none): nothing was changed.
+    #[error("充值记录 {record_id} 当前不在圈存交易 {txn_id} 中（可能已由其他圈存办理），未作修改；请重新查询该记录")]
+    NotThisLoad {
+        /// The record.
+        record_id: String,
+        /// The load the change was meant for.
+        txn_id: String,
+    },
     /// The query's time range is reversed.
     #[error("充值开始时间 {from} 晚于结束时间 {to}，请重新选择时间")]
     TimeRangeReversed {
@@ -261,6 +270,7 @@ impl HostError {
             H::BadTransition { .. }
             | H::CardBusy { .. }
             | H::TxnIdInUse { .. }
+            | H::NotThisLoad { .. }
             | H::LoadAttemptsExhausted { .. } => ErrorCode::RecordStateConflict,
             H::NoCard { .. } | H::CardBoundElsewhere { .. } => ErrorCode::CardNotEligible,
             H::Corrupt { .. } | H::SchemaTooNew { .. } => ErrorCode::FailedClosed,

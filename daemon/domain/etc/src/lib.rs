@@ -146,6 +146,40 @@ pub trait IssuerHost: Send + Sync + std::fmt::Debug {
         self.change_with_reason(record_id, RecordAction::AbortLoad, operator, reason, false)
     }
 
+    /// [`IssuerHost::abort_load`], only if the record's current load is `txn_id`.
+    fn abort_load_of(
+        &self,
+        record_id: &str,
+        operator: &str,
+        reason: &str,
+        txn_id: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = change::record_id(record_id)?;
+        let request =
+            change::ChangeRequest::with_reason(RecordAction::AbortLoad, operator, reason, false)?
+                .for_load(txn_id)?;
+        self.change_record(record_id, request)
+    }
+
+    /// [`IssuerHost::flag_reconciliation`], only if the record's current load is `txn_id`.
+    fn flag_reconciliation_of(
+        &self,
+        record_id: &str,
+        operator: &str,
+        reason: &str,
+        txn_id: &str,
+    ) -> Result<RechargeRecord, HostError> {
+        let record_id = change::record_id(record_id)?;
+        let request = change::ChangeRequest::with_reason(
+            RecordAction::FlagReconciliation,
+            operator,
+            reason,
+            false,
+        )?
+        .for_load(txn_id)?;
+        self.change_record(record_id, request)
+    }
+
     /// 未圈存/圈存中/已圈存 → 待核对: nobody can tell whether the money is on the card.
     fn flag_reconciliation(
         &self,

@@ -490,7 +490,7 @@ fn settle_failed_load(
                 .chars()
                 .take(REASON_CHARS_KEPT)
                 .collect();
-            host.abort_load(record_id, operator, &reason)
+            host.abort_load_of(record_id, operator, &reason, txn_id)
         }
         IntentOutcome::Credited(txn) => {
             let before = i64::from(txn.session.init.old_balance);
@@ -509,13 +509,21 @@ fn settle_failed_load(
                 LoadError::TacInvalid { .. } => "卡片返回的 TAC 校验失败",
                 _ => "卡片状态无法证明圈存是否成功，需主管核对",
             };
-            host.flag_reconciliation(record_id, operator, reason)
+            host.flag_reconciliation_of(record_id, operator, reason, txn_id)
         }
         // The intent is open (or the journal could not be read): the card decides later.
         IntentOutcome::Unknown(_) => return,
     };
-    if let Err(err) = outcome {
-        tracing::error!(record = record_id, error = %err, "could not record a failed load on its record");
+    match outcome {
+        // The record is not with this load (a fleet: the host never claimed it for this load,
+        // or another load has it): nothing of this load to undo.
+        Err(err @ (HostError::NotThisLoad { .. } | HostError::BadTransition { .. })) => {
+            tracing::debug!(record = record_id, txn = txn_id, error = %err, "the failed load had not claimed its record");
+        }
+        Err(err) => {
+            tracing::error!(record = record_id, error = %err, "could not record a failed load on its record");
+        }
+        Ok(_) => {}
     }
 }
 
@@ -834,7 +842,13 @@ impl EtcService {
                 record_id: record.record_id.clone(),
             },
         };
-        host.begin_load(record_id, operator, txn_id)?;
+        // On one machine the record is claimed here; in a fleet the host claims it when it
+        // authorises the load (in the same transaction as the authorisation), so a host that
+        // dies before authorising leaves the record 未圈存, and one that dies after leaves an
+        // authorisation that any site settles from the card.
+        if self.settings.fleet.is_none() {
+            host.begin_load(record_id, operator, txn_id)?;
+        }
         match load_card(&mut purse, self.sam.as_ref(), journal, reader_id, &request) {
             Ok(receipt) => {
                 let record = host

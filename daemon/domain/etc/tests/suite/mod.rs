@@ -44,6 +44,7 @@ macro_rules! host_suite {
             one_load_in_flight_per_card,
             finish_load_checks_the_balances,
             the_same_begin_or_finish_again_is_answered_and_changes_nothing,
+            a_settlement_for_another_load_is_refused_and_changes_nothing,
             bad_plates_colours_and_amounts_change_nothing,
             vehicles_by_plate_and_card_with_normalised_plates,
             queries_are_newest_first_with_time_ranges_and_pages,
@@ -254,6 +255,36 @@ pub fn the_same_begin_or_finish_again_is_answered_and_changes_nothing(make: &Mak
         host.finish_load(&id, "teller", 5_000, 25_000),
         Err(HostError::BadTransition { .. })
     ));
+    f.verify();
+}
+
+/// A settlement meant for one load of a record (a failed load taking its record back) changes
+/// nothing when the record is with another load or none: another site's load is never undone.
+pub fn a_settlement_for_another_load_is_refused_and_changes_nothing(make: &Make) {
+    let f = with_vehicle(make);
+    let host = f.host();
+    let id = record_in(host, RecordStatus::Loading);
+    let before = f.snapshot();
+    for result in [
+        host.abort_load_of(&id, "teller", "卡片余额未变", "T-OTHER"),
+        host.flag_reconciliation_of(&id, "teller", "写卡无应答", "T-OTHER"),
+    ] {
+        assert!(
+            matches!(result, Err(HostError::NotThisLoad { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(f.snapshot(), before, "nothing changed");
+    let aborted = host
+        .abort_load_of(&id, "teller", "卡片余额未变", &format!("T-{id}"))
+        .expect("its own load");
+    assert_eq!(aborted.status, RecordStatus::NotLoaded);
+    let before = f.snapshot();
+    assert!(matches!(
+        host.abort_load_of(&id, "teller", "卡片余额未变", &format!("T-{id}")),
+        Err(HostError::BadTransition { .. } | HostError::NotThisLoad { .. })
+    ));
+    assert_eq!(f.snapshot(), before, "taken back once");
     f.verify();
 }
 
