@@ -230,6 +230,8 @@ fn serve(config: &HostConfig) -> Result<()> {
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = Arc::new(PgLedger::new(db.clone(), clock.clone()));
+    let groups: Arc<dyn cardd_group::GroupHost> =
+        Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
     let service = Arc::new(HostService {
         tls,
         directory: Arc::new(PgSites::new(db, clock)),
@@ -238,6 +240,7 @@ fn serve(config: &HostConfig) -> Result<()> {
             ledger,
         )),
         records,
+        groups,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

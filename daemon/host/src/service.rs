@@ -6,7 +6,9 @@
 //! [`SiteDirectory`] (known, enabled, presenting the certificate issued to it last), before any
 //! request is read. A refused site's connection is closed without an answer. Requests are
 //! JSON-RPC over `POST /`, bounded in size; the authority's work (store and keys, both
-//! blocking) runs off the async threads.
+//! blocking) runs off the async threads. Besides the load methods the service serves the
+//! record methods (`records.*`, the recharge records) and the group methods (`groups.*`:
+//! groups, quotas, orders, top-ups, batches), each store call on a thread of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +25,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use cardd_etc::IssuerHost;
+use cardd_group::GroupHost;
+use cardd_hostlink::groups::{group_refusal, serve_group_call};
 use cardd_hostlink::records::{record_refusal, serve_record_call};
-use cardd_hostlink::wire::{OpenLoadsParams, RecordCall, CODE_RECORDS, OPEN_LOADS, RECORDS_PREFIX};
+use cardd_hostlink::wire::{
+    GroupCall, OpenLoadsParams, RecordCall, CODE_GROUPS, CODE_RECORDS, GROUPS_PREFIX, OPEN_LOADS,
+    RECORDS_PREFIX,
+};
 
 use crate::wire::{
     Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
@@ -44,6 +51,8 @@ pub struct HostService {
     pub authority: Arc<Authority>,
     /// The recharge records the sites read and change (`records.*`).
     pub records: Arc<dyn IssuerHost>,
+    /// The groups, quotas, orders and top-ups the sites read and change (`groups.*`).
+    pub groups: Arc<dyn GroupHost>,
 }
 
 impl std::fmt::Debug for HostService {
@@ -180,7 +189,33 @@ impl HostService {
                         ))
                     }
                 };
-                records(head.id, self.records.clone(), site, call).await
+                let store = self.records.clone();
+                store_call(head.id, site, "host-records", move || {
+                    serve_record_call(store.as_ref(), call).map_err(|e| {
+                        (e.is_refusal(), CODE_RECORDS, e.to_string(), record_refusal(&e))
+                    })
+                })
+                .await
+            }
+            other if other.starts_with(GROUPS_PREFIX) => {
+                let call = match GroupCall::join(other, head.params) {
+                    Ok(call) => call,
+                    Err(e) => {
+                        return json(&error::<()>(
+                            head.id,
+                            CODE_BAD_REQUEST,
+                            format!("{other}: {e}"),
+                            None,
+                        ))
+                    }
+                };
+                let store = self.groups.clone();
+                store_call(head.id, site, "host-groups", move || {
+                    serve_group_call(store.as_ref(), call).map_err(|e| {
+                        (e.is_refusal(), CODE_GROUPS, e.to_string(), group_refusal(&e))
+                    })
+                })
+                .await
             }
             other => json(&error::<()>(
                 head.id,
@@ -192,18 +227,23 @@ impl HostService {
     }
 }
 
-/// Runs one record method off the async threads and answers its result or the store's refusal.
-async fn records(
+/// A store's failure as the service answers it: whether it is a refusal, the JSON-RPC code,
+/// the message and the refusal data.
+type StoreFailure = (bool, i64, String, Refusal);
+
+/// Runs one record or group method off the async threads (on a thread named `thread`) and
+/// answers its result or the store's refusal.
+async fn store_call(
     id: u64,
-    store: Arc<dyn IssuerHost>,
     site: SiteId,
-    call: RecordCall,
+    thread: &str,
+    work: impl FnOnce() -> Result<serde_json::Value, StoreFailure> + Send + 'static,
 ) -> HttpResponse<Full<Bytes>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
-        .name("host-records".into())
+        .name(thread.into())
         .spawn(move || {
-            let _ = tx.send(serve_record_call(store.as_ref(), call));
+            let _ = tx.send(work());
         });
     if let Err(e) = spawned {
         return json(&error::<()>(
@@ -220,16 +260,11 @@ async fn records(
             result: Some(result),
             error: None,
         }),
-        Ok(Err(e)) => {
-            if !e.is_refusal() {
-                tracing::error!(site = %site, error = %e, "a record method failed");
+        Ok(Err((is_refusal, code, message, refusal))) => {
+            if !is_refusal {
+                tracing::error!(site = %site, error = %message, "a store method failed");
             }
-            json(&error::<()>(
-                id,
-                CODE_RECORDS,
-                e.to_string(),
-                Some(record_refusal(&e)),
-            ))
+            json(&error::<()>(id, code, message, Some(refusal)))
         }
         Err(e) => json(&error::<()>(
             id,

@@ -57,6 +57,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = PgLedger::new(db.clone(), clock.clone());
+    let groups = Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
     let sites = PgSites::new(db, clock);
     let fleet = FleetCa::open(ca).unwrap();
     for id in ["A", "B"] {
@@ -75,6 +76,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
             Arc::new(ledger.clone()),
         )),
         records: records.clone(),
+        groups,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();
