@@ -6,6 +6,10 @@
 //!   overdrawn, every refusal is the quota-exhausted one, the ledger sums, and the money on the
 //!   four cards = the orders 充值成功 = the booked authorisations; each order was settled by
 //!   the host from the card's TAC and again, idempotently, by its site;
+//! * a card pulled at site A after it took CREDIT (A's order 结果待确认) and presented at site
+//!   B: B adopts A's load from the host, the card proves it landed, the host books the order
+//!   充值成功 from the TAC; B does not recharge it again, and A settles its own open load from
+//!   the card later, nothing twice;
 //! * a site whose host is down is refused at once with the zh-CN message, and nothing changes.
 
 use std::path::Path;
@@ -28,7 +32,10 @@ use cardd_journal::clock::SystemClock;
 use cardd_journal::{load_card, recover_card, Funding, Journal, LoadReceipt, LoadRequest, Store};
 use cardd_purse::{Purse, SecurityModule, SoftSam};
 use cardd_reader::{Reader, ReaderFactory, ReaderSelector};
-use cardd_sim::{CityCard, CityCardSpec, SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
+use cardd_sim::{
+    CityCard, CityCardSpec, FaultKind, FaultPlan, SimFactory, SimReaderConfig, SimReaderKind,
+    SimWorld,
+};
 use cardd_store_pg::{AuthorizationState, Database, PgGroupHost, PgHost, PgLedger, PgSites};
 
 #[path = "../../store-pg/tests/common/mod.rs"]
@@ -44,6 +51,8 @@ const AMOUNT_FEN: i64 = 3_000;
 const QUOTA_FEN: i64 = 50_000;
 /// Each card's balance before, in fen.
 const START_FEN: u32 = 5_000;
+/// CREDIT FOR LOAD: CLA 80, INS 52.
+const CREDIT: (u8, u8) = (0x80, 0x52);
 
 /// A bank that is never asked (no top-ups here).
 #[derive(Debug)]
@@ -218,6 +227,18 @@ impl Site {
 
     fn balance(&self) -> u32 {
         self.world.card(READER).unwrap().balance().unwrap()
+    }
+
+    /// The card, out of the reader (or out of the pocket a fault put it in).
+    fn take(&self) -> cardd_sim::SimCard {
+        self.world
+            .take_pocket(READER)
+            .or_else(|| self.world.remove_card(READER))
+            .expect("a card at this site")
+    }
+
+    fn insert(&self, card: cardd_sim::SimCard) {
+        self.world.insert_card(READER, card).unwrap();
     }
 }
 
@@ -438,4 +459,83 @@ fn a_site_whose_host_is_down_is_refused_at_once_and_nothing_changes() {
         .authorizations_for_card(&site.card_number())
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_card_pulled_at_one_site_is_settled_at_the_next_and_not_recharged_twice() {
+    let ca = fleet_ca();
+    let db = common::FreshDatabase::create();
+    let host = start_host(ca.path(), &db.url);
+    let mut a = Site::new(ca.path(), "A", host.addr, city_card(0));
+    let mut b = Site::new(ca.path(), "B", host.addr, city_card(1));
+    let card_number = a.card_number();
+    b.take();
+
+    // Pulled after the card took CREDIT at A: 结果待确认 at A, the authorisation open.
+    a.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().on_command(CREDIT.0, CREDIT.1, FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    let stop = a.recharge(AMOUNT_FEN).unwrap_err();
+    let order_id = stop.pending_order.clone().expect("outcome unknown");
+    assert!(stop.message.starts_with("充值结果待确认"), "{stop}");
+    assert_eq!(
+        host.groups.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Pending
+    );
+    let auths = host.ledger.authorizations_for_card(&card_number).unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!(auths[0].state, AuthorizationState::Authorized);
+    // A's reconciliation leaves its open load to the card.
+    assert_eq!(a.service.reconcile(Some(&a.journal)).unwrap(), 0);
+
+    // Presented at B: B's reconciliation does not touch A's order; B's recharge adopts A's load,
+    // the card proves it landed, the host books it; B does not recharge it again.
+    let card = a.take();
+    assert_eq!(card.balance(), Some(START_FEN + 3_000), "the card took it");
+    assert_eq!(b.service.reconcile(Some(&b.journal)).unwrap(), 0);
+    assert_eq!(
+        host.groups.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Pending,
+        "another site's order is not settled from this site's journal"
+    );
+    b.insert(card);
+    let told = b.recharge(AMOUNT_FEN).unwrap_err();
+    assert_eq!(
+        told.message,
+        format!("卡片已确认：订单 {order_id} 已充值成功（30.00 元），本次未再充值；请勿重复充值")
+    );
+    let order = host.groups.order(&order_id).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Succeeded);
+    assert_eq!(
+        (order.balance_before_fen, order.balance_after_fen),
+        (Some(5_000), Some(8_000))
+    );
+    let auths = host.ledger.authorizations_for_card(&card_number).unwrap();
+    assert_eq!(auths[0].state, AuthorizationState::Booked);
+    assert!(auths[0].tac.is_some());
+    assert_eq!(b.balance(), START_FEN + 3_000);
+
+    // Back at A: its own open load is settled from the card (nothing twice); the operator there
+    // is told once, then a new recharge goes ahead.
+    let card = b.take();
+    a.insert(card);
+    let told = a.recharge(AMOUNT_FEN).unwrap_err();
+    assert!(
+        told.message
+            .starts_with(&format!("卡片已确认：此前结果待确认的订单 {order_id} 已充值成功")),
+        "{told}"
+    );
+    assert!(a.journal.list_open().unwrap().is_empty(), "settled from the card");
+    let done = a.recharge(AMOUNT_FEN).unwrap();
+    assert_eq!(done.balance_after, "110.00");
+    assert_eq!(a.balance(), START_FEN + 6_000);
+    let group = host.groups.group("G001").unwrap().unwrap();
+    assert_eq!(group.available_fen, QUOTA_FEN - 6_000);
+    host.groups.verify().unwrap();
+    let auths = host.ledger.authorizations_for_card(&card_number).unwrap();
+    assert_eq!(auths.len(), 2);
+    assert!(auths.iter().all(|a| a.state == AuthorizationState::Booked));
 }
