@@ -192,7 +192,12 @@ impl HostService {
                 let store = self.records.clone();
                 store_call(head.id, site, "host-records", move || {
                     serve_record_call(store.as_ref(), call).map_err(|e| {
-                        (e.is_refusal(), CODE_RECORDS, e.to_string(), record_refusal(&e))
+                        (
+                            e.is_refusal(),
+                            CODE_RECORDS,
+                            e.to_string(),
+                            record_refusal(&e),
+                        )
                     })
                 })
                 .await
@@ -212,7 +217,12 @@ impl HostService {
                 let store = self.groups.clone();
                 store_call(head.id, site, "host-groups", move || {
                     serve_group_call(store.as_ref(), call).map_err(|e| {
-                        (e.is_refusal(), CODE_GROUPS, e.to_string(), group_refusal(&e))
+                        (
+                            e.is_refusal(),
+                            CODE_GROUPS,
+                            e.to_string(),
+                            group_refusal(&e),
+                        )
                     })
                 })
                 .await

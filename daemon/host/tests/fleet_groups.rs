@@ -419,7 +419,10 @@ fn one_group_s_quota_recharged_from_four_sites_at_once_is_never_overdrawn() {
         }
     }
     assert_eq!(on_cards, AMOUNT_FEN * i64::try_from(succeeded).unwrap());
-    assert_eq!((on_cards, in_orders, booked), (on_cards, on_cards, on_cards));
+    assert_eq!(
+        (on_cards, in_orders, booked),
+        (on_cards, on_cards, on_cards)
+    );
     assert_eq!(orders.iter().filter(|o| o.status.is_unsettled()).count(), 0);
 }
 
@@ -524,11 +527,15 @@ fn a_card_pulled_at_one_site_is_settled_at_the_next_and_not_recharged_twice() {
     a.insert(card);
     let told = a.recharge(AMOUNT_FEN).unwrap_err();
     assert!(
-        told.message
-            .starts_with(&format!("卡片已确认：此前结果待确认的订单 {order_id} 已充值成功")),
+        told.message.starts_with(&format!(
+            "卡片已确认：此前结果待确认的订单 {order_id} 已充值成功"
+        )),
         "{told}"
     );
-    assert!(a.journal.list_open().unwrap().is_empty(), "settled from the card");
+    assert!(
+        a.journal.list_open().unwrap().is_empty(),
+        "settled from the card"
+    );
     let done = a.recharge(AMOUNT_FEN).unwrap();
     assert_eq!(done.balance_after, "110.00");
     assert_eq!(a.balance(), START_FEN + 6_000);

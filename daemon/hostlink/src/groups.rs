@@ -273,7 +273,9 @@ pub fn serve_group_call(
     groups: &dyn GroupHost,
     call: GroupCall,
 ) -> Result<serde_json::Value, GroupError> {
-    fn json<T: serde::Serialize>(v: Result<T, GroupError>) -> Result<serde_json::Value, GroupError> {
+    fn json<T: serde::Serialize>(
+        v: Result<T, GroupError>,
+    ) -> Result<serde_json::Value, GroupError> {
         v.and_then(|v| {
             serde_json::to_value(v)
                 .map_err(|e| GroupError::Internal(format!("the answer could not be encoded: {e}")))

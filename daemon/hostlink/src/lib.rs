@@ -22,6 +22,6 @@ pub mod link;
 pub mod records;
 pub mod wire;
 
-pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
 pub use groups::RemoteGroups;
+pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
 pub use records::RemoteRecords;

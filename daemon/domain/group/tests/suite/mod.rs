@@ -1115,9 +1115,7 @@ pub fn settling_again_with_the_same_balances_is_answered_not_refused(make: &Make
         "充值订单 GO20240615000001 当前状态为“充值成功”，不能确认充值成功"
     );
     // A failed order is not settled by a retry: only the auditor's 改为充值成功 does that.
-    let second = host
-        .reserve(&reserve(CARD2, 0, 1_000, "run2#1"))
-        .unwrap();
+    let second = host.reserve(&reserve(CARD2, 0, 1_000, "run2#1")).unwrap();
     host.fail(&second.order_id, "group1", "x").unwrap();
     let refused = host
         .settle(&second.order_id, "group1", 0, 1_000)
