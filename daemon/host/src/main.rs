@@ -44,7 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: SitesCommand,
     },
-    /// Adds the demo vehicle accounts (simulated cards only); adds nothing twice.
+    /// Adds the demo vehicle accounts (simulated cards only) and the demo groups (G001, G002,
+    /// with their opening quotas); adds nothing twice.
     SeedDemo,
     /// Takes a payment at the host: a new 未圈存 recharge record for the vehicle's card, which
     /// any site can then load.
@@ -114,7 +115,10 @@ fn main() -> Result<()> {
         }
         Command::Sites { command } => sites(&config, command),
         Command::SeedDemo => {
-            let records = PgHost::new(open(&config)?, Arc::new(SystemClock));
+            let db = open(&config)?;
+            let groups = cardd_store_pg::PgGroupHost::new(db.clone(), Arc::new(SystemClock));
+            println!("demo groups added: {}", groups.seed_demo()?);
+            let records = PgHost::new(db, Arc::new(SystemClock));
             let mut added = 0;
             for v in cardd_store::demo::demo_vehicles() {
                 if records.vehicle(&v.plate, v.plate_colour.code)?.is_some() {
