@@ -8,6 +8,7 @@
 //! (`netns::probe_process`).
 
 mod fleet;
+mod groups;
 mod keysearch;
 mod netns;
 mod processes;
