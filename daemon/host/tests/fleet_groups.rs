@@ -546,3 +546,101 @@ fn a_card_pulled_at_one_site_is_settled_at_the_next_and_not_recharged_twice() {
     assert_eq!(auths.len(), 2);
     assert!(auths.iter().all(|a| a.state == AuthorizationState::Booked));
 }
+
+#[test]
+fn the_host_authorises_a_group_load_only_for_its_reserved_order_card_amount_and_transaction() {
+    let ca = fleet_ca();
+    let db = common::FreshDatabase::create();
+    let host = start_host(ca.path(), &db.url);
+    let mut a = Site::new(ca.path(), "A", host.addr, city_card(0));
+    let card_number = a.card_number();
+    let other_card = city_card(1).card_number();
+    let reserve = |card: &str, amount_fen: i64, txn: &str| {
+        host.groups
+            .reserve(&cardd_group::model::ReserveRequest {
+                group_id: "G001".into(),
+                operator: "group1".into(),
+                card_number: card.into(),
+                card_balance_fen: 0,
+                amount_fen,
+                txn_id: txn.into(),
+                batch: None,
+            })
+            .unwrap()
+    };
+    let order = reserve(&card_number, AMOUNT_FEN, "A-x#1");
+    let other = reserve(&other_card, AMOUNT_FEN, "A-x#2");
+    let mut load = |site: &mut Site, txn: &str, amount: u32, order_id: &str| {
+        let card_number = site.card_number();
+        let mut card = OnSim {
+            site: "A",
+            reader: &mut site.reader,
+            world: &site.world,
+            journal: &site.journal,
+            sam: site.sam.as_ref(),
+            loads: &mut site.loads,
+        };
+        card.load(
+            txn.into(),
+            amount,
+            card_number,
+            Funding::GroupOrder {
+                order_id: order_id.into(),
+            },
+        )
+    };
+    // Another amount, another transaction, another card's order, no order: no MAC2, the card
+    // untouched, nothing authorised.
+    for (txn, amount, order_id, why) in [
+        (
+            "A-x#1",
+            2_000,
+            order.order_id.as_str(),
+            "pays 3000 fen, not 2000",
+        ),
+        (
+            "A-x#9",
+            3_000,
+            order.order_id.as_str(),
+            "is for load transaction A-x#1",
+        ),
+        ("A-x#2", 3_000, other.order_id.as_str(), "is for card"),
+        ("A-x#8", 3_000, "GO20990101000001", "no group order"),
+    ] {
+        let refused = load(&mut a, txn, amount, order_id).unwrap_err();
+        assert!(refused.contains(why), "{txn}: {refused}");
+        assert_eq!(a.balance(), START_FEN);
+    }
+    assert!(host
+        .ledger
+        .authorizations_for_card(&card_number)
+        .unwrap()
+        .is_empty());
+    // Its own terms: loaded, and the host settles the order from the TAC.
+    let receipt = load(&mut a, "A-x#1", 3_000, &order.order_id).unwrap();
+    assert_eq!(receipt.balance_after_fen, START_FEN + 3_000);
+    let settled = host.groups.order(&order.order_id).unwrap().unwrap();
+    assert_eq!(settled.status, OrderStatus::Succeeded);
+    assert_eq!(
+        (settled.balance_before_fen, settled.balance_after_fen),
+        (Some(5_000), Some(8_000))
+    );
+    // The same order again under a new transaction: refused, it is settled.
+    let again = load(&mut a, "A-x#7", 3_000, &order.order_id).unwrap_err();
+    assert!(again.contains("is succeeded, not reserved"), "{again}");
+    assert_eq!(a.balance(), START_FEN + 3_000);
+    let auths = host.ledger.authorizations_for_card(&card_number).unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!(auths[0].state, AuthorizationState::Booked);
+    // The site's own settlement afterwards is answered with the order as it is.
+    let answered = a
+        .service
+        .host
+        .settle(&order.order_id, "group1", 5_000, 8_000)
+        .unwrap();
+    assert_eq!(answered, settled);
+    // A failed order releases nothing it did not hold, and its quota waits for the refund.
+    let failed = a.service.host.fail(&other.order_id, "group1", "x").unwrap();
+    assert_eq!(failed.status, OrderStatus::Failed);
+    host.groups.verify().unwrap();
+}
