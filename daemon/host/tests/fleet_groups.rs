@@ -570,7 +570,7 @@ fn the_host_authorises_a_group_load_only_for_its_reserved_order_card_amount_and_
     };
     let order = reserve(&card_number, AMOUNT_FEN, "A-x#1");
     let other = reserve(&other_card, AMOUNT_FEN, "A-x#2");
-    let mut load = |site: &mut Site, txn: &str, amount: u32, order_id: &str| {
+    let load = |site: &mut Site, txn: &str, amount: u32, order_id: &str| {
         let card_number = site.card_number();
         let mut card = OnSim {
             site: "A",
