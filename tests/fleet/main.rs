@@ -11,6 +11,7 @@
 //! (`netns::probe_process`).
 
 mod fleet;
+mod groups;
 mod host_crash;
 mod keysearch;
 mod netns;

@@ -70,6 +70,7 @@ fn a_site_cut_off_from_the_host_refuses_loads_holds_its_confirmation_and_deliver
     let began = Instant::now();
     let mut fleet = Fleet::create_with(FleetOptions {
         host_netns: Some(netns),
+        ..FleetOptions::default()
     })?;
     fleet.host.start()?;
     for site in &mut fleet.sites {

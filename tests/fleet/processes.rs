@@ -4,8 +4,11 @@
 //!
 //! [`Fleet`] sets it up: the fleet CA and certificates (`cardd_fleet`), the host's
 //! configuration (demo keys: the simulated cards are personalised with them), its database
-//! migrated, sites S01 and S02 enrolled, the demo vehicles seeded; each site gets its own data
-//! and configuration directories, a teller and an administrator (`cardd operators add`).
+//! migrated, sites S01 and S02 (or the sites a test names) enrolled, the demo vehicles and
+//! groups seeded; each site gets its own data and configuration directories, a teller, an
+//! administrator and an operator of group G001 (`cardd operators add`), and simulated readers:
+//! the demo ETC card in `sim:etc` and a city one-card of its own in `sim:city`
+//! ([`city_card_number`], 50 yuan).
 //!
 //! [`Fleet::create_with`] can run the host inside a network namespace ([`FleetOptions`]): the
 //! sites then reach it only over the namespace's veth pair, so cutting the pair
@@ -39,6 +42,15 @@ const DAYS: u32 = 30;
 const START_WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for one JSON-RPC answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The group operator each site has (group G001), and the password.
+pub const GROUP_OPERATOR: (&str, &str) = ("group1", "group-pass-1");
+/// The balance of each site's city one-card at the start, in fen.
+pub const CITY_START_FEN: u32 = 5_000;
+
+/// The number of the city one-card in the `n`-th site's `sim:city` (from 0).
+pub fn city_card_number(n: usize) -> String {
+    format!("6101000000000001{:04}", n + 1)
+}
 
 /// The directory cargo put the binaries in (this test binary lives in its `deps/`).
 fn bin_dir() -> PathBuf {
@@ -316,19 +328,45 @@ impl Site {
     /// Runs `etc.load` for `record_id` on the site's ETC reader, confirming every question;
     /// the finished run (`state`, `result` or `failure`).
     pub fn load(&self, record_id: &str, key: &str) -> Result<Value> {
-        let run = self.ok(
-            "flows.start",
+        self.run_flow(
+            &self.teller,
             json!({"flow": "etc.load", "params": {"record_id": record_id},
                    "idempotency_key": key, "reader_id": "sim:etc"}),
-            Some(&self.teller),
+        )
+    }
+
+    /// The group operator of G001 logged in (集团充值登录): the token.
+    pub fn group_login(&self) -> Result<String> {
+        let (user, password) = GROUP_OPERATOR;
+        let r = self.ok(
+            "group.login",
+            json!({"group_id": "G001", "username": user, "password": password}),
+            None,
         )?;
+        r["token"].as_str().map(str::to_owned).context("no token")
+    }
+
+    /// Runs `group.recharge` of `amount_yuan` on the site's city reader as the group operator
+    /// (`token`), confirming every question; the finished run.
+    pub fn group_recharge(&self, token: &str, amount_yuan: &str, key: &str) -> Result<Value> {
+        self.run_flow(
+            token,
+            json!({"flow": "group.recharge", "params": {"amount": amount_yuan},
+                   "idempotency_key": key, "reader_id": "sim:city"}),
+        )
+    }
+
+    /// Starts a flow (`start`: the `flows.start` params) as `token` and follows it to its end,
+    /// confirming every question; the finished run (`state`, `result` or `failure`).
+    fn run_flow(&self, token: &str, start: Value) -> Result<Value> {
+        let run = self.ok("flows.start", start, Some(token))?;
         let run_id = run["run_id"].as_str().context("run_id")?.to_owned();
         let (mut since, mut answered) = (0u64, 0u64);
         for _ in 0..300 {
             let polled = self.ok(
                 "flows.events",
                 json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
-                Some(&self.teller),
+                Some(token),
             )?;
             since = polled["next_since"].as_u64().unwrap_or(since);
             let prompt_id = polled["prompt"]["prompt_id"].as_u64().unwrap_or(0);
@@ -337,14 +375,26 @@ impl Site {
                 self.ok(
                     "flows.answer",
                     json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
-                    Some(&self.teller),
+                    Some(token),
                 )?;
             }
             if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
-                return self.ok("flows.get", json!({ "run_id": run_id }), Some(&self.teller));
+                return self.ok("flows.get", json!({ "run_id": run_id }), Some(token));
             }
         }
         bail!("{}: run {run_id} did not finish", self.id)
+    }
+
+    /// The balance of the card in `reader_id` as the teller reads it (`card.summary`), in fen.
+    pub fn card_balance_fen(&self, reader_id: &str) -> Result<i64> {
+        let summary = self.ok(
+            "card.summary",
+            json!({ "reader_id": reader_id }),
+            Some(&self.teller),
+        )?;
+        summary["balance_fen"]
+            .as_i64()
+            .with_context(|| format!("no balance in {summary}"))
     }
 
     /// The balance of the card in the ETC reader, in fen (`None`: no card there).
@@ -393,16 +443,19 @@ impl Site {
     }
 }
 
-/// How a [`Fleet`] is set up beyond the default ([`Fleet::create`]: everything on loopback).
+/// How a [`Fleet`] is set up beyond the default ([`Fleet::create`]: sites S01 and S02,
+/// everything on loopback).
 #[derive(Debug, Default)]
 pub struct FleetOptions {
+    /// The sites' ids (none: S01 and S02).
+    pub sites: Vec<String>,
     /// Run the host inside this namespace: it listens on the namespace's inner address (its
     /// certificate names that address), the sites reach it over the veth pair, and it reaches
     /// PostgreSQL through a [`Relay`] on the pair's root end.
     pub host_netns: Option<Netns>,
 }
 
-/// PostgreSQL, the host and two sites, set up (the host not yet started).
+/// PostgreSQL, the host and its sites, set up (the host not yet started).
 pub struct Fleet {
     pub root: tempfile::TempDir,
     pub pg: cardd_pg_throwaway::Cluster,
@@ -413,13 +466,26 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Everything on loopback of the root namespace.
+    /// Sites S01 and S02, everything on loopback of the root namespace.
     pub fn create() -> Result<Fleet> {
         Fleet::create_with(FleetOptions::default())
     }
 
+    /// PostgreSQL, the host and the sites `ids`.
+    pub fn with_sites(ids: &[&str]) -> Result<Fleet> {
+        Fleet::create_with(FleetOptions {
+            sites: ids.iter().map(|s| (*s).to_owned()).collect(),
+            ..FleetOptions::default()
+        })
+    }
+
     /// A fleet set up as `options` say.
     pub fn create_with(options: FleetOptions) -> Result<Fleet> {
+        let ids: Vec<String> = if options.sites.is_empty() {
+            vec!["S01".into(), "S02".into()]
+        } else {
+            options.sites.clone()
+        };
         let root = tempfile::tempdir()?;
         let pg = cardd_pg_throwaway::Cluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (host_ip, relay, database_url) = match &options.host_netns {
@@ -464,7 +530,7 @@ impl Fleet {
         host.cli(&["migrate"])?;
         host.cli(&["seed-demo"])?;
         let mut sites = Vec::new();
-        for id in ["S01", "S02"] {
+        for (n, id) in ids.iter().map(String::as_str).enumerate() {
             let site_id: cardd_fleet::SiteId = id.parse()?;
             ca.issue_site(&site_id, DAYS, false)?;
             let files = cardd_fleet::ca::site_files(&ca_dir, &site_id);
@@ -475,7 +541,7 @@ impl Fleet {
                 "--cert",
                 &files.cert.display().to_string(),
             ])?;
-            sites.push(Fleet::site(root.path(), id, &files, addr)?);
+            sites.push(Fleet::site(root.path(), id, n, &files, addr)?);
         }
         Ok(Fleet {
             root,
@@ -491,6 +557,7 @@ impl Fleet {
     fn site(
         root: &Path,
         id: &str,
+        n: usize,
         files: &cardd_fleet::TlsFiles,
         host: SocketAddr,
     ) -> Result<Site> {
@@ -507,6 +574,17 @@ impl Fleet {
             std::fs::copy(from, etc.join(to))?;
         }
         set_owner_only(&etc.join("site.key"))?;
+        let city_card = etc.join("city-card.json");
+        let card: cardd_sim::SimCard = cardd_sim::CityCard::issue(
+            &cardd_sim::CityCardSpec {
+                app_serial: city_card_number(n),
+                balance_fen: CITY_START_FEN,
+                ..cardd_sim::demo::demo_city_spec()
+            },
+            &cardd_sim::demo::demo_masters(),
+        )?
+        .into();
+        std::fs::write(&city_card, card.to_json()?)?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let config = etc.join("cardd.toml");
         std::fs::write(
@@ -515,21 +593,30 @@ impl Fleet {
                 "[server]\nlisten = \"{addr}\"\nsim_panel = true\n\n[data]\ndir = {data:?}\n\n\
                  [fleet]\nhost_addr = \"{host}\"\nhost_name = \"{HOST_NAME}\"\n\
                  ca_cert = {:?}\ncert = {:?}\nkey = {:?}\ncall_timeout_ms = 3000\n\n\
-                 [[readers]]\ndriver = \"sim\"\n",
+                 [[readers]]\ndriver = \"sim\"\n[readers.options]\n\
+                 [[readers.options.readers]]\nid = \"etc\"\nkind = \"contact\"\ncard = \"demo-etc\"\n\
+                 [[readers.options.readers]]\nid = \"city\"\nkind = \"contactless\"\n\
+                 card = {{ json_file = {city_card:?} }}\n",
                 etc.join("ca.crt"),
                 etc.join("site.crt"),
                 etc.join("site.key"),
             ),
         )?;
-        for (user, role, password) in [
-            ("teller", "teller", "teller-pass-1"),
-            ("admin", "admin", "admin-pass-1"),
+        let (group_user, group_password) = GROUP_OPERATOR;
+        for (user, role, password, group) in [
+            ("teller", "teller", "teller-pass-1", None),
+            ("admin", "admin", "admin-pass-1", None),
+            (group_user, "group", group_password, Some("G001")),
         ] {
             let mut command = Command::new(binary("cardd"));
             command
                 .arg("--config")
                 .arg(&config)
-                .args(["operators", "add", "--role", role, user]);
+                .args(["operators", "add", "--role", role]);
+            if let Some(group) = group {
+                command.args(["--group", group]);
+            }
+            command.arg(user);
             run(command, Some(&format!("{password}\n")))?;
         }
         Ok(Site {

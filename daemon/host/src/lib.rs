@@ -16,8 +16,11 @@
 //! sites at once is authorised once: the second claim finds it 圈存中 and is refused before its
 //! card is written.
 //!
-//! * [`HostService`] ([`service`]): the two load methods ([`wire`]) over HTTPS with mutual TLS,
-//!   each connection admitted through the host's site directory before a request is read;
+//! * [`HostService`] ([`service`]): the load methods ([`wire`]) over HTTPS with mutual TLS,
+//!   each connection admitted through the host's site directory before a request is read, and
+//!   the stores the sites share: the recharge records (`records.*`) and group recharge
+//!   (`groups.*`: groups, quotas, orders, top-ups; `cardd_store_pg::PgGroupHost` in the binary,
+//!   whose orders `cardd_store_pg::PgLedger` authorises and settles like records);
 //! * [`HttpsLink`] ([`link`]): a site's `HostLink` to it, with the site's certificate.
 //!
 //! **Architecture invariants.**

@@ -44,7 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: SitesCommand,
     },
-    /// Adds the demo vehicle accounts (simulated cards only); adds nothing twice.
+    /// Adds the demo vehicle accounts (simulated cards only) and the demo groups (G001, G002,
+    /// with their opening quotas); adds nothing twice.
     SeedDemo,
     /// The host's hash-chained audit log.
     Audit {
@@ -177,6 +178,8 @@ fn main() -> Result<()> {
         Command::SeedDemo => {
             let db = open(&config)?;
             audit(&db, "seed_demo", "demo vehicles", serde_json::json!({}))?;
+            let groups = cardd_store_pg::PgGroupHost::new(db.clone(), Arc::new(SystemClock));
+            println!("demo groups added: {}", groups.seed_demo()?);
             let records = PgHost::new(db, Arc::new(SystemClock));
             let mut added = 0;
             for v in cardd_store::demo::demo_vehicles() {
@@ -348,6 +351,8 @@ fn serve(config: &HostConfig) -> Result<()> {
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = Arc::new(PgLedger::new(db.clone(), clock.clone()));
     let (db_for_audit, clock_for_audit) = (db.clone(), clock.clone());
+    let groups: Arc<dyn cardd_group::GroupHost> =
+        Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
     let service = Arc::new(HostService {
         tls,
         directory: Arc::new(PgSites::new(db, clock)),
@@ -360,6 +365,7 @@ fn serve(config: &HostConfig) -> Result<()> {
             db_for_audit,
             clock_for_audit,
         ))),
+        groups,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

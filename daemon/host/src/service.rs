@@ -6,7 +6,9 @@
 //! [`SiteDirectory`] (known, enabled, presenting the certificate issued to it last), before any
 //! request is read. A refused site's connection is closed without an answer. Requests are
 //! JSON-RPC over `POST /`, bounded in size; the authority's work (store and keys, both
-//! blocking) runs off the async threads.
+//! blocking) runs off the async threads. Besides the load methods the service serves the
+//! record methods (`records.*`, the recharge records) and the group methods (`groups.*`:
+//! groups, quotas, orders, top-ups, batches), each store call on a thread of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,23 +25,19 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use cardd_etc::IssuerHost;
+use cardd_group::GroupHost;
+use cardd_hostlink::groups::{group_refusal, serve_group_call};
 use cardd_hostlink::records::{record_refusal, serve_record_call};
-use cardd_hostlink::wire::{OpenLoadsParams, RecordCall, CODE_RECORDS, OPEN_LOADS, RECORDS_PREFIX};
+use cardd_hostlink::wire::{
+    GroupCall, OpenLoadsParams, RecordCall, CODE_GROUPS, CODE_RECORDS, GROUPS_PREFIX, OPEN_LOADS,
+    RECORDS_PREFIX,
+};
 use cardd_journal::crash::crash_point;
 
 use crate::wire::{
     Refusal, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CODE_BAD_REQUEST,
     CODE_NO_METHOD, CODE_REFUSED, CONFIRM,
 };
-
-/// The host's crash points (`CARDD_CRASH_AT`, with the `crashpoints` feature only), in the order
-/// a load passes them: the host killed before and after each of its two commits.
-pub const HOST_CRASH_POINTS: &[&str] = &[
-    "host.authorize.before",
-    "host.authorize.after_commit",
-    "host.confirm.before",
-    "host.confirm.after_commit",
-];
 
 /// How long a client has to complete the TLS handshake and the directory check, in seconds.
 pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
@@ -54,8 +52,10 @@ pub struct HostService {
     pub authority: Arc<Authority>,
     /// The recharge records the sites read and change (`records.*`).
     pub records: Arc<dyn IssuerHost>,
-    /// Where every change a site asks of the records is recorded before it is made (`None`:
-    /// not recorded, for tests of other things).
+    /// The groups, quotas, orders and top-ups the sites read and change (`groups.*`).
+    pub groups: Arc<dyn GroupHost>,
+    /// Where every change a site asks of the records and groups is recorded before it is made
+    /// (`None`: not recorded, for tests of other things).
     pub audit: Option<Arc<cardd_store_pg::PgAudit>>,
 }
 
@@ -199,13 +199,52 @@ impl HostService {
                         ))
                     }
                 };
-                records(
-                    head.id,
-                    self.records.clone(),
-                    self.audit.clone(),
-                    site,
-                    call,
-                )
+                let store = self.records.clone();
+                let audited = self.audit_first(&site, record_audit(&site, &call));
+                store_call(head.id, site, "host-records", move || {
+                    audited().map_err(|message| {
+                        let e = cardd_etc::HostError::Database(message);
+                        (false, CODE_RECORDS, e.to_string(), record_refusal(&e))
+                    })?;
+                    serve_record_call(store.as_ref(), call).map_err(|e| {
+                        (
+                            e.is_refusal(),
+                            CODE_RECORDS,
+                            e.to_string(),
+                            record_refusal(&e),
+                        )
+                    })
+                })
+                .await
+            }
+            other if other.starts_with(GROUPS_PREFIX) => {
+                let call = match GroupCall::join(other, head.params) {
+                    Ok(call) => call,
+                    Err(e) => {
+                        return json(&error::<()>(
+                            head.id,
+                            CODE_BAD_REQUEST,
+                            format!("{other}: {e}"),
+                            None,
+                        ))
+                    }
+                };
+                let store = self.groups.clone();
+                let audited = self.audit_first(&site, group_audit(&site, &call));
+                store_call(head.id, site, "host-groups", move || {
+                    audited().map_err(|message| {
+                        let e = cardd_group::GroupError::Storage(message);
+                        (false, CODE_GROUPS, e.to_string(), group_refusal(&e))
+                    })?;
+                    serve_group_call(store.as_ref(), call).map_err(|e| {
+                        (
+                            e.is_refusal(),
+                            CODE_GROUPS,
+                            e.to_string(),
+                            group_refusal(&e),
+                        )
+                    })
+                })
                 .await
             }
             other => json(&error::<()>(
@@ -218,31 +257,140 @@ impl HostService {
     }
 }
 
-/// Runs one record method off the async threads and answers its result or the store's refusal.
-async fn records(
+impl HostService {
+    /// What records `entry` (if the call changes something) before the call acts, on the
+    /// call's own thread; an entry that cannot be recorded stops the call.
+    fn audit_first(
+        &self,
+        site: &SiteId,
+        entry: Option<cardd_store_pg::HostAuditEntry>,
+    ) -> impl FnOnce() -> Result<(), String> + Send + 'static {
+        let (audit, site) = (self.audit.clone(), site.clone());
+        move || {
+            let (Some(audit), Some(entry)) = (audit, entry) else {
+                return Ok(());
+            };
+            audit.append(&entry).map(|_| ()).map_err(|e| {
+                tracing::error!(site = %site, error = %e, "a change could not be audited");
+                format!("发卡方后台无法记录审计日志，未作修改：{e}")
+            })
+        }
+    }
+}
+
+/// An audit entry of a site's change.
+fn audit_entry(
+    site: &SiteId,
+    action: &str,
+    operator: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> cardd_store_pg::HostAuditEntry {
+    cardd_store_pg::HostAuditEntry {
+        chain: site.as_str().to_owned(),
+        actor: format!("{site}/{}", operator.chars().take(64).collect::<String>()),
+        action: action.chars().take(64).collect(),
+        target: Some(target.chars().take(64).collect()),
+        detail,
+        outcome: "started".into(),
+    }
+}
+
+/// The audit entry of a record method that changes something (`None` for reads).
+fn record_audit(site: &SiteId, call: &RecordCall) -> Option<cardd_store_pg::HostAuditEntry> {
+    Some(match call {
+        RecordCall::UpsertVehicle { vehicle, operator } => audit_entry(
+            site,
+            "records.upsert_vehicle",
+            operator,
+            &vehicle.plate,
+            serde_json::json!({ "plate_colour": vehicle.plate_colour, "cards": vehicle.card_numbers }),
+        ),
+        RecordCall::Recharge {
+            plate,
+            colour,
+            amount_fen,
+            operator,
+            channel,
+        } => audit_entry(
+            site,
+            "records.recharge",
+            operator,
+            plate,
+            serde_json::json!({ "plate_colour": colour, "amount_fen": amount_fen, "channel": channel }),
+        ),
+        RecordCall::ChangeRecord { record_id, change } => audit_entry(
+            site,
+            "records.change_record",
+            &change.operator,
+            record_id,
+            serde_json::json!({
+                "action": change.action,
+                "txn_id": change.txn_id,
+                "reason": change.reason,
+                "balances": change.balances,
+                "loaded": change.loaded,
+            }),
+        ),
+        _ => return None,
+    })
+}
+
+/// The group methods that only read.
+const GROUP_READS: &[&str] = &[
+    "groups.group",
+    "groups.groups",
+    "groups.ledger",
+    "groups.order",
+    "groups.orders",
+    "groups.orders_in",
+    "groups.topup",
+    "groups.topups",
+    "groups.topups_in",
+    "groups.batch",
+];
+
+/// The audit entry of a group method that changes something (`None` for reads): the method
+/// and its params (never a password: group methods carry none), bounded by the log.
+fn group_audit(site: &SiteId, call: &GroupCall) -> Option<cardd_store_pg::HostAuditEntry> {
+    let (method, params) = call.split();
+    if GROUP_READS.contains(&method.as_str()) {
+        return None;
+    }
+    let operator = params
+        .get("operator")
+        .or_else(|| params.get("auditor"))
+        .and_then(|o| o.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let target = ["order_id", "topup_id", "group_id", "batch_id"]
+        .iter()
+        .find_map(|k| params.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    let mut detail = params;
+    if detail.to_string().len() > cardd_store_pg::audit::AUDIT_DETAIL_BYTES_MAX {
+        detail = serde_json::json!({ "truncated": true });
+    }
+    Some(audit_entry(site, &method, &operator, &target, detail))
+}
+
+/// A store's failure as the service answers it: whether it is a refusal, the JSON-RPC code,
+/// the message and the refusal data.
+type StoreFailure = (bool, i64, String, Refusal);
+
+/// Runs one record or group method off the async threads (on a thread named `thread`) and
+/// answers its result or the store's refusal.
+async fn store_call(
     id: u64,
-    store: Arc<dyn IssuerHost>,
-    audit: Option<Arc<cardd_store_pg::PgAudit>>,
     site: SiteId,
-    call: RecordCall,
+    thread: &str,
+    work: impl FnOnce() -> Result<serde_json::Value, StoreFailure> + Send + 'static,
 ) -> HttpResponse<Full<Bytes>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let auditing = site.clone();
     let spawned = std::thread::Builder::new()
-        .name("host-records".into())
+        .name(thread.into())
         .spawn(move || {
-            let site = auditing;
-            // Audited before it acts: a change that cannot be recorded is not made.
-            if let (Some(audit), Some(entry)) = (&audit, audit_entry(&site, &call)) {
-                if let Err(e) = audit.append(&entry) {
-                    tracing::error!(site = %site, error = %e, "a record change could not be audited");
-                    let _ = tx.send(Err(cardd_etc::HostError::Database(format!(
-                        "发卡方后台无法记录审计日志，未作修改：{e}"
-                    ))));
-                    return;
-                }
-            }
-            let _ = tx.send(serve_record_call(store.as_ref(), call));
+            let _ = tx.send(work());
         });
     if let Err(e) = spawned {
         return json(&error::<()>(
@@ -259,16 +407,11 @@ async fn records(
             result: Some(result),
             error: None,
         }),
-        Ok(Err(e)) => {
-            if !e.is_refusal() {
-                tracing::error!(site = %site, error = %e, "a record method failed");
+        Ok(Err((is_refusal, code, message, refusal))) => {
+            if !is_refusal {
+                tracing::error!(site = %site, error = %message, "a store method failed");
             }
-            json(&error::<()>(
-                id,
-                CODE_RECORDS,
-                e.to_string(),
-                Some(record_refusal(&e)),
-            ))
+            json(&error::<()>(id, code, message, Some(refusal)))
         }
         Err(e) => json(&error::<()>(
             id,
@@ -277,51 +420,6 @@ async fn records(
             None,
         )),
     }
-}
-
-/// The audit record of a record method that changes something (`None` for reads).
-fn audit_entry(site: &SiteId, call: &RecordCall) -> Option<cardd_store_pg::HostAuditEntry> {
-    let (action, operator, target, detail) = match call {
-        RecordCall::UpsertVehicle { vehicle, operator } => (
-            "records.upsert_vehicle",
-            operator,
-            vehicle.plate.clone(),
-            serde_json::json!({ "plate_colour": vehicle.plate_colour, "cards": vehicle.card_numbers }),
-        ),
-        RecordCall::Recharge {
-            plate,
-            colour,
-            amount_fen,
-            operator,
-            channel,
-        } => (
-            "records.recharge",
-            operator,
-            plate.clone(),
-            serde_json::json!({ "plate_colour": colour, "amount_fen": amount_fen, "channel": channel }),
-        ),
-        RecordCall::ChangeRecord { record_id, change } => (
-            "records.change_record",
-            &change.operator,
-            record_id.clone(),
-            serde_json::json!({
-                "action": change.action,
-                "txn_id": change.txn_id,
-                "reason": change.reason,
-                "balances": change.balances,
-                "loaded": change.loaded,
-            }),
-        ),
-        _ => return None,
-    };
-    Some(cardd_store_pg::HostAuditEntry {
-        chain: site.as_str().to_owned(),
-        actor: format!("{site}/{}", operator.chars().take(64).collect::<String>()),
-        action: action.into(),
-        target: Some(target.chars().take(64).collect()),
-        detail,
-        outcome: "started".into(),
-    })
 }
 
 /// Runs one method off the async threads and answers its result or refusal.

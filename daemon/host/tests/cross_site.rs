@@ -58,6 +58,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = PgLedger::new(db.clone(), clock.clone());
+    let groups = Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
     let sites = PgSites::new(db, clock);
     let fleet = FleetCa::open(ca).unwrap();
     for id in ["A", "B"] {
@@ -80,6 +81,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
             audit_db.clone(),
             Arc::new(SystemClock),
         ))),
+        groups,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();

@@ -68,6 +68,7 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
     let clock = Arc::new(SystemClock);
     let records: Arc<dyn IssuerHost> = Arc::new(PgHost::new(db.clone(), clock.clone()));
     let ledger = PgLedger::new(db.clone(), clock.clone());
+    let groups = Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
     let sites = PgSites::new(db, clock);
     let tls = Arc::new(host_server_config(&host_files(ca_dir, HOST_NAME)).expect("host TLS"));
     let authority = Arc::new(Authority::new(
@@ -86,6 +87,7 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
             audit_db.clone(),
             Arc::new(SystemClock),
         ))),
+        groups,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, bound) = std::sync::mpsc::channel();

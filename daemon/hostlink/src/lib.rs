@@ -5,7 +5,9 @@
 //! * [`link`]: [`HostClient`], JSON-RPC over HTTPS with the site's client certificate, and
 //!   [`HttpsLink`], the keyless load link (`cardd_authority::HostLink`) on it;
 //! * [`records`]: [`RemoteRecords`], the host's recharge records as the site's
-//!   `cardd_etc::IssuerHost`, and the host's side of the record methods.
+//!   `cardd_etc::IssuerHost`, and the host's side of the record methods;
+//! * [`groups`]: [`RemoteGroups`], the host's group recharge (quotas, orders, top-ups) as the
+//!   site's `cardd_group::GroupHost`, and the host's side of the group methods.
 //!
 //! **Architecture invariants.**
 //! * A site holds no key and no record: loads are authorised and records kept at the host.
@@ -15,9 +17,11 @@
 //! * The host's refusals reach the teller word for word, with their API codes.
 #![forbid(unsafe_code)]
 
+pub mod groups;
 pub mod link;
 pub mod records;
 pub mod wire;
 
+pub use groups::RemoteGroups;
 pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
 pub use records::RemoteRecords;

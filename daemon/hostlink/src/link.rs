@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio_rustls::TlsConnector;
 
 use crate::wire::{
-    OpenLoadsParams, Request, Response, RpcError, AUTHORIZE, BODY_BYTES_MAX, CONFIRM, OPEN_LOADS,
+    OpenLoadsParams, Request, Response, RpcError, ANSWER_BYTES_MAX, AUTHORIZE, CONFIRM, OPEN_LOADS,
 };
 
 /// How long one call to the host may take by default (connection, handshake, answer), in ms.
@@ -157,7 +157,7 @@ impl HostClient {
                 .send_request(request)
                 .await
                 .map_err(|e| format!("the host did not answer: {e}"))?;
-            let bytes = Limited::new(answer.into_body(), BODY_BYTES_MAX)
+            let bytes = Limited::new(answer.into_body(), ANSWER_BYTES_MAX)
                 .collect()
                 .await
                 .map_err(|e| format!("the host's answer could not be read: {e}"))?

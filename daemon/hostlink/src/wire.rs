@@ -5,7 +5,9 @@
 //!   data ([`Refusal`]) so that the site sees the same refusal the host's keys gave;
 //! * the record methods `records.*` ([`RecordCall`]), one per method of
 //!   `cardd_etc::IssuerHost`, whose refusals carry the record store's code and zh-CN message
-//!   ([`Refusal::Record`]) so that the teller reads what the host said.
+//!   ([`Refusal::Record`]) so that the teller reads what the host said;
+//! * the group methods `groups.*` ([`GroupCall`]), one per method of `cardd_group::GroupHost`,
+//!   whose refusals carry the group store's code and zh-CN message the same way.
 
 use cardd_purse::SamError;
 use serde::{Deserialize, Serialize};
@@ -30,13 +32,22 @@ pub const CODE_REFUSED: i64 = -32120;
 pub const CODE_RECORDS: i64 = -32121;
 /// The record methods' names share this prefix.
 pub const RECORDS_PREFIX: &str = "records.";
+/// The JSON-RPC code of a refusal or failure of the host's group store.
+pub const CODE_GROUPS: i64 = -32122;
+/// The group methods' names share this prefix.
+pub const GROUPS_PREFIX: &str = "groups.";
 /// The JSON-RPC code of a request the host could not read.
 pub const CODE_BAD_REQUEST: i64 = -32600;
 /// The JSON-RPC code of an unknown method.
 pub const CODE_NO_METHOD: i64 = -32601;
 
-/// Largest request or response body, in bytes (the messages are a few hundred bytes).
-pub const BODY_BYTES_MAX: usize = 16 * 1024;
+/// Largest request body, in bytes (the load messages are a few hundred bytes; a batch of
+/// `cardd_group::model::BATCH_ITEMS_MAX` cards is the largest request, about 20 KiB).
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest answer body a site reads, in bytes: a query answers at most
+/// `cardd_group::model::QUERY_ROWS_MAX` orders of well under a kilobyte each.
+pub const ANSWER_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// A request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,8 +93,9 @@ pub enum Refusal {
     Other {
         message: String,
     },
-    /// The record store refused or failed: its API code (`cardd_api::ErrorCode` number),
-    /// whether the request itself was wrong, and the message a teller reads.
+    /// The record store (or, under [`CODE_GROUPS`], the group store) refused or failed: its
+    /// API code (`cardd_api::ErrorCode` number), whether the request itself was wrong, and the
+    /// message a teller reads.
     Record {
         code: i32,
         refusal: bool,
@@ -164,26 +176,146 @@ pub enum RecordCall {
     },
 }
 
+/// A call enum (`{"method": …, "params": …}`) as a JSON-RPC method name with `prefix`, and its
+/// params.
+fn split_call<C: Serialize>(call: &C, prefix: &str) -> (String, serde_json::Value) {
+    let mut v = serde_json::to_value(call).unwrap_or_default();
+    let method = v
+        .get("method")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let params = v
+        .get_mut("params")
+        .map(serde_json::Value::take)
+        .unwrap_or_else(|| serde_json::json!({}));
+    (format!("{prefix}{method}"), params)
+}
+
+/// The call named `method` (with `prefix`) with `params`.
+fn join_call<C: serde::de::DeserializeOwned>(
+    method: &str,
+    prefix: &str,
+    params: serde_json::Value,
+) -> Result<C, serde_json::Error> {
+    let name = method.strip_prefix(prefix).unwrap_or(method);
+    serde_json::from_value(serde_json::json!({ "method": name, "params": params }))
+}
+
 impl RecordCall {
     /// The JSON-RPC method name and params of this call.
     pub fn split(&self) -> (String, serde_json::Value) {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        let method = v
-            .get("method")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let params = v
-            .get_mut("params")
-            .map(serde_json::Value::take)
-            .unwrap_or_else(|| serde_json::json!({}));
-        (format!("{RECORDS_PREFIX}{method}"), params)
+        split_call(self, RECORDS_PREFIX)
     }
 
     /// The call named `method` (with [`RECORDS_PREFIX`]) with `params`.
     pub fn join(method: &str, params: serde_json::Value) -> Result<RecordCall, serde_json::Error> {
-        let name = method.strip_prefix(RECORDS_PREFIX).unwrap_or(method);
-        serde_json::from_value(serde_json::json!({ "method": name, "params": params }))
+        join_call(method, RECORDS_PREFIX, params)
+    }
+}
+
+/// The group methods: `cardd_group::GroupHost` on the wire, one variant per trait method (the
+/// method is `groups.<snake name>`, the params the variant's fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum GroupCall {
+    Group {
+        group_id: String,
+    },
+    Groups {},
+    UpsertGroup {
+        input: cardd_group::model::GroupInput,
+    },
+    Ledger {
+        group_id: String,
+        after_seq: u64,
+        limit: usize,
+    },
+    Reserve {
+        request: cardd_group::model::ReserveRequest,
+    },
+    MarkPending {
+        order_id: String,
+        operator: String,
+        reason: String,
+    },
+    Settle {
+        order_id: String,
+        operator: String,
+        balance_before_fen: i64,
+        balance_after_fen: i64,
+    },
+    Fail {
+        order_id: String,
+        operator: String,
+        reason: String,
+    },
+    Refund {
+        order_id: String,
+        auditor: String,
+        reason: String,
+    },
+    ResolveSucceeded {
+        order_id: String,
+        auditor: String,
+        reason: String,
+        balances_fen: Option<(i64, i64)>,
+    },
+    Order {
+        order_id: String,
+    },
+    Orders {
+        group_id: String,
+        period: cardd_group::model::Period,
+    },
+    OrdersIn {
+        status: cardd_group::model::OrderStatus,
+    },
+    CreateTopup {
+        group_id: String,
+        operator: String,
+        amount_fen: i64,
+        remark: String,
+    },
+    RecordPayment {
+        topup_id: String,
+        outcome: cardd_group::model::PaymentOutcome,
+    },
+    AuditTopup {
+        topup_id: String,
+        auditor: String,
+        approve: bool,
+        reason: String,
+    },
+    Topup {
+        topup_id: String,
+    },
+    Topups {
+        group_id: String,
+        period: cardd_group::model::Period,
+    },
+    TopupsIn {
+        status: cardd_group::model::TopUpStatus,
+    },
+    CreateBatch {
+        group_id: String,
+        operator: String,
+        items: Vec<cardd_group::model::BatchItemInput>,
+    },
+    Batch {
+        batch_id: String,
+    },
+}
+
+impl GroupCall {
+    /// The JSON-RPC method name and params of this call.
+    pub fn split(&self) -> (String, serde_json::Value) {
+        split_call(self, GROUPS_PREFIX)
+    }
+
+    /// The call named `method` (with [`GROUPS_PREFIX`]) with `params`.
+    pub fn join(method: &str, params: serde_json::Value) -> Result<GroupCall, serde_json::Error> {
+        join_call(method, GROUPS_PREFIX, params)
     }
 }
 

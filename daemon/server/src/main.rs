@@ -141,12 +141,15 @@ fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {
         group,
         username,
     } = command;
-    let role: Role =
-        serde_json::from_value(serde_json::Value::String(role.clone())).map_err(|_| {
-            anyhow::anyhow!(
-                "--role {role:?}: use teller, supervisor, auditor, admin, kiosk or group"
-            )
-        })?;
+    // `group` is the group operator's role as the help names it (`group_operator` as stored).
+    let stored = if role == "group" {
+        "group_operator".to_owned()
+    } else {
+        role.clone()
+    };
+    let role: Role = serde_json::from_value(serde_json::Value::String(stored)).map_err(|_| {
+        anyhow::anyhow!("--role {role:?}: use teller, supervisor, auditor, admin, kiosk or group")
+    })?;
     let password = read_password()?;
     let created = cardd::server::add_operator_offline(
         config,

@@ -253,13 +253,21 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         Ok(journal) => (Some(Arc::new(journal)), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let (group_stores, group_failure) = crate::methods::group::open(&config, &store);
     let mut fleet_link = None;
     let mut foreign: Option<Arc<dyn cardd_journal::ForeignIntents>> = None;
-    let (host, host_failure, sam): RecordsAndKeys = match &config.fleet {
-        // A fleet site: the records and the keys are the issuer host's.
-        Some(fleet) => {
-            let client = fleet_client(fleet)?;
+    let fleet = match &config.fleet {
+        Some(fleet) => Some((fleet, fleet_client(fleet)?)),
+        None => None,
+    };
+    // A fleet site's groups, quotas and orders are the issuer host's; its sandbox bank is
+    // still its own.
+    let (group_stores, group_failure) = match &fleet {
+        Some((_, client)) => crate::methods::group::open_fleet(&config, &store, client.clone()),
+        None => crate::methods::group::open(&config, &store),
+    };
+    let (host, host_failure, sam): RecordsAndKeys = match fleet {
+        // A fleet site: the records, the groups and the keys are the issuer host's.
+        Some((fleet, client)) => {
             let outbox = cardd_store::SledOutbox::open(&store).map_err(|e| store_error(&e))?;
             let link = cardd_hostlink::HttpsLink(client.clone());
             foreign = Some(Arc::new(link.clone()));
@@ -267,7 +275,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
                 Arc::new(link),
                 Arc::new(outbox.clone()),
             ));
-            tracing::info!(host = %fleet.host_addr, name = %fleet.host_name, outbox_pending = outbox.len(), "fleet mode: records and load authorisations at the issuer host");
+            tracing::info!(host = %fleet.host_addr, name = %fleet.host_name, outbox_pending = outbox.len(), "fleet mode: records, group quotas and orders, and load authorisations at the issuer host");
             fleet_link = Some(crate::daemon::FleetLink {
                 host: fleet.host_addr,
                 sam: remote.clone(),
@@ -313,7 +321,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         owners.push(Arc::new(cardd_group::GroupOwners(orders.clone())));
     }
     let owners: Arc<dyn cardd_journal::IntentOwners> = Arc::new(owners);
-    let group = crate::methods::group::service(group_stores, &sam, owners.clone());
+    let group = crate::methods::group::service(group_stores, &sam, owners.clone(), foreign.clone());
     let etc = host.clone().map(|records| {
         Arc::new(crate::methods::etc::service(
             records,

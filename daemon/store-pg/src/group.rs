@@ -298,7 +298,7 @@ fn order_of(row: &Row) -> Result<RechargeOrder, GroupError> {
     })
 }
 
-async fn order_in(c: &Client, order_id: &str) -> TxResult<Option<RechargeOrder>> {
+pub(crate) async fn order_in(c: &Client, order_id: &str) -> TxResult<Option<RechargeOrder>> {
     let row = c
         .query_opt(
             &format!("SELECT {ORDER_COLUMNS} FROM group_orders WHERE order_id = $1"),
@@ -501,7 +501,7 @@ async fn move_quota(
 
 /// Which statuses an order change starts from.
 #[derive(Debug, Clone, Copy)]
-enum FromStatus {
+pub(crate) enum FromStatus {
     /// Exactly this one.
     Exactly(OrderStatus),
     /// Either unsettled status (充值中 or 结果待确认).
@@ -510,7 +510,7 @@ enum FromStatus {
 
 /// What an order change does besides moving the status.
 #[derive(Debug)]
-enum Effect {
+pub(crate) enum Effect {
     Nothing,
     /// The load's balances (`after = before + amount`), if known.
     Balances(Option<(i64, i64)>),
@@ -522,7 +522,7 @@ enum Effect {
 
 /// Moves an order `from → to` in the caller's transaction (refused from any other status).
 #[allow(clippy::too_many_arguments)]
-async fn change_order_in(
+pub(crate) async fn change_order_in(
     c: &Client,
     order_id: &str,
     from: FromStatus,
@@ -546,6 +546,18 @@ async fn change_order_in(
         FromStatus::Unsettled if order.status.is_unsettled() => order.status,
         FromStatus::Unsettled => OrderStatus::Reserved,
     };
+    // Settled already with these balances (a retry whose answer was lost, or the host booked
+    // it from the card's TAC first): answered as it is, not refused. Succeeded is final.
+    if let (OrderStatus::Succeeded, OrderStatus::Succeeded, Effect::Balances(Some((b, a)))) =
+        (to, order.status, effect)
+    {
+        if from != OrderStatus::Failed
+            && order.balance_before_fen == Some(*b)
+            && order.balance_after_fen == Some(*a)
+        {
+            return Ok(order);
+        }
+    }
     if order.status != from {
         return Err(bad_state("充值订单", &order.order_id, order.status.label(), action).into());
     }
@@ -580,6 +592,7 @@ async fn change_order_in(
             reason: reason.cloned(),
         },
     );
+    settle_authorization_in(c, &order, operator, reason, at).await?;
     let history = history_json(&order.order_id, &order.history)?;
     c.execute(
         "UPDATE group_orders SET status = $2, failure = $3, balance_before_fen = $4, \
@@ -596,6 +609,42 @@ async fn change_order_in(
     )
     .await?;
     Ok(order)
+}
+
+/// Keeps the host's load authorisation of `order` (if a site's load was authorised by the host
+/// under the order's transaction) in step with the order, in the caller's transaction: an order
+/// settled as succeeded books it, a failed or refunded order releases it; an order left
+/// 结果待确认 leaves it open (the card will decide). Authorisations already settled are left
+/// as they are, except that an auditor's 改为充值成功 books a released one.
+async fn settle_authorization_in(
+    c: &Client,
+    order: &RechargeOrder,
+    operator: &str,
+    reason: Option<&String>,
+    at: OffsetDateTime,
+) -> TxResult<()> {
+    let (state, from): (&str, &[&str]) = match order.status {
+        OrderStatus::Succeeded => ("booked", &["authorized", "reconcile", "released"]),
+        OrderStatus::Failed | OrderStatus::Refunded => ("released", &["authorized", "reconcile"]),
+        OrderStatus::Reserved | OrderStatus::Pending => return Ok(()),
+    };
+    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    c.execute(
+        "UPDATE load_authorizations SET state = $2, settled_at = $3, settled_by = $4, \
+             reason = $5 WHERE txn_id = $1 AND funding_kind = 'group_order' \
+             AND funding_id = $6 AND state = ANY($7)",
+        &[
+            &order.txn_id,
+            &state,
+            &at,
+            &operator,
+            &reason,
+            &order.order_id,
+            &from,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// What [`PgGroupHost::verify`] found.

@@ -18,8 +18,18 @@
 //! Everything is on disk before the host answers, so a host restarted between MAC2 and the TAC
 //! confirms the load from the table; nothing is kept in memory.
 //!
+//! **Group orders** (`Funding::GroupOrder`, 集团充值) are authorised the same way: in the one
+//! serializable transaction the order must exist, be 充值中 (`reserved`: its quota is already
+//! taken), be for this card, amount and load transaction, and the authorisation
+//! (`funding_kind = 'group_order'`) is inserted; a verified TAC settles the order 充值成功 with
+//! the card's balances in the transaction that books the authorisation (an order already
+//! failed is set right: the card proved the money is there); a TAC that did not verify leaves
+//! the order 结果待确认 for a person, as the group domain does with an unknown outcome. The site's
+//! own later settlement with the same balances is answered, not refused.
+//!
 //! [`PgLedger`] is also the [`LoadGate`] of the host's keys: it accepts only loads paid by a
-//! recharge record (the claim itself is made by `authorized`, atomically with the log).
+//! recharge record or a group order (the claim itself is made by `authorized`, atomically with
+//! the log).
 
 use std::sync::Arc;
 
@@ -34,7 +44,10 @@ use tokio_postgres::Client;
 use crate::audit::{append_in, HostAuditEntry};
 use crate::db::TxResult;
 use crate::db::{body, Database, Mode, TxError};
+use crate::group::{change_order_in, order_in, Effect, FromStatus};
 use crate::host::{change_in, record_in};
+use cardd_group::model::OrderStatus;
+use cardd_group::GroupError;
 
 /// Most open loads of one card listed for a site (a card has one at a time; more is damage).
 pub const OPEN_LOADS_MAX: i64 = 16;
@@ -127,12 +140,17 @@ impl From<crate::audit::AuditError> for SamError {
 }
 
 /// The audit record of a load step, written in the step's own transaction.
-fn audit_entry(site: &str, action: &str, card: &str, detail: serde_json::Value) -> HostAuditEntry {
+fn audit_entry(
+    site: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> HostAuditEntry {
     HostAuditEntry {
         chain: site.to_owned(),
         actor: site.to_owned(),
         action: action.to_owned(),
-        target: Some(card.to_owned()),
+        target: Some(target.to_owned()),
         detail,
         outcome: "ok".into(),
     }
@@ -141,6 +159,25 @@ fn audit_entry(site: &str, action: &str, card: &str, detail: serde_json::Value) 
 impl From<crate::db::DbFailure> for SamError {
     fn from(e: crate::db::DbFailure) -> Self {
         refused(format!("发卡方后台数据库不可用：{e}"))
+    }
+}
+
+/// A group store refusal inside a ledger transaction.
+fn group_refusal(e: TxError<GroupError>) -> TxError<SamError> {
+    match e {
+        TxError::Refused(g) => TxError::Refused(refused(g.to_string())),
+        TxError::Db(d) => TxError::Db(d),
+    }
+}
+
+/// How an authorisation is paid, as stored: `(funding_kind, funding_id)`.
+fn funding_of(funding: &Funding) -> Result<(&'static str, &str), SamError> {
+    match funding {
+        Funding::EtcRecord { record_id } => Ok(("etc_record", record_id)),
+        Funding::GroupOrder { order_id } => Ok(("group_order", order_id)),
+        other => Err(refused(format!(
+            "{other} is not paid through this host's recharge records or group orders"
+        ))),
     }
 }
 
@@ -205,14 +242,10 @@ impl PgLedger {
 }
 
 impl cardd_authority::LoadGate for PgLedger {
-    /// Accepts loads paid by a recharge record; the record is claimed with the authorisation.
+    /// Accepts loads paid by a recharge record or a group order; the record or order is
+    /// claimed with the authorisation.
     fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
-        match &request.funding {
-            Funding::EtcRecord { .. } => Ok(()),
-            other => Err(refused(format!(
-                "{other} is not paid through this host's recharge records"
-            ))),
-        }
+        funding_of(&request.funding).map(|_| ())
     }
 }
 
@@ -225,19 +258,14 @@ async fn authorize_in(
     mac2: &str,
     at: OffsetDateTime,
 ) -> TxResult<(), SamError> {
-    let Funding::EtcRecord { record_id } = &request.funding else {
-        return Err(TxError::Refused(refused(format!(
-            "{} is not paid through this host's recharge records",
-            request.funding
-        ))));
-    };
+    let (kind, funding_id) = funding_of(&request.funding).map_err(TxError::Refused)?;
     let key = card_key(&request.card);
     let atc = i32::from(request.init.online_atc);
     let amount = i64::from(request.terms.amount);
     if let Some(row) = c
         .query_opt(
-            "SELECT card_key, online_atc, amount_fen, funding_id FROM load_authorizations \
-             WHERE txn_id = $1",
+            "SELECT card_key, online_atc, amount_fen, funding_id, funding_kind \
+             FROM load_authorizations WHERE txn_id = $1",
             &[&request.txn_id],
         )
         .await?
@@ -245,7 +273,8 @@ async fn authorize_in(
         let same = row.get::<_, String>(0) == key
             && row.get::<_, i32>(1) == atc
             && row.get::<_, i64>(2) == amount
-            && row.get::<_, String>(3) == *record_id;
+            && row.get::<_, String>(3) == funding_id
+            && row.get::<_, String>(4) == kind;
         return if same {
             Ok(())
         } else {
@@ -255,6 +284,115 @@ async fn authorize_in(
             ))))
         };
     }
+    if kind == "group_order" {
+        claim_order_in(c, funding_id, request).await?;
+    } else {
+        claim_record_in(c, site, funding_id, request, at).await?;
+    }
+    append_in::<SamError>(
+        c,
+        &audit_entry(
+            site,
+            "host.authorize",
+            &request.card_number,
+            serde_json::json!({
+                "txn_id": request.txn_id,
+                "funding": funding_id,
+                "amount_fen": amount,
+                "online_atc": atc,
+            }),
+        ),
+        at,
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO load_authorizations (txn_id, site_id, card_number, card_key, online_atc, \
+             amount_fen, balance_before_fen, funding_kind, funding_id, request, mac2, state, \
+             authorized_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'authorized', $12)",
+        &[
+            &request.txn_id,
+            &site,
+            &request.card_number,
+            &key,
+            &atc,
+            &amount,
+            &i64::from(request.init.old_balance),
+            &kind,
+            &funding_id,
+            request_json,
+            &mac2,
+            &at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Checks, in the caller's transaction, that the group order pays this load: it exists, is
+/// 充值中 (its quota taken, nothing settled), is for this card, amount and load transaction,
+/// and no other transaction was authorised for it.
+async fn claim_order_in(
+    c: &Client,
+    order_id: &str,
+    request: &AuthorizeRequest,
+) -> TxResult<(), SamError> {
+    let order = order_in(c, order_id)
+        .await
+        .map_err(group_refusal)?
+        .ok_or_else(|| TxError::Refused(refused(format!("no group order {order_id}"))))?;
+    let amount = i64::from(request.terms.amount);
+    let why = if order.status != OrderStatus::Reserved {
+        Some(format!(
+            "group order {order_id} is {}, not reserved",
+            order.status.code()
+        ))
+    } else if order.card_number != request.card_number {
+        Some(format!(
+            "group order {order_id} is for card {}, not {}",
+            order.card_number, request.card_number
+        ))
+    } else if order.amount_fen != amount {
+        Some(format!(
+            "group order {order_id} pays {} fen, not {amount}",
+            order.amount_fen
+        ))
+    } else if order.txn_id != request.txn_id {
+        Some(format!(
+            "group order {order_id} is for load transaction {}, not {}",
+            order.txn_id, request.txn_id
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(TxError::Refused(refused(why)));
+    }
+    let other = c
+        .query_opt(
+            "SELECT txn_id FROM load_authorizations WHERE funding_kind = 'group_order' \
+             AND funding_id = $1 AND txn_id <> $2 LIMIT 1",
+            &[&order_id, &request.txn_id],
+        )
+        .await?;
+    if let Some(other) = other {
+        return Err(TxError::Refused(refused(format!(
+            "group order {order_id} was authorised under transaction {}",
+            other.get::<_, String>(0)
+        ))));
+    }
+    Ok(())
+}
+
+/// Claims the recharge record for this load (未圈存 → 圈存中), in the caller's transaction.
+async fn claim_record_in(
+    c: &Client,
+    site: &str,
+    record_id: &str,
+    request: &AuthorizeRequest,
+    at: OffsetDateTime,
+) -> TxResult<(), SamError> {
+    let amount = i64::from(request.terms.amount);
     let record = record_in(c, record_id, true)
         .await
         .map_err(host_refusal)?
@@ -276,55 +414,80 @@ async fn authorize_in(
     change_in(c, record_id, &claim, at)
         .await
         .map_err(host_refusal)?;
-    append_in::<SamError>(
-        c,
-        &audit_entry(
-            site,
-            "host.authorize",
-            &request.card_number,
-            serde_json::json!({
-                "txn_id": request.txn_id,
-                "record_id": record_id,
-                "amount_fen": amount,
-                "online_atc": atc,
-            }),
-        ),
-        at,
-    )
-    .await?;
-    c.execute(
-        "INSERT INTO load_authorizations (txn_id, site_id, card_number, card_key, online_atc, \
-             amount_fen, balance_before_fen, funding_kind, funding_id, request, mac2, state, \
-             authorized_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'etc_record', $8, $9, $10, 'authorized', $11)",
-        &[
-            &request.txn_id,
-            &site,
-            &request.card_number,
-            &key,
-            &atc,
-            &amount,
-            &i64::from(request.init.old_balance),
-            record_id,
-            request_json,
-            &mac2,
-            &at,
-        ],
-    )
-    .await?;
+    Ok(())
+}
+
+/// Settles the group order of a load whose TAC verified: 充值成功 with the card's balances,
+/// from whatever state it is in (充值中 or 结果待确认; 充值失败 is set right, the card proved the
+/// money is there; already 充值成功: nothing to do). A refunded order cannot be undone here: it
+/// is reported for an auditor.
+async fn book_order_in(
+    c: &Client,
+    site: &str,
+    order_id: &str,
+    txn_id: &str,
+    before: i64,
+    amount: i64,
+    at: OffsetDateTime,
+) -> TxResult<(), SamError> {
+    let Some(order) = order_in(c, order_id).await.map_err(group_refusal)? else {
+        return Err(TxError::Refused(refused(format!(
+            "no group order {order_id}"
+        ))));
+    };
+    let op = operator(site);
+    let balances = Effect::Balances(Some((before, before + amount)));
+    match order.status {
+        OrderStatus::Reserved | OrderStatus::Pending => {
+            change_order_in(
+                c,
+                order_id,
+                FromStatus::Unsettled,
+                OrderStatus::Succeeded,
+                "确认充值成功",
+                &op,
+                None,
+                &balances,
+                at,
+            )
+            .await
+            .map_err(group_refusal)?;
+        }
+        OrderStatus::Failed => {
+            let why = format!("发卡方后台核验卡片 TAC，证实圈存交易 {txn_id} 已写入卡内");
+            change_order_in(
+                c,
+                order_id,
+                FromStatus::Exactly(OrderStatus::Failed),
+                OrderStatus::Succeeded,
+                "改为充值成功",
+                &op,
+                Some(&why),
+                &balances,
+                at,
+            )
+            .await
+            .map_err(group_refusal)?;
+        }
+        OrderStatus::Succeeded => {}
+        OrderStatus::Refunded => {
+            tracing::error!(order = order_id, txn = txn_id, "the card proves a refunded group order's load landed: an auditor must recover the refund");
+        }
+    }
     Ok(())
 }
 
 /// The authorisation of this card, counter and amount: an open one first (a counter repeats
 /// only after a load that did not land), then the latest settled one: `(txn, state, tac,
-/// record, balance before)`.
+/// funding, balance before)`.
 async fn find_in(
     c: &Client,
     request: &ConfirmRequest,
-) -> TxResult<Option<(String, AuthorizationState, Option<String>, String, i64)>, SamError> {
+) -> TxResult<Option<(String, AuthorizationState, Option<String>, Funded, i64)>, SamError> {
     let row = c
         .query_opt(
-            "SELECT txn_id, state, tac, funding_id, balance_before_fen FROM load_authorizations \
+            "SELECT txn_id, state, tac, funding_id, balance_before_fen, funding_kind \
+             FROM load_authorizations \
              WHERE card_key = $1 AND online_atc = $2 AND amount_fen = $3 \
              ORDER BY state <> 'authorized', state = 'released', authorized_at DESC, txn_id \
              LIMIT 1",
@@ -341,13 +504,19 @@ async fn find_in(
     let state: String = row.get(1);
     let state = AuthorizationState::from_code(&state)
         .ok_or_else(|| TxError::Refused(refused(format!("unknown authorisation state {state}"))))?;
-    Ok(Some((
-        row.get(0),
-        state,
-        row.get(2),
-        row.get(3),
-        row.get(4),
-    )))
+    let funded = if row.get::<_, String>(5) == "group_order" {
+        Funded::Order(row.get(3))
+    } else {
+        Funded::Record(row.get(3))
+    };
+    Ok(Some((row.get(0), state, row.get(2), funded, row.get(4))))
+}
+
+/// What an authorisation is paid by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Funded {
+    Record(String),
+    Order(String),
 }
 
 /// Books the record of a load whose TAC verified, from whatever state it is in.
@@ -430,7 +599,7 @@ impl AuthorizationLog for PgLedger {
             Mode::Write,
             "确认圈存",
             body!(|c| async {
-                let Some((txn, state, booked_tac, record_id, before)) = find_in(c, request).await?
+                let Some((txn, state, booked_tac, funded, before)) = find_in(c, request).await?
                 else {
                     return Err(TxError::Refused(refused(
                         "no authorisation of this host names this card, counter and amount",
@@ -462,7 +631,7 @@ impl AuthorizationLog for PgLedger {
                     &audit_entry(
                         site,
                         "host.confirm",
-                        &record_id,
+                        &txn,
                         serde_json::json!({ "txn_id": txn, "tac": tac }),
                     ),
                     at,
@@ -475,7 +644,14 @@ impl AuthorizationLog for PgLedger {
                 )
                 .await?;
                 let amount = i64::from(request.terms.amount);
-                book_record_in(c, site, &record_id, &txn, before, amount, at).await?;
+                match &funded {
+                    Funded::Record(record_id) => {
+                        book_record_in(c, site, record_id, &txn, before, amount, at).await?
+                    }
+                    Funded::Order(order_id) => {
+                        book_order_in(c, site, order_id, &txn, before, amount, at).await?
+                    }
+                }
                 Ok(txn)
             }),
         ))?;
@@ -534,7 +710,7 @@ impl AuthorizationLog for PgLedger {
             Mode::Write,
             "记录 TAC 校验失败",
             body!(|c| async {
-                let Some((txn, state, _, record_id, _)) = find_in(c, request).await? else {
+                let Some((txn, state, _, funded, _)) = find_in(c, request).await? else {
                     return Ok(());
                 };
                 if state != AuthorizationState::Authorized {
@@ -547,6 +723,31 @@ impl AuthorizationLog for PgLedger {
                     &[&txn, tac, &at, &site],
                 )
                 .await?;
+                let record_id = match funded {
+                    Funded::Record(record_id) => record_id,
+                    Funded::Order(order_id) => {
+                        // The outcome needs a person: 结果待确认, as the group domain leaves
+                        // an order whose card did not prove the outcome.
+                        let why = "卡片返回的 TAC 校验失败，待核对".to_owned();
+                        let order = order_in(c, &order_id).await.map_err(group_refusal)?;
+                        if order.is_some_and(|o| o.status == OrderStatus::Reserved) {
+                            change_order_in(
+                                c,
+                                &order_id,
+                                FromStatus::Exactly(OrderStatus::Reserved),
+                                OrderStatus::Pending,
+                                "标记为结果待确认",
+                                &operator(site),
+                                Some(&why),
+                                &Effect::Nothing,
+                                at,
+                            )
+                            .await
+                            .map_err(group_refusal)?;
+                        }
+                        return Ok(());
+                    }
+                };
                 let flag = ChangeRequest::with_reason(
                     RecordAction::FlagReconciliation,
                     &operator(site),

@@ -43,6 +43,10 @@
 //!   of the embedded hosts.
 //! * A group's available quota is the balance after its last ledger entry; ledger entries are
 //!   only inserted, and the schema chains each to its predecessor's balance.
+//! * A load authorisation ([`PgLedger`]) is written in the transaction that claims what pays
+//!   for it (a recharge record 未圈存 → 圈存中, or a group order that must be 充值中 for this card,
+//!   amount and transaction), and follows the settlement of its record or order in the
+//!   transaction that settles it.
 #![forbid(unsafe_code)]
 
 pub mod audit;

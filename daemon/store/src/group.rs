@@ -521,6 +521,13 @@ impl EmbeddedGroupHost {
     }
 }
 
+/// Whether `order` is settled as succeeded with exactly these balances.
+fn already_settled(order: &RechargeOrder, before: i64, after: i64) -> bool {
+    order.status == OrderStatus::Succeeded
+        && order.balance_before_fen == Some(before)
+        && order.balance_after_fen == Some(after)
+}
+
 /// Records a load's balances on an order, refused unless `after = before + amount`.
 fn set_balances(order: &mut RechargeOrder, before: i64, after: i64) -> Tx<()> {
     if before.checked_add(order.amount_fen) != Some(after) {
@@ -719,6 +726,14 @@ impl GroupHost for EmbeddedGroupHost {
         after: i64,
     ) -> Result<RechargeOrder, GroupError> {
         let op = self::operator(operator)?;
+        // Settled already with these balances (a retry whose answer was lost, or the issuer
+        // host booked it from the card's TAC first): answered, not refused. Succeeded is final.
+        if let Some(done) = self
+            .get::<RechargeOrder>(&format!("ord/{}", bounded_id(order_id)?))?
+            .filter(|o| already_settled(o, before, after))
+        {
+            return Ok(done);
+        }
         let from = self.unsettled_status(order_id)?;
         self.change_order(
             order_id,

@@ -167,6 +167,21 @@ pub enum GroupError {
     /// Something that should not happen.
     #[error("{0}")]
     Internal(String),
+    /// The central issuer host (a fleet site's group store) could not be reached or did not
+    /// answer in time: nothing was changed that the site knows of.
+    #[error("无法连接发卡方后台（{0}），暂不能办理；请稍后再试")]
+    Unreachable(String),
+    /// The central issuer host refused or failed: its code and the message it gave, which the
+    /// operator reads word for word.
+    #[error("{message}")]
+    Remote {
+        /// The host's API code.
+        code: ErrorCode,
+        /// Whether the request itself was wrong (a refusal) rather than the host failing.
+        refusal: bool,
+        /// What the host said, as an operator reads it.
+        message: String,
+    },
 }
 
 fn journal_message(e: &JournalError) -> String {
@@ -179,12 +194,16 @@ fn journal_message(e: &JournalError) -> String {
 impl GroupError {
     /// Whether the request was wrong (rather than the store failing).
     pub fn is_refusal(&self) -> bool {
+        if let GroupError::Remote { refusal, .. } = self {
+            return *refusal;
+        }
         !matches!(
             self,
             GroupError::Storage(_)
                 | GroupError::IdsExhausted(_)
                 | GroupError::Journal(_)
                 | GroupError::Internal(_)
+                | GroupError::Unreachable(_)
         )
     }
 
@@ -221,6 +240,8 @@ impl GroupError {
             G::Payment(PaymentError::Declined(_)) => ErrorCode::PaymentDeclined,
             G::Payment(PaymentError::NoAnswer(_)) => ErrorCode::PaymentUnknown,
             G::Payment(PaymentError::Gateway(_)) => ErrorCode::Internal,
+            G::Unreachable(_) => ErrorCode::IssuerHostUnreachable,
+            G::Remote { code, .. } => *code,
             G::TopUpNotPaid { topup, .. } => match topup.status {
                 TopUpStatus::Failed => ErrorCode::PaymentDeclined,
                 _ => ErrorCode::PaymentUnknown,

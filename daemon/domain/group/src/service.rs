@@ -18,6 +18,13 @@
 //! from the evidence ([`GroupService::evidence`]): a load the card proves landed is never
 //! refunded.
 //!
+//! **In a fleet** ([`GroupService::in_fleet`]) the group store is the central issuer host's,
+//! shared by every site: an unsettled order whose load transaction is not in this site's
+//! journal is another site's load, and this site neither settles nor fails it (like
+//! `cardd_etc`'s `foreign_load`); when its card is presented here, the load is first adopted
+//! from the host and the card decides it. (An order this site reserved whose load never reached
+//! the journal is therefore left 充值中 for the host's auditors rather than failed here.)
+//!
 //! The service is given its dependencies ([`GroupService::new`]); the journal is passed to each
 //! call that reads it (the daemon owns it, and may have none when it failed its checks).
 
@@ -169,6 +176,9 @@ pub struct GroupService {
     /// Orders settled from the card after 结果待确认 whose result a new recharge of the card
     /// has already reported (see [`GroupService::recharge`]).
     told: Mutex<HashSet<String>>,
+    /// In a fleet: the loads other sites began, adopted when their card is presented here.
+    /// `None` on a single machine, where every order's load is in this journal.
+    fleet: Option<Arc<dyn cardd_journal::ForeignIntents>>,
 }
 
 impl std::fmt::Debug for GroupService {
@@ -209,7 +219,16 @@ impl GroupService {
             inflight: InFlight::default(),
             paying: Mutex::new(HashSet::new()),
             told: Mutex::new(HashSet::new()),
+            fleet: None,
         }
+    }
+
+    /// The service as a fleet site runs it: the group store is shared with other sites, whose
+    /// open loads `foreign` lists. Orders whose load is not in this site's journal are left to
+    /// the site that began them (or adopted here when their card is presented).
+    pub fn in_fleet(mut self, foreign: Arc<dyn cardd_journal::ForeignIntents>) -> GroupService {
+        self.fleet = Some(foreign);
+        self
     }
 
     // -----------------------------------------------------------------------------------------
@@ -345,6 +364,11 @@ impl GroupService {
         let Some(journal) = journal else {
             return Err(JOURNAL_CLOSED.into());
         };
+        // In a fleet, a load of this card another site began and nobody settled is taken in
+        // first, so that the card decides it here.
+        if let Some(foreign) = &self.fleet {
+            cardd_journal::adopt_foreign(journal, foreign.as_ref(), card_number);
+        }
         let open = journal
             .open_for_card(card_number)
             .map_err(|e| GroupError::from(e).to_string())?;
@@ -508,6 +532,10 @@ impl GroupService {
                 let txn = journal
                     .get(&order.txn_id)
                     .map_err(|e| GroupError::Internal(e.to_string()))?;
+                // In a fleet, an order whose load is not in this journal is another site's.
+                if txn.is_none() && self.fleet.is_some() {
+                    return Ok(None);
+                }
                 Ok::<_, GroupError>(match txn.as_ref().map(|t| &t.state) {
                     Some(TxnState::Committed { .. }) => {
                         let before = txn
@@ -608,6 +636,16 @@ impl GroupService {
                 None,
                 Verdict::Unknown,
                 "该订单正在充值，请稍后再审核".to_owned(),
+            ),
+            // In a fleet, a load not in this site's journal may have been made at another site.
+            None if self.fleet.is_some() => (
+                "none",
+                None,
+                Verdict::Unknown,
+                format!(
+                    "本站点没有该订单的圈存记录（可能在其他站点办理）：请将卡号 {} 的卡片放到本站点读卡器上确认结果，或在办理该订单的站点审核",
+                    order.card_number
+                ),
             ),
             None => (
                 "none",

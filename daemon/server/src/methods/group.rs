@@ -61,21 +61,38 @@ pub fn open(
     (Some((Arc::new(host), Arc::new(bank))), None)
 }
 
+/// A fleet site's group stores: the issuer host's groups, quotas and orders
+/// ([`cardd_hostlink::RemoteGroups`]) over `client`, and the sandbox bank, still local to the
+/// site (its top-ups' payments; the top-ups themselves are the host's).
+pub fn open_fleet(
+    config: &crate::config::Config,
+    store: &cardd_journal::Store,
+    client: Arc<cardd_hostlink::HostClient>,
+) -> (Option<GroupStores>, Option<String>) {
+    let bank = match SandboxBank::open(store, config.group.sandbox_mode) {
+        Ok(bank) => bank,
+        Err(e) => return (None, Some(e.to_string())),
+    };
+    let host: Arc<dyn GroupHost> = Arc::new(cardd_hostlink::RemoteGroups::new(client));
+    (Some((host, Arc::new(bank))), None)
+}
+
 /// The group service on the opened stores, checking loads with `sam` and naming the owners of
-/// open loads of both domains (`owners`: the issuer host's records and the group's orders).
+/// open loads of both domains (`owners`: the issuer host's records and the group's orders). In
+/// a fleet (`foreign`: the other sites' open loads), orders whose load is not in this site's
+/// journal are left to their site.
 pub fn service(
     stores: Option<GroupStores>,
     sam: &Arc<dyn SecurityModule>,
     owners: Arc<dyn IntentOwners>,
+    foreign: Option<Arc<dyn cardd_journal::ForeignIntents>>,
 ) -> Option<GroupService> {
     let (host, bank) = stores?;
-    Some(GroupService::new(
-        host,
-        bank,
-        sam.clone(),
-        owners,
-        Arc::new(SystemClock),
-    ))
+    let service = GroupService::new(host, bank, sam.clone(), owners, Arc::new(SystemClock));
+    Some(match foreign {
+        Some(foreign) => service.in_fleet(foreign),
+        None => service,
+    })
 }
 
 fn services(d: &Daemon) -> Result<&GroupService, ApiError> {

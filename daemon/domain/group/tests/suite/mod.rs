@@ -56,6 +56,7 @@ macro_rules! group_suite {
             everything_survives_reopening_and_ids_continue,
             one_group_s_quota_recharged_from_four_sites_is_never_overdrawn,
             two_sites_reserving_for_one_card_let_exactly_one_win,
+            settling_again_with_the_same_balances_is_answered_not_refused,
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -1083,5 +1084,43 @@ pub fn two_sites_reserving_for_one_card_let_exactly_one_win(make: &Make) {
     assert_eq!(quota(f.host()), 50_000 - 1_000 * ROUNDS as i64);
     assert_eq!(f.host().orders("G001", &the_year()).unwrap().len(), ROUNDS);
     assert_ledger_sums(f.host(), "G001");
+    f.verify();
+}
+
+/// A settlement repeated with the same balances (the answer to the first was lost, or the issuer
+/// host booked the order from the card's TAC before the site settled it) is answered with the
+/// order as it is, changing nothing; other balances, or a settlement of an order that failed,
+/// are still refused.
+pub fn settling_again_with_the_same_balances_is_answered_not_refused(make: &Make) {
+    let f = seeded(make);
+    let (host, clock) = (f.host(), f.clock());
+    let order = host
+        .reserve(&reserve(CARD, 5_000, 2_000, "run1#1"))
+        .unwrap();
+    let done = host
+        .settle(&order.order_id, "group1", 5_000, 7_000)
+        .unwrap();
+    let before = f.snapshot();
+    clock.advance(time::Duration::seconds(5));
+    let again = host
+        .settle(&order.order_id, "group1", 5_000, 7_000)
+        .unwrap();
+    assert_eq!(again, done, "answered with the order as it is");
+    assert_eq!(f.snapshot(), before, "nothing changed");
+    let other = host
+        .settle(&order.order_id, "group1", 6_000, 8_000)
+        .unwrap_err();
+    assert_eq!(
+        other.to_string(),
+        "充值订单 GO20240615000001 当前状态为“充值成功”，不能确认充值成功"
+    );
+    // A failed order is not settled by a retry: only the auditor's 改为充值成功 does that.
+    let second = host.reserve(&reserve(CARD2, 0, 1_000, "run2#1")).unwrap();
+    host.fail(&second.order_id, "group1", "x").unwrap();
+    let refused = host
+        .settle(&second.order_id, "group1", 0, 1_000)
+        .unwrap_err();
+    assert!(matches!(refused, GroupError::BadState { .. }), "{refused}");
+    assert_eq!(quota(host), 47_000);
     f.verify();
 }
