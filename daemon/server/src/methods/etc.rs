@@ -131,8 +131,20 @@ async fn with_card<R: Send + 'static>(
                 })
                 .await?
         }
-        None => Ok(job(d.etc_service()?, None)?),
+        None => records_call(d, move |etc| Ok(job(etc, None)?)).await,
     }
+}
+
+/// Runs `work` on the ETC service off the async threads: its records may be the issuer host's
+/// (a fleet site), and a call may wait for the host up to the link's timeout.
+async fn records_call<R: Send + 'static>(
+    d: &Arc<Daemon>,
+    work: impl FnOnce(&EtcService) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let daemon = d.clone();
+    tokio::task::spawn_blocking(move || work(daemon.etc_service()?))
+        .await
+        .map_err(|e| ApiError::internal(format!("the records call stopped: {e}")))?
 }
 
 /// Declares the ETC methods.
@@ -142,10 +154,9 @@ pub fn add(m: &mut Methods) {
         ETC_READERS,
         false,
         |d, _, p: VehicleParams| async move {
-            let vehicle = d
-                .etc_service()?
-                .records()
-                .vehicle(&p.plate, p.plate_colour)?
+            let (plate, colour) = (p.plate.clone(), p.plate_colour);
+            let vehicle = records_call(&d, move |etc| Ok(etc.records().vehicle(&plate, colour)?))
+                .await?
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::HostNotFound,
@@ -165,7 +176,10 @@ pub fn add(m: &mut Methods) {
         true,
         |d, c, p: UpsertParams| async move {
             let operator = c.session()?.username.clone();
-            let vehicle = d.etc_service()?.records().upsert_vehicle(&p.vehicle, &operator)?;
+            let vehicle = records_call(&d, move |etc| {
+                Ok(etc.records().upsert_vehicle(&p.vehicle, &operator)?)
+            })
+            .await?;
             Ok::<VehicleView, ApiError>(VehicleView::from(&vehicle))
         },
     );
@@ -180,7 +194,11 @@ pub fn add(m: &mut Methods) {
                 return Err(ApiError::invalid_params("充值金额必须大于 0 元"));
             }
             let channel = p.channel.as_deref().unwrap_or("银行柜台");
-            let record = d.etc_service()?.records().recharge(&p.plate, p.plate_colour, amount.0, &operator, channel)?;
+            let (plate, colour, channel) = (p.plate.clone(), p.plate_colour, channel.to_owned());
+            let record = records_call(&d, move |etc| {
+                Ok(etc.records().recharge(&plate, colour, amount.0, &operator, &channel)?)
+            })
+            .await?;
             Ok(named_record(&d, &record))
         },
     );
@@ -197,7 +215,7 @@ pub fn add(m: &mut Methods) {
                 page: p.page.unwrap_or(1),
                 page_size: p.page_size.unwrap_or(cardd_etc::model::PAGE_SIZE_DEFAULT),
             };
-            let page = d.etc_service()?.records().query_records(&query)?;
+            let page = records_call(&d, move |etc| Ok(etc.records().query_records(&query)?)).await?;
             Ok::<RecordPage, ApiError>(RecordPage {
                 records: page.records.iter().map(|r| named_record(&d, r)).collect(),
                 total: page.total,
@@ -211,10 +229,9 @@ pub fn add(m: &mut Methods) {
         ETC_READERS,
         false,
         |d, _, p: RecordParams| async move {
-            let record = d
-                .etc_service()?
-                .records()
-                .record(&p.record_id)?
+            let id = p.record_id.clone();
+            let record = records_call(&d, move |etc| Ok(etc.records().record(&id)?))
+                .await?
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::HostNotFound,
