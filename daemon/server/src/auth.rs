@@ -370,9 +370,27 @@ impl Auth {
         }
     }
 
-    /// The operator called `username`.
+    /// The operator called `username`: this daemon's, or, for an operator kept elsewhere (a
+    /// fleet site's operators are the issuer host's), the operator as its most recent live
+    /// session knows it (its role and group at login; no creation or password dates).
     pub fn get_operator(&self, username: &str) -> Result<Operator, AuthError> {
-        Ok(self.load(username)?.operator)
+        if let Some(stored) = self.find(username)? {
+            return Ok(stored.operator);
+        }
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.username == username)
+            .max_by_key(|s| s.created_at)
+            .map(|s| Operator {
+                username: s.username.clone(),
+                display_name: s.display_name.clone(),
+                role: s.role,
+                group_id: s.group_id.clone(),
+                disabled: false,
+                created_at: String::new(),
+                password_changed_at: String::new(),
+            })
+            .ok_or_else(|| AuthError::OperatorNotFound(username.to_owned()))
     }
 
     /// Every operator, ordered by user name.
@@ -1023,6 +1041,76 @@ mod tests {
         );
         assert!(auth.logout(&session.token));
         assert!(!auth.logout(&session.token));
+        assert!(matches!(
+            auth.authenticate(&session.token, later),
+            Err(AuthError::Unauthenticated)
+        ));
+    }
+
+    #[test]
+    fn a_login_verified_elsewhere_keeps_throttling_and_an_unreachable_verifier_is_not_a_failure() {
+        let (_store, auth) = auth();
+        let t0 = Instant::now();
+        let remote = Operator {
+            username: "central".into(),
+            display_name: "后台操作员".into(),
+            role: Role::Auditor,
+            group_id: None,
+            disabled: false,
+            created_at: utc_now_rfc3339(),
+            password_changed_at: utc_now_rfc3339(),
+        };
+        // No answer: refused as such, and never counted as a failed login.
+        for _ in 0..10 {
+            let err = auth
+                .login_verified_by("central", PEER, t0, || {
+                    Err(AuthError::HostUnreachable("timeout".into()))
+                })
+                .unwrap_err();
+            assert!(err.to_string().starts_with("无法连接发卡方后台"), "{err}");
+            assert_eq!(err.code(), ErrorCode::IssuerHostUnreachable);
+        }
+        // Refused by the verifier: counted, so the fourth costs a wait.
+        for _ in 0..4 {
+            assert!(matches!(
+                auth.login_verified_by("central", PEER, t0, || Ok(None)),
+                Err(AuthError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            auth.login_verified_by("central", PEER, t0, || Ok(Some(remote.clone()))),
+            Err(AuthError::TooManyAttempts { .. })
+        ));
+        let later = t0 + Duration::from_secs(2);
+        let session = auth
+            .login_verified_by("central", "elsewhere", later, || Ok(Some(remote.clone())))
+            .expect("verified elsewhere");
+        assert_eq!(session.role, Role::Auditor);
+        let second = auth
+            .login_verified_by("central", "elsewhere", later, || Ok(Some(remote.clone())))
+            .expect("a second session");
+        assert_eq!(auth.session_usernames(), vec!["central".to_owned()]);
+        let known = auth.get_operator("central").expect("known by its session");
+        assert_eq!(
+            (known.role, known.display_name.as_str()),
+            (Role::Auditor, "后台操作员")
+        );
+
+        // Ended as a disabling ends them, with the events the console listens to.
+        let mut ends = auth.session_ends();
+        assert_eq!(auth.end_sessions_of("central", SessionEnd::OperatorDisabled), 2);
+        let ended = [ends.try_recv().expect("event"), ends.try_recv().expect("event")];
+        for token in [&session.token, &second.token] {
+            assert!(
+                ended.contains(&(token.clone(), SessionEnd::OperatorDisabled)),
+                "{ended:?}"
+            );
+        }
+        assert!(auth.session_usernames().is_empty());
+        assert!(matches!(
+            auth.get_operator("central"),
+            Err(AuthError::OperatorNotFound(_))
+        ));
         assert!(matches!(
             auth.authenticate(&session.token, later),
             Err(AuthError::Unauthenticated)
