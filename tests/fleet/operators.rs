@@ -38,8 +38,7 @@ fn login_reply(site: &Site, user: &str, password: &str) -> Result<Value> {
 }
 
 #[test]
-fn operators_live_at_the_host_log_in_anywhere_and_are_disabled_everywhere_at_once() -> Result<()>
-{
+fn operators_live_at_the_host_log_in_anywhere_and_are_disabled_everywhere_at_once() -> Result<()> {
     let mut fleet = Fleet::create()?;
     fleet.host.start()?;
     // 1. `start` logs the host's teller and administrator in at each site.

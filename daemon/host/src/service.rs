@@ -301,7 +301,9 @@ impl HostService {
                 Err(e) => return json(&error::<()>(id, CODE_BAD_REQUEST, e.to_string(), None)),
             };
             store_call(id, site, "host-operators", move || {
-                let status = operators.status(&params.usernames).map_err(operator_failure)?;
+                let status = operators
+                    .status(&params.usernames)
+                    .map_err(operator_failure)?;
                 encode_answer(StatusAnswer {
                     disabled: status.disabled,
                     gone: status.gone,
@@ -443,9 +445,8 @@ fn operator_failure(e: cardd_store_pg::OperatorError) -> StoreFailure {
 
 /// An answer as JSON, or the failure to encode it.
 fn encode_answer<T: Serialize>(answer: T) -> Result<serde_json::Value, StoreFailure> {
-    serde_json::to_value(answer).map_err(|e| {
-        operator_failure(cardd_store_pg::OperatorError::Internal(e.to_string()))
-    })
+    serde_json::to_value(answer)
+        .map_err(|e| operator_failure(cardd_store_pg::OperatorError::Internal(e.to_string())))
 }
 
 /// A store's failure as the service answers it: whether it is a refusal, the JSON-RPC code,

@@ -1098,8 +1098,14 @@ mod tests {
 
         // Ended as a disabling ends them, with the events the console listens to.
         let mut ends = auth.session_ends();
-        assert_eq!(auth.end_sessions_of("central", SessionEnd::OperatorDisabled), 2);
-        let ended = [ends.try_recv().expect("event"), ends.try_recv().expect("event")];
+        assert_eq!(
+            auth.end_sessions_of("central", SessionEnd::OperatorDisabled),
+            2
+        );
+        let ended = [
+            ends.try_recv().expect("event"),
+            ends.try_recv().expect("event"),
+        ];
         for token in [&session.token, &second.token] {
             assert!(
                 ended.contains(&(token.clone(), SessionEnd::OperatorDisabled)),

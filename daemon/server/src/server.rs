@@ -505,7 +505,12 @@ fn spawn_operator_status(daemon: &Arc<Daemon>) {
                 .disabled
                 .iter()
                 .map(|u| (u, "disabled at the issuer host"))
-                .chain(status.gone.iter().map(|u| (u, "removed at the issuer host")))
+                .chain(
+                    status
+                        .gone
+                        .iter()
+                        .map(|u| (u, "removed at the issuer host")),
+                )
                 .map(|(u, why)| {
                     let n = daemon
                         .auth

@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use cardd_api::operators::{
-    check_new_operator, check_password, valid_username, NewOperator, Operator,
-    PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN_DEFAULT,
+    check_new_operator, check_password, valid_username, NewOperator, Operator, PASSWORD_CHARS_MAX,
+    PASSWORD_CHARS_MIN_DEFAULT,
 };
 use cardd_api::{ErrorCode, Role};
 use cardd_journal::clock::{china_seconds, Clock};
@@ -62,7 +62,9 @@ pub enum OperatorError {
     NotFound(String),
     #[error("操作员 {0} 已存在，请换一个用户名")]
     Exists(String),
-    #[error("操作员数量已达上限（{HOST_OPERATORS_MAX} 个），无法再新建；请先停用或清理不再使用的操作员")]
+    #[error(
+        "操作员数量已达上限（{HOST_OPERATORS_MAX} 个），无法再新建；请先停用或清理不再使用的操作员"
+    )]
     Full,
     #[error(transparent)]
     Audit(#[from] AuditError),
@@ -289,7 +291,9 @@ impl PgOperators {
             body!(|c| async {
                 let row = c
                     .query_opt(
-                        &format!("SELECT {COLUMNS}, password_hash FROM operators WHERE username = $1"),
+                        &format!(
+                            "SELECT {COLUMNS}, password_hash FROM operators WHERE username = $1"
+                        ),
                         &[&username],
                     )
                     .await?;

@@ -38,10 +38,16 @@ fn names_roles_and_passwords_follow_the_site_s_rules() {
     let (ops, _) = stores(&db);
     let refused = [
         (new_op("bad name", Role::Teller, None, "secret1"), "用户名"),
-        (new_op(&"x".repeat(33), Role::Teller, None, "secret1"), "用户名"),
+        (
+            new_op(&"x".repeat(33), Role::Teller, None, "secret1"),
+            "用户名",
+        ),
         (new_op("g1", Role::GroupOperator, None, "secret1"), "集团"),
         (new_op("t1", Role::Teller, Some("G001"), "secret1"), "集团"),
-        (new_op("t2", Role::Teller, None, "12345"), "至少需要 6 个字符"),
+        (
+            new_op("t2", Role::Teller, None, "12345"),
+            "至少需要 6 个字符",
+        ),
         (
             new_op("t3", Role::Teller, None, &"p".repeat(257)),
             "不能超过 256 个字符",
@@ -86,7 +92,10 @@ fn unknown_user_wrong_password_and_disabled_operator_get_one_refusal() {
     ops.create(&new_op("bob", Role::Auditor, None, "secret2"), "test")
         .expect("create");
     let alice = ops.verify("alice", "secret1").expect("alice logs in");
-    assert_eq!((alice.username.as_str(), alice.role), ("alice", Role::Teller));
+    assert_eq!(
+        (alice.username.as_str(), alice.role),
+        ("alice", Role::Teller)
+    );
 
     ops.set_disabled("bob", true, "cardd-host CLI (test)")
         .expect("disable");
@@ -145,7 +154,10 @@ fn unknown_user_wrong_password_and_disabled_operator_get_one_refusal() {
         "operators.enable bob",
         "operators.reset_password bob",
     ] {
-        assert!(actions.iter().any(|a| a == expected), "{expected}: {actions:?}");
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected}: {actions:?}"
+        );
     }
     assert_eq!(actions.len(), 5, "refusals change nothing: {actions:?}");
     assert!(

@@ -263,10 +263,15 @@ pub fn add(m: &mut Methods) {
         },
     );
 
-    m.method::<cardd_api::operators::SetDisabled, _, _>( "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
-        managed_here(&d)?;
-        Ok(d.auth.set_disabled(&p.username, p.disabled)?)
-    });
+    m.method::<cardd_api::operators::SetDisabled, _, _>(
+        "Disable or re-enable an operator; a disabled operator cannot log in.",
+        ADMIN,
+        true,
+        |d, _, p: SetDisabledParams| async move {
+            managed_here(&d)?;
+            Ok(d.auth.set_disabled(&p.username, p.disabled)?)
+        },
+    );
 
     m.method::<cardd_api::operators::SetRole, _, _>(
         "Change an operator's role (and group, for group operators); their sessions end.",
