@@ -4,8 +4,10 @@
 //! material in its usual encodings ([`keysearch`]). PostgreSQL kills and restarts live in
 //! `cardd-pg-throwaway` (`Cluster::kill`, `Cluster::restart`).
 //!
-//! The scenarios: [`fleet`] (a host and a database that die) and [`partition`] (the host in a
-//! namespace, cut off from the sites by a real partition).
+//! The scenarios: [`fleet`] (a host and a database that die), [`partition`] (the host in a
+//! namespace, cut off from the sites by a real partition), [`groups`] (one group's quota from
+//! four sites), [`host_crash`] (the host killed mid-load) and [`operators`] (operators kept at
+//! the host: log in anywhere, disabled everywhere at once).
 //!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
@@ -15,5 +17,6 @@ mod groups;
 mod host_crash;
 mod keysearch;
 mod netns;
+mod operators;
 mod partition;
 mod processes;

@@ -5,8 +5,10 @@
 //! [`Fleet`] sets it up: the fleet CA and certificates (`cardd_fleet`), the host's
 //! configuration (demo keys: the simulated cards are personalised with them), its database
 //! migrated, sites S01 and S02 (or the sites a test names) enrolled, the demo vehicles and
-//! groups seeded; each site gets its own data and configuration directories, a teller, an
-//! administrator and an operator of group G001 (`cardd operators add`), and simulated readers:
+//! groups seeded, and the fleet's operators created at the host (`cardd-host operators add`): a
+//! teller, an administrator and an operator of group G001, who log in at any site (the sites
+//! keep no operators); each site gets its own data and configuration directories and simulated
+//! readers:
 //! the demo ETC card in `sim:etc` and a city one-card of its own in `sim:city`
 //! ([`city_card_number`], 50 yuan).
 //!
@@ -184,9 +186,14 @@ pub struct Host {
 impl Host {
     /// `cardd-host --config … <args>`.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
+        self.cli_with_input(args, None)
+    }
+
+    /// `cardd-host --config … <args>` with `stdin` on its standard input (a password).
+    pub fn cli_with_input(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut command = Command::new(binary("cardd-host"));
         command.arg("--config").arg(&self.config).args(args);
-        run(command, None)
+        run(command, stdin)
     }
 
     /// Starts `cardd-host serve` (inside its namespace when it has one: `ip netns exec` execs
@@ -283,7 +290,8 @@ impl Site {
         Ok(())
     }
 
-    fn login(&self, user: &str, password: &str) -> Result<String> {
+    /// `auth.login`: the session's token.
+    pub fn login(&self, user: &str, password: &str) -> Result<String> {
         let r = self.ok(
             "auth.login",
             json!({"username": user, "password": password}),
@@ -529,6 +537,19 @@ impl Fleet {
         };
         host.cli(&["migrate"])?;
         host.cli(&["seed-demo"])?;
+        let (group_user, group_password) = GROUP_OPERATOR;
+        for (user, role, password, group) in [
+            ("teller", "teller", "teller-pass-1", None),
+            ("admin", "admin", "admin-pass-1", None),
+            (group_user, "group", group_password, Some("G001")),
+        ] {
+            let mut args = vec!["operators", "add", "--role", role];
+            if let Some(group) = group {
+                args.extend(["--group", group]);
+            }
+            args.push(user);
+            host.cli_with_input(&args, Some(&format!("{password}\n")))?;
+        }
         let mut sites = Vec::new();
         for (n, id) in ids.iter().map(String::as_str).enumerate() {
             let site_id: cardd_fleet::SiteId = id.parse()?;
@@ -552,7 +573,7 @@ impl Fleet {
         })
     }
 
-    /// A site's directories, configuration and operators; its TLS files copied into its
+    /// A site's directories and configuration (its operators are the host's); its TLS files copied into its
     /// configuration directory, as an installer would.
     fn site(
         root: &Path,
@@ -602,23 +623,6 @@ impl Fleet {
                 etc.join("site.key"),
             ),
         )?;
-        let (group_user, group_password) = GROUP_OPERATOR;
-        for (user, role, password, group) in [
-            ("teller", "teller", "teller-pass-1", None),
-            ("admin", "admin", "admin-pass-1", None),
-            (group_user, "group", group_password, Some("G001")),
-        ] {
-            let mut command = Command::new(binary("cardd"));
-            command
-                .arg("--config")
-                .arg(&config)
-                .args(["operators", "add", "--role", role]);
-            if let Some(group) = group {
-                command.args(["--group", group]);
-            }
-            command.arg(user);
-            run(command, Some(&format!("{password}\n")))?;
-        }
         Ok(Site {
             id: id.to_owned(),
             dir,

@@ -1,4 +1,7 @@
-//! `operators.*`: the operators an administrator manages.
+//! `operators.*`: the operators an administrator manages, and the rules every operator store
+//! (a site's own, the issuer host's) checks a new operator and a new password against
+//! ([`check_new_operator`], [`check_password`]), so that the rules are one wherever operators
+//! are kept. The checks are pure: messages are zh-CN, for the administrator who typed the value.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -103,3 +106,71 @@ crate::method!(
     /// Set an operator's password (their sessions end).
     ResetPassword, "operators.reset_password", ResetPasswordParams => Done
 );
+
+/// Longest password accepted, in characters; bounds hashing cost and request size.
+pub const PASSWORD_CHARS_MAX: usize = 256;
+
+/// Shortest password accepted by default, in characters (a site's `auth.password_chars_min`
+/// may raise it; the issuer host uses this).
+pub const PASSWORD_CHARS_MIN_DEFAULT: usize = 6;
+
+/// Longest user name, in characters (`[A-Za-z0-9_.-]`, at least one).
+pub const USERNAME_CHARS_MAX: usize = 32;
+
+/// Longest display name, in characters.
+pub const DISPLAY_NAME_CHARS_MAX: usize = 64;
+
+/// Longest group id of a group operator, in characters.
+pub const GROUP_ID_CHARS_MAX: usize = 64;
+
+/// Whether `username` is 1 to [`USERNAME_CHARS_MAX`] of `[A-Za-z0-9_.-]`.
+pub fn valid_username(username: &str) -> bool {
+    (1..=USERNAME_CHARS_MAX).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `text` has 1 to `chars_max` characters and no control characters.
+pub fn valid_name(text: &str, chars_max: usize) -> bool {
+    (1..=chars_max).contains(&text.chars().count()) && !text.chars().any(char::is_control)
+}
+
+/// Checks an operator's user name, display name, role and group (not the password): the
+/// message says what is wrong and how to fix it.
+pub fn check_new_operator(new: &NewOperator) -> Result<(), String> {
+    if !valid_username(&new.username) {
+        return Err(format!(
+            "用户名须为 1 到 {USERNAME_CHARS_MAX} 个字符，只能包含字母、数字、下划线、点和连字符"
+        ));
+    }
+    if !valid_name(&new.display_name, DISPLAY_NAME_CHARS_MAX) {
+        return Err(format!(
+            "显示名称须为 1 到 {DISPLAY_NAME_CHARS_MAX} 个字符，且不能包含控制字符"
+        ));
+    }
+    match (&new.group_id, new.role) {
+        (None, Role::GroupOperator) => Err("集团操作员必须指定所属集团（group_id）".into()),
+        (Some(_), role) if role != Role::GroupOperator => Err(format!(
+            "只有集团操作员可以指定所属集团（group_id），{}不可以",
+            role.label_zh()
+        )),
+        (Some(group_id), _) if !valid_name(group_id, GROUP_ID_CHARS_MAX) => Err(format!(
+            "集团编号须为 1 到 {GROUP_ID_CHARS_MAX} 个字符，且不能包含控制字符"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a new password's length: at least `chars_min`, at most [`PASSWORD_CHARS_MAX`]
+/// characters. `what` names the field in the message (密码, 新密码).
+pub fn check_password(password: &str, chars_min: usize, what: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if chars < chars_min {
+        return Err(format!("{what}至少需要 {chars_min} 个字符"));
+    }
+    if chars > PASSWORD_CHARS_MAX {
+        return Err(format!("{what}不能超过 {PASSWORD_CHARS_MAX} 个字符"));
+    }
+    Ok(())
+}

@@ -20,7 +20,11 @@
 //!   each connection admitted through the host's site directory before a request is read, and
 //!   the stores the sites share: the recharge records (`records.*`) and group recharge
 //!   (`groups.*`: groups, quotas, orders, top-ups; `cardd_store_pg::PgGroupHost` in the binary,
-//!   whose orders `cardd_store_pg::PgLedger` authorises and settles like records);
+//!   whose orders `cardd_store_pg::PgLedger` authorises and settles like records), and the
+//!   fleet's operators (`operators.verify`: a site's login checked here, no password hash ever
+//!   leaving the host; `operators.status`: which of a site's logged-in operators were disabled
+//!   or removed; `cardd_store_pg::PgOperators` in the binary, managed with `cardd-host
+//!   operators …`);
 //! * [`HttpsLink`] ([`link`]): a site's `HostLink` to it, with the site's certificate.
 //!
 //! **Architecture invariants.**

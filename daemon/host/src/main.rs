@@ -47,6 +47,11 @@ enum Command {
     /// Adds the demo vehicle accounts (simulated cards only) and the demo groups (G001, G002,
     /// with their opening quotas); adds nothing twice.
     SeedDemo,
+    /// The fleet's operators: one account for every site, disabled everywhere at once.
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
     /// The host's hash-chained audit log.
     Audit {
         #[command(subcommand)]
@@ -93,6 +98,34 @@ enum AuditCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsCommand {
+    /// Creates an operator. The password is read from the first line of standard input (a
+    /// terminal shows a prompt), never from the command line.
+    Add {
+        /// teller, supervisor, auditor, admin, kiosk or group.
+        #[arg(long)]
+        role: String,
+        /// With --role group: the group the operator belongs to.
+        #[arg(long)]
+        group: Option<String>,
+        /// The name shown in the console and the records (default: the user name).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The user name.
+        username: String,
+    },
+    /// Disables an operator: refused at every site's next login, and its open sessions end
+    /// within seconds.
+    Disable { username: String },
+    /// Lets a disabled operator log in again.
+    Enable { username: String },
+    /// Sets an operator's password (read from the first line of standard input).
+    ResetPassword { username: String },
+    /// Lists the operators.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +180,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Sites { command } => sites(&config, command),
+        Command::Operators { command } => operators(&config, command),
         Command::Audit { command } => {
             let audit = PgAudit::new(open(&config)?, Arc::new(SystemClock));
             match command {
@@ -256,6 +290,95 @@ fn main() -> Result<()> {
     }
 }
 
+/// Who runs this command, as the audit log names it.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cardd-host CLI ({user})")
+}
+
+/// The password from the first line of standard input (a terminal shows the prompt).
+fn read_password() -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (shown as typed; use a pipe to hide it): ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password given on standard input");
+    Ok(password)
+}
+
+fn operators(config: &HostConfig, command: OperatorsCommand) -> Result<()> {
+    let operators = cardd_store_pg::PgOperators::new(open(config)?, Arc::new(SystemClock));
+    let actor = cli_actor();
+    match command {
+        OperatorsCommand::Add {
+            role,
+            group,
+            display_name,
+            username,
+        } => {
+            // `group` is the group operator's role as the help names it.
+            let wire = if role == "group" {
+                "group_operator"
+            } else {
+                role.as_str()
+            };
+            let Some(parsed) = cardd_api::Role::parse(wire) else {
+                bail!("--role {role:?}: use teller, supervisor, auditor, admin, kiosk or group");
+            };
+            let password = read_password()?;
+            let created = operators.create(
+                &cardd_api::operators::NewOperator {
+                    display_name: display_name.unwrap_or_else(|| username.clone()),
+                    username,
+                    role: parsed,
+                    group_id: group,
+                    password,
+                },
+                &actor,
+            )?;
+            println!(
+                "operator {} ({}) created at the host",
+                created.username,
+                created.role.as_str()
+            );
+        }
+        OperatorsCommand::Disable { username } => {
+            operators.set_disabled(&username, true, &actor)?;
+            println!("operator {username} disabled at every site");
+        }
+        OperatorsCommand::Enable { username } => {
+            operators.set_disabled(&username, false, &actor)?;
+            println!("operator {username} enabled");
+        }
+        OperatorsCommand::ResetPassword { username } => {
+            let password = read_password()?;
+            operators.reset_password(&username, &password, &actor)?;
+            println!("password of {username} reset");
+        }
+        OperatorsCommand::List => {
+            for o in operators.list()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    o.username,
+                    o.role.as_str(),
+                    o.group_id.unwrap_or_default(),
+                    if o.disabled { "disabled" } else { "enabled" },
+                    o.display_name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Records a command of the host's operator in the `host` chain, before it acts.
 fn audit(db: &Arc<Database>, action: &str, target: &str, detail: serde_json::Value) -> Result<()> {
     let user = std::env::var("SUDO_USER")
@@ -361,6 +484,10 @@ fn serve(config: &HostConfig) -> Result<()> {
             ledger,
         )),
         records,
+        operators: Some(Arc::new(cardd_store_pg::PgOperators::new(
+            db_for_audit.clone(),
+            clock_for_audit.clone(),
+        ))),
         audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
             db_for_audit,
             clock_for_audit,

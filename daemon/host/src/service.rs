@@ -8,7 +8,9 @@
 //! JSON-RPC over `POST /`, bounded in size; the authority's work (store and keys, both
 //! blocking) runs off the async threads. Besides the load methods the service serves the
 //! record methods (`records.*`, the recharge records) and the group methods (`groups.*`:
-//! groups, quotas, orders, top-ups, batches), each store call on a thread of its own.
+//! groups, quotas, orders, top-ups, batches), each store call on a thread of its own, and the
+//! operator methods (`operators.verify`, `operators.status`: the fleet's operators, whose
+//! passwords are checked here and never leave the host).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +31,8 @@ use cardd_group::GroupHost;
 use cardd_hostlink::groups::{group_refusal, serve_group_call};
 use cardd_hostlink::records::{record_refusal, serve_record_call};
 use cardd_hostlink::wire::{
-    GroupCall, OpenLoadsParams, RecordCall, CODE_GROUPS, CODE_RECORDS, GROUPS_PREFIX, OPEN_LOADS,
+    GroupCall, OpenLoadsParams, RecordCall, StatusAnswer, StatusParams, VerifyParams, CODE_GROUPS,
+    CODE_OPERATORS, CODE_RECORDS, GROUPS_PREFIX, OPEN_LOADS, OPERATORS_STATUS, OPERATORS_VERIFY,
     RECORDS_PREFIX,
 };
 use cardd_journal::crash::crash_point;
@@ -54,6 +57,9 @@ pub struct HostService {
     pub records: Arc<dyn IssuerHost>,
     /// The groups, quotas, orders and top-ups the sites read and change (`groups.*`).
     pub groups: Arc<dyn GroupHost>,
+    /// The fleet's operators (`operators.verify`, `operators.status`; `None`: not served, for
+    /// tests of other things).
+    pub operators: Option<Arc<cardd_store_pg::PgOperators>>,
     /// Where every change a site asks of the records and groups is recorded before it is made
     /// (`None`: not recorded, for tests of other things).
     pub audit: Option<Arc<cardd_store_pg::PgAudit>>,
@@ -247,6 +253,7 @@ impl HostService {
                 })
                 .await
             }
+            OPERATORS_VERIFY | OPERATORS_STATUS => self.operators_call(head, site).await,
             other => json(&error::<()>(
                 head.id,
                 CODE_NO_METHOD,
@@ -258,6 +265,54 @@ impl HostService {
 }
 
 impl HostService {
+    /// `operators.verify` and `operators.status`, on a thread of their own (a password is
+    /// verified there, not on the async threads).
+    async fn operators_call(
+        &self,
+        head: Request<serde_json::Value>,
+        site: SiteId,
+    ) -> HttpResponse<Full<Bytes>> {
+        let Some(operators) = self.operators.clone() else {
+            return json(&error::<()>(
+                head.id,
+                CODE_NO_METHOD,
+                format!("{}: this host keeps no operators", head.method),
+                None,
+            ));
+        };
+        let (id, method) = (head.id, head.method.clone());
+        if method == OPERATORS_VERIFY {
+            let params: VerifyParams = match serde_json::from_value(head.params) {
+                Ok(p) => p,
+                Err(e) => return json(&error::<()>(id, CODE_BAD_REQUEST, e.to_string(), None)),
+            };
+            let who = site.clone();
+            store_call(id, site, "host-operators", move || {
+                let operator = operators
+                    .verify(&params.username, &params.password)
+                    .map_err(operator_failure)?;
+                tracing::info!(site = %who, operator = %operator.username, "operator verified");
+                encode_answer(operator)
+            })
+            .await
+        } else {
+            let params: StatusParams = match serde_json::from_value(head.params) {
+                Ok(p) => p,
+                Err(e) => return json(&error::<()>(id, CODE_BAD_REQUEST, e.to_string(), None)),
+            };
+            store_call(id, site, "host-operators", move || {
+                let status = operators
+                    .status(&params.usernames)
+                    .map_err(operator_failure)?;
+                encode_answer(StatusAnswer {
+                    disabled: status.disabled,
+                    gone: status.gone,
+                })
+            })
+            .await
+        }
+    }
+
     /// What records `entry` (if the call changes something) before the call acts, on the
     /// call's own thread; an entry that cannot be recorded stops the call.
     fn audit_first(
@@ -372,6 +427,26 @@ fn group_audit(site: &SiteId, call: &GroupCall) -> Option<cardd_store_pg::HostAu
         detail = serde_json::json!({ "truncated": true });
     }
     Some(audit_entry(site, &method, &operator, &target, detail))
+}
+
+/// An operator store's failure as the service answers it.
+fn operator_failure(e: cardd_store_pg::OperatorError) -> StoreFailure {
+    (
+        e.is_refusal(),
+        CODE_OPERATORS,
+        e.to_string(),
+        Refusal::Record {
+            code: e.code().code(),
+            refusal: e.is_refusal(),
+            message: e.to_string(),
+        },
+    )
+}
+
+/// An answer as JSON, or the failure to encode it.
+fn encode_answer<T: Serialize>(answer: T) -> Result<serde_json::Value, StoreFailure> {
+    serde_json::to_value(answer)
+        .map_err(|e| operator_failure(cardd_store_pg::OperatorError::Internal(e.to_string())))
 }
 
 /// A store's failure as the service answers it: whether it is a refusal, the JSON-RPC code,

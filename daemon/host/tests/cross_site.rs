@@ -77,6 +77,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
             Arc::new(ledger.clone()),
         )),
         records: records.clone(),
+        operators: None,
         audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
             audit_db.clone(),
             Arc::new(SystemClock),

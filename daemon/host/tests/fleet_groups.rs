@@ -105,6 +105,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
             Arc::new(ledger.clone()),
         )),
         records,
+        operators: None,
         audit: Some(audit),
         groups: groups.clone(),
     });

@@ -83,6 +83,7 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
         directory: Arc::new(sites.clone()),
         authority,
         records: records.clone(),
+        operators: None,
         audit: Some(Arc::new(cardd_store_pg::PgAudit::new(
             audit_db.clone(),
             Arc::new(SystemClock),

@@ -7,7 +7,9 @@
 //! * [`records`]: [`RemoteRecords`], the host's recharge records as the site's
 //!   `cardd_etc::IssuerHost`, and the host's side of the record methods;
 //! * [`groups`]: [`RemoteGroups`], the host's group recharge (quotas, orders, top-ups) as the
-//!   site's `cardd_group::GroupHost`, and the host's side of the group methods.
+//!   site's `cardd_group::GroupHost`, and the host's side of the group methods;
+//! * [`operators`]: [`RemoteOperators`], the fleet's operators kept at the host: passwords
+//!   checked there, and which of a site's logged-in operators were disabled or removed.
 //!
 //! **Architecture invariants.**
 //! * A site holds no key and no record: loads are authorised and records kept at the host.
@@ -19,9 +21,11 @@
 
 pub mod groups;
 pub mod link;
+pub mod operators;
 pub mod records;
 pub mod wire;
 
 pub use groups::RemoteGroups;
 pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
+pub use operators::{RemoteOperatorError, RemoteOperators};
 pub use records::RemoteRecords;

@@ -7,7 +7,11 @@
 //!   `cardd_etc::IssuerHost`, whose refusals carry the record store's code and zh-CN message
 //!   ([`Refusal::Record`]) so that the teller reads what the host said;
 //! * the group methods `groups.*` ([`GroupCall`]), one per method of `cardd_group::GroupHost`,
-//!   whose refusals carry the group store's code and zh-CN message the same way.
+//!   whose refusals carry the group store's code and zh-CN message the same way;
+//! * the operator methods `operators.verify` ([`VerifyParams`] → `cardd_api::operators::Operator`:
+//!   the host checks the password, no hash ever leaves it) and `operators.status`
+//!   ([`StatusParams`] → [`StatusAnswer`]), whose refusals carry the API code and zh-CN message
+//!   under [`CODE_OPERATORS`].
 
 use cardd_purse::SamError;
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,48 @@ pub const RECORDS_PREFIX: &str = "records.";
 pub const CODE_GROUPS: i64 = -32122;
 /// The group methods' names share this prefix.
 pub const GROUPS_PREFIX: &str = "groups.";
+/// The JSON-RPC code of a refusal or failure of the host's operator store.
+pub const CODE_OPERATORS: i64 = -32123;
+/// Checks an operator's password at the host (params [`VerifyParams`], result
+/// `cardd_api::operators::Operator`).
+pub const OPERATORS_VERIFY: &str = "operators.verify";
+/// Which of the named operators are disabled or gone (params [`StatusParams`], result
+/// [`StatusAnswer`]).
+pub const OPERATORS_STATUS: &str = "operators.status";
+/// Most user names one [`OPERATORS_STATUS`] call names.
+pub const STATUS_USERNAMES_MAX: usize = 1024;
+
+/// The params of [`OPERATORS_VERIFY`]. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for VerifyParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyParams")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The params of [`OPERATORS_STATUS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {
+    pub usernames: Vec<String>,
+}
+
+/// The answer of [`OPERATORS_STATUS`]: of the names asked about, the disabled ones and the
+/// ones the host does not know (removed); the others are enabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub disabled: Vec<String>,
+    pub gone: Vec<String>,
+}
+
 /// The JSON-RPC code of a request the host could not read.
 pub const CODE_BAD_REQUEST: i64 = -32600;
 /// The JSON-RPC code of an unknown method.

@@ -45,18 +45,9 @@ use crate::store::{Store, StoreError};
 /// The sled tree holding operators.
 pub const OPERATORS_TREE: &str = "operators";
 
-/// Longest password accepted, in characters. The seeds allow any length; this bound keeps
-/// hashing cost and request size in check.
-pub const PASSWORD_CHARS_MAX: usize = 256;
-
-/// Longest user name, in characters (`[A-Za-z0-9_.-]`, at least one).
-pub const USERNAME_CHARS_MAX: usize = 32;
-
-/// Longest display name, in characters.
-pub const DISPLAY_NAME_CHARS_MAX: usize = 64;
-
-/// Longest group id of a group operator, in characters.
-pub const GROUP_ID_CHARS_MAX: usize = 64;
+pub use cardd_api::operators::{
+    DISPLAY_NAME_CHARS_MAX, GROUP_ID_CHARS_MAX, PASSWORD_CHARS_MAX, USERNAME_CHARS_MAX,
+};
 
 /// Most operators the database holds.
 pub const OPERATORS_MAX: usize = 4096;
@@ -117,7 +108,7 @@ impl Default for AuthConfig {
             login_delay_base: Duration::from_secs(1),
             login_delay_max: Duration::from_secs(30),
             login_failures_forget: Duration::from_secs(15 * 60),
-            password_chars_min: 6,
+            password_chars_min: cardd_api::operators::PASSWORD_CHARS_MIN_DEFAULT,
             sessions_max: 1024,
             sessions_per_user_max: 8,
             sessions_per_role_max: 256,
@@ -237,6 +228,13 @@ pub enum AuthError {
     /// The operator's fields are invalid; the message says which and how.
     #[error("{0}")]
     InvalidOperator(String),
+    /// Fleet mode: the issuer host, which checks passwords, could not be reached (not a wrong
+    /// password: not counted as a failed login).
+    #[error("无法连接发卡方后台，暂时无法登录；请稍后重试，仍然失败请检查本站点与后台的网络连接或联系管理员（{0}）")]
+    HostUnreachable(String),
+    /// Fleet mode: operators are managed at the issuer host, not at a site.
+    #[error("本站点的操作员由发卡方后台统一管理，请在后台用 cardd-host operators … 新建、停用、启用操作员或重置密码")]
+    ManagedAtHost,
     /// The database failed.
     #[error("操作员数据读写失败，请重试一次；仍然失败请联系管理员查看日志（{0}）")]
     Store(#[from] StoreError),
@@ -263,6 +261,8 @@ impl AuthError {
             AuthError::OperatorNotFound(_) => ErrorCode::OperatorNotFound,
             AuthError::OperatorExists(_) => ErrorCode::OperatorExists,
             AuthError::InvalidOperator(_) => ErrorCode::InvalidParams,
+            AuthError::HostUnreachable(_) => ErrorCode::IssuerHostUnreachable,
+            AuthError::ManagedAtHost => ErrorCode::Forbidden,
             AuthError::Store(_) | AuthError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -370,9 +370,27 @@ impl Auth {
         }
     }
 
-    /// The operator called `username`.
+    /// The operator called `username`: this daemon's, or, for an operator kept elsewhere (a
+    /// fleet site's operators are the issuer host's), the operator as its most recent live
+    /// session knows it (its role and group at login; no creation or password dates).
     pub fn get_operator(&self, username: &str) -> Result<Operator, AuthError> {
-        Ok(self.load(username)?.operator)
+        if let Some(stored) = self.find(username)? {
+            return Ok(stored.operator);
+        }
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.username == username)
+            .max_by_key(|s| s.created_at)
+            .map(|s| Operator {
+                username: s.username.clone(),
+                display_name: s.display_name.clone(),
+                role: s.role,
+                group_id: s.group_id.clone(),
+                disabled: false,
+                created_at: String::new(),
+                password_changed_at: String::new(),
+            })
+            .ok_or_else(|| AuthError::OperatorNotFound(username.to_owned()))
     }
 
     /// Every operator, ordered by user name.
@@ -486,14 +504,50 @@ impl Auth {
         source: &str,
         now: Instant,
     ) -> Result<Session, AuthError> {
+        self.login_verified_by(username, source, now, || {
+            self.verify_credentials(username, password)
+        })
+    }
+
+    /// [`Auth::login`] with the password checked by `verify` instead of this store (a fleet
+    /// site asks the issuer host): `Ok(None)` is a wrong user name or password or a disabled
+    /// operator, counted and refused as [`AuthError::InvalidCredentials`]; an error (the host
+    /// unreachable) is returned as it is and not counted. Throttling and session limits are
+    /// this daemon's, as for a local login.
+    pub fn login_verified_by(
+        &self,
+        username: &str,
+        source: &str,
+        now: Instant,
+        verify: impl FnOnce() -> Result<Option<Operator>, AuthError>,
+    ) -> Result<Session, AuthError> {
         let keys = [ThrottleKey::user(username), ThrottleKey::source(source)];
         lock(&self.throttle).check(&keys, now)?;
-        let Some(operator) = self.verify_credentials(username, password)? else {
+        let Some(operator) = verify()? else {
             lock(&self.throttle).record_failure(&keys, now);
             return Err(AuthError::InvalidCredentials);
         };
         lock(&self.throttle).clear(&keys[0]);
         self.open_session(operator, now)
+    }
+
+    /// The user names that hold a session now (each once, sorted).
+    pub fn session_usernames(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.sessions)
+            .values()
+            .map(|s| s.username.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Ends every session of `username` as a disabling does (a fleet site whose operator was
+    /// disabled or removed at the issuer host); returns how many ended.
+    pub fn end_sessions_of(&self, username: &str, why: SessionEnd) -> usize {
+        let before = lock(&self.sessions).len();
+        self.end_sessions(username, None, why);
+        before.saturating_sub(lock(&self.sessions).len())
     }
 
     /// The session for `token`, refreshed; fails if it is unknown or idle for too long.
@@ -648,19 +702,8 @@ impl Auth {
 
     /// Fails with [`AuthError::PasswordRejected`] unless `password` has an allowed length.
     fn check_password_length(&self, password: &str, what: &str) -> Result<(), AuthError> {
-        let chars = password.chars().count();
-        let min = self.config.password_chars_min;
-        if chars < min {
-            return Err(AuthError::PasswordRejected(format!(
-                "{what}至少需要 {min} 个字符"
-            )));
-        }
-        if chars > PASSWORD_CHARS_MAX {
-            return Err(AuthError::PasswordRejected(format!(
-                "{what}不能超过 {PASSWORD_CHARS_MAX} 个字符"
-            )));
-        }
-        Ok(())
+        cardd_api::operators::check_password(password, self.config.password_chars_min, what)
+            .map_err(AuthError::PasswordRejected)
     }
 
     /// The stored operator, if any.
@@ -731,43 +774,12 @@ fn set_password(stored: &mut StoredOperator, password_hash: String) {
     stored.operator.password_changed_at = utc_now_rfc3339();
 }
 
-/// Whether `username` is 1 to [`USERNAME_CHARS_MAX`] of `[A-Za-z0-9_.-]`.
-fn valid_username(username: &str) -> bool {
-    (1..=USERNAME_CHARS_MAX).contains(&username.len())
-        && username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
+use cardd_api::operators::valid_username;
 
-/// Whether `text` has 1 to `chars_max` characters and no control characters.
-fn valid_name(text: &str, chars_max: usize) -> bool {
-    (1..=chars_max).contains(&text.chars().count()) && !text.chars().any(char::is_control)
-}
-
-/// Checks a new operator's user name, display name and group.
+/// Checks a new operator's user name, display name and group (the rules of
+/// [`cardd_api::operators::check_new_operator`]).
 fn validate_operator(new: &NewOperator) -> Result<(), AuthError> {
-    let invalid = |message: String| Err(AuthError::InvalidOperator(message));
-    if !valid_username(&new.username) {
-        return invalid(format!(
-            "用户名须为 1 到 {USERNAME_CHARS_MAX} 个字符，只能包含字母、数字、下划线、点和连字符"
-        ));
-    }
-    if !valid_name(&new.display_name, DISPLAY_NAME_CHARS_MAX) {
-        return invalid(format!(
-            "显示名称须为 1 到 {DISPLAY_NAME_CHARS_MAX} 个字符，且不能包含控制字符"
-        ));
-    }
-    match (&new.group_id, new.role) {
-        (None, Role::GroupOperator) => invalid("集团操作员必须指定所属集团（group_id）".into()),
-        (Some(_), role) if role != Role::GroupOperator => invalid(format!(
-            "只有集团操作员可以指定所属集团（group_id），{}不可以",
-            role.label_zh()
-        )),
-        (Some(group_id), _) if !valid_name(group_id, GROUP_ID_CHARS_MAX) => invalid(format!(
-            "集团编号须为 1 到 {GROUP_ID_CHARS_MAX} 个字符，且不能包含控制字符"
-        )),
-        _ => Ok(()),
-    }
+    cardd_api::operators::check_new_operator(new).map_err(AuthError::InvalidOperator)
 }
 
 /// Hashes a password with argon2id (default parameters) and a random salt.
@@ -1029,6 +1041,82 @@ mod tests {
         );
         assert!(auth.logout(&session.token));
         assert!(!auth.logout(&session.token));
+        assert!(matches!(
+            auth.authenticate(&session.token, later),
+            Err(AuthError::Unauthenticated)
+        ));
+    }
+
+    #[test]
+    fn a_login_verified_elsewhere_keeps_throttling_and_an_unreachable_verifier_is_not_a_failure() {
+        let (_store, auth) = auth();
+        let t0 = Instant::now();
+        let remote = Operator {
+            username: "central".into(),
+            display_name: "后台操作员".into(),
+            role: Role::Auditor,
+            group_id: None,
+            disabled: false,
+            created_at: utc_now_rfc3339(),
+            password_changed_at: utc_now_rfc3339(),
+        };
+        // No answer: refused as such, and never counted as a failed login.
+        for _ in 0..10 {
+            let err = auth
+                .login_verified_by("central", PEER, t0, || {
+                    Err(AuthError::HostUnreachable("timeout".into()))
+                })
+                .unwrap_err();
+            assert!(err.to_string().starts_with("无法连接发卡方后台"), "{err}");
+            assert_eq!(err.code(), ErrorCode::IssuerHostUnreachable);
+        }
+        // Refused by the verifier: counted, so the fourth costs a wait.
+        for _ in 0..4 {
+            assert!(matches!(
+                auth.login_verified_by("central", PEER, t0, || Ok(None)),
+                Err(AuthError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            auth.login_verified_by("central", PEER, t0, || Ok(Some(remote.clone()))),
+            Err(AuthError::TooManyAttempts { .. })
+        ));
+        let later = t0 + Duration::from_secs(2);
+        let session = auth
+            .login_verified_by("central", "elsewhere", later, || Ok(Some(remote.clone())))
+            .expect("verified elsewhere");
+        assert_eq!(session.role, Role::Auditor);
+        let second = auth
+            .login_verified_by("central", "elsewhere", later, || Ok(Some(remote.clone())))
+            .expect("a second session");
+        assert_eq!(auth.session_usernames(), vec!["central".to_owned()]);
+        let known = auth.get_operator("central").expect("known by its session");
+        assert_eq!(
+            (known.role, known.display_name.as_str()),
+            (Role::Auditor, "后台操作员")
+        );
+
+        // Ended as a disabling ends them, with the events the console listens to.
+        let mut ends = auth.session_ends();
+        assert_eq!(
+            auth.end_sessions_of("central", SessionEnd::OperatorDisabled),
+            2
+        );
+        let ended = [
+            ends.try_recv().expect("event"),
+            ends.try_recv().expect("event"),
+        ];
+        for token in [&session.token, &second.token] {
+            assert!(
+                ended.contains(&(token.clone(), SessionEnd::OperatorDisabled)),
+                "{ended:?}"
+            );
+        }
+        assert!(auth.session_usernames().is_empty());
+        assert!(matches!(
+            auth.get_operator("central"),
+            Err(AuthError::OperatorNotFound(_))
+        ));
         assert!(matches!(
             auth.authenticate(&session.token, later),
             Err(AuthError::Unauthenticated)

@@ -65,7 +65,7 @@ pub struct RawConfig {
     pub group: GroupSection,
     /// Reader driver instances, one table per driver (`[[readers]]`).
     pub readers: Vec<ReaderSection>,
-    /// Fleet mode: the recharge records and the load keys live at a central issuer host (`cardd-host`), which this site reaches over HTTPS with its own client certificate. Absent: the embedded single machine.
+    /// Fleet mode: the recharge records, the load keys and the operators live at a central issuer host (`cardd-host`), which this site reaches over HTTPS with its own client certificate; operators log in here with their accounts at the host and are managed there (`cardd-host operators`), and one disabled there loses its sessions here within seconds. Absent: the embedded single machine.
     pub fleet: Option<FleetSection>,
 }
 

@@ -58,7 +58,7 @@ pub struct Daemon {
 }
 
 /// A fleet site's link to the issuer host: the keyless security module (which also delivers
-/// the outbox) and the outbox itself.
+/// the outbox), the outbox itself and the host's operators.
 #[derive(Debug, Clone)]
 pub struct FleetLink {
     pub host: std::net::SocketAddr,
@@ -66,6 +66,9 @@ pub struct FleetLink {
     pub outbox: cardd_store::SledOutbox,
     /// The loads other sites began, for a card presented here.
     pub intents: Arc<dyn cardd_journal::ForeignIntents>,
+    /// The fleet's operators, kept at the host: logins are checked there, and operators
+    /// disabled there lose their sessions here.
+    pub operators: cardd_hostlink::RemoteOperators,
 }
 
 impl std::fmt::Debug for Daemon {

@@ -45,6 +45,8 @@ pub enum ServerError {
     Listen(#[from] std::io::Error),
     #[error("cannot seed the demo data: {0}")]
     Seed(String),
+    #[error("this site is in fleet mode ([fleet]): its operators are managed at the issuer host; create them there with `cardd-host operators add` (本站点的操作员由发卡方后台统一管理)")]
+    OperatorsAtHost,
 }
 
 pub use crate::daemon::Daemon;
@@ -190,6 +192,7 @@ pub async fn start(
     spawn_flow_reload(&daemon);
     spawn_refusal_audit(&daemon);
     spawn_outbox_delivery(&daemon);
+    spawn_operator_status(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -281,6 +284,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
                 sam: remote.clone(),
                 outbox,
                 intents: foreign.clone().expect("set above"),
+                operators: cardd_hostlink::RemoteOperators::new(client.clone()),
             });
             (
                 Some(Arc::new(cardd_hostlink::RemoteRecords::new(client))),
@@ -458,6 +462,88 @@ fn spawn_outbox_delivery(daemon: &Arc<Daemon>) {
     });
 }
 
+/// How often a fleet site asks the host about the operators it has sessions for, in seconds:
+/// an operator disabled at the host loses its sessions here within about this long.
+pub const OPERATOR_STATUS_INTERVAL_S: u64 = 5;
+
+/// A fleet site's watch on its logged-in operators: every [`OPERATOR_STATUS_INTERVAL_S`] the
+/// host is asked (`operators.status`) about the operators holding a session, and the sessions
+/// of those disabled or removed there end (with [`crate::auth::SessionEnd::OperatorDisabled`],
+/// as a local disabling ends them), each recorded in the audit log. No answer ends nothing.
+/// Ends with the daemon.
+fn spawn_operator_status(daemon: &Arc<Daemon>) {
+    let Some(fleet) = daemon.fleet.clone() else {
+        return;
+    };
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(OPERATOR_STATUS_INTERVAL_S));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(daemon) = weak.upgrade() else {
+                return;
+            };
+            let usernames = daemon.auth.session_usernames();
+            if usernames.is_empty() {
+                continue;
+            }
+            let operators = fleet.operators.clone();
+            let answer = tokio::task::spawn_blocking(move || operators.status(&usernames)).await;
+            let status = match answer {
+                Ok(Ok(status)) => status,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the issuer host could not say which operators are disabled; sessions kept");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator status check stopped");
+                    continue;
+                }
+            };
+            let ended: Vec<(String, &str, usize)> = status
+                .disabled
+                .iter()
+                .map(|u| (u, "disabled at the issuer host"))
+                .chain(
+                    status
+                        .gone
+                        .iter()
+                        .map(|u| (u, "removed at the issuer host")),
+                )
+                .map(|(u, why)| {
+                    let n = daemon
+                        .auth
+                        .end_sessions_of(u, crate::auth::SessionEnd::OperatorDisabled);
+                    (u.clone(), why, n)
+                })
+                .filter(|(_, _, n)| *n > 0)
+                .collect();
+            if ended.is_empty() {
+                continue;
+            }
+            let audit = daemon.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for (username, why, sessions) in ended {
+                    tracing::info!(operator = %username, sessions, why, "sessions ended");
+                    let entry = crate::audit::AuditEntry {
+                        operator: None,
+                        role: None,
+                        action: "auth.sessions_ended".into(),
+                        target: Some(username),
+                        detail: json!({ "why": why, "sessions": sessions }),
+                        outcome: "ok".into(),
+                    };
+                    if let Err(e) = audit.audit.append(entry) {
+                        tracing::error!(error = %e, "could not audit ended sessions");
+                    }
+                }
+            })
+            .await;
+        }
+    });
+}
+
 /// How often the flows directory is checked for changed files.
 const FLOWS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -545,6 +631,9 @@ pub fn add_operator_offline(
     config: &Config,
     new: cardd_api::operators::NewOperator,
 ) -> Result<cardd_api::operators::Operator, ServerError> {
+    if config.fleet.is_some() {
+        return Err(ServerError::OperatorsAtHost);
+    }
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: format!("{e} (is cardd running on it? stop it first)"),

@@ -12,11 +12,14 @@
 //!   runtime and the transaction runner every store shares;
 //! * [`host`]: [`PgHost`], the records;
 //! * [`group`]: [`PgGroupHost`], group recharge;
+//! * [`operators`]: [`PgOperators`], the fleet's operators (one account for every site,
+//!   passwords checked at the host, disabled everywhere at once);
 //! * [`migrate`]: the embedded, numbered schema migrations, applied at open. Table sets:
 //!   version 1 (`0001_records.sql`) the records (`vehicles`, `vehicle_cards`, `record_days`,
 //!   `recharge_records`, `record_history`, `record_txns`); version 3 (`0003_groups.sql`)
 //!   group recharge (`groups`, `group_ledger`, `group_id_days`, `group_batches`,
-//!   `group_batch_items`, `group_orders`, `group_topups`). Version 2 is reserved.
+//!   `group_batch_items`, `group_orders`, `group_topups`); version 5 (`0005_operators.sql`)
+//!   the fleet's operators (`operators`).
 //!
 //! **Runtime.** The trait is synchronous and called from reader worker threads. A [`Database`]
 //! owns a small tokio runtime ([`db::RUNTIME_THREADS`]) that drives its connections; each
@@ -55,6 +58,7 @@ pub mod group;
 pub mod host;
 pub mod ledger;
 pub mod migrate;
+pub mod operators;
 pub mod sites;
 
 pub use audit::{AuditError, HostAuditEntry, HostAuditRecord, PgAudit, HOST_CHAIN};
@@ -63,4 +67,5 @@ pub use group::{GroupVerifyReport, PgGroupHost};
 pub use host::{PgHost, VerifyReport};
 pub use ledger::{AuthorizationRow, AuthorizationState, PgLedger};
 pub use migrate::SCHEMA_VERSION;
+pub use operators::{OperatorError, OperatorStatus, PgOperators};
 pub use sites::PgSites;

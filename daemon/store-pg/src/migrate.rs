@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_authorizations.sql")),
     (3, include_str!("migrations/0003_groups.sql")),
     (4, include_str!("migrations/0004_audit.sql")),
+    (5, include_str!("migrations/0005_operators.sql")),
 ];
 
 /// The schema version this binary writes: the last migration's.

@@ -1,5 +1,12 @@
 //! `auth.*` and `operators.*`: logging in and out, passwords, and the operators an
 //! administrator manages. Every password is hashed off the async threads ([`hashing`]).
+//!
+//! A fleet site keeps no operators: a login's password is checked at the issuer host
+//! (`operators.verify`) and then a session opens here as for a local login (this site's
+//! throttling, session limits and audit); a host that does not answer refuses the login with
+//! 无法连接发卡方后台…, never as a wrong password. Operator administration (create, disable,
+//! role, password resets and changes) is refused: it is done at the host (`cardd-host
+//! operators …`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +14,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::audit::AuditEntry;
-use crate::auth::{NewOperator, Operator, Session};
+use crate::auth::{AuthError, NewOperator, Operator, Session};
 use crate::daemon::Daemon;
 use crate::errors::ApiError;
 use crate::rpc::{
@@ -87,15 +94,25 @@ pub(crate) async fn login(
         d.auth
             .check_login_allowed(&username, source, Instant::now())?;
         let source = source.to_owned();
-        let session = hashing(d, move |d| {
-            d.auth.login(&username, &password, &source, Instant::now())
+        let session = hashing(d, move |d| match &d.fleet {
+            // A fleet site: the issuer host checks the password; throttling and sessions stay
+            // this site's.
+            Some(fleet) => d
+                .auth
+                .login_verified_by(&username, &source, Instant::now(), || {
+                    fleet
+                        .operators
+                        .verify(&username, &password)
+                        .map_err(host_login_error)
+                }),
+            None => d.auth.login(&username, &password, &source, Instant::now()),
         })
         .await?;
         if accept(&session) {
             Ok(session)
         } else {
             d.auth.logout(&session.token);
-            Err(ApiError::from(crate::auth::AuthError::InvalidCredentials))
+            Err(ApiError::from(AuthError::InvalidCredentials))
         }
     };
     let session = match attempt.await {
@@ -134,6 +151,28 @@ pub(crate) async fn login(
         ));
     }
     Ok(session)
+}
+
+/// The issuer host's failure to check a password as the login's error: no answer is
+/// [`AuthError::HostUnreachable`] (never a wrong password); another refusal keeps its message.
+fn host_login_error(e: cardd_hostlink::RemoteOperatorError) -> AuthError {
+    match e {
+        cardd_hostlink::RemoteOperatorError::Unreachable(detail) => {
+            tracing::warn!(%detail, "login: the issuer host did not answer");
+            AuthError::HostUnreachable(detail)
+        }
+        cardd_hostlink::RemoteOperatorError::Remote { message, .. } => {
+            AuthError::Internal(format!("发卡方后台：{message}"))
+        }
+    }
+}
+
+/// Fails with [`AuthError::ManagedAtHost`] at a fleet site: its operators are the host's.
+fn managed_here(d: &Daemon) -> Result<(), AuthError> {
+    if d.fleet.is_some() {
+        return Err(AuthError::ManagedAtHost);
+    }
+    Ok(())
 }
 
 /// Adds these methods.
@@ -189,6 +228,7 @@ pub fn add(m: &mut Methods) {
         true,
         |d, c, p: ChangePasswordParams| async move {
             let token = c.session()?.token.clone();
+            managed_here(&d)?;
             hashing(&d, move |d| {
                 d.auth.change_password(
                     &token,
@@ -217,18 +257,28 @@ pub fn add(m: &mut Methods) {
         "Create an operator with a role (and a group for group operators).",
         ADMIN,
         true,
-        |d, _, p: NewOperator| async move { hashing(&d, move |d| d.auth.create_operator(p)).await },
+        |d, _, p: NewOperator| async move {
+            managed_here(&d)?;
+            hashing(&d, move |d| d.auth.create_operator(p)).await
+        },
     );
 
-    m.method::<cardd_api::operators::SetDisabled, _, _>( "Disable or re-enable an operator; a disabled operator cannot log in.", ADMIN, true, |d, _, p: SetDisabledParams| async move {
-        Ok(d.auth.set_disabled(&p.username, p.disabled)?)
-    });
+    m.method::<cardd_api::operators::SetDisabled, _, _>(
+        "Disable or re-enable an operator; a disabled operator cannot log in.",
+        ADMIN,
+        true,
+        |d, _, p: SetDisabledParams| async move {
+            managed_here(&d)?;
+            Ok(d.auth.set_disabled(&p.username, p.disabled)?)
+        },
+    );
 
     m.method::<cardd_api::operators::SetRole, _, _>(
         "Change an operator's role (and group, for group operators); their sessions end.",
         ADMIN,
         true,
         |d, _, p: SetRoleParams| async move {
+            managed_here(&d)?;
             Ok(d.auth.set_role(&p.username, p.role, p.group_id)?)
         },
     );
@@ -238,6 +288,7 @@ pub fn add(m: &mut Methods) {
         ADMIN,
         true,
         |d, _, p: ResetPasswordParams| async move {
+            managed_here(&d)?;
             hashing(&d, move |d| {
                 d.auth.reset_password(&p.username, &p.new_password)
             })
