@@ -12,6 +12,7 @@
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
 
+mod cross_site;
 mod fleet;
 mod groups;
 mod host_crash;
@@ -20,3 +21,4 @@ mod netns;
 mod operators;
 mod partition;
 mod processes;
+mod revoked;

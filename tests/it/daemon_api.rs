@@ -90,12 +90,14 @@ async fn public_endpoints_and_committed_openrpc() {
 /// nothing, and every change is audited with the reader it touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sim_panel_exists_only_on_the_embedded_default() {
-    const SIM_METHODS: [&str; 5] = [
+    const SIM_METHODS: [&str; 7] = [
         "sim.readers",
         "sim.insert",
         "sim.remove",
         "sim.swap",
         "sim.pull_during_next_load",
+        "sim.carry",
+        "sim.bring",
     ];
     let world = format!("api-sim-panel-{}", std::process::id());
     let production = TestDaemon::start_with(|c| {

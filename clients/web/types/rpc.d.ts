@@ -1203,6 +1203,14 @@ export type SimView = {
   readers: SimReaderView[];
 };
 
+/** `sim.carry`'s answer. */
+export type SimCarried = {
+  /** The card as it is now (balances, counters, log), to give to another site's `sim.bring`. */
+  card_json: string;
+  /** This site's panel without it. */
+  view: SimView;
+};
+
 /** What `system.version` returns. */
 export type Version = {
   api_version: string;
@@ -1895,6 +1903,28 @@ export interface Methods {
   'rpc.discover': {
     params: Record<string, never>;
     result: Record<string, unknown>;
+  };
+  /**
+   * Simulated cards only: put a card another site's sim.carry gave into an empty simulated reader.
+   */
+  'sim.bring': {
+    params: {
+      /** A card another site's `sim.carry` gave (at most [`CARRIED_CARD_BYTES_MAX`] bytes). */
+      card_json: string;
+      reader_id: string;
+    };
+    result: SimView;
+  };
+  /**
+   * Simulated cards only: take a demo card from outside the readers away from this site, as JSON
+   * for another site's sim.bring (a customer carrying the card to another counter).
+   */
+  'sim.carry': {
+    params: {
+      /** A demo card outside the readers (`etc`, `etc_sm4`, `city` or `obu`). */
+      card: string;
+    };
+    result: SimCarried;
   };
   /**
    * Demo only: insert one of the demo cards (etc, etc_sm4, city, obu) into an empty simulated

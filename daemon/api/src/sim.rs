@@ -68,6 +68,35 @@ pub struct SimPullParams {
     #[serde(default)]
     pub before_write: bool,
 }
+/// Largest carried card, in bytes of JSON.
+pub const CARRIED_CARD_BYTES_MAX: usize = 64 * 1024;
+
+/// `sim.carry`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimCarryParams {
+    /// A demo card outside the readers (`etc`, `etc_sm4`, `city` or `obu`).
+    pub card: String,
+}
+
+/// `sim.carry`'s answer.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+pub struct SimCarried {
+    /// The card as it is now (balances, counters, log), to give to another site's `sim.bring`.
+    pub card_json: String,
+    /// This site's panel without it.
+    pub view: SimView,
+}
+
+/// `sim.bring`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimBringParams {
+    pub reader_id: String,
+    /// A card another site's `sim.carry` gave (at most [`CARRIED_CARD_BYTES_MAX`] bytes).
+    pub card_json: String,
+}
+
 crate::method!(
     /// The simulated readers, their cards and the demo cards outside them.
     Readers, "sim.readers", NoParams => SimView
@@ -87,4 +116,13 @@ crate::method!(
 crate::method!(
     /// Pull the reader's card around its next CREDIT FOR LOAD (圈存中拔卡 / 写卡前拔卡).
     PullDuringNextLoad, "sim.pull_during_next_load", SimPullParams => SimView
+);
+crate::method!(
+    /// Take a demo card from outside the readers away from this site, to another site's panel
+    /// (a customer carrying the card to another counter).
+    Carry, "sim.carry", SimCarryParams => SimCarried
+);
+crate::method!(
+    /// Put a card carried from another site into an empty simulated reader of this site.
+    Bring, "sim.bring", SimBringParams => SimView
 );

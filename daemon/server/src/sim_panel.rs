@@ -80,6 +80,10 @@ pub enum SimPanelError {
     ReaderEmpty(String),
     #[error("{card}不能放入读卡器 {reader}（OBU 电子标签只放入 OBU 发行器，卡片只放入读卡器）")]
     WrongReader { card: &'static str, reader: String },
+    #[error("卡片数据无效：{0}")]
+    CardData(String),
+    #[error("{0}已在本机，不能再放入一张：请先取出并带走本机的这张卡")]
+    AlreadyHere(&'static str),
     #[error("模拟读卡器出错：{0}")]
     Sim(#[from] cardd_sim::SimError),
 }
@@ -354,6 +358,59 @@ impl SimPanel {
         }
         table.pulled.retain(|k| *k != entry.key);
         Ok(())
+    }
+
+    /// Takes the card `key` from the table away from this site: its state as JSON, for another
+    /// site's [`SimPanel::bring`].
+    pub fn carry(&self, key: &str) -> Result<(String, SimView), SimPanelError> {
+        let entry = SimPanel::entry(key)?;
+        let mut table = self.lock();
+        self.collect_pulled(&mut table);
+        let index = table
+            .outside
+            .iter()
+            .position(|c| self.key_of(c) == Some(entry.key))
+            .ok_or(SimPanelError::CardNotOutside(entry.label))?;
+        let json = table.outside[index]
+            .to_json()
+            .map_err(|e| SimPanelError::CardData(e.to_string()))?;
+        table.outside.remove(index);
+        table.pulled.retain(|k| *k != entry.key);
+        Ok((json, self.view(&table)))
+    }
+
+    /// Puts a card carried from another site ([`SimPanel::carry`]) into the empty reader. Only
+    /// a demo card, and only one card of a number at this site.
+    pub fn bring(&self, reader_id: &str, card_json: &str) -> Result<SimView, SimPanelError> {
+        if card_json.len() > cardd_api::sim::CARRIED_CARD_BYTES_MAX {
+            return Err(SimPanelError::CardData(format!(
+                "超过 {} 字节",
+                cardd_api::sim::CARRIED_CARD_BYTES_MAX
+            )));
+        }
+        let world = self.world_of(reader_id)?;
+        let card =
+            SimCard::from_json(card_json).map_err(|e| SimPanelError::CardData(e.to_string()))?;
+        let key = self
+            .key_of(&card)
+            .ok_or_else(|| SimPanelError::CardData("不是演示卡片".into()))?;
+        let entry = SimPanel::entry(key)?;
+        SimPanel::check_fits(world, reader_id, entry)?;
+        let mut table = self.lock();
+        self.collect_pulled(&mut table);
+        if world.card(reader_id).is_some() {
+            return Err(SimPanelError::ReaderOccupied(reader_id.to_owned()));
+        }
+        let here = table.outside.iter().any(|c| self.key_of(c) == Some(key))
+            || self
+                .slots()
+                .into_iter()
+                .any(|(w, id)| w.card(&id).is_some_and(|c| self.key_of(&c) == Some(key)));
+        if here {
+            return Err(SimPanelError::AlreadyHere(entry.label));
+        }
+        world.insert_card(reader_id, card)?;
+        Ok(self.view(&table))
     }
 
     /// Takes the reader's card out to the table; a pull armed on the reader is disarmed.

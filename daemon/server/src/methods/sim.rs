@@ -7,6 +7,7 @@ use crate::daemon::Daemon;
 use crate::errors::ApiError;
 use crate::rpc::{audit_as_json, Access, AuditDetail, Methods, NoParams};
 use crate::sim_panel::{SimCardParams, SimPanel, SimPullParams, SimReaderParams, SimView};
+use cardd_api::sim::{SimBringParams, SimCarried, SimCarryParams};
 
 /// Who may use the panel: administrators (the console page) and the kiosk account (the kiosk's
 /// own demo page, `/kiosk/demo`).
@@ -15,6 +16,16 @@ const PANEL_USERS: Access = Access::Roles(&[Role::Admin, Role::Kiosk]);
 audit_as_json!(SimCardParams, reader_id);
 audit_as_json!(SimReaderParams, reader_id);
 audit_as_json!(SimPullParams, reader_id);
+audit_as_json!(SimCarryParams, card);
+
+impl AuditDetail for SimBringParams {
+    fn audit_detail(&self) -> serde_json::Value {
+        serde_json::json!({ "reader_id": self.reader_id, "card_json_bytes": self.card_json.len() })
+    }
+    fn audit_target(&self) -> Option<String> {
+        Some(self.reader_id.clone())
+    }
+}
 
 fn panel(d: &Daemon) -> Result<&SimPanel, ApiError> {
     // Registered only with a panel; a daemon without one never reaches here.
@@ -60,6 +71,23 @@ pub fn add(m: &mut Methods) {
         true,
         |d, _, p: SimPullParams| async move {
             Ok::<SimView, ApiError>(panel(&d)?.pull_during_next_load(&p.reader_id, p.before_write)?)
+        },
+    );
+    m.method::<cardd_api::sim::Carry, _, _>(
+        "Simulated cards only: take a demo card from outside the readers away from this site, as JSON for another site's sim.bring (a customer carrying the card to another counter).",
+        PANEL_USERS,
+        true,
+        |d, _, p: SimCarryParams| async move {
+            let (card_json, view) = panel(&d)?.carry(&p.card)?;
+            Ok::<SimCarried, ApiError>(SimCarried { card_json, view })
+        },
+    );
+    m.method::<cardd_api::sim::Bring, _, _>(
+        "Simulated cards only: put a card another site's sim.carry gave into an empty simulated reader.",
+        PANEL_USERS,
+        true,
+        |d, _, p: SimBringParams| async move {
+            Ok::<SimView, ApiError>(panel(&d)?.bring(&p.reader_id, &p.card_json)?)
         },
     );
 }
