@@ -99,6 +99,18 @@ fn services(d: &Daemon) -> Result<&GroupService, ApiError> {
     d.group_service()
 }
 
+/// Runs `work` on the group service off the async threads: at a fleet site its store is the
+/// issuer host's, and a call may wait for the host up to the link's timeout.
+async fn blocking<R: Send + 'static>(
+    d: &Arc<Daemon>,
+    work: impl FnOnce(&Daemon, &GroupService) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let daemon = d.clone();
+    tokio::task::spawn_blocking(move || work(&daemon, services(&daemon)?))
+        .await
+        .map_err(|e| ApiError::internal(format!("the group call stopped: {e}")))?
+}
+
 /// The caller as the group service sees them.
 fn viewer(c: &Caller) -> Result<Viewer, ApiError> {
     let s = c.session()?;
@@ -255,9 +267,10 @@ pub fn add(m: &mut Methods) {
         Access::Public,
         true,
         |d, c, p: GroupLoginParams| async move {
-            let svc = services(&d)?;
             let group_id = p.group_id.trim().to_owned();
-            let group = svc.host.group(&group_id).ok().flatten();
+            let looked_up = group_id.clone();
+            let group = blocking(&d, move |_, svc| Ok(svc.host.group(&looked_up).ok().flatten()))
+                .await?;
             let of_group = |s: &crate::auth::Session| {
                 group.is_some()
                     && s.role == Role::GroupOperator
@@ -290,9 +303,12 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: GroupScope| async move {
-            let svc = services(&d)?;
             let display_name = c.session()?.display_name.clone();
-            Ok(svc.info(&viewer(&c)?, &display_name, p.group_id.as_deref())?)
+            let v = viewer(&c)?;
+            blocking(&d, move |_, svc| {
+                Ok(svc.info(&v, &display_name, p.group_id.as_deref())?)
+            })
+            .await
         },
     );
 
@@ -308,7 +324,11 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: QueryParams| async move {
-            Ok(services(&d)?.orders(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
+            let v = viewer(&c)?;
+            blocking(&d, move |d, svc| {
+                Ok(svc.orders(d.journal.as_deref(), &v, &p, &namer(d))?)
+            })
+            .await
         },
     );
 
@@ -317,8 +337,11 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: ExportParams| async move {
-            let result =
-                services(&d)?.orders(d.journal.as_deref(), &viewer(&c)?, &p.query(), &namer(&d))?;
+            let (v, query) = (viewer(&c)?, p.query());
+            let result = blocking(&d, move |d, svc| {
+                Ok(svc.orders(d.journal.as_deref(), &v, &query, &namer(d))?)
+            })
+            .await?;
             let limit = d.config.limits.response_body_bytes_max as usize;
             Ok(export_file(
                 "充值查询",
@@ -335,16 +358,16 @@ pub fn add(m: &mut Methods) {
         GROUP_OPS,
         true,
         |d, c, p: TopUpParams| async move {
-            let svc = services(&d)?;
-            let started = svc.begin_topup(&viewer(&c)?, &p)?;
-            let bank = svc.bank.clone();
+            let v = viewer(&c)?;
+            let started = blocking(&d, move |_, svc| Ok(svc.begin_topup(&v, &p)?)).await?;
+            let bank = services(&d)?.bank.clone();
             let request = started.request.clone();
             let paying = tokio::task::spawn_blocking(move || bank.pay(&request));
             let paid = match tokio::time::timeout(PAYMENT_WAIT, paying).await {
                 Ok(joined) => joined.unwrap_or_else(|e| Err(PaymentError::Gateway(e.to_string()))),
                 Err(_) => Err(PaymentError::NoAnswer(format!("{} 秒内无应答", PAYMENT_WAIT.as_secs()))),
             };
-            Ok(svc.finish_topup(&started, paid)?)
+            blocking(&d, move |_, svc| Ok(svc.finish_topup(&started, paid)?)).await
         },
     );
 
@@ -353,7 +376,8 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         true,
         |d, c, p: TopUpIdParams| async move {
-            Ok(services(&d)?.topup_status(&viewer(&c)?, &p.topup_id)?)
+            let v = viewer(&c)?;
+            blocking(&d, move |_, svc| Ok(svc.topup_status(&v, &p.topup_id)?)).await
         },
     );
 
@@ -362,7 +386,11 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: QueryParams| async move {
-            Ok(services(&d)?.topups(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
+            let v = viewer(&c)?;
+            blocking(&d, move |d, svc| {
+                Ok(svc.topups(d.journal.as_deref(), &v, &p, &namer(d))?)
+            })
+            .await
         },
     );
 
@@ -371,8 +399,11 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: ExportParams| async move {
-            let result =
-                services(&d)?.topups(d.journal.as_deref(), &viewer(&c)?, &p.query(), &namer(&d))?;
+            let (v, query) = (viewer(&c)?, p.query());
+            let result = blocking(&d, move |d, svc| {
+                Ok(svc.topups(d.journal.as_deref(), &v, &query, &namer(d))?)
+            })
+            .await?;
             let limit = d.config.limits.response_body_bytes_max as usize;
             Ok(export_file(
                 "额度充值查询",
@@ -388,7 +419,10 @@ pub fn add(m: &mut Methods) {
         "The group's quota ledger (append-only), oldest first.",
         GROUP_READERS,
         false,
-        |d, c, p: LedgerParams| async move { Ok(services(&d)?.ledger(&viewer(&c)?, &p)?) },
+        |d, c, p: LedgerParams| async move {
+            let v = viewer(&c)?;
+            blocking(&d, move |_, svc| Ok(svc.ledger(&v, &p)?)).await
+        },
     );
 
     m.method::<cardd_api::group::BatchCreate, _, _>(
@@ -396,7 +430,8 @@ pub fn add(m: &mut Methods) {
         GROUP_OPS,
         true,
         |d, c, p: BatchCreateParams| async move {
-            Ok(services(&d)?.create_batch(&viewer(&c)?, &p)?)
+            let v = viewer(&c)?;
+            blocking(&d, move |_, svc| Ok(svc.create_batch(&v, &p)?)).await
         },
     );
 
@@ -405,7 +440,11 @@ pub fn add(m: &mut Methods) {
         GROUP_READERS,
         false,
         |d, c, p: BatchIdParams| async move {
-            Ok(services(&d)?.batch(d.journal.as_deref(), &viewer(&c)?, &p.batch_id)?)
+            let v = viewer(&c)?;
+            blocking(&d, move |d, svc| {
+                Ok(svc.batch(d.journal.as_deref(), &v, &p.batch_id)?)
+            })
+            .await
         },
     );
 
@@ -414,7 +453,10 @@ pub fn add(m: &mut Methods) {
         AUDIT_READERS,
         false,
         |d, _, _: NoParams| async move {
-            Ok(services(&d)?.audit_pending(d.journal.as_deref(), &namer(&d))?)
+            blocking(&d, move |d, svc| {
+                Ok(svc.audit_pending(d.journal.as_deref(), &namer(d))?)
+            })
+            .await
         },
     );
 
@@ -422,7 +464,10 @@ pub fn add(m: &mut Methods) {
         "Approve (the quota grows) or reject a paid transfer; each transfer is decided once.",
         AUDITORS,
         true,
-        |d, c, p: AuditTopUpParams| async move { Ok(services(&d)?.audit_topup(&viewer(&c)?, &p)?) },
+        |d, c, p: AuditTopUpParams| async move {
+            let v = viewer(&c)?;
+            blocking(&d, move |_, svc| Ok(svc.audit_topup(&v, &p)?)).await
+        },
     );
 
     m.method::<cardd_api::group::AuditEvidence, _, _>(
@@ -430,10 +475,14 @@ pub fn add(m: &mut Methods) {
         AUDIT_READERS,
         false,
         |d, c, p: EvidenceParams| async move {
-            let svc = services(&d)?;
-            svc.reconcile(d.journal.as_deref())?;
-            let order = svc.visible_order(&viewer(&c)?, &p.order_id)?;
-            let mut ev = svc.evidence(d.journal.as_deref(), &order, &namer(&d))?;
+            let (v, order_id) = (viewer(&c)?, p.order_id.clone());
+            let (order, mut ev) = blocking(&d, move |d, svc| {
+                svc.reconcile(d.journal.as_deref())?;
+                let order = svc.visible_order(&v, &order_id)?;
+                let ev = svc.evidence(d.journal.as_deref(), &order, &namer(d))?;
+                Ok((order, ev))
+            })
+            .await?;
             if let Some(reader_id) = &p.reader_id {
                 ev.card = Some(card_check(&d, &c, &order, reader_id).await?);
             }
@@ -446,7 +495,11 @@ pub fn add(m: &mut Methods) {
         AUDITORS,
         true,
         |d, c, p: OrderDecisionParams| async move {
-            Ok(services(&d)?.refund(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
+            let v = viewer(&c)?;
+            blocking(&d, move |d, svc| {
+                Ok(svc.refund(d.journal.as_deref(), &v, &p, &namer(d))?)
+            })
+            .await
         },
     );
 
@@ -455,7 +508,11 @@ pub fn add(m: &mut Methods) {
         AUDITORS,
         true,
         |d, c, p: OrderDecisionParams| async move {
-            Ok(services(&d)?.resolve(d.journal.as_deref(), &viewer(&c)?, &p, &namer(&d))?)
+            let v = viewer(&c)?;
+            blocking(&d, move |d, svc| {
+                Ok(svc.resolve(d.journal.as_deref(), &v, &p, &namer(d))?)
+            })
+            .await
         },
     );
 
@@ -463,13 +520,17 @@ pub fn add(m: &mut Methods) {
         "Every group with its quota.",
         AUDIT_READERS,
         false,
-        |d, _, _: NoParams| async move { Ok::<Vec<GroupView>, ApiError>(services(&d)?.groups()?) },
+        |d, _, _: NoParams| async move {
+            blocking(&d, |_, svc| Ok::<Vec<GroupView>, ApiError>(svc.groups()?)).await
+        },
     );
 
     m.method::<cardd_api::group::GroupsUpsert, _, _>(
         "Create a group (no quota) or change its name or terminal number.",
         ADMIN,
         true,
-        |d, _, p: GroupInput| async move { Ok(services(&d)?.upsert_group(&p)?) },
+        |d, _, p: GroupInput| async move {
+            blocking(&d, move |_, svc| Ok(svc.upsert_group(&p)?)).await
+        },
     );
 }
