@@ -170,19 +170,27 @@ fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {
     Ok(())
 }
 
-/// The password from the first line of standard input (a terminal shows the prompt).
+/// The password: typed at a terminal without echo (twice, to catch a typo), or the first line
+/// of standard input when it is a pipe. Never from the command line.
 fn read_password() -> Result<String> {
     use std::io::{BufRead, IsTerminal};
-    if std::io::stdin().is_terminal() {
-        eprint!("password (shown as typed; use a pipe to hide it): ");
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from standard input")?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
-    anyhow::ensure!(!password.is_empty(), "no password given on standard input");
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ").context("reading the password")?;
+        let again = rpassword::prompt_password("again: ").context("reading the password")?;
+        anyhow::ensure!(
+            first == again,
+            "the two passwords differ; nothing was changed"
+        );
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    anyhow::ensure!(!password.is_empty(), "no password given");
     Ok(password)
 }
 
