@@ -148,9 +148,15 @@ export function pageGroupRecharge(main) {
             : '') +
           '。';
   };
+  // Each read, and each card taken away, is a new generation: an answer that arrives after a
+  // newer one started (the card was taken away meanwhile) is dropped, never shown.
+  let generation = 0;
   const readCard = async () => {
+    const mine = ++generation;
     try {
-      card = await call('card.summary', { reader_id: reader.value });
+      const read = await call('card.summary', { reader_id: reader.value });
+      if (mine !== generation) return;
+      card = read;
       if (card.kind !== 'city') {
         cardBox.replaceChildren(
           el('p', {
@@ -177,6 +183,7 @@ export function pageGroupRecharge(main) {
         );
       }
     } catch (err) {
+      if (mine !== generation) return;
       card = null;
       // No card is not an error on this page: the same hint as when a card is taken away.
       cardBox.replaceChildren(
@@ -210,6 +217,7 @@ export function pageGroupRecharge(main) {
     if (ev.reader_id !== reader.value || form.hidden) return;
     if (ev.type === 'card_inserted' || ev.type === 'load_resolved') readCard();
     if (ev.type === 'card_removed') {
+      generation += 1;
       card = null;
       cardBox.replaceChildren(noCard());
       showLimit();
