@@ -11,12 +11,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::processes::{eventually, Fleet};
 
-const CRASH_POINTS: &[&str] = &[
-    "host.authorize.before",
-    "host.authorize.after_commit",
-    "host.confirm.before",
-    "host.confirm.after_commit",
-];
+use cardd_host::service::HOST_CRASH_POINTS as CRASH_POINTS;
 
 #[test]
 fn the_host_killed_at_every_step_of_a_load_loses_nothing_and_loads_nothing_twice() -> Result<()> {

@@ -42,6 +42,16 @@ use crate::wire::{
     CODE_NO_METHOD, CODE_REFUSED, CONFIRM,
 };
 
+/// The host's crash points (`CARDD_CRASH_AT`, with the `crashpoints` feature only), in the order
+/// a load passes them: the host killed before and after each of its two commits. The fleet's
+/// kill test walks this list.
+pub const HOST_CRASH_POINTS: &[&str] = &[
+    "host.authorize.before",
+    "host.authorize.after_commit",
+    "host.confirm.before",
+    "host.confirm.after_commit",
+];
+
 /// How long a client has to complete the TLS handshake and the directory check, in seconds.
 pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
 
@@ -171,18 +181,18 @@ impl HostService {
             AUTHORIZE => {
                 call(head, move |p: AuthorizeRequest| {
                     tracing::info!(site = %site, txn = %p.txn_id, "load authorisation asked");
-                    crash_point("host.authorize.before");
+                    crash_point(HOST_CRASH_POINTS[0]);
                     let answer = authority.authorize(site.as_str(), &p);
-                    crash_point("host.authorize.after_commit");
+                    crash_point(HOST_CRASH_POINTS[1]);
                     answer
                 })
                 .await
             }
             CONFIRM => {
                 call(head, move |p: ConfirmRequest| {
-                    crash_point("host.confirm.before");
+                    crash_point(HOST_CRASH_POINTS[2]);
                     let answer = authority.confirm(site.as_str(), &p);
-                    crash_point("host.confirm.after_commit");
+                    crash_point(HOST_CRASH_POINTS[3]);
                     answer
                 })
                 .await
