@@ -14,6 +14,9 @@
 //! [keys]
 //! source = "file"                  # or "demo": the public demo keys, simulated cards only
 //! file = "/etc/cardd-host/keys.toml"
+//!
+//! [backoffice]
+//! listen = "127.0.0.1:7480"        # the back office's web pages (loopback only)
 //! ```
 
 use std::net::SocketAddr;
@@ -31,6 +34,17 @@ pub struct HostConfig {
     pub database_url: String,
     pub tls: TlsSection,
     pub keys: KeysSection,
+    /// `[backoffice]`: the back office's web pages (absent: not served).
+    #[serde(default)]
+    pub backoffice: Option<BackOfficeSection>,
+}
+
+/// `[backoffice]`: where the back office's web pages (后台) are served: plain HTTP on a loopback
+/// address, with the site console's Host, Origin and Content-Security-Policy discipline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackOfficeSection {
+    pub listen: SocketAddr,
 }
 
 /// `[tls]`: the host's certificate and the fleet CA.
@@ -74,6 +88,8 @@ pub enum ConfigError {
     NoKeyFile,
     #[error("the key file {0} is readable by other users: `chmod 600` it (and own it by the host's user)")]
     KeyFileOpen(PathBuf),
+    #[error("backoffice.listen = {0}: the back office is served on a loopback address only (127.0.0.1 or [::1]); reach it from other machines through an SSH tunnel")]
+    BackOfficeNotLoopback(SocketAddr),
     #[error("the key file {path} is not usable: {message}")]
     Keys { path: PathBuf, message: String },
 }
@@ -91,6 +107,11 @@ impl HostConfig {
         })?;
         if config.keys.source == KeySource::File && config.keys.file.is_none() {
             return Err(ConfigError::NoKeyFile);
+        }
+        if let Some(b) = &config.backoffice {
+            if !b.listen.ip().is_loopback() {
+                return Err(ConfigError::BackOfficeNotLoopback(b.listen));
+            }
         }
         Ok(config)
     }
