@@ -117,6 +117,19 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
     let run = s02.load(&r3, "s02-enabled")?;
     ensure!(succeeded(&run), "{run}");
 
+    // Each site reports to the host (alive, outbox length): the back office's "last spoke".
+    eventually(Duration::from_secs(30), "both sites reported", || {
+        let list = fleet.host.cli(&["sites", "list"])?;
+        Ok(["S01", "S02"].iter().all(|id| {
+            list.lines().any(|l| {
+                let cols: Vec<&str> = l.split('\t').collect();
+                cols.first() == Some(id)
+                    && cols.get(4).is_some_and(|t| *t != "never")
+                    && cols.get(5) == Some(&"0")
+            })
+        }))
+    })?;
+
     // 4. The host killed: refused at once, the card still readable; started again: loads.
     let r4 = fleet.host.recharge("5.00")?;
     fleet.host.kill9();

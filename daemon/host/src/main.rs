@@ -461,12 +461,17 @@ fn sites(config: &HostConfig, command: SitesCommand) -> Result<()> {
         }
         SitesCommand::List => {
             for s in sites.list()? {
+                // id, state, certificate, changed, last report, outbox length at that report.
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     s.site_id,
                     if s.enabled { "enabled" } else { "disabled" },
                     s.cert_fingerprint,
-                    s.updated_at
+                    s.updated_at,
+                    s.last_seen_at
+                        .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                    s.outbox_pending
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 );
             }
         }
@@ -484,9 +489,11 @@ fn serve(config: &HostConfig) -> Result<()> {
     let (db_for_audit, clock_for_audit) = (db.clone(), clock.clone());
     let groups: Arc<dyn cardd_group::GroupHost> =
         Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
+    let sites = Arc::new(PgSites::new(db, clock));
     let service = Arc::new(HostService {
         tls,
-        directory: Arc::new(PgSites::new(db, clock)),
+        directory: sites.clone(),
+        reports: Some(sites),
         authority: Arc::new(Authority::new(
             Arc::new(GatedKeys::new(keys, ledger.clone())),
             ledger,

@@ -10,7 +10,8 @@
 //! record methods (`records.*`, the recharge records) and the group methods (`groups.*`:
 //! groups, quotas, orders, top-ups, batches), each store call on a thread of its own, and the
 //! operator methods (`operators.verify`, `operators.status`: the fleet's operators, whose
-//! passwords are checked here and never leave the host).
+//! passwords are checked here and never leave the host), and the sites' reports
+//! (`sites.report`: alive, and what waits in their outboxes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +32,9 @@ use cardd_group::GroupHost;
 use cardd_hostlink::groups::{group_refusal, serve_group_call};
 use cardd_hostlink::records::{record_refusal, serve_record_call};
 use cardd_hostlink::wire::{
-    GroupCall, OpenLoadsParams, RecordCall, StatusAnswer, StatusParams, VerifyParams, CODE_GROUPS,
-    CODE_OPERATORS, CODE_RECORDS, GROUPS_PREFIX, OPEN_LOADS, OPERATORS_STATUS, OPERATORS_VERIFY,
-    RECORDS_PREFIX,
+    GroupCall, OpenLoadsParams, RecordCall, SiteReport, StatusAnswer, StatusParams, VerifyParams,
+    CODE_GROUPS, CODE_OPERATORS, CODE_RECORDS, CODE_SITES, GROUPS_PREFIX, OPEN_LOADS,
+    OPERATORS_STATUS, OPERATORS_VERIFY, RECORDS_PREFIX, SITES_REPORT,
 };
 use cardd_journal::crash::crash_point;
 
@@ -73,6 +74,9 @@ pub struct HostService {
     /// Where every change a site asks of the records and groups is recorded before it is made
     /// (`None`: not recorded, for tests of other things).
     pub audit: Option<Arc<cardd_store_pg::PgAudit>>,
+    /// Where the sites' reports (`sites.report`: alive, outbox length) are kept (`None`: not
+    /// kept, for tests of other things).
+    pub reports: Option<Arc<cardd_store_pg::PgSites>>,
 }
 
 impl std::fmt::Debug for HostService {
@@ -264,6 +268,34 @@ impl HostService {
                 .await
             }
             OPERATORS_VERIFY | OPERATORS_STATUS => self.operators_call(head, site).await,
+            SITES_REPORT => {
+                let params: SiteReport = match serde_json::from_value(head.params) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return json(&error::<()>(head.id, CODE_BAD_REQUEST, e.to_string(), None))
+                    }
+                };
+                let Some(sites) = self.reports.clone() else {
+                    return json(&Response {
+                        jsonrpc: "2.0".into(),
+                        id: head.id,
+                        result: Some(serde_json::json!({})),
+                        error: None,
+                    });
+                };
+                let who = site.clone();
+                store_call(head.id, site, "host-sites", move || {
+                    sites.report(&who, params.outbox_pending).map_err(|e| {
+                        let message = e.to_string();
+                        let refusal = Refusal::Other {
+                            message: message.clone(),
+                        };
+                        (false, CODE_SITES, message, refusal)
+                    })?;
+                    Ok(serde_json::json!({}))
+                })
+                .await
+            }
             other => json(&error::<()>(
                 head.id,
                 CODE_NO_METHOD,

@@ -95,6 +95,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
         sites.enrol(&site, &issued.fingerprint).unwrap();
     }
     let service = Arc::new(HostService {
+        reports: None,
         tls: Arc::new(host_server_config(&host_files(ca, HOST_NAME)).unwrap()),
         directory: Arc::new(sites),
         authority: Arc::new(Authority::new(

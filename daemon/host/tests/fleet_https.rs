@@ -79,6 +79,7 @@ fn start_host(ca_dir: &Path, url: &str, addr: &str) -> Host {
         Arc::new(ledger.clone()),
     ));
     let service = Arc::new(HostService {
+        reports: None,
         tls,
         directory: Arc::new(sites.clone()),
         authority,

@@ -9,7 +9,8 @@
 //! * [`groups`]: [`RemoteGroups`], the host's group recharge (quotas, orders, top-ups) as the
 //!   site's `cardd_group::GroupHost`, and the host's side of the group methods;
 //! * [`operators`]: [`RemoteOperators`], the fleet's operators kept at the host: passwords
-//!   checked there, and which of a site's logged-in operators were disabled or removed.
+//!   checked there, and which of a site's logged-in operators were disabled or removed;
+//! * [`sites`]: [`RemoteSites`], the site's periodic report to the host (alive, outbox length).
 //!
 //! **Architecture invariants.**
 //! * A site holds no key and no record: loads are authorised and records kept at the host.
@@ -23,9 +24,11 @@ pub mod groups;
 pub mod link;
 pub mod operators;
 pub mod records;
+pub mod sites;
 pub mod wire;
 
 pub use groups::RemoteGroups;
 pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
 pub use operators::{RemoteOperatorError, RemoteOperators};
 pub use records::RemoteRecords;
+pub use sites::RemoteSites;

@@ -82,6 +82,20 @@ pub struct StatusAnswer {
     pub gone: Vec<String>,
 }
 
+/// A site's report (params [`SiteReport`], result `{}`): it is alive, and this much waits in
+/// its outbox. Sent every few seconds; the back office shows it.
+pub const SITES_REPORT: &str = "sites.report";
+/// The JSON-RPC code of a refusal or failure of the host's site directory.
+pub const CODE_SITES: i64 = -32124;
+
+/// The params of [`SITES_REPORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteReport {
+    /// Changes waiting in the site's outbox for the host.
+    pub outbox_pending: u64,
+}
+
 /// The JSON-RPC code of a request the host could not read.
 pub const CODE_BAD_REQUEST: i64 = -32600;
 /// The JSON-RPC code of an unknown method.

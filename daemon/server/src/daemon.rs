@@ -69,6 +69,8 @@ pub struct FleetLink {
     /// The fleet's operators, kept at the host: logins are checked there, and operators
     /// disabled there lose their sessions here.
     pub operators: cardd_hostlink::RemoteOperators,
+    /// The site's reports to the host (alive, outbox length), for the back office.
+    pub sites: cardd_hostlink::RemoteSites,
 }
 
 impl std::fmt::Debug for Daemon {

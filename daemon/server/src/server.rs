@@ -193,6 +193,7 @@ pub async fn start(
     spawn_refusal_audit(&daemon);
     spawn_outbox_delivery(&daemon);
     spawn_operator_status(&daemon);
+    spawn_site_report(&daemon);
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -285,6 +286,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
                 outbox,
                 intents: foreign.clone().expect("set above"),
                 operators: cardd_hostlink::RemoteOperators::new(client.clone()),
+                sites: cardd_hostlink::RemoteSites::new(client.clone()),
             });
             (
                 Some(Arc::new(cardd_hostlink::RemoteRecords::new(client))),
@@ -457,6 +459,38 @@ fn spawn_outbox_delivery(daemon: &Arc<Daemon>) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "the outbox could not be read"),
                 Err(e) => tracing::error!(error = %e, "outbox delivery stopped"),
+            }
+        }
+    });
+}
+
+/// How often a fleet site reports to the host (alive, outbox length), in seconds: the back
+/// office's "last spoke" is at most about this old for a site that runs.
+pub const SITE_REPORT_INTERVAL_S: u64 = 10;
+
+/// A fleet site's report to the host: at start and every [`SITE_REPORT_INTERVAL_S`], how many
+/// changes wait in its outbox (`sites.report`). A report the host does not take is logged and
+/// sent again at the next tick. Ends with the daemon's runtime.
+fn spawn_site_report(daemon: &Arc<Daemon>) {
+    let Some(fleet) = daemon.fleet.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(SITE_REPORT_INTERVAL_S));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            let pending = u64::try_from(fleet.outbox.len()).unwrap_or(u64::MAX);
+            let sites = fleet.sites.clone();
+            match tokio::task::spawn_blocking(move || sites.report(pending)).await {
+                Ok(Ok(())) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "the issuer host did not take this site's report; sent again later");
+                }
+                Ok(Err(_)) => {}
+                Err(e) => tracing::error!(error = %e, "the site report stopped"),
             }
         }
     });

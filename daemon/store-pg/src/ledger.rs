@@ -14,6 +14,11 @@
 //!   a verified TAC is the card's proof that the money is there.
 //! * a TAC that did not verify ([`AuthorizationLog::tac_refused`]) marks the authorisation
 //!   `reconcile` and the record 待核对.
+//! * people's verdicts on loads no card settled (待核对, [`crate::review`]) are checked against
+//!   the card's online counter in the authorize transaction of the card's next load; a verdict
+//!   the card contradicts is recorded in a transaction of its own (record back to 待核对) before
+//!   the load is tried again, so a wrongly released record is never loaded twice. A verified
+//!   TAC judges such a verdict too.
 //!
 //! Everything is on disk before the host answers, so a host restarted between MAC2 and the TAC
 //! confirms the load from the table; nothing is kept in memory.
@@ -46,6 +51,7 @@ use crate::db::TxResult;
 use crate::db::{body, Database, Mode, TxError};
 use crate::group::{change_order_in, order_in, Effect, FromStatus};
 use crate::host::{change_in, record_in};
+use crate::review::{check_card_in, record_contradiction_in, Contradicted, ReviewError};
 use cardd_group::model::OrderStatus;
 use cardd_group::GroupError;
 
@@ -257,7 +263,7 @@ async fn authorize_in(
     request_json: &serde_json::Value,
     mac2: &str,
     at: OffsetDateTime,
-) -> TxResult<(), SamError> {
+) -> TxResult<Vec<Contradicted>, SamError> {
     let (kind, funding_id) = funding_of(&request.funding).map_err(TxError::Refused)?;
     let key = card_key(&request.card);
     let atc = i32::from(request.init.online_atc);
@@ -276,13 +282,18 @@ async fn authorize_in(
             && row.get::<_, String>(3) == funding_id
             && row.get::<_, String>(4) == kind;
         return if same {
-            Ok(())
+            Ok(Vec::new())
         } else {
             Err(TxError::Refused(refused(format!(
                 "transaction {} was authorised for another load",
                 request.txn_id
             ))))
         };
+    }
+    // The card's counter checks the people's verdicts on its earlier loads first.
+    let contradicted = check_card_in::<SamError>(c, &key, request.init.online_atc, at).await?;
+    if !contradicted.is_empty() {
+        return Ok(contradicted);
     }
     if kind == "group_order" {
         claim_order_in(c, funding_id, request).await?;
@@ -326,7 +337,7 @@ async fn authorize_in(
         ],
     )
     .await?;
-    Ok(())
+    Ok(Vec::new())
 }
 
 /// Checks, in the caller's transaction, that the group order pays this load: it exists, is
@@ -519,6 +530,24 @@ enum Funded {
     Order(String),
 }
 
+/// A verified TAC judges the confirmed verdict on its load (if one waits for the card): right
+/// when it said landed, contradicted when it said not.
+async fn verdict_meets_tac_in(
+    c: &Client,
+    txn_id: &str,
+    at: OffsetDateTime,
+) -> TxResult<(), SamError> {
+    c.execute(
+        "UPDATE load_verdicts SET card_check = CASE WHEN landed THEN 'agreed' \
+             ELSE 'contradicted' END, card_checked_at = $2, \
+             card_evidence = '卡片 TAC 经发卡方后台验证，证实该笔圈存已写入卡内' \
+         WHERE txn_id = $1 AND state = 'confirmed' AND card_check = 'waiting'",
+        &[&txn_id, &at],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Books the record of a load whose TAC verified, from whatever state it is in.
 async fn book_record_in(
     c: &Client,
@@ -582,13 +611,34 @@ impl AuthorizationLog for PgLedger {
         let json = serde_json::to_value(request)
             .map_err(|e| refused(format!("the authorisation could not be encoded: {e}")))?;
         let (json, mac2) = (&json, &hex::encode_upper(mac2));
-        self.db.call(self.db.transaction(
-            Mode::Write,
-            "记录圈存授权",
-            body!(|c| async { authorize_in(c, site, request, json, mac2, at).await }),
-        ))?;
-        tracing::info!(site, txn = %request.txn_id, card = %request.card_number, amount_fen = request.terms.amount, "load authorised");
-        Ok(())
+        // At most once: a contradiction found is recorded, and its verdict no longer waits.
+        for _ in 0..2 {
+            let found = self.db.call(self.db.transaction(
+                Mode::Write,
+                "记录圈存授权",
+                body!(|c| async { authorize_in(c, site, request, json, mac2, at).await }),
+            ))?;
+            if found.is_empty() {
+                tracing::info!(site, txn = %request.txn_id, card = %request.card_number, amount_fen = request.terms.amount, "load authorised");
+                return Ok(());
+            }
+            let found = &found;
+            self.db
+                .call(self.db.transaction(
+                    Mode::Write,
+                    "记录核定结论与卡片不符",
+                    body!(|c| async {
+                        for f in found {
+                            record_contradiction_in(c, f, at).await?;
+                        }
+                        Ok::<_, TxError<ReviewError>>(())
+                    }),
+                ))
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        Err(refused(
+            "该卡的后台核定结论与卡片不符，已转入待核对；请稍后再试",
+        ))
     }
 
     fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
@@ -617,6 +667,7 @@ impl AuthorizationLog for PgLedger {
                             &[&txn, tac],
                         )
                         .await?;
+                        verdict_meets_tac_in(c, &txn, at).await?;
                         return Ok(txn);
                     }
                     AuthorizationState::Booked => {
@@ -643,6 +694,10 @@ impl AuthorizationLog for PgLedger {
                     &[&txn, tac, &at, &site],
                 )
                 .await?;
+                if state != AuthorizationState::Authorized {
+                    // Settled by people before the card's proof came: the proof wins.
+                    verdict_meets_tac_in(c, &txn, at).await?;
+                }
                 let amount = i64::from(request.terms.amount);
                 match &funded {
                     Funded::Record(record_id) => {

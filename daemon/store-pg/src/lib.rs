@@ -59,6 +59,7 @@ pub mod host;
 pub mod ledger;
 pub mod migrate;
 pub mod operators;
+pub mod review;
 pub mod sites;
 
 pub use audit::{AuditError, HostAuditEntry, HostAuditRecord, PgAudit, HOST_CHAIN};
@@ -68,4 +69,5 @@ pub use host::{PgHost, VerifyReport};
 pub use ledger::{AuthorizationRow, AuthorizationState, PgLedger};
 pub use migrate::SCHEMA_VERSION;
 pub use operators::{OperatorError, OperatorStatus, PgOperators};
-pub use sites::PgSites;
+pub use review::{PgReview, ReviewError, ReviewItem, Verdict};
+pub use sites::{PgSites, SiteRow};

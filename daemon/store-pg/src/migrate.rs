@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/0003_groups.sql")),
     (4, include_str!("migrations/0004_audit.sql")),
     (5, include_str!("migrations/0005_operators.sql")),
+    (6, include_str!("migrations/0006_backoffice.sql")),
 ];
 
 /// The schema version this binary writes: the last migration's.

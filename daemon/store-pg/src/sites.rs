@@ -1,7 +1,9 @@
 //! [`PgSites`]: the host's site directory in PostgreSQL (`sites`): which sites may connect,
 //! each known by the fingerprint of the certificate issued to it last. Enrolling a site again
 //! with a new certificate replaces the old one (which is refused from then on); disabling it
-//! refuses it at its next connection, whatever certificate it holds.
+//! refuses it at its next connection, whatever certificate it holds. Each site reports every few
+//! seconds ([`PgSites::report`]): the back office shows when it last spoke and what waits in
+//! its outbox.
 
 use std::sync::Arc;
 
@@ -18,6 +20,10 @@ pub struct SiteRow {
     pub cert_fingerprint: String,
     /// When the site was enrolled or changed last (China time).
     pub updated_at: time::OffsetDateTime,
+    /// When the site last reported to the host (China time; `None`: never).
+    pub last_seen_at: Option<time::OffsetDateTime>,
+    /// How many changes waited in the site's outbox at its last report.
+    pub outbox_pending: Option<i64>,
 }
 
 /// Why a site could not be changed.
@@ -100,8 +106,8 @@ impl PgSites {
             body!(|c| async {
                 let rows = c
                     .query(
-                        "SELECT site_id, enabled, cert_fingerprint, updated_at FROM sites \
-                         ORDER BY site_id",
+                        "SELECT site_id, enabled, cert_fingerprint, updated_at, last_seen_at, \
+                                outbox_pending FROM sites ORDER BY site_id",
                         &[],
                     )
                     .await?;
@@ -112,9 +118,38 @@ impl PgSites {
                             enabled: r.get(1),
                             cert_fingerprint: r.get(2),
                             updated_at: china_seconds(r.get(3)),
+                            last_seen_at: r
+                                .get::<_, Option<time::OffsetDateTime>>(4)
+                                .map(china_seconds),
+                            outbox_pending: r.get(5),
                         })
                         .collect(),
                 )
+            }),
+        ))
+    }
+
+    /// Records a site's report: it spoke now, with `outbox_pending` changes waiting in its
+    /// outbox.
+    pub fn report(&self, site: &SiteId, outbox_pending: u64) -> Result<(), SiteError> {
+        let at = china_seconds(self.clock.now());
+        let id = site.as_str();
+        let pending = i64::try_from(outbox_pending).unwrap_or(i64::MAX);
+        self.db.call(self.db.transaction(
+            Mode::Write,
+            "记录站点状态",
+            body!(|c| async {
+                let n = c
+                    .execute(
+                        "UPDATE sites SET last_seen_at = $2, outbox_pending = $3 \
+                         WHERE site_id = $1",
+                        &[&id, &at, &pending],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(TxError::Refused(SiteError::Unknown(id.to_owned())));
+                }
+                Ok(())
             }),
         ))
     }
