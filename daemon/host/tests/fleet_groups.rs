@@ -22,6 +22,7 @@ use cardd_fleet::ca::{host_files, site_files};
 use cardd_fleet::{host_server_config, site_client_config, FleetCa, SiteId};
 use cardd_group::model::{OrderStatus, Period, Preset};
 use cardd_group::service::{CardOnReader, RechargeCard, RechargeRequest, RechargeStop};
+use cardd_group::GroupError;
 use cardd_group::{
     GroupHost, GroupOwners, GroupService, PaymentError, PaymentGateway, PaymentReceipt,
     PaymentRequest,
@@ -75,6 +76,7 @@ impl PaymentGateway for NoBank {
 struct Host {
     groups: Arc<PgGroupHost>,
     ledger: PgLedger,
+    review: cardd_store_pg::PgReview,
     addr: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -86,6 +88,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
     let groups = Arc::new(PgGroupHost::new(db.clone(), clock.clone()));
     assert_eq!(groups.seed_demo().unwrap(), 2, "G001 (500 yuan) and G002");
     let ledger = PgLedger::new(db.clone(), clock.clone());
+    let review = cardd_store_pg::PgReview::new(db.clone(), clock.clone()).with_wait(Duration::ZERO);
     let audit = Arc::new(cardd_store_pg::PgAudit::new(db.clone(), clock.clone()));
     let sites = PgSites::new(db, clock);
     let fleet = FleetCa::open(ca).unwrap();
@@ -131,6 +134,7 @@ fn start_host(ca: &Path, url: &str) -> Host {
     Host {
         groups,
         ledger,
+        review,
         addr: bound.recv_timeout(Duration::from_secs(30)).unwrap(),
         _stop: stop,
     }
@@ -646,5 +650,73 @@ fn the_host_authorises_a_group_load_only_for_its_reserved_order_card_amount_and_
     // A failed order releases nothing it did not hold, and its quota waits for the refund.
     let failed = a.service.host.fail(&other.order_id, "group1", "x").unwrap();
     assert_eq!(failed.status, OrderStatus::Failed);
+    host.groups.verify().unwrap();
+}
+
+#[test]
+fn a_group_load_decided_by_two_people_is_checked_by_the_card_and_a_wrong_verdict_blocks_its_refund()
+{
+    let ca = fleet_ca();
+    let db = common::FreshDatabase::create();
+    let host = start_host(ca.path(), &db.url);
+    let mut a = Site::new(ca.path(), "A", host.addr, city_card(0));
+    let mut b = Site::new(ca.path(), "B", host.addr, city_card(1));
+    let card_number = a.card_number();
+    b.take();
+
+    // Pulled after the card took CREDIT at A, and never brought back there.
+    a.world
+        .set_fault_plan(
+            READER,
+            FaultPlan::new().on_command(CREDIT.0, CREDIT.1, FaultKind::RemoveAfterExec),
+        )
+        .unwrap();
+    let stop = a.recharge(AMOUNT_FEN).unwrap_err();
+    let order_id = stop.pending_order.clone().expect("outcome unknown");
+    let txn = host.ledger.authorizations_for_card(&card_number).unwrap()[0]
+        .txn_id
+        .clone();
+
+    // Two people decide, wrongly, that it did not land: the order fails (for the refund audit).
+    host.review
+        .propose(&txn, false, "客户称未到账", "supervisor1")
+        .unwrap();
+    host.review.decide(&txn, true, "auditor1").unwrap();
+    assert_eq!(
+        host.groups.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Failed
+    );
+
+    // The card is recharged at B: its counter shows the first load landed. The new order loads
+    // (it is paid separately), and the failed one is back in 待核对: no refund of money that is
+    // on the card, whoever asks.
+    let card = a.take();
+    b.insert(card);
+    let done = b.recharge(AMOUNT_FEN).expect("B's own recharge");
+    assert_eq!(done.balance_after, "110.00", "both loads are on the card");
+    let refund = host.groups.refund(&order_id, "auditor2", "退款");
+    assert!(
+        matches!(refund, Err(GroupError::EvidenceConflict(_))),
+        "{refund:?}"
+    );
+    assert_eq!(
+        host.groups.order(&order_id).unwrap().unwrap().status,
+        OrderStatus::Failed
+    );
+    let item = host.review.item(&txn).unwrap();
+    assert_eq!(item.state, "reconcile");
+    assert_eq!(item.verdict.unwrap().card_check, "contradicted");
+
+    // Decided again with the card's word: 充值成功 with the card's balances.
+    host.review
+        .propose(&txn, true, "卡片联机交易序号证实已到账", "supervisor1")
+        .unwrap();
+    host.review.decide(&txn, true, "auditor1").unwrap();
+    let order = host.groups.order(&order_id).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Succeeded);
+    assert_eq!(
+        (order.balance_before_fen, order.balance_after_fen),
+        (Some(5_000), Some(8_000))
+    );
     host.groups.verify().unwrap();
 }

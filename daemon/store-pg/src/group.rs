@@ -567,6 +567,7 @@ pub(crate) async fn change_order_in(
         Effect::Balances(Some((before, after))) => set_balances(&mut order, *before, *after)?,
         Effect::Failure(why) => order.failure = Some(why.clone()),
         Effect::Refund => {
+            refuse_refund_of_open_or_landed_in(c, &order).await?;
             let mut group = existing_group(c, &order.group_id).await?;
             move_quota(
                 c,
@@ -609,6 +610,29 @@ pub(crate) async fn change_order_in(
     )
     .await?;
     Ok(order)
+}
+
+/// Refuses, in the caller's transaction, to refund an order whose load the host authorised and
+/// either booked (the card's TAC proved the money is on it) or has not settled (open, or waiting
+/// for people: 待核对): whoever asks, the host's own record of the card's word comes first.
+async fn refuse_refund_of_open_or_landed_in(c: &Client, order: &RechargeOrder) -> TxResult<()> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT state FROM load_authorizations WHERE funding_kind = 'group_order' \
+             AND funding_id = $1 AND state IN ('booked', 'authorized', 'reconcile') LIMIT 1",
+            &[&order.order_id],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let state: String = row.get(0);
+    let why = if state == "booked" {
+        "卡片已圈存成功（发卡方后台已验证卡片 TAC）：该订单的金额已在卡内，不能退款；请改为充值成功"
+    } else {
+        "该订单的圈存结果尚未确认（发卡方后台待核对）：请先在后台“待核对”中由两人核定，或出示卡片确认结果后再审核"
+    };
+    Err(GroupError::EvidenceConflict(format!("订单 {} 不能退款：{why}", order.order_id)).into())
 }
 
 /// Keeps the host's load authorisation of `order` (if a site's load was authorised by the host

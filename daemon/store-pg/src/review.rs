@@ -17,8 +17,9 @@
 //!   counter at the card's next authorised load (the host sees every load of a fleet's cards):
 //!   a load that landed moved the counter on by one, one that did not left it. A verdict the
 //!   card contradicts is marked so, its authorisation goes back to `reconcile` and its record
-//!   to 待核对 (a failed order to 结果待确认), which stops a wrongly released record from being
-//!   loaded again, and the item is back on the list for two people. A TAC that arrives later
+//!   to 待核对, which stops a wrongly released record from being loaded again (a failed order
+//!   keeps its status, but no order whose authorisation is open, waiting or booked is ever
+//!   refunded), and the item is back on the list for two people. A TAC that arrives later
 //!   settles the load as the card proves, whatever the verdict said.
 //! * A load the card settled meanwhile (or another person's decision) refuses the verdict.
 
@@ -555,12 +556,11 @@ async fn apply_in(
             }
             OrderStatus::Failed => FromStatus::Exactly(OrderStatus::Failed),
             s if s.is_unsettled() => FromStatus::Unsettled,
-            other => {
-                return Err(TxError::Refused(ReviewError::Store(format!(
-                    "充值订单 {} 的状态为{}，不能按核定结论修改：请刷新后查看",
-                    order.order_id,
-                    other.label()
-                ))))
+            // 充值成功 or 已退款 already: the order stays as it is (a refunded order the card
+            // shows landed is for people to recover); the authorisation follows the verdict.
+            _ => {
+                settle_authorization(c, &item.txn_id, verdict.landed, &op, &why, at).await?;
+                return Ok(());
             }
         };
         if verdict.landed {
@@ -694,8 +694,8 @@ pub(crate) async fn check_card_in<E>(
 
 /// Records that the card contradicted the verdict on `c.txn_id`, in the caller's transaction:
 /// the verdict is marked contradicted with the card's evidence, the authorisation goes back to
-/// `reconcile`, the record to 待核对 (a failed order to 结果待确认), and the host's audit chain
-/// says so. The load is back on the 待核对 list for two people.
+/// `reconcile` (which stops a group order's refund), the record to 待核对, and the host's audit
+/// chain says so. The load is back on the 待核对 list for two people.
 pub(crate) async fn record_contradiction_in(
     c: &Client,
     found: &Contradicted,
@@ -740,21 +740,8 @@ pub(crate) async fn record_contradiction_in(
     )
     .await?;
     if kind == "group_order" {
-        let order = order_in(c, &funding_id).await?;
-        if order.is_some_and(|o| o.status == OrderStatus::Failed) {
-            change_order_in(
-                c,
-                &funding_id,
-                FromStatus::Exactly(OrderStatus::Failed),
-                OrderStatus::Pending,
-                "标记为结果待确认",
-                "cardd-host",
-                Some(&why),
-                &Effect::Nothing,
-                at,
-            )
-            .await?;
-        }
+        // The order keeps its status (one unsettled order per card); its authorisation being
+        // back in `reconcile` stops its refund (`refuse_refund_of_open_or_landed_in`).
         return Ok(());
     }
     let record = record_in(c, &funding_id, true).await?;
