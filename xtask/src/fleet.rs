@@ -14,9 +14,9 @@
 //! directory), on Ctrl-C (SIGINT) and on SIGTERM, exiting 0; and when a child ends
 //! unexpectedly, exiting with an error that names it and shows the end of its log. The
 //! children run in process groups of their own, so a Ctrl-C reaches only xtask, which then
-//! stops them in that order. SIGINT and SIGTERM are blocked in every xtask thread and taken by
-//! one thread with `sigwait` (no signal handler, no unsafe code); the children start with an
-//! empty signal mask (the standard library resets it).
+//! stops them in that order. SIGINT and SIGTERM are taken by tokio's signal handling on a
+//! thread of its own (no unsafe code here); nothing is blocked, since a blocked signal would
+//! stay blocked in every child.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -27,7 +27,6 @@ use anyhow::{bail, Context, Result};
 use cardd_fleet_launch::{
     Fleet, Ports, DEFAULT_BASE_PORT, DEMO_OPERATORS, DEMO_SITES, HOST_NAME, PLATE,
 };
-use nix::sys::signal::{SigSet, Signal};
 
 /// How often the fleet's processes and the signals are looked at, in milliseconds.
 const WATCH_MS: u64 = 200;
@@ -35,34 +34,71 @@ const WATCH_MS: u64 = 200;
 /// The usage of `cargo xtask fleet`.
 pub const USAGE: &str = "cargo xtask fleet [--base-port N]";
 
+/// SIGINT's number.
+const SIGINT: i32 = 2;
+/// SIGTERM's number.
+const SIGTERM: i32 = 15;
+
 /// The signal that asked for the end (0: none yet).
 #[derive(Debug, Clone, Default)]
 struct Stop(Arc<AtomicI32>);
 
 impl Stop {
-    /// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after it) and
-    /// starts the thread that takes them.
+    /// Takes SIGINT and SIGTERM from now on: a thread with a small tokio runtime waits for
+    /// them (tokio's handlers only note a signal; nothing is blocked, so the children start
+    /// with the default dispositions and an empty mask).
     fn install() -> Result<Stop> {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        set.thread_block().context("blocking SIGINT and SIGTERM")?;
         let stop = Stop::default();
         let flag = stop.0.clone();
+        let (ready, installed) = std::sync::mpsc::channel::<std::io::Result<()>>();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                if let Ok(signal) = set.wait() {
-                    flag.store(signal as i32, Ordering::SeqCst);
-                }
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let (mut int, mut term) = match (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) {
+                        (Ok(int), Ok(term)) => (int, term),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    let got = tokio::select! {
+                        _ = int.recv() => SIGINT,
+                        _ = term.recv() => SIGTERM,
+                    };
+                    flag.store(got, Ordering::SeqCst);
+                });
             })
             .context("starting the signal thread")?;
+        installed
+            .recv()
+            .context("the signal thread ended")?
+            .context("taking SIGINT and SIGTERM")?;
         Ok(stop)
     }
 
-    /// The signal received, if any.
-    fn signal(&self) -> Option<Signal> {
-        Signal::try_from(self.0.load(Ordering::SeqCst)).ok()
+    /// The signal received, if any (`SIGINT`, `SIGTERM`).
+    fn signal(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::SeqCst) {
+            SIGINT => Some("SIGINT"),
+            SIGTERM => Some("SIGTERM"),
+            _ => None,
+        }
     }
 }
 
@@ -180,11 +216,7 @@ fn print_guide(fleet: &Fleet, target: &Path) {
         "\nOperators (kept at the host; they log in at any site; public demo passwords):\n",
     );
     for o in DEMO_OPERATORS {
-        let group = o.group.map(|g| format!("  group {g}")).unwrap_or_default();
-        out.push_str(&format!(
-            "  {:<11} {:<10} {}{group}\n",
-            o.user, o.password, o.title
-        ));
+        out.push_str(&format!("  {:<11} {:<10} {}\n", o.user, o.password, o.title));
     }
     let s02 = fleet.sites.get(1).map(|s| s.url()).unwrap_or_default();
     out.push_str(&format!(
