@@ -216,7 +216,10 @@ fn print_guide(fleet: &Fleet, target: &Path) {
         "\nOperators (kept at the host; they log in at any site; public demo passwords):\n",
     );
     for o in DEMO_OPERATORS {
-        out.push_str(&format!("  {:<11} {:<10} {}\n", o.user, o.password, o.title));
+        out.push_str(&format!(
+            "  {:<11} {:<10} {}\n",
+            o.user, o.password, o.title
+        ));
     }
     let s02 = fleet.sites.get(1).map(|s| s.url()).unwrap_or_default();
     out.push_str(&format!(
