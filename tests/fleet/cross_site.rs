@@ -29,11 +29,11 @@ fn pulled_card(site: &Site) -> Result<String> {
 fn carry(from: &Site, key: &str, to: &Site) -> Result<Value> {
     let carried = from.ok("sim.carry", json!({ "card": key }), Some(&from.admin))?;
     let card_json = carried["card_json"].as_str().context("card_json")?;
-    to.ok(
+    Ok(to.ok(
         "sim.bring",
         json!({ "reader_id": "sim:etc", "card_json": card_json }),
         Some(&to.admin),
-    )
+    )?)
 }
 
 fn status(site: &Site, record: &str) -> Result<String> {

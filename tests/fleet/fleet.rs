@@ -56,7 +56,7 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
         .sites
         .iter()
         .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let (s01, s02) = (&fleet.sites[0], &fleet.sites[1]);
 
     // 1. Paid at the host, loaded at S02, read at S01.
@@ -73,7 +73,7 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
         let before: Vec<i64> = [s01, s02]
             .iter()
             .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-            .collect::<Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let runs: Vec<serde_json::Value> = std::thread::scope(|scope| {
             let handles: Vec<_> = [s01, s02]
@@ -89,14 +89,14 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
             handles
                 .into_iter()
                 .map(|h| h.join().expect("join"))
-                .collect::<Result<_>>()
+                .collect::<Result<_, _>>()
         })?;
         let wins = runs.iter().filter(|r| succeeded(r)).count();
         ensure!(wins == 1, "round {round}: {runs:?}");
         let after: Vec<i64> = [s01, s02]
             .iter()
             .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-            .collect::<Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         ensure!(
             after[0] - before[0] + after[1] - before[1] == 1_000,
             "round {round}: the money once, {before:?} → {after:?}"
@@ -222,7 +222,7 @@ fn a_fleet_of_real_processes_loads_each_payment_once_and_keeps_no_key_at_a_site(
         .sites
         .iter()
         .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let on_cards: i64 = end.iter().zip(&start).map(|(e, s)| e - s).sum();
     let authorizations = ledger.authorizations_for_card(CARD)?;
     let booked: i64 = authorizations

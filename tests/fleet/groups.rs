@@ -37,7 +37,7 @@ fn one_group_s_quota_recharged_from_four_site_processes_at_once_is_never_overdra
         .sites
         .iter()
         .map(|s| s.group_login())
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
 
     // 1. Four sites at once, until the quota runs out.
     let barrier = Arc::new(Barrier::new(SITES.len()));

@@ -6,8 +6,9 @@
 //!
 //! The scenarios: [`fleet`] (a host and a database that die), [`partition`] (the host in a
 //! namespace, cut off from the sites by a real partition), [`groups`] (one group's quota from
-//! four sites), [`host_crash`] (the host killed mid-load) and [`operators`] (operators kept at
-//! the host: log in anywhere, disabled everywhere at once).
+//! four sites), [`host_crash`] (the host killed mid-load), [`operators`] (operators kept at
+//! the host: log in anywhere, disabled everywhere at once) and [`launch`] (the demo fleet of
+//! `cargo xtask fleet`, started by the same code: one load across it).
 //!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
@@ -17,6 +18,7 @@ mod fleet;
 mod groups;
 mod host_crash;
 mod keysearch;
+mod launch;
 mod netns;
 mod operators;
 mod partition;

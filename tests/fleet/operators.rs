@@ -30,11 +30,11 @@ fn session_alive(site: &Site, token: &str) -> Result<bool> {
 }
 
 fn login_reply(site: &Site, user: &str, password: &str) -> Result<Value> {
-    site.call(
+    Ok(site.call(
         "auth.login",
         json!({"username": user, "password": password}),
         None,
-    )
+    )?)
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn a_site_cut_off_from_the_host_refuses_loads_holds_its_confirmation_and_deliver
         .sites
         .iter()
         .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let (s01, s02) = (&fleet.sites[0], &fleet.sites[1]);
     let relay = fleet.relay.as_ref().context("the host's relay")?;
     eprintln!(
@@ -203,7 +203,7 @@ fn a_site_cut_off_from_the_host_refuses_loads_holds_its_confirmation_and_deliver
         .sites
         .iter()
         .map(|s| s.balance_fen().map(|b| b.unwrap_or(0)))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let on_cards: i64 = end.iter().zip(&start).map(|(e, s)| e - s).sum();
     ensure!(on_cards == 5_400, "on the cards {on_cards}");
     let authorizations = ledger.authorizations_for_card(CARD)?;

@@ -2,15 +2,14 @@
 //! (simulated readers, no keys), all started from the built binaries and driven the way
 //! operators and tellers drive them: the host's command line, the sites' JSON-RPC.
 //!
-//! [`Fleet`] sets it up: the fleet CA and certificates (`cardd_fleet`), the host's
-//! configuration (demo keys: the simulated cards are personalised with them), its database
-//! migrated, sites S01 and S02 (or the sites a test names) enrolled, the demo vehicles and
-//! groups seeded, and the fleet's operators created at the host (`cardd-host operators add`): a
-//! teller, an administrator and an operator of group G001, who log in at any site (the sites
-//! keep no operators); each site gets its own data and configuration directories and simulated
-//! readers:
-//! the demo ETC card in `sim:etc` and a city one-card of its own in `sim:city`
-//! ([`city_card_number`], 50 yuan).
+//! The setting up is `cardd-fleet-launch`'s ([`cardd_fleet_launch::prepare`]: the CA and
+//! certificates, the host's configuration with demo keys, its database migrated and seeded,
+//! the operators created at the host, the sites enrolled, each with its own directories,
+//! configuration and simulated readers: the demo ETC card in `sim:etc` and a city one-card of
+//! its own in `sim:city`, [`city_card_number`], 50 yuan), the same that `cargo xtask fleet`
+//! runs. [`Fleet`] adds what only tests need: the test operators ([`TEST_OPERATORS`]: a
+//! teller, an administrator and an operator of group G001, who log in at any site), free
+//! ports, and the host inside a network namespace.
 //!
 //! [`Fleet::create_with`] can run the host inside a network namespace ([`FleetOptions`]): the
 //! sites then reach it only over the namespace's veth pair, so cutting the pair
@@ -22,40 +21,48 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use cardd_fleet_launch::{Operator, Ports, Setup};
 
 use crate::netns::Netns;
 
-/// The host's certificate name.
-pub const HOST_NAME: &str = "host.fleet.test";
-/// The demo vehicle whose card the simulated ETC readers hold.
-pub const PLATE: &str = "陕A12345";
-/// Validity of the test certificates, in days.
-const DAYS: u32 = 30;
-/// How long a process may take to answer after it starts.
-const START_WAIT: Duration = Duration::from_secs(60);
-/// Longest wait for one JSON-RPC answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The group operator each site has (group G001), and the password.
-pub const GROUP_OPERATOR: (&str, &str) = ("group1", "group-pass-1");
-/// The balance of each site's city one-card at the start, in fen.
-pub const CITY_START_FEN: u32 = 5_000;
+pub use cardd_fleet_launch::{city_card_number, run, Site, CITY_START_FEN};
 
-/// The number of the city one-card in the `n`-th site's `sim:city` (from 0).
-pub fn city_card_number(n: usize) -> String {
-    format!("6101000000000001{:04}", n + 1)
-}
+/// The operators a test fleet has (created at the host): a teller, an administrator and an
+/// operator of group G001.
+pub const TEST_OPERATORS: &[Operator] = &[
+    Operator {
+        user: "teller",
+        role: "teller",
+        password: "teller-pass-1",
+        group: None,
+        title: "柜员 teller",
+    },
+    Operator {
+        user: "admin",
+        role: "admin",
+        password: "admin-pass-1",
+        group: None,
+        title: "管理员 administrator",
+    },
+    Operator {
+        user: "group1",
+        role: "group",
+        password: "group-pass-1",
+        group: Some("G001"),
+        title: "集团操作员 group operator of G001",
+    },
+];
 
 /// The directory cargo put the binaries in (this test binary lives in its `deps/`).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     exe.parent()
         .and_then(Path::parent)
@@ -65,389 +72,39 @@ fn bin_dir() -> PathBuf {
 
 /// A built binary of the workspace.
 pub fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build -p cardd -p cardd-host` first (`cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
-
-/// A free TCP port on loopback (bound and released: a test-only race, in practice unused).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process, killed (SIGKILL) and reaped when dropped.
-pub struct Proc {
-    pub name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Proc> {
-        let out = std::fs::File::create(&log)?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        })
-    }
-
-    /// SIGKILL, then reap: what a power cut or `kill -9` leaves.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Whether the process has ended (a crash point killed it), reaping it if so.
-    pub fn exited(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
-            None => true,
-        }
-    }
-
-    /// What the process logged.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    match cardd_fleet_launch::binary(&bin_dir(), name) {
+        Ok(path) => path,
+        Err(e) => panic!("{e} (`cargo xtask test` does)"),
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Runs a command to completion; its stdout, or an error with its output.
-pub fn run(mut command: Command, stdin: Option<&str>) -> Result<String> {
-    let mut child = command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed ({}): {stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(stdout)
-}
-
-/// Waits until `addr` accepts TCP connections.
-fn wait_listening(addr: SocketAddr, proc: &Proc) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < START_WAIT {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("{} did not listen on {addr}: {}", proc.name, proc.log())
-}
-
-/// The issuer host: its configuration and, while it runs, its process (inside `netns` when
-/// it has one).
+/// The issuer host ([`cardd_fleet_launch::Host`]) and the network namespace it runs in, when
+/// it has one.
 pub struct Host {
-    pub dir: PathBuf,
-    pub config: PathBuf,
-    pub addr: SocketAddr,
     // Declared before `netns`: the process is killed before its namespace is deleted.
-    pub proc: Option<Proc>,
-    /// The namespace the host runs in ([`FleetOptions::host_netns`]).
-    pub netns: Option<Netns>,
+    inner: cardd_fleet_launch::Host,
+    netns: Option<Netns>,
+}
+
+impl Deref for Host {
+    type Target = cardd_fleet_launch::Host;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
 }
 
 impl Host {
-    /// `cardd-host --config … <args>`.
-    pub fn cli(&self, args: &[&str]) -> Result<String> {
-        self.cli_with_input(args, None)
-    }
-
-    /// `cardd-host --config … <args>` with `stdin` on its standard input (a password).
-    pub fn cli_with_input(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut command = Command::new(binary("cardd-host"));
-        command.arg("--config").arg(&self.config).args(args);
-        run(command, stdin)
-    }
-
-    /// Starts `cardd-host serve` (inside its namespace when it has one: `ip netns exec` execs
-    /// it, so the child is the host itself) and waits until it listens.
-    pub fn start(&mut self) -> Result<()> {
-        self.start_with(&[])
-    }
-
-    /// Starts `cardd-host serve` with extra environment variables (a crash point:
-    /// `CARDD_CRASH_AT`) and waits until it listens.
-    pub fn start_with(&mut self, env: &[(&str, &str)]) -> Result<()> {
-        let mut command = match &self.netns {
-            Some(netns) => netns.command(binary("cardd-host")),
-            None => Command::new(binary("cardd-host")),
-        };
-        command.arg("--config").arg(&self.config).arg("serve");
-        command.envs(env.iter().copied());
-        let proc = Proc::spawn("cardd-host", command, self.dir.join("host.log"))?;
-        wait_listening(self.addr, &proc)?;
-        self.proc = Some(proc);
-        Ok(())
-    }
-
-    /// SIGKILL.
-    pub fn kill9(&mut self) {
-        if let Some(mut proc) = self.proc.take() {
-            proc.kill9();
-        }
-    }
-
-    /// Whether the host process has ended.
-    pub fn exited(&mut self) -> bool {
-        self.proc.as_mut().is_none_or(Proc::exited)
-    }
-
     /// The host's namespace ([`FleetOptions::host_netns`]), to cut it off and restore it.
     pub fn netns(&mut self) -> Result<&mut Netns> {
         self.netns
             .as_mut()
             .context("the host does not run in a network namespace")
-    }
-
-    /// A recharge paid at the host for [`PLATE`]: the new record's id.
-    pub fn recharge(&self, amount_yuan: &str) -> Result<String> {
-        self.recharge_for(PLATE, 0, amount_yuan)
-    }
-
-    /// A recharge paid at the host for the vehicle `plate` of colour `colour`: the new
-    /// record's id.
-    pub fn recharge_for(&self, plate: &str, colour: u16, amount_yuan: &str) -> Result<String> {
-        let colour = colour.to_string();
-        let out = self.cli(&[
-            "recharge",
-            "--plate",
-            plate,
-            "--colour",
-            &colour,
-            "--amount",
-            amount_yuan,
-        ])?;
-        out.split('\t')
-            .next()
-            .map(str::to_owned)
-            .filter(|id| id.starts_with('R'))
-            .with_context(|| format!("no record id in {out:?}"))
-    }
-}
-
-/// A site daemon: its directories and, while it runs, its process.
-pub struct Site {
-    pub id: String,
-    pub dir: PathBuf,
-    pub config: PathBuf,
-    pub addr: SocketAddr,
-    pub proc: Option<Proc>,
-    pub teller: String,
-    pub admin: String,
-}
-
-impl Site {
-    /// Starts `cardd --config …` and logs the teller and the administrator in.
-    pub fn start(&mut self) -> Result<()> {
-        let mut command = Command::new(binary("cardd"));
-        command.arg("--config").arg(&self.config);
-        let proc = Proc::spawn(
-            &format!("cardd {}", self.id),
-            command,
-            self.dir.join("cardd.log"),
-        )?;
-        wait_listening(self.addr, &proc)?;
-        self.proc = Some(proc);
-        self.teller = self.login("teller", "teller-pass-1")?;
-        self.admin = self.login("admin", "admin-pass-1")?;
-        Ok(())
-    }
-
-    /// `auth.login`: the session's token.
-    pub fn login(&self, user: &str, password: &str) -> Result<String> {
-        let r = self.ok(
-            "auth.login",
-            json!({"username": user, "password": password}),
-            None,
-        )?;
-        r["token"].as_str().map(str::to_owned).context("no token")
-    }
-
-    /// One JSON-RPC call over HTTP: the whole reply.
-    pub fn call(&self, method: &str, params: Value, token: Option<&str>) -> Result<Value> {
-        let body =
-            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        let json = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .with_context(|| format!("{method}: no HTTP body in {reply:?}"))?;
-        serde_json::from_str(json).with_context(|| format!("{method}: {json:?}"))
-    }
-
-    /// A call that must succeed: its result.
-    pub fn ok(&self, method: &str, params: Value, token: Option<&str>) -> Result<Value> {
-        let reply = self.call(method, params, token)?;
-        match reply.get("result") {
-            Some(r) => Ok(r.clone()),
-            None => bail!("{} {method} failed: {reply}", self.id),
-        }
-    }
-
-    /// Runs `etc.load` for `record_id` on the site's ETC reader, confirming every question;
-    /// the finished run (`state`, `result` or `failure`).
-    pub fn load(&self, record_id: &str, key: &str) -> Result<Value> {
-        self.run_flow(
-            &self.teller,
-            json!({"flow": "etc.load", "params": {"record_id": record_id},
-                   "idempotency_key": key, "reader_id": "sim:etc"}),
-        )
-    }
-
-    /// The group operator of G001 logged in (集团充值登录): the token.
-    pub fn group_login(&self) -> Result<String> {
-        let (user, password) = GROUP_OPERATOR;
-        let r = self.ok(
-            "group.login",
-            json!({"group_id": "G001", "username": user, "password": password}),
-            None,
-        )?;
-        r["token"].as_str().map(str::to_owned).context("no token")
-    }
-
-    /// Runs `group.recharge` of `amount_yuan` on the site's city reader as the group operator
-    /// (`token`), confirming every question; the finished run.
-    pub fn group_recharge(&self, token: &str, amount_yuan: &str, key: &str) -> Result<Value> {
-        self.run_flow(
-            token,
-            json!({"flow": "group.recharge", "params": {"amount": amount_yuan},
-                   "idempotency_key": key, "reader_id": "sim:city"}),
-        )
-    }
-
-    /// Starts a flow (`start`: the `flows.start` params) as `token` and follows it to its end,
-    /// confirming every question; the finished run (`state`, `result` or `failure`).
-    fn run_flow(&self, token: &str, start: Value) -> Result<Value> {
-        let run = self.ok("flows.start", start, Some(token))?;
-        let run_id = run["run_id"].as_str().context("run_id")?.to_owned();
-        let (mut since, mut answered) = (0u64, 0u64);
-        for _ in 0..300 {
-            let polled = self.ok(
-                "flows.events",
-                json!({"run_id": run_id, "since": since, "wait_ms": 2000}),
-                Some(token),
-            )?;
-            since = polled["next_since"].as_u64().unwrap_or(since);
-            let prompt_id = polled["prompt"]["prompt_id"].as_u64().unwrap_or(0);
-            if polled["state"] == "waiting" && prompt_id > answered {
-                answered = prompt_id;
-                self.ok(
-                    "flows.answer",
-                    json!({"run_id": run_id, "prompt_id": prompt_id, "answer": true}),
-                    Some(token),
-                )?;
-            }
-            if !matches!(polled["state"].as_str(), Some("running") | Some("waiting")) {
-                return self.ok("flows.get", json!({ "run_id": run_id }), Some(token));
-            }
-        }
-        bail!("{}: run {run_id} did not finish", self.id)
-    }
-
-    /// The balance of the card in `reader_id` as the teller reads it (`card.summary`), in fen.
-    pub fn card_balance_fen(&self, reader_id: &str) -> Result<i64> {
-        let summary = self.ok(
-            "card.summary",
-            json!({ "reader_id": reader_id }),
-            Some(&self.teller),
-        )?;
-        summary["balance_fen"]
-            .as_i64()
-            .with_context(|| format!("no balance in {summary}"))
-    }
-
-    /// The balance of the card in the ETC reader, in fen (`None`: no card there).
-    pub fn balance_fen(&self) -> Result<Option<i64>> {
-        let view = self.ok("sim.readers", json!({}), Some(&self.admin))?;
-        let reader = view["readers"]
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["reader_id"] == "sim:etc"))
-            .cloned()
-            .context("no sim:etc")?;
-        Ok(reader["card"]["balance"].as_str().map(|yuan| {
-            let (y, f) = yuan.split_once('.').unwrap_or((yuan, "0"));
-            y.parse::<i64>().unwrap_or(0) * 100 + f.parse::<i64>().unwrap_or(0)
-        }))
-    }
-
-    /// A record as the site reads it (from the host).
-    pub fn record(&self, record_id: &str) -> Result<Value> {
-        self.ok(
-            "etc.records.get",
-            json!({ "record_id": record_id }),
-            Some(&self.teller),
-        )
-    }
-
-    /// `/health`.
-    pub fn health(&self) -> Result<Value> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        )?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        Ok(serde_json::from_str(body)?)
-    }
-
-    /// SIGKILL.
-    pub fn kill9(&mut self) {
-        if let Some(mut proc) = self.proc.take() {
-            proc.kill9();
-        }
     }
 }
 
@@ -465,12 +122,14 @@ pub struct FleetOptions {
 
 /// PostgreSQL, the host and its sites, set up (the host not yet started).
 pub struct Fleet {
-    pub root: tempfile::TempDir,
-    pub pg: cardd_pg_throwaway::Cluster,
-    pub host: Host,
+    // Declared in the order a drop kills them: the sites, the host, its way to PostgreSQL,
+    // PostgreSQL, then the files.
     pub sites: Vec<Site>,
+    pub host: Host,
     /// The host's way to PostgreSQL when it runs in a namespace.
     pub relay: Option<Relay>,
+    pub pg: cardd_pg_throwaway::Cluster,
+    pub root: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -494,6 +153,7 @@ impl Fleet {
         } else {
             options.sites.clone()
         };
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let root = tempfile::tempdir()?;
         let pg = cardd_pg_throwaway::Cluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (host_ip, relay, database_url) = match &options.host_netns {
@@ -510,127 +170,36 @@ impl Fleet {
                 (IpAddr::V4(netns.inner_addr()), Some(relay), url)
             }
         };
-        let ca_dir = root.path().join("ca");
-        cardd_fleet::FleetCa::init(&ca_dir, DAYS)?;
-        let ca = cardd_fleet::FleetCa::open(&ca_dir)?;
-        ca.issue_host(HOST_NAME, &[host_ip.to_string()], DAYS, false)?;
-        let host_tls = cardd_fleet::ca::host_files(&ca_dir, HOST_NAME);
-        let host_dir = root.path().join("host");
-        std::fs::create_dir_all(&host_dir)?;
-        let addr = SocketAddr::new(host_ip, free_port());
-        let host_config = host_dir.join("cardd-host.toml");
-        std::fs::write(
-            &host_config,
-            format!(
-                "listen = \"{addr}\"\ndatabase_url = \"{database_url}\"\n\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n\n[keys]\nsource = \"demo\"\n",
-                host_tls.ca_cert,
-                host_tls.cert,
-                host_tls.key
-            ),
-        )?;
-        let host = Host {
-            dir: host_dir,
-            config: host_config,
-            addr,
-            proc: None,
-            netns: options.host_netns,
-        };
-        host.cli(&["migrate"])?;
-        host.cli(&["seed-demo"])?;
-        let (group_user, group_password) = GROUP_OPERATOR;
-        for (user, role, password, group) in [
-            ("teller", "teller", "teller-pass-1", None),
-            ("admin", "admin", "admin-pass-1", None),
-            (group_user, "group", group_password, Some("G001")),
-        ] {
-            let mut args = vec!["operators", "add", "--role", role];
-            if let Some(group) = group {
-                args.extend(["--group", group]);
-            }
-            args.push(user);
-            host.cli_with_input(&args, Some(&format!("{password}\n")))?;
-        }
-        let mut sites = Vec::new();
-        for (n, id) in ids.iter().map(String::as_str).enumerate() {
-            let site_id: cardd_fleet::SiteId = id.parse()?;
-            ca.issue_site(&site_id, DAYS, false)?;
-            let files = cardd_fleet::ca::site_files(&ca_dir, &site_id);
-            host.cli(&[
-                "sites",
-                "enrol",
-                id,
-                "--cert",
-                &files.cert.display().to_string(),
-            ])?;
-            sites.push(Fleet::site(root.path(), id, n, &files, addr)?);
-        }
+        let mut ports = Ports::free(ids.len())?;
+        ports.backoffice = None;
+        let host_launcher = options
+            .host_netns
+            .as_ref()
+            .map(|netns| {
+                ["ip", "netns", "exec", netns.name()]
+                    .map(Into::into)
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let (host, sites) = cardd_fleet_launch::prepare(&Setup {
+            root: root.path(),
+            bin_dir: &bin_dir(),
+            database_url: &database_url,
+            sites: &ids,
+            host_ip,
+            host_launcher,
+            ports: &ports,
+            operators: TEST_OPERATORS,
+        })?;
         Ok(Fleet {
-            root,
-            pg,
-            host,
             sites,
-            relay,
-        })
-    }
-
-    /// A site's directories and configuration (its operators are the host's); its TLS files copied into its
-    /// configuration directory, as an installer would.
-    fn site(
-        root: &Path,
-        id: &str,
-        n: usize,
-        files: &cardd_fleet::TlsFiles,
-        host: SocketAddr,
-    ) -> Result<Site> {
-        let dir = root.join(id);
-        let etc = dir.join("etc");
-        let data = dir.join("data");
-        std::fs::create_dir_all(&etc)?;
-        std::fs::create_dir_all(&data)?;
-        for (from, to) in [
-            (&files.ca_cert, "ca.crt"),
-            (&files.cert, "site.crt"),
-            (&files.key, "site.key"),
-        ] {
-            std::fs::copy(from, etc.join(to))?;
-        }
-        set_owner_only(&etc.join("site.key"))?;
-        let city_card = etc.join("city-card.json");
-        let card: cardd_sim::SimCard = cardd_sim::CityCard::issue(
-            &cardd_sim::CityCardSpec {
-                app_serial: city_card_number(n),
-                balance_fen: CITY_START_FEN,
-                ..cardd_sim::demo::demo_city_spec()
+            host: Host {
+                inner: host,
+                netns: options.host_netns,
             },
-            &cardd_sim::demo::demo_masters(),
-        )?
-        .into();
-        std::fs::write(&city_card, card.to_json()?)?;
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let config = etc.join("cardd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"{addr}\"\nsim_panel = true\n\n[data]\ndir = {data:?}\n\n\
-                 [fleet]\nhost_addr = \"{host}\"\nhost_name = \"{HOST_NAME}\"\n\
-                 ca_cert = {:?}\ncert = {:?}\nkey = {:?}\ncall_timeout_ms = 3000\n\n\
-                 [[readers]]\ndriver = \"sim\"\n[readers.options]\n\
-                 [[readers.options.readers]]\nid = \"etc\"\nkind = \"contact\"\ncard = \"demo-etc\"\n\
-                 [[readers.options.readers]]\nid = \"city\"\nkind = \"contactless\"\n\
-                 card = {{ json_file = {city_card:?} }}\n",
-                etc.join("ca.crt"),
-                etc.join("site.crt"),
-                etc.join("site.key"),
-            ),
-        )?;
-        Ok(Site {
-            id: id.to_owned(),
-            dir,
-            config,
-            addr,
-            proc: None,
-            teller: String::new(),
-            admin: String::new(),
+            relay,
+            pg,
+            root,
         })
     }
 }
@@ -766,18 +335,6 @@ impl Drop for Relay {
             }
         }
     }
-}
-
-#[cfg(unix)]
-fn set_owner_only(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn set_owner_only(_path: &Path) -> Result<()> {
-    Ok(())
 }
 
 /// Waits until `check` holds, polling; fails with `what` after `limit`.

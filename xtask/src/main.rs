@@ -16,6 +16,11 @@
 //! * `cargo xtask setup` only installs the system packages.
 //! * `cargo xtask demo` installs them (cardd links libpcsclite) and runs the daemon on its
 //!   embedded default (`cargo run -p cardd -- --demo`).
+//! * `cargo xtask fleet [--base-port N]` installs them, builds `cardd` and `cardd-host` (debug)
+//!   and runs a whole demo fleet until Ctrl-C: a throw-away PostgreSQL, one `cardd-host` with
+//!   its back office and two sites, S01 and S02, with simulated readers (see [`fleet`]; ports
+//!   from 7443: the host, the back office, S01, S02). The fleet tests start the same fleet
+//!   (`cardd-fleet-launch`).
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
 //! * `cargo xtask rpc-types` writes `clients/web/types/rpc.d.ts` from `docs/openrpc.json` (a test
 //!   fails when it is stale; `UPDATE_DOCS=1 cargo test -p xtask` does the same).
@@ -24,6 +29,7 @@
 //!   it started. Not part of the test suite (see docs/performance.md).
 
 mod cycles;
+mod fleet;
 mod pcscd;
 mod rpc_types;
 mod setup;
@@ -51,6 +57,10 @@ fn run(args: &[String]) -> Result<()> {
         Some("setup") => setup::install_system_packages(),
         Some("pg") => pg(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("fleet") => {
+            let root = project_root();
+            fleet::run(&root, &target_dir(&root), &args[1..])
+        }
         Some("bench") => bench(&args[1..]),
         Some("tsc") => {
             setup::install_system_packages()?;
@@ -81,7 +91,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | bench [-- sections] | tidy | tsc | rpc-types>"
+                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | fleet [--base-port N] | bench [-- sections] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }

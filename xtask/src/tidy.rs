@@ -100,6 +100,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-hostlink", 5),
     ("cardd", 6),
     ("cardd-host", 6),
+    // Runs the layer-6 binaries as programs; depends on none of them (no libpcsclite).
+    ("cardd-fleet-launch", 6),
     ("cardctl", 7),
     ("cardd-bench", 7),
     ("cardd-tests", 7),
