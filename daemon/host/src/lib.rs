@@ -26,6 +26,9 @@
 //!   or removed; `cardd_store_pg::PgOperators` in the binary, managed with `cardd-host
 //!   operators …`);
 //! * [`HttpsLink`] ([`link`]): a site's `HostLink` to it, with the site's certificate.
+//! * [`backoffice`]: the back office's web pages (后台: 额度充值审核, 退款审核 with the host's
+//!   card evidence, 充值记录, 操作员管理, 站点管理, 审计日志) for the host's administrators,
+//!   auditors and supervisors, on the loopback address of `[backoffice] listen`.
 //!
 //! **Architecture invariants.**
 //! * No MAC2 without a claimed record: the claim is the store's atomic state change, so two
@@ -35,6 +38,7 @@
 //!   claim under another transaction is refused while the record is 圈存中.
 #![forbid(unsafe_code)]
 
+pub mod backoffice;
 pub mod config;
 pub mod service;
 

@@ -489,7 +489,15 @@ fn serve(config: &HostConfig) -> Result<()> {
     let (db_for_audit, clock_for_audit) = (db.clone(), clock.clone());
     let groups: Arc<dyn cardd_group::GroupHost> =
         Arc::new(cardd_store_pg::PgGroupHost::new(db.clone(), clock.clone()));
-    let sites = Arc::new(PgSites::new(db, clock));
+    let sites = Arc::new(PgSites::new(db.clone(), clock.clone()));
+    let backoffice_stores = cardd_host::backoffice::pages::Stores {
+        operators: Arc::new(cardd_store_pg::PgOperators::new(db.clone(), clock.clone())),
+        audit: Arc::new(PgAudit::new(db.clone(), clock.clone())),
+        groups: groups.clone(),
+        ledger: ledger.clone(),
+        sites: sites.clone(),
+        records: records.clone(),
+    };
     let service = Arc::new(HostService {
         tls,
         directory: sites.clone(),
@@ -519,6 +527,21 @@ fn serve(config: &HostConfig) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "cardd-host serving the sites");
+        let (stop_backoffice, backoffice_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(section) = &config.backoffice {
+            let bo_listener = tokio::net::TcpListener::bind(section.listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on backoffice.listen = {}", section.listen)
+                })?;
+            let bound = bo_listener.local_addr()?;
+            let backoffice = cardd_host::backoffice::BackOffice::new(bound, backoffice_stores);
+            tracing::info!(listen = %bound, "cardd-host serving the back office (后台)");
+            println!("backoffice http://{bound}/");
+            tokio::spawn(backoffice.serve(bo_listener, async {
+                let _ = backoffice_stopped.await;
+            }));
+        }
         // The address, on stdout, for whoever started the host (tests, scripts).
         println!("listening {}", listener.local_addr()?);
         service
@@ -533,6 +556,7 @@ fn serve(config: &HostConfig) -> Result<()> {
                 tracing::info!("cardd-host stopping");
             })
             .await;
+        let _ = stop_backoffice.send(());
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())

@@ -247,6 +247,69 @@ impl PgLedger {
     }
 }
 
+/// One authorisation with what an auditor weighs (the back office's card evidence): when it
+/// was given and settled, by whom and why, and the card's balance before the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationDetail {
+    pub row: AuthorizationRow,
+    /// The card's balance before the load, as the card reported it (fen).
+    pub balance_before_fen: i64,
+    pub authorized_at: OffsetDateTime,
+    pub settled_at: Option<OffsetDateTime>,
+    /// Who settled it: the host for a site (`cardd-host@S01`) or a person.
+    pub settled_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl PgLedger {
+    /// The authorisation of the load transaction `txn_id`, if the host gave one.
+    pub fn authorization(&self, txn_id: &str) -> Result<Option<AuthorizationDetail>, HostError> {
+        self.db.call(self.db.transaction(
+            Mode::Read,
+            "读取圈存授权",
+            body!(|c| async {
+                let Some(r) = c
+                    .query_opt(
+                        "SELECT txn_id, site_id, card_number, online_atc, amount_fen, funding_id, \
+                                state, tac, balance_before_fen, authorized_at, settled_at, \
+                                settled_by, reason \
+                         FROM load_authorizations WHERE txn_id = $1",
+                        &[&txn_id],
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let state: String = r.get(6);
+                let atc: i32 = r.get(3);
+                let settled_at: Option<OffsetDateTime> = r.get(10);
+                Ok(Some(AuthorizationDetail {
+                    row: AuthorizationRow {
+                        txn_id: r.get(0),
+                        site_id: r.get(1),
+                        card_number: r.get(2),
+                        online_atc: u16::try_from(atc).unwrap_or(u16::MAX),
+                        amount_fen: r.get(4),
+                        funding_id: r.get(5),
+                        state: AuthorizationState::from_code(&state).ok_or_else(|| {
+                            TxError::Refused(HostError::Corrupt {
+                                key: r.get(0),
+                                reason: format!("unknown authorisation state {state}"),
+                            })
+                        })?,
+                        tac: r.get(7),
+                    },
+                    balance_before_fen: r.get(8),
+                    authorized_at: china_seconds(r.get(9)),
+                    settled_at: settled_at.map(china_seconds),
+                    settled_by: r.get(11),
+                    reason: r.get(12),
+                }))
+            }),
+        ))
+    }
+}
+
 impl cardd_authority::LoadGate for PgLedger {
     /// Accepts loads paid by a recharge record or a group order; the record or order is
     /// claimed with the authorisation.

@@ -66,7 +66,7 @@ pub use audit::{AuditError, HostAuditEntry, HostAuditRecord, PgAudit, HOST_CHAIN
 pub use db::{Database, DbFailure, TXN_ATTEMPTS_MAX};
 pub use group::{GroupVerifyReport, PgGroupHost};
 pub use host::{PgHost, VerifyReport};
-pub use ledger::{AuthorizationRow, AuthorizationState, PgLedger};
+pub use ledger::{AuthorizationDetail, AuthorizationRow, AuthorizationState, PgLedger};
 pub use migrate::SCHEMA_VERSION;
 pub use operators::{OperatorError, OperatorStatus, PgOperators};
 pub use review::{PgReview, ReviewError, ReviewItem, Verdict};
