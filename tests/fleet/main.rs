@@ -7,12 +7,14 @@
 //! The scenarios: [`fleet`] (a host and a database that die), [`partition`] (the host in a
 //! namespace, cut off from the sites by a real partition), [`groups`] (one group's quota from
 //! four sites), [`host_crash`] (the host killed mid-load), [`operators`] (operators kept at
-//! the host: log in anywhere, disabled everywhere at once) and [`launch`] (the demo fleet of
-//! `cargo xtask fleet`, started by the same code: one load across it).
+//! the host: log in anywhere, disabled everywhere at once), [`launch`] (the demo fleet of
+//! `cargo xtask fleet`, started by the same code: one load across it) and [`backoffice`] (the
+//! back office's pages in Chromium: top-ups, refund evidence, records, revoking a site).
 //!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
 
+mod backoffice;
 mod cross_site;
 mod fleet;
 mod groups;
@@ -24,3 +26,5 @@ mod operators;
 mod partition;
 mod processes;
 mod revoked;
+#[path = "../it/webdriver/mod.rs"]
+mod webdriver;

@@ -6,6 +6,12 @@ import { $, el } from '../../lib/dom.js';
 import { call } from '../rpc.js';
 import { errorBox, fill, table, when } from '../ui.js';
 
+/**
+ * What an outcome is called: `started` is written before the change is made.
+ * @type {Record<string, string>}
+ */
+const OUTCOMES = { started: '操作前记录', ok: '成功' };
+
 /** @type {import('../backoffice.js').Page} */
 export const page = {
   id: 'audit',
@@ -41,7 +47,7 @@ export const page = {
                     ['操作人', (x) => x.actor],
                     ['操作', (x) => x.action],
                     ['对象', (x) => x.target],
-                    ['结果', (x) => x.outcome],
+                    ['结果', (x) => OUTCOMES[x.outcome] || x.outcome],
                     ['详情', (x) => el('span', { class: 'audit-detail', text: x.detail })],
                   ],
                   r.records,
