@@ -431,6 +431,78 @@ fn the_back_office_over_http_on_postgresql() {
         OrderStatus::Succeeded
     );
 
+    // Sites: enrolled from their own certificate only; revoked and enabled again.
+    let ca_dir = tempfile::tempdir().expect("temp dir");
+    cardd_fleet::FleetCa::init(ca_dir.path(), 30).expect("CA");
+    let ca = cardd_fleet::FleetCa::open(ca_dir.path()).expect("CA");
+    let s05: cardd_fleet::SiteId = "S05".parse().unwrap();
+    ca.issue_site(&s05, 30, false).expect("S05's certificate");
+    let pem = std::fs::read_to_string(cardd_fleet::ca::site_files(ca_dir.path(), &s05).cert)
+        .expect("PEM");
+    let (name, message) = refused(
+        addr,
+        Some(&admin),
+        "sites.enrol",
+        json!({"site_id": "S06", "cert_pem": pem}),
+    );
+    assert_eq!(name, "Refused", "{message}");
+    assert!(message.contains("这是站点 S05 的证书"), "{message}");
+    let (name, _) = refused(
+        addr,
+        Some(&admin),
+        "sites.enrol",
+        json!({"site_id": "S05", "cert_pem": "not a certificate"}),
+    );
+    assert_eq!(name, "InvalidParams");
+    let (name, _) = refused(
+        addr,
+        Some(&auditor1),
+        "sites.enrol",
+        json!({"site_id": "S05", "cert_pem": pem}),
+    );
+    assert_eq!(name, "Forbidden");
+    let enrolled = ok(
+        addr,
+        &admin,
+        "sites.enrol",
+        json!({"site_id": "S05", "cert_pem": pem}),
+    );
+    assert_eq!(
+        enrolled["cert_fingerprint"].as_str().map(str::len),
+        Some(64)
+    );
+    ok(
+        addr,
+        &admin,
+        "sites.set_enabled",
+        json!({"site_id": "S05", "enabled": false}),
+    );
+    let sites = ok(addr, &admin, "sites.list", json!({}));
+    assert_eq!(sites[0]["site_id"], "S05");
+    assert_eq!(sites[0]["enabled"], false);
+    let (name, _) = refused(
+        addr,
+        Some(&admin),
+        "sites.set_enabled",
+        json!({"site_id": "S09", "enabled": false}),
+    );
+    assert_eq!(name, "NotFound");
+
+    // Operators: created by an administrator (a group operator with its group).
+    ok(
+        addr,
+        &admin,
+        "operators.create",
+        json!({"username": "group2", "display_name": "集团二", "role": "group_operator",
+               "group_id": "G001", "password": "group2-pass-1"}),
+    );
+    let listed = ok(addr, &admin, "operators.list", json!({}));
+    assert!(listed["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["username"] == "group2" && o["group_id"] == "G001"));
+
     // Operators: disabling one ends their sessions; they cannot log in.
     ok(
         addr,
@@ -473,6 +545,8 @@ fn the_back_office_over_http_on_postgresql() {
         ("后台:auditor1", "refunds.refund"),
         ("后台:auditor1", "refunds.resolve"),
         ("后台:admin1", "operators.set_disabled"),
+        ("后台:admin1", "sites.enrol"),
+        ("后台:admin1", "operators.create"),
     ] {
         assert!(
             actions.iter().any(|(a, b)| a == actor && b == action),
