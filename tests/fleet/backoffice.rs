@@ -10,8 +10,8 @@
 //!   with that evidence and no 退款 button; a direct JSON-RPC refund is refused too, and the
 //!   order stays failed;
 //! * 审计日志 and its 验证;
-//! * an administrator revokes S01 on 站点管理 (through the confirm dialog) and the site's next
-//!   call to the host (a teller's login) is refused;
+//! * 站点管理 shows when S01 last reported; an administrator revokes S01 there (through the
+//!   confirm dialog) and the site's next call to the host (a teller's login) is refused;
 //! * a page from a foreign origin cannot call the back office.
 //!
 //! Screenshots go to `target/screenshots/backoffice-*.png`; `UPDATE_SCREENSHOTS=1` also writes
@@ -296,6 +296,22 @@ fn the_back_office_in_chromium_against_a_real_fleet() -> Result<()> {
     browser.click("#nav-operators")?;
     browser.wait_text("#operators-table", user)?;
     shots.take(&browser, "operators")?;
+    // The site reports to the host: the page shows when it last spoke.
+    let (admin_user, admin_password) = ADMIN;
+    let admin = rpc(
+        bo,
+        None,
+        "auth.login",
+        json!({"username": admin_user, "password": admin_password}),
+    )?;
+    let admin = admin["result"]["token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    eventually(Duration::from_secs(15), "S01's report at the host", || {
+        let sites = rpc(bo, Some(&admin), "sites.list", json!({}))?;
+        Ok(sites["result"][0]["last_seen_at"].is_string())
+    })?;
     browser.click("#nav-sites")?;
     browser.wait_text("#sites-table", "S01")?;
     browser.click("button.revoke[data-site='S01']")?;

@@ -5,7 +5,8 @@
 //! transaction decides, never a person's wish:
 //! * `booked`: the card's TAC verified with the host's keys, so the money is on the card
 //!   (卡片已圈存成功): only 改为充值成功 is offered, and a refund is refused here too;
-//! * `released`: the card proved the load did not land: 退款;
+//! * `released`: the load was settled as not landed (the site's card said so, or nothing was
+//!   written, or two people decided it on 待核对): 退款 (by someone else than who decided);
 //! * `authorized` / `reconcile`: nobody knows yet: neither; the message says what to do;
 //! * no authorisation: the host never issued MAC2 for it, so the card cannot have been
 //!   credited: 退款.
@@ -62,7 +63,7 @@ pub fn judge(
         Some(AuthorizationState::Released) => (
             Verdict::NotLanded,
             "released",
-            "卡片证明圈存未成功：金额未进入卡内，可以退回额度".into(),
+            "圈存未成功：站点根据卡片判定金额未进入卡内（或未写卡），后台已解除该笔授权，可以退回额度".into(),
         ),
         Some(AuthorizationState::Authorized) => (
             Verdict::Unknown,

@@ -1,4 +1,5 @@
-//! 站点管理 (administrators): the sites that may connect (enabled, certificate fingerprint),
+//! 站点管理 (administrators): the sites that may connect (enabled, certificate fingerprint, when
+//! each last reported to the host and what then waited in its outbox),
 //! enrolling one from its certificate (the site id must be the certificate's, as `cardd-host
 //! sites enrol --cert` checks) and 吊销 (revoking: disabling, refused from its next
 //! connection on) or enabling it again.
@@ -48,10 +49,8 @@ fn list(stores: &Stores, _: &Caller, _: Value) -> Result<Value, BackOfficeError>
                 "enabled": s.enabled,
                 "cert_fingerprint": s.cert_fingerprint,
                 "updated_at": when(s.updated_at),
-                // TODO(site heartbeat): `SiteRow::last_seen_at` and `SiteRow::outbox_pending`
-                // are being added to PgSites; show them here when they land on main.
-                "last_seen_at": Value::Null,
-                "outbox_pending": Value::Null,
+                "last_seen_at": s.last_seen_at.map(when),
+                "outbox_pending": s.outbox_pending,
             })
         })
         .collect();
