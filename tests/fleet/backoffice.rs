@@ -120,7 +120,7 @@ fn psql(url: &str, sql: &str) -> Result<String> {
         "-c",
         sql,
     ]);
-    crate::processes::run(command, None)
+    Ok(crate::processes::run(command, None)?)
 }
 
 fn serve_once(listener: &std::net::TcpListener, page: &str) -> Result<()> {
