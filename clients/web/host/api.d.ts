@@ -63,6 +63,36 @@ export interface FailedOrder {
   refund_refusal: string | null;
 }
 
+export interface ReviewVerdict {
+  landed: boolean;
+  reason: string;
+  proposed_by: string;
+  proposed_at: string;
+  state: 'proposed' | 'rejected' | 'confirmed';
+  decided_by: string | null;
+  decided_at: string | null;
+  card_check: 'waiting' | 'agreed' | 'contradicted';
+  card_evidence: string | null;
+}
+
+export interface ReviewItem {
+  txn_id: string;
+  site_id: string;
+  card_number: string;
+  amount: string;
+  online_atc: number;
+  balance_before: string;
+  balance_if_landed: string;
+  funding_kind: 'etc_record' | 'group_order';
+  funding_id: string;
+  state: 'authorized' | 'reconcile';
+  authorized_at: string;
+  why: string | null;
+  decidable: boolean;
+  decidable_at: string;
+  verdict: ReviewVerdict | null;
+}
+
 export interface RecordRow {
   record_id: string;
   card_number: string;
@@ -141,6 +171,12 @@ export interface Api {
     params: { order_id: string; reason: string };
     result: { order_id: string; status_label: string };
   };
+  'review.pending': { params: {}; result: ReviewItem[] };
+  'review.propose': {
+    params: { txn_id: string; landed: boolean; reason: string };
+    result: ReviewItem;
+  };
+  'review.decide': { params: { txn_id: string; confirm: boolean }; result: ReviewItem };
   'records.query': {
     params: { card_number?: string; plate?: string; colour?: number };
     result: { records: RecordRow[]; total: number; shown_max: number };

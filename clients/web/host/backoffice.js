@@ -10,6 +10,7 @@ import { state, may, errorBox } from './ui.js';
 import { changePassword } from './pages/account.js';
 import { page as topups } from './pages/topups.js';
 import { page as refunds } from './pages/refunds.js';
+import { page as review } from './pages/review.js';
 import { page as records } from './pages/records.js';
 import { page as operators } from './pages/operators.js';
 import { page as sites } from './pages/sites.js';
@@ -26,7 +27,7 @@ import { page as audit } from './pages/audit.js';
  */
 
 /** @type {Page[]} */
-const PAGES = [topups, refunds, records, operators, sites, audit];
+const PAGES = [topups, refunds, review, records, operators, sites, audit];
 
 const visible = () => PAGES.filter((p) => may(p.method));
 

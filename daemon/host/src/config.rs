@@ -17,6 +17,7 @@
 //!
 //! [backoffice]
 //! listen = "127.0.0.1:7480"        # the back office's web pages (loopback only)
+//! review_wait_min = 30             # 待核对: minutes an open load waits for its card first
 //! ```
 
 use std::net::SocketAddr;
@@ -45,7 +46,14 @@ pub struct HostConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackOfficeSection {
     pub listen: SocketAddr,
+    /// 待核对: how long an open load waits for its card before people may decide it, in
+    /// minutes (`cardd_store_pg::review::REVIEW_WAIT_MIN` when absent; at most a week).
+    #[serde(default)]
+    pub review_wait_min: Option<u64>,
 }
+
+/// Longest `backoffice.review_wait_min`, in minutes (a week).
+pub const REVIEW_WAIT_MIN_MAX: u64 = 7 * 24 * 60;
 
 /// `[tls]`: the host's certificate and the fleet CA.
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +119,14 @@ impl HostConfig {
         if let Some(b) = &config.backoffice {
             if !b.listen.ip().is_loopback() {
                 return Err(ConfigError::BackOfficeNotLoopback(b.listen));
+            }
+            if b.review_wait_min.is_some_and(|m| m > REVIEW_WAIT_MIN_MAX) {
+                return Err(ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: format!(
+                        "backoffice.review_wait_min is at most {REVIEW_WAIT_MIN_MAX} minutes (a week)"
+                    ),
+                });
             }
         }
         Ok(config)

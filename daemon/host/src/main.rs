@@ -497,6 +497,13 @@ fn serve(config: &HostConfig) -> Result<()> {
         ledger: ledger.clone(),
         sites: sites.clone(),
         records: records.clone(),
+        review: Arc::new({
+            let review = cardd_store_pg::PgReview::new(db.clone(), clock.clone());
+            match config.backoffice.as_ref().and_then(|b| b.review_wait_min) {
+                Some(min) => review.with_wait(std::time::Duration::from_secs(min * 60)),
+                None => review,
+            }
+        }),
     };
     let service = Arc::new(HostService {
         tls,

@@ -167,6 +167,7 @@ fn the_back_office_over_http_on_postgresql() {
         ledger: Arc::new(PgLedger::new(db.clone(), clock.clone())),
         sites: Arc::new(PgSites::new(db.clone(), clock.clone())),
         records: Arc::new(PgHost::new(db.clone(), clock.clone())),
+        review: Arc::new(cardd_store_pg::PgReview::new(db.clone(), clock.clone())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -286,6 +287,26 @@ fn the_back_office_over_http_on_postgresql() {
         .unwrap()
         .iter()
         .any(|m| m == "refunds.refund"));
+
+    // 待核对: auditors (and supervisors) see it, administrators do not; a verdict names a load
+    // the host authorised (its two-person rules: daemon/host/tests/review.rs).
+    assert_eq!(ok(addr, &auditor1, "review.pending", json!({})), json!([]));
+    let (name, _) = refused(addr, Some(&admin), "review.pending", json!({}));
+    assert_eq!(name, "Forbidden");
+    let (name, message) = refused(
+        addr,
+        Some(&auditor1),
+        "review.propose",
+        json!({"txn_id": "NO-SUCH-TXN", "landed": false, "reason": "核对"}),
+    );
+    assert_eq!(name, "NotFound", "{message}");
+    let (name, _) = refused(
+        addr,
+        Some(&auditor1),
+        "review.propose",
+        json!({"txn_id": "NO-SUCH-TXN", "landed": false, "reason": "  "}),
+    );
+    assert_eq!(name, "InvalidParams");
 
     // A paid top-up approved: the group's quota grows by its amount.
     let before = groups.group("G001").unwrap().unwrap().available_fen;

@@ -35,6 +35,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/web/host/pages/account.js", JS, "host/pages/account.js"),
     asset!("/web/host/pages/topups.js", JS, "host/pages/topups.js"),
     asset!("/web/host/pages/refunds.js", JS, "host/pages/refunds.js"),
+    asset!("/web/host/pages/review.js", JS, "host/pages/review.js"),
     asset!("/web/host/pages/records.js", JS, "host/pages/records.js"),
     asset!(
         "/web/host/pages/operators.js",

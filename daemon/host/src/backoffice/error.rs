@@ -151,6 +151,17 @@ impl From<cardd_store_pg::sites::SiteError> for BackOfficeError {
     }
 }
 
+impl From<cardd_store_pg::ReviewError> for BackOfficeError {
+    fn from(e: cardd_store_pg::ReviewError) -> Self {
+        use cardd_store_pg::ReviewError as R;
+        match e {
+            R::NotFound(_) => BackOfficeError::NotFound(e.to_string()),
+            R::Db(d) => BackOfficeError::Unavailable(d.to_string()),
+            other => BackOfficeError::Refused(other.to_string()),
+        }
+    }
+}
+
 impl From<cardd_store_pg::AuditError> for BackOfficeError {
     fn from(e: cardd_store_pg::AuditError) -> Self {
         match e {

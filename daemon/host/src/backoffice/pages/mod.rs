@@ -19,6 +19,7 @@ pub mod audit;
 pub mod operators;
 pub mod records;
 pub mod refunds;
+pub mod review;
 pub mod sites;
 pub mod topups;
 
@@ -31,6 +32,8 @@ pub struct Stores {
     pub ledger: Arc<cardd_store_pg::PgLedger>,
     pub sites: Arc<cardd_store_pg::PgSites>,
     pub records: Arc<dyn cardd_etc::IssuerHost>,
+    /// 待核对: people's verdicts on loads no card settled.
+    pub review: Arc<cardd_store_pg::PgReview>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -82,6 +85,7 @@ pub const PAGES: &[&[Method]] = &[
     account::METHODS,
     topups::METHODS,
     refunds::METHODS,
+    review::METHODS,
     records::METHODS,
     operators::METHODS,
     sites::METHODS,
