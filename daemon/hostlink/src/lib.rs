@@ -26,6 +26,8 @@ pub mod records;
 pub mod wire;
 
 pub use groups::RemoteGroups;
-pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
+pub use link::{
+    CallError, ClientStats, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS,
+};
 pub use operators::{RemoteOperatorError, RemoteOperators};
 pub use records::RemoteRecords;
