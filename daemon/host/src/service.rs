@@ -216,6 +216,10 @@ impl HostService {
                         // Closes the connection once no request is in flight.
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                    } else if in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        // A request still running is activity: look again an idle time later.
+                        *idle_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                            tokio::time::Instant::now();
                     }
                 }
             }

@@ -18,6 +18,13 @@
 //! Everything is on disk before the host answers, so a host restarted between MAC2 and the TAC
 //! confirms the load from the table; nothing is kept in memory.
 //!
+//! **The caller is admitted in the step's own transaction** ([`AuthorizationLog::authorized_by`],
+//! [`AuthorizationLog::booked_by`] with the certificate a site connected with): the site
+//! directory (`sites`, [`crate::PgSites`]) is read in the same serializable transaction, and a
+//! site unknown, disabled or presenting a certificate other than the one issued to it last is
+//! refused before anything is claimed or booked. A site disabled by any process is so refused
+//! at its next step, on a connection opened before, at no extra transaction.
+//!
 //! **Group orders** (`Funding::GroupOrder`, 集团充值) are authorised the same way: in the one
 //! serializable transaction the order must exist, be 充值中 (`reserved`: its quota is already
 //! taken), be for this card, amount and load transaction, and the authorisation
