@@ -76,9 +76,7 @@ pub const REQUESTS_PER_CONNECTION_MAX: u64 = 10_000;
 /// a site rarely sends on a connection the host is closing).
 pub const IDLE_CONNECTION_TIMEOUT_S: u64 = 60;
 
-/// The JSON-RPC code of a request of a site the host no longer admits (disabled, re-issued,
-/// removed, or the directory could not be read); the connection is closed after the answer.
-pub const CODE_SITE_REFUSED: i64 = -32124;
+pub use cardd_hostlink::wire::CODE_SITE_REFUSED;
 
 /// What the service needs.
 pub struct HostService {

@@ -8,7 +8,9 @@
 //! caller waits for its answer on a channel, so a call may be made from any thread: a reader's
 //! worker (loads), a blocking task, or, briefly, an async task. Anything that is not an answer
 //! of the host (no connection, a refused certificate, a timeout, a malformed reply) is
-//! [`CallError::Unreachable`]; an answer with an error is [`CallError::Refused`].
+//! [`CallError::Unreachable`], and so is the host's answer that it no longer admits the site
+//! (`wire::CODE_SITE_REFUSED`: disabled or re-issued since the connection opened, as a refused
+//! handshake would have said); any other answer with an error is [`CallError::Refused`].
 //!
 //! **A request is sent once.** A kept connection the host closed meanwhile is noticed before
 //! the request is written (the connection reports itself closed, or hands the unsent request
@@ -34,7 +36,8 @@ use serde::Serialize;
 use tokio_rustls::TlsConnector;
 
 use crate::wire::{
-    OpenLoadsParams, Request, Response, RpcError, ANSWER_BYTES_MAX, AUTHORIZE, CONFIRM, OPEN_LOADS,
+    OpenLoadsParams, Request, Response, RpcError, ANSWER_BYTES_MAX, AUTHORIZE, CODE_SITE_REFUSED,
+    CONFIRM, OPEN_LOADS,
 };
 
 /// How long one call to the host may take by default (connection, handshake, answer), in ms.
@@ -286,6 +289,9 @@ impl HostClient {
         let response: Response<R> = serde_json::from_slice(&bytes)
             .map_err(|e| CallError::Unreachable(format!("the host's answer is malformed: {e}")))?;
         match (response.result, response.error) {
+            (_, Some(error)) if error.code == CODE_SITE_REFUSED => Err(CallError::Unreachable(
+                format!("the host no longer admits this site: {}", error.message),
+            )),
             (Some(result), None) => Ok(result),
             (_, Some(error)) => Err(CallError::Refused(error)),
             (None, None) => Err(CallError::Unreachable("the host's answer is empty".into())),
