@@ -119,12 +119,22 @@ pub fn run(quick: bool) -> Result<()> {
     pg.seed_vehicles(most)?;
     let config = write_config(dir.path(), &ca_dir, &host_url)?;
 
-    // The ceiling: pgbench -N on the same cluster, now.
-    let pgbench = pgbench(&with_database(&url, PGBENCH_DB), seconds)?;
+    // The ceiling: pgbench -N on the same cluster, now; and one client alone, whose rate is
+    // one durable commit after another (the floor of a load's latency: two of them).
+    let pgbench_url = with_database(&url, PGBENCH_DB);
+    pgbench_init(&pgbench_url)?;
+    let pgbench = pgbench_run(&pgbench_url, PGBENCH_CLIENTS, seconds)?;
     report::figure(
         &format!("host.pgbench_n_{PGBENCH_CLIENTS}_clients.tps"),
         pgbench,
         "txn/s",
+    );
+    let alone = pgbench_run(&pgbench_url, 1, seconds)?;
+    report::figure("host.pgbench_n_1_client.tps", alone, "txn/s");
+    report::figure(
+        "host.pgbench_n_1_client.latency",
+        1e3 / alone.max(1e-9),
+        "ms",
     );
 
     let mut hosts = vec![Host::start(&host_bin, &config, dir.path(), 0)?];
@@ -415,14 +425,16 @@ impl Pg {
     }
 }
 
-/// pgbench -N with [`PGBENCH_CLIENTS`] clients for `seconds` on a fresh scratch database: its
-/// transactions per second.
-fn pgbench(url: &str, seconds: f64) -> Result<f64> {
-    let bin = cardd_pg_throwaway::bin_dir()
+fn pgbench_bin() -> Result<PathBuf> {
+    cardd_pg_throwaway::bin_dir()
         .map(|d| d.join("pgbench"))
         .filter(|p| p.exists())
-        .context("pgbench is not installed (Debian's postgresql-15: cargo xtask setup)")?;
-    let init = Command::new(&bin)
+        .context("pgbench is not installed (Debian's postgresql-15: cargo xtask setup)")
+}
+
+/// `pgbench -i` on the scratch database.
+fn pgbench_init(url: &str) -> Result<()> {
+    let init = Command::new(pgbench_bin()?)
         .args(["-i", "-q", "-s", &PGBENCH_SCALE.to_string(), url])
         .output()
         .context("pgbench -i")?;
@@ -432,13 +444,18 @@ fn pgbench(url: &str, seconds: f64) -> Result<f64> {
             String::from_utf8_lossy(&init.stderr).trim()
         );
     }
-    let run = Command::new(&bin)
+    Ok(())
+}
+
+/// `pgbench -N` with `clients` clients for `seconds`: its transactions per second.
+fn pgbench_run(url: &str, clients: usize, seconds: f64) -> Result<f64> {
+    let run = Command::new(pgbench_bin()?)
         .args([
             "-N",
             "-c",
-            &PGBENCH_CLIENTS.to_string(),
+            &clients.to_string(),
             "-j",
-            "2",
+            &clients.min(2).to_string(),
             "-T",
             &format!("{}", seconds.ceil() as u64),
             url,
