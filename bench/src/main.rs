@@ -13,6 +13,9 @@
 //!   concurrency; events per second to many WebSocket subscribers.
 //! * `footprint`: the `cardd` binary's start-up time, resident memory idle and under load, CPU
 //!   while idle with readers attached.
+//! * `host`: the fleet's issuer host (`cardd-host`, a real process, on PostgreSQL): authorized
+//!   loads per second and latency with 1, 16 and 64 simulated sites, with one and two hosts,
+//!   round trips and PostgreSQL transactions per load, against `pgbench -N` on the same cluster.
 //!
 //! Benchmarks print figures and assert nothing about time; the test suite asserts behaviour.
 
@@ -20,6 +23,7 @@ mod apdu;
 mod client;
 mod flow;
 mod footprint;
+mod host;
 mod loads;
 mod report;
 mod service;
@@ -36,7 +40,7 @@ struct Args {
     quick: bool,
 }
 
-const SECTIONS: &[&str] = &["apdu", "flow", "loads", "service", "footprint"];
+const SECTIONS: &[&str] = &["apdu", "flow", "loads", "service", "footprint", "host"];
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -86,6 +90,7 @@ fn main() -> Result<()> {
                 args.cardd.as_deref(),
                 if args.quick { 3 } else { 10 },
             ),
+            "host" => host::run(args.quick),
             _ => Ok(()),
         };
         if let Err(e) = outcome {

@@ -25,8 +25,9 @@
 //! * `cargo xtask rpc-types` writes `clients/web/types/rpc.d.ts` from `docs/openrpc.json` (a test
 //!   fails when it is stale; `UPDATE_DOCS=1 cargo test -p xtask` does the same).
 //! * `cargo xtask bench` builds cardd and its benchmarks in release mode, starts pcscd when none
-//!   runs (the APDU benchmark goes through a real one), prints every figure and stops the pcscd
-//!   it started. Not part of the test suite (see docs/performance.md).
+//!   runs (the APDU benchmark goes through a real one) and, for the `host` section, cardd-host
+//!   and a throw-away PostgreSQL (passed as `CARDD_TEST_DATABASE_URL`), prints every figure and
+//!   stops what it started. Not part of the test suite (see docs/performance.md).
 
 mod cycles;
 mod fleet;
@@ -189,6 +190,11 @@ fn pg(args: &[String]) -> Result<()> {
 fn bench(extra: &[String]) -> Result<()> {
     setup::install_system_packages()?;
     let root = project_root();
+    let args: Vec<&String> = extra.iter().skip_while(|a| a.as_str() == "--").collect();
+    // The host section (named, or every section) runs against a throw-away PostgreSQL.
+    let sections = ["apdu", "flow", "loads", "service", "footprint", "host"];
+    let host = args.iter().any(|a| a.as_str() == "host")
+        || !args.iter().any(|a| sections.contains(&a.as_str()));
     let mut build = cargo();
     build.current_dir(&root).args([
         "build",
@@ -199,20 +205,36 @@ fn bench(extra: &[String]) -> Result<()> {
         "-p",
         "cardd-bench",
     ]);
+    if host {
+        build.args(["-p", "cardd-host"]);
+    }
     run_checked(build, "cargo build --release")?;
     let release = target_dir(&root).join("release");
     // Stops the pcscd it started when dropped, after the benchmarks or on an error.
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
+    // Stopped and deleted when dropped, likewise.
+    let cluster = if host {
+        setup::install_postgresql()?;
+        Some(start_cluster()?)
+    } else {
+        None
+    };
     let mut command = Command::new(release.join("cardd-bench"));
     command
         .current_dir(&root)
         .arg("--cardd")
         .arg(release.join("cardd"))
-        .args(extra.iter().skip_while(|a| a.as_str() == "--"))
+        .args(args)
         .stdin(std::process::Stdio::null());
+    if let Some(cluster) = &cluster {
+        command.env(cardd_pg_throwaway::URL_VAR, cluster.url());
+    }
     let result = run_checked(command, "cardd-bench");
     drop(pcscd);
-    result
+    match cluster {
+        Some(cluster) => result.and(stop_cluster(cluster)),
+        None => result,
+    }
 }
 
 /// Runs `command` and turns a failure into an error naming `what`.

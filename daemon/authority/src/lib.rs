@@ -125,6 +125,27 @@ pub trait HostLink: Send + Sync + fmt::Debug {
 /// The site the in-process [`LocalLink`] speaks for.
 pub const LOCAL_SITE: &str = "local";
 
+/// Who asks for a load step: the site, and the fingerprint of the certificate it was admitted
+/// with (`None`: an in-process caller, admitted by construction). A log that keeps the site
+/// directory ([`AuthorizationLog::admits_callers`]) checks both again in the step's own
+/// transaction, so a site disabled or re-issued since its connection opened is refused at its
+/// very next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub site: &'a str,
+    pub certificate: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    /// A caller admitted by construction (no certificate to check again).
+    pub fn trusted(site: &'a str) -> Caller<'a> {
+        Caller {
+            site,
+            certificate: None,
+        }
+    }
+}
+
 /// What the authority records of each load, durably before it answers.
 pub trait AuthorizationLog: Send + Sync + fmt::Debug {
     /// Records that MAC2 is about to be given to `site` for `request`. An implementation may
@@ -152,6 +173,27 @@ pub trait AuthorizationLog: Send + Sync + fmt::Debug {
     fn open_loads(&self, card_number: &str) -> Result<Vec<OpenLoad>, SamError> {
         let _ = card_number;
         Ok(Vec::new())
+    }
+    /// Whether [`Self::authorized_by`] and [`Self::booked_by`] check, in the step's own
+    /// atomic change, that a caller with a certificate is still admitted (enabled, with that
+    /// certificate). When `false` (the default), whoever serves the sites must check its
+    /// directory before each step itself.
+    fn admits_callers(&self) -> bool {
+        false
+    }
+    /// [`Self::authorized`] for `caller`; a log that [`Self::admits_callers`] refuses a caller
+    /// no longer admitted, in the same transaction.
+    fn authorized_by(
+        &self,
+        caller: &Caller<'_>,
+        request: &AuthorizeRequest,
+        mac2: [u8; 4],
+    ) -> Result<(), SamError> {
+        self.authorized(caller.site, request, mac2)
+    }
+    /// [`Self::booked`] for `caller`, likewise.
+    fn booked_by(&self, caller: &Caller<'_>, request: &ConfirmRequest) -> Result<(), SamError> {
+        self.booked(caller.site, request)
     }
 }
 
@@ -182,6 +224,20 @@ impl Authority {
         site: &str,
         request: &AuthorizeRequest,
     ) -> Result<Authorized, SamError> {
+        self.authorize_by(&Caller::trusted(site), request)
+    }
+
+    /// Whether the log checks each step's caller again ([`AuthorizationLog::admits_callers`]).
+    pub fn admits_callers(&self) -> bool {
+        self.log.admits_callers()
+    }
+
+    /// [`Self::authorize`] for `caller`, whose admission the log may check again.
+    pub fn authorize_by(
+        &self,
+        caller: &Caller<'_>,
+        request: &AuthorizeRequest,
+    ) -> Result<Authorized, SamError> {
         self.sam
             .verify_load_mac1(&request.card, &request.init, &request.terms)?;
         self.sam.authorize_load(&LoadAuthorization {
@@ -195,7 +251,7 @@ impl Authority {
         let mac2 = self
             .sam
             .load_mac2(&request.card, &request.init, &request.terms)?;
-        self.log.authorized(site, request, mac2)?;
+        self.log.authorized_by(caller, request, mac2)?;
         Ok(Authorized { mac2 })
     }
 
@@ -206,6 +262,16 @@ impl Authority {
 
     /// Step 2: the TAC, then the booking.
     pub fn confirm(&self, site: &str, request: &ConfirmRequest) -> Result<Confirmed, SamError> {
+        self.confirm_by(&Caller::trusted(site), request)
+    }
+
+    /// [`Self::confirm`] for `caller`, whose admission the log may check again.
+    pub fn confirm_by(
+        &self,
+        caller: &Caller<'_>,
+        request: &ConfirmRequest,
+    ) -> Result<Confirmed, SamError> {
+        let site = caller.site;
         if let Err(e) =
             self.sam
                 .verify_load_tac(&request.card, &request.init, &request.terms, request.tac)
@@ -217,7 +283,7 @@ impl Authority {
             }
             return Err(e);
         }
-        self.log.booked(site, request)?;
+        self.log.booked_by(caller, request)?;
         Ok(Confirmed { booked: true })
     }
 }

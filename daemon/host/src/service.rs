@@ -6,7 +6,17 @@
 //! [`SiteDirectory`] (known, enabled, presenting the certificate issued to it last), before any
 //! request is read. A refused site's connection is closed without an answer. Requests are
 //! JSON-RPC over `POST /`, bounded in size; the authority's work (store and keys, both
-//! blocking) runs off the async threads. Besides the load methods the service serves the
+//! blocking) runs off the async threads.
+//!
+//! **Connections are kept** (HTTP/1.1 keep-alive), bounded: at most
+//! [`REQUESTS_PER_CONNECTION_MAX`] requests (the last answer says `Connection: close`) and
+//! [`IDLE_CONNECTION_TIMEOUT_S`] without a request. **Every request is admitted again**, so a
+//! site disabled (or re-issued) at the host, by any process, is refused at its very next
+//! request on a connection opened before: the load steps check the caller in their own
+//! serializable transaction when the authority's log keeps the directory
+//! (`AuthorizationLog::admits_callers`; `cardd_store_pg::PgLedger` does, at no extra
+//! transaction) and are refused as loads; every other request asks the directory first and
+//! is answered with [`CODE_SITE_REFUSED`], after which its connection is closed. Besides the load methods the service serves the
 //! record methods (`records.*`, the recharge records) and the group methods (`groups.*`:
 //! groups, quotas, orders, top-ups, batches), each store call on a thread of its own, and the
 //! operator methods (`operators.verify`, `operators.status`: the fleet's operators, whose
@@ -16,8 +26,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardd_authority::{Authority, AuthorizeRequest, ConfirmRequest};
-use cardd_fleet::{SiteDirectory, SiteId};
+use cardd_authority::{Authority, AuthorizeRequest, Caller, ConfirmRequest};
+use cardd_fleet::{SiteDirectory, SiteId, SitePeer};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode};
@@ -58,6 +68,16 @@ pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
 
 /// Most connections served at once.
 pub const CONNECTIONS_MAX: usize = 256;
+
+/// Most requests served on one connection (the last answer closes it).
+pub const REQUESTS_PER_CONNECTION_MAX: u64 = 10_000;
+
+/// How long a connection may stay without a request before the host closes it, in seconds
+/// (longer than a site keeps an idle connection, `cardd_hostlink::link::IDLE_TIMEOUT_S`, so
+/// a site rarely sends on a connection the host is closing).
+pub const IDLE_CONNECTION_TIMEOUT_S: u64 = 60;
+
+pub use cardd_hostlink::wire::CODE_SITE_REFUSED;
 
 /// What the service needs.
 pub struct HostService {
@@ -125,16 +145,18 @@ impl HostService {
     ) {
         let admitted = tokio::time::timeout(Duration::from_secs(HANDSHAKE_TIMEOUT_S), async {
             let tls = acceptor.accept(socket).await.map_err(|e| e.to_string())?;
-            let site = cardd_fleet::authorize(
-                self.directory.as_ref(),
-                tls.get_ref().1.peer_certificates(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>((tls, site))
+            let peer =
+                SitePeer::of(tls.get_ref().1.peer_certificates()).map_err(|e| e.to_string())?;
+            let entry = self
+                .directory
+                .site(&peer.site_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            peer.clone().admit(entry).map_err(|e| e.to_string())?;
+            Ok::<_, String>((tls, peer))
         })
         .await;
-        let (tls, site) = match admitted {
+        let (tls, site_peer) = match admitted {
             Ok(Ok(admitted)) => admitted,
             Ok(Err(why)) => {
                 tracing::warn!(%peer, %why, "site refused");
@@ -145,48 +167,137 @@ impl HostService {
                 return;
             }
         };
+        let peer_site = Arc::new(site_peer);
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let idle_since = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
         let me = self.clone();
+        let (flight, idle) = (in_flight.clone(), idle_since.clone());
         let service = hyper::service::service_fn(move |request| {
-            let (me, site) = (me.clone(), site.clone());
-            async move { Ok::<_, std::convert::Infallible>(me.answer(&site, request).await) }
+            let (me, site, served, flight, idle) = (
+                me.clone(),
+                peer_site.clone(),
+                served.clone(),
+                flight.clone(),
+                idle.clone(),
+            );
+            async move {
+                flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let (mut response, keep) = me.answer(&site, request).await;
+                if !keep || n >= REQUESTS_PER_CONNECTION_MAX {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                *idle.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+                flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
-        if let Err(e) = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(tls), service)
-            .await
-        {
-            tracing::debug!(%peer, error = %e, "connection ended");
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        let idle_for = Duration::from_secs(IDLE_CONNECTION_TIMEOUT_S);
+        let mut closing = false;
+        loop {
+            let last = *idle_since.lock().unwrap_or_else(|p| p.into_inner());
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(last + idle_for), if !closing => {
+                    let now_idle = in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                        && *idle_since.lock().unwrap_or_else(|p| p.into_inner()) + idle_for
+                            <= tokio::time::Instant::now();
+                    if now_idle {
+                        // Closes the connection once no request is in flight.
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else if in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        // A request still running is activity: look again an idle time later.
+                        *idle_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                            tokio::time::Instant::now();
+                    }
+                }
+            }
         }
     }
 
+    /// Whether the directory still admits `peer` (enabled, with the certificate it presented).
+    async fn readmit(&self, peer: &SitePeer) -> Result<(), cardd_fleet::AccessError> {
+        let entry = self.directory.site(&peer.site_id).await?;
+        peer.clone().admit(entry).map(|_| ())
+    }
+
+    /// The answer to a request of the connection's `peer`, and whether the connection may
+    /// serve another one: the site is admitted again before anything is done (see the
+    /// module's doc).
     async fn answer(
         &self,
-        site: &SiteId,
+        peer: &SitePeer,
         request: HttpRequest<Incoming>,
-    ) -> HttpResponse<Full<Bytes>> {
+    ) -> (HttpResponse<Full<Bytes>>, bool) {
         if request.method() != Method::POST {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+            return (reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new()), true);
         }
         let body = match Limited::new(request.into_body(), BODY_BYTES_MAX)
             .collect()
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()),
+            Err(_) => return (reply(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new()), false),
         };
         let head: Request<serde_json::Value> = match serde_json::from_slice(&body) {
             Ok(head) => head,
             Err(e) => {
-                return json(&error::<()>(0, CODE_BAD_REQUEST, e.to_string(), None));
+                return (
+                    json(&error::<()>(0, CODE_BAD_REQUEST, e.to_string(), None)),
+                    true,
+                );
             }
         };
+        let load_step = matches!(head.method.as_str(), AUTHORIZE | CONFIRM);
+        if !(load_step && self.authority.admits_callers()) {
+            if let Err(why) = self.readmit(peer).await {
+                tracing::warn!(site = %peer.site_id, %why, "request refused: the site is no longer admitted");
+                return (
+                    json(&error::<()>(
+                        head.id,
+                        CODE_SITE_REFUSED,
+                        why.to_string(),
+                        None,
+                    )),
+                    false,
+                );
+            }
+        }
+        (self.dispatch(peer, head).await, true)
+    }
+
+    /// Runs an admitted request.
+    async fn dispatch(
+        &self,
+        peer: &SitePeer,
+        head: Request<serde_json::Value>,
+    ) -> HttpResponse<Full<Bytes>> {
         let authority = self.authority.clone();
-        let site = site.clone();
+        let site = peer.site_id.clone();
+        let certificate = peer.fingerprint.to_string();
         match head.method.as_str() {
             AUTHORIZE => {
                 call(head, move |p: AuthorizeRequest| {
                     tracing::info!(site = %site, txn = %p.txn_id, "load authorisation asked");
                     crash_point(HOST_CRASH_POINTS[0]);
-                    let answer = authority.authorize(site.as_str(), &p);
+                    let caller = Caller {
+                        site: site.as_str(),
+                        certificate: Some(&certificate),
+                    };
+                    let answer = authority.authorize_by(&caller, &p);
                     crash_point(HOST_CRASH_POINTS[1]);
                     answer
                 })
@@ -195,7 +306,11 @@ impl HostService {
             CONFIRM => {
                 call(head, move |p: ConfirmRequest| {
                     crash_point(HOST_CRASH_POINTS[2]);
-                    let answer = authority.confirm(site.as_str(), &p);
+                    let caller = Caller {
+                        site: site.as_str(),
+                        certificate: Some(&certificate),
+                    };
+                    let answer = authority.confirm_by(&caller, &p);
                     crash_point(HOST_CRASH_POINTS[3]);
                     answer
                 })

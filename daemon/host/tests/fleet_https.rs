@@ -6,7 +6,9 @@
 //! * a disabled site is refused (the load refused at once, 无法连接发卡方后台…, the card untouched,
 //!   nothing journaled) and a site unknown to the host likewise;
 //! * a host stopped and started again between MAC2 and the TAC confirms the load from its
-//!   database (the authorisation is a row, written with the claim of the record).
+//!   database (the authorisation is a row, written with the claim of the record);
+//! * a site's calls share one kept connection, and a site disabled by another process while
+//!   its connection is open is refused at its very next request, a load step or any other.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -144,6 +146,7 @@ struct Site {
     reader: Reader,
     journal: Journal,
     sam: RemoteSam,
+    link: HttpsLink,
     _store: Store,
 }
 
@@ -168,7 +171,8 @@ impl Site {
             world,
             reader: Reader::new(session, Duration::from_secs(5)),
             journal: Journal::open(&store).unwrap(),
-            sam: RemoteSam::new(Arc::new(link)),
+            sam: RemoteSam::new(Arc::new(link.clone())),
+            link,
             _store: store,
         }
     }
@@ -427,4 +431,92 @@ fn sample_record() -> cardd_etc::RechargeRecord {
     let store = Store::temporary().unwrap();
     let host = cardd_store::EmbeddedHost::open(&store).unwrap();
     paid(&host, 1_000)
+}
+
+#[test]
+fn a_site_disabled_elsewhere_is_refused_at_its_next_request_on_a_kept_connection() {
+    use cardd_authority::HostLink;
+    use cardd_hostlink::wire::{OpenLoadsParams, OPEN_LOADS};
+    use cardd_hostlink::{CallError, ClientStats};
+
+    let (dir, db, host) = setup();
+    // Another process's view of the same directory (its own pool and connections).
+    let elsewhere = PgSites::new(
+        Arc::new(Database::open(&db.url).expect("open the database")),
+        Arc::new(SystemClock),
+    );
+    let (s01, s02): (SiteId, SiteId) = ("S01".parse().unwrap(), "S02".parse().unwrap());
+
+    // Any request: three calls of S01, one connection, one handshake.
+    let site = Site::new(dir.path(), "S01", host.addr);
+    for _ in 0..3 {
+        assert_eq!(site.link.open_loads(CARD).unwrap(), Vec::new());
+    }
+    assert_eq!(
+        site.link.0.stats(),
+        ClientStats {
+            requests: 3,
+            connections: 1
+        }
+    );
+    elsewhere.set_enabled(&s01, false).unwrap();
+    let params = OpenLoadsParams {
+        card_number: CARD.into(),
+    };
+    let err = site
+        .link
+        .0
+        .call::<_, serde_json::Value>(OPEN_LOADS, &params)
+        .unwrap_err();
+    // Taken as a refused handshake is: the host cannot be used (无法连接发卡方后台).
+    let CallError::Unreachable(why) = &err else {
+        panic!("{err}");
+    };
+    assert!(why.contains("S01 is disabled"), "{err}");
+    assert_eq!(
+        site.link.0.stats().connections,
+        1,
+        "refused on its kept connection"
+    );
+    // The host closed that connection; a new one is refused at the handshake.
+    assert!(matches!(
+        site.link
+            .0
+            .call::<_, serde_json::Value>(OPEN_LOADS, &params),
+        Err(CallError::Unreachable(_))
+    ));
+
+    // A load step: S02 keeps a connection, is disabled elsewhere, and its next load is refused
+    // by the host in the authorisation's own transaction: card untouched, record 未圈存.
+    let record = paid(host.records.as_ref(), 1_500);
+    let mut site = Site::new(dir.path(), "S02", host.addr);
+    assert_eq!(site.link.open_loads(CARD).unwrap(), Vec::new());
+    elsewhere.set_enabled(&s02, false).unwrap();
+    let before = site.balance();
+    let err = site.load("s02-disabled-1", &record).unwrap_err();
+    let LoadError::Unfunded(SamError::LoadNotFunded { reason }) = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        reason.contains("S02") && reason.contains("停用"),
+        "{reason}"
+    );
+    assert_eq!(site.balance(), before, "the card is untouched");
+    assert_eq!(
+        site.link.0.stats().connections,
+        1,
+        "refused on its kept connection"
+    );
+    let still = host.records.record(&record.record_id).unwrap().unwrap();
+    assert_eq!(still.status, RecordStatus::NotLoaded);
+
+    // Enabled again, the same kept connection loads.
+    elsewhere.set_enabled(&s02, true).unwrap();
+    site.load("s02-enabled-1", &record).expect("load at S02");
+    assert_eq!(site.balance(), before + 1_500);
+    assert_eq!(
+        site.link.0.stats().connections,
+        1,
+        "one connection for everything"
+    );
 }

@@ -28,7 +28,9 @@ pub mod sites;
 pub mod wire;
 
 pub use groups::RemoteGroups;
-pub use link::{CallError, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS};
+pub use link::{
+    CallError, ClientStats, HostClient, HttpsLink, LinkSetupError, HOST_CALL_TIMEOUT_MS,
+};
 pub use operators::{RemoteOperatorError, RemoteOperators};
 pub use records::RemoteRecords;
 pub use sites::RemoteSites;

@@ -96,6 +96,12 @@ pub struct SiteReport {
     pub outbox_pending: u64,
 }
 
+/// The JSON-RPC code of a request of a site the host no longer admits (disabled, re-issued or
+/// removed since its connection opened, or the directory could not be read). A site's client
+/// takes it as it takes a connection refused at the handshake: the host cannot be used
+/// (`CallError::Unreachable`, with the host's reason).
+pub const CODE_SITE_REFUSED: i64 = -32125;
+
 /// The JSON-RPC code of a request the host could not read.
 pub const CODE_BAD_REQUEST: i64 = -32600;
 /// The JSON-RPC code of an unknown method.

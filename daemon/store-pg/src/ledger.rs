@@ -23,6 +23,13 @@
 //! Everything is on disk before the host answers, so a host restarted between MAC2 and the TAC
 //! confirms the load from the table; nothing is kept in memory.
 //!
+//! **The caller is admitted in the step's own transaction** ([`AuthorizationLog::authorized_by`],
+//! [`AuthorizationLog::booked_by`] with the certificate a site connected with): the site
+//! directory (`sites`, [`crate::PgSites`]) is read in the same serializable transaction, and a
+//! site unknown, disabled or presenting a certificate other than the one issued to it last is
+//! refused before anything is claimed or booked. A site disabled by any process is so refused
+//! at its next step, on a connection opened before, at no extra transaction.
+//!
 //! **Group orders** (`Funding::GroupOrder`, 集团充值) are authorised the same way: in the one
 //! serializable transaction the order must exist, be 充值中 (`reserved`: its quota is already
 //! taken), be for this card, amount and load transaction, and the authorisation
@@ -38,7 +45,7 @@
 
 use std::sync::Arc;
 
-use cardd_authority::{AuthorizationLog, AuthorizeRequest, ConfirmRequest, OpenLoad};
+use cardd_authority::{AuthorizationLog, AuthorizeRequest, Caller, ConfirmRequest, OpenLoad};
 use cardd_etc::change::ChangeRequest;
 use cardd_etc::{HostError, RecordAction, RecordStatus};
 use cardd_journal::clock::{china_seconds, Clock};
@@ -316,6 +323,40 @@ impl cardd_authority::LoadGate for PgLedger {
     fn authorize_load(&self, request: &LoadAuthorization) -> Result<(), SamError> {
         funding_of(&request.funding).map(|_| ())
     }
+}
+
+/// Refuses, in the caller's transaction, a site that is no longer admitted: unknown, disabled,
+/// or presenting a certificate other than the one issued to it last. A caller without a
+/// certificate was admitted by construction. Read in the step's own serializable transaction,
+/// a site disabled by any process before the step commits is refused, at no extra transaction.
+async fn admitted_in(c: &Client, caller: &Caller<'_>) -> TxResult<(), SamError> {
+    let Some(certificate) = caller.certificate else {
+        return Ok(());
+    };
+    let site = caller.site;
+    let row = c
+        .query_opt(
+            "SELECT enabled, cert_fingerprint FROM sites WHERE site_id = $1",
+            &[&site],
+        )
+        .await?;
+    let why = match row {
+        None => format!("站点 {site} 未在发卡方后台登记：请先在后台登记该站点"),
+        Some(r) if !r.get::<_, bool>(0) => {
+            format!("站点 {site} 已在发卡方后台停用：请后台管理员启用后再试")
+        }
+        Some(r) => {
+            let issued: String = r.get(1);
+            let same = issued
+                .parse::<cardd_fleet::CertFingerprint>()
+                .is_ok_and(|fp| fp.to_string() == certificate);
+            if same {
+                return Ok(());
+            }
+            format!("站点 {site} 的证书已重新签发或吊销：请安装该站点当前的证书")
+        }
+    };
+    Err(TxError::Refused(refused(why)))
 }
 
 /// Claims the record and inserts the authorisation, in the caller's transaction.
@@ -670,6 +711,25 @@ impl AuthorizationLog for PgLedger {
         request: &AuthorizeRequest,
         mac2: [u8; 4],
     ) -> Result<(), SamError> {
+        self.authorized_by(&Caller::trusted(site), request, mac2)
+    }
+
+    fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
+        self.booked_by(&Caller::trusted(site), request)
+    }
+
+    /// The site directory (`sites`) is in this database: each step checks its caller there.
+    fn admits_callers(&self) -> bool {
+        true
+    }
+
+    fn authorized_by(
+        &self,
+        caller: &Caller<'_>,
+        request: &AuthorizeRequest,
+        mac2: [u8; 4],
+    ) -> Result<(), SamError> {
+        let site = caller.site;
         let at = self.now();
         let json = serde_json::to_value(request)
             .map_err(|e| refused(format!("the authorisation could not be encoded: {e}")))?;
@@ -679,7 +739,10 @@ impl AuthorizationLog for PgLedger {
             let found = self.db.call(self.db.transaction(
                 Mode::Write,
                 "记录圈存授权",
-                body!(|c| async { authorize_in(c, site, request, json, mac2, at).await }),
+                body!(|c| async {
+                    admitted_in(c, caller).await?;
+                    authorize_in(c, site, request, json, mac2, at).await
+                }),
             ))?;
             if found.is_empty() {
                 tracing::info!(site, txn = %request.txn_id, card = %request.card_number, amount_fen = request.terms.amount, "load authorised");
@@ -704,7 +767,8 @@ impl AuthorizationLog for PgLedger {
         ))
     }
 
-    fn booked(&self, site: &str, request: &ConfirmRequest) -> Result<(), SamError> {
+    fn booked_by(&self, caller: &Caller<'_>, request: &ConfirmRequest) -> Result<(), SamError> {
+        let site = caller.site;
         let at = self.now();
         let tac = hex::encode_upper(request.tac);
         let tac = &tac;
@@ -712,6 +776,7 @@ impl AuthorizationLog for PgLedger {
             Mode::Write,
             "确认圈存",
             body!(|c| async {
+                admitted_in(c, caller).await?;
                 let Some((txn, state, booked_tac, funded, before)) = find_in(c, request).await?
                 else {
                     return Err(TxError::Refused(refused(
