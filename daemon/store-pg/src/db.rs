@@ -262,8 +262,13 @@ impl Database {
         what: &'static str,
         body: impl Fn(PooledClient) -> TxFuture<'e, T, E>,
     ) -> Result<T, E> {
+        // A change reads only what it names, by key: index scans keep its predicate locks to the
+        // rows and pages it read, where a sequential scan (chosen for a young, small table)
+        // would lock the whole relation and fail every concurrent writer's serializable
+        // transaction (the PostgreSQL manual's advice for serializable workloads).
         let begin = match mode {
-            Mode::Write | Mode::Migrate => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL enable_seqscan = off",
+            Mode::Migrate => "BEGIN ISOLATION LEVEL SERIALIZABLE",
             Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
         let begin = format!("{begin}; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}");

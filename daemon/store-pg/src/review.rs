@@ -345,8 +345,10 @@ impl PgReview {
                 )
                 .await?;
                 c.execute(
-                    "INSERT INTO load_verdicts (txn_id, landed, reason, proposed_by, proposed_at, \
-                         state) VALUES ($1, $2, $3, $4, $5, 'proposed') \
+                    "INSERT INTO load_verdicts (txn_id, card_key, landed, reason, proposed_by, \
+                         proposed_at, state) \
+                     SELECT $1, card_key, $2, $3, $4, $5, 'proposed' FROM load_authorizations \
+                     WHERE txn_id = $1 \
                      ON CONFLICT (txn_id) DO UPDATE SET landed = $2, reason = $3, \
                          proposed_by = $4, proposed_at = $5, state = 'proposed', \
                          decided_by = NULL, decided_at = NULL, card_check = 'waiting', \
@@ -663,19 +665,30 @@ pub(crate) async fn check_card_in<E>(
     seen_atc: u16,
     at: OffsetDateTime,
 ) -> TxResult<Vec<Contradicted>, E> {
+    // Only this card's waiting verdicts are read (none, nearly always): a load reads nothing
+    // of other cards' authorisations here, so disjoint loads do not conflict over it.
     let rows = c
         .query(
-            "SELECT v.txn_id, v.landed, a.online_atc FROM load_verdicts v \
-             JOIN load_authorizations a ON a.txn_id = v.txn_id \
-             WHERE a.card_key = $1 AND v.state = 'confirmed' AND v.card_check = 'waiting'",
+            "SELECT txn_id, landed FROM load_verdicts \
+             WHERE card_key = $1 AND state = 'confirmed' AND card_check = 'waiting'",
             &[&card_key],
         )
         .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut contradicted = Vec::new();
     for r in &rows {
         let txn_id: String = r.get(0);
         let landed: bool = r.get(1);
-        let atc = u16::try_from(r.get::<_, i32>(2)).unwrap_or(u16::MAX);
+        let atc = c
+            .query_one(
+                "SELECT online_atc FROM load_authorizations WHERE txn_id = $1",
+                &[&txn_id],
+            )
+            .await?
+            .get::<_, i32>(0);
+        let atc = u16::try_from(atc).unwrap_or(u16::MAX);
         match contradiction(atc, landed, seen_atc) {
             None => {
                 let evidence = format!("卡片再次圈存时联机交易序号为 {seen_atc}，与核定结论一致");

@@ -12,6 +12,9 @@ ALTER TABLE sites
 -- (card_check: waiting -> agreed | contradicted, with the card's evidence).
 CREATE TABLE load_verdicts (
     txn_id          TEXT        PRIMARY KEY REFERENCES load_authorizations (txn_id),
+    -- The card (its authorisation's card_key), so that a load checks the verdicts on its card
+    -- without reading other cards' authorisations.
+    card_key        TEXT        NOT NULL,
     landed          BOOLEAN     NOT NULL,
     reason          TEXT        NOT NULL CHECK (length(reason) > 0),
     proposed_by     TEXT        NOT NULL,
@@ -25,5 +28,5 @@ CREATE TABLE load_verdicts (
     card_evidence   TEXT,
     CHECK (state = 'proposed' OR decided_by IS NOT NULL)
 );
-CREATE INDEX load_verdicts_watched ON load_verdicts (txn_id)
+CREATE INDEX load_verdicts_watched ON load_verdicts (card_key)
     WHERE state = 'confirmed' AND card_check = 'waiting';
