@@ -567,7 +567,7 @@ fn load_loop(
                 cardd_crypto::bcd::time(12, 0, 0),
             );
             sam.authorize_load(&LoadAuthorization {
-                txn_id: format!("b{step}-{}-{k}", site.index),
+                txn_id: txn_id(step, site.index, k),
                 card_number: number.clone(),
                 card: plan.card,
                 terms: plan.terms,
@@ -810,4 +810,19 @@ fn machine_cpu() -> MachineCpu {
         busy: total - idle - iowait,
         iowait,
     }
+}
+
+/// A load's transaction id as a site makes one: the flow run's random 96-bit id in hex, `#1`
+/// (`cardd::flows`). Deterministic here (a SplitMix64 of step, site and load), but spread over
+/// the key space like the daemon's, so the host's indexes see what they see in service.
+fn txn_id(step: usize, site: usize, k: usize) -> String {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let seed = ((step as u64) << 48) ^ ((site as u64) << 32) ^ k as u64;
+    let (a, b) = (mix(seed), mix(seed ^ 0xA5A5_A5A5));
+    format!("{a:016x}{:08x}#1", b as u32)
 }
