@@ -16,6 +16,7 @@
 
 mod backoffice;
 mod cross_site;
+mod first_admin;
 mod fleet;
 mod groups;
 mod host_crash;

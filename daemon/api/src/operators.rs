@@ -162,6 +162,68 @@ pub fn check_new_operator(new: &NewOperator) -> Result<(), String> {
     }
 }
 
+/// Shortest password an account created at the command line takes (the first administrator of
+/// an install is created there), in characters.
+pub const OFFLINE_PASSWORD_CHARS_MIN: usize = 10;
+
+/// Passwords tried first by anyone guessing (lower-cased), refused for accounts created at the
+/// command line.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "passw0rd",
+    "password1",
+    "password123",
+    "qwerty",
+    "qwertyuiop",
+    "qwerty123",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "iloveyou",
+    "admin",
+    "admin123",
+    "administrator",
+    "root",
+    "toor",
+    "letmein",
+    "welcome",
+    "changeme",
+    "cardd",
+    "cardd123",
+];
+
+/// Refuses a weak password for an account created at the command line (`cardd operators add`,
+/// `cardd-host operators add`): shorter than [`OFFLINE_PASSWORD_CHARS_MIN`], the user name
+/// (or contains it), one repeated character, a run of consecutive digits or letters
+/// (`1234567890`, `abcdefghij`), or a common password. The message says what to do.
+pub fn check_password_strength(password: &str, username: &str) -> Result<(), String> {
+    let chars: Vec<char> = password.chars().collect();
+    let again = "；请换一个更难猜的密码（至少 10 个字符，字母、数字和符号混合）";
+    if chars.len() < OFFLINE_PASSWORD_CHARS_MIN {
+        return Err(format!("密码太短{again}"));
+    }
+    let lower = password.to_lowercase();
+    if !username.is_empty() && lower.contains(&username.to_lowercase()) {
+        return Err(format!("密码不能包含用户名{again}"));
+    }
+    if chars.iter().all(|c| *c == chars[0]) {
+        return Err(format!("密码不能是同一个字符的重复{again}"));
+    }
+    const RUNS: &[&str] = &[
+        "01234567890123456789",
+        "98765432109876543210",
+        "abcdefghijklmnopqrstuvwxyz",
+        "zyxwvutsrqponmlkjihgfedcba",
+    ];
+    if RUNS.iter().any(|run| run.contains(lower.as_str())) {
+        return Err(format!("密码不能是连续的数字或字母{again}"));
+    }
+    let trimmed = lower.trim_end_matches(|c: char| c.is_ascii_digit() || c == '!');
+    if COMMON_PASSWORDS.contains(&lower.as_str()) || COMMON_PASSWORDS.contains(&trimmed) {
+        return Err(format!("这是常见密码{again}"));
+    }
+    Ok(())
+}
+
 /// Checks a new password's length: at least `chars_min`, at most [`PASSWORD_CHARS_MAX`]
 /// characters. `what` names the field in the message (密码, 新密码).
 pub fn check_password(password: &str, chars_min: usize, what: &str) -> Result<(), String> {
@@ -173,4 +235,28 @@ pub fn check_password(password: &str, chars_min: usize, what: &str) -> Result<()
         return Err(format!("{what}不能超过 {PASSWORD_CHARS_MAX} 个字符"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod strength_tests {
+    use super::check_password_strength;
+
+    #[test]
+    fn weak_passwords_are_refused_at_the_command_line_and_strong_ones_taken() {
+        for weak in [
+            "short1!",
+            "admin-root-2026",
+            "aaaaaaaaaaaa",
+            "1234567890",
+            "abcdefghijk",
+            "password123",
+            "Password2026!!",
+            "qwertyuiop",
+        ] {
+            assert!(check_password_strength(weak, "admin").is_err(), "{weak}");
+        }
+        for strong in ["Lz8#mQ2!vR4t", "teller-desk-7fj2", "冬天里的圈存机器人9k"] {
+            assert!(check_password_strength(strong, "admin").is_ok(), "{strong}");
+        }
+    }
 }

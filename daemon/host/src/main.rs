@@ -342,6 +342,15 @@ fn operators(config: &HostConfig, command: OperatorsCommand) -> Result<()> {
                 bail!("--role {role:?}: use teller, supervisor, auditor, admin, kiosk or group");
             };
             let password = read_password()?;
+            // A host with real keys takes no guessable password from its command line; a demo
+            // host (`[keys] source = "demo"`, public keys and public demo passwords) does.
+            if config.keys.source != cardd_host::config::KeySource::Demo {
+                if let Err(why) =
+                    cardd_api::operators::check_password_strength(&password, &username)
+                {
+                    bail!("the password is refused: {why}; nothing was created");
+                }
+            }
             let created = operators.create(
                 &cardd_api::operators::NewOperator {
                     display_name: display_name.unwrap_or_else(|| username.clone()),

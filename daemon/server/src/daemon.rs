@@ -147,6 +147,12 @@ impl Daemon {
             "readers": self.readers.list().len(),
             "demo": self.config.demo,
         });
+        if self.fleet.is_none() {
+            // No operator yet: nobody can log in until the first administrator is created
+            // (`cardd --config FILE operators add --role admin USER`, the daemon stopped).
+            let none = self.auth.list_operators().is_ok_and(|o| o.is_empty());
+            health["needs_setup"] = json!(none);
+        }
         if let Some(fleet) = &self.fleet {
             health["fleet"] = json!({
                 "host": fleet.host.to_string(),

@@ -47,6 +47,8 @@ pub enum ServerError {
     Seed(String),
     #[error("this site is in fleet mode ([fleet]): its operators are managed at the issuer host; create them there with `cardd-host operators add` (本站点的操作员由发卡方后台统一管理)")]
     OperatorsAtHost,
+    #[error("the password is refused: {0}; nothing was created")]
+    WeakPassword(String),
 }
 
 pub use crate::daemon::Daemon;
@@ -194,6 +196,12 @@ pub async fn start(
     spawn_outbox_delivery(&daemon);
     spawn_operator_status(&daemon);
     spawn_site_report(&daemon);
+    if daemon.fleet.is_none() && daemon.auth.list_operators().is_ok_and(|o| o.is_empty()) {
+        tracing::warn!(
+            data_dir = %daemon.config.data_dir.display(),
+            "no operator account yet: nobody can log in. Stop cardd and create the first administrator with `cardd --config FILE operators add --role admin USER` (the password is read from the terminal or standard input), then start it again; /health says needs_setup until then"
+        );
+    }
     tracing::info!(
         addr = %addr,
         config = %daemon.config.source,
@@ -668,6 +676,10 @@ pub fn add_operator_offline(
     if config.fleet.is_some() {
         return Err(ServerError::OperatorsAtHost);
     }
+    // An account made at the command line (the first administrator of an install, with no one
+    // to reset it) takes no guessable password.
+    cardd_api::operators::check_password_strength(&new.password, &new.username)
+        .map_err(ServerError::WeakPassword)?;
     let store_error = |e: &dyn std::fmt::Display| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: format!("{e} (is cardd running on it? stop it first)"),
