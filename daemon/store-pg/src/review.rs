@@ -165,8 +165,8 @@ impl From<TxError<cardd_group::GroupError>> for TxError<ReviewError> {
     }
 }
 
-/// The operator name records and orders show for a back-office person.
-pub fn backoffice_operator(username: &str) -> String {
+/// The audit log's actor for a back-office person (`后台:<user>`, as the back office names it).
+fn backoffice_actor(username: &str) -> String {
     format!("后台:{username}")
 }
 
@@ -461,7 +461,7 @@ fn backoffice_audit(
 ) -> HostAuditEntry {
     HostAuditEntry {
         chain: HOST_CHAIN.into(),
-        actor: backoffice_operator(by),
+        actor: backoffice_actor(by),
         action: action.into(),
         target: Some(txn_id.into()),
         detail,
@@ -537,7 +537,8 @@ async fn apply_in(
     by: &str,
     at: OffsetDateTime,
 ) -> TxResult<(), ReviewError> {
-    let op = backoffice_operator(by);
+    // The user name, as the back office's other changes name their operator.
+    let op = by.to_owned();
     let why = format!(
         "后台核定（{} 申请，{by} 确认）：{}",
         verdict.proposed_by, verdict.reason

@@ -86,8 +86,13 @@ pub fn judge(
 }
 
 /// The people who declared the order's load "not landed": who released its authorisation by
-/// hand, and who set the order 充值失败 (the host acting for a site is nobody).
-pub fn declarers(order: &RechargeOrder, auth: Option<&AuthorizationDetail>) -> Vec<String> {
+/// hand, who set the order 充值失败 (the host acting for a site is nobody), and both people of a
+/// confirmed 待核对 verdict "not landed".
+pub fn declarers(
+    order: &RechargeOrder,
+    auth: Option<&AuthorizationDetail>,
+    verdict: Option<&cardd_store_pg::Verdict>,
+) -> Vec<String> {
     let failed = serde_json::to_value(OrderStatus::Failed)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -100,6 +105,11 @@ pub fn declarers(order: &RechargeOrder, auth: Option<&AuthorizationDetail>) -> V
         .collect();
     if let Some(a) = auth.filter(|a| a.row.state == AuthorizationState::Released) {
         people.extend(a.settled_by.clone());
+    }
+    // A 待核对 verdict "not landed": both of its people declared it.
+    if let Some(v) = verdict.filter(|v| v.state == "confirmed" && !v.landed) {
+        people.push(v.proposed_by.clone());
+        people.extend(v.decided_by.clone());
     }
     people.retain(|p| !p.starts_with(HOST_OPERATOR_PREFIX));
     people.sort();
@@ -151,7 +161,11 @@ struct Weighed {
 fn weigh(stores: &Stores, order: RechargeOrder) -> Result<Weighed, BackOfficeError> {
     let auth = stores.ledger.authorization(&order.txn_id)?;
     let (verdict, state, message) = judge(auth.as_ref().map(|a| a.row.state), &order.card_number);
-    let declared_by = declarers(&order, auth.as_ref());
+    let review = match &auth {
+        Some(_) => stores.review.item(&order.txn_id)?.verdict,
+        None => None,
+    };
+    let declared_by = declarers(&order, auth.as_ref(), review.as_ref());
     Ok(Weighed {
         order,
         auth,
@@ -364,9 +378,38 @@ mod tests {
             reason: None,
         };
         assert_eq!(
-            declarers(&order, Some(&auth)),
+            declarers(&order, Some(&auth), None),
             vec!["auditor9".to_owned(), "supervisor1".to_owned()]
         );
-        assert_eq!(declarers(&order, None), vec!["supervisor1".to_owned()]);
+        assert_eq!(
+            declarers(&order, None, None),
+            vec!["supervisor1".to_owned()]
+        );
+        // A 待核对 verdict "not landed" confirmed: its proposer and its confirmer declared it.
+        let verdict = |landed: bool, state: &str| cardd_store_pg::Verdict {
+            landed,
+            reason: "核对".into(),
+            proposed_by: "super2".into(),
+            proposed_at: t,
+            state: state.into(),
+            decided_by: Some("auditor3".into()),
+            decided_at: Some(t),
+            card_check: "waiting".into(),
+            card_evidence: None,
+        };
+        assert_eq!(
+            declarers(&order, None, Some(&verdict(false, "confirmed"))),
+            vec![
+                "auditor3".to_owned(),
+                "super2".to_owned(),
+                "supervisor1".to_owned()
+            ]
+        );
+        for other in [verdict(true, "confirmed"), verdict(false, "rejected")] {
+            assert_eq!(
+                declarers(&order, None, Some(&other)),
+                vec!["supervisor1".to_owned()]
+            );
+        }
     }
 }
