@@ -394,6 +394,12 @@ impl Auth {
     }
 
     /// Every operator, ordered by user name.
+    /// Whether any operator exists (a new install has none until its first administrator is
+    /// created); reads no record.
+    pub fn has_operators(&self) -> bool {
+        !self.tree.is_empty()
+    }
+
     pub fn list_operators(&self) -> Result<Vec<Operator>, AuthError> {
         let mut operators = Vec::new();
         for item in self.tree.iter().take(OPERATORS_MAX) {

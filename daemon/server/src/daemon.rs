@@ -150,8 +150,7 @@ impl Daemon {
         if self.fleet.is_none() {
             // No operator yet: nobody can log in until the first administrator is created
             // (`cardd --config FILE operators add --role admin USER`, the daemon stopped).
-            let none = self.auth.list_operators().is_ok_and(|o| o.is_empty());
-            health["needs_setup"] = json!(none);
+            health["needs_setup"] = json!(!self.auth.has_operators());
         }
         if let Some(fleet) = &self.fleet {
             health["fleet"] = json!({

@@ -196,7 +196,7 @@ pub async fn start(
     spawn_outbox_delivery(&daemon);
     spawn_operator_status(&daemon);
     spawn_site_report(&daemon);
-    if daemon.fleet.is_none() && daemon.auth.list_operators().is_ok_and(|o| o.is_empty()) {
+    if daemon.fleet.is_none() && !daemon.auth.has_operators() {
         tracing::warn!(
             data_dir = %daemon.config.data_dir.display(),
             "no operator account yet: nobody can log in. Stop cardd and create the first administrator with `cardd --config FILE operators add --role admin USER` (the password is read from the terminal or standard input), then start it again; /health says needs_setup until then"
