@@ -73,7 +73,7 @@ async fn a_run_killed_after_credit_shows_its_load_outcome_after_a_restart() {
     // Before any daemon or reader sees the card again: the run, read as the restarted daemon
     // reads it, names its load as unknown.
     let run_id = {
-        let store = cardd_journal::Store::open(&tmp.path().join("data")).unwrap();
+        let store = cardd_journal::Store::open(&tmp.path().join("data").join("store")).unwrap();
         let journal = cardd_journal::Journal::open(&store).unwrap();
         let open = journal
             .open_for_card(s.card_number)

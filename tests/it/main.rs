@@ -11,6 +11,7 @@
 mod common;
 mod webdriver;
 
+mod backup_restore;
 mod browser;
 mod contract;
 mod crash_matrix;

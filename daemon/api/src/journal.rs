@@ -133,3 +133,75 @@ crate::method!(
     /// Record a person's verdict on a load awaiting reconciliation.
     Resolve, "journal.resolve", ResolveParams => Resolved
 );
+
+/// What pays for a load, as `journal.restored` shows it: an ETC recharge record or a group
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestoredItem {
+    pub card_number: String,
+    /// The ETC recharge record, when a record pays.
+    pub record_id: Option<String>,
+    /// The group order, when an order pays.
+    pub order_id: Option<String>,
+    /// Amount, yuan.
+    pub amount: String,
+}
+
+/// A load found in a card's log after a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestoredFound {
+    pub card_number: String,
+    /// The item it was matched to (claims); none for loads nothing accounts for.
+    pub record_id: Option<String>,
+    pub order_id: Option<String>,
+    /// Amount, yuan.
+    pub amount: String,
+    /// The card's online counter before that load.
+    pub online_atc: u16,
+    /// The card's date and time of the load (China time).
+    pub card_time: String,
+}
+
+/// `journal.restored`: whether the data was restored from a backup, and what the card checks
+/// of restored mode found so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Restored {
+    /// The data was restored from a backup: cards are checked before loads.
+    pub restored: bool,
+    /// When the restored backup was made (RFC 3339).
+    pub backup_created_at: Option<String>,
+    /// When it was restored (RFC 3339).
+    pub restored_at: Option<String>,
+    /// The restore replaced newer data (`--force`).
+    pub forced: bool,
+    /// Recharge records the backup showed as not loaded whose cards have not yet been checked.
+    pub waiting: Vec<RestoredItem>,
+    /// Loads found on cards that were made after the backup, each with the record it settled
+    /// (set to 已圈存 without loading again).
+    pub loaded_since_backup: Vec<RestoredFound>,
+    /// Loads found on cards that nothing in the restored data accounts for (for the auditor:
+    /// compare with the back office's records).
+    pub unaccounted: Vec<RestoredFound>,
+    /// Each list holds at most `list_max` items.
+    pub list_max: u32,
+}
+
+/// `journal.restored_clear`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoredClearParams {
+    pub card_number: String,
+    pub record_id: String,
+    /// How the card and the back office's records were compared; required.
+    pub reason: String,
+}
+
+crate::method!(
+    /// Restored mode: what waits for its card check and what the checks found.
+    RestoredStatus, "journal.restored", NoParams => Restored
+);
+crate::method!(
+    /// A supervisor clears a record whose card could not prove it was not loaded after the
+    /// backup, after comparing the card with the back office's records.
+    RestoredClear, "journal.restored_clear", RestoredClearParams => Restored
+);

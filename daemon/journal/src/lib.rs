@@ -11,23 +11,29 @@
 //! * [`lost`]: the way out for a load whose card will not come back (lost, broken,
 //!   PIN-blocked): a two-person verdict after a waiting period, and a watch list that checks
 //!   the card against it if it is ever presented again.
+//! * [`restored`]: after a restore from a backup, what the backup shows unloaded is checked
+//!   against the card's own log before it is loaded, so a load made after the backup is never
+//!   made twice.
 //! * [`crash`]: named crash points compiled in only with the `crashpoints` feature, for the
 //!   kill-at-every-step test matrix.
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod copy;
 pub mod crash;
 pub mod inflight;
 pub mod intent;
 pub mod journal;
 pub mod load;
 pub mod lost;
+pub mod restored;
 pub mod store;
 pub mod teller;
 
 /// What pays for a load ([`LoadRequest::funding`], recorded in [`LoadTxn::funding`]).
 pub use cardd_purse::Funding;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::{CopyStats, COPY_ATTEMPTS_MAX};
 pub use inflight::{InFlight, InFlightGuard};
 pub use intent::{adopt_foreign, ForeignIntents, IntentBlock, IntentOwners};
 pub use journal::{IntentOutcome, Journal, JournalError, LoadTxn, Resolution, TxnState};
@@ -36,6 +42,7 @@ pub use load::{
     RecoveryOutcome,
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
+pub use restored::{Claim, Orphan, RestoredCheck, RestoredMode, Suspect};
 pub use store::{FlushStats, Store, StoreError};
 
 /// China Standard Time: every time a teller, customer or auditor sees is at +08:00.

@@ -119,6 +119,19 @@ pub enum LoadError {
         txn_id: String,
         card_shows: String,
     },
+    /// Restored mode: the card's log shows that what pays for this load was loaded after the
+    /// backup the data directory was restored from. Nothing was loaded; the item is loaded.
+    #[error("the card's transaction log shows {} was loaded on {} (online counter {}) after the backup this data was restored from; it is not loaded again: mark it loaded", .0.funding, .0.card_time, .0.atc)]
+    LoadedSinceBackup(crate::restored::Claim),
+    /// Restored mode: the card's log does not reach back to the backup, so it cannot prove that
+    /// what pays for this load was not loaded after it. Nothing was loaded.
+    #[error("cardd was restored from a backup made at {backup_created_at}; card {card}'s transaction log reaches back only to {oldest_record}, so it cannot prove that {funding} was not loaded after the backup: a supervisor compares the card with the back office's records and clears it (`journal.restored_clear`); nothing was loaded")]
+    RestoredUnproven {
+        card: String,
+        funding: Funding,
+        backup_created_at: String,
+        oldest_record: String,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -242,6 +255,33 @@ pub fn load_card(
         purse.select_etc_adf()?;
     }
     verify_pin(purse, id.etc, &request.etc_pin)?;
+    // After a restore from a backup, what the backup shows unloaded is checked against the
+    // card's own log before it can be loaded (see the `restored` module).
+    match crate::restored::check_restored_card(
+        purse,
+        journal,
+        &id.card_number,
+        &request.funding,
+        request.terminal,
+    )? {
+        crate::restored::RestoredCheck::Clear => {}
+        crate::restored::RestoredCheck::LoadedSinceBackup(claim) => {
+            return Err(LoadError::LoadedSinceBackup(claim))
+        }
+        crate::restored::RestoredCheck::Unproven {
+            card_number,
+            funding,
+            backup_created_at,
+            oldest_record,
+        } => {
+            return Err(LoadError::RestoredUnproven {
+                card: card_number,
+                funding,
+                backup_created_at,
+                oldest_record,
+            })
+        }
+    }
     let plan = LoadPlan::new(
         id.context,
         request.amount_fen,

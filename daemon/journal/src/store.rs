@@ -80,6 +80,17 @@ pub enum StoreError {
         /// The first failure.
         first: String,
     },
+    /// Every attempt of a copy ([`Store::copy_to`]) saw a write: no copy of one moment.
+    #[error(
+        "the database in {path} was written to during each of {attempts} attempts to copy it; \
+         try again when the counters are idle"
+    )]
+    Busy {
+        /// The database directory.
+        path: PathBuf,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// The database directory holds more entries than [`STORE_DIR_ENTRIES_MAX`].
     #[error(
         "the database directory {path} holds more than {STORE_DIR_ENTRIES_MAX} entries; remove \
@@ -94,7 +105,7 @@ pub enum StoreError {
 /// The daemon's database: a sled `Db` in one directory. Cloning is cheap and shares the `Db`.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     dir: PathBuf,
     flushes: Arc<Flushes>,
 }
@@ -392,7 +403,7 @@ fn sync_dir_recursive(
 
 /// Fsyncs one regular file. A file that vanished meanwhile (sled removes old snapshots and
 /// blobs on its own) needs no syncing.
-fn sync_file(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_file(path: &Path) -> Result<(), StoreError> {
     let result = File::open(path).and_then(|file| file.sync_all());
     match result {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -405,7 +416,7 @@ fn sync_file(path: &Path) -> Result<(), StoreError> {
 
 /// Fsyncs a directory so that file creations, renames and deletions in it are durable.
 #[cfg(unix)]
-fn sync_directory(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_directory(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|file| file.sync_all())
         .map_err(|source| StoreError::Sync {
@@ -417,7 +428,7 @@ fn sync_directory(dir: &Path) -> Result<(), StoreError> {
 /// Windows cannot open a directory as a file without extra flags, and NTFS journals
 /// directory entries itself, so there is nothing to do.
 #[cfg(not(unix))]
-fn sync_directory(_dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_directory(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 

@@ -899,3 +899,122 @@ fn a_load_the_security_module_does_not_authorise_touches_nothing() {
     let old: cardd_journal::LoadTxn = serde_json::from_value(old).unwrap();
     assert_eq!(old.funding, None);
 }
+
+/// A journal restored from a backup made before `when` (RFC 3339): it knows nothing of the
+/// loads the rig's journal made, and names `suspects` (record id, amount) on the ETC card.
+fn restored_journal(when: &str, suspects: &[(&str, u32)]) -> (Store, Journal) {
+    let store = Store::temporary().unwrap();
+    let journal = Journal::open(&store).unwrap();
+    let suspects: Vec<cardd_journal::Suspect> = suspects
+        .iter()
+        .map(|(record, amount_fen)| cardd_journal::Suspect {
+            card_number: ETC.into(),
+            funding: record_funding(record),
+            amount_fen: *amount_fen,
+        })
+        .collect();
+    journal.enter_restored_mode(when, true, &suspects).unwrap();
+    (store, journal)
+}
+
+fn record_funding(record: &str) -> cardd_journal::Funding {
+    cardd_journal::Funding::EtcRecord {
+        record_id: record.into(),
+    }
+}
+
+impl Rig {
+    /// Loads `record` with `journal` (the rig's own journal when `None`).
+    fn load_funded(
+        &mut self,
+        journal: Option<&Journal>,
+        txn_id: &str,
+        record: &str,
+        amount_fen: u32,
+    ) -> Result<cardd_journal::LoadReceipt, LoadError> {
+        let mut request = self.request(txn_id, amount_fen);
+        request.funding = record_funding(record);
+        load_card(
+            &mut Purse::new(&mut self.reader),
+            &self.sam,
+            journal.unwrap_or(&self.journal),
+            READER,
+            &request,
+        )
+    }
+}
+
+#[test]
+fn after_a_restore_a_record_the_card_shows_loaded_is_not_loaded_again() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    // Loaded after the backup: r1 (20.00). r2 and r3 were never loaded; r3 has r1's amount.
+    let first = rig.load_funded(None, "t1", "r1", 2_000).unwrap();
+    let after_load = rig.balance();
+    let (_store, journal) = restored_journal(
+        "2026-11-22T00:00:00Z",
+        &[("r1", 2_000), ("r2", 3_000), ("r3", 2_000)],
+    );
+    // r1 is claimed by the card's record of its load: nothing is credited.
+    match rig.load_funded(Some(&journal), "t1-again", "r1", 2_000) {
+        Err(LoadError::LoadedSinceBackup(claim)) => {
+            assert_eq!(claim.amount_fen, 2_000);
+            assert_eq!(claim.atc, first.online_atc_before);
+            assert_eq!(claim.funding, record_funding("r1"));
+        }
+        other => panic!("expected LoadedSinceBackup, got {other:?}"),
+    }
+    assert_eq!(rig.balance(), after_load);
+    assert_eq!(journal.restored_claims(10).unwrap().len(), 1);
+    // The same load record is never claimed twice: r3 (same amount) is proven not loaded by a
+    // log that holds the card's whole history, and loads.
+    rig.load_funded(Some(&journal), "t3", "r3", 2_000).unwrap();
+    rig.load_funded(Some(&journal), "t2", "r2", 3_000).unwrap();
+    assert_eq!(rig.balance(), after_load + 5_000);
+    assert!(journal.restored_suspects(10).unwrap().is_empty());
+    assert!(journal.restored_orphans(10).unwrap().is_empty());
+}
+
+#[test]
+fn after_a_restore_a_card_whose_log_does_not_reach_the_backup_waits_for_a_person() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    // Twelve loads elsewhere fill the card's recent history with records newer than the backup.
+    for _ in 0..12 {
+        rig.load_elsewhere(100);
+    }
+    let before = rig.balance();
+    let (_store, journal) = restored_journal("2026-11-22T00:00:00Z", &[("r1", 2_000)]);
+    match rig.load_funded(Some(&journal), "t1", "r1", 2_000) {
+        Err(e @ LoadError::RestoredUnproven { .. }) => {
+            assert!(e.to_string().contains("restored_clear"), "{e}");
+        }
+        other => panic!("expected RestoredUnproven, got {other:?}"),
+    }
+    assert_eq!(rig.balance(), before);
+    assert_eq!(journal.restored_suspects(10).unwrap().len(), 1);
+    // A supervisor compared the card with the records and cleared it: the load goes on.
+    assert!(journal
+        .clear_restored_suspect(ETC, &record_funding("r1"))
+        .unwrap());
+    rig.load_funded(Some(&journal), "t1", "r1", 2_000).unwrap();
+    assert_eq!(rig.balance(), before + 2_000);
+
+    // Had the backup been made after those records, the log would reach back to it.
+    let (_store2, later) = restored_journal("2026-11-23T00:00:00Z", &[("r9", 500)]);
+    rig.load_funded(Some(&later), "t9", "r9", 500).unwrap();
+    assert_eq!(rig.balance(), before + 2_500);
+}
+
+#[test]
+fn after_a_restore_loads_nothing_accounts_for_are_kept_for_the_auditor() {
+    let mut rig = Rig::new(cardd_sim::demo::demo_etc_card());
+    // A load paid by something the backup does not hold (a group order made after it).
+    let orphan = rig.load("g1", 1_500).unwrap();
+    let (_store, journal) = restored_journal("2026-11-22T00:00:00Z", &[]);
+    rig.load_funded(Some(&journal), "t5", "r5", 700).unwrap();
+    let orphans = journal.restored_orphans(10).unwrap();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].atc, orphan.online_atc_before);
+    assert_eq!(orphans[0].amount_fen, 1_500);
+    // The live journal is untouched (it was not restored).
+    assert!(rig.journal.restored_mode().unwrap().is_none());
+}

@@ -152,6 +152,13 @@ impl Daemon {
             // (`cardd --config FILE operators add --role admin USER`, the daemon stopped).
             health["needs_setup"] = json!(!self.auth.has_operators());
         }
+        // Restored from a backup: cards are checked against their own logs before loads.
+        if let Some(Ok(Some(mode))) = self.journal.as_deref().map(Journal::restored_mode) {
+            health["restored"] = json!({
+                "backup_created_at": mode.backup_created_at,
+                "restored_at": mode.restored_at,
+            });
+        }
         if let Some(fleet) = &self.fleet {
             health["fleet"] = json!({
                 "host": fleet.host.to_string(),

@@ -4,8 +4,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod daemon;
+pub mod datadir;
 pub mod errors;
 pub mod events;
 pub mod flows;

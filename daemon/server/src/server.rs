@@ -196,6 +196,14 @@ pub async fn start(
     spawn_outbox_delivery(&daemon);
     spawn_operator_status(&daemon);
     spawn_site_report(&daemon);
+    if let Some(Ok(Some(mode))) = daemon.journal.as_deref().map(Journal::restored_mode) {
+        tracing::warn!(
+            backup_created_at = %mode.backup_created_at,
+            restored_at = %mode.restored_at,
+            suspects = mode.suspects,
+            "restored mode: this data was restored from a backup; before a recharge record the backup shows as not loaded is loaded, its card's own log is checked for a load made after the backup (journal.restored lists what waits and what was found)"
+        );
+    }
     if daemon.fleet.is_none() && !daemon.auth.has_operators() {
         tracing::warn!(
             data_dir = %daemon.config.data_dir.display(),
@@ -246,7 +254,7 @@ fn methods(
 }
 
 fn open(config: Config) -> Result<Daemon, ServerError> {
-    let store = Store::open(&config.data_dir).map_err(|e| ServerError::Store {
+    let store = crate::datadir::open_store(&config.data_dir).map_err(|e| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -684,7 +692,7 @@ pub fn add_operator_offline(
         dir: config.data_dir.display().to_string(),
         reason: format!("{e} (is cardd running on it? stop it first)"),
     };
-    let store = Store::open(&config.data_dir).map_err(|e| store_error(&e))?;
+    let store = crate::datadir::open_store(&config.data_dir).map_err(|e| store_error(&e))?;
     let auth = Auth::open(&store, auth_config(config)).map_err(|e| store_error(&e))?;
     let audit =
         AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;

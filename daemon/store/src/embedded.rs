@@ -396,6 +396,23 @@ impl EmbeddedHost {
         Ok(host)
     }
 
+    /// Every record not 已圈存 (未圈存, 圈存中, 待核对), at most `max`, in record id order:
+    /// what a restored backup may show unloaded that was loaded after it.
+    pub fn records_not_loaded(&self, max: usize) -> Result<Vec<RechargeRecord>, HostError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::record("")) {
+            let (key, value) = item.map_err(sled_err)?;
+            let record = decode_record(&key, &value)?;
+            if record.status != RecordStatus::Loaded {
+                if out.len() >= max {
+                    break;
+                }
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn tree(&self) -> &sled::Tree {
         &self.tree
     }

@@ -445,6 +445,18 @@ pub fn load_error(e: &LoadError) -> EtcError {
             ErrorCode::UnsupportedCard,
             "读卡器上不是 ETC 用户卡或城市一卡通，未圈存：请换用正确的卡片",
         ),
+        LoadError::LoadedSinceBackup(claim) => refused(
+            ErrorCode::RecordStateConflict,
+            &format!(
+                "卡片交易记录显示该笔充值已于 {} 圈存到卡内（联机交易序号 {}，在系统恢复所用的备份之后），不再圈存",
+                claim.card_time, claim.atc
+            ),
+        ),
+        LoadError::RestoredUnproven { .. } => refused(
+            ErrorCode::CardEvidenceRequired,
+            "系统已从备份恢复，该卡的交易记录不足以证明该笔充值在备份之后未曾圈存，未圈存：请主管核对卡片与后台记录后处理",
+        )
+        .with_detail(serde_json::json!({ "technical": e.to_string() })),
         LoadError::Journal(j) => {
             refused(ErrorCode::Internal, "圈存日志写入失败，未圈存：请联系管理员检查 cardd 数据目录")
                 .with_detail(serde_json::json!({ "technical": j.to_string() }))

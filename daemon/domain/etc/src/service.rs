@@ -865,11 +865,46 @@ impl EtcService {
                     already_on_card: false,
                 })
             }
+            // Restored from a backup: the card's log proves this record was loaded after the
+            // backup. Nothing was loaded now; the record is set to 已圈存 citing the card.
+            Err(LoadError::LoadedSinceBackup(claim)) => {
+                let record = self.loaded_since_backup(record_id, operator, txn_id, &claim)?;
+                Ok(RecordLoad {
+                    record,
+                    receipt: None,
+                    already_on_card: true,
+                })
+            }
             Err(e) => {
                 settle_failed_load(host, journal, record_id, operator, txn_id, &e);
                 Err(load_error(&e))
             }
         }
+    }
+
+    /// Sets a record the card proved loaded after the backup (restored mode) to 已圈存: the
+    /// card's balances of that load are unknown, so it goes through 待核对 with the card's log
+    /// record as the reason.
+    fn loaded_since_backup(
+        &self,
+        record_id: &str,
+        operator: &str,
+        txn_id: &str,
+        claim: &cardd_journal::Claim,
+    ) -> Result<RechargeRecord, EtcError> {
+        let host = self.records.as_ref();
+        let reason = format!(
+            "系统从备份恢复后核对：卡片交易记录显示该笔充值已于 {} 圈存到卡内（联机交易序号 {}）",
+            claim.card_time, claim.atc
+        );
+        let current = record_of(host, record_id)?;
+        if current.status == RecordStatus::NotLoaded {
+            host.begin_load(record_id, operator, txn_id)?;
+        }
+        if current.status != RecordStatus::NeedsReconciliation {
+            host.flag_reconciliation(record_id, operator, &reason)?;
+        }
+        Ok(host.resolve_reconciliation(record_id, operator, true, &reason)?)
     }
 
     /// 修改圈存状态: sets a record back to 未圈存 for 二次圈存, only when that is safe (see the

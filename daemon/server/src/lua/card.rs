@@ -433,7 +433,11 @@ impl LoadFailure {
             LoadFailure::Load(LoadError::Unresolved { .. }) => {
                 "该卡有一笔未确认的圈存，需主管核对后处理；在此之前不能再次圈存".into()
             }
-            LoadFailure::Load(e @ LoadError::VerdictContradicted { .. }) => {
+            LoadFailure::Load(
+                e @ (LoadError::VerdictContradicted { .. }
+                | LoadError::LoadedSinceBackup(_)
+                | LoadError::RestoredUnproven { .. }),
+            ) => {
                 cardd_etc::load_error(e).to_string()
             }
             LoadFailure::Load(LoadError::Unfunded(e)) => crate::errors::unfunded_load(e).message,

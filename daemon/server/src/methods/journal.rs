@@ -34,12 +34,86 @@ const CONFIRMERS: Access = Access::Roles(&[Role::Auditor]);
 
 pub use cardd_api::journal::{
     ClearWatchParams, ConfirmLostCardParams, LostCardRow, OpenLoad, ProposeLostCardParams,
-    ResolveParams, Resolved,
+    ResolveParams, Resolved, Restored, RestoredClearParams, RestoredFound, RestoredItem,
 };
 audit_as_json!(ResolveParams, txn_id);
 audit_as_json!(ProposeLostCardParams, txn_id);
 audit_as_json!(ConfirmLostCardParams, txn_id);
 audit_as_json!(ClearWatchParams, txn_id);
+audit_as_json!(RestoredClearParams, card_number);
+
+/// Items per list of `journal.restored`.
+const RESTORED_LIST_MAX: usize = 500;
+
+fn funding_ids(funding: &cardd_journal::Funding) -> (Option<String>, Option<String>) {
+    match funding {
+        cardd_journal::Funding::EtcRecord { record_id } => (Some(record_id.clone()), None),
+        cardd_journal::Funding::GroupOrder { order_id } => (None, Some(order_id.clone())),
+        cardd_journal::Funding::TestMode => (None, None),
+    }
+}
+
+fn yuan(fen: u32) -> String {
+    Fen(i64::from(fen)).to_yuan_string()
+}
+
+/// Restored mode as `journal.restored` shows it.
+fn restored_view(journal: &cardd_journal::Journal) -> Result<Restored, ApiError> {
+    let mode = journal.restored_mode().map_err(journal_error)?;
+    let waiting = journal
+        .restored_suspects(RESTORED_LIST_MAX)
+        .map_err(journal_error)?
+        .into_iter()
+        .map(|s| {
+            let (record_id, order_id) = funding_ids(&s.funding);
+            RestoredItem {
+                card_number: s.card_number,
+                record_id,
+                order_id,
+                amount: yuan(s.amount_fen),
+            }
+        })
+        .collect();
+    let loaded_since_backup = journal
+        .restored_claims(RESTORED_LIST_MAX)
+        .map_err(journal_error)?
+        .into_iter()
+        .map(|c| {
+            let (record_id, order_id) = funding_ids(&c.funding);
+            RestoredFound {
+                card_number: c.card_number,
+                record_id,
+                order_id,
+                amount: yuan(c.amount_fen),
+                online_atc: c.atc,
+                card_time: c.card_time,
+            }
+        })
+        .collect();
+    let unaccounted = journal
+        .restored_orphans(RESTORED_LIST_MAX)
+        .map_err(journal_error)?
+        .into_iter()
+        .map(|o| RestoredFound {
+            card_number: o.card_number,
+            record_id: None,
+            order_id: None,
+            amount: yuan(o.amount_fen),
+            online_atc: o.atc,
+            card_time: o.card_time,
+        })
+        .collect();
+    Ok(Restored {
+        restored: mode.is_some(),
+        backup_created_at: mode.as_ref().map(|m| m.backup_created_at.clone()),
+        restored_at: mode.as_ref().map(|m| m.restored_at.clone()),
+        forced: mode.as_ref().is_some_and(|m| m.forced),
+        waiting,
+        loaded_since_backup,
+        unaccounted,
+        list_max: RESTORED_LIST_MAX as u32,
+    })
+}
 
 /// A lost-card row with the operators named by their display names.
 trait Named {
@@ -295,6 +369,43 @@ pub fn add(m: &mut Methods) {
                 .clear_watch(&p.txn_id, &p.reason, &operator)
                 .map_err(lost_error)?;
             Ok::<LostCardRow, ApiError>(LostCardRow::named(&d, &verdict))
+        },
+    );
+    m.method::<cardd_api::journal::RestoredStatus, _, _>(
+        "Restored mode (the data was restored from a backup): recharge records waiting for their card's check, loads found on cards that were made after the backup (their records were set to 已圈存 without loading again), and loads nothing in the restored data accounts for.",
+        DECIDERS,
+        false,
+        |d, _, _: NoParams| async move { restored_view(d.verified_journal()?) },
+    );
+    m.method::<cardd_api::journal::RestoredClear, _, _>(
+        "A supervisor clears a recharge record whose card's log could not prove it was not loaded after the restored backup, after comparing the card with the back office's records, with a reason; the record may then be loaded.",
+        PROPOSERS,
+        true,
+        |d, c, p: RestoredClearParams| async move {
+            let operator = c.session()?.username.clone();
+            let reason = p.reason.trim().to_owned();
+            if reason.is_empty() || reason.chars().count() > cardd_journal::LOST_REASON_CHARS_MAX {
+                return Err(ApiError::invalid_params(format!(
+                    "核对结论必须填写原因（不超过 {} 个字）",
+                    cardd_journal::LOST_REASON_CHARS_MAX
+                )));
+            }
+            let journal = d.verified_journal()?;
+            let funding = cardd_journal::Funding::EtcRecord { record_id: p.record_id.clone() };
+            if !journal
+                .clear_restored_suspect(&p.card_number, &funding)
+                .map_err(journal_error)?
+            {
+                return Err(ApiError::new(
+                    ErrorCode::HostNotFound,
+                    format!(
+                        "卡号 {} 的充值记录 {} 不在待核对卡片的列表中（可能已核对）：请刷新后再看",
+                        p.card_number, p.record_id
+                    ),
+                ));
+            }
+            tracing::warn!(card = %p.card_number, record = %p.record_id, operator = %operator, reason = %reason, "restored mode: a supervisor cleared a record the card could not prove; it may be loaded");
+            restored_view(journal)
         },
     );
     m.method::<cardd_api::journal::Resolve, _, _>(
