@@ -65,10 +65,10 @@ fn restore(
     data: &std::path::Path,
     backup: &std::path::Path,
     force: bool,
-) -> Result<cardd::backup::RestoreReport, cardd::backup::BackupError> {
+) -> Result<cardd::restore::RestoreReport, cardd::backup::BackupError> {
     let mut tries = 0;
     loop {
-        match cardd::backup::restore(data, backup, force, false) {
+        match cardd::restore::restore(data, backup, force, false) {
             Err(e) if tries < 250 && e.to_string().contains("lock") => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));

@@ -257,7 +257,7 @@ pub fn load_card(
     verify_pin(purse, id.etc, &request.etc_pin)?;
     // After a restore from a backup, what the backup shows unloaded is checked against the
     // card's own log before it can be loaded (see the `restored` module).
-    match crate::restored::check_restored_card(
+    match check_restored_card(
         purse,
         journal,
         &id.card_number,
@@ -639,4 +639,29 @@ pub fn recover_card(
         }
     };
     Ok(Some(outcome))
+}
+
+/// Checks the card in `purse` (identified as `card_number`, its ADF selected and PIN verified)
+/// for `funding`'s load after a restore; see the `restored` module. `terminal` is this
+/// terminal's id as loads stamp it. Writes the claim or the clearing durably before it answers.
+fn check_restored_card(
+    purse: &mut Purse<'_>,
+    journal: &Journal,
+    card_number: &str,
+    funding: &Funding,
+    terminal: [u8; 6],
+) -> Result<crate::restored::RestoredCheck, LoadError> {
+    if journal.restored_mode()?.is_none()
+        || (journal.suspect(card_number, funding)?.is_none()
+            && journal
+                .tree
+                .get(crate::restored::checked_key(card_number))
+                .map_err(JournalError::from)?
+                .is_some())
+    {
+        return Ok(crate::restored::RestoredCheck::Clear);
+    }
+    // READ RECORD leaves the ADF selected for whatever comes next.
+    let log = purse.read_log(crate::restored::RESTORED_LOG_RECORDS_MAX)?;
+    Ok(journal.check_suspect(card_number, funding, terminal, &log)?)
 }

@@ -9,7 +9,7 @@
 //! as not yet loaded, with its card and amount. Items created after the restore are not
 //! suspects: they cannot have been loaded before it.
 //!
-//! Before a suspect's load reaches the card, [`check_restored_card`] reads the card's 0018 log
+//! Before a suspect's load reaches the card, the load (`load_card`) reads the card's 0018 log
 //! and looks for **loads the restored journal does not know**: load records made by this
 //! terminal whose online counter is the counter of no transaction in the journal. Those are
 //! the loads made after the backup. Then:
@@ -29,14 +29,14 @@
 //! order made after it). Outside restored mode nothing here runs; in it, each card costs one
 //! log read, and each suspect one more.
 
-use cardd_purse::{Funding, LogRecord, Purse, TransactionType};
+use cardd_purse::{Funding, LogRecord, TransactionType};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{now, Journal, JournalError};
 
 /// How many records of the card's 0018 log the check reads (ETC cards keep up to 50, transit
 /// cards 10).
-pub const RESTORED_LOG_RECORDS_MAX: u8 = crate::load::LOG_RECORDS_READ_MAX;
+pub const RESTORED_LOG_RECORDS_MAX: u8 = 50;
 
 /// Every card keeps at least this many log records: a shorter log is the card's whole history.
 pub const CARD_LOG_RECORDS_MIN: usize = 10;
@@ -65,7 +65,7 @@ fn orphan_key(card: &str, atc: u16) -> Vec<u8> {
     format!("restored/orphan/{card}/{atc:05}").into_bytes()
 }
 
-fn checked_key(card: &str) -> Vec<u8> {
+pub(crate) fn checked_key(card: &str) -> Vec<u8> {
     format!("restored/checked/{card}").into_bytes()
 }
 
@@ -276,7 +276,11 @@ impl Journal {
         Ok(out)
     }
 
-    fn suspect(&self, card: &str, funding: &Funding) -> Result<Option<Suspect>, JournalError> {
+    pub(crate) fn suspect(
+        &self,
+        card: &str,
+        funding: &Funding,
+    ) -> Result<Option<Suspect>, JournalError> {
         let key = suspect_key(card, funding);
         self.tree.get(&key)?.map(|v| parse(&key, &v)).transpose()
     }
@@ -293,31 +297,6 @@ impl Journal {
         self.store.durable_flush()?;
         Ok(removed)
     }
-}
-
-/// Checks the card in `purse` (identified as `card_number`, its ADF selected and PIN verified)
-/// for `funding`'s load after a restore; see the module documentation. `terminal` is this
-/// terminal's id as loads stamp it. Writes the claim or the clearing durably before it answers.
-pub fn check_restored_card(
-    purse: &mut Purse<'_>,
-    journal: &Journal,
-    card_number: &str,
-    funding: &Funding,
-    terminal: [u8; 6],
-) -> Result<RestoredCheck, crate::LoadError> {
-    if journal.restored_mode()?.is_none()
-        || (journal.suspect(card_number, funding)?.is_none()
-            && journal
-                .tree
-                .get(checked_key(card_number))
-                .map_err(JournalError::from)?
-                .is_some())
-    {
-        return Ok(RestoredCheck::Clear);
-    }
-    // READ RECORD leaves the ADF selected for whatever comes next.
-    let log = purse.read_log(RESTORED_LOG_RECORDS_MAX)?;
-    Ok(journal.check_suspect(card_number, funding, terminal, &log)?)
 }
 
 impl Journal {

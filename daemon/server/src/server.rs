@@ -254,7 +254,7 @@ fn methods(
 }
 
 fn open(config: Config) -> Result<Daemon, ServerError> {
-    let store = crate::datadir::open_store(&config.data_dir).map_err(|e| ServerError::Store {
+    let store = crate::upgrade::open_store(&config.data_dir).map_err(|e| ServerError::Store {
         dir: config.data_dir.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -692,7 +692,7 @@ pub fn add_operator_offline(
         dir: config.data_dir.display().to_string(),
         reason: format!("{e} (is cardd running on it? stop it first)"),
     };
-    let store = crate::datadir::open_store(&config.data_dir).map_err(|e| store_error(&e))?;
+    let store = crate::upgrade::open_store(&config.data_dir).map_err(|e| store_error(&e))?;
     let auth = Auth::open(&store, auth_config(config)).map_err(|e| store_error(&e))?;
     let audit =
         AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
