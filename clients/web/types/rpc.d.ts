@@ -1105,6 +1105,69 @@ export type OpenLoad = {
   txn_id: string;
 };
 
+/** A load found in a card's log after a restore. */
+export type RestoredFound = {
+  /** Amount, yuan. */
+  amount: string;
+  card_number: string;
+  /** The card's date and time of the load (China time). */
+  card_time: string;
+  /**
+   * The card's online counter before that load.
+   * Format: `uint16`.
+   */
+  online_atc: number;
+  order_id?: string | null;
+  /** The item it was matched to (claims); none for loads nothing accounts for. */
+  record_id?: string | null;
+};
+
+/**
+ * What pays for a load, as `journal.restored` shows it: an ETC recharge record or a group
+ * order.
+ */
+export type RestoredItem = {
+  /** Amount, yuan. */
+  amount: string;
+  card_number: string;
+  /** The group order, when an order pays. */
+  order_id?: string | null;
+  /** The ETC recharge record, when a record pays. */
+  record_id?: string | null;
+};
+
+/**
+ * `journal.restored`: whether the data was restored from a backup, and what the card checks
+ * of restored mode found so far.
+ */
+export type Restored = {
+  /** When the restored backup was made (RFC 3339). */
+  backup_created_at?: string | null;
+  /** The restore replaced newer data (`--force`). */
+  forced: boolean;
+  /**
+   * Each list holds at most `list_max` items.
+   * Format: `uint32`.
+   */
+  list_max: number;
+  /**
+   * Loads found on cards that were made after the backup, each with the record it settled
+   * (set to 已圈存 without loading again).
+   */
+  loaded_since_backup: RestoredFound[];
+  /** The data was restored from a backup: cards are checked before loads. */
+  restored: boolean;
+  /** When it was restored (RFC 3339). */
+  restored_at?: string | null;
+  /**
+   * Loads found on cards that nothing in the restored data accounts for (for the auditor:
+   * compare with the back office's records).
+   */
+  unaccounted: RestoredFound[];
+  /** Recharge records the backup showed as not loaded whose cards have not yet been checked. */
+  waiting: RestoredItem[];
+};
+
 /** An operator as the API shows it (the password hash stays inside the daemon). */
 export type Operator = {
   /** When the operator was created, RFC 3339 UTC. */
@@ -1806,6 +1869,29 @@ export interface Methods {
       txn_id: string;
     };
     result: Resolved;
+  };
+  /**
+   * Restored mode (the data was restored from a backup): recharge records waiting for their card's
+   * check, loads found on cards that were made after the backup (their records were set to 已圈存
+   * without loading again), and loads nothing in the restored data accounts for.
+   */
+  'journal.restored': {
+    params: Record<string, never>;
+    result: Restored;
+  };
+  /**
+   * A supervisor clears a recharge record whose card's log could not prove it was not loaded after
+   * the restored backup, after comparing the card with the back office's records, with a reason;
+   * the record may then be loaded.
+   */
+  'journal.restored_clear': {
+    params: {
+      card_number: string;
+      /** How the card and the back office's records were compared; required. */
+      reason: string;
+      record_id: string;
+    };
+    result: Restored;
   };
   /** Create an operator with a role (and a group for group operators). */
   'operators.create': {
