@@ -4,7 +4,7 @@
 import { call } from '../lib/rpc.js';
 import { $, el } from '../lib/dom.js';
 import { yuan } from '../lib/money.js';
-import { confirmBox, alertBox, errorBox, askText, when, table, role } from './ui.js';
+import { confirmBox, alertBox, errorBox, askText, when, table, role, hasMethod } from './ui.js';
 
 // ---- auditor pages -------------------------------------------------------------------------
 
@@ -171,6 +171,7 @@ export function pageAuditRefunds(main) {
 export function pageJournalOpen(main) {
   const out = el('div', { id: 'jo-result' });
   const lost = el('div', { id: 'jo-lost' });
+  const restored = el('div', { id: 'jo-restored' });
   main.append(
     el('p', {
       class: 'hint',
@@ -183,6 +184,7 @@ export function pageJournalOpen(main) {
     out,
     el('h3', { text: '挂失核定' }),
     lost,
+    restored,
   );
   /**
    * @param {string} label
@@ -258,6 +260,86 @@ export function pageJournalOpen(main) {
     );
     if (!ok) return;
     done(label, () => call('journal.confirm_lost_card', { txn_id: t.txn_id, landed: p.landed }));
+  };
+  /** @param {import('../types/rpc').RestoredItem} r */
+  const clearRestored = (r) => async () => {
+    const reason = await askText(
+      '系统已从备份恢复。充值记录 ' +
+        r.record_id +
+        '（卡号 ' +
+        r.card_number +
+        '，金额 ' +
+        yuan(r.amount) +
+        '）：请核对卡片交易记录与后台记录，确认该笔充值在备份之后未曾圈存，并写明核对依据。',
+      '核对依据',
+    );
+    if (!reason) return;
+    done('恢复核对结果', () =>
+      call('journal.restored_clear', {
+        card_number: r.card_number,
+        record_id: r.record_id || '',
+        reason,
+      }),
+    );
+  };
+  /** @param {import('../types/rpc').Restored} r */
+  const showRestored = (r) => {
+    if (!r.restored) {
+      restored.replaceChildren();
+      return;
+    }
+    /** @type {[string, (f: import('../types/rpc').RestoredFound) => unknown][]} */
+    const foundColumns = [
+      ['卡号', (f) => f.card_number],
+      ['充值记录', (f) => f.record_id || f.order_id || ''],
+      ['金额', (f) => yuan(f.amount)],
+      ['卡内交易时间', (f) => f.card_time],
+      ['联机交易序号', (f) => String(f.online_atc)],
+    ];
+    restored.replaceChildren(
+      el('h3', { text: '系统恢复核对' }),
+      el('p', {
+        class: 'hint',
+        text:
+          '系统已于 ' +
+          when(r.restored_at || '') +
+          ' 从 ' +
+          when(r.backup_created_at || '') +
+          ' 的备份恢复。备份中未圈存的充值记录，在圈存前先读取卡片交易记录核对，已在卡内的不再圈存。',
+      }),
+      el('h4', { text: '等待读卡核对' }),
+      r.waiting.length === 0
+        ? el('p', { class: 'empty', text: '没有等待核对的充值记录。' })
+        : table(
+            [
+              ['卡号', (w) => w.card_number],
+              ['充值记录', (w) => w.record_id || w.order_id || ''],
+              ['金额', (w) => yuan(w.amount)],
+              [
+                '操作',
+                (w) =>
+                  role() === 'supervisor' && w.record_id
+                    ? el('button', {
+                        type: 'button',
+                        class: 'secondary',
+                        text: '核对无误，允许圈存',
+                        onclick: clearRestored(w),
+                      })
+                    : null,
+              ],
+            ],
+            r.waiting,
+            'jo-restored-waiting',
+          ),
+      el('h4', { text: '卡片证实备份后已圈存（已更正为已圈存，未重复圈存）' }),
+      r.loaded_since_backup.length === 0
+        ? el('p', { class: 'empty', text: '无。' })
+        : table(foundColumns, r.loaded_since_backup, 'jo-restored-found'),
+      el('h4', { text: '卡内有本终端圈存但备份中无对应记录（请与后台核对）' }),
+      r.unaccounted.length === 0
+        ? el('p', { class: 'empty', text: '无。' })
+        : table(foundColumns, r.unaccounted, 'jo-restored-orphans'),
+    );
   };
   /** @param {import('../types/rpc').LostCardRow} v */
   const clearWatch = (v) => async () => {
@@ -376,6 +458,13 @@ export function pageJournalOpen(main) {
             'jo-lost-table',
           ),
     );
+    if (hasMethod('journal.restored')) {
+      try {
+        showRestored(await call('journal.restored', {}));
+      } catch (err) {
+        restored.replaceChildren(el('p', { class: 'error', text: String(err) }));
+      }
+    }
   };
   load();
 }
