@@ -11,6 +11,7 @@
 //! * [`lost`]: the way out for a load whose card will not come back (lost, broken,
 //!   PIN-blocked): a two-person verdict after a waiting period, and a watch list that checks
 //!   the card against it if it is ever presented again.
+//! * [`stats`]: counts of transactions by state and the oldest open load, for support.
 //! * [`crash`]: named crash points compiled in only with the `crashpoints` feature, for the
 //!   kill-at-every-step test matrix.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod intent;
 pub mod journal;
 pub mod load;
 pub mod lost;
+pub mod stats;
 pub mod store;
 pub mod teller;
 
@@ -36,6 +38,7 @@ pub use load::{
     RecoveryOutcome,
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
+pub use stats::JournalStats;
 pub use store::{FlushStats, Store, StoreError};
 
 /// China Standard Time: every time a teller, customer or auditor sees is at +08:00.

@@ -4,12 +4,15 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bundle;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod errors;
 pub mod events;
 pub mod flows;
 pub mod funded_sam;
+pub mod log_ring;
 pub mod lua;
 pub mod methods;
 pub mod metrics;
@@ -20,4 +23,5 @@ pub mod server;
 pub mod sim_panel;
 pub mod store;
 pub mod summary;
+pub mod support;
 pub mod transport;

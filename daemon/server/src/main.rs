@@ -1,9 +1,10 @@
 //! The `cardd` binary: parses the command line, sets up logging and runs the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cardd::config::{Config, LogFormat};
+use cardd::log_ring::LogRing;
 use cardd_api::Role;
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,14 @@ enum Command {
     Operators {
         #[command(subcommand)]
         command: OperatorsCommand,
+    },
+    /// Writes a support bundle (a .tar.gz): version, configuration without secrets, readers,
+    /// recent logs, metrics, journal and audit statistics, open loads with masked card numbers.
+    /// Never keys, passwords, tokens or full card numbers. Works with the daemon running (run
+    /// it as the daemon's user or root) or stopped.
+    SupportBundle {
+        /// The file to write (must not exist), e.g. cardd-support.tar.gz.
+        out: PathBuf,
     },
 }
 
@@ -92,6 +101,12 @@ fn real_main() -> Result<()> {
         };
         return operators(&Config::load(path)?, command);
     }
+    if let Some(Command::SupportBundle { out }) = &cli.command {
+        let Some(path) = &cli.config else {
+            anyhow::bail!("give --config FILE: the configuration of the daemon to describe");
+        };
+        return support_bundle(path, out);
+    }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
         (None, true) => Config::demo(cli.data_dir.clone()),
@@ -116,7 +131,7 @@ fn real_main() -> Result<()> {
         );
         config.listen = addr;
     }
-    init_logging(&config);
+    let logs = init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,7 +144,7 @@ fn real_main() -> Result<()> {
             )
         })?;
         listener.set_nonblocking(true)?;
-        cardd::server::run(config, listener, shutdown_signal()).await?;
+        cardd::server::run(config, listener, Some(logs), shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -194,16 +209,44 @@ fn read_password() -> Result<String> {
     Ok(password)
 }
 
-fn init_logging(config: &Config) {
+/// Logs to standard error (human or JSON) and keeps the recent lines in memory for the control
+/// socket's `logs` request (`cardd support-bundle`).
+fn init_logging(config: &Config) -> LogRing {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let ring = LogRing::new();
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(ring.layer());
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+        LogFormat::Json => registry.with(output.json()).init(),
+        LogFormat::Human => registry.with(output).init(),
     }
+    ring
+}
+
+/// `cardd support-bundle OUT`: writes the bundle and says what is in it.
+fn support_bundle(config: &Path, out: &Path) -> Result<()> {
+    let report = cardd::bundle::write(config, out)?;
+    println!(
+        "support bundle written to {} ({} bytes); the daemon was {}",
+        report.path.display(),
+        report.bytes,
+        report.daemon
+    );
+    for (name, bytes) in &report.files {
+        println!("  {name} ({bytes} bytes)");
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "it holds no keys, passwords, tokens or full card numbers; check it before sending it"
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
