@@ -8,8 +8,10 @@
 //! namespace, cut off from the sites by a real partition), [`groups`] (one group's quota from
 //! four sites), [`host_crash`] (the host killed mid-load), [`operators`] (operators kept at
 //! the host: log in anywhere, disabled everywhere at once), [`launch`] (the demo fleet of
-//! `cargo xtask fleet`, started by the same code: one load across it) and [`backoffice`] (the
-//! back office's pages in Chromium: top-ups, refund evidence, records, revoking a site).
+//! `cargo xtask fleet`, started by the same code: one load across it), [`backoffice`] (the
+//! back office's pages in Chromium: top-ups, refund evidence, records, revoking a site) and,
+//! for one site on its own, [`first_admin`] and [`support_bundle`] (`cardd support-bundle`
+//! with the daemon running and stopped: no secret in either).
 //!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
@@ -27,5 +29,6 @@ mod operators;
 mod partition;
 mod processes;
 mod revoked;
+mod support_bundle;
 #[path = "../it/webdriver/mod.rs"]
 mod webdriver;

@@ -81,7 +81,8 @@ impl TxnState {
         )
     }
 
-    fn name(&self) -> &'static str {
+    /// The state's name as records and statistics show it (`intent`, `committed`, …).
+    pub fn name(&self) -> &'static str {
         match self {
             TxnState::Intent => "intent",
             TxnState::Committed { .. } => "committed",

@@ -14,6 +14,7 @@
 //! * [`restored`]: after a restore from a backup, what the backup shows unloaded is checked
 //!   against the card's own log before it is loaded, so a load made after the backup is never
 //!   made twice.
+//! * [`stats`]: counts of transactions by state and the oldest open load, for support.
 //! * [`crash`]: named crash points compiled in only with the `crashpoints` feature, for the
 //!   kill-at-every-step test matrix.
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod journal;
 pub mod load;
 pub mod lost;
 pub mod restored;
+pub mod stats;
 pub mod store;
 pub mod teller;
 
@@ -43,6 +45,7 @@ pub use load::{
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
 pub use restored::{Claim, Orphan, RestoredCheck, RestoredMode, Suspect};
+pub use stats::JournalStats;
 pub use store::{FlushStats, Store, StoreError};
 
 /// China Standard Time: every time a teller, customer or auditor sees is at +08:00.

@@ -297,6 +297,11 @@ fn a_lost_credit_is_resolved_when_the_card_comes_back() {
             "lost",
             "the intent stays open"
         );
+        let stats = rig.journal.stats().unwrap();
+        assert_eq!((stats.transactions, stats.open), (1, 1), "{stats:?}");
+        assert_eq!(stats.by_state.get("intent"), Some(&1), "{stats:?}");
+        let created = rig.journal.get("lost").unwrap().unwrap().created_at;
+        assert_eq!(stats.oldest_open_at, Some(created));
         // While the intent is open, the card gets no new load without recovery: recovery runs first.
         rig.reinsert();
         let next = rig.load("next", 1_000).unwrap();
@@ -312,6 +317,20 @@ fn a_lost_credit_is_resolved_when_the_card_comes_back() {
             assert_eq!(rig.balance(), 10_000 + 1_000);
         }
         assert_eq!(next.balance_after_fen, rig.balance());
+        let stats = rig.journal.stats().unwrap();
+        let committed = if landed { 2 } else { 1 };
+        assert_eq!((stats.transactions, stats.open), (2, 0), "{stats:?}");
+        assert_eq!(
+            stats.by_state.get("committed"),
+            Some(&committed),
+            "{stats:?}"
+        );
+        assert_eq!(
+            stats.by_state.contains_key("not_applied"),
+            !landed,
+            "{stats:?}"
+        );
+        assert_eq!(stats.oldest_open_at, None);
     }
 }
 

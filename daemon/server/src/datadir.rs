@@ -206,3 +206,55 @@ pub fn stamp() -> String {
         now.second()
     )
 }
+
+/// Entries [`hand_back`] visits at most.
+const HAND_BACK_ENTRIES_MAX: usize = 1_000_000;
+
+/// After an offline command run as root (`cardd restore`, `cardd operators add`, an upgrade):
+/// gives every file and directory below `data_dir` to the data directory's owner (the daemon's
+/// user), so that the daemon can open what root created. Does nothing unless run as root on a
+/// data directory root does not own. Returns how many entries changed owner.
+#[cfg(unix)]
+pub fn hand_back(data_dir: &Path) -> Result<u64, DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(0);
+    }
+    let owner = fs::metadata(data_dir).map_err(io_err(data_dir))?;
+    if owner.uid() == 0 {
+        return Ok(0);
+    }
+    let (uid, gid) = (owner.uid(), owner.gid());
+    let mut changed = 0u64;
+    let mut left = HAND_BACK_ENTRIES_MAX;
+    let mut stack = vec![data_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            left = left.checked_sub(1).ok_or_else(|| DataDirError::Io {
+                path: dir.clone(),
+                source: io::Error::other("too many entries"),
+            })?;
+            let entry = entry.map_err(io_err(&dir))?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            if meta.uid() != uid || meta.gid() != gid {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io_err(&path))?;
+                changed += 1;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Not a Unix system: files have no owner to give back.
+#[cfg(not(unix))]
+pub fn hand_back(_data_dir: &Path) -> Result<u64, DataDirError> {
+    Ok(0)
+}
+

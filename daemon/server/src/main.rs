@@ -1,9 +1,10 @@
 //! The `cardd` binary: parses the command line, sets up logging and runs the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cardd::config::{Config, LogFormat};
+use cardd::log_ring::LogRing;
 use cardd_api::Role;
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,33 @@ enum Command {
     Operators {
         #[command(subcommand)]
         command: OperatorsCommand,
+    },
+    /// Writes a support bundle (a .tar.gz): version, configuration without secrets, readers,
+    /// recent logs, metrics, journal and audit statistics, open loads with masked card numbers.
+    /// Never keys, passwords, tokens or full card numbers. Works with the daemon running (run
+    /// it as the daemon's user or root) or stopped.
+    SupportBundle {
+        /// The file to write (must not exist), e.g. cardd-support.tar.gz.
+        out: PathBuf,
+    },
+    /// Makes a backup of the data directory of --config: a copy of one moment with a
+    /// manifest. With the daemon running, the daemon makes it (DEST must be writable by its
+    /// user; the default is inside the data directory, in backups/); with it stopped, this
+    /// command does.
+    Backup {
+        /// A new or empty directory (default: <data_dir>/backups/backup-<UTC time>).
+        dest: Option<PathBuf>,
+    },
+    /// Restores a backup into the data directory of --config. The daemon must be stopped.
+    /// Refuses to replace data newer than the backup unless --force; the replaced data is kept
+    /// in <data_dir>/backups/. The daemon then starts in restored mode: every card is checked
+    /// against its own transaction log before a record the backup shows unloaded is loaded.
+    Restore {
+        /// A directory `cardd backup` made.
+        src: PathBuf,
+        /// Replace data newer than the backup.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -92,6 +120,24 @@ fn real_main() -> Result<()> {
         };
         return operators(&Config::load(path)?, command);
     }
+    if let Some(Command::Backup { dest }) = &cli.command {
+        let Some(path) = &cli.config else {
+            anyhow::bail!("give --config FILE: the data directory to back up is its data_dir");
+        };
+        return backup(&Config::load(path)?, dest.as_deref());
+    }
+    if let Some(Command::Restore { src, force }) = &cli.command {
+        let Some(path) = &cli.config else {
+            anyhow::bail!("give --config FILE: the backup is restored into its data_dir");
+        };
+        return restore(&Config::load(path)?, src, *force);
+    }
+    if let Some(Command::SupportBundle { out }) = &cli.command {
+        let Some(path) = &cli.config else {
+            anyhow::bail!("give --config FILE: the configuration of the daemon to describe");
+        };
+        return support_bundle(path, out);
+    }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
         (None, true) => Config::demo(cli.data_dir.clone()),
@@ -116,7 +162,7 @@ fn real_main() -> Result<()> {
         );
         config.listen = addr;
     }
-    init_logging(&config);
+    let logs = init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,7 +175,7 @@ fn real_main() -> Result<()> {
             )
         })?;
         listener.set_nonblocking(true)?;
-        cardd::server::run(config, listener, shutdown_signal()).await?;
+        cardd::server::run(config, listener, Some(logs), shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -161,6 +207,7 @@ fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {
             password,
         },
     )?;
+    cardd::datadir::hand_back(&config.data_dir)?;
     println!(
         "operator {} ({}) created in {}",
         created.username,
@@ -194,16 +241,116 @@ fn read_password() -> Result<String> {
     Ok(password)
 }
 
-fn init_logging(config: &Config) {
+/// Logs to standard error (human or JSON) and keeps the recent lines in memory for the control
+/// socket's `logs` request (`cardd support-bundle`).
+fn init_logging(config: &Config) -> LogRing {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let ring = LogRing::new();
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(ring.layer());
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+        LogFormat::Json => registry.with(output.json()).init(),
+        LogFormat::Human => registry.with(output).init(),
     }
+    ring
+}
+
+/// `cardd backup [DEST]`: asks the running daemon, or makes the backup itself when the daemon
+/// is stopped.
+fn backup(config: &Config, dest: Option<&Path>) -> Result<()> {
+    let dest = match dest {
+        Some(dest) => std::path::absolute(dest)
+            .with_context(|| format!("the backup directory {}", dest.display()))?,
+        None => std::path::absolute(&config.data_dir)?
+            .join(cardd::datadir::BACKUPS_DIR)
+            .join(format!("backup-{}", cardd::datadir::stamp())),
+    };
+    let socket = cardd::control::socket_path(&config.data_dir);
+    let request = cardd::control::Request::Backup { dest: dest.clone() };
+    let (manifest, by) = match cardd::control::call(&socket, &request) {
+        Ok(value) => (
+            serde_json::from_value::<cardd::backup::Manifest>(value)
+                .context("the daemon's answer is not a backup manifest")?,
+            "the running daemon",
+        ),
+        Err(cardd::control::ControlError::NotRunning(_)) => {
+            let store = cardd::server::open_store_offline(config)?;
+            let manifest =
+                cardd::backup::make_backup(&store, &dest, cardd::datadir::DATA_FORMAT)?;
+            drop(store);
+            cardd::datadir::hand_back(&config.data_dir)?;
+            (manifest, "this command (the daemon is stopped)")
+        }
+        Err(e) => return Err(e).context("asking the running daemon for a backup"),
+    };
+    println!(
+        "backup made by {by} in {}: {} load transactions ({} open), {} audit records, {} bytes",
+        dest.display(),
+        manifest.journal.transactions,
+        manifest.journal.open,
+        manifest.audit.records,
+        manifest.bytes
+    );
+    println!("restore it with: cardd --config FILE restore {}", dest.display());
+    Ok(())
+}
+
+/// `cardd restore SRC [--force]`, the daemon stopped.
+fn restore(config: &Config, src: &Path, force: bool) -> Result<()> {
+    let socket = cardd::control::socket_path(&config.data_dir);
+    if cardd::control::call(&socket, &cardd::control::Request::Status {}).is_ok() {
+        anyhow::bail!(
+            "cardd is running on {}: stop it first (systemctl stop cardd); nothing was changed",
+            config.data_dir.display()
+        );
+    }
+    let report = cardd::restore::restore(&config.data_dir, src, force, config.fleet.is_some())?;
+    cardd::datadir::hand_back(&config.data_dir)?;
+    println!(
+        "restored the backup made at {} into {}",
+        report.backup_created_at,
+        config.data_dir.display()
+    );
+    if let Some(kept) = &report.replaced_to {
+        println!("the data it replaced is kept in {}", kept.display());
+    }
+    println!(
+        "restored mode: before any of the {} recharge records the backup shows as not loaded is \
+         loaded, its card's own log is checked for a load made after the backup \
+         (journal.restored lists them). Start cardd now.",
+        report.suspects
+    );
+    Ok(())
+}
+
+/// `cardd support-bundle OUT`: writes the bundle and says what is in it.
+fn support_bundle(config: &Path, out: &Path) -> Result<()> {
+    let report = cardd::bundle::write(config, out)?;
+    // Run as root on a stopped daemon, the store was opened by root: give it back.
+    if let Ok(loaded) = Config::load(config) {
+        cardd::datadir::hand_back(&loaded.data_dir)?;
+    }
+    println!(
+        "support bundle written to {} ({} bytes); the daemon was {}",
+        report.path.display(),
+        report.bytes,
+        report.daemon
+    );
+    for (name, bytes) in &report.files {
+        println!("  {name} ({bytes} bytes)");
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "it holds no keys, passwords, tokens or full card numbers; check it before sending it"
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -88,15 +88,36 @@ impl Running {
     }
 }
 
-/// Runs the daemon on `listener` until `shutdown` completes.
+/// Runs the daemon on `listener` until `shutdown` completes, with its control socket
+/// ([`crate::control`]) in the data directory; `logs` is the ring of recent log lines the
+/// control socket shows (the binary's logging fills it).
 pub async fn run(
     config: Config,
     listener: std::net::TcpListener,
+    logs: Option<crate::log_ring::LogRing>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let running = start(config, listener).await?;
+    #[cfg(unix)]
+    let control = {
+        let path = crate::control::socket_path(&running.daemon.config.data_dir);
+        match crate::control::listen(&path, &running.daemon, logs) {
+            Ok(control) => Some(control),
+            Err(e) => {
+                // The daemon serves without it; only `cardd support-bundle` misses it.
+                tracing::error!(error = %e, "no control socket: `cardd support-bundle` cannot reach this daemon");
+                None
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let _ = logs;
     shutdown.await;
     tracing::info!("shutting down");
+    #[cfg(unix)]
+    if let Some(control) = control {
+        control.stop().await;
+    }
     running.stop().await;
     Ok(())
 }
@@ -692,7 +713,7 @@ pub fn add_operator_offline(
         dir: config.data_dir.display().to_string(),
         reason: format!("{e} (is cardd running on it? stop it first)"),
     };
-    let store = crate::upgrade::open_store(&config.data_dir).map_err(|e| store_error(&e))?;
+    let store = open_store_offline(config)?;
     let auth = Auth::open(&store, auth_config(config)).map_err(|e| store_error(&e))?;
     let audit =
         AuditLog::open_with(&store, config.audit.segment_records).map_err(|e| store_error(&e))?;
@@ -712,6 +733,15 @@ pub fn add_operator_offline(
         .map_err(|e| ServerError::Seed(e.to_string()))?;
     store.durable_flush().map_err(|e| store_error(&e))?;
     Ok(created)
+}
+
+/// Opens the database of `config` while the daemon is stopped (the command line's offline
+/// work: operators, support bundles). Refused while a daemon holds it.
+pub fn open_store_offline(config: &Config) -> Result<Store, ServerError> {
+    crate::upgrade::open_store(&config.data_dir).map_err(|e| ServerError::Store {
+        dir: config.data_dir.display().to_string(),
+        reason: format!("{e} (is cardd running on it? stop it first)"),
+    })
 }
 
 /// A fleet site's client of the issuer host, with the site's certificate.
