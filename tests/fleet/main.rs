@@ -17,6 +17,7 @@
 //! (`netns::probe_process`).
 
 mod backoffice;
+mod backup_cli;
 mod cross_site;
 mod first_admin;
 mod fleet;

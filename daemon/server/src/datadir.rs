@@ -257,4 +257,3 @@ pub fn hand_back(data_dir: &Path) -> Result<u64, DataDirError> {
 pub fn hand_back(_data_dir: &Path) -> Result<u64, DataDirError> {
     Ok(0)
 }
-

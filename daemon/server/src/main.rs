@@ -280,8 +280,7 @@ fn backup(config: &Config, dest: Option<&Path>) -> Result<()> {
         ),
         Err(cardd::control::ControlError::NotRunning(_)) => {
             let store = cardd::server::open_store_offline(config)?;
-            let manifest =
-                cardd::backup::make_backup(&store, &dest, cardd::datadir::DATA_FORMAT)?;
+            let manifest = cardd::backup::make_backup(&store, &dest, cardd::datadir::DATA_FORMAT)?;
             drop(store);
             cardd::datadir::hand_back(&config.data_dir)?;
             (manifest, "this command (the daemon is stopped)")
@@ -296,7 +295,10 @@ fn backup(config: &Config, dest: Option<&Path>) -> Result<()> {
         manifest.audit.records,
         manifest.bytes
     );
-    println!("restore it with: cardd --config FILE restore {}", dest.display());
+    println!(
+        "restore it with: cardd --config FILE restore {}",
+        dest.display()
+    );
     Ok(())
 }
 
