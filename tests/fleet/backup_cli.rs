@@ -4,84 +4,27 @@
 //! restore that starts in restored mode (the replaced data kept), and a data directory of a
 //! newer format refused at start with the version it needs, untouched.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::processes::{binary, eventually, run};
+use crate::processes::{binary, run};
+use crate::single::{health, rpc, write_key_file, Daemon};
 
 const PASSWORD: &str = "Qv7#pL2!zX9m-backup";
 
-fn health(addr: SocketAddr) -> Result<Value> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok(serde_json::from_str(body)?)
-}
-
 fn login(addr: SocketAddr) -> Result<()> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "auth.login",
-        "params": {"username": "boss", "password": PASSWORD}})
-    .to_string();
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let login = rpc(
+        addr,
+        "auth.login",
+        json!({"username": "boss", "password": PASSWORD}),
+        None,
     )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    ensure!(answer.contains("\"token\""), "login: {answer}");
+    ensure!(login["result"]["token"].is_string(), "login: {login}");
     Ok(())
-}
-
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(config: &Path, log: &Path, addr: SocketAddr) -> Result<Daemon> {
-        let child = Command::new(binary("cardd"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()?;
-        let daemon = Daemon(child);
-        eventually(Duration::from_secs(30), "cardd answers /health", || {
-            Ok(health(addr).is_ok())
-        })?;
-        Ok(daemon)
-    }
-
-    fn stop(mut self) -> Result<()> {
-        let term = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()?;
-        ensure!(term.success(), "kill -TERM failed");
-        let exit = self.0.wait()?;
-        ensure!(exit.success(), "cardd exited with {exit}");
-        Ok(())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `cardd --config CONFIG ARGS…` expected to fail: what it printed on standard error.
@@ -137,22 +80,7 @@ fn backups_restores_and_formats_on_a_real_install() -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = dir.path().join("data");
     let keys = dir.path().join("keys.toml");
-    std::fs::write(
-        &keys,
-        format!(
-            "[etc]\nalgorithm = \"tdes\"\ntwo_level = true\nload = \"{}\"\npurchase = \"{}\"\n\
-             tac = \"{}\"\nmaintenance = \"{}\"\n",
-            cardd_crypto::demo::MASTER_LOAD_KEY,
-            cardd_crypto::demo::MASTER_PURCHASE_KEY,
-            cardd_crypto::demo::MASTER_TAC_KEY,
-            cardd_crypto::demo::MASTER_MAINTENANCE_KEY
-        ),
-    )?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600))?;
-    }
+    write_key_file(&keys)?;
     let config = dir.path().join("cardd.toml");
     std::fs::write(
         &config,

@@ -4,61 +4,14 @@
 //! one from standard input (never from the command line) and creates the administrator, who
 //! then logs in; `needs_setup` is gone.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::processes::{binary, eventually, run};
-
-/// One HTTP exchange with the daemon: the answer's body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    Ok(answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
-}
-
-fn health(addr: SocketAddr) -> Result<Value> {
-    Ok(serde_json::from_str(&http(addr, "GET", "/health", "")?)?)
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &std::path::Path, log: &std::path::Path, addr: SocketAddr) -> Result<Daemon> {
-    let child = Command::new(binary("cardd"))
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()?;
-    let daemon = Daemon(child);
-    eventually(Duration::from_secs(30), "cardd answers /health", || {
-        Ok(health(addr).is_ok())
-    })?;
-    Ok(daemon)
-}
+use crate::processes::{binary, run};
+use crate::single::{health, rpc, Daemon};
 
 #[test]
 fn a_new_install_says_it_needs_its_first_administrator_and_takes_only_a_strong_password(
@@ -79,7 +32,7 @@ fn a_new_install_says_it_needs_its_first_administrator_and_takes_only_a_strong_p
     let log = dir.path().join("cardd.log");
 
     // No operator: it runs, says so on /health and in its log.
-    let daemon = start(&config, &log, addr)?;
+    let daemon = Daemon::start(&config, &log, addr)?;
     let h = health(addr)?;
     ensure!(h["needs_setup"] == true, "{h}");
     drop(daemon);
@@ -112,17 +65,15 @@ fn a_new_install_says_it_needs_its_first_administrator_and_takes_only_a_strong_p
     );
 
     // Started again: the administrator logs in, and nothing needs setting up.
-    let _daemon = start(&config, &log, addr)?;
+    let _daemon = Daemon::start(&config, &log, addr)?;
     let h = health(addr)?;
     ensure!(h["needs_setup"] == false, "{h}");
-    let login = http(
+    let login = rpc(
         addr,
-        "POST",
-        "/",
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "auth.login",
-                "params": {"username": "boss", "password": "Lz8#mQ2!vR4t-counter"}})
-        .to_string(),
+        "auth.login",
+        json!({"username": "boss", "password": "Lz8#mQ2!vR4t-counter"}),
+        None,
     )?;
-    ensure!(login.contains("\"token\""), "{login}");
+    ensure!(login["result"]["token"].is_string(), "{login}");
     Ok(())
 }

@@ -30,6 +30,7 @@ mod operators;
 mod partition;
 mod processes;
 mod revoked;
+mod single;
 mod support_bundle;
 #[path = "../it/webdriver/mod.rs"]
 mod webdriver;

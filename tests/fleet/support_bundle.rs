@@ -4,25 +4,16 @@
 //! should and none of the secrets: not the key bytes, the PIN, the password, the session token
 //! or a full card number; the open load shows its card's last four digits only.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::processes::{binary, eventually, run};
+use crate::processes::{binary, run};
+use crate::single::{rpc, write_key_file, Daemon, KEYS_HEX};
 
-/// The ETC master keys of the key file: the demo masters, with which the simulated cards are
-/// personalised.
-const KEYS_HEX: [&str; 4] = [
-    cardd_crypto::demo::MASTER_LOAD_KEY,
-    cardd_crypto::demo::MASTER_PURCHASE_KEY,
-    cardd_crypto::demo::MASTER_TAC_KEY,
-    cardd_crypto::demo::MASTER_MAINTENANCE_KEY,
-];
 /// 11 digits: too short for the card-number masking, so only the configuration's redaction
 /// keeps it out.
 const ETC_PIN: &str = "97531864208";
@@ -44,77 +35,6 @@ const FILES: [&str; 9] = [
     "journal.json",
     "open_loads.json",
 ];
-
-/// One JSON-RPC call over HTTP: the reply.
-fn rpc(addr: SocketAddr, method: &str, params: Value, token: Option<&str>) -> Result<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).with_context(|| format!("{method}: {answer}"))
-}
-
-fn health(addr: SocketAddr) -> Result<Value> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok(serde_json::from_str(body)?)
-}
-
-/// A running `cardd`; killed if the test ends before [`Daemon::stop`].
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(config: &Path, log: &Path, addr: SocketAddr) -> Result<Daemon> {
-        let child = Command::new(binary("cardd"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()?;
-        let daemon = Daemon(child);
-        eventually(Duration::from_secs(30), "cardd answers /health", || {
-            Ok(health(addr).is_ok())
-        })?;
-        Ok(daemon)
-    }
-
-    /// Stops it as systemd does (SIGTERM) and waits for it to exit.
-    fn stop(mut self) -> Result<()> {
-        let term = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()?;
-        ensure!(term.success(), "kill -TERM failed");
-        let exit = self.0.wait()?;
-        ensure!(exit.success(), "cardd exited with {exit}");
-        Ok(())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Writes an open load (an intent whose card never came back) for [`OPEN_CARD`] into the
 /// stopped daemon's journal.
@@ -217,14 +137,7 @@ fn a_support_bundle_holds_what_support_needs_and_no_secret() -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = dir.path().join("data");
     let keys = dir.path().join("keys.toml");
-    std::fs::write(
-        &keys,
-        format!(
-            "[etc]\nalgorithm = \"tdes\"\ntwo_level = true\nload = \"{}\"\npurchase = \"{}\"\n\
-             tac = \"{}\"\nmaintenance = \"{}\"\n",
-            KEYS_HEX[0], KEYS_HEX[1], KEYS_HEX[2], KEYS_HEX[3]
-        ),
-    )?;
+    write_key_file(&keys)?;
     let config = dir.path().join("cardd.toml");
     std::fs::write(
         &config,

@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::TestDaemon;
+use common::{on_dir, stop_and_release, TestDaemon};
 use serde_json::{json, Value};
 
 /// The demo's 未圈存 records of card …0001: 50.00 yuan and 200.00 yuan.
@@ -25,29 +25,6 @@ fn balance(world_name: &str) -> u32 {
         .card("sim:etc")
         .and_then(|c| c.balance())
         .unwrap()
-}
-
-/// A daemon whose data directory and cards live in `dir`.
-fn on_dir(dir: &std::path::Path, world: &str) -> impl Fn(&mut cardd::config::Config) + Clone {
-    let (dir, world) = (dir.to_path_buf(), world.to_owned());
-    move |c: &mut cardd::config::Config| {
-        c.data_dir = dir.join("data");
-        c.flows.dir = Some(cardd::flows::default_dir());
-        c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
-    }
-}
-
-/// Stops the daemon and waits until the database is free.
-async fn stop_and_release(d: TestDaemon) {
-    let gone = std::sync::Arc::downgrade(d.daemon());
-    d.stop().await;
-    for _ in 0..250 {
-        if gone.upgrade().is_none() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the stopped daemon is never released");
 }
 
 async fn load(d: &TestDaemon, token: &str, record_id: &str, key: &str) -> Value {

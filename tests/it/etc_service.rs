@@ -10,7 +10,7 @@ use crate::common;
 
 use cardd_api::ErrorCode;
 use cardd_sim::{FaultKind, FaultPlan, SimCard};
-use common::{Run, TestDaemon};
+use common::{on_dir, stop_and_release, Run, TestDaemon};
 use serde_json::{json, Value};
 
 const PLATE: &str = "陕A12345";
@@ -1367,30 +1367,6 @@ async fn kiosk_card_removal_with_new_key_retries_pays_each_record_exactly_once()
     assert!(retried >= cases, "every case made the customer retry");
     assert!(unknown > 0, "lost CREDIT answers were exercised");
     d.stop().await;
-}
-
-/// The configuration of a daemon whose data directory and cards live in `dir` (so it can be
-/// stopped and started again on them).
-fn on_dir(dir: &std::path::Path, world: &str) -> impl Fn(&mut cardd::config::Config) + Clone {
-    let (dir, world) = (dir.to_path_buf(), world.to_owned());
-    move |c: &mut cardd::config::Config| {
-        c.data_dir = dir.join("data");
-        c.flows.dir = Some(cardd::flows::default_dir());
-        c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
-    }
-}
-
-/// Stops the daemon and waits until the last holder of it let go (the database is free).
-async fn stop_and_release(d: TestDaemon) {
-    let gone = std::sync::Arc::downgrade(d.daemon());
-    d.stop().await;
-    for _ in 0..250 {
-        if gone.upgrade().is_none() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the stopped daemon is never released");
 }
 
 /// `GET /health`'s status.

@@ -175,17 +175,11 @@ fn readable_time(compact: &str) -> String {
 /// `YYYYMMDDhhmmss` of an RFC 3339 time, in China time (as cards are stamped).
 pub fn card_time_of(rfc3339: &str) -> Result<String, JournalError> {
     let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| JournalError::Invalid(format!("time {rfc3339:?}: {e}")))?
-        .to_offset(crate::CHINA_OFFSET);
-    Ok(format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
+        .map_err(|e| JournalError::Invalid(format!("time {rfc3339:?}: {e}")))?;
+    Ok(crate::clock::china_time_text(t)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {

@@ -375,3 +375,27 @@ pub async fn refused(
     assert_eq!(got, code, "{method} refused with another code: {message}");
     message
 }
+
+/// The configuration of a daemon whose data directory and cards live in `dir` (so it can be
+/// stopped and started again on them).
+pub fn on_dir(dir: &std::path::Path, world: &str) -> impl Fn(&mut cardd::config::Config) + Clone {
+    let (dir, world) = (dir.to_path_buf(), world.to_owned());
+    move |c: &mut cardd::config::Config| {
+        c.data_dir = dir.join("data");
+        c.flows.dir = Some(cardd::flows::default_dir());
+        c.readers[0].options = json!({ "world": world, "state_dir": dir.join("cards") });
+    }
+}
+
+/// Stops the daemon and waits until the last holder of it let go (the database is free).
+pub async fn stop_and_release(d: TestDaemon) {
+    let gone = std::sync::Arc::downgrade(d.daemon());
+    d.stop().await;
+    for _ in 0..250 {
+        if gone.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the stopped daemon is never released");
+}
