@@ -57,6 +57,21 @@ fn yuan(fen: u32) -> String {
     Fen(i64::from(fen)).to_yuan_string()
 }
 
+/// Leaves out of `waiting` the records settled as 已圈存 since the restore by other means (an
+/// open load of the backup settled from its card): nothing waits for them any more.
+fn without_loaded(d: &Daemon, mut view: Restored) -> Restored {
+    if let Some(etc) = d.etc.as_deref() {
+        view.waiting.retain(|w| {
+            let Some(id) = &w.record_id else { return true };
+            !matches!(
+                etc.records().record(id),
+                Ok(Some(r)) if r.status == cardd_etc::model::RecordStatus::Loaded
+            )
+        });
+    }
+    view
+}
+
 /// Restored mode as `journal.restored` shows it.
 fn restored_view(journal: &cardd_journal::Journal) -> Result<Restored, ApiError> {
     let mode = journal.restored_mode().map_err(journal_error)?;
@@ -375,7 +390,10 @@ pub fn add(m: &mut Methods) {
         "Restored mode (the data was restored from a backup): recharge records waiting for their card's check, loads found on cards that were made after the backup (their records were set to 已圈存 without loading again), and loads nothing in the restored data accounts for.",
         DECIDERS,
         false,
-        |d, _, _: NoParams| async move { restored_view(d.verified_journal()?) },
+        |d, _, _: NoParams| async move {
+            let view = restored_view(d.verified_journal()?)?;
+            Ok::<Restored, ApiError>(without_loaded(&d, view))
+        },
     );
     m.method::<cardd_api::journal::RestoredClear, _, _>(
         "A supervisor clears a recharge record whose card's log could not prove it was not loaded after the restored backup, after comparing the card with the back office's records, with a reason; the record may then be loaded.",
@@ -405,7 +423,7 @@ pub fn add(m: &mut Methods) {
                 ));
             }
             tracing::warn!(card = %p.card_number, record = %p.record_id, operator = %operator, reason = %reason, "restored mode: a supervisor cleared a record the card could not prove; it may be loaded");
-            restored_view(journal)
+            Ok::<Restored, ApiError>(without_loaded(&d, restored_view(journal)?))
         },
     );
     m.method::<cardd_api::journal::Resolve, _, _>(
