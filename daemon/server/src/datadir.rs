@@ -19,8 +19,9 @@
 //! naming the cardd that wrote it; nothing in it is touched.
 //!
 //! **Restores** put the restored database into `store.restoring/` and swap it in at the end
-//! (see the `restore` module); a `store.restoring/` without `store/` is an interrupted restore
-//! and is refused until the restore is run again.
+//! (see the `restore` module). A restore stopped before the swap leaves the old data in place
+//! (its copy is dropped at the next open); one stopped in the swap, after the old data moved to
+//! `backups/`, is finished at the next open (the copy was complete before the swap began).
 
 use std::fs;
 use std::io::{self, Write};
@@ -88,12 +89,6 @@ pub enum DataDirError {
          it from a backup or compare with the documentation (docs/operations.md)"
     )]
     BadFormatFile { path: PathBuf, reason: String },
-    /// A restore stopped before the restored database replaced the old one.
-    #[error(
-        "a restore into {dir} was interrupted before it finished; run `cardd restore` with the \
-         same backup again (the data it replaced is in {dir}/backups/)"
-    )]
-    RestoreInterrupted { dir: PathBuf },
     /// A file operation failed.
     #[error("{path}: {source}; check that the directory is writable by cardd's user")]
     Io { path: PathBuf, source: io::Error },

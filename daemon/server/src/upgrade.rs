@@ -27,9 +27,12 @@ pub fn prepare(data_dir: &Path) -> Result<(), DataDirError> {
     let restoring = data_dir.join(RESTORING_DIR);
     if restoring.exists() {
         if !store.exists() {
-            return Err(DataDirError::RestoreInterrupted {
-                dir: data_dir.to_path_buf(),
-            });
+            // A restore moves the old database away only once its restored copy is complete
+            // and durable (in restored mode, audited): the swap stopped halfway, finish it.
+            tracing::warn!(dir = %data_dir.display(), "finishing a restore that stopped after it moved the old data away (kept in backups/)");
+            fs::rename(&restoring, &store).map_err(io_err(&store))?;
+            sync_dir(data_dir)?;
+            return prepare(data_dir);
         }
         // A restore stopped before it replaced anything: its copy is of no use.
         tracing::warn!(dir = %restoring.display(), "removing the copy of a restore that stopped before it replaced the data");
@@ -206,13 +209,23 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_restore_is_refused() {
+    fn a_restore_stopped_in_its_swap_is_finished_and_one_stopped_before_it_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join(RESTORING_DIR)).unwrap();
         write_format(dir.path(), None).unwrap();
-        assert!(matches!(
-            open_store(dir.path()),
-            Err(DataDirError::RestoreInterrupted { .. })
-        ));
+        // Stopped after the old data moved away: the restored copy becomes the store.
+        {
+            let restored = Store::open(&dir.path().join(RESTORING_DIR)).unwrap();
+            restored.tree("t").unwrap().insert("k", "restored").unwrap();
+            restored.durable_flush().unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.tree("t").unwrap().get("k").unwrap().unwrap(), "restored");
+        assert!(!dir.path().join(RESTORING_DIR).exists());
+        drop(store);
+        // Stopped before anything was replaced: the copy goes, the data stays.
+        fs::create_dir_all(dir.path().join(RESTORING_DIR)).unwrap();
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.tree("t").unwrap().get("k").unwrap().unwrap(), "restored");
+        assert!(!dir.path().join(RESTORING_DIR).exists());
     }
 }
