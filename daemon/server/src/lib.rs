@@ -4,12 +4,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod errors;
 pub mod events;
 pub mod flows;
 pub mod funded_sam;
+pub mod keys;
 pub mod lua;
 pub mod methods;
 pub mod metrics;

@@ -38,8 +38,18 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The configuration file of the subcommands when `--config` is not given (the package's).
+const DEFAULT_CONFIG: &str = "/etc/cardd/cardd.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Checks a configuration without starting anything or opening the database: every value,
+    /// the key file (present, owner-only, valid), fleet certificates, the data directory and
+    /// the readers' options. One line per finding; exits 1 when any is an error.
+    CheckConfig {
+        /// The file to check (default: --config, else /etc/cardd/cardd.toml).
+        file: Option<PathBuf>,
+    },
     /// Operator accounts, on the data directory of --config while the daemon is stopped.
     Operators {
         #[command(subcommand)]
@@ -86,11 +96,19 @@ fn real_main() -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(Command::Operators { command }) = &cli.command {
-        let Some(path) = &cli.config else {
-            anyhow::bail!("give --config FILE: the operator is created in its data directory");
-        };
-        return operators(&Config::load(path)?, command);
+    // Subcommands work on --config, by default the package's /etc/cardd/cardd.toml.
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match &cli.command {
+        Some(Command::Operators { command }) => {
+            return operators(&Config::load(&config_path)?, command)
+        }
+        Some(Command::CheckConfig { file }) => {
+            return check_config(file.as_deref().unwrap_or(&config_path))
+        }
+        None => {}
     }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
@@ -132,6 +150,24 @@ fn real_main() -> Result<()> {
         cardd::server::run(config, listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Prints one line per finding; fails (exit 1) when any finding is an error.
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let report = cardd::check::check_config(path);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    use cardd::check::Level;
+    if report.passed() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}: {} error(s), {} warning(s); fix the errors above, then check again",
+        path.display(),
+        report.count(Level::Error),
+        report.count(Level::Warning)
+    )
 }
 
 fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {
