@@ -108,7 +108,8 @@ fn real_main() -> Result<()> {
         Some(Command::CheckConfig { file }) => {
             return check_config(file.as_deref().unwrap_or(&config_path))
         }
-        None => {}
+        // The daemon itself, and any other subcommand, below.
+        _ => {}
     }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
