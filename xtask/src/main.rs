@@ -6,8 +6,9 @@
 //!   tests talk to a real one) and a throw-away PostgreSQL cluster (`cardd-pg-throwaway`: a
 //!   temporary directory, an unprivileged user when run as root, `fsync` and
 //!   `synchronous_commit` on), runs every test in the workspace with `CARDD_PCSCD=1` and the
-//!   cluster's URL in `CARDD_TEST_DATABASE_URL`, and stops both, whether the tests pass or not
-//!   (the cluster also when xtask is interrupted: it stops when xtask's end of a pipe closes).
+//!   cluster's URL in `CARDD_TEST_DATABASE_URL`, checks the Debian package when they pass
+//!   (`cargo xtask package --check`), and stops both, whether the tests pass or not (the
+//!   cluster also when xtask is interrupted: it stops when xtask's end of a pipe closes).
 //! * `cargo xtask pg -- <command> [args]` runs one command with a throw-away PostgreSQL
 //!   cluster's URL in `CARDD_TEST_DATABASE_URL` (for example
 //!   `cargo xtask pg -- cargo test -p cardd-store-pg`), then stops and deletes the cluster.
@@ -21,6 +22,10 @@
 //!   its back office and two sites, S01 and S02, with simulated readers (see [`fleet`]; ports
 //!   from 7443: the host, the back office, S01, S02). The fleet tests start the same fleet
 //!   (`cardd-fleet-launch`).
+//! * `cargo xtask package [--check]` builds the release binaries and the Debian package
+//!   `target/debian/cardd_VERSION_ARCH.deb` from `packaging/`; `--check` then reads it back and,
+//!   as root, installs, starts, stops and removes it (see [`package`]). `cargo xtask test` runs
+//!   the same check after the workspace's tests.
 //! * `cargo xtask tidy` checks the project's own rules (also run as a test).
 //! * `cargo xtask rpc-types` writes `clients/web/types/rpc.d.ts` from `docs/openrpc.json` (a test
 //!   fails when it is stale; `UPDATE_DOCS=1 cargo test -p xtask` does the same).
@@ -31,6 +36,7 @@
 
 mod cycles;
 mod fleet;
+mod package;
 mod pcscd;
 mod rpc_types;
 mod setup;
@@ -63,6 +69,10 @@ fn run(args: &[String]) -> Result<()> {
             fleet::run(&root, &target_dir(&root), &args[1..])
         }
         Some("bench") => bench(&args[1..]),
+        Some("package") => {
+            let root = project_root();
+            package::run(&root, &target_dir(&root), &args[1..])
+        }
         Some("tsc") => {
             setup::install_system_packages()?;
             web::check(&project_root())
@@ -92,7 +102,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | fleet [--base-port N] | bench [-- sections] | tidy | tsc | rpc-types>"
+                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | fleet [--base-port N] | bench [-- sections] | package [--check] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }
@@ -127,11 +137,21 @@ fn test(extra: &[String]) -> Result<()> {
     let pcscd = pcscd::ensure_running(&target_dir(&root))?;
     // Stopped and deleted when dropped, likewise; and by its supervisor if xtask is killed.
     let cluster = start_cluster()?;
-    // The fleet tests start the daemon and the issuer host as real processes.
+    // The fleet tests start the daemon and the issuer host as real processes; the package
+    // check packages these binaries (and cardctl).
     let mut build = cargo();
     build
         .current_dir(&root)
-        .args(["build", "--locked", "-p", "cardd", "-p", "cardd-host"])
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "cardd",
+            "-p",
+            "cardctl",
+            "-p",
+            "cardd-host",
+        ])
         // The host's crash points (inert unless CARDD_CRASH_AT names one) for the kill tests.
         .args(["--features", "cardd-host/crashpoints"])
         .stdin(std::process::Stdio::null());
@@ -149,6 +169,12 @@ fn test(extra: &[String]) -> Result<()> {
         .env(cardd_pg_throwaway::URL_VAR, cluster.url())
         .stdin(std::process::Stdio::null());
     let result = run_checked(command, "cargo test");
+    // The Debian package, built, read back and (as root) installed, run and removed, while
+    // pcscd still runs (the packaged configuration serves PC/SC readers).
+    let result = result.and_then(|()| {
+        let deb = package::build(&root, &target_dir(&root), package::Profile::Check)?;
+        package::check(&root, &deb)
+    });
     let stopped = stop_cluster(cluster);
     drop(pcscd);
     result.and(stopped)

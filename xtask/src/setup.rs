@@ -36,6 +36,16 @@ pub const SYSTEM_PACKAGES: &[(&str, &str)] = &[
         "chromedriver, the WebDriver server the browser tests talk to",
     ),
     (
+        "systemd",
+        "systemd-analyze, which verifies the Debian package's units (`cargo xtask package --check`; \
+         installing it does not make systemd the container's init)",
+    ),
+    (
+        "binutils",
+        "strip, which takes the debug info out of the binaries of the package the test command \
+         checks",
+    ),
+    (
         "fonts-wqy-microhei",
         "a CJK font, so the browser tests' screenshots show the zh-CN pages and not empty boxes",
     ),

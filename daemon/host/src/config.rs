@@ -7,13 +7,13 @@
 //! database_url = "postgres://cardd@127.0.0.1:5432/cardd"
 //!
 //! [tls]
-//! ca_cert = "/etc/cardd-host/tls/ca.crt"     # the fleet CA (sites' certificates are checked against it)
-//! cert = "/etc/cardd-host/tls/host.crt"      # from `cardd-fleet ca issue-host`
-//! key = "/etc/cardd-host/tls/host.key"
+//! ca_cert = "/etc/cardd/tls/ca.crt"     # the fleet CA (sites' certificates are checked against it)
+//! cert = "/etc/cardd/tls/host.crt"      # from `cardd-fleet ca issue-host`
+//! key = "/etc/cardd/tls/host.key"
 //!
 //! [keys]
 //! source = "file"                  # or "demo": the public demo keys, simulated cards only
-//! file = "/etc/cardd-host/keys.toml"
+//! file = "/etc/cardd/host-keys.toml"
 //!
 //! [backoffice]
 //! listen = "127.0.0.1:7480"        # the back office's web pages (loopback only)

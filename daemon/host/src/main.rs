@@ -24,7 +24,7 @@ struct Cli {
         long,
         short,
         global = true,
-        default_value = "/etc/cardd-host/cardd-host.toml"
+        default_value = "/etc/cardd/cardd-host.toml"
     )]
     config: PathBuf,
     #[command(subcommand)]
@@ -35,8 +35,12 @@ struct Cli {
 enum Command {
     /// Serves the sites until SIGINT or SIGTERM (migrates the database first).
     Serve,
-    /// Checks the configuration, the TLS files and the keys without starting.
-    CheckConfig,
+    /// Checks the configuration, the TLS files, the keys and the database URL's syntax without
+    /// starting or connecting. One line per finding; exits 1 when any is an error.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
     /// Brings the database schema up to date and prints its version.
     Migrate,
     /// The sites that may connect.
@@ -164,15 +168,13 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::CheckConfig { file } = &cli.command {
+        return check_config(file.as_ref().unwrap_or(&cli.config));
+    }
     let config = HostConfig::load(&cli.config)?;
     match cli.command {
         Command::Serve => serve(&config),
-        Command::CheckConfig => {
-            config.security_module()?;
-            cardd_fleet::host_server_config(&config.tls_files())?;
-            println!("{}: ok", cli.config.display());
-            Ok(())
-        }
+        Command::CheckConfig { .. } => unreachable!("handled above"),
         Command::Migrate => {
             let db = open(&config)?;
             let m = db.migrated();
@@ -409,6 +411,77 @@ fn audit(db: &Arc<Database>, action: &str, target: &str, detail: serde_json::Val
         detail,
         outcome: "started".into(),
     })?;
+    Ok(())
+}
+
+/// `check-config`: one `ok:` or `error:` line per part; nothing is started or connected to.
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let config = match HostConfig::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("error: {e}");
+            bail!("{}: the configuration cannot be used", path.display());
+        }
+    };
+    println!(
+        "ok: {}: the configuration is valid (listen {})",
+        path.display(),
+        config.listen
+    );
+    let mut errors = 0;
+    let mut finding = |result: Result<String, String>| match result {
+        Ok(line) => println!("ok: {line}"),
+        Err(line) => {
+            errors += 1;
+            println!("error: {line}");
+        }
+    };
+    finding(
+        config
+            .security_module()
+            .map(|sam| match &config.keys.file {
+                Some(file) if config.keys.source == cardd_host::config::KeySource::File => {
+                    format!("keys: {} is owner-only and valid ({sam:?})", file.display())
+                }
+                _ => "keys: the public demo keys (simulated cards only)".to_owned(),
+            })
+            .map_err(|e| e.to_string()),
+    );
+    finding(
+        cardd_fleet::host_server_config(&config.tls_files())
+            .map(|_| {
+                format!(
+                    "TLS: CA {}, certificate {} and key {} (owner-only) are usable",
+                    config.tls.ca_cert.display(),
+                    config.tls.cert.display(),
+                    config.tls.key.display()
+                )
+            })
+            .map_err(|e| format!("TLS: {e}")),
+    );
+    // The URL's syntax only: the database is not contacted (`cardd-host migrate` does).
+    finding(
+        <tokio_postgres::Config as std::str::FromStr>::from_str(&config.database_url)
+            .map(|c| {
+                format!(
+                    "database_url: a PostgreSQL URL (database {:?}, user {:?}); not connected",
+                    c.get_dbname().unwrap_or("-"),
+                    c.get_user().unwrap_or("-")
+                )
+            })
+            .map_err(|e| {
+                format!(
+                    "database_url is not a PostgreSQL URL ({e}): write it as \
+                     postgres://USER@HOST:PORT/DATABASE"
+                )
+            }),
+    );
+    if errors > 0 {
+        bail!(
+            "{}: {errors} error(s); fix them, then check again",
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -39,8 +39,18 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The configuration file of the subcommands when `--config` is not given (the package's).
+const DEFAULT_CONFIG: &str = "/etc/cardd/cardd.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Checks a configuration without starting anything or opening the database: every value,
+    /// the key file (present, owner-only, valid), fleet certificates, the data directory and
+    /// the readers' options. One line per finding; exits 1 when any is an error.
+    CheckConfig {
+        /// The file to check (default: --config, else /etc/cardd/cardd.toml).
+        file: Option<PathBuf>,
+    },
     /// Operator accounts, on the data directory of --config while the daemon is stopped.
     Operators {
         #[command(subcommand)]
@@ -114,29 +124,36 @@ fn real_main() -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(Command::Operators { command }) = &cli.command {
-        let Some(path) = &cli.config else {
-            anyhow::bail!("give --config FILE: the operator is created in its data directory");
-        };
-        return operators(&Config::load(path)?, command);
+    // Subcommands work on --config, by default the package's /etc/cardd/cardd.toml.
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match &cli.command {
+        Some(Command::Operators { command }) => {
+            return operators(&Config::load(&config_path)?, command)
+        }
+        Some(Command::CheckConfig { file }) => {
+            return check_config(file.as_deref().unwrap_or(&config_path))
+        }
+        // The daemon itself, and any other subcommand, below.
+        _ => {}
     }
-    if let Some(Command::Backup { dest }) = &cli.command {
-        let Some(path) = &cli.config else {
-            anyhow::bail!("give --config FILE: the data directory to back up is its data_dir");
-        };
-        return backup(&Config::load(path)?, dest.as_deref());
-    }
-    if let Some(Command::Restore { src, force }) = &cli.command {
-        let Some(path) = &cli.config else {
-            anyhow::bail!("give --config FILE: the backup is restored into its data_dir");
-        };
-        return restore(&Config::load(path)?, src, *force);
-    }
-    if let Some(Command::SupportBundle { out }) = &cli.command {
-        let Some(path) = &cli.config else {
-            anyhow::bail!("give --config FILE: the configuration of the daemon to describe");
-        };
-        return support_bundle(path, out);
+    // Backups and restores also work on the embedded default's data directory (--demo).
+    let subcommand_config = || -> Result<Config> {
+        if cli.demo {
+            Ok(Config::demo(cli.data_dir.clone()))
+        } else {
+            Ok(Config::load(&config_path)?)
+        }
+    };
+    match &cli.command {
+        Some(Command::Backup { dest }) => return backup(&subcommand_config()?, dest.as_deref()),
+        Some(Command::Restore { src, force }) => {
+            return restore(&subcommand_config()?, src, *force)
+        }
+        Some(Command::SupportBundle { out }) => return support_bundle(&config_path, out),
+        _ => {}
     }
     let mut config = match (&cli.config, cli.demo) {
         (Some(path), _) => Config::load(path)?,
@@ -178,6 +195,24 @@ fn real_main() -> Result<()> {
         cardd::server::run(config, listener, Some(logs), shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Prints one line per finding; fails (exit 1) when any finding is an error.
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let report = cardd::check::check_config(path);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    use cardd::check::Level;
+    if report.passed() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}: {} error(s), {} warning(s); fix the errors above, then check again",
+        path.display(),
+        report.count(Level::Error),
+        report.count(Level::Warning)
+    )
 }
 
 fn operators(config: &Config, command: &OperatorsCommand) -> Result<()> {

@@ -775,10 +775,10 @@ fn load_keys(config: &Config) -> Result<Arc<dyn SecurityModule>, ServerError> {
             SamConfig::demo()
         }
         (KeySource::File, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ServerError::Keys(format!("{}: {e}", path.display())))?;
-            toml::from_str(&text)
-                .map_err(|e| ServerError::Keys(format!("{}: {}", path.display(), e.message())))?
+            let loaded =
+                crate::keys::read_key_file(path).map_err(|e| ServerError::Keys(e.to_string()))?;
+            tracing::info!(file = %path.display(), schemes = ?loaded.schemes, "master keys loaded");
+            return Ok(Arc::new(loaded.sam));
         }
         (KeySource::File, None) => return Err(ServerError::Keys("keys.file is not set".into())),
     };

@@ -219,13 +219,19 @@ mod tests {
             restored.durable_flush().unwrap();
         }
         let store = open_store(dir.path()).unwrap();
-        assert_eq!(store.tree("t").unwrap().get("k").unwrap().unwrap(), "restored");
+        assert_eq!(
+            store.tree("t").unwrap().get("k").unwrap().unwrap(),
+            "restored"
+        );
         assert!(!dir.path().join(RESTORING_DIR).exists());
         drop(store);
         // Stopped before anything was replaced: the copy goes, the data stays.
         fs::create_dir_all(dir.path().join(RESTORING_DIR)).unwrap();
         let store = open_store(dir.path()).unwrap();
-        assert_eq!(store.tree("t").unwrap().get("k").unwrap().unwrap(), "restored");
+        assert_eq!(
+            store.tree("t").unwrap().get("k").unwrap().unwrap(),
+            "restored"
+        );
         assert!(!dir.path().join(RESTORING_DIR).exists());
     }
 }

@@ -72,6 +72,16 @@ impl Driver for PcscDriver {
         let options: PcscOptions = options.parse()?;
         Ok(Arc::new(PcscFactory::new(options)?))
     }
+
+    /// The options parse and validate; pcscd is not asked (check-config starts nothing).
+    fn check(&self, options: &DriverOptions) -> Result<Vec<String>, ReaderError> {
+        let options: PcscOptions = options.parse()?;
+        options.validate().map_err(|detail| ReaderError::Config {
+            driver: DRIVER_NAME.to_owned(),
+            detail,
+        })?;
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -32,4 +32,20 @@ impl Driver for PluginDriver {
         let options: PluginOptions = options.parse()?;
         Ok(Arc::new(PluginFactory::new(options)?))
     }
+
+    /// The options parse and validate; the program is looked for, not started.
+    fn check(&self, options: &DriverOptions) -> Result<Vec<String>, ReaderError> {
+        let options: PluginOptions = options.parse()?;
+        options.validate()?;
+        let mut warnings = Vec::new();
+        let command = &options.command;
+        if command.components().count() > 1 && !command.exists() {
+            warnings.push(format!(
+                "plugin {:?}: the program {} does not exist (yet): install it before starting cardd",
+                options.name,
+                command.display()
+            ));
+        }
+        Ok(warnings)
+    }
 }

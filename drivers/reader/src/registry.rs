@@ -62,6 +62,19 @@ pub trait Driver: Send + Sync {
     fn summary(&self) -> &'static str;
     /// Builds a configured instance.
     fn instantiate(&self, options: &DriverOptions) -> Result<Arc<dyn ReaderFactory>, ReaderError>;
+    /// Checks `options` as [`Driver::instantiate`] would, without opening a device, starting a
+    /// process or creating a file (`cardd check-config`). An error is what `instantiate` would
+    /// refuse; the strings returned are warnings: what may be fine but deserves a look (a serial
+    /// port that is not there now, a plugin program that is missing). A driver that cannot check
+    /// without starting says so as a warning (the default).
+    fn check(&self, options: &DriverOptions) -> Result<Vec<String>, ReaderError> {
+        let _ = options;
+        Ok(vec![format!(
+            "the {} driver cannot check its options without starting; cardd checks them when it \
+             starts",
+            self.name()
+        )])
+    }
 }
 
 /// Drivers by name.

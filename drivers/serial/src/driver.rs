@@ -63,6 +63,30 @@ impl Driver for SerialDriver {
         let options: SerialOptions = options.parse()?;
         Ok(Arc::new(SerialFactory::new(options)?))
     }
+
+    /// The options parse and validate; no port is opened. A configured path that does not
+    /// exist now is a warning: the programmer may simply be unplugged.
+    fn check(&self, options: &DriverOptions) -> Result<Vec<String>, ReaderError> {
+        let options: SerialOptions = options.parse()?;
+        options.validate()?;
+        let mut warnings = Vec::new();
+        if options.devices.is_empty() {
+            warnings
+                .push("the serial driver has no devices configured: it lists no readers".into());
+        }
+        for device in &options.devices {
+            if let Some(path) = &device.path {
+                if !Path::new(path).exists() {
+                    warnings.push(format!(
+                        "serial device {:?}: {path} does not exist now (programmer unplugged, or \
+                         another path: see ls /dev/serial/by-id/)",
+                        device.id
+                    ));
+                }
+            }
+        }
+        Ok(warnings)
+    }
 }
 
 fn default_baud() -> u32 {

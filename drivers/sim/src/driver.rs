@@ -37,6 +37,24 @@ impl Driver for SimDriver {
         let options: SimOptions = options.parse()?;
         Ok(Arc::new(options.build()?))
     }
+
+    /// The options parse and every reader's card is described correctly; no state directory
+    /// is created.
+    fn check(&self, options: &DriverOptions) -> Result<Vec<String>, ReaderError> {
+        let options: SimOptions = options.parse()?;
+        for reader in options
+            .readers
+            .clone()
+            .unwrap_or_else(SimOptions::default_readers)
+        {
+            reader.to_config()?;
+        }
+        Ok(vec![
+            "the sim driver serves simulated readers and cards: for demos and tests, never a \
+             real counter"
+                .into(),
+        ])
+    }
 }
 
 /// The driver's configuration table.
