@@ -102,7 +102,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | fleet [--base-port N] | bench [-- sections] | package [--check] | tidy | tsc | rpc-types>"
+                "usage: cargo xtask <test [-- cargo test args] | pg -- command [args] | setup | demo [-- cardd args] | fleet [--base-port N] | bench [-- sections] | package [--check] [--debug] | tidy | tsc | rpc-types>"
             );
             bail!("unknown or missing subcommand")
         }

@@ -79,14 +79,20 @@ pub enum Profile {
     Check,
 }
 
-/// `cargo xtask package [--check]`.
+/// `cargo xtask package [--check] [--debug]`.
 pub fn run(root: &Path, target: &Path, args: &[String]) -> Result<()> {
-    let check_too = match args {
-        [] => false,
-        [flag] if flag == "--check" => true,
-        _ => bail!("usage: cargo xtask package [--check]"),
-    };
-    let deb = build(root, target, Profile::Release)?;
+    let mut check_too = false;
+    let mut profile = Profile::Release;
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check_too = true,
+            // The debug binaries already built (`cargo build -p cardd -p cardctl -p
+            // cardd-host`): a quick check of the packaging, not a package to install.
+            "--debug" => profile = Profile::Check,
+            _ => bail!("usage: cargo xtask package [--check] [--debug]"),
+        }
+    }
+    let deb = build(root, target, profile)?;
     if check_too {
         check(root, &deb)?;
     }
@@ -581,18 +587,62 @@ fn install_and_run(root: &Path, deb: &Path) -> Result<()> {
             "method": "auth.login",
             "params": {"username": ADMIN, "password": ADMIN_PASSWORD},
         });
-        let (status, body) = http("POST", "/", Some(&request.to_string()))?;
+        let (status, body) = http("POST", "/", Some(&request.to_string()), None)?;
         let answer: serde_json::Value = serde_json::from_str(&body)
             .with_context(|| format!("auth.login answered {status}: {body}"))?;
+        let token = answer["result"]["token"]
+            .as_str()
+            .with_context(|| format!("auth.login: {status} {answer}"))?
+            .to_owned();
+        println!("ok: restarted; auth.login as {ADMIN} returns a session token");
+        // The README's reader step: with pcscd up (the test command runs it with its virtual
+        // reader), the packaged configuration serves its readers.
+        if Path::new(super::pcscd::SOCKET).exists() {
+            let request = serde_json::json!({
+                "jsonrpc": "2.0", "id": 2, "method": "readers.list", "params": {},
+            });
+            let (status, body) = http("POST", "/", Some(&request.to_string()), Some(&token))?;
+            let answer: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("readers.list answered {status}: {body}"))?;
+            let readers = answer["result"].as_array().cloned().unwrap_or_default();
+            let pcsc: Vec<&str> = readers
+                .iter()
+                .filter(|r| r["driver"] == "pcsc")
+                .filter_map(|r| r["name"].as_str())
+                .collect();
+            ensure!(
+                !pcsc.is_empty(),
+                "readers.list shows no PC/SC reader though pcscd runs: {answer}"
+            );
+            println!("ok: readers.list: the PC/SC readers {pcsc:?}");
+        } else {
+            println!("skip: pcscd is not running, so no PC/SC reader is expected");
+        }
+        // The README's backup step, through the running daemon.
+        let backup = as_cardd(&["/usr/bin/cardd", "backup"]).output()?;
+        let printed = String::from_utf8_lossy(&backup.stdout).into_owned();
         ensure!(
-            answer["result"]["token"].is_string(),
-            "auth.login: {status} {answer}"
+            backup.status.success() && printed.contains("the running daemon"),
+            "cardd backup: {}\n{printed}{}",
+            backup.status,
+            String::from_utf8_lossy(&backup.stderr)
+        );
+        let manifests = std::fs::read_dir(Path::new(DATA_DIR).join("backups"))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("manifest.json").is_file())
+            .count();
+        ensure!(
+            manifests == 1,
+            "one backup with its manifest in {DATA_DIR}/backups"
+        );
+        println!(
+            "ok: cardd backup (as cardd) through the running daemon: {}",
+            printed.trim()
         );
         Ok(())
     });
     let stopped = stop_daemon(daemon);
     logged_in?;
-    println!("ok: restarted; auth.login as {ADMIN} returns a session token");
     stopped?;
     println!("ok: SIGTERM: cardd stopped cleanly");
 
@@ -713,7 +763,7 @@ fn wait_health(daemon: &mut Child, log: &Path) -> Result<serde_json::Value> {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        if let Ok((200, body)) = http("GET", "/health", None) {
+        if let Ok((200, body)) = http("GET", "/health", None, None) {
             return serde_json::from_str(&body).with_context(|| format!("/health: {body}"));
         }
         if Instant::now() > deadline {
@@ -749,14 +799,22 @@ fn stop_daemon(mut daemon: Child) -> Result<()> {
 }
 
 /// One HTTP/1.1 request to the packaged daemon; returns the status and the body.
-fn http(method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+fn http(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(LISTEN)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {LISTEN}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut answer = Vec::new();

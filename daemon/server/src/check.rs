@@ -173,6 +173,32 @@ fn check_fleet(config: &Config, report: &mut Report) {
     }
 }
 
+/// The data directory's format: current, older (upgraded, after a backup, at the next start)
+/// or newer (refused: a newer cardd is needed).
+fn check_data_format(dir: &Path, report: &mut Report) {
+    use crate::datadir::{read_format, DATA_FORMAT};
+    match read_format(dir) {
+        Ok(Some(f)) if f.format == DATA_FORMAT => report.push(
+            Level::Ok,
+            format!(
+                "data directory {}: format {DATA_FORMAT}, written by {}",
+                dir.display(),
+                f.written_by
+            ),
+        ),
+        Ok(_) if dir.join("conf").exists() => report.push(
+            Level::Warning,
+            format!(
+                "data directory {}: format 1; the next start backs it up into backups/ and \
+                 upgrades it to format {DATA_FORMAT}",
+                dir.display()
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => report.push(Level::Error, e.to_string()),
+    }
+}
+
 fn check_data_dir(dir: &Path, report: &mut Report) {
     match std::fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => report.push(
@@ -216,6 +242,7 @@ fn check_data_dir(dir: &Path, report: &mut Report) {
             }
             #[cfg(not(unix))]
             let _ = meta;
+            check_data_format(dir, report);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = dir
@@ -455,6 +482,24 @@ mod tests {
             text.contains("warning: readers[0] (serial): serial device \"desk\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_data_directory_of_a_newer_format_fails_naming_the_cardd_it_needs() {
+        let site = Site::new();
+        site.keys(0o600);
+        let path = site.config(PCSC);
+        let data = site.path("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join(crate::datadir::FORMAT_FILE),
+            "format = 9\nwritten_by = \"cardd 7.0.0\"\nwritten_at = \"x\"\n",
+        )
+        .unwrap();
+        let report = check_config(&path);
+        assert!(!report.passed(), "{:?}", report.findings);
+        let text = format!("{:?}", report.findings);
+        assert!(text.contains("run cardd 7.0.0 or newer"), "{text}");
     }
 
     #[test]

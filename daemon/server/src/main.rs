@@ -331,7 +331,7 @@ fn backup(config: &Config, dest: Option<&Path>) -> Result<()> {
         manifest.bytes
     );
     println!(
-        "restore it with: cardd --config FILE restore {}",
+        "restore it (the daemon stopped) with: cardd restore {}",
         dest.display()
     );
     Ok(())
