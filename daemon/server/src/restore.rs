@@ -26,8 +26,9 @@ pub struct RestoreReport {
 }
 
 /// Restores the backup in `src` into `data_dir` (the daemon must be stopped). `fleet` is
-/// whether the recharge records live at a central host (then nothing local is a suspect; the
-/// host checks every load against the card's counters). See the module documentation.
+/// whether the recharge records live at a central host (then nothing local is a suspect: the
+/// host keeps the records' status, which the restore does not touch). See the module
+/// documentation.
 pub fn restore(
     data_dir: &Path,
     src: &Path,
