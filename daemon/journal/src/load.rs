@@ -651,14 +651,19 @@ fn check_restored_card(
     funding: &Funding,
     terminal: [u8; 6],
 ) -> Result<crate::restored::RestoredCheck, LoadError> {
-    if journal.restored_mode()?.is_none()
-        || (journal.suspect(card_number, funding)?.is_none()
-            && journal
-                .tree
-                .get(crate::restored::checked_key(card_number))
-                .map_err(JournalError::from)?
-                .is_some())
-    {
+    if journal.restored_mode()?.is_none() {
+        return Ok(crate::restored::RestoredCheck::Clear);
+    }
+    // Claimed before: the card showed this item loaded after the backup.
+    if let Some(claim) = journal.restored_claim_for(card_number, funding)? {
+        return Ok(crate::restored::RestoredCheck::LoadedSinceBackup(claim));
+    }
+    let checked = journal
+        .tree
+        .get(crate::restored::checked_key(card_number))
+        .map_err(JournalError::from)?
+        .is_some();
+    if checked && journal.suspect(card_number, funding)?.is_none() {
         return Ok(crate::restored::RestoredCheck::Clear);
     }
     // READ RECORD leaves the ADF selected for whatever comes next.

@@ -279,6 +279,28 @@ impl Journal {
         self.tree.get(&key)?.map(|v| parse(&key, &v)).transpose()
     }
 
+    /// The claim that settled `funding` on `card`, if a card check made one: a load of it
+    /// found on the card after the backup. Asked before every load in restored mode, so that
+    /// an item whose claim was recorded but whose record was not yet updated (a crash between
+    /// the two) is never loaded.
+    pub fn restored_claim_for(
+        &self,
+        card: &str,
+        funding: &Funding,
+    ) -> Result<Option<Claim>, JournalError> {
+        for item in self
+            .tree
+            .scan_prefix(format!("restored/claim/{card}/").as_bytes())
+        {
+            let (key, value) = item?;
+            let claim: Claim = parse(&key, &value)?;
+            if &claim.funding == funding {
+                return Ok(Some(claim));
+            }
+        }
+        Ok(None)
+    }
+
     /// Clears a suspect by a person's decision after comparing the card with the records
     /// (the way out of [`RestoredCheck::Unproven`]). Returns whether it was a suspect.
     pub fn clear_restored_suspect(

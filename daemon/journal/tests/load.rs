@@ -984,6 +984,12 @@ fn after_a_restore_a_record_the_card_shows_loaded_is_not_loaded_again() {
     }
     assert_eq!(rig.balance(), after_load);
     assert_eq!(journal.restored_claims(10).unwrap().len(), 1);
+    // Asked again (the record was not updated yet: a crash after the claim), the claim stands.
+    assert!(matches!(
+        rig.load_funded(Some(&journal), "t1-third", "r1", 2_000),
+        Err(LoadError::LoadedSinceBackup(_))
+    ));
+    assert_eq!(rig.balance(), after_load);
     // The same load record is never claimed twice: r3 (same amount) is proven not loaded by a
     // log that holds the card's whole history, and loads.
     rig.load_funded(Some(&journal), "t3", "r3", 2_000).unwrap();
