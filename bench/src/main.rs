@@ -16,10 +16,13 @@
 //! * `host`: the fleet's issuer host (`cardd-host`, a real process, on PostgreSQL): authorized
 //!   loads per second and latency with 1, 16 and 64 simulated sites, with one and two hosts,
 //!   round trips and PostgreSQL transactions per load, against `pgbench -N` on the same cluster.
+//! * `backup`: a live copy of one moment (`cardd backup`) and the closed copy of a restore, of
+//!   a database of 300,000 records, against `cp -r`.
 //!
 //! Benchmarks print figures and assert nothing about time; the test suite asserts behaviour.
 
 mod apdu;
+mod backup;
 mod client;
 mod flow;
 mod footprint;
@@ -40,7 +43,15 @@ struct Args {
     quick: bool,
 }
 
-const SECTIONS: &[&str] = &["apdu", "flow", "loads", "service", "footprint", "host"];
+const SECTIONS: &[&str] = &[
+    "apdu",
+    "flow",
+    "loads",
+    "service",
+    "footprint",
+    "host",
+    "backup",
+];
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -91,6 +102,7 @@ fn main() -> Result<()> {
                 if args.quick { 3 } else { 10 },
             ),
             "host" => host::run(args.quick),
+            "backup" => backup::run(300_000 / scale),
             _ => Ok(()),
         };
         if let Err(e) = outcome {

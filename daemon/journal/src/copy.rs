@@ -65,13 +65,13 @@ impl Store {
             for name in &names {
                 watched.push(self.db.open_tree(name)?.watch_prefix(vec![]));
             }
-            let result = self.copy_once(dest, &names, file_dirs);
-            let written = watched
-                .iter_mut()
-                .any(|w| w.next_timeout(WRITE_SETTLE).is_ok());
-            drop(watched);
+            let result = self.copy_once(dest, &names, file_dirs, &mut watched);
+            // A write that began during the copy completes within the settle time.
+            let written = |w: &mut Vec<sled::Subscriber>| {
+                w.iter_mut().any(|s| s.next_timeout(WRITE_SETTLE).is_ok())
+            };
             match result {
-                Ok(mut stats) if !written => {
+                Ok(Some(mut stats)) if !written(&mut watched) => {
                     stats.attempts = attempt;
                     return Ok(stats);
                 }
@@ -86,6 +86,7 @@ impl Store {
                     return Err(e);
                 }
             }
+            drop(watched);
             fs::remove_dir_all(dest).map_err(|e| io_error(dest, e))?;
             std::thread::sleep(WRITE_SETTLE * attempt);
         }
@@ -95,12 +96,19 @@ impl Store {
         })
     }
 
+    /// One attempt: the copy, or `None` as soon as a watcher saw a write (checked after every
+    /// batch, which also keeps the watchers' queues short: sled makes a writer wait while a
+    /// watcher's queue is full).
     fn copy_once(
         &self,
         dest: &Path,
         names: &[sled::IVec],
         file_dirs: &[&str],
-    ) -> Result<CopyStats, StoreError> {
+        watched: &mut [sled::Subscriber],
+    ) -> Result<Option<CopyStats>, StoreError> {
+        let seen_write = |w: &mut [sled::Subscriber]| {
+            w.iter_mut().any(|s| s.next_timeout(Duration::ZERO).is_ok())
+        };
         let mut stats = CopyStats::default();
         {
             let copy =
@@ -126,6 +134,9 @@ impl Store {
                     if in_batch == COPY_BATCH_KEYS {
                         to.apply_batch(std::mem::take(&mut batch))?;
                         in_batch = 0;
+                        if seen_write(watched) {
+                            return Ok(None);
+                        }
                     }
                 }
                 to.apply_batch(batch)?;
@@ -141,7 +152,7 @@ impl Store {
             stats.bytes += bytes;
         }
         sync_tree(dest)?;
-        Ok(stats)
+        Ok(Some(stats))
     }
 }
 
