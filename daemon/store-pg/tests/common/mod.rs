@@ -7,6 +7,11 @@ use tokio_postgres::NoTls;
 
 /// Runs `sql` statements on the database at `url`, on a runtime of their own.
 pub fn admin(url: &str, sql: &str) -> Vec<String> {
+    try_admin(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`admin`], answering the database's refusal instead of panicking.
+pub fn try_admin(url: &str, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -16,17 +21,18 @@ pub fn admin(url: &str, sql: &str) -> Vec<String> {
             .await
             .expect("connect to the test cluster");
         let driver = tokio::spawn(connection);
-        let rows = client.simple_query(sql).await.expect(sql);
+        let rows = client.simple_query(sql).await;
         drop(client);
         let _ = driver.await;
-        rows.into_iter()
+        Ok(rows?
+            .into_iter()
             .filter_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(row) => {
                     Some(row.get(0).unwrap_or("NULL").to_owned())
                 }
                 _ => None,
             })
-            .collect()
+            .collect())
     })
 }
 
@@ -42,6 +48,9 @@ fn with_database(url: &str, database: &str) -> String {
         None => format!("{server}/{database}"),
     }
 }
+
+/// How many times a test database's drop is tried before it is left behind.
+const DROP_TRIES: u32 = 50;
 
 /// A new, empty database of its own on the test cluster, dropped with it.
 pub struct FreshDatabase {
@@ -73,10 +82,19 @@ impl FreshDatabase {
 }
 
 impl Drop for FreshDatabase {
+    /// A connection of another role may still be closing (a pool dropped on another thread);
+    /// the test's role cannot terminate it, so the drop is tried again for a while. A database
+    /// still in use then is left to the throw-away cluster, which goes with the run.
     fn drop(&mut self) {
-        admin(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        for _ in 0..DROP_TRIES {
+            match try_admin(&self.admin_url, &sql) {
+                Ok(_) => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        if let Err(e) = try_admin(&self.admin_url, &sql) {
+            eprintln!("left database {} to the throw-away cluster: {e}", self.name);
+        }
     }
 }
