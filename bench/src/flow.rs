@@ -158,8 +158,13 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                 .readers
                 .run(READER_ID, &holder, move |reader| {
                     let d = &job_daemon;
-                    cardd::summary::read(reader, &d.config.etc_pin, d.config.terminal_id)
-                        .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
+                    cardd::summary::read(
+                        reader,
+                        &d.config.etc_pin,
+                        d.config.terminal_id,
+                        cardd::summary::Counters::None,
+                    )
+                    .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
                     let etc = d.etc.as_ref().context("the ETC service")?;
                     etc.load_record(reader, READER_ID, &record_id, "teller", &txn_id)
                         .map_err(|e| anyhow::anyhow!("load_record: {e}"))

@@ -437,7 +437,7 @@ const CARD_FLOW: &str = r##"
 return {
   name = "test.card", version = "1.0.0", title = "card", role = { "teller" }, params = {},
   run = function(ctx, params)
-    local info = card.info()
+    local info = card.info({ online_counter = true })
     local log = card.read_log(5)
     local proof = card.prove_load(info.online_atc)
     local missing = card.prove_load(info.online_atc + 7)

@@ -13,6 +13,7 @@ mod webdriver;
 
 mod backup_restore;
 mod browser;
+mod card_reads;
 mod contract;
 mod crash_matrix;
 mod daemon_api;

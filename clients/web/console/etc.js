@@ -750,7 +750,6 @@ export function pageCard(main) {
             ['车牌号', c.plate],
             ['车牌颜色', c.plate_colour_label],
             ['卡内余额', yuan(c.balance)],
-            ['联机交易序号', c.online_atc],
             ['启用日期', c.start_date],
             ['有效期至', c.expiry_date],
             ['说明', (c.notes || []).join('；')],

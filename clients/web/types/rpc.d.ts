@@ -140,7 +140,7 @@ export type CardSummary = {
   /** OBU only: activated (tamper flag set). */
   obu_activated?: boolean | null;
   /**
-   * Online (load) transaction counter.
+   * Online (load) transaction counter: only when asked for (`online_counter`).
    * Format: `uint16`.
    */
   online_atc?: number | null;
@@ -1377,9 +1377,19 @@ export interface Methods {
     };
     result: CardBalance;
   };
-  /** Read the card in a reader: type, card number, plate, balance, counters, validity. */
+  /**
+   * Read the card in a reader: type, card number, plate, balance, validity (SELECT, READ BINARY,
+   * GET BALANCE: no PIN, no load). With online_counter, also the online counter (ETC: VERIFY PIN
+   * and a probing INITIALIZE FOR LOAD of 1 fen).
+   */
   'card.summary': {
     params: {
+      /**
+       * Also read the online (load) counter. For an ETC card this presents the configured PIN
+       * (VERIFY PIN) and sends a probing INITIALIZE FOR LOAD of 1 fen, which changes nothing on
+       * the card. Off by default: a plain summary presents no PIN and starts no load.
+       */
+      online_counter?: boolean;
       reader_id: string;
     };
     result: CardSummary;

@@ -40,7 +40,7 @@ pub struct CardSummary {
     pub balance: Option<String>,
     /// Balance in fen.
     pub balance_fen: Option<i64>,
-    /// Online (load) transaction counter.
+    /// Online (load) transaction counter: only when asked for (`online_counter`).
     pub online_atc: Option<u16>,
     /// Plate number as printed (ETC cards and OBUs).
     pub plate: Option<String>,
@@ -71,9 +71,22 @@ pub struct CardBalance {
     pub balance_fen: i64,
 }
 
+/// `card.summary`
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryParams {
+    pub reader_id: String,
+    /// Also read the online (load) counter. For an ETC card this presents the configured PIN
+    /// (VERIFY PIN) and sends a probing INITIALIZE FOR LOAD of 1 fen, which changes nothing on
+    /// the card. Off by default: a plain summary presents no PIN and starts no load.
+    #[serde(default)]
+    pub online_counter: bool,
+}
+
 crate::method!(
-    /// Read the card in a reader: type, card number, plate, balance, counters, validity.
-    Summary, "card.summary", ReaderParams => CardSummary
+    /// Read the card in a reader: type, card number, plate, balance, validity; the online
+    /// counter only on request.
+    Summary, "card.summary", SummaryParams => CardSummary
 );
 crate::method!(
     /// Read the purse balance of the card in a reader.

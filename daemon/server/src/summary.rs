@@ -1,9 +1,10 @@
 //! A card's summary in one call: what `card.summary` shows a teller before anything else.
 //!
-//! It reads, never writes: SELECT, READ BINARY, GET BALANCE, and for ETC cards a VERIFY PIN and
-//! a probing INITIALIZE FOR LOAD of 1 fen (harmless: it changes nothing on the card and the next
-//! command cancels it) to learn the online counter. A wrong configured PIN is reported and never
-//! retried, so a summary cannot lock a card.
+//! It reads, never writes, and spends no PIN try: SELECT, READ BINARY and GET BALANCE only. The
+//! online counter is read only when asked for explicitly (`online_counter`): then, for ETC
+//! cards, a VERIFY PIN and a probing INITIALIZE FOR LOAD of 1 fen (it changes nothing on the
+//! card and the next command cancels it). A wrong configured PIN is reported and never
+//! retried.
 
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::Algorithm;
@@ -29,11 +30,23 @@ fn set_balance(summary: &mut CardSummary, fen: u32) {
     summary.balance = Some(cardd_api::Fen(i64::from(fen)).to_yuan_string());
 }
 
-/// Reads the summary of the card in `reader`.
+/// What a summary reads beyond the card's files and balance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Counters {
+    /// Nothing: no PIN presented, no load started (every read by default).
+    #[default]
+    None,
+    /// The online counter, on explicit request: VERIFY PIN and a probing INITIALIZE FOR LOAD.
+    Online,
+}
+
+/// Reads the summary of the card in `reader`; `etc_pin` is presented only for
+/// [`Counters::Online`].
 pub fn read(
     reader: &mut Reader,
     etc_pin: &str,
     terminal: [u8; 6],
+    counters: Counters,
 ) -> Result<CardSummary, ApiError> {
     if reader.session().obu().is_some() {
         // An OBU programmer: what answers through its OBU channel is the OBU's ESAM.
@@ -41,7 +54,7 @@ pub fn read(
         let channel: &mut dyn CardChannel = &mut esam;
         let mut purse = Purse::new(channel);
         let identity = purse.identify_obu()?;
-        return summarise(&mut purse, identity, etc_pin, &terminal);
+        return summarise(&mut purse, identity, etc_pin, &terminal, counters);
     }
     let mut purse = Purse::new(reader);
     let identity = purse.identify().map_err(|e| match e {
@@ -51,7 +64,7 @@ pub fn read(
         }
         other => other.into(),
     })?;
-    summarise(&mut purse, identity, etc_pin, &terminal)
+    summarise(&mut purse, identity, etc_pin, &terminal, counters)
 }
 
 /// The summary of the card `purse` talks to, of the kind it identified as.
@@ -60,9 +73,10 @@ fn summarise(
     identity: CardIdentity,
     etc_pin: &str,
     terminal: &[u8; 6],
+    counters: Counters,
 ) -> Result<CardSummary, ApiError> {
     match identity {
-        CardIdentity::Etc(info) => read_etc(purse, info, etc_pin, terminal),
+        CardIdentity::Etc(info) => read_etc(purse, info, etc_pin, terminal, counters),
         CardIdentity::City(info) => read_city(purse, info),
         CardIdentity::Obu(info) => Ok(obu_summary(&info)),
         CardIdentity::Unsupported { issue_info_len: n } => Err(ApiError::new(
@@ -77,6 +91,7 @@ fn read_etc(
     info: EtcIssueInfo,
     pin: &str,
     terminal: &[u8; 6],
+    counters: Counters,
 ) -> Result<CardSummary, ApiError> {
     let mut s = CardSummary {
         kind: Some(CardKind::Etc),
@@ -96,6 +111,9 @@ fn read_etc(
         ..CardSummary::default()
     };
     set_balance(&mut s, purse.balance()?);
+    if counters == Counters::None {
+        return Ok(s);
+    }
     let pin = Pin::ascii(pin).map_err(|e| ApiError::invalid_params(e.to_string()))?;
     match purse.verify_pin(&pin) {
         Ok(()) => {

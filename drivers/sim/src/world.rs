@@ -23,6 +23,8 @@ use crate::t0;
 
 mod persist;
 
+/// Command headers a simulated reader remembers ([`SimWorld::command_headers`]).
+pub const COMMAND_LOG_MAX: usize = 4096;
 /// Most readers one world holds.
 pub const READERS_MAX: usize = 64;
 /// Most cards a reader's pocket holds (the oldest is dropped past this).
@@ -220,6 +222,8 @@ struct ReaderState {
     icc: Option<Slot>,
     faults: FaultPlan,
     apdu_count: u64,
+    /// The headers (CLA INS P1 P2) of the last [`COMMAND_LOG_MAX`] commands, oldest first.
+    commands: VecDeque<[u8; 4]>,
     pocket: VecDeque<SimCard>,
     events: EventLog<CardEvent>,
 }
@@ -514,6 +518,7 @@ impl SimWorld {
             icc: icc.map(Slot::with),
             faults: FaultPlan::new(),
             apdu_count: 0,
+            commands: VecDeque::new(),
             pocket,
             events: EventLog::new(),
         };
@@ -680,6 +685,21 @@ impl SimWorld {
         self.lock().reader_mut(reader).map_or(0, |r| r.apdu_count)
     }
 
+    /// The headers (CLA INS P1 P2) of the commands the reader passed on, oldest first: at most
+    /// the last [`COMMAND_LOG_MAX`]. What a test asserts a method sends.
+    pub fn command_headers(&self, reader: &str) -> Vec<[u8; 4]> {
+        self.lock()
+            .reader_mut(reader)
+            .map_or_else(Vec::new, |r| r.commands.iter().copied().collect())
+    }
+
+    /// Forgets the reader's command headers (before the exchanges a test looks at).
+    pub fn clear_command_headers(&self, reader: &str) {
+        if let Some(r) = self.lock().reader_mut(reader) {
+            r.commands.clear();
+        }
+    }
+
     /// The oldest card a fault took out of the reader, to present it again.
     pub fn take_pocket(&self, reader: &str) -> Option<SimCard> {
         let mut state = self.lock();
@@ -706,6 +726,14 @@ impl SimWorld {
         let mut state = self.lock();
         let r = state.live_reader_mut(reader)?;
         r.apdu_count += 1;
+        if r.commands.len() == COMMAND_LOG_MAX {
+            r.commands.pop_front();
+        }
+        let mut header = [0u8; 4];
+        for (to, from) in header.iter_mut().zip(command) {
+            *to = *from;
+        }
+        r.commands.push_back(header);
         let fault = r.faults.take_for(r.apdu_count, command);
         if matches!(fault, Some(FaultKind::ReaderUnplug)) {
             r.plugged = false;

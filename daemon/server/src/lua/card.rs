@@ -79,13 +79,26 @@ impl LuaModule for CardModule {
             let (me, ctx) = (me.clone(), ctx.clone());
             table.raw_set(
                 "info",
-                lua.create_function(move |lua, ()| {
+                lua.create_function(move |lua, opts: Option<mlua::Table>| {
                     let _call = ctx.enter("card")?;
                     let daemon = me.daemon()?;
                     let (pin, terminal) =
                         (daemon.config.etc_pin.clone(), daemon.config.terminal_id);
+                    // `card.info()` presents no PIN and starts no load; the online counter
+                    // only with `card.info({online_counter = true})`.
+                    let online = match &opts {
+                        Some(t) => t.get::<Option<bool>>("online_counter")?.unwrap_or(false),
+                        None => false,
+                    };
+                    let counters = if online {
+                        crate::summary::Counters::Online
+                    } else {
+                        crate::summary::Counters::None
+                    };
                     let summary = me
-                        .on_reader(move |reader| crate::summary::read(reader, &pin, terminal))?
+                        .on_reader(move |reader| {
+                            crate::summary::read(reader, &pin, terminal, counters)
+                        })?
                         .map_err(|e| lua_error(e.message))?;
                     let value =
                         serde_json::to_value(summary).map_err(|e| lua_error(e.to_string()))?;

@@ -228,7 +228,9 @@ impl RechargeCard for RunCard<'_> {
         );
         let summary = self
             .card
-            .on_reader(move |reader| crate::summary::read(reader, &pin, terminal))
+            .on_reader(move |reader| {
+                crate::summary::read(reader, &pin, terminal, crate::summary::Counters::None)
+            })
             .map_err(|e| e.to_string())?
             .map_err(|e| e.message)?;
         Ok(CardOnReader {

@@ -184,7 +184,8 @@ async fn card_check(
     let (summary, proof) = d
         .readers
         .run(reader_id, &c.holder()?, move |reader| {
-            let summary = crate::summary::read(reader, &pin, terminal)?;
+            let summary =
+                crate::summary::read(reader, &pin, terminal, crate::summary::Counters::None)?;
             let proof = services(&job)?.card_proof(reader, session.as_ref())?;
             Ok::<_, ApiError>((summary, proof))
         })

@@ -11,6 +11,7 @@ use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
 use cardd_api::Done;
 
 audit_as_json!(ReaderParams, reader_id);
+audit_as_json!(cardd_api::card::SummaryParams, reader_id);
 
 audit_as_json!(LeaseParams, reader_id);
 
@@ -72,16 +73,21 @@ pub fn add(m: &mut Methods) {
     );
 
     m.method::<cardd_api::card::Summary, _, _>(
-        "Read the card in a reader: type, card number, plate, balance, counters, validity.",
+        "Read the card in a reader: type, card number, plate, balance, validity (SELECT, READ BINARY, GET BALANCE: no PIN, no load). With online_counter, also the online counter (ETC: VERIFY PIN and a probing INITIALIZE FOR LOAD of 1 fen).",
         ALL_OPERATORS,
         false,
-        |d, c, p: ReaderParams| async move {
+        |d, c, p: cardd_api::card::SummaryParams| async move {
             let holder = c.holder()?;
             let pin = d.config.etc_pin.clone();
             let terminal = d.config.terminal_id;
+            let counters = if p.online_counter {
+                crate::summary::Counters::Online
+            } else {
+                crate::summary::Counters::None
+            };
             d.readers
                 .run(&p.reader_id, &holder, move |reader| {
-                    crate::summary::read(reader, &pin, terminal)
+                    crate::summary::read(reader, &pin, terminal, counters)
                 })
                 .await?
         },
