@@ -214,8 +214,9 @@ mod tests {
             let etc = list.iter().find(|r| r.id == "sim:etc").unwrap();
             assert!(etc.card_present);
             let summary = c
-                .call::<card::Summary>(&readers::ReaderParams {
+                .call::<card::Summary>(&card::SummaryParams {
                     reader_id: "sim:etc".into(),
+                    online_counter: false,
                 })
                 .unwrap();
             assert_eq!(summary.kind, Some(card::CardKind::Etc));

@@ -70,8 +70,15 @@ enum Command {
     Passwd,
     /// Readers, their capabilities and whether a card is present.
     Readers,
-    /// Read the card on a reader: type, number, plate, balance, counters, validity.
-    Card { reader: String },
+    /// Read the card on a reader: type, number, plate, balance, validity. Presents no PIN and
+    /// starts no load.
+    Card {
+        reader: String,
+        /// Also read the online counter: presents the configured PIN (VERIFY PIN) and sends a
+        /// probing INITIALIZE FOR LOAD of 1 fen to an ETC card.
+        #[arg(long)]
+        online_counter: bool,
+    },
     /// Business flows.
     #[command(subcommand)]
     Flows(FlowsCommand),
@@ -385,8 +392,14 @@ fn run(cli: Cli) -> Result<()> {
             let r = c.call::<readers::List>(&NoParams {})?;
             out.table(&value(&r)?, &["id", "name", "driver", "card_present"])
         }
-        Command::Card { reader } => {
-            let r = c.call::<card::Summary>(&readers::ReaderParams { reader_id: reader })?;
+        Command::Card {
+            reader,
+            online_counter,
+        } => {
+            let r = c.call::<card::Summary>(&card::SummaryParams {
+                reader_id: reader,
+                online_counter,
+            })?;
             out.fields(&value(&r)?)
         }
         Command::Flows(f) => flows(&mut c, &out, f),
