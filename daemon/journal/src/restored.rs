@@ -240,34 +240,33 @@ impl Journal {
             .transpose()
     }
 
-    /// The suspects not yet checked, at most `max`.
-    pub fn restored_suspects(&self, max: usize) -> Result<Vec<Suspect>, JournalError> {
+    /// The values under `prefix`, at most `max`, in key order.
+    fn restored_list<T: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: &[u8],
+        max: usize,
+    ) -> Result<Vec<T>, JournalError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"restored/suspect/").take(max) {
+        for item in self.tree.scan_prefix(prefix).take(max) {
             let (key, value) = item?;
             out.push(parse(&key, &value)?);
         }
         Ok(out)
+    }
+
+    /// The suspects not yet checked, at most `max`.
+    pub fn restored_suspects(&self, max: usize) -> Result<Vec<Suspect>, JournalError> {
+        self.restored_list(b"restored/suspect/", max)
     }
 
     /// The loads found on cards after the restore and the items they were matched to.
     pub fn restored_claims(&self, max: usize) -> Result<Vec<Claim>, JournalError> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"restored/claim/").take(max) {
-            let (key, value) = item?;
-            out.push(parse(&key, &value)?);
-        }
-        Ok(out)
+        self.restored_list(b"restored/claim/", max)
     }
 
     /// Loads found on cards after the restore that nothing in the restored data accounts for.
     pub fn restored_orphans(&self, max: usize) -> Result<Vec<Orphan>, JournalError> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"restored/orphan/").take(max) {
-            let (key, value) = item?;
-            out.push(parse(&key, &value)?);
-        }
-        Ok(out)
+        self.restored_list(b"restored/orphan/", max)
     }
 
     pub(crate) fn suspect(
@@ -337,23 +336,28 @@ impl Journal {
             .map(|t| t.session.init.online_atc)
             .collect();
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        // Every load the card shows that the journal does not know, and no item has claimed,
-        // is kept for the auditor (an item the backup did not have paid for it).
+        // The loads by this terminal the journal does not know and no item has claimed yet.
+        let mut unclaimed = Vec::new();
         for record in log.iter().filter(|r| {
             r.transaction_type() == Some(TransactionType::EpLoad)
                 && r.terminal == terminal
                 && !known.contains(&r.atc)
         }) {
             if self.tree.get(claim_key(card_number, record.atc))?.is_none() {
-                let orphan = Orphan {
-                    card_number: card_number.to_owned(),
-                    atc: record.atc,
-                    amount_fen: record.amount,
-                    card_time: readable_time(&record_time(record)),
-                };
-                self.tree
-                    .insert(orphan_key(card_number, record.atc), json(&orphan)?)?;
+                unclaimed.push(record);
             }
+        }
+        // Each is kept for the auditor (an item the backup did not have paid for it) unless a
+        // suspect claims it below.
+        for record in &unclaimed {
+            let orphan = Orphan {
+                card_number: card_number.to_owned(),
+                atc: record.atc,
+                amount_fen: record.amount,
+                card_time: readable_time(&record_time(record)),
+            };
+            self.tree
+                .insert(orphan_key(card_number, record.atc), json(&orphan)?)?;
         }
         self.tree
             .insert(checked_key(card_number), now().as_bytes())?;
@@ -361,18 +365,9 @@ impl Journal {
             self.store.durable_flush()?;
             return Ok(RestoredCheck::Clear);
         };
-        let mut claimable = None;
-        for record in log.iter().filter(|r| {
-            r.transaction_type() == Some(TransactionType::EpLoad)
-                && r.terminal == terminal
-                && !known.contains(&r.atc)
-                && r.amount == suspect.amount_fen
-        }) {
-            if self.tree.get(claim_key(card_number, record.atc))?.is_none() {
-                claimable = Some(record);
-                break;
-            }
-        }
+        let claimable = unclaimed
+            .into_iter()
+            .find(|r| r.amount == suspect.amount_fen);
         if let Some(record) = claimable {
             let claim = Claim {
                 card_number: card_number.to_owned(),
