@@ -160,7 +160,6 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                     let d = &job_daemon;
                     cardd::summary::read(
                         reader,
-                        &d.config.etc_pin,
                         d.config.terminal_id,
                         cardd::summary::Counters::None,
                     )

@@ -552,7 +552,11 @@ fn load_loop(
         let card = CardKeyContext::etc(&info);
         let number = card_number(site.index);
         purse.select_etc_adf()?;
-        purse.verify_pin(&Pin::ascii("123456")?)?;
+        purse.verify_pin(
+            &number,
+            &Pin::ascii("123456")?,
+            &cardd_purse::MemoryPinRefusals::default(),
+        )?;
         for k in first..=last {
             // The warm-up load (k == first) runs before the timed part starts.
             if k > first && stop.load(Ordering::Relaxed) {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use cardd_purse::{CardKeyContext, LoadPlan, LoadSession, Pin, Purse, SoftSam};
+use cardd_purse::{CardKeyContext, LoadPlan, LoadSession, MemoryPinRefusals, Pin, Purse, SoftSam};
 use cardd_reader::{Reader, ReaderFactory, ReaderSelector};
 use cardd_sim::{SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
 
@@ -36,7 +36,9 @@ fn main() -> Result<()> {
     );
     let before = purse.balance()?;
     println!("balance before: {before} fen");
-    purse.verify_pin(&Pin::ascii("123456")?)?;
+    // A PIN the card refused once is never presented to it again (cardd_purse::pin).
+    let refused_pins = MemoryPinRefusals::default();
+    purse.verify_pin(&info.card_number(), &Pin::ascii("123456")?, &refused_pins)?;
 
     let amount = 5_000; // 50.00 yuan
     let plan = LoadPlan::new(

@@ -156,7 +156,11 @@ fn prepare_load(purse: &mut Purse<'_>, sam: &SoftSam, amount: u32) -> LoadSessio
     purse.select_etc_adf().expect("select the ETC application");
     let info = purse.read_etc_issue_info().expect("read 0015");
     purse
-        .verify_pin(&Pin::ascii("123456").expect("pin"))
+        .verify_pin(
+            "test card",
+            &Pin::ascii("123456").expect("pin"),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
         .expect("verify PIN");
     let plan = LoadPlan::new(
         CardKeyContext::etc(&info),
@@ -305,7 +309,11 @@ fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
         let mut purse = Purse::new(&mut reader);
         purse.select_etc_adf().expect("select");
         purse
-            .verify_pin(&Pin::ascii("123456").expect("pin"))
+            .verify_pin(
+                "test card",
+                &Pin::ascii("123456").expect("pin"),
+                &cardd_purse::MemoryPinRefusals::default(),
+            )
             .expect("verify PIN");
         let seen = purse.observe_load(&load).expect("read the card's counters");
         assert_eq!(decide_interrupted_load(&load, seen), expected, "{fault:?}");

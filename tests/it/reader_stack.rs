@@ -36,7 +36,13 @@ fn reader_with(card: SimCard, t0: bool) -> (SimWorld, Reader) {
 fn prepare_load(purse: &mut Purse<'_>, sam: &SoftSam, amount: u32) -> LoadSession {
     purse.select_etc_adf().unwrap();
     let info = purse.read_etc_issue_info().unwrap();
-    purse.verify_pin(&Pin::ascii("123456").unwrap()).unwrap();
+    purse
+        .verify_pin(
+            "test card",
+            &Pin::ascii("123456").unwrap(),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
+        .unwrap();
     let plan = LoadPlan::new(
         CardKeyContext::etc(&info),
         amount,
@@ -159,7 +165,13 @@ fn a_lost_credit_response_is_decided_from_the_card() {
         world.insert_card("sim:r", card).unwrap();
         let mut purse = Purse::new(&mut reader);
         purse.select_etc_adf().unwrap();
-        purse.verify_pin(&Pin::ascii("123456").unwrap()).unwrap();
+        purse
+            .verify_pin(
+                "test card",
+                &Pin::ascii("123456").unwrap(),
+                &cardd_purse::MemoryPinRefusals::default(),
+            )
+            .unwrap();
         let seen = purse.observe_load(&load).unwrap();
         assert_eq!(decide_interrupted_load(&load, seen), expected, "{kind:?}");
         assert_eq!(world.card("sim:r").unwrap().balance(), Some(balance));

@@ -368,7 +368,11 @@ fn a_host_restarted_between_mac2_and_the_tac_confirms_the_load_from_its_database
     .unwrap();
     purse.select_etc_adf().unwrap();
     purse
-        .verify_pin(&cardd_purse::Pin::ascii("123456").unwrap())
+        .verify_pin(
+            "test card",
+            &cardd_purse::Pin::ascii("123456").unwrap(),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
         .unwrap();
     let init = purse.init_load_for(&plan).unwrap();
     let session = cardd_purse::LoadSession::start(plan, init, sam).expect("MAC2");

@@ -189,6 +189,7 @@ pub struct Journal {
     pub(crate) store: Store,
     pub(crate) tree: sled::Tree,
     pub(crate) writes: Mutex<()>,
+    pub(crate) pins: crate::pins::PinRefusalRecord,
 }
 
 impl std::fmt::Debug for Journal {
@@ -253,9 +254,16 @@ impl Journal {
             store: store.clone(),
             tree,
             writes: Mutex::new(()),
+            pins: crate::pins::PinRefusalRecord::open(store)?,
         };
         journal.verify()?;
         Ok(journal)
+    }
+
+    /// The durable record of PINs cards refused: every VERIFY PIN the daemon sends goes
+    /// through it (`cardd_purse::Purse::verify_pin`).
+    pub fn pin_refusals(&self) -> &crate::pins::PinRefusalRecord {
+        &self.pins
     }
 
     /// Checks every record; returns how many transactions there are.

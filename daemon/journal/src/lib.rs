@@ -27,6 +27,7 @@ pub mod intent;
 pub mod journal;
 pub mod load;
 pub mod lost;
+pub mod pins;
 pub mod restored;
 pub mod stats;
 pub mod store;
@@ -44,6 +45,7 @@ pub use load::{
     RecoveryOutcome,
 };
 pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX};
+pub use pins::{PinRefusalRecord, PIN_REFUSALS_MAX, PIN_REFUSALS_TREE};
 pub use restored::{Claim, Orphan, RestoredCheck, RestoredMode, Suspect};
 pub use stats::JournalStats;
 pub use store::{FlushStats, Store, StoreError};

@@ -169,10 +169,15 @@ fn identify(purse: &mut Purse<'_>, city_algorithm: Algorithm) -> Result<Identity
     }
 }
 
-fn verify_pin(purse: &mut Purse<'_>, etc: bool, pin: &str) -> Result<(), LoadError> {
-    if etc {
+fn verify_pin(
+    purse: &mut Purse<'_>,
+    refusals: &dyn cardd_purse::PinRefusals,
+    id: &Identity,
+    pin: &str,
+) -> Result<(), LoadError> {
+    if id.etc {
         let pin = Pin::ascii(pin).map_err(PurseError::Command)?;
-        purse.verify_pin(&pin)?;
+        purse.verify_pin(&id.card_number, &pin, refusals)?;
     }
     Ok(())
 }
@@ -254,7 +259,7 @@ pub fn load_card(
         }
         purse.select_etc_adf()?;
     }
-    verify_pin(purse, id.etc, &request.etc_pin)?;
+    verify_pin(purse, journal.pin_refusals(), &id, &request.etc_pin)?;
     // After a restore from a backup, what the backup shows unloaded is checked against the
     // card's own log before it can be loaded (see the `restored` module).
     match check_restored_card(
@@ -473,6 +478,7 @@ pub fn card_view_of(
     purse: &mut Purse<'_>,
     sam: &dyn SecurityModule,
     txn: &LoadTxn,
+    refusals: &dyn cardd_purse::PinRefusals,
     etc_pin: &str,
     city_algorithm: Algorithm,
 ) -> Result<Option<LoadOutcome>, LoadError> {
@@ -480,7 +486,7 @@ pub fn card_view_of(
     if id.card_number != txn.card_number {
         return Ok(None);
     }
-    verify_pin(purse, id.etc, etc_pin)?;
+    verify_pin(purse, refusals, &id, etc_pin)?;
     Ok(Some(decide_on_card(purse, sam, &txn.session)?.outcome))
 }
 
@@ -517,7 +523,7 @@ fn check_watch_list(
     if unchecked.is_empty() {
         return Ok(Vec::new());
     }
-    verify_pin(purse, id.etc, etc_pin)?;
+    verify_pin(purse, journal.pin_refusals(), id, etc_pin)?;
     let mut checked = Vec::new();
     for verdict in unchecked {
         let Some(txn) = journal.get(&verdict.txn_id)? else {
@@ -595,7 +601,7 @@ pub fn recover_card(
     let Some(open) = journal.open_for_card(&id.card_number)? else {
         return Ok(None);
     };
-    verify_pin(purse, id.etc, etc_pin)?;
+    verify_pin(purse, journal.pin_refusals(), &id, etc_pin)?;
     let decision = decide_on_card(purse, sam, &open.session)?;
     tracing::info!(txn = %open.txn_id, card = %open.card_number, outcome = ?decision.outcome, by = ?decision.resolution, detail = %decision.detail, "decided an interrupted load from the card");
     crash_point("recovery.before_outcome");

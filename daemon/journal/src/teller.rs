@@ -73,7 +73,11 @@ pub fn purse_error_zh(e: &cardd_purse::PurseError) -> String {
             }
         }
         P::WrongPin { tries_left } => {
-            format!("卡片 PIN 校验失败（剩余 {tries_left} 次）：请联系发卡方核对 PIN，切勿反复尝试")
+            format!("卡片 PIN 校验失败（剩余 {tries_left} 次）：此 PIN 不会再自动提交给该卡；请联系发卡方核对 PIN，切勿反复尝试")
+        }
+        P::PinRefusedBefore => PIN_REFUSED_BEFORE_ZH.into(),
+        P::PinRecord(_) => {
+            "无法读写拒绝 PIN 记录，未向卡片提交 PIN：请联系管理员检查数据目录所在磁盘".into()
         }
         P::Parse { .. } => {
             "卡片返回的数据格式不正确：读卡器上可能不是本业务的卡片，请换用正确的卡片".into()
@@ -82,6 +86,10 @@ pub fn purse_error_zh(e: &cardd_purse::PurseError) -> String {
         _ => "卡片操作失败：请重新放置卡片后重试；如仍失败，请联系技术支持".into(),
     }
 }
+
+/// What a teller reads when the card refused the configured PIN before, so cardd did not
+/// present it again (`cardd_purse::pin`).
+pub const PIN_REFUSED_BEFORE_ZH: &str = "该卡曾拒绝配置的 PIN，为免卡片锁定，cardd 不再自动提交此 PIN，卡片未被写入：请管理员与发卡方核对 PIN 配置（cards.etc_pin）";
 
 /// What a teller reads when the issuer host cannot be reached: the load is refused at once and
 /// the card is not written.

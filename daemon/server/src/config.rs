@@ -329,7 +329,7 @@ pub enum KeySource {
 pub struct CardsSection {
     /// The terminal number written into card transactions: 12 hexadecimal digits.
     pub terminal_id: String,
-    /// PIN presented to ETC cards before a load (personalisation-dependent; ASCII digits).
+    /// PIN presented to ETC cards before a load (personalisation-dependent; ASCII digits). A card that refuses it is never presented it again; correcting this value lets each card be tried once with the new PIN.
     pub etc_pin: String,
     /// How long a load whose outcome is unknown waits for its card, in hours, before a supervisor and an auditor may settle it without the card (lost, broken or PIN-blocked card). 0 to 8760.
     pub lost_card_wait_hours: u32,

@@ -9,9 +9,13 @@
 use cardd_api::types::plate_colour_zh;
 use cardd_crypto::Algorithm;
 use cardd_purse::{
-    CardIdentity, CityIssueInfo, EtcCardType, EtcIssueInfo, ObuSystemInfo, Pin, Purse, PurseError,
+    CardIdentity, CityIssueInfo, EtcCardType, EtcIssueInfo, ObuSystemInfo, Pin, PinRefusals, Purse,
+    PurseError,
 };
 use cardd_reader::{CardChannel, ObuTarget, Reader, StatusWord};
+use std::sync::Arc;
+
+use crate::daemon::Daemon;
 
 use crate::errors::ApiError;
 
@@ -31,20 +35,45 @@ fn set_balance(summary: &mut CardSummary, fen: u32) {
 }
 
 /// What a summary reads beyond the card's files and balance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub enum Counters {
     /// Nothing: no PIN presented, no load started (every read by default).
     #[default]
     None,
-    /// The online counter, on explicit request: VERIFY PIN and a probing INITIALIZE FOR LOAD.
-    Online,
+    /// The online counter, on explicit request: VERIFY PIN (through the refusal rule of
+    /// `cardd_purse::pin`) and a probing INITIALIZE FOR LOAD.
+    Online {
+        etc_pin: String,
+        refusals: Arc<dyn PinRefusals>,
+    },
 }
 
-/// Reads the summary of the card in `reader`; `etc_pin` is presented only for
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the PIN.
+        f.write_str(match self {
+            Counters::None => "Counters::None",
+            Counters::Online { .. } => "Counters::Online",
+        })
+    }
+}
+
+impl Counters {
+    /// The online counter, read with the daemon's configured PIN and its durable record of
+    /// refused PINs. Refused when the journal failed verification (the daemon fails closed).
+    pub fn online(d: &Daemon) -> Result<Counters, ApiError> {
+        let journal = d.verified_journal()?;
+        Ok(Counters::Online {
+            etc_pin: d.config.etc_pin.clone(),
+            refusals: Arc::new(journal.pin_refusals().clone()),
+        })
+    }
+}
+
+/// Reads the summary of the card in `reader`; a PIN is presented only for
 /// [`Counters::Online`].
 pub fn read(
     reader: &mut Reader,
-    etc_pin: &str,
     terminal: [u8; 6],
     counters: Counters,
 ) -> Result<CardSummary, ApiError> {
@@ -54,7 +83,7 @@ pub fn read(
         let channel: &mut dyn CardChannel = &mut esam;
         let mut purse = Purse::new(channel);
         let identity = purse.identify_obu()?;
-        return summarise(&mut purse, identity, etc_pin, &terminal, counters);
+        return summarise(&mut purse, identity, &terminal, counters);
     }
     let mut purse = Purse::new(reader);
     let identity = purse.identify().map_err(|e| match e {
@@ -64,19 +93,18 @@ pub fn read(
         }
         other => other.into(),
     })?;
-    summarise(&mut purse, identity, etc_pin, &terminal, counters)
+    summarise(&mut purse, identity, &terminal, counters)
 }
 
 /// The summary of the card `purse` talks to, of the kind it identified as.
 fn summarise(
     purse: &mut Purse<'_>,
     identity: CardIdentity,
-    etc_pin: &str,
     terminal: &[u8; 6],
     counters: Counters,
 ) -> Result<CardSummary, ApiError> {
     match identity {
-        CardIdentity::Etc(info) => read_etc(purse, info, etc_pin, terminal, counters),
+        CardIdentity::Etc(info) => read_etc(purse, info, terminal, counters),
         CardIdentity::City(info) => read_city(purse, info),
         CardIdentity::Obu(info) => Ok(obu_summary(&info)),
         CardIdentity::Unsupported { issue_info_len: n } => Err(ApiError::new(
@@ -89,7 +117,6 @@ fn summarise(
 fn read_etc(
     purse: &mut Purse<'_>,
     info: EtcIssueInfo,
-    pin: &str,
     terminal: &[u8; 6],
     counters: Counters,
 ) -> Result<CardSummary, ApiError> {
@@ -111,18 +138,21 @@ fn read_etc(
         ..CardSummary::default()
     };
     set_balance(&mut s, purse.balance()?);
-    if counters == Counters::None {
+    let Counters::Online { etc_pin, refusals } = counters else {
         return Ok(s);
-    }
-    let pin = Pin::ascii(pin).map_err(|e| ApiError::invalid_params(e.to_string()))?;
-    match purse.verify_pin(&pin) {
+    };
+    let pin = Pin::ascii(&etc_pin).map_err(|e| ApiError::invalid_params(e.to_string()))?;
+    match purse.verify_pin(&s.card_number, &pin, refusals.as_ref()) {
         Ok(()) => {
             let counters = purse.probe_online_atc(info.key_index(), terminal)?;
             s.online_atc = Some(counters.online_atc);
         }
         Err(PurseError::WrongPin { tries_left }) => s.notes.push(format!(
-            "卡片拒绝了配置的 PIN（剩余 {tries_left} 次），未读取联机交易序号；请管理员检查 cards.etc_pin"
+            "卡片拒绝了配置的 PIN（剩余 {tries_left} 次），未读取联机交易序号；此 PIN 不会再自动提交给该卡，请管理员检查 cards.etc_pin"
         )),
+        Err(PurseError::PinRefusedBefore) => s.notes.push(
+            "该卡曾拒绝配置的 PIN，为免卡片锁定不再自动提交，未读取联机交易序号；请管理员检查 cards.etc_pin".into(),
+        ),
         Err(e) => return Err(e.into()),
     }
     Ok(s)

@@ -64,6 +64,11 @@ pub struct Pin(Vec<u8>);
 impl Pin {
     const EXPECTED: &'static str = "2 to 12 decimal digits";
 
+    /// The bytes VERIFY PIN carries (for [`crate::pin::PinMark`]; never logged).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     fn check(digits: &str) -> Result<&[u8], CommandError> {
         let d = digits.as_bytes();
         if (2..=12).contains(&d.len()) && d.iter().all(u8::is_ascii_digit) {

@@ -87,6 +87,12 @@ pub enum PurseError {
         /// Tries left before the PIN blocks.
         tries_left: u8,
     },
+    /// The card refused this PIN before, so it was not presented again (see [`crate::pin`]).
+    #[error("this card refused this PIN before, so it was not presented again (a card blocks its PIN after a few wrong tries): check the configured PIN (cards.etc_pin) with the card issuer, or ask the holder for the card's PIN")]
+    PinRefusedBefore,
+    /// The record of refused PINs failed; the PIN was not presented.
+    #[error(transparent)]
+    PinRecord(#[from] crate::pin::PinRecordError),
     /// The card answered success with data that does not have the documented layout.
     #[error("{command}: {source}")]
     Parse {

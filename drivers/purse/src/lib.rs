@@ -13,6 +13,8 @@
 //! * [`purse`]: [`Purse`], one method per command over a [`cardd_reader::CardChannel`], the
 //!   [`LoadPlan`]/[`LoadSession`] a flow journals between INITIALIZE and CREDIT, and
 //!   [`decide_interrupted_load`];
+//! * [`pin`]: the rule every VERIFY PIN goes through: a PIN a card refused once is never
+//!   presented to it again automatically;
 //! * [`error`]: errors that say what the card meant and what to do.
 //!
 //! No limits, no business rules, no journal: those belong to the flow engine.
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod error;
 pub mod files;
 pub mod identify;
+pub mod pin;
 pub mod purse;
 pub mod responses;
 pub mod sam;
@@ -35,6 +38,7 @@ pub use files::{
     LogRecord, ObuSystemInfo, ObuVehicleInfo, PlateColour,
 };
 pub use identify::{CardIdentity, CardKind};
+pub use pin::{MemoryPinRefusals, PinMark, PinRecordError, PinRefusals};
 pub use purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
     LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,

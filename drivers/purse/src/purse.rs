@@ -20,6 +20,7 @@ use crate::error::{ParseError, PurseError};
 use crate::files::{
     CappRecord, CityIssueInfo, EtcIssueInfo, HolderInfo, LogRecord, ObuSystemInfo, ObuVehicleInfo,
 };
+use crate::pin::{PinMark, PinRefusals};
 use crate::responses::{self, DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};
 use crate::sam::{CardKeyContext, LoadTerms, MaintenanceKey, SamError, SecurityModule};
 
@@ -191,13 +192,29 @@ impl<'a> Purse<'a> {
         )
     }
 
-    /// VERIFY PIN. A wrong PIN is [`PurseError::WrongPin`]; a blocked one a `6983` status.
-    pub fn verify_pin(&mut self, pin: &Pin) -> Result<(), PurseError> {
+    /// VERIFY PIN of `pin` on the card numbered `card`, through the refusal rule of
+    /// [`crate::pin`]: a pair the card refused before is not presented
+    /// ([`PurseError::PinRefusedBefore`]); a refusal is recorded before it is returned. A wrong
+    /// PIN is [`PurseError::WrongPin`]; a blocked one a `6983` status.
+    pub fn verify_pin(
+        &mut self,
+        card: &str,
+        pin: &Pin,
+        refusals: &dyn PinRefusals,
+    ) -> Result<(), PurseError> {
+        let mark = PinMark::of(card, pin);
+        if refusals.refused(&mark)? {
+            return Err(PurseError::PinRefusedBefore);
+        }
         let response = self.channel.transmit(&commands::verify_pin(pin))?;
         if response.sw.is_ok() {
             return Ok(());
         }
-        match response.sw.tries_left() {
+        let tries_left = response.sw.tries_left();
+        if tries_left.is_some() || response.sw.0 == 0x6983 {
+            refusals.record(&mark)?;
+        }
+        match tries_left {
             Some(tries_left) => Err(PurseError::WrongPin { tries_left }),
             None => Err(status_error(VERIFY, response.sw)),
         }

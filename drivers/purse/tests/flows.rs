@@ -120,7 +120,13 @@ fn full_load_through_purse() {
     assert_eq!(purse.select_etc_adf().unwrap(), [0x6F, 0x00]);
     let info = purse.read_etc_issue_info().unwrap();
     assert_eq!(info.card_number(), "61011234567890ABCDEF");
-    purse.verify_pin(&Pin::ascii("123456").unwrap()).unwrap();
+    purse
+        .verify_pin(
+            "test card",
+            &Pin::ascii("123456").unwrap(),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
+        .unwrap();
 
     let plan = LoadPlan::new(
         CardKeyContext::etc(&info),
@@ -276,14 +282,22 @@ fn card_refusals_explain_themselves() {
     let err = purse.balance().unwrap_err();
     assert!(err.to_string().contains("select the ADF"), "{err}");
     let err = purse
-        .verify_pin(&Pin::ascii("123456").unwrap())
+        .verify_pin(
+            "test card",
+            &Pin::ascii("123456").unwrap(),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
         .unwrap_err();
     assert!(
         matches!(err, PurseError::WrongPin { tries_left: 2 }),
         "{err}"
     );
     let err = purse
-        .verify_pin(&Pin::ascii("123456").unwrap())
+        .verify_pin(
+            "test card",
+            &Pin::ascii("123456").unwrap(),
+            &cardd_purse::MemoryPinRefusals::default(),
+        )
         .unwrap_err();
     assert_eq!(err.status_word(), Some(StatusWord::AUTH_METHOD_BLOCKED));
     let err = purse.init_load_for(&plan).unwrap_err();
@@ -683,4 +697,41 @@ fn etc_file_update_uses_the_two_level_maintenance_key() {
         .unwrap_err();
     assert!(err.to_string().contains("wrote nothing"), "{err}");
     card.assert_done();
+}
+
+#[test]
+fn a_pin_a_card_refused_is_never_presented_to_it_again() {
+    let refusals = MemoryPinRefusals::default();
+    let configured = Pin::ascii("123456").unwrap();
+    let corrected = Pin::ascii("654321").unwrap();
+    // One wrong try: recorded. The same PIN to the same card again: refused here, and the
+    // card sees nothing (the script has no second VERIFY). A corrected PIN is presented once.
+    let mut card = ScriptedCard::new(&[
+        ("0020000006313233343536", "63C2"),
+        ("0020000006363534333231", "9000"),
+    ]);
+    let mut purse = Purse::new(&mut card);
+    let err = purse.verify_pin("A", &configured, &refusals).unwrap_err();
+    assert!(
+        matches!(err, PurseError::WrongPin { tries_left: 2 }),
+        "{err}"
+    );
+    for _ in 0..3 {
+        let err = purse.verify_pin("A", &configured, &refusals).unwrap_err();
+        assert!(matches!(err, PurseError::PinRefusedBefore), "{err}");
+        assert!(err.to_string().contains("cards.etc_pin"), "{err}");
+    }
+    purse.verify_pin("A", &corrected, &refusals).unwrap();
+    card.assert_done();
+
+    // Another card with the configured PIN is presented; a PIN already blocked (6983) counts
+    // as a refusal too.
+    let mut card = ScriptedCard::new(&[("0020000006313233343536", "6983")]);
+    let mut purse = Purse::new(&mut card);
+    let err = purse.verify_pin("B", &configured, &refusals).unwrap_err();
+    assert_eq!(err.status_word(), Some(StatusWord::AUTH_METHOD_BLOCKED));
+    let err = purse.verify_pin("B", &configured, &refusals).unwrap_err();
+    assert!(matches!(err, PurseError::PinRefusedBefore), "{err}");
+    card.assert_done();
+    assert_eq!(refusals.len(), 2);
 }

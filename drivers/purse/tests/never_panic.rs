@@ -112,7 +112,11 @@ fn every_purse_method(channel: &mut Garbage) {
     let _ = purse.read_holder();
     let _ = purse.read_log(3);
     let _ = purse.read_capp_record();
-    let _ = purse.verify_pin(&Pin::bcd("123456").unwrap());
+    let _ = purse.verify_pin(
+        "test card",
+        &Pin::bcd("123456").unwrap(),
+        &cardd_purse::MemoryPinRefusals::default(),
+    );
     let _ = purse.balance();
     let _ = purse.init_load(1, 1, &[0; 6]);
     let _ = purse.credit(&[0; 4], &[0; 3], [0; 4]);

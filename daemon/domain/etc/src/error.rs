@@ -420,7 +420,11 @@ pub fn load_error(e: &LoadError) -> EtcError {
         }
         LoadError::Card(PurseError::WrongPin { tries_left }) => refused(
             ErrorCode::CardError,
-            &format!("卡片 PIN 校验失败（剩余 {tries_left} 次），未圈存；请联系发行方核对 PIN"),
+            &format!("卡片 PIN 校验失败（剩余 {tries_left} 次），未圈存；此 PIN 不会再自动提交给该卡，请联系发行方核对 PIN"),
+        ),
+        LoadError::Card(PurseError::PinRefusedBefore) => refused(
+            ErrorCode::CardError,
+            &format!("未圈存：{}", cardd_journal::teller::PIN_REFUSED_BEFORE_ZH),
         ),
         LoadError::Card(PurseError::Reader(r)) => {
             use cardd_journal::teller::{reader_error_code, reader_error_zh};

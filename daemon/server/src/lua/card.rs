@@ -82,8 +82,7 @@ impl LuaModule for CardModule {
                 lua.create_function(move |lua, opts: Option<mlua::Table>| {
                     let _call = ctx.enter("card")?;
                     let daemon = me.daemon()?;
-                    let (pin, terminal) =
-                        (daemon.config.etc_pin.clone(), daemon.config.terminal_id);
+                    let terminal = daemon.config.terminal_id;
                     // `card.info()` presents no PIN and starts no load; the online counter
                     // only with `card.info({online_counter = true})`.
                     let online = match &opts {
@@ -91,14 +90,13 @@ impl LuaModule for CardModule {
                         None => false,
                     };
                     let counters = if online {
-                        crate::summary::Counters::Online
+                        crate::summary::Counters::online(&daemon)
+                            .map_err(|e| lua_error(e.message))?
                     } else {
                         crate::summary::Counters::None
                     };
                     let summary = me
-                        .on_reader(move |reader| {
-                            crate::summary::read(reader, &pin, terminal, counters)
-                        })?
+                        .on_reader(move |reader| crate::summary::read(reader, terminal, counters))?
                         .map_err(|e| lua_error(e.message))?;
                     let value =
                         serde_json::to_value(summary).map_err(|e| lua_error(e.to_string()))?;

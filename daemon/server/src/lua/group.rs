@@ -222,14 +222,11 @@ struct RunCard<'a> {
 
 impl RechargeCard for RunCard<'_> {
     fn read(&mut self) -> Result<CardOnReader, String> {
-        let (pin, terminal) = (
-            self.daemon.config.etc_pin.clone(),
-            self.daemon.config.terminal_id,
-        );
+        let terminal = self.daemon.config.terminal_id;
         let summary = self
             .card
             .on_reader(move |reader| {
-                crate::summary::read(reader, &pin, terminal, crate::summary::Counters::None)
+                crate::summary::read(reader, terminal, crate::summary::Counters::None)
             })
             .map_err(|e| e.to_string())?
             .map_err(|e| e.message)?;

@@ -179,13 +179,12 @@ async fn card_check(
     let svc = services(d)?;
     let session = svc.load_session(d.journal.as_deref(), order);
     let loaded = session.is_some();
-    let (pin, terminal) = (d.config.etc_pin.clone(), d.config.terminal_id);
+    let terminal = d.config.terminal_id;
     let job = d.clone();
     let (summary, proof) = d
         .readers
         .run(reader_id, &c.holder()?, move |reader| {
-            let summary =
-                crate::summary::read(reader, &pin, terminal, crate::summary::Counters::None)?;
+            let summary = crate::summary::read(reader, terminal, crate::summary::Counters::None)?;
             let proof = services(&job)?.card_proof(reader, session.as_ref())?;
             Ok::<_, ApiError>((summary, proof))
         })

@@ -536,6 +536,7 @@ async fn card_on_a_reader(
                     &mut purse,
                     job_d.sam.as_ref(),
                     &job_txn,
+                    job_d.verified_journal().ok()?.pin_refusals(),
                     &job_d.config.etc_pin,
                     cardd_crypto::Algorithm::Tdes,
                 )

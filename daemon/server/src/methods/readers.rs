@@ -78,16 +78,15 @@ pub fn add(m: &mut Methods) {
         false,
         |d, c, p: cardd_api::card::SummaryParams| async move {
             let holder = c.holder()?;
-            let pin = d.config.etc_pin.clone();
             let terminal = d.config.terminal_id;
             let counters = if p.online_counter {
-                crate::summary::Counters::Online
+                crate::summary::Counters::online(&d)?
             } else {
                 crate::summary::Counters::None
             };
             d.readers
                 .run(&p.reader_id, &holder, move |reader| {
-                    crate::summary::read(reader, &pin, terminal, counters)
+                    crate::summary::read(reader, terminal, counters)
                 })
                 .await?
         },
