@@ -64,7 +64,7 @@ pub struct Pin(Vec<u8>);
 impl Pin {
     const EXPECTED: &'static str = "2 to 12 decimal digits";
 
-    /// The bytes VERIFY PIN carries (for [`crate::pin::PinMark`]; never logged).
+    /// The bytes VERIFY PIN carries (for the refusal record's digest; never logged).
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }

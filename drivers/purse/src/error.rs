@@ -87,12 +87,12 @@ pub enum PurseError {
         /// Tries left before the PIN blocks.
         tries_left: u8,
     },
-    /// The card refused this PIN before, so it was not presented again (see [`crate::pin`]).
+    /// The card refused this PIN before, so it was not presented again (see the `pin` module).
     #[error("this card refused this PIN before, so it was not presented again (a card blocks its PIN after a few wrong tries): check the configured PIN (cards.etc_pin) with the card issuer, or ask the holder for the card's PIN")]
     PinRefusedBefore,
     /// The record of refused PINs failed; the PIN was not presented.
     #[error(transparent)]
-    PinRecord(#[from] crate::pin::PinRecordError),
+    PinRecord(#[from] PinRecordError),
     /// The card answered success with data that does not have the documented layout.
     #[error("{command}: {source}")]
     Parse {
@@ -258,3 +258,9 @@ pub enum SamError {
     #[error("the encrypted data from the card does not decrypt to a well-formed answer ({detail}): the encryption key or algorithm is wrong, or the card answered for another challenge")]
     Decrypt { detail: &'static str },
 }
+
+/// The record of refused PINs (the `pin` module) could not be read or written; the PIN was not
+/// presented.
+#[derive(Debug, thiserror::Error)]
+#[error("the record of PINs cards refused cannot be read or written ({0}); the PIN was not presented: check the data directory's disk")]
+pub struct PinRecordError(pub String);

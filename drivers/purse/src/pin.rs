@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::commands::Pin;
+pub use crate::error::PinRecordError;
 
 /// A (card, PIN) pair, as a digest: what a refusal record stores instead of the PIN.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,11 +52,6 @@ impl PinMark {
         &self.0
     }
 }
-
-/// The record of refused PINs could not be read or written; the PIN was not presented.
-#[derive(Debug, thiserror::Error)]
-#[error("the record of PINs cards refused cannot be read or written ({0}); the PIN was not presented: check the data directory's disk")]
-pub struct PinRecordError(pub String);
 
 /// Where the (card, PIN) pairs a card refused are remembered.
 pub trait PinRefusals: Send + Sync {
