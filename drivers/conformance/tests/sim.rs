@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cardd_conformance::{run, stopped_waits_end, Harness};
+use cardd_conformance::{run, stopped_waits_end, Arranged, Harness, CHECKS};
 use cardd_reader::{ReaderFactory, ReaderSelector};
 use cardd_sim::{FaultKind, FaultPlan, SimFactory, SimReaderConfig, SimReaderKind, SimWorld};
 
@@ -45,43 +45,48 @@ impl Harness for SimHarness {
     fn reader_id(&self) -> String {
         "sim:c".into()
     }
-    fn remove_card(&mut self) {
+    fn remove_card(&mut self) -> Result<(), String> {
         self.card = self.world.remove_card("sim:c");
+        Ok(())
     }
-    fn insert_card(&mut self) {
+    fn insert_card(&mut self) -> Result<(), String> {
         let card = self
             .card
             .take()
             .or_else(|| self.world.take_pocket("sim:c"))
-            .expect("a card to insert");
-        self.world.insert_card("sim:c", card).unwrap();
+            .ok_or("no card to insert")?;
+        self.world
+            .insert_card("sim:c", card)
+            .map_err(|e| e.to_string())
     }
-    fn remove_during_next_command(&mut self) -> bool {
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String> {
         self.world
             .set_fault_plan(
                 "sim:c",
                 FaultPlan::new().at(self.next_apdu(), FaultKind::RemoveBeforeExec),
             )
-            .unwrap();
-        true
+            .map_err(|e| e.to_string())?;
+        Ok(Arranged::Yes)
     }
-    fn silence_next_command(&mut self) -> bool {
+    fn silence_next_command(&mut self) -> Result<Arranged, String> {
         self.world
             .set_fault_plan(
                 "sim:c",
                 FaultPlan::new().at(self.next_apdu(), FaultKind::Timeout { executed: false }),
             )
-            .unwrap();
-        true
+            .map_err(|e| e.to_string())?;
+        Ok(Arranged::Yes)
     }
 }
 
 #[test]
 fn the_simulated_driver_conforms() {
     for t0 in [false, true] {
-        let report = run(&mut SimHarness::new(t0)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(report.skipped.is_empty(), "{report:?}");
-        assert_eq!(report.passed.len(), 8, "{report:?}");
+        let report = run(&mut SimHarness::new(t0))
+            .into_result()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.skipped().is_empty(), "{report:?}");
+        assert_eq!(report.passed(), CHECKS, "{report:?}");
     }
 }
 

@@ -4,9 +4,6 @@
 //! be a clear error at startup; a plugin that merely fails to start must not stop the daemon
 //! from starting, and must not leave processes behind when the driver instance is dropped.
 
-// The tests drive the example plugin's test hooks over a Unix socket.
-#![cfg(unix)]
-
 mod common;
 
 use std::time::{Duration, Instant};
@@ -27,6 +24,13 @@ fn the_handshake_reports_the_plugin_and_lists_its_reader() {
         Some(cardd_plugin::PROTOCOL_VERSION)
     );
     assert_eq!(status.last_error, None);
+    // The example announces its test hooks, and cardd knows how to use them.
+    assert_eq!(plugin.factory.features(), ["test_hooks"]);
+    assert!(plugin
+        .factory
+        .has_feature(cardd_plugin::protocol::feature::TEST_HOOKS));
+    assert_eq!(plugin.factory.plugin_reader_id("plugin:hs:r1"), Some("r1"));
+    assert_eq!(plugin.factory.plugin_reader_id("plugin:other:r1"), None);
     let readers = plugin.factory.list().unwrap();
     assert_eq!(readers.len(), 1, "{readers:?}");
     let reader = &readers[0];
