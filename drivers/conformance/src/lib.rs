@@ -202,7 +202,7 @@ impl Report {
 impl fmt::Display for Report {
     /// One line per check, then a summary line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "conformance: {} ({})", self.driver, self.reader)?;
+        writeln!(f, "conformance: {}, reader {}", self.driver, self.reader)?;
         for c in &self.checks {
             write!(
                 f,

@@ -650,7 +650,8 @@ impl Shared {
 
     fn on_response(&self, run: u64, id: u64, reply: Reply) {
         let mut st = self.lock();
-        if st.run != run {
+        // After shutdown the pending requests were dropped; late answers are expected.
+        if st.run != run || st.shutdown {
             return;
         }
         match st.pending.remove(&id) {
