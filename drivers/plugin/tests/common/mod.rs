@@ -14,7 +14,7 @@ use cardd_plugin::protocol::test_method;
 use cardd_plugin::{PluginFactory, PluginOptions, PluginState};
 use cardd_reader::{HotplugEvent, HotplugWatch, ReaderError, ReaderFactory};
 
-/// The example plugin, the template vendors copy.
+/// The example plugin: the template plugin (`template/`) with its simulated SDK and test hooks.
 pub const EXAMPLE_PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/example_plugin.py");
 /// Longest a test waits for something asynchronous before failing.
 pub const WAIT_MS_MAX: u64 = 10_000;
