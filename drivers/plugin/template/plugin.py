@@ -133,12 +133,11 @@ def handle_power_off(params, timeout_ms):
 @PLUGIN.handle("presence")
 def handle_presence(params, timeout_ms):
     reader = session_reader(params)
-    present = SDK.call(sdk_errors(reader.card_present), timeout_ms)  # SDK: is a card there?
-    if not present:
-        return {"state": "absent"}
-    if reader.powered:
-        return {"state": "powered", "atr": reader.card.ATR.hex().upper()}
-    return {"state": "present"}
+    # SDK: is a card there, and is it powered?
+    state, atr = SDK.call(sdk_errors(reader.card_state), timeout_ms)
+    if state == "powered":
+        return {"state": "powered", "atr": atr.hex().upper()}
+    return {"state": state}
 
 
 @PLUGIN.handle("transmit")

@@ -150,9 +150,14 @@ class Reader:
         self.attached = True
         self._next_fault = None  # simulation only
 
-    def card_present(self):
+    def card_state(self):
+        """("absent", None), ("present", None) or ("powered", atr)."""
         self._check_attached()
-        return self.card is not None
+        if self.card is None:
+            return "absent", None
+        if self.powered:
+            return "powered", self.card.ATR
+        return "present", None
 
     def power_on(self):
         """Cold reset; returns the ATR."""
