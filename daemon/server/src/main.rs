@@ -94,7 +94,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ConformanceArgs {
-    /// The configuration whose `[[readers]]` hold the reader to test (with --reader).
+    /// The configuration whose `[[readers]]` hold the reader to test (with --reader; default
+    /// /etc/cardd/cardd.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// With --config: the cardd reader id to test (as readers.list shows it). With --plugin:
@@ -247,18 +248,17 @@ fn conformance(config: Option<&Path>, args: &ConformanceArgs) -> std::process::E
             command: command.clone(),
             reader: reader.clone(),
         }),
-        (None, Some(path), Some(reader)) => Config::load(path)
+        (None, path, Some(reader)) => Config::load(path.unwrap_or(Path::new(DEFAULT_CONFIG)))
             .map(|config| Subject::Configured {
                 config: Box::new(config),
                 reader: reader.clone(),
             })
             .map_err(|e| e.to_string()),
         (Some(_), Some(_), _) => Err("give either --plugin or --config, not both".to_owned()),
-        (None, Some(_), None) => {
-            Err("--config needs --reader ID: the cardd reader id to test (see readers.list)".into())
-        }
-        (None, None, _) => Err(
-            "give --plugin COMMAND [ARGS...] to test a plugin, or --config FILE --reader ID".into(),
+        (None, _, None) => Err(
+            "give --plugin COMMAND [ARGS...] to test a plugin, or --reader ID (with --config FILE, \
+             default /etc/cardd/cardd.toml) to test a configured reader"
+                .into(),
         ),
     };
     let report = subject.and_then(|subject| {
