@@ -11,13 +11,15 @@
 //! `cargo xtask fleet`, started by the same code: one load across it), [`backoffice`] (the
 //! back office's pages in Chromium: top-ups, refund evidence, records, revoking a site) and,
 //! for one site on its own, [`first_admin`] and [`support_bundle`] (`cardd support-bundle`
-//! with the daemon running and stopped: no secret in either).
+//! with the daemon running and stopped: no secret in either); [`conformance_cli`] runs
+//! `cardd conformance` against the example and template plugins as a reader vendor would.
 //!
 //! Tests that re-run this binary as a child name themselves by their full path
 //! (`netns::probe_process`).
 
 mod backoffice;
 mod backup_cli;
+mod conformance_cli;
 mod cross_site;
 mod first_admin;
 mod fleet;

@@ -16,7 +16,7 @@ use crate::common;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cardd_conformance::Harness;
+use cardd_conformance::{Arranged, Harness};
 use cardd_crypto::bcd;
 use cardd_pcsc::vpcd::{ApduMatch, BridgeFault, VpcdBridge};
 use cardd_pcsc::{PcscFactory, PcscOptions};
@@ -415,26 +415,28 @@ impl Harness for VpcdHarness {
     fn reader_id(&self) -> String {
         READER_ID.into()
     }
-    fn remove_card(&mut self) {
+    fn remove_card(&mut self) -> Result<(), String> {
         self.rig.remove();
+        Ok(())
     }
-    fn insert_card(&mut self) {
+    fn insert_card(&mut self) -> Result<(), String> {
         self.rig.insert();
+        Ok(())
     }
-    fn remove_during_next_command(&mut self) -> bool {
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String> {
         self.rig
             .bridge
             .fault_on(ApduMatch::Next, BridgeFault::RemoveBeforeExec);
-        true
+        Ok(Arranged::Yes)
     }
-    fn silence_next_command(&mut self) -> bool {
+    fn silence_next_command(&mut self) -> Result<Arranged, String> {
         self.rig.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
-        true
+        Ok(Arranged::Yes)
     }
-    fn recover_after_silence(&mut self) {
+    fn recover_after_silence(&mut self) -> Result<(), String> {
         // vpcd waits for the held answer with no timeout; pulling the card ends that wait.
-        self.remove_card();
-        self.insert_card();
+        self.remove_card()?;
+        self.insert_card()
     }
 }
 
@@ -444,13 +446,12 @@ fn the_pcsc_driver_passes_the_conformance_kit() {
         rig: rig(cardd_sim::demo::demo_etc_card()),
     };
     harness.rig.insert();
-    let report = cardd_conformance::run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
-    println!(
-        "conformance: passed {:?}, skipped {:?}",
-        report.passed, report.skipped
-    );
-    assert!(report.skipped.is_empty(), "{report:?}");
-    assert_eq!(report.passed.len(), 8, "{report:?}");
+    let report = cardd_conformance::run(&mut harness)
+        .into_result()
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{report}");
+    assert!(report.skipped().is_empty(), "{report:?}");
+    assert_eq!(report.passed(), cardd_conformance::CHECKS, "{report:?}");
     assert_eq!(
         cardd_pcsc::worker::stuck_workers(),
         0,

@@ -46,6 +46,18 @@ const UNITS: &[&str] = &["cardd.service", "cardd-host.service"];
 const UNIT_DIR: &str = "lib/systemd/system";
 /// Where the Lua flows go (`[flows] dir` of the packaged configuration).
 const FLOWS_DIR: &str = "usr/share/cardd/scripts";
+/// The template plugin a reader vendor copies, with the protocol it speaks (`cardd conformance
+/// --plugin python3 /usr/share/cardd/plugin-template/plugin.py` passes on an installed system).
+const PLUGIN_TEMPLATE_DIR: &str = "usr/share/cardd/plugin-template";
+/// What goes there, relative to drivers/plugin.
+const PLUGIN_TEMPLATE_FILES: &[&str] = &[
+    "template/plugin.py",
+    "template/cardd_plugin.py",
+    "template/sdk_stub.py",
+    "template/test_hooks.py",
+    "PROTOCOL.md",
+    "README.md",
+];
 /// The maintainer scripts.
 const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
 /// The packaged daemon's address (`[server] listen` of packaging/cardd.toml).
@@ -167,6 +179,16 @@ pub fn build(root: &Path, target: &Path, profile: Profile) -> Result<PathBuf> {
     for flow in &flows {
         let file = flow.file_name().context("flow name")?;
         install(flow, &stage.join(FLOWS_DIR).join(file), 0o644)?;
+    }
+    for file in PLUGIN_TEMPLATE_FILES {
+        let from = root.join("drivers/plugin").join(file);
+        let name = Path::new(file).file_name().context("template file name")?;
+        let mode = if *file == "template/plugin.py" {
+            0o755
+        } else {
+            0o644
+        };
+        install(&from, &stage.join(PLUGIN_TEMPLATE_DIR).join(name), mode)?;
     }
 
     let control_dir = stage.join("DEBIAN");
@@ -360,6 +382,11 @@ fn check_contents(deb: &Path) -> Result<()> {
         expected.push((format!("/usr/share/doc/{PACKAGE}/{doc}"), &["-rw-r--r--"]));
     }
     expected.push((format!("/{FLOWS_DIR}/etc_load.lua"), &["-rw-r--r--"]));
+    expected.push((format!("/{PLUGIN_TEMPLATE_DIR}/plugin.py"), &["-rwxr-xr-x"]));
+    expected.push((
+        format!("/{PLUGIN_TEMPLATE_DIR}/test_hooks.py"),
+        &["-rw-r--r--"],
+    ));
     for (path, modes) in &expected {
         let Some((mode, owner)) = mode_of(path) else {
             bail!("the package lacks {path}:\n{listing}");

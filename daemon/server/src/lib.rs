@@ -8,6 +8,7 @@ pub mod backup;
 pub mod bundle;
 pub mod check;
 pub mod config;
+pub mod conformance;
 pub mod control;
 pub mod daemon;
 pub mod datadir;

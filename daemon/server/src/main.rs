@@ -83,6 +83,36 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Runs the driver conformance kit against a reader: a plugin program (--plugin COMMAND
+    /// [ARGS...], no configuration needed) or a reader of --config (--reader ID). A plugin
+    /// announcing test_hooks has its simulated card moved for it; with any other reader a
+    /// person is asked to remove and put back the card (请移走卡片 / 请放回卡片), each step
+    /// bounded by --step-timeout-s. One line (or JSON entry) per check. Exit 0: every check
+    /// passed or was skipped; 1: a check failed; 2: the kit could not run.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformanceArgs {
+    /// The configuration whose `[[readers]]` hold the reader to test (with --reader; default
+    /// /etc/cardd/cardd.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// With --config: the cardd reader id to test (as readers.list shows it). With --plugin:
+    /// the plugin's own reader id (default: the first reader it lists).
+    #[arg(long, value_name = "ID")]
+    reader: Option<String>,
+    /// How long a guided step (请移走卡片 / 请放回卡片) waits for the card to move.
+    #[arg(long, value_name = "SECONDS", default_value_t = cardd_conformance::STEP_TIMEOUT_S_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    step_timeout_s: u64,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Test a plugin program without a configuration: its command and arguments, e.g.
+    /// `--plugin python3 my_plugin.py`. Put it last: everything after it belongs to the plugin.
+    #[arg(long, value_name = "COMMAND", num_args = 1.., allow_hyphen_values = true)]
+    plugin: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +135,11 @@ enum OperatorsCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    match real_main() {
+    let cli = Cli::parse();
+    if let Some(Command::Conformance(args)) = &cli.command {
+        return conformance(args.config.as_deref().or(cli.config.as_deref()), args);
+    }
+    match real_main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cardd: {e:#}");
@@ -114,8 +148,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+fn real_main(cli: Cli) -> Result<()> {
     if cli.list_drivers {
         let registry = cardd_drivers::registry();
         for name in registry.names() {
@@ -195,6 +228,64 @@ fn real_main() -> Result<()> {
         cardd::server::run(config, listener, Some(logs), shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// `cardd conformance`: prints the report (text or JSON) on stdout, prompts and logs on stderr.
+fn conformance(config: Option<&Path>, args: &ConformanceArgs) -> std::process::ExitCode {
+    use cardd::conformance::{self as kit, Subject};
+    use std::process::ExitCode;
+    // The plugin's log lines and the driver's warnings go to stderr, apart from the report.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cardd_plugin=info")),
+        )
+        .try_init();
+    let subject = match (&args.plugin, config, &args.reader) {
+        (Some(command), None, reader) => Ok(Subject::Plugin {
+            command: command.clone(),
+            reader: reader.clone(),
+        }),
+        (None, path, Some(reader)) => Config::load(path.unwrap_or(Path::new(DEFAULT_CONFIG)))
+            .map(|config| Subject::Configured {
+                config: Box::new(config),
+                reader: reader.clone(),
+            })
+            .map_err(|e| e.to_string()),
+        (Some(_), Some(_), _) => Err("give either --plugin or --config, not both".to_owned()),
+        (None, _, None) => Err(
+            "give --plugin COMMAND [ARGS...] to test a plugin, or --reader ID (with --config FILE, \
+             default /etc/cardd/cardd.toml) to test a configured reader"
+                .into(),
+        ),
+    };
+    let report = subject.and_then(|subject| {
+        kit::run_subject(
+            &subject,
+            std::time::Duration::from_secs(args.step_timeout_s),
+            Box::new(|line: &str| eprintln!(">>> {line}")),
+        )
+        .map_err(|e| e.to_string())
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("cardd conformance: {e}");
+            return ExitCode::from(kit::EXIT_ERROR);
+        }
+    };
+    if args.json {
+        println!("{:#}", kit::report_json(&report));
+    } else {
+        println!("{report}");
+    }
+    if report.passed_all() {
+        ExitCode::from(kit::EXIT_PASSED)
+    } else {
+        ExitCode::from(kit::EXIT_FAILED)
+    }
 }
 
 /// Prints one line per finding; fails (exit 1) when any finding is an error.

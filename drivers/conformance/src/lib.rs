@@ -3,8 +3,9 @@
 //!
 //! A driver's test builds a [`Harness`]: the driver's factory, the id of a reader holding the
 //! **conformance card**, and ways to pull and re-insert that card, to pull it during a command
-//! and to keep the card silent. [`run`] then checks, through `cardd_reader::Reader` exactly as
-//! the daemon uses a driver:
+//! and to keep the card silent. [`GuidedHarness`] is the harness for real hardware: it asks a
+//! person to move the card and watches the reader until it sees the change. [`run`] then
+//! checks, through `cardd_reader::Reader` exactly as the daemon uses a driver:
 //!
 //! 1. the factory lists the reader and opens it; the listing and the session agree;
 //! 2. the card is present and powers up with an ATR;
@@ -19,6 +20,11 @@
 //!    can arrange it, and the reader works again afterwards;
 //! 8. drivers with card events report removal then insertion, in that order, without polling.
 //!
+//! [`run`] returns a [`Report`] with one [`CheckResult`] per check, in [`CHECKS`] order: passed,
+//! failed or skipped (by name, with the reason), with its duration. The first failure stops the
+//! run; the checks after it are reported as skipped. `cardd conformance` prints the report as
+//! text or JSON; the drivers' tests assert on it.
+//!
 //! [`stopped_waits_end`] is a separate check for drivers that can end their event waits from
 //! another thread (`WaitStopper`): the waits a stopper ends return `Ok(None)`, promptly.
 //!
@@ -26,8 +32,11 @@
 //! commands: `00 A4 00 00 02 10 01` (select the ADF) → `9000`; `00 B0 95 00 00` (read 0015) →
 //! 43 or 50 bytes and `9000`; instruction `0xEE` → `6D00`.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use cardd_reader::{
     CardChannel, CardEvent, CardPresence, CardReader, CommandApdu, HotplugWatch, Reader,
@@ -42,11 +51,24 @@ pub const APDU_TIMEOUT_MS: u64 = 5_000;
 pub const SILENT_TIMEOUT_MS: u64 = 500;
 /// How long the kit waits for a card event.
 pub const EVENT_WAIT_MS: u64 = 5_000;
+/// How often [`GuidedHarness`] asks the reader whether the card moved.
+pub const GUIDED_POLL_MS: u64 = 200;
+/// The default bound on one guided step (`cardd conformance --step-timeout-s`).
+pub const STEP_TIMEOUT_S_DEFAULT: u64 = 60;
 /// How long a stopped wait may take to return in [`stopped_waits_end`] (the waits themselves
 /// are an hour long).
 pub const STOPPED_WAIT_RETURN_MS: u64 = 30_000;
 
-/// What a driver's test provides.
+/// Whether a harness could arrange an optional situation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arranged {
+    /// Arranged: the next command meets it.
+    Yes,
+    /// Cannot be arranged on this transport; the check is skipped with this reason.
+    No(String),
+}
+
+/// What a driver's test (or `cardd conformance`) provides.
 pub trait Harness {
     /// The driver's name, for messages.
     fn name(&self) -> String;
@@ -54,19 +76,69 @@ pub trait Harness {
     fn factory(&self) -> Arc<dyn ReaderFactory>;
     /// The id of the reader holding the conformance card.
     fn reader_id(&self) -> String;
-    /// Pulls the card out; returns once the transport can see it gone.
-    fn remove_card(&mut self);
-    /// Puts the card back; returns once the transport can see it.
-    fn insert_card(&mut self);
-    /// Arranges for the card to be pulled while the next command is in flight. `false` when the
-    /// transport cannot do that (the check is then reported as skipped, by name).
-    fn remove_during_next_command(&mut self) -> bool;
-    /// Arranges for the card to stay silent on the next command. `false` when the transport
-    /// cannot do that.
-    fn silence_next_command(&mut self) -> bool;
+    /// Pulls the card out; returns once the transport can see it gone, or why it could not.
+    fn remove_card(&mut self) -> Result<(), String>;
+    /// Puts the card back; returns once the transport can see it, or why it could not.
+    fn insert_card(&mut self) -> Result<(), String>;
+    /// Arranges for the card to be pulled while the next command is in flight.
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String>;
+    /// Arranges for the card to stay silent on the next command.
+    fn silence_next_command(&mut self) -> Result<Arranged, String>;
     /// Undoes [`Harness::silence_next_command`] and leaves the card answering again (for
     /// transports where a silent card has to be reset by the harness).
-    fn recover_after_silence(&mut self) {}
+    fn recover_after_silence(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The checks of [`run`], in order.
+pub const CHECKS: [&str; 8] = [
+    LISTING_AND_OPEN,
+    PRESENCE_AND_ATR,
+    ROUND_TRIPS,
+    CHAINING,
+    REMOVAL,
+    REMOVAL_MID_COMMAND,
+    BOUNDED_TIMEOUT,
+    EVENTS,
+];
+pub const LISTING_AND_OPEN: &str = "listing and open";
+pub const PRESENCE_AND_ATR: &str = "presence and ATR";
+pub const ROUND_TRIPS: &str = "command round trips";
+pub const CHAINING: &str = "chaining (Le = 00)";
+pub const REMOVAL: &str = "card removal reported";
+pub const REMOVAL_MID_COMMAND: &str = "removal during a command";
+pub const BOUNDED_TIMEOUT: &str = "bounded timeout";
+pub const EVENTS: &str = "card events in order";
+
+/// How one check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+        })
+    }
+}
+
+/// One check of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// One of [`CHECKS`].
+    pub name: &'static str,
+    pub outcome: Outcome,
+    /// Why it failed or was skipped; empty when it passed.
+    pub detail: String,
+    pub duration_ms: u64,
 }
 
 /// A check that failed.
@@ -78,36 +150,111 @@ pub struct Failure {
     pub detail: String,
 }
 
-/// What ran.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What ran: one entry per check of [`CHECKS`], in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    pub passed: Vec<&'static str>,
-    /// Checks the harness could not arrange, with the reason.
-    pub skipped: Vec<(&'static str, &'static str)>,
+    /// The harness's name for the driver.
+    pub driver: String,
+    pub reader: String,
+    pub checks: Vec<CheckResult>,
 }
 
-struct Kit<'h> {
-    harness: &'h mut dyn Harness,
-    report: Report,
-}
+impl Report {
+    /// True when no check failed.
+    pub fn passed_all(&self) -> bool {
+        !self.checks.iter().any(|c| c.outcome == Outcome::Failed)
+    }
 
-impl Kit<'_> {
-    fn fail(&self, check: &'static str, detail: impl Into<String>) -> Failure {
-        Failure {
-            driver: self.harness.name(),
-            check,
-            detail: detail.into(),
+    /// The names of the checks that passed.
+    pub fn passed(&self) -> Vec<&'static str> {
+        self.with(Outcome::Passed).map(|c| c.name).collect()
+    }
+
+    /// The checks that were skipped, with the reason.
+    pub fn skipped(&self) -> Vec<(&'static str, &str)> {
+        self.with(Outcome::Skipped)
+            .map(|c| (c.name, c.detail.as_str()))
+            .collect()
+    }
+
+    /// The first failed check.
+    pub fn failure(&self) -> Option<Failure> {
+        self.with(Outcome::Failed).next().map(|c| Failure {
+            driver: self.driver.clone(),
+            check: c.name,
+            detail: c.detail.clone(),
+        })
+    }
+
+    /// The report, or its first failure.
+    pub fn into_result(self) -> Result<Report, Failure> {
+        match self.failure() {
+            Some(failure) => Err(failure),
+            None => Ok(self),
         }
     }
 
-    fn open(&self, check: &'static str) -> Result<Reader, Failure> {
+    fn with(&self, outcome: Outcome) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(move |c| c.outcome == outcome)
+    }
+}
+
+impl fmt::Display for Report {
+    /// One line per check, then a summary line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "conformance: {}, reader {}", self.driver, self.reader)?;
+        for c in &self.checks {
+            write!(
+                f,
+                "  {:<8} {:<26} {:>6} ms",
+                c.outcome, c.name, c.duration_ms
+            )?;
+            if !c.detail.is_empty() {
+                write!(f, "  {}", c.detail)?;
+            }
+            writeln!(f)?;
+        }
+        let count = |o| self.checks.iter().filter(|c| c.outcome == o).count();
+        write!(
+            f,
+            "{}: {} passed, {} failed, {} skipped",
+            if self.passed_all() { "PASS" } else { "FAIL" },
+            count(Outcome::Passed),
+            count(Outcome::Failed),
+            count(Outcome::Skipped)
+        )
+    }
+}
+
+/// How a check ended when it did not fail.
+enum Step {
+    Passed,
+    Skipped(String),
+}
+
+type CheckFn = fn(&mut Kit<'_>) -> Result<Step, String>;
+
+struct Kit<'h> {
+    harness: &'h mut dyn Harness,
+    /// The session the checks share, opened by the presence check.
+    reader: Option<Reader>,
+}
+
+impl Kit<'_> {
+    fn open(&self) -> Result<Reader, String> {
         let id = self.harness.reader_id();
         let session = self
             .harness
             .factory()
             .open(&ReaderSelector::Id(id.clone()))
-            .map_err(|e| self.fail(check, format!("open({id}) failed: {e}")))?;
+            .map_err(|e| format!("open({id}) failed: {e}"))?;
         Ok(Reader::new(session, Duration::from_millis(APDU_TIMEOUT_MS)))
+    }
+
+    fn reader(&mut self) -> Result<&mut Reader, String> {
+        self.reader
+            .as_mut()
+            .ok_or_else(|| "no session: the presence check did not open one".to_owned())
     }
 }
 
@@ -119,54 +266,81 @@ fn read_0015() -> CommandApdu {
     CommandApdu::new(0x00, 0xB0, 0x95, 0x00).with_le(256)
 }
 
-/// Runs every check; the first failure stops the run.
-pub fn run(harness: &mut dyn Harness) -> Result<Report, Failure> {
+/// Runs the checks in [`CHECKS`] order; the first failure stops the run, and the checks after
+/// it are reported as skipped.
+pub fn run(harness: &mut dyn Harness) -> Report {
+    let mut report = Report {
+        driver: harness.name(),
+        reader: harness.reader_id(),
+        checks: Vec::with_capacity(CHECKS.len()),
+    };
     let mut kit = Kit {
         harness,
-        report: Report::default(),
+        reader: None,
     };
-    listing_and_open(&mut kit)?;
-    let mut reader = kit.open("open")?;
-    presence_and_atr(&mut kit, &mut reader)?;
-    round_trips(&mut kit, &mut reader)?;
-    chaining(&mut kit, &mut reader)?;
-    removal(&mut kit, &mut reader)?;
-    removal_mid_command(&mut kit, &mut reader)?;
-    silent_card(&mut kit, &mut reader)?;
-    events(&mut kit)?;
-    Ok(kit.report)
+    let checks: [(&'static str, CheckFn); 8] = [
+        (LISTING_AND_OPEN, listing_and_open),
+        (PRESENCE_AND_ATR, presence_and_atr),
+        (ROUND_TRIPS, round_trips),
+        (CHAINING, chaining),
+        (REMOVAL, removal),
+        (REMOVAL_MID_COMMAND, removal_mid_command),
+        (BOUNDED_TIMEOUT, silent_card),
+        (EVENTS, events),
+    ];
+    let mut failed: Option<&'static str> = None;
+    for (name, check) in checks {
+        if let Some(first) = failed {
+            report.checks.push(CheckResult {
+                name,
+                outcome: Outcome::Skipped,
+                detail: format!("not run: {first:?} failed"),
+                duration_ms: 0,
+            });
+            continue;
+        }
+        let started = Instant::now();
+        let (outcome, detail) = match check(&mut kit) {
+            Ok(Step::Passed) => (Outcome::Passed, String::new()),
+            Ok(Step::Skipped(why)) => (Outcome::Skipped, why),
+            Err(detail) => {
+                failed = Some(name);
+                (Outcome::Failed, detail)
+            }
+        };
+        report.checks.push(CheckResult {
+            name,
+            outcome,
+            detail,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    report
 }
 
-fn listing_and_open(kit: &mut Kit<'_>) -> Result<(), Failure> {
-    const CHECK: &str = "listing and open";
+fn listing_and_open(kit: &mut Kit<'_>) -> Result<Step, String> {
     let id = kit.harness.reader_id();
     let listed = kit
         .harness
         .factory()
         .list()
-        .map_err(|e| kit.fail(CHECK, format!("list() failed: {e}")))?;
+        .map_err(|e| format!("list() failed: {e}"))?;
     let info = listed
         .iter()
         .find(|r| r.id == id)
         .ok_or_else(|| {
-            kit.fail(
-                CHECK,
-                format!(
-                    "{id} not in list(): {:?}",
-                    listed.iter().map(|r| &r.id).collect::<Vec<_>>()
-                ),
+            format!(
+                "{id} not in list(): {:?}",
+                listed.iter().map(|r| &r.id).collect::<Vec<_>>()
             )
         })?
         .clone();
-    let mut reader = kit.open(CHECK)?;
+    let mut reader = kit.open()?;
     if reader.session().info() != &info {
-        return Err(kit.fail(
-            CHECK,
-            format!(
-                "session info {:?} differs from the listing {:?}",
-                reader.session().info(),
-                info
-            ),
+        return Err(format!(
+            "session info {:?} differs from the listing {:?}",
+            reader.session().info(),
+            info
         ));
     }
     let missing = kit
@@ -174,212 +348,277 @@ fn listing_and_open(kit: &mut Kit<'_>) -> Result<(), Failure> {
         .factory()
         .open(&ReaderSelector::Id(format!("{id}-no-such-reader")));
     if !matches!(missing, Err(ReaderError::NotFound { .. })) {
-        return Err(kit.fail(
-            CHECK,
-            "opening an unknown reader id must fail with NotFound",
-        ));
+        return Err("opening an unknown reader id must fail with NotFound".into());
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+    Ok(Step::Passed)
 }
 
-fn presence_and_atr(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "presence and ATR";
-    let presence = reader
-        .session()
-        .presence()
-        .map_err(|e| kit.fail(CHECK, e.to_string()))?;
+fn presence_and_atr(kit: &mut Kit<'_>) -> Result<Step, String> {
+    kit.reader = Some(kit.open()?);
+    let reader = kit.reader()?;
+    let presence = reader.session().presence().map_err(|e| e.to_string())?;
     if !presence.is_present() {
-        return Err(kit.fail(CHECK, "the conformance card is not reported present"));
+        return Err("the conformance card is not reported present: put it on the reader".into());
     }
     let atr = reader
         .session()
         .power_on()
-        .map_err(|e| kit.fail(CHECK, format!("power_on failed: {e}")))?;
+        .map_err(|e| format!("power_on failed: {e}"))?;
     if atr.0.is_empty() {
-        return Err(kit.fail(CHECK, "power_on returned an empty ATR"));
+        return Err("power_on returned an empty ATR".into());
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+    Ok(Step::Passed)
 }
 
-fn round_trips(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "command round trips";
+fn round_trips(kit: &mut Kit<'_>) -> Result<Step, String> {
+    let reader = kit.reader()?;
     let r = reader
         .transmit(&select_adf())
-        .map_err(|e| kit.fail(CHECK, format!("SELECT failed: {e}")))?;
+        .map_err(|e| format!("SELECT failed: {e}"))?;
     if r.sw != StatusWord::OK {
-        return Err(kit.fail(CHECK, format!("SELECT answered {}", r.sw)));
+        return Err(format!("SELECT 1001 answered {}, expected 9000", r.sw));
     }
     let r = reader
         .transmit(&CommandApdu::new(0x00, 0xEE, 0x00, 0x00))
-        .map_err(|e| {
-            kit.fail(
-                CHECK,
-                format!("unknown instruction failed at transport level: {e}"),
-            )
-        })?;
+        .map_err(|e| format!("unknown instruction failed at transport level: {e}"))?;
     if r.sw != StatusWord::INS_NOT_SUPPORTED {
-        return Err(kit.fail(
-            CHECK,
-            format!("unknown instruction answered {}, expected 6D00", r.sw),
+        return Err(format!(
+            "unknown instruction answered {}, expected 6D00",
+            r.sw
         ));
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+    Ok(Step::Passed)
 }
 
-fn chaining(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "chaining (Le = 00)";
-    reader
-        .transmit(&select_adf())
-        .map_err(|e| kit.fail(CHECK, e.to_string()))?;
+fn chaining(kit: &mut Kit<'_>) -> Result<Step, String> {
+    let reader = kit.reader()?;
+    reader.transmit(&select_adf()).map_err(|e| e.to_string())?;
     let r = reader
         .transmit(&read_0015())
-        .map_err(|e| kit.fail(CHECK, format!("READ BINARY failed: {e}")))?;
+        .map_err(|e| format!("READ BINARY failed: {e}"))?;
     if r.sw != StatusWord::OK || !(r.data.len() == 43 || r.data.len() == 50) {
-        return Err(kit.fail(
-            CHECK,
-            format!("READ BINARY 0015 gave {} bytes and {}", r.data.len(), r.sw),
+        return Err(format!(
+            "READ BINARY 0015 gave {} bytes and {}",
+            r.data.len(),
+            r.sw
         ));
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+    Ok(Step::Passed)
 }
 
-fn removal(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "card removal reported";
-    kit.harness.remove_card();
-    let presence = reader
-        .session()
-        .presence()
-        .map_err(|e| kit.fail(CHECK, e.to_string()))?;
+fn removal(kit: &mut Kit<'_>) -> Result<Step, String> {
+    kit.harness.remove_card()?;
+    let reader = kit.reader()?;
+    let presence = reader.session().presence().map_err(|e| e.to_string())?;
     if presence != CardPresence::Absent {
-        return Err(kit.fail(CHECK, format!("presence after removal is {presence:?}")));
+        return Err(format!("presence after removal is {presence:?}"));
     }
     match reader.transmit(&select_adf()) {
         Err(e) if e.is_card_absent() => {}
         other => {
-            return Err(kit.fail(
-                CHECK,
-                format!("a command without a card gave {other:?}, expected NoCard/CardRemoved"),
+            return Err(format!(
+                "a command without a card gave {other:?}, expected NoCard/CardRemoved"
             ))
         }
     }
-    kit.harness.insert_card();
+    kit.harness.insert_card()?;
+    let reader = kit.reader()?;
     let _ = reader.session().power_on();
     let r = reader
         .transmit(&select_adf())
-        .map_err(|e| kit.fail(CHECK, format!("after re-insertion: {e}")))?;
+        .map_err(|e| format!("after re-insertion: {e}"))?;
     if r.sw != StatusWord::OK {
-        return Err(kit.fail(
-            CHECK,
-            format!("after re-insertion SELECT answered {}", r.sw),
-        ));
+        return Err(format!("after re-insertion SELECT answered {}", r.sw));
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+    Ok(Step::Passed)
 }
 
-fn removal_mid_command(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "removal during a command";
-    if !kit.harness.remove_during_next_command() {
-        kit.report
-            .skipped
-            .push((CHECK, "the harness cannot pull the card mid-command"));
-        return Ok(());
+fn removal_mid_command(kit: &mut Kit<'_>) -> Result<Step, String> {
+    if let Arranged::No(why) = kit.harness.remove_during_next_command()? {
+        return Ok(Step::Skipped(why));
     }
+    let reader = kit.reader()?;
     match reader.transmit(&select_adf()) {
         Err(e @ ReaderError::CardRemoved { .. }) if e.outcome_unknown() => {}
-        other => return Err(kit.fail(CHECK, format!("gave {other:?}, expected CardRemoved"))),
+        other => return Err(format!("gave {other:?}, expected CardRemoved")),
     }
-    kit.harness.insert_card();
+    kit.harness.insert_card()?;
+    let reader = kit.reader()?;
     let _ = reader.session().power_on();
     reader
         .transmit(&select_adf())
-        .map_err(|e| kit.fail(CHECK, format!("after re-insertion: {e}")))?;
-    kit.report.passed.push(CHECK);
-    Ok(())
+        .map_err(|e| format!("after re-insertion: {e}"))?;
+    Ok(Step::Passed)
 }
 
-fn silent_card(kit: &mut Kit<'_>, reader: &mut Reader) -> Result<(), Failure> {
-    const CHECK: &str = "bounded timeout";
-    if !kit.harness.silence_next_command() {
-        kit.report
-            .skipped
-            .push((CHECK, "the harness cannot make the card silent"));
-        return Ok(());
+fn silent_card(kit: &mut Kit<'_>) -> Result<Step, String> {
+    if let Arranged::No(why) = kit.harness.silence_next_command()? {
+        return Ok(Step::Skipped(why));
     }
+    let reader = kit.reader()?;
     reader.set_apdu_timeout(Duration::from_millis(SILENT_TIMEOUT_MS));
     let started = Instant::now();
     let result = reader.transmit(&select_adf());
     let took = started.elapsed();
     reader.set_apdu_timeout(Duration::from_millis(APDU_TIMEOUT_MS));
     if !matches!(result, Err(ReaderError::Timeout { .. })) {
-        return Err(kit.fail(
-            CHECK,
-            format!("a silent card gave {result:?}, expected Timeout"),
-        ));
+        return Err(format!("a silent card gave {result:?}, expected Timeout"));
     }
     if took > Duration::from_millis(SILENT_TIMEOUT_MS + TIMEOUT_GRACE_MS) {
-        return Err(kit.fail(
-            CHECK,
-            format!("the timeout took {took:?} for a {SILENT_TIMEOUT_MS} ms bound"),
+        return Err(format!(
+            "the timeout took {took:?} for a {SILENT_TIMEOUT_MS} ms bound"
         ));
     }
-    kit.harness.recover_after_silence();
+    kit.harness.recover_after_silence()?;
+    let reader = kit.reader()?;
     let _ = reader.session().power_on();
-    reader.transmit(&select_adf()).map_err(|e| {
-        kit.fail(
-            CHECK,
-            format!("after the timeout the reader does not recover: {e}"),
-        )
-    })?;
-    kit.report.passed.push(CHECK);
-    Ok(())
+    reader
+        .transmit(&select_adf())
+        .map_err(|e| format!("after the timeout the reader does not recover: {e}"))?;
+    Ok(Step::Passed)
 }
 
-fn events(kit: &mut Kit<'_>) -> Result<(), Failure> {
-    const CHECK: &str = "card events in order";
-    let mut watcher = kit.open(CHECK)?;
+fn events(kit: &mut Kit<'_>) -> Result<Step, String> {
+    let mut watcher = kit.open()?;
     if watcher.session().events().is_none() {
-        kit.report
-            .skipped
-            .push((CHECK, "the driver reports no card events"));
-        return Ok(());
+        return Ok(Step::Skipped("the driver reports no card events".into()));
     }
     let wait = Duration::from_millis(EVENT_WAIT_MS);
-    let next = |kit: &Kit<'_>, watcher: &mut Reader| -> Result<Option<CardEvent>, Failure> {
+    let next = |watcher: &mut Reader| -> Result<Option<CardEvent>, String> {
         let events = watcher
             .session()
             .events()
-            .ok_or_else(|| kit.fail(CHECK, "events() went away"))?;
-        events
-            .wait_for_change(wait)
-            .map_err(|e| kit.fail(CHECK, e.to_string()))
+            .ok_or_else(|| "events() went away".to_owned())?;
+        events.wait_for_change(wait).map_err(|e| e.to_string())
     };
-    kit.harness.remove_card();
-    match next(kit, &mut watcher)? {
+    kit.harness.remove_card()?;
+    match next(&mut watcher)? {
         Some(CardEvent::Removed) => {}
-        other => {
-            return Err(kit.fail(
-                CHECK,
-                format!("after removal the first event was {other:?}"),
-            ))
-        }
+        other => return Err(format!("after removal the first event was {other:?}")),
     }
-    kit.harness.insert_card();
-    match next(kit, &mut watcher)? {
+    kit.harness.insert_card()?;
+    match next(&mut watcher)? {
         Some(CardEvent::Inserted { .. }) => {}
-        other => {
-            return Err(kit.fail(
-                CHECK,
-                format!("after insertion the next event was {other:?}"),
-            ))
+        other => return Err(format!("after insertion the next event was {other:?}")),
+    }
+    Ok(Step::Passed)
+}
+
+/// The harness for real hardware: a person moves the card. Each step prints a prompt (zh-CN
+/// first, then English) and polls the reader's presence until it sees the change, at most
+/// `step_timeout`; a step that times out fails its check with a message saying so. It reads no
+/// keyboard input, so it runs without a terminal. A card cannot be pulled by hand during one
+/// command or made silent, so those checks are skipped, by name.
+pub struct GuidedHarness {
+    name: String,
+    factory: Arc<dyn ReaderFactory>,
+    reader_id: String,
+    step_timeout: Duration,
+    prompt: Box<dyn FnMut(&str) + Send>,
+    watcher: Option<Box<dyn CardReader>>,
+}
+
+impl fmt::Debug for GuidedHarness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuidedHarness")
+            .field("name", &self.name)
+            .field("reader_id", &self.reader_id)
+            .field("step_timeout", &self.step_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prompt asking a person to remove the card.
+pub const PROMPT_REMOVE: &str = "请移走卡片";
+/// The prompt asking a person to put the card back.
+pub const PROMPT_INSERT: &str = "请放回卡片";
+
+impl GuidedHarness {
+    /// `prompt` shows a line to the person at the reader (the CLI writes it to stderr).
+    pub fn new(
+        name: impl Into<String>,
+        factory: Arc<dyn ReaderFactory>,
+        reader_id: impl Into<String>,
+        step_timeout: Duration,
+        prompt: Box<dyn FnMut(&str) + Send>,
+    ) -> Self {
+        GuidedHarness {
+            name: name.into(),
+            factory,
+            reader_id: reader_id.into(),
+            step_timeout,
+            prompt,
+            watcher: None,
         }
     }
-    kit.report.passed.push(CHECK);
-    Ok(())
+
+    fn wait_for(&mut self, present: bool) -> Result<(), String> {
+        let (zh, en) = if present {
+            (PROMPT_INSERT, "put the card back on")
+        } else {
+            (PROMPT_REMOVE, "remove the card from")
+        };
+        let seconds = self.step_timeout.as_secs();
+        (self.prompt)(&format!(
+            "{zh} ({en} {}; waiting up to {seconds} s)",
+            self.reader_id
+        ));
+        let deadline = Instant::now() + self.step_timeout;
+        loop {
+            if self.watcher.is_none() {
+                self.watcher = self
+                    .factory
+                    .open(&ReaderSelector::Id(self.reader_id.clone()))
+                    .ok();
+            }
+            if let Some(watcher) = self.watcher.as_mut() {
+                match watcher.presence() {
+                    Ok(p) if p.is_present() == present => return Ok(()),
+                    Ok(_) => {}
+                    // A reader that went away is reopened on the next round.
+                    Err(_) => self.watcher = None,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "step timed out: the reader did not see the card {} within {seconds} s \
+                     ({zh}); run again and move the card when asked, or give a longer --step-timeout-s",
+                    if present { "put back" } else { "removed" }
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(GUIDED_POLL_MS));
+        }
+    }
+}
+
+impl Harness for GuidedHarness {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn factory(&self) -> Arc<dyn ReaderFactory> {
+        self.factory.clone()
+    }
+    fn reader_id(&self) -> String {
+        self.reader_id.clone()
+    }
+    fn remove_card(&mut self) -> Result<(), String> {
+        self.wait_for(false)
+    }
+    fn insert_card(&mut self) -> Result<(), String> {
+        self.wait_for(true)
+    }
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String> {
+        Ok(Arranged::No(
+            "a card cannot be pulled by hand during one command; needs test hooks (simulated cards)"
+                .into(),
+        ))
+    }
+    fn silence_next_command(&mut self) -> Result<Arranged, String> {
+        Ok(Arranged::No(
+            "a real card cannot be made silent on demand; needs test hooks (simulated cards)"
+                .into(),
+        ))
+    }
 }
 
 /// Checks that the driver's stoppers end a card-event wait on `session` and a hotplug wait on

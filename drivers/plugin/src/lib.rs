@@ -16,8 +16,10 @@
 //! * [`driver`] — [`PLUGIN_DRIVER`] for the daemon's registry;
 //! * [`error`] — [`PluginError`], what is specific to plugins.
 //!
-//! `examples/example_plugin.py` is a complete plugin in standard-library Python, the template
-//! vendors copy; the tests run the conformance kit against it.
+//! `template/` is a complete plugin in standard-library Python, the template vendors copy (their
+//! part, the protocol plumbing and the optional test hooks in separate files);
+//! `examples/example_plugin.py` runs it, and the tests run the conformance kit against it
+//! through its test hooks (feature `test_hooks`, [`protocol::test_method`]).
 #![forbid(unsafe_code)]
 
 pub mod driver;

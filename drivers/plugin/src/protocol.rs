@@ -31,6 +31,47 @@ pub const READERS_MAX: usize = 64;
 pub const IN_FLIGHT_MAX: usize = 64;
 /// Longest plugin name or version string kept from `hello`.
 pub const IDENTITY_CHARS_MAX: usize = 64;
+/// Most features kept from a plugin's `hello` answer (later entries are ignored).
+pub const FEATURES_MAX: usize = 32;
+/// Longest feature name; longer entries are ignored.
+pub const FEATURE_CHARS_MAX: usize = 64;
+
+/// Optional parts of the protocol, announced by name in `hello` (`features`). Optional methods
+/// are announced as features, not as a new major version: a side sends a feature's methods only
+/// when the other side announced it. Unknown feature names are ignored.
+pub mod feature {
+    /// The plugin serves the `test.*` methods for its simulated cards (PROTOCOL.md §12).
+    pub const TEST_HOOKS: &str = "test_hooks";
+}
+
+/// The features cardd announces in `hello`: what it can use.
+pub const HOST_FEATURES: &[&str] = &[feature::TEST_HOOKS];
+
+/// The test-hook methods of feature [`feature::TEST_HOOKS`] (PROTOCOL.md §12). cardd sends
+/// them only to a plugin that announced the feature, and only from the conformance kit and
+/// tests: the daemon never sends them in normal operation.
+pub mod test_method {
+    /// `{"reader"}`: pull the simulated card (the plugin sends `card_removed` first).
+    pub const REMOVE_CARD: &str = "test.remove_card";
+    /// `{"reader"}`: put the simulated card back (the plugin sends `card_inserted` first).
+    pub const INSERT_CARD: &str = "test.insert_card";
+    /// `{"reader"}`: the next `transmit` on the reader pulls the card and answers `card_removed`.
+    pub const REMOVE_DURING_NEXT: &str = "test.remove_during_next";
+    /// `{"reader"}`: the card does not answer the next `transmit` on the reader; the plugin
+    /// answers `timeout` once the request's `timeout_ms` has passed.
+    pub const SILENCE_NEXT: &str = "test.silence_next";
+    /// `{"method"?}`: the plugin stops answering at its next request (of `method`, if given).
+    pub const HANG_NEXT: &str = "test.hang_next";
+    /// `{"method"?}`: the plugin exits at its next request (of `method`, if given).
+    pub const CRASH_NEXT: &str = "test.crash_next";
+    /// `{"reader"}`: the reader is unplugged (`reader_removed`).
+    pub const REMOVE_READER: &str = "test.remove_reader";
+    /// `{"reader"}`: the reader is plugged back (`reader_added`).
+    pub const ADD_READER: &str = "test.add_reader";
+    /// `{"lines"?}`: the plugin writes that many malformed lines on stdout (default 10) before
+    /// its answer.
+    pub const GARBAGE: &str = "test.garbage";
+}
 
 /// Request method names.
 pub mod method {
@@ -158,6 +199,8 @@ pub(crate) struct HelloParams<'a> {
     pub protocols: &'a [&'a str],
     pub host: &'a str,
     pub host_version: &'a str,
+    /// What cardd supports ([`HOST_FEATURES`]).
+    pub features: &'a [&'a str],
 }
 
 fn one() -> usize {
@@ -173,6 +216,33 @@ pub(crate) struct HelloResult {
     pub version: String,
     #[serde(default = "one")]
     pub max_in_flight: usize,
+    /// What the plugin supports; absent means none. Anything but an array of strings counts as
+    /// none: a feature list is never a reason to refuse a plugin.
+    #[serde(default)]
+    pub features: Value,
+}
+
+impl HelloResult {
+    /// The plugin's feature names: strings of 1 to [`FEATURE_CHARS_MAX`] characters, at most
+    /// [`FEATURES_MAX`] of them, without repeats.
+    pub fn features(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in self.features.as_array().into_iter().flatten() {
+            let Some(name) = name.as_str() else { continue };
+            if name.is_empty()
+                || name.chars().count() > FEATURE_CHARS_MAX
+                || name.chars().any(char::is_control)
+                || out.iter().any(|f| f == name)
+            {
+                continue;
+            }
+            if out.len() == FEATURES_MAX {
+                break;
+            }
+            out.push(name.to_owned());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,6 +444,26 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
         assert_eq!(ErrorCode::parse("NO_CARD"), None);
+    }
+
+    #[test]
+    fn features_are_optional_and_unknown_shapes_are_ignored() {
+        let hello = |text: &str| -> Vec<String> {
+            serde_json::from_str::<HelloResult>(text)
+                .unwrap()
+                .features()
+        };
+        assert!(hello(r#"{"protocol":"cardd-plugin/1"}"#).is_empty());
+        assert!(hello(r#"{"protocol":"cardd-plugin/1","features":"test_hooks"}"#).is_empty());
+        assert_eq!(
+            hello(
+                r#"{"protocol":"cardd-plugin/1","features":["test_hooks",7,"","test_hooks","later"]}"#
+            ),
+            ["test_hooks", "later"]
+        );
+        let many: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+        let text = serde_json::json!({"protocol": "cardd-plugin/1", "features": many}).to_string();
+        assert_eq!(hello(&text).len(), FEATURES_MAX);
     }
 
     #[test]

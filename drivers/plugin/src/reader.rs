@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::error::PluginError;
 use crate::options::{config_error, PluginOptions};
 use crate::protocol::{
-    method, truncate_chars, AtrResult, Empty, ErrorCode, OpenResult, PresenceResult,
+    feature, method, truncate_chars, AtrResult, Empty, ErrorCode, OpenResult, PresenceResult,
     TransmitResult, WireError, ERROR_MESSAGE_CHARS_MAX,
 };
 use crate::shared::{CallError, PluginStatus, Shared, Target};
@@ -87,6 +87,66 @@ impl PluginFactory {
     /// State, identity, last error and counters of the plugin process.
     pub fn status(&self) -> PluginStatus {
         self.shared.status()
+    }
+
+    /// The features the plugin announced in `hello` (empty before its first handshake).
+    pub fn features(&self) -> Vec<String> {
+        self.shared.features()
+    }
+
+    /// True when the plugin announced `feature` in `hello`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features().iter().any(|f| f == feature)
+    }
+
+    /// The plugin's own id for the cardd reader id `reader_id` (`plugin:<name>:<id>`), whether
+    /// or not that reader is listed now.
+    pub fn plugin_reader_id<'a>(&self, reader_id: &'a str) -> Option<&'a str> {
+        reader_id
+            .strip_prefix(DRIVER_NAME)?
+            .strip_prefix(':')?
+            .strip_prefix(self.name())?
+            .strip_prefix(':')
+    }
+
+    /// Sends one test-hook request (`protocol::test_method`, PROTOCOL.md §12) to a plugin that
+    /// announced `test_hooks`, and waits for its answer within the request timeout. For the
+    /// conformance kit and tests only: it drives the plugin's simulated cards, never real ones.
+    pub fn test_hook(&self, method: &'static str, params: Value) -> Result<Value, ReaderError> {
+        let plugin = format!("{DRIVER_NAME}:{}", self.name());
+        if !method.starts_with("test.") {
+            return Err(config_error(format!("{method} is not a test hook")));
+        }
+        let run = self
+            .shared
+            .ready_run()
+            .ok_or_else(|| ReaderError::ReaderGone {
+                reader: plugin.clone(),
+            })?;
+        if !self.has_feature(feature::TEST_HOOKS) {
+            return Err(ReaderError::Unsupported {
+                reader: plugin,
+                what: "test hooks (the plugin does not announce the test_hooks feature)",
+            });
+        }
+        let timeout = self.shared.options.request_timeout();
+        let budget = timeout + self.shared.options.grace();
+        let target = Target { run, reader: None };
+        match self.shared.call(target, method, params, budget) {
+            Ok(value) => Ok(value),
+            Err(CallError::Gone) => Err(ReaderError::ReaderGone { reader: plugin }),
+            Err(CallError::Timeout) => Err(ReaderError::Timeout {
+                reader: plugin,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+            Err(CallError::Local(detail)) => Err(ReaderError::Protocol {
+                reader: plugin,
+                detail,
+            }),
+            Err(CallError::Remote(wire)) => {
+                Err(remote_error(self.name(), plugin, method, timeout, wire))
+            }
+        }
     }
 }
 

@@ -212,6 +212,7 @@ struct Identity {
     name: String,
     version: String,
     protocol: String,
+    features: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -373,6 +374,15 @@ impl Shared {
             last_error: st.last_error.clone(),
             stats: st.stats,
         }
+    }
+
+    /// The features the current (or last) run announced in `hello`.
+    pub fn features(&self) -> Vec<String> {
+        let st = self.lock();
+        st.identity
+            .as_ref()
+            .map(|i| i.features.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until the first start succeeded or failed, at most `timeout`.
@@ -640,7 +650,8 @@ impl Shared {
 
     fn on_response(&self, run: u64, id: u64, reply: Reply) {
         let mut st = self.lock();
-        if st.run != run {
+        // After shutdown the pending requests were dropped; late answers are expected.
+        if st.run != run || st.shutdown {
             return;
         }
         match st.pending.remove(&id) {
@@ -867,6 +878,7 @@ impl Shared {
             name: truncate_chars(&hello.name, IDENTITY_CHARS_MAX),
             version: truncate_chars(&hello.version, IDENTITY_CHARS_MAX),
             protocol: hello.protocol.clone(),
+            features: hello.features(),
         });
         st.max_in_flight = max_in_flight;
         st.early_changes = Some(Vec::new());

@@ -275,6 +275,7 @@ fn handshake(shared: &Shared, run: u64) -> Result<(), RunEnd> {
         protocols: SUPPORTED_VERSIONS,
         host: "cardd",
         host_version: env!("CARGO_PKG_VERSION"),
+        features: protocol::HOST_FEATURES,
     });
     let budget = Duration::from_millis(options.hello_timeout_ms) + options.grace();
     let cardd_speaks = SUPPORTED_VERSIONS.join(", ");

@@ -1,19 +1,23 @@
 //! The example Python plugin, driven through the plugin driver, passes the driver conformance
-//! kit: what holds for the built-in drivers holds for a reader behind a child process too.
-
-// The tests drive the example plugin's test hooks over a Unix socket.
-#![cfg(unix)]
+//! kit, its simulated card driven through the plugin's test hooks (PROTOCOL.md §12): what holds
+//! for the built-in drivers holds for a reader behind a child process too.
 
 mod common;
 
 use std::sync::Arc;
 
-use cardd_conformance::{run, Harness};
+use cardd_conformance::{run, Arranged, Harness, CHECKS};
 use cardd_reader::ReaderFactory;
 use common::TestPlugin;
 
 struct PluginHarness {
     plugin: TestPlugin,
+}
+
+impl PluginHarness {
+    fn hook(&self, command: &str) -> Result<(), String> {
+        self.plugin.try_control(command).map_err(|e| e.to_string())
+    }
 }
 
 impl Harness for PluginHarness {
@@ -26,19 +30,17 @@ impl Harness for PluginHarness {
     fn reader_id(&self) -> String {
         self.plugin.reader_id()
     }
-    fn remove_card(&mut self) {
-        self.plugin.control("remove");
+    fn remove_card(&mut self) -> Result<(), String> {
+        self.hook("remove")
     }
-    fn insert_card(&mut self) {
-        self.plugin.control("insert");
+    fn insert_card(&mut self) -> Result<(), String> {
+        self.hook("insert")
     }
-    fn remove_during_next_command(&mut self) -> bool {
-        self.plugin.control("remove_during_next");
-        true
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String> {
+        self.hook("remove_during_next").map(|()| Arranged::Yes)
     }
-    fn silence_next_command(&mut self) -> bool {
-        self.plugin.control("silent_next");
-        true
+    fn silence_next_command(&mut self) -> Result<Arranged, String> {
+        self.hook("silent_next").map(|()| Arranged::Yes)
     }
 }
 
@@ -58,10 +60,12 @@ fn the_example_plugin_conforms() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let report = run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("conformance report: {report:?}");
-    assert!(report.skipped.is_empty(), "{report:?}");
-    assert_eq!(report.passed.len(), 8, "{report:?}");
+    let report = run(&mut harness)
+        .into_result()
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{report}");
+    assert!(report.skipped().is_empty(), "{report:?}");
+    assert_eq!(report.passed(), CHECKS, "{report:?}");
     let status = harness.plugin.factory.status();
     assert_eq!(
         status.stats.starts, 1,

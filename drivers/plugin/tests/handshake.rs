@@ -4,9 +4,6 @@
 //! be a clear error at startup; a plugin that merely fails to start must not stop the daemon
 //! from starting, and must not leave processes behind when the driver instance is dropped.
 
-// The tests drive the example plugin's test hooks over a Unix socket.
-#![cfg(unix)]
-
 mod common;
 
 use std::time::{Duration, Instant};
@@ -27,6 +24,13 @@ fn the_handshake_reports_the_plugin_and_lists_its_reader() {
         Some(cardd_plugin::PROTOCOL_VERSION)
     );
     assert_eq!(status.last_error, None);
+    // The example announces its test hooks, and cardd knows how to use them.
+    assert_eq!(plugin.factory.features(), ["test_hooks"]);
+    assert!(plugin
+        .factory
+        .has_feature(cardd_plugin::protocol::feature::TEST_HOOKS));
+    assert_eq!(plugin.factory.plugin_reader_id("plugin:hs:r1"), Some("r1"));
+    assert_eq!(plugin.factory.plugin_reader_id("plugin:other:r1"), None);
     let readers = plugin.factory.list().unwrap();
     assert_eq!(readers.len(), 1, "{readers:?}");
     let reader = &readers[0];
@@ -173,4 +177,65 @@ fn a_plugin_that_never_says_hello_is_bounded_and_killed() {
 #[test]
 fn the_example_plugin_is_where_the_tests_expect_it() {
     assert!(std::path::Path::new(EXAMPLE_PLUGIN).is_file());
+}
+
+/// A plugin that answers hello with the features cardd announced, then lists one reader.
+const ECHO_FEATURES: &str = r#"
+import json, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["method"] == "hello":
+        features = request["params"].get("features")
+        result = {"protocol": "cardd-plugin/1", "name": "echo", "features": features}
+    elif request["method"] == "list":
+        result = {"readers": [{"id": "r1"}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"id": request["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+#[test]
+fn hello_carries_features_both_ways() {
+    let mut options = PluginOptions::new("echo", python3());
+    options.args = vec!["-c".into(), ECHO_FEATURES.into()];
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(factory.status().state, PluginState::Running);
+    // What cardd announced came back as what the plugin supports.
+    assert_eq!(
+        factory.features(),
+        cardd_plugin::protocol::HOST_FEATURES,
+        "{:?}",
+        factory.status()
+    );
+}
+
+#[test]
+fn a_plugin_without_the_test_hooks_feature_is_never_sent_them() {
+    // The template as shipped for real readers: test_hooks.py deleted.
+    let dir = ScratchDir::new();
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template");
+    for file in ["plugin.py", "cardd_plugin.py", "sdk_stub.py"] {
+        std::fs::copy(template.join(file), dir.0.join(file)).unwrap();
+    }
+    let mut options = PluginOptions::new("real", python3());
+    options.args = vec![dir.0.join("plugin.py").display().to_string()];
+    options.hello_timeout_ms = 10_000;
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(factory.list().unwrap().len(), 1, "{:?}", factory.status());
+    assert!(factory.features().is_empty());
+    let err = factory
+        .test_hook(
+            cardd_plugin::protocol::test_method::REMOVE_CARD,
+            serde_json::json!({"reader": "r1"}),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ReaderError::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("test_hooks"), "{err}");
+    // Nothing reached the plugin, which is still up and was never confused.
+    let status = factory.status();
+    assert_eq!(
+        (status.stats.starts, status.stats.malformed_messages),
+        (1, 0)
+    );
 }

@@ -2,9 +2,6 @@
 //! opening, commands, power and presence, card events, reader hotplug driven by the plugin, and
 //! several sessions sharing one plugin that answers one request at a time.
 
-// The tests drive the example plugin's test hooks over a Unix socket.
-#![cfg(unix)]
-
 mod common;
 
 use std::time::Duration;

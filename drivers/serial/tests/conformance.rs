@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use cardd_conformance::{run, Harness};
+use cardd_conformance::{run, Arranged, Harness, CHECKS};
 use cardd_reader::ReaderFactory;
 use cardd_serial::{SimProgrammer, SimProgrammerConfig};
 use cardd_sim::SimCard;
@@ -26,29 +26,31 @@ impl Harness for SerialHarness {
     fn reader_id(&self) -> String {
         common::READER_ID.into()
     }
-    fn remove_card(&mut self) {
+    fn remove_card(&mut self) -> Result<(), String> {
         self.card = self.sim.remove_card();
+        Ok(())
     }
-    fn insert_card(&mut self) {
+    fn insert_card(&mut self) -> Result<(), String> {
         let card = self
             .card
             .take()
             .or_else(|| self.sim.take_pocket())
-            .expect("a card to insert");
-        if self.sim.insert_card(card).is_err() {
-            panic!("the ICC slot is already taken");
-        }
+            .ok_or("no card to insert")?;
+        self.sim
+            .insert_card(card)
+            .map_err(|_| "the ICC slot is already taken".to_owned())
     }
-    fn remove_during_next_command(&mut self) -> bool {
+    fn remove_during_next_command(&mut self) -> Result<Arranged, String> {
         self.sim.remove_card_during_next_command(false);
-        true
+        Ok(Arranged::Yes)
     }
-    fn silence_next_command(&mut self) -> bool {
+    fn silence_next_command(&mut self) -> Result<Arranged, String> {
         self.sim.go_silent();
-        true
+        Ok(Arranged::Yes)
     }
-    fn recover_after_silence(&mut self) {
+    fn recover_after_silence(&mut self) -> Result<(), String> {
         self.sim.wake();
+        Ok(())
     }
 }
 
@@ -61,8 +63,10 @@ fn the_serial_driver_conforms() {
         factory,
         card: None,
     };
-    let report = run(&mut harness).unwrap_or_else(|e| panic!("{e}"));
-    println!("conformance report: {report:?}");
-    assert!(report.skipped.is_empty(), "{report:?}");
-    assert_eq!(report.passed.len(), 8, "{report:?}");
+    let report = run(&mut harness)
+        .into_result()
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{report}");
+    assert!(report.skipped().is_empty(), "{report:?}");
+    assert_eq!(report.passed(), CHECKS, "{report:?}");
 }
