@@ -57,6 +57,7 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
         if shared.is_shutdown() {
             break;
         }
+        shared.attempt();
         if let RunEnd::Shutdown = run_once(&shared) {
             break;
         }
@@ -67,18 +68,42 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
         if was_stable {
             failures = 0;
         }
-        failures = failures.saturating_add(1);
-        let delay = shared.options.backoff(failures);
-        let reason = shared
-            .lock()
-            .last_error
+        let (asked, last_error) = {
+            let mut st = shared.lock();
+            (
+                std::mem::take(&mut st.restart_requested),
+                st.last_error.clone(),
+            )
+        };
+        let delay = if asked {
+            // An operator's restart: at once, and the next failure starts the backoff afresh.
+            failures = 0;
+            Duration::ZERO
+        } else {
+            failures = failures.saturating_add(1);
+            shared.options.backoff(failures)
+        };
+        let reason = last_error
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |e| e.to_string());
-        tracing::warn!(
-            plugin = %shared.options.name,
-            restart_in_ms = delay.as_millis() as u64,
-            "plugin lost: {reason}"
-        );
+        let restart_in_ms = delay.as_millis() as u64;
+        if asked {
+            tracing::info!(plugin = %shared.options.name, "plugin restarting now: {reason}");
+        } else if last_error.as_ref().is_some_and(PluginError::is_permanent) {
+            // Only a person can fix this; the plugin's readers stay offline until then.
+            tracing::error!(
+                plugin = %shared.options.name,
+                restart_in_ms,
+                "plugin cannot start: {reason}"
+            );
+        } else {
+            tracing::warn!(
+                plugin = %shared.options.name,
+                restart_in_ms,
+                "plugin lost: {reason}"
+            );
+        }
+        shared.backing_off(delay);
         if shared.sleep_unless_shutdown(delay) {
             break;
         }
@@ -100,8 +125,7 @@ fn run_once(shared: &Arc<Shared>) -> RunEnd {
     let mut child = match spawn(options) {
         Ok(child) => child,
         Err(error) => {
-            shared.lock().stats.handshake_failures += 1;
-            shared.record_failure(Some(error.clone()));
+            shared.spawn_failed(error.clone());
             return RunEnd::Failed(error);
         }
     };
@@ -213,7 +237,7 @@ fn read_stdout(shared: Arc<Shared>, run: u64, stdout: ChildStdout) {
     loop {
         match read_line_bounded(&mut reader, &mut line, MESSAGE_BYTES_MAX) {
             Ok(LineRead::Line) => shared.handle_line(run, &line),
-            Ok(LineRead::Oversized { bytes }) => shared.malformed(
+            Ok(LineRead::Oversized { bytes }) => shared.garbled(
                 run,
                 format!("a line of {bytes} bytes, over the {MESSAGE_BYTES_MAX}-byte limit"),
             ),
@@ -289,6 +313,7 @@ fn handshake(shared: &Shared, run: u64) -> Result<(), RunEnd> {
         }
         Err(e) => return Err(setup_failure(shared, method::HELLO, e, budget)),
     };
+    let features = hello_features(&value);
     let hello: HelloResult = serde_json::from_value(value).map_err(|e| {
         RunEnd::Failed(PluginError::Malformed {
             plugin: options.name.clone(),
@@ -312,7 +337,7 @@ fn handshake(shared: &Shared, run: u64) -> Result<(), RunEnd> {
         max_in_flight,
         "plugin handshake done"
     );
-    shared.set_identity(run, &hello, max_in_flight);
+    shared.set_identity(run, &hello, features, max_in_flight);
     let budget = options.request_timeout() + options.grace();
     let value = shared
         .call(target, method::LIST, serde_json::json!({}), budget)
@@ -328,10 +353,35 @@ fn handshake(shared: &Shared, run: u64) -> Result<(), RunEnd> {
     Ok(())
 }
 
+/// Most optional features kept from `hello`.
+pub const FEATURES_MAX: usize = 64;
+
+/// The optional `features` of a `hello` answer: strings, bounded in number and length; anything
+/// else in the list is ignored.
+fn hello_features(value: &serde_json::Value) -> Vec<String> {
+    value
+        .get("features")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(serde_json::Value::as_str)
+                .take(FEATURES_MAX)
+                .map(|f| truncate_chars(f, IDENTITY_CHARS_MAX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn setup_failure(shared: &Shared, method: &str, error: CallError, budget: Duration) -> RunEnd {
     let plugin = shared.options.name.clone();
     match error {
         CallError::Gone => shared.why_gone(),
+        CallError::Timeout if method == method::HELLO => {
+            RunEnd::Failed(PluginError::HelloTimeout {
+                plugin,
+                waited_ms: budget.as_millis() as u64,
+            })
+        }
         CallError::Timeout => RunEnd::Failed(PluginError::Unresponsive {
             plugin,
             method: method.into(),
@@ -343,11 +393,13 @@ fn setup_failure(shared: &Shared, method: &str, error: CallError, budget: Durati
             code: truncate_chars(&e.code, IDENTITY_CHARS_MAX),
             message: truncate_chars(&e.message, protocol::ERROR_MESSAGE_CHARS_MAX),
         }),
-        CallError::Local(detail) => RunEnd::Failed(PluginError::Malformed {
-            plugin,
-            method: method.into(),
-            detail,
-        }),
+        CallError::Local(detail) | CallError::Malformed(detail) => {
+            RunEnd::Failed(PluginError::Malformed {
+                plugin,
+                method: method.into(),
+                detail,
+            })
+        }
     }
 }
 
