@@ -103,18 +103,19 @@ impl PluginFactory {
 impl Supervised for PluginFactory {
     fn status(&self) -> SupervisedStatus {
         let status = self.shared.status();
+        // A start that failed for a reason only a person can fix stays `failed` while it is
+        // retried, rather than flickering between `backoff` and `starting`.
+        let needs_a_person = status
+            .last_error
+            .as_ref()
+            .is_some_and(PluginError::is_permanent);
         let state = match status.state {
-            PluginState::Starting => SupervisedState::Starting,
             PluginState::Running => SupervisedState::Running,
             PluginState::Stopped => SupervisedState::Stopped,
-            PluginState::Restarting
-                if status
-                    .last_error
-                    .as_ref()
-                    .is_some_and(PluginError::is_permanent) =>
-            {
+            PluginState::Starting | PluginState::Restarting if needs_a_person => {
                 SupervisedState::Failed
             }
+            PluginState::Starting => SupervisedState::Starting,
             PluginState::Restarting => SupervisedState::Backoff,
         };
         SupervisedStatus {
