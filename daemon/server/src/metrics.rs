@@ -111,7 +111,7 @@ impl Metrics {
             ),
             apdu_failures: r.counters(
                 "cardd_apdu_failures",
-                "Command APDUs that got no response, per reader and kind (timeout, card_removed, no_card, reader_gone, other)",
+                "Command APDUs that got no response, per reader and kind (timeout, card_removed, no_card, reader_gone, driver_crashed, driver_malformed, other)",
             ),
             card_removals: r.counters(
                 "cardd_card_removals",
@@ -207,6 +207,8 @@ impl Metrics {
                 ReaderError::CardRemoved { .. } => "card_removed",
                 ReaderError::NoCard { .. } => "no_card",
                 ReaderError::ReaderGone { .. } => "reader_gone",
+                ReaderError::DriverCrashed { .. } => "driver_crashed",
+                ReaderError::DriverMalformed { .. } => "driver_malformed",
                 _ => "other",
             };
             self.apdu_failures
