@@ -312,21 +312,8 @@ impl ReaderManager {
         }
         let monitored = threads.len() > 1;
         tracing::info!(reader = %info.id, driver = %info.driver, name = %info.name, "reader attached");
-        self.events.publish(EventKind::ReaderAdded {
-            reader_id: info.id.clone(),
-            name: info.name.clone(),
-            driver: info.driver.clone(),
-        });
-        // A reader that arrives holding a card (plugged in with one, or back after its plugin
-        // restarted) announces the card too: clients would otherwise wait for an insertion
-        // that already happened.
         let present = lock(&presence).clone();
-        if let Some(atr) = present {
-            self.events.publish(EventKind::CardInserted {
-                reader_id: info.id.clone(),
-                atr,
-            });
-        }
+        let (id, name, driver) = (info.id.clone(), info.name.clone(), info.driver.clone());
         lock(&self.slots).insert(
             info.id.clone(),
             Slot {
@@ -341,6 +328,20 @@ impl ReaderManager {
                 stoppers,
             },
         );
+        // Announced once the reader takes jobs, so whoever reacts to an event (the recovery
+        // of interrupted loads does) finds it.
+        self.events.publish(EventKind::ReaderAdded {
+            reader_id: id.clone(),
+            name,
+            driver,
+        });
+        // A reader that arrives holding a card (plugged in with one, or back after its plugin
+        // restarted) announces the card too: clients would otherwise wait for an insertion
+        // that already happened, and an interrupted load on that card is settled now.
+        if let Some(atr) = present {
+            self.events
+                .publish(EventKind::CardInserted { reader_id: id, atr });
+        }
         Ok(())
     }
 
