@@ -231,3 +231,38 @@ fn the_status_carries_what_hello_declared() {
     assert_eq!(status.last_error, None);
     assert!(m.factory.supervised().is_some());
 }
+
+#[test]
+fn a_plugin_too_slow_to_say_hello_backs_off_longer_each_time() {
+    // An SDK that initialises before the plugin reads its first request.
+    let mut options = PluginOptions::new("slow", python3());
+    options.args = vec![
+        "-c".into(),
+        "import sys, time\ntime.sleep(30)\nsys.stdin.readline()\n".into(),
+    ];
+    options.hello_timeout_ms = 100;
+    options.request_timeout_grace_ms = 10;
+    options.restart_backoff_initial_ms = 50;
+    options.restart_backoff_max_ms = 200;
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_millis(WAIT_MS_MAX);
+    let mut waits: Vec<u64> = Vec::new();
+    while factory.status().restarts < 4 {
+        assert!(Instant::now() < deadline, "{:?}", factory.status());
+        let wait = Supervised::status(&factory).backoff_ms;
+        if wait > 0 && waits.last() != Some(&wait) {
+            waits.push(wait);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The waits grow to the maximum and stay there: never a tight loop.
+    assert!(waits.windows(2).all(|w| w[0] < w[1]), "{waits:?}");
+    assert_eq!(waits.last(), Some(&200), "{waits:?}");
+    let status = Supervised::status(&factory);
+    assert!(
+        status.last_error.as_deref().is_some_and(|e| e
+            .contains("did not answer hello within 110 ms")
+            && e.contains("Slow SDKs")),
+        "{status:?}"
+    );
+}
