@@ -1,10 +1,12 @@
 //! The `cardd-reader` face of a plugin: [`PluginFactory`], [`PluginReader`], [`PluginHotplug`].
 //!
 //! The daemon opens a plugin's readers exactly as it opens PC/SC ones. A session is bound to
-//! the plugin process (the *run*) it was opened in: if that process dies or hangs the session
-//! answers `ReaderGone` from then on (the card's power state and selected files died with the
-//! process, so carrying on silently would lie), and the reader comes back as a new
-//! `HotplugEvent::Added` once the supervisor has restarted the plugin.
+//! the plugin process (the *run*) it was opened in: if that process dies, hangs or is restarted
+//! the session answers `DriverCrashed` from then on (the card's power state and selected files
+//! died with the process, so carrying on silently would lie; and the reader itself is fine, so
+//! `ReaderGone` would send the operator to the cable), and the reader comes back as a new
+//! `HotplugEvent::Added` once the supervisor has restarted the plugin. A reply the session
+//! cannot read is `DriverMalformed`. Only a reader the plugin reports removed is `ReaderGone`.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

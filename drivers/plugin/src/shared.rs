@@ -11,7 +11,8 @@
 //!   (too much of it also ends the run).
 //!
 //! Every child gets a new *run* number. A session belongs to the run (and to the appearance of
-//! its reader) it was opened in; when either ends the session answers `ReaderGone` for good.
+//! its reader) it was opened in; when either ends the session fails for good (`Gone`, which
+//! the session words as `DriverCrashed` when the run was lost, see [`Shared::run_lost`]).
 //! State lives behind one mutex with one condition variable that wakes the supervisor, event
 //! waiters and request gates, so nothing polls.
 

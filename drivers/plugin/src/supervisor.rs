@@ -16,8 +16,11 @@
 //! * callers and the I/O threads meet in the shared state (`crate::shared`), which routes
 //!   answers and events and bounds every wait.
 //!
-//! When a run ends, its sessions answer `ReaderGone` for good and its readers are announced
-//! removed; the daemon reopens them when `HotplugEvent::Added` arrives after the restart.
+//! When a run ends, its sessions answer `DriverCrashed` for good and its readers are announced
+//! removed; the daemon reopens them when `HotplugEvent::Added` arrives after the restart. A
+//! start that fails (even for a reason only a person can fix: no such program, another
+//! protocol version) is retried the same way, so a broken plugin never stops the daemon; an
+//! operator's `restart_now` ends the run and skips the backoff.
 
 use std::io::{BufReader, Write};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
