@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use common::TestDaemon;
 use serde_json::{json, Value};
 
-/// A standard-library Python plugin with one reader `r1` holding a card.
+/// A standard-library Python plugin with one reader `r1` holding a card. With `crash`, it
+/// exits at a GET BALANCE; with `garble`, it answers a GET BALANCE with a broken line. (Only
+/// GET BALANCE: the daemon reads the cards present at start-up to settle interrupted loads.)
 const PLUGIN: &str = r#"
 import json, sys
+mode = sys.argv[1] if len(sys.argv) > 1 else ""
 def send(m):
     sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
 for line in sys.stdin:
@@ -32,6 +35,12 @@ for line in sys.stdin:
     elif m == "presence":
         send({"id": i, "result": {"state": "powered", "atr": "3B00"}})
     elif m == "transmit":
+        balance = req["params"]["apdu"].upper().startswith("805C")
+        if mode == "crash" and balance:
+            sys.exit(3)
+        if mode == "garble" and balance:
+            sys.stdout.write("SDK: card ok\n"); sys.stdout.flush()
+            continue
         send({"id": i, "result": {"response": "9000"}})
     else:
         send({"id": i, "result": {}})
@@ -309,5 +318,99 @@ async fn a_restart_ends_leases_and_announces_the_cards_that_come_back() {
         )
         .await;
     assert_eq!(code, i64::from(cardd_api::ErrorCode::LeaseNotFound.code()));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teller_is_told_of_a_plugin_crash_or_garbled_reply_in_plain_words() {
+    let scripts = tempfile::tempdir().expect("scripts dir");
+    let mini = scripts.path().join("mini.py");
+    std::fs::write(&mini, PLUGIN).expect("write the plugin");
+    let world = format!("plugin-words-{}", std::process::id());
+    let w = world.clone();
+    let d = TestDaemon::start_with(move |c| {
+        c.readers[0].options = json!({ "world": w });
+        let mut crashy = plugin("crashy", &mini);
+        crashy.options["args"] = json!([mini.display().to_string(), "crash"]);
+        // Not back before the test ends: its state stays `backoff`.
+        crashy.options["restart_backoff_initial_ms"] = json!(60_000);
+        crashy.options["restart_backoff_max_ms"] = json!(60_000);
+        c.readers.push(crashy);
+        let mut garbled = plugin("garbled", &mini);
+        garbled.options["args"] = json!([mini.display().to_string(), "garble"]);
+        c.readers.push(garbled);
+    })
+    .await;
+    let teller = d.login("teller", "teller123").await;
+
+    // A garbled reply fails the read at once (the APDU timeout is far longer), worded as the
+    // plugin's fault, not the card's.
+    let started = Instant::now();
+    let (code, message) = d
+        .err(
+            "card.balance",
+            json!({"reader_id": "plugin:garbled:r1"}),
+            Some(&teller),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        code,
+        i64::from(cardd_api::ErrorCode::ReaderDriverMalformed.code()),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("读卡器插件 garbled 回复格式错误"),
+        "{message}"
+    );
+
+    // A crash is a crash: the teller is not sent to reconnect the reader.
+    let (code, message) = d
+        .err(
+            "card.balance",
+            json!({"reader_id": "plugin:crashy:r1"}),
+            Some(&teller),
+        )
+        .await;
+    assert_eq!(
+        code,
+        i64::from(cardd_api::ErrorCode::ReaderDriverCrashed.code()),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("读卡器插件 crashy 意外退出，正在重启"),
+        "{message}"
+    );
+    assert!(!message.contains("重新连接"), "{message}");
+
+    // The status says the plugin is waiting out its backoff, and why.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let plugins = d.ok("readers.plugins", json!({}), Some(&teller)).await;
+        let crashy = plugin_named(&plugins, "crashy");
+        if crashy["state"] == "backoff" {
+            assert_eq!(crashy["backoff_ms"], 60_000, "{crashy}");
+            assert_eq!(crashy["readers"], 0, "{crashy}");
+            assert!(
+                crashy["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("exited unexpectedly")),
+                "{crashy}"
+            );
+            let garbled = plugin_named(&plugins, "garbled");
+            assert_eq!(garbled["state"], "running", "{garbled}");
+            assert!(
+                garbled["malformed_lines"].as_u64().unwrap() >= 1,
+                "{garbled}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{plugins}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.stop().await;
 }
