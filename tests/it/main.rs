@@ -27,6 +27,7 @@ mod local_attacker_auth;
 mod metrics;
 mod obu_issue;
 mod pcsc_e2e;
+mod plugin_supervision;
 mod reader_stack;
 mod reconciliation;
 mod recovery;

@@ -70,6 +70,13 @@ enum Command {
     Passwd,
     /// Readers, their capabilities and whether a card is present.
     Readers,
+    /// Reader plugins (vendor programs) and their health: state, restarts, backoff, last error.
+    Plugins,
+    /// Restart a reader plugin at once, skipping its backoff (administrators).
+    RestartPlugin {
+        /// The plugin's instance name (`name` in its `[[readers]]` options).
+        instance: String,
+    },
     /// Read the card on a reader: type, number, plate, balance, validity. Presents no PIN and
     /// starts no load.
     Card {
@@ -391,6 +398,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Readers => {
             let r = c.call::<readers::List>(&NoParams {})?;
             out.table(&value(&r)?, &["id", "name", "driver", "card_present"])
+        }
+        Command::Plugins => {
+            let r = c.call::<readers::Plugins>(&NoParams {})?;
+            out.table(
+                &value(&r)?,
+                &[
+                    "instance",
+                    "state",
+                    "readers",
+                    "restarts",
+                    "backoff_ms",
+                    "last_error",
+                ],
+            )
+        }
+        Command::RestartPlugin { instance } => {
+            let r = c.call::<readers::RestartPlugin>(&readers::RestartPluginParams { instance })?;
+            out.show(&value(&r)?, |p| {
+                format!(
+                    "读卡器插件 {} 正在重启",
+                    p["instance"].as_str().unwrap_or("?")
+                )
+            })
         }
         Command::Card {
             reader,

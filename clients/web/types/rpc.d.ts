@@ -1221,6 +1221,43 @@ export type CapabilitiesView = {
   psam_slots: number;
 };
 
+/** Where a reader plugin (a supervised driver program) is in its life. */
+export type PluginState = 'starting' | 'running' | 'backoff' | 'failed' | 'stopped';
+
+/** The health of one configured reader plugin (`[[readers]]` with `driver = "plugin"`). */
+export type PluginStatus = {
+  /**
+   * The wait before the next start while `backoff` or `failed`, else 0.
+   * Format: `uint64`.
+   */
+  backoff_ms: number;
+  /** Optional protocol features the plugin declared. */
+  features: string[];
+  /** The configured instance name: readers are `plugin:<instance>:<id>`. */
+  instance: string;
+  /** Why the plugin last stopped or failed to start, and what to do (English, for the log). */
+  last_error?: string | null;
+  /**
+   * Lines the plugin sent that were not valid protocol messages.
+   * Format: `uint64`.
+   */
+  malformed_lines: number;
+  /** The plugin's own name and version from its handshake. */
+  name?: string | null;
+  /**
+   * Readers the plugin lists now.
+   * Format: `uint64`.
+   */
+  readers: number;
+  /**
+   * Starts after the first one (crashes, hangs, failed starts, restarts asked for).
+   * Format: `uint64`.
+   */
+  restarts: number;
+  state: PluginState;
+  version?: string | null;
+};
+
 /** A reader as `readers.list` shows it. */
 export type ReaderStatus = {
   /** Hex ATR of the card, when known. */
@@ -1231,6 +1268,8 @@ export type ReaderStatus = {
   id: string;
   lease?: LeaseInfo | null;
   name: string;
+  /** For a reader served by a vendor plugin (driver `plugin`): the plugin's health. */
+  plugin?: PluginStatus | null;
 };
 
 /** A demo card as the panel shows it. */
@@ -1979,6 +2018,11 @@ export interface Methods {
     params: Record<string, never>;
     result: ReaderStatus[];
   };
+  /** The configured reader plugins with their health, including plugins with no reader now. */
+  'readers.plugins': {
+    params: Record<string, never>;
+    result: PluginStatus[];
+  };
   /** Release a lease you hold. */
   'readers.release': {
     params: {
@@ -1994,6 +2038,17 @@ export interface Methods {
       lease_id: string;
     };
     result: LeaseInfo;
+  };
+  /**
+   * Kill a reader plugin and start it again at once, skipping its backoff (administrators;
+   * audited).
+   */
+  'readers.restart_plugin': {
+    params: {
+      /** The plugin's instance name (`name` in its `[[readers]]` options). */
+      instance: string;
+    };
+    result: PluginStatus;
   };
   /** This API's OpenRPC document. */
   'rpc.discover': {

@@ -110,6 +110,10 @@ error_codes! {
     LeaseNotFound = -32058, 404, "Take a new lease with readers.lease.";
     /// The reader lacks a capability the method needs.
     Unsupported = -32059, 422, "Use a reader with the capability named in the message.";
+    /// The reader's driver program (a vendor plugin) ended unexpectedly or stopped answering; cardd is restarting it. A command in flight may or may not have reached the card.
+    ReaderDriverCrashed = -32064, 503, "Wait a few seconds for the reader to come back, then retry (a load re-reads the card first); if it repeats, send the daemon log to the plugin's vendor.";
+    /// The reader's driver program (a vendor plugin) sent a reply that is not a valid message. A command in flight may or may not have reached the card.
+    ReaderDriverMalformed = -32065, 502, "Retry (a load re-reads the card first); if it repeats, send the daemon log to the plugin's vendor.";
     /// No such operator.
     OperatorNotFound = -32060, 404, "Check the user name.";
     /// The operator already exists.

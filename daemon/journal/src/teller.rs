@@ -14,6 +14,8 @@ pub fn reader_error_code(e: &ReaderError) -> ErrorCode {
         ReaderError::CardRemoved { .. } => ErrorCode::CardRemoved,
         ReaderError::Timeout { .. } => ErrorCode::ReaderTimeout,
         ReaderError::ReaderGone { .. } => ErrorCode::ReaderGone,
+        ReaderError::DriverCrashed { .. } => ErrorCode::ReaderDriverCrashed,
+        ReaderError::DriverMalformed { .. } => ErrorCode::ReaderDriverMalformed,
         ReaderError::NotFound { .. } => ErrorCode::ReaderNotFound,
         ReaderError::Busy { .. } => ErrorCode::ReaderBusy,
         ReaderError::Unsupported { .. } => ErrorCode::Unsupported,
@@ -36,6 +38,12 @@ pub fn reader_error_zh(e: &ReaderError) -> String {
         }
         ReaderError::Timeout { .. } => "卡片没有应答：请检查卡片是否放好后重试".into(),
         ReaderError::ReaderGone { .. } => "读卡器已断开：请重新连接读卡器，连接后会自动识别".into(),
+        ReaderError::DriverCrashed { program, .. } => format!(
+            "读卡器插件 {program} 意外退出，正在重启：请稍候几秒，待读卡器恢复后重试；如反复出现，请将日志发给读卡器厂商"
+        ),
+        ReaderError::DriverMalformed { program, .. } => format!(
+            "读卡器插件 {program} 回复格式错误：请重试；如反复出现，请将日志发给读卡器厂商"
+        ),
         ReaderError::NotFound { .. } => "未找到该读卡器：请检查读卡器连接后刷新页面".into(),
         ReaderError::Busy { holder, .. } => {
             format!("读卡器正被 {holder} 使用：请等待其完成后再试")

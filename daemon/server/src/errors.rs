@@ -194,6 +194,44 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_crash_or_garbled_reply_is_not_told_as_an_unplugged_reader() {
+        let crashed: ApiError = ReaderError::DriverCrashed {
+            reader: "plugin:acme:r1".into(),
+            program: "acme".into(),
+        }
+        .into();
+        assert_eq!(crashed.code, ErrorCode::ReaderDriverCrashed);
+        assert!(
+            crashed
+                .message
+                .starts_with("读卡器插件 acme 意外退出，正在重启"),
+            "{}",
+            crashed.message
+        );
+        assert!(!crashed.message.contains("重新连接"), "{}", crashed.message);
+        let garbled: ApiError = ReaderError::DriverMalformed {
+            reader: "plugin:acme:r1".into(),
+            program: "acme".into(),
+            detail: "not a protocol message".into(),
+        }
+        .into();
+        assert_eq!(garbled.code, ErrorCode::ReaderDriverMalformed);
+        assert!(
+            garbled.message.starts_with("读卡器插件 acme 回复格式错误"),
+            "{}",
+            garbled.message
+        );
+        // The English detail stays for support, out of the teller's sentence.
+        assert!(!garbled.message.contains("not a protocol message"));
+        let gone: ApiError = ReaderError::ReaderGone {
+            reader: "plugin:acme:r1".into(),
+        }
+        .into();
+        assert_eq!(gone.code, ErrorCode::ReaderGone);
+        assert!(gone.message.contains("重新连接读卡器"), "{}", gone.message);
+    }
+
+    #[test]
     fn unfunded_loads_say_nothing_was_written() {
         let e = unfunded_load(&cardd_purse::SamError::LoadNotFunded {
             reason: "充值记录 R1 不存在".into(),

@@ -3,7 +3,8 @@
 //! Why: a teller PC's cardd is judged by the seconds a customer waits at the counter, and most
 //! of them belong to the card. These series show where time goes and what fails without
 //! reading logs: per-reader APDU latency and failures (timeouts, cards removed mid-command,
-//! readers gone), card removals, flow outcomes and durations, journal flush latency (every
+//! readers gone), card removals, reader plugins' health (state, restarts, backoff, malformed
+//! lines), flow outcomes and durations, journal flush latency (every
 //! money step waits for one), and JSON-RPC request counts and latencies per method.
 //!
 //! The text is OpenMetrics (which Prometheus scrapes), rendered by the `prometheus-client`
@@ -13,8 +14,11 @@
 //! account. Label values come from configuration and the method catalogue, never from clients,
 //! so the number of series is bounded.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use cardd_api::readers::{PluginState, PluginStatus};
 
 use cardd_reader::{
     ApduTransport, Atr, CardEvents, CardPresence, CardReader, ExclusiveAccess, ObuChannel,
@@ -22,6 +26,7 @@ use cardd_reader::{
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -64,7 +69,23 @@ pub struct Metrics {
     journal_flush_seconds: Histogram,
     rpc_requests: Family<Labels2, Counter>,
     rpc_seconds: HistogramFamily<Labels1>,
+    plugin_state: Family<Labels2, Gauge>,
+    plugin_restarts: Family<Labels1, Counter>,
+    plugin_malformed_lines: Family<Labels1, Counter>,
+    plugin_backoff_seconds: Family<Labels1, Gauge<f64, AtomicU64>>,
+    plugin_readers: Family<Labels1, Gauge>,
+    /// Serialises [`Metrics::plugins`] so counters advance by each delta once.
+    plugins_seen: Mutex<()>,
 }
+
+/// Every [`PluginState`] with its label value.
+const PLUGIN_STATES: [(PluginState, &str); 5] = [
+    (PluginState::Starting, "starting"),
+    (PluginState::Running, "running"),
+    (PluginState::Backoff, "backoff"),
+    (PluginState::Failed, "failed"),
+    (PluginState::Stopped, "stopped"),
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,7 +111,7 @@ impl Metrics {
             ),
             apdu_failures: r.counters(
                 "cardd_apdu_failures",
-                "Command APDUs that got no response, per reader and kind (timeout, card_removed, no_card, reader_gone, other)",
+                "Command APDUs that got no response, per reader and kind (timeout, card_removed, no_card, reader_gone, driver_crashed, driver_malformed, other)",
             ),
             card_removals: r.counters(
                 "cardd_card_removals",
@@ -119,7 +140,51 @@ impl Metrics {
                 "Time to answer a JSON-RPC call, per method (session check, work, audit)",
                 rpc_buckets,
             ),
+            plugin_state: r.family(
+                "cardd_plugin_state",
+                "Reader plugins by state: 1 for the state each instance is in now, 0 for the others (starting, running, backoff, failed, stopped)",
+            ),
+            plugin_restarts: r.counters(
+                "cardd_plugin_restarts",
+                "Reader plugin starts after the first, per instance (crashes, hangs, failed starts, restarts asked for)",
+            ),
+            plugin_malformed_lines: r.counters(
+                "cardd_plugin_malformed_lines",
+                "Lines a reader plugin sent that were not valid protocol messages, per instance",
+            ),
+            plugin_backoff_seconds: r.family(
+                "cardd_plugin_backoff_seconds",
+                "The wait before a reader plugin's next start while it is down, per instance (0 while it runs)",
+            ),
+            plugin_readers: r.family(
+                "cardd_plugin_readers",
+                "Readers a reader plugin lists now, per instance",
+            ),
+            plugins_seen: Mutex::new(()),
             registry,
+        }
+    }
+
+    /// Brings the reader plugin series up to date with `plugins` (called before rendering).
+    pub fn plugins(&self, plugins: &[PluginStatus]) {
+        let _one_at_a_time = self.plugins_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for p in plugins {
+            let instance = [("instance", p.instance.clone())];
+            for (state, name) in PLUGIN_STATES {
+                self.plugin_state
+                    .get_or_create(&[("instance", p.instance.clone()), ("state", name.to_owned())])
+                    .set(i64::from(p.state == state));
+            }
+            let restarts = self.plugin_restarts.get_or_create(&instance);
+            restarts.inc_by(p.restarts.saturating_sub(restarts.get()));
+            let malformed = self.plugin_malformed_lines.get_or_create(&instance);
+            malformed.inc_by(p.malformed_lines.saturating_sub(malformed.get()));
+            self.plugin_backoff_seconds
+                .get_or_create(&instance)
+                .set(p.backoff_ms as f64 / 1000.0);
+            self.plugin_readers
+                .get_or_create(&instance)
+                .set(i64::try_from(p.readers).unwrap_or(i64::MAX));
         }
     }
 
@@ -142,6 +207,8 @@ impl Metrics {
                 ReaderError::CardRemoved { .. } => "card_removed",
                 ReaderError::NoCard { .. } => "no_card",
                 ReaderError::ReaderGone { .. } => "reader_gone",
+                ReaderError::DriverCrashed { .. } => "driver_crashed",
+                ReaderError::DriverMalformed { .. } => "driver_malformed",
                 _ => "other",
             };
             self.apdu_failures
@@ -207,6 +274,15 @@ impl Register<'_> {
         help: &str,
     ) -> Family<[(&'static str, String); N], Counter> {
         let family = Family::<[(&'static str, String); N], Counter>::default();
+        self.0.register(name, help, family.clone());
+        family
+    }
+
+    fn family<L, M>(&mut self, name: &str, help: &str) -> Family<L, M>
+    where
+        Family<L, M>: prometheus_client::registry::Metric + Clone + Default,
+    {
+        let family = Family::<L, M>::default();
         self.0.register(name, help, family.clone());
         family
     }
@@ -318,6 +394,23 @@ mod tests {
         m.flow_finished("card.load", "succeeded", Duration::from_millis(30));
         m.journal_flush(Duration::from_millis(2));
         m.rpc("card.summary", "ok", Duration::from_micros(900));
+        let mut acme = PluginStatus {
+            instance: "acme".into(),
+            state: PluginState::Backoff,
+            restarts: 2,
+            backoff_ms: 400,
+            malformed_lines: 3,
+            last_error: Some("plugin acme exited unexpectedly".into()),
+            name: None,
+            version: None,
+            features: Vec::new(),
+            readers: 0,
+        };
+        m.plugins(&[acme.clone()]);
+        // Counters advance by the difference only, however often the status is read.
+        acme.restarts = 3;
+        m.plugins(&[acme.clone()]);
+        m.plugins(&[acme]);
         let text = m.render();
         for needle in [
             r#"cardd_apdu_duration_seconds_count{reader="sim:etc"} 2"#,
@@ -328,6 +421,12 @@ mod tests {
             "cardd_journal_flush_duration_seconds_count 1",
             r#"cardd_rpc_requests_total{method="card.summary",outcome="ok"} 1"#,
             r#"cardd_rpc_duration_seconds_count{method="card.summary"} 1"#,
+            r#"cardd_plugin_state{instance="acme",state="backoff"} 1"#,
+            r#"cardd_plugin_state{instance="acme",state="running"} 0"#,
+            r#"cardd_plugin_restarts_total{instance="acme"} 3"#,
+            r#"cardd_plugin_malformed_lines_total{instance="acme"} 3"#,
+            r#"cardd_plugin_backoff_seconds{instance="acme"} 0.4"#,
+            r#"cardd_plugin_readers{instance="acme"} 0"#,
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use cardd_api::ErrorCode;
 use cardd_reader::{
     Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
-    ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
+    ReaderFactory, ReaderInfo, ReaderSelector, SupervisedState, SupervisedStatus, WaitStopper,
 };
 use tokio::sync::oneshot;
 
@@ -51,7 +51,31 @@ pub struct Holder {
     pub session: String,
 }
 
-pub use cardd_api::readers::{CapabilitiesView, LeaseInfo, ReaderStatus};
+pub use cardd_api::readers::{
+    CapabilitiesView, LeaseInfo, PluginState, PluginStatus, ReaderStatus,
+};
+
+/// A supervised driver program's status for the wire.
+pub fn plugin_status(s: SupervisedStatus) -> PluginStatus {
+    PluginStatus {
+        instance: s.instance,
+        state: match s.state {
+            SupervisedState::Starting => PluginState::Starting,
+            SupervisedState::Running => PluginState::Running,
+            SupervisedState::Backoff => PluginState::Backoff,
+            SupervisedState::Failed => PluginState::Failed,
+            SupervisedState::Stopped => PluginState::Stopped,
+        },
+        restarts: s.restarts,
+        backoff_ms: s.backoff_ms,
+        malformed_lines: s.malformed_lines,
+        last_error: s.last_error,
+        name: s.name,
+        version: s.version,
+        features: s.features,
+        readers: s.readers as u64,
+    }
+}
 
 /// A driver's [`Capabilities`] for the wire.
 pub fn capabilities_view(c: Capabilities) -> CapabilitiesView {
@@ -76,6 +100,8 @@ struct Lease {
 
 struct Slot {
     info: ReaderInfo,
+    /// The driver instance the reader belongs to.
+    factory: Arc<dyn ReaderFactory>,
     jobs: mpsc::SyncSender<Job>,
     presence: Arc<Mutex<Option<String>>>,
     lease: Option<Lease>,
@@ -199,6 +225,7 @@ impl ReaderManager {
     /// Opens a reader and starts its worker and monitor.
     fn attach(&self, factory: Arc<dyn ReaderFactory>, info: ReaderInfo) -> Result<(), ApiError> {
         let selector = ReaderSelector::Id(info.id.clone());
+        let owner = factory.clone();
         let session = factory.open(&selector).map_err(ApiError::from)?;
         let session = MeteredReader::wrap(session, self.metrics.clone());
         let mut reader = Reader::new(session, Duration::from_millis(self.limits.apdu_timeout_ms));
@@ -285,15 +312,13 @@ impl ReaderManager {
         }
         let monitored = threads.len() > 1;
         tracing::info!(reader = %info.id, driver = %info.driver, name = %info.name, "reader attached");
-        self.events.publish(EventKind::ReaderAdded {
-            reader_id: info.id.clone(),
-            name: info.name.clone(),
-            driver: info.driver.clone(),
-        });
+        let present = lock(&presence).clone();
+        let (id, name, driver) = (info.id.clone(), info.name.clone(), info.driver.clone());
         lock(&self.slots).insert(
             info.id.clone(),
             Slot {
                 info,
+                factory: owner,
                 jobs: tx,
                 presence,
                 lease: None,
@@ -303,6 +328,20 @@ impl ReaderManager {
                 stoppers,
             },
         );
+        // Announced once the reader takes jobs, so whoever reacts to an event (the recovery
+        // of interrupted loads does) finds it.
+        self.events.publish(EventKind::ReaderAdded {
+            reader_id: id.clone(),
+            name,
+            driver,
+        });
+        // A reader that arrives holding a card (plugged in with one, or back after its plugin
+        // restarted) announces the card too: clients would otherwise wait for an insertion
+        // that already happened, and an interrupted load on that card is settled now.
+        if let Some(atr) = present {
+            self.events
+                .publish(EventKind::CardInserted { reader_id: id, atr });
+        }
         Ok(())
     }
 
@@ -349,11 +388,45 @@ impl ReaderManager {
                         .lease
                         .as_ref()
                         .map(|l| lease_info(&slot.info.id, l, now)),
+                    plugin: slot.factory.supervised().map(|s| plugin_status(s.status())),
                 }
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// Every configured reader plugin (supervised driver program) with its health, in
+    /// configuration order, whether or not it has readers now.
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.factories
+            .iter()
+            .filter_map(|f| f.supervised())
+            .map(|s| plugin_status(s.status()))
+            .collect()
+    }
+
+    /// Kills reader plugin `instance` and starts it again at once; `reason` goes to its log
+    /// and status. Its readers are detached (leases end with `reader_gone`) and attached again
+    /// when it is back.
+    pub fn restart_plugin(&self, instance: &str, reason: &str) -> Result<PluginStatus, ApiError> {
+        let plugin = self
+            .factories
+            .iter()
+            .filter_map(|f| f.supervised())
+            .find(|s| s.status().instance == instance)
+            .ok_or_else(|| {
+                let known: Vec<String> = self.plugins().into_iter().map(|p| p.instance).collect();
+                ApiError::new(
+                    ErrorCode::ReaderNotFound,
+                    format!(
+                        "no reader plugin named {instance:?}; configured plugins: {} (see readers.plugins)",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                )
+            })?;
+        plugin.restart_now(reason);
+        Ok(plugin_status(plugin.status()))
     }
 
     /// Runs `job` on the reader's worker thread, after checking the lease and the queue bound.

@@ -147,6 +147,7 @@ pub async fn start(
     let health_daemon = Arc::downgrade(&daemon);
     let session_daemon = Arc::downgrade(&daemon);
     let metrics = daemon.metrics.clone();
+    let metrics_daemon = Arc::downgrade(&daemon);
     let guard = GuardConfig {
         allowed_hosts: daemon.config.allowed_hosts.clone(),
         allowed_origins: daemon.config.allowed_origins.clone(),
@@ -156,7 +157,12 @@ pub async fn start(
                 .map(|d| d.health())
                 .unwrap_or_else(|| json!({"status": "stopping"}))
         }),
-        metrics: Some(Arc::new(move || metrics.render())),
+        metrics: Some(Arc::new(move || {
+            if let Some(d) = metrics_daemon.upgrade() {
+                metrics.plugins(&d.readers.plugins());
+            }
+            metrics.render()
+        })),
         session_is_live: Arc::new(move |token| {
             session_daemon.upgrade().is_some_and(|d| {
                 d.auth

@@ -11,7 +11,7 @@
 #[non_exhaustive]
 pub enum PluginError {
     /// The program could not be started at all.
-    #[error("cannot start plugin {plugin} ({command}): {detail}; check the `command` option and that the file is executable")]
+    #[error("cannot start plugin {plugin} ({command}): {detail}; check the `command` option and that the file is executable (cardd keeps retrying, and the plugin's readers appear once it starts)")]
     Spawn {
         plugin: String,
         command: String,
@@ -21,7 +21,7 @@ pub enum PluginError {
     },
 
     /// The plugin does not speak a protocol version cardd offers.
-    #[error("plugin {plugin} speaks {plugin_speaks}, but cardd speaks {cardd_speaks}: install a plugin built for {cardd_speaks}")]
+    #[error("plugin {plugin} speaks {plugin_speaks}, but cardd speaks {cardd_speaks}: install a plugin built for {cardd_speaks} (cardd keeps retrying, and the plugin's readers appear once it matches)")]
     VersionMismatch {
         plugin: String,
         cardd_speaks: String,
@@ -35,6 +35,15 @@ pub enum PluginError {
         method: String,
         waited_ms: u64,
     },
+
+    /// `hello` went unanswered within `hello_timeout_ms` (plus grace): usually an SDK that
+    /// initialises before the plugin answers.
+    #[error("plugin {plugin} did not answer hello within {waited_ms} ms; it is restarted with a growing backoff. A plugin whose SDK starts slowly should answer hello at once and report its readers later with reader_added (PROTOCOL.md, \"Slow SDKs\"); otherwise raise hello_timeout_ms")]
+    HelloTimeout { plugin: String, waited_ms: u64 },
+
+    /// An operator asked for a restart (`readers.restart_plugin`).
+    #[error("plugin {plugin} was restarted by an operator ({reason})")]
+    Restarted { plugin: String, reason: String },
 
     /// The process ended (or closed its stdout) on its own.
     #[error("plugin {plugin} exited unexpectedly ({status}); it is restarted")]

@@ -1,10 +1,12 @@
 //! The `cardd-reader` face of a plugin: [`PluginFactory`], [`PluginReader`], [`PluginHotplug`].
 //!
 //! The daemon opens a plugin's readers exactly as it opens PC/SC ones. A session is bound to
-//! the plugin process (the *run*) it was opened in: if that process dies or hangs the session
-//! answers `ReaderGone` from then on (the card's power state and selected files died with the
-//! process, so carrying on silently would lie), and the reader comes back as a new
-//! `HotplugEvent::Added` once the supervisor has restarted the plugin.
+//! the plugin process (the *run*) it was opened in: if that process dies, hangs or is restarted
+//! the session answers `DriverCrashed` from then on (the card's power state and selected files
+//! died with the process, so carrying on silently would lie; and the reader itself is fine, so
+//! `ReaderGone` would send the operator to the cable), and the reader comes back as a new
+//! `HotplugEvent::Added` once the supervisor has restarted the plugin. A reply the session
+//! cannot read is `DriverMalformed`. Only a reader the plugin reports removed is `ReaderGone`.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use cardd_reader::{
     ApduTransport, Atr, CardEvent, CardEvents, CardPresence, CardReader, HotplugEvent,
-    HotplugWatch, Protocol, ReaderError, ReaderFactory, ReaderInfo, ReaderSelector,
+    HotplugWatch, Protocol, ReaderError, ReaderFactory, ReaderInfo, ReaderSelector, Supervised,
+    SupervisedState, SupervisedStatus,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -23,7 +26,7 @@ use crate::protocol::{
     feature, method, truncate_chars, AtrResult, Empty, ErrorCode, OpenResult, PresenceResult,
     TransmitResult, WireError, ERROR_MESSAGE_CHARS_MAX,
 };
-use crate::shared::{CallError, PluginStatus, Shared, Target};
+use crate::shared::{CallError, PluginState, PluginStatus, Shared, Target};
 use crate::supervisor;
 use crate::DRIVER_NAME;
 
@@ -42,10 +45,11 @@ pub struct PluginFactory {
 impl PluginFactory {
     /// Validates `options`, starts the plugin and waits (bounded by the hello and request
     /// timeouts) for its first handshake so that [`ReaderFactory::list`] shows its readers
-    /// right away. A plugin that cannot start for a reason a restart cannot fix (no such
-    /// program, protocol version mismatch) is a configuration error; any other failure is
-    /// logged and the supervisor keeps retrying with backoff, the readers appearing through
-    /// [`ReaderFactory::hotplug`] when it succeeds.
+    /// right away. Only invalid options are an error: a plugin that cannot start (no such
+    /// program, a protocol version mismatch, no `hello` in time, an early exit) takes only its
+    /// own readers offline. The failure is logged with what to do, shows in [`Self::status`],
+    /// and the supervisor keeps retrying with backoff; the readers appear through
+    /// [`ReaderFactory::hotplug`] once it succeeds.
     pub fn new(options: PluginOptions) -> Result<Self, ReaderError> {
         options.validate()?;
         let first_start = Duration::from_millis(
@@ -65,7 +69,9 @@ impl PluginFactory {
             supervisor: Some(handle),
         };
         match factory.shared.wait_first_attempt(first_start) {
-            Some(Err(e)) if e.is_permanent() => return Err(config_error(e.to_string())),
+            Some(Err(e)) if e.is_permanent() => {
+                tracing::error!(plugin = %factory.shared.options.name, "plugin cannot start, its readers stay offline until this is fixed: {e}");
+            }
             Some(Err(e)) => {
                 tracing::warn!(plugin = %factory.shared.options.name, "plugin did not start; retrying with backoff: {e}");
             }
@@ -143,10 +149,58 @@ impl PluginFactory {
                 reader: plugin,
                 detail,
             }),
+            Err(CallError::Malformed(detail)) => Err(ReaderError::DriverMalformed {
+                reader: plugin,
+                program: self.name().to_owned(),
+                detail,
+            }),
             Err(CallError::Remote(wire)) => {
                 Err(remote_error(self.name(), plugin, method, timeout, wire))
             }
         }
+    }
+
+    /// Kills the plugin (if it runs) and starts it again at once, skipping the backoff.
+    pub fn restart_now(&self, reason: &str) {
+        tracing::warn!(plugin = %self.shared.options.name, "plugin restart requested: {reason}");
+        self.shared.restart_now(reason);
+    }
+}
+
+impl Supervised for PluginFactory {
+    fn status(&self) -> SupervisedStatus {
+        let status = self.shared.status();
+        // A start that failed for a reason only a person can fix stays `failed` while it is
+        // retried, rather than flickering between `backoff` and `starting`.
+        let needs_a_person = status
+            .last_error
+            .as_ref()
+            .is_some_and(PluginError::is_permanent);
+        let state = match status.state {
+            PluginState::Running => SupervisedState::Running,
+            PluginState::Stopped => SupervisedState::Stopped,
+            PluginState::Starting | PluginState::Restarting if needs_a_person => {
+                SupervisedState::Failed
+            }
+            PluginState::Starting => SupervisedState::Starting,
+            PluginState::Restarting => SupervisedState::Backoff,
+        };
+        SupervisedStatus {
+            instance: self.shared.options.name.clone(),
+            state,
+            restarts: status.restarts,
+            backoff_ms: status.backoff_ms,
+            malformed_lines: status.stats.malformed_messages,
+            last_error: status.last_error.as_ref().map(ToString::to_string),
+            name: status.plugin_name,
+            version: status.plugin_version,
+            features: status.features,
+            readers: status.readers,
+        }
+    }
+
+    fn restart_now(&self, reason: &str) {
+        PluginFactory::restart_now(self, reason);
     }
 }
 
@@ -209,13 +263,10 @@ impl ReaderFactory for PluginFactory {
             Some("t1") => Protocol::T1,
             Some("contactless") => Protocol::Contactless,
             Some(other) => {
-                return Err(ReaderError::Protocol {
-                    reader: session.info.id.clone(),
-                    detail: format!(
-                        "the plugin named an unknown transmission protocol {:?}",
-                        truncate_chars(other, 32)
-                    ),
-                })
+                return Err(session.malformed(format!(
+                    "an unknown transmission protocol {:?}",
+                    truncate_chars(other, 32)
+                )))
             }
         };
         Ok(Box::new(session))
@@ -226,6 +277,10 @@ impl ReaderFactory for PluginFactory {
             cursor: self.shared.hotplug_cursor(),
             shared: self.shared.clone(),
         }))
+    }
+
+    fn supervised(&self) -> Option<&dyn Supervised> {
+        Some(self)
     }
 }
 
@@ -266,8 +321,8 @@ impl PluginReader {
         let budget = timeout + self.shared.options.grace();
         match self.shared.call(self.target(), method, params, budget) {
             // `null` and a missing result both mean "nothing to report".
-            Ok(Value::Null) => decode(method, &self.info.id, json!({})),
-            Ok(value) => decode(method, &self.info.id, value),
+            Ok(Value::Null) => self.decode(method, json!({})),
+            Ok(value) => self.decode(method, value),
             Err(error) => Err(self.error(method, error, timeout)),
         }
     }
@@ -279,7 +334,17 @@ impl PluginReader {
     fn error(&self, method: &'static str, error: CallError, timeout: Duration) -> ReaderError {
         let reader = self.info.id.clone();
         match error {
+            // The process went (crash, hang, restart), not the reader: say so.
+            CallError::Gone if self.shared.run_lost(self.run) => ReaderError::DriverCrashed {
+                reader,
+                program: self.program(),
+            },
             CallError::Gone => ReaderError::ReaderGone { reader },
+            CallError::Malformed(detail) => ReaderError::DriverMalformed {
+                reader,
+                program: self.program(),
+                detail,
+            },
             CallError::Timeout => ReaderError::Timeout {
                 reader,
                 timeout_ms: timeout.as_millis() as u64,
@@ -294,22 +359,31 @@ impl PluginReader {
     fn decode_atr(&self, hex_atr: &str) -> Result<Atr, ReaderError> {
         hex::decode(hex_atr)
             .map(Atr)
-            .map_err(|e| ReaderError::Protocol {
-                reader: self.info.id.clone(),
-                detail: format!("the plugin sent an ATR that is not hex: {e}"),
-            })
+            .map_err(|e| self.malformed(format!("an ATR that is not hex: {e}")))
     }
-}
 
-fn decode<T: DeserializeOwned>(
-    method: &'static str,
-    reader: &str,
-    value: Value,
-) -> Result<T, ReaderError> {
-    serde_json::from_value(value).map_err(|e| ReaderError::Protocol {
-        reader: reader.to_owned(),
-        detail: format!("the plugin answered {method} with a malformed result: {e}"),
-    })
+    /// The plugin instance's name, as operators know it.
+    fn program(&self) -> String {
+        self.shared.options.name.clone()
+    }
+
+    /// An answer of the plugin's that breaks the protocol: the plugin's fault, not the card's.
+    fn malformed(&self, detail: String) -> ReaderError {
+        ReaderError::DriverMalformed {
+            reader: self.info.id.clone(),
+            program: self.program(),
+            detail,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        value: Value,
+    ) -> Result<T, ReaderError> {
+        serde_json::from_value(value)
+            .map_err(|e| self.malformed(format!("a malformed result to {method}: {e}")))
+    }
 }
 
 /// Maps a plugin's `{code, message}` onto the `ReaderError` the layers above react to.
@@ -365,18 +439,13 @@ impl ApduTransport for PluginReader {
     fn transmit_raw(&mut self, command: &[u8], timeout: Duration) -> Result<Vec<u8>, ReaderError> {
         let params = json!({"session": self.session, "apdu": hex::encode_upper(command)});
         let result: TransmitResult = self.request(method::TRANSMIT, params, timeout)?;
-        let response = hex::decode(&result.response).map_err(|e| ReaderError::Protocol {
-            reader: self.info.id.clone(),
-            detail: format!("the plugin sent a response that is not hex: {e}"),
-        })?;
+        let response = hex::decode(&result.response)
+            .map_err(|e| self.malformed(format!("a response that is not hex: {e}")))?;
         if response.len() < 2 {
-            return Err(ReaderError::Protocol {
-                reader: self.info.id.clone(),
-                detail: format!(
-                    "the plugin sent a {}-byte response; SW1 SW2 are needed",
-                    response.len()
-                ),
-            });
+            return Err(self.malformed(format!(
+                "a {}-byte response; SW1 SW2 are needed",
+                response.len()
+            )));
         }
         Ok(response)
     }
@@ -435,13 +504,10 @@ impl CardReader for PluginReader {
                 CardPresence::Powered { atr }
             }
             other => {
-                return Err(ReaderError::Protocol {
-                    reader: self.info.id.clone(),
-                    detail: format!(
-                        "presence state {:?} is not absent, present or powered",
-                        truncate_chars(other, 32)
-                    ),
-                })
+                return Err(self.malformed(format!(
+                    "presence state {:?} is not absent, present or powered",
+                    truncate_chars(other, 32)
+                )))
             }
         };
         let atr = match &presence {

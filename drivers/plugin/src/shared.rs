@@ -11,7 +11,8 @@
 //!   (too much of it also ends the run).
 //!
 //! Every child gets a new *run* number. A session belongs to the run (and to the appearance of
-//! its reader) it was opened in; when either ends the session answers `ReaderGone` for good.
+//! its reader) it was opened in; when either ends the session fails for good (`Gone`, which
+//! the session words as `DriverCrashed` when the run was lost, see [`Shared::run_lost`]).
 //! State lives behind one mutex with one condition variable that wakes the supervisor, event
 //! waiters and request gates, so nothing polls.
 
@@ -99,10 +100,16 @@ pub struct PluginStatus {
     pub plugin_version: Option<String>,
     /// The protocol version agreed.
     pub protocol: Option<String>,
+    /// Optional protocol features the plugin declared in `hello`.
+    pub features: Vec<String>,
     /// Readers listed now.
     pub readers: usize,
     /// Why the last run ended, or why the current start failed.
     pub last_error: Option<PluginError>,
+    /// The wait before the next start while [`PluginState::Restarting`], else 0.
+    pub backoff_ms: u64,
+    /// Starts tried after the first (whether or not the program could be run).
+    pub restarts: u64,
     pub stats: PluginStats,
 }
 
@@ -126,6 +133,9 @@ pub(crate) enum CallError {
     Timeout,
     /// The plugin answered with an error.
     Remote(WireError),
+    /// The plugin sent a line that is not a valid message while this request waited (see
+    /// [`Shared::garbled`]); the request fails at once rather than at its timeout.
+    Malformed(String),
     /// The request could not be sent (too large).
     Local(String),
 }
@@ -138,7 +148,21 @@ pub(crate) struct Target<'a> {
     pub reader: Option<(&'a str, u64)>,
 }
 
-type Reply = Result<Value, WireError>;
+/// An answer, or why a waiting request failed before its answer came.
+#[derive(Debug)]
+enum Failure {
+    Remote(WireError),
+    Malformed(String),
+}
+
+type Reply = Result<Value, Failure>;
+
+fn reply_result(reply: Reply) -> Result<Value, CallError> {
+    reply.map_err(|f| match f {
+        Failure::Remote(e) => CallError::Remote(e),
+        Failure::Malformed(what) => CallError::Malformed(what),
+    })
+}
 
 #[derive(Debug)]
 struct Pending {
@@ -230,6 +254,8 @@ pub(crate) struct State {
     /// Reader changes seen between `hello` and the installed `list` answer.
     early_changes: Option<Vec<ReaderChange>>,
     pending: HashMap<u64, Pending>,
+    /// Requests failed by a garbled line; a late answer to one is dropped quietly.
+    abandoned: VecDeque<u64>,
     pub(crate) in_flight: usize,
     pub(crate) max_in_flight: usize,
     writer: Option<SyncSender<Vec<u8>>>,
@@ -243,6 +269,12 @@ pub(crate) struct State {
     pub(crate) first_attempt: Option<Result<(), PluginError>>,
     pub(crate) stats: PluginStats,
     pub(crate) shutdown: bool,
+    /// The wait before the next start, while the supervisor waits it out (else zero).
+    pub(crate) backoff: Duration,
+    /// An operator asked for a restart now: end the run, skip the backoff.
+    pub(crate) restart_requested: bool,
+    /// Starts tried, including those where the program could not be run at all.
+    pub(crate) attempts: u64,
 }
 
 impl State {
@@ -264,6 +296,7 @@ impl State {
     /// Drops every waiting request: their callers see [`CallError::Gone`] at once.
     fn drop_pending(&mut self) {
         self.pending.clear();
+        self.abandoned.clear();
         self.in_flight = 0;
     }
 
@@ -305,6 +338,7 @@ impl Shared {
                 next_appearance: 1,
                 early_changes: None,
                 pending: HashMap::new(),
+                abandoned: VecDeque::new(),
                 in_flight: 0,
                 max_in_flight: 1,
                 writer: None,
@@ -318,6 +352,9 @@ impl Shared {
                 first_attempt: None,
                 stats: PluginStats::default(),
                 shutdown: false,
+                backoff: Duration::ZERO,
+                restart_requested: false,
+                attempts: 0,
             }),
             changed: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -370,8 +407,19 @@ impl Shared {
             plugin_name: st.identity.as_ref().map(|i| i.name.clone()),
             plugin_version: st.identity.as_ref().map(|i| i.version.clone()),
             protocol: st.identity.as_ref().map(|i| i.protocol.clone()),
+            features: st
+                .identity
+                .as_ref()
+                .map(|i| i.features.clone())
+                .unwrap_or_default(),
             readers: st.readers.len(),
             last_error: st.last_error.clone(),
+            backoff_ms: if st.state == PluginState::Restarting {
+                st.backoff.as_millis() as u64
+            } else {
+                0
+            },
+            restarts: st.attempts.saturating_sub(1),
             stats: st.stats,
         }
     }
@@ -383,6 +431,34 @@ impl Shared {
             .as_ref()
             .map(|i| i.features.clone())
             .unwrap_or_default()
+    }
+
+    /// True when the run `run` was lost (crashed, hung, killed, restarted) rather than shut
+    /// down: its sessions' requests failed because the program went, not the reader.
+    pub fn run_lost(&self, run: u64) -> bool {
+        let st = self.lock();
+        !st.shutdown
+            && (st.run != run
+                || st.output_closed
+                || st.failing.is_some()
+                || st.state != PluginState::Running)
+    }
+
+    /// Ends the current run (if any) and starts the plugin again without waiting for the
+    /// backoff.
+    pub fn restart_now(&self, reason: &str) {
+        let mut st = self.lock();
+        if st.shutdown {
+            return;
+        }
+        st.restart_requested = true;
+        st.fail(PluginError::Restarted {
+            plugin: self.options.name.clone(),
+            reason: truncate_chars(reason, crate::protocol::ERROR_MESSAGE_CHARS_MAX),
+        });
+        st.drop_pending();
+        drop(st);
+        self.changed.notify_all();
     }
 
     /// Waits until the first start succeeded or failed, at most `timeout`.
@@ -477,7 +553,7 @@ impl Shared {
         };
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(reply) => reply.map_err(CallError::Remote),
+            Ok(reply) => reply_result(reply),
             Err(RecvTimeoutError::Disconnected) => Err(CallError::Gone),
             Err(RecvTimeoutError::Timeout) => {
                 let mut st = self.lock();
@@ -485,7 +561,7 @@ impl Shared {
                     // Answered while we were timing out.
                     drop(st);
                     return match rx.try_recv() {
-                        Ok(reply) => reply.map_err(CallError::Remote),
+                        Ok(reply) => reply_result(reply),
                         Err(_) => Err(CallError::Gone),
                     };
                 }
@@ -620,7 +696,7 @@ impl Shared {
         let incoming: Incoming = match serde_json::from_slice(line) {
             Ok(incoming) => incoming,
             Err(e) => {
-                return self.malformed(
+                return self.garbled(
                     run,
                     format!("not a protocol message ({e}): {}", preview(line)),
                 )
@@ -629,7 +705,7 @@ impl Shared {
         match (incoming.id, incoming.event) {
             (Some(id), None) => {
                 let reply = match (incoming.error, incoming.result) {
-                    (Some(error), _) => Err(error),
+                    (Some(error), _) => Err(Failure::Remote(error)),
                     (None, Some(result)) => Ok(result),
                     (None, None) => Ok(Value::Null),
                 };
@@ -638,7 +714,7 @@ impl Shared {
             (None, Some(name)) => {
                 self.on_event(run, &name, incoming.params.unwrap_or(Value::Null));
             }
-            _ => self.malformed(
+            _ => self.garbled(
                 run,
                 format!(
                     "neither a response (with id) nor an event: {}",
@@ -668,6 +744,11 @@ impl Shared {
                 self.changed.notify_all();
             }
             None => {
+                if let Some(at) = st.abandoned.iter().position(|a| *a == id) {
+                    // Its caller already failed on a garbled line: nothing to do.
+                    st.abandoned.remove(at);
+                    return;
+                }
                 drop(st);
                 self.malformed(run, format!("an answer to unknown request id {id}"));
             }
@@ -808,6 +889,42 @@ impl Shared {
         }
     }
 
+    /// A line that is not a valid message (not JSON, not an object, neither a response nor an
+    /// event, oversized). It may have been the answer to any request waiting now, so every
+    /// one of them fails at once with [`CallError::Malformed`] instead of waiting out its
+    /// timeout; their late answers, should they still come, are dropped quietly. It also
+    /// counts as malformed.
+    pub(crate) fn garbled(&self, run: u64, what: String) {
+        let mut st = self.lock();
+        if st.run != run {
+            return;
+        }
+        let waiting: Vec<u64> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.reply.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            let Some(pending) = st.pending.remove(&id) else {
+                continue;
+            };
+            if pending.holds_slot {
+                st.in_flight = st.in_flight.saturating_sub(1);
+            }
+            if let Some(tx) = pending.reply {
+                let _ = tx.try_send(Err(Failure::Malformed(what.clone())));
+            }
+            st.abandoned.push_back(id);
+            while st.abandoned.len() > PENDING_MAX {
+                st.abandoned.pop_front();
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+        self.malformed(run, what);
+    }
+
     /// Counts a malformed message; too many in the window end the run.
     pub(crate) fn malformed(&self, run: u64, what: String) {
         let mut st = self.lock();
@@ -865,6 +982,7 @@ impl Shared {
         st.writer = Some(writer);
         st.misbehaviour.clear();
         st.last_activity = Instant::now();
+        st.backoff = Duration::ZERO;
         st.stats.starts += 1;
         st.run
     }
@@ -954,13 +1072,40 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// A start is being tried.
+    pub(crate) fn attempt(&self) {
+        self.lock().attempts += 1;
+    }
+
+    /// The program could not be run at all: the instance waits for its next try.
+    pub(crate) fn spawn_failed(&self, error: PluginError) {
+        let mut st = self.lock();
+        st.stats.handshake_failures += 1;
+        if !st.shutdown {
+            st.state = PluginState::Restarting;
+        }
+        drop(st);
+        self.record_failure(Some(error));
+    }
+
     pub(crate) fn record_failure(&self, error: Option<PluginError>) {
         let mut st = self.lock();
         if let Some(error) = error {
-            if st.first_attempt.is_none() {
-                st.first_attempt = Some(Err(error.clone()));
-            }
             st.last_error = Some(error);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// The supervisor waits `delay` before the next start: shown in the status, and the end
+    /// of a first start that failed.
+    pub(crate) fn backing_off(&self, delay: Duration) {
+        let mut st = self.lock();
+        st.backoff = delay;
+        if st.first_attempt.is_none() {
+            if let Some(error) = st.last_error.clone() {
+                st.first_attempt = Some(Err(error));
+            }
         }
         drop(st);
         self.changed.notify_all();
@@ -981,13 +1126,18 @@ impl Shared {
         self.lock().shutdown
     }
 
-    /// Waits `delay` unless the instance is shut down first; true when shut down.
+    /// Waits out the backoff `delay` unless the instance is shut down first (true) or an
+    /// operator asks for a restart now (false, at once).
     pub(crate) fn sleep_unless_shutdown(&self, delay: Duration) -> bool {
         let deadline = Instant::now() + delay;
         let mut st = self.lock();
         loop {
             if st.shutdown {
                 return true;
+            }
+            if st.restart_requested {
+                st.restart_requested = false;
+                return false;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

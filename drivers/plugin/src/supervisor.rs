@@ -16,8 +16,11 @@
 //! * callers and the I/O threads meet in the shared state (`crate::shared`), which routes
 //!   answers and events and bounds every wait.
 //!
-//! When a run ends, its sessions answer `ReaderGone` for good and its readers are announced
-//! removed; the daemon reopens them when `HotplugEvent::Added` arrives after the restart.
+//! When a run ends, its sessions answer `DriverCrashed` for good and its readers are announced
+//! removed; the daemon reopens them when `HotplugEvent::Added` arrives after the restart. A
+//! start that fails (even for a reason only a person can fix: no such program, another
+//! protocol version) is retried the same way, so a broken plugin never stops the daemon; an
+//! operator's `restart_now` ends the run and skips the backoff.
 
 use std::io::{BufReader, Write};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
@@ -57,6 +60,7 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
         if shared.is_shutdown() {
             break;
         }
+        shared.attempt();
         if let RunEnd::Shutdown = run_once(&shared) {
             break;
         }
@@ -67,18 +71,42 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
         if was_stable {
             failures = 0;
         }
-        failures = failures.saturating_add(1);
-        let delay = shared.options.backoff(failures);
-        let reason = shared
-            .lock()
-            .last_error
+        let (asked, last_error) = {
+            let mut st = shared.lock();
+            (
+                std::mem::take(&mut st.restart_requested),
+                st.last_error.clone(),
+            )
+        };
+        let delay = if asked {
+            // An operator's restart: at once, and the next failure starts the backoff afresh.
+            failures = 0;
+            Duration::ZERO
+        } else {
+            failures = failures.saturating_add(1);
+            shared.options.backoff(failures)
+        };
+        let reason = last_error
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |e| e.to_string());
-        tracing::warn!(
-            plugin = %shared.options.name,
-            restart_in_ms = delay.as_millis() as u64,
-            "plugin lost: {reason}"
-        );
+        let restart_in_ms = delay.as_millis() as u64;
+        if asked {
+            tracing::info!(plugin = %shared.options.name, "plugin restarting now: {reason}");
+        } else if last_error.as_ref().is_some_and(PluginError::is_permanent) {
+            // Only a person can fix this; the plugin's readers stay offline until then.
+            tracing::error!(
+                plugin = %shared.options.name,
+                restart_in_ms,
+                "plugin cannot start: {reason}"
+            );
+        } else {
+            tracing::warn!(
+                plugin = %shared.options.name,
+                restart_in_ms,
+                "plugin lost: {reason}"
+            );
+        }
+        shared.backing_off(delay);
         if shared.sleep_unless_shutdown(delay) {
             break;
         }
@@ -100,8 +128,7 @@ fn run_once(shared: &Arc<Shared>) -> RunEnd {
     let mut child = match spawn(options) {
         Ok(child) => child,
         Err(error) => {
-            shared.lock().stats.handshake_failures += 1;
-            shared.record_failure(Some(error.clone()));
+            shared.spawn_failed(error.clone());
             return RunEnd::Failed(error);
         }
     };
@@ -213,7 +240,7 @@ fn read_stdout(shared: Arc<Shared>, run: u64, stdout: ChildStdout) {
     loop {
         match read_line_bounded(&mut reader, &mut line, MESSAGE_BYTES_MAX) {
             Ok(LineRead::Line) => shared.handle_line(run, &line),
-            Ok(LineRead::Oversized { bytes }) => shared.malformed(
+            Ok(LineRead::Oversized { bytes }) => shared.garbled(
                 run,
                 format!("a line of {bytes} bytes, over the {MESSAGE_BYTES_MAX}-byte limit"),
             ),
@@ -333,6 +360,12 @@ fn setup_failure(shared: &Shared, method: &str, error: CallError, budget: Durati
     let plugin = shared.options.name.clone();
     match error {
         CallError::Gone => shared.why_gone(),
+        CallError::Timeout if method == method::HELLO => {
+            RunEnd::Failed(PluginError::HelloTimeout {
+                plugin,
+                waited_ms: budget.as_millis() as u64,
+            })
+        }
         CallError::Timeout => RunEnd::Failed(PluginError::Unresponsive {
             plugin,
             method: method.into(),
@@ -344,11 +377,13 @@ fn setup_failure(shared: &Shared, method: &str, error: CallError, budget: Durati
             code: truncate_chars(&e.code, IDENTITY_CHARS_MAX),
             message: truncate_chars(&e.message, protocol::ERROR_MESSAGE_CHARS_MAX),
         }),
-        CallError::Local(detail) => RunEnd::Failed(PluginError::Malformed {
-            plugin,
-            method: method.into(),
-            detail,
-        }),
+        CallError::Local(detail) | CallError::Malformed(detail) => {
+            RunEnd::Failed(PluginError::Malformed {
+                plugin,
+                method: method.into(),
+                detail,
+            })
+        }
     }
 }
 

@@ -1,15 +1,18 @@
 //! Starting a plugin: the `hello` handshake, version negotiation, and plugins that cannot start.
 //!
-//! A wrong configuration (no such program, a plugin built for another protocol version) must
-//! be a clear error at startup; a plugin that merely fails to start must not stop the daemon
-//! from starting, and must not leave processes behind when the driver instance is dropped.
+//! A plugin that cannot start (no such program, a plugin built for another protocol version, no
+//! `hello` in time, an early exit) takes only its own readers offline: the driver instance is
+//! still built, the failure is reported with what to do, and the plugin is retried with backoff.
+//! Nothing is left running when the driver instance is dropped.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use cardd_plugin::{PluginError, PluginFactory, PluginOptions, PluginState, PLUGIN_DRIVER};
-use cardd_reader::{Driver, DriverOptions, ReaderError, ReaderFactory};
+use cardd_reader::{
+    Driver, DriverOptions, ReaderError, ReaderFactory, Supervised, SupervisedState,
+};
 use common::{example_options, python3, ScratchDir, TestPlugin, EXAMPLE_PLUGIN};
 
 #[test]
@@ -74,9 +77,13 @@ fn a_plugin_speaking_another_version_is_a_clear_error() {
     options
         .args
         .extend(["--protocol".into(), "cardd-plugin/99".into()]);
-    let err = PluginFactory::new(options).unwrap_err();
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    let err = failed_start(&factory);
     let text = err.to_string();
-    assert!(matches!(err, ReaderError::Config { .. }), "{err:?}");
+    assert!(
+        matches!(err, PluginError::VersionMismatch { .. }),
+        "{err:?}"
+    );
     assert!(
         text.contains("speaks cardd-plugin/99, but cardd speaks cardd-plugin/1"),
         "{text}"
@@ -94,7 +101,8 @@ fn a_plugin_answering_with_a_version_cardd_did_not_offer_is_refused() {
     options
         .args
         .extend(["--answer-protocol".into(), "cardd-plugin/2".into()]);
-    let err = PluginFactory::new(options).unwrap_err();
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    let err = failed_start(&factory);
     assert!(
         err.to_string()
             .contains("speaks cardd-plugin/2, but cardd speaks"),
@@ -102,15 +110,36 @@ fn a_plugin_answering_with_a_version_cardd_did_not_offer_is_refused() {
     );
 }
 
+/// The start failure of a plugin that cannot start: no readers, state `failed`, retried.
+fn failed_start(factory: &PluginFactory) -> PluginError {
+    assert!(factory.list().unwrap().is_empty());
+    let status = Supervised::status(factory);
+    assert_eq!(status.state, SupervisedState::Failed, "{status:?}");
+    factory.status().last_error.expect("the failure is kept")
+}
+
 #[test]
-fn a_missing_program_is_a_configuration_error() {
-    let options = PluginOptions::new("missing", "/nonexistent/cardd-plugin");
-    let err = PluginFactory::new(options).unwrap_err();
-    assert!(matches!(err, ReaderError::Config { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("cannot start plugin missing"),
-        "{err}"
-    );
+fn a_missing_program_takes_only_its_readers_offline_and_is_retried() {
+    let mut options = PluginOptions::new("missing", "/nonexistent/cardd-plugin");
+    options.restart_backoff_initial_ms = 20;
+    options.restart_backoff_max_ms = 100;
+    let factory = PluginFactory::new(options).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_millis(common::WAIT_MS_MAX);
+    while factory.status().stats.handshake_failures < 3 {
+        assert!(Instant::now() < deadline, "{:?}", factory.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = failed_start(&factory);
+    assert!(err.is_permanent(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("cannot start plugin missing"), "{text}");
+    assert!(text.contains("check the `command` option"), "{text}");
+    let status = Supervised::status(&factory);
+    assert!(status.restarts >= 2, "{status:?}");
+    assert!(status
+        .last_error
+        .unwrap()
+        .contains("/nonexistent/cardd-plugin"));
 }
 
 #[test]
@@ -159,11 +188,19 @@ fn a_plugin_that_never_says_hello_is_bounded_and_killed() {
         started.elapsed()
     );
     let status = factory.status();
-    assert!(
-        matches!(status.last_error, Some(PluginError::Unresponsive { ref method, .. }) if method == "hello"),
-        "{status:?}"
-    );
+    match &status.last_error {
+        Some(e @ PluginError::HelloTimeout { waited_ms: 400, .. }) => {
+            // The log and the status say what to do about it.
+            let text = e.to_string();
+            assert!(text.contains("reader_added"), "{text}");
+            assert!(text.contains("hello_timeout_ms"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(status.stats.hangs, 1, "{status:?}");
+    let status = Supervised::status(&factory);
+    assert_eq!(status.state, SupervisedState::Backoff, "{status:?}");
+    assert_eq!(status.backoff_ms, 5_000, "{status:?}");
     drop(factory);
     // The process is gone: the file stops being touched.
     let _ = std::fs::remove_file(&marker);

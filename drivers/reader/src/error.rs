@@ -65,6 +65,22 @@ pub enum ReaderError {
     #[error("driver {driver}: {detail}")]
     Config { driver: String, detail: String },
 
+    /// The reader's driver program (an out-of-process plugin) ended unexpectedly, or was
+    /// killed because it stopped answering, while this session used it. The reader itself may
+    /// be fine: the program is restarted automatically and the reader comes back as a new one.
+    /// A command in flight may or may not have reached the card.
+    #[error("the driver program {program} of reader {reader} ended unexpectedly; it is being restarted: retry in a few seconds, and if this repeats send the log to the program's vendor")]
+    DriverCrashed { reader: String, program: String },
+
+    /// The reader's driver program answered with something that is not a valid message. A
+    /// command in flight may or may not have reached the card.
+    #[error("the driver program {program} of reader {reader} sent a malformed reply ({detail}); retry, and if this repeats send the log to the program's vendor")]
+    DriverMalformed {
+        reader: String,
+        program: String,
+        detail: String,
+    },
+
     /// A driver-specific failure not covered above.
     #[error("reader {reader}: {source}")]
     Driver {
@@ -80,7 +96,10 @@ impl ReaderError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            ReaderError::CardRemoved { .. } | ReaderError::Timeout { .. }
+            ReaderError::CardRemoved { .. }
+                | ReaderError::Timeout { .. }
+                | ReaderError::DriverCrashed { .. }
+                | ReaderError::DriverMalformed { .. }
         )
     }
 
@@ -103,6 +122,8 @@ impl ReaderError {
             | ReaderError::Busy { reader, .. }
             | ReaderError::Unsupported { reader, .. }
             | ReaderError::Apdu { reader, .. }
+            | ReaderError::DriverCrashed { reader, .. }
+            | ReaderError::DriverMalformed { reader, .. }
             | ReaderError::Driver { reader, .. } => Some(reader),
             ReaderError::NotFound { .. } | ReaderError::Config { .. } => None,
         }

@@ -25,6 +25,7 @@ pub use error::{DriverError, ReaderError};
 pub use reader::{
     ApduTransport, Atr, Capabilities, CardEvent, CardEvents, CardPresence, CardReader,
     ExclusiveAccess, HotplugEvent, HotplugWatch, ObuChannel, ObuTarget, Protocol, PsamSlots,
-    ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
+    ReaderFactory, ReaderInfo, ReaderSelector, Supervised, SupervisedState, SupervisedStatus,
+    WaitStopper,
 };
 pub use registry::{Driver, DriverOptions, DriverRegistry};

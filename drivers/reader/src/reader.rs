@@ -316,4 +316,74 @@ pub trait ReaderFactory: Send + Sync + fmt::Debug {
     fn hotplug(&self) -> Option<Box<dyn HotplugWatch>> {
         None
     }
+
+    /// The supervised driver program behind this instance's readers, for drivers that run
+    /// one (the plugin driver); `None` for drivers that live in the daemon's process.
+    fn supervised(&self) -> Option<&dyn Supervised> {
+        None
+    }
+}
+
+/// Where a supervised driver program is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisedState {
+    /// Started; its handshake is not complete yet.
+    Starting,
+    /// Up; its readers are listed.
+    Running,
+    /// Lost; waiting out a backoff before the next start.
+    Backoff,
+    /// The last start failed for a reason only a person can fix (a missing program, a
+    /// protocol version mismatch); still retried, at the backoff, in case it is fixed.
+    Failed,
+    /// The instance was shut down.
+    Stopped,
+}
+
+impl SupervisedState {
+    /// The state's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisedState::Starting => "starting",
+            SupervisedState::Running => "running",
+            SupervisedState::Backoff => "backoff",
+            SupervisedState::Failed => "failed",
+            SupervisedState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of a supervised driver program, for status pages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisedStatus {
+    /// The configured instance name (the `<name>` in the readers' ids).
+    pub instance: String,
+    pub state: SupervisedState,
+    /// Restarts after the first start (crashes, hangs, failed starts, operator restarts).
+    pub restarts: u64,
+    /// The wait before the next start while in `backoff` or `failed`, else 0.
+    pub backoff_ms: u64,
+    /// Lines the program sent that were not valid messages, over the instance's life.
+    pub malformed_lines: u64,
+    /// Why the last run ended or the last start failed, with what to do next.
+    pub last_error: Option<String>,
+    /// What the program called itself in its handshake.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// Optional protocol features the program declared in its handshake.
+    pub features: Vec<String>,
+    /// Readers listed now.
+    pub readers: usize,
+}
+
+/// A driver program supervised by cardd (see [`ReaderFactory::supervised`]).
+pub trait Supervised: Send + Sync {
+    /// State, counters and last error now.
+    fn status(&self) -> SupervisedStatus;
+
+    /// Kills the program (if it runs) and starts it again at once, without waiting for the
+    /// backoff; `reason` goes to the log and to `last_error`. Its readers are announced
+    /// removed, then added when it is back.
+    fn restart_now(&self, reason: &str);
 }

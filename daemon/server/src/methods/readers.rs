@@ -7,7 +7,9 @@ use crate::errors::ApiError;
 use crate::readers::ReaderStatus;
 use crate::rpc::{audit_as_json, AuditDetail, Methods, NoParams, ADMIN, ALL_OPERATORS};
 use cardd_api::reader::{TransmitParams, TransmitResult};
-use cardd_api::readers::{LeaseParams, ReaderParams, ReleaseParams, RenewParams};
+use cardd_api::readers::{
+    LeaseParams, PluginStatus, ReaderParams, ReleaseParams, RenewParams, RestartPluginParams,
+};
 use cardd_api::Done;
 
 audit_as_json!(ReaderParams, reader_id);
@@ -19,6 +21,8 @@ audit_as_json!(RenewParams);
 
 audit_as_json!(ReleaseParams);
 
+audit_as_json!(RestartPluginParams, instance);
+
 audit_as_json!(TransmitParams, reader_id);
 
 /// Adds these methods.
@@ -28,6 +32,24 @@ pub fn add(m: &mut Methods) {
         ALL_OPERATORS,
         false,
         |d, _, _: NoParams| async move { Ok::<Vec<ReaderStatus>, ApiError>(d.readers.list()) },
+    );
+
+    m.method::<cardd_api::readers::Plugins, _, _>(
+        "The configured reader plugins with their health, including plugins with no reader now.",
+        ALL_OPERATORS,
+        false,
+        |d, _, _: NoParams| async move { Ok::<Vec<PluginStatus>, ApiError>(d.readers.plugins()) },
+    );
+
+    m.method::<cardd_api::readers::RestartPlugin, _, _>(
+        "Kill a reader plugin and start it again at once, skipping its backoff (administrators; audited).",
+        ADMIN,
+        true,
+        |d, c, p: RestartPluginParams| async move {
+            let holder = c.holder()?;
+            d.readers
+                .restart_plugin(&p.instance, &format!("readers.restart_plugin by {}", holder.operator))
+        },
     );
 
     m.method::<cardd_api::readers::Lease, _, _>(
