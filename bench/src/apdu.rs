@@ -72,6 +72,7 @@ async fn measure(samples: usize) -> Result<()> {
         config.readers = vec![ReaderInstance {
             driver: "pcsc".into(),
             options: json!({ "readers": [READER] }),
+            trace: None,
         }];
     })
     .await?;

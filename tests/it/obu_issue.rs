@@ -454,6 +454,7 @@ async fn issuance_through_the_serial_driver() {
         c.readers.push(cardd::config::ReaderInstance {
             driver: "serial".into(),
             options: json!({ "devices": [{ "id": "counter1", "path": path }] }),
+            trace: None,
         });
     })
     .await;

@@ -296,6 +296,10 @@ impl CardReader for MeteredReader {
     fn exclusive(&mut self) -> Option<&mut dyn ExclusiveAccess> {
         self.inner.exclusive()
     }
+
+    fn trace_mark(&mut self, context: &str) {
+        self.inner.trace_mark(context)
+    }
 }
 
 #[cfg(test)]

@@ -357,12 +357,16 @@ impl ReaderManager {
     }
 
     /// Runs `job` on the reader's worker thread, after checking the lease and the queue bound.
+    /// `context` names what uses the reader (an API method, a flow step): it is written into the
+    /// reader's APDU trace, when one is recorded, before the job's first command.
     pub async fn run<R: Send + 'static>(
         &self,
         reader_id: &str,
         holder: &Holder,
+        context: &str,
         job: impl FnOnce(&mut Reader) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
+        let context = context.to_owned();
         let (tx, rx) = oneshot::channel();
         {
             let now = Instant::now();
@@ -379,6 +383,7 @@ impl ReaderManager {
             let presence = slot.presence.clone();
             let monitored = slot.monitored;
             let wrapped: Job = Box::new(move |reader: &mut Reader| {
+                reader.mark(&context);
                 let result = job(reader);
                 // Keep the cached presence honest when no event monitor runs (with one, the
                 // monitor does, and the job saves a round trip to the reader).
@@ -687,6 +692,7 @@ mod tests {
         let instance = ReaderInstance {
             driver: "sim".into(),
             options: serde_json::json!({}),
+            trace: None,
         };
         ReaderManager::start(
             &[instance],
@@ -709,11 +715,15 @@ mod tests {
         let m = manager();
         let h = holder("a");
         let lost = m
-            .run("sim:etc", &h, |_reader| -> u8 { panic!("a bug in a job") })
+            .run("sim:etc", &h, "test", |_reader| -> u8 {
+                panic!("a bug in a job")
+            })
             .await;
         assert_eq!(lost.unwrap_err().code, ErrorCode::ReaderGone);
         let alive = m
-            .run("sim:etc", &h, |reader| reader.session().info().id.clone())
+            .run("sim:etc", &h, "test", |reader| {
+                reader.session().info().id.clone()
+            })
             .await;
         assert_eq!(alive.unwrap(), "sim:etc");
         m.shutdown();
@@ -730,15 +740,22 @@ mod tests {
                 "test",
             )
             .unwrap();
-        let busy = m.run("sim:city", &holder("b"), |_| ()).await.unwrap_err();
+        let busy = m
+            .run("sim:city", &holder("b"), "test", |_| ())
+            .await
+            .unwrap_err();
         assert_eq!(busy.code, ErrorCode::ReaderBusy);
-        m.run("sim:city", &holder("a"), |_| ()).await.unwrap();
+        m.run("sim:city", &holder("a"), "test", |_| ())
+            .await
+            .unwrap();
         assert_eq!(
             m.release(&lease.lease_id, &holder("b")).unwrap_err().code,
             ErrorCode::Forbidden
         );
         m.release(&lease.lease_id, &holder("a")).unwrap();
-        m.run("sim:city", &holder("b"), |_| ()).await.unwrap();
+        m.run("sim:city", &holder("b"), "test", |_| ())
+            .await
+            .unwrap();
         m.shutdown();
     }
 }

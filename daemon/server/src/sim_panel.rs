@@ -14,10 +14,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use cardd_reader::trace::{Redaction, TraceOptions, TraceRecorder, TracedFactory};
 use cardd_reader::{DriverOptions, DriverRegistry, ReaderFactory};
 use cardd_sim::{demo, FaultKind, FaultPlan, SimCard, SimFactory, SimOptions, SimWorld};
 
-use crate::config::ReaderInstance;
+use crate::config::{ReaderInstance, TraceConfig};
 use crate::errors::ApiError;
 use crate::readers::instance_error;
 
@@ -142,23 +143,40 @@ pub fn instantiate(
     let mut worlds = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
-        if demo && instance.driver == cardd_sim::DRIVER_NAME {
+        let factory: Arc<dyn ReaderFactory> = if demo && instance.driver == cardd_sim::DRIVER_NAME {
             let factory: SimFactory = options
                 .parse::<SimOptions>()
                 .and_then(|o| o.build())
                 .map_err(|e| instance_error(i, instance, &e))?;
             worlds.push(factory.world().clone());
-            factories.push(Arc::new(factory));
+            Arc::new(factory)
         } else {
-            factories.push(
-                registry
-                    .instantiate(&instance.driver, &options)
-                    .map_err(|e| instance_error(i, instance, &e))?,
-            );
-        }
+            registry
+                .instantiate(&instance.driver, &options)
+                .map_err(|e| instance_error(i, instance, &e))?
+        };
+        factories.push(match &instance.trace {
+            Some(trace) => traced(factory, trace),
+            None => factory,
+        });
     }
     let panel = demo.then(|| SimPanel::new(worlds));
     Ok((factories, panel))
+}
+
+/// `factory` with its card traffic recorded as `trace` says, redacted by the purse layer's
+/// table unless `redact = false`.
+fn traced(factory: Arc<dyn ReaderFactory>, trace: &TraceConfig) -> Arc<dyn ReaderFactory> {
+    let redaction: Option<Arc<dyn Redaction>> = trace
+        .redact
+        .then(|| Arc::new(cardd_purse::PurseRedaction) as Arc<dyn Redaction>);
+    tracing::info!(driver = factory.driver(), path = %trace.path.display(), redacted = trace.redact, "recording the card traffic of a driver instance");
+    let recorder = TraceRecorder::open(TraceOptions {
+        path: trace.path.clone(),
+        bytes_max: trace.bytes_max,
+        redaction,
+    });
+    TracedFactory::wrap(factory, recorder)
 }
 
 fn yuan(fen: u32) -> String {

@@ -13,6 +13,7 @@
 //! * [`purse`]: [`Purse`], one method per command over a [`cardd_reader::CardChannel`], the
 //!   [`LoadPlan`]/[`LoadSession`] a flow journals between INITIALIZE and CREDIT, and
 //!   [`decide_interrupted_load`];
+//! * [`redaction`]: what an APDU trace hides (PINs, MACs, TACs, keys), by command;
 //! * [`error`]: errors that say what the card meant and what to do.
 //!
 //! No limits, no business rules, no journal: those belong to the flow engine.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod files;
 pub mod identify;
 pub mod purse;
+pub mod redaction;
 pub mod responses;
 pub mod sam;
 mod text;
@@ -39,6 +41,7 @@ pub use purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
     LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
 };
+pub use redaction::PurseRedaction;
 pub use responses::{DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};
 pub use sam::{
     CardKeyContext, Funding, KeyHex, KeyScheme, LoadAuthorization, LoadTerms, MaintenanceKey,

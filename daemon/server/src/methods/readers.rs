@@ -80,13 +80,13 @@ pub fn add(m: &mut Methods) {
             let holder = c.holder()?;
             let pin = d.config.etc_pin.clone();
             let terminal = d.config.terminal_id;
-            let counters = if p.online_counter {
-                crate::summary::Counters::Online
+            let (counters, context) = if p.online_counter {
+                (crate::summary::Counters::Online, "card.summary online_counter")
             } else {
-                crate::summary::Counters::None
+                (crate::summary::Counters::None, c.method)
             };
             d.readers
-                .run(&p.reader_id, &holder, move |reader| {
+                .run(&p.reader_id, &holder, context, move |reader| {
                     crate::summary::read(reader, &pin, terminal, counters)
                 })
                 .await?
@@ -99,7 +99,7 @@ pub fn add(m: &mut Methods) {
         false,
         |d, c, p: ReaderParams| async move {
             d.readers
-                .run(&p.reader_id, &c.holder()?, crate::summary::balance)
+                .run(&p.reader_id, &c.holder()?, c.method, crate::summary::balance)
                 .await?
         },
     );
@@ -115,7 +115,7 @@ pub fn add(m: &mut Methods) {
                 .map_err(|e| ApiError::invalid_params(e.to_string()))?;
             let response = d
                 .readers
-                .run(&p.reader_id, &c.holder()?, move |reader| {
+                .run(&p.reader_id, &c.holder()?, c.method, move |reader| {
                     use cardd_reader::CardChannel;
                     reader.transmit(&command)
                 })
