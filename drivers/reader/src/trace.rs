@@ -294,11 +294,12 @@ impl TraceRecorder {
         }
     }
 
-    /// Writes a context mark: what starts using the reader now.
-    pub fn mark(&self, context: &str) {
+    /// Writes a context mark: what starts using the reader now, in `session` (or in none).
+    pub fn mark(&self, session: Option<u64>, context: &str) {
         let mark: String = context.chars().take(TRACE_MARK_CHARS_MAX).collect();
         self.write(&TraceRecord {
             at: Some(now_rfc3339()),
+            s: session,
             mark: Some(mark),
             ..TraceRecord::default()
         });
@@ -647,7 +648,7 @@ impl CardReader for TracingReader {
     }
 
     fn trace_mark(&mut self, context: &str) {
-        self.recorder.mark(context);
+        self.recorder.mark(Some(self.session), context);
     }
 }
 
@@ -886,7 +887,7 @@ mod tests {
             redaction: None,
         });
         for i in 0..200 {
-            recorder.mark(&format!("step {i}"));
+            recorder.mark(None, &format!("step {i}"));
         }
         let len = std::fs::metadata(&path).unwrap().len();
         assert!(len <= TRACE_BYTES_MAX_MIN, "{len}");

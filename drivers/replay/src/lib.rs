@@ -98,6 +98,8 @@ enum Step {
         error: Option<(String, String)>,
     },
     Presence(CardPresence),
+    /// A context mark: what started using the reader (an API method, a flow step).
+    Mark(String),
 }
 
 /// A trace split into its sessions, in the order they appear.
@@ -163,7 +165,7 @@ impl Trace {
     pub fn parse(text: &str) -> Result<Trace, ReplayError> {
         let mut ids: Vec<u64> = Vec::new();
         let mut trace = Trace::default();
-        let mut context: Option<String> = None;
+        let mut contexts: Vec<Option<String>> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             if raw.trim().is_empty() {
@@ -173,20 +175,20 @@ impl Trace {
                 line,
                 detail: e.to_string(),
             })?;
-            if let Some(mark) = r.mark {
-                context = Some(mark);
-                continue;
-            }
             let Some(s) = r.s else { continue };
             let index = match ids.iter().position(|&id| id == s) {
                 Some(index) => index,
                 None => {
                     ids.push(s);
                     trace.sessions.push(Vec::new());
+                    contexts.push(None);
                     ids.len() - 1
                 }
             };
-            let step = if r.is_exchange() {
+            let step = if let Some(mark) = r.mark {
+                contexts[index] = Some(mark.clone());
+                Step::Mark(mark)
+            } else if r.is_exchange() {
                 let outcome = match (&r.rsp, &r.err) {
                     (Some(rsp), _) => Outcome::Response(
                         masked_bytes(rsp, line)?
@@ -208,7 +210,7 @@ impl Trace {
                 };
                 Step::Exchange {
                     n: r.n.unwrap_or(0),
-                    context: context.clone(),
+                    context: contexts[index].clone(),
                     to: r.to.clone().unwrap_or_else(|| "card".into()),
                     cmd: masked_bytes(r.cmd.as_deref().unwrap_or(""), line)?,
                     outcome,
@@ -382,6 +384,7 @@ impl ReaderFactory for ReplayFactory {
             pos: 0,
             presence: CardPresence::Present,
             info: self.info.clone(),
+            played_marks: Vec::new(),
         }))
     }
 }
@@ -395,6 +398,8 @@ pub struct ReplaySession {
     pos: usize,
     presence: CardPresence,
     info: ReaderInfo,
+    /// Positions of the marks already played.
+    played_marks: Vec<usize>,
 }
 
 impl ReplaySession {
@@ -487,6 +492,10 @@ impl ReplaySession {
                 }
                 Some(Step::Power { .. }) => {
                     let _ = self.power(&["on", "off", "reset"]);
+                }
+                Some(Step::Mark(_)) => {
+                    self.played_marks.push(self.pos);
+                    self.pos += 1;
                 }
                 Some(Step::Exchange {
                     n,
@@ -594,6 +603,20 @@ impl CardReader for ReplaySession {
         }
     }
 
+    /// Jumps to the first recorded segment of `context` not played yet, wherever it is in the
+    /// session: what a daemon runs on its own (the recovery check at start-up) may come before
+    /// or after a client's call, and each plays its own recorded commands. Without such a
+    /// segment, the session goes on where it is.
+    fn trace_mark(&mut self, context: &str) {
+        let found = self.steps().iter().enumerate().position(|(i, s)| {
+            matches!(s, Step::Mark(m) if m == context) && !self.played_marks.contains(&i)
+        });
+        if let Some(i) = found {
+            self.played_marks.push(i);
+            self.pos = i + 1;
+        }
+    }
+
     fn presence(&mut self) -> Result<CardPresence, ReaderError> {
         if let Some(Step::Presence(p)) = self.steps().get(self.pos).cloned() {
             self.presence = p;
@@ -655,7 +678,7 @@ mod tests {
     const TRACE: &str = r#"{"trace":"cardd-apdu-trace","v":1,"redacted":true,"bytes_max":4096}
 {"s":1,"open":"pcsc:r"}
 {"s":1,"presence":"powered","atr":"3B6800"}
-{"mark":"card.summary"}
+{"s":1,"mark":"card.summary"}
 {"n":1,"s":1,"to":"card","cmd":"00A40000021001","rsp":"9000","sw":"9000","us":10}
 {"n":2,"s":1,"to":"card","cmd":"0020000003******","rsp":"9000","sw":"9000","hidden":["PIN"]}
 {"n":3,"s":1,"to":"card","cmd":"805C000204","rsp":"000003E8****9000","sw":"9000"}
@@ -719,6 +742,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("exchange 2"), "{e}");
+    }
+
+    #[test]
+    fn marks_align_segments_run_in_another_order() {
+        let trace = r#"{"s":1,"mark":"recovery"}
+{"n":1,"s":1,"cmd":"00A40000021001","rsp":"9000"}
+{"s":1,"mark":"card.balance"}
+{"n":2,"s":1,"cmd":"805C000204","rsp":"000000019000"}
+{"s":1,"mark":"card.balance"}
+{"n":3,"s":1,"cmd":"805C000204","rsp":"000000029000"}
+"#;
+        let factory = ReplayFactory::new(Trace::parse(trace).unwrap(), "t");
+        let mut r = factory.open(&ReaderSelector::Index(0)).unwrap();
+        r.trace_mark("card.balance");
+        assert_eq!(send(r.as_mut(), "805C000204").unwrap(), "000000019000");
+        r.trace_mark("recovery");
+        assert_eq!(send(r.as_mut(), "00A40000021001").unwrap(), "9000");
+        r.trace_mark("card.balance");
+        assert_eq!(send(r.as_mut(), "805C000204").unwrap(), "000000029000");
     }
 
     #[test]
