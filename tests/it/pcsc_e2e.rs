@@ -332,7 +332,13 @@ fn a_load_recorded_through_pcsc_replays_through_the_replay_driver() {
             "{secret} not in the clear trace"
         );
     }
-    for hidden in ["\"PIN\"", "\"MAC1\"", "\"MAC2\"", "\"TAC\"", "\"MAC, TAC\""] {
+    for hidden in [
+        "\"hidden\":[\"PIN\"]",
+        "\"rsp_hidden\":[\"MAC1\"]",
+        "\"hidden\":[\"MAC2\"]",
+        "\"rsp_hidden\":[\"TAC\"]",
+        "\"rsp_hidden\":[\"MAC, TAC\"]",
+    ] {
         assert!(
             redacted_text.contains(hidden),
             "{hidden} not hidden in {redacted_text}"

@@ -146,9 +146,12 @@ pub struct TraceRecord {
     /// A timeout's length.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// What was hidden (`PIN`, `MAC2`, ...).
+    /// What was hidden in the command (`PIN`, `MAC2`, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hidden: Vec<String>,
+    /// What was hidden in the response (`MAC1`, `TAC`, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rsp_hidden: Vec<String>,
     /// How long the exchange took, in µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub us: Option<u64>,
@@ -422,7 +425,7 @@ impl TraceRecorder {
                         hide.start,
                         hide.len.min(data_len.saturating_sub(hide.start)),
                     ));
-                    record.hidden.push(hide.what.to_owned());
+                    record.rsp_hidden.push(hide.what.to_owned());
                 }
                 let sw = rsp.get(data_len..).filter(|sw| sw.len() == 2);
                 *chained = match sw {
@@ -441,7 +444,6 @@ impl TraceRecorder {
                 }
             }
         }
-        record.hidden.dedup();
         self.write(&record);
     }
 }
@@ -870,7 +872,8 @@ mod tests {
             l[5].rsp.as_deref(),
             Some("000000640001000011223344********9000")
         );
-        assert_eq!(l[5].hidden, ["MAC1"]);
+        assert_eq!(l[5].rsp_hidden, ["MAC1"]);
+        assert!(l[5].hidden.is_empty());
         assert_eq!(l[6].err.as_deref(), Some("timeout"));
         assert_eq!(l[6].timeout_ms, Some(50));
         assert_eq!(l[6].n, Some(4));
