@@ -142,6 +142,9 @@ fn card_of(reader: &str) -> &str {
     }
 }
 
+/// Whether a context mark belongs to a part of the document.
+type Belongs = fn(&str) -> bool;
+
 /// The document: per context mark and reader, the first run's exchanges.
 fn render(trace: &str) -> String {
     let mut readers: BTreeMap<u64, String> = BTreeMap::new();
@@ -191,7 +194,7 @@ fn render(trace: &str) -> String {
          (`cardd_journal::card_view_of`). 二次圈存 (after 修改圈存状态) is the same `etc.load` \
          flow as 圈存 and sends the same commands.\n",
     );
-    let groups: [(&str, fn(&str) -> bool); 3] = [
+    let groups: [(&str, Belongs); 3] = [
         ("API methods", |m| {
             !m.starts_with("flow ") && !m.starts_with("recovery")
         }),

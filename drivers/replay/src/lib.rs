@@ -12,6 +12,9 @@
 //! * the answer is the recorded response, hidden bytes as `00` (a MAC the trace hid does not
 //!   verify: replay a load only from a trace recorded with `redact = false`, on a test card), or
 //!   the recorded reader error (`timeout`, `card_removed`, `no_card`, ...), returned at once;
+//! * a context mark from the daemon (`CardReader::trace_mark`: an API method or flow step
+//!   starts) moves the replay to the first recorded segment with that mark not played yet, so
+//!   what the daemon runs on its own may come before or after a client's call;
 //! * power actions and presence changes are played in their recorded order around the
 //!   exchanges; when none is recorded next, the last state stands;
 //! * after the last recorded exchange, every command fails and says so.
