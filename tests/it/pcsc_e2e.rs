@@ -304,6 +304,7 @@ fn a_load_recorded_through_pcsc_replays_through_the_replay_driver() {
             path: path.to_owned(),
             bytes_max: TRACE_BYTES_MAX_DEFAULT,
             redaction,
+            on_failure: None,
         })
     };
     // Two recorders on the same traffic: as the daemon records by default, and in the clear.

@@ -403,7 +403,7 @@ pub struct ReaderSection {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceSection {
-    /// The trace file (one JSON line per exchange, mark and event), created if missing and appended to. A relative path is taken from `data.dir`.
+    /// The trace file (one JSON line per exchange, mark and event), created if missing (with its directory) and appended to. A relative path is taken from `data.dir`.
     pub path: PathBuf,
     /// The file's size bound: the line that would pass it first moves the file to `<path>.1` (replacing an older one) and the trace goes on in a fresh file, so at most twice this is kept. 4096 to 1 GiB.
     #[serde(default = "default_trace_bytes_max")]

@@ -64,6 +64,7 @@ pub struct Metrics {
     journal_flush_seconds: Histogram,
     rpc_requests: Family<Labels2, Counter>,
     rpc_seconds: HistogramFamily<Labels1>,
+    trace_write_failures: Family<Labels1, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +120,10 @@ impl Metrics {
                 "Time to answer a JSON-RPC call, per method (session check, work, audit)",
                 rpc_buckets,
             ),
+            trace_write_failures: r.counters(
+                "cardd_trace_write_failures",
+                "Lines an APDU trace recorder could not write, per trace file (card commands go on; the first failure is logged)",
+            ),
             registry,
         }
     }
@@ -170,6 +175,13 @@ impl Metrics {
     /// One journal flush round.
     pub fn journal_flush(&self, took: Duration) {
         self.journal_flush_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A line of the APDU trace `trace` could not be written.
+    pub fn trace_write_failed(&self, trace: &str) {
+        self.trace_write_failures
+            .get_or_create(&[("trace", trace.to_owned())])
+            .inc();
     }
 
     /// A JSON-RPC call of `method` answered with `outcome` (`ok` or an error code's name).
@@ -322,6 +334,7 @@ mod tests {
         m.flow_finished("card.load", "succeeded", Duration::from_millis(30));
         m.journal_flush(Duration::from_millis(2));
         m.rpc("card.summary", "ok", Duration::from_micros(900));
+        m.trace_write_failed("/t/r.jsonl");
         let text = m.render();
         for needle in [
             r#"cardd_apdu_duration_seconds_count{reader="sim:etc"} 2"#,
@@ -332,6 +345,7 @@ mod tests {
             "cardd_journal_flush_duration_seconds_count 1",
             r#"cardd_rpc_requests_total{method="card.summary",outcome="ok"} 1"#,
             r#"cardd_rpc_duration_seconds_count{method="card.summary"} 1"#,
+            r#"cardd_trace_write_failures_total{trace="/t/r.jsonl"} 1"#,
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

@@ -22,16 +22,38 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cardd_api::ErrorCode;
+use cardd_reader::trace::{Redaction, TraceOptions, TraceRecorder, TracedFactory};
 use cardd_reader::{
     Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
     ReaderFactory, ReaderInfo, ReaderSelector, WaitStopper,
 };
 use tokio::sync::oneshot;
 
-use crate::config::{LimitsSection, ReaderInstance};
+use crate::config::{LimitsSection, ReaderInstance, TraceConfig};
 use crate::errors::ApiError;
 use crate::events::{EventBus, EventKind, LeaseEnd};
 use crate::metrics::{MeteredReader, Metrics};
+
+/// `factory` with its card traffic recorded as `trace` says, redacted by the purse layer's
+/// table unless `redact = false`; lines that cannot be written are counted in `metrics`.
+pub fn traced(
+    factory: Arc<dyn ReaderFactory>,
+    trace: &TraceConfig,
+    metrics: &Arc<Metrics>,
+) -> Arc<dyn ReaderFactory> {
+    let redaction: Option<Arc<dyn Redaction>> = trace
+        .redact
+        .then(|| Arc::new(cardd_purse::PurseRedaction) as Arc<dyn Redaction>);
+    tracing::info!(driver = factory.driver(), path = %trace.path.display(), redacted = trace.redact, "recording the card traffic of a driver instance");
+    let (metrics, label) = (metrics.clone(), trace.path.display().to_string());
+    let recorder = TraceRecorder::open(TraceOptions {
+        path: trace.path.clone(),
+        bytes_max: trace.bytes_max,
+        redaction,
+        on_failure: Some(Arc::new(move || metrics.trace_write_failed(&label))),
+    });
+    TracedFactory::wrap(factory, recorder)
+}
 
 /// How long a monitor thread waits for a card event before checking whether to stop.
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
@@ -135,7 +157,10 @@ impl ReaderManager {
             let factory = registry
                 .instantiate(&instance.driver, &options)
                 .map_err(|e| instance_error(i, instance, &e))?;
-            factories.push(factory);
+            factories.push(match &instance.trace {
+                Some(trace) => traced(factory, trace, &metrics),
+                None => factory,
+            });
         }
         ReaderManager::start_factories(factories, limits, events, metrics)
     }

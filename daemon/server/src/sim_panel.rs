@@ -14,13 +14,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cardd_reader::trace::{Redaction, TraceOptions, TraceRecorder, TracedFactory};
 use cardd_reader::{DriverOptions, DriverRegistry, ReaderFactory};
 use cardd_sim::{demo, FaultKind, FaultPlan, SimCard, SimFactory, SimOptions, SimWorld};
 
-use crate::config::{ReaderInstance, TraceConfig};
+use crate::config::ReaderInstance;
 use crate::errors::ApiError;
-use crate::readers::instance_error;
+use crate::metrics::Metrics;
+use crate::readers::{instance_error, traced};
 
 /// CREDIT FOR LOAD (`80 52`): the command after which "圈存中拔卡" pulls the card.
 const CREDIT_FOR_LOAD: (u8, u8) = (0x80, 0x52);
@@ -138,6 +138,7 @@ pub fn instantiate(
     instances: &[ReaderInstance],
     registry: &DriverRegistry,
     demo: bool,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Factories, Option<SimPanel>), ApiError> {
     let mut factories: Factories = Vec::new();
     let mut worlds = Vec::new();
@@ -156,27 +157,12 @@ pub fn instantiate(
                 .map_err(|e| instance_error(i, instance, &e))?
         };
         factories.push(match &instance.trace {
-            Some(trace) => traced(factory, trace),
+            Some(trace) => traced(factory, trace, metrics),
             None => factory,
         });
     }
     let panel = demo.then(|| SimPanel::new(worlds));
     Ok((factories, panel))
-}
-
-/// `factory` with its card traffic recorded as `trace` says, redacted by the purse layer's
-/// table unless `redact = false`.
-fn traced(factory: Arc<dyn ReaderFactory>, trace: &TraceConfig) -> Arc<dyn ReaderFactory> {
-    let redaction: Option<Arc<dyn Redaction>> = trace
-        .redact
-        .then(|| Arc::new(cardd_purse::PurseRedaction) as Arc<dyn Redaction>);
-    tracing::info!(driver = factory.driver(), path = %trace.path.display(), redacted = trace.redact, "recording the card traffic of a driver instance");
-    let recorder = TraceRecorder::open(TraceOptions {
-        path: trace.path.clone(),
-        bytes_max: trace.bytes_max,
-        redaction,
-    });
-    TracedFactory::wrap(factory, recorder)
 }
 
 fn yuan(fen: u32) -> String {

@@ -79,15 +79,30 @@ pub trait Redaction: Send + Sync + fmt::Debug {
     fn response(&self, header: [u8; 4], data: &[u8]) -> Vec<Hide>;
 }
 
+/// Called on every line a recorder could not write (for a metric).
+pub type FailureHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Where and how a reader's traffic is recorded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TraceOptions {
-    /// The trace file (JSON lines), created if missing and appended to.
+    /// The trace file (JSON lines), created if missing (with its directory) and appended to.
     pub path: PathBuf,
     /// Size at which the file rotates once to `<path>.1`.
     pub bytes_max: u64,
     /// What to hide; `None` records everything (test cards only).
     pub redaction: Option<Arc<dyn Redaction>>,
+    /// Told of every line that could not be written.
+    pub on_failure: Option<FailureHook>,
+}
+
+impl fmt::Debug for TraceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceOptions")
+            .field("path", &self.path)
+            .field("bytes_max", &self.bytes_max)
+            .field("redaction", &self.redaction)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One line of a trace. Which fields are present says what it is: a header (`trace`), a session
@@ -236,6 +251,7 @@ pub struct TraceRecorder {
     path: PathBuf,
     bytes_max: u64,
     redaction: Option<Arc<dyn Redaction>>,
+    on_failure: Option<FailureHook>,
     state: Mutex<FileState>,
     sessions: AtomicU64,
     exchanges: AtomicU64,
@@ -263,6 +279,7 @@ impl TraceRecorder {
                 .clamp(TRACE_BYTES_MAX_MIN, TRACE_BYTES_MAX_MAX),
             path: options.path,
             redaction: options.redaction,
+            on_failure: options.on_failure,
             state: Mutex::new(FileState {
                 file: None,
                 written: 0,
@@ -320,6 +337,9 @@ impl TraceRecorder {
         if let Err(e) = self.write_locked(&mut state, line.as_bytes(), record.trace.is_some()) {
             state.file = None;
             self.write_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(hook) = &self.on_failure {
+                hook();
+            }
             if !self.failure_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(path = %self.path.display(), error = %e, "the APDU trace cannot be written; card commands go on, later failures are only counted");
             }
@@ -333,6 +353,9 @@ impl TraceRecorder {
         is_header: bool,
     ) -> std::io::Result<()> {
         if state.file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -829,6 +852,7 @@ mod tests {
             path: path.clone(),
             bytes_max: TRACE_BYTES_MAX_DEFAULT,
             redaction: Some(Arc::new(TestRedaction)),
+            on_failure: None,
         });
         {
             let mut reader = TracingReader::wrap(
@@ -888,6 +912,7 @@ mod tests {
             path: path.clone(),
             bytes_max: TRACE_BYTES_MAX_MIN,
             redaction: None,
+            on_failure: None,
         });
         for i in 0..200 {
             recorder.mark(None, &format!("step {i}"));
@@ -900,10 +925,18 @@ mod tests {
         assert_eq!(current[0].trace.as_deref(), Some(TRACE_FORMAT));
         assert_eq!(current.last().unwrap().mark.as_deref(), Some("step 199"));
 
+        // A trace whose directory is a file cannot be written.
+        let counted = Arc::new(AtomicU64::new(0));
+        let told = counted.clone();
+        let blocker = path.with_file_name("a-file");
+        std::fs::write(&blocker, b"").unwrap();
         let broken = TraceRecorder::open(TraceOptions {
-            path: path.with_file_name("no-such-dir").join("trace.jsonl"),
+            path: blocker.join("trace.jsonl"),
             bytes_max: TRACE_BYTES_MAX_MIN,
             redaction: None,
+            on_failure: Some(Arc::new(move || {
+                told.fetch_add(1, Ordering::Relaxed);
+            })),
         });
         let mut reader = TracingReader::wrap(echo(vec![Ok("9000")]), broken.clone());
         let rsp = reader
@@ -911,5 +944,6 @@ mod tests {
             .unwrap();
         assert_eq!(rsp, [0x90, 0x00]);
         assert!(broken.write_failures() >= 3, "{}", broken.write_failures());
+        assert_eq!(counted.load(Ordering::Relaxed), broken.write_failures());
     }
 }

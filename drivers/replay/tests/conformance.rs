@@ -33,6 +33,7 @@ impl SimHarness {
             path,
             bytes_max: TRACE_BYTES_MAX_DEFAULT,
             redaction: None,
+            on_failure: None,
         });
         let factory = TracedFactory::wrap(Arc::new(SimFactory::new(world.clone())), recorder);
         SimHarness {
