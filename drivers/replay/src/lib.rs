@@ -166,7 +166,9 @@ impl Trace {
 
     /// Parses a trace's text (JSON lines).
     pub fn parse(text: &str) -> Result<Trace, ReplayError> {
-        let mut ids: Vec<u64> = Vec::new();
+        // Session numbers start again at every daemon start, which writes a header line.
+        let mut ids: Vec<(usize, u64)> = Vec::new();
+        let mut run = 0;
         let mut trace = Trace::default();
         let mut contexts: Vec<Option<String>> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -178,11 +180,14 @@ impl Trace {
                 line,
                 detail: e.to_string(),
             })?;
+            if r.trace.is_some() {
+                run += 1;
+            }
             let Some(s) = r.s else { continue };
-            let index = match ids.iter().position(|&id| id == s) {
+            let index = match ids.iter().position(|&id| id == (run, s)) {
                 Some(index) => index,
                 None => {
-                    ids.push(s);
+                    ids.push((run, s));
                     trace.sessions.push(Vec::new());
                     contexts.push(None);
                     ids.len() - 1
@@ -764,6 +769,13 @@ mod tests {
         assert_eq!(send(r.as_mut(), "00A40000021001").unwrap(), "9000");
         r.trace_mark("card.balance");
         assert_eq!(send(r.as_mut(), "805C000204").unwrap(), "000000029000");
+    }
+
+    #[test]
+    fn each_daemon_start_in_a_file_is_its_own_sessions() {
+        let text = format!("{TRACE}{TRACE}");
+        let trace = Trace::parse(&text).unwrap();
+        assert_eq!((trace.sessions(), trace.exchanges()), (2, 8));
     }
 
     #[test]
