@@ -72,6 +72,7 @@ async fn measure(samples: usize) -> Result<()> {
         config.readers = vec![ReaderInstance {
             driver: "pcsc".into(),
             options: json!({ "readers": [READER] }),
+            trace: None,
         }];
     })
     .await?;
@@ -105,7 +106,7 @@ async fn measure(samples: usize) -> Result<()> {
             let daemon = d.daemon().clone();
             daemon
                 .readers
-                .run(READER_ID, &holder, cardd::summary::balance)
+                .run(READER_ID, &holder, "bench", cardd::summary::balance)
                 .await??;
             s_worker.push(started.elapsed());
         }

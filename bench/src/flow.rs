@@ -156,7 +156,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
             let job_daemon = daemon.clone();
             let loaded = daemon
                 .readers
-                .run(READER_ID, &holder, move |reader| {
+                .run(READER_ID, &holder, "bench", move |reader| {
                     let d = &job_daemon;
                     cardd::summary::read(
                         reader,

@@ -1634,7 +1634,7 @@ async fn the_daemons_security_module_computes_no_mac2_without_a_funded_record() 
         let result = d
             .daemon()
             .readers
-            .run("sim:etc", &holder, move |reader| {
+            .run("sim:etc", &holder, "test load", move |reader| {
                 let request = LoadRequest {
                     txn_id: txn_id.into(),
                     amount_fen,

@@ -11,6 +11,7 @@
 mod common;
 mod webdriver;
 
+mod apdu_docs;
 mod backup_restore;
 mod browser;
 mod card_reads;

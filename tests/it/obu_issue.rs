@@ -30,7 +30,7 @@ fn obu(change: impl FnOnce(&mut ObuSpec)) -> SimCard {
 
 /// An OBU as it leaves the factory: contract serial `serial`, no dates, no vehicle, not
 /// activated.
-fn factory_obu(serial: &str) -> SimCard {
+pub(crate) fn factory_obu(serial: &str) -> SimCard {
     obu(|spec| {
         hex::decode_to_slice(serial, &mut spec.contract_serial).expect("16 hex digits");
         spec.signed_date = [0; 4];
@@ -55,7 +55,7 @@ fn world_files(world: &SimWorld) -> (Vec<u8>, Vec<u8>, bool) {
 
 /// Swaps the OBU on `sim:obu` in place: no insertion event, so no start-up or insertion
 /// recovery job sends APDUs to it while a test counts them.
-fn put_obu(world: &SimWorld, card: SimCard) {
+pub(crate) fn put_obu(world: &SimWorld, card: SimCard) {
     world
         .with_card_mut(SIM_OBU, |slot| *slot = card)
         .expect("an OBU on sim:obu");
@@ -149,7 +149,7 @@ fn account(
     .expect("a vehicle input")
 }
 
-fn demo_params() -> Value {
+pub(crate) fn demo_params() -> Value {
     json!({ "plate": PLATE, "plate_colour": 0 })
 }
 
@@ -454,6 +454,7 @@ async fn issuance_through_the_serial_driver() {
         c.readers.push(cardd::config::ReaderInstance {
             driver: "serial".into(),
             options: json!({ "devices": [{ "id": "counter1", "path": path }] }),
+            trace: None,
         });
     })
     .await;

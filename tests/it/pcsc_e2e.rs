@@ -7,6 +7,9 @@
 //! conformance kit, and read the card through the daemon's JSON-RPC API with
 //! `[[readers]] driver = "pcsc"`. The bridge's copy of the card is the ground truth.
 //!
+//! A load and a JSON-RPC read are recorded with the APDU trace recorder and played back
+//! through the replay driver, which must give the same answers.
+//!
 //! They need pcscd running with vpcd configured (`cargo xtask test` installs the packages and
 //! starts pcscd); without it they fail and say so, they never skip. The one vpcd slot
 //! (`Virtual PCD 00 00`) is shared, so every test holds [`RIG`] for its whole run.
@@ -24,10 +27,12 @@ use cardd_purse::{
     decide_interrupted_load, CardKeyContext, LoadOutcome, LoadPlan, LoadSession, Pin, Purse,
     PurseError, SoftSam, TransactionType,
 };
+use cardd_reader::trace::{TraceOptions, TraceRecorder, TracedFactory, TRACE_BYTES_MAX_DEFAULT};
 use cardd_reader::{
     CardChannel, CardEvent, CommandApdu, Protocol, Reader, ReaderError, ReaderFactory,
     ReaderSelector, StatusWord,
 };
+use cardd_replay::{ReplayFactory, Trace};
 use cardd_sim::SimCard;
 use serde_json::json;
 
@@ -266,6 +271,111 @@ fn a_full_load_through_pcsc_lands_on_the_card_with_a_valid_tac() {
     rig.remove();
 }
 
+/// What a load and its proof left on the card: ATR, TAC, balance after, the proof's MAC and TAC.
+type LoadSeen = (Vec<u8>, [u8; 4], u32, [u8; 4], [u8; 4]);
+
+/// Powers the card up, loads 123.45 yuan, reads the balance and the load's proof.
+fn load_and_prove(factory: &dyn ReaderFactory, sam: &SoftSam) -> LoadSeen {
+    let session = factory
+        .open(&ReaderSelector::Index(0))
+        .expect("open the reader");
+    let mut reader = Reader::new(session, APDU_TIMEOUT);
+    let atr = reader.session().power_on().expect("power on");
+    let mut purse = Purse::new(&mut reader);
+    let load = prepare_load(&mut purse, sam, 12_345);
+    let tac = purse.credit_for(&load).expect("CREDIT FOR LOAD");
+    load.verify_tac(sam, tac).expect("TAC verifies");
+    let balance = purse.balance().expect("balance");
+    let proof = purse
+        .prove(TransactionType::EpLoad, load.atc_after().expect("atc"))
+        .expect("GET TRANSACTION PROVE")
+        .expect("a proof");
+    (atr.0, tac, balance, proof.mac, proof.tac)
+}
+
+#[test]
+fn a_load_recorded_through_pcsc_replays_through_the_replay_driver() {
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    let sam = SoftSam::demo();
+    rig.insert();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (clear_path, redacted_path) = (
+        dir.path().join("clear.jsonl"),
+        dir.path().join("redacted.jsonl"),
+    );
+    let recorder = |path: &std::path::Path, redaction: Option<Arc<dyn cardd_reader::Redaction>>| {
+        TraceRecorder::open(TraceOptions {
+            path: path.to_owned(),
+            bytes_max: TRACE_BYTES_MAX_DEFAULT,
+            redaction,
+            on_failure: None,
+        })
+    };
+    // Two recorders on the same traffic: as the daemon records by default, and in the clear.
+    let redacted = recorder(&redacted_path, Some(Arc::new(cardd_purse::PurseRedaction)));
+    let clear = recorder(&clear_path, None);
+    let pcsc: Arc<dyn ReaderFactory> = rig.factory.clone();
+    let traced = TracedFactory::wrap(TracedFactory::wrap(pcsc, redacted.clone()), clear.clone());
+    let recorded = load_and_prove(traced.as_ref(), &sam);
+    assert_eq!(recorded.2, 10_000 + 12_345);
+    assert_eq!(rig.bridge.card().balance(), Some(10_000 + 12_345));
+    rig.remove();
+    assert_eq!((redacted.write_failures(), clear.write_failures()), (0, 0));
+
+    // The redacted trace keeps no PIN, MAC or TAC; the clear one has them.
+    let redacted_text = std::fs::read_to_string(&redacted_path).expect("redacted trace");
+    let clear_text = std::fs::read_to_string(&clear_path).expect("clear trace");
+    let pin = hex::encode_upper("123456");
+    let (tac, mac) = (hex::encode_upper(recorded.1), hex::encode_upper(recorded.3));
+    for secret in [&pin, &tac, &mac] {
+        assert!(
+            !redacted_text.contains(secret.as_str()),
+            "{secret} in {redacted_text}"
+        );
+        assert!(
+            clear_text.contains(secret.as_str()),
+            "{secret} not in the clear trace"
+        );
+    }
+    for hidden in [
+        "\"hidden\":[\"PIN\"]",
+        "\"rsp_hidden\":[\"MAC1\"]",
+        "\"hidden\":[\"MAC2\"]",
+        "\"rsp_hidden\":[\"TAC\"]",
+        "\"rsp_hidden\":[\"MAC, TAC\"]",
+    ] {
+        assert!(
+            redacted_text.contains(hidden),
+            "{hidden} not hidden in {redacted_text}"
+        );
+    }
+
+    // Played back, the clear trace answers the same load the same way: same MAC2 (the card's
+    // recorded random), same TAC, balance and proof; the card in the slot is not touched.
+    let trace = Trace::load(&clear_path).expect("the trace parses");
+    assert_eq!(
+        trace.exchanges(),
+        7,
+        "SELECT, READ BINARY, VERIFY, INITIALIZE, CREDIT, GET BALANCE, PROVE"
+    );
+    let replay = ReplayFactory::new(trace, "pcsc");
+    assert_eq!(load_and_prove(&replay, &sam), recorded);
+    assert_eq!(rig.bridge.card().balance(), Some(10_000 + 12_345));
+
+    // A client that sends something else is told which recorded exchange differs.
+    let replay = ReplayFactory::new(Trace::load(&clear_path).expect("the trace parses"), "pcsc");
+    let session = replay
+        .open(&ReaderSelector::Index(0))
+        .expect("open the replay");
+    let mut reader = Reader::new(session, APDU_TIMEOUT);
+    reader.session().power_on().expect("power on");
+    let err = Purse::new(&mut reader).select_mf().unwrap_err().to_string();
+    assert!(
+        err.contains("exchange 1 of the trace") && err.contains("00A40000021001"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_card_pulled_during_credit_is_decided_from_the_card_itself() {
     let mut rig = rig(cardd_sim::demo::demo_etc_card());
@@ -460,69 +570,90 @@ fn the_pcsc_driver_passes_the_conformance_kit() {
     harness.rig.remove();
 }
 
-#[test]
-fn the_daemon_serves_the_vpcd_reader_over_json_rpc() {
-    let mut rig = rig(cardd_sim::demo::demo_etc_card());
-    rig.insert();
+/// Starts a daemon on `toml` (with the demo operators), logs in as a teller and returns
+/// `card.summary` of `reader_id` and what `readers.list` says of it.
+async fn summary_through_a_daemon(
+    toml: &str,
+    reader_id: &str,
+) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().expect("temp dir");
     let toml = format!(
-        r#"
-[data]
-dir = {data:?}
-
-[[readers]]
-driver = "pcsc"
-[readers.options]
-readers = ["{READER}"]
-"#,
-        data = dir.path().join("data").display().to_string()
+        "[data]\ndir = {:?}\n{toml}",
+        dir.path().join("data").display().to_string()
     );
     let mut config = cardd::config::Config::from_toml(&toml, "pcsc_e2e.toml").expect("config");
     // The demo operators (teller/teller123) are seeded only for the embedded default.
     config.demo = true;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let running = cardd::server::start(config, listener)
+        .await
+        .expect("the daemon starts");
+    let d = common::TestDaemon::started(running, dir);
+    let teller = d.login("teller", "teller123").await;
+    let readers = d.ok("readers.list", json!({}), Some(&teller)).await;
+    let listed = readers
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["id"] == reader_id)
+        .unwrap_or_else(|| panic!("{reader_id} not in readers.list: {readers}"))
+        .clone();
+    let summary = d
+        .ok(
+            "card.summary",
+            json!({"reader_id": reader_id}),
+            Some(&teller),
+        )
+        .await;
+    d.stop().await;
+    (summary, listed)
+}
+
+#[test]
+fn the_daemon_serves_the_vpcd_reader_over_json_rpc() {
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    rig.insert();
+    let traces = tempfile::tempdir().expect("temp dir");
+    let trace = traces.path().join("vpcd.jsonl");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let running = cardd::server::start(config, listener)
-            .await
-            .expect("the daemon starts with a pcsc reader");
-        let d = common::TestDaemon::started(running, dir);
-        let teller = d.login("teller", "teller123").await;
-        let readers = d.ok("readers.list", json!({}), Some(&teller)).await;
-        let listed = readers.as_array().expect("a list");
-        let vpcd = listed
-            .iter()
-            .find(|r| r["id"] == READER_ID)
-            .unwrap_or_else(|| panic!("{READER_ID} not in readers.list: {readers}"));
-        assert_eq!(vpcd["driver"], "pcsc");
-        assert_eq!(vpcd["card_present"], true, "{vpcd}");
-        let summary = d
-            .ok(
-                "card.summary",
-                json!({"reader_id": READER_ID}),
-                Some(&teller),
-            )
-            .await;
-        assert_eq!(summary["kind"], "etc", "{summary}");
-        assert_eq!(
-            summary["card_number"],
-            cardd_sim::demo::DEMO_ETC_CARD_NUMBER
-        );
-        assert_eq!(summary["plate"], cardd_sim::demo::DEMO_ETC_PLATE);
-        assert_eq!(summary["balance"], "100.00");
-        d.stop().await;
-    });
+    // The daemon on the vpcd reader, its card traffic recorded (redacted, the default).
+    let pcsc = format!(
+        "[[readers]]\ndriver = \"pcsc\"\n[readers.options]\nreaders = [\"{READER}\"]\n\
+         [readers.trace]\npath = {:?}\n",
+        trace.display().to_string()
+    );
+    let (summary, vpcd) = runtime.block_on(summary_through_a_daemon(&pcsc, READER_ID));
+    assert_eq!(vpcd["driver"], "pcsc");
+    assert_eq!(vpcd["card_present"], true, "{vpcd}");
+    assert_eq!(summary["kind"], "etc", "{summary}");
+    assert_eq!(
+        summary["card_number"],
+        cardd_sim::demo::DEMO_ETC_CARD_NUMBER
+    );
+    assert_eq!(summary["plate"], cardd_sim::demo::DEMO_ETC_PLATE);
+    assert_eq!(summary["balance"], "100.00");
     assert_eq!(
         rig.bridge.card().balance(),
         Some(10_000),
         "reading changes no money"
     );
     rig.remove();
+
+    // The trace, played back by a daemon on the replay driver, reads the same card.
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    assert!(text.contains("\"mark\":\"card.summary\""), "{text}");
+    let replay = format!(
+        "[[readers]]\ndriver = \"replay\"\n[readers.options]\ntrace = {:?}\nname = \"vpcd\"\n",
+        trace.display().to_string()
+    );
+    let (replayed, listed) = runtime.block_on(summary_through_a_daemon(&replay, "replay:vpcd"));
+    assert_eq!(listed["card_present"], true, "{listed}");
+    assert_eq!(replayed, summary);
 }
 
 #[test]

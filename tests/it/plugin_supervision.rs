@@ -68,6 +68,7 @@ fn plugin(name: &str, script: &std::path::Path) -> cardd::config::ReaderInstance
             "restart_backoff_max_ms": 200,
             "ping_interval_ms": 0,
         }),
+        trace: None,
     }
 }
 

@@ -85,6 +85,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cardd-sim", 1),
     ("cardd-plugin", 1),
     ("cardd-conformance", 1),
+    ("cardd-replay", 1),
     ("cardd-pcsc", 2),
     ("cardd-serial", 2),
     ("cardd-drivers", 3),

@@ -38,6 +38,8 @@ export const ACTIONS = {
   CardRemoved: '请将同一张卡片放回读卡器，系统会先核对卡片状态，不会重复圈存。',
   ReaderTimeout: '请检查卡片是否放好后重试。',
   ReaderGone: '请重新连接读卡器，连接后会自动识别。',
+  ReaderDriverCrashed: '读卡器插件正在自动重启，请稍候几秒，读卡器恢复后重试；如反复出现，请联系管理员。',
+  ReaderDriverMalformed: '请重试；如反复出现，请联系管理员将日志发给读卡器厂商。',
   CardError: '请按提示处理卡片问题。',
   UnsupportedCard: '请使用本业务所需类型的卡片。',
   FlowNotFound: '本机未提供该业务，请联系管理员。',

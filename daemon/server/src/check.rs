@@ -360,6 +360,24 @@ fn check_readers(config: &Config, report: &mut Report) {
             }
             Err(e) => report.push(Level::Error, format!("{key}: {e}")),
         }
+        if let Some(trace) = &reader.trace {
+            report.push(
+                Level::Ok,
+                format!(
+                    "{key}: card traffic is recorded to {} (docs/traces.md)",
+                    trace.path.display()
+                ),
+            );
+            if !trace.redact {
+                report.push(
+                    Level::Warning,
+                    format!(
+                        "{key}: the trace keeps PINs, MACs and keys (redact = false): only for \
+                         test cards; remove `redact = false` for real cards"
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -480,6 +498,14 @@ mod tests {
         assert!(report.passed(), "{text}");
         assert!(
             text.contains("warning: readers[0] (serial): serial device \"desk\""),
+            "{text}"
+        );
+        let traced = format!("{PCSC}[readers.trace]\npath = \"t/r.jsonl\"\nredact = false\n");
+        let (report, text) = site.check(&traced);
+        assert!(report.passed(), "{text}");
+        assert!(text.contains("card traffic is recorded to"), "{text}");
+        assert!(
+            text.contains("warning: readers[0] (pcsc): the trace keeps PINs"),
             "{text}"
         );
     }

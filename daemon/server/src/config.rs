@@ -394,6 +394,40 @@ pub struct ReaderSection {
     #[serde(default)]
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub options: toml::Table,
+    /// Records this driver instance's card traffic to a file (off when absent); see docs/traces.md.
+    #[serde(default)]
+    pub trace: Option<TraceSection>,
+}
+
+/// `[readers.trace]`: the APDU trace recorder of one driver instance.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSection {
+    /// The trace file (one JSON line per exchange, mark and event), created if missing (with its directory) and appended to. A relative path is taken from `data.dir`.
+    pub path: PathBuf,
+    /// The file's size bound: the line that would pass it first moves the file to `<path>.1` (replacing an older one) and the trace goes on in a fresh file, so at most twice this is kept. 4096 to 1 GiB.
+    #[serde(default = "default_trace_bytes_max")]
+    pub bytes_max: u64,
+    /// Hide PINs, MACs, TACs and key material (written as `**`). Only `false` turns this off, for test cards.
+    #[serde(default = "default_true")]
+    pub redact: bool,
+}
+
+fn default_trace_bytes_max() -> u64 {
+    cardd_reader::trace::TRACE_BYTES_MAX_DEFAULT
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A validated trace recorder setting of a driver instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// The trace file (a relative configured path is joined to `data.dir`).
+    pub path: PathBuf,
+    pub bytes_max: u64,
+    pub redact: bool,
 }
 
 /// The validated configuration the daemon runs on.
@@ -431,6 +465,8 @@ pub struct Config {
 pub struct ReaderInstance {
     pub driver: String,
     pub options: serde_json::Value,
+    /// Where this instance's card traffic is recorded, if anywhere.
+    pub trace: Option<TraceConfig>,
 }
 
 impl Config {
@@ -466,6 +502,7 @@ impl Config {
             readers: vec![ReaderSection {
                 driver: "sim".into(),
                 options: toml::Table::new(),
+                trace: None,
             }],
             ..RawConfig::default()
         };
@@ -550,7 +587,8 @@ impl Config {
                 "must be 0 to 8760 (one year)".into(),
             ));
         }
-        let readers = validate_readers(&raw.readers).map_err(|(key, reason)| err(&key, reason))?;
+        let readers = validate_readers(&raw.readers, &raw.data.dir)
+            .map_err(|(key, reason)| err(&key, reason))?;
         let flows = raw.flows;
         if !(1..=24 * 3600).contains(&flows.run_s_max)
             || !(1_000..=10_000_000_000).contains(&flows.instructions_max)
@@ -770,7 +808,11 @@ fn parse_terminal_id(text: &str) -> Option<[u8; 6]> {
     bytes.try_into().ok()
 }
 
-fn validate_readers(readers: &[ReaderSection]) -> Result<Vec<ReaderInstance>, (String, String)> {
+fn validate_readers(
+    readers: &[ReaderSection],
+    data_dir: &Path,
+) -> Result<Vec<ReaderInstance>, (String, String)> {
+    use cardd_reader::trace::{TRACE_BYTES_MAX_MAX, TRACE_BYTES_MAX_MIN};
     let registry = cardd_drivers::registry();
     let mut out = Vec::with_capacity(readers.len());
     for (i, section) in readers.iter().enumerate() {
@@ -786,9 +828,32 @@ fn validate_readers(readers: &[ReaderSection]) -> Result<Vec<ReaderInstance>, (S
         }
         let options = serde_json::to_value(&section.options)
             .map_err(|e| (format!("readers[{i}].options"), e.to_string()))?;
+        let trace = match &section.trace {
+            None => None,
+            Some(t) => {
+                if !(TRACE_BYTES_MAX_MIN..=TRACE_BYTES_MAX_MAX).contains(&t.bytes_max) {
+                    return Err((
+                        format!("readers[{i}].trace.bytes_max"),
+                        format!("must be {TRACE_BYTES_MAX_MIN} to {TRACE_BYTES_MAX_MAX} bytes"),
+                    ));
+                }
+                if t.path.as_os_str().is_empty() || t.path.file_name().is_none() {
+                    return Err((
+                        format!("readers[{i}].trace.path"),
+                        "must name a file, e.g. \"traces/reader1.jsonl\"".into(),
+                    ));
+                }
+                Some(TraceConfig {
+                    path: data_dir.join(&t.path),
+                    bytes_max: t.bytes_max,
+                    redact: t.redact,
+                })
+            }
+        };
         out.push(ReaderInstance {
             driver: section.driver.clone(),
             options,
+            trace,
         });
     }
     Ok(out)
@@ -869,6 +934,7 @@ pub fn reference_markdown() -> String {
         else {
             continue;
         };
+        let mut nested = Vec::new();
         for (key, field) in fields {
             if !seen.insert(format!("{section}.{key}")) {
                 continue;
@@ -876,20 +942,64 @@ pub fn reference_markdown() -> String {
             let default = defaults
                 .get(section)
                 .and_then(|s| s.get(key))
-                .map(|v| match v {
-                    serde_json::Value::Null => "(none)".to_owned(),
-                    other => format!("`{other}`"),
-                })
-                .unwrap_or_else(|| "(required)".into());
-            let meaning = field
+                .or_else(|| field.get("default"));
+            out.push_str(&field_row(key, field, default));
+            let sub = sub_table(field)
+                .filter(|sub| defs.pointer(&format!("/{sub}/properties")).is_some());
+            if let Some(sub) = sub {
+                nested.push((format!("{section}.{key}"), sub, field.clone()));
+            }
+        }
+        // Sub-tables of a section (`[readers.trace]`): their keys, with the schema's defaults.
+        for (header, sub, field) in nested {
+            let description = field
                 .get("description")
                 .and_then(|d| d.as_str())
-                .unwrap_or("")
-                .replace('\n', " ");
-            out.push_str(&format!("| `{key}` | {default} | {meaning} |\n"));
+                .unwrap_or("");
+            out.push_str(&format!(
+                "\n### `[{header}]`\n\n{description}\n\n| key | default | meaning |\n|---|---|---|\n"
+            ));
+            let sub_fields = defs
+                .pointer(&format!("/{sub}/properties"))
+                .and_then(|f| f.as_object())
+                .cloned()
+                .unwrap_or_default();
+            for (key, field) in &sub_fields {
+                out.push_str(&field_row(key, field, field.get("default")));
+            }
         }
     }
     out
+}
+
+/// The `$defs` name of the table a field holds (directly or as an optional), if it is one.
+fn sub_table(field: &serde_json::Value) -> Option<String> {
+    let direct = field.get("$ref").into_iter();
+    let optional = field
+        .get("anyOf")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("$ref"));
+    direct
+        .chain(optional)
+        .find_map(|r| r.as_str()?.rsplit('/').next().map(str::to_owned))
+}
+
+/// One row of a reference table.
+fn field_row(key: &str, field: &serde_json::Value, default: Option<&serde_json::Value>) -> String {
+    let default = default
+        .map(|v| match v {
+            serde_json::Value::Null => "(none)".to_owned(),
+            other => format!("`{other}`"),
+        })
+        .unwrap_or_else(|| "(required)".into());
+    let meaning = field
+        .get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or("")
+        .replace('\n', " ");
+    format!("| `{key}` | {default} | {meaning} |\n")
 }
 
 #[cfg(test)]
@@ -941,6 +1051,35 @@ mod tests {
 
         let e = Config::from_toml("[limits]\nconnections_max = \"many\"\n", "h.toml").unwrap_err();
         assert!(e.key.starts_with("limits.connections_max"), "{e}");
+    }
+
+    #[test]
+    fn a_reader_trace_is_off_by_default_redacted_when_on_and_bounded() {
+        let c = Config::from_toml(
+            "[data]\ndir = \"/var/d\"\n[[readers]]\ndriver = \"sim\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.readers[0].trace, None);
+        let c = Config::from_toml(
+            "[data]\ndir = \"/var/d\"\n[[readers]]\ndriver = \"sim\"\n[readers.trace]\npath = \"traces/r.jsonl\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.readers[0].trace,
+            Some(TraceConfig {
+                path: PathBuf::from("/var/d/traces/r.jsonl"),
+                bytes_max: cardd_reader::trace::TRACE_BYTES_MAX_DEFAULT,
+                redact: true,
+            })
+        );
+        let e = Config::from_toml(
+            "[[readers]]\ndriver = \"sim\"\n[readers.trace]\npath = \"/t\"\nbytes_max = 10\n",
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "readers[0].trace.bytes_max");
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub struct FlowEngine {
 #[derive(Debug, Clone)]
 pub struct RunScope {
     pub run_id: String,
+    /// The flow's name (`etc.load`, ...), for the context marks of a reader's APDU trace.
+    pub flow: String,
     /// The operator who started the run, as the reader manager knows lessees.
     pub holder: Holder,
     /// The reader the run was started on, if any.
@@ -642,6 +644,7 @@ fn execute(
     let flow_name = def.name().to_owned();
     let scope = RunScope {
         run_id: run_id.clone(),
+        flow: flow_name.clone(),
         holder,
         reader_id,
         runtime,

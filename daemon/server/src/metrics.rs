@@ -76,6 +76,7 @@ pub struct Metrics {
     plugin_readers: Family<Labels1, Gauge>,
     /// Serialises [`Metrics::plugins`] so counters advance by each delta once.
     plugins_seen: Mutex<()>,
+    trace_write_failures: Family<Labels1, Counter>,
 }
 
 /// Every [`PluginState`] with its label value.
@@ -161,6 +162,10 @@ impl Metrics {
                 "Readers a reader plugin lists now, per instance",
             ),
             plugins_seen: Mutex::new(()),
+            trace_write_failures: r.counters(
+                "cardd_trace_write_failures",
+                "Lines an APDU trace recorder could not write, per trace file (card commands go on; the first failure is logged)",
+            ),
             registry,
         }
     }
@@ -237,6 +242,13 @@ impl Metrics {
     /// One journal flush round.
     pub fn journal_flush(&self, took: Duration) {
         self.journal_flush_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A line of the APDU trace `trace` could not be written.
+    pub fn trace_write_failed(&self, trace: &str) {
+        self.trace_write_failures
+            .get_or_create(&[("trace", trace.to_owned())])
+            .inc();
     }
 
     /// A JSON-RPC call of `method` answered with `outcome` (`ok` or an error code's name).
@@ -372,6 +384,10 @@ impl CardReader for MeteredReader {
     fn exclusive(&mut self) -> Option<&mut dyn ExclusiveAccess> {
         self.inner.exclusive()
     }
+
+    fn trace_mark(&mut self, context: &str) {
+        self.inner.trace_mark(context)
+    }
 }
 
 #[cfg(test)]
@@ -411,6 +427,7 @@ mod tests {
         acme.restarts = 3;
         m.plugins(&[acme.clone()]);
         m.plugins(&[acme]);
+        m.trace_write_failed("/t/r.jsonl");
         let text = m.render();
         for needle in [
             r#"cardd_apdu_duration_seconds_count{reader="sim:etc"} 2"#,
@@ -427,6 +444,7 @@ mod tests {
             r#"cardd_plugin_malformed_lines_total{instance="acme"} 3"#,
             r#"cardd_plugin_backoff_seconds{instance="acme"} 0.4"#,
             r#"cardd_plugin_readers{instance="acme"} 0"#,
+            r#"cardd_trace_write_failures_total{trace="/t/r.jsonl"} 1"#,
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

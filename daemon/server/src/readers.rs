@@ -22,16 +22,38 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cardd_api::ErrorCode;
+use cardd_reader::trace::{Redaction, TraceOptions, TraceRecorder, TracedFactory};
 use cardd_reader::{
     Capabilities, CardEvent, CardPresence, DriverOptions, DriverRegistry, HotplugEvent, Reader,
     ReaderFactory, ReaderInfo, ReaderSelector, SupervisedState, SupervisedStatus, WaitStopper,
 };
 use tokio::sync::oneshot;
 
-use crate::config::{LimitsSection, ReaderInstance};
+use crate::config::{LimitsSection, ReaderInstance, TraceConfig};
 use crate::errors::ApiError;
 use crate::events::{EventBus, EventKind, LeaseEnd};
 use crate::metrics::{MeteredReader, Metrics};
+
+/// `factory` with its card traffic recorded as `trace` says, redacted by the purse layer's
+/// table unless `redact = false`; lines that cannot be written are counted in `metrics`.
+pub fn traced(
+    factory: Arc<dyn ReaderFactory>,
+    trace: &TraceConfig,
+    metrics: &Arc<Metrics>,
+) -> Arc<dyn ReaderFactory> {
+    let redaction: Option<Arc<dyn Redaction>> = trace
+        .redact
+        .then(|| Arc::new(cardd_purse::PurseRedaction) as Arc<dyn Redaction>);
+    tracing::info!(driver = factory.driver(), path = %trace.path.display(), redacted = trace.redact, "recording the card traffic of a driver instance");
+    let (metrics, label) = (metrics.clone(), trace.path.display().to_string());
+    let recorder = TraceRecorder::open(TraceOptions {
+        path: trace.path.clone(),
+        bytes_max: trace.bytes_max,
+        redaction,
+        on_failure: Some(Arc::new(move || metrics.trace_write_failed(&label))),
+    });
+    TracedFactory::wrap(factory, recorder)
+}
 
 /// How long a monitor thread waits for a card event before checking whether to stop.
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
@@ -161,7 +183,10 @@ impl ReaderManager {
             let factory = registry
                 .instantiate(&instance.driver, &options)
                 .map_err(|e| instance_error(i, instance, &e))?;
-            factories.push(factory);
+            factories.push(match &instance.trace {
+                Some(trace) => traced(factory, trace, &metrics),
+                None => factory,
+            });
         }
         ReaderManager::start_factories(factories, limits, events, metrics)
     }
@@ -430,12 +455,16 @@ impl ReaderManager {
     }
 
     /// Runs `job` on the reader's worker thread, after checking the lease and the queue bound.
+    /// `context` names what uses the reader (an API method, a flow step): it is written into the
+    /// reader's APDU trace, when one is recorded, before the job's first command.
     pub async fn run<R: Send + 'static>(
         &self,
         reader_id: &str,
         holder: &Holder,
+        context: &str,
         job: impl FnOnce(&mut Reader) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
+        let context = context.to_owned();
         let (tx, rx) = oneshot::channel();
         {
             let now = Instant::now();
@@ -452,6 +481,7 @@ impl ReaderManager {
             let presence = slot.presence.clone();
             let monitored = slot.monitored;
             let wrapped: Job = Box::new(move |reader: &mut Reader| {
+                reader.mark(&context);
                 let result = job(reader);
                 // Keep the cached presence honest when no event monitor runs (with one, the
                 // monitor does, and the job saves a round trip to the reader).
@@ -760,6 +790,7 @@ mod tests {
         let instance = ReaderInstance {
             driver: "sim".into(),
             options: serde_json::json!({}),
+            trace: None,
         };
         ReaderManager::start(
             &[instance],
@@ -782,11 +813,15 @@ mod tests {
         let m = manager();
         let h = holder("a");
         let lost = m
-            .run("sim:etc", &h, |_reader| -> u8 { panic!("a bug in a job") })
+            .run("sim:etc", &h, "test", |_reader| -> u8 {
+                panic!("a bug in a job")
+            })
             .await;
         assert_eq!(lost.unwrap_err().code, ErrorCode::ReaderGone);
         let alive = m
-            .run("sim:etc", &h, |reader| reader.session().info().id.clone())
+            .run("sim:etc", &h, "test", |reader| {
+                reader.session().info().id.clone()
+            })
             .await;
         assert_eq!(alive.unwrap(), "sim:etc");
         m.shutdown();
@@ -803,15 +838,22 @@ mod tests {
                 "test",
             )
             .unwrap();
-        let busy = m.run("sim:city", &holder("b"), |_| ()).await.unwrap_err();
+        let busy = m
+            .run("sim:city", &holder("b"), "test", |_| ())
+            .await
+            .unwrap_err();
         assert_eq!(busy.code, ErrorCode::ReaderBusy);
-        m.run("sim:city", &holder("a"), |_| ()).await.unwrap();
+        m.run("sim:city", &holder("a"), "test", |_| ())
+            .await
+            .unwrap();
         assert_eq!(
             m.release(&lease.lease_id, &holder("b")).unwrap_err().code,
             ErrorCode::Forbidden
         );
         m.release(&lease.lease_id, &holder("a")).unwrap();
-        m.run("sim:city", &holder("b"), |_| ()).await.unwrap();
+        m.run("sim:city", &holder("b"), "test", |_| ())
+            .await
+            .unwrap();
         m.shutdown();
     }
 }

@@ -62,9 +62,12 @@ async fn check(weak: &Weak<Daemon>, reader_id: String) {
     let job_daemon = daemon.clone();
     let result = daemon
         .readers
-        .run(&reader_id, &system(), move |reader| {
-            recover_on(&job_daemon, reader)
-        })
+        .run(
+            &reader_id,
+            &system(),
+            "recovery: interrupted load check",
+            move |reader| recover_on(&job_daemon, reader),
+        )
         .await;
     let Ok(Some(outcome)) = result else { return };
     let (txn, name) = match &outcome {

@@ -390,9 +390,13 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         let metrics = metrics.clone();
         store.observe_flushes(Box::new(move |took| metrics.journal_flush(took)));
     }
-    let (factories, sim_panel) =
-        crate::sim_panel::instantiate(&config.readers, &registry, config.demo || config.sim_panel)
-            .map_err(|e| ServerError::Readers(e.to_string()))?;
+    let (factories, sim_panel) = crate::sim_panel::instantiate(
+        &config.readers,
+        &registry,
+        config.demo || config.sim_panel,
+        &metrics,
+    )
+    .map_err(|e| ServerError::Readers(e.to_string()))?;
     let readers =
         ReaderManager::start_factories(factories, &config.limits, events.clone(), metrics.clone())
             .map_err(|e| ServerError::Readers(e.to_string()))?;

@@ -19,7 +19,8 @@ use cardd_sim::{demo, FaultKind, FaultPlan, SimCard, SimFactory, SimOptions, Sim
 
 use crate::config::ReaderInstance;
 use crate::errors::ApiError;
-use crate::readers::instance_error;
+use crate::metrics::Metrics;
+use crate::readers::{instance_error, traced};
 
 /// CREDIT FOR LOAD (`80 52`): the command after which "圈存中拔卡" pulls the card.
 const CREDIT_FOR_LOAD: (u8, u8) = (0x80, 0x52);
@@ -137,25 +138,28 @@ pub fn instantiate(
     instances: &[ReaderInstance],
     registry: &DriverRegistry,
     demo: bool,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Factories, Option<SimPanel>), ApiError> {
     let mut factories: Factories = Vec::new();
     let mut worlds = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let options = DriverOptions::new(instance.driver.clone(), instance.options.clone());
-        if demo && instance.driver == cardd_sim::DRIVER_NAME {
+        let factory: Arc<dyn ReaderFactory> = if demo && instance.driver == cardd_sim::DRIVER_NAME {
             let factory: SimFactory = options
                 .parse::<SimOptions>()
                 .and_then(|o| o.build())
                 .map_err(|e| instance_error(i, instance, &e))?;
             worlds.push(factory.world().clone());
-            factories.push(Arc::new(factory));
+            Arc::new(factory)
         } else {
-            factories.push(
-                registry
-                    .instantiate(&instance.driver, &options)
-                    .map_err(|e| instance_error(i, instance, &e))?,
-            );
-        }
+            registry
+                .instantiate(&instance.driver, &options)
+                .map_err(|e| instance_error(i, instance, &e))?
+        };
+        factories.push(match &instance.trace {
+            Some(trace) => traced(factory, trace, metrics),
+            None => factory,
+        });
     }
     let panel = demo.then(|| SimPanel::new(worlds));
     Ok((factories, panel))

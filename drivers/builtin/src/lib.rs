@@ -13,6 +13,7 @@ pub fn registry() -> DriverRegistry {
     registry.register(&cardd_pcsc::PCSC_DRIVER);
     registry.register(&cardd_serial::SERIAL_DRIVER);
     registry.register(&cardd_plugin::PLUGIN_DRIVER);
+    registry.register(&cardd_replay::REPLAY_DRIVER);
     registry
 }
 
@@ -21,7 +22,10 @@ mod tests {
     #[test]
     fn the_simulated_driver_is_registered() {
         let registry = super::registry();
-        assert_eq!(registry.names(), ["pcsc", "plugin", "serial", "sim"]);
+        assert_eq!(
+            registry.names(),
+            ["pcsc", "plugin", "replay", "serial", "sim"]
+        );
         assert!(registry.get("sim").is_some_and(|d| !d.summary().is_empty()));
     }
 }

@@ -15,6 +15,7 @@
 //!   [`decide_interrupted_load`];
 //! * [`pin`]: the rule every VERIFY PIN goes through: a PIN a card refused once is never
 //!   presented to it again automatically;
+//! * [`redaction`]: what an APDU trace hides (PINs, MACs, TACs, keys), by command;
 //! * [`error`]: errors that say what the card meant and what to do.
 //!
 //! No limits, no business rules, no journal: those belong to the flow engine.
@@ -27,6 +28,7 @@ pub mod files;
 pub mod identify;
 pub mod pin;
 pub mod purse;
+pub mod redaction;
 pub mod responses;
 pub mod sam;
 mod text;
@@ -43,6 +45,7 @@ pub use purse::{
     decide_from_log, decide_interrupted_load, decide_interrupted_load_verified, CardObservation,
     LoadOutcome, LoadPlan, LoadSession, OnlineCounters, Purse, PROBE_AMOUNT,
 };
+pub use redaction::PurseRedaction;
 pub use responses::{DebitResponse, InitLoadResponse, InitPurchaseResponse, Proof};
 pub use sam::{
     CardKeyContext, Funding, KeyHex, KeyScheme, LoadAuthorization, LoadTerms, MaintenanceKey,

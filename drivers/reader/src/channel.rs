@@ -106,6 +106,11 @@ impl Reader {
         self.inner.as_mut()
     }
 
+    /// Notes in the reader's APDU trace, when one is recorded, what starts using the reader.
+    pub fn mark(&mut self, context: &str) {
+        self.inner.trace_mark(context);
+    }
+
     /// Consumes the wrapper and returns the driver's session.
     pub fn into_inner(self) -> Box<dyn CardReader> {
         self.inner

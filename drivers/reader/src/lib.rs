@@ -8,6 +8,7 @@
 //! * [`channel`]: [`Reader`], the one place where T=0 chaining (`61xx` GET RESPONSE, `6Cxx`
 //!   re-send) and the per-reader APDU timeout are handled for every driver;
 //! * [`registry`]: instantiating drivers by name from configuration;
+//! * [`trace`]: the opt-in APDU trace recorder (one JSON line per exchange, redacted, bounded);
 //! * [`error`]: errors that say what happened and what to do next.
 //!
 //! **Architecture invariant:** drivers move bytes. Nothing here knows about purses, money or keys.
@@ -18,6 +19,7 @@ pub mod channel;
 pub mod error;
 pub mod reader;
 pub mod registry;
+pub mod trace;
 
 pub use apdu::{ApduCase, ApduError, CommandApdu, ResponseApdu, StatusWord};
 pub use channel::{transmit_chained, CardChannel, ObuTransport, Reader, CHAIN_STEPS_MAX};
@@ -29,3 +31,6 @@ pub use reader::{
     WaitStopper,
 };
 pub use registry::{Driver, DriverOptions, DriverRegistry};
+pub use trace::{
+    Hide, Redaction, TraceOptions, TraceRecord, TraceRecorder, TracedFactory, TracingReader,
+};

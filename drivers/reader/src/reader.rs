@@ -190,6 +190,13 @@ pub trait CardReader: ApduTransport + Send + fmt::Debug {
     fn exclusive(&mut self) -> Option<&mut dyn ExclusiveAccess> {
         None
     }
+
+    /// Notes in the reader's APDU trace what starts using the reader now (an API method, a
+    /// flow step). Only the trace recorder (`trace::TracingReader`) and wrappers that pass
+    /// calls on implement it; drivers keep the default, which does nothing.
+    fn trace_mark(&mut self, context: &str) {
+        let _ = context;
+    }
 }
 
 /// PSAM slots of a reader (security modules used by terminals).

@@ -22,6 +22,7 @@ use crate::readers::Holder;
 #[derive(Clone)]
 pub struct CardModule {
     daemon: Weak<Daemon>,
+    flow: String,
     holder: Holder,
     reader_id: Option<String>,
     run_id: String,
@@ -47,15 +48,18 @@ impl CardModule {
     }
 
     /// Runs a job on the run's reader and waits for it (the flow thread may block).
+    /// `step` names the flow's step in the reader's APDU trace.
     pub(crate) fn on_reader<R: Send + 'static>(
         &self,
+        step: &str,
         job: impl FnOnce(&mut cardd_reader::Reader) -> R + Send + 'static,
     ) -> mlua::Result<R> {
         let daemon = self.daemon()?;
         let reader = self.reader()?;
         let holder = self.holder.clone();
+        let context = format!("flow {} step {step}", self.flow);
         self.runtime
-            .block_on(async move { daemon.readers.run(&reader, &holder, job).await })
+            .block_on(async move { daemon.readers.run(&reader, &holder, &context, job).await })
             .map_err(|e| lua_error(e.message))
     }
 }
@@ -69,6 +73,7 @@ impl LuaModule for CardModule {
         let table = lua.create_table()?;
         let me = Arc::new(CardModule {
             daemon: self.daemon.clone(),
+            flow: self.flow.clone(),
             holder: self.holder.clone(),
             reader_id: self.reader_id.clone(),
             run_id: self.run_id.clone(),
@@ -96,7 +101,14 @@ impl LuaModule for CardModule {
                         crate::summary::Counters::None
                     };
                     let summary = me
-                        .on_reader(move |reader| crate::summary::read(reader, terminal, counters))?
+                        .on_reader(
+                            if online {
+                                "card.info online_counter"
+                            } else {
+                                "card.info"
+                            },
+                            move |reader| crate::summary::read(reader, terminal, counters),
+                        )?
                         .map_err(|e| lua_error(e.message))?;
                     let value =
                         serde_json::to_value(summary).map_err(|e| lua_error(e.to_string()))?;
@@ -136,7 +148,7 @@ impl LuaModule for CardModule {
                     let _call = ctx.enter("card")?;
                     let record_id = str_arg(lua, "record_id", record_id, 32)?;
                     let daemon = me.daemon()?;
-                    me.on_reader(move |reader| {
+                    me.on_reader("card.check_record", move |reader| {
                         daemon.etc_service().and_then(|etc| {
                             etc.check_card_for_record(reader, &record_id)
                                 .map_err(crate::errors::ApiError::from)
@@ -177,7 +189,7 @@ impl LuaModule for CardModule {
                 lua.create_function(move |_, ()| {
                     let _call = ctx.enter("card")?;
                     let fen = me
-                        .on_reader(|reader| {
+                        .on_reader("card.balance", |reader| {
                             let mut purse = Purse::new(reader);
                             purse.select_etc_adf()?;
                             purse.balance()
@@ -195,7 +207,7 @@ impl LuaModule for CardModule {
                     let _call = ctx.enter("card")?;
                     let max = u8::try_from(max.unwrap_or(10).clamp(1, 50)).unwrap_or(10);
                     let records = me
-                        .on_reader(move |reader| {
+                        .on_reader("card.read_log", move |reader| {
                             let mut purse = Purse::new(reader);
                             purse.select_etc_adf()?;
                             purse.read_log(max)
@@ -223,7 +235,7 @@ impl LuaModule for CardModule {
                     let _call = ctx.enter("card")?;
                     let atc = u16::try_from(atc).map_err(|_| lua_error("atc must be 0..=65535"))?;
                     let proof = me
-                        .on_reader(move |reader| {
+                        .on_reader("card.prove_load", move |reader| {
                             let mut purse = Purse::new(reader);
                             purse.select_etc_adf()?;
                             purse.prove(cardd_purse::TransactionType::EpLoad, atc)
@@ -326,7 +338,7 @@ impl CardModule {
         };
         let reader_id = self.reader()?;
         let job_daemon = daemon.clone();
-        let result = self.on_reader(move |reader| {
+        let result = self.on_reader("card.load", move |reader| {
             let journal = job_daemon.journal.as_ref().ok_or(LoadFailure::Closed)?;
             let mut purse = Purse::new(reader);
             load_card(
@@ -364,7 +376,7 @@ impl CardModule {
         let operator = self.operator().to_owned();
         let job_daemon = daemon.clone();
         let outcome = self
-            .on_reader(move |reader| {
+            .on_reader("card.settle_record", move |reader| {
                 job_daemon.etc_service().and_then(|etc| {
                     etc.settle_record(reader, &record_id, &operator)
                         .map_err(crate::errors::ApiError::from)
@@ -392,7 +404,7 @@ impl CardModule {
         let operator = self.operator().to_owned();
         let job_daemon = daemon.clone();
         let outcome = self
-            .on_reader(move |reader| {
+            .on_reader("card.load_record", move |reader| {
                 job_daemon.etc_service().and_then(|etc| {
                     etc.load_record(reader, &reader_id, &record_id, &operator, &txn_id)
                         .map_err(crate::errors::ApiError::from)
@@ -471,6 +483,7 @@ impl CardModule {
     pub(crate) fn for_run(daemon: Weak<Daemon>, run: &RunScope) -> CardModule {
         CardModule {
             daemon,
+            flow: run.flow.clone(),
             holder: run.holder.clone(),
             reader_id: run.reader_id.clone(),
             run_id: run.run_id.clone(),

@@ -225,7 +225,7 @@ impl RechargeCard for RunCard<'_> {
         let terminal = self.daemon.config.terminal_id;
         let summary = self
             .card
-            .on_reader(move |reader| {
+            .on_reader("group card read", move |reader| {
                 crate::summary::read(reader, terminal, crate::summary::Counters::None)
             })
             .map_err(|e| e.to_string())?
@@ -239,10 +239,9 @@ impl RechargeCard for RunCard<'_> {
 
     fn recover(&mut self) {
         let d = self.daemon.clone();
-        if let Ok(Some(outcome)) = self
-            .card
-            .on_reader(move |reader| crate::recovery::recover_on(&d, reader))
-        {
+        if let Ok(Some(outcome)) = self.card.on_reader("group recover", move |reader| {
+            crate::recovery::recover_on(&d, reader)
+        }) {
             tracing::info!(
                 ?outcome,
                 "pending load settled from the card before a recharge"

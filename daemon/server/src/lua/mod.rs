@@ -27,6 +27,7 @@ impl RunModules for DaemonModules {
         let card = card::CardModule::for_run(self.0.clone(), run);
         let mut modules: Vec<Box<dyn LuaModule>> = vec![Box::new(obu::ObuModule::new(
             self.0.clone(),
+            run.flow.clone(),
             run.holder.clone(),
             run.reader_id.clone(),
             run.runtime.clone(),

@@ -51,6 +51,7 @@ fn account_error(e: cardd_etc::HostError) -> IssueError {
 #[derive(Debug)]
 pub struct ObuModule {
     daemon: Weak<Daemon>,
+    flow: String,
     holder: Holder,
     reader_id: Option<String>,
     runtime: tokio::runtime::Handle,
@@ -59,12 +60,14 @@ pub struct ObuModule {
 impl ObuModule {
     pub fn new(
         daemon: Weak<Daemon>,
+        flow: String,
         holder: Holder,
         reader_id: Option<String>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         ObuModule {
             daemon,
+            flow,
             holder,
             reader_id,
             runtime,
@@ -85,6 +88,7 @@ impl ObuModule {
     /// Runs `job` on the run's reader with the issuance service.
     fn on_esam<R: Send + 'static>(
         &self,
+        step: &str,
         job: impl FnOnce(&mut Reader, &ObuService) -> Result<R, IssueError> + Send + 'static,
     ) -> mlua::Result<R> {
         let daemon = self.live()?;
@@ -92,9 +96,10 @@ impl ObuModule {
             return Err(lua_error("OBU发行需要OBU发行器：启动时请指定 reader_id"));
         };
         let (holder, service) = (self.holder.clone(), Self::service(&daemon));
+        let context = format!("flow {} step {step}", self.flow);
         let outcome = self.runtime.block_on(async move {
             let job = move |reader: &mut Reader| job(reader, &service);
-            daemon.readers.run(&reader_id, &holder, job).await
+            daemon.readers.run(&reader_id, &holder, &context, job).await
         });
         match outcome {
             Ok(result) => result.map_err(lua_error),
@@ -134,7 +139,9 @@ impl ObuModule {
     ) -> mlua::Result<IssueReport> {
         let (plan, order) = self.plan(plate, colour, given).map_err(lua_error)?;
         let job_order = order.clone();
-        let outcome = self.on_esam(move |reader, obu| obu.issue(reader, &job_order));
+        let outcome = self.on_esam("obu.issue", move |reader, obu| {
+            obu.issue(reader, &job_order)
+        });
         let operator = &self.holder.operator;
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -193,6 +200,7 @@ impl LuaModule for ObuModule {
         let table = lua.create_table()?;
         let me = Arc::new(ObuModule::new(
             self.daemon.clone(),
+            self.flow.clone(),
             self.holder.clone(),
             self.reader_id.clone(),
             self.runtime.clone(),
@@ -206,7 +214,10 @@ impl LuaModule for ObuModule {
             table.raw_set(name, function)
         };
         add("info", |lua, me, _| {
-            to_lua(lua, &me.on_esam(|reader, obu| obu.read_info(reader))?)
+            to_lua(
+                lua,
+                &me.on_esam("obu.read_info", |reader, obu| obu.read_info(reader))?,
+            )
         })?;
         add("plan", |lua, me, args| {
             let (plate, colour, details) = order_args(lua, args)?;

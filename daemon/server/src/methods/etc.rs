@@ -126,7 +126,7 @@ async fn with_card<R: Send + 'static>(
             let holder = c.holder()?;
             let daemon = d.clone();
             d.readers
-                .run(&reader_id, &holder, move |reader| {
+                .run(&reader_id, &holder, c.method, move |reader| {
                     Ok(job(daemon.etc_service()?, Some(reader))?)
                 })
                 .await?

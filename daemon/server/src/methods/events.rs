@@ -37,7 +37,12 @@ pub fn add_subscription(m: &mut Methods) {
         <cardd_api::events::Subscribe as Subscription>::NOTIFICATION,
         <cardd_api::events::Subscribe as Subscription>::UNSUBSCRIBE,
         |_params, pending: PendingSubscriptionSink, daemon, ext| async move {
-            if let Err(e) = caller_of(&daemon, &ext, Access::Operator) {
+            if let Err(e) = caller_of(
+                &daemon,
+                &ext,
+                Access::Operator,
+                <cardd_api::events::Subscribe as Subscription>::NAME,
+            ) {
                 pending.reject(ErrorObjectOwned::from(e)).await;
                 return Ok(());
             }

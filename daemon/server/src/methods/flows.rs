@@ -151,9 +151,14 @@ pub fn add_subscription(m: &mut Methods) {
         <cardd_api::flows::Subscribe as Subscription>::NOTIFICATION,
         <cardd_api::flows::Subscribe as Subscription>::UNSUBSCRIBE,
         |params, pending: PendingSubscriptionSink, daemon, ext| async move {
-            let checked = caller_of(&daemon, &ext, Access::Operator)
-                .and_then(|c| parse_params::<RunParams>(&params).map(|p| (c, p)))
-                .and_then(|(c, p)| visible_run(&daemon, &c, &p.run_id).map(|_| p.run_id));
+            let checked = caller_of(
+                &daemon,
+                &ext,
+                Access::Operator,
+                <cardd_api::flows::Subscribe as Subscription>::NAME,
+            )
+            .and_then(|c| parse_params::<RunParams>(&params).map(|p| (c, p)))
+            .and_then(|(c, p)| visible_run(&daemon, &c, &p.run_id).map(|_| p.run_id));
             let run_id = match checked {
                 Ok(run_id) => run_id,
                 Err(e) => {

@@ -183,7 +183,7 @@ async fn card_check(
     let job = d.clone();
     let (summary, proof) = d
         .readers
-        .run(reader_id, &c.holder()?, move |reader| {
+        .run(reader_id, &c.holder()?, c.method, move |reader| {
             let summary = crate::summary::read(reader, terminal, crate::summary::Counters::None)?;
             let proof = services(&job)?.card_proof(reader, session.as_ref())?;
             Ok::<_, ApiError>((summary, proof))

@@ -328,7 +328,7 @@ pub fn add(m: &mut Methods) {
                 .ok_or_else(|| lost_error(LostCardError::NotFound(p.txn_id.clone())))?;
             // A card that can be read decides for itself.
             if txn.state.is_open() {
-                if let Some(shown) = card_on_a_reader(&d, &txn, &operator).await {
+                if let Some(shown) = card_on_a_reader(&d, &txn, &operator, c.method).await {
                     if shown != cardd_purse::LoadOutcome::Unknown {
                         return Err(ApiError::new(
                             ErrorCode::EvidenceConflict,
@@ -463,7 +463,7 @@ pub fn add(m: &mut Methods) {
             }
             // With the card on a reader, the card bounds the verdict: one it contradicts is
             // refused.
-            if let Some(shown) = card_on_a_reader(&d, &txn, &operator).await {
+            if let Some(shown) = card_on_a_reader(&d, &txn, &operator, c.method).await {
                 let contradicts = matches!(
                     (shown, p.landed),
                     (cardd_purse::LoadOutcome::Landed, false)
@@ -521,6 +521,7 @@ async fn card_on_a_reader(
     d: &std::sync::Arc<crate::daemon::Daemon>,
     txn: &LoadTxn,
     operator: &str,
+    method: &'static str,
 ) -> Option<cardd_purse::LoadOutcome> {
     let holder = crate::readers::Holder {
         operator: operator.to_owned(),
@@ -530,7 +531,7 @@ async fn card_on_a_reader(
         let (job_d, job_txn) = (d.clone(), txn.clone());
         let shown = d
             .readers
-            .run(&reader.id, &holder, move |r| {
+            .run(&reader.id, &holder, method, move |r| {
                 let mut purse = cardd_purse::Purse::new(r);
                 cardd_journal::card_view_of(
                     &mut purse,

@@ -101,13 +101,13 @@ pub fn add(m: &mut Methods) {
         |d, c, p: cardd_api::card::SummaryParams| async move {
             let holder = c.holder()?;
             let terminal = d.config.terminal_id;
-            let counters = if p.online_counter {
-                crate::summary::Counters::online(&d)?
+            let (counters, context) = if p.online_counter {
+                (crate::summary::Counters::online(&d)?, "card.summary online_counter")
             } else {
-                crate::summary::Counters::None
+                (crate::summary::Counters::None, c.method)
             };
             d.readers
-                .run(&p.reader_id, &holder, move |reader| {
+                .run(&p.reader_id, &holder, context, move |reader| {
                     crate::summary::read(reader, terminal, counters)
                 })
                 .await?
@@ -120,7 +120,7 @@ pub fn add(m: &mut Methods) {
         false,
         |d, c, p: ReaderParams| async move {
             d.readers
-                .run(&p.reader_id, &c.holder()?, crate::summary::balance)
+                .run(&p.reader_id, &c.holder()?, c.method, crate::summary::balance)
                 .await?
         },
     );
@@ -136,7 +136,7 @@ pub fn add(m: &mut Methods) {
                 .map_err(|e| ApiError::invalid_params(e.to_string()))?;
             let response = d
                 .readers
-                .run(&p.reader_id, &c.holder()?, move |reader| {
+                .run(&p.reader_id, &c.holder()?, c.method, move |reader| {
                     use cardd_reader::CardChannel;
                     reader.transmit(&command)
                 })

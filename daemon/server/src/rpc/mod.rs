@@ -75,6 +75,8 @@ pub struct Caller {
     /// Where the call came from, for login throttling and audit ([`crate::auth::login_source`]:
     /// the peer address without its port, and browser page (its Origin) or program).
     pub peer: String,
+    /// The method called, for the context marks of a reader's APDU trace.
+    pub method: &'static str,
 }
 
 impl Caller {
@@ -154,6 +156,7 @@ pub(crate) fn caller_of(
     daemon: &Daemon,
     ext: &Extensions,
     access: Access,
+    method: &'static str,
 ) -> Result<Caller, ApiError> {
     let peer = source_of(ext);
     let token = ext.get::<BearerToken>().map(|t| t.0.clone());
@@ -186,7 +189,11 @@ pub(crate) fn caller_of(
             ));
         }
     }
-    Ok(Caller { session, peer })
+    Ok(Caller {
+        session,
+        peer,
+        method,
+    })
 }
 
 impl Methods {
@@ -317,7 +324,7 @@ where
         }
         e
     };
-    let caller = caller_of(daemon, ext, access).map_err(refused)?;
+    let caller = caller_of(daemon, ext, access, name).map_err(refused)?;
     let parsed: P = parse_params(params).map_err(refused)?;
     let audited = if mutates {
         let session = caller.session.clone();
