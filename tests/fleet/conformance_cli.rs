@@ -248,6 +248,21 @@ fn a_plugin_that_cannot_start_is_exit_code_2() -> Result<()> {
     let (code, stdout, stderr) = cardd(&["conformance", "--plugin", "/nonexistent/plugin"])?;
     ensure!(code == 2, "exit {code}: {stdout}{stderr}");
     ensure!(stderr.contains("the plugin does not start"), "{stderr}");
+    ensure!(stderr.contains("No such file"), "{stderr}");
+    ensure!(stdout.is_empty(), "{stdout}");
+    // An interpreter that starts but exits at once (its script is missing): given up after a
+    // few starts, with the plugin's own error, not after the whole wait for a reader.
+    let (code, stdout, stderr) = cardd(&[
+        "conformance",
+        "--plugin",
+        "python3",
+        "/nonexistent/plugin.py",
+    ])?;
+    ensure!(code == 2, "exit {code}: {stdout}{stderr}");
+    ensure!(
+        stderr.contains("the plugin does not start (3 attempts)") && stderr.contains("exited"),
+        "{stderr}"
+    );
     ensure!(stdout.is_empty(), "{stdout}");
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cardd_conformance::{run, Arranged, GuidedHarness, Harness, Report};
 use cardd_plugin::protocol::{feature, test_method};
 use cardd_plugin::{PluginFactory, PluginOptions, DRIVER_NAME as PLUGIN_DRIVER};
-use cardd_reader::{DriverOptions, ReaderFactory};
+use cardd_reader::{DriverOptions, ReaderFactory, SupervisedState};
 use serde_json::json;
 
 use crate::config::Config;
@@ -74,10 +74,10 @@ pub fn run_subject(
                 PluginFactory::new(options)
                     .map_err(|e| SetupError(format!("the plugin does not start: {e}")))?,
             );
-            let reader_id = match reader {
-                Some(id) => cardd_plugin::reader_id(PLUGIN_INSTANCE, id),
-                None => first_reader(plugin.as_ref())?,
-            };
+            let want = reader
+                .as_deref()
+                .map(|id| cardd_plugin::reader_id(PLUGIN_INSTANCE, id));
+            let reader_id = wait_listed(plugin.as_ref(), want.as_deref())?;
             let name = format!("plugin {}", command.join(" "));
             harness_for(
                 plugin.clone(),
@@ -97,18 +97,62 @@ pub fn run_subject(
     Ok(run(harness.as_mut()))
 }
 
-/// Waits (bounded) for the plugin to list a reader; its id.
-fn first_reader(factory: &dyn ReaderFactory) -> Result<String, SetupError> {
+/// Failed starts after which `--plugin` gives up (the supervisor would keep retrying).
+pub const PLUGIN_STARTS_MAX: u64 = 3;
+
+/// Waits (bounded) for the plugin to list `want` (a cardd reader id), or any reader; its id.
+/// A plugin that cannot start (a missing program, a version mismatch, or
+/// [`PLUGIN_STARTS_MAX`] failed starts) ends the wait at once, with the plugin's own error.
+fn wait_listed(factory: &dyn ReaderFactory, want: Option<&str>) -> Result<String, SetupError> {
     let deadline = Instant::now() + Duration::from_millis(READER_WAIT_MS);
     loop {
-        if let Some(first) = factory.list().ok().and_then(|l| l.into_iter().next()) {
-            return Ok(first.id);
+        let listed: Vec<String> = factory
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let found = match want {
+            Some(id) => listed.iter().find(|r| *r == id),
+            None => listed.first(),
+        };
+        if let Some(id) = found {
+            return Ok(id.clone());
+        }
+        let status = factory.supervised().map(|s| s.status());
+        let last_error = status.as_ref().and_then(|s| s.last_error.clone());
+        if let Some(status) = &status {
+            let given_up = status.state == SupervisedState::Failed
+                || (status.state == SupervisedState::Backoff
+                    && status.restarts + 1 >= PLUGIN_STARTS_MAX);
+            if given_up && status.readers == 0 {
+                let attempts = match status.restarts + 1 {
+                    1 => String::new(),
+                    n => format!(" ({n} attempts)"),
+                };
+                return Err(SetupError(format!(
+                    "the plugin does not start{attempts}: {}",
+                    last_error.as_deref().unwrap_or("no reason given")
+                )));
+            }
         }
         if Instant::now() >= deadline {
-            return Err(SetupError(format!(
-                "the plugin listed no reader within {READER_WAIT_MS} ms: attach a reader, or \
-                 check the plugin's log above"
-            )));
+            let why = last_error.map_or_else(String::new, |e| format!(" (its last error: {e})"));
+            return Err(SetupError(match want {
+                Some(id) => format!(
+                    "the plugin does not list {id} within {READER_WAIT_MS} ms (listed: {}){why}: \
+                     give one of the listed ids with --reader",
+                    if listed.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        listed.join(", ")
+                    }
+                ),
+                None => format!(
+                    "the plugin listed no reader within {READER_WAIT_MS} ms{why}: attach a \
+                     reader, or check the plugin's log above"
+                ),
+            }));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -398,7 +398,8 @@ fn chaining(kit: &mut Kit<'_>) -> Result<Step, String> {
         .map_err(|e| format!("READ BINARY failed: {e}"))?;
     if r.sw != StatusWord::OK || !(r.data.len() == 43 || r.data.len() == 50) {
         return Err(format!(
-            "READ BINARY 0015 gave {} bytes and {}",
+            "READ BINARY 0015 (00 B0 95 00 00) gave {} bytes and {}; expected the whole file, 43 or \
+             50 bytes (an ETC user card's 0015), and 9000, in one answer or through 61xx/6Cxx",
             r.data.len(),
             r.sw
         ));
