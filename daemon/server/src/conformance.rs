@@ -90,7 +90,7 @@ pub fn run_subject(
         }
         Subject::Configured { config, reader } => {
             let (factory, plugin) = configured(config, reader)?;
-            let name = format!("{} reader {reader}", factory.driver());
+            let name = format!("{} driver", factory.driver());
             harness_for(factory, plugin, name, reader.clone(), step_timeout, prompt)?
         }
     };
