@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use cardd::flows::{RunState, StartParams};
 use cardd::readers::Holder;
-use cardd_script::{Limits, RunContext, Sandbox};
+use cardd_script::{run_flow, FlowDefinition, Limits, LogModule, RunContext, Sandbox};
 use serde_json::json;
 
 use crate::client::BenchDaemon;
@@ -78,18 +78,70 @@ pub fn run(runtime: &tokio::runtime::Runtime, samples: usize) -> Result<()> {
     Ok(())
 }
 
-/// What a fresh sandboxed Lua state costs (every run gets one).
+/// The engine's own cost per run, in parts: building a sandboxed state, compiling the flow from
+/// text (what every run did before flows were compiled once), loading its bytecode (what a run
+/// does when no state was built ahead), and a whole run of a flow that returns at once, with a
+/// state built ahead of it and with one built during the run (state, bind, module
+/// registration, the flow thread, the result). The daemon adds its run record and its API
+/// modules on top; the end-to-end figures below include both.
 fn lua_state_cost(n: usize) -> Result<()> {
     let limits = Limits::default();
-    let mut s = Samples::default();
+    let source = bench_flow()?;
+    let def = FlowDefinition::from_source("etc_load.lua", &source).context("etc_load.lua")?;
+    let mut create = Samples::default();
+    let mut compile = Samples::default();
+    let mut load = Samples::default();
     for i in 0..n {
         let ctx = RunContext::new(format!("bench-{i}"));
         let started = Instant::now();
         let sandbox = Sandbox::new(&limits, &ctx).context("sandbox")?;
-        s.push(started.elapsed());
+        create.push(started.elapsed());
+        let started = Instant::now();
+        sandbox.load("etc_load.lua", &source).context("compile")?;
+        compile.push(started.elapsed());
         drop(sandbox);
+        let sandbox = Sandbox::new(&limits, &ctx).context("sandbox")?;
+        let started = Instant::now();
+        sandbox.load_flow(&def).context("load")?;
+        load.push(started.elapsed());
     }
-    s.print("flow.lua_state_create");
+    create.print("flow.lua_state_create");
+    compile.print("flow.lua_compile_text");
+    load.print("flow.lua_load_bytecode");
+
+    let empty = FlowDefinition::from_source(
+        "empty.lua",
+        "return { name = \"bench.empty\", version = \"1.0.0\", title = \"空\", \
+         role = {\"teller\"}, params = {}, run = function(ctx, params) return {} end }",
+    )
+    .context("empty flow")?;
+    let empty = std::sync::Arc::new(empty);
+    let log = LogModule::new();
+    let run_empty = |def: &std::sync::Arc<FlowDefinition>, i: usize| -> Result<Duration> {
+        let params = def.validate_params(&json!({})).context("params")?;
+        let ctx = RunContext::new(format!("empty-{i}"));
+        let started = Instant::now();
+        run_flow(def.clone(), params, &[&log], limits.clone(), ctx).context("empty run")?;
+        Ok(started.elapsed())
+    };
+    let mut prebuilt = Samples::default();
+    let mut built = Samples::default();
+    run_empty(&empty, 0)?;
+    for i in 0..n {
+        // A state built ahead, as between a teller's loads.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while empty.ready_states() == 0 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        prebuilt.push(run_empty(&empty, i)?);
+        // A version's first run: nothing built ahead.
+        let fresh = std::sync::Arc::new(
+            FlowDefinition::from_source("empty.lua", empty.source()).context("empty flow")?,
+        );
+        built.push(run_empty(&fresh, i)?);
+    }
+    prebuilt.print("flow.lua_empty_run_prebuilt_state");
+    built.print("flow.lua_empty_run_state_built_in_run");
     Ok(())
 }
 

@@ -44,6 +44,7 @@ use serde_json::{json, Map};
 use crate::convert::{lua_to_json, JsonLimits};
 use crate::error::{bounded, ScriptError};
 use crate::module::{fnv1a64, RunContext};
+use crate::pool::StatePool;
 use crate::sandbox::{BadReturnError, Limits, Sandbox};
 
 /// Largest flow file, in bytes.
@@ -126,6 +127,11 @@ pub struct FlowDefinition {
     chunk_name: String,
     path: Option<PathBuf>,
     fingerprint: u64,
+    /// `source` compiled once, when it was checked (debug information kept, so errors name the
+    /// same chunk and lines); every run loads it in binary mode.
+    bytecode: Arc<[u8]>,
+    /// Sandboxed states built ahead of this version's runs.
+    states: StatePool,
 }
 
 /// Why a flow file was not accepted.
@@ -174,7 +180,7 @@ impl FlowDefinition {
             file: chunk_name.to_owned(),
             source,
         };
-        let evaluated = evaluate(chunk_name, source).map_err(script)?;
+        let (evaluated, bytecode) = evaluate(chunk_name, source).map_err(script)?;
         let meta = check_metadata(&evaluated).map_err(|problems| FlowError::Metadata {
             file: chunk_name.to_owned(),
             problems,
@@ -190,6 +196,8 @@ impl FlowDefinition {
             chunk_name: chunk_name.to_owned(),
             path: None,
             fingerprint: fnv1a64(source.as_bytes()),
+            bytecode,
+            states: StatePool::default(),
         })
     }
 
@@ -223,9 +231,28 @@ impl FlowDefinition {
         &self.params
     }
 
-    /// The Lua source that was checked and that every run compiles.
+    /// The Lua source that was checked and compiled.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The checked source compiled once, loaded by every run in binary mode.
+    pub(crate) fn bytecode(&self) -> &[u8] {
+        &self.bytecode
+    }
+
+    pub(crate) fn bytecode_arc(&self) -> &Arc<[u8]> {
+        &self.bytecode
+    }
+
+    /// How many sandboxed states are built and waiting for this version's next runs (at most
+    /// [`crate::pool::PREBUILT_STATES_PER_FLOW`]; each serves one run).
+    pub fn ready_states(&self) -> usize {
+        self.states.ready()
+    }
+
+    pub(crate) fn states(&self) -> &StatePool {
+        &self.states
     }
 
     /// The name Lua uses for this chunk in messages (the file name).
@@ -512,12 +539,15 @@ struct Evaluated {
     function_keys: Vec<String>,
 }
 
-fn evaluate(chunk_name: &str, source: &str) -> Result<Evaluated, ScriptError> {
+/// Compiles `source` (text only) and evaluates it; returns what it returned and its bytecode.
+fn evaluate(chunk_name: &str, source: &str) -> Result<(Evaluated, Arc<[u8]>), ScriptError> {
     let ctx = RunContext::new(format!("definition:{chunk_name}"));
     let limits = Limits::for_definition();
     let sandbox = Sandbox::new(&limits, &ctx)?;
     let chunk = sandbox.load(chunk_name, source)?;
-    sandbox.run(move |lua| {
+    // Debug information is kept: run errors name the chunk and lines as the source would.
+    let bytecode: Arc<[u8]> = chunk.dump(false).into();
+    let evaluated = sandbox.run(move |lua| {
         let returned: Value = chunk.call(())?;
         let Value::Table(table) = returned else {
             return Err(bad_return(format!(
@@ -561,7 +591,8 @@ fn evaluate(chunk_name: &str, source: &str) -> Result<Evaluated, ScriptError> {
             run_problem,
             function_keys,
         })
-    })
+    })?;
+    Ok((evaluated, bytecode))
 }
 
 fn bad_return(reason: String) -> mlua::Error {

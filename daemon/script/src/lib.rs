@@ -4,7 +4,8 @@
 //! orchestrates calls into Rust APIs; money arithmetic, card cryptography and journal writes stay
 //! in Rust. This crate makes that safe to do with scripts written by integrators:
 //!
-//! - [`sandbox`]: a fresh Lua 5.4 state per run with only safe libraries, text chunks only,
+//! - [`sandbox`]: a fresh Lua 5.4 state per run with only safe libraries, text chunks only
+//!   from Lua (the host loads a checked flow's own bytecode in binary mode),
 //!   deterministic randomness, and budgets a script cannot catch or escape (instructions,
 //!   memory, call depth, wall time, a watchdog for time spent in C), plus bounds on the C
 //!   functions hooks cannot see into.
@@ -13,10 +14,12 @@
 //! - [`flow`]: flow files, their metadata and parameter schema, parameter validation with
 //!   zh-CN messages, and a reloading [`FlowRegistry`].
 //! - [`runner`]: [`run_flow`], one run from validated parameters to a bounded JSON result.
+//! - [`pool`]: each flow version's few states built ahead of its runs, each used by one run.
 //! - [`log`]: the `log` module, the built-in example of an API module.
 //!
-//! **Architecture invariant:** no Lua state outlives its run, and nothing a flow does reaches
-//! Rust except through a registered module whose functions check [`RunContext::enter`].
+//! **Architecture invariant:** no Lua state serves more than one run or outlives it, and nothing
+//! a flow does reaches Rust except through a registered module whose functions check
+//! [`RunContext::enter`].
 //! **Architecture invariant:** amounts cross from Lua to Rust only as integer fen or decimal yuan
 //! strings; floats are refused, never rounded.
 #![forbid(unsafe_code)]
@@ -27,6 +30,7 @@ pub mod flow;
 mod limits;
 pub mod log;
 pub mod module;
+pub mod pool;
 pub mod runner;
 pub mod sandbox;
 

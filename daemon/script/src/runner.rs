@@ -1,11 +1,13 @@
 //! `run_flow`: one flow run, from checked parameters to a JSON result.
 //!
-//! Why a separate step from [`crate::flow`]: a definition is checked once, but every run gets a
-//! fresh sandbox (Lua state is never shared between runs: the string metatable, globals and
-//! anything a previous flow changed are gone), its own API modules bound to its own
-//! [`RunContext`], its own limits and its own thread and watchdog. The order is fixed:
-//! sandbox → modules → compile (on the caller's thread, nothing runs) → evaluate the file and call
-//! `run(ctx, params)` on the flow thread → convert the returned table to bounded JSON.
+//! Why a separate step from [`crate::flow`]: a definition is checked and compiled once, but every
+//! run gets a fresh sandbox (Lua state is never shared between runs: the string metatable,
+//! globals and anything a previous flow changed are gone), its own API modules bound to its own
+//! [`RunContext`], its own limits and its own thread and watchdog. The order is fixed: a state
+//! with the sandbox applied and the flow's bytecode loaded in binary mode, taken from the
+//! version's pool or built now ([`crate::pool`]; nothing has run in it) → bound to this run (stop
+//! flag, `math.random` seed, context) → modules → evaluate the file and call `run(ctx, params)`
+//! on the flow thread → convert the returned table to bounded JSON.
 //!
 //! API functions may block the flow thread (waiting for a client's confirmation); that is
 //! intended, and bounded by the run's wall time ([`RunContext::remaining`]).
@@ -41,9 +43,15 @@ pub fn run_flow(
         });
     }
     let ctx = ctx.with_flow(def.name(), def.version());
-    let sandbox = Sandbox::new(&limits, &ctx)?;
+    let prebuilt = def
+        .states()
+        .take(def.chunk_name(), def.bytecode_arc(), &limits)?;
+    let (sandbox, chunk) = prebuilt.bind_with_chunk(&ctx)?;
     register_modules(sandbox.lua(), modules, &ctx)?;
-    let chunk = sandbox.load(def.chunk_name(), def.source())?;
+    let chunk = match chunk {
+        Some(chunk) => chunk,
+        None => sandbox.load_flow(&def)?,
+    };
     let internal = |e: mlua::Error| ScriptError::Internal {
         reason: format!("cannot prepare the run: {e}"),
     };

@@ -8,7 +8,9 @@
 //! - **Libraries.** Only `table`, `string`, `math`, `utf8` and `coroutine` plus an allow-list of
 //!   base functions. Reading a removed name (`os`, `io`, `load`, `require`, `debug`, `print`,
 //!   `collectgarbage`, `string.dump`, …) raises a [`SandboxRefusal`], so the error says why.
-//!   Chunks are loaded in text mode only; a binary chunk is refused before Lua sees it.
+//!   Source is loaded in text mode only; a binary chunk is refused before Lua sees it. The one
+//!   binary load is the host's own: a checked flow's bytecode, compiled by this crate from its
+//!   source ([`Sandbox::load_flow`]); Lua code has no way to compile, dump or load bytecode.
 //! - **Determinism.** `math.random` is seeded from the run's seed ([`crate::RunContext::seed`])
 //!   and `math.randomseed` is removed, so a replayed run draws the same numbers. There is no
 //!   clock in the sandbox; the run's start time is `ctx.started_at_ms`.
@@ -50,13 +52,14 @@
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
 use crate::error::{LimitFigures, ScriptError};
+use crate::flow::FlowDefinition;
 pub(crate) use crate::limits::{BadReturnError, StopFlag};
 pub use crate::limits::{Limits, SandboxRefusal, StopReason, Stopped};
 use crate::module::RunContext;
@@ -214,22 +217,7 @@ impl Sandbox {
     /// `ctx` and `limits` are stored as app data for API helpers
     /// ([`crate::module::str_arg`] and friends).
     pub fn new(limits: &Limits, ctx: &RunContext) -> Result<Sandbox, ScriptError> {
-        let internal = |e: mlua::Error| ScriptError::Internal {
-            reason: format!("cannot build the sandbox: {e}"),
-        };
-        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
-        let lua =
-            Lua::new_with(libs, LuaOptions::new().catch_rust_panics(false)).map_err(internal)?;
-        setup(&lua, limits, ctx).map_err(internal)?;
-        lua.set_app_data(limits.clone());
-        lua.set_app_data(ctx.clone());
-        lua.set_memory_limit(limits.memory_bytes_max)
-            .map_err(internal)?;
-        Ok(Sandbox {
-            lua,
-            limits: limits.clone(),
-            ctx: ctx.clone(),
-        })
+        Prebuilt::build(limits)?.bind(ctx)
     }
 
     /// The state, for registering API modules before [`Sandbox::run`].
@@ -257,6 +245,13 @@ impl Sandbox {
             .set_mode(ChunkMode::Text)
             .into_function()
             .map_err(|e| LimitFigures::from(&self.limits).classify(chunk_name, &e))
+    }
+
+    /// Loads a checked flow's bytecode, compiled by this crate when the definition was checked
+    /// ([`FlowDefinition`]), in binary mode. Lua code can never reach this: `load` and
+    /// `string.dump` are refused inside the sandbox, and [`Sandbox::load`] refuses binary text.
+    pub fn load_flow(&self, def: &FlowDefinition) -> Result<Function, ScriptError> {
+        load_bytecode(&self.lua, &self.limits, def.chunk_name(), def.bytecode())
     }
 
     /// Runs `f` on a dedicated thread under the instruction/wall/depth hook, and waits for it
@@ -314,6 +309,114 @@ impl Sandbox {
         }
         wait(&receiver, &stop, &figures, deadline, &limits)
     }
+}
+
+/// The run's stop flag, filled in once when a pre-built state is bound to its run. Before that
+/// no flow code has run in the state, so there is nothing to stop.
+type RunStop = Arc<OnceLock<Arc<StopFlag>>>;
+
+/// A sandboxed state built ahead of its run: libraries trimmed, refusals and the prelude
+/// installed, limits stored, memory limit set, and optionally a checked flow's chunk loaded
+/// (not run). [`Prebuilt::bind`] gives it to exactly one run: the run's stop flag, its
+/// `math.random` seed and its [`RunContext`] are bound then, API modules are registered after
+/// that, and the instruction count and wall clock start with [`Sandbox::run`]. Nothing in a
+/// pre-built state has run flow code, so it carries nothing from one run into another.
+pub(crate) struct Prebuilt {
+    lua: Lua,
+    limits: Limits,
+    stop: RunStop,
+    /// `math.randomseed`, taken out of the state's `math` table; called once by `bind`.
+    randomseed: Function,
+    chunk: Option<Function>,
+}
+
+impl Prebuilt {
+    /// A state with the sandbox applied and no run bound.
+    pub(crate) fn build(limits: &Limits) -> Result<Prebuilt, ScriptError> {
+        let internal = |e: mlua::Error| ScriptError::Internal {
+            reason: format!("cannot build the sandbox: {e}"),
+        };
+        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+        let lua =
+            Lua::new_with(libs, LuaOptions::new().catch_rust_panics(false)).map_err(internal)?;
+        let stop = RunStop::default();
+        let randomseed = setup(&lua, limits, &stop).map_err(internal)?;
+        lua.set_app_data(limits.clone());
+        lua.set_memory_limit(limits.memory_bytes_max)
+            .map_err(internal)?;
+        Ok(Prebuilt {
+            lua,
+            limits: limits.clone(),
+            stop,
+            randomseed,
+            chunk: None,
+        })
+    }
+
+    /// A state with a checked flow's compiled chunk loaded in binary mode (nothing run).
+    pub(crate) fn build_for(
+        chunk_name: &str,
+        bytecode: &[u8],
+        limits: &Limits,
+    ) -> Result<Prebuilt, ScriptError> {
+        let mut prebuilt = Prebuilt::build(limits)?;
+        prebuilt.chunk = Some(load_bytecode(&prebuilt.lua, limits, chunk_name, bytecode)?);
+        Ok(prebuilt)
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Binds the state to its one run: the stop flag the prelude's wrappers read, the seed of
+    /// `math.random`, and `ctx` as app data. Returns the sandbox and the pre-loaded chunk, if any.
+    pub(crate) fn bind(self, ctx: &RunContext) -> Result<Sandbox, ScriptError> {
+        self.bind_with_chunk(ctx).map(|(sandbox, _)| sandbox)
+    }
+
+    pub(crate) fn bind_with_chunk(
+        self,
+        ctx: &RunContext,
+    ) -> Result<(Sandbox, Option<Function>), ScriptError> {
+        let Prebuilt {
+            lua,
+            limits,
+            stop,
+            randomseed,
+            chunk,
+        } = self;
+        let internal = |reason: String| ScriptError::Internal { reason };
+        stop.set(ctx.stop_flag())
+            .map_err(|_| internal("a Lua state serves one run only".to_owned()))?;
+        // Two halves so the whole 64-bit seed is used; `as` keeps the bits on purpose.
+        randomseed
+            .call::<()>(((ctx.seed() >> 32) as i64, (ctx.seed() & 0xffff_ffff) as i64))
+            .map_err(|e| internal(format!("cannot seed math.random: {e}")))?;
+        drop(randomseed);
+        lua.set_app_data(ctx.clone());
+        Ok((
+            Sandbox {
+                lua,
+                limits,
+                ctx: ctx.clone(),
+            },
+            chunk,
+        ))
+    }
+}
+
+/// Loads bytecode this crate compiled from checked source, in binary mode only.
+fn load_bytecode(
+    lua: &Lua,
+    limits: &Limits,
+    chunk_name: &str,
+    bytecode: &[u8],
+) -> Result<Function, ScriptError> {
+    lua.load(bytecode)
+        .set_name(format!("={chunk_name}"))
+        .set_mode(ChunkMode::Binary)
+        .into_function()
+        .map_err(|e| LimitFigures::from(limits).classify(chunk_name, &e))
 }
 
 /// The caller's side: wait for the result, the watchdog deadline, or a cancellation.
@@ -404,8 +507,9 @@ fn install_hook(
     })
 }
 
-/// Strips the globals, installs refusals, seeds the RNG and runs the prelude.
-fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
+/// Strips the globals, installs refusals and runs the prelude. Returns `math.randomseed`, removed
+/// from the state, for [`Prebuilt::bind`] to seed the run's numbers with.
+fn setup(lua: &Lua, limits: &Limits, stop: &RunStop) -> mlua::Result<Function> {
     let globals = lua.globals();
     let mut remove = Vec::new();
     for pair in globals.pairs::<Value, Value>() {
@@ -422,11 +526,10 @@ fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
         globals.raw_set(key, Value::Nil)?;
     }
 
-    // Deterministic random numbers, then no way to reseed.
+    // Deterministic random numbers (seeded when the state is bound to its run), and no way
+    // for the flow to reseed.
     let math: Table = globals.raw_get("math")?;
     let randomseed: Function = math.raw_get("randomseed")?;
-    // Two halves so the whole 64-bit seed is used; `as` keeps the bits on purpose.
-    randomseed.call::<()>(((ctx.seed() >> 32) as i64, (ctx.seed() & 0xffff_ffff) as i64))?;
     math.raw_set("randomseed", Value::Nil)?;
 
     refuse_names(lua, &globals, "", GLOBALS_REFUSED)?;
@@ -454,8 +557,8 @@ fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
         .set_mode(ChunkMode::Text)
         .into_function()?;
     prelude.call::<()>((
-        guard_fn(lua, ctx)?,
-        stopped_fn(lua, ctx)?,
+        guard_fn(lua, stop)?,
+        stopped_fn(lua, stop)?,
         lua.create_function(|_, ()| -> mlua::Result<()> {
             Err(SandboxRefusal::new(
                 "setmetatable",
@@ -469,7 +572,7 @@ fn setup(lua: &Lua, limits: &Limits, ctx: &RunContext) -> mlua::Result<()> {
         check_table_fn(lua, limits)?,
         check_move_fn(lua, limits)?,
     ))?;
-    Ok(())
+    Ok(randomseed)
 }
 
 /// Gives `table` a metatable whose `__index` refuses the listed names with their reason.
@@ -495,9 +598,12 @@ fn refuse_names(
 
 /// `guard(ok, err)`: re-raises a recorded stop, and turns a caught out-of-memory error into a
 /// recorded (sticky) memory stop.
-fn guard_fn(lua: &Lua, ctx: &RunContext) -> mlua::Result<Function> {
-    let stop = ctx.stop_flag();
+fn guard_fn(lua: &Lua, stop: &RunStop) -> mlua::Result<Function> {
+    let stop = stop.clone();
     lua.create_function(move |_, (ok, err): (bool, Value)| {
+        let Some(stop) = stop.get() else {
+            return Ok(()); // not bound to a run yet: no flow code has run
+        };
         if let Some(reason) = stop.get() {
             return Err(stop.error(reason));
         }
@@ -509,9 +615,9 @@ fn guard_fn(lua: &Lua, ctx: &RunContext) -> mlua::Result<Function> {
 }
 
 /// `stopped()`: whether a stop is recorded for the run.
-fn stopped_fn(lua: &Lua, ctx: &RunContext) -> mlua::Result<Function> {
-    let stop = ctx.stop_flag();
-    lua.create_function(move |_, ()| Ok(stop.get().is_some()))
+fn stopped_fn(lua: &Lua, stop: &RunStop) -> mlua::Result<Function> {
+    let stop = stop.clone();
+    lua.create_function(move |_, ()| Ok(stop.get().and_then(|s| s.get()).is_some()))
 }
 
 /// Lua's own out-of-memory message (`MEMERRMSG`), which is what `pcall` returns for it.

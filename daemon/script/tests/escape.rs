@@ -6,10 +6,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardd_script::pool::PREBUILT_STATES_PER_FLOW;
 use cardd_script::{
-    run_chunk, FlowDefinition, FlowError, Limits, RunContext, Sandbox, ScriptError,
+    run_chunk, run_flow, FlowDefinition, FlowError, Limits, LogModule, RunContext, Sandbox,
+    ScriptError,
 };
-use common::{run_body, run_body_with, test_limits, TestCard};
+use common::{flow_source, run_body, run_body_with, test_limits, TestCard};
 
 /// A run that is stopped is stopped long before this: the bound only proves nothing hangs.
 /// How quickly the watchdog and the budget act is a figure for the benchmark (a timed assertion
@@ -64,6 +66,10 @@ const ATTEMPTS: &[(&str, &str, Class, &str)] = &[
     ("load(string.dump(f))", "return load(string.dump(function() end))", Class::Refused, "load"),
     ("string.dump(f)", "return string.dump(function() end)", Class::Refused, "string.dump"),
     ("load(\"\\27Lua…\")", "return load(\"\\27LuaT\\0\\25\\147\\r\\n\\26\\n\")", Class::Refused, "load"),
+    ("load(chunk, name, \"b\")", "return load(\"\\27LuaT\\0\\25\\147\\r\\n\\26\\n\", \"x\", \"b\")", Class::Refused, "load"),
+    ("_G.load(chunk, name, \"b\")", "return _G[\"lo\" .. \"ad\"](\"\\27Lua\", \"x\", \"b\")", Class::Refused, "load"),
+    ("string.dump through the string metatable", "return getmetatable(\"\").__index.dump(function() end)", Class::Refused, "string.dump"),
+    ("rawget(string, \"dump\") stays nil", "return { dump = rawget(string, \"dump\") == nil and \"absent\" }", Class::Ok, ""),
     // Debug library and GC control
     ("debug.sethook()", "debug.sethook()", Class::Refused, "debug"),
     ("debug.getregistry", "return debug.getregistry()", Class::Refused, "debug"),
@@ -115,27 +121,59 @@ const ATTEMPTS: &[(&str, &str, Class, &str)] = &[
     ("re-entrant call swallowed by pcall", "local ok = card.with_callback(function() return pcall(card.credit, 1) end) return { ok = ok }", Class::Ok, ""),
 ];
 
+/// Runs `def` with `card` and `log`.
+fn run_def(
+    def: &Arc<FlowDefinition>,
+    card: &TestCard,
+    ctx: RunContext,
+) -> Result<serde_json::Value, ScriptError> {
+    let params = def.validate_params(&serde_json::Value::Null).unwrap();
+    let log = LogModule::new();
+    run_flow(def.clone(), params, &[card, &log], test_limits(), ctx)
+}
+
+/// Waits (bounded) until `def` has a state built ahead of its next run.
+fn wait_for_prebuilt(def: &FlowDefinition) {
+    let give_up = Instant::now() + HANG_GUARD;
+    while def.ready_states() == 0 {
+        assert!(Instant::now() < give_up, "no state was pre-built");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Each attempt runs twice: in a state built for the run, then in one built ahead of it.
 #[test]
 fn every_escape_attempt_fails_with_its_class() {
     let mut failures = Vec::new();
     println!("| attempt | result |");
     println!("|---|---|");
     for (attempt, body, expected, needle) in ATTEMPTS {
-        let card = TestCard::default();
-        let result = run_body_with(body, &card, test_limits(), RunContext::new("escape"));
-        let got = class(&result);
-        let text = match &result {
-            Ok(v) => format!("ok {v}"),
-            Err(e) => e.to_string(),
-        };
-        println!("| `{attempt}` | {got:?}: {} |", text.replace('\n', " "));
-        if got != *expected || !text.contains(needle) {
-            failures.push(format!(
-                "{attempt}: expected {expected:?} containing {needle:?}, got {got:?}: {text}"
-            ));
-        }
-        if !card.credits().is_empty() {
-            failures.push(format!("{attempt}: reached the card: {:?}", card.credits()));
+        let def = Arc::new(FlowDefinition::from_source("test.lua", &flow_source(body)).unwrap());
+        for state in ["built for the run", "pre-built"] {
+            if state == "pre-built" {
+                wait_for_prebuilt(&def);
+            }
+            let card = TestCard::default();
+            let result = run_def(&def, &card, RunContext::new("escape"));
+            let got = class(&result);
+            let text = match &result {
+                Ok(v) => format!("ok {v}"),
+                Err(e) => e.to_string(),
+            };
+            if state != "pre-built" {
+                println!("| `{attempt}` | {got:?}: {} |", text.replace('\n', " "));
+            }
+            if got != *expected || !text.contains(needle) {
+                failures.push(format!(
+                    "{attempt} ({state}): expected {expected:?} containing {needle:?}, got {got:?}: {text}"
+                ));
+            }
+            if !card.credits().is_empty() {
+                failures.push(format!(
+                    "{attempt} ({state}): reached the card: {:?}",
+                    card.credits()
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -518,4 +556,51 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Runs of one flow version load its bytecode into states built ahead of time: each state serves
+/// one run, so nothing one run changes reaches the next, and each run gets its own seed.
+#[test]
+fn runs_of_one_version_share_no_state() {
+    let source = flow_source(
+        "local seen = { leaked = leaked, rep = (\"x\"):rep(2), upper = string.upper and \"kept\",\n\
+         r = math.random(1, 1000000) }\n\
+         leaked = \"yes\" getmetatable(\"\").__index.rep = nil string.upper = nil\n\
+         return seen",
+    );
+    let def = Arc::new(FlowDefinition::from_source("test.lua", &source).unwrap());
+    let mut draws = Vec::new();
+    for i in 0..6 {
+        if i > 0 {
+            wait_for_prebuilt(&def);
+        }
+        let card = TestCard::default();
+        let got = run_def(&def, &card, RunContext::new(format!("share-{}", i % 2))).unwrap();
+        assert_eq!(got["rep"], "xx", "run {i}: {got}");
+        assert_eq!(got["upper"], "kept", "run {i}: {got}");
+        assert!(got.get("leaked").is_none(), "run {i}: {got}");
+        draws.push(got["r"].clone());
+        assert!(def.ready_states() <= PREBUILT_STATES_PER_FLOW);
+    }
+    // The seed follows the run id, whether the state was built before or during the run.
+    for pair in draws.chunks(2).collect::<Vec<_>>().windows(2) {
+        assert_eq!(pair[0], pair[1], "{draws:?}");
+    }
+}
+
+/// A flow's bytecode keeps its debug information: errors name the file and line of the source.
+#[test]
+fn errors_from_loaded_bytecode_name_the_source_line() {
+    let def = Arc::new(
+        FlowDefinition::from_source("lines.lua", &flow_source("local x = 1\nerror(\"boom\")"))
+            .unwrap(),
+    );
+    for i in 0..3 {
+        if i > 0 {
+            wait_for_prebuilt(&def);
+        }
+        let err = run_def(&def, &TestCard::default(), RunContext::new("l")).unwrap_err();
+        // The body starts on the flow table's fourth line.
+        assert!(err.to_string().contains("lines.lua:5: boom"), "{err}");
+    }
 }
