@@ -102,7 +102,7 @@ fn lua_state_cost(n: usize) -> Result<()> {
         drop(sandbox);
         let sandbox = Sandbox::new(&limits, &ctx).context("sandbox")?;
         let started = Instant::now();
-        sandbox.load_flow(&def).context("load")?;
+        def.load_into(&sandbox).context("load")?;
         load.push(started.elapsed());
     }
     create.print("flow.lua_state_create");

@@ -237,12 +237,14 @@ impl FlowDefinition {
     }
 
     /// The checked source compiled once, loaded by every run in binary mode.
-    pub(crate) fn bytecode(&self) -> &[u8] {
+    pub(crate) fn bytecode_arc(&self) -> &Arc<[u8]> {
         &self.bytecode
     }
 
-    pub(crate) fn bytecode_arc(&self) -> &Arc<[u8]> {
-        &self.bytecode
+    /// Loads this flow's bytecode into `sandbox`, in binary mode (nothing runs). The bytecode
+    /// was compiled by this crate from the checked source; Lua code cannot load bytecode.
+    pub fn load_into(&self, sandbox: &Sandbox) -> Result<mlua::Function, ScriptError> {
+        sandbox.load_bytecode(&self.chunk_name, &self.bytecode)
     }
 
     /// How many sandboxed states are built and waiting for this version's next runs (at most

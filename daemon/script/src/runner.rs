@@ -50,7 +50,7 @@ pub fn run_flow(
     register_modules(sandbox.lua(), modules, &ctx)?;
     let chunk = match chunk {
         Some(chunk) => chunk,
-        None => sandbox.load_flow(&def)?,
+        None => def.load_into(&sandbox)?,
     };
     let internal = |e: mlua::Error| ScriptError::Internal {
         reason: format!("cannot prepare the run: {e}"),

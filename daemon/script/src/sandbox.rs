@@ -10,7 +10,7 @@
 //!   `collectgarbage`, `string.dump`, …) raises a [`SandboxRefusal`], so the error says why.
 //!   Source is loaded in text mode only; a binary chunk is refused before Lua sees it. The one
 //!   binary load is the host's own: a checked flow's bytecode, compiled by this crate from its
-//!   source ([`Sandbox::load_flow`]); Lua code has no way to compile, dump or load bytecode.
+//!   source ([`crate::FlowDefinition::load_into`]); Lua code has no way to compile, dump or load bytecode.
 //! - **Determinism.** `math.random` is seeded from the run's seed ([`crate::RunContext::seed`])
 //!   and `math.randomseed` is removed, so a replayed run draws the same numbers. There is no
 //!   clock in the sandbox; the run's start time is `ctx.started_at_ms`.
@@ -59,7 +59,6 @@ use std::time::{Duration, Instant};
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 
 use crate::error::{LimitFigures, ScriptError};
-use crate::flow::FlowDefinition;
 pub(crate) use crate::limits::{BadReturnError, StopFlag};
 pub use crate::limits::{Limits, SandboxRefusal, StopReason, Stopped};
 use crate::module::RunContext;
@@ -247,11 +246,15 @@ impl Sandbox {
             .map_err(|e| LimitFigures::from(&self.limits).classify(chunk_name, &e))
     }
 
-    /// Loads a checked flow's bytecode, compiled by this crate when the definition was checked
-    /// ([`FlowDefinition`]), in binary mode. Lua code can never reach this: `load` and
+    /// Loads bytecode this crate compiled from checked source, in binary mode
+    /// ([`crate::FlowDefinition::load_into`]). Lua code can never reach this: `load` and
     /// `string.dump` are refused inside the sandbox, and [`Sandbox::load`] refuses binary text.
-    pub fn load_flow(&self, def: &FlowDefinition) -> Result<Function, ScriptError> {
-        load_bytecode(&self.lua, &self.limits, def.chunk_name(), def.bytecode())
+    pub(crate) fn load_bytecode(
+        &self,
+        chunk_name: &str,
+        bytecode: &[u8],
+    ) -> Result<Function, ScriptError> {
+        load_bytecode(&self.lua, &self.limits, chunk_name, bytecode)
     }
 
     /// Runs `f` on a dedicated thread under the instruction/wall/depth hook, and waits for it
