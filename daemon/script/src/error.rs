@@ -42,7 +42,7 @@ pub enum ScriptError {
     /// The wall-clock limit passed while Lua code was running; the script was stopped cleanly.
     #[error("wall-clock limit reached ({wall_ms_max} ms)")]
     WallTime { wall_ms_max: u64 },
-    /// The wall-clock limit (plus grace) passed while the flow thread was stuck outside Lua code
+    /// The wall-clock limit (plus grace) passed while the run was stuck outside Lua code
     /// (in a C library function or a blocking API call). The run is failed closed: its later API
     /// calls are refused, and its thread is left to finish on its own.
     #[error(

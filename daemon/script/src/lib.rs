@@ -15,6 +15,8 @@
 //!   zh-CN messages, and a reloading [`FlowRegistry`].
 //! - [`runner`]: [`run_flow`], one run from validated parameters to a bounded JSON result.
 //! - [`pool`]: each flow version's few states built ahead of its runs, each used by one run.
+//! - [`threads`]: the few long-lived threads runs execute on; a shared watchdog timer thread
+//!   gives up on runs stuck past their deadline.
 //! - [`log`]: the `log` module, the built-in example of an API module.
 //!
 //! **Architecture invariant:** no Lua state serves more than one run or outlives it, and nothing
@@ -33,6 +35,8 @@ pub mod module;
 pub mod pool;
 pub mod runner;
 pub mod sandbox;
+pub mod threads;
+mod watchdog;
 
 pub use convert::{json_to_lua, lua_to_json, ConvertError, JsonLimits};
 pub use error::ScriptError;
@@ -47,6 +51,7 @@ pub use module::{
 };
 pub use runner::{run_chunk, run_flow};
 pub use sandbox::{Limits, Sandbox, SandboxRefusal, StopReason, Stopped};
+pub use threads::{FlowThreads, FlowThreadsError};
 
 /// mlua, re-exported so API modules use the same version.
 pub use mlua;

@@ -70,6 +70,10 @@ impl Limits {
     }
 }
 
+/// Stack size of a flow thread, in bytes. Lua limits C recursion to 200 levels
+/// (`LUAI_MAXCCALLS`); each level through mlua callbacks costs a few KiB of Rust stack.
+pub const FLOW_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 /// Why a run was stopped. The first reason recorded wins and stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -26,6 +26,7 @@ use cardd_api::{Fen, MoneyError};
 use mlua::{Lua, Table, Value};
 
 use crate::convert::{json_to_lua, lua_to_json, JsonLimits};
+use crate::error::ScriptError;
 use crate::limits::{Limits, StopFlag, StopReason};
 
 /// An API exposed to flows as one global table (`card`, `host`, `ui`, `log`, …).
@@ -59,6 +60,7 @@ pub struct RunContext {
     deadline: Arc<OnceLock<Instant>>,
     data: Arc<AppData>,
     active: Arc<Mutex<Vec<&'static str>>>,
+    given_up: Arc<Mutex<Option<crate::watchdog::GiveUp>>>,
 }
 
 impl fmt::Debug for RunContext {
@@ -91,7 +93,25 @@ impl RunContext {
             deadline: Arc::new(OnceLock::new()),
             data: Arc::new(HashMap::new()),
             active: Arc::new(Mutex::new(Vec::new())),
+            given_up: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Sets what the watchdog calls when it gives up on the run (stuck in C or in a blocking
+    /// API call past the wall deadline plus grace, or past the grace after a cancellation),
+    /// with the outcome the run will have: the owner can report the run's end at once. The
+    /// run itself returns with that outcome whenever its stuck call does.
+    #[must_use]
+    pub fn on_given_up(self, f: impl FnOnce(ScriptError) + Send + 'static) -> RunContext {
+        *self.given_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+        self
+    }
+
+    pub(crate) fn take_given_up(&self) -> Option<crate::watchdog::GiveUp> {
+        self.given_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Sets the seed of `math.random` for this run.
@@ -199,7 +219,8 @@ impl RunContext {
 }
 
 /// Cancels a run from another thread: the hook stops Lua code at its next tick, API calls are
-/// refused, and the runner returns [`crate::ScriptError::Cancelled`] within the watchdog grace.
+/// refused, and the run's outcome is [`crate::ScriptError::Cancelled`]; a run stuck in a call
+/// past the watchdog grace is given up on ([`RunContext::on_given_up`]).
 #[derive(Debug, Clone)]
 pub struct CancelHandle {
     stop: Arc<StopFlag>,
@@ -208,7 +229,11 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// Requests cancellation; returns `false` if the run had already stopped or finished.
     pub fn cancel(&self) -> bool {
-        self.stop.try_trip(StopReason::Cancelled).is_ok()
+        let cancelled = self.stop.try_trip(StopReason::Cancelled).is_ok();
+        if cancelled {
+            crate::watchdog::poke();
+        }
+        cancelled
     }
 }
 

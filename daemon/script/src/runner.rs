@@ -3,11 +3,12 @@
 //! Why a separate step from [`crate::flow`]: a definition is checked and compiled once, but every
 //! run gets a fresh sandbox (Lua state is never shared between runs: the string metatable,
 //! globals and anything a previous flow changed are gone), its own API modules bound to its own
-//! [`RunContext`], its own limits and its own thread and watchdog. The order is fixed: a state
+//! [`RunContext`], its own limits and the shared watchdog's watch. The order is fixed: a state
 //! with the sandbox applied and the flow's bytecode loaded in binary mode, taken from the
 //! version's pool or built now ([`crate::pool`]; nothing has run in it) → bound to this run (stop
 //! flag, `math.random` seed, context) → modules → evaluate the file and call `run(ctx, params)`
-//! on the flow thread → convert the returned table to bounded JSON.
+//! on the calling thread (a long-lived [`crate::FlowThreads`] thread in the daemon) → convert
+//! the returned table to bounded JSON.
 //!
 //! API functions may block the flow thread (waiting for a client's confirmation); that is
 //! intended, and bounded by the run's wall time ([`RunContext::remaining`]).
@@ -24,8 +25,9 @@ use crate::sandbox::{BadReturnError, Limits, Sandbox, GLOBALS_KEPT, GLOBALS_REFU
 
 /// Runs `def` with `params` (validated by `def.validate_params`), exposing `modules`, within
 /// `limits`. Returns the table `run` returned, as JSON of at most `limits.result_bytes_max`
-/// bytes. Blocks the calling thread until the flow ends, is stopped, is cancelled through
-/// `ctx.cancel_handle()`, or the watchdog gives up on it.
+/// bytes. Runs on the calling thread (see [`Sandbox::run`]) until the flow ends, is stopped or
+/// is cancelled through `ctx.cancel_handle()`; a run stuck in a call past its deadline is given
+/// up on by the watchdog, which tells `ctx`'s [`RunContext::on_given_up`] at once.
 pub fn run_flow(
     def: Arc<FlowDefinition>,
     params: ValidatedParams,

@@ -1,4 +1,4 @@
-//! A fresh, limited Lua state per run, and the thread and watchdog that run it.
+//! A fresh, limited Lua state per run, and how it runs under its limits and the watchdog.
 //!
 //! Why this exists: `mlua::Lua::new()` is not a sandbox (it loads `io`, `os` and `package`), Lua
 //! bytecode escapes the VM, `pcall` catches mlua's limit errors, and instruction hooks do not run
@@ -31,10 +31,11 @@
 //!   pattern/subject pairs whose worst-case backtracking estimate exceeds `pattern_steps_max`;
 //!   `table.move` refuses ranges over `c_loop_items_max`; the table functions that loop up to
 //!   `#t` refuse tables with a `__len` metamethod (which could claim 2^62 elements).
-//! - **Watchdog.** [`Sandbox::run`] runs on a dedicated thread. If the wall deadline (+ grace)
-//!   passes and the thread has not answered (stuck in C or in a blocking API call), the caller
-//!   gets [`ScriptError::Watchdog`], the run's stop flag is set so its later API calls are
-//!   refused, and the thread is left to finish on its own.
+//! - **Watchdog.** [`Sandbox::run`] runs on the calling thread; one shared timer thread
+//!   ([`crate::watchdog`]) watches every run. If the wall deadline (+ grace) passes and the run
+//!   has not returned (stuck in C or in a blocking API call), the run's stop flag is set so its
+//!   later API calls are refused and its outcome is [`ScriptError::Watchdog`], and the run's
+//!   owner is told at once through [`RunContext::on_given_up`].
 //!
 //! Known gaps, by Lua's design:
 //!
@@ -52,7 +53,7 @@
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,19 +61,12 @@ use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Va
 
 use crate::error::{LimitFigures, ScriptError};
 pub(crate) use crate::limits::{BadReturnError, StopFlag};
-pub use crate::limits::{Limits, SandboxRefusal, StopReason, Stopped};
+pub use crate::limits::{Limits, SandboxRefusal, StopReason, Stopped, FLOW_THREAD_STACK_BYTES};
 use crate::module::RunContext;
 
 /// The count hook fires every this many VM instructions. At roughly 100–300 M instructions per
 /// second this checks the deadline every few microseconds, far inside the 100 ms allowed.
 pub const HOOK_INTERVAL_INSTRUCTIONS: u32 = 1000;
-
-/// Stack size of a flow thread, in bytes. Lua limits C recursion to 200 levels
-/// (`LUAI_MAXCCALLS`); each level through mlua callbacks costs a few KiB of Rust stack.
-pub const FLOW_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
-
-/// How often the caller re-checks cancellation while waiting for the flow thread, in ms.
-const WAIT_POLL_MS: u64 = 10;
 
 /// Base functions a flow keeps; everything else in `_G` is removed.
 pub(crate) const GLOBALS_KEPT: &[&str] = &[
@@ -257,13 +251,46 @@ impl Sandbox {
         load_bytecode(&self.lua, &self.limits, chunk_name, bytecode)
     }
 
-    /// Runs `f` on a dedicated thread under the instruction/wall/depth hook, and waits for it
-    /// at most until the wall deadline plus grace (the watchdog). However `f` ends, a stop
-    /// recorded for the run decides the outcome.
+    /// Runs `f` on the calling thread under the instruction/wall/depth hook, watched by the
+    /// shared watchdog ([`crate::watchdog`]). However `f` ends, a stop recorded for the run
+    /// decides the outcome. If the watchdog gives up on the run (stuck in C or in a blocking API
+    /// call past the deadline plus grace, or past the grace after a cancellation), the run's
+    /// give-up callback ([`RunContext::on_given_up`]) is told at once; this call still returns
+    /// only when `f` does, with the watchdog's verdict.
+    ///
+    /// A run needs a stack of [`FLOW_THREAD_STACK_BYTES`] (Lua's C recursion): called from a
+    /// [`crate::FlowThreads`] thread it runs right there; called from any other thread (a test,
+    /// a tool) it runs on a scoped thread with that stack, which this call joins.
     pub fn run<T, F>(self, f: F) -> Result<T, ScriptError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Lua) -> mlua::Result<T> + Send + 'static,
+        T: Send,
+        F: FnOnce(&Lua) -> mlua::Result<T> + Send,
+    {
+        if crate::threads::on_flow_thread() {
+            return self.run_here(f);
+        }
+        let name = format!("cardd-flow-{}", self.ctx.run_id());
+        thread::scope(|scope| {
+            let spawned = thread::Builder::new()
+                .name(name)
+                .stack_size(FLOW_THREAD_STACK_BYTES)
+                .spawn_scoped(scope, move || self.run_here(f));
+            match spawned {
+                Ok(handle) => handle.join().unwrap_or_else(|panic| {
+                    Err(ScriptError::Internal {
+                        reason: format!("the flow panicked: {}", panic_text(&*panic)),
+                    })
+                }),
+                Err(e) => Err(ScriptError::Internal {
+                    reason: format!("cannot start a flow thread: {e}"),
+                }),
+            }
+        })
+    }
+
+    fn run_here<T, F>(self, f: F) -> Result<T, ScriptError>
+    where
+        F: FnOnce(&Lua) -> mlua::Result<T>,
     {
         let Sandbox { lua, limits, ctx } = self;
         let figures = LimitFigures::from(&limits);
@@ -277,40 +304,30 @@ impl Sandbox {
         install_hook(&lua, &limits, stop.clone(), deadline).map_err(|e| ScriptError::Internal {
             reason: format!("cannot install the hook: {e}"),
         })?;
-
-        let (sender, receiver) = mpsc::sync_channel::<Result<T, ScriptError>>(1);
-        let thread_stop = stop.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("cardd-flow-{}", ctx.run_id()))
-            .stack_size(FLOW_THREAD_STACK_BYTES)
-            .spawn(move || {
-                let outcome = catch_unwind(AssertUnwindSafe(|| f(&lua)));
-                let result = match outcome {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(e)) => Err(figures.classify("", &e)),
-                    Err(panic) => Err(ScriptError::Internal {
-                        reason: format!("the flow thread panicked: {}", panic_text(&panic)),
-                    }),
-                };
-                let result = match thread_stop.get() {
-                    Some(reason) if reason != StopReason::Finished => {
-                        Err(figures.stop_error(reason))
-                    }
-                    _ => result,
-                };
-                thread_stop.trip(StopReason::Finished);
-                // The caller may have gone (watchdog); then nobody wants the result.
-                let _ = sender.send(result);
-                // Dropping the state runs finalizers; the hook refuses them (Finished).
-                drop(lua);
-            });
-        if let Err(e) = spawned {
-            stop.trip(StopReason::Finished);
-            return Err(ScriptError::Internal {
-                reason: format!("cannot start the flow thread: {e}"),
-            });
-        }
-        wait(&receiver, &stop, &figures, deadline, &limits)
+        let watch = crate::watchdog::watch(
+            stop.clone(),
+            deadline,
+            Duration::from_millis(limits.watchdog_grace_ms),
+            figures,
+            ctx.take_given_up(),
+        )?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&lua)));
+        drop(watch);
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(figures.classify("", &e)),
+            Err(panic) => Err(ScriptError::Internal {
+                reason: format!("the flow panicked: {}", panic_text(&panic)),
+            }),
+        };
+        let result = match stop.get() {
+            Some(reason) if reason != StopReason::Finished => Err(figures.stop_error(reason)),
+            _ => result,
+        };
+        stop.trip(StopReason::Finished);
+        // Dropping the state runs finalizers; the hook refuses them (Finished).
+        drop(lua);
+        result
     }
 }
 
@@ -423,52 +440,6 @@ fn load_bytecode(
 }
 
 /// The caller's side: wait for the result, the watchdog deadline, or a cancellation.
-fn wait<T>(
-    receiver: &mpsc::Receiver<Result<T, ScriptError>>,
-    stop: &StopFlag,
-    figures: &LimitFigures,
-    deadline: Instant,
-    limits: &Limits,
-) -> Result<T, ScriptError> {
-    let grace = Duration::from_millis(limits.watchdog_grace_ms);
-    let hard_deadline = deadline + grace;
-    let mut cancelled_at: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        let mut give_up_at = hard_deadline;
-        if let Some(at) = cancelled_at {
-            give_up_at = give_up_at.min(at + grace);
-        }
-        if now >= give_up_at {
-            let reason = if cancelled_at.is_some() && now < hard_deadline {
-                StopReason::Cancelled
-            } else {
-                StopReason::Watchdog
-            };
-            let recorded = stop.trip(reason);
-            // A run that tripped its own limit but never came back is still abandoned.
-            return Err(match recorded {
-                StopReason::Cancelled => ScriptError::Cancelled,
-                _ => figures.stop_error(StopReason::Watchdog),
-            });
-        }
-        let slice = (give_up_at - now).min(Duration::from_millis(WAIT_POLL_MS));
-        match receiver.recv_timeout(slice) {
-            Ok(result) => return result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if cancelled_at.is_none() && stop.get() == Some(StopReason::Cancelled) {
-                    cancelled_at = Some(Instant::now());
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(ScriptError::Internal {
-                    reason: "the flow thread ended without a result".to_owned(),
-                })
-            }
-        }
-    }
-}
-
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()

@@ -294,28 +294,44 @@ fn the_watchdog_fails_a_stuck_run_closed() {
 }
 
 #[test]
-fn the_watchdog_stops_waiting_for_slow_c_code() {
+fn the_watchdog_gives_up_on_slow_c_code_at_the_deadline() {
     // With the pattern estimate switched off, a backtracking find runs in C where the hook never
-    // fires; the caller must still get its answer at the deadline.
+    // fires. The run's owner must still hear at the deadline (+ grace) that the run is given up
+    // on, while the C call finishes on its own; the run's outcome is then the watchdog's, and
+    // its credit after the find is refused.
     let limits = Limits {
         wall_ms_max: 100,
         watchdog_grace_ms: 50,
         pattern_steps_max: u64::MAX,
         ..test_limits()
     };
+    let card = TestCard::default();
+    let (told, given_up) = std::sync::mpsc::channel();
     let started = Instant::now();
+    let ctx = RunContext::new("slow-c").on_given_up(move |error| {
+        let _ = told.send((started.elapsed(), error));
+    });
     let result = run_body_with(
-        "local s = (\"a\"):rep(300) local r = { s:find(\".-.-.-b\") } card.credit(1) return r",
-        &TestCard::default(),
+        "local s = (\"a\"):rep(170) local r = { s:find(\".-.-.-b\") } card.credit(1) return r",
+        &card,
         limits,
-        RunContext::new("slow-c"),
+        ctx,
     );
-    let elapsed = started.elapsed();
+    let returned = started.elapsed();
+    let (at, error) = given_up
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the watchdog gave up on the run");
+    assert!(matches!(error, ScriptError::Watchdog { .. }), "{error:?}");
+    assert!(at < HANG_GUARD, "watchdog took {at:?}");
+    assert!(
+        at <= returned,
+        "told at {at:?}, after the run returned at {returned:?}"
+    );
     assert!(
         matches!(result, Err(ScriptError::Watchdog { .. })),
         "{result:?}"
     );
-    assert!(elapsed < HANG_GUARD, "watchdog took {elapsed:?}");
+    assert!(card.credits().is_empty(), "a given-up run reached the card");
 }
 
 #[test]
@@ -325,7 +341,10 @@ fn cancellation_stops_lua_and_blocked_calls() {
         "card.block_ms(2000) card.credit(1) return {}",
     ] {
         let card = TestCard::default();
-        let ctx = RunContext::new("cancel");
+        let (told, given_up) = std::sync::mpsc::channel();
+        let ctx = RunContext::new("cancel").on_given_up(move |error| {
+            let _ = told.send((Instant::now(), error));
+        });
         let handle = ctx.cancel_handle();
         let canceller = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
@@ -347,6 +366,15 @@ fn cancellation_stops_lua_and_blocked_calls() {
             started.elapsed()
         );
         assert!(canceller.join().unwrap());
+        let returned = Instant::now();
+        if body.contains("block_ms") {
+            // Stuck in a call: the owner heard after the grace, before the call came back.
+            let (at, error) = given_up
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the watchdog gave up on the cancelled run");
+            assert!(matches!(error, ScriptError::Cancelled), "{error:?}");
+            assert!(at < returned, "told only when the run returned");
+        }
         if body.contains("credit") {
             let refused = card.wait_for_refusal(Duration::from_secs(10));
             assert!(

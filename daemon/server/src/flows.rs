@@ -170,6 +170,9 @@ struct LiveRun {
     prompts: AtomicU32,
     cancel: cardd_script::CancelHandle,
     changed: tokio::sync::Notify,
+    /// Set by whoever records the run's end first: the run returning, or the watchdog giving
+    /// up on a run stuck in a call (the run's own return is then not recorded again).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// The engine.
@@ -184,6 +187,8 @@ pub struct FlowEngine {
     /// The modules every run gets besides `ui` and `log`, registered by the composition root.
     modules: std::sync::OnceLock<Arc<dyn RunModules>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The long-lived threads runs execute on (a run has no thread of its own).
+    threads: cardd_script::FlowThreads,
     /// The engine itself, for the run threads (set by [`FlowEngine::open`]).
     me: Weak<FlowEngine>,
 }
@@ -199,6 +204,7 @@ pub struct RunScope {
     /// The reader the run was started on, if any.
     pub reader_id: Option<String>,
     /// The daemon's runtime, for the blocking flow thread to wait on async services.
+    /// (Card calls need no runtime: they use the reader on the flow thread.)
     pub runtime: tokio::runtime::Handle,
     /// The engine, to report the run's events.
     pub engine: Weak<FlowEngine>,
@@ -273,6 +279,7 @@ impl FlowEngine {
             prompt_timeout,
             modules: std::sync::OnceLock::new(),
             metrics,
+            threads: cardd_script::FlowThreads::new("cardd-flow", RUNS_ACTIVE_MAX),
             me: me.clone(),
         });
         engine.interrupt_leftovers().map_err(|e| e.to_string())?;
@@ -597,6 +604,7 @@ pub fn start(
         prompts: AtomicU32::new(0),
         cancel: ctx.cancel_handle(),
         changed: tokio::sync::Notify::new(),
+        ended: std::sync::atomic::AtomicBool::new(false),
     });
     engine
         .live
@@ -609,20 +617,31 @@ pub fn start(
     };
     let runtime = tokio::runtime::Handle::current();
     let weak = engine.me.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("flow-{run_id}"))
-        .spawn(move || {
-            execute(weak, def, params, ctx, live, holder, p.reader_id, runtime);
-        });
+    // On one of the engine's long-lived flow threads: the run's card calls then use its
+    // reader right there, without a hand-off to the reader's worker.
+    let spawned = engine.threads.spawn(move || {
+        execute(weak, def, params, ctx, live, holder, p.reader_id, runtime);
+    });
     if let Err(e) = spawned {
         engine
             .live
             .lock()
             .unwrap_or_else(|g| g.into_inner())
             .remove(&run_id);
-        return Err(ApiError::internal(format!(
-            "cannot start the flow thread: {e}"
-        )));
+        // Nothing ran: the run and its key go, so the same start can be sent again.
+        let mut batch = sled::Batch::default();
+        batch.remove(run_key(&run_id));
+        batch.remove(idem_key(&session.username, &key));
+        if let Err(e) = engine.tree.apply_batch(batch) {
+            tracing::warn!(run = %run_id, error = %e, "could not remove a run that did not start");
+        }
+        return Err(match e {
+            cardd_script::FlowThreadsError::Busy { threads_max } => ApiError::new(
+                ErrorCode::ServerBusy,
+                format!("all {threads_max} flow threads are busy; retry shortly"),
+            ),
+            e => ApiError::internal(e.to_string()),
+        });
     }
     Ok(record)
 }
@@ -674,7 +693,37 @@ fn execute(
         .unwrap_or_default();
     let mut modules: Vec<&dyn LuaModule> = vec![&ui, &log];
     modules.extend(services.iter().map(|m| m.as_ref()));
+    // The watchdog gives up on a run stuck in a call past its deadline (+ grace): its end is
+    // recorded then, and the stuck call's eventual return is not recorded again.
+    let ctx = {
+        let (weak, run_id, flow_name, live) = (
+            weak.clone(),
+            run_id.clone(),
+            flow_name.clone(),
+            live.clone(),
+        );
+        ctx.on_given_up(move |error| {
+            if let Some(engine) = weak.upgrade() {
+                finish_run(&engine, &run_id, &flow_name, started, &live, Err(error));
+            }
+        })
+    };
     let outcome = run_flow(def, params, &modules, engine.limits.clone(), ctx);
+    finish_run(&engine, &run_id, &flow_name, started, &live, outcome);
+}
+
+/// Records the end of a run (once: by the run returning or by the watchdog giving up on it).
+fn finish_run(
+    engine: &FlowEngine,
+    run_id: &str,
+    flow_name: &str,
+    started: std::time::Instant,
+    live: &LiveRun,
+    outcome: Result<serde_json::Value, ScriptError>,
+) {
+    if live.ended.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let (state, result, failure) = match outcome {
         Ok(value) => (RunState::Succeeded, Some(value), None),
         Err(ScriptError::Cancelled) => (
@@ -700,8 +749,8 @@ fn execute(
     let outcome = format!("{state:?}").to_lowercase();
     engine
         .metrics
-        .flow_finished(&flow_name, &outcome, started.elapsed());
-    let finished = engine.update(&run_id, true, |r| {
+        .flow_finished(flow_name, &outcome, started.elapsed());
+    let finished = engine.update(run_id, true, |r| {
         r.state = state;
         r.prompt = None;
         r.result = result;
@@ -722,7 +771,7 @@ fn execute(
         .live
         .lock()
         .unwrap_or_else(|g| g.into_inner())
-        .remove(&run_id);
+        .remove(run_id);
     live.changed.notify_waiters();
 }
 

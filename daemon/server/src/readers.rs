@@ -1,8 +1,11 @@
 //! The reader manager: drivers from configuration, one worker thread per reader, leases.
 //!
 //! Drivers are blocking (see `cardd_reader::reader`), so each reader gets:
-//! * a **worker thread** that owns the open session and runs jobs from a bounded queue, one at a
-//!   time, in order (a flow's APDUs never interleave with another client's);
+//! * a **worker thread** that runs API clients' jobs from a bounded queue on the open session,
+//!   one at a time, in order. A flow's card calls do not go through the queue: they run on the
+//!   flow's own long-lived thread ([`ReaderManager::run_here`]), with no hand-off. The session
+//!   sits behind a lock that each job or card call holds for its length, so a flow's APDUs never
+//!   interleave with another client's;
 //! * a **monitor thread** on a second session that waits on the driver's card events (no busy
 //!   polling) and publishes card inserted/removed events;
 //! * per driver instance, a **hotplug thread** when the driver reports readers coming and going.
@@ -125,6 +128,10 @@ struct Slot {
     /// The driver instance the reader belongs to.
     factory: Arc<dyn ReaderFactory>,
     jobs: mpsc::SyncSender<Job>,
+    /// The open session. The worker runs queued jobs on it; a flow's card calls use it
+    /// directly on the flow's thread ([`ReaderManager::run_here`]). The lock keeps one user
+    /// at a time, so a flow's commands never interleave with a job's.
+    reader: Arc<Mutex<Reader>>,
     presence: Arc<Mutex<Option<String>>>,
     lease: Option<Lease>,
     stop: Arc<AtomicBool>,
@@ -264,6 +271,8 @@ impl ReaderManager {
         let (tx, rx) = mpsc::sync_channel::<Job>(self.limits.reader_queue_max);
         let mut threads = Vec::new();
         let mut stoppers = Vec::new();
+        let reader = Arc::new(Mutex::new(reader));
+        let shared = reader.clone();
         let worker = std::thread::Builder::new()
             .name(format!("reader-{}", info.id))
             .spawn(move || {
@@ -271,13 +280,14 @@ impl ReaderManager {
                 // loses its answer (the caller sees the reader stop during the command) but not
                 // the worker: the reader keeps serving.
                 while let Ok(job) = rx.recv() {
+                    let mut reader = lock(&shared);
                     let outcome =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut reader)));
                     if outcome.is_err() {
                         tracing::error!("a reader job panicked; the reader goes on");
                     }
                 }
-                let _ = reader.session().power_off();
+                let _ = lock(&shared).session().power_off();
             })
             .map_err(|e| ApiError::internal(format!("cannot start a reader thread: {e}")))?;
         threads.push(worker);
@@ -345,6 +355,7 @@ impl ReaderManager {
                 info,
                 factory: owner,
                 jobs: tx,
+                reader,
                 presence,
                 lease: None,
                 stop,
@@ -485,17 +496,8 @@ impl ReaderManager {
                 let result = job(reader);
                 // Keep the cached presence honest when no event monitor runs (with one, the
                 // monitor does, and the job saves a round trip to the reader).
-                if monitored {
-                    let _ = tx.send(result);
-                    return;
-                }
-                if let Ok(p) = reader.session().presence() {
-                    let mut cached = lock(&presence);
-                    match p {
-                        CardPresence::Absent => *cached = None,
-                        CardPresence::Powered { atr } => *cached = Some(atr.to_string()),
-                        CardPresence::Present => {}
-                    }
+                if !monitored {
+                    update_presence(reader, &presence);
                 }
                 let _ = tx.send(result);
             });
@@ -519,6 +521,40 @@ impl ReaderManager {
                 format!("reader {reader_id} stopped during the command"),
             )
         })
+    }
+
+    /// Runs `job` on the reader from the calling thread, after the same lease check as
+    /// [`ReaderManager::run`]: for a flow's card calls, which run on a long-lived flow thread
+    /// and so need no hand-off to the reader's worker. Waits while the worker runs a queued job
+    /// (the reader serves one user at a time). Blocking: never call it from an async thread.
+    pub fn run_here<R>(
+        &self,
+        reader_id: &str,
+        holder: &Holder,
+        context: &str,
+        job: impl FnOnce(&mut Reader) -> R,
+    ) -> Result<R, ApiError> {
+        let (reader, presence, monitored) = {
+            let now = Instant::now();
+            let mut slots = lock(&self.slots);
+            let slot = slots
+                .get_mut(reader_id)
+                .ok_or_else(|| not_found(reader_id))?;
+            self.expire(slot, now);
+            if let Some(lease) = &slot.lease {
+                if lease.holder.session != holder.session {
+                    return Err(busy(reader_id, &lease.holder.operator, &lease.purpose));
+                }
+            }
+            (slot.reader.clone(), slot.presence.clone(), slot.monitored)
+        };
+        let mut reader = lock(&reader);
+        reader.mark(context);
+        let result = job(&mut reader);
+        if !monitored {
+            update_presence(&mut reader, &presence);
+        }
+        Ok(result)
     }
 
     /// Takes a lease on a reader for `holder`.
@@ -749,6 +785,19 @@ fn lease_info(reader_id: &str, lease: &Lease, now: Instant) -> LeaseInfo {
     }
 }
 
+/// Keeps the cached presence honest when no event monitor runs (with one, the monitor does,
+/// and a job saves a round trip to the reader).
+fn update_presence(reader: &mut Reader, presence: &Mutex<Option<String>>) {
+    if let Ok(p) = reader.session().presence() {
+        let mut cached = lock(presence);
+        match p {
+            CardPresence::Absent => *cached = None,
+            CardPresence::Powered { atr } => *cached = Some(atr.to_string()),
+            CardPresence::Present => {}
+        }
+    }
+}
+
 fn not_found(reader_id: &str) -> ApiError {
     ApiError::new(
         ErrorCode::ReaderNotFound,
@@ -854,6 +903,53 @@ mod tests {
         m.run("sim:city", &holder("b"), "test", |_| ())
             .await
             .unwrap();
+        m.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flow_thread_uses_its_reader_without_a_hand_off() {
+        let m = manager();
+        let lease = m
+            .lease(
+                "sim:etc",
+                holder("a"),
+                Some(Duration::from_secs(60)),
+                "test",
+            )
+            .unwrap();
+        let m2 = m.clone();
+        let (caller, ran_on, refused) = tokio::task::spawn_blocking(move || {
+            let caller = std::thread::current().id();
+            let ran_on = m2
+                .run_here("sim:etc", &holder("a"), "test", |reader| {
+                    assert_eq!(reader.session().info().id, "sim:etc");
+                    std::thread::current().id()
+                })
+                .unwrap();
+            let refused = m2
+                .run_here("sim:etc", &holder("b"), "test", |_| ())
+                .unwrap_err();
+            (caller, ran_on, refused)
+        })
+        .await
+        .unwrap();
+        assert_eq!(ran_on, caller, "the job ran on the calling thread");
+        assert_eq!(refused.code, ErrorCode::ReaderBusy, "the lease still holds");
+        // The worker still serves queued jobs on the same session, one user at a time.
+        let queued = m
+            .run("sim:etc", &holder("a"), "test", |_| {
+                std::thread::current().id()
+            })
+            .await
+            .unwrap();
+        assert_ne!(queued, caller);
+        m.release(&lease.lease_id, &holder("a")).unwrap();
+        assert_eq!(
+            m.run_here("nope", &holder("a"), "test", |_| ())
+                .unwrap_err()
+                .code,
+            ErrorCode::ReaderNotFound
+        );
         m.shutdown();
     }
 }

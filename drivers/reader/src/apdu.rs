@@ -374,6 +374,18 @@ impl ResponseApdu {
         }
     }
 
+    /// Takes `data || SW1 SW2` as the driver returned it, keeping its buffer as the data (no
+    /// copy). Never panics.
+    pub fn from_vec(mut bytes: Vec<u8>) -> Result<Self, ApduError> {
+        let len = bytes.len();
+        if len < 2 {
+            return Err(ApduError::ResponseTooShort { len });
+        }
+        let sw = StatusWord::from_bytes(bytes[len - 2], bytes[len - 1]);
+        bytes.truncate(len - 2);
+        Ok(ResponseApdu { data: bytes, sw })
+    }
+
     /// Encodes `data || SW1 SW2`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 2);

@@ -40,32 +40,57 @@ pub fn transmit_chained(
         reader: reader_id.to_owned(),
         detail,
     };
-    let mut current = command.clone();
-    let mut collected: Vec<u8> = Vec::new();
-    for _ in 0..CHAIN_STEPS_MAX {
-        let bytes = current.to_bytes().map_err(|source| ReaderError::Apdu {
+    // The command's bytes are encoded once, straight into the buffer the driver gets; the
+    // response keeps the driver's buffer. Only chaining (a new Le, GET RESPONSE) builds another
+    // command or joins response parts.
+    let encode = |command: &CommandApdu| {
+        command.to_bytes().map_err(|source| ReaderError::Apdu {
             reader: reader_id.to_owned(),
             source,
-        })?;
+        })
+    };
+    let mut bytes = encode(command)?;
+    // The command last sent when it is not `command` itself (a new Le, a GET RESPONSE).
+    let mut current: Option<CommandApdu> = None;
+    let mut collected: Option<Vec<u8>> = None;
+    for _ in 0..CHAIN_STEPS_MAX {
         let raw = transport.transmit_raw(&bytes, timeout)?;
-        let response = ResponseApdu::parse(&raw).map_err(|e| protocol_error(e.to_string()))?;
+        let response = ResponseApdu::from_vec(raw).map_err(|e| protocol_error(e.to_string()))?;
         if let Some(le) = response.sw.exact_length() {
             // The card wants the same command with Le = xx. It carries no data of its own.
-            current.le = Some(le);
+            let mut again = current.take().unwrap_or_else(|| command.clone());
+            again.le = Some(le);
+            bytes = encode(&again)?;
+            current = Some(again);
             continue;
         }
-        collected.extend_from_slice(&response.data);
-        if collected.len() > CHAINED_RESPONSE_BYTES_MAX {
+        let (sw, more) = (response.sw, response.sw.bytes_available());
+        let data = match collected.take() {
+            // The usual case: one exchange, and the driver's buffer is the answer.
+            None if more.is_none() && response.data.len() <= CHAINED_RESPONSE_BYTES_MAX => {
+                return Ok(response)
+            }
+            None => response.data,
+            Some(mut parts) => {
+                parts.extend_from_slice(&response.data);
+                parts
+            }
+        };
+        if data.len() > CHAINED_RESPONSE_BYTES_MAX {
             return Err(protocol_error(format!(
                 "chained response exceeded {CHAINED_RESPONSE_BYTES_MAX} bytes"
             )));
         }
-        match response.sw.bytes_available() {
+        match more {
             Some(le) => {
                 // GET RESPONSE on the same logical channel as the original command.
-                current = CommandApdu::new(command.cla & 0x03, 0xC0, 0x00, 0x00).with_le(le);
+                let get_response =
+                    CommandApdu::new(command.cla & 0x03, 0xC0, 0x00, 0x00).with_le(le);
+                bytes = encode(&get_response)?;
+                current = Some(get_response);
+                collected = Some(data);
             }
-            None => return Ok(ResponseApdu::new(collected, response.sw)),
+            None => return Ok(ResponseApdu::new(data, sw)),
         }
     }
     Err(protocol_error(format!(
@@ -224,6 +249,28 @@ mod tests {
 
     fn sent_hex(s: &Script) -> Vec<String> {
         s.sent.iter().map(hex::encode_upper).collect()
+    }
+
+    #[test]
+    fn a_single_exchange_hands_back_the_drivers_buffer() {
+        /// Answers with a buffer whose address it remembers.
+        struct Pointer(Option<*const u8>);
+        impl ApduTransport for Pointer {
+            fn transmit_raw(&mut self, _: &[u8], _: Duration) -> Result<Vec<u8>, ReaderError> {
+                let answer = vec![0x00, 0x00, 0x27, 0x10, 0x90, 0x00];
+                self.0 = Some(answer.as_ptr());
+                Ok(answer)
+            }
+            fn protocol(&self) -> Protocol {
+                Protocol::T1
+            }
+        }
+        let mut t = Pointer(None);
+        let cmd = CommandApdu::new(0x80, 0x5C, 0x00, 0x02).with_le(4);
+        let r = transmit_chained(&mut t, "test", &cmd, Duration::from_millis(10)).unwrap();
+        assert!(r.is_ok());
+        assert_eq!(r.data, [0x00, 0x00, 0x27, 0x10]);
+        assert_eq!(Some(r.data.as_ptr()), t.0, "the response was copied");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! The traits are blocking on purpose: every real transport here (pcsc-lite, a serial port, a
 //! plugin's pipe) is blocking, and bounding each call with an explicit timeout is simpler to get
-//! right than cancellation. The daemon runs each reader session on its own thread.
+//! right than cancellation. The daemon runs each reader session's jobs on a worker thread, and a
+//! flow's card calls on the flow's thread, one user at a time.
 
 use std::fmt;
 use std::sync::Arc;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cardd_script::mlua::{Function, Lua, Value};
 use cardd_script::{
-    fen_arg, install_module, run_flow, FlowDefinition, Limits, LogModule, LuaModule, RunContext,
-    ScriptError,
+    fen_arg, install_module, run_flow, FlowDefinition, FlowThreads, Limits, LogModule, LuaModule,
+    RunContext, ScriptError,
 };
 
 /// Lets a test hold a flow inside `card.wait()` until it says so.
@@ -131,8 +131,22 @@ pub fn run_body_with(
 ) -> Result<serde_json::Value, ScriptError> {
     let def = Arc::new(FlowDefinition::from_source("test.lua", &flow_source(body)).unwrap());
     let params = def.validate_params(&serde_json::Value::Null).unwrap();
-    let log = LogModule::new();
-    run_flow(def, params, &[card, &log], limits, ctx)
+    // On a long-lived flow thread, as the daemon runs flows.
+    let card = card.clone();
+    let (done, result) = std::sync::mpsc::channel();
+    flow_threads()
+        .spawn(move || {
+            let log = LogModule::new();
+            let _ = done.send(run_flow(def, params, &[&card, &log], limits, ctx));
+        })
+        .expect("a flow thread");
+    result.recv().expect("the flow thread answered")
+}
+
+/// The tests' long-lived flow threads (as many as tests may run at once).
+fn flow_threads() -> &'static FlowThreads {
+    static THREADS: std::sync::OnceLock<FlowThreads> = std::sync::OnceLock::new();
+    THREADS.get_or_init(|| FlowThreads::new("test-flow", 64))
 }
 
 pub fn run_body(body: &str) -> Result<serde_json::Value, ScriptError> {

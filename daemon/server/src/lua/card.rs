@@ -47,19 +47,20 @@ impl CardModule {
             .ok_or_else(|| lua_error("该业务需要读卡器：启动时请指定 reader_id"))
     }
 
-    /// Runs a job on the run's reader and waits for it (the flow thread may block).
+    /// Runs a job on the run's reader, on the flow's own thread (no hand-off to the reader's
+    /// worker; the flow thread may block while the worker finishes a queued job).
     /// `step` names the flow's step in the reader's APDU trace.
-    pub(crate) fn on_reader<R: Send + 'static>(
+    pub(crate) fn on_reader<R>(
         &self,
         step: &str,
-        job: impl FnOnce(&mut cardd_reader::Reader) -> R + Send + 'static,
+        job: impl FnOnce(&mut cardd_reader::Reader) -> R,
     ) -> mlua::Result<R> {
         let daemon = self.daemon()?;
         let reader = self.reader()?;
-        let holder = self.holder.clone();
         let context = format!("flow {} step {step}", self.flow);
-        self.runtime
-            .block_on(async move { daemon.readers.run(&reader, &holder, &context, job).await })
+        daemon
+            .readers
+            .run_here(&reader, &self.holder, &context, job)
             .map_err(|e| lua_error(e.message))
     }
 }

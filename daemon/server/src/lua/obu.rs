@@ -86,21 +86,24 @@ impl ObuModule {
     }
 
     /// Runs `job` on the run's reader with the issuance service.
-    fn on_esam<R: Send + 'static>(
+    fn on_esam<R>(
         &self,
         step: &str,
-        job: impl FnOnce(&mut Reader, &ObuService) -> Result<R, IssueError> + Send + 'static,
+        job: impl FnOnce(&mut Reader, &ObuService) -> Result<R, IssueError>,
     ) -> mlua::Result<R> {
         let daemon = self.live()?;
-        let Some(reader_id) = self.reader_id.clone() else {
+        let Some(reader_id) = self.reader_id.as_deref() else {
             return Err(lua_error("OBU发行需要OBU发行器：启动时请指定 reader_id"));
         };
-        let (holder, service) = (self.holder.clone(), Self::service(&daemon));
+        let service = Self::service(&daemon);
         let context = format!("flow {} step {step}", self.flow);
-        let outcome = self.runtime.block_on(async move {
-            let job = move |reader: &mut Reader| job(reader, &service);
-            daemon.readers.run(&reader_id, &holder, &context, job).await
-        });
+        // On the flow's own thread: no hand-off to the reader's worker.
+        let outcome =
+            daemon
+                .readers
+                .run_here(reader_id, &self.holder, &context, |reader: &mut Reader| {
+                    job(reader, &service)
+                });
         match outcome {
             Ok(result) => result.map_err(lua_error),
             Err(e) => Err(lua_error(e.message)),
