@@ -159,6 +159,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         let flows = dir.join("flows");
         let _ = std::fs::create_dir_all(&flows);
         let _ = std::fs::write(flows.join("etc_load.lua"), source);
+        let _ = std::fs::write(flows.join("bench_calls.lua"), CARD_CALLS);
         config.flows.dir = Some(flows);
     })
     .await?;
@@ -309,6 +310,84 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         s_lua.median() - s_rust_run.median(),
         "us",
     );
+    if place == "tmpfs" {
+        card_call_cost(&daemon, &session, &holder, samples).await?;
+    }
     d.stop().await;
+    Ok(())
+}
+
+/// A flow that reads the balance `n` times, for the cost of one card call from Lua.
+const CARD_CALLS: &str = "return { name = \"bench.calls\", version = \"1.0.0\", title = \"读余额\", \
+    role = {\"teller\"}, params = { n = { type = \"integer\", required = true, min = 1, max = 1000, \
+    label = \"次数\" } }, run = function(ctx, params) for i = 1, params.n do card.balance() end \
+    return {} end }";
+/// Card calls in the long run of [`CARD_CALLS`].
+const CALLS: u64 = 41;
+
+/// The cost of one card call (SELECT + GET BALANCE) from Lua, against the same job from Rust:
+/// the call through the `card` module on the flow's thread (argument checks, the reader's lock,
+/// the trace mark, the result into Lua) against `ReaderManager::run` from an async task (the
+/// hand-off to the reader's worker and back). Per call = (run of 41 calls − run of 1 call) / 40,
+/// so the run's own costs cancel out.
+async fn card_call_cost(
+    daemon: &std::sync::Arc<cardd::daemon::Daemon>,
+    session: &cardd::auth::Session,
+    holder: &Holder,
+    samples: usize,
+) -> Result<()> {
+    let engine = daemon.flows.as_ref().context("no flow engine")?;
+    let mut key = 0u64;
+    let mut run = |n: u64| {
+        key += 1;
+        let params = StartParams {
+            flow: "bench.calls".into(),
+            params: json!({ "n": n }),
+            idempotency_key: format!("calls-{key}"),
+            reader_id: Some(READER_ID.into()),
+        };
+        async move {
+            let started = Instant::now();
+            let record = cardd::flows::start(engine, session, params, daemon.journal.as_deref())
+                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
+            let done = engine
+                .wait_finished(&record.run_id, Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("flows.get: {}", e.message))?;
+            if done.state != RunState::Succeeded {
+                bail!("the flow ended {:?}: {:?}", done.state, done.failure);
+            }
+            Ok::<Duration, anyhow::Error>(started.elapsed())
+        }
+    };
+    let rounds = (samples / 4).max(5);
+    let mut short = Samples::default();
+    let mut long = Samples::default();
+    let mut rust = Samples::default();
+    run(1).await?;
+    for _ in 0..rounds {
+        short.push(run(1).await?);
+        long.push(run(CALLS).await?);
+        let started = Instant::now();
+        for _ in 0..CALLS - 1 {
+            daemon
+                .readers
+                .run(READER_ID, holder, "bench", |reader| {
+                    let mut purse = cardd_purse::Purse::new(reader);
+                    purse.select_etc_adf()?;
+                    purse.balance()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("reader: {}", e.message))?
+                .context("balance")?;
+        }
+        rust.push(started.elapsed());
+    }
+    let per_call = |total: f64| total / (CALLS - 1) as f64;
+    let lua_call = per_call(long.median() - short.median());
+    let rust_call = per_call(rust.median());
+    report::figure("flow.lua_card_call.p50", lua_call, "us");
+    report::figure("flow.rust_card_call_via_reader_worker.p50", rust_call, "us");
+    report::ratio("flow.lua_card_call_vs_rust.p50", lua_call, rust_call);
     Ok(())
 }
