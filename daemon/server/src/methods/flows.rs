@@ -58,6 +58,7 @@ fn add_flow_methods(m: &mut Methods) {
         false,
         |d, c, _: NoParams| async move {
             let role = c.session()?.role;
+            crate::flows_reload::refresh(&d);
             let flows = d.flows.as_ref().map(|f| f.list()).unwrap_or_default();
             Ok::<Vec<crate::flows::FlowInfo>, ApiError>(
                 flows
@@ -73,6 +74,7 @@ fn add_flow_methods(m: &mut Methods) {
         true,
         |d, c, p: crate::flows::StartParams| async move {
             let session = c.session()?.clone();
+            crate::flows_reload::refresh(&d);
             let engine = d.flows.as_ref().ok_or_else(|| {
                 ApiError::new(ErrorCode::FlowNotFound, "no flows are configured")
             })?;
