@@ -133,9 +133,7 @@ fn idle(prefix: &str, pid: u32, window: Duration) {
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
     for (tid, t) in &after {
         // A thread started during the window counts from zero; one that ended is not seen.
-        let (cpu0, switches0) = before
-            .get(tid)
-            .map_or((0, 0), |b| (b.cpu_ns, b.switches));
+        let (cpu0, switches0) = before.get(tid).map_or((0, 0), |b| (b.cpu_ns, b.switches));
         cpu_ns += t.cpu_ns.saturating_sub(cpu0);
         let woke = t.switches.saturating_sub(switches0);
         if is_sled_thread(&t.name) {
@@ -176,14 +174,14 @@ fn idle(prefix: &str, pid: u32, window: Duration) {
         .take(TOP_THREADS_NAMED)
         .map(|(name, n)| format!("{name} {:.2}/s", *n as f64 / seconds))
         .collect();
+    let named = if named.is_empty() {
+        "none".to_owned()
+    } else {
+        named.join(", ")
+    };
     report::note(
         &format!("{prefix}.idle_wakeups_outside_sled_threads"),
-        if named.is_empty() {
-            "none"
-        } else {
-            &named.join(", ")
-        }
-        .as_ref(),
+        &named,
     );
     report::figure(&format!("{prefix}.idle_window"), seconds, "s");
 }

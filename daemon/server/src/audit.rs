@@ -1267,7 +1267,11 @@ mod tests {
         let armed = digest.armed();
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(digest.next_due(), None, "nothing pending, nothing to wait for");
+        assert_eq!(
+            digest.next_due(),
+            None,
+            "nothing pending, nothing to wait for"
+        );
         assert!(
             tokio::time::timeout(Duration::ZERO, armed.notified())
                 .await
@@ -1282,12 +1286,21 @@ mod tests {
                 .is_ok(),
             "the first refusal of an interval wakes the waiter"
         );
-        digest.refused("p", "auth.login", Some("admin"), "InvalidCredentials", at(5));
+        digest.refused(
+            "p",
+            "auth.login",
+            Some("admin"),
+            "InvalidCredentials",
+            at(5),
+        );
         digest.refused("q", "card.load", None, "Unauthenticated", at(10));
         assert_eq!(digest.next_due(), Some(at(60)), "the earliest end");
         assert_eq!(digest.due(at(60)).len(), 1, "p's count is written");
         assert_eq!(digest.next_due(), Some(at(70)), "q's interval is left");
-        assert!(digest.due(at(70)).is_empty(), "q had only its first refusal");
+        assert!(
+            digest.due(at(70)).is_empty(),
+            "q had only its first refusal"
+        );
         assert_eq!(digest.next_due(), None, "idle again: no deadline");
         // An interval ended by a refusal starts the next one, which ends quietly.
         digest.refused("p", "auth.login", None, "InvalidCredentials", at(100));

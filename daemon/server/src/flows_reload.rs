@@ -7,7 +7,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::daemon::Daemon;
+use crate::flows::FlowEngine;
 
 /// Shortest time between two reads of the flows directory, in milliseconds: a client listing
 /// the flows in a loop reads the files at most this often.
@@ -39,13 +39,11 @@ impl ReloadGate {
         }
         due
     }
-}
 
-/// Reads changed flow files again, unless that was done less than [`FLOWS_CHECK_INTERVAL_MS`]
-/// ago; called before the flows are listed or one is started.
-pub fn refresh(daemon: &Daemon) {
-    if let Some(flows) = daemon.flows.as_ref() {
-        if daemon.flows_checked.take(Instant::now()) {
+    /// Reads changed files of `flows` again, unless that was done less than
+    /// [`FLOWS_CHECK_INTERVAL_MS`] ago; called before the flows are listed or one is started.
+    pub fn reload_if_due(&self, flows: &FlowEngine) {
+        if self.take(Instant::now()) {
             flows.reload();
         }
     }
@@ -65,6 +63,9 @@ mod tests {
         assert!(!gate.take(ms(FLOWS_CHECK_INTERVAL_MS - 1)));
         assert!(gate.take(ms(FLOWS_CHECK_INTERVAL_MS)), "an interval later");
         assert!(!gate.take(ms(FLOWS_CHECK_INTERVAL_MS + 10)));
-        assert!(gate.take(ms(60 * FLOWS_CHECK_INTERVAL_MS)), "long idle, then asked");
+        assert!(
+            gate.take(ms(60 * FLOWS_CHECK_INTERVAL_MS)),
+            "long idle, then asked"
+        );
     }
 }
