@@ -3,7 +3,9 @@
 //! load, CPU time and wake-ups while idle.
 //!
 //! Idle CPU is read from `/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU, every thread),
-//! wake-ups from the threads' context switches; both over a quiet window after start-up.
+//! wake-ups from the threads' context switches; both over a quiet window after start-up. The
+//! wake-ups are split by thread name into sled's own threads and the rest (cardd's), and
+//! measured again on a daemon with no reader configured.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -77,24 +79,7 @@ pub fn run(
     std::thread::sleep(Duration::from_secs(2));
     report::figure("footprint.rss_idle", rss_kib(pid, "VmRSS") / 1024.0, "MiB");
     report::figure("footprint.threads", threads(pid).len() as f64, "threads");
-    let (cpu0, switches0) = cpu_and_switches(pid);
-    let window = Duration::from_secs(idle_seconds);
-    std::thread::sleep(window);
-    let (cpu1, switches1) = cpu_and_switches(pid);
-    let cpu = cpu1.saturating_sub(cpu0) as f64 / 1e9;
-    report::figure(
-        "footprint.idle_cpu",
-        100.0 * cpu / window.as_secs_f64(),
-        "% of one core",
-    );
-    report::figure("footprint.idle_cpu_time", cpu * 1e3, "ms");
-    report::figure(
-        "footprint.idle_wakeups",
-        switches1.saturating_sub(switches0) as f64 / window.as_secs_f64(),
-        "wake-ups/s",
-    );
-    report::figure("footprint.idle_window", window.as_secs_f64(), "s");
-
+    idle("footprint", pid, Duration::from_secs(idle_seconds));
     runtime.block_on(load(addr2))?;
     report::figure(
         "footprint.rss_under_load",
@@ -103,7 +88,102 @@ pub fn run(
     );
     report::figure("footprint.rss_peak", rss_kib(pid, "VmHWM") / 1024.0, "MiB");
     stop(child)?;
+
+    // The same daemon with no reader configured (demo keys, no operators yet).
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare)?;
+    let config = bare.join("cardd.toml");
+    let (child, _, _) = start_with(&binary, dir.path(), |addr| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\n[data]\ndir = {:?}\n[keys]\nsource = \"demo\"\n",
+                bare.join("data").display().to_string()
+            ),
+        )?;
+        Ok(vec!["--config".into(), config.clone().into_os_string()])
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    idle(
+        "footprint.no_readers",
+        child.id(),
+        Duration::from_secs(idle_seconds),
+    );
+    stop(child)?;
     Ok(())
+}
+
+/// Sled 0.34's own threads: its log flusher and its I/O pool (`sled-io-N`).
+fn is_sled_thread(name: &str) -> bool {
+    name == "log flusher" || name.starts_with("sled-io")
+}
+
+/// Most threads named in the note on where idle wake-ups outside sled come from.
+const TOP_THREADS_NAMED: usize = 5;
+
+/// CPU time and wake-ups of `pid` over `window` while nobody calls it: all threads, sled's
+/// threads and the rest (the rest's busiest threads by name in a note).
+fn idle(prefix: &str, pid: u32, window: Duration) {
+    let before = per_thread(pid);
+    std::thread::sleep(window);
+    let after = per_thread(pid);
+    let seconds = window.as_secs_f64();
+    let mut cpu_ns = 0u64;
+    let (mut sled, mut outside) = (0u64, 0u64);
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    for (tid, t) in &after {
+        // A thread started during the window counts from zero; one that ended is not seen.
+        let (cpu0, switches0) = before.get(tid).map_or((0, 0), |b| (b.cpu_ns, b.switches));
+        cpu_ns += t.cpu_ns.saturating_sub(cpu0);
+        let woke = t.switches.saturating_sub(switches0);
+        if is_sled_thread(&t.name) {
+            sled += woke;
+        } else {
+            outside += woke;
+            if woke > 0 {
+                *by_name.entry(t.name.clone()).or_default() += woke;
+            }
+        }
+    }
+    let cpu = cpu_ns as f64 / 1e9;
+    report::figure(
+        &format!("{prefix}.idle_cpu"),
+        100.0 * cpu / seconds,
+        "% of one core",
+    );
+    report::figure(&format!("{prefix}.idle_cpu_time"), cpu * 1e3, "ms");
+    report::figure(
+        &format!("{prefix}.idle_wakeups"),
+        (sled + outside) as f64 / seconds,
+        "wake-ups/s",
+    );
+    report::figure(
+        &format!("{prefix}.idle_wakeups_sled"),
+        sled as f64 / seconds,
+        "wake-ups/s (sled's log flusher and sled-io threads)",
+    );
+    report::figure(
+        &format!("{prefix}.idle_wakeups_outside_sled"),
+        outside as f64 / seconds,
+        "wake-ups/s",
+    );
+    let mut top: Vec<(String, u64)> = by_name.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let named: Vec<String> = top
+        .iter()
+        .take(TOP_THREADS_NAMED)
+        .map(|(name, n)| format!("{name} {:.2}/s", *n as f64 / seconds))
+        .collect();
+    let named = if named.is_empty() {
+        "none".to_owned()
+    } else {
+        named.join(", ")
+    };
+    report::note(
+        &format!("{prefix}.idle_wakeups_outside_sled_threads"),
+        &named,
+    );
+    report::figure(&format!("{prefix}.idle_window"), seconds, "s");
 }
 
 /// `LOAD_CLIENTS` clients reading cards and listing readers for `LOAD_TIME`.
@@ -161,14 +241,32 @@ fn free_port() -> Result<u16> {
 
 /// Starts `cardd --demo` and waits until `/health` answers; returns the time it took.
 fn start(binary: &Path, data: &Path, logs: &Path) -> Result<(Child, SocketAddr, Duration)> {
+    let data = data.as_os_str().to_owned();
+    start_with(binary, logs, |addr| {
+        Ok(vec![
+            "--demo".into(),
+            "--data-dir".into(),
+            data.clone(),
+            "--listen".into(),
+            addr.to_string().into(),
+        ])
+    })
+}
+
+/// Starts `cardd` with the arguments `args` gives for its address, and waits until `/health`
+/// answers; returns the time it took.
+fn start_with(
+    binary: &Path,
+    logs: &Path,
+    args: impl FnOnce(SocketAddr) -> Result<Vec<std::ffi::OsString>>,
+) -> Result<(Child, SocketAddr, Duration)> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let args = args(addr)?;
     let log = std::fs::File::create(logs.join(format!("cardd-{port}.log")))?;
     let started = Instant::now();
     let mut child = Command::new(binary)
-        .args(["--demo", "--data-dir"])
-        .arg(data)
-        .args(["--listen", &addr.to_string()])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -239,26 +337,48 @@ fn threads(pid: u32) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Nanoseconds on a CPU and context switches, summed over every thread.
-fn cpu_and_switches(pid: u32) -> (u64, u64) {
-    let mut cpu = 0;
-    let mut switches = 0;
+/// One thread's name (`comm`), nanoseconds on a CPU and context switches (voluntary and not).
+#[derive(Debug, Clone)]
+struct ThreadFigures {
+    name: String,
+    cpu_ns: u64,
+    switches: u64,
+}
+
+/// Every thread of `pid`, by thread id.
+fn per_thread(pid: u32) -> std::collections::HashMap<String, ThreadFigures> {
+    let mut out = std::collections::HashMap::new();
     for task in threads(pid) {
+        let Some(tid) = task.file_name().map(|t| t.to_string_lossy().into_owned()) else {
+            continue;
+        };
         let sched = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
-        cpu += sched
+        let cpu_ns = sched
             .split_whitespace()
             .next()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-        for line in status.lines() {
-            if let Some(v) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                switches += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
+        let switches = status
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            .sum();
+        let name = std::fs::read_to_string(task.join("comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
+        out.insert(
+            tid,
+            ThreadFigures {
+                name,
+                cpu_ns,
+                switches,
+            },
+        );
     }
-    (cpu, switches)
+    out
 }

@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cardd_api::{ErrorCode, Role};
@@ -592,13 +592,17 @@ struct PendingRefusals {
 /// Turns repeated refusals nobody is logged in for (failed logins, state-changing calls without
 /// a session) into one audit record per source, action and interval: the first is recorded at
 /// once; the following ones are counted, and the count is recorded when the interval has
-/// passed (by the next refusal or by [`RefusalDigest::due`], which the daemon calls
-/// periodically) or at shutdown ([`RefusalDigest::drain`]). So a loop of failed logins, even
-/// on a fresh connection each time, writes a bounded number of records.
+/// passed (by the next refusal or by [`RefusalDigest::due`], which the daemon calls when
+/// [`RefusalDigest::next_due`] comes) or at shutdown ([`RefusalDigest::drain`]). So a loop of
+/// failed logins, even on a fresh connection each time, writes a bounded number of records.
+///
+/// Nothing ticks while nothing is pending: the daemon's timer is armed only for the end of a
+/// pending interval, and [`RefusalDigest::armed`] wakes it when an interval starts.
 #[derive(Debug)]
 pub struct RefusalDigest {
     interval: Duration,
     pending: Mutex<HashMap<(String, String), PendingRefusals>>,
+    armed: Arc<tokio::sync::Notify>,
 }
 
 impl RefusalDigest {
@@ -607,7 +611,22 @@ impl RefusalDigest {
         RefusalDigest {
             interval,
             pending: Mutex::new(HashMap::new()),
+            armed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified when a source and action start an interval (so its end has to be waited
+    /// for) and when the digest is dropped; a notification sent while nobody waits is kept
+    /// for the next wait.
+    pub fn armed(&self) -> Arc<tokio::sync::Notify> {
+        self.armed.clone()
+    }
+
+    /// When the first pending interval ends (the next time [`RefusalDigest::due`] has
+    /// something to do); `None` when nothing is pending, so there is nothing to wait for.
+    pub fn next_due(&self) -> Option<Instant> {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.values().map(|p| p.since + self.interval).min()
     }
 
     /// Counts one refusal of `action` (on `target`, if known) from `source`, ending in
@@ -633,6 +652,8 @@ impl RefusalDigest {
                 );
             }
             pending.insert(key, fresh(now));
+            // This interval's end is a deadline now.
+            self.armed.notify_one();
             out.push(AuditEntry {
                 operator: None,
                 role: None,
@@ -681,6 +702,13 @@ impl RefusalDigest {
             .drain()
             .filter_map(|(k, p)| summary(&k, p, self.interval))
             .collect()
+    }
+}
+
+impl Drop for RefusalDigest {
+    fn drop(&mut self) {
+        // Whoever waits for the next interval learns that there is none.
+        self.armed.notify_one();
     }
 }
 
@@ -1228,5 +1256,72 @@ mod tests {
         login("loopback program", "admin", "InvalidCredentials", at(61));
         assert_eq!(digest.drain().len(), 1);
         assert!(digest.drain().is_empty());
+    }
+
+    /// With nothing pending there is no deadline (an idle daemon arms no timer); the first
+    /// refusal of an interval arms one for the interval's end, and once every interval has
+    /// ended and been written, or been quiet for a whole interval, there is none again.
+    #[tokio::test]
+    async fn the_digest_has_a_deadline_only_while_refusals_are_pending() {
+        let digest = RefusalDigest::new(Duration::from_secs(60));
+        let armed = digest.armed();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(
+            digest.next_due(),
+            None,
+            "nothing pending, nothing to wait for"
+        );
+        assert!(
+            tokio::time::timeout(Duration::ZERO, armed.notified())
+                .await
+                .is_err(),
+            "nothing armed the timer"
+        );
+        digest.refused("p", "auth.login", Some("admin"), "InvalidCredentials", t0);
+        assert_eq!(digest.next_due(), Some(at(60)));
+        assert!(
+            tokio::time::timeout(Duration::ZERO, armed.notified())
+                .await
+                .is_ok(),
+            "the first refusal of an interval wakes the waiter"
+        );
+        digest.refused(
+            "p",
+            "auth.login",
+            Some("admin"),
+            "InvalidCredentials",
+            at(5),
+        );
+        digest.refused("q", "card.load", None, "Unauthenticated", at(10));
+        assert_eq!(digest.next_due(), Some(at(60)), "the earliest end");
+        assert_eq!(digest.due(at(60)).len(), 1, "p's count is written");
+        assert_eq!(digest.next_due(), Some(at(70)), "q's interval is left");
+        assert!(
+            digest.due(at(70)).is_empty(),
+            "q had only its first refusal"
+        );
+        assert_eq!(digest.next_due(), None, "idle again: no deadline");
+        // An interval ended by a refusal starts the next one, which ends quietly.
+        digest.refused("p", "auth.login", None, "InvalidCredentials", at(100));
+        digest.refused("p", "auth.login", None, "InvalidCredentials", at(120));
+        assert_eq!(
+            digest
+                .refused("p", "auth.login", None, "InvalidCredentials", at(160))
+                .len(),
+            1
+        );
+        assert_eq!(digest.next_due(), Some(at(220)));
+        assert!(digest.due(at(220)).is_empty());
+        assert_eq!(digest.next_due(), None);
+        // (The wake-ups of q's and p's new intervals, kept as one.)
+        let _ = tokio::time::timeout(Duration::ZERO, armed.notified()).await;
+        drop(digest);
+        assert!(
+            tokio::time::timeout(Duration::ZERO, armed.notified())
+                .await
+                .is_ok(),
+            "dropping the digest wakes the waiter"
+        );
     }
 }

@@ -278,6 +278,8 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     /// Tells subscriptions which session ended and why.
     ended: tokio::sync::broadcast::Sender<(String, SessionEnd)>,
+    /// Notified when a session opens (see [`Auth::session_opened`]).
+    opened: Arc<tokio::sync::Notify>,
     throttle: Mutex<Throttle>,
     /// Slots for password hashing ([`AuthConfig::hashing_concurrent_max`]).
     hashing: Arc<tokio::sync::Semaphore>,
@@ -291,6 +293,13 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        // Whoever waits for a session learns that there will be none.
+        self.opened.notify_one();
     }
 }
 
@@ -319,6 +328,7 @@ impl Auth {
             dummy_hash: dummy_hash.to_string(),
             sessions: Mutex::new(HashMap::new()),
             ended: tokio::sync::broadcast::channel(SESSION_ENDS_BUFFERED).0,
+            opened: Arc::new(tokio::sync::Notify::new()),
             writes: Mutex::new(()),
         })
     }
@@ -537,6 +547,12 @@ impl Auth {
         self.open_session(operator, now)
     }
 
+    /// Notified when a session opens; a notification sent while nobody waits is kept for the
+    /// next wait. Lets a watch on the sessions wait without a timer while there are none.
+    pub fn session_opened(&self) -> Arc<tokio::sync::Notify> {
+        self.opened.clone()
+    }
+
     /// The user names that hold a session now (each once, sorted).
     pub fn session_usernames(&self) -> Vec<String> {
         let mut names: Vec<String> = lock(&self.sessions)
@@ -688,6 +704,7 @@ impl Auth {
             self.announce_end(&token, SessionEnd::Evicted);
         }
         sessions.insert(session.token.clone(), session.clone());
+        self.opened.notify_one();
         Ok(session)
     }
 

@@ -349,7 +349,7 @@ impl Default for CardsSection {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowsSection {
-    /// Directory of the flow files (`*.lua`); changed files are reloaded, running flows keep their version. Default: the `scripts/` directory of the source tree.
+    /// Directory of the flow files (`*.lua`); changed files are reloaded when the flows are next listed or one is started (at most once a second, no polling), running flows keep their version. Default: the `scripts/` directory of the source tree.
     pub dir: Option<PathBuf>,
     /// Longest a run may take, including the time it waits for the client, in seconds.
     pub run_s_max: u64,

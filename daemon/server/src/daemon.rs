@@ -42,6 +42,8 @@ pub struct Daemon {
     pub group: Option<cardd_group::GroupService>,
     /// The flow engine; `None` when the flows directory could not be read (logged).
     pub flows: Option<Arc<crate::flows::FlowEngine>>,
+    /// When the flow files were last read again ([`crate::flows_reload`]).
+    pub flows_checked: crate::flows_reload::ReloadGate,
     pub events: Arc<EventBus>,
     pub readers: Arc<ReaderManager>,
     /// The security module: the configured keys behind the funding check

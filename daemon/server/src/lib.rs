@@ -15,6 +15,7 @@ pub mod datadir;
 pub mod errors;
 pub mod events;
 pub mod flows;
+pub mod flows_reload;
 pub mod funded_sam;
 pub mod keys;
 pub mod log_ring;

@@ -65,9 +65,10 @@ const MONITOR_RETRY: Duration = Duration::from_secs(1);
 /// How long a hotplug thread waits for a reader event before checking whether to stop.
 const HOTPLUG_WAIT: Duration = Duration::from_secs(5);
 /// How long a monitor or hotplug thread waits in one go when its driver can end the wait from
-/// another thread (a [`WaitStopper`]): it is woken when it must stop, so this only bounds a
-/// stop that a driver's wait could miss, and idle readers cost no periodic wake-ups.
-const STOPPABLE_WAIT: Duration = Duration::from_secs(60);
+/// another thread (a [`WaitStopper`]): it is woken when it must stop (reader detached, daemon
+/// stopping), so this only bounds a stop that a driver's wait could miss; an hour, so that idle
+/// readers cost no wake-ups worth counting (four an hour on the embedded default).
+const STOPPABLE_WAIT: Duration = Duration::from_secs(3_600);
 
 /// Who is asking: the operator and the session (a lease belongs to a session).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -218,7 +218,6 @@ pub async fn start(
     }
     crate::recovery::spawn(&daemon);
     crate::methods::group::spawn_reconciler(&daemon);
-    spawn_flow_reload(&daemon);
     spawn_refusal_audit(&daemon);
     spawn_outbox_delivery(&daemon);
     spawn_operator_status(&daemon);
@@ -411,6 +410,7 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
         etc,
         group,
         flows,
+        flows_checked: crate::flows_reload::ReloadGate::new(),
         events,
         readers,
         sam,
@@ -454,15 +454,24 @@ fn open(config: Config) -> Result<Daemon, ServerError> {
     Ok(daemon)
 }
 
-/// Writes the counts of refusals whose interval ended; ends with the daemon.
+/// Writes the counts of refusals whose interval ended; ends with the daemon. Its timer is armed
+/// only for the end of a pending interval: with no refusal pending it waits for one without a
+/// timer (an idle daemon does not wake for it).
 fn spawn_refusal_audit(daemon: &Arc<Daemon>) {
-    let period = Duration::from_secs(daemon.config.auth.login_failure_audit_interval_s.max(1));
+    let armed = daemon.refusals.armed();
     let weak = Arc::downgrade(daemon);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            let next = match weak.upgrade() {
+                Some(daemon) => daemon.refusals.next_due(),
+                None => return,
+            };
+            let Some(at) = next else {
+                // Woken by the first refusal of an interval, or when the daemon goes.
+                armed.notified().await;
+                continue;
+            };
+            tokio::time::sleep_until(at.into()).await;
             let Some(daemon) = weak.upgrade() else { return };
             let _ = tokio::task::spawn_blocking(move || {
                 daemon.audit_refusals(daemon.refusals.due(Instant::now()));
@@ -475,38 +484,45 @@ fn spawn_refusal_audit(daemon: &Arc<Daemon>) {
 /// How often a fleet site tries to deliver its held confirmations to the host.
 const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 
-/// Delivers a fleet site's held confirmations whenever the host answers again; ends with the
-/// daemon.
+/// Delivers a fleet site's held confirmations whenever the host answers again, trying every
+/// [`OUTBOX_RETRY`] while some are held; with the outbox empty it waits for a confirmation to
+/// be held, without a timer. Ends with the daemon.
 fn spawn_outbox_delivery(daemon: &Arc<Daemon>) {
     let Some(fleet) = daemon.fleet.clone() else {
         return;
     };
     let weak = Arc::downgrade(daemon);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(OUTBOX_RETRY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
             if weak.upgrade().is_none() {
                 return;
             }
-            if fleet.outbox.is_empty() {
-                continue;
-            }
-            let sam = fleet.sam.clone();
-            match tokio::task::spawn_blocking(move || sam.deliver_outbox()).await {
-                Ok(Ok(done)) if done.booked + done.refused > 0 => {
-                    tracing::info!(
-                        booked = done.booked,
-                        refused = done.refused,
-                        waiting = done.waiting,
-                        "outbox delivered to the issuer host"
-                    );
+            if !fleet.outbox.is_empty() {
+                let sam = fleet.sam.clone();
+                match tokio::task::spawn_blocking(move || sam.deliver_outbox()).await {
+                    Ok(Ok(done)) if done.booked + done.refused > 0 => {
+                        tracing::info!(
+                            booked = done.booked,
+                            refused = done.refused,
+                            waiting = done.waiting,
+                            "outbox delivered to the issuer host"
+                        );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the outbox could not be read"),
+                    Err(e) => tracing::error!(error = %e, "outbox delivery stopped"),
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "the outbox could not be read"),
-                Err(e) => tracing::error!(error = %e, "outbox delivery stopped"),
             }
+            if fleet.outbox.is_empty() {
+                // Watched only while empty (the watch's queue is bounded), and looked at again
+                // once watched, so a confirmation held in between is not missed. A held
+                // confirmation is tried OUTBOX_RETRY later: the host just did not answer.
+                let watch = fleet.outbox.watch();
+                if fleet.outbox.is_empty() && watch.await.is_none() {
+                    return;
+                }
+            }
+            tokio::time::sleep(OUTBOX_RETRY).await;
         }
     });
 }
@@ -547,8 +563,9 @@ fn spawn_site_report(daemon: &Arc<Daemon>) {
 /// an operator disabled at the host loses its sessions here within about this long.
 pub const OPERATOR_STATUS_INTERVAL_S: u64 = 5;
 
-/// A fleet site's watch on its logged-in operators: every [`OPERATOR_STATUS_INTERVAL_S`] the
-/// host is asked (`operators.status`) about the operators holding a session, and the sessions
+/// A fleet site's watch on its logged-in operators: every [`OPERATOR_STATUS_INTERVAL_S`] while
+/// any session is open (with none, it waits for a login without a timer) the host is asked
+/// (`operators.status`) about the operators holding a session, and the sessions
 /// of those disabled or removed there end (with [`crate::auth::SessionEnd::OperatorDisabled`],
 /// as a local disabling ends them), each recorded in the audit log. No answer ends nothing.
 /// Ends with the daemon.
@@ -557,11 +574,18 @@ fn spawn_operator_status(daemon: &Arc<Daemon>) {
         return;
     };
     let weak = Arc::downgrade(daemon);
+    let opened = daemon.auth.session_opened();
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(OPERATOR_STATUS_INTERVAL_S));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            let anyone = match weak.upgrade() {
+                Some(daemon) => !daemon.auth.session_usernames().is_empty(),
+                None => return,
+            };
+            if !anyone {
+                // Nobody to ask about: wait for a login, without a timer.
+                opened.notified().await;
+            }
+            tokio::time::sleep(Duration::from_secs(OPERATOR_STATUS_INTERVAL_S)).await;
             let Some(daemon) = weak.upgrade() else {
                 return;
             };
@@ -618,31 +642,6 @@ fn spawn_operator_status(daemon: &Arc<Daemon>) {
                     if let Err(e) = audit.audit.append(entry) {
                         tracing::error!(error = %e, "could not audit ended sessions");
                     }
-                }
-            })
-            .await;
-        }
-    });
-}
-
-/// How often the flows directory is checked for changed files.
-const FLOWS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Reloads changed flow files (a cheap modification-time check); ends with the daemon.
-fn spawn_flow_reload(daemon: &Arc<Daemon>) {
-    if daemon.flows.is_none() {
-        return;
-    }
-    let weak = Arc::downgrade(daemon);
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(FLOWS_RELOAD_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let Some(daemon) = weak.upgrade() else { return };
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(flows) = daemon.flows.as_ref() {
-                    flows.reload();
                 }
             })
             .await;

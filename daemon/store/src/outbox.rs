@@ -37,6 +37,13 @@ impl SledOutbox {
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
+
+    /// A watch on the outbox: an awaitable [`sled::Subscriber`] that resolves at the next
+    /// change (a confirmation held or delivered). Its queue is bounded and a full one blocks
+    /// the outbox's writers, so drop it once it resolved rather than keeping it.
+    pub fn watch(&self) -> sled::Subscriber {
+        self.tree.watch_prefix(Vec::<u8>::new())
+    }
 }
 
 impl Outbox for SledOutbox {

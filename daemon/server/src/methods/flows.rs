@@ -51,6 +51,14 @@ fn visible_run(d: &Daemon, c: &Caller, run_id: &str) -> Result<crate::flows::Run
     Ok(run)
 }
 
+/// Picks up edited flow files before the flows are listed or one is started
+/// ([`crate::flows_reload`]).
+fn reload_flows_if_due(d: &Daemon) {
+    if let Some(flows) = d.flows.as_ref() {
+        d.flows_checked.reload_if_due(flows);
+    }
+}
+
 fn add_flow_methods(m: &mut Methods) {
     m.method::<cardd_api::flows::List, _, _>(
         "The flows you may start, with their parameter schemas.",
@@ -58,6 +66,7 @@ fn add_flow_methods(m: &mut Methods) {
         false,
         |d, c, _: NoParams| async move {
             let role = c.session()?.role;
+            reload_flows_if_due(&d);
             let flows = d.flows.as_ref().map(|f| f.list()).unwrap_or_default();
             Ok::<Vec<crate::flows::FlowInfo>, ApiError>(
                 flows
@@ -73,6 +82,7 @@ fn add_flow_methods(m: &mut Methods) {
         true,
         |d, c, p: crate::flows::StartParams| async move {
             let session = c.session()?.clone();
+            reload_flows_if_due(&d);
             let engine = d.flows.as_ref().ok_or_else(|| {
                 ApiError::new(ErrorCode::FlowNotFound, "no flows are configured")
             })?;
