@@ -107,13 +107,9 @@ impl PcscReader {
         }
     }
 
-    /// Forgets the context and handle; the next call establishes fresh ones. A session that
-    /// overran while waiting for another holder (connect, transaction) leaves the card alone;
-    /// one that overran mid-command resets it.
-    fn drop_session(&mut self, reset_card: bool) {
-        if let Some(s) = &mut self.session {
-            s.reset_on_exit = reset_card;
-        }
+    /// Forgets the context and handle (the card is let go with a reset); the next call
+    /// establishes fresh ones.
+    fn drop_session(&mut self) {
         self.release_session(Duration::from_millis(CONTROL_CALL_TIMEOUT_MS));
     }
 
@@ -179,12 +175,12 @@ impl PcscReader {
             Ok(Err(e)) => {
                 if context_lost(e) {
                     tracing::info!(reader = %self.info.id, error = %e, "PC/SC context lost; re-establishing on the next call");
-                    self.drop_session(true);
+                    self.drop_session();
                 }
                 Err(map(self.id(), operation, e))
             }
             Err(_) => {
-                self.drop_session(true);
+                self.drop_session();
                 Err(driver(self.id(), PcscError::Panicked { operation }))
             }
         }
@@ -231,7 +227,7 @@ impl PcscReader {
             |s| snapshot(&s.context, &s.params.reader),
         )?;
         if snap.reader_missing() {
-            self.drop_session(true);
+            self.drop_session();
             return Err(ReaderError::ReaderGone {
                 reader: self.id().to_owned(),
             });
@@ -434,7 +430,7 @@ impl CardEvents for PcscReader {
                 return Ok(None);
             };
             if after.reader_missing() {
-                self.drop_session(true);
+                self.drop_session();
                 return Err(ReaderError::ReaderGone {
                     reader: self.id().to_owned(),
                 });
