@@ -570,6 +570,132 @@ fn the_pcsc_driver_passes_the_conformance_kit() {
     harness.rig.remove();
 }
 
+/// The APDU timeout of the silent-card tests.
+const SILENT: Duration = Duration::from_millis(500);
+/// What a bounded call may take beyond its timeout in these tests: the watchdog's grace after
+/// `SCardCancel`, and a generous margin for a loaded machine.
+const OVERRUN_MAX: Duration = Duration::from_millis(cardd_pcsc::watchdog::CANCEL_GRACE_MS + 1_000);
+
+/// The names of this process's threads (Linux truncates them to 15 bytes).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// A card that never answers: `SCardCancel` does not end `SCardTransmit`, so the watchdog shuts
+/// the context's connection to pcscd down after its grace. The command is `Timeout` within its
+/// bound plus that grace; the next call (a connect on a fresh context, which pcscd holds while
+/// vpcd still waits for the card) is bounded by `connect_timeout_ms` the same way; once the card
+/// is back the same session works again.
+#[test]
+fn a_silent_card_times_out_and_the_session_recovers_on_a_fresh_context() {
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    rig.insert();
+    let connect_timeout = Duration::from_millis(1_000);
+    let factory = PcscFactory::new(PcscOptions {
+        readers: vec![READER.into()],
+        connect_timeout_ms: connect_timeout.as_millis() as u64,
+        ..PcscOptions::default()
+    })
+    .expect("valid options");
+    let mut reader = open(&factory);
+    reader.transmit(&select_adf()).expect("the card answers");
+
+    rig.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
+    reader.set_apdu_timeout(SILENT);
+    let forced = cardd_pcsc::watchdog::calls_forced_total();
+    let started = Instant::now();
+    let result = reader.transmit(&select_adf());
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(ReaderError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert!(
+        took >= SILENT && took < SILENT + OVERRUN_MAX,
+        "took {took:?}"
+    );
+    assert!(rig.bridge.stats().holding, "the card is still silent");
+    assert!(
+        cardd_pcsc::watchdog::calls_forced_total() > forced,
+        "SCardCancel does not end SCardTransmit: the connection was shut down"
+    );
+
+    let started = Instant::now();
+    let result = reader.transmit(&select_adf());
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(ReaderError::Timeout { .. })),
+        "a connect while pcscd waits for the silent card: {result:?}"
+    );
+    assert!(took < connect_timeout + OVERRUN_MAX, "took {took:?}");
+
+    rig.remove();
+    rig.insert();
+    reader.set_apdu_timeout(APDU_TIMEOUT);
+    let _ = reader.session().power_on();
+    reader
+        .transmit(&select_adf())
+        .expect("the session works again once the card is back");
+    assert!(cardd_pcsc::watchdog::calls_in_flight().is_empty());
+    assert_eq!(cardd_pcsc::worker::stuck_workers(), 0);
+    rig.remove();
+}
+
+/// A session's PC/SC calls run on the thread that calls it: while a command waits for a silent
+/// card, the watchdog lists it on the caller's thread, and the driver has no thread of its own
+/// for the session.
+#[test]
+fn a_sessions_pcsc_calls_run_on_the_callers_thread() {
+    let mut rig = rig(cardd_sim::demo::demo_etc_card());
+    rig.insert();
+    let mut reader = rig.open();
+    reader.transmit(&select_adf()).expect("the card answers");
+    rig.bridge.fault_on(ApduMatch::Next, BridgeFault::Hold);
+    let caller = std::thread::Builder::new()
+        .name("reader-probe".into())
+        .spawn(move || {
+            reader.set_apdu_timeout(Duration::from_secs(2));
+            let result = reader.transmit(&select_adf());
+            (reader, result)
+        })
+        .expect("spawn");
+    let probe = caller.thread().id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut in_flight = Vec::new();
+    while Instant::now() < deadline {
+        in_flight = cardd_pcsc::watchdog::calls_in_flight();
+        if !in_flight.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(in_flight, [("SCardTransmit", probe)]);
+    let names = thread_names();
+    assert!(names.iter().any(|n| n == "reader-probe"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("pcsc-Virtual")),
+        "no per-session PC/SC thread: {names:?}"
+    );
+    let (mut reader, result) = caller.join().expect("the caller");
+    assert!(
+        matches!(result, Err(ReaderError::Timeout { .. })),
+        "{result:?}"
+    );
+    rig.remove();
+    rig.insert();
+    reader.set_apdu_timeout(APDU_TIMEOUT);
+    let _ = reader.session().power_on();
+    reader
+        .transmit(&select_adf())
+        .expect("the session works again once the card is back");
+    rig.remove();
+}
+
 /// Starts a daemon on `toml` (with the demo operators), logs in as a teller and returns
 /// `card.summary` of `reader_id` and what `readers.list` says of it.
 async fn summary_through_a_daemon(

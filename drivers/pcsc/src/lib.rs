@@ -6,8 +6,12 @@
 //! pcsc-lite has no timeout on `SCardTransmit`, connects and transactions may wait forever for
 //! another application, and pcscd can restart under us. Hence:
 //!
-//! * [`worker`]: every PC/SC call runs on a session's worker thread with a deadline; a call
-//!   that overruns is abandoned (context and handle rebuilt on the next call);
+//! * [`watchdog`]: a session's PC/SC calls run on the caller's thread, each registered with one
+//!   process-wide watchdog thread for its deadline; a call that overruns gets `SCardCancel`,
+//!   then its connection to pcscd shut down, and the context and handle are rebuilt on the
+//!   next call;
+//! * [`worker`]: the factory's and hotplug watch's own context threads, and the bound on PC/SC
+//!   threads blocked in pcsc-lite;
 //! * [`reader`]: [`PcscReader`], the session: lazy connect, T=0/T=1 transmit (the negotiated
 //!   protocol is reported so the reader layer chains `61xx`/`6Cxx`), power and reset through
 //!   reconnect/disconnect dispositions, presence and card events through
@@ -34,8 +38,10 @@ pub mod options;
 pub mod reader;
 mod session;
 mod stop;
+mod stuck;
 #[cfg(feature = "vpcd")]
 pub mod vpcd;
+pub mod watchdog;
 pub mod worker;
 
 use std::sync::Arc;

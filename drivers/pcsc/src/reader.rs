@@ -1,17 +1,18 @@
 //! [`PcscReader`]: one session on one PC/SC reader, the `CardReader` the daemon holds.
 //!
-//! Why it is shaped this way: every call here hands its PC/SC work to the session's worker
-//! thread ([`crate::worker`]) and waits with a deadline, so nothing blocks past its bound even
-//! when pcsc-lite would wait forever. The session connects lazily (it exists without a card;
-//! the first command or `power_on` connects), keeps no card state of its own beyond a mirror
-//! of the handle's ATR and protocol, and rebuilds its context and handle after anything that
-//! leaves them in doubt: a call that overran, pcscd restarting (`SCARD_E_NO_SERVICE`, reported
-//! as `ReaderGone` until pcscd is back), or a card that was pulled or reset.
+//! Why it is shaped this way: every PC/SC call runs on the thread that calls the session (the
+//! daemon's reader worker), so a command costs no thread hop, and is registered with the
+//! process-wide watchdog ([`crate::watchdog`]) for its deadline, so nothing blocks past its
+//! bound even when pcsc-lite would wait forever. The session connects lazily (it exists without
+//! a card; the first command or `power_on` connects), keeps no card state of its own beyond the
+//! handle's ATR and protocol, and rebuilds its context and handle after anything that leaves
+//! them in doubt: a call that overran, pcscd restarting (`SCARD_E_NO_SERVICE`, reported as
+//! `ReaderGone` until pcscd is back), or a card that was pulled or reset.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardd_reader::{
@@ -22,11 +23,11 @@ use cardd_reader::{
 use crate::error::{context_lost, driver, map, PcscError};
 use crate::options::PcscOptions;
 use crate::session::{
-    lock_mirror, snapshot, wait_change, ConnInfo, ConnectParams, Mirror, Session, Snapshot,
-    Transmitted,
+    snapshot, wait_change, ConnInfo, ConnectParams, Session, Snapshot, Transmitted,
 };
 use crate::stop::WaitStop;
-use crate::worker::{CallError, Worker};
+use crate::stuck::{CallError, ESTABLISH_TIMEOUT_MS};
+use crate::watchdog;
 
 /// Bound on quick calls to pcscd (status, disconnect, list).
 pub const CONTROL_CALL_TIMEOUT_MS: u64 = 3_000;
@@ -43,10 +44,9 @@ pub struct PcscReader {
     info: ReaderInfo,
     params: ConnectParams,
     options: Arc<PcscOptions>,
-    worker: Option<Worker<Session>>,
-    mirror: Mirror,
-    /// Shared with the worker's session: how it lets the card go when it ends.
-    reset_on_exit: Arc<AtomicBool>,
+    /// The context and card handle; `None` until the first call, and after anything that left
+    /// them in doubt.
+    session: Option<Session>,
     last_protocol: Option<pcsc::Protocol>,
     /// The reader state the next event wait compares against (flags + event counter).
     baseline: Option<Snapshot>,
@@ -59,7 +59,7 @@ impl std::fmt::Debug for PcscReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PcscReader")
             .field("id", &self.info.id)
-            .field("connected", &lock_mirror(&self.mirror).is_some())
+            .field("connected", &self.connected().is_some())
             .field("in_transaction", &self.in_transaction())
             .finish()
     }
@@ -80,9 +80,7 @@ impl PcscReader {
             },
             info,
             options,
-            worker: None,
-            mirror: Arc::new(Mutex::new(None)),
-            reset_on_exit: Arc::new(AtomicBool::new(true)),
+            session: None,
             last_protocol: None,
             baseline,
             pending: VecDeque::new(),
@@ -94,38 +92,36 @@ impl PcscReader {
         &self.info.id
     }
 
-    /// The session's worker, started (with a fresh context) when there is none.
-    fn worker(&mut self) -> Result<&Worker<Session>, ReaderError> {
-        if self.worker.is_none() {
-            let params = self.params.clone();
-            let mirror: Mirror = Arc::new(Mutex::new(None));
-            self.mirror = mirror.clone();
-            let reset_on_exit = Arc::new(AtomicBool::new(true));
-            self.reset_on_exit = reset_on_exit.clone();
-            let worker = Worker::spawn(&self.info.name, move |context| {
-                Session::new(context, params, mirror, reset_on_exit)
-            })
-            .map_err(|e| self.call_error("SCardEstablishContext", e, None))?;
-            self.worker = Some(worker);
+    /// The session's PC/SC state, with a freshly established context when there is none.
+    fn session(&mut self) -> Result<&mut Session, ReaderError> {
+        if self.session.is_none() {
+            let link = watchdog::establish(Duration::from_millis(ESTABLISH_TIMEOUT_MS))
+                .map_err(|e| self.call_error("SCardEstablishContext", e, None))?;
+            self.session = Some(Session::new(link, self.params.clone()));
         }
-        match &self.worker {
-            Some(w) => Ok(w),
+        match &mut self.session {
+            Some(s) => Ok(s),
             None => Err(ReaderError::ReaderGone {
                 reader: self.info.id.clone(),
             }),
         }
     }
 
-    /// Forgets the worker (its thread ends once its current call returns). A worker abandoned
-    /// while waiting for another holder (connect, transaction) leaves the card alone when its
-    /// call finally returns; one abandoned mid-command resets the card.
-    fn drop_worker(&mut self, abandon: bool) {
-        if let Some(w) = self.worker.take() {
-            if abandon {
-                w.abandon();
-            }
+    /// Forgets the context and handle (the card is let go with a reset); the next call
+    /// establishes fresh ones.
+    fn drop_session(&mut self) {
+        self.release_session(Duration::from_millis(CONTROL_CALL_TIMEOUT_MS));
+    }
+
+    /// Lets the handle and context go (`SCardDisconnect`, then `SCardReleaseContext` once the
+    /// watchdog's registration lets go of its clone), under the watchdog like any call: pcscd
+    /// may hang, and dropping a session must not hang the thread that drops it.
+    fn release_session(&mut self, timeout: Duration) {
+        if let Some(s) = self.session.take() {
+            let guard = watchdog::arm(&s.link, "SCardDisconnect", timeout);
+            drop(s);
+            guard.disarm();
         }
-        *lock_mirror(&self.mirror) = None;
     }
 
     fn call_error(
@@ -149,42 +145,49 @@ impl PcscReader {
         }
     }
 
-    /// Runs `f` on the worker, waiting at most `timeout`. An overrun abandons the worker and
-    /// is `Timeout`; a lost context drops the worker and is `ReaderGone`.
-    fn run<R: Send + 'static>(
+    /// Runs `f` on this thread, registered with the watchdog for `timeout`. An overrun is
+    /// `Timeout` and rebuilds the context; a lost context is `ReaderGone`.
+    fn run<R>(
         &mut self,
         operation: &'static str,
         timeout: Duration,
-        f: impl FnOnce(&mut Session) -> Result<R, pcsc::Error> + Send + 'static,
+        f: impl FnOnce(&mut Session) -> Result<R, pcsc::Error>,
     ) -> Result<R, ReaderError> {
-        let result = self.worker()?.call(operation, timeout, f);
+        let session = self.session()?;
+        let guard = watchdog::arm(&session.link, operation, timeout);
+        // A panic inside pcsc (debug builds panic on unknown status codes) may leave the
+        // session inconsistent: it is dropped and rebuilt.
+        let result = catch_unwind(AssertUnwindSafe(|| f(session)));
+        let outcome = guard.disarm();
         match result {
+            _ if outcome.overran => {
+                tracing::warn!(reader = %self.info.id, operation, timeout_ms = timeout.as_millis() as u64, forced = outcome.forced, "PC/SC call overran; rebuilding the session's context");
+                // Only a command in flight leaves the card in doubt; a wait for another holder
+                // must not reset the card under it. The context is in doubt too, so letting it
+                // go gets no time of its own: at most the watchdog's grace.
+                if let Some(s) = &mut self.session {
+                    s.reset_on_exit = operation == "SCardTransmit";
+                }
+                self.release_session(Duration::ZERO);
+                Err(self.call_error(operation, CallError::Stuck, Some(timeout)))
+            }
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 if context_lost(e) {
                     tracing::info!(reader = %self.info.id, error = %e, "PC/SC context lost; re-establishing on the next call");
-                    self.drop_worker(false);
+                    self.drop_session();
                 }
                 Err(map(self.id(), operation, e))
             }
-            Err(CallError::Stuck) => {
-                tracing::warn!(reader = %self.info.id, operation, timeout_ms = timeout.as_millis() as u64, "PC/SC call overran; abandoning the session's context");
-                // Only a command in flight leaves the card in doubt; a wait for another holder
-                // must not reset the card under it when it finally returns.
-                self.reset_on_exit
-                    .store(operation == "SCardTransmit", Ordering::SeqCst);
-                self.drop_worker(true);
-                Err(self.call_error(operation, CallError::Stuck, Some(timeout)))
-            }
-            Err(e) => {
-                self.drop_worker(false);
-                Err(self.call_error(operation, e, Some(timeout)))
+            Err(_) => {
+                self.drop_session();
+                Err(driver(self.id(), PcscError::Panicked { operation }))
             }
         }
     }
 
-    fn connected(&self) -> Option<ConnInfo> {
-        lock_mirror(&self.mirror).clone()
+    fn connected(&self) -> Option<&ConnInfo> {
+        self.session.as_ref().and_then(Session::connected)
     }
 
     /// Whether this session's handle holds the PC/SC transaction lock (a lost handle lost it).
@@ -198,10 +201,8 @@ impl PcscReader {
     }
 
     fn ensure_connected(&mut self) -> Result<ConnInfo, ReaderError> {
-        if self.worker.is_some() {
-            if let Some(info) = self.connected() {
-                return Ok(info);
-            }
+        if let Some(info) = self.connected() {
+            return Ok(info.clone());
         }
         let info = self.run(
             "SCardConnect",
@@ -226,7 +227,7 @@ impl PcscReader {
             |s| snapshot(&s.context, &s.params.reader),
         )?;
         if snap.reader_missing() {
-            self.drop_worker(false);
+            self.drop_session();
             return Err(ReaderError::ReaderGone {
                 reader: self.id().to_owned(),
             });
@@ -249,6 +250,12 @@ impl PcscReader {
             Ok(false) => failure,
             Err(e) => e,
         }
+    }
+}
+
+impl Drop for PcscReader {
+    fn drop(&mut self) {
+        self.release_session(Duration::from_millis(CONTROL_CALL_TIMEOUT_MS));
     }
 }
 
@@ -311,7 +318,7 @@ impl CardReader for PcscReader {
 
     /// Cold reset: reconnects with `SCARD_UNPOWER_CARD` (or connects, when not connected).
     fn power_on(&mut self) -> Result<Atr, ReaderError> {
-        if self.connected().is_none() || self.worker.is_none() {
+        if self.connected().is_none() {
             let info = self.ensure_connected()?;
             return Ok(Atr(info.atr));
         }
@@ -320,7 +327,7 @@ impl CardReader for PcscReader {
 
     /// Disconnects with `SCARD_UNPOWER_CARD`; harmless without a card or a connection.
     fn power_off(&mut self) -> Result<(), ReaderError> {
-        if self.worker.is_none() || self.connected().is_none() {
+        if self.connected().is_none() {
             return Ok(());
         }
         self.run("SCardDisconnect", self.options.connect_timeout(), |s| {
@@ -331,7 +338,7 @@ impl CardReader for PcscReader {
 
     /// Warm reset: reconnects with `SCARD_RESET_CARD`.
     fn reset(&mut self) -> Result<Atr, ReaderError> {
-        if self.connected().is_none() || self.worker.is_none() {
+        if self.connected().is_none() {
             let info = self.ensure_connected()?;
             return Ok(Atr(info.atr));
         }
@@ -339,7 +346,7 @@ impl CardReader for PcscReader {
     }
 
     fn atr(&self) -> Option<Atr> {
-        self.connected().map(|c| Atr(c.atr))
+        self.connected().map(|c| Atr(c.atr.clone()))
     }
 
     fn presence(&mut self) -> Result<CardPresence, ReaderError> {
@@ -349,7 +356,9 @@ impl CardReader for PcscReader {
         }
         match self.connected() {
             Some(c) if c.event_count == snap.count && !c.atr.is_empty() => {
-                Ok(CardPresence::Powered { atr: Atr(c.atr) })
+                Ok(CardPresence::Powered {
+                    atr: Atr(c.atr.clone()),
+                })
             }
             _ => Ok(CardPresence::Present),
         }
@@ -402,7 +411,7 @@ impl CardEvents for PcscReader {
             if remaining.is_zero() {
                 return Ok(None);
             }
-            let context = self.worker()?.context();
+            let context = self.session()?.context.clone();
             if self.wait_stop.arm(context) {
                 return Ok(None);
             }
@@ -421,7 +430,7 @@ impl CardEvents for PcscReader {
                 return Ok(None);
             };
             if after.reader_missing() {
-                self.drop_worker(false);
+                self.drop_session();
                 return Err(ReaderError::ReaderGone {
                     reader: self.id().to_owned(),
                 });

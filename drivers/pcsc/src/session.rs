@@ -1,19 +1,17 @@
-//! What runs on a session's worker thread: the PC/SC context, the card handle and the calls
-//! made on them.
+//! A session's PC/SC state: the context, the card handle and the calls made on them.
 //!
-//! Why separate from the reader (`reader`): everything here may block inside pcsc-lite and runs
-//! only on the worker thread ([`crate::worker`]); the reader front end only sends these
-//! functions over and bounds how long it waits. Keeping the blocking half in its own file makes
-//! it easy to check that nothing on the caller's side ever calls pcsc directly.
+//! Why separate from the reader (`reader`): everything here may block inside pcsc-lite, so it
+//! is called only through the reader's `run`, which registers each call with the watchdog
+//! ([`crate::watchdog`]) for its deadline. Keeping the blocking half in its own file makes it
+//! easy to check that nothing on the reader's side calls pcsc without a deadline.
 
 use std::ffi::{CStr, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{card_lost, context_lost};
+use crate::watchdog::Link;
 
-/// A card connection as the front end sees it (mirrored so `atr()` needs no round trip).
+/// A card connection: what connecting reported, and whether it holds the transaction lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnInfo {
     pub atr: Vec<u8>,
@@ -24,14 +22,7 @@ pub(crate) struct ConnInfo {
     pub locked: bool,
 }
 
-/// Shared between a worker and its front end; the worker writes it whenever the handle changes.
-pub(crate) type Mirror = Arc<Mutex<Option<ConnInfo>>>;
-
-pub(crate) fn lock_mirror(mirror: &Mirror) -> MutexGuard<'_, Option<ConnInfo>> {
-    mirror.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// How the session connects, copied into each worker.
+/// How the session connects.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectParams {
     pub reader: CString,
@@ -104,24 +95,25 @@ pub(crate) struct Connected {
     pub info: ConnInfo,
 }
 
-/// The worker-side state of one reader session.
+/// The PC/SC state of one reader session.
 pub(crate) struct Session {
+    /// The context and its connection to pcscd (which the watchdog may shut down).
+    pub link: Link,
     pub context: pcsc::Context,
     pub params: ConnectParams,
     pub card: Option<Connected>,
-    pub mirror: Mirror,
     /// Receive buffer, sized for the largest extended-length response.
     pub buffer: Vec<u8>,
     /// How the handle is let go when the session ends: `true` resets the card (the default,
     /// so a card session with a verified PIN is not left open to other applications), `false`
-    /// leaves it (for a session abandoned while it waited for another holder, which must not
-    /// reset the card under that holder).
-    pub reset_on_exit: Arc<AtomicBool>,
+    /// leaves it (for a session that overran while it waited for another holder, which must
+    /// not reset the card under that holder).
+    pub reset_on_exit: bool,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let disposition = if self.reset_on_exit.load(Ordering::SeqCst) {
+        let disposition = if self.reset_on_exit {
             pcsc::Disposition::ResetCard
         } else {
             pcsc::Disposition::LeaveCard
@@ -142,24 +134,20 @@ pub(crate) enum Transmitted {
 }
 
 impl Session {
-    pub fn new(
-        context: pcsc::Context,
-        params: ConnectParams,
-        mirror: Mirror,
-        reset_on_exit: Arc<AtomicBool>,
-    ) -> Session {
+    pub fn new(link: Link, params: ConnectParams) -> Session {
         Session {
-            context,
+            context: link.context.clone(),
+            link,
             params,
             card: None,
-            mirror,
             buffer: vec![0; pcsc::MAX_BUFFER_SIZE_EXTENDED],
-            reset_on_exit,
+            reset_on_exit: true,
         }
     }
 
-    fn publish(&self) {
-        *lock_mirror(&self.mirror) = self.card.as_ref().map(|c| c.info.clone());
+    /// The connection, when connected.
+    pub fn connected(&self) -> Option<&ConnInfo> {
+        self.card.as_ref().map(|c| &c.info)
     }
 
     /// Connects when not connected; returns the connection.
@@ -177,7 +165,6 @@ impl Session {
             card,
             info: info.clone(),
         });
-        self.publish();
         Ok(info)
     }
 
@@ -203,7 +190,6 @@ impl Session {
                 drop(card);
             }
         }
-        self.publish();
     }
 
     /// Re-initialises the card with `init` (`UnpowerCard` = cold, `ResetCard` = warm); when the
@@ -220,17 +206,14 @@ impl Session {
                         info.locked = c.info.locked;
                         c.info = info.clone();
                         self.card = Some(c);
-                        self.publish();
                         return Ok(info);
                     }
                     Err(e) if context_lost(e) => {
-                        self.publish();
                         return Err(e);
                     }
                     Err(_) => drop(c),
                 },
                 Err(e) if context_lost(e) => {
-                    self.publish();
                     return Err(e);
                 }
                 Err(_) => {
@@ -239,7 +222,6 @@ impl Session {
                 }
             }
         }
-        self.publish();
         self.ensure_connected()
     }
 
@@ -255,7 +237,6 @@ impl Session {
             Ok(response) => Transmitted::Failed(None, response.len()),
             Err(e) if context_lost(e) => {
                 self.card = None;
-                self.publish();
                 return Err(e);
             }
             Err(e) if card_lost(e) => Transmitted::CardLost(e),
@@ -299,7 +280,6 @@ impl Session {
             let result = c.card.transaction().map(std::mem::forget);
             if result.is_ok() {
                 c.info.locked = true;
-                self.publish();
             }
             match result {
                 Err(e) if card_lost(e) || context_lost(e) => {

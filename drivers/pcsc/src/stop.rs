@@ -3,7 +3,7 @@
 //! Why: the daemon's card monitor and hotplug watch sit in `SCardGetStatusChange` for as long as
 //! nothing happens. Rather than waking every few seconds to ask whether they should stop, they
 //! wait long and are stopped with `SCardCancel` on the context the wait runs on. A [`WaitStop`]
-//! remembers that context (the worker, and so the context, is replaced after pcscd restarts) and
+//! remembers that context (it is replaced after pcscd restarts or a call overran) and
 //! whether a stop was asked, so a wait that starts after the stop returns at once.
 //!
 //! One race is left, and bounded: a stop that lands after the wait checked the flag but before

@@ -1,51 +1,29 @@
-//! Bounded PC/SC calls: a thread that owns a PC/SC context and runs calls with a deadline.
+//! Bounded PC/SC calls on a thread of their own, for the factory and the hotplug watch.
 //!
-//! Why: pcsc-lite has no timeout on most calls. `SCardTransmit` waits for the card forever (a
-//! silent card, or vpcd's card that never answers, holds it indefinitely), `SCardConnect` and
-//! `SCardBeginTransaction` wait for other holders with no bound (pcsc-lite issue #254), and
-//! every call on a context is serialised behind the one in flight. The driver's contract is
-//! that no call blocks past its timeout plus a bounded grace, so each session's PC/SC work runs
-//! on a worker thread that owns the session's context and card handle, and the caller waits on
-//! a channel with a deadline. When the deadline passes the caller *abandons* the worker: it asks
-//! pcscd to cancel (`SCardCancel`, which ends a blocked `SCardGetStatusChange`), drops its end
-//! of the channel and carries on with a fresh worker and context on the next call. The
-//! abandoned thread finishes whenever pcscd lets go, then drops its card handle (which
-//! disconnects with a reset, so a half-done card session is not left open) and its context.
+//! Reader sessions do not use this: they run their calls on the caller's thread, bounded by the
+//! shared watchdog ([`crate::watchdog`]), which also explains why pcsc-lite needs bounding at
+//! all. The factory's listing and the hotplug watch are not on any APDU's path, and the hotplug
+//! watch sits in long `SCardGetStatusChange` waits, so each keeps one worker thread that owns
+//! its context: the caller waits on a channel with a deadline. When the deadline passes the
+//! caller *abandons* the worker: it asks pcscd to cancel (`SCardCancel`, which ends a blocked
+//! `SCardGetStatusChange`), drops its end of the channel and carries on with a fresh worker and
+//! context on the next call. The abandoned thread finishes whenever pcscd lets go. An idle
+//! worker waits on its channel: no periodic wake-ups.
 //!
-//! Abandoned threads are counted; past [`STUCK_WORKERS_MAX`] no new worker starts, so a hung
-//! pcscd cannot make cardd spawn threads without end.
+//! Abandoned workers count against the bound on threads blocked in pcsc-lite
+//! ([`stuck_workers`], at most [`STUCK_WORKERS_MAX`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::error::PcscError;
-
-/// Most abandoned worker threads (blocked in pcsc-lite) alive at once, process-wide.
-pub const STUCK_WORKERS_MAX: usize = 16;
-/// Bound on establishing a PC/SC context (a round trip to pcscd).
-pub const ESTABLISH_TIMEOUT_MS: u64 = 3_000;
-
-static STUCK_WORKERS: AtomicUsize = AtomicUsize::new(0);
-
-/// The number of abandoned PC/SC worker threads still blocked in pcsc-lite.
-pub fn stuck_workers() -> usize {
-    STUCK_WORKERS.load(Ordering::Relaxed)
-}
+pub(crate) use crate::stuck::CallError;
+use crate::stuck::{finish, mark_abandoned, Pending};
+pub use crate::stuck::{stuck_workers, ESTABLISH_TIMEOUT_MS, STUCK_WORKERS_MAX};
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
-
-/// Why a call did not produce a result.
-#[derive(Debug)]
-pub(crate) enum CallError {
-    /// The deadline passed; the worker must be abandoned.
-    Stuck,
-    /// The worker could not be started or died (a panic in the pcsc library).
-    Failed(PcscError),
-    /// Establishing the context failed (pcscd not running...).
-    Establish(pcsc::Error),
-}
 
 /// A thread owning a PC/SC context and a state `S` built on it.
 pub(crate) struct Worker<S> {
@@ -81,8 +59,9 @@ impl<S: 'static> Worker<S> {
         std::thread::Builder::new()
             .name(format!("pcsc-{name}"))
             .spawn(move || {
-                let context = match pcsc::Context::establish(pcsc::Scope::User) {
-                    Ok(context) => context,
+                // Through the watchdog's establish, so sessions can tell their sockets apart.
+                let context = match crate::watchdog::establish_here() {
+                    Ok(link) => link.context,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         finish(&flag);
@@ -160,29 +139,16 @@ impl<S: 'static> Worker<S> {
         let context = self.context.clone();
         // SCardCancel opens its own connection to pcscd; if pcscd is hung, so is it, so it runs
         // detached (counted like a stuck worker).
-        STUCK_WORKERS.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending::new();
+        let flag = pending.clone();
         let spawned = std::thread::Builder::new()
             .name("pcsc-cancel".into())
             .spawn(move || {
                 let _ = context.cancel();
-                STUCK_WORKERS.fetch_sub(1, Ordering::Relaxed);
+                flag.finish();
             });
-        if spawned.is_err() {
-            STUCK_WORKERS.fetch_sub(1, Ordering::Relaxed);
+        if spawned.is_ok() {
+            pending.abandon();
         }
-    }
-}
-
-fn mark_abandoned(flag: &AtomicBool) {
-    if !flag.swap(true, Ordering::SeqCst) {
-        STUCK_WORKERS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Called by the worker thread as it ends: an abandoned worker is no longer stuck.
-fn finish(flag: &AtomicBool) {
-    // Setting the flag here too means a later `mark_abandoned` will not count this thread.
-    if flag.swap(true, Ordering::SeqCst) {
-        STUCK_WORKERS.fetch_sub(1, Ordering::Relaxed);
     }
 }
