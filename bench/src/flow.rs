@@ -3,7 +3,8 @@
 //! Both run on the same daemon, reader, simulated card and journal, and both load a paid ETC
 //! recharge record (充值记录, created before each timed run: a credit is always backed by a
 //! funded record). The Lua side is a run of the flow engine on `scripts/etc_load.lua`: the run
-//! record made durable before the flow starts, a fresh sandboxed Lua state, the record from the
+//! record written and the flow started at once, the record made durable by a flush round beside
+//! the flow's first steps (`flows.start` answers after it), a fresh sandboxed Lua state, the record from the
 //! issuer host, `card.info()` (SELECT, READ 0015, GET BALANCE, VERIFY PIN, a probing
 //! INITIALIZE), `card.settle_record` (the card checked against the record), progress events,
 //! `card.load_record()` (the record 圈存中, the security module's funding check, the journaled
@@ -12,9 +13,11 @@
 //! person's think time is not the engine's). The Rust side is the same card work on the
 //! reader's worker: `summary::read` then `EtcService::load_record` through the same journal and host,
 //! which is what a service written without a flow engine would do. A third side adds to that
-//! Rust sequence what the flow engine adds around the card work: a run record made durable
-//! before and after (the idempotent run a client can retry), so the ratio against it is the
-//! cost of Lua and the engine alone.
+//! Rust sequence what the flow engine adds around the card work, with the same durability and
+//! the same waits: a run record written before the card work and made durable by a flush round
+//! on a blocking thread beside it (waited for before the result counts), and its end written
+//! and made durable after (the idempotent run a client can retry), so the ratio against it is
+//! the cost of Lua and the engine alone.
 //!
 //! Each comparison runs twice: with the data directory on disk (where every durable write waits
 //! for fsync) and on a tmpfs (where fsync is free), which separates the engine's CPU cost from
@@ -189,6 +192,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         async move {
             let engine = daemon.flows.as_ref().context("no flow engine")?;
             let record = cardd::flows::start(engine, &session, params, daemon.journal.as_deref())
+                .await
                 .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
             let done = engine
                 .wait_finished(&record.run_id, Duration::from_secs(30))
@@ -209,11 +213,18 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         let txn_id = format!("rust-{txn}");
         let runs = runs.clone();
         async move {
-            // What the flow engine does around the card work: the run durable before...
-            if run_record {
+            // What the flow engine does around the card work: the run written before, and made
+            // durable by a round beside the card work (the first intent's round may cover it)...
+            let start_durable = if run_record {
                 runs.insert(txn_id.as_bytes(), b"running".as_slice())?;
-                daemon.store.durable_flush()?;
-            }
+                let mark = daemon.store.write_mark();
+                let store = daemon.store.clone();
+                Some(tokio::task::spawn_blocking(move || {
+                    store.wait_durable(mark)
+                }))
+            } else {
+                None
+            };
             let job_daemon = daemon.clone();
             let loaded = daemon
                 .readers
@@ -237,6 +248,9 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                 "loaded {}",
                 receipt.amount_fen
             );
+            if let Some(start_durable) = start_durable {
+                start_durable.await??;
+            }
             // ...and its result durable after.
             if run_record {
                 runs.insert(receipt.txn_id.as_bytes(), receipt.tac.as_bytes())?;
@@ -349,6 +363,7 @@ async fn card_call_cost(
         async move {
             let started = Instant::now();
             let record = cardd::flows::start(engine, session, params, daemon.journal.as_deref())
+                .await
                 .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
             let done = engine
                 .wait_finished(&record.run_id, Duration::from_secs(30))

@@ -675,3 +675,71 @@ async fn progress_counts_are_the_events_data() {
     }
     d.stop().await;
 }
+
+/// A load without a question: the run goes from the start straight to its load intent.
+const DIRECT_LOAD: &str = r#"
+return {
+  name = "test.direct_load", version = "1.0.0", title = "direct", role = { "admin" },
+  params = { amount = { type = "amount", required = true, min = "0.01", max = "100.00" } },
+  run = function(ctx, params)
+    ui.progress("正在读取卡片……")
+    local info = card.info()
+    local receipt = card.load({ amount = params.amount, expected_card = info.card_number })
+    return { status = "ok", balance_after = card.fen_to_yuan(receipt.balance_after_fen) }
+  end,
+}
+"#;
+
+/// `flows.start` answers only once the run and its key are durable. The flow starts before
+/// that; when the flush round that would make the run durable fails (injected as a failed
+/// fsync), the start fails, and the run loads no card: the store failed
+/// closed, so the run's load intent cannot become durable. A re-send is refused rather than
+/// answered with a run that is not durable. Without the failure, the same flow
+/// loads the card once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_be_made_durable_fails_and_loads_nothing() {
+    let dir = flows_dir(&[("direct.lua", DIRECT_LOAD)]);
+    let world = format!("flows-durable-start-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let admin = d.login("admin", "admin123").await;
+    let before = balance(&world);
+    let store = d.daemon().store.clone();
+    // The next round is the start's audit record's; the one after it covers the run.
+    store.fail_flushes_for_test(1, 1);
+    let start = json!({"flow": "test.direct_load", "params": {"amount": "5.00"}, "idempotency_key": "durable-1", "reader_id": "sim:etc"});
+    // The start fails (its outcome's audit record, written after it on the failed store, is
+    // refused too and names the first failure).
+    let (_, message) = d.err("flows.start", start.clone(), Some(&admin)).await;
+    assert!(message.contains("injected flush failure"), "{message}");
+    let runs = store.tree(cardd::flows::RUNS_TREE).unwrap();
+    let run_id = runs
+        .get(b"key/admin/durable-1")
+        .unwrap()
+        .map(|id| String::from_utf8(id.to_vec()).unwrap())
+        .expect("the run was written before the round");
+    let engine = d.daemon().flows.clone().unwrap();
+    let ended = engine
+        .wait_finished(&run_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(ended.state.is_finished(), "{ended:?}");
+    assert_ne!(ended.state, cardd::flows::RunState::Succeeded, "{ended:?}");
+    assert_eq!(balance(&world), before, "no card was loaded");
+    // A re-send is refused (the daemon stopped state-changing methods), never answered with
+    // the run that is not durable.
+    d.err("flows.start", start, Some(&admin)).await;
+    assert_eq!(balance(&world), before);
+    d.stop().await;
+
+    // The same flow on a healthy store loads once.
+    let dir = flows_dir(&[("direct.lua", DIRECT_LOAD)]);
+    let world = format!("flows-durable-start-ok-{}", std::process::id());
+    let d = start_with_flows(dir.path(), &world, |_| {}).await;
+    let admin = d.login("admin", "admin123").await;
+    let before = balance(&world);
+    let start = json!({"flow": "test.direct_load", "params": {"amount": "5.00"}, "idempotency_key": "durable-2", "reader_id": "sim:etc"});
+    let done = d.drive(&admin, start, |_| json!(true)).await.done;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(balance(&world), before + 500);
+    d.stop().await;
+}

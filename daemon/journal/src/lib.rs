@@ -48,7 +48,7 @@ pub use lost::{LostCardError, LostCardVerdict, WatchCheck, LOST_REASON_CHARS_MAX
 pub use pins::{PinRefusalRecord, PIN_REFUSALS_MAX, PIN_REFUSALS_TREE};
 pub use restored::{Claim, Orphan, RestoredCheck, RestoredMode, Suspect};
 pub use stats::JournalStats;
-pub use store::{FlushStats, Store, StoreError};
+pub use store::{FlushStats, Store, StoreError, WriteMark};
 
 /// China Standard Time: every time a teller, customer or auditor sees is at +08:00.
 pub const CHINA_OFFSET: time::UtcOffset = time::macros::offset!(+8);

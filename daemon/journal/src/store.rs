@@ -132,6 +132,11 @@ impl FlushStats {
     }
 }
 
+/// The writes made before a point in time, for [`Store::wait_durable`]: a ticket of the group
+/// commit, taken by [`Store::write_mark`] after the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WriteMark(u64);
+
 /// A callback told the duration of every flush round (the daemon's metrics).
 pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
@@ -143,8 +148,8 @@ struct Flushes {
     done: Condvar,
     stats: Mutex<FlushStats>,
     observer: OnceLock<FlushObserver>,
-    /// Test support (fault injection): of the next `durable_flush` calls, how many succeed
-    /// first and how many then fail.
+    /// Test support (fault injection): of the next flush rounds, how many succeed first and
+    /// how many then fail.
     failing: Mutex<(u32, u32)>,
     /// The first sync failure: once set, every later `durable_flush` fails without syncing.
     failed: OnceLock<String>,
@@ -247,40 +252,43 @@ impl Store {
     /// it called* completed without error, so everything it wrote before calling is durable;
     /// a failed round fails every caller it covered.
     ///
+    /// A caller that must not wait now can take a [`Store::write_mark`] after its writes and
+    /// [`Store::wait_durable`] for it later; any round that starts after the mark covers it.
+    ///
     /// **Fail closed.** A failed sync is never retried and never called durable: Linux reports
     /// a writeback error once and may drop the dirty pages, so a later "successful" fsync would
     /// prove nothing. After the first failure every call fails with
     /// [`StoreError::FailedClosed`] until the process is restarted.
     pub fn durable_flush(&self) -> Result<(), StoreError> {
-        let flushes = &self.flushes;
-        let injected = {
-            let mut failing = lock(&flushes.failing);
-            match *failing {
-                (0, 0) => false,
-                (0, fail) => {
-                    failing.1 = fail - 1;
-                    true
-                }
-                (skip, _) => {
-                    failing.0 = skip - 1;
-                    false
-                }
-            }
-        };
         if let Some(refused) = self.refuse_if_failed() {
             return Err(refused);
         }
-        if injected {
-            let _ = flushes.failed.set("injected flush failure".into());
-            return Err(StoreError::Sync {
-                path: self.dir.clone(),
-                source: io::Error::other("injected flush failure"),
-            });
-        }
-        let mut group = lock(&flushes.group);
+        let mark = self.write_mark();
+        self.wait_durable(mark)
+    }
+
+    /// Marks the writes made so far, for [`Store::wait_durable`] later: the caller writes, takes
+    /// a mark, goes on with other work (whose own durable flushes cover the marked writes as
+    /// well), and waits for the mark only when it must answer. Taking a mark costs a lock, no
+    /// I/O.
+    pub fn write_mark(&self) -> WriteMark {
+        let mut group = lock(&self.flushes.group);
         // Whatever this caller wrote happened before it took its ticket (under the lock).
         let ticket = group.next_ticket;
         group.next_ticket += 1;
+        WriteMark(ticket)
+    }
+
+    /// Waits until the writes made before `mark` was taken are durable: returns `Ok` once a flush
+    /// round that started after the mark completed without error (whoever ran it: another
+    /// caller's [`Store::durable_flush`] covers the mark too), running a round itself if none
+    /// is running. Fails if the round that would have covered the mark failed, or if the store
+    /// failed closed before any round covered it; a mark covered by a successful round stays
+    /// `Ok` even after a later failure.
+    pub fn wait_durable(&self, mark: WriteMark) -> Result<(), StoreError> {
+        let flushes = &self.flushes;
+        let ticket = mark.0;
+        let mut group = lock(&flushes.group);
         loop {
             if group.durable_below > ticket {
                 drop(group);
@@ -297,7 +305,14 @@ impl Store {
                 let covers = group.next_ticket;
                 drop(group);
                 let started = Instant::now();
-                let result = self.flush_round();
+                let result = if self.injected_failure() {
+                    Err(StoreError::Sync {
+                        path: self.dir.clone(),
+                        source: io::Error::other("injected flush failure"),
+                    })
+                } else {
+                    self.flush_round()
+                };
                 let took = started.elapsed();
                 let mut group = lock(&flushes.group);
                 group.flushing = false;
@@ -326,6 +341,23 @@ impl Store {
         }
     }
 
+    /// Test support: whether the round starting now fails by injection (see
+    /// [`Store::fail_flushes_for_test`]).
+    fn injected_failure(&self) -> bool {
+        let mut failing = lock(&self.flushes.failing);
+        match *failing {
+            (0, 0) => false,
+            (0, fail) => {
+                failing.1 = fail - 1;
+                true
+            }
+            (skip, _) => {
+                failing.0 = skip - 1;
+                false
+            }
+        }
+    }
+
     /// One flush round: sled's flush, then fsync of every file and directory.
     fn flush_round(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -339,9 +371,10 @@ impl Store {
         *lock(&self.flushes.stats)
     }
 
-    /// Test support: after `skip` more calls of [`Store::durable_flush`] succeed, makes the
-    /// following `fail` calls fail as a failed fsync would (the writes before them stay in
-    /// sled's memory, not known to be durable).
+    /// Test support: after `skip` more flush rounds succeed, makes the following `fail` rounds
+    /// fail as a failed fsync would (the writes before them stay in sled's memory, not known to
+    /// be durable, and the store fails closed). A round is what one lone
+    /// [`Store::durable_flush`] call runs; concurrent callers share rounds.
     #[doc(hidden)]
     pub fn fail_flushes_for_test(&self, skip: u32, fail: u32) {
         *lock(&self.flushes.failing) = (skip, fail);
@@ -542,6 +575,49 @@ mod tests {
             rounds,
             "no sync was tried again"
         );
+    }
+
+    #[test]
+    fn a_mark_is_made_durable_by_a_later_callers_round() {
+        let store = Store::temporary().expect("temporary");
+        let tree = store.tree("t").expect("tree");
+        tree.insert(b"run", b"1".as_slice()).expect("insert");
+        let mark = store.write_mark();
+        tree.insert(b"intent", b"2".as_slice()).expect("insert");
+        store.durable_flush().expect("the later write's flush");
+        let rounds = store.flush_stats().rounds;
+        store
+            .wait_durable(mark)
+            .expect("covered by the later round");
+        assert_eq!(store.flush_stats().rounds, rounds, "no round of its own");
+        // A mark not yet covered runs its own round.
+        tree.insert(b"end", b"3".as_slice()).expect("insert");
+        let mark = store.write_mark();
+        store.wait_durable(mark).expect("its own round");
+        assert_eq!(store.flush_stats().rounds, rounds + 1);
+    }
+
+    #[test]
+    fn a_mark_fails_with_the_round_that_would_cover_it_and_so_do_later_writes() {
+        let store = Store::temporary().expect("temporary");
+        let tree = store.tree("t").expect("tree");
+        let durable = store.write_mark();
+        store.wait_durable(durable).expect("a healthy round");
+        tree.insert(b"run", b"1".as_slice()).expect("insert");
+        let mark = store.write_mark();
+        store.fail_flushes_for_test(0, 1);
+        assert!(matches!(
+            store.wait_durable(mark),
+            Err(StoreError::Sync { .. })
+        ));
+        tree.insert(b"intent", b"2".as_slice()).expect("insert");
+        let err = store.durable_flush().expect_err("failed closed");
+        assert!(matches!(err, StoreError::FailedClosed { .. }), "{err}");
+        let err = store.wait_durable(mark).expect_err("never durable");
+        assert!(matches!(err, StoreError::FailedClosed { .. }), "{err}");
+        store
+            .wait_durable(durable)
+            .expect("what a successful round covered stays durable");
     }
 
     #[test]

@@ -2,9 +2,24 @@
 //! answer and cancel over JSON-RPC.
 //!
 //! * A **run** is started with a client-chosen idempotency key (scoped to the operator). The
-//!   key and the run record are durable before the flow starts; re-sending the same start
-//!   returns the same run, and the same key with other parameters is refused. A run never loads
-//!   a card twice: its loads go through the journal with transaction ids derived from the run.
+//!   key and the run record are written before the flow starts and are durable before
+//!   `flows.start` answers: the flow starts at once, and the start's flush round runs beside its
+//!   first steps (group commit, off the async threads). The run's first load intent is flushed
+//!   after that write, so its round covers the run too (sled's flush is database-wide) and the
+//!   card work never waits for a flush of the run's own. If the start's round fails, the store
+//!   fails closed: the start is answered with the error, the run is cancelled, and no intent
+//!   can become durable, so the run loads no card. Re-sending the same start returns the same
+//!   run once it is durable (also while the first start's round runs), and the same key with
+//!   other parameters is refused. A run never loads a card twice: its loads go through the
+//!   journal with transaction ids derived from the run.
+//! * A running run's record lives **in memory** (its live run): progress, log and card events
+//!   are visible at once to `flows.get`, `flows.events` and `flows.subscribe`, and reach sled
+//!   only with the run's next state change (running → waiting for an answer → running →
+//!   succeeded / failed / cancelled), each of which writes the whole record (events bounded by
+//!   [`RUN_EVENTS_MAX`]). A crash loses the events since the last state change, never money:
+//!   loads are in the journal, and an interrupted run shows them from there. The end of a run
+//!   is durable before it is visible: until its flush round returns, readers see the run still
+//!   running.
 //! * A run follows one flow **version**: it holds the definition it started with, whatever is
 //!   reloaded meanwhile.
 //! * Flows talk to the world only through the modules below: `card` (the reader the run was
@@ -166,6 +181,8 @@ pub fn attach_load_outcomes(run: &mut RunRecord, journal: Option<&Journal>) {
 type AnsweredBy = (Answer, String);
 
 struct LiveRun {
+    /// The run's record while it runs: the newest events are here before they are in sled.
+    record: Mutex<RunRecord>,
     answers: Mutex<Option<(u32, mpsc::SyncSender<AnsweredBy>)>>,
     prompts: AtomicU32,
     cancel: cardd_script::CancelHandle,
@@ -248,6 +265,25 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("the run store failed: {e}"))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Appends an event to a run's record, dropping the oldest beyond [`RUN_EVENTS_MAX`].
+fn add_event(r: &mut RunRecord, kind: &str, message: String, data: serde_json::Value) {
+    let seq = r.events.last().map_or(1, |e| e.seq + 1);
+    if r.events.len() >= RUN_EVENTS_MAX {
+        r.events.remove(0);
+    }
+    r.events.push(RunEvent {
+        seq,
+        at: now(),
+        kind: kind.into(),
+        message,
+        data,
+    });
+}
+
 impl FlowEngine {
     /// Registers the modules of the daemon's services (once, by the composition root).
     pub fn register_modules(&self, modules: Arc<dyn RunModules>) {
@@ -287,12 +323,14 @@ impl FlowEngine {
     }
 
     fn interrupt_leftovers(&self) -> Result<(), ApiError> {
+        let mut interrupted = false;
         for item in self.tree.scan_prefix(b"run/") {
             let (_, value) = item.map_err(store_error)?;
             let Ok(mut record) = serde_json::from_slice::<RunRecord>(&value) else {
                 continue;
             };
             if !record.state.is_finished() {
+                interrupted = true;
                 record.state = RunState::Interrupted;
                 record.prompt = None;
                 record.failure = Some(RunFailure {
@@ -301,9 +339,13 @@ impl FlowEngine {
                         "cardd 重启时该业务尚未完成；如涉及写卡，请重新插卡，系统会根据卡片确认结果"
                             .into(),
                 });
-                self.save(&record, true)?;
+                self.save(&record, false)?;
                 tracing::warn!(run = %record.run_id, flow = %record.flow, "run interrupted by a restart");
             }
+        }
+        // One flush round for all of them.
+        if interrupted {
+            self.store.durable_flush().map_err(store_error)?;
         }
         Ok(())
     }
@@ -346,8 +388,17 @@ impl FlowEngine {
         Ok(())
     }
 
-    /// A run by id, for its operator (or an administrator).
+    /// A run by id, for its operator (or an administrator): a running run as it stands in
+    /// memory, with its newest events; a finished one as stored.
     pub fn get(&self, run_id: &str) -> Result<RunRecord, ApiError> {
+        if let Some(live) = self.live_run(run_id) {
+            return Ok(lock(&live.record).clone());
+        }
+        self.stored(run_id)
+    }
+
+    /// A run as stored in sled.
+    fn stored(&self, run_id: &str) -> Result<RunRecord, ApiError> {
         let bytes = self
             .tree
             .get(run_key(run_id))
@@ -356,24 +407,49 @@ impl FlowEngine {
         serde_json::from_slice(&bytes).map_err(store_error)
     }
 
+    /// Changes a run's record. A running run changes in memory; the record is written to sled
+    /// when its state changes (or `durable` asks), made durable when `durable` asks, and only
+    /// then shown to readers. A run that is not running (none is changed so today) is changed
+    /// in sled.
     pub(crate) fn update(
         &self,
         run_id: &str,
         durable: bool,
         change: impl FnOnce(&mut RunRecord),
     ) -> Result<RunRecord, ApiError> {
-        let _guard = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let mut record = self.get(run_id)?;
-        change(&mut record);
-        record.updated_at = now();
-        self.save(&record, durable)?;
-        drop(_guard);
-        if let Some(live) = self.live_run(run_id) {
-            live.changed.notify_waiters();
+        let Some(live) = self.live_run(run_id) else {
+            let _guard = lock(&self.records);
+            let mut record = self.stored(run_id)?;
+            change(&mut record);
+            record.updated_at = now();
+            self.save(&record, durable)?;
+            return Ok(record);
+        };
+        let record = {
+            let mut current = lock(&live.record);
+            let mut record = current.clone();
+            change(&mut record);
+            record.updated_at = now();
+            if durable || record.state != current.state {
+                // Under the run's lock, so the run's writes reach sled in order.
+                self.save(&record, false)?;
+            }
+            if !durable {
+                *current = record.clone();
+            }
+            record
+        };
+        if durable {
+            // Readers see the change only once it survives a crash ("record the outcome before
+            // answering"); the run's thread is the only writer, so nothing changes meanwhile.
+            self.store.durable_flush().map_err(store_error)?;
+            *lock(&live.record) = record.clone();
         }
+        live.changed.notify_waiters();
         Ok(record)
     }
 
+    /// Adds an event to a running run (in memory: it reaches sled with the next state change).
     pub(crate) fn push_event(
         &self,
         run_id: &str,
@@ -381,30 +457,14 @@ impl FlowEngine {
         message: &str,
         data: serde_json::Value,
     ) {
-        let result = self.update(run_id, false, |r| {
-            let seq = r.events.last().map_or(1, |e| e.seq + 1);
-            if r.events.len() >= RUN_EVENTS_MAX {
-                r.events.remove(0);
-            }
-            r.events.push(RunEvent {
-                seq,
-                at: now(),
-                kind: kind.into(),
-                message: message.into(),
-                data,
-            });
-        });
+        let result = self.update(run_id, false, |r| add_event(r, kind, message.into(), data));
         if let Err(e) = result {
             tracing::warn!(run = run_id, error = %e, "could not record a run event");
         }
     }
 
     fn live_run(&self, run_id: &str) -> Option<Arc<LiveRun>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run_id)
-            .cloned()
+        lock(&self.live).get(run_id).cloned()
     }
 
     /// Waits until the run changes or `wait` passes (for long polling).
@@ -500,14 +560,53 @@ fn no_prompt(run_id: &str) -> ApiError {
     ApiError::new(ErrorCode::NoPendingPrompt, format!("run {run_id} is not waiting for that answer (it may have been answered, cancelled or timed out)"))
 }
 
-/// Starts a run, or returns the run an earlier identical start created.
+/// Starts a run, or returns the run an earlier identical start created, once it is durable.
 /// `journal` is read for the outcomes of an earlier identical start's loads.
-pub fn start(
+///
+/// The flow starts before the run is durable; the answer waits for the flush round (on a
+/// blocking thread), which runs beside the flow's first steps. A failed round fails the start
+/// and cancels the run; the store is then failed closed, so the run's loads cannot begin.
+pub async fn start(
     engine: &FlowEngine,
     session: &crate::auth::Session,
     p: StartParams,
     journal: Option<&Journal>,
 ) -> Result<RunRecord, ApiError> {
+    let begun = begin(engine, session, p, journal)?;
+    let store = engine.store.clone();
+    let mark = begun.mark;
+    let durable = tokio::task::spawn_blocking(move || match mark {
+        Some(mark) => store.wait_durable(mark),
+        // A re-sent start: whatever it returns is made durable (re-sends are rare).
+        None => store.durable_flush(),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the run store's flush stopped: {e}")))?;
+    if let Err(e) = durable {
+        if mark.is_some() {
+            tracing::error!(run = %begun.record.run_id, error = %e, "a run could not be made durable: it is cancelled");
+            if let Some(live) = engine.live_run(&begun.record.run_id) {
+                live.cancel.cancel();
+            }
+        }
+        return Err(store_error(e));
+    }
+    Ok(begun.record)
+}
+
+/// A start's record, and for a new run the mark its durability waits for.
+struct Begun {
+    record: RunRecord,
+    mark: Option<cardd_journal::WriteMark>,
+}
+
+/// The part of [`start`] that writes and starts the flow, without waiting for the disk.
+fn begin(
+    engine: &FlowEngine,
+    session: &crate::auth::Session,
+    p: StartParams,
+    journal: Option<&Journal>,
+) -> Result<Begun, ApiError> {
     let key = p.idempotency_key.trim().to_owned();
     if key.is_empty() || key.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX {
         return Err(ApiError::invalid_params(format!(
@@ -556,7 +655,12 @@ pub fn start(
         }
         let mut record = record;
         attach_load_outcomes(&mut record, journal);
-        return Ok(record);
+        return Ok(Begun { record, mark: None });
+    }
+    if let Some(first) = engine.store.failed_closed() {
+        return Err(store_error(format!(
+            "an earlier sync to disk failed ({first}), so no run can be made durable; stop cardd, check the disk, and start it again"
+        )));
     }
     let active = engine.live.lock().unwrap_or_else(|g| g.into_inner()).len();
     if active >= RUNS_ACTIVE_MAX {
@@ -595,11 +699,13 @@ pub fn start(
     batch.insert(run_key(&run_id), bytes);
     batch.insert(idem_key(&session.username, &key), run_id.as_bytes());
     engine.tree.apply_batch(batch).map_err(store_error)?;
-    engine.store.durable_flush().map_err(store_error)?;
+    // Made durable by whichever round comes first: `start`'s or the run's first load intent's.
+    let mark = engine.store.write_mark();
     drop(_guard);
 
     let ctx = RunContext::new(run_id.clone());
     let live = Arc::new(LiveRun {
+        record: Mutex::new(record.clone()),
         answers: Mutex::new(None),
         prompts: AtomicU32::new(0),
         cancel: ctx.cancel_handle(),
@@ -643,7 +749,10 @@ pub fn start(
             e => ApiError::internal(e.to_string()),
         });
     }
-    Ok(record)
+    Ok(Begun {
+        record,
+        mark: Some(mark),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -750,19 +859,13 @@ fn finish_run(
     engine
         .metrics
         .flow_finished(flow_name, &outcome, started.elapsed());
+    // Durable before readers see it: until then they see the run still running.
     let finished = engine.update(run_id, true, |r| {
         r.state = state;
         r.prompt = None;
         r.result = result;
         r.failure = failure;
-        let seq = r.events.last().map_or(1, |e| e.seq + 1);
-        r.events.push(RunEvent {
-            seq,
-            at: now(),
-            kind: "state".into(),
-            message: format!("{state:?}").to_lowercase(),
-            data: json!({}),
-        });
+        add_event(r, "state", format!("{state:?}").to_lowercase(), json!({}));
     });
     if let Err(e) = finished {
         tracing::error!(run = %run_id, error = %e, "could not record the end of a run");
@@ -832,14 +935,7 @@ impl UiModule {
             .update(&self.run_id, false, |r| {
                 r.state = RunState::Waiting;
                 r.prompt = Some(prompt);
-                let seq = r.events.last().map_or(1, |e| e.seq + 1);
-                r.events.push(RunEvent {
-                    seq,
-                    at: now(),
-                    kind: "prompt".into(),
-                    message,
-                    data,
-                });
+                add_event(r, "prompt", message, data);
             })
             .map_err(|e| lua_error(e.message))?;
         let answer = rx.recv_timeout(engine.prompt_timeout);
@@ -987,5 +1083,299 @@ mod message_tests {
         ] {
             assert_eq!(strip_location(raw), shown, "{raw}");
         }
+    }
+}
+
+#[cfg(test)]
+mod run_record_tests {
+    use super::*;
+
+    /// A flow that reports progress, then waits at the gate, then (on request) writes and
+    /// flushes as a load intent would.
+    const GATED: &str = r#"
+return {
+  name = "test.gated", version = "1.0.0", title = "测试", role = {"teller"},
+  params = { progress = { type = "integer", min = 1, max = 1000 } },
+  run = function(ctx, params)
+    for i = 1, (params.progress or 1) do
+      ui.progress("进度 " .. i)
+    end
+    gate.wait()
+    if not gate.intent() then
+      error("intent not durable")
+    end
+    return { ok = true }
+  end,
+}
+"#;
+
+    /// Generous bound for a run to reach the gate or its end.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    struct Gate {
+        store: Store,
+        reached: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<()>>,
+        intents: Mutex<mpsc::Sender<bool>>,
+    }
+
+    struct GateModules(Arc<Gate>);
+
+    impl RunModules for GateModules {
+        fn for_run(&self, _run: &RunScope) -> Vec<Box<dyn LuaModule>> {
+            vec![Box::new(GateModule(self.0.clone()))]
+        }
+    }
+
+    struct GateModule(Arc<Gate>);
+
+    impl LuaModule for GateModule {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+
+        fn register(&self, lua: &Lua, _ctx: &RunContext) -> mlua::Result<()> {
+            let table = lua.create_table()?;
+            let gate = self.0.clone();
+            table.raw_set(
+                "wait",
+                lua.create_function(move |_, ()| {
+                    let _ = lock(&gate.reached).send(());
+                    lock(&gate.release)
+                        .recv_timeout(WAIT)
+                        .map_err(|_| lua_error("the test did not open the gate"))
+                })?,
+            )?;
+            let gate = self.0.clone();
+            table.raw_set(
+                "intent",
+                lua.create_function(move |_, ()| {
+                    // What the journal does for a load intent: write, then a durable flush.
+                    let tree = gate.store.tree("test_intents").map_err(lua_error_of)?;
+                    tree.insert(b"intent", b"1".as_slice())
+                        .map_err(lua_error_of)?;
+                    let ok = gate.store.durable_flush().is_ok();
+                    let _ = lock(&gate.intents).send(ok);
+                    Ok(ok)
+                })?,
+            )?;
+            install_module(lua, "gate", table)
+        }
+    }
+
+    fn lua_error_of(e: impl std::fmt::Display) -> mlua::Error {
+        lua_error(e.to_string())
+    }
+
+    struct Rig {
+        engine: Arc<FlowEngine>,
+        store: Store,
+        reached: mpsc::Receiver<()>,
+        release: mpsc::Sender<()>,
+        intents: mpsc::Receiver<bool>,
+        session: crate::auth::Session,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gated.lua"), GATED).expect("flow file");
+        let store = Store::temporary().expect("store");
+        let engine = FlowEngine::open(
+            dir.path(),
+            &store,
+            Limits::default(),
+            WAIT,
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .expect("engine");
+        let (reached_tx, reached) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let (intents_tx, intents) = mpsc::channel();
+        engine.register_modules(Arc::new(GateModules(Arc::new(Gate {
+            store: store.clone(),
+            reached: Mutex::new(reached_tx),
+            release: Mutex::new(release_rx),
+            intents: Mutex::new(intents_tx),
+        }))));
+        let session = crate::auth::Session {
+            token: "t".repeat(64),
+            username: "teller".into(),
+            display_name: "柜员".into(),
+            role: cardd_api::Role::Teller,
+            group_id: None,
+            created_at: std::time::Instant::now(),
+            last_seen: std::time::Instant::now(),
+        };
+        Rig {
+            engine,
+            store,
+            reached,
+            release,
+            intents,
+            session,
+            _dir: dir,
+        }
+    }
+
+    fn params(key: &str, progress: u64) -> StartParams {
+        StartParams {
+            flow: "test.gated".into(),
+            params: json!({ "progress": progress }),
+            idempotency_key: key.into(),
+            reader_id: None,
+        }
+    }
+
+    fn kinds(record: &RunRecord) -> Vec<String> {
+        record
+            .events
+            .iter()
+            .map(|e| format!("{}:{}", e.kind, e.message))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_is_read_from_memory_and_stored_with_the_end() {
+        let r = rig();
+        let started = start(&r.engine, &r.session, params("k1", 3), None)
+            .await
+            .expect("start");
+        let run_id = started.run_id.clone();
+        r.reached
+            .recv_timeout(WAIT)
+            .expect("the run reaches the gate");
+        let live = r.engine.get(&run_id).expect("get");
+        assert_eq!(
+            kinds(&live),
+            [
+                "state:running",
+                "progress:进度 1",
+                "progress:进度 2",
+                "progress:进度 3"
+            ],
+            "readers see the progress at once"
+        );
+        let stored = r.engine.stored(&run_id).expect("stored");
+        assert_eq!(
+            kinds(&stored),
+            ["state:running"],
+            "progress alone writes nothing to sled"
+        );
+        let flushes = r.store.flush_stats();
+        r.release.send(()).expect("open the gate");
+        assert!(r.intents.recv_timeout(WAIT).expect("the intent"));
+        let done = r
+            .engine
+            .wait_finished(&run_id, WAIT)
+            .await
+            .expect("finished");
+        assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+        let stored = r.engine.stored(&run_id).expect("stored");
+        assert_eq!(stored, done, "the end is what sled holds");
+        assert_eq!(
+            kinds(&stored),
+            [
+                "state:running",
+                "progress:进度 1",
+                "progress:进度 2",
+                "progress:进度 3",
+                "state:succeeded"
+            ]
+        );
+        let rounds = r.store.flush_stats().since(&flushes).rounds;
+        assert_eq!(rounds, 2, "the intent's round and the end's round");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stored_record_keeps_the_newest_events_only() {
+        let r = rig();
+        let many = RUN_EVENTS_MAX as u64 + 20;
+        let started = start(&r.engine, &r.session, params("k1", many), None)
+            .await
+            .expect("start");
+        r.reached
+            .recv_timeout(WAIT)
+            .expect("the run reaches the gate");
+        let live = r.engine.get(&started.run_id).expect("get");
+        assert_eq!(live.events.len(), RUN_EVENTS_MAX);
+        r.release.send(()).expect("open the gate");
+        let done = r
+            .engine
+            .wait_finished(&started.run_id, WAIT)
+            .await
+            .expect("finished");
+        let stored = r.engine.stored(&started.run_id).expect("stored");
+        assert_eq!(stored.events.len(), RUN_EVENTS_MAX);
+        assert_eq!(stored.events, done.events);
+        let last = stored.events.last().expect("an event");
+        assert_eq!(
+            (last.kind.as_str(), last.seq),
+            ("state", many + 2),
+            "the oldest went, the end stayed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_start_round_fails_the_start_and_no_intent_becomes_durable() {
+        let r = rig();
+        r.store.fail_flushes_for_test(0, 1);
+        let err = start(&r.engine, &r.session, params("k1", 1), None)
+            .await
+            .expect_err("the run is not durable");
+        assert!(err.message.contains("injected flush failure"), "{err:?}");
+        // The run was cancelled; had it reached its load, the intent could not be durable.
+        let run_id = idem_run(&r, "k1");
+        let _ = r.release.send(());
+        let done = r.engine.wait_finished(&run_id, WAIT).await.expect("ended");
+        assert!(done.state.is_finished(), "{done:?}");
+        if let Ok(intent) = r.intents.try_recv() {
+            assert!(
+                !intent,
+                "an intent after a failed start round is never durable"
+            );
+        }
+        assert_ne!(done.state, RunState::Succeeded, "{done:?}");
+        // A re-send is not answered with a run that is not durable.
+        let again = start(&r.engine, &r.session, params("k1", 1), None).await;
+        assert!(again.is_err(), "{again:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_resent_while_the_first_is_not_yet_durable_returns_the_same_run() {
+        let r = rig();
+        let first = begin(&r.engine, &r.session, params("k1", 1), None).expect("begin");
+        assert!(first.mark.is_some(), "not yet waited for");
+        let again = start(&r.engine, &r.session, params("k1", 1), None)
+            .await
+            .expect("re-sent start");
+        assert_eq!(again.run_id, first.record.run_id);
+        r.store
+            .wait_durable(first.mark.expect("mark"))
+            .expect("the re-sent start's round covered the first");
+        let other = start(&r.engine, &r.session, params("k1", 2), None)
+            .await
+            .expect_err("other parameters");
+        assert_eq!(other.code, ErrorCode::IdempotencyConflict);
+        r.reached
+            .recv_timeout(WAIT)
+            .expect("the run reaches the gate");
+        r.release.send(()).expect("open the gate");
+        let done = r
+            .engine
+            .wait_finished(&first.record.run_id, WAIT)
+            .await
+            .expect("finished");
+        assert_eq!(done.state, RunState::Succeeded, "{done:?}");
+    }
+
+    fn idem_run(r: &Rig, key: &str) -> String {
+        let bytes = r
+            .engine
+            .tree
+            .get(idem_key(&r.session.username, key))
+            .expect("read")
+            .expect("the key was written");
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
     }
 }

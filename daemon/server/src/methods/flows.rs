@@ -86,7 +86,7 @@ fn add_flow_methods(m: &mut Methods) {
             let engine = d.flows.as_ref().ok_or_else(|| {
                 ApiError::new(ErrorCode::FlowNotFound, "no flows are configured")
             })?;
-            crate::flows::start(engine, &session, p, d.journal.as_deref())
+            crate::flows::start(engine, &session, p, d.journal.as_deref()).await
         },
     );
     m.method::<cardd_api::flows::Get, _, _>(
