@@ -5,14 +5,16 @@
 //! funded record). The Lua side is a run of the flow engine on `scripts/etc_load.lua`: the run
 //! record written and the flow started at once, the record made durable by a flush round beside
 //! the flow's first steps (`flows.start` answers after it), a fresh sandboxed Lua state, the record from the
-//! issuer host, `card.info()` (SELECT, READ 0015, GET BALANCE, VERIFY PIN, a probing
-//! INITIALIZE), `card.settle_record` (the card checked against the record), progress events,
+//! issuer host, `card.info()` (SELECT, READ 0015, GET BALANCE: no PIN, no load started),
+//! `card.settle_record` (the card checked against the record), progress events,
 //! `card.load_record()` (the record 圈存中, the security module's funding check, the journaled
 //! load: identify, PIN, INITIALIZE, MAC1, intent durable, CREDIT, TAC, outcome durable, the
 //! record 已圈存) and the run's end made durable, without the operator's confirmation (a
-//! person's think time is not the engine's). The Rust side is the same card work on the
-//! reader's worker: `summary::read` then `EtcService::load_record` through the same journal and host,
-//! which is what a service written without a flow engine would do. A third side adds to that
+//! person's think time is not the engine's). The Rust side is the same sequence without Lua:
+//! the record from the issuer host, then on the reader's worker `summary::read` and
+//! `EtcService::settle_record` and `EtcService::load_record` in one job (the flow makes these
+//! as three card calls), through the same journal and host, which is what a service written without a
+//! flow engine would do. A third side adds to that
 //! Rust sequence what the flow engine adds around the card work, with the same durability and
 //! the same waits: a run record written before the card work and made durable by a flush round
 //! on a blocking thread beside it (waited for before the result counts), and its end written
@@ -225,6 +227,15 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
             } else {
                 None
             };
+            // The flow's steps, in its order: the record from the issuer host, the card read,
+            // the card settled against the record, the journaled load.
+            let host = daemon.host.clone().context("the issuer host")?;
+            let record = host
+                .record(&record_id)
+                .map_err(|e| anyhow::anyhow!("record: {e}"))?;
+            anyhow::ensure!(record.is_some(), "no record {record_id}");
+            // One job on the reader's worker (the flow makes three card calls; one job is the
+            // cheapest a Rust service can do).
             let job_daemon = daemon.clone();
             let loaded = daemon
                 .readers
@@ -237,6 +248,10 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
                     )
                     .map_err(|e| anyhow::anyhow!("summary: {}", e.message))?;
                     let etc = d.etc.as_ref().context("the ETC service")?;
+                    let settled = etc
+                        .settle_record(reader, &record_id, "teller")
+                        .map_err(|e| anyhow::anyhow!("settle_record: {e}"))?;
+                    anyhow::ensure!(!settled.already_on_card, "already on the card");
                     etc.load_record(reader, READER_ID, &record_id, "teller", &txn_id)
                         .map_err(|e| anyhow::anyhow!("load_record: {e}"))
                 })
