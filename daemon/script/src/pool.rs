@@ -5,8 +5,9 @@
 //! fresh state per run stays the rule; this only moves the building off the run's path. Each
 //! flow version ([`crate::FlowDefinition`]) keeps at most [`PREBUILT_STATES_PER_FLOW`] states,
 //! built for the limits of its latest run, each handed to one run and dropped with it. One
-//! shared builder thread refills the pools; a run that finds its pool empty builds its own
-//! state on the spot, exactly as a pre-built one would have been built.
+//! shared builder thread refills the pools, between runs (it waits up to
+//! [`REFILL_DEFER_MS_MAX`] for the runs in progress to end); a run that finds its pool empty
+//! builds its own state on the spot, exactly as a pre-built one would have been built.
 //!
 //! What is pre-built is what does not depend on the run: the sandbox, its limits and the
 //! flow's loaded chunk. The run's stop flag, `math.random` seed and [`crate::RunContext`] are
@@ -16,6 +17,7 @@
 use std::fmt;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
+use std::time::Duration;
 
 use crate::error::ScriptError;
 use crate::sandbox::{Limits, Prebuilt};
@@ -25,6 +27,10 @@ pub const PREBUILT_STATES_PER_FLOW: usize = 2;
 
 /// Stack size of the builder thread, in bytes (it only builds states and loads chunks).
 const BUILDER_STACK_BYTES: usize = 1024 * 1024;
+
+/// Longest the builder waits for runs in progress to end before it builds a state anyway, in
+/// milliseconds.
+pub const REFILL_DEFER_MS_MAX: u64 = 250;
 
 /// The pre-built states of one flow version. Clones share the states.
 #[derive(Clone, Default)]
@@ -145,6 +151,10 @@ fn request_refill(pool: Weak<PoolInner>) -> bool {
 /// version unloaded) is left alone; a state built for limits that changed meanwhile is dropped.
 fn refill(pool: &Weak<PoolInner>) {
     loop {
+        // Between runs, not beside one: on a machine with few cores, building a state while a
+        // run goes competes with it. A run that keeps the machine busy longer only delays the
+        // refill by the bound.
+        crate::watchdog::wait_for_no_runs(Duration::from_millis(REFILL_DEFER_MS_MAX));
         let Some(inner) = pool.upgrade() else {
             return;
         };

@@ -53,6 +53,8 @@ struct State {
 struct Watchdog {
     state: Mutex<State>,
     wake: Condvar,
+    /// Notified when the last watched run ends.
+    quiet: Condvar,
 }
 
 fn watchdog() -> &'static Watchdog {
@@ -60,6 +62,7 @@ fn watchdog() -> &'static Watchdog {
     WATCHDOG.get_or_init(|| Watchdog {
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
+        quiet: Condvar::new(),
     })
 }
 
@@ -75,10 +78,27 @@ pub(crate) struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let w = watchdog();
-        lock(w).entries.remove(&self.id);
-        // No notify: a removed entry only makes the thread's next wake-up unnecessary, and it
-        // finds nothing to do then.
+        let mut state = lock(w);
+        state.entries.remove(&self.id);
+        let quiet = state.entries.is_empty();
+        drop(state);
+        // No notify of the timer thread: a removed entry only makes its next wake-up
+        // unnecessary, and it finds nothing to do then.
+        if quiet {
+            w.quiet.notify_all();
+        }
     }
+}
+
+/// Waits until no run is watched (none in progress), at most `max`. For work that should
+/// happen between runs rather than beside them (building the next runs' states).
+pub(crate) fn wait_for_no_runs(max: Duration) {
+    let w = watchdog();
+    let state = lock(w);
+    let _ = w
+        .quiet
+        .wait_timeout_while(state, max, |s| !s.entries.is_empty())
+        .unwrap_or_else(|p| p.into_inner());
 }
 
 /// Watches a run from now until the returned [`Watch`] is dropped.
@@ -145,6 +165,9 @@ fn watch_loop(w: &'static Watchdog) {
             .filter_map(|id| state.entries.remove(&id))
             .collect();
         if !given_up.is_empty() {
+            if state.entries.is_empty() {
+                w.quiet.notify_all();
+            }
             drop(state);
             for entry in given_up {
                 give_up(entry, now);
