@@ -416,6 +416,15 @@ async fn card_call_cost(
     let per_call = |total: f64| total / (CALLS - 1) as f64;
     let lua_call = per_call(long.median() - short.median());
     let rust_call = per_call(rust.median());
+    // The engine's fixed cost per run in the daemon: a run with one card call (start, the run
+    // record and its flush round beside the flow, the state, modules, the call, the end made
+    // durable, the waiter woken) less the same call through the reader's worker.
+    report::figure("flow.daemon_run_one_card_call.p50", short.median(), "us");
+    report::figure(
+        "flow.daemon_run_fixed_cost.p50",
+        short.median() - rust_call,
+        "us",
+    );
     report::figure("flow.lua_card_call.p50", lua_call, "us");
     report::figure("flow.rust_card_call_via_reader_worker.p50", rust_call, "us");
     report::ratio("flow.lua_card_call_vs_rust.p50", lua_call, rust_call);
