@@ -191,20 +191,7 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
         };
         let daemon = daemon.clone();
         let session = session.clone();
-        async move {
-            let engine = daemon.flows.as_ref().context("no flow engine")?;
-            let record = cardd::flows::start(engine, &session, params, daemon.journal.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
-            let done = engine
-                .wait_finished(&record.run_id, Duration::from_secs(30))
-                .await
-                .map_err(|e| anyhow::anyhow!("flows.get: {}", e.message))?;
-            if done.state != RunState::Succeeded {
-                bail!("the flow ended {:?}: {:?}", done.state, done.failure);
-            }
-            Ok(())
-        }
+        async move { run_to_success(&daemon, &session, params).await }
     };
     let runs = daemon.store.tree("bench_runs")?;
     let mut txn = 0u64;
@@ -346,6 +333,26 @@ async fn measure(samples: usize, base: &std::path::Path, place: &str) -> Result<
     Ok(())
 }
 
+/// Starts a run as a client would and waits until it has succeeded.
+async fn run_to_success(
+    daemon: &std::sync::Arc<cardd::daemon::Daemon>,
+    session: &cardd::auth::Session,
+    params: StartParams,
+) -> Result<()> {
+    let engine = daemon.flows.as_ref().context("no flow engine")?;
+    let record = cardd::flows::start(engine, session, params, daemon.journal.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
+    let done = engine
+        .wait_finished(&record.run_id, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("flows.get: {}", e.message))?;
+    if done.state != RunState::Succeeded {
+        bail!("the flow ended {:?}: {:?}", done.state, done.failure);
+    }
+    Ok(())
+}
+
 /// A flow that reads the balance `n` times, for the cost of one card call from Lua.
 const CARD_CALLS: &str = "return { name = \"bench.calls\", version = \"1.0.0\", title = \"读余额\", \
     role = {\"teller\"}, params = { n = { type = \"integer\", required = true, min = 1, max = 1000, \
@@ -365,7 +372,6 @@ async fn card_call_cost(
     holder: &Holder,
     samples: usize,
 ) -> Result<()> {
-    let engine = daemon.flows.as_ref().context("no flow engine")?;
     let mut key = 0u64;
     let mut run = |n: u64| {
         key += 1;
@@ -377,16 +383,7 @@ async fn card_call_cost(
         };
         async move {
             let started = Instant::now();
-            let record = cardd::flows::start(engine, session, params, daemon.journal.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!("flows.start: {}", e.message))?;
-            let done = engine
-                .wait_finished(&record.run_id, Duration::from_secs(30))
-                .await
-                .map_err(|e| anyhow::anyhow!("flows.get: {}", e.message))?;
-            if done.state != RunState::Succeeded {
-                bail!("the flow ended {:?}: {:?}", done.state, done.failure);
-            }
+            run_to_success(daemon, session, params).await?;
             Ok::<Duration, anyhow::Error>(started.elapsed())
         }
     };

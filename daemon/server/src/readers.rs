@@ -466,6 +466,26 @@ impl ReaderManager {
         Ok(plugin_status(plugin.status()))
     }
 
+    /// The slot of `reader_id` if `holder` may use it now: it exists and no other session holds
+    /// a lease on it (an expired lease is released first).
+    fn usable<'a>(
+        &self,
+        slots: &'a mut HashMap<String, Slot>,
+        reader_id: &str,
+        holder: &Holder,
+    ) -> Result<&'a mut Slot, ApiError> {
+        let slot = slots
+            .get_mut(reader_id)
+            .ok_or_else(|| not_found(reader_id))?;
+        self.expire(slot, Instant::now());
+        if let Some(lease) = &slot.lease {
+            if lease.holder.session != holder.session {
+                return Err(busy(reader_id, &lease.holder.operator, &lease.purpose));
+            }
+        }
+        Ok(slot)
+    }
+
     /// Runs `job` on the reader's worker thread, after checking the lease and the queue bound.
     /// `context` names what uses the reader (an API method, a flow step): it is written into the
     /// reader's APDU trace, when one is recorded, before the job's first command.
@@ -479,17 +499,8 @@ impl ReaderManager {
         let context = context.to_owned();
         let (tx, rx) = oneshot::channel();
         {
-            let now = Instant::now();
             let mut slots = lock(&self.slots);
-            let slot = slots
-                .get_mut(reader_id)
-                .ok_or_else(|| not_found(reader_id))?;
-            self.expire(slot, now);
-            if let Some(lease) = &slot.lease {
-                if lease.holder.session != holder.session {
-                    return Err(busy(reader_id, &lease.holder.operator, &lease.purpose));
-                }
-            }
+            let slot = self.usable(&mut slots, reader_id, holder)?;
             let presence = slot.presence.clone();
             let monitored = slot.monitored;
             let wrapped: Job = Box::new(move |reader: &mut Reader| {
@@ -536,17 +547,8 @@ impl ReaderManager {
         job: impl FnOnce(&mut Reader) -> R,
     ) -> Result<R, ApiError> {
         let (reader, presence, monitored) = {
-            let now = Instant::now();
             let mut slots = lock(&self.slots);
-            let slot = slots
-                .get_mut(reader_id)
-                .ok_or_else(|| not_found(reader_id))?;
-            self.expire(slot, now);
-            if let Some(lease) = &slot.lease {
-                if lease.holder.session != holder.session {
-                    return Err(busy(reader_id, &lease.holder.operator, &lease.purpose));
-                }
-            }
+            let slot = self.usable(&mut slots, reader_id, holder)?;
             (slot.reader.clone(), slot.presence.clone(), slot.monitored)
         };
         let mut reader = lock(&reader);
