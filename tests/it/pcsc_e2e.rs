@@ -634,6 +634,15 @@ fn a_silent_card_times_out_and_the_session_recovers_on_a_fresh_context() {
     );
     assert!(took < connect_timeout + OVERRUN_MAX, "took {took:?}");
 
+    reinsert_and_check(&mut rig, &mut reader);
+    assert!(cardd_pcsc::watchdog::calls_in_flight().is_empty());
+    assert_eq!(cardd_pcsc::worker::stuck_workers(), 0);
+    rig.remove();
+}
+
+/// Pulls the held card and presents it again: the same session must work again, on a fresh
+/// context.
+fn reinsert_and_check(rig: &mut Rig, reader: &mut Reader) {
     rig.remove();
     rig.insert();
     reader.set_apdu_timeout(APDU_TIMEOUT);
@@ -641,9 +650,6 @@ fn a_silent_card_times_out_and_the_session_recovers_on_a_fresh_context() {
     reader
         .transmit(&select_adf())
         .expect("the session works again once the card is back");
-    assert!(cardd_pcsc::watchdog::calls_in_flight().is_empty());
-    assert_eq!(cardd_pcsc::worker::stuck_workers(), 0);
-    rig.remove();
 }
 
 /// A session's PC/SC calls run on the thread that calls it: while a command waits for a silent
@@ -686,13 +692,7 @@ fn a_sessions_pcsc_calls_run_on_the_callers_thread() {
         matches!(result, Err(ReaderError::Timeout { .. })),
         "{result:?}"
     );
-    rig.remove();
-    rig.insert();
-    reader.set_apdu_timeout(APDU_TIMEOUT);
-    let _ = reader.session().power_on();
-    reader
-        .transmit(&select_adf())
-        .expect("the session works again once the card is back");
+    reinsert_and_check(&mut rig, &mut reader);
     rig.remove();
 }
 

@@ -24,6 +24,27 @@ pub fn stuck_workers() -> usize {
     STUCK_WORKERS.load(Ordering::Relaxed)
 }
 
+/// `SCardCancel` on a thread of its own, counted like a stuck worker until it returns: it opens
+/// its own connection to pcscd, and if pcscd is hung, so is it, while its caller must not be.
+/// Past [`STUCK_WORKERS_MAX`] nothing is sent.
+pub(crate) fn cancel_detached(context: pcsc::Context) {
+    if stuck_workers() >= STUCK_WORKERS_MAX {
+        return;
+    }
+    let pending = Pending::new();
+    let flag = pending.clone();
+    let spawned = std::thread::Builder::new()
+        .name("pcsc-cancel".into())
+        .spawn(move || {
+            let _ = context.cancel();
+            flag.finish();
+        });
+    if spawned.is_ok() {
+        // Counted until it returns (usually at once).
+        pending.abandon();
+    }
+}
+
 /// A session call whose connection the watchdog shut down has not returned yet.
 pub(crate) fn stuck_call_forced() {
     STUCK_WORKERS.fetch_add(1, Ordering::Relaxed);

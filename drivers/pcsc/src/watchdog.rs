@@ -332,7 +332,7 @@ fn run(dog: &'static Watchdog) {
                     operation = entry.operation,
                     "PC/SC call overran its deadline; sending SCardCancel"
                 );
-                cancel_detached(entry.context.clone());
+                stuck::cancel_detached(entry.context.clone());
             } else {
                 entry.due = None;
                 if let Some(socket) = entry.socket {
@@ -364,26 +364,6 @@ fn run(dog: &'static Watchdog) {
                     .0
             }
         };
-    }
-}
-
-/// `SCardCancel` on a thread of its own: while a status-change wait is in flight it talks to
-/// pcscd, which may hang, and the watchdog must not.
-fn cancel_detached(context: pcsc::Context) {
-    if stuck::stuck_workers() >= stuck::STUCK_WORKERS_MAX {
-        return;
-    }
-    let pending = stuck::Pending::new();
-    let flag = pending.clone();
-    let spawned = std::thread::Builder::new()
-        .name("pcsc-cancel".into())
-        .spawn(move || {
-            let _ = context.cancel();
-            flag.finish();
-        });
-    if spawned.is_ok() {
-        // Counted until it returns (usually at once).
-        pending.abandon();
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::error::PcscError;
 pub(crate) use crate::stuck::CallError;
-use crate::stuck::{finish, mark_abandoned, Pending};
+use crate::stuck::{self, finish, mark_abandoned};
 pub use crate::stuck::{stuck_workers, ESTABLISH_TIMEOUT_MS, STUCK_WORKERS_MAX};
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
@@ -136,19 +136,6 @@ impl<S: 'static> Worker<S> {
     /// lets the thread end on its own when pcscd answers.
     pub(crate) fn abandon(self) {
         mark_abandoned(&self.abandoned);
-        let context = self.context.clone();
-        // SCardCancel opens its own connection to pcscd; if pcscd is hung, so is it, so it runs
-        // detached (counted like a stuck worker).
-        let pending = Pending::new();
-        let flag = pending.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pcsc-cancel".into())
-            .spawn(move || {
-                let _ = context.cancel();
-                flag.finish();
-            });
-        if spawned.is_ok() {
-            pending.abandon();
-        }
+        stuck::cancel_detached(self.context.clone());
     }
 }
